@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# A throwaway PostgreSQL cluster for tests and benchmarks, from Debian's postgresql package.
+#   scripts/postgres.sh start DIR PORT   initdb in DIR, start on 127.0.0.1:PORT, create db "sfmlops"
+#   scripts/postgres.sh stop DIR         stop it and remove DIR
+# As root the cluster runs as the "postgres" user (PostgreSQL refuses to run as root).
+# SFMLOPS_PG_FSYNC=on keeps durable writes (benchmarks); tests run with fsync off.
+set -euo pipefail
+
+bindir() {
+  if command -v pg_config >/dev/null 2>&1 && [ -x "$(pg_config --bindir)/initdb" ]; then
+    pg_config --bindir
+  else
+    ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1
+  fi
+}
+
+as_owner() {
+  if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+usage() { echo "usage: $0 start DIR PORT | stop DIR" >&2; exit 2; }
+
+[ $# -ge 2 ] || usage
+action=$1
+dir=$2
+bin=$(bindir)
+[ -x "$bin/initdb" ] || { echo "PostgreSQL server not installed: run scripts/install-system-deps.sh" >&2; exit 1; }
+
+case "$action" in
+  start)
+    [ $# -eq 3 ] || usage
+    port=$3
+    mkdir -p "$dir"
+    if [ "$(id -u)" = 0 ]; then
+      chown postgres: "$dir"
+      runuser -u postgres -- test -x "$dir" || {
+        echo "$dir: the postgres user cannot reach it; pick a folder whose parents it may traverse" >&2
+        exit 1
+      }
+    fi
+    as_owner "$bin/initdb" -D "$dir/data" -U sfmlops --auth=trust -E UTF8 --locale=C.UTF-8 >"$dir/initdb.log"
+    as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
+      -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=${SFMLOPS_PG_FSYNC:-off} -c max_connections=100" \
+      start >/dev/null
+    as_owner "$bin/createdb" -h 127.0.0.1 -p "$port" -U sfmlops sfmlops
+    echo "postgresql+psycopg2://sfmlops@127.0.0.1:$port/sfmlops"
+    ;;
+  stop)
+    if [ -d "$dir/data" ]; then
+      as_owner "$bin/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null || true
+    fi
+    rm -rf "$dir"
+    ;;
+  *) usage ;;
+esac

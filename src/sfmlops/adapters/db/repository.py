@@ -1,0 +1,288 @@
+"""Reads and writes of the sales database (the only module that issues SQL for them).
+
+Every function takes an open `Connection`, so the caller decides the transaction:
+a file load writes stores and sales in one transaction and leaves nothing on failure.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+from sqlalchemy import Column, Connection, MetaData, Table, func, or_, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.sql.dml import Insert
+
+from sfmlops.adapters.db.tables import ingest_dead_letters, sales, stores
+from sfmlops.core import columns as c
+
+ProgressCallback = Callable[[int], None]
+"""Called with the number of rows just written, for progress bars."""
+
+_SALES_VALUE_COLUMNS = [name for name in c.SALES_COLUMNS if name not in c.SALES_KEY]
+_CHUNK_ROWS = 100_000
+
+
+@dataclass(frozen=True)
+class SalesSummary:
+    """What the sales table holds."""
+
+    stores: int
+    series: int
+    rows: int
+    first_date: dt.date | None
+    last_date: dt.date | None
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """A record that could not be ingested, kept with the reason."""
+
+    source: str
+    payload: str
+    reason: str
+    kafka_topic: str | None = None
+    kafka_partition: int | None = None
+    kafka_offset: int | None = None
+
+
+def upsert_stores(connection: Connection, frame: pd.DataFrame) -> int:
+    """Insert or update store metadata (columns `columns.STORE_COLUMNS`); returns rows written."""
+    if frame.empty:
+        return 0
+    rows = _records(frame[list(c.STORE_COLUMNS)])
+    statement = _insert(connection, stores)
+    excluded = statement.excluded
+    statement = statement.on_conflict_do_update(
+        index_elements=[stores.c.store_id],
+        set_={name: excluded[name] for name in c.STORE_COLUMNS if name != c.STORE_ID}
+        | {"updated_at": func.now()},
+    )
+    connection.execute(statement, rows)
+    return len(rows)
+
+
+def upsert_sales(
+    connection: Connection,
+    frame: pd.DataFrame,
+    on_progress: ProgressCallback | None = None,
+) -> int:
+    """Insert or update sales rows on their key (store, product, date), idempotently.
+
+    A row whose values are unchanged is left as it is (its `ingested_at` too); when the
+    frame repeats a key, the later row wins.
+
+    Args:
+        connection: An open connection inside the caller's transaction.
+        frame: Canonical sales rows (columns `columns.SALES_COLUMNS`), already validated.
+        on_progress: Called after each chunk with the rows it held.
+
+    Returns:
+        The number of rows handed to the database.
+    """
+    if frame.empty:
+        return 0
+    frame = frame.drop_duplicates(list(c.SALES_KEY), keep="last")
+    if connection.dialect.name == "postgresql":
+        _copy_upsert_sales(connection, frame, on_progress)
+    else:
+        _executemany_upsert_sales(connection, frame, on_progress)
+    return len(frame)
+
+
+def store_ids(connection: Connection) -> set[int]:
+    """The ids of every store in the metadata."""
+    return set(connection.scalars(select(stores.c.store_id)).all())
+
+
+def list_stores(connection: Connection) -> pd.DataFrame:
+    """Store metadata, one row per store, ordered by id."""
+    result = connection.execute(
+        select(*[stores.c[name] for name in c.STORE_COLUMNS]).order_by(stores.c.store_id)
+    )
+    return pd.DataFrame(result.fetchall(), columns=list(c.STORE_COLUMNS))
+
+
+def sales_summary(connection: Connection) -> SalesSummary:
+    """Counts and date range of the stored sales."""
+    row = connection.execute(
+        select(
+            func.count(func.distinct(sales.c.store_id)),
+            func.count(),
+            func.min(sales.c.sales_date),
+            func.max(sales.c.sales_date),
+        )
+    ).one()
+    series = connection.execute(
+        select(func.count()).select_from(
+            select(sales.c.store_id, sales.c.product_id).distinct().subquery()
+        )
+    ).scalar_one()
+    return SalesSummary(
+        stores=row[0],
+        series=series,
+        rows=row[1],
+        first_date=_as_date(row[2]),
+        last_date=_as_date(row[3]),
+    )
+
+
+def latest_sales_date(connection: Connection) -> dt.date | None:
+    """The most recent sales date stored, or None when there are no sales."""
+    return _as_date(connection.execute(select(func.max(sales.c.sales_date))).scalar_one())
+
+
+def read_sales(
+    connection: Connection,
+    store_ids: Sequence[int] | None = None,
+    start: dt.date | None = None,
+    end: dt.date | None = None,
+    product_id: str | None = None,
+) -> pd.DataFrame:
+    """Sales history as the canonical frame, filtered by store, product and inclusive dates."""
+    query = select(*[sales.c[name] for name in c.SALES_COLUMNS])
+    if store_ids is not None:
+        query = query.where(sales.c.store_id.in_(list(store_ids)))
+    if product_id is not None:
+        query = query.where(sales.c.product_id == product_id)
+    if start is not None:
+        query = query.where(sales.c.sales_date >= start)
+    if end is not None:
+        query = query.where(sales.c.sales_date <= end)
+    query = query.order_by(sales.c.store_id, sales.c.product_id, sales.c.sales_date)
+    frame = pd.DataFrame(connection.execute(query).fetchall(), columns=list(c.SALES_COLUMNS))
+    frame[c.SALES_DATE] = pd.to_datetime(frame[c.SALES_DATE])
+    return frame
+
+
+def add_dead_letters(connection: Connection, letters: Iterable[DeadLetter]) -> int:
+    """Keep rejected records with their reasons; returns how many were written."""
+    rows = [letter.__dict__ for letter in letters]
+    if rows:
+        connection.execute(ingest_dead_letters.insert(), rows)
+    return len(rows)
+
+
+def count_dead_letters(connection: Connection, since: dt.datetime | None = None) -> int:
+    """Dead letters received since `since` (all when None)."""
+    query = select(func.count()).select_from(ingest_dead_letters)
+    if since is not None:
+        query = query.where(ingest_dead_letters.c.received_at >= since)
+    return int(connection.execute(query).scalar_one())
+
+
+def dead_letter_payload(record: dict[str, Any]) -> str:
+    """A record as JSON text for the dead-letter table (dates and numpy values included)."""
+    return json.dumps(record, default=str, sort_keys=True)
+
+
+def _insert(connection: Connection, table: Table) -> Any:
+    """The dialect's INSERT, which offers ON CONFLICT on both backends."""
+    module = postgresql if connection.dialect.name == "postgresql" else sqlite
+    return module.insert(table)
+
+
+def _sales_upsert(statement: Any) -> Insert:
+    excluded = statement.excluded
+    changed = or_(
+        *[sales.c[name].is_distinct_from(excluded[name]) for name in _SALES_VALUE_COLUMNS]
+    )
+    return statement.on_conflict_do_update(  # type: ignore[no-any-return]
+        index_elements=[sales.c[name] for name in c.SALES_KEY],
+        set_={name: excluded[name] for name in _SALES_VALUE_COLUMNS} | {"ingested_at": func.now()},
+        where=changed,
+    )
+
+
+def _executemany_upsert_sales(
+    connection: Connection, frame: pd.DataFrame, on_progress: ProgressCallback | None
+) -> None:
+    # One compiled statement and plain tuples: per-row ORM or per-dict binding would cost
+    # several times the database's own work on a million rows.
+    compiled = _sales_upsert(sqlite.insert(sales)).compile(
+        dialect=connection.dialect,
+        column_keys=list(c.SALES_COLUMNS),
+    )
+    order = list(compiled.positiontup or [])
+    if sorted(order) != sorted(c.SALES_COLUMNS):
+        raise RuntimeError(f"unexpected parameters in the sales upsert: {order}")
+    cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        for chunk in _chunks(frame):
+            cursor.executemany(str(compiled), _tuples(chunk, order))
+            if on_progress:
+                on_progress(len(chunk))
+    finally:
+        cursor.close()
+
+
+def _copy_upsert_sales(
+    connection: Connection, frame: pd.DataFrame, on_progress: ProgressCallback | None
+) -> None:
+    # COPY into a transaction-scoped staging table, then one merge statement: the fast path
+    # PostgreSQL offers for bulk upserts.
+    staging = Table(
+        "sales_staging",
+        MetaData(),
+        *[Column(name, sales.c[name].type) for name in c.SALES_COLUMNS],
+    )
+    connection.exec_driver_sql(
+        "CREATE TEMPORARY TABLE IF NOT EXISTS sales_staging "
+        "(LIKE sales INCLUDING DEFAULTS) ON COMMIT DROP; TRUNCATE sales_staging"
+    )
+    copy_sql = f"COPY sales_staging ({', '.join(c.SALES_COLUMNS)}) FROM STDIN WITH (FORMAT csv)"
+    cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        for chunk in _chunks(frame):
+            buffer = io.StringIO()
+            chunk[list(c.SALES_COLUMNS)].to_csv(
+                buffer, index=False, header=False, date_format="%Y-%m-%d"
+            )
+            buffer.seek(0)
+            cursor.copy_expert(copy_sql, buffer)
+            if on_progress:
+                on_progress(len(chunk))
+    finally:
+        cursor.close()
+    merge = _sales_upsert(
+        postgresql.insert(sales).from_select(list(c.SALES_COLUMNS), select(*staging.c))
+    )
+    connection.execute(merge)
+
+
+def _chunks(frame: pd.DataFrame) -> Iterator[pd.DataFrame]:
+    for start in range(0, len(frame), _CHUNK_ROWS):
+        yield frame.iloc[start : start + _CHUNK_ROWS]
+
+
+def _tuples(chunk: pd.DataFrame, order: Sequence[str]) -> list[tuple[Any, ...]]:
+    values = []
+    for name in order:
+        column = chunk[name]
+        if name == c.SALES_DATE:
+            values.append(column.dt.strftime("%Y-%m-%d").tolist())
+        else:
+            values.append(column.astype(object).where(column.notna(), None).tolist())
+    return list(zip(*values, strict=True))
+
+
+def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    return [
+        {str(key): (None if pd.isna(value) else value) for key, value in row.items()}
+        for row in frame.astype(object).to_dict("records")
+    ]
+
+
+def _as_date(value: Any) -> dt.date | None:
+    if value is None:
+        return None
+    if isinstance(value, dt.datetime):
+        return value.date()
+    if isinstance(value, dt.date):
+        return value
+    return dt.date.fromisoformat(str(value))

@@ -1,0 +1,138 @@
+"""The one schema definition: SQLAlchemy Core tables for SQLite and PostgreSQL alike.
+
+Alembic migrations create exactly these tables; a test compares the two.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Date,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    MetaData,
+    SmallInteger,
+    String,
+    Table,
+    Text,
+    func,
+)
+
+from sfmlops.core import columns as c
+
+# Stable constraint names make migrations reproducible on both backends.
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+stores = Table(
+    "stores",
+    metadata,
+    Column(c.STORE_ID, Integer, primary_key=True, autoincrement=False),
+    Column(c.STORE_TYPE, String(16)),
+    Column(c.ASSORTMENT, String(16)),
+    Column(c.COMPETITION_DISTANCE, Float),
+    Column(c.COMPETITION_OPEN_SINCE_MONTH, SmallInteger),
+    Column(c.COMPETITION_OPEN_SINCE_YEAR, SmallInteger),
+    Column(c.PROMO2, SmallInteger, nullable=False),
+    Column(c.PROMO2_SINCE_WEEK, SmallInteger),
+    Column(c.PROMO2_SINCE_YEAR, SmallInteger),
+    Column(c.PROMO_INTERVAL, String(64)),
+    Column(c.STATE, String(16)),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+sales = Table(
+    "sales",
+    metadata,
+    Column(
+        c.STORE_ID,
+        Integer,
+        ForeignKey("stores.store_id"),
+        primary_key=True,
+        autoincrement=False,
+    ),
+    Column(c.PRODUCT_ID, String(64), primary_key=True),
+    Column(c.SALES_DATE, Date, primary_key=True),
+    Column(c.SALES, Float, nullable=False),
+    Column(c.CUSTOMERS, Integer),
+    Column(c.OPEN, SmallInteger, nullable=False),
+    Column(c.PROMO, SmallInteger, nullable=False),
+    Column(c.STATE_HOLIDAY, String(1), nullable=False),
+    Column(c.SCHOOL_HOLIDAY, SmallInteger, nullable=False),
+    # When the row last changed: freshness checks and "ingested in the last day" read it.
+    Column(
+        "ingested_at",
+        DateTime(timezone=True),
+        nullable=False,
+        server_default=func.now(),
+        index=True,
+    ),
+)
+
+forecasts = Table(
+    "forecasts",
+    metadata,
+    Column(
+        c.STORE_ID, Integer, ForeignKey("stores.store_id"), primary_key=True, autoincrement=False
+    ),
+    Column(c.PRODUCT_ID, String(64), primary_key=True),
+    Column("forecast_date", Date, primary_key=True),
+    Column("model_version", String(64), primary_key=True),
+    Column("yhat", Float, nullable=False),
+    Column("yhat_lower", Float, nullable=False),
+    Column("yhat_upper", Float, nullable=False),
+    Column("yhat_lower_95", Float, nullable=False),
+    Column("yhat_upper_95", Float, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+ingest_dead_letters = Table(
+    "ingest_dead_letters",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("source", String(256), nullable=False),  # e.g. "api", "kafka", "file:train.csv"
+    Column("payload", Text, nullable=False),  # the record exactly as received
+    Column("reason", Text, nullable=False),
+    Column("kafka_topic", String(256)),
+    Column("kafka_partition", Integer),
+    Column("kafka_offset", BigInteger),
+    Column(
+        "received_at",
+        DateTime(timezone=True),
+        nullable=False,
+        server_default=func.now(),
+        index=True,
+    ),
+)
+
+training_jobs = Table(
+    "training_jobs",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("status", String(16), nullable=False, index=True),  # queued, running, succeeded, failed
+    Column("runner", String(32), nullable=False),  # local, ray-jobs
+    Column("runner_job_id", String(128)),
+    Column("stores", Text),  # JSON list of store ids; NULL means all stores
+    Column("progress_done", Integer, nullable=False, server_default="0"),
+    Column("progress_total", Integer, nullable=False, server_default="0"),
+    Column(
+        "created_at", DateTime(timezone=True), nullable=False, server_default=func.now(), index=True
+    ),
+    Column("started_at", DateTime(timezone=True)),
+    Column("finished_at", DateTime(timezone=True)),
+    Column("mlflow_run_id", String(64)),
+    Column("model_version", String(64)),
+    Column("error", Text),
+)

@@ -1,0 +1,26 @@
+"""The `sfmlops` command line."""
+
+from __future__ import annotations
+
+import typer
+
+from sfmlops.cli import data, demo, system
+
+app = typer.Typer(
+    name="sfmlops",
+    help="Sales forecast MLOps at scale: load sales, train, register, serve and monitor forecasts.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+    add_completion=False,
+)
+app.callback()(system.load_settings)
+app.command("config")(system.show_config)
+app.command("init")(data.init_database)
+app.command("load-data")(data.load_data)
+app.command("stores")(data.show_stores)
+app.command("demo")(demo.run_demo)
+
+
+def main() -> None:
+    """Entry point of the `sfmlops` console script."""
+    app()

@@ -1,0 +1,129 @@
+"""Database and data commands: init, load-data, stores."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from sfmlops.adapters.db import repository
+from sfmlops.adapters.db.engine import migrate
+from sfmlops.adapters.files import DataFileNotFoundError
+from sfmlops.cli.context import console, engine_of, fail
+from sfmlops.core import columns as c
+from sfmlops.datasets import ROSSMANN_DIR
+from sfmlops.services import loading
+
+
+def init_database(ctx: typer.Context) -> None:
+    """Create or upgrade the database schema (idempotent)."""
+    engine = engine_of(ctx)
+    migrate_or_fail(engine)
+    console.print(
+        f"Database schema is up to date ({engine.url.render_as_string(hide_password=True)})."
+    )
+
+
+def load_data(
+    ctx: typer.Context,
+    path: Path = typer.Option(
+        ROSSMANN_DIR,
+        "--path",
+        help="Folder with train.csv[.gz] and store.csv (+ store_states.csv); default: the bundled Rossmann data.",
+        file_okay=False,
+    ),
+) -> None:
+    """Validate a folder of sales and store files, then upsert it (all or nothing)."""
+    engine = engine_of(ctx)
+    migrate_or_fail(engine)
+    load_into(engine, path)
+    print_summary(engine)
+
+
+def show_stores(
+    ctx: typer.Context,
+    limit: int | None = typer.Option(None, "--limit", min=1, help="Show at most this many stores."),
+) -> None:
+    """List the stores with their metadata."""
+    engine = engine_of(ctx)
+    migrate_or_fail(engine)
+    with engine.connect() as connection:
+        stores = repository.list_stores(connection)
+    if stores.empty:
+        fail("no stores yet: run `sfmlops load-data` first")
+    shown = stores.head(limit) if limit else stores
+    table = Table(
+        "store",
+        "type",
+        "assortment",
+        "state",
+        "competition (m)",
+        "promo2",
+        title=f"{len(stores)} stores",
+    )
+    for row in shown.itertuples(index=False):
+        distance = getattr(row, c.COMPETITION_DISTANCE)
+        table.add_row(
+            str(getattr(row, c.STORE_ID)),
+            str(getattr(row, c.STORE_TYPE) or ""),
+            str(getattr(row, c.ASSORTMENT) or ""),
+            str(getattr(row, c.STATE) or ""),
+            "" if pd.isna(distance) else f"{distance:,.0f}",
+            "yes" if getattr(row, c.PROMO2) else "no",
+        )
+    console.print(table)
+
+
+def load_into(engine: Engine, path: Path) -> loading.Dataset:
+    """Validate and write a folder, with progress; exits cleanly on bad input."""
+    try:
+        with console.status(f"Validating {path} ..."):
+            with engine.connect() as connection:
+                known = repository.store_ids(connection)
+            dataset = loading.read_dataset(path, known)
+        with Progress(
+            TextColumn("Writing sales"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+        ) as progress:
+            task = progress.add_task("write", total=len(dataset.sales))
+            loading.write_dataset(engine, dataset, lambda rows: progress.advance(task, rows))
+    except (loading.DataFileError, DataFileNotFoundError, ValueError) as error:
+        fail(str(error))
+    except SQLAlchemyError as error:
+        fail(f"database error, nothing was written: {error.__class__.__name__}: {error}")
+    return dataset
+
+
+def print_summary(engine: Engine) -> None:
+    """Print what the sales table holds."""
+    with engine.connect() as connection:
+        summary = repository.sales_summary(connection)
+        store_count = len(repository.store_ids(connection))
+    table = Table(
+        "stores", "series", "sales rows", "first date", "last date", title="Sales in the database"
+    )
+    table.add_row(
+        f"{store_count:,}",
+        f"{summary.series:,}",
+        f"{summary.rows:,}",
+        str(summary.first_date or "-"),
+        str(summary.last_date or "-"),
+    )
+    console.print(table)
+
+
+def migrate_or_fail(engine: Engine) -> None:
+    try:
+        migrate(engine)
+    except SQLAlchemyError as error:
+        fail(
+            f"cannot prepare the database at {engine.url.render_as_string(hide_password=True)}: {error}"
+        )

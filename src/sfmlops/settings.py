@@ -1,0 +1,117 @@
+"""The one settings object of an sfmlops process.
+
+Built once in an entry point (CLI command, API app factory, DAG task) and passed
+down; nothing here touches the disk or the network when imported or constructed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
+
+MASK = "***"  # what SQLAlchemy prints for a hidden password
+
+
+class Settings(BaseSettings):
+    """Effective configuration, read from `SFMLOPS_*` environment variables and `.env`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SFMLOPS_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+    )
+
+    home: Path = Field(
+        default=Path(".sfmlops"),
+        description="Working folder for the embedded database, MLflow store, reports and logs.",
+    )
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL of the sales database; unset means a SQLite file in HOME.",
+    )
+    mlflow_tracking_uri: str | None = Field(
+        default=None,
+        description="MLflow tracking URI; unset means a SQLite backend in HOME.",
+    )
+    ray_address: str | None = Field(
+        default=None,
+        description="Address of an existing Ray cluster; unset means a local Ray per command.",
+    )
+    ray_jobs_url: str | None = Field(
+        default=None,
+        description="A Ray head's job API (e.g. http://127.0.0.1:8265); unset means local jobs.",
+    )
+    kafka_bootstrap_servers: str | None = Field(
+        default=None,
+        description="Kafka bootstrap servers; unset means no broker (embedded ingestion).",
+    )
+    api_token: SecretStr | None = Field(
+        default=None,
+        description="Bearer token required by the API's write endpoints; no default.",
+    )
+    as_of: dt.date | None = Field(
+        default=None,
+        description="The date treated as 'today - 1'; unset means the latest sales date stored.",
+    )
+
+    @field_validator("home")
+    @classmethod
+    def _absolute_home(cls, home: Path) -> Path:
+        # Relative homes are resolved once so that every path derived from them is stable
+        # even if the process changes directory later.
+        return home.expanduser().absolute()
+
+    @property
+    def effective_database_url(self) -> str:
+        """The database URL in use: the configured one or the embedded SQLite file."""
+        return self.database_url or f"sqlite:///{self.home / 'sfmlops.db'}"
+
+    @property
+    def effective_mlflow_tracking_uri(self) -> str:
+        """The MLflow tracking URI in use: the configured one or a SQLite store in HOME."""
+        return self.mlflow_tracking_uri or f"sqlite:///{self.home / 'mlflow.db'}"
+
+    @property
+    def mlflow_artifacts_dir(self) -> Path:
+        """Where the embedded MLflow store keeps artifacts."""
+        return self.home / "mlartifacts"
+
+    @property
+    def reports_dir(self) -> Path:
+        """Where backtest reports are written."""
+        return self.home / "reports"
+
+    def ensure_home(self) -> Path:
+        """Create HOME if missing (called by entry points, never on import)."""
+        self.home.mkdir(parents=True, exist_ok=True)
+        return self.home
+
+    def masked(self) -> dict[str, Any]:
+        """The effective settings with secrets and URL passwords masked, for display."""
+        return {
+            "home": str(self.home),
+            "database_url": _mask_url(self.effective_database_url),
+            "mlflow_tracking_uri": _mask_url(self.effective_mlflow_tracking_uri),
+            "ray_address": self.ray_address or "(local Ray started per command)",
+            "ray_jobs_url": self.ray_jobs_url or "(local jobs)",
+            "kafka_bootstrap_servers": self.kafka_bootstrap_servers or "(no broker)",
+            "api_token": MASK if self.api_token else "(not set)",
+            "as_of": self.as_of.isoformat() if self.as_of else "(latest sales date)",
+        }
+
+
+def _mask_url(url: str) -> str:
+    """Hide the password of a URL such as postgresql://user:pw@host/db."""
+    try:
+        parsed = make_url(url)
+    except Exception:  # not an SQLAlchemy-style URL (e.g. http://): nothing to mask
+        return url
+    if parsed.password is None:
+        return url
+    return parsed.render_as_string(hide_password=True)

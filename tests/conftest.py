@@ -1,0 +1,106 @@
+"""Shared fixtures: real databases (SQLite and a throwaway PostgreSQL) and data slices."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from sqlalchemy import Engine
+from sqlalchemy.engine import make_url
+
+from sfmlops.adapters.db.engine import make_engine, migrate
+from sfmlops.datasets import ROSSMANN_DIR
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[str]:
+    """URL of a PostgreSQL server for this test session.
+
+    SFMLOPS_TEST_POSTGRES_URL points at an existing server; otherwise a throwaway cluster
+    from Debian's package is started on a free port and removed afterwards.
+    """
+    existing = os.environ.get("SFMLOPS_TEST_POSTGRES_URL")
+    if existing:
+        yield existing
+        return
+    parent = Path(tempfile.mkdtemp(prefix="sfmlops-pg-"))
+    parent.chmod(0o755)  # the cluster runs as "postgres" when the tests run as root
+    cluster = parent / "cluster"
+    script = ROOT / "scripts" / "postgres.sh"
+    url = subprocess.run(
+        [str(script), "start", str(cluster), str(free_port())],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    try:
+        yield url
+    finally:
+        subprocess.run([str(script), "stop", str(cluster)], check=False)
+        shutil.rmtree(parent, ignore_errors=True)
+
+
+@pytest.fixture
+def postgres_url(postgres_server: str) -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for one test."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    admin = make_engine(postgres_server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    try:
+        yield make_url(postgres_server).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as connection:
+            connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty database on each backend in turn."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'sfmlops.db'}"
+    return str(request.getfixturevalue("postgres_url"))
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Engine]:
+    """A migrated, empty database on each backend in turn."""
+    engine = make_engine(database_url)
+    migrate(engine)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def rossmann_slice(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The bundled data cut to 20 stores and the last 90 days, in the Rossmann layout."""
+    folder = tmp_path_factory.mktemp("rossmann-slice")
+    stores = pd.read_csv(ROSSMANN_DIR / "store.csv", dtype=str, keep_default_na=False)
+    states = pd.read_csv(ROSSMANN_DIR / "store_states.csv", dtype=str, keep_default_na=False)
+    keep = {str(store) for store in range(1, 21)}
+    stores[stores["Store"].isin(keep)].to_csv(folder / "store.csv", index=False)
+    states[states["Store"].isin(keep)].to_csv(folder / "store_states.csv", index=False)
+    sales = pd.read_csv(ROSSMANN_DIR / "train.csv.gz", dtype=str, keep_default_na=False)
+    recent = sales["Date"] >= "2015-03-16"
+    with gzip.open(folder / "train.csv.gz", "wt") as out:
+        sales[sales["Store"].isin(keep) & recent].to_csv(out, index=False)
+    return folder

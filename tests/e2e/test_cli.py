@@ -1,0 +1,105 @@
+"""The `sfmlops` command as a user runs it: a real process, a real database file."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from sqlalchemy import func, select
+
+from sfmlops.adapters.db.engine import make_engine
+from sfmlops.adapters.db.tables import sales
+
+pytestmark = pytest.mark.e2e
+
+
+def sfmlops(
+    home: Path, *args: str, database_url: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SFMLOPS_")}
+    env |= {"SFMLOPS_HOME": str(home), "COLUMNS": "200", "NO_COLOR": "1"}
+    if database_url:
+        env["SFMLOPS_DATABASE_URL"] = database_url
+    command = [str(Path(sys.executable).with_name("sfmlops")), *args]
+    return subprocess.run(
+        command, env=env, capture_output=True, text=True, timeout=300, check=False
+    )
+
+
+def sales_rows(url: str) -> int:
+    engine = make_engine(url)
+    try:
+        with engine.connect() as connection:
+            return int(connection.execute(select(func.count()).select_from(sales)).scalar_one())
+    finally:
+        engine.dispose()
+
+
+def test_demo_loads_the_data_and_prints_a_summary(tmp_path: Path, rossmann_slice: Path) -> None:
+    result = sfmlops(tmp_path / "home", "demo", "--path", str(rossmann_slice))
+
+    assert result.returncode == 0, result.stderr
+    rows = len(pd.read_csv(rossmann_slice / "train.csv.gz"))
+    assert f"{rows:,}" in result.stdout
+    assert "2015-03-16" in result.stdout
+    assert "2015-06-13" in result.stdout
+    assert sales_rows(f"sqlite:///{tmp_path / 'home' / 'sfmlops.db'}") == rows
+
+
+def test_stores_and_config_commands(tmp_path: Path, rossmann_slice: Path) -> None:
+    home = tmp_path / "home"
+    assert sfmlops(home, "load-data", "--path", str(rossmann_slice)).returncode == 0
+
+    stores = sfmlops(home, "stores", "--limit", "3")
+    config = sfmlops(home, "config", "--json")
+
+    assert stores.returncode == 0
+    assert "20 stores" in stores.stdout
+    assert config.returncode == 0
+    assert str(home) in config.stdout
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_a_bad_file_exits_non_zero_and_names_the_place(
+    tmp_path: Path, rossmann_slice: Path, backend: str, request: pytest.FixtureRequest
+) -> None:
+    url = (
+        f"sqlite:///{tmp_path / 'db.sqlite'}"
+        if backend == "sqlite"
+        else request.getfixturevalue("postgres_url")
+    )
+    home = tmp_path / "home"
+    assert (
+        sfmlops(home, "load-data", "--path", str(rossmann_slice), database_url=url).returncode == 0
+    )
+    before = sales_rows(url)
+    bad = tmp_path / "bad"
+    shutil.copytree(rossmann_slice, bad)
+    frame = pd.read_csv(bad / "train.csv.gz", dtype=str, keep_default_na=False)
+    frame.loc[10, "Sales"] = "-1"
+    frame.loc[11, "Date"] = "yesterday"
+    frame.loc[12, "Sales"] = "1"  # a valid change that must not land either
+    with gzip.open(bad / "train.csv.gz", "wt") as out:
+        frame.to_csv(out, index=False)
+
+    result = sfmlops(home, "load-data", "--path", str(bad), database_url=url)
+
+    assert result.returncode == 1
+    assert "line 12, column Sales: must be >= 0" in result.stderr
+    assert "line 13, column Date: not a date" in result.stderr
+    assert "nothing was written" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert sales_rows(url) == before
+
+
+def test_help_is_there_for_every_command(tmp_path: Path) -> None:
+    for command in ("init", "load-data", "stores", "config", "demo"):
+        result = sfmlops(tmp_path, command, "--help")
+        assert result.returncode == 0, command
+        assert "Usage" in result.stdout

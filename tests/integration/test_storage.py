@@ -1,0 +1,170 @@
+"""The storage layer on SQLite and a real PostgreSQL server, with the same tests."""
+
+from __future__ import annotations
+
+import datetime as dt
+import gzip
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import Engine, func, select
+
+from sfmlops.adapters.db import repository
+from sfmlops.adapters.db.engine import current_revision, migrate
+from sfmlops.adapters.db.tables import ingest_dead_letters, metadata, sales, stores
+from sfmlops.core import columns as c
+from sfmlops.services import loading
+
+pytestmark = pytest.mark.integration
+
+
+def table_rows(engine: Engine) -> dict[str, int]:
+    with engine.connect() as connection:
+        return {
+            table.name: connection.execute(select(func.count()).select_from(table)).scalar_one()
+            for table in (stores, sales, ingest_dead_letters)
+        }
+
+
+def test_migrations_create_exactly_the_declared_schema(engine: Engine) -> None:
+    with engine.connect() as connection:
+        differences = compare_metadata(MigrationContext.configure(connection), metadata)
+
+    assert differences == []
+    assert current_revision(engine) is not None
+    migrate(engine)  # a second run is a no-op
+
+
+def test_loading_a_folder_writes_stores_and_sales(engine: Engine, rossmann_slice: Path) -> None:
+    loading.load_folder(engine, rossmann_slice)
+
+    with engine.connect() as connection:
+        summary = repository.sales_summary(connection)
+        stored = repository.list_stores(connection)
+        history = repository.read_sales(connection, store_ids=[1], start=dt.date(2015, 6, 13))
+    expected = pd.read_csv(rossmann_slice / "train.csv.gz")
+    assert summary.rows == len(expected)
+    assert summary.stores == summary.series == 20
+    assert (summary.first_date, summary.last_date) == (dt.date(2015, 3, 16), dt.date(2015, 6, 13))
+    assert stored[c.STORE_ID].tolist() == list(range(1, 21))
+    assert stored.set_index(c.STORE_ID).loc[1, c.STATE] == "HE"
+    assert history[c.SALES].tolist() == [4256.0]
+    assert history[c.CUSTOMERS].tolist() == [502]
+
+
+def test_loading_twice_changes_nothing(engine: Engine, rossmann_slice: Path) -> None:
+    loading.load_folder(engine, rossmann_slice)
+    with engine.connect() as connection:
+        before = repository.read_sales(connection)
+        stamps = connection.execute(select(func.max(sales.c.ingested_at))).scalar_one()
+
+    loading.load_folder(engine, rossmann_slice)
+
+    with engine.connect() as connection:
+        after = repository.read_sales(connection)
+        assert connection.execute(select(func.max(sales.c.ingested_at))).scalar_one() == stamps
+    pd.testing.assert_frame_equal(before, after)
+
+
+def test_an_upsert_replaces_the_values_of_its_key(engine: Engine, rossmann_slice: Path) -> None:
+    loading.load_folder(engine, rossmann_slice)
+    with engine.connect() as connection:
+        day = repository.read_sales(connection, store_ids=[2], start=dt.date(2015, 6, 13))
+    corrected = day.assign(**{c.SALES: 1.0, c.CUSTOMERS: pd.array([None], dtype="Int64")})
+
+    with engine.begin() as connection:
+        repository.upsert_sales(connection, corrected)
+
+    with engine.connect() as connection:
+        again = repository.read_sales(connection, store_ids=[2], start=dt.date(2015, 6, 13))
+        assert repository.sales_summary(connection).rows == len(
+            pd.read_csv(rossmann_slice / "train.csv.gz")
+        )
+    assert again[c.SALES].tolist() == [1.0]
+    assert again[c.CUSTOMERS].isna().all()
+
+
+def corrupt(folder: Path, target: Path, edit: str) -> Path:
+    shutil.copytree(folder, target)
+    frame = pd.read_csv(target / "train.csv.gz", dtype=str, keep_default_na=False)
+    if edit == "missing column":
+        frame = frame.drop(columns=["Promo"])
+    elif edit == "unparsable date":
+        frame.loc[5, "Date"] = "2015-06-31"
+    elif edit == "negative sales":
+        frame.loc[5, "Sales"] = "-12"
+    elif edit == "unknown store":
+        frame.loc[5, "Store"] = "4242"
+    elif edit == "duplicate row":
+        frame = pd.concat([frame.iloc[:6], frame.iloc[[3]], frame.iloc[6:]], ignore_index=True)
+    with gzip.open(target / "train.csv.gz", "wt") as out:
+        frame.to_csv(out, index=False)
+    return target
+
+
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        ("missing column", "train.csv.gz, column Promo: missing required column"),
+        (
+            "unparsable date",
+            "train.csv.gz, line 7, column Date: not a date in YYYY-MM-DD form (value '2015-06-31')",
+        ),
+        ("negative sales", "train.csv.gz, line 7, column Sales: must be >= 0 (value '-12')"),
+        (
+            "unknown store",
+            "train.csv.gz, line 7, column Store: unknown store (not in the store metadata)",
+        ),
+        (
+            "duplicate row",
+            "train.csv.gz, line 8, column Date: duplicate store, product and date (first seen in row 3)",
+        ),
+    ],
+)
+def test_a_bad_file_is_refused_whole_and_changes_nothing(
+    engine: Engine, rossmann_slice: Path, tmp_path: Path, edit: str, expected: str
+) -> None:
+    before = table_rows(engine)
+    bad = corrupt(rossmann_slice, tmp_path / "bad", edit)
+
+    with pytest.raises(loading.DataFileError) as error:
+        loading.load_folder(engine, bad)
+
+    assert expected in str(error.value)
+    assert "nothing was written" in str(error.value)
+    assert table_rows(engine) == before == {"stores": 0, "sales": 0, "ingest_dead_letters": 0}
+
+
+def test_a_failure_while_writing_rolls_back_everything(
+    engine: Engine, rossmann_slice: Path
+) -> None:
+    dataset = loading.read_dataset(rossmann_slice)
+    broken = loading.Dataset(
+        stores=dataset.stores,
+        sales=dataset.sales.assign(
+            **{c.STORE_ID: dataset.sales[c.STORE_ID].where(dataset.sales.index < 500, 999)}
+        ),
+    )
+
+    with pytest.raises(Exception, match=r"(?i)foreign key"):
+        loading.write_dataset(engine, broken)
+
+    assert table_rows(engine) == {"stores": 0, "sales": 0, "ingest_dead_letters": 0}
+
+
+def test_dead_letters_keep_the_raw_record(engine: Engine) -> None:
+    letter = repository.DeadLetter(
+        source="kafka", payload='{"store_id": "x"}', reason="store_id: not a number",
+        kafka_topic="sales.daily", kafka_partition=0, kafka_offset=41,
+    )  # fmt: skip
+    with engine.begin() as connection:
+        repository.add_dead_letters(connection, [letter])
+
+    with engine.connect() as connection:
+        assert repository.count_dead_letters(connection) == 1
+        row = connection.execute(select(ingest_dead_letters)).mappings().one()
+    assert (row["payload"], row["kafka_offset"]) == ('{"store_id": "x"}', 41)

@@ -1,0 +1,59 @@
+"""The settings object: defaults, environment, masking."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pytest
+
+from sfmlops.settings import MASK, Settings
+
+
+def test_defaults_keep_everything_under_home(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+
+    settings = Settings(_env_file=None)
+
+    assert settings.home == tmp_path / ".sfmlops"
+    assert settings.effective_database_url == f"sqlite:///{tmp_path / '.sfmlops' / 'sfmlops.db'}"
+    assert (
+        settings.effective_mlflow_tracking_uri == f"sqlite:///{tmp_path / '.sfmlops' / 'mlflow.db'}"
+    )
+    assert settings.api_token is None
+    assert not (tmp_path / ".sfmlops").exists(), "building settings must not create folders"
+
+
+def test_environment_variables_are_prefixed(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("SFMLOPS_HOME", str(tmp_path / "h"))
+    monkeypatch.setenv("SFMLOPS_AS_OF", "2015-06-01")
+    monkeypatch.setenv("SFMLOPS_KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
+
+    settings = Settings(_env_file=None)
+
+    assert settings.home == tmp_path / "h"
+    assert settings.as_of == dt.date(2015, 6, 1)
+    assert settings.kafka_bootstrap_servers == "127.0.0.1:9092"
+
+
+def test_secrets_are_masked(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SFMLOPS_API_TOKEN", "s3cr3t-token")
+    monkeypatch.setenv("SFMLOPS_DATABASE_URL", "postgresql+psycopg2://app:hunter2@db:5432/sales")
+
+    shown = Settings(_env_file=None).masked()
+
+    assert shown["api_token"] == MASK
+    assert shown["database_url"] == f"postgresql+psycopg2://app:{MASK}@db:5432/sales"
+    assert "hunter2" not in str(shown)
+    assert "s3cr3t-token" not in str(shown)
+
+
+def test_a_dotenv_file_is_read(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("SFMLOPS_RAY_ADDRESS=127.0.0.1:6379\n")
+    monkeypatch.chdir(tmp_path)
+
+    assert Settings().ray_address == "127.0.0.1:6379"

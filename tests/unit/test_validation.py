@@ -1,0 +1,154 @@
+"""Validation rules on tiny frames."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from sfmlops.core import columns as c
+from sfmlops.core.validation import MissingColumnsError, validate_sales, validate_stores
+
+KNOWN_STORES = {1, 2, 3}
+
+
+def record(**overrides: object) -> dict[str, object]:
+    base: dict[str, object] = {
+        c.STORE_ID: "1",
+        c.DAY_OF_WEEK: "6",
+        c.SALES_DATE: "2015-06-13",
+        c.SALES: "4256",
+        c.CUSTOMERS: "502",
+        c.OPEN: "1",
+        c.PROMO: "0",
+        c.STATE_HOLIDAY: "0",
+        c.SCHOOL_HOLIDAY: "0",
+    }
+    return base | overrides
+
+
+def test_valid_records_become_the_typed_canonical_frame() -> None:
+    result = validate_sales(
+        pd.DataFrame([record(), record(**{c.STORE_ID: "2", c.STATE_HOLIDAY: "a"})]), KNOWN_STORES
+    )
+
+    assert result.ok
+    assert list(result.valid.columns) == list(c.SALES_COLUMNS)
+    assert result.valid[c.STORE_ID].tolist() == [1, 2]
+    assert result.valid[c.PRODUCT_ID].tolist() == [c.DEFAULT_PRODUCT, c.DEFAULT_PRODUCT]
+    assert result.valid[c.SALES_DATE].tolist() == [pd.Timestamp("2015-06-13")] * 2
+    assert result.valid[c.SALES].tolist() == [4256.0, 4256.0]
+    assert result.valid[c.STATE_HOLIDAY].tolist() == ["0", "a"]
+
+
+@pytest.mark.parametrize(
+    ("override", "column", "reason"),
+    [
+        ({c.SALES: "-1"}, c.SALES, "must be >= 0"),
+        ({c.SALES: "lots"}, c.SALES, "not a number"),
+        ({c.SALES: ""}, c.SALES, "missing value"),
+        ({c.CUSTOMERS: "-3"}, c.CUSTOMERS, "must be >= 0"),
+        ({c.CUSTOMERS: "2.5"}, c.CUSTOMERS, "not a whole number"),
+        ({c.SALES_DATE: "2015-02-30"}, c.SALES_DATE, "not a date in YYYY-MM-DD form"),
+        ({c.SALES_DATE: "13/06/2015"}, c.SALES_DATE, "not a date in YYYY-MM-DD form"),
+        ({c.DAY_OF_WEEK: "2"}, c.DAY_OF_WEEK, "does not match the date, which is weekday 6"),
+        ({c.DAY_OF_WEEK: "8"}, c.DAY_OF_WEEK, "must be <= 7"),
+        ({c.OPEN: "2"}, c.OPEN, "must be 0 or 1"),
+        ({c.PROMO: "yes"}, c.PROMO, "must be 0 or 1"),
+        ({c.SCHOOL_HOLIDAY: ""}, c.SCHOOL_HOLIDAY, "missing value"),
+        ({c.STATE_HOLIDAY: "d"}, c.STATE_HOLIDAY, "must be one of 0, a, b, c"),
+        ({c.STORE_ID: "99"}, c.STORE_ID, "unknown store (not in the store metadata)"),
+        ({c.STORE_ID: "0"}, c.STORE_ID, "must be >= 1"),
+        ({c.SALES: "inf"}, c.SALES, "not a number"),
+    ],
+)
+def test_each_rule_names_the_row_and_column(
+    override: dict[str, str], column: str, reason: str
+) -> None:
+    frame = pd.DataFrame([record(**{c.STORE_ID: "2"}), record(**override)])
+
+    result = validate_sales(frame, KNOWN_STORES)
+
+    assert not result.ok
+    assert result.rejected_rows == [1]
+    first = result.issues.iloc[0]
+    assert (first["row"], first["column"], first["reason"]) == (1, column, reason)
+    assert result.valid.index.tolist() == [0]
+
+
+def test_duplicates_are_rejected_with_the_row_they_repeat() -> None:
+    frame = pd.DataFrame([record(), record(**{c.STORE_ID: "2"}), record(**{c.SALES: "1"})])
+
+    result = validate_sales(frame, KNOWN_STORES)
+
+    assert result.rejected_rows == [2]
+    assert "first seen in row 0" in result.issues.iloc[0]["reason"]
+    assert result.valid[c.SALES].tolist() == [4256.0, 4256.0]
+
+
+def test_streams_may_keep_duplicates_for_later_resolution() -> None:
+    frame = pd.DataFrame([record(), record(**{c.SALES: "1"})])
+
+    assert validate_sales(frame, KNOWN_STORES, reject_duplicates=False).ok
+
+
+def test_the_same_store_and_date_for_another_product_is_no_duplicate() -> None:
+    frame = pd.DataFrame([record(**{c.PRODUCT_ID: "shampoo"}), record(**{c.PRODUCT_ID: "soap"})])
+
+    result = validate_sales(frame, KNOWN_STORES)
+
+    assert result.ok
+    assert result.valid[c.PRODUCT_ID].tolist() == ["shampoo", "soap"]
+
+
+def test_json_values_follow_the_same_rules_as_text() -> None:
+    frame = pd.DataFrame(
+        [
+            {c.STORE_ID: 3, c.SALES_DATE: "2015-06-13", c.SALES: 10.5, c.OPEN: 1, c.PROMO: 0,
+             c.STATE_HOLIDAY: 0, c.SCHOOL_HOLIDAY: 1},
+            {c.STORE_ID: 3, c.SALES_DATE: "2015-06-12", c.SALES: True, c.OPEN: 1, c.PROMO: 0,
+             c.STATE_HOLIDAY: "0", c.SCHOOL_HOLIDAY: None},
+        ]
+    )  # fmt: skip
+
+    result = validate_sales(frame, KNOWN_STORES)
+
+    assert result.rejected_rows == [1]
+    assert set(result.issues["column"]) == {c.SALES, c.SCHOOL_HOLIDAY}
+    assert result.valid[c.CUSTOMERS].isna().all()
+    assert result.reasons_by_row() == {1: "sales: not a number; school_holiday: missing value"}
+
+
+def test_missing_required_columns_are_named() -> None:
+    frame = pd.DataFrame([record()]).drop(columns=[c.SALES, c.OPEN])
+
+    with pytest.raises(MissingColumnsError) as error:
+        validate_sales(frame, KNOWN_STORES)
+
+    assert error.value.missing == [c.SALES, c.OPEN]
+
+
+def test_store_metadata_keeps_blanks_as_missing_and_rejects_bad_months() -> None:
+    frame = pd.DataFrame(
+        [
+            {c.STORE_ID: "1", c.STORE_TYPE: "c", c.ASSORTMENT: "a", c.COMPETITION_DISTANCE: "1270",
+             c.COMPETITION_OPEN_SINCE_MONTH: "9", c.PROMO2: "0", c.PROMO_INTERVAL: ""},
+            {c.STORE_ID: "2", c.STORE_TYPE: "a", c.ASSORTMENT: "a", c.COMPETITION_DISTANCE: "",
+             c.COMPETITION_OPEN_SINCE_MONTH: "13", c.PROMO2: "1", c.PROMO_INTERVAL: "Jan,Apr,Jul,Oct"},
+            {c.STORE_ID: "3", c.PROMO2: "1", c.PROMO_INTERVAL: "Jan,Foo"},
+        ]
+    )  # fmt: skip
+
+    result = validate_stores(frame)
+
+    assert result.rejected_rows == [1, 2]
+    assert set(result.issues["column"]) == {c.COMPETITION_OPEN_SINCE_MONTH, c.PROMO_INTERVAL}
+    first = result.valid.iloc[0]
+    assert first[c.STORE_TYPE] == "c"
+    assert first[c.PROMO_INTERVAL] is None
+    assert list(result.valid.columns) == list(c.STORE_COLUMNS)
+
+
+def test_duplicate_stores_are_rejected() -> None:
+    result = validate_stores(pd.DataFrame({c.STORE_ID: ["1", "1"], c.PROMO2: ["0", "0"]}))
+
+    assert result.rejected_rows == [1]
