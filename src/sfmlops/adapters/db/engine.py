@@ -38,6 +38,8 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=30000")
+    # 64 MiB of page cache instead of 2 MiB: bulk upserts touch the key index all over.
+    cursor.execute("PRAGMA cache_size=-65536")
     cursor.close()
 
 

@@ -10,12 +10,16 @@ import datetime as dt
 import io
 import json
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pa_csv
 from sqlalchemy import Column, Connection, MetaData, Table, func, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.dml import Insert
 
 from sfmlops.adapters.db.tables import ingest_dead_letters, sales, stores
@@ -87,7 +91,8 @@ def upsert_sales(
     """
     if frame.empty:
         return 0
-    frame = frame.drop_duplicates(list(c.SALES_KEY), keep="last")
+    # Key order makes index inserts append-like instead of random: 2-3x faster on both backends.
+    frame = frame.drop_duplicates(list(c.SALES_KEY), keep="last").sort_values(list(c.SALES_KEY))
     if connection.dialect.name == "postgresql":
         _copy_upsert_sales(connection, frame, on_progress)
     else:
@@ -211,14 +216,11 @@ def _executemany_upsert_sales(
     order = list(compiled.positiontup or [])
     if sorted(order) != sorted(c.SALES_COLUMNS):
         raise RuntimeError(f"unexpected parameters in the sales upsert: {order}")
-    cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-    try:
+    with _driver_cursor(connection, str(compiled)) as cursor:
         for chunk in _chunks(frame):
             cursor.executemany(str(compiled), _tuples(chunk, order))
             if on_progress:
                 on_progress(len(chunk))
-    finally:
-        cursor.close()
 
 
 def _copy_upsert_sales(
@@ -236,23 +238,51 @@ def _copy_upsert_sales(
         "(LIKE sales INCLUDING DEFAULTS) ON COMMIT DROP; TRUNCATE sales_staging"
     )
     copy_sql = f"COPY sales_staging ({', '.join(c.SALES_COLUMNS)}) FROM STDIN WITH (FORMAT csv)"
-    cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-    try:
+    with _driver_cursor(connection, copy_sql) as cursor:
         for chunk in _chunks(frame):
-            buffer = io.StringIO()
-            chunk[list(c.SALES_COLUMNS)].to_csv(
-                buffer, index=False, header=False, date_format="%Y-%m-%d"
-            )
-            buffer.seek(0)
-            cursor.copy_expert(copy_sql, buffer)
+            cursor.copy_expert(copy_sql, _csv_buffer(chunk[list(c.SALES_COLUMNS)]))
             if on_progress:
                 on_progress(len(chunk))
-    finally:
-        cursor.close()
     merge = _sales_upsert(
         postgresql.insert(sales).from_select(list(c.SALES_COLUMNS), select(*staging.c))
     )
     connection.execute(merge)
+
+
+@contextmanager
+def _driver_cursor(connection: Connection, statement: str) -> Iterator[Any]:
+    """A DBAPI cursor inside the connection's transaction, for bulk paths SQLAlchemy lacks.
+
+    Driver errors come out as SQLAlchemy's (IntegrityError, OperationalError, ...), as they
+    would from `Connection.execute`.
+    """
+    dbapi = connection.dialect.loaded_dbapi
+    cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        yield cursor
+    except dbapi.Error as error:
+        raise DBAPIError.instance(statement, None, error, dbapi.Error) from error
+    finally:
+        cursor.close()
+
+
+def _csv_buffer(frame: pd.DataFrame) -> io.BytesIO:
+    """The frame as headerless CSV for COPY: dates as YYYY-MM-DD, missing values empty.
+
+    Arrow's CSV writer is several times faster than DataFrame.to_csv on a million rows.
+    """
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    if pa.types.is_timestamp(table.schema.field(c.SALES_DATE).type):
+        position = table.schema.get_field_index(c.SALES_DATE)
+        table = table.set_column(
+            position, c.SALES_DATE, table.column(c.SALES_DATE).cast(pa.date32())
+        )
+    buffer = io.BytesIO()
+    pa_csv.write_csv(
+        table, buffer, pa_csv.WriteOptions(include_header=False, quoting_style="needed")
+    )
+    buffer.seek(0)
+    return buffer
 
 
 def _chunks(frame: pd.DataFrame) -> Iterator[pd.DataFrame]:

@@ -118,9 +118,6 @@ def upgrade() -> None:
         sa.Column(
             "ingested_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False
         ),
-        sa.ForeignKeyConstraint(
-            ["store_id"], ["stores.store_id"], name=op.f("fk_sales_store_id_stores")
-        ),
         sa.PrimaryKeyConstraint("store_id", "product_id", "sales_date", name=op.f("pk_sales")),
     )
     with op.batch_alter_table("sales", schema=None) as batch_op:
