@@ -59,6 +59,24 @@ class Settings(BaseSettings):
         default=None,
         description="The date treated as 'today - 1'; unset means the latest sales date stored.",
     )
+    api_url: str = Field(
+        default="http://127.0.0.1:4242",
+        description="Base URL of the forecast API, for the dashboard and the DAGs.",
+    )
+    api_root_path: str = Field(
+        default="",
+        description="Path prefix the API is served under behind a proxy, e.g. /api.",
+    )
+    api_max_body_bytes: int = Field(
+        default=10 * 1024 * 1024,
+        gt=0,
+        description="Largest request body the API accepts, in bytes.",
+    )
+    model_poll_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="How often the API checks the registry for a new champion, in seconds.",
+    )
 
     @field_validator("home")
     @classmethod
@@ -103,6 +121,10 @@ class Settings(BaseSettings):
             "kafka_bootstrap_servers": self.kafka_bootstrap_servers or "(no broker)",
             "api_token": MASK if self.api_token else "(not set)",
             "as_of": self.as_of.isoformat() if self.as_of else "(latest sales date)",
+            "api_url": _mask_url(self.api_url),
+            "api_root_path": self.api_root_path or "(none)",
+            "api_max_body_bytes": self.api_max_body_bytes,
+            "model_poll_seconds": self.model_poll_seconds,
         }
 
 

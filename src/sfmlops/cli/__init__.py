@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from sfmlops.cli import data, demo, system
+from sfmlops.cli import data, demo, serve, system
 
 app = typer.Typer(
     name="sfmlops",
@@ -19,6 +19,7 @@ app.command("init")(data.init_database)
 app.command("load-data")(data.load_data)
 app.command("stores")(data.show_stores)
 app.command("demo")(demo.run_demo)
+app.command("serve")(serve.serve)
 
 
 def main() -> None:

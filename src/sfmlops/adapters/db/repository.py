@@ -22,7 +22,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.dml import Insert
 
-from sfmlops.adapters.db.tables import ingest_dead_letters, sales, stores
+from sfmlops.adapters.db.tables import ingest_dead_letters, sales, stores, training_jobs
 from sfmlops.core import columns as c
 
 ProgressCallback = Callable[[int], None]
@@ -30,6 +30,7 @@ ProgressCallback = Callable[[int], None]
 
 _SALES_VALUE_COLUMNS = [name for name in c.SALES_COLUMNS if name not in c.SALES_KEY]
 _CHUNK_ROWS = 100_000
+TRAINING_JOB_STATUSES = ("queued", "running", "succeeded", "failed")
 
 
 @dataclass(frozen=True)
@@ -111,6 +112,68 @@ def list_stores(connection: Connection) -> pd.DataFrame:
         select(*[stores.c[name] for name in c.STORE_COLUMNS]).order_by(stores.c.store_id)
     )
     return pd.DataFrame(result.fetchall(), columns=list(c.STORE_COLUMNS))
+
+
+def get_store(connection: Connection, store_id: int) -> dict[str, Any] | None:
+    """One store's metadata, or None when the store does not exist."""
+    row = (
+        connection.execute(
+            select(*[stores.c[name] for name in c.STORE_COLUMNS]).where(
+                stores.c.store_id == store_id
+            )
+        )
+        .mappings()
+        .one_or_none()
+    )
+    return dict(row) if row is not None else None
+
+
+@dataclass(frozen=True)
+class SeriesSpan:
+    """One series of a store and the dates its sales cover."""
+
+    product_id: str
+    first_date: dt.date
+    last_date: dt.date
+    rows: int
+
+
+def store_series(connection: Connection, store_id: int) -> list[SeriesSpan]:
+    """The series (products) a store has sales for, with their date ranges."""
+    result = connection.execute(
+        select(
+            sales.c.product_id,
+            func.min(sales.c.sales_date),
+            func.max(sales.c.sales_date),
+            func.count(),
+        )
+        .where(sales.c.store_id == store_id)
+        .group_by(sales.c.product_id)
+        .order_by(sales.c.product_id)
+    )
+    return [
+        SeriesSpan(
+            product_id=product,
+            first_date=_as_date(first) or dt.date.min,
+            last_date=_as_date(last) or dt.date.min,
+            rows=rows,
+        )
+        for product, first, last, rows in result
+    ]
+
+
+def count_sales_ingested_since(connection: Connection, since: dt.datetime) -> int:
+    """Sales rows inserted or changed since `since`."""
+    query = select(func.count()).select_from(sales).where(sales.c.ingested_at >= since)
+    return int(connection.execute(query).scalar_one())
+
+
+def count_training_jobs_by_status(connection: Connection) -> dict[str, int]:
+    """How many training jobs are in each status."""
+    result = connection.execute(
+        select(training_jobs.c.status, func.count()).group_by(training_jobs.c.status)
+    )
+    return {str(status): int(count) for status, count in result}
 
 
 def sales_summary(connection: Connection) -> SalesSummary:

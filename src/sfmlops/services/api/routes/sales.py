@@ -1,0 +1,41 @@
+"""Sales ingestion."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from sfmlops.services import ingestion
+from sfmlops.services.api import schemas
+from sfmlops.services.api.deps import EngineDep, MetricsDep, TokenDep
+
+router = APIRouter(prefix="/v1/sales", tags=["sales"])
+SOURCE = "api"
+
+
+@router.post(
+    "",
+    response_model=schemas.IngestResponse,
+    dependencies=[TokenDep],
+    responses={401: {"model": schemas.ErrorBody}, 413: {"model": schemas.ErrorBody}},
+    summary="Ingest a batch of sales records",
+)
+def ingest_sales(
+    batch: schemas.SalesBatch, engine: EngineDep, metrics: MetricsDep
+) -> schemas.IngestResponse:
+    """Validate each record with the same rules as file loading and upsert the valid ones.
+
+    Rejected records are kept in `ingest_dead_letters` with their reasons and listed in the
+    response by position; the rest are stored (an idempotent upsert on store, product, date).
+    """
+    result = ingestion.ingest_records(engine, batch.records, source=SOURCE)
+    metrics.sales_ingested.labels(SOURCE).inc(result.accepted)
+    metrics.sales_rejected.labels(SOURCE).inc(len(result.rejected))
+    metrics.dead_letters.labels(SOURCE).inc(len(result.rejected))
+    outcome = (
+        "accepted" if not result.rejected else ("rejected" if result.accepted == 0 else "partial")
+    )
+    return schemas.IngestResponse(
+        status=outcome,
+        accepted=result.accepted,
+        rejected=[schemas.RejectedRecord(index=r.index, reason=r.reason) for r in result.rejected],
+    )

@@ -1,0 +1,107 @@
+"""Stores and their sales history."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Query, status
+
+from sfmlops.adapters.db import repository
+from sfmlops.core import columns as c
+from sfmlops.services.api import schemas
+from sfmlops.services.api.deps import EngineDep, SettingsDep
+from sfmlops.services.status import as_of_date
+
+router = APIRouter(prefix="/v1/stores", tags=["stores"])
+
+DEFAULT_HISTORY_DAYS = 56  # eight weeks: what a planner looks at beside a forecast
+ProductQuery = Annotated[
+    str, Query(min_length=1, max_length=64, description="The series' product.")
+]
+
+
+@router.get("", response_model=schemas.StoreList, summary="List stores")
+def list_stores(
+    engine: EngineDep,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 10_000,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> schemas.StoreList:
+    with engine.connect() as connection:
+        stores = repository.list_stores(connection)
+    page = stores.iloc[offset : offset + limit]
+    records = page.astype(object).where(page.notna(), None).to_dict("records")
+    return schemas.StoreList(
+        stores=[schemas.Store.model_validate(r) for r in records], total=len(stores)
+    )
+
+
+@router.get(
+    "/{store_id}",
+    response_model=schemas.StoreDetail,
+    responses={404: {"model": schemas.ErrorBody}},
+    summary="One store with its series",
+)
+def get_store(store_id: int, engine: EngineDep) -> schemas.StoreDetail:
+    with engine.connect() as connection:
+        store = repository.get_store(connection, store_id)
+        series = repository.store_series(connection, store_id) if store else []
+    if store is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"unknown store {store_id}")
+    return schemas.StoreDetail(
+        **store,
+        series=[
+            schemas.SeriesSpan(
+                product_id=s.product_id,
+                first_sales_date=s.first_date,
+                last_sales_date=s.last_date,
+                days=s.rows,
+            )
+            for s in series
+        ],
+    )
+
+
+@router.get(
+    "/{store_id}/sales",
+    response_model=schemas.SalesHistory,
+    responses={404: {"model": schemas.ErrorBody}, 422: {"model": schemas.ErrorBody}},
+    summary="A store's sales history",
+)
+def get_sales(
+    store_id: int,
+    engine: EngineDep,
+    settings: SettingsDep,
+    start: Annotated[
+        dt.date | None, Query(description="First day (default: 8 weeks before end).")
+    ] = None,
+    end: Annotated[dt.date | None, Query(description="Last day (default: the as-of date).")] = None,
+    product_id: ProductQuery = c.DEFAULT_PRODUCT,
+) -> schemas.SalesHistory:
+    with engine.connect() as connection:
+        if repository.get_store(connection, store_id) is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"unknown store {store_id}")
+        last = end or as_of_date(settings, connection) or dt.date.today()
+        first = start or last - dt.timedelta(days=DEFAULT_HISTORY_DAYS - 1)
+        if first > last:
+            raise HTTPException(
+                status.HTTP_422_UNPROCESSABLE_CONTENT, f"start {first} is after end {last}"
+            )
+        history = repository.read_sales(connection, [store_id], first, last, product_id)
+    days = [
+        schemas.SalesDay(
+            sales_date=row[c.SALES_DATE].date(),
+            sales=row[c.SALES],
+            customers=None
+            if row[c.CUSTOMERS] is None or row[c.CUSTOMERS] != row[c.CUSTOMERS]
+            else int(row[c.CUSTOMERS]),
+            open=row[c.OPEN],
+            promo=row[c.PROMO],
+            state_holiday=row[c.STATE_HOLIDAY],
+            school_holiday=row[c.SCHOOL_HOLIDAY],
+        )
+        for row in history.to_dict("records")
+    ]
+    return schemas.SalesHistory(
+        store_id=store_id, product_id=product_id, start=first, end=last, days=days
+    )

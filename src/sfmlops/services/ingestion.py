@@ -1,0 +1,78 @@
+"""Ingesting sales records one batch at a time: keep the valid, dead-letter the rest.
+
+The API's POST /v1/sales uses this; file loading (all or nothing) lives in `loading`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+from sqlalchemy import Engine
+
+from sfmlops.adapters.db import repository
+from sfmlops.core.validation import MissingColumnsError, validate_sales
+
+
+@dataclass(frozen=True)
+class RejectedRecord:
+    """A record of the batch that was not stored, by its position in the batch."""
+
+    index: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    """What happened to each record of a batch."""
+
+    accepted: int
+    rejected: list[RejectedRecord]
+
+
+def ingest_records(engine: Engine, records: Sequence[dict[str, Any]], source: str) -> IngestResult:
+    """Validate a batch of sales records, upsert the valid ones and dead-letter the others.
+
+    Both happen in one transaction: either every valid record is stored and every invalid one
+    is dead-lettered with its reason, or (on a database error) nothing is.
+
+    Args:
+        engine: The sales database.
+        records: Records with domain field names (see `columns.SALES_COLUMNS`; `day_of_week`
+            is checked when present, `product_id` defaults to the store total).
+        source: Where the batch came from, kept with dead letters (e.g. "api").
+    """
+    if not records:
+        return IngestResult(accepted=0, rejected=[])
+    raw = pd.DataFrame.from_records(list(records))
+    with engine.begin() as connection:
+        known = repository.store_ids(connection)
+        try:
+            result = validate_sales(raw, known)
+        except MissingColumnsError as error:
+            # Every record lacks the same fields: each is rejected for it, none is lost.
+            reasons = {index: str(error) for index in range(len(records))}
+            valid = raw.iloc[0:0]
+        else:
+            reasons = result.reasons_by_row()
+            valid = result.valid
+        repository.upsert_sales(connection, valid)
+        repository.add_dead_letters(
+            connection,
+            [
+                repository.DeadLetter(
+                    source=source,
+                    payload=repository.dead_letter_payload(dict(records[index])),
+                    reason=reason,
+                )
+                for index, reason in reasons.items()
+            ],
+        )
+    return IngestResult(
+        accepted=len(records) - len(reasons),
+        rejected=[
+            RejectedRecord(index=index, reason=reason) for index, reason in sorted(reasons.items())
+        ],
+    )

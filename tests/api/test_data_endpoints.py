@@ -1,0 +1,213 @@
+"""Stores, sales history, ingestion, status, health and metrics through the HTTP interface."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import Engine, select
+
+from sfmlops.adapters.db import repository
+from sfmlops.adapters.db.tables import ingest_dead_letters
+
+pytestmark = pytest.mark.integration
+
+
+def sale(
+    store_id: Any = 1, sales_date: str = "2015-06-14", sales: Any = 5000, **more: Any
+) -> dict[str, Any]:
+    return {
+        "store_id": store_id,
+        "sales_date": sales_date,
+        "sales": sales,
+        "customers": 500,
+        "open": 1,
+        "promo": 0,
+        "state_holiday": "0",
+        "school_holiday": 0,
+    } | more
+
+
+def test_health_and_readiness_without_a_model(client: TestClient) -> None:
+    assert client.get("/health").json() == {"status": "ok"}
+    ready = client.get("/ready")
+    assert ready.status_code == 503
+    assert "no champion model" in ready.json()["reason"]
+
+
+def test_stores_list_and_detail(client: TestClient) -> None:
+    stores = client.get("/v1/stores").json()
+    one = client.get("/v1/stores/1").json()
+
+    assert stores["total"] == 20
+    assert [s["store_id"] for s in stores["stores"]][:3] == [1, 2, 3]
+    assert (
+        client.get("/v1/stores", params={"limit": 5, "offset": 18}).json()["stores"][0]["store_id"]
+        == 19
+    )
+    assert one["store_type"] == "c"
+    assert one["state"] == "HE"
+    assert one["series"] == [
+        {
+            "product_id": "total",
+            "first_sales_date": "2015-03-16",
+            "last_sales_date": "2015-06-13",
+            "days": 90,
+        }
+    ]
+
+
+def test_unknown_store_is_404(client: TestClient) -> None:
+    for path in ("/v1/stores/4242", "/v1/stores/4242/sales"):
+        response = client.get(path)
+        assert response.status_code == 404
+        assert response.json() == {"detail": "unknown store 4242"}
+
+
+def test_sales_history_defaults_to_eight_weeks_before_the_as_of_date(client: TestClient) -> None:
+    history = client.get("/v1/stores/1/sales").json()
+    window = client.get(
+        "/v1/stores/1/sales", params={"start": "2015-06-12", "end": "2015-06-13"}
+    ).json()
+
+    assert (history["start"], history["end"]) == ("2015-04-19", "2015-06-13")
+    assert len(history["days"]) == 56
+    assert window["days"][-1] == {
+        "sales_date": "2015-06-13", "sales": 4256.0, "customers": 502, "open": 1, "promo": 0,
+        "state_holiday": "0", "school_holiday": 0,
+    }  # fmt: skip
+
+
+def test_bad_dates_are_422(client: TestClient) -> None:
+    reversed_range = client.get(
+        "/v1/stores/1/sales", params={"start": "2015-06-13", "end": "2015-06-01"}
+    )
+    not_a_date = client.get("/v1/stores/1/sales", params={"start": "June"})
+
+    assert reversed_range.status_code == 422
+    assert "after end" in reversed_range.json()["detail"]
+    assert not_a_date.status_code == 422
+
+
+def test_ingestion_keeps_valid_records_and_dead_letters_the_rest(
+    client: TestClient, auth: dict[str, str], loaded_engine: Engine
+) -> None:
+    batch = [
+        sale(),
+        sale(store_id=2, sales=-3),
+        sale(store_id=4242),
+        sale(store_id=3, sales_date="2015-06-31"),
+    ]
+
+    response = client.post("/v1/sales", json={"records": batch}, headers=auth)
+
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "partial"
+    assert body["accepted"] == 1
+    assert [(r["index"], r["reason"]) for r in body["rejected"]] == [
+        (1, "sales: must be >= 0"),
+        (2, "store_id: unknown store (not in the store metadata)"),
+        (3, "sales_date: not a date in YYYY-MM-DD form"),
+    ]
+    with loaded_engine.connect() as connection:
+        stored = repository.read_sales(connection, [1, 2, 3])
+        letters = connection.execute(select(ingest_dead_letters)).mappings().all()
+    assert stored["sales_date"].max().date().isoformat() == "2015-06-14"
+    assert len(stored[stored["sales_date"] == "2015-06-14"]) == 1
+    assert sorted(letter["reason"] for letter in letters) == sorted(
+        r["reason"] for r in body["rejected"]
+    )
+    assert all(letter["source"] == "api" for letter in letters)
+
+
+def test_ingestion_is_an_idempotent_upsert(client: TestClient, auth: dict[str, str]) -> None:
+    for value in (100, 100, 250):
+        assert (
+            client.post("/v1/sales", json={"records": [sale(sales=value)]}, headers=auth).json()[
+                "accepted"
+            ]
+            == 1
+        )
+
+    days = client.get(
+        "/v1/stores/1/sales", params={"start": "2015-06-14", "end": "2015-06-14"}
+    ).json()["days"]
+    assert [d["sales"] for d in days] == [250.0]
+
+
+def test_writes_need_the_token(client: TestClient) -> None:
+    missing = client.post("/v1/sales", json={"records": [sale()]})
+    wrong = client.post(
+        "/v1/sales", json={"records": [sale()]}, headers={"Authorization": "Bearer nope"}
+    )
+
+    assert missing.status_code == wrong.status_code == 401
+    day = {"start": "2015-06-14", "end": "2015-06-14"}
+    assert client.get("/v1/stores/1/sales", params=day).json()["days"] == []
+
+
+def test_malformed_bodies_are_422_or_413(client: TestClient, auth: dict[str, str]) -> None:
+    not_json = client.post(
+        "/v1/sales", content=b"{", headers=auth | {"Content-Type": "application/json"}
+    )
+    empty = client.post("/v1/sales", json={"records": []}, headers=auth)
+    huge = client.post("/v1/sales", json={"records": [sale()] * 2000}, headers=auth)
+
+    assert not_json.status_code == 422
+    assert empty.status_code == 422
+    assert huge.status_code == 413
+    assert "larger than" in huge.json()["detail"]
+
+
+def test_status_reports_freshness(client: TestClient, auth: dict[str, str]) -> None:
+    client.post("/v1/sales", json={"records": [sale(), sale(store_id=-1)]}, headers=auth)
+
+    status = client.get("/v1/status").json()
+
+    assert status["as_of"] == status["latest_sales_date"] == "2015-06-14"
+    assert status["stores"] == 20
+    assert status["sales_ingested_last_day"] >= 1
+    assert status["dead_letters_last_day"] == 1
+    assert status["champion_version"] is None
+
+
+def test_metrics_are_prometheus_text(client: TestClient, auth: dict[str, str]) -> None:
+    client.get("/v1/stores/1")
+    client.post("/v1/sales", json={"records": [sale(), sale(store_id=-1)]}, headers=auth)
+
+    families = {f.name: f for f in text_string_to_metric_families(client.get("/metrics").text)}
+
+    assert {"http_requests", "http_request_duration_seconds", "sfmlops_training_jobs"} <= set(
+        families
+    )
+    ingested = {
+        s.labels["source"]: s.value
+        for s in families["sfmlops_sales_ingested"].samples
+        if s.name.endswith("_total")
+    }
+    rejected = {
+        s.labels["source"]: s.value
+        for s in families["sfmlops_sales_rejected"].samples
+        if s.name.endswith("_total")
+    }
+    assert ingested == {"api": 1.0}
+    assert rejected == {"api": 1.0}
+    jobs = {s.labels["status"]: s.value for s in families["sfmlops_training_jobs"].samples}
+    assert jobs == {"queued": 0, "running": 0, "succeeded": 0, "failed": 0}
+
+
+def test_openapi_documents_every_endpoint(client: TestClient) -> None:
+    paths = set(client.get("/openapi.json").json()["paths"])
+
+    assert {
+        "/health",
+        "/ready",
+        "/v1/status",
+        "/v1/stores",
+        "/v1/stores/{store_id}",
+        "/v1/stores/{store_id}/sales",
+        "/v1/sales",
+    } <= paths

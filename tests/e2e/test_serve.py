@@ -1,0 +1,130 @@
+"""`sfmlops serve` as a real server process."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from sfmlops.adapters.db.engine import make_engine
+from sfmlops.services import loading
+from tests.conftest import free_port
+
+pytestmark = pytest.mark.e2e
+TOKEN = "e2e-token-not-a-secret"
+
+
+def environment(home: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SFMLOPS_")}
+    return env | {"SFMLOPS_HOME": str(home), "SFMLOPS_API_TOKEN": TOKEN}
+
+
+@pytest.fixture
+def home(tmp_path: Path, rossmann_slice: Path) -> Path:
+    home = tmp_path / "home"
+    engine = make_engine(f"sqlite:///{home / 'sfmlops.db'}")
+    from sfmlops.adapters.db.engine import migrate  # noqa: PLC0415
+
+    migrate(engine)
+    loading.load_folder(engine, rossmann_slice)
+    engine.dispose()
+    return home
+
+
+def start(home: Path, *args: str) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    command = [str(Path(sys.executable).with_name("sfmlops")), "serve", "--port", str(port), *args]
+    process = subprocess.Popen(
+        command, env=environment(home), stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(
+                process.stdout.read().decode() if process.stdout else "server exited"
+            )
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                return process, url
+        except httpx.TransportError:
+            time.sleep(0.3)
+    process.kill()
+    raise AssertionError("server did not start")
+
+
+@pytest.fixture
+def server(home: Path) -> Iterator[str]:
+    process, url = start(home)
+    yield url
+    process.terminate()
+    process.wait(timeout=30)
+
+
+def test_a_real_server_answers_and_logs_json(home: Path) -> None:
+    process, url = start(home)
+    try:
+        store = httpx.get(f"{url}/v1/stores/1").json()
+        missing = httpx.get(f"{url}/v1/stores/99999")
+    finally:
+        process.terminate()
+        output = process.communicate(timeout=30)[0].decode()
+    assert store["store_id"] == 1
+    assert missing.status_code == 404
+    json_lines = [line for line in output.splitlines() if line.startswith("{")]
+    assert any(
+        '"logger": "uvicorn.access"' in line and "/v1/stores/99999" in line for line in json_lines
+    )
+
+
+def test_workers_share_their_metrics(home: Path) -> None:
+    process, url = start(home, "--workers", "2")
+    try:
+        record = {"store_id": 1, "sales_date": "2015-06-14", "sales": 1, "open": 1, "promo": 0,
+                  "state_holiday": "0", "school_holiday": 0}  # fmt: skip
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+        for _ in range(12):
+            with httpx.Client() as fresh:  # new connections, so both workers take requests
+                assert (
+                    fresh.post(
+                        f"{url}/v1/sales", json={"records": [record]}, headers=headers
+                    ).status_code
+                    == 200
+                )
+        text = httpx.get(f"{url}/metrics").text
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    ingested = sum(
+        s.value for s in families["sfmlops_sales_ingested"].samples if s.name.endswith("_total")
+    )
+    assert ingested == 12
+
+
+def test_refuses_a_public_address_without_a_token(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SFMLOPS_")} | {
+        "SFMLOPS_HOME": str(tmp_path)
+    }
+    command = [
+        str(Path(sys.executable).with_name("sfmlops")),
+        "serve",
+        "--host",
+        "0.0.0.0",
+        "--port",
+        str(free_port()),
+    ]
+
+    result = subprocess.run(
+        command, env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+
+    assert result.returncode == 1
+    assert "without SFMLOPS_API_TOKEN" in result.stderr
