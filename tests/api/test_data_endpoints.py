@@ -211,3 +211,18 @@ def test_openapi_documents_every_endpoint(client: TestClient) -> None:
         "/v1/stores/{store_id}/sales",
         "/v1/sales",
     } <= paths
+
+
+def test_training_jobs_need_the_token_and_known_stores(
+    client: TestClient, auth: dict[str, str]
+) -> None:
+    unauthorised = client.post("/v1/training-jobs", json={"stores": [1]})
+    unknown = client.post("/v1/training-jobs", json={"stores": [1, 4242]}, headers=auth)
+    empty = client.post("/v1/training-jobs", json={"stores": []}, headers=auth)
+
+    assert unauthorised.status_code == 401
+    assert unknown.status_code == 404
+    assert unknown.json() == {"detail": "unknown store(s): 4242"}
+    assert empty.status_code == 422
+    assert client.get("/v1/training-jobs").json() == {"jobs": []}
+    assert client.get("/v1/training-jobs/nope").status_code == 404

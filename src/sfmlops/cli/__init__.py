@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from sfmlops.cli import data, demo, serve, system
+from sfmlops.cli import data, demo, jobs, serve, system
 
 app = typer.Typer(
     name="sfmlops",
@@ -20,6 +20,7 @@ app.command("load-data")(data.load_data)
 app.command("stores")(data.show_stores)
 app.command("demo")(demo.run_demo)
 app.command("serve")(serve.serve)
+app.command("jobs")(jobs.list_jobs)
 
 
 def main() -> None:

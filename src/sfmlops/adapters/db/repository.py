@@ -176,6 +176,56 @@ def count_training_jobs_by_status(connection: Connection) -> dict[str, int]:
     return {str(status): int(count) for status, count in result}
 
 
+def create_training_job(
+    connection: Connection, job_id: str, runner: str, stores: Sequence[int] | None
+) -> None:
+    """Record a queued training job (`stores` None means every store)."""
+    connection.execute(
+        training_jobs.insert().values(
+            id=job_id,
+            status="queued",
+            runner=runner,
+            # Set here, not by the server: SQLite's CURRENT_TIMESTAMP has whole seconds only.
+            created_at=dt.datetime.now(dt.UTC),
+            stores=None if stores is None else json.dumps(sorted(int(s) for s in stores)),
+        )
+    )
+
+
+def update_training_job(connection: Connection, job_id: str, **fields: Any) -> None:
+    """Change fields of a training job (status, progress_done, mlflow_run_id, ...)."""
+    unknown = set(fields) - set(training_jobs.c.keys())
+    if unknown:
+        raise ValueError(f"training_jobs has no column(s) {sorted(unknown)}")
+    connection.execute(training_jobs.update().where(training_jobs.c.id == job_id).values(**fields))
+
+
+def get_training_job(connection: Connection, job_id: str) -> dict[str, Any] | None:
+    """One training job as a dict of its columns (`stores` decoded), or None."""
+    row = (
+        connection.execute(select(training_jobs).where(training_jobs.c.id == job_id))
+        .mappings()
+        .one_or_none()
+    )
+    return _job(row) if row is not None else None
+
+
+def list_training_jobs(connection: Connection, limit: int = 20) -> list[dict[str, Any]]:
+    """The most recent training jobs, newest first."""
+    query = (
+        select(training_jobs)
+        .order_by(training_jobs.c.created_at.desc(), training_jobs.c.id)
+        .limit(limit)
+    )
+    return [_job(row) for row in connection.execute(query).mappings()]
+
+
+def _job(row: Any) -> dict[str, Any]:
+    job = dict(row)
+    job["stores"] = None if job["stores"] is None else json.loads(job["stores"])
+    return job
+
+
 def sales_summary(connection: Connection) -> SalesSummary:
     """Counts and date range of the stored sales."""
     row = connection.execute(

@@ -17,7 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from sfmlops import __version__
 from sfmlops.adapters.db.engine import make_engine
 from sfmlops.services.api.metrics import ApiMetrics, TrainingJobsCollector, scrape_registry
-from sfmlops.services.api.routes import sales, stores, system
+from sfmlops.services.api.routes import sales, stores, system, training_jobs
 from sfmlops.settings import Settings
 
 log = logging.getLogger("sfmlops.api")
@@ -57,7 +57,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
 
     app.add_middleware(BodySizeLimit, max_bytes=settings.api_max_body_bytes)
     _install_error_handlers(app)
-    for router in (system.router, stores.router, sales.router):
+    for router in (system.router, stores.router, sales.router, training_jobs.router):
         app.include_router(router)
     Instrumentator(excluded_handlers=["/metrics"], registry=registry).instrument(app)
 

@@ -137,3 +137,33 @@ class Readiness(BaseModel):
 
 class ErrorBody(BaseModel):
     detail: str
+
+
+class TrainingJobRequest(BaseModel):
+    """Which stores to retrain: a list (single-store retrains keep every other store's model) or all."""
+
+    stores: list[int] | None = Field(
+        None, min_length=1, max_length=100_000, description="Store ids; omit to train every store."
+    )
+
+
+class TrainingJob(BaseModel):
+    id: str
+    status: Literal["queued", "running", "succeeded", "failed"]
+    runner: str
+    runner_job_id: str | None
+    stores: list[int] | None = Field(description="The stores trained; null means all.")
+    progress_done: int
+    progress_total: int
+    created_at: dt.datetime
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None
+    mlflow_run_id: str | None
+    model_version: str | None
+    error: str | None = Field(
+        description="Why the job failed, or the warnings of a job that succeeded."
+    )
+
+
+class TrainingJobList(BaseModel):
+    jobs: list[TrainingJob]

@@ -1,0 +1,88 @@
+"""Ray: connecting to a cluster (or starting a local one) and running training tasks on it.
+
+Only this module imports ray. Nothing starts on import: `ray_session` is entered by the
+command that needs Ray and shuts it down on exit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+from sfmlops.settings import Settings
+
+log = logging.getLogger(__name__)
+
+Item = TypeVar("Item")
+Result = TypeVar("Result")
+
+LOOPBACK = "127.0.0.1"
+# Ray puts unix sockets under its temp dir; their paths must stay under 107 bytes.
+_MAX_TEMP_DIR_LENGTH = 40
+
+
+def local_temp_dir(home: Path) -> Path:
+    """Ray's temp dir for a local cluster: under HOME, or a short stand-in when HOME is deep."""
+    preferred = home / "ray"
+    if len(str(preferred)) <= _MAX_TEMP_DIR_LENGTH:
+        return preferred
+    digest = hashlib.sha1(str(preferred).encode()).hexdigest()[:10]
+    return Path(tempfile.gettempdir()) / f"sfmlops-ray-{digest}"
+
+
+@contextmanager
+def ray_session(settings: Settings, num_cpus: int | None = None) -> Iterator[None]:
+    """Connect to SFMLOPS_RAY_ADDRESS, or start a local Ray for the duration of the block.
+
+    A local Ray listens on 127.0.0.1 only, has no dashboard and sends no usage stats. When
+    Ray is already initialised in this process (e.g. inside a Ray job), it is reused as is.
+    """
+    import ray  # noqa: PLC0415 - heavy; imported by the commands that use Ray
+
+    if ray.is_initialized():
+        yield
+        return
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    options: dict[str, Any] = {"log_to_driver": False, "configure_logging": False}
+    if settings.ray_address:
+        options["address"] = settings.ray_address
+    else:
+        temp_dir = local_temp_dir(settings.home)
+        temp_dir.mkdir(parents=True, exist_ok=True)
+        options |= {
+            "num_cpus": num_cpus or os.cpu_count() or 1,
+            "include_dashboard": False,
+            "_node_ip_address": LOOPBACK,
+            "_temp_dir": str(temp_dir),
+        }
+    ray.init(**options)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+class RayExecutor:
+    """Runs each task as a Ray task (the `Executor` protocol of the forecasting core).
+
+    Args:
+        cpus_per_task: CPUs Ray reserves for each task; a global model fitting with its own
+            threads asks for more.
+    """
+
+    def __init__(self, cpus_per_task: float = 1.0) -> None:
+        self.cpus_per_task = cpus_per_task
+
+    def map(self, function: Callable[[Item], Result], items: Iterable[Item]) -> list[Result]:
+        """Apply `function` to every item on the cluster; results in the items' order."""
+        import ray  # noqa: PLC0415
+
+        remote = ray.remote(num_cpus=self.cpus_per_task, max_retries=0)(function)
+        references = [remote.remote(item) for item in items]
+        return list(ray.get(references))

@@ -1,0 +1,39 @@
+"""`sfmlops jobs`: recent training jobs."""
+
+from __future__ import annotations
+
+import typer
+from rich.table import Table
+
+from sfmlops.adapters.db import repository
+from sfmlops.cli.context import console, engine_of, settings_of
+from sfmlops.cli.data import migrate_or_fail
+from sfmlops.services import training_jobs
+
+
+def list_jobs(
+    ctx: typer.Context,
+    limit: int = typer.Option(20, "--limit", min=1, max=1000, help="How many jobs to show."),
+) -> None:
+    """List recent training jobs, newest first, with status and progress."""
+    engine = engine_of(ctx)
+    migrate_or_fail(engine)
+    runner = training_jobs.make_runner(settings_of(ctx))
+    with engine.connect() as connection:
+        jobs = repository.list_training_jobs(connection, limit)
+    table = Table(
+        "job", "status", "runner", "stores", "progress", "created", "model version", "error"
+    )
+    for job in (training_jobs.refresh_job(engine, runner, job) for job in jobs):
+        stores = "all" if job["stores"] is None else ", ".join(map(str, job["stores"][:5]))
+        table.add_row(
+            job["id"][:12],
+            job["status"],
+            job["runner"],
+            stores + (" ..." if job["stores"] and len(job["stores"]) > 5 else ""),
+            f"{job['progress_done']}/{job['progress_total']}",
+            f"{job['created_at']:%Y-%m-%d %H:%M:%S}",
+            job["model_version"] or "",
+            (job["error"] or "")[:60],
+        )
+    console.print(table if jobs else "No training jobs yet.")
