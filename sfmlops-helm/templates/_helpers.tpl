@@ -101,9 +101,10 @@ seccompProfile:
 {{- define "sfmlops.rayHeadHost" -}}{{ printf "%s-head-svc.%s.svc" (include "sfmlops.rayClusterName" .) .Release.Namespace }}{{- end -}}
 
 {{/*
-Environment shared by every sfmlops container: the endpoint ConfigMap, and SFMLOPS_DATABASE_URL
+Environment shared by the sfmlops containers that use the database: SFMLOPS_DATABASE_URL
 composed in the pod from the Secret's password (Kubernetes expands $(VAR) from earlier entries),
-so the password is never written into a ConfigMap or the values.
+so the password is never written into a ConfigMap or the values. The API token is given only
+to the programs that need it (the API, the dashboard, Airflow).
 */}}
 {{- define "sfmlops.env" -}}
 - name: SFMLOPS_DB_PASSWORD
@@ -113,15 +114,18 @@ so the password is never written into a ConfigMap or the values.
       key: {{ include "sfmlops.databaseSecretKey" . }}
 - name: SFMLOPS_DATABASE_URL
   value: "postgresql+psycopg2://$(SFMLOPS_DB_USER):$(SFMLOPS_DB_PASSWORD)@$(SFMLOPS_DB_HOST):$(SFMLOPS_DB_PORT)/$(SFMLOPS_DB_NAME)"
+- name: MLFLOW_DISABLE_TELEMETRY
+  value: "true"
+- name: RAY_USAGE_STATS_ENABLED
+  value: "0"
+{{- end -}}
+
+{{- define "sfmlops.apiTokenEnv" -}}
 - name: SFMLOPS_API_TOKEN
   valueFrom:
     secretKeyRef:
       name: {{ include "sfmlops.apiTokenSecretName" . }}
       key: {{ .Values.api.auth.secretKey }}
-- name: MLFLOW_DISABLE_TELEMETRY
-  value: "true"
-- name: RAY_USAGE_STATS_ENABLED
-  value: "0"
 {{- end -}}
 
 {{- define "sfmlops.envFrom" -}}

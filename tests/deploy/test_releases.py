@@ -77,6 +77,7 @@ def test_client_namespaces_match_the_releases() -> None:
     assert namespaces["airflow"] == RELEASES["AIRFLOW_NAMESPACE"]
     assert namespaces["monitoring"] == RELEASES["KUBE_PROMETHEUS_NAMESPACE"]
     assert namespaces["kafka"] == RELEASES["KAFKA_NAMESPACE"]
+    assert namespaces["kuberay"] == RELEASES["KUBERAY_OPERATOR_NAMESPACE"]
 
 
 @pytest.mark.parametrize(

@@ -361,3 +361,12 @@ def test_network_policies_deny_the_rest(rendered_all: dict[str, Rendered]) -> No
     default_deny = rendered.get("NetworkPolicy", "sfmlops-default-deny")
     assert default_deny["spec"]["policyTypes"] == ["Ingress"]  # type: ignore[index]
     assert "ingress" not in default_deny["spec"]  # type: ignore[operator]
+
+
+def test_the_api_token_reaches_only_the_api_and_dashboard(rendered: Rendered) -> None:
+    holders = {
+        label
+        for label, namespace, entry in _env_entries(rendered)
+        if namespace == NAMESPACE and entry.get("name") == "SFMLOPS_API_TOKEN"
+    }
+    assert holders == {"Deployment/sfmlops-api", "Deployment/sfmlops-dashboard"}
