@@ -34,6 +34,9 @@ def test_kafka_values() -> None:
     assert kafka["fullnameOverride"] == RELEASES["KAFKA_RELEASE"]
     assert kafka["listeners"]["client"]["protocol"] == "PLAINTEXT"
     assert kafka["externalAccess"]["enabled"] is False
+    assert kafka["networkPolicy"]["ingressNSMatchLabels"] == {
+        "kubernetes.io/metadata.name": RELEASES["SFMLOPS_NAMESPACE"]
+    }
     topics = {topic["name"] for topic in kafka["provisioning"]["topics"]}
     assert {"sales", "sales-dead-letters"} <= topics
 
