@@ -370,3 +370,19 @@ def test_the_api_token_reaches_only_the_api_and_dashboard(rendered: Rendered) ->
         if namespace == NAMESPACE and entry.get("name") == "SFMLOPS_API_TOKEN"
     }
     assert holders == {"Deployment/sfmlops-api", "Deployment/sfmlops-dashboard"}
+
+
+def test_sfmlops_home_is_writable_wherever_it_is_read(rendered: Rendered) -> None:
+    home = rendered.get("ConfigMap", ENDPOINTS)["data"]["SFMLOPS_HOME"]  # type: ignore[index]
+    for item in rendered.objects:
+        for label, pod in pod_specs(item):
+            for container in pod["containers"]:
+                # Every image that runs the sfmlops package (MLflow's image runs only MLflow).
+                image = container["image"].rsplit("/", 1)[-1]
+                runs_sfmlops = image.startswith("sfmlops-") and not image.startswith(
+                    "sfmlops-mlflow"
+                )
+                read_only = container.get("securityContext", {}).get("readOnlyRootFilesystem")
+                if runs_sfmlops and read_only:
+                    mounts = {m["mountPath"] for m in container.get("volumeMounts", [])}
+                    assert home in mounts, f"{label}/{container['name']}: {home} is read-only"
