@@ -8,8 +8,7 @@ UV := $(BIN)/uv
 UV_INSTALL := $(UV) pip install --python $(BIN)/python --quiet -c constraints.txt
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint format install dev system-deps benchmarks lock clean help \
-	deploy-tools images deploy-local deploy-clean
+.PHONY: demo test lint format install dev system-deps benchmarks lock clean help
 
 help:
 	@echo "make demo         run the product on this machine (creates .venv, loads data, ...)"
@@ -58,7 +57,9 @@ system-deps:
 benchmarks: dev system-deps
 	$(BIN)/python benchmarks/load_data.py
 
-# Helm, actionlint, checkov and kubernetes-validate for tests/deploy, cached across clones.
+# Deployment: Helm, actionlint, checkov, kubernetes-validate and shellcheck for tests/deploy
+# (cached across clones), image builds, and the install sequence of docs/deployment.md.
+.PHONY: deploy-tools images deploy-local deploy-clean
 TOOLS_DIR ?= $(or $(SFMLOPS_TOOLS_DIR),$(HOME)/.cache/sfmlops-tools)
 export SFMLOPS_TOOLS_DIR := $(TOOLS_DIR)
 HELM_DIR := $(TOOLS_DIR)/helm-$(shell sed -n 's/^HELM_VERSION=//p' install-helm.sh)
