@@ -17,11 +17,14 @@ help:
 	@echo "make format       ruff format + ruff check --fix"
 	@echo "make benchmarks   run the benchmarks (not part of make test)"
 	@echo "make lock         regenerate constraints.txt from pyproject.toml"
+	@echo "make images       build every image under images/ with docker (tag: the commit)"
+	@echo "make deploy-local install the whole system on the current kubectl context (docs/deployment.md)"
+	@echo "make deploy-clean uninstall it (kept Secrets and volumes stay)"
 
 demo: install
 	$(BIN)/sfmlops demo
 
-test: dev system-deps lint
+test: dev system-deps deploy-tools lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: dev
@@ -53,6 +56,31 @@ system-deps:
 
 benchmarks: dev system-deps
 	$(BIN)/python benchmarks/load_data.py
+
+# Deployment: Helm, actionlint, checkov, kubernetes-validate and shellcheck for tests/deploy
+# (cached across clones), image builds, and the install sequence of docs/deployment.md.
+.PHONY: deploy-tools images deploy-local deploy-clean
+TOOLS_DIR ?= $(or $(SFMLOPS_TOOLS_DIR),$(HOME)/.cache/sfmlops-tools)
+export SFMLOPS_TOOLS_DIR := $(TOOLS_DIR)
+HELM_DIR := $(TOOLS_DIR)/helm-$(shell sed -n 's/^HELM_VERSION=//p' install-helm.sh)
+IMAGE_TAG ?= $(shell git rev-parse --short=12 HEAD)
+
+deploy-tools: | $(UV)
+	UV=$(UV) scripts/install-deploy-tools.sh
+
+images:
+	for dockerfile in images/*/Dockerfile; do \
+	  name=$$(basename $$(dirname $$dockerfile)); \
+	  docker build -f $$dockerfile -t sfmlops-$$name:$(IMAGE_TAG) . || exit 1; \
+	done
+
+deploy-local:
+	./install-helm.sh $(HELM_DIR)
+	HELM=$(HELM_DIR)/helm SFMLOPS_IMAGE_TAG=$(IMAGE_TAG) scripts/deploy.sh up
+
+deploy-clean:
+	./install-helm.sh $(HELM_DIR)
+	HELM=$(HELM_DIR)/helm scripts/deploy.sh down
 
 lock: | $(UV)
 	$(UV) pip compile pyproject.toml --extra dev --python-version 3.11 --no-header \

@@ -1,0 +1,182 @@
+"""Fixtures of the deployment tests: the pinned tools and the chart rendered per scenario.
+
+The tools (Helm, actionlint, checkov, kubernetes-validate) are installed by
+`scripts/install-deploy-tools.sh` (a prerequisite of `make test`) into SFMLOPS_TOOLS_DIR.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "sfmlops-helm"
+NAMESPACE = "sfmlops"
+RELEASE = "sfmlops"
+
+# Values files (relative to ROOT) and --set overrides of each rendering the tests check.
+SCENARIOS: dict[str, tuple[list[str], list[str]]] = {
+    "defaults": ([], []),
+    "ray": (["values-ray.yaml"], []),
+    "gke": (["values-ray.yaml", "values-gke.yaml"], ["global.imageTag=0123456789ab"]),
+    "everything": (
+        ["values-ray.yaml"],
+        ["pgadmin.enabled=true", "kafkaUi.enabled=true", "producer.enabled=true"],
+    ),
+    "external-database": (
+        [],
+        [
+            "postgresql.enabled=false",
+            "externalDatabase.host=10.20.0.5",
+            "externalDatabase.existingSecret=cloudsql-sfmlops",
+            "api.auth.existingSecret=sfmlops-api-token-managed",
+            "airflowMetadata.enabled=false",
+        ],
+    ),
+}
+
+
+def tools_dir() -> Path:
+    """Where scripts/install-deploy-tools.sh links the tools."""
+    configured = os.environ.get("SFMLOPS_TOOLS_DIR")
+    base = Path(configured) if configured else Path.home() / ".cache" / "sfmlops-tools"
+    return base / "bin"
+
+
+def tool(name: str) -> str:
+    """Path of one installed tool; fails with the command that installs it."""
+    path = tools_dir() / name
+    if not path.exists():
+        pytest.fail(f"{path} missing: run `make deploy-tools` (scripts/install-deploy-tools.sh)")
+    return str(path)
+
+
+def run(command: list[str], *, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run a tool from the repository root, capturing its output."""
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
+    if check and result.returncode != 0:
+        pytest.fail(
+            f"{' '.join(command)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
+        )
+    return result
+
+
+def helm_args(files: list[str], overrides: list[str]) -> list[str]:
+    """The -f/--set arguments of one scenario."""
+    args = ["-f", str(CHART / "values.yaml")]
+    for file in files:
+        args += ["-f", str(ROOT / file)]
+    for override in overrides:
+        args += ["--set", override]
+    return args
+
+
+def helm_template(
+    files: list[str], overrides: list[str], *, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    """`helm template` of the parent chart as release `sfmlops` in namespace `sfmlops`."""
+    command = [tool("helm"), "template", RELEASE, str(CHART), "--namespace", NAMESPACE]
+    return run(command + helm_args(files, overrides), check=check)
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """One scenario's manifests, as text (for the validators) and as objects."""
+
+    name: str
+    text: str
+    objects: list[dict[str, Any]]
+
+    def of_kind(self, kind: str) -> list[dict[str, Any]]:
+        return [item for item in self.objects if item["kind"] == kind]
+
+    def get(self, kind: str, name: str, namespace: str = NAMESPACE) -> dict[str, Any] | None:
+        for item in self.objects:
+            meta = item["metadata"]
+            if item["kind"] == kind and meta["name"] == name and meta.get("namespace") == namespace:
+                return item
+        return None
+
+
+def render(name: str) -> Rendered:
+    files, overrides = SCENARIOS[name]
+    text = helm_template(files, overrides).stdout
+    objects = [item for item in yaml.safe_load_all(text) if item]
+    return Rendered(name, text, objects)
+
+
+@pytest.fixture(scope="session")
+def rendered_all() -> dict[str, Rendered]:
+    """Every scenario rendered once per test session."""
+    return {name: render(name) for name in SCENARIOS}
+
+
+@pytest.fixture(params=sorted(SCENARIOS))
+def rendered(request: pytest.FixtureRequest, rendered_all: dict[str, Rendered]) -> Rendered:
+    """Each scenario in turn."""
+    return rendered_all[str(request.param)]
+
+
+@pytest.fixture(scope="session")
+def written(
+    rendered_all: dict[str, Rendered], tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Path]:
+    """Each scenario's manifests written to its own folder (for file-based scanners)."""
+    folders = {}
+    for name, scenario in rendered_all.items():
+        folder = tmp_path_factory.mktemp(f"rendered-{name}")
+        (folder / "manifests.yaml").write_text(scenario.text)
+        folders[name] = folder
+    return folders
+
+
+def load_yaml(path: Path) -> Any:
+    return yaml.safe_load(path.read_text())
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """KEY=value lines of a file such as helm-releases.env (comments and blanks skipped)."""
+    pairs = {}
+    for raw in path.read_text().splitlines():
+        line = raw.strip()
+        if line and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            pairs[key] = value
+    return pairs
+
+
+def pod_specs(item: Mapping[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(label, pod spec) of every pod template an object carries, RayCluster groups included."""
+    kind, name = item["kind"], item["metadata"]["name"]
+    spec = item.get("spec", {})
+    if kind in {"Deployment", "StatefulSet", "Job", "DaemonSet", "ReplicaSet"}:
+        yield f"{kind}/{name}", spec["template"]["spec"]
+    elif kind == "CronJob":
+        yield f"{kind}/{name}", spec["jobTemplate"]["spec"]["template"]["spec"]
+    elif kind == "Pod":
+        yield f"{kind}/{name}", spec
+    elif kind == "RayCluster":
+        yield f"{kind}/{name}/head", spec["headGroupSpec"]["template"]["spec"]
+        for group in spec.get("workerGroupSpecs", []):
+            yield f"{kind}/{name}/{group['groupName']}", group["template"]["spec"]
+
+
+def pod_labels(item: Mapping[str, Any]) -> Iterator[dict[str, str]]:
+    """Labels of every pod an object creates (KubeRay adds ray.io/cluster to its pods)."""
+    kind, spec = item["kind"], item.get("spec", {})
+    if kind in {"Deployment", "StatefulSet", "Job"}:
+        yield dict(spec["template"]["metadata"].get("labels", {}))
+    elif kind == "CronJob":
+        yield dict(spec["jobTemplate"]["spec"]["template"]["metadata"].get("labels", {}))
+    elif kind == "RayCluster":
+        cluster = {"ray.io/cluster": item["metadata"]["name"]}
+        yield {**spec["headGroupSpec"]["template"]["metadata"]["labels"], **cluster}
+        for group in spec.get("workerGroupSpecs", []):
+            yield {**group["template"]["metadata"]["labels"], **cluster}

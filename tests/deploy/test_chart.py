@@ -1,0 +1,158 @@
+"""The parent chart lints, renders, and every manifest is valid Kubernetes (CRDs included)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.deploy.conftest import (
+    CHART,
+    SCENARIOS,
+    Rendered,
+    helm_args,
+    helm_template,
+    pod_specs,
+    run,
+    tool,
+)
+
+# The Kubernetes version the manifests must be valid for: the newest schemas
+# kubernetes-validate ships, and the version Helm renders for (install-helm.sh).
+KUBERNETES_VERSION = "1.37.0"
+
+
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+def test_helm_lint_passes_strict(scenario: str) -> None:
+    files, overrides = SCENARIOS[scenario]
+    result = run([tool("helm"), "lint", "--strict", str(CHART), *helm_args(files, overrides)])
+    assert "0 chart(s) failed" in result.stdout
+
+
+def test_every_manifest_is_valid_for_current_kubernetes(written: dict[str, Path]) -> None:
+    files = [str(folder / "manifests.yaml") for folder in written.values()]
+    result = run(
+        [tool("kubernetes-validate"), "--strict", "-k", KUBERNETES_VERSION, "--quiet", *files],
+        check=False,
+    )
+    # Only the CRD kinds have no built-in schema; they are checked by the tests below.
+    unexpected = [
+        line
+        for line in (result.stdout + result.stderr).splitlines()
+        if line.strip() and "Couldn't find schema for kind" not in line
+    ]
+    assert not unexpected, "\n".join(unexpected)
+    assert result.returncode == 0
+
+
+def test_the_validator_rejects_an_invalid_manifest(tmp_path: Path) -> None:
+    # Guards the test above: a misspelt field must fail strict validation.
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: x, namespace: y}\n"
+        "spec: {ports: [{port: 80, targetPrt: 8080}]}\n"
+    )
+    result = run(
+        [tool("kubernetes-validate"), "--strict", "-k", KUBERNETES_VERSION, str(broken)],
+        check=False,
+    )
+    assert result.returncode != 0
+
+
+def test_every_object_has_a_namespace(rendered: Rendered) -> None:
+    missing = [
+        f"{o['kind']}/{o['metadata']['name']}"
+        for o in rendered.objects
+        if not o["metadata"].get("namespace")
+    ]
+    assert not missing
+
+
+def _required(mapping: dict[str, Any], keys: list[str], where: str) -> list[str]:
+    return [f"{where}: missing {key}" for key in keys if mapping.get(key) in (None, "", [], {})]
+
+
+def test_raycluster_has_what_kuberay_requires(rendered: Rendered) -> None:
+    clusters = rendered.of_kind("RayCluster")
+    assert len(clusters) == 1
+    cluster = clusters[0]
+    assert cluster["apiVersion"] == "ray.io/v1"
+    spec = cluster["spec"]
+    problems = _required(spec, ["rayVersion", "headGroupSpec", "workerGroupSpecs"], "spec")
+    head = spec["headGroupSpec"]
+    problems += _required(head, ["template", "rayStartParams"], "headGroupSpec")
+    head_pod = head["template"]["spec"]
+    head_ports = {
+        port["name"]: port["containerPort"] for port in head_pod["containers"][0]["ports"]
+    }
+    # The job API (dashboard port) is how training is submitted; the client port serves ray://.
+    assert head_ports["dashboard"] == 8265
+    assert head_ports["client"] == 10001
+    assert head["rayStartParams"]["dashboard-host"] == "0.0.0.0"
+    for group in spec["workerGroupSpecs"]:
+        where = f"workerGroupSpecs[{group.get('groupName')}]"
+        problems += _required(group, ["groupName", "template"], where)
+        for key in ("minReplicas", "maxReplicas", "replicas"):
+            if not isinstance(group.get(key), int):
+                problems.append(f"{where}: {key} must be an integer")
+        if not group["minReplicas"] <= group["replicas"] <= group["maxReplicas"]:
+            problems.append(f"{where}: replicas outside [minReplicas, maxReplicas]")
+    assert spec["enableInTreeAutoscaling"] is True
+    for label, pod in pod_specs(cluster):
+        if len(pod["containers"]) < 1 or not pod["containers"][0].get("image"):
+            problems.append(f"{label}: the Ray container must come first and name its image")
+    assert not problems, problems
+
+
+def test_ray_overlay_resizes_the_workers(rendered_all: dict[str, Rendered]) -> None:
+    default = rendered_all["defaults"].of_kind("RayCluster")[0]["spec"]["workerGroupSpecs"][0]
+    tuned = rendered_all["ray"].of_kind("RayCluster")[0]["spec"]["workerGroupSpecs"][0]
+    assert tuned["maxReplicas"] == 4
+    assert default["maxReplicas"] == 2
+    limits = tuned["template"]["spec"]["containers"][0]["resources"]
+    assert limits["requests"] == limits["limits"]
+
+
+def test_monitors_select_existing_ports(rendered: Rendered) -> None:
+    services = {s["metadata"]["name"]: s for s in rendered.of_kind("Service")}
+    for monitor in rendered.of_kind("ServiceMonitor"):
+        assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+        spec = monitor["spec"]
+        assert spec["endpoints"]
+        assert spec["selector"]["matchLabels"]
+        matched = [
+            s
+            for s in services.values()
+            if spec["selector"]["matchLabels"].items() <= s["metadata"]["labels"].items()
+        ]
+        assert len(matched) == 1, monitor["metadata"]["name"]
+        port_names = {port["name"] for port in matched[0]["spec"]["ports"]}
+        assert {endpoint["port"] for endpoint in spec["endpoints"]} <= port_names
+    for monitor in rendered.of_kind("PodMonitor"):
+        assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+        cluster = rendered.of_kind("RayCluster")[0]
+        assert monitor["spec"]["selector"]["matchLabels"] == {
+            "ray.io/cluster": cluster["metadata"]["name"]
+        }
+        for label, pod in pod_specs(cluster):
+            names = {port["name"] for port in pod["containers"][0]["ports"]}
+            assert "metrics" in names, label
+        assert [e["port"] for e in monitor["spec"]["podMetricsEndpoints"]] == ["metrics"]
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("api.image.tag=latest", "/api/image/tag"),
+        ("global.imageTag=latest", "/global/imageTag"),
+        ("mlflow.artifacts.type=nfs", "/mlflow/artifacts/type"),
+        ("mlflow.replicas=2", "needs mlflow.artifacts.type=bucket"),
+        ("postgresql.enabled=false", "externalDatabase"),
+        ("unknownKey=1", "unknownKey"),
+    ],
+)
+def test_bad_values_are_refused(override: str, message: str) -> None:
+    result = helm_template([], [override], check=False)
+    assert result.returncode != 0
+    assert message in result.stderr

@@ -1,0 +1,104 @@
+"""The separate releases: pinned chart versions, and the keys the docs and wiring rely on."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import yaml
+
+from tests.deploy.conftest import CHART, ROOT, load_yaml, read_env_file
+
+RELEASES = read_env_file(ROOT / "helm-releases.env")
+CHARTS = ["KUBERAY_OPERATOR", "INGRESS_NGINX", "KAFKA", "AIRFLOW", "KUBE_PROMETHEUS"]
+DOCS = (ROOT / "docs" / "deployment.md").read_text()
+
+
+@pytest.mark.parametrize("chart", CHARTS)
+def test_every_upstream_chart_is_pinned(chart: str) -> None:
+    assert re.fullmatch(r"\d+\.\d+\.\d+", RELEASES[f"{chart}_VERSION"]), (
+        "an exact version, no range"
+    )
+    assert RELEASES[f"{chart}_REPO"].startswith(("https://", "oci://"))
+    assert RELEASES[f"{chart}_NAMESPACE"]
+
+
+def test_kafka_values() -> None:
+    kafka = load_yaml(ROOT / "values-kafka.yaml")
+    assert kafka["kraft"]["enabled"] is True
+    # Bitnami's free images live on only in the legacy repository: named explicitly, pinned.
+    assert kafka["image"]["repository"] == "bitnamilegacy/kafka"
+    assert re.fullmatch(r"\d+\.\d+\.\d+-debian-\d+-r\d+", kafka["image"]["tag"])
+    assert kafka["global"]["security"]["allowInsecureImages"] is True
+    assert "bitnamilegacy" in (ROOT / "values-kafka.yaml").read_text().split("# Images:")[1]
+    assert kafka["fullnameOverride"] == RELEASES["KAFKA_RELEASE"]
+    assert kafka["listeners"]["client"]["protocol"] == "PLAINTEXT"
+    assert kafka["externalAccess"]["enabled"] is False
+    assert kafka["networkPolicy"]["ingressNSMatchLabels"] == {
+        "kubernetes.io/metadata.name": RELEASES["SFMLOPS_NAMESPACE"]
+    }
+    topics = {topic["name"] for topic in kafka["provisioning"]["topics"]}
+    assert {"sales", "sales-dead-letters"} <= topics
+
+
+def test_airflow_values() -> None:
+    airflow = load_yaml(ROOT / "values-airflow.yaml")
+    assert airflow["executor"] in {"LocalExecutor", "KubernetesExecutor", "CeleryExecutor"}
+    assert airflow["postgresql"]["enabled"] is False
+    assert airflow["images"]["airflow"]["tag"].startswith(airflow["airflowVersion"] + "-python3.11")
+    assert airflow["defaultAirflowTag"] == airflow["images"]["airflow"]["tag"]
+    chart = load_yaml(CHART / "values.yaml")
+    assert airflow["data"]["metadataSecretName"] == chart["airflowMetadata"]["secretName"]
+    for key in ("fernetKeySecretName", "apiSecretKeySecretName", "jwtSecretName"):
+        assert airflow[key] == chart["airflowMetadata"]["keysSecretName"]
+    env_from = yaml.safe_load(airflow["extraEnvFrom"])
+    assert env_from[0]["configMapRef"]["name"] == chart["endpoints"]["configMapName"]
+    assert RELEASES["AIRFLOW_NAMESPACE"] in chart["endpoints"]["namespaces"]
+    assert airflow["dags"]["gitSync"]["enabled"] is False
+
+
+def test_kube_prometheus_values() -> None:
+    stack = load_yaml(ROOT / "values-kube-prometheus.yaml")
+    spec = stack["prometheus"]["prometheusSpec"]
+    assert spec["serviceMonitorSelectorNilUsesHelmValues"] is False
+    assert spec["podMonitorSelectorNilUsesHelmValues"] is False
+    assert stack["grafana"]["admin"]["existingSecret"]
+    assert "adminPassword" not in stack["grafana"]
+    chart = load_yaml(CHART / "values.yaml")
+    assert chart["monitoring"]["namespace"] == RELEASES["KUBE_PROMETHEUS_NAMESPACE"]
+    assert chart["monitoring"]["selectorLabels"]["release"] == RELEASES["KUBE_PROMETHEUS_RELEASE"]
+    assert RELEASES["KUBE_PROMETHEUS_NAMESPACE"] in chart["endpoints"]["namespaces"]
+
+
+def test_ray_overlay_only_touches_the_raycluster() -> None:
+    assert set(load_yaml(ROOT / "values-ray.yaml")) == {"ray"}
+
+
+def test_client_namespaces_match_the_releases() -> None:
+    namespaces = load_yaml(CHART / "values.yaml")["clientNamespaces"]
+    assert namespaces["ingress"] == RELEASES["INGRESS_NGINX_NAMESPACE"]
+    assert namespaces["airflow"] == RELEASES["AIRFLOW_NAMESPACE"]
+    assert namespaces["monitoring"] == RELEASES["KUBE_PROMETHEUS_NAMESPACE"]
+    assert namespaces["kafka"] == RELEASES["KAFKA_NAMESPACE"]
+    assert namespaces["kuberay"] == RELEASES["KUBERAY_OPERATOR_NAMESPACE"]
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        'helm upgrade --install kuberay-operator kuberay/kuberay-operator --version "$KUBERAY_OPERATOR_VERSION"',
+        'helm upgrade --install ingress-nginx ingress-nginx/ingress-nginx --version "$INGRESS_NGINX_VERSION"',
+        "-f values-kube-prometheus.yaml",
+        "-f values-kafka.yaml",
+        "-f sfmlops-helm/values.yaml -f values-ray.yaml",
+        "-f values-airflow.yaml",
+        "scripts/deploy.sh down",
+    ],
+)
+def test_docs_show_the_exact_commands(command: str) -> None:
+    assert command in DOCS
+
+
+def test_docs_quote_the_pinned_versions() -> None:
+    for chart in CHARTS:
+        assert f"{chart}_VERSION={RELEASES[f'{chart}_VERSION']}" in DOCS

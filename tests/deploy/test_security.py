@@ -1,0 +1,173 @@
+"""Security of the rendered manifests: checkov with documented skips only, plus the invariants
+that may never be skipped, checked directly (also inside RayCluster pods, which checkov skips)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.deploy.conftest import CHART, ROOT, Rendered, load_yaml, pod_specs, run, tool
+
+# checkov checks that guard what must always hold: non-root, no privileged pods, no privilege
+# escalation, resource requests and limits, no `latest` tags.
+NEVER_SKIPPED = {
+    "CKV_K8S_6",  # root containers (pod)
+    "CKV_K8S_16",  # privileged containers
+    "CKV_K8S_20",  # allowPrivilegeEscalation
+    "CKV_K8S_23",  # admission of root containers
+    "CKV_K8S_10",  # CPU requests
+    "CKV_K8S_11",  # CPU limits
+    "CKV_K8S_12",  # memory requests
+    "CKV_K8S_13",  # memory limits
+    "CKV_K8S_14",  # image tag fixed, not latest or blank
+}
+SKIPS_FILE = CHART / "checkov-skips.yaml"
+
+
+def accepted_skips() -> dict[str, str]:
+    skips: dict[str, str] = load_yaml(SKIPS_FILE)
+    return skips
+
+
+def test_every_accepted_skip_has_a_reason_and_none_is_forbidden() -> None:
+    skips = accepted_skips()
+    assert skips, "checkov-skips.yaml is empty"
+    for check, reason in skips.items():
+        assert re.fullmatch(r"CKV2?_K8S_\d+", check), check
+        assert len(reason.split()) >= 8, f"{check}: give the reason"
+    assert not NEVER_SKIPPED & skips.keys()
+    # Per-workload skips are annotations in the templates: none may name a guarded check.
+    annotated = set()
+    for template in (CHART / "templates").glob("*.yaml"):
+        annotated |= set(
+            re.findall(r"checkov\.io/skip\d+:\s*(CKV2?_K8S_\d+)=\S", template.read_text())
+        )
+    assert not NEVER_SKIPPED & annotated
+
+
+def _checkov(folder: Path) -> dict[str, Any]:
+    result = run(
+        [
+            tool("checkov"),
+            "--directory",
+            str(folder),
+            "--framework",
+            "kubernetes",
+            "--skip-check",
+            ",".join(accepted_skips()),
+            "--output",
+            "json",
+            "--quiet",
+            "--compact",
+            "--skip-download",
+        ],
+        check=False,
+    )
+    report = json.loads(result.stdout)
+    # checkov prints a list when several frameworks ran and a dict for one.
+    reports = report if isinstance(report, list) else [report]
+    assert len(reports) == 1, result.stdout[:2000]
+    return reports[0]
+
+
+@pytest.mark.parametrize("scenario", ["everything", "gke", "external-database"])
+def test_checkov_finds_nothing_unexplained(scenario: str, written: dict[str, Path]) -> None:
+    report = _checkov(written[scenario])
+    summary = report["summary"]
+    assert summary["parsing_errors"] == 0
+    assert summary["passed"] > 100, summary
+    failed = [
+        f"{f['check_id']} {f['resource']}: {f['check_name']}"
+        for f in report["results"]["failed_checks"]
+    ]
+    assert not failed, "\n".join(failed)
+
+
+def test_checkov_would_catch_a_root_privileged_pod(tmp_path: Path) -> None:
+    # Guards the scan above: the same invocation must report a privileged root container.
+    (tmp_path / "bad.yaml").write_text(
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: bad, namespace: sfmlops}\n"
+        "spec:\n  containers:\n    - name: c\n      image: busybox:latest\n"
+        "      securityContext: {privileged: true, runAsUser: 0}\n"
+    )
+    failed = {f["check_id"] for f in _checkov(tmp_path)["results"]["failed_checks"]}
+    assert {"CKV_K8S_16", "CKV_K8S_14", "CKV_K8S_20"} <= failed
+
+
+def _containers(pod: dict[str, Any]) -> list[dict[str, Any]]:
+    return list(pod.get("initContainers", [])) + list(pod["containers"])
+
+
+def test_every_container_is_non_root_unprivileged_and_bounded(rendered: Rendered) -> None:
+    problems = []
+    for item in rendered.objects:
+        for label, pod in pod_specs(item):
+            pod_context = pod.get("securityContext", {})
+            for container in _containers(pod):
+                where = f"{label}/{container['name']}"
+                context = container.get("securityContext", {})
+                if not (context.get("runAsNonRoot") or pod_context.get("runAsNonRoot")):
+                    problems.append(f"{where}: runAsNonRoot not set")
+                if context.get("runAsUser", pod_context.get("runAsUser")) in (None, 0):
+                    problems.append(f"{where}: no non-zero runAsUser")
+                if context.get("privileged", False):
+                    problems.append(f"{where}: privileged")
+                if context.get("allowPrivilegeEscalation") is not False:
+                    problems.append(f"{where}: allowPrivilegeEscalation not false")
+                if context.get("capabilities", {}).get("drop") != ["ALL"]:
+                    problems.append(f"{where}: capabilities not dropped")
+                resources = container.get("resources", {})
+                for kind in ("requests", "limits"):
+                    if not {"cpu", "memory"} <= resources.get(kind, {}).keys():
+                        problems.append(f"{where}: {kind} cpu/memory missing")
+                image = container["image"]
+                tag = image.split("@")[0].rsplit("/", 1)[-1].partition(":")[2]
+                if not tag or tag == "latest":
+                    problems.append(f"{where}: image {image} not pinned")
+            if pod.get("hostNetwork") or pod.get("hostPID") or pod.get("hostIPC"):
+                problems.append(f"{label}: shares a host namespace")
+    assert not problems, "\n".join(problems)
+
+
+def test_root_filesystems_are_read_only_except_documented(rendered: Rendered) -> None:
+    writable = []
+    for item in rendered.objects:
+        annotations = item["metadata"].get("annotations", {})
+        documented = any(v.startswith("CKV_K8S_22=") for v in annotations.values())
+        for label, pod in pod_specs(item):
+            for container in _containers(pod):
+                if (
+                    not container.get("securityContext", {}).get("readOnlyRootFilesystem")
+                    and not documented
+                ):
+                    writable.append(f"{label}/{container['name']}")
+    assert not writable
+
+
+def test_autoscaler_sidecar_is_hardened(rendered: Rendered) -> None:
+    cluster = rendered.of_kind("RayCluster")[0]
+    options = cluster["spec"]["autoscalerOptions"]
+    assert options["securityContext"]["allowPrivilegeEscalation"] is False
+    assert options["securityContext"]["runAsNonRoot"] is True
+    assert {"cpu", "memory"} <= options["resources"]["limits"].keys()
+
+
+def test_no_manifest_mounts_the_service_account_token_needlessly(rendered: Rendered) -> None:
+    # Only the Ray head keeps its token: KubeRay's autoscaler sidecar calls the Kubernetes API.
+    mounting = [
+        label
+        for item in rendered.objects
+        for label, pod in pod_specs(item)
+        if pod.get("automountServiceAccountToken") is not False and not label.endswith("/head")
+    ]
+    assert not mounting
+
+
+def test_skip_file_is_not_packaged() -> None:
+    ignored = (CHART / ".helmignore").read_text().split()
+    assert "checkov-skips.yaml" in ignored
+    assert (ROOT / "sfmlops-helm" / "checkov-skips.yaml").exists()

@@ -1,0 +1,86 @@
+"""The GitHub workflows and the deploy scripts: actionlint, shellcheck, and what they must do."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.deploy.conftest import ROOT, load_yaml, run, tool
+
+WORKFLOWS = ROOT / ".github" / "workflows"
+DEPLOY_SCRIPTS = ["install-helm.sh", "scripts/install-deploy-tools.sh", "scripts/deploy.sh"]
+
+
+def test_actionlint_passes_with_shellcheck() -> None:
+    result = run(
+        [tool("actionlint"), "-no-color", "-oneline", "-shellcheck", tool("shellcheck")],
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_actionlint_would_catch_a_broken_workflow(tmp_path: Any) -> None:
+    broken = tmp_path / "broken.yml"
+    broken.write_text(
+        "on: push\njobs:\n  x:\n    runs-on: ubuntu-24.04\n    steps:\n      - run: echo ${{ github.nope }}\n"
+    )
+    result = run([tool("actionlint"), "-no-color", str(broken)], check=False)
+    assert result.returncode != 0
+
+
+def test_deploy_scripts_pass_shellcheck() -> None:
+    result = run([tool("shellcheck"), "-x", *DEPLOY_SCRIPTS], check=False)
+    assert result.returncode == 0, result.stdout
+
+
+def _steps(job: dict[str, Any]) -> list[dict[str, Any]]:
+    return list(job["steps"])
+
+
+def test_ci_runs_make_test_in_debian_bookworm() -> None:
+    ci = load_yaml(WORKFLOWS / "ci.yml")
+    job = ci["jobs"]["test"]
+    assert job["container"] == "debian:bookworm"
+    assert any(step.get("run", "").strip() == "make test" for step in _steps(job))
+
+
+def test_images_are_built_for_every_folder_and_tagged_with_the_commit() -> None:
+    deploy = load_yaml(WORKFLOWS / "deploy.yml")
+    listing = next(
+        step["run"] for step in _steps(deploy["jobs"]["discover"]) if step.get("id") == "list"
+    )
+    assert "images" in listing
+    assert "Dockerfile" in listing
+    build = next(
+        step
+        for step in _steps(deploy["jobs"]["build"])
+        if step.get("uses", "").startswith("docker/build-push-action")
+    )
+    assert build["with"]["context"] == "."
+    assert build["with"]["push"] is True
+    assert build["with"]["tags"].endswith("sfmlops-${{ matrix.image }}:${{ env.IMAGE_TAG }}")
+    assert deploy["env"]["IMAGE_TAG"] == "${{ github.sha }}"
+
+
+def test_deploy_uses_workload_identity_and_the_same_helm_sequence() -> None:
+    deploy = load_yaml(WORKFLOWS / "deploy.yml")
+    assert deploy["permissions"]["id-token"] == "write"
+    for name in ("build", "deploy"):
+        auth = next(
+            s
+            for s in _steps(deploy["jobs"][name])
+            if s.get("uses", "").startswith("google-github-actions/auth")
+        )
+        assert set(auth["with"]) == {"workload_identity_provider", "service_account"}
+    steps = _steps(deploy["jobs"]["deploy"])
+    uses = [s.get("uses", "") for s in steps]
+    runs = [s.get("run", "") for s in steps]
+    assert any(u.startswith("google-github-actions/get-gke-credentials") for u in uses)
+    template = next(i for i, r in enumerate(runs) if "scripts/deploy.sh template" in r)
+    install = next(i for i, r in enumerate(runs) if "scripts/deploy.sh up" in r)
+    assert template < install
+    assert any("install-helm.sh" in r for r in runs)
+    env = deploy["jobs"]["deploy"]["env"]
+    assert env["SFMLOPS_IMAGE_TAG"] == "${{ github.sha }}"
+    assert env["SFMLOPS_VALUES"] == "values-gke.yaml"
+    # No long-lived key anywhere.
+    assert "credentials_json" not in (WORKFLOWS / "deploy.yml").read_text()
