@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import re
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
 
+from sfmlops.adapters.db.engine import make_engine, migrate
+from sfmlops.services.api import create_app
+from sfmlops.settings import Settings
 from tests.deploy.conftest import CHART, ROOT, Rendered, load_yaml
 
 DASHBOARDS = sorted((CHART / "dashboards").glob("*.json"))
@@ -35,9 +42,42 @@ def queried_metrics(dashboard: dict[str, Any]) -> set[str]:
     return names
 
 
+SAMPLE_SUFFIXES = {
+    "counter": ("_total",),
+    "histogram": ("_bucket", "_count", "_sum"),
+    "gauge": ("",),
+}
+
+
+@functools.cache
+def api_metrics() -> frozenset[str]:
+    """Metric names in a /metrics capture of the real API, after a few requests."""
+    with tempfile.TemporaryDirectory() as home:
+        settings = Settings(_env_file=None, home=Path(home))
+        engine = make_engine(settings.effective_database_url)
+        migrate(engine)
+        with TestClient(create_app(settings, engine=engine)) as client:
+            client.get("/v1/stores")
+            exposition = client.get("/metrics").text
+        engine.dispose()
+    names = set()
+    for family in text_string_to_metric_families(exposition):
+        names |= {family.name + suffix for suffix in SAMPLE_SUFFIXES.get(family.type, ("",))}
+    return frozenset(names)
+
+
 def known_metrics() -> set[str]:
     lines = KNOWN_METRICS.read_text().splitlines()
-    return {line.strip() for line in lines if line.strip() and not line.startswith("#")}
+    ray = {line.strip() for line in lines if line.strip() and not line.startswith("#")}
+    return ray | api_metrics()
+
+
+def test_the_api_capture_holds_its_own_metrics() -> None:
+    assert {
+        "http_requests_total",
+        "sfmlops_training_jobs",
+        "sfmlops_sales_ingested_total",
+    } <= api_metrics()
 
 
 def test_the_issue_dashboards_exist() -> None:
