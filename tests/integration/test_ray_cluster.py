@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,20 +18,24 @@ def worker_pid_and_square(value: int) -> tuple[int, int]:
     return os.getpid(), value * value
 
 
-def test_tasks_run_in_ray_workers_in_order(tmp_path: Path) -> None:
-    settings = Settings(_env_file=None, home=tmp_path / "home")
-
+@pytest.fixture(scope="module")
+def local_ray(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    settings = Settings(_env_file=None, home=tmp_path_factory.mktemp("home"))
     with ray_session(settings, num_cpus=2):
-        results = RayExecutor().map(worker_pid_and_square, range(12))
+        yield
+
+
+@pytest.mark.usefixtures("local_ray")
+def test_tasks_run_in_ray_workers_in_order() -> None:
+    results = RayExecutor().map(worker_pid_and_square, range(12))
 
     assert [square for _, square in results] == [value * value for value in range(12)]
     assert os.getpid() not in {pid for pid, _ in results}
 
 
-def test_a_failing_task_raises_in_the_caller(tmp_path: Path) -> None:
-    settings = Settings(_env_file=None, home=tmp_path / "home")
-
-    with ray_session(settings, num_cpus=1), pytest.raises(Exception, match="ZeroDivisionError"):
+@pytest.mark.usefixtures("local_ray")
+def test_a_failing_task_raises_in_the_caller() -> None:
+    with pytest.raises(Exception, match="ZeroDivisionError"):
         RayExecutor().map(lambda value: 1 // value, [1, 0])
 
 

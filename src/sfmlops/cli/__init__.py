@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from sfmlops.cli import data, demo, jobs, serve, system
+from sfmlops.cli import data, demo, jobs, serve, system, tracking
 
 app = typer.Typer(
     name="sfmlops",
@@ -21,6 +21,7 @@ app.command("stores")(data.show_stores)
 app.command("demo")(demo.run_demo)
 app.command("serve")(serve.serve)
 app.command("jobs")(jobs.list_jobs)
+app.command("mlflow")(tracking.run_mlflow_server)
 
 
 def main() -> None:
