@@ -13,6 +13,8 @@ export AIRFLOW__CORE__LOAD_EXAMPLES=False
 export AIRFLOW__API__HOST=127.0.0.1
 export AIRFLOW__API__PORT=8080
 export SFMLOPS_CLI=${SFMLOPS_CLI:-$root/.venv/bin/sfmlops}
+# standalone starts its components as `airflow ...` processes: ours must come first on PATH.
+export PATH=$root/.venv-airflow/bin:$PATH
 mkdir -p "$AIRFLOW_HOME"
 if [[ ! -x ${SFMLOPS_CLI%% *} ]]; then
   echo "warning: SFMLOPS_CLI=$SFMLOPS_CLI is not an executable; run 'make install' or set it" >&2
@@ -20,4 +22,4 @@ fi
 echo "Airflow UI: http://127.0.0.1:8080"
 echo "Admin password: written by 'airflow standalone' to $AIRFLOW_HOME/simple_auth_manager_passwords.json.generated"
 echo "DAGs: $AIRFLOW__CORE__DAGS_FOLDER (sfmlops via $SFMLOPS_CLI)"
-exec .venv-airflow/bin/airflow standalone
+exec airflow standalone
