@@ -132,6 +132,9 @@ def sfmlops(command: str, home: Path, *args: str) -> subprocess.CompletedProcess
     )
 
 
+API_TOKEN = "dag-tests-token-not-a-secret"
+
+
 def sfmlops_environment(home: Path) -> dict[str, str]:
     return clean_environment() | {
         "SFMLOPS_HOME": str(home),
@@ -142,14 +145,14 @@ def sfmlops_environment(home: Path) -> dict[str, str]:
 
 @pytest.fixture
 def sfmlops_api(tmp_path: Path, sfmlops_cli: str) -> Iterator[tuple[str, Path]]:
-    """A real `sfmlops serve` on a free port with an empty, migrated database: (url, home)."""
+    """A real `sfmlops serve` (writes need API_TOKEN) with an empty database: (url, home)."""
     home = tmp_path / "sfmlops"
     sfmlops(sfmlops_cli, home, "init")
     port = free_port()
     log = (tmp_path / "serve.log").open("wb")
     process = subprocess.Popen(
         [*sfmlops_cli.split(), "serve", "--port", str(port)],
-        env=sfmlops_environment(home),
+        env=sfmlops_environment(home) | {"SFMLOPS_API_TOKEN": API_TOKEN},
         stdout=log,
         stderr=subprocess.STDOUT,
     )

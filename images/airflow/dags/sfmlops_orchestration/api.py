@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+from airflow.sdk.exceptions import AirflowFailException
 
 API_CONNECTION_ID = "sfmlops_api"
 TIMEOUT_SECONDS = 30.0
@@ -16,8 +17,8 @@ class ApiUnavailableError(RuntimeError):
     """The API could not be reached or answered with a server error (worth a retry)."""
 
 
-class ApiRequestError(RuntimeError):
-    """The API refused the request (4xx): a retry would be refused the same way."""
+class ApiRequestError(AirflowFailException):
+    """The API refused the request (4xx): failed at once, a retry would be refused the same way."""
 
 
 @dataclass(frozen=True)
