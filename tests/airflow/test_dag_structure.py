@@ -155,6 +155,10 @@ def test_the_runner_is_configuration_and_bad_settings_are_import_errors() -> Non
     assert pods.cmds == ["sfmlops"]
     assert pods.arguments == ["stream", "--once"]
     assert "sfmlops_image" in pods.image
+    env = {var.name: var for var in pods.env_vars}
+    assert env["SFMLOPS_DB_PASSWORD"].value_from.secret_key_ref.name == "sfmlops-postgresql"
+    assert "$(SFMLOPS_DB_PASSWORD)@$(SFMLOPS_DB_HOST)" in env["SFMLOPS_DATABASE_URL"].value
+    assert pods.env_from[0].config_map_ref.name == "sfmlops-endpoints"
     assert bad.dags == {}
     assert all(
         "SFMLOPS_TASK_RETRIES must be a whole number, not 'three'" in error

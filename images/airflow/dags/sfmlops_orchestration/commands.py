@@ -20,6 +20,11 @@ from sfmlops_orchestration.config import DagConfig
 log = logging.getLogger(__name__)
 
 TAIL_LINES = 20  # lines of the command's output repeated in the task's error
+# How the sfmlops chart's pods build their database URL (sfmlops-helm/templates/_helpers.tpl).
+DATABASE_URL = (
+    "postgresql+psycopg2://$(SFMLOPS_DB_USER):$(SFMLOPS_DB_PASSWORD)"
+    "@$(SFMLOPS_DB_HOST):$(SFMLOPS_DB_PORT)/$(SFMLOPS_DB_NAME)"
+)
 
 
 class CommandFailedError(RuntimeError):
@@ -88,6 +93,17 @@ def _pod(task_id: str, arguments: list[str], config: DagConfig, doc_md: str) -> 
         k8s.V1EnvFromSource(secret_ref=k8s.V1SecretEnvSource(name=secret))
         for secret in config.pod_secrets
     ]
+    env_vars = [k8s.V1EnvVar(name="MLFLOW_DISABLE_TELEMETRY", value="true")]
+    if config.pod_database_secret:
+        name, key = config.pod_database_secret
+        password = k8s.V1SecretKeySelector(name=name, key=key)
+        env_vars += [
+            k8s.V1EnvVar(
+                name="SFMLOPS_DB_PASSWORD", value_from=k8s.V1EnvVarSource(secret_key_ref=password)
+            ),
+            # Kubernetes expands $(VAR) from the ConfigMap and the line above.
+            k8s.V1EnvVar(name="SFMLOPS_DATABASE_URL", value=DATABASE_URL),
+        ]
     return KubernetesPodOperator(
         task_id=task_id,
         name=f"sfmlops-{task_id.replace('_', '-')}",
@@ -96,6 +112,7 @@ def _pod(task_id: str, arguments: list[str], config: DagConfig, doc_md: str) -> 
         cmds=["sfmlops"],
         arguments=arguments,
         env_from=env_from,
+        env_vars=env_vars,
         get_logs=True,
         on_finish_action="delete_succeeded_pod",  # a failed pod stays for inspection
         doc_md=doc_md,

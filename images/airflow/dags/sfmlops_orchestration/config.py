@@ -9,7 +9,8 @@
 | SFMLOPS_TRAINING_POKE_SECONDS | how often the sensor asks for the training job | 60 |
 | SFMLOPS_TRAINING_TIMEOUT_SECONDS | how long the weekly DAG waits for training | 21600 (6 h) |
 | SFMLOPS_POD_CONFIG_MAP | ConfigMap the sfmlops pods read their settings from | sfmlops-endpoints |
-| SFMLOPS_POD_SECRETS | comma-separated Secrets the pods read (database password, token) | (none) |
+| SFMLOPS_POD_SECRETS | comma-separated Secrets the pods read whole | (none) |
+| SFMLOPS_POD_DATABASE_SECRET | `name:key` of the database password; the pods compose SFMLOPS_DATABASE_URL from it and the ConfigMap's SFMLOPS_DB_* as the chart's own pods do; empty: none | sfmlops-postgresql:password |
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ class DagConfig:
     training_timeout: dt.timedelta = dt.timedelta(hours=6)
     pod_config_map: str = "sfmlops-endpoints"
     pod_secrets: tuple[str, ...] = ()
+    pod_database_secret: tuple[str, str] | None = ("sfmlops-postgresql", "password")
 
     @classmethod
     def from_environment(cls) -> DagConfig:
@@ -48,6 +50,14 @@ class DagConfig:
         if runner not in RUNNERS:
             raise ValueError(f"SFMLOPS_COMMAND_RUNNER must be one of {RUNNERS}, not {runner!r}")
         secrets = os.environ.get("SFMLOPS_POD_SECRETS", "")
+        database_secret = os.environ.get(
+            "SFMLOPS_POD_DATABASE_SECRET", "sfmlops-postgresql:password"
+        )
+        name, _, key = database_secret.partition(":")
+        if database_secret and not (name and key):
+            raise ValueError(
+                f"SFMLOPS_POD_DATABASE_SECRET must be name:key, not {database_secret!r}"
+            )
         return cls(
             command_runner=runner,  # type: ignore[arg-type]  # checked against RUNNERS above
             retries=_number("SFMLOPS_TASK_RETRIES", 3),
@@ -61,6 +71,7 @@ class DagConfig:
             ),
             pod_config_map=os.environ.get("SFMLOPS_POD_CONFIG_MAP", "sfmlops-endpoints"),
             pod_secrets=tuple(name.strip() for name in secrets.split(",") if name.strip()),
+            pod_database_secret=(name, key) if database_secret else None,
         )
 
 
