@@ -20,7 +20,7 @@ from __future__ import annotations
 from airflow.sdk import Param, dag
 from sfmlops_orchestration.commands import sfmlops_command
 from sfmlops_orchestration.config import DagConfig
-from sfmlops_orchestration.defaults import START_DATE, TAGS, default_args
+from sfmlops_orchestration.defaults import dag_arguments
 
 config = DagConfig.from_environment()
 
@@ -36,11 +36,6 @@ DEAD_LETTERS_SINCE = (
 @dag(
     dag_id="sfmlops_daily_ingest",
     schedule="@daily",
-    start_date=START_DATE,
-    catchup=False,
-    max_active_runs=1,
-    tags=[*TAGS, "ingest", "data-quality"],
-    default_args=default_args(config),
     doc_md=__doc__,
     params={
         "sales_date": Param(
@@ -60,6 +55,7 @@ DEAD_LETTERS_SINCE = (
             0, type="integer", minimum=0, description="Fail above this many dead letters."
         ),
     },
+    **dag_arguments(config, "ingest", "data-quality"),
 )
 def sfmlops_daily_ingest() -> None:
     stream = sfmlops_command(

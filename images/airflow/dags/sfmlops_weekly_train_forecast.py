@@ -28,7 +28,7 @@ from typing import Any
 from airflow.sdk import Param, PokeReturnValue, dag, task
 from sfmlops_orchestration.commands import sfmlops_command
 from sfmlops_orchestration.config import DagConfig
-from sfmlops_orchestration.defaults import START_DATE, TAGS, default_args
+from sfmlops_orchestration.defaults import dag_arguments
 
 log = logging.getLogger(__name__)
 config = DagConfig.from_environment()
@@ -37,11 +37,6 @@ config = DagConfig.from_environment()
 @dag(
     dag_id="sfmlops_weekly_train_forecast",
     schedule="@weekly",
-    start_date=START_DATE,
-    catchup=False,
-    max_active_runs=1,
-    tags=[*TAGS, "training", "forecast"],
-    default_args=default_args(config),
     doc_md=__doc__,
     params={
         "stores": Param(
@@ -57,6 +52,7 @@ config = DagConfig.from_environment()
             0, type="integer", minimum=0, description="Series allowed to lack forecast days."
         ),
     },
+    **dag_arguments(config, "training", "forecast"),
 )
 def sfmlops_weekly_train_forecast() -> None:
     @task(doc_md="Submit a training job through the API; note the champion before it.")

@@ -1,4 +1,5 @@
-"""Defaults every sfmlops task shares: retries with exponential backoff, failure records."""
+"""What every sfmlops DAG and task shares: retries with exponential backoff, failure records,
+no catch-up, one run at a time."""
 
 from __future__ import annotations
 
@@ -9,7 +10,18 @@ from sfmlops_orchestration.config import DagConfig
 from sfmlops_orchestration.failures import record_failure
 
 START_DATE = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
-TAGS = ["sfmlops"]
+TAG = "sfmlops"
+
+
+def dag_arguments(config: DagConfig, *tags: str) -> dict[str, Any]:
+    """Keyword arguments of every sfmlops `@dag`: no catch-up, one run at a time, tags."""
+    return {
+        "start_date": START_DATE,
+        "catchup": False,  # a missed day or week is not replayed: the next run covers it
+        "max_active_runs": 1,
+        "tags": [TAG, *tags],
+        "default_args": default_args(config),
+    }
 
 
 def default_args(config: DagConfig) -> dict[str, Any]:
