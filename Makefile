@@ -20,12 +20,17 @@ help:
 	@echo "make images       build every image under images/ with docker (tag: the commit)"
 	@echo "make deploy-local install the whole system on the current kubectl context (docs/deployment.md)"
 	@echo "make deploy-clean uninstall it (kept Secrets and volumes stay)"
+	@echo "make airflow      create .venv-airflow (Airflow 3, its own environment) from requirements-airflow.txt"
+	@echo "make airflow-up   run a local Airflow (UI on http://127.0.0.1:8080) with the sfmlops DAGs"
+	@echo "make test-airflow the DAG tests, in .venv-airflow"
+	@echo "make lock-airflow regenerate requirements-airflow.txt from requirements-airflow.in"
 
 demo: install
 	$(BIN)/sfmlops demo
 
-test: dev system-deps deploy-tools lint
+test: dev system-deps deploy-tools lint airflow
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(MAKE) --no-print-directory test-airflow
 
 lint: dev
 	$(BIN)/ruff check .
@@ -89,5 +94,33 @@ lock: | $(UV)
 	  echo "# Regenerate with 'make lock' after changing pyproject.toml."; cat constraints.body; } > constraints.txt
 	rm -f constraints.body
 
+# Airflow lives in its own environment: it pins fastapi<0.137 and sfmlops needs a newer one.
+# Its tasks reach sfmlops over HTTP, through the sfmlops command (SFMLOPS_CLI) or as pods.
+.PHONY: airflow airflow-up test-airflow lock-airflow
+AIRFLOW_VENV := .venv-airflow
+AIRFLOW_BIN := $(AIRFLOW_VENV)/bin
+
+airflow: $(AIRFLOW_VENV)/.installed
+
+$(AIRFLOW_VENV)/.installed: requirements-airflow.txt | $(UV)
+	$(UV) venv --quiet --clear --python $(PYTHON) $(AIRFLOW_VENV)
+	$(UV) pip install --python $(AIRFLOW_BIN)/python --quiet -r requirements-airflow.txt
+	@touch $@
+
+# The sfmlops command the DAG tests drive (a real `sfmlops serve`, real training jobs).
+test-airflow: airflow dev
+	SFMLOPS_CLI=$(abspath $(BIN))/sfmlops $(AIRFLOW_BIN)/python -m pytest tests/airflow \
+	  -c tests/airflow/pytest.ini --rootdir tests/airflow $(PYTEST_ARGS)
+
+airflow-up: airflow
+	scripts/airflow-up.sh
+
+lock-airflow: | $(UV)
+	$(UV) pip compile requirements-airflow.in --python-version 3.11 --no-header \
+	  --annotation-style line --quiet -o requirements-airflow.body
+	{ echo "# The Airflow lock: exact versions for .venv-airflow (make airflow). Regenerate with 'make lock-airflow'."; \
+	  cat requirements-airflow.body; } > requirements-airflow.txt
+	rm -f requirements-airflow.body
+
 clean:
-	rm -rf $(VENV) .sfmlops .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(AIRFLOW_VENV) .sfmlops .pytest_cache .mypy_cache .ruff_cache

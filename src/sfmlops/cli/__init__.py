@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from sfmlops.cli import data, demo, jobs, serve, system, tracking
+from sfmlops.cli import check, data, demo, jobs, serve, system, tracking
 
 app = typer.Typer(
     name="sfmlops",
@@ -22,6 +22,7 @@ app.command("demo")(demo.run_demo)
 app.command("serve")(serve.serve)
 app.command("jobs")(jobs.list_jobs)
 app.command("mlflow")(tracking.run_mlflow_server)
+app.add_typer(check.app, name="check")
 
 
 def main() -> None:

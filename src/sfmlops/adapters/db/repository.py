@@ -22,7 +22,13 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.dml import Insert
 
-from sfmlops.adapters.db.tables import ingest_dead_letters, sales, stores, training_jobs
+from sfmlops.adapters.db.tables import (
+    forecasts,
+    ingest_dead_letters,
+    sales,
+    stores,
+    training_jobs,
+)
 from sfmlops.core import columns as c
 
 ProgressCallback = Callable[[int], None]
@@ -292,6 +298,42 @@ def count_dead_letters(connection: Connection, since: dt.datetime | None = None)
     if since is not None:
         query = query.where(ingest_dead_letters.c.received_at >= since)
     return int(connection.execute(query).scalar_one())
+
+
+def sales_rows_per_store(connection: Connection, sales_date: dt.date) -> dict[int, int]:
+    """Sales rows stored for one day, by store (stores without a row are absent)."""
+    query = (
+        select(sales.c.store_id, func.count())
+        .where(sales.c.sales_date == sales_date)
+        .group_by(sales.c.store_id)
+    )
+    return {int(store_id): int(rows) for store_id, rows in connection.execute(query)}
+
+
+def series_keys(connection: Connection) -> set[tuple[int, str]]:
+    """Every (store_id, product_id) series that has sales."""
+    query = select(sales.c.store_id, sales.c.product_id).distinct()
+    return {(int(store_id), str(product)) for store_id, product in connection.execute(query)}
+
+
+def forecast_days_per_series(
+    connection: Connection, model_version: str
+) -> dict[tuple[int, str], tuple[int, dt.date | None]]:
+    """For one model version: per series, how many distinct days are forecast and the first one."""
+    query = (
+        select(
+            forecasts.c.store_id,
+            forecasts.c.product_id,
+            func.count(func.distinct(forecasts.c.forecast_date)),
+            func.min(forecasts.c.forecast_date),
+        )
+        .where(forecasts.c.model_version == model_version)
+        .group_by(forecasts.c.store_id, forecasts.c.product_id)
+    )
+    return {
+        (int(store_id), str(product)): (int(days), _as_date(first))
+        for store_id, product, days, first in connection.execute(query)
+    }
 
 
 def dead_letter_payload(record: dict[str, Any]) -> str:

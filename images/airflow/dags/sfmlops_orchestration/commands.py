@@ -1,0 +1,119 @@
+"""Tasks that run an `sfmlops` command, locally or as a pod: configuration, not DAG code.
+
+`cli`: the command at SFMLOPS_CLI (default `sfmlops` on PATH) runs as a child process of the
+task, with the worker's SFMLOPS_* environment. `kubernetes`: the sfmlops image runs as a pod
+(image and namespace from the Airflow Variables `sfmlops_image` and `sfmlops_namespace`, read
+when the task runs), its settings from the release's ConfigMap and Secrets.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+import subprocess
+from collections import deque
+from typing import Any
+
+from sfmlops_orchestration.config import DagConfig
+
+log = logging.getLogger(__name__)
+
+TAIL_LINES = 20  # lines of the command's output repeated in the task's error
+# How the sfmlops chart's pods build their database URL (sfmlops-helm/templates/_helpers.tpl).
+DATABASE_URL = (
+    "postgresql+psycopg2://$(SFMLOPS_DB_USER):$(SFMLOPS_DB_PASSWORD)"
+    "@$(SFMLOPS_DB_HOST):$(SFMLOPS_DB_PORT)/$(SFMLOPS_DB_NAME)"
+)
+
+
+class CommandFailedError(RuntimeError):
+    """An sfmlops command exited non-zero (its last output lines are in the message)."""
+
+
+def sfmlops_command(task_id: str, arguments: list[str], config: DagConfig, doc_md: str) -> Any:
+    """An operator running `sfmlops <arguments>`; the arguments are Jinja-templated."""
+    if config.command_runner == "kubernetes":
+        return _pod(task_id, arguments, config, doc_md)
+    from airflow.providers.standard.operators.python import PythonOperator  # noqa: PLC0415
+
+    return PythonOperator(
+        task_id=task_id, python_callable=run_sfmlops, op_args=arguments, doc_md=doc_md
+    )
+
+
+def run_sfmlops(*arguments: str) -> str:
+    """Run the sfmlops command, streaming its output into the task log.
+
+    Returns:
+        The command's last output line (often a JSON report), pushed as the task's XCom.
+
+    Raises:
+        CommandFailedError: When it exits non-zero, with its last output lines.
+    """
+    command = [*shlex.split(os.environ.get("SFMLOPS_CLI", "sfmlops")), *arguments]
+    log.info("running %s", shlex.join(command))
+    tail: deque[str] = deque(maxlen=TAIL_LINES)
+    try:
+        process = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            # Wide, plain output: tables and reports stay readable in the task log.
+            env=os.environ | {"COLUMNS": "200", "NO_COLOR": "1"},
+        )
+    except OSError as error:
+        raise CommandFailedError(
+            f"cannot start {command[0]!r} (set SFMLOPS_CLI to the sfmlops command): {error}"
+        ) from error
+    with process:
+        for line in process.stdout or ():
+            log.info("%s", line.rstrip())
+            tail.append(line.rstrip())
+    if process.returncode != 0:
+        output = "\n".join(tail)
+        raise CommandFailedError(
+            f"`sfmlops {shlex.join(arguments)}` exited with {process.returncode}:\n{output}"
+        )
+    return tail[-1] if tail else ""
+
+
+def _pod(task_id: str, arguments: list[str], config: DagConfig, doc_md: str) -> Any:
+    # The provider imports the Kubernetes client: only in this mode, never in `cli` parses.
+    from airflow.providers.cncf.kubernetes.operators.pod import (  # noqa: PLC0415
+        KubernetesPodOperator,
+    )
+    from kubernetes.client import models as k8s  # noqa: PLC0415
+
+    env_from = [
+        k8s.V1EnvFromSource(config_map_ref=k8s.V1ConfigMapEnvSource(name=config.pod_config_map))
+    ] + [
+        k8s.V1EnvFromSource(secret_ref=k8s.V1SecretEnvSource(name=secret))
+        for secret in config.pod_secrets
+    ]
+    env_vars = [k8s.V1EnvVar(name="MLFLOW_DISABLE_TELEMETRY", value="true")]
+    if config.pod_database_secret:
+        name, key = config.pod_database_secret
+        password = k8s.V1SecretKeySelector(name=name, key=key)
+        env_vars += [
+            k8s.V1EnvVar(
+                name="SFMLOPS_DB_PASSWORD", value_from=k8s.V1EnvVarSource(secret_key_ref=password)
+            ),
+            # Kubernetes expands $(VAR) from the ConfigMap and the line above.
+            k8s.V1EnvVar(name="SFMLOPS_DATABASE_URL", value=DATABASE_URL),
+        ]
+    return KubernetesPodOperator(
+        task_id=task_id,
+        name=f"sfmlops-{task_id.replace('_', '-')}",
+        image="{{ var.value.get('sfmlops_image', 'sfmlops:latest') }}",
+        namespace="{{ var.value.get('sfmlops_namespace', 'sfmlops') }}",
+        cmds=["sfmlops"],
+        arguments=arguments,
+        env_from=env_from,
+        env_vars=env_vars,
+        get_logs=True,
+        on_finish_action="delete_succeeded_pod",  # a failed pod stays for inspection
+        doc_md=doc_md,
+    )

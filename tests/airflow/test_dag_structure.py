@@ -1,0 +1,167 @@
+"""The DAG folder parses cleanly, offline, and the DAGs are built as specified."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import DAGS, HERE, PYTHON, airflow_environment
+
+DAILY = "sfmlops_daily_ingest"
+WEEKLY = "sfmlops_weekly_train_forecast"
+
+
+def parse_offline(folder: Path, tmp_path: Path, **environment: str) -> dict[str, Any]:
+    """Parse `folder` in a new process with sockets and the metadata database refused."""
+    # A database Airflow cannot open: any parse-time query would fail the import.
+    env = airflow_environment(tmp_path, database="sqlite:////nonexistent/airflow.db")
+    done = subprocess.run(
+        [PYTHON, str(HERE / "parse_dags.py"), str(folder)],
+        env=env | environment,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=True,
+    )
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+@pytest.fixture(scope="module")
+def airflow_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    # Airflow reads its home at import: set before the first import in this process.
+    saved = dict(os.environ)
+    os.environ.update(airflow_environment(tmp_path_factory.mktemp("parse-home")))
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+
+
+def load(**environment: str) -> Any:
+    from airflow.dag_processing.dagbag import BundleDagBag  # noqa: PLC0415
+
+    saved = dict(os.environ)
+    os.environ.update(environment)
+    try:
+        bag = BundleDagBag(dag_folder=DAGS, bundle_path=DAGS, bundle_name="dags-folder")
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    return bag
+
+
+def test_the_dag_folder_parses_offline_without_errors(tmp_path: Path) -> None:
+    parsed = parse_offline(DAGS, tmp_path)
+
+    assert parsed["import_errors"] == {}
+    assert parsed["dags"] == [DAILY, WEEKLY]
+    assert parsed["attempts"] == []
+    assert "commands.py" not in parsed["files"]  # helpers are not parsed as DAG files
+
+
+def test_the_offline_parse_catches_parse_time_network_access(tmp_path: Path) -> None:
+    (tmp_path / "dags").mkdir()
+    (tmp_path / "dags" / "chatty_dag.py").write_text(
+        "import socket\nfrom airflow.sdk import dag\n"
+        "socket.create_connection(('127.0.0.1', 9), timeout=1)\n"
+        "@dag(schedule=None)\ndef chatty():\n    pass\nchatty()\n"
+    )
+
+    parsed = parse_offline(tmp_path / "dags", tmp_path)
+
+    assert parsed["dags"] == []
+    assert "create_connection at parse time is not allowed" in str(parsed["import_errors"])
+
+
+def test_the_kubernetes_runner_parses_offline_into_pods(tmp_path: Path) -> None:
+    parsed = parse_offline(DAGS, tmp_path, SFMLOPS_COMMAND_RUNNER="kubernetes")
+
+    assert parsed["import_errors"] == {}
+    assert parsed["dags"] == [DAILY, WEEKLY]
+    assert parsed["attempts"] == []
+
+
+@pytest.mark.usefixtures("airflow_settings")
+def test_schedules_catchup_tags_and_docs() -> None:
+    bag = load()
+    daily, weekly = bag.dags[DAILY], bag.dags[WEEKLY]
+
+    assert daily.timetable.expression == "0 0 * * *"
+    assert weekly.timetable.expression == "0 0 * * 0"
+    for dag in (daily, weekly):
+        assert dag.catchup is False
+        assert dag.max_active_runs == 1
+        assert "sfmlops" in dag.tags
+        assert dag.doc_md.strip().startswith("# sfmlops")
+        assert all(task.doc_md for task in dag.tasks)
+
+
+@pytest.mark.usefixtures("airflow_settings")
+def test_task_order() -> None:
+    bag = load()
+
+    def edges(dag: Any) -> set[tuple[str, str]]:
+        return {(t.task_id, down) for t in dag.tasks for down in t.downstream_task_ids}
+
+    assert edges(bag.dags[DAILY]) == {("stream_once", "check_ingest")}
+    assert edges(bag.dags[WEEKLY]) == {
+        ("submit_training_job", "wait_for_training_job"),
+        ("submit_training_job", "check_champion"),  # it reads the champion noted before
+        ("wait_for_training_job", "check_champion"),
+        ("check_champion", "write_forecasts"),
+        ("write_forecasts", "verify_forecasts"),
+    }
+
+
+@pytest.mark.usefixtures("airflow_settings")
+def test_retries_back_off_exponentially_and_failures_are_recorded() -> None:
+    from sfmlops_orchestration.failures import record_failure  # noqa: PLC0415
+
+    bag = load()
+
+    for dag in bag.dags.values():
+        for task in dag.tasks:
+            assert task.retries == 3, task.task_id
+            assert task.retry_delay == dt.timedelta(minutes=2)
+            assert task.retry_exponential_backoff == 2.0
+            assert task.max_retry_delay == dt.timedelta(minutes=30)
+            assert record_failure in task.on_failure_callback, task.task_id
+
+
+@pytest.mark.usefixtures("airflow_settings")
+def test_the_training_sensor_frees_its_slot_and_has_a_bounded_wait() -> None:
+    sensor = load().dags[WEEKLY].get_task("wait_for_training_job")
+
+    assert sensor.mode == "reschedule"
+    assert sensor.timeout == 6 * 3600
+    assert sensor.poke_interval == 60
+
+
+@pytest.mark.usefixtures("airflow_settings")
+def test_the_runner_is_configuration_and_bad_settings_are_import_errors() -> None:
+    cli = load().dags[DAILY].get_task("stream_once")
+    pods = load(SFMLOPS_COMMAND_RUNNER="kubernetes").dags[DAILY].get_task("stream_once")
+    bad = load(SFMLOPS_TASK_RETRIES="three")
+
+    assert type(cli).__name__ == "PythonOperator"
+    assert type(pods).__name__ == "KubernetesPodOperator"
+    assert pods.cmds == ["sfmlops"]
+    assert pods.arguments == ["stream", "--once"]
+    assert "sfmlops_image" in pods.image
+    env = {var.name: var for var in pods.env_vars}
+    assert env["SFMLOPS_DB_PASSWORD"].value_from.secret_key_ref.name == "sfmlops-postgresql"
+    assert "$(SFMLOPS_DB_PASSWORD)@$(SFMLOPS_DB_HOST)" in env["SFMLOPS_DATABASE_URL"].value
+    assert pods.env_from[0].config_map_ref.name == "sfmlops-endpoints"
+    assert bad.dags == {}
+    assert all(
+        "SFMLOPS_TASK_RETRIES must be a whole number, not 'three'" in error
+        for error in bad.import_errors.values()
+    )
+    assert len(bad.import_errors) == 2

@@ -1,0 +1,147 @@
+"""Data-quality reports and thresholds on a real database, and `sfmlops check` as a process."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from sqlalchemy import Engine
+
+from sfmlops.adapters.db import repository
+from sfmlops.adapters.db.engine import make_engine, migrate
+from sfmlops.adapters.db.tables import forecasts
+from sfmlops.core import columns as c
+from sfmlops.services import data_quality
+
+pytestmark = pytest.mark.integration
+DAY = dt.date(2015, 6, 13)
+
+
+def stores_frame(ids: list[int]) -> pd.DataFrame:
+    frame = pd.DataFrame({name: [None] * len(ids) for name in c.STORE_COLUMNS})
+    frame[c.STORE_ID] = ids
+    frame[c.PROMO2] = 0
+    return frame
+
+
+def sales_frame(store_ids: list[int], day: dt.date) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            c.STORE_ID: store_ids,
+            c.PRODUCT_ID: c.DEFAULT_PRODUCT,
+            c.SALES_DATE: pd.to_datetime([day] * len(store_ids)),
+            c.SALES: 100.0,
+            c.CUSTOMERS: 10,
+            c.OPEN: 1,
+            c.PROMO: 0,
+            c.STATE_HOLIDAY: "0",
+            c.SCHOOL_HOLIDAY: 0,
+        }
+    )
+
+
+def seed(engine: Engine) -> None:
+    with engine.begin() as connection:
+        repository.upsert_stores(connection, stores_frame([1, 2, 3]))
+        repository.upsert_sales(connection, sales_frame([1, 2, 3], DAY - dt.timedelta(days=1)))
+        repository.upsert_sales(connection, sales_frame([1, 3], DAY))
+        repository.add_dead_letters(
+            connection, [repository.DeadLetter(source="kafka", payload="{}", reason="bad")]
+        )
+
+
+def add_forecasts(engine: Engine, version: str, series_days: dict[int, int]) -> None:
+    rows = [
+        {c.STORE_ID: store_id, c.PRODUCT_ID: c.DEFAULT_PRODUCT,
+         "forecast_date": DAY + dt.timedelta(days=1 + day), "model_version": version,
+         "yhat": 1.0, "yhat_lower": 0.5, "yhat_upper": 1.5, "yhat_lower_95": 0.1,
+         "yhat_upper_95": 2.0}
+        for store_id, days in series_days.items()
+        for day in range(days)
+    ]  # fmt: skip
+    with engine.begin() as connection:
+        connection.execute(forecasts.insert(), rows)
+
+
+def test_ingest_report_names_missing_stores_and_counts_dead_letters(engine: Engine) -> None:
+    seed(engine)
+    an_hour_ago = dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)
+
+    with engine.connect() as connection:
+        report = data_quality.ingest_report(connection, DAY, an_hour_ago)
+        later = data_quality.ingest_report(
+            connection, DAY, dt.datetime.now(dt.UTC) + dt.timedelta(minutes=1)
+        )
+
+    assert (report.rows, report.rows_per_store, report.missing_stores) == (2, {1: 1, 3: 1}, [2])
+    assert (report.stores, report.dead_letters, later.dead_letters) == (3, 1, 0)
+    strict = data_quality.ingest_breaches(report, data_quality.IngestThresholds())
+    assert len(strict) == 2
+    assert "1 of 3 stores have no record for 2015-06-13 (allowed 0): 2" in strict[0]
+    assert "1 records dead-lettered" in strict[1]
+    tolerant = data_quality.IngestThresholds(min_rows=2, max_missing_stores=1, max_dead_letters=1)
+    assert data_quality.ingest_breaches(report, tolerant) == []
+    assert "2 sales rows landed for 2015-06-13, expected at least 3" in " ".join(
+        data_quality.ingest_breaches(report, data_quality.IngestThresholds(min_rows=3))
+    )
+
+
+def test_forecast_report_wants_every_series_for_the_horizon(engine: Engine) -> None:
+    seed(engine)
+    add_forecasts(engine, "7", {1: 7, 2: 7, 3: 6})
+    add_forecasts(engine, "8", {1: 7, 2: 7, 3: 7})
+
+    with engine.connect() as connection:
+        short = data_quality.forecast_report(connection, "7", horizon_days=7)
+        full = data_quality.forecast_report(connection, "8", horizon_days=7)
+        missing = data_quality.forecast_report(connection, "9", horizon_days=7)
+
+    assert (short.series, short.complete_series, short.incomplete) == (3, 2, [(3, "total", 6)])
+    assert "1 of 3 series lack 7 forecast days for model version 7" in " ".join(
+        data_quality.forecast_breaches(short)
+    )
+    assert data_quality.forecast_breaches(short, max_incomplete_series=1) == []
+    assert (full.rows, data_quality.forecast_breaches(full)) == (21, [])
+    assert missing.complete_series == 0
+    assert data_quality.forecast_breaches(missing)
+
+
+def test_check_commands_exit_non_zero_on_a_breach(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'sfmlops.db'}"
+    engine = make_engine(url)
+    migrate(engine)
+    seed(engine)
+    add_forecasts(engine, "8", {1: 7, 2: 7, 3: 7})
+    engine.dispose()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SFMLOPS_")}
+    env |= {"SFMLOPS_HOME": str(tmp_path), "SFMLOPS_DATABASE_URL": url, "NO_COLOR": "1"}
+    command = [str(Path(sys.executable).with_name("sfmlops")), "check"]
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*command, *args], env=env, capture_output=True, text=True, timeout=120, check=False
+        )
+
+    failing = run("ingest", "--sales-date", "2015-06-13")
+    passing = run(
+        "ingest", "--sales-date", "2015-06-13", "--max-missing-stores", "1",
+        "--dead-letters-since", "2999-01-01T00:00:00+00:00",
+    )  # fmt: skip
+    forecasts_ok = run("forecasts", "--model-version", "8")
+    forecasts_missing = run("forecasts", "--model-version", "9")
+
+    assert failing.returncode == 1
+    assert "ingest check failed for 2015-06-13" in failing.stderr
+    assert json.loads(failing.stdout)["missing_stores"] == [2]
+    assert passing.returncode == 0, passing.stderr
+    assert json.loads(passing.stdout)["dead_letters"] == 0
+    assert forecasts_ok.returncode == 0, forecasts_ok.stderr
+    assert json.loads(forecasts_ok.stdout)["complete_series"] == 3
+    assert forecasts_missing.returncode == 1
+    assert "3 of 3 series lack 7 forecast days" in forecasts_missing.stderr
