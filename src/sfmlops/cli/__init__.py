@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from sfmlops.cli import data, demo, system
+from sfmlops.cli import data, demo, forecasting, system
 
 app = typer.Typer(
     name="sfmlops",
@@ -19,6 +19,9 @@ app.command("init")(data.init_database)
 app.command("load-data")(data.load_data)
 app.command("stores")(data.show_stores)
 app.command("demo")(demo.run_demo)
+app.command("backtest")(forecasting.backtest_command)
+app.command("train")(forecasting.train_command)
+app.command("predict")(forecasting.predict_command)
 
 
 def main() -> None:
