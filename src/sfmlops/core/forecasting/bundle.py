@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from sfmlops.core import columns as c
@@ -73,7 +74,11 @@ def complete_future(
             .merge(usual_open, on=[c.STORE_ID, c.PRODUCT_ID, c.DAY_OF_WEEK], how="left")
         )
         guessed = (usual[OPEN_SHARE].fillna(1.0) >= USUAL_OPEN_SHARE).astype(int).to_numpy()
-        given = frame[c.OPEN] if c.OPEN in frame else pd.Series(pd.NA, index=frame.index)
+        given = (
+            pd.to_numeric(frame[c.OPEN], errors="coerce")
+            if c.OPEN in frame
+            else pd.Series(np.nan, index=frame.index)
+        )
         frame[c.OPEN] = given.fillna(pd.Series(guessed, index=frame.index))
         assumptions.append(ASSUMED_OPEN)
     for column, default, note in (

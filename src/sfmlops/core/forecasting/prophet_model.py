@@ -89,7 +89,9 @@ class ProphetForecaster(CalibratedForecaster):
                 model = model_from_json(self.models_[series])
                 self._loaded[series] = model
             frame = _regressor_frame(part)
-            predicted = model.predict(frame)["yhat"].to_numpy(dtype=float)
+            # Prophet returns its forecast sorted by date, whatever order it was asked in.
+            by_date = model.predict(frame).set_index("ds")["yhat"]
+            predicted = by_date.reindex(frame["ds"]).to_numpy(dtype=float)
             yhat[part.index.to_numpy()] = np.expm1(predicted)
         return yhat
 
@@ -103,8 +105,8 @@ def fit_prophet_chunk(series: list[tuple[Any, pd.DataFrame]]) -> dict[SeriesKey,
     from prophet import Prophet  # noqa: PLC0415 - slow import, only where used
     from prophet.serialize import model_to_json  # noqa: PLC0415
 
-    logging.getLogger("cmdstanpy").setLevel(logging.WARNING)
-    logging.getLogger("prophet").setLevel(logging.WARNING)
+    # cmdstanpy logs two INFO lines per fit; thousands of fits would drown the progress.
+    logging.getLogger("cmdstanpy").disabled = True
     fitted: dict[SeriesKey, str] = {}
     with tempfile.TemporaryDirectory(prefix="sfmlops-prophet-") as folder:
         for key, frame in series:
