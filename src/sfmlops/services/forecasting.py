@@ -12,8 +12,8 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-import matplotlib as mpl
 import numpy as np
 import pandas as pd
 from sqlalchemy import Engine
@@ -192,8 +192,7 @@ def write_report(report: BacktestReport, reports_dir: Path, prefix: str) -> Path
 
 
 def _plot_error_distribution(per_series: pd.DataFrame, window: int, path: Path) -> None:
-    mpl.use("Agg")  # files only, no display; set here, not on import
-    import matplotlib.pyplot as plt  # noqa: PLC0415 - needs the backend chosen first
+    plt = _pyplot()
 
     shown = per_series[per_series[c.BACKTEST_WINDOW] == window].dropna(subset=[m.RMSPE])
     figure, axes = plt.subplots(figsize=(8, 4.5))
@@ -210,8 +209,7 @@ def _plot_error_distribution(per_series: pd.DataFrame, window: int, path: Path) 
 
 
 def _plot_forecasts(report: BacktestReport, path: Path) -> None:
-    mpl.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
+    plt = _pyplot()
 
     window = report.scored[report.scored[c.BACKTEST_WINDOW] == report.reported_window]
     stores = sorted(window[c.STORE_ID].unique())[:PLOTTED_STORES]
@@ -236,6 +234,16 @@ def _plot_forecasts(report: BacktestReport, path: Path) -> None:
     figure.tight_layout()
     figure.savefig(path, dpi=90)
     plt.close(figure)
+
+
+def _pyplot() -> Any:
+    """matplotlib's pyplot drawing to files only (imported on use: it takes seconds)."""
+    import matplotlib as mpl  # noqa: PLC0415
+
+    mpl.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    return plt
 
 
 def _write_atomically(path: Path, text: str) -> None:
