@@ -256,6 +256,29 @@ def test_champions_are_picked_on_the_selection_windows_only() -> None:
     assert champions.loc[1, m.RMSPE] == pytest.approx(0.01)
 
 
+def test_a_champion_must_beat_the_best_model_by_a_margin() -> None:
+    rows = []
+    # Model a is best overall; on store 2, b is better by only 5 %, on store 3 by 50 %.
+    errors = {1: {"a": 0.10, "b": 0.40}, 2: {"a": 0.20, "b": 0.19}, 3: {"a": 0.20, "b": 0.10}}
+    for store, by_model in errors.items():
+        for model, error in by_model.items():
+            rows.append(
+                {
+                    c.STORE_ID: store,
+                    c.PRODUCT_ID: c.DEFAULT_PRODUCT,
+                    c.MODEL: model,
+                    c.BACKTEST_WINDOW: 1,
+                    c.YHAT: 100.0 * (1 + error),
+                    m.ACTUAL: 100.0,
+                    **{col: 100.0 for col in c.FORECAST_VALUES[1:]},
+                }
+            )
+    champions = select_champions(pd.DataFrame(rows), [1], margin=0.1).set_index(c.STORE_ID)
+    assert champions[c.MODEL].to_dict() == {1: "a", 2: "a", 3: "b"}
+    assert champions.loc[2, m.RMSPE] == pytest.approx(0.20)
+    assert select_champions(pd.DataFrame(rows), [1], margin=0.0).loc[1, c.MODEL] == "b"
+
+
 def test_interval_calibration_learns_the_rmspe_scale() -> None:
     rng = np.random.default_rng(0)
     actual = rng.uniform(50, 150, 4000)
