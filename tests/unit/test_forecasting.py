@@ -160,7 +160,7 @@ def test_intervals_widen_with_horizon() -> None:
         .groupby(sold[c.HORIZON_DAYS])
         .mean()
     )
-    assert width.is_monotonic_increasing
+    assert (np.diff(width.to_numpy()) >= -1e-9).all()  # never narrower later (up to rounding)
     assert width.iloc[-7:].mean() > 1.5 * width.iloc[:7].mean()
     wide = (sold[c.YHAT_UPPER_95] - sold[c.YHAT_LOWER_95]) / sold[c.YHAT]
     assert (wide.to_numpy() >= width.reindex(sold[c.HORIZON_DAYS]).to_numpy() - 1e-9).all()

@@ -112,8 +112,11 @@ class IntervalCalibration:
             for position, horizon in enumerate(horizons):
                 near = np.abs(horizon_days - horizon) <= smooth_days // 2
                 values[position] = np.quantile(log_ratio[near], level)
-            widening = np.maximum.accumulate if level > 0.5 else np.minimum.accumulate
-            quantiles[column] = widening(values)
+            # Monotone in the horizon by pooling adjacent violators, not by a running
+            # maximum: a running maximum ratchets up on every noisy estimate and widens.
+            quantiles[column] = (
+                _increasing_fit(values) if level > 0.5 else -_increasing_fit(-values)
+            )
         return cls(horizons=horizons, quantiles=quantiles, scale=scale)
 
     @classmethod
@@ -142,6 +145,20 @@ class IntervalCalibration:
             column: yhat * np.exp(self.quantiles[column][position])
             for column, _ in INTERVAL_QUANTILES
         }
+
+
+def _increasing_fit(values: np.ndarray) -> np.ndarray:
+    """The non-decreasing sequence closest to `values` in least squares (pool adjacent violators)."""
+    blocks: list[list[float]] = []  # [mean, count]
+    for value in values.astype(float):
+        blocks.append([value, 1.0])
+        while len(blocks) > 1 and blocks[-2][0] > blocks[-1][0]:
+            mean, count = blocks.pop()
+            blocks[-1] = [
+                (blocks[-1][0] * blocks[-1][1] + mean * count) / (blocks[-1][1] + count),
+                blocks[-1][1] + count,
+            ]
+    return np.concatenate([np.full(int(count), mean) for mean, count in blocks])
 
 
 def horizon_of(dates: pd.Series, cutoff: pd.Timestamp) -> np.ndarray:
