@@ -53,6 +53,7 @@ system-deps:
 
 benchmarks: dev system-deps
 	$(BIN)/python benchmarks/load_data.py
+	$(BIN)/python benchmarks/forecast_backtest.py
 
 lock: | $(UV)
 	$(UV) pip compile pyproject.toml --extra dev --python-version 3.11 --no-header \

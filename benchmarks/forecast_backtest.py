@@ -3,7 +3,7 @@
 Not part of `make test`. Run from the repository root:
 
     python benchmarks/forecast_backtest.py [--prophet-sample 50] [--reference-sample 20]
-        [--train-models gbm] [--skip-train] [--output results.json]
+        [--train-models gbm] [--skip-train] [--output benchmarks/results/forecast_backtest.json]
 
 1. Backtest on the last 3 x 48-day windows of the bundled data: `gbm` and `seasonal_naive`
    for all stores; `prophet` for a sample of stores (its per-store fits take too long to
@@ -55,7 +55,9 @@ def main() -> None:
     parser.add_argument("--train-stores", default=None, help="--stores for the train runs")
     parser.add_argument("--skip-backtest", action="store_true")
     parser.add_argument("--skip-train", action="store_true")
-    parser.add_argument("--output", type=Path, default=Path("forecast_benchmark.json"))
+    parser.add_argument(
+        "--output", type=Path, default=Path("benchmarks/results/forecast_backtest.json")
+    )
     args = parser.parse_args()
 
     results: dict[str, object] = {"machine": machine()}
@@ -208,6 +210,7 @@ def machine() -> dict[str, object]:
 
 
 def save(results: dict[str, object], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(results, indent=2, default=str))
 
 
