@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from sfmlops.cli import check, data, demo, jobs, serve, system, tracking
+from sfmlops.cli import check, data, demo, forecasting, jobs, serve, system, tracking
 
 app = typer.Typer(
     name="sfmlops",
@@ -19,6 +19,9 @@ app.command("init")(data.init_database)
 app.command("load-data")(data.load_data)
 app.command("stores")(data.show_stores)
 app.command("demo")(demo.run_demo)
+app.command("backtest")(forecasting.backtest_command)
+app.command("train")(forecasting.train_command)
+app.command("predict")(forecasting.predict_command)
 app.command("serve")(serve.serve)
 app.command("jobs")(jobs.list_jobs)
 app.command("mlflow")(tracking.run_mlflow_server)

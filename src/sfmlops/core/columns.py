@@ -103,3 +103,42 @@ ROSSMANN_STORE_COLUMNS: Final = {
     "PromoInterval": PROMO_INTERVAL,
 }
 ROSSMANN_STATE_COLUMNS: Final = {"Store": STORE_ID, "State": STATE}
+
+# Future covariates: what a caller knows about the days to forecast, one row per (series, day).
+DATE: Final = "date"
+FUTURE_COLUMNS: Final = (STORE_ID, PRODUCT_ID, DATE, OPEN, PROMO, STATE_HOLIDAY, SCHOOL_HOLIDAY)
+FUTURE_KEY: Final = (STORE_ID, PRODUCT_ID, DATE)
+
+# Forecasts: a point forecast with 80 % and 95 % prediction intervals, in sales units.
+YHAT: Final = "yhat"
+YHAT_LOWER: Final = "yhat_lower"  # 10 % quantile
+YHAT_UPPER: Final = "yhat_upper"  # 90 % quantile
+YHAT_LOWER_95: Final = "yhat_lower_95"  # 2.5 % quantile
+YHAT_UPPER_95: Final = "yhat_upper_95"  # 97.5 % quantile
+FORECAST_VALUES: Final = (YHAT, YHAT_LOWER, YHAT_UPPER, YHAT_LOWER_95, YHAT_UPPER_95)
+FORECAST_COLUMNS: Final = (STORE_ID, PRODUCT_ID, DATE, *FORECAST_VALUES)
+
+# Backtests: which model and window a forecast or metric belongs to.
+MODEL: Final = "model"
+BACKTEST_WINDOW: Final = "backtest_window"  # 1 = oldest window
+HORIZON_DAYS: Final = "horizon_days"  # 1 = the first day after the cutoff
+CUTOFF: Final = "cutoff"  # the last day of history a forecast was allowed to see
+
+# The competition's test file (future covariates with a row id) and submission file.
+ROSSMANN_ROW_ID: Final = "Id"
+ROSSMANN_FUTURE_COLUMNS: Final = {
+    "Id": ROSSMANN_ROW_ID,
+    "Store": STORE_ID,
+    "DayOfWeek": DAY_OF_WEEK,
+    "Date": DATE,
+    "Open": OPEN,
+    "Promo": PROMO,
+    "StateHoliday": STATE_HOLIDAY,
+    "SchoolHoliday": SCHOOL_HOLIDAY,
+}
+ROSSMANN_SUBMISSION_COLUMNS: Final = {
+    ROSSMANN_ROW_ID: "Id",
+    YHAT: "Sales",
+    YHAT_LOWER: "Sales_lower",
+    YHAT_UPPER: "Sales_upper",
+}

@@ -1,0 +1,222 @@
+"""Forecasting benchmark: backtest table, `sfmlops train` time and memory, the reference's cost.
+
+Not part of `make test`. Run from the repository root:
+
+    python benchmarks/forecast_backtest.py [--prophet-sample 50] [--reference-sample 20]
+        [--train-models gbm] [--skip-train] [--output benchmarks/results/forecast_backtest.json]
+
+1. Backtest on the last 3 x 48-day windows of the bundled data: `gbm` and `seasonal_naive`
+   for all stores; `prophet` for a sample of stores (its per-store fits take too long to
+   repeat over every store and window here). Champions are picked on windows 1-2 and
+   scored on window 3.
+2. `sfmlops train` as a user runs it (a real process on a SQLite database loaded with the
+   bundled data): wall time and peak memory, per model set given.
+3. The reference's procedure: Prophet per store on the last 4 months of open days with
+   yearly + weekly seasonality and a 5-fold walk-forward cross-validation, timed on a
+   sample of stores and extrapolated to all stores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from sfmlops.core import columns as c
+from sfmlops.core.forecasting import metrics as m
+from sfmlops.core.forecasting import training
+from sfmlops.core.forecasting.backtest import champion_scored, select_champions, summary
+from sfmlops.datasets import ROSSMANN_DIR
+from sfmlops.services.loading import read_dataset
+
+REFERENCE_MONTHS = 4
+REFERENCE_FOLDS = 5
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--windows", type=int, default=3)
+    parser.add_argument("--prophet-sample", type=int, default=50, help="stores for prophet")
+    parser.add_argument("--reference-sample", type=int, default=20, help="stores to time")
+    parser.add_argument(
+        "--train-models", action="append", default=None, help="model sets to time (repeatable)"
+    )
+    parser.add_argument("--train-stores", default=None, help="--stores for the train runs")
+    parser.add_argument("--skip-backtest", action="store_true")
+    parser.add_argument("--skip-train", action="store_true")
+    parser.add_argument(
+        "--output", type=Path, default=Path("benchmarks/results/forecast_backtest.json")
+    )
+    args = parser.parse_args()
+
+    results: dict[str, object] = {"machine": machine()}
+    dataset = read_dataset(ROSSMANN_DIR)
+    history, stores = dataset.sales, dataset.stores
+    if not args.skip_backtest:
+        results["backtest"] = backtest(history, stores, args.windows, args.prophet_sample)
+        save(results, args.output)
+    results["reference"] = reference_timing(history, args.reference_sample)
+    save(results, args.output)
+    if not args.skip_train:
+        results["train"] = [
+            train_timing(models, args.train_stores) for models in (args.train_models or ["gbm"])
+        ]
+        save(results, args.output)
+    print(json.dumps(results, indent=2, default=str))
+
+
+def backtest(
+    history: pd.DataFrame, stores: pd.DataFrame, windows: int, prophet_sample: int
+) -> dict[str, object]:
+    started = time.perf_counter()
+    report = training.backtest(
+        history, stores, ["gbm", "seasonal_naive"], windows=windows, progress=log
+    )
+    elapsed = time.perf_counter() - started
+    out: dict[str, object] = {
+        "all_stores": table(report.summary),
+        "all_stores_champion_mix": report.champion_mix(),
+        "all_stores_seconds": round(elapsed, 1),
+    }
+    if prophet_sample:
+        sample = sorted(history[c.STORE_ID].unique())[:: max(1, 1115 // prophet_sample)]
+        sample = sample[:prophet_sample]
+        part = history[history[c.STORE_ID].isin(sample)]
+        started = time.perf_counter()
+        prophet = training.backtest(part, stores, ["prophet"], windows=windows, progress=log)
+        prophet_seconds = time.perf_counter() - started
+        # Three-way champions on the sample, from the all-store backtest of the other models.
+        others = report.scored[
+            report.scored[c.STORE_ID].isin(sample) & (report.scored[c.MODEL] != training.CHAMPION)
+        ]
+        scored = pd.concat(
+            [others, prophet.scored[prophet.scored[c.MODEL] != training.CHAMPION]],
+            ignore_index=True,
+        )
+        selection = [w.number for w in report.windows[:-1]]
+        champions = select_champions(scored, selection)
+        last = report.windows[-1].number
+        best = champion_scored(scored[scored[c.BACKTEST_WINDOW] == last], champions)
+        out["sample_stores"] = sample
+        out["sample"] = table(summary(pd.concat([scored, best], ignore_index=True)))
+        out["sample_champion_mix"] = {
+            str(k): int(v) for k, v in champions[c.MODEL].value_counts().items()
+        }
+        out["prophet_sample_seconds"] = round(prophet_seconds, 1)
+    return out
+
+
+def reference_timing(history: pd.DataFrame, sample_size: int) -> dict[str, object]:
+    """Prophet per store on the last 4 months with a 5-fold walk-forward CV, timed."""
+    from prophet import Prophet  # noqa: PLC0415
+    from prophet.diagnostics import cross_validation  # noqa: PLC0415
+
+    logging.getLogger("cmdstanpy").disabled = True
+    stores = sorted(history[c.STORE_ID].unique())
+    sample = stores[:: max(1, len(stores) // sample_size)][:sample_size]
+    last = history[c.SALES_DATE].max()
+    start = last - pd.DateOffset(months=REFERENCE_MONTHS)
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as folder:
+        for store in sample:
+            rows = history[
+                (history[c.STORE_ID] == store)
+                & (history[c.SALES_DATE] > start)
+                & (history[c.OPEN] == 1)
+            ]
+            frame = pd.DataFrame({"ds": rows[c.SALES_DATE], "y": rows[c.SALES]})
+            model = Prophet(yearly_seasonality=True, weekly_seasonality=True)
+            model.fit(frame, output_dir=folder)
+            cross_validation(
+                model,
+                horizon="7 days",
+                period="7 days",
+                initial=f"{(frame['ds'].max() - frame['ds'].min()).days - 7 * REFERENCE_FOLDS} days",
+                disable_tqdm=True,
+            )
+    seconds = time.perf_counter() - started
+    return {
+        "stores_timed": len(sample),
+        "seconds": round(seconds, 1),
+        "seconds_per_store": round(seconds / len(sample), 2),
+        "extrapolated_seconds_all_stores": round(seconds / len(sample) * len(stores), 0),
+    }
+
+
+def train_timing(models: str, stores: str | None) -> dict[str, object]:
+    """`sfmlops train --models MODELS` in a real process on a fresh SQLite database."""
+    with tempfile.TemporaryDirectory() as home:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SFMLOPS_")}
+        env["SFMLOPS_HOME"] = home
+        command = str(Path(sys.executable).with_name("sfmlops"))
+        subprocess.run([command, "load-data"], env=env, check=True, capture_output=True)
+        args = [command, "train", "--models", models]
+        if stores:
+            args += ["--stores", stores]
+        before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        started = time.perf_counter()
+        result = subprocess.run(args, env=env, check=True, capture_output=True, text=True)
+        seconds = time.perf_counter() - started
+        peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    log(result.stdout)
+    return {
+        "command": " ".join(["sfmlops", *args[1:]]),
+        "seconds": round(seconds, 1),
+        # ru_maxrss is the largest child so far (KiB on Linux); load-data ran before.
+        "peak_memory_mib": round(max(peak, before) / 1024, 0),
+        "output_tail": result.stdout.strip().splitlines()[-4:],
+    }
+
+
+def table(frame: pd.DataFrame) -> list[dict[str, object]]:
+    columns = [
+        c.MODEL,
+        c.BACKTEST_WINDOW,
+        m.RMSPE,
+        m.MAPE,
+        m.BIAS,
+        m.COVERAGE_80,
+        m.COVERAGE_95,
+        m.DAYS,
+    ]
+    rounded = frame[columns].copy()
+    for name in (m.RMSPE, m.MAPE, m.COVERAGE_80, m.COVERAGE_95):
+        rounded[name] = rounded[name].astype(float).round(4)
+    rounded[m.BIAS] = rounded[m.BIAS].astype(float).round(1)
+    records: list[dict[str, object]] = rounded.to_dict(orient="records")
+    return records
+
+
+def machine() -> dict[str, object]:
+    return {
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+        "load_average_at_start": os.getloadavg(),
+        "numpy": np.__version__,
+    }
+
+
+def save(results: dict[str, object], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=2, default=str))
+
+
+def log(message: str) -> None:
+    print(f"{time.strftime('%H:%M:%S')} {message}", file=sys.stderr, flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,291 @@
+"""What every forecaster shares: the interface, prediction intervals, closed days, save/load.
+
+A forecaster is configured by its constructor, learns in `fit(history, stores)` (canonical
+sales and store frames) and answers `predict(future)` for covariate rows
+(`columns.FUTURE_COLUMNS`) with `columns.FORECAST_COLUMNS`. Closed days forecast 0.
+"""
+
+from __future__ import annotations
+
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Protocol, Self, runtime_checkable
+
+import numpy as np
+import pandas as pd
+
+from sfmlops.core import columns as c
+
+FORECASTER_FILE = "forecaster.pkl"
+# Interval quantiles of actual / forecast, as (column, quantile).
+INTERVAL_QUANTILES = (
+    (c.YHAT_LOWER, 0.10),
+    (c.YHAT_UPPER, 0.90),
+    (c.YHAT_LOWER_95, 0.025),
+    (c.YHAT_UPPER_95, 0.975),
+)
+
+
+@runtime_checkable
+class Forecaster(Protocol):
+    """A model that forecasts daily sales per series."""
+
+    name: ClassVar[str]
+
+    def fit(self, history: pd.DataFrame, stores: pd.DataFrame) -> Self:
+        """Learn from a canonical sales history and the store metadata; returns self."""
+        ...
+
+    def predict(self, future: pd.DataFrame) -> pd.DataFrame:
+        """Forecasts for covariate rows of the fitted series (`columns.FORECAST_COLUMNS`)."""
+        ...
+
+    def save(self, path: Path) -> None:
+        """Write the fitted forecaster into the folder `path`."""
+        ...
+
+
+class NotFittedError(RuntimeError):
+    """`predict` was called before `fit`."""
+
+
+class UnknownSeriesError(ValueError):
+    """The future asks for series the forecaster was not fitted on."""
+
+    def __init__(self, series: list[tuple[int, str]]) -> None:
+        self.series = series
+        shown = ", ".join(f"store {store} product {product}" for store, product in series[:10])
+        more = f" and {len(series) - 10} more" if len(series) > 10 else ""
+        super().__init__(f"no model for {shown}{more}")
+
+
+class PickledForecaster:
+    """Save/load as one pickle file in a folder (fitted state is plain Python and numpy)."""
+
+    def save(self, path: Path) -> None:
+        """Write the forecaster into the folder `path` (created if missing)."""
+        path.mkdir(parents=True, exist_ok=True)
+        with (path / FORECASTER_FILE).open("wb") as out:
+            pickle.dump(self, out, protocol=pickle.HIGHEST_PROTOCOL)
+
+    @classmethod
+    def load(cls, path: Path) -> Self:
+        """Read a forecaster written by `save` (a trusted file: pickle runs code)."""
+        with (path / FORECASTER_FILE).open("rb") as source:
+            loaded = pickle.load(source)  # our own artefact
+        if not isinstance(loaded, cls):
+            raise TypeError(f"{path} holds a {type(loaded).__name__}, not a {cls.__name__}")
+        return loaded
+
+
+@dataclass(frozen=True)
+class IntervalCalibration:
+    """Quantiles of log(actual / forecast) per forecast horizon, from out-of-sample errors.
+
+    Conformal-style intervals: a forecast's interval is the forecast scaled by the error
+    quantiles observed at the same horizon on days the model had not seen. Widths never
+    shrink with the horizon (later days are at least as uncertain as earlier ones).
+    """
+
+    horizons: np.ndarray  # 1..H
+    quantiles: dict[str, np.ndarray]  # forecast column -> log ratio per horizon
+    scale: float = 1.0  # multiplies point forecasts (see `of_scored`)
+
+    @classmethod
+    def of(
+        cls,
+        horizon_days: np.ndarray,
+        log_ratio: np.ndarray,
+        smooth_days: int = 7,
+        scale: float = 1.0,
+    ) -> Self:
+        """Calibrate from out-of-sample log errors and the horizon (days) of each.
+
+        Quantiles are taken over a window of `smooth_days` horizons around each horizon,
+        so each estimate rests on several days of every series.
+        """
+        horizons = np.arange(1, int(horizon_days.max()) + 1)
+        quantiles: dict[str, np.ndarray] = {}
+        for column, level in INTERVAL_QUANTILES:
+            values = np.empty(len(horizons))
+            for position, horizon in enumerate(horizons):
+                near = np.abs(horizon_days - horizon) <= smooth_days // 2
+                values[position] = np.quantile(log_ratio[near], level)
+            # Monotone in the horizon by pooling adjacent violators, not by a running
+            # maximum: a running maximum ratchets up on every noisy estimate and widens.
+            quantiles[column] = (
+                _increasing_fit(values) if level > 0.5 else -_increasing_fit(-values)
+            )
+        return cls(horizons=horizons, quantiles=quantiles, scale=scale)
+
+    @classmethod
+    def of_scored(
+        cls,
+        yhat: np.ndarray,
+        actual: np.ndarray,
+        horizon_days: np.ndarray,
+        rescale: bool = False,
+    ) -> Self:
+        """Calibrate from out-of-sample forecasts and actuals (days without sales left out).
+
+        With `rescale`, also learn the factor on point forecasts that minimises RMSPE on
+        these days, sum(p/a) / sum((p/a)^2): RMSPE punishes over-forecasts more than
+        under-forecasts, so its optimum sits slightly below the median forecast.
+        """
+        sold = (actual > 0) & (yhat > 0)
+        ratio = yhat[sold] / actual[sold]
+        scale = float(ratio.sum() / (ratio**2).sum()) if rescale and len(ratio) else 1.0
+        return cls.of(horizon_days[sold], -np.log(ratio * scale), scale=scale)
+
+    def bounds(self, yhat: np.ndarray, horizon_days: np.ndarray) -> dict[str, np.ndarray]:
+        """Interval columns for (scaled) point forecasts at horizons 1, 2, ... (days)."""
+        position = np.clip(horizon_days, 1, len(self.horizons)) - 1
+        return {
+            column: yhat * np.exp(self.quantiles[column][position])
+            for column, _ in INTERVAL_QUANTILES
+        }
+
+
+def _increasing_fit(values: np.ndarray) -> np.ndarray:
+    """The non-decreasing sequence closest to `values` in least squares (pool adjacent violators)."""
+    blocks: list[list[float]] = []  # [mean, count]
+    for value in values.astype(float):
+        blocks.append([value, 1.0])
+        while len(blocks) > 1 and blocks[-2][0] > blocks[-1][0]:
+            mean, count = blocks.pop()
+            blocks[-1] = [
+                (blocks[-1][0] * blocks[-1][1] + mean * count) / (blocks[-1][1] + count),
+                blocks[-1][1] + count,
+            ]
+    return np.concatenate([np.full(int(count), mean) for mean, count in blocks])
+
+
+def horizon_of(dates: pd.Series, cutoff: pd.Timestamp) -> np.ndarray:
+    """Days after the cutoff (1 = the first forecast day)."""
+    return np.asarray((dates - cutoff).dt.days, dtype=np.int64)
+
+
+def forecast_frame(
+    future: pd.DataFrame,
+    yhat: np.ndarray,
+    calibration: IntervalCalibration | None,
+    cutoff: pd.Timestamp,
+) -> pd.DataFrame:
+    """Assemble `columns.FORECAST_COLUMNS` for `future`; closed days forecast 0.
+
+    Without a calibration the intervals collapse onto the point forecast.
+    """
+    is_open = future[c.OPEN].to_numpy() == 1
+    scale = calibration.scale if calibration is not None else 1.0
+    point = np.where(is_open, np.clip(yhat * scale, 0, None), 0.0)
+    frame = future[[c.STORE_ID, c.PRODUCT_ID, c.DATE]].reset_index(drop=True)
+    frame[c.YHAT] = point
+    if calibration is None:
+        bounds = {column: point for column, _ in INTERVAL_QUANTILES}
+    else:
+        bounds = calibration.bounds(point, horizon_of(future[c.DATE], cutoff))
+    for column, _ in INTERVAL_QUANTILES:
+        frame[column] = bounds[column]
+    return frame
+
+
+def series_of(frame: pd.DataFrame) -> set[tuple[int, str]]:
+    """The (store, product) series in a frame."""
+    pairs = frame[[c.STORE_ID, c.PRODUCT_ID]].drop_duplicates()
+    return {
+        (int(store), str(product))
+        for store, product in zip(pairs[c.STORE_ID], pairs[c.PRODUCT_ID], strict=True)
+    }
+
+
+def holdout_split(
+    history: pd.DataFrame, days: int
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.Timestamp]:
+    """History before the last `days` days, those days as future rows, and the split date."""
+    split = pd.Timestamp(history[c.SALES_DATE].max()) - pd.Timedelta(days=days)
+    earlier = history[history[c.SALES_DATE] <= split]
+    later = history[history[c.SALES_DATE] > split]
+    return earlier, later, split
+
+
+def as_future(history: pd.DataFrame) -> pd.DataFrame:
+    """Sales rows as the future-covariates frame (what a forecaster may know in advance)."""
+    return history.rename(columns={c.SALES_DATE: c.DATE})[list(c.FUTURE_COLUMNS)].reset_index(
+        drop=True
+    )
+
+
+class CalibratedForecaster(PickledForecaster):
+    """A point forecaster whose intervals come from its own out-of-sample errors.
+
+    `fit` first fits a probe on the history minus its last `calibration_days` days and
+    forecasts those days; their errors calibrate the intervals (and, with `rmspe_scaling`,
+    a factor on point forecasts). Then it fits on the whole history. A calibration from
+    elsewhere (e.g. the errors of a backtest) can be passed instead, which skips the probe.
+
+    Subclasses implement `_fit_point`, `_predict_point` and may cheapen `_probe`.
+    """
+
+    name: ClassVar[str]
+
+    def __init__(
+        self,
+        calibration_days: int = 48,
+        rmspe_scaling: bool = True,
+        calibration: IntervalCalibration | None = None,
+    ) -> None:
+        self.calibration_days = calibration_days
+        self.rmspe_scaling = rmspe_scaling
+        self.calibration = calibration
+        self.calibration_: IntervalCalibration | None = None
+        self.cutoff_: pd.Timestamp | None = None
+        self.series_: set[tuple[int, str]] = set()
+
+    def fit(self, history: pd.DataFrame, stores: pd.DataFrame) -> Self:
+        """Fit on a canonical sales history (and store metadata); returns self."""
+        if history.empty:
+            raise ValueError("cannot fit on an empty history")
+        calibration = self.calibration
+        days = history[c.SALES_DATE].nunique()
+        if calibration is None and self.calibration_days > 0 and days > 2 * self.calibration_days:
+            earlier, later, split = holdout_split(history, self.calibration_days)
+            probe = self._probe()._fit_point(earlier, stores)
+            later = later[later[c.STORE_ID].isin(earlier[c.STORE_ID].unique())]
+            future = as_future(later)
+            yhat = probe._predict_point(future)
+            calibration = IntervalCalibration.of_scored(
+                yhat,
+                later[c.SALES].to_numpy(dtype=float),
+                horizon_of(future[c.DATE], split),
+                rescale=self.rmspe_scaling,
+            )
+        self._fit_point(history, stores)
+        self.calibration_ = calibration
+        self.cutoff_ = pd.Timestamp(history[c.SALES_DATE].max())
+        self.series_ = series_of(history)
+        return self
+
+    def predict(self, future: pd.DataFrame) -> pd.DataFrame:
+        """Forecasts with 80 % and 95 % intervals for covariate rows of fitted series."""
+        if self.cutoff_ is None:
+            raise NotFittedError(f"{self.name}: call fit() before predict()")
+        unknown = sorted(series_of(future) - self.series_)
+        if unknown:
+            raise UnknownSeriesError(unknown)
+        future = future.reset_index(drop=True)
+        yhat = self._predict_point(future) if len(future) else np.empty(0)
+        return forecast_frame(future, yhat, self.calibration_, self.cutoff_)
+
+    def _probe(self) -> Self:
+        """An unfitted copy used to measure out-of-sample errors."""
+        return type(self)(**self._params())
+
+    def _params(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _fit_point(self, history: pd.DataFrame, stores: pd.DataFrame) -> Self:
+        raise NotImplementedError
+
+    def _predict_point(self, future: pd.DataFrame) -> np.ndarray:
+        raise NotImplementedError

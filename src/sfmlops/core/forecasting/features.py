@@ -1,0 +1,270 @@
+"""Covariates for the global model: calendar, promotions, holidays, closures and store profile.
+
+Everything a row's features use is either known in advance for that day (calendar, the
+caller's open/promo/holiday covariates, store metadata) or a store statistic computed from
+the history before the cutoff (`StoreStats`), so a model fitted on history up to a cutoff
+never sees the days it forecasts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from sfmlops.core import columns as c
+
+# Proximity features are capped: beyond a few weeks a holiday or closure no longer matters,
+# and a cap keeps "no event known" (end of the calendar) the same as "far away".
+PROXIMITY_CAP_DAYS = 21
+REOPENING_CAP_DAYS = 60
+RECENT_DAYS = 91  # "recent level": the quarter before the cutoff
+LONG_CLOSURE_DAYS = 3  # a run of closed weekdays at least this long is a refurbishment
+
+_CATEGORIES = {
+    c.STORE_TYPE: ("a", "b", "c", "d"),
+    c.ASSORTMENT: ("a", "b", "c"),
+    c.STATE_HOLIDAY: c.STATE_HOLIDAY_CODES,
+}
+
+
+def as_rows(history: pd.DataFrame) -> pd.DataFrame:
+    """A sales history (`columns.SALES_COLUMNS`) as covariate rows keyed by `columns.DATE`."""
+    return history.rename(columns={c.SALES_DATE: c.DATE})
+
+
+@dataclass(frozen=True)
+class StoreStats:
+    """Per-store statistics of the training window (open days with sales > 0, log scale).
+
+    Attributes:
+        by_store: One row per store: mean and spread of log sales, promo uplift, recent level
+            relative to the whole window, share of open Sundays, log customers.
+        by_weekday: One row per (store, ISO weekday): mean log sales minus the store mean.
+        cutoff: The last day the statistics saw.
+    """
+
+    by_store: pd.DataFrame
+    by_weekday: pd.DataFrame
+    cutoff: pd.Timestamp
+
+    @classmethod
+    def of(cls, history: pd.DataFrame) -> StoreStats:
+        """Statistics of `history` (canonical sales frame); rows after its last day don't exist."""
+        cutoff = pd.Timestamp(history[c.SALES_DATE].max())
+        open_days = history[(history[c.OPEN] == 1) & (history[c.SALES] > 0)]
+        log_sales = pd.Series(
+            np.log1p(open_days[c.SALES].to_numpy(dtype=float)), index=open_days.index
+        )
+        store = open_days[c.STORE_ID]
+        weekday = open_days[c.SALES_DATE].dt.dayofweek + 1
+        grouped = log_sales.groupby(store)
+        mean = grouped.mean()
+        recent = open_days[c.SALES_DATE] > cutoff - pd.Timedelta(days=RECENT_DAYS)
+        promo = open_days[c.PROMO] == 1
+        promo_mean = log_sales[promo].groupby(store[promo]).mean()
+        plain_mean = log_sales[~promo].groupby(store[~promo]).mean()
+        customers = pd.to_numeric(open_days[c.CUSTOMERS], errors="coerce").astype(float)
+        days_per_store = history.groupby(c.STORE_ID)[c.SALES_DATE].nunique()
+        sundays = open_days[weekday == 7].groupby(c.STORE_ID)[c.SALES_DATE].nunique()
+        by_store = pd.DataFrame(
+            {
+                "store_mean_log": mean,
+                "store_median_log": grouped.median(),
+                "store_std_log": grouped.std(),
+                "store_promo_uplift": (promo_mean - plain_mean).reindex(mean.index),
+                "store_recent_level": (
+                    log_sales[recent].groupby(store[recent]).mean().reindex(mean.index) - mean
+                ),
+                "store_sunday_share": (sundays.reindex(mean.index).fillna(0) * 7)
+                / days_per_store.reindex(mean.index),
+                "store_mean_log_customers": pd.Series(np.log1p(customers), index=store.index)
+                .groupby(store)
+                .mean(),
+            }
+        )
+        by_store.index.name = c.STORE_ID
+        by_weekday = (
+            (log_sales - store.map(mean))
+            .groupby([store, weekday.rename(c.DAY_OF_WEEK)])
+            .mean()
+            .rename("store_weekday_effect")
+            .reset_index()
+        )
+        return cls(by_store=by_store.reset_index(), by_weekday=by_weekday, cutoff=cutoff)
+
+
+def store_profile(stores: pd.DataFrame) -> pd.DataFrame:
+    """Static store metadata as model-ready columns, one row per store."""
+    profile = pd.DataFrame({c.STORE_ID: stores[c.STORE_ID].astype("int64")})
+    for name in (c.STORE_TYPE, c.ASSORTMENT):
+        profile[name] = _codes(stores[name], _CATEGORIES[name])
+    states = sorted(str(s) for s in stores[c.STATE].dropna().unique())
+    profile[c.STATE] = _codes(stores[c.STATE], tuple(states))
+    profile[c.COMPETITION_DISTANCE] = stores[c.COMPETITION_DISTANCE].astype(float)
+    year = stores[c.COMPETITION_OPEN_SINCE_YEAR].astype("Float64")
+    month = stores[c.COMPETITION_OPEN_SINCE_MONTH].astype("Float64")
+    profile["competition_open_month_index"] = (year * 12 + month - 1).astype(float)
+    profile[c.PROMO2] = stores[c.PROMO2].fillna(0).astype(int)
+    since_year = stores[c.PROMO2_SINCE_YEAR].astype("Float64").fillna(0)
+    since_week = stores[c.PROMO2_SINCE_WEEK].astype("Float64").fillna(1)
+    # Promo2 starts on the Monday of its ISO week; as an approximate day index per year.
+    profile["promo2_start_day_index"] = (since_year * 365.25 + (since_week - 1) * 7).astype(float)
+    intervals = stores[c.PROMO_INTERVAL].fillna("").astype(str)
+    for number, month_name in enumerate(c.PROMO_INTERVAL_MONTHS, start=1):
+        profile[f"promo2_month_{number}"] = intervals.str.split(",").apply(
+            lambda months, name=month_name: name in months
+        )
+    profile["promo2_period"] = [
+        _first_interval_month(value, c.PROMO_INTERVAL_MONTHS) for value in intervals
+    ]
+    return profile
+
+
+@dataclass(frozen=True)
+class Calendar:
+    """Holidays per German state and closures per store, over history and future days.
+
+    Built from the rows' own `state_holiday`/`school_holiday`/`open` flags: a state has a
+    holiday on a day when any of its stores reports one, so stores with gaps in their history
+    still see their state's holidays.
+    """
+
+    state_days: pd.DataFrame  # state, date, proximity columns
+    store_days: pd.DataFrame  # store_id, date, closure proximity columns
+
+    @classmethod
+    def of(cls, rows: pd.DataFrame, profile: pd.DataFrame) -> Calendar:
+        """The calendar of `rows` (covariate rows keyed by `columns.DATE`)."""
+        state_of = profile.set_index(c.STORE_ID)[c.STATE]
+        frame = rows[[c.STORE_ID, c.DATE, c.OPEN, c.STATE_HOLIDAY, c.SCHOOL_HOLIDAY]].copy()
+        frame[c.STATE] = frame[c.STORE_ID].map(state_of).fillna(-1).astype(int)
+        frame["state_holiday_day"] = frame[c.STATE_HOLIDAY].astype(str) != "0"
+        frame["school_holiday_day"] = frame[c.SCHOOL_HOLIDAY].astype(int) == 1
+        state_days = (
+            frame.groupby([c.STATE, c.DATE])[["state_holiday_day", "school_holiday_day"]]
+            .max()
+            .reset_index()
+        )
+        state_days = _with_proximity(
+            state_days,
+            c.STATE,
+            {"state_holiday": "state_holiday_day", "school_holiday": "school_holiday_day"},
+            PROXIMITY_CAP_DAYS,
+        )
+        weekday = frame[c.DATE].dt.dayofweek + 1
+        frame["closed_weekday"] = (frame[c.OPEN].astype(int) == 0) & (weekday != 7)
+        store_days = frame[[c.STORE_ID, c.DATE, "closed_weekday"]].sort_values([c.STORE_ID, c.DATE])
+        store_days = store_days.drop_duplicates([c.STORE_ID, c.DATE], keep="last")
+        run = (
+            store_days["closed_weekday"] != store_days.groupby(c.STORE_ID)["closed_weekday"].shift()
+        ).cumsum()
+        run_length = store_days.groupby(run)["closed_weekday"].transform("size")
+        store_days["long_closure_day"] = store_days["closed_weekday"] & (
+            run_length >= LONG_CLOSURE_DAYS
+        )
+        store_days = _with_proximity(
+            store_days, c.STORE_ID, {"closure": "closed_weekday"}, PROXIMITY_CAP_DAYS
+        )
+        store_days = _with_proximity(
+            store_days, c.STORE_ID, {"long_closure": "long_closure_day"}, REOPENING_CAP_DAYS
+        )
+        keep_state = [c.STATE, c.DATE, *_proximity_columns(state_days)]
+        keep_store = [c.STORE_ID, c.DATE, *_proximity_columns(store_days)]
+        return cls(state_days=state_days[keep_state], store_days=store_days[keep_store])
+
+
+def build_features(
+    rows: pd.DataFrame, profile: pd.DataFrame, stats: StoreStats, calendar: Calendar
+) -> pd.DataFrame:
+    """The model's feature matrix for covariate rows (index aligned with `rows`).
+
+    Args:
+        rows: Covariate rows: `store_id`, `date`, `open`, `promo`, `state_holiday`,
+            `school_holiday`.
+        profile: `store_profile(stores)`.
+        stats: Statistics of the training window.
+        calendar: A `Calendar` covering `rows`.
+    """
+    date = rows[c.DATE]
+    frame = pd.DataFrame(index=rows.index)
+    frame[c.STORE_ID] = rows[c.STORE_ID].astype("int64")
+    frame[c.DAY_OF_WEEK] = date.dt.dayofweek + 1
+    frame["day_of_month"] = date.dt.day
+    frame["month"] = date.dt.month
+    frame["year"] = date.dt.year
+    frame["day_of_year"] = date.dt.dayofyear
+    frame["week_of_year"] = date.dt.isocalendar().week.astype(int).to_numpy()
+    frame[c.PROMO] = rows[c.PROMO].astype(int)
+    frame[c.STATE_HOLIDAY] = _codes(rows[c.STATE_HOLIDAY].astype(str), c.STATE_HOLIDAY_CODES)
+    frame[c.SCHOOL_HOLIDAY] = rows[c.SCHOOL_HOLIDAY].astype(int)
+
+    merged = frame[[c.STORE_ID]].assign(**{c.DATE: date}).merge(profile, on=c.STORE_ID, how="left")
+    merged = merged.merge(stats.by_store, on=c.STORE_ID, how="left")
+    merged[c.DAY_OF_WEEK] = frame[c.DAY_OF_WEEK].to_numpy()
+    merged = merged.merge(stats.by_weekday, on=[c.STORE_ID, c.DAY_OF_WEEK], how="left")
+    merged = merged.merge(calendar.state_days, on=[c.STATE, c.DATE], how="left")
+    merged = merged.merge(calendar.store_days, on=[c.STORE_ID, c.DATE], how="left")
+    merged.index = frame.index
+
+    month_index = (date.dt.year * 12 + date.dt.month - 1).astype(float)
+    frame["competition_months_open"] = (month_index - merged["competition_open_month_index"]).clip(
+        lower=-1, upper=240
+    )
+    day_index = date.dt.year * 365.25 + date.dt.dayofyear
+    promo2_running = (merged[c.PROMO2] == 1) & (day_index >= merged["promo2_start_day_index"])
+    month_flags = merged[[f"promo2_month_{n}" for n in range(1, 13)]].to_numpy(dtype=bool)
+    in_promo2_month = month_flags[np.arange(len(frame)), date.dt.month.to_numpy() - 1]
+    frame["promo2_active_month"] = (promo2_running & in_promo2_month).astype(int)
+    frame["promo2_weeks_running"] = np.where(
+        promo2_running, (day_index - merged["promo2_start_day_index"]) / 7, -1
+    )
+    frame["promo2_period"] = merged["promo2_period"]
+    for name in (c.STORE_TYPE, c.ASSORTMENT, c.STATE, c.COMPETITION_DISTANCE):
+        frame[name] = merged[name]
+    statistics = [n for n in stats.by_store.columns if n != c.STORE_ID]
+    for name in [*statistics, "store_weekday_effect"]:
+        frame[name] = merged[name]
+    for name in _proximity_columns(merged):
+        frame[name] = merged[name].fillna(_cap_of(name))
+    return frame
+
+
+def _with_proximity(
+    days: pd.DataFrame, group: str, events: dict[str, str], cap: int
+) -> pd.DataFrame:
+    """Add `days_after_<event>`/`days_before_<event>` per group, capped at `cap` days."""
+    days = days.sort_values([group, c.DATE]).reset_index(drop=True)
+    day_number = (days[c.DATE] - pd.Timestamp("1970-01-01")).dt.days.astype(float)
+    for event, flag in events.items():
+        event_day = day_number.where(days[flag].astype(bool))
+        last = event_day.groupby(days[group]).ffill()
+        following = event_day.groupby(days[group]).bfill()
+        days[f"days_after_{event}"] = (day_number - last).clip(upper=cap).fillna(cap)
+        days[f"days_before_{event}"] = (following - day_number).clip(upper=cap).fillna(cap)
+    return days
+
+
+def _proximity_columns(frame: pd.DataFrame) -> list[str]:
+    return [str(name) for name in frame.columns if str(name).startswith("days_")]
+
+
+def _cap_of(name: str) -> int:
+    return REOPENING_CAP_DAYS if "long_closure" in name else PROXIMITY_CAP_DAYS
+
+
+def _codes(values: pd.Series, categories: tuple[str, ...]) -> pd.Series:
+    """Category codes (-1 for missing or unknown), stable across fits."""
+    return pd.Series(
+        pd.Categorical(
+            values.astype(object).where(values.notna(), None), categories=categories
+        ).codes,
+        index=values.index,
+    ).astype("int64")
+
+
+def _first_interval_month(value: str, months: tuple[str, ...]) -> int:
+    """1, 2 or 3 for the Promo2 schedules starting in Jan, Feb or Mar; 0 when none."""
+    first = value.split(",", maxsplit=1)[0] if value else ""
+    return months.index(first) + 1 if first in months else 0

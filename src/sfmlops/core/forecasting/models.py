@@ -1,0 +1,44 @@
+"""The models by name, as the CLI and the training pipeline choose them."""
+
+from __future__ import annotations
+
+from sfmlops.core.forecasting.base import CalibratedForecaster, IntervalCalibration
+from sfmlops.core.forecasting.executors import Executor
+from sfmlops.core.forecasting.gbm import GlobalGBMForecaster
+from sfmlops.core.forecasting.naive import SeasonalNaiveForecaster
+from sfmlops.core.forecasting.prophet_model import ProphetForecaster
+
+MODEL_CLASSES: dict[str, type[CalibratedForecaster]] = {
+    GlobalGBMForecaster.name: GlobalGBMForecaster,
+    ProphetForecaster.name: ProphetForecaster,
+    SeasonalNaiveForecaster.name: SeasonalNaiveForecaster,
+}
+MODEL_NAMES = tuple(MODEL_CLASSES)
+DEFAULT_MODELS = (GlobalGBMForecaster.name, ProphetForecaster.name, SeasonalNaiveForecaster.name)
+
+
+class UnknownModelError(ValueError):
+    """A model name that is not one of `MODEL_NAMES`."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"unknown model {name!r}; choose from {', '.join(MODEL_NAMES)}")
+
+
+def forecaster_class(name: str) -> type[CalibratedForecaster]:
+    """The class of the model called `name`."""
+    try:
+        return MODEL_CLASSES[name]
+    except KeyError:
+        raise UnknownModelError(name) from None
+
+
+def make_forecaster(
+    name: str,
+    executor: Executor | None = None,
+    calibration: IntervalCalibration | None = None,
+) -> CalibratedForecaster:
+    """An unfitted forecaster with default settings; per-series models get the executor."""
+    cls = forecaster_class(name)
+    if cls is ProphetForecaster:
+        return ProphetForecaster(executor=executor, calibration=calibration)
+    return cls(calibration=calibration)

@@ -1,0 +1,71 @@
+"""`seasonal_naive`: each weekday's recent mean, per series (the baseline to beat)."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Self
+
+import numpy as np
+import pandas as pd
+
+from sfmlops.core import columns as c
+from sfmlops.core.forecasting.base import CalibratedForecaster, IntervalCalibration
+
+_LEVEL = "level"
+
+
+class SeasonalNaiveForecaster(CalibratedForecaster):
+    """Forecast a day as the mean sales of the same weekday over the last `weeks` weeks.
+
+    Only open days with sales count; a weekday the series never opened on in that span
+    falls back to the series' mean over the span.
+    """
+
+    name: ClassVar[str] = "seasonal_naive"
+
+    def __init__(
+        self,
+        weeks: int = 8,
+        calibration_days: int = 48,
+        rmspe_scaling: bool = True,
+        calibration: IntervalCalibration | None = None,
+    ) -> None:
+        super().__init__(calibration_days, rmspe_scaling, calibration)
+        self.weeks = weeks
+        self.by_weekday_: pd.DataFrame | None = None
+        self.by_series_: pd.DataFrame | None = None
+
+    def _params(self) -> dict[str, Any]:
+        return {
+            "weeks": self.weeks,
+            "calibration_days": self.calibration_days,
+            "rmspe_scaling": self.rmspe_scaling,
+            "calibration": self.calibration,
+        }
+
+    def _fit_point(self, history: pd.DataFrame, stores: pd.DataFrame) -> Self:
+        last = history[c.SALES_DATE].max()
+        recent = history[
+            (history[c.SALES_DATE] > last - pd.Timedelta(weeks=self.weeks))
+            & (history[c.OPEN] == 1)
+            & (history[c.SALES] > 0)
+        ]
+        keys = [c.STORE_ID, c.PRODUCT_ID]
+        weekday = (recent[c.SALES_DATE].dt.dayofweek + 1).rename(c.DAY_OF_WEEK)
+        self.by_weekday_ = (
+            recent.groupby([*[recent[k] for k in keys], weekday])[c.SALES]
+            .mean()
+            .rename(_LEVEL)
+            .reset_index()
+        )
+        self.by_series_ = recent.groupby(keys)[c.SALES].mean().rename(_LEVEL).reset_index()
+        return self
+
+    def _predict_point(self, future: pd.DataFrame) -> np.ndarray:
+        if self.by_weekday_ is None or self.by_series_ is None:
+            raise RuntimeError("seasonal_naive: not fitted")
+        keys = [c.STORE_ID, c.PRODUCT_ID]
+        rows = future[keys].assign(**{c.DAY_OF_WEEK: future[c.DATE].dt.dayofweek + 1})
+        weekday_level = rows.merge(self.by_weekday_, on=[*keys, c.DAY_OF_WEEK], how="left")
+        series_level = rows.merge(self.by_series_, on=keys, how="left")
+        level = weekday_level[_LEVEL].fillna(series_level[_LEVEL]).fillna(0.0)
+        return level.to_numpy(dtype=float)

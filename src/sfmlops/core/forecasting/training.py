@@ -1,0 +1,181 @@
+"""Backtest, pick champions, fit on everything: the training pipeline behind `sfmlops train`.
+
+Pure: frames in, a bundle and report frames out. Where fits run is the injected executor's
+business: a global model is one task, per-series models fan out in chunks of series.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import pandas as pd
+
+from sfmlops.core import columns as c
+from sfmlops.core.forecasting import metrics as m
+from sfmlops.core.forecasting.backtest import (
+    CHAMPION,
+    HORIZON_DAYS,
+    POINT_SCALE,
+    BacktestWindow,
+    backtest_windows,
+    champion_scored,
+    run_backtest,
+    select_champions,
+    summary,
+)
+from sfmlops.core.forecasting.base import CalibratedForecaster, IntervalCalibration
+from sfmlops.core.forecasting.bundle import ForecastBundle, usual_open_weekdays
+from sfmlops.core.forecasting.executors import Executor, SequentialExecutor
+from sfmlops.core.forecasting.models import forecaster_class, make_forecaster
+from sfmlops.core.forecasting.prophet_model import ProphetForecaster
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class BacktestReport:
+    """What a backtest found.
+
+    Attributes:
+        windows: The windows, oldest first; the last is the reported one.
+        scored: Every model's forecasts with actuals (see `backtest.run_backtest`), plus the
+            champions' forecasts on the reported window as model `champion`.
+        summary: Metrics per model and window (`champion` only on the reported window).
+        champions: Per series, the champion picked on the windows before the reported one
+            (on the only window when there is one).
+    """
+
+    windows: list[BacktestWindow]
+    scored: pd.DataFrame
+    summary: pd.DataFrame
+    champions: pd.DataFrame
+
+    @property
+    def reported_window(self) -> int:
+        """The number of the window the champions were not selected on."""
+        return self.windows[-1].number
+
+    def reported(self) -> pd.DataFrame:
+        """The summary rows of the reported window, best RMSPE first."""
+        rows = self.summary[self.summary[c.BACKTEST_WINDOW] == self.reported_window]
+        return rows.sort_values(m.RMSPE).reset_index(drop=True)
+
+    def champion_mix(self) -> dict[str, int]:
+        """How many series each model is champion of."""
+        counts = self.champions[c.MODEL].value_counts()
+        return {str(name): int(count) for name, count in counts.items()}
+
+
+def backtest(
+    history: pd.DataFrame,
+    stores: pd.DataFrame,
+    model_names: Sequence[str],
+    *,
+    windows: int = 3,
+    executor: Executor | None = None,
+    horizon_days: int = HORIZON_DAYS,
+    progress: Progress | None = None,
+) -> BacktestReport:
+    """Rolling-origin backtest of the models, with champions picked on the earlier windows."""
+    for name in model_names:
+        forecaster_class(name)  # fail on a bad name before any fit
+    last_date = pd.Timestamp(history[c.SALES_DATE].max())
+    chosen = backtest_windows(last_date, windows, horizon_days)
+    factories = {name: _factory(name, executor) for name in model_names}
+
+    def on_fit(name: str, window: BacktestWindow) -> None:
+        if progress:
+            progress(f"backtest window {window.number}/{len(chosen)}: fitting {name}")
+
+    scored = run_backtest(history, stores, factories, chosen, on_fit)
+    selection = [w.number for w in chosen[:-1]] or [chosen[-1].number]
+    champions = select_champions(scored, selection)
+    reported = chosen[-1].number
+    best = champion_scored(scored[scored[c.BACKTEST_WINDOW] == reported], champions)
+    scored = pd.concat([scored, best], ignore_index=True)
+    return BacktestReport(chosen, scored, summary(scored), champions)
+
+
+def train(
+    history: pd.DataFrame,
+    stores: pd.DataFrame,
+    model_names: Sequence[str],
+    *,
+    windows: int = 3,
+    executor: Executor | None = None,
+    horizon_days: int = HORIZON_DAYS,
+    progress: Progress | None = None,
+) -> tuple[ForecastBundle, BacktestReport]:
+    """Backtest the models, then fit each on the whole history and bundle the champions.
+
+    The bundle's champions are picked on all backtest windows (the most evidence); the
+    report's figures are those of picking on the earlier windows and scoring the last.
+    Final models take their intervals from their backtest errors (conformal), so no model
+    is fitted twice on the full history.
+    """
+    report = backtest(
+        history,
+        stores,
+        model_names,
+        windows=windows,
+        executor=executor,
+        horizon_days=horizon_days,
+        progress=progress,
+    )
+    executor = executor or SequentialExecutor()
+    models: dict[str, CalibratedForecaster] = {}
+    for name in model_names:
+        rows = report.scored[report.scored[c.MODEL] == name]
+        calibration = IntervalCalibration.of_scored(
+            # The window's own factor is undone: the final fit learns its factor afresh.
+            rows[c.YHAT].to_numpy(dtype=float) / rows[POINT_SCALE].to_numpy(dtype=float),
+            rows[m.ACTUAL].to_numpy(dtype=float),
+            rows[c.HORIZON_DAYS].to_numpy(),
+            rescale=True,
+        )
+        forecaster = make_forecaster(name, executor, calibration)
+        if progress:
+            progress(f"fitting {name} on the whole history")
+        if isinstance(forecaster, ProphetForecaster):
+            models[name] = forecaster.fit(history, stores)  # fans out over the executor
+        else:
+            models[name] = executor.map(fit_task, [(forecaster, history, stores)])[0]
+    all_windows = [w.number for w in report.windows]
+    scored = report.scored[report.scored[c.MODEL] != CHAMPION]
+    champions = select_champions(scored, all_windows)
+    reported = report.reported()
+    bundle = ForecastBundle(
+        models,
+        champions,
+        usual_open_weekdays(history),
+        pd.Timestamp(history[c.SALES_DATE].max()),
+        {
+            "backtest_windows": [
+                {
+                    "number": w.number,
+                    "start": w.start.date().isoformat(),
+                    "end": w.end.date().isoformat(),
+                }
+                for w in report.windows
+            ],
+            "reported_window": report.reported_window,
+            "reported_metrics": reported.to_dict(orient="records"),
+            "champion_mix": {str(k): int(v) for k, v in champions[c.MODEL].value_counts().items()},
+            "horizon_days": horizon_days,
+        },
+    )
+    return bundle, report
+
+
+def fit_task(task: tuple[CalibratedForecaster, pd.DataFrame, pd.DataFrame]) -> CalibratedForecaster:
+    """Fit one forecaster on (history, stores): a picklable task for executors."""
+    forecaster, history, stores = task
+    return forecaster.fit(history, stores)
+
+
+def _factory(name: str, executor: Executor | None) -> Callable[[], CalibratedForecaster]:
+    def make() -> CalibratedForecaster:
+        return make_forecaster(name, executor)
+
+    return make

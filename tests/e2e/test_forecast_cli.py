@@ -1,0 +1,185 @@
+"""`sfmlops backtest`, `train` and `predict` as a user runs them, on a small slice of stores."""
+
+from __future__ import annotations
+
+import gzip
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from sfmlops.datasets import ROSSMANN_DIR
+from tests.e2e.test_cli import sfmlops
+
+pytestmark = pytest.mark.e2e
+
+STORES = {str(store) for store in range(1, 9)}
+FIRST_DAY = "2014-03-01"  # over a year of history: enough for two 48-day windows and more
+
+
+@pytest.fixture(scope="module")
+def forecast_slice(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """8 stores from 2014-03-01 to the data's end, in the Rossmann layout."""
+    folder = tmp_path_factory.mktemp("forecast-slice")
+    for name in ("store.csv", "store_states.csv"):
+        frame = pd.read_csv(ROSSMANN_DIR / name, dtype=str, keep_default_na=False)
+        frame[frame["Store"].isin(STORES)].to_csv(folder / name, index=False)
+    sales = pd.read_csv(ROSSMANN_DIR / "train.csv.gz", dtype=str, keep_default_na=False)
+    keep = sales["Store"].isin(STORES) & (sales["Date"] >= FIRST_DAY)
+    with gzip.open(folder / "train.csv.gz", "wt") as out:
+        sales[keep].to_csv(out, index=False)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def trained_home(tmp_path_factory: pytest.TempPathFactory, forecast_slice: Path) -> Path:
+    """A HOME with the slice loaded and `sfmlops train` run on it (all three models)."""
+    home = tmp_path_factory.mktemp("home")
+    assert sfmlops(home, "load-data", "--path", str(forecast_slice)).returncode == 0
+    result = sfmlops(home, "train", "--windows", "2", "--workers", "2")
+    assert result.returncode == 0, result.stderr
+    assert "Champions (picked on all windows)" in result.stdout
+    return home
+
+
+@pytest.fixture(scope="module")
+def future_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The competition's test file cut to the slice's stores (dates after the data's end)."""
+    test = pd.read_csv(ROSSMANN_DIR / "test.csv.gz", dtype=str, keep_default_na=False)
+    path = tmp_path_factory.mktemp("future") / "test.csv"
+    test[test["Store"].isin(STORES)].to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture(scope="module")
+def loaded_home(tmp_path_factory: pytest.TempPathFactory, forecast_slice: Path) -> Path:
+    home = tmp_path_factory.mktemp("loaded")
+    assert sfmlops(home, "load-data", "--path", str(forecast_slice)).returncode == 0
+    return home
+
+
+def test_backtest_prints_a_table_and_writes_a_report(loaded_home: Path) -> None:
+    home = loaded_home
+
+    result = sfmlops(
+        home, "backtest", "--models", "gbm,seasonal_naive", "--windows", "2", "--stores", "1-6"
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert "champion" in result.stdout
+    assert "seasonal_naive" in result.stdout
+    reports = list((home / "reports").glob("backtest-*"))
+    assert len(reports) == 1
+    metrics = pd.read_csv(reports[0] / "metrics.csv")
+    assert set(metrics["model"]) == {"gbm", "seasonal_naive", "champion"}
+    assert set(metrics["backtest_window"]) == {1, 2}
+    gbm = metrics[(metrics["model"] == "gbm") & (metrics["backtest_window"] == 2)]
+    naive = metrics[(metrics["model"] == "seasonal_naive") & (metrics["backtest_window"] == 2)]
+    assert float(gbm["rmspe"].iloc[0]) < float(naive["rmspe"].iloc[0])
+    series = pd.read_csv(reports[0] / "series_metrics.csv")
+    assert set(series["store_id"]) == set(range(1, 7))
+    for plot in ("error_distribution.png", "forecast_vs_actual.png"):
+        assert (reports[0] / plot).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_bad_options_fail_cleanly(loaded_home: Path) -> None:
+    home = loaded_home
+    for args, message in (
+        (("backtest", "--models", "gbm,arima"), "unknown model(s) arima"),
+        (("train", "--stores", "1,9999"), "unknown store(s): 9999"),
+        (("backtest", "--stores", "one"), "'one' is not a store id"),
+    ):
+        result = sfmlops(home, *args)
+        assert result.returncode == 1, args
+        assert message in result.stderr
+        assert "Traceback" not in result.stderr
+    assert not (home / "models").exists()
+
+
+def test_train_saves_a_bundle_and_predict_writes_the_submission(
+    trained_home: Path, future_file: Path, tmp_path: Path
+) -> None:
+    bundles = list((trained_home / "models").glob("bundle-*"))
+    assert len(bundles) == 1
+    assert (trained_home / "models" / "CURRENT").read_text().strip() == bundles[0].name
+    output = tmp_path / "submission.csv"
+
+    result = sfmlops(trained_home, "predict", "--future", str(future_file), "--output", str(output))
+
+    assert result.returncode == 0, result.stderr
+    submission = pd.read_csv(output)
+    future = pd.read_csv(future_file)
+    assert list(submission.columns) == ["Id", "Sales", "Sales_lower", "Sales_upper"]
+    assert submission["Id"].tolist() == future["Id"].tolist()
+    closed = (future["Open"] == 0).to_numpy()
+    assert (submission.loc[closed, "Sales"] == 0).all()
+    open_days = submission[~closed]
+    assert (open_days["Sales"] > 1000).all()
+    assert (open_days["Sales_lower"] < open_days["Sales"]).all()
+    assert (open_days["Sales"] < open_days["Sales_upper"]).all()
+
+
+def several_problems(frame: pd.DataFrame) -> pd.DataFrame:
+    frame = frame.copy()
+    frame.loc[0, "Date"] = "2015-13-45"
+    frame.loc[1, "Promo"] = "yes"
+    frame.loc[2, "Store"] = "9999"
+    return frame
+
+
+@pytest.mark.parametrize(
+    ("change", "messages"),
+    [
+        (lambda f: f.drop(columns=["Promo"]), ["column Promo: missing column"]),
+        (
+            several_problems,
+            [
+                "line 2, column Date: not a date",
+                "line 3, column Promo: must be 0 or 1",
+                "line 4, column Store: unknown store",
+            ],
+        ),
+        (
+            # 2015-06-03 is a Wednesday, like the row's DayOfWeek: only the date is wrong.
+            lambda f: f.assign(Date=f["Date"].mask(f.index == 5, "2015-06-03")),
+            ["line 7, column Date: not after the data's end (2015-06-13)"],
+        ),
+    ],
+    ids=["missing-column", "bad-values", "past-date"],
+)
+def test_predict_rejects_a_bad_future_file_and_writes_nothing(
+    trained_home: Path,
+    future_file: Path,
+    tmp_path: Path,
+    change: Callable[[pd.DataFrame], pd.DataFrame],
+    messages: list[str],
+) -> None:
+    frame = pd.read_csv(future_file, dtype=str, keep_default_na=False)
+    bad = tmp_path / "bad.csv"
+    change(frame).to_csv(bad, index=False)
+    output = tmp_path / "submission.csv"
+
+    result = sfmlops(trained_home, "predict", "--future", str(bad), "--output", str(output))
+
+    assert result.returncode == 1
+    for message in messages:
+        assert message in result.stderr
+    assert "no output was written" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not output.exists()
+    assert list(tmp_path.glob(".submission.csv*")) == []
+
+
+def test_predict_without_a_trained_bundle_says_so(tmp_path: Path, future_file: Path) -> None:
+    result = sfmlops(
+        tmp_path / "home",
+        "predict",
+        "--future",
+        str(future_file),
+        "--output",
+        str(tmp_path / "o.csv"),
+    )
+    assert result.returncode == 1
+    assert "run `sfmlops train` first" in result.stderr
+    assert not (tmp_path / "o.csv").exists()

@@ -1,0 +1,342 @@
+"""The forecasting core on small synthetic frames with known structure."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from sfmlops.core import columns as c
+from sfmlops.core.forecasting import metrics as m
+from sfmlops.core.forecasting import training
+from sfmlops.core.forecasting.backtest import backtest_windows, run_backtest, select_champions
+from sfmlops.core.forecasting.base import IntervalCalibration, UnknownSeriesError, as_future
+from sfmlops.core.forecasting.bundle import (
+    ASSUMED_OPEN,
+    ASSUMED_PROMO,
+    ForecastBundle,
+    complete_future,
+    usual_open_weekdays,
+)
+from sfmlops.core.forecasting.executors import ProcessPoolTaskExecutor, SequentialExecutor, chunks
+from sfmlops.core.forecasting.features import (
+    Calendar,
+    StoreStats,
+    as_rows,
+    build_features,
+    store_profile,
+)
+from sfmlops.core.forecasting.gbm import GBMParams, GlobalGBMForecaster
+from sfmlops.core.forecasting.naive import SeasonalNaiveForecaster
+
+# Monday .. Sunday multipliers; Sundays closed.
+WEEKLY = np.array([1.3, 1.0, 0.9, 0.95, 1.1, 1.4, 0.0])
+PROMO_LIFT = 1.25
+SMALL_GBM = GBMParams(rounds=120, learning_rate=0.1, num_leaves=15, min_data_in_leaf=20, threads=1)
+
+
+def synthetic_sales(
+    stores: int = 6, days: int = 420, noise: float = 0.03, walk: float = 0.0, seed: int = 3
+) -> pd.DataFrame:
+    """Daily sales with a known weekly pattern, promo lift, closed Sundays."""
+    rng = np.random.default_rng(seed)
+    dates = pd.date_range("2014-01-06", periods=days, freq="D")  # starts on a Monday
+    parts = []
+    for store in range(1, stores + 1):
+        level = 4000 + 800 * store
+        drift = np.exp(np.cumsum(rng.normal(0, walk, days))) if walk else np.ones(days)
+        weekday = dates.dayofweek.to_numpy()
+        promo = ((dates.isocalendar().week.to_numpy() % 2) == 0) & (weekday < 5)
+        is_open = weekday != 6
+        sales = (
+            level
+            * drift
+            * WEEKLY[weekday]
+            * np.where(promo, PROMO_LIFT, 1.0)
+            * np.exp(rng.normal(0, noise, days))
+        )
+        parts.append(
+            pd.DataFrame(
+                {
+                    c.STORE_ID: store,
+                    c.PRODUCT_ID: c.DEFAULT_PRODUCT,
+                    c.SALES_DATE: dates,
+                    c.SALES: np.where(is_open, sales.round(), 0.0),
+                    c.CUSTOMERS: pd.array(np.where(is_open, 500, 0), dtype="Int64"),
+                    c.OPEN: is_open.astype("int8"),
+                    c.PROMO: promo.astype("int8"),
+                    c.STATE_HOLIDAY: "0",
+                    c.SCHOOL_HOLIDAY: np.int8(0),
+                }
+            )
+        )
+    return pd.concat(parts, ignore_index=True)
+
+
+def synthetic_stores(stores: int = 6) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            c.STORE_ID: pd.array(range(1, stores + 1), dtype="Int64"),
+            c.STORE_TYPE: ["a", "b", "c", "d", "a", "c"][:stores] * (stores // 6 or 1),
+            c.ASSORTMENT: "a",
+            c.COMPETITION_DISTANCE: 500.0,
+            c.COMPETITION_OPEN_SINCE_MONTH: pd.array([None] * stores, dtype="Int64"),
+            c.COMPETITION_OPEN_SINCE_YEAR: pd.array([None] * stores, dtype="Int64"),
+            c.PROMO2: pd.array([0] * stores, dtype="Int8"),
+            c.PROMO2_SINCE_WEEK: pd.array([None] * stores, dtype="Int64"),
+            c.PROMO2_SINCE_YEAR: pd.array([None] * stores, dtype="Int64"),
+            c.PROMO_INTERVAL: None,
+            c.STATE: ["HE", "BY", "HE", "NW", "BY", "HE"][:stores],
+        }
+    )
+
+
+def split(history: pd.DataFrame, days: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    cutoff = history[c.SALES_DATE].max() - pd.Timedelta(days=days)
+    return (
+        history[history[c.SALES_DATE] <= cutoff],
+        history[history[c.SALES_DATE] > cutoff].reset_index(drop=True),
+    )
+
+
+@pytest.fixture(scope="module")
+def sales() -> pd.DataFrame:
+    return synthetic_sales()
+
+
+@pytest.fixture(scope="module")
+def stores() -> pd.DataFrame:
+    return synthetic_stores()
+
+
+@pytest.fixture(scope="module")
+def fitted_gbm(sales: pd.DataFrame, stores: pd.DataFrame) -> GlobalGBMForecaster:
+    seen, _ = split(sales, 28)
+    return GlobalGBMForecaster(SMALL_GBM).fit(seen, stores)
+
+
+def test_gbm_recovers_the_weekly_pattern_and_promo_lift(
+    sales: pd.DataFrame, fitted_gbm: GlobalGBMForecaster
+) -> None:
+    _, later = split(sales, 28)
+    forecast = fitted_gbm.predict(as_future(later))
+    plain = (later[c.PROMO] == 0) & (later[c.OPEN] == 1)
+    weekday = later[c.SALES_DATE].dt.dayofweek
+    by_day = forecast[plain.to_numpy()].groupby(weekday[plain].to_numpy())[c.YHAT].mean()
+    shape = by_day / by_day.mean()
+    expected = WEEKLY[:6] / WEEKLY[:6].mean()
+    np.testing.assert_allclose(shape.to_numpy(), expected, rtol=0.04)
+    assert m.rmspe(later[c.SALES].to_numpy(), forecast[c.YHAT].to_numpy()) < 0.06
+
+
+@pytest.mark.parametrize("model", ["gbm", "seasonal_naive"])
+def test_closed_days_forecast_zero(
+    model: str, sales: pd.DataFrame, stores: pd.DataFrame, fitted_gbm: GlobalGBMForecaster
+) -> None:
+    seen, later = split(sales, 28)
+    future = as_future(later)
+    future.loc[future.index % 5 == 0, c.OPEN] = 0  # closures on days that would sell
+    forecaster = fitted_gbm if model == "gbm" else SeasonalNaiveForecaster().fit(seen, stores)
+    forecast = forecaster.predict(future)
+    closed = future[c.OPEN].to_numpy() == 0
+    for column in c.FORECAST_VALUES:
+        assert (forecast.loc[closed, column] == 0).all(), column
+        assert (forecast.loc[~closed, column] > 0).all(), column
+    assert list(forecast.columns) == list(c.FORECAST_COLUMNS)
+
+
+def test_intervals_widen_with_horizon() -> None:
+    # A random-walk level: the further ahead, the larger the naive forecast's errors.
+    history = synthetic_sales(stores=6, days=500, noise=0.02, walk=0.02, seed=11)
+    seen, later = split(history, 48)
+    forecaster = SeasonalNaiveForecaster(weeks=4).fit(seen, synthetic_stores())
+    forecast = forecaster.predict(as_future(later))
+    forecast[c.HORIZON_DAYS] = (forecast[c.DATE] - seen[c.SALES_DATE].max()).dt.days
+    sold = forecast[forecast[c.YHAT] > 0]
+    width = (
+        ((sold[c.YHAT_UPPER] - sold[c.YHAT_LOWER]) / sold[c.YHAT])
+        .groupby(sold[c.HORIZON_DAYS])
+        .mean()
+    )
+    assert (np.diff(width.to_numpy()) >= -1e-9).all()  # never narrower later (up to rounding)
+    assert width.iloc[-7:].mean() > 1.5 * width.iloc[:7].mean()
+    wide = (sold[c.YHAT_UPPER_95] - sold[c.YHAT_LOWER_95]) / sold[c.YHAT]
+    assert (wide.to_numpy() >= width.reindex(sold[c.HORIZON_DAYS]).to_numpy() - 1e-9).all()
+
+
+def test_features_use_only_days_up_to_the_cutoff(sales: pd.DataFrame, stores: pd.DataFrame) -> None:
+    seen, later = split(sales, 28)
+    profile = store_profile(stores)
+    stats = StoreStats.of(seen)
+    rows = as_rows(pd.concat([seen, later]))
+    features = build_features(as_rows(seen), profile, stats, Calendar.of(rows, profile))
+    # Wildly different sales after the cutoff change nothing the model learns from.
+    tampered = later.assign(**{c.SALES: later[c.SALES] * 50})
+    rows_tampered = as_rows(pd.concat([seen, tampered]))
+    again = build_features(
+        as_rows(seen), profile, StoreStats.of(seen), Calendar.of(rows_tampered, profile)
+    )
+    pd.testing.assert_frame_equal(features, again)
+    assert stats.cutoff == seen[c.SALES_DATE].max()
+    # ... while the statistics do move when those days are part of the history.
+    assert not StoreStats.of(pd.concat([seen, tampered])).by_store.equals(stats.by_store)
+
+
+def test_a_backtest_never_shows_a_model_its_window(
+    sales: pd.DataFrame, stores: pd.DataFrame
+) -> None:
+    windows = backtest_windows(sales[c.SALES_DATE].max(), windows=2, horizon_days=28)
+    models = {
+        "seasonal_naive": SeasonalNaiveForecaster,
+        "gbm": lambda: GlobalGBMForecaster(SMALL_GBM),
+    }
+    honest = run_backtest(sales, stores, models, windows)
+    last = windows[-1]
+    inside = (sales[c.SALES_DATE] >= last.start) & (sales[c.SALES_DATE] <= last.end)
+    tampered = sales.assign(**{c.SALES: np.where(inside, sales[c.SALES] * 3, sales[c.SALES])})
+    again = run_backtest(tampered, stores, models, windows)
+    for column in c.FORECAST_VALUES:
+        np.testing.assert_allclose(again[column], honest[column])
+    assert not np.allclose(again[m.ACTUAL], honest[m.ACTUAL])
+
+
+def test_backtest_windows_end_at_the_data_end() -> None:
+    windows = backtest_windows(pd.Timestamp("2015-06-13"), windows=3)
+    assert [w.number for w in windows] == [1, 2, 3]
+    assert windows[-1].end == pd.Timestamp("2015-06-13")
+    assert windows[-1].start == pd.Timestamp("2015-04-27")
+    assert all((w.end - w.start).days + 1 == 48 for w in windows)
+    assert windows[0].end + pd.Timedelta(days=1) == windows[1].start
+
+
+def test_metrics_on_known_values() -> None:
+    scored = pd.DataFrame(
+        {
+            c.YHAT: [110.0, 90.0, 50.0, 0.0],
+            c.YHAT_LOWER: [100.0, 95.0, 40.0, 0.0],
+            c.YHAT_UPPER: [120.0, 99.0, 60.0, 0.0],
+            c.YHAT_LOWER_95: [90.0, 80.0, 30.0, 0.0],
+            c.YHAT_UPPER_95: [130.0, 110.0, 70.0, 0.0],
+            m.ACTUAL: [100.0, 100.0, 50.0, 0.0],  # the last day had no sales: not scored
+        }
+    )
+    result = m.accuracy(scored)
+    assert result[m.RMSPE] == pytest.approx(np.sqrt((0.01 + 0.01 + 0) / 3))
+    assert result[m.MAPE] == pytest.approx(0.2 / 3)
+    assert result[m.MAE] == pytest.approx(20 / 3)
+    assert result[m.BIAS] == pytest.approx(0.0)
+    assert result[m.COVERAGE_80] == pytest.approx(2 / 3)
+    assert result[m.COVERAGE_95] == pytest.approx(1.0)
+    assert result[m.DAYS] == 3
+
+
+def test_champions_are_picked_on_the_selection_windows_only() -> None:
+    rows = []
+    # Store 1: model a better on windows 1-2; store 2: model b. Window 3 says the opposite.
+    for store, good in ((1, "a"), (2, "b")):
+        for window in (1, 2, 3):
+            for model in ("a", "b"):
+                better = (model == good) != (window == 3)
+                rows.append(
+                    {
+                        c.STORE_ID: store,
+                        c.PRODUCT_ID: c.DEFAULT_PRODUCT,
+                        c.MODEL: model,
+                        c.BACKTEST_WINDOW: window,
+                        c.YHAT: 101.0 if better else 130.0,
+                        m.ACTUAL: 100.0,
+                        **{col: 100.0 for col in c.FORECAST_VALUES[1:]},
+                    }
+                )
+    champions = select_champions(pd.DataFrame(rows), [1, 2]).set_index(c.STORE_ID)
+    assert champions.loc[1, c.MODEL] == "a"
+    assert champions.loc[2, c.MODEL] == "b"
+    assert champions.loc[1, m.RMSPE] == pytest.approx(0.01)
+
+
+def test_a_champion_must_beat_the_best_model_by_a_margin() -> None:
+    rows = []
+    # Model a is best overall; on store 2, b is better by only 5 %, on store 3 by 50 %.
+    errors = {1: {"a": 0.10, "b": 0.40}, 2: {"a": 0.20, "b": 0.19}, 3: {"a": 0.20, "b": 0.10}}
+    for store, by_model in errors.items():
+        for model, error in by_model.items():
+            rows.append(
+                {
+                    c.STORE_ID: store,
+                    c.PRODUCT_ID: c.DEFAULT_PRODUCT,
+                    c.MODEL: model,
+                    c.BACKTEST_WINDOW: 1,
+                    c.YHAT: 100.0 * (1 + error),
+                    m.ACTUAL: 100.0,
+                    **{col: 100.0 for col in c.FORECAST_VALUES[1:]},
+                }
+            )
+    champions = select_champions(pd.DataFrame(rows), [1], margin=0.1).set_index(c.STORE_ID)
+    assert champions[c.MODEL].to_dict() == {1: "a", 2: "a", 3: "b"}
+    assert champions.loc[2, m.RMSPE] == pytest.approx(0.20)
+    assert select_champions(pd.DataFrame(rows), [1], margin=0.0).loc[1, c.MODEL] == "b"
+
+
+def test_interval_calibration_learns_the_rmspe_scale() -> None:
+    rng = np.random.default_rng(0)
+    actual = rng.uniform(50, 150, 4000)
+    horizon = np.tile(np.arange(1, 41), 100)
+    calibration = IntervalCalibration.of_scored(actual * 1.1, actual, horizon, rescale=True)
+    assert calibration.scale == pytest.approx(1 / 1.1)
+    bounds = calibration.bounds(np.array([100.0]), np.array([3]))
+    assert bounds[c.YHAT_LOWER][0] == pytest.approx(100.0)
+
+
+def test_training_builds_a_bundle_that_round_trips(
+    tmp_path: Path, sales: pd.DataFrame, stores: pd.DataFrame
+) -> None:
+    seen, later = split(sales, 21)
+    bundle, report = training.train(
+        seen,
+        stores,
+        ["seasonal_naive", "gbm"],
+        windows=2,
+        horizon_days=28,
+        executor=SequentialExecutor(),
+    )
+    assert set(report.summary[c.MODEL]) == {"seasonal_naive", "gbm", training.CHAMPION}
+    assert bundle.series == {(s, c.DEFAULT_PRODUCT) for s in range(1, 7)}
+    future = as_future(later)
+    first = bundle.predict(future)
+    bundle.save(tmp_path / "bundle")
+    loaded = ForecastBundle.load(tmp_path / "bundle")
+    second = loaded.predict(future)
+    pd.testing.assert_frame_equal(first.frame, second.frame)
+    assert first.assumptions == []
+    assert sum(first.champions.values()) == 6
+    assert m.rmspe(later[c.SALES].to_numpy(), first.frame[c.YHAT].to_numpy()) < 0.08
+
+    with pytest.raises(UnknownSeriesError, match="store 99"):
+        bundle.predict(future.assign(**{c.STORE_ID: 99}))
+    with pytest.raises(ValueError, match="forecasts start the day after"):
+        bundle.predict(as_future(seen.tail(3)))
+
+
+def test_missing_covariates_are_assumed_and_reported(sales: pd.DataFrame) -> None:
+    usual = usual_open_weekdays(sales)
+    dates = pd.date_range(sales[c.SALES_DATE].max() + pd.Timedelta(days=1), periods=7)
+    bare = pd.DataFrame({c.STORE_ID: 1, c.DATE: dates})
+    completed, assumptions = complete_future(bare, usual)
+    assert ASSUMED_OPEN in assumptions
+    assert ASSUMED_PROMO in assumptions
+    sunday = completed[c.DATE].dt.dayofweek == 6
+    assert (completed.loc[sunday, c.OPEN] == 0).all()
+    assert (completed.loc[~sunday, c.OPEN] == 1).all()
+    assert (completed[c.PROMO] == 0).all()
+    assert list(completed.columns) == list(c.FUTURE_COLUMNS)
+
+
+def test_executors_keep_the_order_of_items() -> None:
+    items = chunks(list(range(10)), 3)
+    assert items == [[0, 1, 2], [3, 4, 5], [6, 7, 8], [9]]
+    assert SequentialExecutor().map(sum, items) == [3, 12, 21, 9]
+    assert ProcessPoolTaskExecutor(2).map(sum, items) == [3, 12, 21, 9]
+    with pytest.raises(ValueError, match="chunk size"):
+        chunks([1], 0)
