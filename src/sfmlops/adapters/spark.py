@@ -6,6 +6,7 @@ The only module that imports pyspark. Spark's Kafka connector comes from Maven C
 
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
 from collections.abc import Callable
@@ -15,6 +16,7 @@ from typing import Any
 
 import pandas as pd
 import pyspark
+from py4j.protocol import Py4JError
 from pyspark.errors import StreamingQueryException
 from pyspark.sql import DataFrame, SparkSession, functions, types
 from pyspark.sql.streaming.query import StreamingQuery
@@ -217,3 +219,14 @@ def await_query(query: StreamingQuery, stop: threading.Event) -> None:
             query.stop()
     except StreamingQueryException as error:
         raise StreamFailedError(error.getMessage() or str(error)) from error
+    except Py4JError as error:
+        # A terminal's Ctrl-C or a group-wide SIGTERM also ends Spark's JVM; when a stop was
+        # asked for, that is the stop, not a failure.
+        if not stop.is_set():
+            raise StreamFailedError(f"Spark's JVM went away: {error}") from error
+
+
+def stop_session(spark: SparkSession) -> None:
+    """Stop Spark, tolerating a JVM that already exited."""
+    with contextlib.suppress(Py4JError):
+        spark.stop()

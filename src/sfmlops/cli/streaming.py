@@ -135,7 +135,7 @@ def stream(
         totals["received"] += batch.received
         totals["upserted"] += batch.upserted
         totals["dead_lettered"] += batch.dead_lettered
-        console.print(batch.describe(), highlight=False)
+        console.print(batch.describe(), highlight=False, soft_wrap=True)
 
     try:
         streaming.run_stream(

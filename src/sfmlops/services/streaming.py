@@ -28,6 +28,7 @@ from sfmlops.adapters.spark import (
     await_query,
     make_spark_session,
     start_sales_stream,
+    stop_session,
 )
 from sfmlops.core import events
 from sfmlops.core.validation import validate_sales
@@ -176,4 +177,4 @@ def run_stream(
     finally:
         for number, handler in previous.items():
             signal.signal(number, handler)
-        spark.stop()
+        stop_session(spark)
