@@ -88,13 +88,17 @@ def decode_sales_events(received: pd.DataFrame) -> DecodedBatch:
     rejected: dict[int, str] = {}
     version = ordered[SCHEMA_VERSION_FIELD]
     malformed = ordered[MALFORMED].astype(bool)
-    # PostgreSQL text cannot hold NUL characters; such a record could never be stored.
-    has_nul = ordered[PAYLOAD].str.contains("\x00", regex=False).fillna(False).astype(bool)
     for position in ordered.index[malformed]:
         rejected[int(position)] = "payload: not a JSON object"
-    for position in ordered.index[~malformed & has_nul]:
-        rejected[int(position)] = "payload: contains a NUL character"
-    unsupported = ~malformed & ~has_nul & (version.fillna("") != str(SCHEMA_VERSION))
+    # A JSON escape can smuggle a NUL character into a text field, which no PostgreSQL text
+    # column can store: refuse it here rather than fail the whole batch's write.
+    for name in c.SALES_COLUMNS:
+        text = ordered[name].astype("string")
+        has_nul = text.str.contains("\x00", regex=False).fillna(False).astype(bool)
+        for position in ordered.index[has_nul & ~malformed]:
+            rejected.setdefault(int(position), f"{name}: contains a NUL character")
+    refused = ordered.index.isin(list(rejected))
+    unsupported = ~refused & (version.fillna("") != str(SCHEMA_VERSION))
     for position, found in zip(
         ordered.index[unsupported], version[unsupported].tolist(), strict=True
     ):
