@@ -115,7 +115,10 @@ class Collector:
         self.done = threading.Event()
 
     def __call__(self, report: BatchReport) -> None:
+        if not report.received:
+            return  # a trigger that found nothing new
         self.reports.append(report)
+        print(f"  {report.describe()}", flush=True)
         if sum(r.received for r in self.reports) >= self.expected:
             self.done.set()
 
