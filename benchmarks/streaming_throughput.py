@@ -161,12 +161,13 @@ def sustained(
         collector(ingest_batch(engine, received, batch_id, spark_adapter.PRODUCED_AT))
 
     source = spark_adapter.KafkaSource(bootstrap, topic, args.batch)
-    query = spark_adapter.start_sales_stream(
+    stream = spark_adapter.start_sales_stream(
         session, source, write, work / "ckpt-sustained", interval=args.interval
     )
     go.set()
     finished = collector.done.wait(timeout=args.timeout)
-    spark_adapter.await_query(query, stop=_set_event())
+    stream.request_stop()
+    stream.wait()
     producer.join(timeout=60)
     if not finished:
         raise RuntimeError(f"only {sum(r.received for r in collector.reports):,} events arrived")
@@ -187,12 +188,6 @@ def sustained(
         "freshness_max": float(freshness.max()),
         "batches": float(len(collector.reports)),
     }
-
-
-def _set_event() -> threading.Event:
-    event = threading.Event()
-    event.set()
-    return event
 
 
 class SimulatedCrashError(RuntimeError):

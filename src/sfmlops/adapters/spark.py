@@ -114,7 +114,6 @@ def make_spark_session(
         .config("spark.sql.shuffle.partitions", "2")
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
         .config("spark.sql.session.timeZone", "UTC")
-        .config("spark.sql.streaming.stopGracefullyOnShutdown", "true")
         .getOrCreate()
     )
     session.sparkContext.setLogLevel("WARN")
@@ -173,7 +172,7 @@ def start_sales_stream(
     checkpoint_dir: Path,
     *,
     interval: str | None,
-) -> StreamingQuery:
+) -> RunningStream:
     """Start the query that hands every micro-batch of sales events to `handle_batch`.
 
     Spark records a batch's offsets in `checkpoint_dir` before running it and marks it done
@@ -188,9 +187,15 @@ def start_sales_stream(
         interval: Micro-batch interval in Spark syntax (`spark_interval`); None processes
             what the topic holds now, in batches, and stops (trigger availableNow).
     """
+    stop = threading.Event()
+    in_flight = threading.Lock()
 
     def run_batch(batch: DataFrame, batch_id: int) -> None:
-        handle_batch(batch.toPandas(), batch_id)
+        with in_flight:
+            if stop.is_set():
+                # Left for the next run: Spark re-runs it from the checkpoint.
+                raise StopRequestedError(f"batch {batch_id} not started: stopping")
+            handle_batch(batch.toPandas(), batch_id)
 
     writer: Any = (
         sales_event_stream(spark, source)
@@ -203,27 +208,48 @@ def start_sales_stream(
         if interval is None
         else writer.trigger(processingTime=interval)
     )
-    return writer.start()  # type: ignore[no-any-return]
+    return RunningStream(query=writer.start(), stop=stop, in_flight=in_flight)
 
 
-def await_query(query: StreamingQuery, stop: threading.Event) -> None:
-    """Block until `query` ends by itself or `stop` is set, then stop it between batches.
+class StopRequestedError(RuntimeError):
+    """Raised in a micro-batch that would start after a stop was asked for."""
 
-    Raises:
-        StreamFailedError: When the query failed (the batch in flight is not marked done).
-    """
-    try:
-        while query.isActive and not stop.is_set():
-            query.awaitTermination(1)
-        if query.isActive:
-            query.stop()
-    except StreamingQueryException as error:
-        raise StreamFailedError(error.getMessage() or str(error)) from error
-    except Py4JError as error:
-        # A terminal's Ctrl-C or a group-wide SIGTERM also ends Spark's JVM; when a stop was
-        # asked for, that is the stop, not a failure.
-        if not stop.is_set():
-            raise StreamFailedError(f"Spark's JVM went away: {error}") from error
+
+@dataclass
+class RunningStream:
+    """A started sales stream. Call `request_stop` from anywhere, `wait` from the main thread."""
+
+    query: StreamingQuery
+    stop: threading.Event
+    in_flight: threading.Lock
+
+    def request_stop(self) -> None:
+        """Ask the stream to stop after the batch being written (safe in a signal handler)."""
+        self.stop.set()
+
+    def wait(self) -> None:
+        """Block until the query ends by itself or a stop is requested, then stop it.
+
+        A batch being written finishes first; a later one does not start.
+
+        Raises:
+            StreamFailedError: When the query failed (its batch in flight is not marked done).
+        """
+        try:
+            while self.query.isActive and not self.stop.is_set():
+                self.query.awaitTermination(1)
+            if self.query.isActive:
+                with self.in_flight:  # the batch being written commits first
+                    pass
+                self.query.stop()
+        except StreamingQueryException as error:
+            if not self.stop.is_set():
+                raise StreamFailedError(error.getMessage() or str(error)) from error
+        except Py4JError as error:
+            # A terminal's Ctrl-C or a group-wide SIGTERM also ends Spark's JVM; when a stop
+            # was asked for, that is the stop, not a failure.
+            if not self.stop.is_set():
+                raise StreamFailedError(f"Spark's JVM went away: {error}") from error
 
 
 def stop_session(spark: SparkSession) -> None:

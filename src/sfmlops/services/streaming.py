@@ -12,10 +12,10 @@ from __future__ import annotations
 import datetime as dt
 import os
 import signal
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -25,7 +25,6 @@ from sfmlops.adapters.db import repository
 from sfmlops.adapters.spark import (
     PRODUCED_AT,
     KafkaSource,
-    await_query,
     make_spark_session,
     start_sales_stream,
     stop_session,
@@ -159,7 +158,6 @@ def run_stream(
             is unreachable); what was committed before stays.
     """
     spark = make_spark_session(jars, master=master)
-    stop = threading.Event()
 
     def handle(received: pd.DataFrame, batch_id: int) -> None:
         report = ingest_batch(engine, received, batch_id, PRODUCED_AT)
@@ -167,14 +165,13 @@ def run_stream(
         if fault_after_commit is not None and batch_id == fault_after_commit:
             os.kill(os.getpid(), signal.SIGKILL)
 
-    previous = {
-        number: signal.signal(number, lambda *_: stop.set())
-        for number in (signal.SIGTERM, signal.SIGINT)
-    }
+    previous: dict[signal.Signals, Any] = {}
     try:
-        query = start_sales_stream(spark, source, handle, checkpoint_dir, interval=interval)
-        await_query(query, stop)
+        stream = start_sales_stream(spark, source, handle, checkpoint_dir, interval=interval)
+        for stop_signal in (signal.SIGTERM, signal.SIGINT):
+            previous[stop_signal] = signal.signal(stop_signal, lambda *_: stream.request_stop())
+        stream.wait()
     finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
+        for stop_signal, handler in previous.items():
+            signal.signal(stop_signal, handler)
         stop_session(spark)
