@@ -132,6 +132,8 @@ def stream(
     totals = {"received": 0, "upserted": 0, "dead_lettered": 0}
 
     def report(batch: streaming.BatchReport) -> None:
+        if not batch.received:
+            return
         totals["received"] += batch.received
         totals["upserted"] += batch.upserted
         totals["dead_lettered"] += batch.dead_lettered

@@ -84,6 +84,8 @@ def ingest_batch(
         What was written.
     """
     received = received.reset_index(drop=True)
+    if received.empty:
+        return BatchReport(batch_id, 0, 0, 0, dt.datetime.now(dt.UTC), np.empty(0))
     decoded = events.decode_sales_events(received)
     with engine.begin() as connection:
         known = repository.store_ids(connection)
