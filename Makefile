@@ -62,6 +62,8 @@ system-deps:
 benchmarks: dev system-deps
 	$(BIN)/python benchmarks/load_data.py
 	$(BIN)/python benchmarks/forecast_backtest.py
+	scripts/fetch-jars.sh spark-connectors
+	$(BIN)/python benchmarks/streaming_throughput.py
 
 # Deployment: Helm, actionlint, checkov, kubernetes-validate and shellcheck for tests/deploy
 # (cached across clones), image builds, and the install sequence of docs/deployment.md.

@@ -6,6 +6,9 @@ set -euo pipefail
 
 missing=()
 if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then missing+=(postgresql); fi
+# Java runs the Kafka broker and Spark; Maven resolves their jars (scripts/fetch-jars.sh).
+if ! command -v java >/dev/null 2>&1; then missing+=(default-jre-headless); fi
+if ! command -v mvn >/dev/null 2>&1; then missing+=(maven); fi
 
 [ ${#missing[@]} -eq 0 ] && exit 0
 

@@ -51,6 +51,33 @@ class Settings(BaseSettings):
         default=None,
         description="Kafka bootstrap servers; unset means no broker (embedded ingestion).",
     )
+    kafka_topic: str = Field(
+        default="sales.daily",
+        min_length=1,
+        description="Topic the producer writes sales events to and the stream job reads.",
+    )
+    kafka_topic_partitions: int = Field(
+        default=4,
+        ge=1,
+        description="Partitions of the sales topic when the producer creates it.",
+    )
+    jars_dir: Path = Field(
+        default_factory=lambda: Path.home() / ".cache" / "sfmlops" / "jars",
+        description="Folder of the Java jars resolved by scripts/fetch-jars.sh (Spark's Kafka connector).",
+    )
+    stream_max_batch_events: int = Field(
+        default=200_000,
+        ge=1,
+        description="Most Kafka records the stream job reads into one micro-batch.",
+    )
+    stream_fault_after_commit: int | None = Field(
+        default=None,
+        ge=0,
+        description=(
+            "Fault injection for restart tests: the stream process kills itself with SIGKILL "
+            "right after micro-batch N is committed to the database, before Spark records it."
+        ),
+    )
     api_token: SecretStr | None = Field(
         default=None,
         description="Bearer token required by the API's write endpoints; no default.",
@@ -85,6 +112,11 @@ class Settings(BaseSettings):
         # even if the process changes directory later.
         return home.expanduser().absolute()
 
+    @field_validator("jars_dir")
+    @classmethod
+    def _absolute_jars_dir(cls, jars_dir: Path) -> Path:
+        return jars_dir.expanduser().absolute()
+
     @property
     def effective_database_url(self) -> str:
         """The database URL in use: the configured one or the embedded SQLite file."""
@@ -94,6 +126,11 @@ class Settings(BaseSettings):
     def effective_mlflow_tracking_uri(self) -> str:
         """The MLflow tracking URI in use: the configured one or a SQLite store in HOME."""
         return self.mlflow_tracking_uri or f"sqlite:///{self.home / 'mlflow.db'}"
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        """Where the stream job keeps its Spark checkpoints (the Kafka offsets it committed)."""
+        return self.home / "checkpoints"
 
     @property
     def mlflow_artifacts_dir(self) -> Path:
@@ -119,6 +156,10 @@ class Settings(BaseSettings):
             "ray_address": self.ray_address or "(local Ray started per command)",
             "ray_jobs_url": self.ray_jobs_url or "(local jobs)",
             "kafka_bootstrap_servers": self.kafka_bootstrap_servers or "(no broker)",
+            "kafka_topic": self.kafka_topic,
+            "kafka_topic_partitions": self.kafka_topic_partitions,
+            "jars_dir": str(self.jars_dir),
+            "stream_max_batch_events": self.stream_max_batch_events,
             "api_token": MASK if self.api_token else "(not set)",
             "as_of": self.as_of.isoformat() if self.as_of else "(latest sales date)",
             "api_url": _mask_url(self.api_url),

@@ -99,7 +99,7 @@ def test_a_bad_file_exits_non_zero_and_names_the_place(
 
 
 def test_help_is_there_for_every_command(tmp_path: Path) -> None:
-    for command in ("init", "load-data", "stores", "config", "demo"):
+    for command in ("init", "load-data", "stores", "config", "demo", "produce", "stream"):
         result = sfmlops(tmp_path, command, "--help")
         assert result.returncode == 0, command
         assert "Usage" in result.stdout

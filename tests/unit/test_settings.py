@@ -57,3 +57,24 @@ def test_a_dotenv_file_is_read(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) 
     monkeypatch.chdir(tmp_path)
 
     assert Settings().ray_address == "127.0.0.1:6379"
+
+
+def test_streaming_settings_have_defaults_and_environment_names(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("SFMLOPS_HOME", str(tmp_path / "h"))
+    defaults = Settings(_env_file=None)
+    monkeypatch.setenv("SFMLOPS_KAFKA_TOPIC", "sales.eu")
+    monkeypatch.setenv("SFMLOPS_JARS_DIR", "jars")
+    monkeypatch.setenv("SFMLOPS_STREAM_MAX_BATCH_EVENTS", "5000")
+    monkeypatch.chdir(tmp_path)
+
+    configured = Settings(_env_file=None)
+
+    assert defaults.kafka_topic == "sales.daily"
+    assert defaults.stream_fault_after_commit is None
+    assert defaults.checkpoints_dir == tmp_path / "h" / "checkpoints"
+    assert configured.kafka_topic == "sales.eu"
+    assert configured.jars_dir == tmp_path / "jars"
+    assert configured.stream_max_batch_events == 5000
+    assert configured.masked()["kafka_topic"] == "sales.eu"

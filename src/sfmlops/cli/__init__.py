@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from sfmlops.cli import check, data, demo, forecasting, jobs, serve, system, tracking
+from sfmlops.cli import check, data, demo, forecasting, jobs, serve, streaming, system, tracking
 
 app = typer.Typer(
     name="sfmlops",
@@ -25,6 +25,8 @@ app.command("predict")(forecasting.predict_command)
 app.command("serve")(serve.serve)
 app.command("jobs")(jobs.list_jobs)
 app.command("mlflow")(tracking.run_mlflow_server)
+app.command("produce")(streaming.produce)
+app.command("stream")(streaming.stream)
 app.add_typer(check.app, name="check")
 
 

@@ -285,10 +285,21 @@ def read_sales(
 
 
 def add_dead_letters(connection: Connection, letters: Iterable[DeadLetter]) -> int:
-    """Keep rejected records with their reasons; returns how many were written."""
+    """Keep rejected records with their reasons; returns how many were handed over.
+
+    A Kafka record (topic, partition, offset) already kept is skipped, so a re-delivered
+    micro-batch adds no second copy.
+    """
     rows = [letter.__dict__ for letter in letters]
     if rows:
-        connection.execute(ingest_dead_letters.insert(), rows)
+        statement = _insert(connection, ingest_dead_letters).on_conflict_do_nothing(
+            index_elements=[
+                ingest_dead_letters.c.kafka_topic,
+                ingest_dead_letters.c.kafka_partition,
+                ingest_dead_letters.c.kafka_offset,
+            ]
+        )
+        connection.execute(statement, rows)
     return len(rows)
 
 

@@ -18,6 +18,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    UniqueConstraint,
     func,
 )
 
@@ -112,6 +113,9 @@ ingest_dead_letters = Table(
         server_default=func.now(),
         index=True,
     ),
+    # A Kafka record is dead-lettered once however often it is re-delivered; rows from other
+    # sources leave these NULL, and NULLs never collide.
+    UniqueConstraint("kafka_topic", "kafka_partition", "kafka_offset"),
 )
 
 training_jobs = Table(

@@ -1,0 +1,330 @@
+"""Benchmark: Kafka → Spark Structured Streaming → PostgreSQL, end to end, on one machine.
+
+1. Sustained throughput and freshness: a producer process sends the bundled sales (in
+   `--copies` date-shifted copies, so every event is a distinct record) at `--rate` events/s
+   while `sfmlops`'s stream job runs continuously (`--interval`). Throughput is events divided
+   by the time from the first event produced to the last one queryable (committed) in
+   PostgreSQL; freshness is, per event, its commit time minus its Kafka timestamp.
+2. Replays, ours beside the reference's design (one plain append per micro-batch, no dedupe)
+   on the same data (the bundled sales as events): a crash after a batch's database commit and
+   before its checkpoint (the batch is re-delivered), then a lost checkpoint (the topic is
+   replayed from the earliest offset). Reported: duplicate rows each design holds after each.
+
+    PYTHONPATH=src .venv/bin/python benchmarks/streaming_throughput.py [--copies 3 --rate 50000]
+
+Starts a throwaway PostgreSQL (fsync on) with scripts/postgres.sh and a Kafka broker with
+scripts/kafka.sh; needs Spark's connector jars (scripts/fetch-jars.sh spark-connectors).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import io
+import multiprocessing
+import os
+import platform
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from multiprocessing.synchronize import Event as EventType
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from pyspark.sql import SparkSession
+from sqlalchemy import Engine, text
+
+from sfmlops.adapters import kafka
+from sfmlops.adapters import spark as spark_adapter
+from sfmlops.adapters.db import repository
+from sfmlops.adapters.db.engine import make_engine, migrate
+from sfmlops.core import columns as c
+from sfmlops.core import events
+from sfmlops.core.validation import validate_sales
+from sfmlops.datasets import ROSSMANN_DIR
+from sfmlops.services import loading, producing
+from sfmlops.services.streaming import BatchReport, ingest_batch
+from sfmlops.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+PARTITIONS = 4
+REFERENCE_TABLE = "sales_reference_append"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@contextmanager
+def services(work: Path) -> Iterator[tuple[str, str]]:
+    """A PostgreSQL server (fsync on) and a Kafka broker; yields their URL and address."""
+    work.chmod(0o755)  # the cluster runs as "postgres" when this runs as root
+    cluster = work / "pg"
+    url = subprocess.run(
+        [str(ROOT / "scripts" / "postgres.sh"), "start", str(cluster), str(free_port())],
+        check=True,
+        capture_output=True,
+        text=True,
+        env=os.environ | {"SFMLOPS_PG_FSYNC": "on"},
+    ).stdout.strip()
+    kafka_env = os.environ | {"SFMLOPS_HOME": str(work / "kafka-home"), "SFMLOPS_KAFKA_HEAP": "1g"}
+    port = free_port()
+    kafka_script = str(ROOT / "scripts" / "kafka.sh")
+    try:
+        subprocess.run(
+            [kafka_script, "start", str(port), str(free_port())], check=True, env=kafka_env
+        )
+        yield url, f"127.0.0.1:{port}"
+    finally:
+        subprocess.run([kafka_script, "stop"], check=False, env=kafka_env)
+        subprocess.run([str(ROOT / "scripts" / "postgres.sh"), "stop", str(cluster)], check=False)
+
+
+def shifted_copies(sales: pd.DataFrame, copies: int) -> pd.DataFrame:
+    """`copies` copies of the sales, each dated 3 years after the previous: distinct keys."""
+    parts = [
+        sales.assign(**{c.SALES_DATE: sales[c.SALES_DATE] + pd.DateOffset(years=3 * k)})
+        for k in range(copies)
+    ]
+    return producing.in_event_order(pd.concat(parts, ignore_index=True))
+
+
+def produce_when_told(
+    go: EventType, bootstrap: str, topic: str, sales_file: Path, rate: float | None
+) -> None:
+    """The producer process: reads the events' rows, waits for the go, sends at `rate`."""
+    sales = pd.read_parquet(sales_file)
+    go.wait()
+    producing.produce_sales(bootstrap, topic, PARTITIONS, sales, rate=rate)
+
+
+class Collector:
+    """Collects batch reports; tells when `expected` records have been received."""
+
+    def __init__(self, expected: int) -> None:
+        self.expected = expected
+        self.reports: list[BatchReport] = []
+        self.done = threading.Event()
+
+    def __call__(self, report: BatchReport) -> None:
+        if not report.received:
+            return  # a trigger that found nothing new
+        self.reports.append(report)
+        print(f"  {report.describe()}", flush=True)
+        if sum(r.received for r in self.reports) >= self.expected:
+            self.done.set()
+
+
+def run_query(
+    session: SparkSession,
+    source: spark_adapter.KafkaSource,
+    checkpoint: Path,
+    write: Callable[[pd.DataFrame, int], None],
+    interval: str | None,
+    stop: threading.Event | None = None,
+) -> None:
+    """Run one query until it drains the topic (interval None) or `stop` is set."""
+    query = spark_adapter.start_sales_stream(session, source, write, checkpoint, interval=interval)
+    spark_adapter.await_query(query, stop or threading.Event())
+
+
+def sustained(
+    session: SparkSession,
+    engine: Engine,
+    bootstrap: str,
+    sales: pd.DataFrame,
+    args: argparse.Namespace,
+    work: Path,
+) -> dict[str, float]:
+    topic = "bench.sustained"
+    kafka.ensure_topic(bootstrap, topic, PARTITIONS)
+    collector = Collector(len(sales))
+    sales_file = work / "sustained.parquet"
+    sales.to_parquet(sales_file)
+    # A separate process, as a real producer: it must not share this one's GIL.
+    context = multiprocessing.get_context("spawn")
+    go = context.Event()
+    producer = context.Process(
+        target=produce_when_told, args=(go, bootstrap, topic, sales_file, args.rate or None)
+    )
+    producer.start()
+
+    def write(received: pd.DataFrame, batch_id: int) -> None:
+        collector(ingest_batch(engine, received, batch_id, spark_adapter.PRODUCED_AT))
+
+    source = spark_adapter.KafkaSource(bootstrap, topic, args.batch)
+    stream = spark_adapter.start_sales_stream(
+        session, source, write, work / "ckpt-sustained", interval=args.interval
+    )
+    go.set()
+    finished = collector.done.wait(timeout=args.timeout)
+    stream.request_stop()
+    stream.wait()
+    producer.join(timeout=60)
+    if not finished:
+        raise RuntimeError(f"only {sum(r.received for r in collector.reports):,} events arrived")
+    freshness = np.concatenate([r.freshness_seconds for r in collector.reports])
+    first_produced = min(
+        r.committed_at.timestamp() - float(r.freshness_seconds.max()) for r in collector.reports
+    )
+    last_committed = max(r.committed_at.timestamp() for r in collector.reports)
+    with engine.connect() as connection:
+        stored = repository.sales_summary(connection).rows
+    return {
+        "events": float(len(sales)),
+        "stored_rows": float(stored),
+        "seconds": last_committed - first_produced,
+        "events_per_second": len(sales) / (last_committed - first_produced),
+        "freshness_p50": float(np.percentile(freshness, 50)),
+        "freshness_p95": float(np.percentile(freshness, 95)),
+        "freshness_max": float(freshness.max()),
+        "batches": float(len(collector.reports)),
+    }
+
+
+class SimulatedCrashError(RuntimeError):
+    """Raised after a batch's database commit, before Spark can record it."""
+
+
+def append_reference(engine: Engine, received: pd.DataFrame) -> int:
+    """The reference's sink: parse, keep valid rows, append them; no key, no dedupe."""
+    decoded = events.decode_sales_events(received)
+    with engine.begin() as connection:
+        valid = validate_sales(
+            decoded.records, repository.store_ids(connection), reject_duplicates=False
+        ).valid
+        buffer = io.StringIO()
+        valid.to_csv(buffer, index=False, header=False, date_format="%Y-%m-%d")
+        buffer.seek(0)
+        cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        cursor.copy_expert(
+            f"COPY {REFERENCE_TABLE} ({', '.join(c.SALES_COLUMNS)}) FROM STDIN WITH (FORMAT csv)",
+            buffer,
+        )
+        cursor.close()
+    return len(valid)
+
+
+def replays(
+    session: SparkSession,
+    engine: Engine,
+    bootstrap: str,
+    sales: pd.DataFrame,
+    args: argparse.Namespace,
+    work: Path,
+) -> dict[str, dict[str, int]]:
+    topic = "bench.replay"
+    producing.produce_sales(bootstrap, topic, PARTITIONS, sales)
+    source = spark_adapter.KafkaSource(bootstrap, topic, args.batch)
+    with engine.begin() as connection:
+        connection.execute(text("TRUNCATE sales"))
+        connection.execute(
+            text(f"CREATE TABLE {REFERENCE_TABLE} AS SELECT * FROM sales WITH NO DATA")
+        )
+    sinks: dict[str, Callable[[pd.DataFrame], object]] = {
+        "sfmlops (upsert on key, dead letters on position)": lambda r: ingest_batch(engine, r, 0),
+        "reference (append per micro-batch)": lambda r: append_reference(engine, r),
+    }
+    tables = dict(zip(sinks, ["sales", REFERENCE_TABLE], strict=True))
+    results: dict[str, dict[str, int]] = {}
+    for name, sink in sinks.items():
+        checkpoint = work / f"ckpt-{tables[name]}"
+        # The crash: batch 1 is in the database, not in the checkpoint.
+        with contextlib.suppress(spark_adapter.StreamFailedError):
+            run_query(session, source, checkpoint, crash_after_batch_one(sink), None)
+        run_query(session, source, checkpoint, lambda received, _id, s=sink: s(received), None)
+        after_crash = duplicates(engine, tables[name])
+        shutil.rmtree(checkpoint)
+        run_query(session, source, checkpoint, lambda received, _id, s=sink: s(received), None)
+        results[name] = {
+            "events": len(sales),
+            "duplicates_after_crash_replay": after_crash,
+            "duplicates_after_lost_checkpoint": duplicates(engine, tables[name]),
+        }
+    return results
+
+
+def crash_after_batch_one(
+    sink: Callable[[pd.DataFrame], object],
+) -> Callable[[pd.DataFrame, int], None]:
+    """A batch writer that fails right after batch 1 is committed (the first time only)."""
+    crashed = threading.Event()
+
+    def write(received: pd.DataFrame, batch_id: int) -> None:
+        sink(received)
+        if batch_id == 1 and not crashed.is_set():
+            crashed.set()
+            raise SimulatedCrashError("after the commit of batch 1")
+
+    return write
+
+
+def duplicates(engine: Engine, table: str) -> int:
+    """Rows beyond one per (store, product, date) key."""
+    keys = ", ".join(c.SALES_KEY)
+    with engine.connect() as connection:
+        total, distinct = connection.execute(
+            text(f"SELECT count(*), count(DISTINCT ({keys})) FROM {table}")
+        ).one()
+    return int(total) - int(distinct)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--copies", type=int, default=3, help="date-shifted copies of the data")
+    parser.add_argument("--rate", type=float, default=50_000, help="offered events/s (0: max)")
+    parser.add_argument("--interval", default="2 seconds", help="micro-batch trigger interval")
+    parser.add_argument("--batch", type=int, default=200_000, help="max events per micro-batch")
+    parser.add_argument("--timeout", type=float, default=1800, help="give up after (seconds)")
+    parser.add_argument("--skip-replays", action="store_true")
+    args = parser.parse_args()
+    settings = Settings()
+    jars = spark_adapter.connector_jars(settings.jars_dir)
+    dataset = loading.read_dataset(ROSSMANN_DIR)
+    work = Path(tempfile.mkdtemp(prefix="sfmlops-bench-stream-"))
+    print(
+        f"machine: {platform.platform()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    )
+    print(f"started {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC; args {vars(args)}")
+    try:
+        with services(work) as (url, bootstrap):
+            engine = make_engine(url)
+            migrate(engine)
+            with engine.begin() as connection:
+                repository.upsert_stores(connection, dataset.stores)
+            session = spark_adapter.make_spark_session(jars)
+            try:
+                figures = sustained(
+                    session,
+                    engine,
+                    bootstrap,
+                    shifted_copies(dataset.sales, args.copies),
+                    args,
+                    work,
+                )
+                print("\nSustained (continuous mode):")
+                for key, value in figures.items():
+                    print(f"  {key:>20}: {value:,.2f}")
+                if not args.skip_replays:
+                    print("\nReplays (same data: the bundled sales as events):")
+                    for name, counts in replays(
+                        session, engine, bootstrap, dataset.sales, args, work
+                    ).items():
+                        print(f"  {name}: {counts}")
+            finally:
+                spark_adapter.stop_session(session)
+                engine.dispose()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,258 @@
+"""Spark Structured Streaming over Kafka: the session and the sales-event source.
+
+The only module that imports pyspark. Spark's Kafka connector comes from Maven Central
+(deps/pom.xml, resolved by scripts/fetch-jars.sh) at exactly the installed pyspark release.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyspark
+from py4j.protocol import Py4JError
+from pyspark.errors import StreamingQueryException
+from pyspark.sql import DataFrame, SparkSession, functions, types
+from pyspark.sql.streaming.query import StreamingQuery
+
+from sfmlops.core import events
+
+CONNECTOR_ARTIFACT = "spark-sql-kafka-0-10_2.13"
+CONNECTORS_PROFILE = "spark-connectors"  # the deps/pom.xml profile, and the jars subfolder
+PRODUCED_AT = "produced_at"  # the Kafka record timestamp (producer's create time), UTC
+_CORRUPT = "_corrupt_record"
+# The explicit event schema: every field is read as JSON text (numbers keep their literal
+# form), so the stream applies the same text-based rules as file loading.
+EVENT_SCHEMA = types.StructType(
+    [types.StructField(name, types.StringType()) for name in events.EVENT_FIELDS]
+    + [types.StructField(_CORRUPT, types.StringType())]
+)
+_INTERVAL = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)\s*$")
+_UNITS = {"ms": "milliseconds", "s": "seconds", "m": "minutes", "h": "hours"}
+
+BatchHandler = Callable[[pd.DataFrame, int], None]
+"""Called once per micro-batch with the received records (see `sales_event_columns`) and the
+batch id; it must be idempotent, as Spark re-runs a batch whose checkpoint it did not write."""
+
+
+class StreamFailedError(RuntimeError):
+    """The streaming query stopped on an error; batches committed before it stay."""
+
+
+class ConnectorJarsError(RuntimeError):
+    """Spark's Kafka connector jars are missing or do not match the installed pyspark."""
+
+
+@dataclass(frozen=True)
+class KafkaSource:
+    """Where the stream job reads sales events."""
+
+    bootstrap_servers: str
+    topic: str
+    max_batch_events: int
+
+
+def connector_jars(jars_dir: Path) -> list[Path]:
+    """The connector jars for the installed pyspark, checked.
+
+    Args:
+        jars_dir: The jars folder (`Settings.jars_dir`); the connector is in its
+            `spark-connectors` subfolder.
+
+    Raises:
+        ConnectorJarsError: When the folder holds no connector or one for another Spark release.
+    """
+    folder = jars_dir / CONNECTORS_PROFILE
+    jars = sorted(folder.glob("*.jar"))
+    connectors = [jar for jar in jars if jar.name.startswith(CONNECTOR_ARTIFACT + "-")]
+    if not connectors:
+        raise ConnectorJarsError(
+            f"Spark's Kafka connector is not in {folder}: run "
+            f"`scripts/fetch-jars.sh {CONNECTORS_PROFILE} {folder}` (needs Maven and Java)"
+        )
+    wanted = f"{CONNECTOR_ARTIFACT}-{pyspark.__version__}.jar"
+    if connectors[0].name != wanted or len(connectors) > 1:
+        raise ConnectorJarsError(
+            f"{folder} holds {', '.join(j.name for j in connectors)} but pyspark is "
+            f"{pyspark.__version__}: re-run scripts/fetch-jars.sh after aligning deps/pom.xml"
+        )
+    return jars
+
+
+def make_spark_session(
+    jars: list[Path],
+    *,
+    app_name: str = "sfmlops-stream",
+    master: str = "local[2]",
+    driver_memory: str = "2g",
+) -> SparkSession:
+    """A Spark session with the Kafka connector on its class path.
+
+    Args:
+        jars: From `connector_jars`.
+        app_name: Shown in Spark's logs.
+        master: `local[N]` on one machine, or a cluster URL.
+        driver_memory: JVM heap of the driver (the whole of Spark in local mode).
+    """
+    builder = SparkSession.builder.appName(app_name).master(master)
+    if master.startswith("local"):
+        # One machine: keep the driver on loopback rather than whatever the hostname resolves to.
+        builder = builder.config("spark.driver.host", "127.0.0.1").config(
+            "spark.driver.bindAddress", "127.0.0.1"
+        )
+    session = (
+        builder.config("spark.jars", ",".join(str(jar) for jar in jars))
+        .config("spark.driver.memory", driver_memory)
+        .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
+        .config("spark.sql.shuffle.partitions", "2")
+        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+        .config("spark.sql.session.timeZone", "UTC")
+        .getOrCreate()
+    )
+    session.sparkContext.setLogLevel("WARN")
+    return session
+
+
+def sales_event_stream(spark: SparkSession, source: KafkaSource) -> DataFrame:
+    """The sales topic as a streaming frame of received records, parsed with `EVENT_SCHEMA`.
+
+    Columns: the event fields (text or null), `events.PAYLOAD`, `events.MALFORMED`,
+    `events.TOPIC`, `events.PARTITION`, `events.OFFSET` and `PRODUCED_AT`.
+    A query without a checkpoint starts at the earliest offset, so nothing is skipped.
+    """
+    records = (
+        spark.readStream.format("kafka")
+        .option("kafka.bootstrap.servers", source.bootstrap_servers)
+        .option("subscribe", source.topic)
+        .option("startingOffsets", "earliest")
+        .option("maxOffsetsPerTrigger", str(source.max_batch_events))
+        .load()
+    )
+    # Invalid UTF-8 is replaced (U+FFFD) before parsing so the payload can always be kept as text.
+    payload = functions.make_valid_utf8(functions.col("value").cast("string"))
+    parsed = functions.from_json(
+        payload,
+        EVENT_SCHEMA,
+        {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": _CORRUPT},
+    )
+    return records.select(
+        *[parsed[name].alias(name) for name in events.EVENT_FIELDS],
+        functions.coalesce(payload, functions.lit("")).alias(events.PAYLOAD),
+        (parsed.isNull() | parsed[_CORRUPT].isNotNull()).alias(events.MALFORMED),
+        functions.col("topic").alias(events.TOPIC),
+        functions.col("partition").alias(events.PARTITION),
+        functions.col("offset").alias(events.OFFSET),
+        functions.col("timestamp").alias(PRODUCED_AT),
+    )
+
+
+def spark_interval(text: str) -> str:
+    """A duration such as `2s`, `500ms` or `1m` in Spark's trigger syntax (`2 seconds`).
+
+    Raises:
+        ValueError: When the text is not a positive number followed by ms, s, m or h.
+    """
+    match = _INTERVAL.match(text)
+    if not match or float(match.group(1)) <= 0:
+        raise ValueError(f"{text!r} is not a duration such as 500ms, 2s, 1m or 1h")
+    return f"{match.group(1)} {_UNITS[match.group(2)]}"
+
+
+def start_sales_stream(
+    spark: SparkSession,
+    source: KafkaSource,
+    handle_batch: BatchHandler,
+    checkpoint_dir: Path,
+    *,
+    interval: str | None,
+) -> RunningStream:
+    """Start the query that hands every micro-batch of sales events to `handle_batch`.
+
+    Spark records a batch's offsets in `checkpoint_dir` before running it and marks it done
+    only after `handle_batch` returns; after a crash it re-runs the unfinished batch with the
+    same offsets.
+
+    Args:
+        spark: From `make_spark_session`.
+        source: The topic to read.
+        handle_batch: Writes one batch (see `BatchHandler`).
+        checkpoint_dir: Where Spark keeps the query's offsets and commits.
+        interval: Micro-batch interval in Spark syntax (`spark_interval`); None processes
+            what the topic holds now, in batches, and stops (trigger availableNow).
+    """
+    stop = threading.Event()
+    in_flight = threading.Lock()
+
+    def run_batch(batch: DataFrame, batch_id: int) -> None:
+        with in_flight:
+            if stop.is_set():
+                # Left for the next run: Spark re-runs it from the checkpoint.
+                raise StopRequestedError(f"batch {batch_id} not started: stopping")
+            handle_batch(batch.toPandas(), batch_id)
+
+    writer: Any = (
+        sales_event_stream(spark, source)
+        .writeStream.queryName(f"sales-events-{source.topic}")
+        .option("checkpointLocation", str(checkpoint_dir))
+        .foreachBatch(run_batch)
+    )
+    writer = (
+        writer.trigger(availableNow=True)
+        if interval is None
+        else writer.trigger(processingTime=interval)
+    )
+    return RunningStream(query=writer.start(), stop=stop, in_flight=in_flight)
+
+
+class StopRequestedError(RuntimeError):
+    """Raised in a micro-batch that would start after a stop was asked for."""
+
+
+@dataclass
+class RunningStream:
+    """A started sales stream. Call `request_stop` from anywhere, `wait` from the main thread."""
+
+    query: StreamingQuery
+    stop: threading.Event
+    in_flight: threading.Lock
+
+    def request_stop(self) -> None:
+        """Ask the stream to stop after the batch being written (safe in a signal handler)."""
+        self.stop.set()
+
+    def wait(self) -> None:
+        """Block until the query ends by itself or a stop is requested, then stop it.
+
+        A batch being written finishes first; a later one does not start.
+
+        Raises:
+            StreamFailedError: When the query failed (its batch in flight is not marked done).
+        """
+        try:
+            while self.query.isActive and not self.stop.is_set():
+                self.query.awaitTermination(1)
+            if self.query.isActive:
+                with self.in_flight:  # the batch being written commits first
+                    pass
+                self.query.stop()
+        except StreamingQueryException as error:
+            if not self.stop.is_set():
+                raise StreamFailedError(error.getMessage() or str(error)) from error
+        except Py4JError as error:
+            # A terminal's Ctrl-C or a group-wide SIGTERM also ends Spark's JVM; when a stop
+            # was asked for, that is the stop, not a failure.
+            if not self.stop.is_set():
+                raise StreamFailedError(f"Spark's JVM went away: {error}") from error
+
+
+def stop_session(spark: SparkSession) -> None:
+    """Stop Spark, tolerating a JVM that already exited."""
+    with contextlib.suppress(Py4JError):
+        spark.stop()

@@ -1,0 +1,174 @@
+"""Streaming commands: produce sales events to Kafka, stream them into the database."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pandas as pd
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from sqlalchemy.exc import SQLAlchemyError
+
+from sfmlops.adapters import spark
+from sfmlops.adapters.db import repository
+from sfmlops.adapters.files import DataFileNotFoundError
+from sfmlops.cli.context import console, engine_of, fail, settings_of
+from sfmlops.cli.data import migrate_or_fail
+from sfmlops.core import columns as c
+from sfmlops.services import loading, producing, streaming
+from sfmlops.settings import Settings
+
+LIVE_DEFAULT_RATE = 0.1  # one event every 10 s, as the reference's live feed
+
+
+def produce(
+    ctx: typer.Context,
+    *,
+    file: Path | None = typer.Option(
+        None, "--file", dir_okay=False, help="CSV of sales (Rossmann headers or domain names)."
+    ),
+    from_db: bool = typer.Option(False, "--from-db", help="Send sales stored in the database."),
+    start: dt.datetime | None = typer.Option(
+        None, "--start", formats=["%Y-%m-%d"], help="First sales date to send (inclusive)."
+    ),
+    end: dt.datetime | None = typer.Option(
+        None, "--end", formats=["%Y-%m-%d"], help="Last sales date to send (inclusive)."
+    ),
+    rate: float | None = typer.Option(
+        None, "--rate", min=0.001, help="Events per second (default: --max-rate; live: 0.1)."
+    ),
+    max_rate: bool = typer.Option(False, "--max-rate", help="Send as fast as Kafka takes them."),
+    live: bool = typer.Option(
+        False,
+        "--live",
+        help="Replay each store's latest record re-dated to the day after the as-of date, "
+        "one every 10 s unless --rate says otherwise.",
+    ),
+) -> None:
+    """Send one JSON sales event per (store, date) record to the sales topic."""
+    settings = settings_of(ctx)
+    bootstrap = _bootstrap_servers(settings)
+    if (file is None) == (not from_db):
+        fail("give exactly one source: --file PATH or --from-db")
+    if rate is not None and max_rate:
+        fail("--rate and --max-rate exclude each other")
+    first = start.date() if start else None
+    last = end.date() if end else None
+    try:
+        if file is not None:
+            sales = producing.between(producing.sales_from_file(file), first, last)
+        else:
+            engine = engine_of(ctx)
+            migrate_or_fail(engine)
+            sales = producing.sales_from_database(engine, first, last)
+    except (loading.DataFileError, DataFileNotFoundError, ValueError) as error:
+        fail(str(error))
+    except SQLAlchemyError as error:
+        fail(f"cannot read sales from the database: {error}")
+    if sales.empty:
+        fail("no sales records in the selection: nothing to send")
+    if live:
+        as_of = settings.as_of or _latest_date(ctx, sales, from_db)
+        sales = producing.live_replay(sales, as_of)
+        rate = None if max_rate else (rate or LIVE_DEFAULT_RATE)
+        console.print(f"Live replay: {len(sales):,} records dated {as_of + dt.timedelta(days=1)}")
+    else:
+        sales = producing.in_event_order(sales)
+        rate = None if max_rate else rate
+    with Progress(
+        TextColumn(f"Sending to {settings.kafka_topic}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    ) as progress:
+        task = progress.add_task("send", total=len(sales))
+        try:
+            sent = producing.produce_sales(
+                bootstrap,
+                settings.kafka_topic,
+                settings.kafka_topic_partitions,
+                sales,
+                rate=rate,
+                on_ack=lambda count: progress.advance(task, count),
+            )
+        except Exception as error:  # any Kafka failure: report it, never a traceback
+            fail(f"sending to Kafka at {bootstrap} failed: {error}")
+    console.print(f"Sent {sent:,} events to {settings.kafka_topic} on {bootstrap}.")
+
+
+def stream(
+    ctx: typer.Context,
+    *,
+    once: bool = typer.Option(
+        False, "--once", help="Process what the topic holds now, then stop (the daily run)."
+    ),
+    continuous: bool = typer.Option(
+        False, "--continuous", help="Keep processing new events until stopped (SIGTERM/Ctrl-C)."
+    ),
+    interval: str = typer.Option(
+        "2s", "--interval", help="Micro-batch interval of --continuous, e.g. 500ms, 2s, 1m."
+    ),
+) -> None:
+    """Stream sales events from Kafka into the database with Spark, exactly once in effect."""
+    settings = settings_of(ctx)
+    bootstrap = _bootstrap_servers(settings)
+    if once == continuous:
+        fail("choose one of --once and --continuous")
+    try:
+        trigger = None if once else spark.spark_interval(interval)
+        jars = spark.connector_jars(settings.jars_dir)
+    except (ValueError, spark.ConnectorJarsError) as error:
+        fail(str(error))
+    engine = engine_of(ctx)
+    migrate_or_fail(engine)
+    source = spark.KafkaSource(bootstrap, settings.kafka_topic, settings.stream_max_batch_events)
+    checkpoint = settings.checkpoints_dir / settings.kafka_topic
+    console.print(
+        f"Streaming {settings.kafka_topic} from {bootstrap} into "
+        f"{engine.url.render_as_string(hide_password=True)} (checkpoint {checkpoint})"
+    )
+    totals = {"received": 0, "upserted": 0, "dead_lettered": 0}
+
+    def report(batch: streaming.BatchReport) -> None:
+        if not batch.received:
+            return
+        totals["received"] += batch.received
+        totals["upserted"] += batch.upserted
+        totals["dead_lettered"] += batch.dead_lettered
+        console.print(batch.describe(), highlight=False, soft_wrap=True)
+
+    try:
+        streaming.run_stream(
+            engine,
+            source,
+            checkpoint,
+            jars,
+            interval=trigger,
+            on_batch=report,
+            fault_after_commit=settings.stream_fault_after_commit,
+        )
+    except spark.StreamFailedError as error:
+        fail(f"the stream stopped: {error}")
+    console.print(
+        f"Done: {totals['received']:,} records, {totals['upserted']:,} upserted, "
+        f"{totals['dead_lettered']:,} dead-lettered."
+    )
+
+
+def _bootstrap_servers(settings: Settings) -> str:
+    if not settings.kafka_bootstrap_servers:
+        fail(
+            "no Kafka broker configured: set SFMLOPS_KAFKA_BOOTSTRAP_SERVERS (e.g. 127.0.0.1:9092)"
+        )
+    return settings.kafka_bootstrap_servers
+
+
+def _latest_date(ctx: typer.Context, sales: pd.DataFrame, from_db: bool) -> dt.date:
+    if from_db:
+        with engine_of(ctx).connect() as connection:
+            latest = repository.latest_sales_date(connection)
+        if latest is not None:
+            return latest
+    return sales[c.SALES_DATE].max().date()  # type: ignore[no-any-return]

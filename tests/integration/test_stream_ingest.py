@@ -1,0 +1,82 @@
+"""One micro-batch into the database (no Spark): same rules as files, idempotent on replay."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from sqlalchemy import Engine
+
+from sfmlops.adapters.db import repository
+from sfmlops.core import columns as c
+from sfmlops.core import events
+from sfmlops.services import loading
+from sfmlops.services.streaming import ingest_batch
+
+pytestmark = pytest.mark.integration
+
+
+def received(payloads: list[str]) -> pd.DataFrame:
+    """A batch as the stream job builds it, from JSON texts (all on partition 0)."""
+    rows = []
+    for offset, payload in enumerate(payloads):
+        try:
+            parsed = json.loads(payload)
+        except ValueError:
+            parsed = None
+        fields = {
+            name: None
+            if not isinstance(parsed, dict) or parsed.get(name) is None
+            else str(parsed[name])
+            for name in events.EVENT_FIELDS
+        }
+        rows.append(
+            fields
+            | {
+                events.PAYLOAD: payload,
+                events.MALFORMED: not isinstance(parsed, dict),
+                events.TOPIC: "sales.daily",
+                events.PARTITION: 0,
+                events.OFFSET: offset,
+                "produced_at": pd.Timestamp("2026-01-01", tz="UTC"),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def event(store: object, day: str, sales: object) -> str:
+    fields = {c.CUSTOMERS: 3, c.OPEN: 1, c.PROMO: 1, c.STATE_HOLIDAY: "0", c.SCHOOL_HOLIDAY: 0}
+    return json.dumps(
+        {"schema_version": 1, c.STORE_ID: store, c.SALES_DATE: day, c.SALES: sales} | fields
+    )
+
+
+def test_a_batch_upserts_the_latest_values_and_dead_letters_the_rest_once(
+    engine: Engine, rossmann_slice: Path
+) -> None:
+    with engine.begin() as connection:
+        repository.upsert_stores(connection, loading.read_dataset(rossmann_slice).stores)
+    batch = received(
+        [
+            event(1, "2015-07-01", 10.0),
+            event(1, "2015-07-01", 12.5),  # a correction: the later offset wins
+            event(2, "2015-07-01", "-3"),
+            event(999, "2015-07-01", 1.0),
+            "{broken",
+            event(3, "2015-07-01", "7"),  # numbers as JSON text pass like CSV cells
+        ]
+    )
+
+    first = ingest_batch(engine, batch, batch_id=0, produced_at="produced_at")
+    again = ingest_batch(engine, batch, batch_id=0, produced_at="produced_at")
+
+    assert (first.received, first.upserted, first.dead_lettered) == (6, 2, 3)
+    assert (again.upserted, again.dead_lettered) == (2, 3)
+    assert len(first.freshness_seconds) == 6
+    with engine.connect() as connection:
+        stored = repository.read_sales(connection)
+        letters = repository.count_dead_letters(connection)
+    assert stored.set_index(c.STORE_ID)[c.SALES].to_dict() == {1: 12.5, 3: 7.0}
+    assert letters == 3

@@ -1,0 +1,234 @@
+"""Kafka → Spark → PostgreSQL, end to end: exact results through bad records, crashes and restarts."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from sfmlops.adapters import kafka
+from sfmlops.core import columns as c
+from sfmlops.core import events
+from tests.streaming.conftest import StreamEnv
+
+pytestmark = pytest.mark.integration
+
+
+@dataclass(frozen=True)
+class Events:
+    """Events to send, with what must come out of them."""
+
+    keys: list[bytes]
+    values: list[bytes]
+    expected_sales: pd.DataFrame
+    malformed: dict[str, str]  # payload -> fragment of the reason it must be refused with
+
+
+def mixed_events(history: pd.DataFrame, malformed_share: float, duplicate_share: float) -> Events:
+    """`history` as events plus malformed ones and exact re-sends, shuffled (seeded).
+
+    The total is len(history) / (1 - malformed_share - duplicate_share) events.
+    """
+    total = round(len(history) / (1 - malformed_share - duplicate_share))
+    keys, values = events.encode_sales_events(history)
+    rng = np.random.default_rng(6)
+    duplicates = rng.choice(len(values), size=round(total * duplicate_share), replace=False)
+    malformed: dict[str, str] = {}
+    sample = history.sample(n=round(total * malformed_share), random_state=6)
+    for number, record in enumerate(sample.to_dict("records")):
+        event = {
+            "schema_version": 1,
+            **record,
+            c.SALES_DATE: record[c.SALES_DATE].strftime("%Y-%m-%d"),
+            c.CUSTOMERS: None if pd.isna(record[c.CUSTOMERS]) else int(record[c.CUSTOMERS]),
+        }
+        kind = number % 4
+        if kind == 0:
+            payload, reason = json.dumps(event)[: -5 - number % 7], "not a JSON object"
+        elif kind == 1:
+            del event[c.SALES]
+            payload, reason = json.dumps(event), "sales: missing value"
+        elif kind == 2:
+            event[c.SALES] = -1.0 - number
+            payload, reason = json.dumps(event), "sales: must be >= 0"
+        else:
+            event[c.STORE_ID] = 900 + number
+            payload, reason = json.dumps(event), "store_id: unknown store"
+        malformed[payload] = reason
+    all_keys = keys + [keys[i] for i in duplicates] + [b"1"] * len(malformed)
+    all_values = values + [values[i] for i in duplicates] + [p.encode() for p in malformed]
+    order = rng.permutation(len(all_values))
+    return Events(
+        keys=[all_keys[i] for i in order],
+        values=[all_values[i] for i in order],
+        expected_sales=history,
+        malformed=malformed,
+    )
+
+
+def normalized(sales: pd.DataFrame) -> pd.DataFrame:
+    frame = sales[list(c.SALES_COLUMNS)].sort_values(list(c.SALES_KEY)).reset_index(drop=True)
+    return frame.astype(
+        {
+            c.STORE_ID: "int64",
+            c.PRODUCT_ID: str,
+            c.SALES: "float64",
+            c.CUSTOMERS: "Int64",
+            c.OPEN: "int64",
+            c.PROMO: "int64",
+            c.STATE_HOLIDAY: str,
+            c.SCHOOL_HOLIDAY: "int64",
+        }
+    )
+
+
+def assert_exact(env: StreamEnv, expected: Events) -> None:
+    pd.testing.assert_frame_equal(normalized(env.sales()), normalized(expected.expected_sales))
+    letters = env.dead_letters()
+    assert len(letters) == len(expected.malformed)
+    assert set(letters["payload"]) == set(expected.malformed)
+    for payload, reason in zip(letters["payload"], letters["reason"], strict=True):
+        assert expected.malformed[payload] in reason, (payload, reason)
+    assert (letters["source"] == "kafka").all()
+    assert (letters["kafka_topic"] == env.topic).all()
+    assert not letters.duplicated(["kafka_partition", "kafka_offset"]).any()
+
+
+def test_twenty_thousand_events_with_bad_and_repeated_ones_land_exactly(
+    stream_env: StreamEnv, store_history: pd.DataFrame
+) -> None:
+    sent = mixed_events(store_history, malformed_share=0.01, duplicate_share=0.05)
+    assert len(sent.values) == 20_000
+    stream_env.send(sent.keys, sent.values)
+
+    result = stream_env.run("stream", "--once")
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Done: 20,000 records" in result.stdout
+    assert "200 dead-lettered." in result.stdout
+    assert_exact(stream_env, sent)
+
+
+def test_a_killed_stream_restarts_without_losing_or_repeating_a_record(
+    stream_env: StreamEnv, store_history: pd.DataFrame
+) -> None:
+    history = store_history.sample(n=9_000, random_state=2)
+    sent = mixed_events(history, malformed_share=0.01, duplicate_share=0.05)
+    stream_env.send(sent.keys, sent.values)
+    stream_env.extra_env["SFMLOPS_STREAM_MAX_BATCH_EVENTS"] = "2000"
+
+    # 1. Killed by the test hook after batch 1 is in the database, before Spark's checkpoint.
+    crashed = stream_env.run("stream", "--once", SFMLOPS_STREAM_FAULT_AFTER_COMMIT="1")
+    assert crashed.returncode == -signal.SIGKILL, crashed.stdout + crashed.stderr
+    assert "batch 1:" in crashed.stdout
+    assert "batch 2:" not in crashed.stdout
+    assert 0 < len(stream_env.sales()) < len(history)
+
+    # 2. Killed from outside (process group: Python and Spark's JVM) in the middle of a run.
+    running = stream_env.start("stream", "--continuous", "--interval", "500ms")
+    before = len(stream_env.sales())
+    try:
+        stream_env.wait_until(
+            lambda: len(stream_env.sales()) > before, timeout=180, what="a batch after restart"
+        )
+    finally:
+        os.killpg(running.pid, signal.SIGKILL)
+        running.wait(timeout=30)
+    assert running.returncode == -signal.SIGKILL
+
+    # 3. A plain restart finishes the topic: every record once, none lost.
+    finished = stream_env.run("stream", "--once")
+    assert finished.returncode == 0, finished.stdout + finished.stderr
+    assert_exact(stream_env, sent)
+
+    # 4. A lost checkpoint replays the whole topic from the earliest offset: still exact.
+    shutil.rmtree(stream_env.home / "checkpoints")
+    replayed = stream_env.run("stream", "--once")
+    assert replayed.returncode == 0, replayed.stdout + replayed.stderr
+    assert f"Done: {len(sent.values):,} records" in replayed.stdout
+    assert_exact(stream_env, sent)
+
+
+def test_a_broker_restart_mid_run_loses_and_repeats_nothing(
+    stream_env: StreamEnv, store_history: pd.DataFrame
+) -> None:
+    history = store_history.sample(n=4_000, random_state=3)
+    sent = mixed_events(history, malformed_share=0.01, duplicate_share=0.05)
+    half = len(sent.values) // 2
+    stream_env.send(sent.keys[:half], sent.values[:half])
+    running = stream_env.start("stream", "--continuous", "--interval", "1s")
+    try:
+        stream_env.wait_until(
+            lambda: len(stream_env.sales()) > 0, timeout=180, what="the first half to land"
+        )
+        stream_env.broker.stop()
+        # The idempotent producer keeps retrying while the broker is down.
+        producer = kafka.make_producer(stream_env.broker.bootstrap_servers)
+        sender = threading.Thread(
+            target=kafka.send,
+            args=(producer, stream_env.topic, sent.keys[half:], sent.values[half:]),
+        )
+        sender.start()
+        stream_env.broker.start()
+        sender.join(timeout=120)
+        assert not sender.is_alive()
+        stream_env.wait_until(
+            lambda: (
+                len(stream_env.sales()) == len(history)
+                and len(stream_env.dead_letters()) == len(sent.malformed)
+            ),
+            timeout=180,
+            what="every record after the broker restart",
+        )
+    finally:
+        running.send_signal(signal.SIGTERM)
+        output, _ = running.communicate(timeout=60)
+    assert running.returncode == 0, output
+    assert_exact(stream_env, sent)
+
+
+def test_out_of_order_and_corrected_records_end_with_the_latest_value(
+    stream_env: StreamEnv,
+) -> None:
+    def event(store: int, day: str, sales: float) -> tuple[bytes, bytes]:
+        record = {
+            "schema_version": 1, c.STORE_ID: store, c.SALES_DATE: day, c.SALES: sales,
+            c.CUSTOMERS: 10, c.OPEN: 1, c.PROMO: 0, c.STATE_HOLIDAY: "0", c.SCHOOL_HOLIDAY: 0,
+        }  # fmt: skip
+        return str(store).encode(), json.dumps(record).encode()
+
+    first = [
+        event(1, "2015-06-10", 100.0),
+        event(1, "2015-06-08", 80.0),  # an earlier day after a later one
+        event(1, "2015-06-10", 110.0),  # corrected in the same batch
+        event(1, "2015-06-08", 85.0),  # corrected in a later batch
+        event(1, "2015-06-09", 90.0),
+        event(1, "2015-06-10", 120.0),  # corrected again
+        event(2, "2015-06-01", 5.0),
+        event(2, "2015-06-01", -1.0),  # an invalid correction changes nothing
+    ]
+    stream_env.send([k for k, _ in first], [v for _, v in first])
+    stream_env.extra_env["SFMLOPS_STREAM_MAX_BATCH_EVENTS"] = "3"
+    assert stream_env.run("stream", "--once").returncode == 0
+
+    late = [event(1, "2015-06-10", 130.0), event(2, "2015-05-31", 4.0)]
+    stream_env.send([k for k, _ in late], [v for _, v in late])
+    result = stream_env.run("stream", "--once")
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    stored = stream_env.sales().set_index([c.STORE_ID, c.SALES_DATE])[c.SALES]
+    assert stored.to_dict() == {
+        (1, pd.Timestamp("2015-06-08")): 85.0,
+        (1, pd.Timestamp("2015-06-09")): 90.0,
+        (1, pd.Timestamp("2015-06-10")): 130.0,
+        (2, pd.Timestamp("2015-05-31")): 4.0,
+        (2, pd.Timestamp("2015-06-01")): 5.0,
+    }
+    assert stream_env.dead_letters()["reason"].tolist() == ["sales: must be >= 0"]
