@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 from sqlalchemy import Engine, text
+from sqlalchemy.engine import make_url
 
 from sfmlops.adapters.db.engine import make_engine, migrate
 from sfmlops.datasets import ROSSMANN_DIR
@@ -52,20 +53,13 @@ def pandas_to_sql(engine: Engine) -> None:
     frame.to_sql("sales_to_sql", engine, if_exists="append", index=False)
 
 
-def reset(engine: Engine) -> None:
-    """Start each case from an empty database."""
-    cascade = " CASCADE" if engine.dialect.name == "postgresql" else ""
-    with engine.begin() as connection:
-        for table in (
-            "sales_to_sql",
-            "sales",
-            "forecasts",
-            "ingest_dead_letters",
-            "training_jobs",
-            "stores",
-            "alembic_version",
-        ):
-            connection.execute(text(f"DROP TABLE IF EXISTS {table}{cascade}"))
+def fresh_database(server_url: str, name: str) -> str:
+    """A new, empty PostgreSQL database on the benchmark's server."""
+    admin = make_engine(server_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    return make_url(server_url).set(database=name).render_as_string(hide_password=False)
 
 
 def row_count(engine: Engine, table: str) -> int:
