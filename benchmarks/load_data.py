@@ -92,23 +92,13 @@ def main() -> None:
                     ("sfmlops load-data (validate + upsert)", sfmlops_load, "sales"),
                     ("pandas to_sql defaults (reference)", pandas_to_sql, "sales_to_sql"),
                 ):
+                    case = f"{backend}_{run}_{table}"
                     url = (
-                        f"sqlite:///{parent / f'{backend}-{run}-{table}.db'}"
+                        f"sqlite:///{parent / f'{case}.db'}"
                         if backend == "sqlite"
-                        else pg_url
+                        else fresh_database(pg_url, case)
                     )
                     engine = make_engine(url)
-                    with engine.begin() as connection:
-                        connection.execute(text(f"DROP TABLE IF EXISTS {table}"))
-                        if table == "sales":
-                            for other in ("sales", "forecasts", "stores", "alembic_version"):
-                                connection.execute(
-                                    text(
-                                        f"DROP TABLE IF EXISTS {other} CASCADE"
-                                        if backend == "postgresql"
-                                        else f"DROP TABLE IF EXISTS {other}"
-                                    )
-                                )
                     seconds = timed(lambda: action(engine))  # noqa: B023 - called at once
                     results.append((backend, name, seconds, row_count(engine, table)))
                     engine.dispose()

@@ -37,7 +37,9 @@ def trained_home(tmp_path_factory: pytest.TempPathFactory, forecast_slice: Path)
     """A HOME with the slice loaded and `sfmlops train` run on it (all three models)."""
     home = tmp_path_factory.mktemp("home")
     assert sfmlops(home, "load-data", "--path", str(forecast_slice)).returncode == 0
-    result = sfmlops(home, "train", "--windows", "2", "--workers", "2")
+    result = sfmlops(
+        home, "train", "--models", "gbm,prophet,seasonal_naive", "--windows", "2", "--workers", "2"
+    )
     assert result.returncode == 0, result.stderr
     assert "Champions (picked on all windows)" in result.stdout
     return home
