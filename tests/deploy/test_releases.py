@@ -7,6 +7,7 @@ import re
 import pytest
 import yaml
 
+from sfmlops.settings import Settings
 from tests.deploy.conftest import CHART, ROOT, load_yaml, read_env_file
 
 RELEASES = read_env_file(ROOT / "helm-releases.env")
@@ -37,8 +38,10 @@ def test_kafka_values() -> None:
     assert kafka["networkPolicy"]["ingressNSMatchLabels"] == {
         "kubernetes.io/metadata.name": RELEASES["SFMLOPS_NAMESPACE"]
     }
-    topics = {topic["name"] for topic in kafka["provisioning"]["topics"]}
-    assert {"sales", "sales-dead-letters"} <= topics
+    topics = {topic["name"]: topic for topic in kafka["provisioning"]["topics"]}
+    defaults = Settings(_env_file=None)
+    assert set(topics) == {defaults.kafka_topic}
+    assert topics[defaults.kafka_topic]["partitions"] == defaults.kafka_topic_partitions
 
 
 def test_airflow_values() -> None:
