@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Annotated
 
 import typer
 from rich.table import Table
@@ -23,16 +24,24 @@ from sfmlops.services.loading import DataFileError
 
 MODELS_HELP = f"Comma-separated models among {', '.join(MODEL_NAMES)}."
 STORES_HELP = "Comma-separated store ids or ranges (e.g. 1-50,77); default: every store."
+# The options backtest and train share.
+ModelsOption = Annotated[str, typer.Option("--models", help=MODELS_HELP)]
+WindowsOption = Annotated[
+    int, typer.Option("--windows", min=1, help="Backtest windows of 48 days.")
+]
+StoresOption = Annotated[str | None, typer.Option("--stores", help=STORES_HELP)]
+WorkersOption = Annotated[
+    int | None,
+    typer.Option("--workers", min=1, help="Processes for per-store fits (default: CPU count)."),
+]
 
 
 def backtest_command(
     ctx: typer.Context,
-    models: str = typer.Option(",".join(DEFAULT_MODELS), "--models", help=MODELS_HELP),
-    windows: int = typer.Option(3, "--windows", min=1, help="Backtest windows of 48 days."),
-    stores: str | None = typer.Option(None, "--stores", help=STORES_HELP),
-    workers: int | None = typer.Option(
-        None, "--workers", min=1, help="Processes for per-store fits (default: CPU count)."
-    ),
+    models: ModelsOption = ",".join(DEFAULT_MODELS),
+    windows: WindowsOption = 3,
+    stores: StoresOption = None,
+    workers: WorkersOption = None,
 ) -> None:
     """Compare models on rolling-origin backtests; write a report under HOME/reports."""
     names = _model_names(models)
@@ -57,12 +66,10 @@ def backtest_command(
 
 def train_command(
     ctx: typer.Context,
-    models: str = typer.Option(",".join(DEFAULT_MODELS), "--models", help=MODELS_HELP),
-    windows: int = typer.Option(3, "--windows", min=1, help="Backtest windows of 48 days."),
-    stores: str | None = typer.Option(None, "--stores", help=STORES_HELP),
-    workers: int | None = typer.Option(
-        None, "--workers", min=1, help="Processes for per-store fits (default: CPU count)."
-    ),
+    models: ModelsOption = ",".join(DEFAULT_MODELS),
+    windows: WindowsOption = 3,
+    stores: StoresOption = None,
+    workers: WorkersOption = None,
 ) -> None:
     """Backtest, pick each store's champion, fit on all data and save the bundle."""
     names = _model_names(models)
