@@ -1,0 +1,190 @@
+"""MLflow: one run per training job, one registered model whose versions are bundles.
+
+Only this module imports mlflow. The registered model `sfmlops-forecaster` holds, per
+version, the bundle of every series' champion as a pyfunc model, so any MLflow client with
+sfmlops installed can do
+`mlflow.pyfunc.load_model("models:/sfmlops-forecaster@champion").predict(future)`.
+Aliases (`champion`, `challenger`), not the deprecated stages, say which version serves.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import pandas as pd
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+from mlflow.pyfunc.model import PythonModel, PythonModelContext
+
+from sfmlops.settings import Settings
+
+MODEL_NAME = "sfmlops-forecaster"
+EXPERIMENT_NAME = "sfmlops-training"
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+BUNDLE_ARTIFACT = "bundle"
+RMSPE_METRIC = "rmspe"  # the overall backtest RMSPE of the bundle's champions
+
+
+class ForecastBundleModel(PythonModel):
+    """The pyfunc face of a forecast bundle: future covariates in, forecasts out."""
+
+    def load_context(self, context: PythonModelContext) -> None:
+        from sfmlops.core.forecasting.bundle import ForecastBundle  # noqa: PLC0415 - at load time
+
+        self.bundle = ForecastBundle.load(Path(context.artifacts[BUNDLE_ARTIFACT]))
+
+    def predict(
+        self,
+        context: PythonModelContext,
+        model_input: pd.DataFrame,
+        params: dict[str, Any] | None = None,
+    ) -> pd.DataFrame:
+        return self.bundle.predict(model_input).frame
+
+
+def connect(settings: Settings) -> MlflowClient:
+    """Point mlflow at the configured tracking store and return a client.
+
+    The embedded store (SQLite in HOME) keeps artifacts in HOME/mlartifacts; a tracking
+    server decides for itself.
+    """
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    uri = settings.effective_mlflow_tracking_uri
+    if uri.startswith("sqlite:"):
+        settings.ensure_home()
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def experiment_id(client: MlflowClient, settings: Settings) -> str:
+    """The training experiment, created on first use."""
+    experiment = client.get_experiment_by_name(EXPERIMENT_NAME)
+    if experiment is not None:
+        return str(experiment.experiment_id)
+    location = None
+    if settings.effective_mlflow_tracking_uri.startswith("sqlite:"):
+        settings.mlflow_artifacts_dir.mkdir(parents=True, exist_ok=True)
+        location = settings.mlflow_artifacts_dir.as_uri()
+    return str(client.create_experiment(EXPERIMENT_NAME, artifact_location=location))
+
+
+@dataclass(frozen=True)
+class RegisteredVersion:
+    version: str
+    run_id: str
+    rmspe: float | None
+
+
+def register_bundle(
+    bundle_dir: Path,
+    *,
+    run_id: str,
+    description: str = "",
+) -> RegisteredVersion:
+    """Log the bundle folder as a pyfunc model in the active run and register a new version."""
+    info = mlflow.pyfunc.log_model(
+        name=BUNDLE_ARTIFACT,
+        python_model=ForecastBundleModel(),
+        artifacts={BUNDLE_ARTIFACT: str(bundle_dir)},
+        registered_model_name=MODEL_NAME,
+        pip_requirements=[f"sfmlops=={_version()}"],
+    )
+    version = str(info.registered_model_version)
+    client = MlflowClient()
+    if description:
+        client.update_model_version(MODEL_NAME, version, description=description)
+    rmspe = client.get_run(run_id).data.metrics.get(RMSPE_METRIC)
+    return RegisteredVersion(version=version, run_id=run_id, rmspe=rmspe)
+
+
+def version_with_alias(client: MlflowClient, alias: str) -> RegisteredVersion | None:
+    """The version an alias points at, with its run's RMSPE, or None."""
+    try:
+        version = client.get_model_version_by_alias(MODEL_NAME, alias)
+    except MlflowException:
+        return None
+    rmspe = (
+        client.get_run(version.run_id).data.metrics.get(RMSPE_METRIC) if version.run_id else None
+    )
+    return RegisteredVersion(version=str(version.version), run_id=str(version.run_id), rmspe=rmspe)
+
+
+@dataclass(frozen=True)
+class Promotion:
+    alias: str  # the alias the new version received
+    reason: str
+    previous_champion: str | None
+
+
+def promote(
+    client: MlflowClient,
+    candidate: RegisteredVersion,
+    *,
+    tolerance: float = 0.02,
+    force: bool = False,
+) -> Promotion:
+    """Give `champion` to the candidate unless it is worse than the champion by more than `tolerance`.
+
+    Args:
+        tolerance: Relative RMSPE a new version may lose and still take over (0.02 = 2 %):
+            retrains on newer data are preferred unless clearly worse.
+        force: Make it the champion regardless.
+    """
+    current = version_with_alias(client, CHAMPION)
+    if current is None or force:
+        reason = "forced" if force and current else "no champion yet"
+        client.set_registered_model_alias(MODEL_NAME, CHAMPION, candidate.version)
+        return Promotion(CHAMPION, reason, current.version if current else None)
+    if (
+        candidate.rmspe is not None
+        and current.rmspe is not None
+        and candidate.rmspe > current.rmspe * (1 + tolerance)
+    ):
+        client.set_registered_model_alias(MODEL_NAME, CHALLENGER, candidate.version)
+        reason = (
+            f"backtest RMSPE {candidate.rmspe:.4f} is worse than the champion's {current.rmspe:.4f} "
+            f"by more than {tolerance:.0%}"
+        )
+        return Promotion(CHALLENGER, reason, current.version)
+    client.set_registered_model_alias(MODEL_NAME, CHAMPION, candidate.version)
+    return Promotion(CHAMPION, "not worse than the champion beyond the tolerance", current.version)
+
+
+def download_bundle(client: MlflowClient, version: str, destination: Path) -> Path:
+    """Fetch a version's bundle folder; returns the folder to load it from."""
+    source = client.get_model_version(MODEL_NAME, version).source
+    local = mlflow.artifacts.download_artifacts(
+        artifact_uri=f"{source}/artifacts/{BUNDLE_ARTIFACT}", dst_path=str(destination)
+    )
+    return Path(local)
+
+
+def log_params(params: Mapping[str, Any]) -> None:
+    """Log run parameters (values longer than MLflow's limit are cut with a note)."""
+    mlflow.log_params({key: _short(value) for key, value in params.items()})
+
+
+def _short(value: Any, limit: int = 6000) -> str:
+    text = str(value)
+    return text if len(text) <= limit else text[: limit - 20] + "... (truncated)"
+
+
+def _version() -> str:
+    from sfmlops import __version__  # noqa: PLC0415
+
+    return __version__
+
+
+def scratch_dir(settings: Settings) -> Path:
+    """A folder under HOME for bundles on their way to or from MLflow."""
+    folder = settings.home / "tmp"
+    folder.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(dir=folder))
