@@ -9,6 +9,9 @@ if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then missing+=(postgre
 # Java runs the Kafka broker and Spark; Maven resolves their jars (scripts/fetch-jars.sh).
 if ! command -v java >/dev/null 2>&1; then missing+=(default-jre-headless); fi
 if ! command -v mvn >/dev/null 2>&1; then missing+=(maven); fi
+# Debian's Chromium is the browser the dashboard's end-to-end tests drive with Playwright
+# (never `playwright install`, which downloads its own build).
+if [ ! -x /usr/bin/chromium ]; then missing+=(chromium); fi
 
 [ ${#missing[@]} -eq 0 ] && exit 0
 

@@ -104,6 +104,10 @@ class Settings(BaseSettings):
         gt=0,
         description="How often the API checks the registry for a new champion, in seconds.",
     )
+    ui_base_path: str = Field(
+        default="",
+        description="URL path the dashboard is served under behind a proxy, e.g. /dashboard.",
+    )
 
     @field_validator("home")
     @classmethod
@@ -111,6 +115,13 @@ class Settings(BaseSettings):
         # Relative homes are resolved once so that every path derived from them is stable
         # even if the process changes directory later.
         return home.expanduser().absolute()
+
+    @field_validator("ui_base_path")
+    @classmethod
+    def _bare_ui_base_path(cls, path: str) -> str:
+        # Streamlit wants the path without slashes ("" for the root): "/", "/ui/" and "ui"
+        # all mean what a person writing them means.
+        return path.strip().strip("/")
 
     @field_validator("jars_dir")
     @classmethod
@@ -166,6 +177,7 @@ class Settings(BaseSettings):
             "api_root_path": self.api_root_path or "(none)",
             "api_max_body_bytes": self.api_max_body_bytes,
             "model_poll_seconds": self.model_poll_seconds,
+            "ui_base_path": f"/{self.ui_base_path}",
         }
 
 

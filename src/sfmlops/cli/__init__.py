@@ -4,7 +4,18 @@ from __future__ import annotations
 
 import typer
 
-from sfmlops.cli import check, data, demo, forecasting, jobs, serve, streaming, system, tracking
+from sfmlops.cli import (
+    check,
+    data,
+    demo,
+    forecasting,
+    jobs,
+    serve,
+    streaming,
+    system,
+    tracking,
+    ui,
+)
 
 app = typer.Typer(
     name="sfmlops",
@@ -23,6 +34,7 @@ app.command("backtest")(forecasting.backtest_command)
 app.command("train")(forecasting.train_command)
 app.command("predict")(forecasting.predict_command)
 app.command("serve")(serve.serve)
+app.command("ui")(ui.run_ui)
 app.command("jobs")(jobs.list_jobs)
 app.command("mlflow")(tracking.run_mlflow_server)
 app.command("produce")(streaming.produce)

@@ -1,0 +1,24 @@
+"""The dashboard's entry script, run by `sfmlops ui` (`streamlit run` on this file)."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from sfmlops.ui.context import OVERVIEW_PAGE, STORE_PAGE
+
+
+def main() -> None:
+    st.set_page_config(
+        page_title="sfmlops forecasts", page_icon=":material/query_stats:", layout="wide"
+    )
+    pages = [
+        st.Page(
+            STORE_PAGE, title="Store", icon=":material/storefront:", url_path="store", default=True
+        ),
+        st.Page(OVERVIEW_PAGE, title="Overview", icon=":material/monitoring:", url_path="overview"),
+    ]
+    st.navigation(pages).run()
+
+
+if __name__ == "__main__":
+    main()

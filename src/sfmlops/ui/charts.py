@@ -1,0 +1,175 @@
+"""The store chart: actual sales beside the forecast and its 80 % / 95 % intervals.
+
+`chart_frame` is the one table behind the chart (the page also shows it as "chart data",
+so what is drawn can be read and checked); `store_chart` draws it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+
+import altair as alt
+import pandas as pd
+
+from sfmlops.core import columns as c
+from sfmlops.core.forecasting import metrics as m
+from sfmlops.ui import responses as r
+
+CHART_COLUMNS = (c.DATE, c.SALES, c.OPEN, *c.FORECAST_VALUES)
+ACTUAL = "actual sales"
+CLOSED = "closed"
+FORECAST = "forecast"
+BAND_80 = "80 % interval"
+BAND_95 = "95 % interval"
+COLORS = {ACTUAL: "#1f4e79", CLOSED: "#9e9e9e", FORECAST: "#e07b00", BAND_80: "#e07b00", BAND_95: "#f3c58f"}  # fmt: skip
+DAY_MS = 24 * 60 * 60 * 1000
+DAY = "day"  # the chart's own label column
+
+
+def chart_frame(history: Iterable[r.SalesDay], forecast: Sequence[r.ForecastDay]) -> pd.DataFrame:
+    """One row per day: actuals (sales, open) then forecast days (yhat and intervals).
+
+    A day with both (a forecast of a day that has sales) keeps both on one row.
+    """
+    actuals = pd.DataFrame(
+        [{c.DATE: day.sales_date, c.SALES: day.sales, c.OPEN: day.open} for day in history],
+        columns=[c.DATE, c.SALES, c.OPEN],
+    )
+    predicted = pd.DataFrame(
+        [day.model_dump() for day in forecast], columns=[c.DATE, *c.FORECAST_VALUES]
+    )
+    frame = actuals.merge(predicted, on=c.DATE, how="outer").sort_values(c.DATE)
+    frame[c.OPEN] = frame[c.OPEN].astype("Int64")
+    return frame.reset_index(drop=True)[list(CHART_COLUMNS)]
+
+
+def store_chart(frame: pd.DataFrame, title: str) -> alt.LayerChart:
+    """Bands under the forecast line, actual sales on top; closed days as grey columns.
+
+    Args:
+        frame: A `chart_frame`.
+        title: The chart's title.
+    """
+    dates = pd.to_datetime(frame[c.DATE])
+    # Days travel as ISO strings on a UTC scale, and tooltips show a ready-made label, so
+    # no viewer's time zone can move a day.
+    data = frame.assign(
+        **{c.DATE: dates.dt.strftime("%Y-%m-%d"), DAY: dates.dt.strftime("%a %d %b %Y")}
+    )
+    base = alt.Chart(data).encode(
+        x=alt.X(
+            f"{c.DATE}:T", title=None, scale=alt.Scale(type="utc"), axis=alt.Axis(format="%d %b")
+        )
+    )
+    legend = alt.Color(
+        "series:N",
+        title=None,
+        scale=alt.Scale(domain=list(COLORS), range=list(COLORS.values())),
+        legend=alt.Legend(orient="top"),
+    )
+    date_tooltip = alt.Tooltip(f"{DAY}:N", title="day")
+
+    closed = (
+        base.transform_filter(f"datum.{c.OPEN} == 0")
+        .transform_calculate(series=f"'{CLOSED}'", day_end=f"toDate(datum.{c.DATE}) + {DAY_MS}")
+        .mark_rect(opacity=0.25)
+        .encode(x2="day_end:T", color=legend, tooltip=[date_tooltip])
+    )
+    has_forecast = f"isValid(datum.{c.YHAT})"
+    band_95 = (
+        base.transform_filter(has_forecast)
+        .transform_calculate(series=f"'{BAND_95}'")
+        .mark_area(opacity=0.45)
+        .encode(y=_sales(c.YHAT_UPPER_95), y2=f"{c.YHAT_LOWER_95}:Q", color=legend)
+    )
+    band_80 = (
+        base.transform_filter(has_forecast)
+        .transform_calculate(series=f"'{BAND_80}'")
+        .mark_area(opacity=0.35)
+        .encode(y=_sales(c.YHAT_UPPER), y2=f"{c.YHAT_LOWER}:Q", color=legend)
+    )
+    forecast_line = (
+        base.transform_filter(has_forecast)
+        .transform_calculate(series=f"'{FORECAST}'")
+        .mark_line(strokeDash=[6, 3], point=True)
+        .encode(
+            y=_sales(c.YHAT),
+            color=legend,
+            tooltip=[
+                date_tooltip,
+                alt.Tooltip(f"{c.YHAT}:Q", title="forecast", format=",.0f"),
+                alt.Tooltip(f"{c.YHAT_LOWER}:Q", title="80 % low", format=",.0f"),
+                alt.Tooltip(f"{c.YHAT_UPPER}:Q", title="80 % high", format=",.0f"),
+                alt.Tooltip(f"{c.YHAT_LOWER_95}:Q", title="95 % low", format=",.0f"),
+                alt.Tooltip(f"{c.YHAT_UPPER_95}:Q", title="95 % high", format=",.0f"),
+            ],
+        )
+    )
+    actual_line = (
+        # Open days only: closed days are the grey columns, not dips to zero.
+        base.transform_filter(f"isValid(datum.{c.SALES}) && datum.{c.OPEN} == 1")
+        .transform_calculate(series=f"'{ACTUAL}'")
+        .mark_line(point=True)
+        .encode(
+            y=_sales(c.SALES),
+            color=legend,
+            tooltip=[
+                date_tooltip,
+                alt.Tooltip(f"{c.SALES}:Q", title="sales", format=",.0f"),
+                alt.Tooltip(f"{c.OPEN}:N", title="open"),
+            ],
+        )
+    )
+    return alt.LayerChart(
+        layer=[closed, band_95, band_80, forecast_line, actual_line], title=title, height=380
+    )
+
+
+def _sales(field: str) -> alt.Y:
+    # Every layer shares one y axis; one title keeps Vega-Lite from joining the field names.
+    return alt.Y(f"{field}:Q", title="sales")
+
+
+def chart_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """The chart's data as text, two decimals, blanks where a day has no value of a kind."""
+    table = pd.DataFrame({c.DATE: pd.to_datetime(frame[c.DATE]).dt.strftime("%Y-%m-%d")})
+    table[c.OPEN] = frame[c.OPEN].map(lambda value: "" if pd.isna(value) else str(int(value)))
+    for column in (c.SALES, *c.FORECAST_VALUES):
+        table[column] = frame[column].map(lambda value: "" if pd.isna(value) else f"{value:.2f}")
+    return table[list(CHART_COLUMNS)]
+
+
+def rmspe_histogram(series: pd.DataFrame) -> alt.Chart:
+    """How many series fall in each band of backtest RMSPE (`series` has an `rmspe` column)."""
+    chart: alt.Chart = (
+        alt.Chart(series)
+        .mark_bar(color=COLORS[ACTUAL])
+        .encode(
+            x=alt.X(
+                f"{m.RMSPE}:Q",
+                bin=alt.Bin(maxbins=40),
+                title="backtest RMSPE",
+                axis=alt.Axis(format="%"),
+            ),
+            y=alt.Y("count():Q", title="series"),
+            tooltip=[alt.Tooltip("count():Q", title="series")],
+        )
+        .properties(height=280)
+    )
+    return chart
+
+
+def champion_mix_chart(champion_mix: Mapping[str, int]) -> alt.Chart:
+    """Series per champion model type."""
+    mix = pd.DataFrame(sorted(champion_mix.items()), columns=[c.MODEL, "series"])
+    chart: alt.Chart = (
+        alt.Chart(mix)
+        .mark_bar(color=COLORS[FORECAST])
+        .encode(
+            x=alt.X("series:Q", title="series"),
+            y=alt.Y(f"{c.MODEL}:N", title=None, sort="-x"),
+            tooltip=[c.MODEL, "series"],
+        )
+        .properties(height=280)
+    )
+    return chart

@@ -1,0 +1,182 @@
+"""The dashboard's client of the forecast API: typed answers, domain errors.
+
+Pages never see HTTP: they get response models or one of the errors below, each with a
+message fit to show a planner.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from typing import Any, TypeVar
+
+import httpx
+from pydantic import BaseModel, ValidationError
+
+from sfmlops.core import columns as c
+from sfmlops.settings import Settings
+from sfmlops.ui import responses as r
+
+Model = TypeVar("Model", bound=BaseModel)
+DEFAULT_TIMEOUT_SECONDS = 30.0
+
+
+class ApiError(Exception):
+    """The API answered with an error, or with something the dashboard cannot read.
+
+    Attributes:
+        status_code: The HTTP status, or None when no answer came.
+    """
+
+    def __init__(self, message: str, status_code: int | None = None) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+
+
+class ApiUnreachableError(ApiError):
+    """No answer from the API: it is down, the address is wrong, or it timed out."""
+
+
+class NotFoundError(ApiError):
+    """404: an unknown store, series or job, or no model trained yet."""
+
+
+class ModelUnavailableError(ApiError):
+    """503: the API has no model loaded to forecast with (or cannot start a job)."""
+
+
+class ApiClient:
+    """Calls the forecast API at `base_url`; the bearer token goes with writes only."""
+
+    def __init__(
+        self,
+        base_url: str,
+        token: str | None = None,
+        *,
+        timeout: float = DEFAULT_TIMEOUT_SECONDS,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._token = token
+        self._http = httpx.Client(base_url=self.base_url, timeout=timeout)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ApiClient:
+        """A client of SFMLOPS_API_URL with SFMLOPS_API_TOKEN."""
+        token = settings.api_token.get_secret_value() if settings.api_token else None
+        return cls(settings.api_url, token)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def status(self) -> r.Status:
+        """Data freshness and the champion version the API serves."""
+        return self._get("/v1/status", r.Status)
+
+    def stores(self) -> list[r.Store]:
+        """Every store, ordered by id."""
+        return self._get("/v1/stores", r.StoreList).stores
+
+    def store(self, store_id: int) -> r.StoreDetail:
+        """One store with its series. Raises NotFoundError for an unknown store."""
+        return self._get(f"/v1/stores/{store_id}", r.StoreDetail)
+
+    def sales(
+        self,
+        store_id: int,
+        start: dt.date,
+        end: dt.date,
+        product_id: str = c.DEFAULT_PRODUCT,
+    ) -> r.SalesHistory:
+        """A series' daily sales from `start` to `end`, both included."""
+        params = {"start": start.isoformat(), "end": end.isoformat(), c.PRODUCT_ID: product_id}
+        return self._get(f"/v1/stores/{store_id}/sales", r.SalesHistory, params)
+
+    def forecast(
+        self, store_id: int, days: int, product_id: str = c.DEFAULT_PRODUCT
+    ) -> r.SeriesForecast:
+        """The serving model's forecast of the `days` days after the as-of date.
+
+        Raises:
+            NotFoundError: Unknown store or series.
+            ModelUnavailableError: No model loaded yet.
+        """
+        params = {"days": str(days), c.PRODUCT_ID: product_id}
+        return self._get(f"/v1/stores/{store_id}/forecast", r.SeriesForecast, params)
+
+    def champion(
+        self, store_id: int | None = None, product_id: str = c.DEFAULT_PRODUCT
+    ) -> r.ChampionModel:
+        """The champion version with every series' backtest, or only one store's.
+
+        Raises:
+            NotFoundError: No champion model yet (or an unknown series).
+        """
+        params = {} if store_id is None else {c.STORE_ID: str(store_id), c.PRODUCT_ID: product_id}
+        return self._get("/v1/models/champion", r.ChampionModel, params)
+
+    def training_jobs(self, limit: int = 20) -> list[r.TrainingJob]:
+        """Recent training jobs, newest first."""
+        return self._get("/v1/training-jobs", r.TrainingJobList, {"limit": str(limit)}).jobs
+
+    def training_job(self, job_id: str) -> r.TrainingJob:
+        """One training job with its progress, outcome and error."""
+        return self._get(f"/v1/training-jobs/{job_id}", r.TrainingJob)
+
+    def submit_training_job(self, stores: Sequence[int] | None) -> r.TrainingJob:
+        """Start a job retraining `stores` (None: every store); returns it queued."""
+        body = {"stores": list(stores) if stores is not None else None}
+        response = self._request("POST", "/v1/training-jobs", json=body, write=True)
+        return _parse(response, r.TrainingJob)
+
+    def _get(self, path: str, model: type[Model], params: dict[str, str] | None = None) -> Model:
+        return _parse(self._request("GET", path, params=params), model)
+
+    def _request(
+        self, method: str, path: str, *, write: bool = False, **kwargs: Any
+    ) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {self._token}"} if write and self._token else {}
+        try:
+            response = self._http.request(method, path, headers=headers, **kwargs)
+        except httpx.TimeoutException as error:
+            raise ApiUnreachableError(
+                f"the forecast API at {self.base_url} did not answer in time ({type(error).__name__})"
+            ) from error
+        except httpx.TransportError as error:
+            raise ApiUnreachableError(
+                f"cannot reach the forecast API at {self.base_url}: {error}"
+            ) from error
+        if response.is_success:
+            return response
+        detail = _detail(response)
+        if response.status_code == httpx.codes.NOT_FOUND:
+            raise NotFoundError(detail, response.status_code)
+        if response.status_code == httpx.codes.SERVICE_UNAVAILABLE:
+            raise ModelUnavailableError(detail, response.status_code)
+        raise ApiError(
+            f"the forecast API refused {method} {path} ({response.status_code}): {detail}",
+            response.status_code,
+        )
+
+
+def _detail(response: httpx.Response) -> str:
+    """The API's `detail` message, or the start of whatever else came back."""
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:200] or response.reason_phrase
+    detail = body.get("detail") if isinstance(body, dict) else None
+    if isinstance(detail, str):
+        return detail
+    return str(detail if detail is not None else body)[:500]
+
+
+def _parse(response: httpx.Response, model: type[Model]) -> Model:
+    try:
+        return model.model_validate_json(response.content)
+    except ValidationError as error:
+        # A version mismatch between dashboard and API: say so rather than crash a page.
+        raise ApiError(
+            f"unexpected answer from {response.request.url.path}: {error.error_count()} field(s) "
+            f"do not match what the dashboard expects ({error.errors()[0]['msg']})",
+            response.status_code,
+        ) from error

@@ -1,0 +1,169 @@
+"""Overview page: accuracy across stores, the champion mix, training jobs, data freshness."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from sfmlops.core import columns as c
+from sfmlops.core.forecasting import metrics as m
+from sfmlops.ui import context
+from sfmlops.ui import responses as r
+from sfmlops.ui.charts import champion_mix_chart, rmspe_histogram
+from sfmlops.ui.client import ApiError, ModelUnavailableError, NotFoundError
+
+WORST_STORES = 20
+RECENT_JOBS = 20
+
+
+def render() -> None:
+    client = context.api_client()
+    st.title("Overview")
+    try:
+        status = client.status()
+        jobs = client.training_jobs(RECENT_JOBS)
+    except ApiError as error:
+        context.stop_on(error)
+    _freshness(status)
+    st.header("Accuracy", divider="gray")
+    try:
+        champion = client.champion()
+    except (NotFoundError, ModelUnavailableError) as error:
+        st.info(
+            f"**No model trained yet.** {error}. Accuracy appears here once a training job "
+            "has registered a champion.",
+            icon=":material/model_training:",
+        )
+    except ApiError as error:
+        st.error(f"**Model details unavailable:** {error}", icon=":material/error:")
+    else:
+        _accuracy(champion)
+    st.header("Training jobs", divider="gray")
+    _jobs(jobs)
+
+
+def _freshness(status: r.Status) -> None:
+    latest, stores, ingested, dead, serving = st.columns(5)
+    latest.metric("Latest sales date", _date(status.latest_sales_date))
+    stores.metric("Stores", f"{status.stores:,}", help=f"{status.sales_rows:,} sales rows")
+    ingested.metric("Sales ingested, last 24 h", f"{status.sales_ingested_last_day:,}")
+    dead.metric(
+        "Dead letters, last 24 h",
+        f"{status.dead_letters_last_day:,}",
+        help="Records refused by validation in the last 24 hours, kept with their reasons.",
+    )
+    serving.metric("Serving model version", status.champion_version or "none")
+    if status.as_of and status.latest_sales_date and status.latest_sales_date < status.as_of:
+        behind = (status.as_of - status.latest_sales_date).days
+        st.warning(
+            f"Sales are {behind} day(s) behind: the latest is {status.latest_sales_date}, "
+            f"the as-of date is {status.as_of}.",
+            icon=":material/schedule:",
+        )
+    if status.dead_letters_last_day:
+        st.warning(
+            f"{status.dead_letters_last_day:,} record(s) were refused in the last 24 hours "
+            "(table ingest_dead_letters has each one's reason).",
+            icon=":material/mark_email_unread:",
+        )
+
+
+def _accuracy(champion: r.ChampionModel) -> None:
+    series = pd.DataFrame(
+        [
+            {c.STORE_ID: s.store_id, c.PRODUCT_ID: s.product_id, c.MODEL: s.model, m.RMSPE: s.rmspe}
+            for s in champion.stores
+        ],
+        columns=[c.STORE_ID, c.PRODUCT_ID, c.MODEL, m.RMSPE],
+    )
+    st.caption(
+        f"Model version {champion.version}"
+        + (f", trained {champion.trained_at:%Y-%m-%d %H:%M} UTC" if champion.trained_at else "")
+        + (f" on sales up to {champion.last_date}" if champion.last_date else "")
+        + f". Backtest RMSPE over all stores: {_percent(champion.metrics.rmspe)}."
+    )
+    spread, mix = st.columns([3, 2], gap="large")
+    with spread:
+        st.subheader("Backtest RMSPE per store")
+        scored = series.dropna(subset=[m.RMSPE])
+        if scored.empty:
+            st.info("No store has a backtest score.")
+        else:
+            st.altair_chart(rmspe_histogram(scored), width="stretch")
+    with mix:
+        st.subheader("Champion mix")
+        st.altair_chart(champion_mix_chart(champion.champion_mix), width="stretch")
+    st.subheader(f"The {WORST_STORES} least accurate stores")
+    worst = series.dropna(subset=[m.RMSPE]).nlargest(WORST_STORES, m.RMSPE)
+    if worst.empty:
+        st.info("No store has a backtest score.")
+        return
+    for row in worst.itertuples(index=False):
+        store_id, product_id, model, rmspe = (
+            int(getattr(row, c.STORE_ID)),
+            str(getattr(row, c.PRODUCT_ID)),
+            str(getattr(row, c.MODEL)),
+            float(getattr(row, m.RMSPE)),
+        )
+        params = {context.STORE_PARAM: str(store_id)}
+        label = f"Store {store_id}"
+        if product_id != c.DEFAULT_PRODUCT:
+            params[context.PRODUCT_PARAM] = product_id
+            label += f" · {product_id}"
+        link, model_cell, rmspe_cell = st.columns([2, 2, 1])
+        link.page_link(
+            context.STORE_PAGE, label=label, icon=":material/storefront:", query_params=params
+        )
+        model_cell.write(model)
+        rmspe_cell.write(f"{rmspe:.1%}")
+
+
+def _jobs(jobs: list[r.TrainingJob]) -> None:
+    if not jobs:
+        st.info("No training jobs yet.")
+        return
+    failed = next((job for job in jobs if job.status == "failed"), None)
+    if failed is jobs[0]:
+        st.error(
+            f"**The latest training job ({failed.id[:12]}) failed.** {failed.error or ''}",
+            icon=":material/error:",
+        )
+    table = pd.DataFrame(
+        [
+            {
+                "job": job.id[:12],
+                "status": job.status,
+                "stores": "all"
+                if job.stores is None
+                else ", ".join(map(str, job.stores[:10]))
+                + (" ..." if len(job.stores) > 10 else ""),
+                "progress": f"{job.progress_done}/{job.progress_total}",
+                "created": job.created_at,
+                "finished": job.finished_at,
+                "model version": job.model_version,
+                "error": job.error,
+            }
+            for job in jobs
+        ]
+    )
+    st.dataframe(
+        table,
+        hide_index=True,
+        width="stretch",
+        column_config={
+            "created": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm:ss"),
+            "finished": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm:ss"),
+        },
+    )
+
+
+def _date(value: object) -> str:
+    return str(value) if value is not None else "none"
+
+
+def _percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1%}"
+
+
+if __name__ == "__main__":
+    render()

@@ -1,0 +1,330 @@
+"""Store page: a store's recent sales beside its forecast, the model's accuracy, a retrain."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+import pandas as pd
+import streamlit as st
+
+from sfmlops.core import columns as c
+from sfmlops.core.forecasting import metrics as m
+from sfmlops.core.forecasting.backtest import HORIZON_DAYS
+from sfmlops.ui import context
+from sfmlops.ui import responses as r
+from sfmlops.ui.charts import chart_frame, chart_table, store_chart
+from sfmlops.ui.client import (
+    ApiClient,
+    ApiError,
+    ModelUnavailableError,
+    NotFoundError,
+)
+
+DEFAULT_HISTORY_WEEKS = 8
+MAX_HISTORY_WEEKS = 52
+DEFAULT_HORIZON_DAYS = 14
+# The intervals are calibrated on backtests of this horizon; further out they are guesses.
+MAX_HORIZON_DAYS = HORIZON_DAYS
+RETRAIN_POLL_SECONDS = 2.0
+ACTIVE_JOB_STATUSES = ("queued", "running")
+# Session keys.
+STORE_KEY = "store_id"
+PRODUCT_KEY = "product_id"
+HORIZON_KEY = "horizon_days"
+WATCH_KEY = "retrain_watch"
+NEWS_KEY = "retrain_news"
+
+
+@dataclass(frozen=True)
+class RetrainWatch:
+    """The retrain this session started and follows."""
+
+    job_id: str
+    store_id: int
+    product_id: str
+    previous_version: str | None
+
+
+def render() -> None:
+    client = context.api_client()
+    st.title("Store forecast")
+    try:
+        stores = context.store_list()
+    except ApiError as error:
+        context.stop_on(error)
+    store_id = _pick_store(stores)
+    if store_id is None:
+        st.stop()
+    try:
+        store = client.store(store_id)
+        status = client.status()
+    except NotFoundError:
+        st.warning(f"Store {store_id} is no longer in the database.", icon=":material/search_off:")
+        st.stop()
+    except ApiError as error:
+        context.stop_on(error)
+    if not store.series or status.as_of is None:
+        st.info(f"Store {store_id} has no sales yet: nothing to chart or forecast.")
+        st.stop()
+    product_id = _pick_product(store)
+    weeks, horizon_days = _chart_controls()
+
+    news = st.session_state.pop(NEWS_KEY, None)
+    if news:
+        st.success(news, icon=":material/check_circle:")
+    chart_column, model_column = st.columns([3, 1], gap="large")
+    with model_column:
+        champion = _model_panel(client, store_id, product_id)
+        _retrain(client, store_id, product_id, champion)
+    with chart_column:
+        _chart(client, store_id, product_id, status.as_of, weeks, horizon_days, champion)
+
+
+def _pick_store(stores: list[r.Store]) -> int | None:
+    """The store picker, opened on ?store= when that names a store; keeps ?store= in step."""
+    by_id = {store.store_id: store for store in stores}
+    requested = st.query_params.get(context.STORE_PARAM)
+    requested_id = int(requested) if requested and requested.isdigit() else None
+    if STORE_KEY not in st.session_state:
+        st.session_state[STORE_KEY] = requested_id if requested_id in by_id else None
+    picked: int | None = st.selectbox(
+        "Store",
+        list(by_id),
+        key=STORE_KEY,
+        format_func=lambda store_id: context.store_label(by_id[store_id]),
+        placeholder="Type a store id, a store type (a-d) or a state (e.g. HE)",
+        help="Search by id, type or state.",
+    )
+    if picked is None:
+        if requested is not None and requested_id not in by_id:
+            st.warning(
+                f"There is no store {requested!r}: the database has {len(by_id):,} stores "
+                f"({min(by_id, default='-')} to {max(by_id, default='-')}). Pick one above.",
+                icon=":material/search_off:",
+            )
+        elif not by_id:
+            st.info("No stores yet: load data with `sfmlops load-data`.")
+        st.query_params.pop(context.STORE_PARAM, None)
+        return None
+    st.query_params[context.STORE_PARAM] = str(picked)
+    return picked
+
+
+def _pick_product(store: r.StoreDetail) -> str:
+    """The series to show: a picker only when the store sells more than one product."""
+    products = [series.product_id for series in store.series]
+    if len(products) == 1:
+        st.query_params.pop(context.PRODUCT_PARAM, None)
+        return products[0]
+    if st.session_state.get(PRODUCT_KEY) not in products:
+        requested = st.query_params.get(context.PRODUCT_PARAM)
+        st.session_state[PRODUCT_KEY] = (
+            requested
+            if requested in products
+            else (c.DEFAULT_PRODUCT if c.DEFAULT_PRODUCT in products else products[0])
+        )
+    product_id: str = st.selectbox("Product", products, key=PRODUCT_KEY)
+    st.query_params[context.PRODUCT_PARAM] = product_id
+    return product_id
+
+
+def _chart_controls() -> tuple[int, int]:
+    """Weeks of history and the forecast horizon (set with "Forecast next N days")."""
+    history, horizon = st.columns([1, 2], vertical_alignment="bottom")
+    weeks = int(
+        history.number_input(
+            "Weeks of history",
+            min_value=1,
+            max_value=MAX_HISTORY_WEEKS,
+            value=DEFAULT_HISTORY_WEEKS,
+            step=1,
+        )
+    )
+    with horizon.form("forecast", border=False):
+        days, button = st.columns([1, 1], vertical_alignment="bottom")
+        requested = days.number_input(
+            "Days to forecast",
+            min_value=1,
+            max_value=MAX_HORIZON_DAYS,
+            value=st.session_state.get(HORIZON_KEY, DEFAULT_HORIZON_DAYS),
+            step=1,
+            help=f"At most {MAX_HORIZON_DAYS} days: the horizon the intervals are calibrated on.",
+        )
+        if button.form_submit_button("Forecast next N days", type="primary"):
+            st.session_state[HORIZON_KEY] = int(requested)
+    return weeks, int(st.session_state.get(HORIZON_KEY, DEFAULT_HORIZON_DAYS))
+
+
+def _chart(
+    client: ApiClient,
+    store_id: int,
+    product_id: str,
+    as_of: dt.date,
+    weeks: int,
+    horizon_days: int,
+    champion: r.ChampionModel | None,
+) -> None:
+    try:
+        history = client.sales(
+            store_id, as_of - dt.timedelta(days=7 * weeks - 1), as_of, product_id
+        )
+    except ApiError as error:
+        context.stop_on(error)
+    forecast: r.SeriesForecast | None = None
+    try:
+        forecast = client.forecast(store_id, horizon_days, product_id)
+    except ModelUnavailableError as error:
+        st.info(
+            f"**No forecast yet:** {error}. Train a model with `sfmlops train`, or retrain "
+            "this store on the right.",
+            icon=":material/model_training:",
+        )
+    except NotFoundError as error:
+        st.warning(f"**No forecast for this series:** {error}", icon=":material/search_off:")
+    except ApiError as error:
+        st.error(f"**The forecast failed:** {error}", icon=":material/error:")
+
+    frame = chart_frame(history.days, forecast.forecast if forecast else [])
+    title = f"Store {store_id} · {product_id}: last {weeks} weeks"
+    if forecast:
+        title += f", next {forecast.days} days"
+    st.altair_chart(store_chart(frame, title), width="stretch")
+    if forecast:
+        notes = [f"Forecast by model version {forecast.model_version} from {forecast.start}."]
+        if champion and champion.version != forecast.model_version:
+            notes.append(
+                f"Version {champion.version} is the champion now; the API serves it within "
+                "its polling interval."
+            )
+        notes += forecast.assumptions
+        st.caption(" ".join(notes))
+    closed = int((frame[c.OPEN] == 0).sum())
+    st.caption(f"Grey columns: the {closed} closed day(s) in the history shown.")
+    with st.expander("Chart data"):
+        st.table(chart_table(frame))
+
+
+def _model_panel(client: ApiClient, store_id: int, product_id: str) -> r.ChampionModel | None:
+    """The champion version, when it was trained, and this store's backtest."""
+    st.subheader("Model")
+    try:
+        champion = client.champion(store_id, product_id)
+    except (NotFoundError, ModelUnavailableError) as error:
+        st.info(f"**No model for this store yet.** {error}", icon=":material/model_training:")
+        return None
+    except ApiError as error:
+        st.error(f"**Model details unavailable:** {error}", icon=":material/error:")
+        return None
+    st.metric("Model version", champion.version)
+    if champion.trained_at:
+        st.caption(f"Trained {champion.trained_at:%Y-%m-%d %H:%M} UTC")
+    if champion.last_date:
+        st.caption(f"On sales up to {champion.last_date:%Y-%m-%d}")
+    series = next((s for s in champion.stores if s.store_id == store_id), None)
+    if series is None:
+        st.warning("This store is not in the champion model: retrain it.")
+        return champion
+    st.metric(
+        "Backtest RMSPE, this store",
+        "n/a" if series.rmspe is None else f"{series.rmspe:.1%}",
+        help="Root mean squared percentage error on the last backtest window (open days).",
+    )
+    st.caption(f"Champion model for this store: **{series.model}**")
+    by_model = pd.DataFrame(
+        sorted(series.rmspe_by_model.items(), key=lambda item: (item[1] is None, item[1] or 0.0)),
+        columns=[c.MODEL, m.RMSPE],
+    )
+    st.dataframe(
+        by_model,
+        hide_index=True,
+        column_config={m.RMSPE: st.column_config.NumberColumn("RMSPE", format="percent")},
+    )
+    overall = champion.metrics
+    st.caption(
+        f"All stores: RMSPE {_percent(overall.rmspe)}, MAPE {_percent(overall.mape)}, "
+        f"80 % interval coverage {_percent(overall.coverage_80)}, "
+        f"95 % {_percent(overall.coverage_95)}"
+    )
+    return champion
+
+
+def _retrain(
+    client: ApiClient, store_id: int, product_id: str, champion: r.ChampionModel | None
+) -> None:
+    watch: RetrainWatch | None = st.session_state.get(WATCH_KEY)
+    busy = watch is not None and watch.store_id == store_id
+    if st.button("Retrain this store", disabled=busy, icon=":material/model_training:"):
+        try:
+            job = client.submit_training_job([store_id])
+        except ApiError as error:
+            st.error(f"**Could not start the retrain:** {error}", icon=":material/error:")
+        else:
+            st.session_state[WATCH_KEY] = RetrainWatch(
+                job.id, store_id, product_id, champion.version if champion else None
+            )
+    if st.session_state.get(WATCH_KEY) is not None:
+        _retrain_progress()
+
+
+@st.fragment(run_every=RETRAIN_POLL_SECONDS)
+def _retrain_progress() -> None:
+    """Follow the retrain until its version serves, then redraw the page with it."""
+    watch: RetrainWatch | None = st.session_state.get(WATCH_KEY)
+    if watch is None:
+        return
+    client = context.api_client()
+    try:
+        job = client.training_job(watch.job_id)
+    except ApiError as error:
+        st.warning(f"Cannot follow training job {watch.job_id[:12]}: {error}")
+        return
+    label = f"Retraining store {watch.store_id} (job {job.id[:12]})"
+    if job.status in ACTIVE_JOB_STATUSES:
+        done, total = job.progress_done, job.progress_total
+        st.progress(
+            done / total if total else 0.0,
+            text=f"{label}: {job.status}" + (f", {done} of {total} steps" if total else ""),
+        )
+        return
+    if job.status == "failed":
+        st.error(
+            f"**{label} failed.** {job.error or 'The job recorded no error.'}",
+            icon=":material/error:",
+        )
+        _dismiss_button()
+        return
+    try:
+        serving = client.champion(watch.store_id, watch.product_id).version
+    except ApiError:
+        serving = None
+    if job.model_version is not None and serving == job.model_version:
+        del st.session_state[WATCH_KEY]
+        st.session_state[NEWS_KEY] = (
+            f"Store {watch.store_id} retrained: model version {serving} is live"
+            + (f" (was {watch.previous_version})." if watch.previous_version else ".")
+        )
+        st.rerun()
+    st.info(
+        f"{label} finished: version {job.model_version or '(none)'} registered. Waiting for it "
+        f"to become the champion (now {serving or 'none'}); a version that backtests worse than "
+        "the champion stays the challenger.",
+        icon=":material/hourglass_top:",
+    )
+    if job.error:
+        st.caption(job.error)
+    _dismiss_button()
+
+
+def _dismiss_button() -> None:
+    if st.button("Dismiss", key="dismiss_retrain"):
+        del st.session_state[WATCH_KEY]
+        st.rerun()
+
+
+def _percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1%}"
+
+
+if __name__ == "__main__":
+    render()
