@@ -10,9 +10,12 @@ from fastapi.testclient import TestClient
 from pydantic import SecretStr
 from sqlalchemy import Engine
 
+from sfmlops.adapters.db.engine import make_engine, migrate
+from sfmlops.core.forecasting.bundle import ForecastBundle
 from sfmlops.services import loading
 from sfmlops.services.api import create_app
 from sfmlops.settings import Settings
+from tests.model_registry import register_champion, train_bundle
 
 TOKEN = "test-token-not-a-secret"
 
@@ -44,3 +47,43 @@ def client(settings: Settings, loaded_engine: Engine) -> Iterator[TestClient]:
 @pytest.fixture
 def auth() -> dict[str, str]:
     return {"Authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.fixture(scope="session")
+def bundle(rossmann_slice: Path) -> ForecastBundle:
+    """A real seasonal-naive bundle of stores 1-5 of the slice (data up to 2015-06-13)."""
+    return train_bundle(rossmann_slice, range(1, 6))
+
+
+@pytest.fixture(scope="session")
+def registry_home(tmp_path_factory: pytest.TempPathFactory, bundle: ForecastBundle) -> Path:
+    """A HOME whose embedded MLflow registry has the bundle as champion version 1."""
+    home = tmp_path_factory.mktemp("registry") / "home"
+    register_champion(Settings(_env_file=None, home=home), bundle)
+    return home
+
+
+@pytest.fixture
+def sqlite_engine(tmp_path: Path, rossmann_slice: Path) -> Iterator[Engine]:
+    """The slice in a SQLite database (forecast tests read the as-of date from it)."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'sales.db'}")
+    migrate(engine)
+    loading.load_folder(engine, rossmann_slice)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def served_settings(registry_home: Path) -> Settings:
+    return Settings(
+        _env_file=None, home=registry_home, api_token=SecretStr(TOKEN), model_poll_seconds=3600
+    )
+
+
+@pytest.fixture
+def served(served_settings: Settings, sqlite_engine: Engine) -> Iterator[TestClient]:
+    """An API serving champion version 1 (stores 1-5) over the slice."""
+    with TestClient(
+        create_app(served_settings, engine=sqlite_engine), raise_server_exceptions=False
+    ) as client:
+        yield client

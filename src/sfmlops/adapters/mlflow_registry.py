@@ -9,6 +9,7 @@ Aliases (`champion`, `challenger`), not the deprecated stages, say which version
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import tempfile
 from collections.abc import Mapping
@@ -30,6 +31,8 @@ CHAMPION = "champion"
 CHALLENGER = "challenger"
 BUNDLE_ARTIFACT = "bundle"
 RMSPE_METRIC = "rmspe"  # the overall backtest RMSPE of the bundle's champions
+# What the registry answers for a missing model (name) or a missing alias.
+_NOT_FOUND_CODES = frozenset({"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"})
 
 
 class ForecastBundleModel(PythonModel):
@@ -106,11 +109,20 @@ def register_bundle(
 
 
 def version_with_alias(client: MlflowClient, alias: str) -> RegisteredVersion | None:
-    """The version an alias points at, with its run's RMSPE, or None."""
+    """The version an alias points at, with its run's RMSPE, or None.
+
+    Raises:
+        MlflowException: When the registry cannot answer (e.g. the server is down); only
+            "no such model" and "no such alias" mean None.
+    """
     try:
         version = client.get_model_version_by_alias(MODEL_NAME, alias)
-    except MlflowException:
-        return None
+    except MlflowException as error:
+        # MLflow reports an unreachable server as an MlflowException too: telling it apart
+        # from a missing alias keeps a registry outage from looking like "no champion".
+        if error.error_code in _NOT_FOUND_CODES:
+            return None
+        raise
     rmspe = (
         client.get_run(version.run_id).data.metrics.get(RMSPE_METRIC) if version.run_id else None
     )
@@ -160,11 +172,21 @@ def promote(
 
 def download_bundle(client: MlflowClient, version: str, destination: Path) -> Path:
     """Fetch a version's bundle folder; returns the folder to load it from."""
-    source = client.get_model_version(MODEL_NAME, version).source
+    # A version's `source` is a logged model (`models:/m-<id>`) in MLflow 3, which the
+    # artifact resolver reads as a registered model name; the registry URI resolves.
     local = mlflow.artifacts.download_artifacts(
-        artifact_uri=f"{source}/artifacts/{BUNDLE_ARTIFACT}", dst_path=str(destination)
+        artifact_uri=f"models:/{MODEL_NAME}/{version}",
+        dst_path=str(destination),
+        tracking_uri=client.tracking_uri,
+        registry_uri=client._registry_uri,
     )
-    return Path(local)
+    return Path(local) / "artifacts" / BUNDLE_ARTIFACT
+
+
+def registered_at(client: MlflowClient, version: str) -> dt.datetime:
+    """When a version was registered (UTC)."""
+    created = client.get_model_version(MODEL_NAME, version).creation_timestamp
+    return dt.datetime.fromtimestamp(created / 1000, dt.UTC)
 
 
 def log_params(params: Mapping[str, Any]) -> None:
