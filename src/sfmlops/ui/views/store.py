@@ -31,7 +31,9 @@ ACTIVE_JOB_STATUSES = ("queued", "running")
 # Session keys.
 STORE_KEY = "store_id"
 PRODUCT_KEY = "product_id"
-HORIZON_KEY = "horizon_days"
+WEEKS_KEY = "history_weeks"
+HORIZON_INPUT_KEY = "horizon_days_input"
+HORIZON_KEY = "horizon_days"  # the horizon last asked for with "Forecast next N days"
 WATCH_KEY = "retrain_watch"
 NEWS_KEY = "retrain_news"
 
@@ -75,8 +77,8 @@ def render() -> None:
         st.success(news, icon=":material/check_circle:")
     chart_column, model_column = st.columns([3, 1], gap="large")
     with model_column:
-        champion = _model_panel(client, store_id, product_id)
-        _retrain(client, store_id, product_id, champion)
+        champion = _model_panel(client, store_id, product_id, status.champion_version)
+        _retrain(client, store_id, product_id, status.champion_version)
     with chart_column:
         _chart(client, store_id, product_id, status.as_of, weeks, horizon_days, champion)
 
@@ -135,6 +137,7 @@ def _chart_controls() -> tuple[int, int]:
     weeks = int(
         history.number_input(
             "Weeks of history",
+            key=WEEKS_KEY,
             min_value=1,
             max_value=MAX_HISTORY_WEEKS,
             value=DEFAULT_HISTORY_WEEKS,
@@ -145,9 +148,10 @@ def _chart_controls() -> tuple[int, int]:
         days, button = st.columns([1, 1], vertical_alignment="bottom")
         requested = days.number_input(
             "Days to forecast",
+            key=HORIZON_INPUT_KEY,
             min_value=1,
             max_value=MAX_HORIZON_DAYS,
-            value=st.session_state.get(HORIZON_KEY, DEFAULT_HORIZON_DAYS),
+            value=DEFAULT_HORIZON_DAYS,
             step=1,
             help=f"At most {MAX_HORIZON_DAYS} days: the horizon the intervals are calibrated on.",
         )
@@ -205,25 +209,36 @@ def _chart(
         st.table(chart_table(frame))
 
 
-def _model_panel(client: ApiClient, store_id: int, product_id: str) -> r.ChampionModel | None:
+def _model_panel(
+    client: ApiClient, store_id: int, product_id: str, serving_version: str | None
+) -> r.ChampionModel | None:
     """The champion version, when it was trained, and this store's backtest."""
     st.subheader("Model")
     try:
         champion = client.champion(store_id, product_id)
     except (NotFoundError, ModelUnavailableError) as error:
-        st.info(f"**No model for this store yet.** {error}", icon=":material/model_training:")
+        if serving_version is None:
+            st.info(
+                "**No model trained yet.** Train one with `sfmlops train`, or retrain this "
+                "store below.",
+                icon=":material/model_training:",
+            )
+        else:
+            st.info(
+                f"**Not in the champion model (version {serving_version}).** {error}. "
+                "Retrain this store to add it.",
+                icon=":material/model_training:",
+            )
         return None
     except ApiError as error:
         st.error(f"**Model details unavailable:** {error}", icon=":material/error:")
         return None
     st.metric("Model version", champion.version)
-    if champion.trained_at:
-        st.caption(f"Trained {champion.trained_at:%Y-%m-%d %H:%M} UTC")
-    if champion.last_date:
-        st.caption(f"On sales up to {champion.last_date:%Y-%m-%d}")
+    st.caption(
+        f"Trained {champion.trained_at:%Y-%m-%d %H:%M} UTC on sales up to {champion.last_date}"
+    )
     series = next((s for s in champion.stores if s.store_id == store_id), None)
-    if series is None:
-        st.warning("This store is not in the champion model: retrain it.")
+    if series is None:  # the API answered for another series: nothing to show for this one
         return champion
     st.metric(
         "Backtest RMSPE, this store",
@@ -250,7 +265,7 @@ def _model_panel(client: ApiClient, store_id: int, product_id: str) -> r.Champio
 
 
 def _retrain(
-    client: ApiClient, store_id: int, product_id: str, champion: r.ChampionModel | None
+    client: ApiClient, store_id: int, product_id: str, serving_version: str | None
 ) -> None:
     watch: RetrainWatch | None = st.session_state.get(WATCH_KEY)
     busy = watch is not None and watch.store_id == store_id
@@ -261,7 +276,7 @@ def _retrain(
             st.error(f"**Could not start the retrain:** {error}", icon=":material/error:")
         else:
             st.session_state[WATCH_KEY] = RetrainWatch(
-                job.id, store_id, product_id, champion.version if champion else None
+                job.id, store_id, product_id, serving_version
             )
     if st.session_state.get(WATCH_KEY) is not None:
         _retrain_progress()

@@ -1,0 +1,298 @@
+"""The dashboard's pages (Streamlit AppTest) against real API servers."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+from typing import Any
+
+import httpx
+import pandas as pd
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from sfmlops.core import columns as c
+from sfmlops.ui.charts import CHART_COLUMNS
+from sfmlops.ui.views import store as store_page
+from tests.ui.conftest import (
+    STORE_WITHOUT_SALES,
+    TOKEN,
+    TRAINED_STORES,
+    UNTRAINED_STORE,
+    RunningApi,
+    open_dashboard,
+)
+
+pytestmark = pytest.mark.integration
+OVERVIEW = "views/overview.py"
+JOB_SECONDS = 180
+
+
+def api_get(api: RunningApi, path: str, **params: Any) -> Any:
+    response = httpx.get(f"{api.url}{path}", params=params, timeout=30)
+    response.raise_for_status()
+    return response.json()
+
+
+def expected_chart_table(api: RunningApi, store_id: int, weeks: int, days: int) -> pd.DataFrame:
+    """What the chart must show, read straight from the API: actuals, then the forecast."""
+    as_of = dt.date.fromisoformat(api_get(api, "/v1/status")["as_of"])
+    start = as_of - dt.timedelta(days=7 * weeks - 1)
+    sales = api_get(api, f"/v1/stores/{store_id}/sales", start=start, end=as_of)["days"]
+    forecast = api_get(api, f"/v1/stores/{store_id}/forecast", days=days)["forecast"]
+    blank = dict.fromkeys(CHART_COLUMNS, "")
+    rows = [
+        blank
+        | {c.DATE: day["sales_date"], c.SALES: f"{day['sales']:.2f}", c.OPEN: str(day["open"])}
+        for day in sales
+    ] + [
+        blank | {c.DATE: day["date"]} | {name: f"{day[name]:.2f}" for name in c.FORECAST_VALUES}
+        for day in forecast
+    ]
+    return pd.DataFrame(rows, columns=list(CHART_COLUMNS))
+
+
+def chart_table(app: AppTest) -> pd.DataFrame:
+    (table,) = app.table
+    return table.value.reset_index(drop=True)
+
+
+def texts(elements: Any) -> str:
+    return "\n".join(str(element.value) for element in elements)
+
+
+def metric(app: AppTest, label: str) -> str:
+    (found,) = [m for m in app.metric if m.label == label]
+    return str(found.value)
+
+
+def test_the_store_chart_holds_the_apis_actuals_and_forecast(
+    trained_api: RunningApi, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = open_dashboard(trained_api.url, monkeypatch, store="2")
+
+    assert not app.exception
+    (chart,) = app.get("vega_lite_chart")
+    spec = json.loads(chart.proto.spec)
+    assert spec["title"] == "Store 2 · total: last 8 weeks, next 14 days"
+    assert len(spec["layer"]) == 5  # closed days, two bands, forecast, actuals
+    expected = expected_chart_table(
+        trained_api, 2, store_page.DEFAULT_HISTORY_WEEKS, store_page.DEFAULT_HORIZON_DAYS
+    )
+    pd.testing.assert_frame_equal(chart_table(app), expected)
+    assert (expected[c.OPEN] == "0").any(), "the slice should show closed days"
+    champion = api_get(trained_api, "/v1/models/champion", store_id=2)
+    assert metric(app, "Model version") == champion["version"]
+    assert metric(app, "Backtest RMSPE, this store") == f"{champion['stores'][0]['rmspe']:.1%}"
+
+
+def test_the_picker_searches_id_type_and_state_and_follows_the_choice(
+    trained_api: RunningApi, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = open_dashboard(trained_api.url, monkeypatch)
+    picker = app.selectbox(key=store_page.STORE_KEY)
+    stores = api_get(trained_api, "/v1/stores")["stores"]
+
+    assert picker.value is None
+    assert "Type a store id" in picker.placeholder
+    assert picker.options == [
+        f"{s['store_id']} · type {s['store_type']} · {s['state']}" for s in stores
+    ]
+    assert not app.get("vega_lite_chart")
+
+    picker.select(3).run()
+
+    assert app.query_params[store_page.context.STORE_PARAM] == "3"
+    expected = expected_chart_table(
+        trained_api, 3, store_page.DEFAULT_HISTORY_WEEKS, store_page.DEFAULT_HORIZON_DAYS
+    )
+    pd.testing.assert_frame_equal(chart_table(app), expected)
+
+
+def test_forecast_next_n_days_redraws_with_that_horizon_and_is_capped(
+    trained_api: RunningApi, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = open_dashboard(trained_api.url, monkeypatch, store="1")
+    horizon = app.number_input(key=store_page.HORIZON_INPUT_KEY)
+
+    assert horizon.max == store_page.MAX_HORIZON_DAYS
+    horizon.set_value(30)
+    app.number_input(key=store_page.WEEKS_KEY).set_value(3)
+    (submit,) = [b for b in app.button if b.label == "Forecast next N days"]
+    submit.click().run()
+
+    pd.testing.assert_frame_equal(chart_table(app), expected_chart_table(trained_api, 1, 3, 30))
+
+
+def test_an_unknown_store_is_a_friendly_warning(
+    trained_api: RunningApi, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = open_dashboard(trained_api.url, monkeypatch, store="99999")
+
+    assert not app.exception
+    assert "There is no store '99999'" in texts(app.warning)
+    assert app.selectbox(key=store_page.STORE_KEY).value is None
+    assert not app.get("vega_lite_chart")
+
+
+def test_a_store_without_sales_says_so(
+    trained_api: RunningApi, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = open_dashboard(trained_api.url, monkeypatch, store=str(STORE_WITHOUT_SALES))
+
+    assert not app.exception
+    assert f"Store {STORE_WITHOUT_SALES} has no sales yet" in texts(app.info)
+    assert not app.get("vega_lite_chart")
+
+
+def test_a_store_outside_the_champion_shows_its_sales_and_why_there_is_no_forecast(
+    trained_api: RunningApi, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = open_dashboard(trained_api.url, monkeypatch, store=str(UNTRAINED_STORE))
+
+    assert not app.exception
+    assert "No forecast for this series" in texts(app.warning)
+    assert f"unknown store {UNTRAINED_STORE}" in texts(app.warning)
+    assert "Not in the champion model" in texts(app.info)
+    table = chart_table(app)
+    assert (table[c.SALES] != "").all()
+    assert (table[c.YHAT] == "").all()
+
+
+@pytest.mark.parametrize("page", [None, OVERVIEW])
+def test_an_unreachable_api_is_a_clear_error_on_every_page(
+    page: str | None, unreachable_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = open_dashboard(unreachable_url, monkeypatch, store="1")
+    if page:
+        app.switch_page(page).run()
+
+    assert not app.exception
+    (error,) = app.error
+    assert "The forecast API is not reachable" in error.value
+    assert unreachable_url in error.value
+
+
+def test_before_any_training_both_pages_say_there_is_no_model(
+    untrained_api: RunningApi, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = open_dashboard(untrained_api.url, monkeypatch, store="1")
+
+    assert not app.exception
+    assert "No forecast yet" in texts(app.info)
+    assert "No model trained yet" in texts(app.info)
+    table = chart_table(app)
+    assert len(table) == 7 * store_page.DEFAULT_HISTORY_WEEKS
+    assert (table[c.YHAT] == "").all()
+
+    app.switch_page(OVERVIEW).run()
+
+    assert not app.exception
+    assert "No model trained yet" in texts(app.info)
+    assert metric(app, "Serving model version") == "none"
+
+
+def test_the_overview_ranks_stores_and_shows_freshness_and_jobs(
+    trained_api: RunningApi, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = open_dashboard(trained_api.url, monkeypatch).switch_page(OVERVIEW).run()
+
+    assert not app.exception
+    champion = api_get(trained_api, "/v1/models/champion")
+    status = api_get(trained_api, "/v1/status")
+    assert metric(app, "Latest sales date") == status["latest_sales_date"]
+    assert metric(app, "Stores") == f"{status['stores']:,}"
+    assert metric(app, "Dead letters, last 24 h") == f"{status['dead_letters_last_day']:,}"
+    assert metric(app, "Serving model version") == champion["version"]
+    assert len(app.get("vega_lite_chart")) == 2  # RMSPE spread and champion mix
+    worst = sorted(
+        (s for s in champion["stores"] if s["rmspe"] is not None),
+        key=lambda s: -s["rmspe"],
+    )
+    links = app.get("page_link")
+    assert [link.proto.label for link in links] == [f"Store {s['store_id']}" for s in worst]
+    # The store page is the app's default page: its links point at the root URL.
+    assert {(link.proto.page, link.proto.external) for link in links} == {("", False)}
+    assert links[0].proto.query_string == f"store={worst[0]['store_id']}"
+    assert {s["store_id"] for s in worst} == set(TRAINED_STORES)
+
+
+def test_a_failed_training_job_shows_its_error(
+    trained_api: RunningApi, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Another client (a DAG, say) retrains a store that never sold anything: the job fails.
+    job = httpx.post(
+        f"{trained_api.url}/v1/training-jobs",
+        json={"stores": [STORE_WITHOUT_SALES]},
+        headers={"Authorization": f"Bearer {TOKEN}"},
+        timeout=30,
+    ).json()
+    job = wait_for_job(trained_api, job["id"])
+    assert job["status"] == "failed"
+    assert job["error"]
+
+    app = open_dashboard(trained_api.url, monkeypatch).switch_page(OVERVIEW).run()
+    assert f"The latest training job ({job['id'][:12]}) failed" in texts(app.error)
+    assert job["error"] in texts(app.error)
+
+    app = open_dashboard(trained_api.url, monkeypatch, store="1")
+    app.session_state[store_page.WATCH_KEY] = store_page.RetrainWatch(
+        job["id"], STORE_WITHOUT_SALES, c.DEFAULT_PRODUCT, None
+    )
+    app.run()
+    assert f"job {job['id'][:12]}) failed" in texts(app.error)
+    assert job["error"] in texts(app.error)
+
+
+def wait_for_job(api: RunningApi, job_id: str) -> dict[str, Any]:
+    deadline = time.monotonic() + JOB_SECONDS
+    while time.monotonic() < deadline:
+        job: dict[str, Any] = api_get(api, f"/v1/training-jobs/{job_id}")
+        if job["status"] in ("succeeded", "failed"):
+            return job
+        time.sleep(0.5)
+    raise AssertionError(f"job {job_id} did not finish in {JOB_SECONDS} s")
+
+
+def test_a_store_with_several_products_gets_a_product_picker(
+    trained_api: RunningApi, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    as_of = dt.date.fromisoformat(api_get(trained_api, "/v1/status")["as_of"])
+    days = [as_of - dt.timedelta(days=back) for back in range(5)]
+    records = [
+        {c.STORE_ID: 4, c.PRODUCT_ID: "cosmetics", c.SALES_DATE: day.isoformat(), c.SALES: 100 + i,
+         c.OPEN: 1, c.PROMO: 0, c.STATE_HOLIDAY: "0", c.SCHOOL_HOLIDAY: 0}
+        for i, day in enumerate(days)
+    ]  # fmt: skip
+    stored = httpx.post(
+        f"{trained_api.url}/v1/sales",
+        json={"records": records},
+        headers={"Authorization": f"Bearer {TOKEN}"},
+        timeout=30,
+    ).json()
+    assert stored["accepted"] == len(records)
+
+    app = open_dashboard(trained_api.url, monkeypatch, store="4")
+    product = app.selectbox(key=store_page.PRODUCT_KEY)
+    assert sorted(product.options) == ["cosmetics", c.DEFAULT_PRODUCT]
+    assert product.value == c.DEFAULT_PRODUCT
+
+    product.select("cosmetics").run()
+
+    assert not app.exception
+    assert app.query_params[store_page.context.PRODUCT_PARAM] == "cosmetics"
+    table = chart_table(app)
+    shown = table[table[c.SALES] != ""]
+    assert dict(zip(shown[c.DATE], shown[c.SALES], strict=True)) == {
+        record[c.SALES_DATE]: f"{record[c.SALES]:.2f}" for record in records
+    }
+    assert "store 4 has no product 'cosmetics' in the champion model" in texts(app.warning)
+
+
+def test_a_single_product_store_has_no_product_picker(
+    trained_api: RunningApi, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = open_dashboard(trained_api.url, monkeypatch, store="3")
+
+    assert not [box for box in app.selectbox if box.key == store_page.PRODUCT_KEY]
