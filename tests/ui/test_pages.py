@@ -13,7 +13,6 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from sfmlops.core import columns as c
-from sfmlops.ui.charts import CHART_COLUMNS
 from sfmlops.ui.views import store as store_page
 from tests.ui.conftest import (
     STORE_WITHOUT_SALES,
@@ -21,36 +20,14 @@ from tests.ui.conftest import (
     TRAINED_STORES,
     UNTRAINED_STORE,
     RunningApi,
+    api_get,
+    expected_chart_table,
     open_dashboard,
 )
 
 pytestmark = pytest.mark.integration
 OVERVIEW = "views/overview.py"
 JOB_SECONDS = 180
-
-
-def api_get(api: RunningApi, path: str, **params: Any) -> Any:
-    response = httpx.get(f"{api.url}{path}", params=params, timeout=30)
-    response.raise_for_status()
-    return response.json()
-
-
-def expected_chart_table(api: RunningApi, store_id: int, weeks: int, days: int) -> pd.DataFrame:
-    """What the chart must show, read straight from the API: actuals, then the forecast."""
-    as_of = dt.date.fromisoformat(api_get(api, "/v1/status")["as_of"])
-    start = as_of - dt.timedelta(days=7 * weeks - 1)
-    sales = api_get(api, f"/v1/stores/{store_id}/sales", start=start, end=as_of)["days"]
-    forecast = api_get(api, f"/v1/stores/{store_id}/forecast", days=days)["forecast"]
-    blank = dict.fromkeys(CHART_COLUMNS, "")
-    rows = [
-        blank
-        | {c.DATE: day["sales_date"], c.SALES: f"{day['sales']:.2f}", c.OPEN: str(day["open"])}
-        for day in sales
-    ] + [
-        blank | {c.DATE: day["date"]} | {name: f"{day[name]:.2f}" for name in c.FORECAST_VALUES}
-        for day in forecast
-    ]
-    return pd.DataFrame(rows, columns=list(CHART_COLUMNS))
 
 
 def chart_table(app: AppTest) -> pd.DataFrame:
@@ -155,6 +132,8 @@ def test_a_store_outside_the_champion_shows_its_sales_and_why_there_is_no_foreca
     assert "No forecast for this series" in texts(app.warning)
     assert f"unknown store {UNTRAINED_STORE}" in texts(app.warning)
     assert "Not in the champion model" in texts(app.info)
+    (retrain,) = [b for b in app.button if b.label == "Retrain this store"]
+    assert retrain.disabled
     table = chart_table(app)
     assert (table[c.SALES] != "").all()
     assert (table[c.YHAT] == "").all()
@@ -296,3 +275,40 @@ def test_a_single_product_store_has_no_product_picker(
     app = open_dashboard(trained_api.url, monkeypatch, store="3")
 
     assert not [box for box in app.selectbox if box.key == store_page.PRODUCT_KEY]
+
+
+@pytest.mark.usefixtures("training_jobs_run")
+def test_retrain_shows_progress_then_redraws_with_the_new_version(
+    trained_api: RunningApi, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = open_dashboard(trained_api.url, monkeypatch, store="2")
+    before = int(metric(app, "Model version"))
+    (retrain,) = [b for b in app.button if b.label == "Retrain this store"]
+
+    retrain.click().run()
+
+    watch = app.session_state[store_page.WATCH_KEY]
+    assert watch.store_id == 2
+    assert watch.previous_version == str(before)
+    # Just submitted, the job is queued or running: the page follows it with a progress bar.
+    (progress,) = app.get("progress")
+    assert progress.proto.text.startswith(f"Retraining store 2 (job {watch.job_id[:12]})")
+    deadline = time.monotonic() + JOB_SECONDS
+    while not app.success and time.monotonic() < deadline:
+        assert not app.error, texts(app.error)
+        time.sleep(1)
+        app.run()  # what the progress fragment's timer does in a browser
+
+    job = api_get(trained_api, f"/v1/training-jobs/{watch.job_id}")
+    assert job["status"] == "succeeded"
+    assert texts(app.success) == (
+        f"Store 2 retrained: model version {job['model_version']} is live (was {before})."
+    )
+    assert int(metric(app, "Model version")) == int(job["model_version"]) > before
+    assert store_page.WATCH_KEY not in app.session_state
+    pd.testing.assert_frame_equal(
+        chart_table(app),
+        expected_chart_table(
+            trained_api, 2, store_page.DEFAULT_HISTORY_WEEKS, store_page.DEFAULT_HORIZON_DAYS
+        ),
+    )

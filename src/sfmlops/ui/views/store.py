@@ -78,7 +78,10 @@ def render() -> None:
     chart_column, model_column = st.columns([3, 1], gap="large")
     with model_column:
         champion = _model_panel(client, store_id, product_id, status.champion_version)
-        _retrain(client, store_id, product_id, status.champion_version)
+        # A store retrain refits a series inside the champion (or, before any champion,
+        # trains that store alone); stores the champion lacks need a full training job.
+        retrainable = champion is not None or status.champion_version is None
+        _retrain(client, store_id, product_id, status.champion_version, retrainable)
     with chart_column:
         _chart(client, store_id, product_id, status.as_of, weeks, horizon_days, champion)
 
@@ -226,7 +229,7 @@ def _model_panel(
         else:
             st.info(
                 f"**Not in the champion model (version {serving_version}).** {error}. "
-                "Retrain this store to add it.",
+                "A full training job (`sfmlops train`) adds it.",
                 icon=":material/model_training:",
             )
         return None
@@ -265,11 +268,22 @@ def _model_panel(
 
 
 def _retrain(
-    client: ApiClient, store_id: int, product_id: str, serving_version: str | None
+    client: ApiClient,
+    store_id: int,
+    product_id: str,
+    serving_version: str | None,
+    retrainable: bool,
 ) -> None:
     watch: RetrainWatch | None = st.session_state.get(WATCH_KEY)
     busy = watch is not None and watch.store_id == store_id
-    if st.button("Retrain this store", disabled=busy, icon=":material/model_training:"):
+    if st.button(
+        "Retrain this store",
+        disabled=busy or not retrainable,
+        icon=":material/model_training:",
+        help="Refit this store's models on its latest sales; other stores keep theirs."
+        if retrainable
+        else "The champion has no models for this store: a full training job adds it.",
+    ):
         try:
             job = client.submit_training_job([store_id])
         except ApiError as error:
