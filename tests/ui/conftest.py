@@ -195,12 +195,18 @@ def expected_chart_table(api: RunningApi, store_id: int, weeks: int, days: int) 
     return pd.DataFrame(rows, columns=list(CHART_COLUMNS))
 
 
-@pytest.fixture(scope="session")
-def training_jobs_run() -> None:
-    """Skip unless `sfmlops train` can run as a training job (it takes --job-id).
+NO_TRAINING_JOBS = (
+    "`sfmlops train` has no --job-id in this checkout (the training-job runner is not merged "
+    "yet): a retrain cannot complete here"
+)
 
-    The API's runners start `sfmlops train --job-id ID --stores ...`; a checkout without
-    that option cannot complete a retrain, only fail it.
+
+@pytest.fixture(scope="session")
+def training_jobs_available() -> bool:
+    """Whether `sfmlops train` can run as a training job (it takes --job-id).
+
+    The API's runners start `sfmlops train --job-id ID --stores ...`; without that option
+    a retrain can only fail.
     """
     usage = subprocess.run(
         sfmlops_command("train", "--help"),
@@ -210,8 +216,11 @@ def training_jobs_run() -> None:
         check=True,
         env=service_environment(Path("/nonexistent-home")),
     ).stdout
-    if "--job-id" not in usage:
-        pytest.skip(
-            "`sfmlops train` has no --job-id in this checkout (the training-job runner is "
-            "not merged yet): retrains can only fail here"
-        )
+    return "--job-id" in usage
+
+
+@pytest.fixture
+def training_jobs_run(training_jobs_available: bool) -> None:
+    """Skip a test that needs a retrain to complete when training jobs cannot run."""
+    if not training_jobs_available:
+        pytest.skip(NO_TRAINING_JOBS)

@@ -24,6 +24,7 @@ BAND_95 = "95 % interval"
 COLORS = {ACTUAL: "#1f4e79", CLOSED: "#9e9e9e", FORECAST: "#e07b00", BAND_80: "#e07b00", BAND_95: "#f3c58f"}  # fmt: skip
 DAY_MS = 24 * 60 * 60 * 1000
 DAY = "day"  # the chart's own label column
+_COUNT_AXIS = alt.Axis(format="d", tickMinStep=1)  # counts of series: whole ticks only
 
 
 def chart_frame(history: Iterable[r.SalesDay], forecast: Sequence[r.ForecastDay]) -> pd.DataFrame:
@@ -151,7 +152,7 @@ def rmspe_histogram(series: pd.DataFrame) -> alt.Chart:
                 title="backtest RMSPE",
                 axis=alt.Axis(format="%"),
             ),
-            y=alt.Y("count():Q", title="series"),
+            y=alt.Y("count():Q", title="series", axis=_COUNT_AXIS),
             tooltip=[alt.Tooltip("count():Q", title="series")],
         )
         .properties(height=280)
@@ -166,7 +167,7 @@ def champion_mix_chart(champion_mix: Mapping[str, int]) -> alt.Chart:
         alt.Chart(mix)
         .mark_bar(color=COLORS[FORECAST])
         .encode(
-            x=alt.X("series:Q", title="series"),
+            x=alt.X("series:Q", title="series", axis=_COUNT_AXIS),
             y=alt.Y(f"{c.MODEL}:N", title=None, sort="-x"),
             tooltip=[c.MODEL, "series"],
         )

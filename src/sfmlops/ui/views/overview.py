@@ -98,6 +98,9 @@ def _accuracy(champion: r.ChampionModel) -> None:
     if worst.empty:
         st.info("No store has a backtest score.")
         return
+    header = st.columns([2, 2, 1])
+    for column, title in zip(header, ("store", "champion model", "backtest RMSPE"), strict=True):
+        column.caption(title)
     for row in worst.itertuples(index=False):
         store_id, product_id, model, rmspe = (
             int(getattr(row, c.STORE_ID)),

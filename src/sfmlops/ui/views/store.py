@@ -204,7 +204,8 @@ def _chart(
                 f"Version {champion.version} is the champion now; the API serves it within "
                 "its polling interval."
             )
-        notes += forecast.assumptions
+        if forecast.assumptions:
+            notes.append(f"Assumed for the forecast days: {'; '.join(forecast.assumptions)}.")
         st.caption(" ".join(notes))
     closed = int((frame[c.OPEN] == 0).sum())
     st.caption(f"Grey columns: the {closed} closed day(s) in the history shown.")
