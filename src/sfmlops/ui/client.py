@@ -68,6 +68,12 @@ class ApiClient:
     def close(self) -> None:
         self._http.close()
 
+    def __enter__(self) -> ApiClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
     def status(self) -> r.Status:
         """Data freshness and the champion version the API serves."""
         return self._get("/v1/status", r.Status)

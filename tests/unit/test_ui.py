@@ -1,0 +1,119 @@
+"""Dashboard pieces without a server: the chart table, the chart spec, labels, the command."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pandas as pd
+import pytest
+
+from sfmlops.cli.ui import APP, streamlit_command
+from sfmlops.core import columns as c
+from sfmlops.settings import Settings
+from sfmlops.ui import responses as r
+from sfmlops.ui.charts import (
+    CHART_COLUMNS,
+    champion_mix_chart,
+    chart_frame,
+    chart_table,
+    store_chart,
+)
+from sfmlops.ui.context import store_label
+
+DAY = dt.date(2015, 6, 12)
+
+
+def sales_day(day: dt.date, sales: float, is_open: int) -> r.SalesDay:
+    return r.SalesDay(sales_date=day, sales=sales, open=is_open)
+
+
+def forecast_day(day: dt.date, yhat: float) -> r.ForecastDay:
+    return r.ForecastDay(
+        date=day,
+        yhat=yhat,
+        yhat_lower=yhat - 10,
+        yhat_upper=yhat + 10,
+        yhat_lower_95=yhat - 20,
+        yhat_upper_95=yhat + 20,
+    )
+
+
+def test_the_chart_frame_puts_actuals_then_forecast_days_in_date_order() -> None:
+    history = [sales_day(DAY + dt.timedelta(days=1), 0, 0), sales_day(DAY, 5263.0, 1)]
+    forecast = [forecast_day(DAY + dt.timedelta(days=2), 4100.456)]
+
+    frame = chart_frame(history, forecast)
+
+    assert list(frame.columns) == list(CHART_COLUMNS)
+    assert list(frame[c.DATE]) == [DAY + dt.timedelta(days=n) for n in range(3)]
+    assert frame[c.OPEN].tolist() == [1, 0, pd.NA]
+    assert frame[c.SALES].iloc[:2].tolist() == [5263.0, 0.0]
+    assert frame[c.YHAT].isna().tolist() == [True, True, False]
+    table = chart_table(frame)
+    assert table.iloc[0].tolist() == ["2015-06-12", "5263.00", "1", "", "", "", "", ""]
+    assert table.iloc[2].tolist() == [
+        "2015-06-14", "", "", "4100.46", "4090.46", "4110.46", "4080.46", "4120.46",
+    ]  # fmt: skip
+
+
+def test_a_forecast_of_a_day_with_sales_keeps_both_on_one_row() -> None:
+    frame = chart_frame([sales_day(DAY, 10.0, 1)], [forecast_day(DAY, 12.0)])
+
+    assert len(frame) == 1
+    assert frame.loc[0, [c.SALES, c.YHAT]].tolist() == [10.0, 12.0]
+
+
+def test_the_store_chart_draws_closed_days_apart_from_the_sales_line() -> None:
+    frame = chart_frame(
+        [sales_day(DAY, 10.0, 1), sales_day(DAY + dt.timedelta(days=1), 0.0, 0)],
+        [forecast_day(DAY + dt.timedelta(days=2), 9.0)],
+    )
+
+    spec = store_chart(frame, "Store 1").to_dict()
+
+    assert spec["title"] == "Store 1"
+    closed, band_95, band_80, forecast, actual = spec["layer"]
+    assert {"filter": "datum.open == 0"} in closed["transform"]
+    assert closed["mark"]["type"] == "rect"
+    assert {"filter": "isValid(datum.sales) && datum.open == 1"} in actual["transform"]
+    assert (band_95["encoding"]["y"]["field"], band_95["encoding"]["y2"]["field"]) == (
+        c.YHAT_UPPER_95,
+        c.YHAT_LOWER_95,
+    )
+    assert (band_80["encoding"]["y"]["field"], band_80["encoding"]["y2"]["field"]) == (
+        c.YHAT_UPPER,
+        c.YHAT_LOWER,
+    )
+    assert forecast["encoding"]["y"]["field"] == c.YHAT
+    # One shared y axis title, whichever layer Vega-Lite takes it from.
+    assert {layer["encoding"]["y"]["title"] for layer in spec["layer"][1:]} == {"sales"}
+
+
+def test_the_champion_mix_chart_counts_series_per_model() -> None:
+    spec = champion_mix_chart({"seasonal_naive": 3, "gbm": 1112}).to_dict()
+
+    (values,) = spec["datasets"].values()
+    assert values == [
+        {c.MODEL: "gbm", "series": 1112},
+        {c.MODEL: "seasonal_naive", "series": 3},
+    ]
+
+
+def test_store_labels_carry_what_a_planner_searches_by() -> None:
+    assert store_label(r.Store(store_id=12, store_type="a", state="HE")) == "12 · type a · HE"
+    assert store_label(r.Store(store_id=13)) == "13"
+
+
+@pytest.mark.parametrize(("given", "used"), [("", ""), ("/", ""), ("/dashboard/", "dashboard")])
+def test_the_base_path_is_what_streamlit_expects(given: str, used: str) -> None:
+    settings = Settings(_env_file=None, ui_base_path=given)
+
+    command = streamlit_command(settings, "0.0.0.0", 8000)
+
+    assert settings.ui_base_path == used
+    assert command[1:5] == ["-m", "streamlit", "run", str(APP)]
+    assert f"--server.baseUrlPath={used}" in command
+    assert {"--server.address=0.0.0.0", "--server.port=8000", "--server.headless=true"} <= set(
+        command
+    )
+    assert "--browser.gatherUsageStats=false" in command
