@@ -131,6 +131,8 @@ def test_the_store_page_draws_the_apis_actuals_and_forecast_and_retrains(
     page.goto(dashboard_url)
     pick_store(page, 3)
     chart = wait_for_chart(page, 3)
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=ARTIFACTS / "dashboard-store.png", full_page=True)
 
     expected = expected_chart_table(
         trained_api, 3, store_page.DEFAULT_HISTORY_WEEKS, store_page.DEFAULT_HORIZON_DAYS
@@ -147,8 +149,6 @@ def test_the_store_page_draws_the_apis_actuals_and_forecast_and_retrains(
     champion = api_get(trained_api, "/v1/models/champion", store_id=3)
     before = metric_value(page, "Model version")
     assert before == champion["version"]
-    ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=ARTIFACTS / "dashboard-store.png", full_page=True)
 
     if not training_jobs_available:
         pytest.skip(NO_TRAINING_JOBS)
