@@ -64,18 +64,29 @@ def test_a_forecast_of_a_day_with_sales_keeps_both_on_one_row() -> None:
 
 
 def test_the_store_chart_draws_closed_days_apart_from_the_sales_line() -> None:
+    closed_forecast = r.ForecastDay(
+        date=DAY + dt.timedelta(days=3),
+        yhat=0,
+        yhat_lower=0,
+        yhat_upper=0,
+        yhat_lower_95=0,
+        yhat_upper_95=0,
+    )
     frame = chart_frame(
         [sales_day(DAY, 10.0, 1), sales_day(DAY + dt.timedelta(days=1), 0.0, 0)],
-        [forecast_day(DAY + dt.timedelta(days=2), 9.0)],
+        [forecast_day(DAY + dt.timedelta(days=2), 9.0), closed_forecast],
     )
 
     spec = store_chart(frame, "Store 1").to_dict()
 
     assert spec["title"] == "Store 1"
     closed, band_95, band_80, forecast, actual = spec["layer"]
-    assert {"filter": "datum.open == 0"} in closed["transform"]
+    assert {"filter": "datum.is_closed"} in closed["transform"]
     assert closed["mark"]["type"] == "rect"
-    assert {"filter": "isValid(datum.sales) && datum.open == 1"} in actual["transform"]
+    assert {"filter": "isValid(datum.sales) && !datum.is_closed"} in actual["transform"]
+    assert {"filter": "isValid(datum.yhat) && !datum.is_closed"} in forecast["transform"]
+    (rows,) = spec["datasets"].values()
+    assert [row["is_closed"] for row in rows] == [False, True, False, True]
     assert (band_95["encoding"]["y"]["field"], band_95["encoding"]["y2"]["field"]) == (
         c.YHAT_UPPER_95,
         c.YHAT_LOWER_95,

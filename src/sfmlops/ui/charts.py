@@ -23,7 +23,8 @@ BAND_80 = "80 % interval"
 BAND_95 = "95 % interval"
 COLORS = {ACTUAL: "#1f4e79", CLOSED: "#9e9e9e", FORECAST: "#e07b00", BAND_80: "#e07b00", BAND_95: "#f3c58f"}  # fmt: skip
 DAY_MS = 24 * 60 * 60 * 1000
-DAY = "day"  # the chart's own label column
+DAY = "day"  # the chart's own columns: a day's label, whether it counts as closed
+CLOSED_FLAG = "is_closed"
 _COUNT_AXIS = alt.Axis(format="d", tickMinStep=1)  # counts of series: whole ticks only
 
 
@@ -44,6 +45,15 @@ def chart_frame(history: Iterable[r.SalesDay], forecast: Sequence[r.ForecastDay]
     return frame.reset_index(drop=True)[list(CHART_COLUMNS)]
 
 
+def closed_days(frame: pd.DataFrame) -> pd.Series:
+    """Per row of a `chart_frame`: the store was closed, or its forecast is no sales at all.
+
+    Forecast days carry no open flag; a forecast whose whole 95 % interval is zero is the
+    model saying "closed" (it assumes the series' usual open weekdays).
+    """
+    return (frame[c.OPEN] == 0).fillna(False) | (frame[c.YHAT_UPPER_95] == 0).fillna(False)
+
+
 def store_chart(frame: pd.DataFrame, title: str) -> alt.LayerChart:
     """Bands under the forecast line, actual sales on top; closed days as grey columns.
 
@@ -55,7 +65,11 @@ def store_chart(frame: pd.DataFrame, title: str) -> alt.LayerChart:
     # Days travel as ISO strings on a UTC scale, and tooltips show a ready-made label, so
     # no viewer's time zone can move a day.
     data = frame.assign(
-        **{c.DATE: dates.dt.strftime("%Y-%m-%d"), DAY: dates.dt.strftime("%a %d %b %Y")}
+        **{
+            c.DATE: dates.dt.strftime("%Y-%m-%d"),
+            DAY: dates.dt.strftime("%a %d %b %Y"),
+            CLOSED_FLAG: closed_days(frame),
+        }
     )
     base = alt.Chart(data).encode(
         x=alt.X(
@@ -71,12 +85,13 @@ def store_chart(frame: pd.DataFrame, title: str) -> alt.LayerChart:
     date_tooltip = alt.Tooltip(f"{DAY}:N", title="day")
 
     closed = (
-        base.transform_filter(f"datum.{c.OPEN} == 0")
+        base.transform_filter(f"datum.{CLOSED_FLAG}")
         .transform_calculate(series=f"'{CLOSED}'", day_end=f"toDate(datum.{c.DATE}) + {DAY_MS}")
         .mark_rect(opacity=0.25)
         .encode(x2="day_end:T", color=legend, tooltip=[date_tooltip])
     )
-    has_forecast = f"isValid(datum.{c.YHAT})"
+    # Closed days are the grey columns, not dips to zero: lines and bands join across them.
+    has_forecast = f"isValid(datum.{c.YHAT}) && !datum.{CLOSED_FLAG}"
     band_95 = (
         base.transform_filter(has_forecast)
         .transform_calculate(series=f"'{BAND_95}'")
@@ -107,8 +122,7 @@ def store_chart(frame: pd.DataFrame, title: str) -> alt.LayerChart:
         )
     )
     actual_line = (
-        # Open days only: closed days are the grey columns, not dips to zero.
-        base.transform_filter(f"isValid(datum.{c.SALES}) && datum.{c.OPEN} == 1")
+        base.transform_filter(f"isValid(datum.{c.SALES}) && !datum.{CLOSED_FLAG}")
         .transform_calculate(series=f"'{ACTUAL}'")
         .mark_line(point=True)
         .encode(

@@ -13,7 +13,7 @@ from sfmlops.core.forecasting import metrics as m
 from sfmlops.core.forecasting.backtest import HORIZON_DAYS
 from sfmlops.ui import context
 from sfmlops.ui import responses as r
-from sfmlops.ui.charts import chart_frame, chart_table, store_chart
+from sfmlops.ui.charts import chart_frame, chart_table, closed_days, store_chart
 from sfmlops.ui.client import (
     ApiClient,
     ApiError,
@@ -207,8 +207,10 @@ def _chart(
         if forecast.assumptions:
             notes.append(f"Assumed for the forecast days: {'; '.join(forecast.assumptions)}.")
         st.caption(" ".join(notes))
-    closed = int((frame[c.OPEN] == 0).sum())
-    st.caption(f"Grey columns: the {closed} closed day(s) in the history shown.")
+    st.caption(
+        f"Grey columns: the {int(closed_days(frame).sum())} closed day(s), in the history and "
+        "where the forecast expects the store closed (no sales)."
+    )
     with st.expander("Chart data"):
         st.table(chart_table(frame))
 
