@@ -21,7 +21,13 @@ CLOSED = "closed"
 FORECAST = "forecast"
 BAND_80 = "80 % interval"
 BAND_95 = "95 % interval"
-COLORS = {ACTUAL: "#1f4e79", CLOSED: "#9e9e9e", FORECAST: "#e07b00", BAND_80: "#e07b00", BAND_95: "#f3c58f"}  # fmt: skip
+COLORS = {
+    ACTUAL: "#1f4e79",
+    CLOSED: "#9e9e9e",
+    FORECAST: "#e07b00",
+    BAND_80: "#e07b00",
+    BAND_95: "#f3c58f",
+}
 DAY_MS = 24 * 60 * 60 * 1000
 DAY = "day"  # the chart's own columns: a day's label, whether it counts as closed
 CLOSED_FLAG = "is_closed"

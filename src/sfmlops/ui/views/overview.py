@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import pandas as pd
 import streamlit as st
 
@@ -78,8 +80,8 @@ def _accuracy(champion: r.ChampionModel) -> None:
     )
     st.caption(
         f"Model version {champion.version}"
-        + (f", trained {champion.trained_at:%Y-%m-%d %H:%M} UTC" if champion.trained_at else "")
-        + (f" on sales up to {champion.last_date}" if champion.last_date else "")
+        + f", trained {champion.trained_at.astimezone(dt.UTC):%Y-%m-%d %H:%M} UTC"
+        + f" on sales up to {champion.last_date}"
         + f". Backtest RMSPE over all stores: {_percent(champion.metrics.rmspe)}."
     )
     spread, mix = st.columns([3, 2], gap="large")

@@ -241,7 +241,8 @@ def _model_panel(
         return None
     st.metric("Model version", champion.version)
     st.caption(
-        f"Trained {champion.trained_at:%Y-%m-%d %H:%M} UTC on sales up to {champion.last_date}"
+        f"Trained {champion.trained_at.astimezone(dt.UTC):%Y-%m-%d %H:%M} UTC on sales up to "
+        f"{champion.last_date}"
     )
     series = next((s for s in champion.stores if s.store_id == store_id), None)
     if series is None:  # the API answered for another series: nothing to show for this one
