@@ -38,7 +38,7 @@ def local_temp_dir(home: Path) -> Path:
 
 @contextmanager
 def ray_session(settings: Settings, num_cpus: int | None = None) -> Iterator[None]:
-    """Connect to SFMLOPS_RAY_ADDRESS, or start a local Ray for the duration of the block.
+    """Connect to SFMLOPS_RAY_ADDRESS (or a Ray job's RAY_ADDRESS), else start a local Ray.
 
     A local Ray listens on 127.0.0.1 only, has no dashboard and sends no usage stats. When
     Ray is already initialised in this process (e.g. inside a Ray job), it is reused as is.
@@ -50,8 +50,10 @@ def ray_session(settings: Settings, num_cpus: int | None = None) -> Iterator[Non
         return
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     options: dict[str, Any] = {"log_to_driver": False, "configure_logging": False}
-    if settings.ray_address:
-        options["address"] = settings.ray_address
+    # Inside a Ray job (the `ray-jobs` runner) Ray names its own cluster in RAY_ADDRESS.
+    address = settings.ray_address or os.environ.get("RAY_ADDRESS")
+    if address:
+        options["address"] = address
     else:
         temp_dir = local_temp_dir(settings.home)
         temp_dir.mkdir(parents=True, exist_ok=True)
