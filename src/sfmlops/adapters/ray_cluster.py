@@ -43,6 +43,13 @@ def ray_session(settings: Settings, num_cpus: int | None = None) -> Iterator[Non
     A local Ray listens on 127.0.0.1 only, has no dashboard and sends no usage stats. When
     Ray is already initialised in this process (e.g. inside a Ray job), it is reused as is.
     """
+    # Inside a Ray job (the `ray-jobs` runner) Ray names its own cluster in RAY_ADDRESS.
+    address = settings.ray_address or os.environ.get("RAY_ADDRESS")
+    if address and address.split("://")[-1].rsplit(":", 1)[0] in ("127.0.0.1", "localhost"):
+        # Ray rewrites a loopback address to this machine's network address before
+        # connecting, where a head bound to 127.0.0.1 does not listen; with this switch
+        # (read when ray is imported) it keeps loopback as this node's address.
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     import ray  # noqa: PLC0415 - heavy; imported by the commands that use Ray
 
     if ray.is_initialized():
@@ -50,8 +57,6 @@ def ray_session(settings: Settings, num_cpus: int | None = None) -> Iterator[Non
         return
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     options: dict[str, Any] = {"log_to_driver": False, "configure_logging": False}
-    # Inside a Ray job (the `ray-jobs` runner) Ray names its own cluster in RAY_ADDRESS.
-    address = settings.ray_address or os.environ.get("RAY_ADDRESS")
     if address:
         options["address"] = address
     else:
