@@ -17,7 +17,7 @@ help:
 	@echo "make format       ruff format + ruff check --fix"
 	@echo "make benchmarks   run the benchmarks (not part of make test)"
 	@echo "make lock         regenerate constraints.txt from pyproject.toml"
-	@echo "make images       build every image under images/ with docker (tag: the commit)"
+	@echo "make images       build every image (scripts/images.sh) with docker (tag: the commit)"
 	@echo "make deploy-local install the whole system on the current kubectl context (docs/deployment.md)"
 	@echo "make deploy-clean uninstall it (kept Secrets and volumes stay)"
 	@echo "make airflow      create .venv-airflow (Airflow 3, its own environment) from requirements-airflow.txt"
@@ -77,10 +77,7 @@ deploy-tools: | $(UV)
 	UV=$(UV) scripts/install-deploy-tools.sh
 
 images:
-	for dockerfile in images/*/Dockerfile; do \
-	  name=$$(basename $$(dirname $$dockerfile)); \
-	  docker build -f $$dockerfile -t sfmlops-$$name:$(IMAGE_TAG) . || exit 1; \
-	done
+	scripts/images.sh build $(IMAGE_TAG)
 
 deploy-local:
 	./install-helm.sh $(HELM_DIR)
