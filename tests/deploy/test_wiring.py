@@ -291,8 +291,10 @@ def test_airflow_release_finds_what_the_chart_writes_for_it(
     )  # type: ignore[index]
     assert len(base64.urlsafe_b64decode(fernet)) == 32
     env_from = yaml.safe_load(airflow["extraEnvFrom"])
-    assert env_from == [{"configMapRef": {"name": ENDPOINTS}}]
-    assert rendered.get("ConfigMap", ENDPOINTS, namespace) is not None
+    tasks = load_yaml(CHART / "values.yaml")["airflowTasks"]["configMapName"]
+    assert env_from == [{"configMapRef": {"name": ENDPOINTS}}, {"configMapRef": {"name": tasks}}]
+    for config_map in (ENDPOINTS, tasks):
+        assert rendered.get("ConfigMap", config_map, namespace) is not None
     token = next(e for e in yaml.safe_load(airflow["extraEnv"]) if e["name"] == "SFMLOPS_API_TOKEN")
     ref = token["valueFrom"]["secretKeyRef"]
     copy = rendered.get("Secret", ref["name"], namespace)
