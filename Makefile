@@ -65,7 +65,7 @@ benchmarks: dev system-deps
 	scripts/fetch-jars.sh spark-connectors
 	$(BIN)/python benchmarks/streaming_throughput.py
 
-# Deployment: Helm, actionlint, checkov, kubernetes-validate and shellcheck for tests/deploy
+# Deployment: Helm, actionlint, checkov, kubernetes-validate, shellcheck and hadolint for tests/deploy
 # (cached across clones), image builds, and the install sequence of docs/deployment.md.
 .PHONY: deploy-tools images deploy-local deploy-clean
 TOOLS_DIR ?= $(or $(SFMLOPS_TOOLS_DIR),$(HOME)/.cache/sfmlops-tools)

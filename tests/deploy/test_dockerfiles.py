@@ -14,10 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.deploy.conftest import CHART, ROOT, load_yaml, run
+from tests.deploy.conftest import CHART, ROOT, load_yaml, run, tool
 
 SERVICES_DOCKERFILE = ROOT / "images" / "sfmlops" / "Dockerfile"
 HEALTHCHECK = ROOT / "images" / "sfmlops" / "healthcheck.py"
+HADOLINT_CONFIG = ROOT / "images" / "hadolint.yaml"
 # Chart component of each image the chart runs (the workflow pushes sfmlops-<image name>).
 CHART_IMAGES = {
     "forecast-api": "api",
@@ -136,6 +137,42 @@ def test_the_chart_runs_the_listed_images() -> None:
     assert set(CHART_IMAGES) == names - {"airflow"}
     for name, component in CHART_IMAGES.items():
         assert values[component]["image"]["repository"] == f"sfmlops-{name}"
+
+
+def test_hadolint_passes_with_only_documented_exceptions() -> None:
+    files = [str(path) for path in DOCKERFILES]
+    result = run(
+        [tool("hadolint"), "--no-color", "--config", str(HADOLINT_CONFIG), *files], check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    accepted = [
+        line.strip()[2:].partition("#")
+        for line in HADOLINT_CONFIG.read_text().splitlines()
+        if line.strip().startswith("- ")
+    ]
+    assert accepted
+    for rule, _, reason in accepted:
+        assert re.fullmatch(r"DL\d{4}", rule.strip()), rule
+        assert len(reason.split()) >= 8, f"{rule}: give the reason"
+    for path in DOCKERFILES:
+        lines = path.read_text().splitlines()
+        for number, line in enumerate(lines):
+            if line.startswith("# hadolint ignore="):
+                reason = lines[number - 1]
+                assert reason.startswith("#"), f"{path}:{number + 1}: give the reason above"
+                assert len(reason.split()) >= 8, f"{path}:{number + 1}: give the reason above"
+
+
+def test_hadolint_would_catch_a_careless_dockerfile(tmp_path: Path) -> None:
+    careless = tmp_path / "Dockerfile"
+    careless.write_text("FROM python:latest\nRUN cd /tmp && pip install requests\nUSER root\n")
+    result = run(
+        [tool("hadolint"), "--no-color", "--config", str(HADOLINT_CONFIG), str(careless)],
+        check=False,
+    )
+    assert result.returncode != 0
+    for rule in ("DL3007", "DL3003", "DL3013", "DL3002"):  # latest, cd, unpinned pip, root
+        assert rule in result.stdout
 
 
 @pytest.mark.parametrize("path", DOCKERFILES, ids=lambda p: p.parent.name)
