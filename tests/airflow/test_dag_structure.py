@@ -120,6 +120,10 @@ def test_command_pods_are_hardened_and_take_the_chart_settings() -> None:
     assert container.read_only_root_filesystem is True
     assert container.capabilities.drop == ["ALL"]
     assert stream.automount_service_account_token is False
+    assert stream.startup_timeout_seconds >= 600  # a first pull of the image takes minutes
+    # Only the stream keeps state: other commands never hold the stream's volume.
+    check = load(**CHART_POD_SETTINGS).dags[DAILY].get_task("check_ingest")
+    assert {volume.name: volume for volume in check.volumes}["home"].empty_dir is not None
     # Without the chart's settings: a scratch home and the defaults the chart also uses.
     assert {volume.name: volume for volume in default.volumes}["home"].empty_dir is not None
     assert default.labels == {

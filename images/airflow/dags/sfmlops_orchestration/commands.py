@@ -34,10 +34,23 @@ class CommandFailedError(RuntimeError):
     """An sfmlops command exited non-zero (its last output lines are in the message)."""
 
 
-def sfmlops_command(task_id: str, arguments: list[str], config: DagConfig, doc_md: str) -> Any:
-    """An operator running `sfmlops <arguments>`; the arguments are Jinja-templated."""
+def sfmlops_command(
+    task_id: str,
+    arguments: list[str],
+    config: DagConfig,
+    doc_md: str,
+    *,
+    keeps_state: bool = False,
+) -> Any:
+    """An operator running `sfmlops <arguments>`; the arguments are Jinja-templated.
+
+    Args:
+        keeps_state: The command resumes from what its last run left in SFMLOPS_HOME (the
+            stream job's checkpoints): as a pod, it mounts the claim SFMLOPS_POD_HOME_CLAIM
+            there. Other pods get a scratch home. A local command always has the worker's.
+    """
     if config.command_runner == "kubernetes":
-        return _pod(task_id, arguments, config, doc_md)
+        return _pod(task_id, arguments, config, doc_md, keeps_state=keeps_state)
     from airflow.providers.standard.operators.python import PythonOperator  # noqa: PLC0415
 
     return PythonOperator(
@@ -83,7 +96,9 @@ def run_sfmlops(*arguments: str) -> str:
     return tail[-1] if tail else ""
 
 
-def _pod(task_id: str, arguments: list[str], config: DagConfig, doc_md: str) -> Any:
+def _pod(
+    task_id: str, arguments: list[str], config: DagConfig, doc_md: str, *, keeps_state: bool
+) -> Any:
     # The provider imports the Kubernetes client: only in this mode, never in `cli` parses.
     from airflow.providers.cncf.kubernetes.operators.pod import (  # noqa: PLC0415
         KubernetesPodOperator,
@@ -110,8 +125,8 @@ def _pod(task_id: str, arguments: list[str], config: DagConfig, doc_md: str) -> 
             # Kubernetes expands $(VAR) from the ConfigMap and the line above.
             k8s.V1EnvVar(name="SFMLOPS_DATABASE_URL", value=DATABASE_URL),
         ]
-    # SFMLOPS_HOME persists across tasks on the claim (as a local HOME does for the cli runner);
-    # /tmp is scratch. Everything else is read-only.
+    # Only a stateful command mounts the claim: a ReadWriteOnce volume in every pod would hold
+    # unrelated tasks back while another node has it. /tmp is scratch; the rest is read-only.
     home = (
         k8s.V1Volume(
             name="home",
@@ -119,7 +134,7 @@ def _pod(task_id: str, arguments: list[str], config: DagConfig, doc_md: str) -> 
                 claim_name=config.pod_home_claim
             ),
         )
-        if config.pod_home_claim
+        if keeps_state and config.pod_home_claim
         else k8s.V1Volume(name="home", empty_dir=k8s.V1EmptyDirVolumeSource(size_limit="1Gi"))
     )
     volumes = [
@@ -167,6 +182,8 @@ def _pod(task_id: str, arguments: list[str], config: DagConfig, doc_md: str) -> 
         ),
         # The commands never call the Kubernetes API.
         automount_service_account_token=False,
+        # The image is large (a JRE, Spark, Ray): its first pull on a node takes minutes.
+        startup_timeout_seconds=600,
         get_logs=True,
         on_finish_action="delete_succeeded_pod",  # a failed pod stays for inspection
         doc_md=doc_md,

@@ -11,7 +11,7 @@
 | SFMLOPS_POD_CONFIG_MAP | ConfigMap the sfmlops pods read their settings from | sfmlops-endpoints |
 | SFMLOPS_POD_SECRETS | comma-separated Secrets the pods read whole | (none) |
 | SFMLOPS_POD_DATABASE_SECRET | `name:key` of the database password; the pods compose SFMLOPS_DATABASE_URL from it and the ConfigMap's SFMLOPS_DB_* as the chart's own pods do; empty: none | sfmlops-postgresql:password |
-| SFMLOPS_POD_HOME_CLAIM | PersistentVolumeClaim mounted as the pods' SFMLOPS_HOME (the stream job's checkpoints live there); empty: a scratch volume per pod | (none) |
+| SFMLOPS_POD_HOME_CLAIM | PersistentVolumeClaim mounted as SFMLOPS_HOME of the stateful command pods (`stream --once`: its checkpoints); empty, and for every other pod: a scratch volume | (none) |
 | SFMLOPS_POD_LABELS | JSON object of the pods' labels (the chart's NetworkPolicies admit pods by them) | the chart's `airflow-task` labels |
 | SFMLOPS_POD_RESOURCES | JSON `{"requests": {...}, "limits": {...}}` of each pod's container | 500m/1Gi, limits 2/4Gi |
 
