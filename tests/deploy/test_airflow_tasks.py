@@ -11,8 +11,19 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.deploy.conftest import CHART, NAMESPACE, ROOT, Rendered, helm_template, load_yaml
-from tests.deploy.test_wiring import ENDPOINTS, RELEASES, _admitted, _labels
+from tests.deploy.conftest import (
+    CHART,
+    ENDPOINTS,
+    NAMESPACE,
+    RELEASES,
+    ROOT,
+    Rendered,
+    admitted,
+    helm_template,
+    labels_of,
+    load_yaml,
+    pod_specs,
+)
 
 AIRFLOW_NAMESPACE = RELEASES["AIRFLOW_NAMESPACE"]
 CHART_VALUES = load_yaml(CHART / "values.yaml")
@@ -49,13 +60,7 @@ def _settings(rendered: Rendered) -> dict[str, str]:
 def _container(rendered: Rendered, kind: str, name: str) -> dict[str, Any]:
     item = rendered.get(kind, name)
     assert item is not None
-    spec = item["spec"]
-    pod = (
-        spec["jobTemplate"]["spec"]["template"]["spec"]
-        if kind == "CronJob"
-        else spec["template"]["spec"]
-    )
-    container: dict[str, Any] = pod["containers"][0]
+    container: dict[str, Any] = next(pod_specs(item))[1]["containers"][0]
     return container
 
 
@@ -131,21 +136,21 @@ def test_the_dags_read_what_the_chart_renders(
 
 def test_command_pods_reach_the_database_and_mlflow_only(rendered: Rendered) -> None:
     labels = json.loads(_settings(rendered)["SFMLOPS_POD_LABELS"])
-    mlflow = _labels(rendered, "Deployment", "sfmlops-mlflow")
-    assert _admitted(rendered, mlflow, labels, None)
+    mlflow = labels_of(rendered, "Deployment", "sfmlops-mlflow")
+    assert admitted(rendered, mlflow, labels, None)
     if rendered.get("StatefulSet", "sfmlops-postgresql") is not None:
-        database = _labels(rendered, "StatefulSet", "sfmlops-postgresql")
-        assert _admitted(rendered, database, labels, None)
+        database = labels_of(rendered, "StatefulSet", "sfmlops-postgresql")
+        assert admitted(rendered, database, labels, None)
     # Nothing reaches the command pods: the default deny covers them (they carry the release).
     default_deny = rendered.get("NetworkPolicy", "sfmlops-default-deny")
     assert default_deny is not None
     assert default_deny["spec"]["podSelector"]["matchLabels"].items() <= labels.items()
     for target in (
-        _labels(rendered, "Deployment", "sfmlops-api"),
-        _labels(rendered, "RayCluster", "sfmlops-ray"),
-        _labels(rendered, "Deployment", "sfmlops-dashboard"),
+        labels_of(rendered, "Deployment", "sfmlops-api"),
+        labels_of(rendered, "RayCluster", "sfmlops-ray"),
+        labels_of(rendered, "Deployment", "sfmlops-dashboard"),
     ):
-        assert not _admitted(rendered, target, labels, None)
+        assert not admitted(rendered, target, labels, None)
     # Kafka (another release) admits clients by namespace: the pods run in this one.
     kafka = load_yaml(ROOT / "values-kafka.yaml")["networkPolicy"]["ingressNSMatchLabels"]
     assert kafka == {"kubernetes.io/metadata.name": NAMESPACE}
@@ -153,11 +158,11 @@ def test_command_pods_reach_the_database_and_mlflow_only(rendered: Rendered) -> 
 
 def test_airflow_itself_reaches_the_api_and_its_database_only(rendered: Rendered) -> None:
     # Its tasks call the API; commands needing MLflow run as pods here; Ray only via the API.
-    assert _admitted(rendered, _labels(rendered, "Deployment", "sfmlops-api"), None, "airflow")
-    assert not _admitted(
-        rendered, _labels(rendered, "Deployment", "sfmlops-mlflow"), None, "airflow"
+    assert admitted(rendered, labels_of(rendered, "Deployment", "sfmlops-api"), None, "airflow")
+    assert not admitted(
+        rendered, labels_of(rendered, "Deployment", "sfmlops-mlflow"), None, "airflow"
     )
-    assert not _admitted(rendered, _labels(rendered, "RayCluster", "sfmlops-ray"), None, "airflow")
+    assert not admitted(rendered, labels_of(rendered, "RayCluster", "sfmlops-ray"), None, "airflow")
 
 
 def test_one_owner_of_the_stream_checkpoints() -> None:

@@ -9,8 +9,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from tests.deploy.conftest import NAMESPACE, Rendered, helm_template
-from tests.deploy.test_wiring import ENDPOINTS
+from tests.deploy.conftest import ENDPOINTS, NAMESPACE, Rendered, helm_template, pod_specs
 
 STREAMLIT_HEALTH = "/_stcore/health"
 
@@ -18,8 +17,7 @@ STREAMLIT_HEALTH = "/_stcore/health"
 def _pod(rendered: Rendered, name: str) -> dict[str, Any]:
     deployment = rendered.get("Deployment", name)
     assert deployment is not None, name
-    pod: dict[str, Any] = deployment["spec"]["template"]["spec"]
-    return pod
+    return next(pod_specs(deployment))[1]
 
 
 def _option(args: list[str], option: str) -> str:
