@@ -88,6 +88,7 @@ deploy-clean:
 	HELM=$(HELM_DIR)/helm scripts/deploy.sh down
 
 lock: | $(UV)
+	grep -v '^#' constraints.txt > constraints.body  # keeps today's pins unless they must move
 	$(UV) pip compile pyproject.toml --extra dev --python-version 3.11 --no-header \
 	  --annotation-style line --quiet -o constraints.body
 	{ echo "# The lock: exact versions of every dependency, used as pip/uv constraints by make."; \
