@@ -163,9 +163,17 @@ def promote(
 
 
 def download_bundle(client: MlflowClient, version: str, destination: Path) -> Path:
-    """Fetch a version's bundle folder; returns the folder to load it from."""
+    """Fetch a version's bundle folder; returns the folder to load it from.
+
+    Raises:
+        LookupError: No such version.
+    """
     # MLflow 3 keeps a version's files with its logged model; `models:/name/version`
     # resolves there for file stores, SQL stores and tracking servers alike.
+    try:
+        client.get_model_version(MODEL_NAME, version)
+    except MlflowException as error:
+        raise LookupError(f"{MODEL_NAME} has no version {version!r}") from error
     local = mlflow.artifacts.download_artifacts(
         artifact_uri=f"models:/{MODEL_NAME}/{version}",
         dst_path=str(destination),

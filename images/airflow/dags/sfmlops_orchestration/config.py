@@ -48,6 +48,9 @@ class DagConfig:
     max_retry_delay: dt.timedelta = dt.timedelta(minutes=30)
     training_poke_interval: dt.timedelta = dt.timedelta(minutes=1)
     training_timeout: dt.timedelta = dt.timedelta(hours=6)
+    # How long the API may take to serve a new champion (it polls the registry every
+    # SFMLOPS_MODEL_POLL_SECONDS, 30 s by default, then loads the bundle).
+    champion_wait: dt.timedelta = dt.timedelta(minutes=3)
     pod_config_map: str = "sfmlops-endpoints"
     pod_secrets: tuple[str, ...] = ()
     pod_database_secret: tuple[str, str] | None = ("sfmlops-postgresql", "password")
@@ -88,6 +91,7 @@ class DagConfig:
             training_timeout=dt.timedelta(
                 seconds=_number("SFMLOPS_TRAINING_TIMEOUT_SECONDS", 6 * 3600)
             ),
+            champion_wait=dt.timedelta(seconds=_number("SFMLOPS_CHAMPION_WAIT_SECONDS", 180)),
             pod_config_map=os.environ.get("SFMLOPS_POD_CONFIG_MAP", "sfmlops-endpoints"),
             pod_secrets=tuple(name.strip() for name in secrets.split(",") if name.strip()),
             pod_database_secret=(name, key) if database_secret else None,
