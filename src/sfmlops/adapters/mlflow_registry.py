@@ -109,16 +109,32 @@ def register_bundle(
     return RegisteredVersion(version=version, run_id=run_id, rmspe=rmspe)
 
 
+class RegistryUnavailableError(RuntimeError):
+    """The tracking server or store could not be reached or failed."""
+
+
 def version_with_alias(client: MlflowClient, alias: str) -> RegisteredVersion | None:
-    """The version an alias points at, with its run's RMSPE, or None."""
+    """The version an alias points at, with its run's RMSPE, or None when there is none.
+
+    Raises:
+        RegistryUnavailableError: The registry did not answer (never taken for "no alias").
+    """
     try:
         version = client.get_model_version_by_alias(MODEL_NAME, alias)
-    except MlflowException:
-        return None
-    rmspe = (
-        client.get_run(version.run_id).data.metrics.get(RMSPE_METRIC) if version.run_id else None
-    )
+        rmspe = (
+            client.get_run(version.run_id).data.metrics.get(RMSPE_METRIC)
+            if version.run_id
+            else None
+        )
+    except MlflowException as error:
+        if error.error_code in _ABSENT:
+            return None
+        raise RegistryUnavailableError(f"MLflow registry: {error.message}") from error
     return RegisteredVersion(version=str(version.version), run_id=str(version.run_id), rmspe=rmspe)
+
+
+# What MLflow answers for an unknown model or alias (as opposed to a failure to answer).
+_ABSENT = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
 
 
 @dataclass(frozen=True)
