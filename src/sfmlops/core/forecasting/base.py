@@ -186,8 +186,12 @@ def forecast_frame(
         bounds = {column: point for column, _ in INTERVAL_QUANTILES}
     else:
         bounds = calibration.bounds(point, horizon_of(future[c.DATE], cutoff))
-    for column, _ in INTERVAL_QUANTILES:
-        frame[column] = bounds[column]
+    for column, quantile in INTERVAL_QUANTILES:
+        # The point forecast is RMSPE-optimal, which sits below the median: where a model
+        # under-forecasts in most of its calibration days, a lower quantile can exceed it.
+        # An interval always contains its own forecast.
+        side = np.minimum if quantile < 0.5 else np.maximum
+        frame[column] = side(bounds[column], point)
     return frame
 
 
