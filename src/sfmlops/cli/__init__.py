@@ -4,7 +4,18 @@ from __future__ import annotations
 
 import typer
 
-from sfmlops.cli import check, data, demo, forecasting, jobs, serve, streaming, system, tracking
+from sfmlops.cli import (
+    check,
+    data,
+    demo,
+    forecasting,
+    jobs,
+    pipeline,
+    serve,
+    streaming,
+    system,
+    tracking,
+)
 
 app = typer.Typer(
     name="sfmlops",
@@ -28,6 +39,7 @@ app.command("mlflow")(tracking.run_mlflow_server)
 app.command("produce")(streaming.produce)
 app.command("stream")(streaming.stream)
 app.add_typer(check.app, name="check")
+app.add_typer(pipeline.app, name="pipeline")
 
 
 def main() -> None:
