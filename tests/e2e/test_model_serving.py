@@ -19,10 +19,11 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from sfmlops.adapters.db.engine import make_engine
 from sfmlops.settings import Settings
 from tests.conftest import free_port
 from tests.e2e.test_serve import environment, start
-from tests.model_registry import register_champion, train_bundle
+from tests.model_registry import train_champion
 
 pytestmark = pytest.mark.e2e
 
@@ -31,18 +32,32 @@ pytestmark = pytest.mark.e2e
 def mlflow_server(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """`sfmlops mlflow` on a free loopback port, with its own HOME (store and artifacts)."""
     port = free_port()
+    sfmlops = str(Path(sys.executable).with_name("sfmlops"))
     process = subprocess.Popen(
-        [str(Path(sys.executable).with_name("sfmlops")), "mlflow", "--port", str(port)],
-        env=environment(tmp_path / "registry"),
+        [sfmlops, "mlflow", "--port", str(port), "--workers", "1"],
+        # MLflow's job runner (GenAI jobs, eight processes) is not needed for a registry.
+        env=environment(tmp_path / "registry") | {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,  # the server's workers go down with it
     )
     url = f"http://127.0.0.1:{port}"
-    wait_for(lambda: _answers(f"{url}/health"), 120, "the MLflow server did not start")
-    yield url, process
-    if process.poll() is None:
+    try:
+        wait_for(lambda: _answers(f"{url}/health"), 120, "the MLflow server did not start")
+        yield url, process
+    finally:
+        stop_group(process)
+
+
+def stop_group(process: subprocess.Popen[bytes]) -> None:
+    """Stop a process started in its own session, with everything it started."""
+    try:
         os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)
+    except ProcessLookupError:
+        return
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
         process.wait(timeout=30)
 
 
@@ -64,11 +79,12 @@ def _answers(url: str) -> bool:
 
 
 def test_hot_swap_then_registry_outage(
-    home: Path, rossmann_slice: Path, mlflow_server: tuple[str, subprocess.Popen[bytes]]
+    home: Path, mlflow_server: tuple[str, subprocess.Popen[bytes]]
 ) -> None:
     registry_url, registry_process = mlflow_server
     settings = Settings(_env_file=None, home=home, mlflow_tracking_uri=registry_url)
-    assert register_champion(settings, train_bundle(rossmann_slice, range(1, 6))) == "1"
+    engine = make_engine(settings.effective_database_url)
+    assert train_champion(settings, engine, range(1, 6)) == "1"
     api, url = start(
         home, settings={"mlflow_tracking_uri": registry_url, "model_poll_seconds": "0.5"}
     )
@@ -76,16 +92,15 @@ def test_hot_swap_then_registry_outage(
         first = httpx.get(f"{url}/v1/stores/1/forecast").json()
         unknown = httpx.get(f"{url}/v1/stores/6/forecast")
 
-        # A retrain that adds store 6 takes the champion alias.
-        assert register_champion(settings, train_bundle(rossmann_slice, range(1, 7))) == "2"
+        # A training job on every store of the database takes the champion alias.
+        assert train_champion(settings, engine, None) == "2"
         swapped = wait_for(
             lambda: _forecast_of(f"{url}/v1/stores/6/forecast"), 60, "version 2 never served"
         )
         ready = httpx.get(f"{url}/ready").json()
         metrics = httpx.get(f"{url}/metrics").text
 
-        os.killpg(registry_process.pid, signal.SIGTERM)
-        registry_process.wait(timeout=30)
+        stop_group(registry_process)
         degraded = wait_for(
             lambda: (r := httpx.get(f"{url}/ready")).json()["status"] == "degraded" and r,
             60,
@@ -95,6 +110,7 @@ def test_hot_swap_then_registry_outage(
     finally:
         api.terminate()
         api.wait(timeout=30)
+        engine.dispose()
 
     assert first["model_version"] == "1"
     assert unknown.status_code == 404

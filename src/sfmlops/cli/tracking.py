@@ -23,6 +23,9 @@ def run_mlflow_server(
         None,
         help="Artifact root (a folder, or e.g. gs://bucket/path); default: SFMLOPS_HOME/mlartifacts.",
     ),
+    workers: int | None = typer.Option(
+        None, min=1, help="Server worker processes (default: MLflow's own, 4)."
+    ),
     allowed_host: list[str] = typer.Option(
         [],
         "--allowed-host",
@@ -52,6 +55,7 @@ def run_mlflow_server(
         artifacts,
         "--allowed-hosts",
         ",".join(hosts),
+        *(["--workers", str(workers)] if workers else []),
     ]
     console.print(
         f"MLflow tracking server on http://{host}:{port} (store: {backend}, artifacts: {artifacts})"

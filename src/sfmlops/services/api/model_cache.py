@@ -12,7 +12,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
-import shutil
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -25,6 +24,7 @@ from sfmlops.core.forecasting.bundle import ForecastBundle
 from sfmlops.services.api import serving
 from sfmlops.services.api.serving import ServedModel, prepare
 from sfmlops.services.status import as_of_date
+from sfmlops.services.training import version_folder
 from sfmlops.settings import Settings
 
 log = logging.getLogger("sfmlops.api.models")
@@ -137,11 +137,8 @@ class ModelCache:
                 )
                 self._changed(loaded)
             return CacheState(loaded, problem=None)
-        folder = registry.scratch_dir(self._settings)
-        try:
-            bundle = ForecastBundle.load(registry.download_bundle(client, champion.version, folder))
-        finally:
-            shutil.rmtree(folder, ignore_errors=True)
+        folder = version_folder(self._settings, client, champion.version)
+        bundle = ForecastBundle.load(folder)
         model = prepare(
             bundle,
             champion.version,
