@@ -14,7 +14,7 @@ from sfmlops.core import columns as c
 from sfmlops.services.api import schemas, serving
 from sfmlops.services.api.deps import EngineDep, MetricsDep, ModelCacheDep, ModelDep
 from sfmlops.services.api.model_cache import NO_CHAMPION
-from sfmlops.services.api.routes.stores import ProductQuery
+from sfmlops.services.api.routes.stores import ProductQuery, StoreIdPath
 
 router = APIRouter(tags=["forecasts"])
 
@@ -42,7 +42,7 @@ StartQuery = Annotated[
     summary="A store's forecast from the champion",
 )
 async def store_forecast(
-    store_id: int,
+    store_id: StoreIdPath,
     model: ModelDep,
     metrics: MetricsDep,
     days: DaysQuery = serving.DEFAULT_HORIZON_DAYS,
@@ -95,7 +95,9 @@ async def batch_forecast(
 )
 def latest_forecasts(
     engine: EngineDep,
-    store_id: Annotated[int | None, Query(description="One store (default: all).")] = None,
+    store_id: Annotated[
+        int | None, Query(ge=0, le=schemas.MAX_STORE_ID, description="One store (default: all).")
+    ] = None,
     product_id: ProductQuery = c.DEFAULT_PRODUCT,
 ) -> schemas.LatestForecasts:
     with engine.connect() as connection:
@@ -132,7 +134,10 @@ def latest_forecasts(
 async def champion_model(
     cache: ModelCacheDep,
     store_id: Annotated[
-        int | None, Query(description="Only this store's series (default: all).")
+        int | None,
+        Query(
+            ge=0, le=schemas.MAX_STORE_ID, description="Only this store's series (default: all)."
+        ),
     ] = None,
     product_id: ProductQuery = c.DEFAULT_PRODUCT,
 ) -> Response:
