@@ -59,8 +59,7 @@ async def store_forecast(
         request = serving.SeriesRequest(
             store_id, product_id, serving.horizon(start or model.default_start, days)
         )
-        (result,) = await run_in_threadpool(serving.forecast, model, [request])
-        body = serving.to_json(result)
+        (body,) = await run_in_threadpool(serving.forecast, model, [request])
     metrics.forecasts_served.labels(endpoint="store").inc(days)
     return Response(body, media_type=JSON)
 
@@ -80,11 +79,9 @@ async def batch_forecast(
     metrics: MetricsDep,
 ) -> Response:
     requests = [_series_request(item, model.default_start) for item in items]
-    results = await run_in_threadpool(serving.forecast, model, requests)
+    bodies = await run_in_threadpool(serving.forecast, model, requests)
     metrics.forecasts_served.labels(endpoint="batch").inc(sum(len(r.dates) for r in requests))
-    return Response(
-        serving.to_json({"model_version": model.version, "forecasts": results}), media_type=JSON
-    )
+    return Response(serving.batch_json(model.version, bodies), media_type=JSON)
 
 
 @router.get(
