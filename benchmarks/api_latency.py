@@ -195,10 +195,11 @@ def ours(home: Path, work: Path, seconds: int, connections: int) -> list[dict[st
         for _ in range(20):
             with httpx.Client() as fresh:
                 fresh.get(f"{url}/v1/stores/1/forecast", params={"days": 30}).raise_for_status()
-        results.append(
-            wrk(url, random_store_get(""), connections=connections, seconds=seconds, work=work,
-                name="GET forecast, default horizon (days=7)")
-        )  # fmt: skip
+        for concurrency in sorted({2, connections}):
+            results.append(
+                wrk(url, random_store_get(""), connections=concurrency, seconds=seconds,
+                    work=work, name="GET forecast, default horizon (days=7)")
+            )  # fmt: skip
         # Predicted per request: one connection per worker, so the figure is a request's
         # latency rather than a queue's.
         results.append(
