@@ -33,8 +33,6 @@ CHAMPION = "champion"
 CHALLENGER = "challenger"
 BUNDLE_ARTIFACT = "bundle"
 RMSPE_METRIC = "rmspe"  # the overall backtest RMSPE of the bundle's champions
-# What the registry answers for a missing model (name) or a missing alias.
-_NOT_FOUND_CODES = frozenset({"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"})
 
 
 class ForecastBundleModel(PythonModel):
@@ -112,25 +110,32 @@ def register_bundle(
     return RegisteredVersion(version=version, run_id=run_id, rmspe=rmspe)
 
 
+class RegistryUnavailableError(RuntimeError):
+    """The tracking server or store could not be reached or failed."""
+
+
 def version_with_alias(client: MlflowClient, alias: str) -> RegisteredVersion | None:
-    """The version an alias points at, with its run's RMSPE, or None.
+    """The version an alias points at, with its run's RMSPE, or None when there is none.
 
     Raises:
-        MlflowException: When the registry cannot answer (e.g. the server is down); only
-            "no such model" and "no such alias" mean None.
+        RegistryUnavailableError: The registry did not answer (never taken for "no alias").
     """
     try:
         version = client.get_model_version_by_alias(MODEL_NAME, alias)
+        rmspe = (
+            client.get_run(version.run_id).data.metrics.get(RMSPE_METRIC)
+            if version.run_id
+            else None
+        )
     except MlflowException as error:
-        # MLflow reports an unreachable server as an MlflowException too: telling it apart
-        # from a missing alias keeps a registry outage from looking like "no champion".
-        if error.error_code in _NOT_FOUND_CODES:
+        if error.error_code in _ABSENT:
             return None
-        raise
-    rmspe = (
-        client.get_run(version.run_id).data.metrics.get(RMSPE_METRIC) if version.run_id else None
-    )
+        raise RegistryUnavailableError(f"MLflow registry: {error.message}") from error
     return RegisteredVersion(version=str(version.version), run_id=str(version.run_id), rmspe=rmspe)
+
+
+# What MLflow answers for an unknown model or alias (as opposed to a failure to answer).
+_ABSENT = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
 
 
 @dataclass(frozen=True)
@@ -175,9 +180,17 @@ def promote(
 
 
 def download_bundle(client: MlflowClient, version: str, destination: Path) -> Path:
-    """Fetch a version's bundle folder; returns the folder to load it from."""
+    """Fetch a version's bundle folder; returns the folder to load it from.
+
+    Raises:
+        LookupError: No such version.
+    """
     # MLflow 3 keeps a version's files with its logged model; `models:/name/version`
     # resolves there for file stores, SQL stores and tracking servers alike.
+    try:
+        client.get_model_version(MODEL_NAME, version)
+    except MlflowException as error:
+        raise LookupError(f"{MODEL_NAME} has no version {version!r}") from error
     local = mlflow.artifacts.download_artifacts(
         artifact_uri=f"models:/{MODEL_NAME}/{version}",
         dst_path=str(destination),

@@ -178,7 +178,12 @@ def run_training_job(
                 progress=on_progress,
                 on_run=reporter.tracked if reporter else None,
             )
-    except (service.NoTrainingDataError, training_service.TrainingFailedError, ValueError) as error:
+    except (
+        service.NoTrainingDataError,
+        training_service.TrainingFailedError,
+        training_service.RegistryUnavailableError,
+        ValueError,
+    ) as error:
         if reporter:
             reporter.failed(str(error))
         fail(str(error))

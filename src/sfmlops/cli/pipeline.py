@@ -26,7 +26,14 @@ DaysOption = Annotated[
 
 
 @app.command("forecast")
-def forecast(ctx: typer.Context, days: DaysOption = 7) -> None:
+def forecast(
+    ctx: typer.Context,
+    days: DaysOption = 7,
+    model_version: Annotated[
+        str | None,
+        typer.Option("--model-version", help="Forecast with this version; default: the champion."),
+    ] = None,
+) -> None:
     """Write the next days' forecasts of every series into the database (champion's version)."""
     from sfmlops.services import pipelines  # noqa: PLC0415 - imports mlflow
 
@@ -35,7 +42,7 @@ def forecast(ctx: typer.Context, days: DaysOption = 7) -> None:
     migrate_or_fail(engine)
     try:
         with console.status("Forecasting every series with the champion ..."):
-            result = pipelines.forecast_next_days(settings, engine, days)
+            result = pipelines.forecast_next_days(settings, engine, days, model_version)
     except pipelines.NothingToForecastError as error:
         fail(str(error))
     console.print(
@@ -62,4 +69,4 @@ def weekly(
     migrate_or_fail(engine)
     request = TrainingRequest(models=model_names(models), windows=windows)
     print_outcome(run_training_job(settings, engine, request, "ray", workers))
-    forecast(ctx, days)
+    forecast(ctx, days, None)

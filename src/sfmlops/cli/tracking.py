@@ -16,15 +16,15 @@ def run_mlflow_server(
     ctx: typer.Context,
     host: str = typer.Option("127.0.0.1", help="Address to listen on."),
     port: int = typer.Option(5050, min=1, max=65535, help="Port to listen on."),
+    workers: int = typer.Option(
+        2, min=1, help="Worker processes (each imports MLflow: mind small machines)."
+    ),
     backend_store_uri: str | None = typer.Option(
         None, help="Where runs and the registry live; default: the SQLite store in SFMLOPS_HOME."
     ),
     artifacts_destination: str | None = typer.Option(
         None,
         help="Artifact root (a folder, or e.g. gs://bucket/path); default: SFMLOPS_HOME/mlartifacts.",
-    ),
-    workers: int | None = typer.Option(
-        None, min=1, help="Server worker processes (default: MLflow's own, 4)."
     ),
     allowed_host: list[str] = typer.Option(
         [],
@@ -49,13 +49,14 @@ def run_mlflow_server(
         host,
         "--port",
         str(port),
+        "--workers",
+        str(workers),
         "--backend-store-uri",
         backend,
         "--artifacts-destination",
         artifacts,
         "--allowed-hosts",
         ",".join(hosts),
-        *(["--workers", str(workers)] if workers else []),
     ]
     console.print(
         f"MLflow tracking server on http://{host}:{port} (store: {backend}, artifacts: {artifacts})"

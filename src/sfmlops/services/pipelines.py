@@ -9,9 +9,10 @@ import pandas as pd
 from sqlalchemy import Engine
 
 from sfmlops.adapters.db import repository
-from sfmlops.core.forecasting.bundle import future_days
+from sfmlops.adapters.mlflow_registry import connect
+from sfmlops.core.forecasting.bundle import ForecastBundle, future_days
 from sfmlops.services import status
-from sfmlops.services.training import champion_bundle
+from sfmlops.services.training import champion_bundle, version_folder
 from sfmlops.settings import Settings
 
 DEFAULT_FORECAST_DAYS = 7
@@ -34,23 +35,35 @@ class BatchForecast:
 
 
 def forecast_next_days(
-    settings: Settings, engine: Engine, days: int = DEFAULT_FORECAST_DAYS
+    settings: Settings,
+    engine: Engine,
+    days: int = DEFAULT_FORECAST_DAYS,
+    model_version: str | None = None,
 ) -> BatchForecast:
     """Forecast `days` days after the as-of date for every series into `forecasts`.
 
-    The rows are tagged with the champion's version and written in one transaction, so a
+    The rows are tagged with the model's version and written in one transaction, so a
     reader sees the whole run or none of it.
 
+    Args:
+        model_version: The version to forecast with (e.g. the one the API serves);
+            default: the current champion.
+
     Raises:
-        NothingToForecastError: No champion model, no as-of date, or an as-of date before
-            the champion's training data ends.
+        NothingToForecastError: No champion model (or no such version), no as-of date, or
+            an as-of date before the model's training data ends.
     """
     if not 1 <= days <= 366:
         raise ValueError(f"days must be between 1 and 366, got {days}")
     try:
-        version, bundle = champion_bundle(settings)
+        if model_version is None:
+            version, bundle = champion_bundle(settings)
+        else:
+            version = model_version
+            bundle = ForecastBundle.load(version_folder(settings, connect(settings), version))
     except LookupError as error:
         raise NothingToForecastError(str(error)) from error
+
     with engine.connect() as connection:
         as_of = status.as_of_date(settings, connection)
     if as_of is None:

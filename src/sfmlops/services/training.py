@@ -24,6 +24,7 @@ from sqlalchemy import Engine
 
 from sfmlops import __version__
 from sfmlops.adapters import mlflow_registry as registry
+from sfmlops.adapters.mlflow_registry import RegistryUnavailableError
 from sfmlops.core import columns as c
 from sfmlops.core.forecasting import metrics as m
 from sfmlops.core.forecasting import training
@@ -39,6 +40,9 @@ if TYPE_CHECKING:
 
 Progress = Callable[[str, int, int], None]
 """Called with a message, series done (estimated from the fits completed) and series total."""
+
+
+__all__ = ["RegistryUnavailableError", "TrainingFailedError", "TrainingRequest", "run_training"]
 
 
 class TrainingFailedError(RuntimeError):
