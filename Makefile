@@ -8,7 +8,7 @@ UV := $(BIN)/uv
 UV_INSTALL := $(UV) pip install --python $(BIN)/python --quiet -c constraints.txt
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint format install dev system-deps benchmarks lock clean help
+.PHONY: demo test lint format install dev system-deps benchmark-deps benchmarks lock clean help
 
 help:
 	@echo "make demo         run the product on this machine (creates .venv, loads data, ...)"
@@ -59,11 +59,16 @@ $(VENV)/.installed-dev: pyproject.toml constraints.txt | $(UV)
 system-deps:
 	scripts/install-system-deps.sh
 
-benchmarks: dev system-deps
+# wrk drives the API benchmark (a load generator: benchmarks only, not make test).
+benchmark-deps:
+	scripts/install-system-deps.sh benchmarks
+
+benchmarks: dev benchmark-deps
 	$(BIN)/python benchmarks/load_data.py
 	$(BIN)/python benchmarks/forecast_backtest.py
 	scripts/fetch-jars.sh spark-connectors
 	$(BIN)/python benchmarks/streaming_throughput.py
+	$(BIN)/python benchmarks/api_latency.py
 
 # Deployment: Helm, actionlint, checkov, kubernetes-validate, shellcheck and hadolint for tests/deploy
 # (cached across clones), image builds, and the install sequence of docs/deployment.md.

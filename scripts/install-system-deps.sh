@@ -2,6 +2,7 @@
 # Installs the Debian packages the tests need, only those missing. Runs as root (CI) or
 # through sudo; the project's own files are the only place these steps live.
 #   scripts/install-system-deps.sh            what `make test` needs
+#   scripts/install-system-deps.sh benchmarks plus wrk, the API benchmark's load generator
 set -euo pipefail
 
 missing=()
@@ -9,6 +10,7 @@ if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then missing+=(postgre
 # Java runs the Kafka broker and Spark; Maven resolves their jars (scripts/fetch-jars.sh).
 if ! command -v java >/dev/null 2>&1; then missing+=(default-jre-headless); fi
 if ! command -v mvn >/dev/null 2>&1; then missing+=(maven); fi
+if [ "${1:-}" = benchmarks ] && ! command -v wrk >/dev/null 2>&1; then missing+=(wrk); fi
 
 [ ${#missing[@]} -eq 0 ] && exit 0
 

@@ -9,6 +9,7 @@ Aliases (`champion`, `challenger`), not the deprecated stages, say which version
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 import os
 import tempfile
@@ -210,6 +211,12 @@ def training_run(
         experiment_id=experiment_id(client, settings), run_name=run_name, tags=dict(tags)
     ) as run:
         yield str(run.info.run_id)
+
+
+def registered_at(client: MlflowClient, version: str) -> dt.datetime:
+    """When a version was registered (UTC)."""
+    created = client.get_model_version(MODEL_NAME, version).creation_timestamp
+    return dt.datetime.fromtimestamp(created / 1000, dt.UTC)
 
 
 def log_params(params: Mapping[str, Any]) -> None:

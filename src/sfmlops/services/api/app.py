@@ -6,7 +6,9 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import anyio.to_thread
 from fastapi import FastAPI, Request, status
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_fastapi_instrumentator import Instrumentator
@@ -16,8 +18,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sfmlops import __version__
 from sfmlops.adapters.db.engine import make_engine
+from sfmlops.services.api.deps import ModelUnavailableError
 from sfmlops.services.api.metrics import ApiMetrics, TrainingJobsCollector, scrape_registry
-from sfmlops.services.api.routes import sales, stores, system, training_jobs
+from sfmlops.services.api.model_cache import ModelCache
+from sfmlops.services.api.routes import forecasts, sales, stores, system, training_jobs
+from sfmlops.services.api.serving import InvalidForecastRequestError, UnknownSeriesError
 from sfmlops.settings import Settings
 
 log = logging.getLogger("sfmlops.api")
@@ -35,9 +40,13 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.engine = engine or make_engine(settings.effective_database_url)
+        # Serving starts with the champion loaded (or a reason why not): no request sees a
+        # half-started model cache.
+        await anyio.to_thread.run_sync(app.state.model_cache.start)
         try:
             yield
         finally:
+            await anyio.to_thread.run_sync(app.state.model_cache.stop)
             if engine is None:
                 app.state.engine.dispose()
 
@@ -52,12 +61,16 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     app.state.engine = engine
     registry = CollectorRegistry()
     app.state.metrics = ApiMetrics(registry)
+    app.state.model_cache = ModelCache(
+        settings, lambda: app.state.engine, on_change=app.state.metrics.show_model
+    )
     jobs = TrainingJobsCollector(lambda: app.state.engine)
     registry.register(jobs)
 
     app.add_middleware(BodySizeLimit, max_bytes=settings.api_max_body_bytes)
     _install_error_handlers(app)
-    for router in (system.router, stores.router, sales.router, training_jobs.router):
+    routers = (system.router, stores.router, forecasts.router, sales.router, training_jobs.router)
+    for router in routers:
         app.include_router(router)
     Instrumentator(excluded_handlers=["/metrics"], registry=registry).instrument(app)
 
@@ -114,6 +127,29 @@ class _BodyTooLargeError(Exception):
 
 
 def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_request: Request, error: RequestValidationError) -> JSONResponse:
+        return JSONResponse(
+            {"detail": validation_message(error)},
+            status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
+        )
+
+    @app.exception_handler(UnknownSeriesError)
+    async def unknown_series(_request: Request, error: UnknownSeriesError) -> JSONResponse:
+        return JSONResponse({"detail": str(error)}, status_code=status.HTTP_404_NOT_FOUND)
+
+    @app.exception_handler(InvalidForecastRequestError)
+    async def invalid_forecast(
+        _request: Request, error: InvalidForecastRequestError
+    ) -> JSONResponse:
+        return JSONResponse(
+            {"detail": str(error)}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT
+        )
+
+    @app.exception_handler(ModelUnavailableError)
+    async def no_model(_request: Request, error: ModelUnavailableError) -> JSONResponse:
+        return JSONResponse({"detail": str(error)}, status_code=status.HTTP_503_SERVICE_UNAVAILABLE)
+
     @app.exception_handler(Exception)
     async def unexpected(request: Request, error: Exception) -> JSONResponse:
         # Logged with its traceback for operators; the client gets no internals.
@@ -121,3 +157,16 @@ def _install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(
             {"detail": "internal server error"}, status_code=status.HTTP_500_INTERNAL_SERVER_ERROR
         )
+
+
+def validation_message(error: RequestValidationError, limit: int = 5) -> str:
+    """One readable line per problem, e.g. `query.days: Input should be ...` (the contract's
+    errors are `{"detail": "<message>"}`, not FastAPI's list of objects)."""
+    problems = []
+    for problem in error.errors()[:limit]:
+        location = ".".join(str(part) for part in problem.get("loc", ()))
+        problems.append(f"{location}: {problem.get('msg', 'invalid')}")
+    more = len(error.errors()) - limit
+    if more > 0:
+        problems.append(f"and {more} more")
+    return "; ".join(problems)

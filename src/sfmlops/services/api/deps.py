@@ -1,4 +1,4 @@
-"""Request dependencies: settings, the database engine, the write token."""
+"""Request dependencies: settings, the database engine, metrics, the champion, the write token."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import Engine
 
 from sfmlops.services.api.metrics import ApiMetrics
+from sfmlops.services.api.model_cache import NO_CHAMPION, ModelCache
+from sfmlops.services.api.serving import ServedModel
 from sfmlops.settings import Settings
 
 _bearer = HTTPBearer(
@@ -17,24 +19,45 @@ _bearer = HTTPBearer(
 )
 
 
-def _settings(request: Request) -> Settings:
+async def _settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def _engine(request: Request) -> Engine:
+async def _engine(request: Request) -> Engine:
     engine: Engine = request.app.state.engine
     return engine
 
 
-def _metrics(request: Request) -> ApiMetrics:
+async def _metrics(request: Request) -> ApiMetrics:
     metrics: ApiMetrics = request.app.state.metrics
     return metrics
 
 
+async def _model_cache(request: Request) -> ModelCache:
+    cache: ModelCache = request.app.state.model_cache
+    return cache
+
+
+async def _served_model(request: Request) -> ServedModel:
+    cache: ModelCache = request.app.state.model_cache
+    model = cache.state.model
+    if model is None:
+        raise ModelUnavailableError(cache.state.problem or NO_CHAMPION)
+    return model
+
+
+class ModelUnavailableError(Exception):
+    """No champion is loaded (HTTP 503 on forecast endpoints)."""
+
+
+# The dependencies are `async def` because they only read app state: a plain `def` would
+# cost every request a trip through the thread pool.
 SettingsDep = Annotated[Settings, Depends(_settings)]
 EngineDep = Annotated[Engine, Depends(_engine)]
 MetricsDep = Annotated[ApiMetrics, Depends(_metrics)]
+ModelCacheDep = Annotated[ModelCache, Depends(_model_cache)]
+ModelDep = Annotated[ServedModel, Depends(_served_model)]
 
 
 def require_token(

@@ -12,6 +12,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from sfmlops.adapters.db import repository
+from sfmlops.services.api.serving import ServedModel
 
 MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -49,12 +50,24 @@ class ApiMetrics:
             registry=registry,
             multiprocess_mode="liveall",
         )
+        self._versions_shown: set[str] = set()
         self.champion_rmspe = Gauge(
             "sfmlops_champion_backtest_rmspe",
             "Overall backtest RMSPE of the champion being served.",
             registry=registry,
             multiprocess_mode="liveall",
         )
+
+    def show_model(self, model: ServedModel) -> None:
+        """Point the model gauges at the version now served."""
+        # A multiprocess gauge keeps a removed label in its file, so the old version is
+        # set to 0 rather than removed: `sfmlops_model_info == 1` is the version served.
+        for version in self._versions_shown - {model.version}:
+            self.model_info.labels(version=version).set(0)
+        self.model_info.labels(version=model.version).set(1)
+        self._versions_shown.add(model.version)
+        if model.rmspe is not None:
+            self.champion_rmspe.set(model.rmspe)
 
 
 class TrainingJobsCollector(Collector):

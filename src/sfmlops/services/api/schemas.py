@@ -5,11 +5,13 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from sfmlops.core import columns as c
+from sfmlops.services.api.serving import MAX_HORIZON_DAYS
 
 MAX_SALES_RECORDS = 50_000
+MAX_STORE_ID = 2**31 - 1  # the database's store_id is a 32-bit INTEGER
 
 
 class Store(BaseModel):
@@ -167,3 +169,119 @@ class TrainingJob(BaseModel):
 
 class TrainingJobList(BaseModel):
     jobs: list[TrainingJob]
+
+
+class ForecastDay(BaseModel):
+    date: dt.date
+    yhat: float = Field(description="Point forecast of sales.")
+    yhat_lower: float = Field(description="Lower end of the 80 % prediction interval.")
+    yhat_upper: float = Field(description="Upper end of the 80 % prediction interval.")
+    yhat_lower_95: float = Field(description="Lower end of the 95 % prediction interval.")
+    yhat_upper_95: float = Field(description="Upper end of the 95 % prediction interval.")
+
+
+class SeriesForecast(BaseModel):
+    """One series' forecast from the champion being served."""
+
+    store_id: int
+    product_id: str
+    model_version: str
+    start: dt.date
+    days: int
+    assumptions: list[str] = Field(
+        description="Covariates that were not given and what was assumed for them."
+    )
+    forecast: list[ForecastDay]
+
+
+class ForecastCovariates(BaseModel):
+    """What is known about one forecast day; a missing field is assumed (and reported)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    date: dt.date
+    open: Literal[0, 1] | None = None
+    promo: Literal[0, 1] | None = None
+    state_holiday: Literal["0", "a", "b", "c"] | None = Field(
+        None, description="0 none, a public, b Easter, c Christmas."
+    )
+    school_holiday: Literal[0, 1] | None = None
+
+
+class SeriesForecastRequest(BaseModel):
+    """One series of a batch: `start` and `days`, or explicit `dates` (default: 7 days from the
+    day after the as-of date)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {c.STORE_ID: 1, c.PRODUCT_ID: "total", "start": "2015-06-14", "days": 7},
+                {
+                    c.STORE_ID: 2,
+                    "dates": ["2015-06-15", "2015-06-16"],
+                    "covariates": [{"date": "2015-06-15", c.OPEN: 1, c.PROMO: 1}],
+                },
+            ]
+        },
+    )
+
+    store_id: int = Field(ge=0, le=MAX_STORE_ID)
+    product_id: str = Field(c.DEFAULT_PRODUCT, min_length=1, max_length=64)
+    start: dt.date | None = None
+    days: int | None = Field(None, ge=1, le=MAX_HORIZON_DAYS)
+    dates: list[dt.date] | None = Field(None, min_length=1, max_length=MAX_HORIZON_DAYS)
+    covariates: list[ForecastCovariates] | None = Field(None, max_length=MAX_HORIZON_DAYS)
+
+    @model_validator(mode="after")
+    def _dates_or_start(self) -> SeriesForecastRequest:
+        if self.dates is not None and (self.start is not None or self.days is not None):
+            raise ValueError("give either start/days or dates, not both")
+        return self
+
+
+class BatchForecast(BaseModel):
+    model_version: str
+    forecasts: list[SeriesForecast] = Field(description="In the order of the request.")
+
+
+class PrecomputedForecastDay(ForecastDay):
+    store_id: int
+    product_id: str
+
+
+class LatestForecasts(BaseModel):
+    """The newest run of the forecast pipeline (`sfmlops pipeline forecast`)."""
+
+    model_version: str
+    created_at: dt.datetime
+    forecasts: list[PrecomputedForecastDay]
+
+
+class ChampionMetrics(BaseModel):
+    """The champions' backtest figures on the reported window (not used to pick them)."""
+
+    rmspe: float | None
+    mape: float | None
+    bias: float | None = Field(description="Mean forecast minus actual, in sales units.")
+    coverage_80: float | None = Field(description="Share of actuals inside the 80 % interval.")
+    coverage_95: float | None = Field(description="Share of actuals inside the 95 % interval.")
+
+
+class SeriesChampion(BaseModel):
+    store_id: int
+    product_id: str
+    model: str = Field(description="The model that forecasts this series.")
+    rmspe: float | None
+    rmspe_by_model: dict[str, float | None]
+
+
+class ChampionModel(BaseModel):
+    name: str
+    version: str
+    run_id: str
+    trained_at: dt.datetime = Field(description="When this version was registered.")
+    last_date: dt.date = Field(description="Last day of the training data.")
+    metrics: ChampionMetrics
+    champion_mix: dict[str, int] = Field(description="Series per model.")
+    stores: list[SeriesChampion]

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response, status
+from fastapi import APIRouter, Response, status
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from sfmlops.services.api import schemas
-from sfmlops.services.api.deps import EngineDep, SettingsDep
+from sfmlops.services.api.deps import EngineDep, ModelCacheDep, SettingsDep
 from sfmlops.services.status import system_status
 
 router = APIRouter(tags=["system"])
@@ -24,7 +24,7 @@ def health() -> schemas.Health:
     responses={503: {"model": schemas.Readiness}},
     summary="Readiness: a champion model is loaded and the database answers",
 )
-def ready(request: Request, response: Response, engine: EngineDep) -> schemas.Readiness:
+def ready(response: Response, engine: EngineDep, cache: ModelCacheDep) -> schemas.Readiness:
     try:
         with engine.connect() as connection:
             connection.execute(text("SELECT 1"))
@@ -33,13 +33,16 @@ def ready(request: Request, response: Response, engine: EngineDep) -> schemas.Re
         return schemas.Readiness(
             status="unavailable", reason=f"database unreachable: {error.__class__.__name__}"
         )
-    champion = getattr(request.app.state, "champion_version", None)
-    if champion is None:
+    state = cache.state
+    if state.model is None:
         response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+        return schemas.Readiness(status="unavailable", reason=state.problem)
+    if state.problem is not None:
+        # Still serving the loaded champion, but it may be stale: ready, degraded.
         return schemas.Readiness(
-            status="unavailable", reason="no champion model loaded yet: run `sfmlops train`"
+            status="degraded", reason=state.problem, model_version=state.model.version
         )
-    return schemas.Readiness(status="ready", model_version=champion)
+    return schemas.Readiness(status="ready", model_version=state.model.version)
 
 
 @router.get(
@@ -48,7 +51,7 @@ def ready(request: Request, response: Response, engine: EngineDep) -> schemas.Re
     tags=["status"],
     summary="Data freshness and champion",
 )
-def get_status(request: Request, engine: EngineDep, settings: SettingsDep) -> schemas.Status:
+def get_status(engine: EngineDep, settings: SettingsDep, cache: ModelCacheDep) -> schemas.Status:
     with engine.connect() as connection:
         current = system_status(settings, connection)
     return schemas.Status(
@@ -58,5 +61,5 @@ def get_status(request: Request, engine: EngineDep, settings: SettingsDep) -> sc
         stores=current.stores,
         sales_ingested_last_day=current.sales_ingested_last_day,
         dead_letters_last_day=current.dead_letters_last_day,
-        champion_version=getattr(request.app.state, "champion_version", None),
+        champion_version=cache.state.model.version if cache.state.model else None,
     )

@@ -1,0 +1,190 @@
+"""The champion held in memory: loaded at start-up, swapped when the `champion` alias moves.
+
+Requests read `ModelCache.state`, one reference to an immutable `CacheState`. A poller
+thread builds the next state completely (download, load, precompute the default horizon)
+before it replaces that reference, so a request sees the old model or the new one, never
+half of one. When the registry cannot be reached the loaded model keeps serving and the
+state says why it is degraded.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from sfmlops.adapters import mlflow_registry as registry
+from sfmlops.core.forecasting.bundle import ForecastBundle
+from sfmlops.services.api import serving
+from sfmlops.services.api.serving import ServedModel, prepare
+from sfmlops.services.status import as_of_date
+from sfmlops.services.training import version_folder
+from sfmlops.settings import Settings
+
+log = logging.getLogger("sfmlops.api.models")
+
+NO_CHAMPION = "no champion model yet: run sfmlops train"
+# A registry call that hangs must not hold up start-up or the poller for long; the poller
+# retries on its own schedule, so MLflow's own retries (minutes of backoff) are not needed.
+# Nor does a server log want MLflow's download progress bars.
+_MLFLOW_ENV = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+}
+
+
+@dataclass(frozen=True)
+class CacheState:
+    """What the API serves right now.
+
+    Attributes:
+        model: The loaded champion, or None.
+        problem: Why there is no model, or why the loaded one may be stale (registry
+            unreachable); None when all is well.
+    """
+
+    model: ServedModel | None
+    problem: str | None
+
+
+class ModelCache:
+    """Loads the champion from the registry and keeps it current.
+
+    Args:
+        settings: The process's settings (registry location, poll interval, as-of date).
+        engine: Returns the sales database, read for the as-of date.
+        on_change: Called with the new model once requests see it (each load or swap).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        engine: Callable[[], Engine | None],
+        on_change: Callable[[ServedModel], None] | None = None,
+    ) -> None:
+        self._settings = settings
+        self._engine = engine
+        self._on_change = on_change
+        self._state = CacheState(model=None, problem="starting: the champion is being loaded")
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._refresh_lock = threading.Lock()
+
+    @property
+    def state(self) -> CacheState:
+        """The current state (one atomic read; hold on to it for a whole request)."""
+        return self._state
+
+    def start(self) -> None:
+        """Load the champion now (blocking), then keep polling in a daemon thread."""
+        for name, value in _MLFLOW_ENV.items():
+            os.environ.setdefault(name, value)
+        self.refresh()
+        self._thread = threading.Thread(target=self._poll, name="champion-poller", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop polling (waits for a load in progress to finish)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def refresh(self) -> CacheState:
+        """Check the alias once and swap in a new champion if it moved; never raises."""
+        with self._refresh_lock:
+            previous = self._state
+            try:
+                self._state = self._next_state(previous)
+                if self._state.model is not None and self._state.model is not previous.model:
+                    self._changed(self._state.model)
+            except Exception as error:
+                # Any failure (registry down, a broken bundle) leaves the loaded model serving.
+                problem = f"model registry unreachable or failing: {_short(error)}"
+                if self._state.model is not None:
+                    problem += f"; serving the loaded version {self._state.model.version}"
+                log.warning("champion check failed: %s", problem)
+                self._state = replace(self._state, problem=problem)
+            return self._state
+
+    def _poll(self) -> None:
+        while not self._stop.wait(self._settings.model_poll_seconds):
+            self.refresh()
+
+    def _next_state(self, current: CacheState) -> CacheState:
+        if not _registry_exists(self._settings):
+            return CacheState(model=None, problem=NO_CHAMPION)
+        client = registry.connect(self._settings)
+        champion = registry.version_with_alias(client, registry.CHAMPION)
+        if champion is None:
+            if current.model is not None:
+                # The alias was removed: keep answering rather than go dark; readiness says so.
+                return CacheState(
+                    current.model,
+                    f"the registry has no champion any more; serving version {current.model.version}",
+                )
+            return CacheState(model=None, problem=NO_CHAMPION)
+        loaded = current.model
+        if loaded is not None and loaded.version == champion.version:
+            start = self._default_start(loaded.bundle)
+            if start != loaded.default_start:  # new sales moved the as-of date
+                loaded = prepare(
+                    loaded.bundle, loaded.version, loaded.run_id, loaded.registered_at, start
+                )
+            return CacheState(loaded, problem=None)
+        folder = version_folder(self._settings, client, champion.version)
+        bundle = ForecastBundle.load(folder)
+        model = prepare(
+            bundle,
+            champion.version,
+            champion.run_id,
+            registry.registered_at(client, champion.version),
+            self._default_start(bundle),
+        )
+        log.info(
+            "serving champion version %s",
+            model.version,
+            extra={"previous_version": current.model.version if current.model else None},
+        )
+        return CacheState(model, problem=None)
+
+    def _changed(self, model: ServedModel) -> None:
+        if self._on_change is not None:
+            self._on_change(model)
+
+    def _default_start(self, bundle: ForecastBundle) -> dt.date:
+        earliest = serving.first_forecast_date(bundle)
+        engine = self._engine()
+        as_of = self._settings.as_of
+        if as_of is None and engine is not None:
+            try:
+                with engine.connect() as connection:
+                    as_of = as_of_date(self._settings, connection)
+            except SQLAlchemyError as error:
+                log.warning("as-of date unavailable, starting after the model's data: %s", error)
+        if as_of is None:
+            return earliest
+        return max(earliest, as_of + dt.timedelta(days=1))
+
+
+def _registry_exists(settings: Settings) -> bool:
+    """False when the embedded registry was never created (nothing trained in this HOME).
+
+    Checked so that a fresh HOME does not create an MLflow database just to learn that
+    it is empty.
+    """
+    uri = settings.effective_mlflow_tracking_uri
+    if not uri.startswith("sqlite:///"):
+        return True
+    return os.path.exists(uri.removeprefix("sqlite:///"))
+
+
+def _short(error: BaseException) -> str:
+    text = str(error).splitlines()[0] if str(error) else ""
+    return f"{error.__class__.__name__}: {text[:200]}"

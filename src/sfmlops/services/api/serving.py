@@ -1,0 +1,361 @@
+"""The champion as the API serves it, and forecasts for API requests.
+
+`prepare` turns a loaded bundle into a `ServedModel` with the default horizon of every
+series precomputed (and pre-serialised), so the common GET is a dictionary lookup.
+`forecast` checks other requests against the champion and predicts a whole batch with one
+`predict` call. Results are JSON bytes in the shape of the contract's forecast object
+(`schemas.SeriesForecast`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pydantic_core
+
+from sfmlops.adapters.mlflow_registry import MODEL_NAME
+from sfmlops.core import columns as c
+from sfmlops.core.forecasting import metrics as m
+from sfmlops.core.forecasting.backtest import CHAMPION as CHAMPION_MODEL
+from sfmlops.core.forecasting.bundle import (
+    ASSUMED_OPEN,
+    ASSUMED_PROMO,
+    ASSUMED_SCHOOL_HOLIDAY,
+    ASSUMED_STATE_HOLIDAY,
+    ForecastBundle,
+)
+
+MAX_HORIZON_DAYS = 366
+DEFAULT_HORIZON_DAYS = 7
+# Most series-days one batch may ask for: every Rossmann store for about three months.
+MAX_BATCH_FORECAST_DAYS = 100_000
+COVARIATES = (c.OPEN, c.PROMO, c.STATE_HOLIDAY, c.SCHOOL_HOLIDAY)
+_ASSUMPTION = {
+    c.OPEN: ASSUMED_OPEN,
+    c.PROMO: ASSUMED_PROMO,
+    c.STATE_HOLIDAY: ASSUMED_STATE_HOLIDAY,
+    c.SCHOOL_HOLIDAY: ASSUMED_SCHOOL_HOLIDAY,
+}
+_NUMERIC_COVARIATES = (c.OPEN, c.PROMO, c.SCHOOL_HOLIDAY)
+REPORTED_METRICS = (m.RMSPE, m.MAPE, m.BIAS, m.COVERAGE_80, m.COVERAGE_95)
+
+SeriesKey = tuple[int, str]
+
+
+class UnknownSeriesError(LookupError):
+    """The champion has no model for a store or one of its products (HTTP 404)."""
+
+
+class InvalidForecastRequestError(ValueError):
+    """Dates or covariates the champion cannot forecast (HTTP 422)."""
+
+
+@dataclass(frozen=True)
+class SeriesRequest:
+    """One series to forecast on the given days, with what the caller knows about them.
+
+    `covariates` maps a day to the covariates known for it (`open`, `promo`,
+    `state_holiday`, `school_holiday`; any may be missing and is then assumed).
+    """
+
+    store_id: int
+    product_id: str
+    dates: tuple[dt.date, ...]
+    covariates: Mapping[dt.date, Mapping[str, Any]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """A champion ready to serve, with what the hot paths read precomputed.
+
+    Attributes:
+        default_start: First day of the default horizon: the day after the as-of date (or
+            after the training history, whichever is later).
+        default_bodies: Per series, the forecast object of the default horizon
+            (`DEFAULT_HORIZON_DAYS` days from `default_start`) as JSON bytes.
+        champion_body: The GET /v1/models/champion response for all series.
+    """
+
+    version: str
+    run_id: str
+    registered_at: dt.datetime
+    bundle: ForecastBundle
+    series: frozenset[SeriesKey]
+    store_ids: frozenset[int]
+    default_start: dt.date
+    default_bodies: Mapping[SeriesKey, bytes]
+    champion: dict[str, Any]
+    champion_series: Mapping[SeriesKey, dict[str, Any]]
+    champion_body: bytes
+
+    @property
+    def rmspe(self) -> float | None:
+        """The champion's overall backtest RMSPE on the reported window."""
+        value = self.champion["metrics"].get(m.RMSPE)
+        return None if value is None else float(value)
+
+
+def prepare(
+    bundle: ForecastBundle,
+    version: str,
+    run_id: str,
+    registered_at: dt.datetime,
+    default_start: dt.date,
+) -> ServedModel:
+    """Build everything requests read from a loaded bundle (the default horizon included)."""
+    keys = list(
+        zip(
+            bundle.champions[c.STORE_ID].astype(int).tolist(),
+            bundle.champions[c.PRODUCT_ID].astype(str).tolist(),
+            strict=True,
+        )
+    )
+    dates = horizon(default_start, DEFAULT_HORIZON_DAYS)
+    requests = [SeriesRequest(store_id, product, dates) for store_id, product in keys]
+    forecasts = predict(bundle, requests, version)
+    champion, champion_series = _champion_description(bundle, version, run_id, registered_at)
+    return ServedModel(
+        version=version,
+        run_id=run_id,
+        registered_at=registered_at,
+        bundle=bundle,
+        series=frozenset(keys),
+        store_ids=frozenset(store_id for store_id, _ in keys),
+        default_start=default_start,
+        default_bodies={key: to_json(body) for key, body in zip(keys, forecasts, strict=True)},
+        champion=champion,
+        champion_series=champion_series,
+        champion_body=to_json(champion),
+    )
+
+
+def _champion_description(
+    bundle: ForecastBundle, version: str, run_id: str, registered_at: dt.datetime
+) -> tuple[dict[str, Any], dict[SeriesKey, dict[str, Any]]]:
+    """The GET /v1/models/champion body, and each series' entry of its `stores` list."""
+    reported: dict[str, Any] = next(
+        (
+            row
+            for row in bundle.metadata.get("reported_metrics", [])
+            if row.get(c.MODEL) == CHAMPION_MODEL
+        ),
+        {},
+    )
+    by_model = [name for name in bundle.champions.columns if name.startswith(f"{m.RMSPE}_")]
+    series: dict[SeriesKey, dict[str, Any]] = {}
+    for row in bundle.champions.to_dict("records"):
+        key = (int(row[c.STORE_ID]), str(row[c.PRODUCT_ID]))
+        series[key] = {
+            c.STORE_ID: key[0],
+            c.PRODUCT_ID: key[1],
+            c.MODEL: str(row[c.MODEL]),
+            m.RMSPE: _number(row[m.RMSPE]),
+            "rmspe_by_model": {
+                name.removeprefix(f"{m.RMSPE}_"): _number(row[name]) for name in by_model
+            },
+        }
+    description = {
+        "name": MODEL_NAME,
+        "version": version,
+        "run_id": run_id,
+        "trained_at": registered_at.isoformat(),
+        "last_date": bundle.last_date.date().isoformat(),
+        "metrics": {name: _number(reported.get(name)) for name in REPORTED_METRICS},
+        "champion_mix": {
+            str(name): int(count) for name, count in bundle.metadata.get("champion_mix", {}).items()
+        },
+        "stores": list(series.values()),
+    }
+    return description, series
+
+
+def _number(value: Any) -> float | None:
+    """A JSON-safe float (NaN, e.g. a series with no sales in the window, becomes null)."""
+    if value is None or pd.isna(value):
+        return None
+    return float(value)
+
+
+def horizon(start: dt.date, days: int) -> tuple[dt.date, ...]:
+    """`days` consecutive days from `start`."""
+    return tuple(start + dt.timedelta(days=offset) for offset in range(days))
+
+
+def first_forecast_date(bundle: ForecastBundle) -> dt.date:
+    """The earliest day the bundle forecasts: the day after its training history."""
+    last: dt.date = bundle.last_date.date()
+    return last + dt.timedelta(days=1)
+
+
+def forecast(model: ServedModel, requests: Sequence[SeriesRequest]) -> list[bytes]:
+    """Forecast objects for a batch as JSON, in order: precomputed where possible, the rest
+    predicted with one `predict` call.
+
+    Raises:
+        UnknownSeriesError: A series the champion does not forecast.
+        InvalidForecastRequestError: Dates before the horizon, a date twice, covariates for
+            a day not asked for, a series twice, or more than `MAX_BATCH_FORECAST_DAYS`.
+    """
+    total = sum(len(request.dates) for request in requests)
+    if total > MAX_BATCH_FORECAST_DAYS:
+        raise InvalidForecastRequestError(
+            f"{total} series-days asked for; at most {MAX_BATCH_FORECAST_DAYS} per request"
+        )
+    seen: set[SeriesKey] = set()
+    for request in requests:
+        key = (request.store_id, request.product_id)
+        check_series(model, key)
+        if key in seen:
+            raise InvalidForecastRequestError(
+                f"store {key[0]} product {key[1]!r} appears twice in the batch"
+            )
+        seen.add(key)
+        check_request(model.bundle, request)
+    default_dates = horizon(model.default_start, DEFAULT_HORIZON_DAYS)
+    bodies: list[bytes | None] = [
+        model.default_bodies[(r.store_id, r.product_id)]
+        if r.dates == default_dates and not r.covariates
+        else None
+        for r in requests
+    ]
+    computed = [r for r, body in zip(requests, bodies, strict=True) if body is None]
+    fresh = iter(predict(model.bundle, computed, model.version))
+    return [body if body is not None else to_json(next(fresh)) for body in bodies]
+
+
+def batch_json(model_version: str, bodies: Sequence[bytes]) -> bytes:
+    """The POST /v1/forecast response around forecast objects already in JSON."""
+    return (
+        b'{"model_version":'
+        + to_json(model_version)
+        + b',"forecasts":['
+        + b",".join(bodies)
+        + b"]}"
+    )
+
+
+def check_series(model: ServedModel, key: SeriesKey) -> None:
+    """Raise `UnknownSeriesError` naming the store (or product) the champion does not forecast."""
+    if key in model.series:
+        return
+    store_id, product_id = key
+    if store_id not in model.store_ids:
+        raise UnknownSeriesError(
+            f"unknown store {store_id}: the champion model has no series for it"
+        )
+    raise UnknownSeriesError(
+        f"store {store_id} has no product {product_id!r} in the champion model"
+    )
+
+
+def check_request(bundle: ForecastBundle, request: SeriesRequest) -> None:
+    """Raise `InvalidForecastRequestError` for days before the horizon or stray covariates."""
+    earliest = first_forecast_date(bundle)
+    early = [day for day in request.dates if day < earliest]
+    if early:
+        raise InvalidForecastRequestError(
+            f"store {request.store_id}: {early[0]} is not after the model's last training date "
+            f"{bundle.last_date.date()}; forecasts start on {earliest} at the earliest"
+        )
+    if len(set(request.dates)) != len(request.dates):
+        raise InvalidForecastRequestError(f"store {request.store_id}: a date is asked for twice")
+    stray = sorted(set(request.covariates) - set(request.dates))
+    if stray:
+        raise InvalidForecastRequestError(
+            f"store {request.store_id}: covariates for {stray[0]}, which is not a forecast date"
+        )
+
+
+def predict(
+    bundle: ForecastBundle, requests: Sequence[SeriesRequest], model_version: str
+) -> list[dict[str, Any]]:
+    """Forecast every request with one `bundle.predict` call.
+
+    Requests must have passed `check_series` and `check_request`.
+
+    Returns:
+        One forecast object per request, in order: `store_id`, `product_id`,
+        `model_version`, `start`, `days`, `assumptions`, `forecast` (a list of
+        `{date, yhat, yhat_lower, yhat_upper, yhat_lower_95, yhat_upper_95}`).
+    """
+    if not requests:
+        return []
+    future = _future_frame(requests)
+    values = bundle.predict(future).frame[list(c.FORECAST_VALUES)].to_numpy(dtype=float)
+    rounded = np.round(values, 2).tolist()
+    results = []
+    offset = 0
+    for request in requests:
+        rows = rounded[offset : offset + len(request.dates)]
+        offset += len(request.dates)
+        results.append(forecast_object(request, model_version, _assumptions(request), rows))
+    return results
+
+
+def forecast_object(
+    request: SeriesRequest,
+    model_version: str,
+    assumptions: list[str],
+    values: Sequence[Sequence[float]],
+) -> dict[str, Any]:
+    """The contract's forecast object for one series (values in `FORECAST_VALUES` order)."""
+    return {
+        c.STORE_ID: request.store_id,
+        c.PRODUCT_ID: request.product_id,
+        "model_version": model_version,
+        "start": request.dates[0].isoformat(),
+        "days": len(request.dates),
+        "assumptions": assumptions,
+        "forecast": [
+            {c.DATE: day.isoformat(), **dict(zip(c.FORECAST_VALUES, row, strict=True))}
+            for day, row in zip(request.dates, values, strict=True)
+        ],
+    }
+
+
+def to_json(body: Any) -> bytes:
+    """Compact JSON bytes of a response body (pydantic-core's encoder: 4x `json.dumps`)."""
+    return pydantic_core.to_json(body)
+
+
+def _assumptions(request: SeriesRequest) -> list[str]:
+    """The covariates assumed for this series: those not given for every day."""
+    return [
+        _ASSUMPTION[name]
+        for name in COVARIATES
+        if any(request.covariates.get(day, {}).get(name) is None for day in request.dates)
+    ]
+
+
+def _future_frame(requests: Sequence[SeriesRequest]) -> pd.DataFrame:
+    """One future-covariates row per (series, day), in request order."""
+    total = sum(len(r.dates) for r in requests)
+    store_ids = np.empty(total, dtype="int64")
+    products: list[str] = []
+    dates: list[dt.date] = []
+    offset = 0
+    for request in requests:
+        store_ids[offset : offset + len(request.dates)] = request.store_id
+        offset += len(request.dates)
+        products.extend([request.product_id] * len(request.dates))
+        dates.extend(request.dates)
+    frame = pd.DataFrame(
+        {c.STORE_ID: store_ids, c.PRODUCT_ID: products, c.DATE: pd.to_datetime(dates)}
+    )
+    if any(r.covariates for r in requests):
+        # Days without a value stay missing, so the bundle assumes them as it would a
+        # missing column (and says so).
+        for name in COVARIATES:
+            given = [r.covariates.get(day, {}).get(name) for r in requests for day in r.dates]
+            if name in _NUMERIC_COVARIATES:
+                frame[name] = pd.array(
+                    [np.nan if v is None else float(v) for v in given], dtype="float64"
+                )
+            else:
+                frame[name] = pd.Series(given, dtype=object)
+    return frame
