@@ -8,7 +8,7 @@ UV := $(BIN)/uv
 UV_INSTALL := $(UV) pip install --python $(BIN)/python --quiet -c constraints.txt
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint format install dev system-deps benchmarks lock clean help
+.PHONY: demo test lint format install dev system-deps benchmark-deps benchmarks lock clean help
 
 help:
 	@echo "make demo         run the product on this machine (creates .venv, loads data, ...)"
@@ -17,7 +17,7 @@ help:
 	@echo "make format       ruff format + ruff check --fix"
 	@echo "make benchmarks   run the benchmarks (not part of make test)"
 	@echo "make lock         regenerate constraints.txt from pyproject.toml"
-	@echo "make images       build every image under images/ with docker (tag: the commit)"
+	@echo "make images       build every image (scripts/images.sh) with docker (tag: the commit)"
 	@echo "make deploy-local install the whole system on the current kubectl context (docs/deployment.md)"
 	@echo "make deploy-clean uninstall it (kept Secrets and volumes stay)"
 	@echo "make airflow      create .venv-airflow (Airflow 3, its own environment) from requirements-airflow.txt"
@@ -59,13 +59,18 @@ $(VENV)/.installed-dev: pyproject.toml constraints.txt | $(UV)
 system-deps:
 	scripts/install-system-deps.sh
 
-benchmarks: dev system-deps
+# wrk drives the API benchmark (a load generator: benchmarks only, not make test).
+benchmark-deps:
+	scripts/install-system-deps.sh benchmarks
+
+benchmarks: dev benchmark-deps
 	$(BIN)/python benchmarks/load_data.py
 	$(BIN)/python benchmarks/forecast_backtest.py
 	scripts/fetch-jars.sh spark-connectors
 	$(BIN)/python benchmarks/streaming_throughput.py
+	$(BIN)/python benchmarks/api_latency.py
 
-# Deployment: Helm, actionlint, checkov, kubernetes-validate and shellcheck for tests/deploy
+# Deployment: Helm, actionlint, checkov, kubernetes-validate, shellcheck and hadolint for tests/deploy
 # (cached across clones), image builds, and the install sequence of docs/deployment.md.
 .PHONY: deploy-tools images deploy-local deploy-clean
 TOOLS_DIR ?= $(or $(SFMLOPS_TOOLS_DIR),$(HOME)/.cache/sfmlops-tools)
@@ -77,10 +82,7 @@ deploy-tools: | $(UV)
 	UV=$(UV) scripts/install-deploy-tools.sh
 
 images:
-	for dockerfile in images/*/Dockerfile; do \
-	  name=$$(basename $$(dirname $$dockerfile)); \
-	  docker build -f $$dockerfile -t sfmlops-$$name:$(IMAGE_TAG) . || exit 1; \
-	done
+	scripts/images.sh build $(IMAGE_TAG)
 
 deploy-local:
 	./install-helm.sh $(HELM_DIR)
@@ -91,6 +93,7 @@ deploy-clean:
 	HELM=$(HELM_DIR)/helm scripts/deploy.sh down
 
 lock: | $(UV)
+	grep -v '^#' constraints.txt > constraints.body  # keeps today's pins unless they must move
 	$(UV) pip compile pyproject.toml --extra dev --python-version 3.11 --no-header \
 	  --annotation-style line --quiet -o constraints.body
 	{ echo "# The lock: exact versions of every dependency, used as pip/uv constraints by make."; \

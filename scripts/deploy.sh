@@ -82,10 +82,9 @@ up() {
   # Before sfmlops-helm: its ServiceMonitor and PodMonitor need the Prometheus Operator's CRDs.
   "$helm" upgrade --install "${release_monitoring[@]}" --wait --timeout 15m
   "$helm" upgrade --install "${release_kafka[@]}" --wait --timeout 10m
-  # No --wait: the API reports ready only once a champion model exists (after the first training).
-  "$helm" upgrade --install "${release_sfmlops[@]}" --timeout 10m
-  kubectl -n "$SFMLOPS_NAMESPACE" rollout status "statefulset/$SFMLOPS_RELEASE-postgresql" --timeout 10m
-  kubectl -n "$SFMLOPS_NAMESPACE" rollout status "deployment/$SFMLOPS_RELEASE-mlflow" --timeout 10m
+  # --wait: every Deployment and StatefulSet ready. The API is ready without a model (its
+  # readiness is /health; /ready waits for the first champion, see docs/deployment.md).
+  "$helm" upgrade --install "${release_sfmlops[@]}" --wait --timeout 15m
   # After sfmlops-helm: it writes Airflow's metadata connection and keys into the namespace.
   "$helm" upgrade --install "${release_airflow[@]}" --timeout 15m
   kubectl -n "$SFMLOPS_NAMESPACE" get ingress

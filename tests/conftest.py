@@ -5,9 +5,13 @@ from __future__ import annotations
 import gzip
 import os
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import tempfile
+import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -106,3 +110,52 @@ def rossmann_slice(tmp_path_factory: pytest.TempPathFactory) -> Path:
     with gzip.open(folder / "train.csv.gz", "wt") as out:
         sales[sales["Store"].isin(keep) & recent].to_csv(out, index=False)
     return folder
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real `mlflow server` (via `sfmlops mlflow`) on a free loopback port; yields its URL.
+
+    One per test module: the registered model and its aliases are global to a server.
+    """
+    home = tmp_path_factory.mktemp("mlflow-home")
+    port = free_port()
+    env = os.environ | {"SFMLOPS_HOME": str(home), "MLFLOW_DISABLE_TELEMETRY": "true"}
+    env.pop("SFMLOPS_MLFLOW_TRACKING_URI", None)
+    log = (home / "server.log").open("wb")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "sfmlops", "mlflow", "--port", str(port), "--workers", "1"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_http(f"{url}/health", server, home / "server.log")
+        yield url
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+        log.close()
+
+
+def wait_for_http(
+    url: str, process: subprocess.Popen[bytes], log: Path, timeout: float = 300.0
+) -> None:
+    """Wait until `url` answers 200; fail with the process's log when it exits or times out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"{url}: the server exited with {process.returncode}:\n{log.read_text()}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    pytest.fail(f"{url} did not answer within {timeout:.0f} s:\n{log.read_text()[-3000:]}")

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -148,20 +149,27 @@ def sfmlops_api(tmp_path: Path, sfmlops_cli: str) -> Iterator[tuple[str, Path]]:
     """A real `sfmlops serve` (writes need API_TOKEN) with an empty database: (url, home)."""
     home = tmp_path / "sfmlops"
     sfmlops(sfmlops_cli, home, "init")
+    with running_api(sfmlops_cli, home, tmp_path / "serve.log") as url:
+        yield url, home
+
+
+@contextmanager
+def running_api(sfmlops_cli: str, home: Path, log_path: Path, **environment: str) -> Iterator[str]:
+    """`sfmlops serve` on a free port with its home in `home`; yields its URL."""
     port = free_port()
-    log = (tmp_path / "serve.log").open("wb")
+    log = log_path.open("wb")
     process = subprocess.Popen(
         [*sfmlops_cli.split(), "serve", "--port", str(port)],
-        env=sfmlops_environment(home) | {"SFMLOPS_API_TOKEN": API_TOKEN},
+        env=sfmlops_environment(home) | {"SFMLOPS_API_TOKEN": API_TOKEN} | environment,
         stdout=log,
         stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 90
+        deadline = time.monotonic() + 180
         while True:
             if process.poll() is not None:
-                raise AssertionError((tmp_path / "serve.log").read_text())
+                raise AssertionError(log_path.read_text())
             try:
                 if httpx.get(f"{url}/health", timeout=1).status_code == 200:
                     break
@@ -169,7 +177,7 @@ def sfmlops_api(tmp_path: Path, sfmlops_cli: str) -> Iterator[tuple[str, Path]]:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.3)
-        yield url, home
+        yield url
     finally:
         process.terminate()
         process.wait(timeout=30)

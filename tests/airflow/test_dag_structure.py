@@ -88,6 +88,69 @@ def test_the_kubernetes_runner_parses_offline_into_pods(tmp_path: Path) -> None:
     assert parsed["attempts"] == []
 
 
+# What sfmlops-helm renders into the ConfigMap sfmlops-airflow-tasks (tests/deploy checks it).
+CHART_POD_SETTINGS = {
+    "SFMLOPS_COMMAND_RUNNER": "kubernetes",
+    "SFMLOPS_POD_HOME_CLAIM": "sfmlops-stream-home",
+    "SFMLOPS_POD_LABELS": '{"app.kubernetes.io/instance": "prod", "app.kubernetes.io/name": "airflow-task"}',
+    "SFMLOPS_POD_RESOURCES": '{"limits": {"cpu": "3", "memory": "6Gi"}, "requests": {"cpu": "1", "memory": "2Gi"}}',
+}
+
+
+@pytest.mark.usefixtures("airflow_settings")
+def test_command_pods_are_hardened_and_take_the_chart_settings() -> None:
+    stream = load(**CHART_POD_SETTINGS).dags[DAILY].get_task("stream_once")
+    default = load(SFMLOPS_COMMAND_RUNNER="kubernetes").dags[WEEKLY].get_task("write_forecasts")
+
+    assert stream.labels["app.kubernetes.io/name"] == "airflow-task"
+    assert stream.labels["app.kubernetes.io/instance"] == "prod"
+    # The checkpoints of `stream --once` live on the chart's volume, mounted as SFMLOPS_HOME.
+    volumes = {volume.name: volume for volume in stream.volumes}
+    assert volumes["home"].persistent_volume_claim.claim_name == "sfmlops-stream-home"
+    mounts = {mount.mount_path: mount.name for mount in stream.volume_mounts}
+    assert mounts == {"/var/lib/sfmlops": "home", "/tmp": "tmp"}
+    assert stream.container_resources.requests == {"cpu": "1", "memory": "2Gi"}
+    assert stream.container_resources.limits == {"cpu": "3", "memory": "6Gi"}
+    pod, container = stream.security_context, stream.container_security_context
+    assert pod.run_as_non_root is True
+    assert pod.run_as_user == 10001
+    assert pod.seccomp_profile.type == "RuntimeDefault"
+    assert container.allow_privilege_escalation is False
+    assert container.privileged is False
+    assert container.read_only_root_filesystem is True
+    assert container.capabilities.drop == ["ALL"]
+    assert stream.automount_service_account_token is False
+    assert stream.startup_timeout_seconds >= 600  # a first pull of the image takes minutes
+    # Only the stream keeps state: other commands never hold the stream's volume.
+    check = load(**CHART_POD_SETTINGS).dags[DAILY].get_task("check_ingest")
+    assert {volume.name: volume for volume in check.volumes}["home"].empty_dir is not None
+    # Without the chart's settings: a scratch home and the defaults the chart also uses.
+    assert {volume.name: volume for volume in default.volumes}["home"].empty_dir is not None
+    assert default.labels == {
+        "app.kubernetes.io/name": "airflow-task",
+        "app.kubernetes.io/instance": "sfmlops",
+    }
+    assert default.container_resources.limits == {"cpu": "2", "memory": "4Gi"}
+
+
+@pytest.mark.usefixtures("airflow_settings")
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("SFMLOPS_POD_RESOURCES", '{"requests": {"cpu": "1"}}', "requests and limits of cpu"),
+        ("SFMLOPS_POD_RESOURCES", "2 cpus", "must be a JSON object"),
+        ("SFMLOPS_POD_LABELS", '{"app": ""}', "non-empty strings"),
+        ("SFMLOPS_POD_LABELS", '["app"]', "must be a JSON object"),
+    ],
+)
+def test_bad_pod_settings_are_import_errors(variable: str, value: str, message: str) -> None:
+    bad = load(SFMLOPS_COMMAND_RUNNER="kubernetes", **{variable: value})
+
+    assert bad.dags == {}
+    assert len(bad.import_errors) == 2
+    assert all(variable in error and message in error for error in bad.import_errors.values())
+
+
 @pytest.mark.usefixtures("airflow_settings")
 def test_schedules_catchup_tags_and_docs() -> None:
     bag = load()

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import csv
+import gzip
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import pytest
 
-from conftest import API_TOKEN, DagRunner, free_port
+from conftest import API_TOKEN, ROOT, DagRunner, free_port, running_api, sfmlops
 
 WEEKLY = "sfmlops_weekly_train_forecast"
+SLICE_STORES = (1, 2, 3, 4, 5, 6)
 DOWNSTREAM = ("wait_for_training_job", "check_champion", "write_forecasts", "verify_forecasts")
 
 
@@ -69,3 +74,62 @@ def test_a_refused_request_fails_at_once_with_the_apis_reason(
         "sfmlops API refused POST /v1/training-jobs (401): missing or invalid bearer token"
         in result["last_failure"]["error"]
     )
+
+
+@pytest.fixture
+def loaded_api(tmp_path: Path, sfmlops_cli: str) -> Iterator[tuple[str, Path]]:
+    """A real API over 6 stores' last 200 days (enough for 3 backtest windows), no model yet.
+
+    It looks for a new champion every second, as a test cannot wait for the default 30 s.
+    """
+    folder = tmp_path / "slice"
+    folder.mkdir()
+    bundled = ROOT / "src" / "sfmlops" / "datasets" / "rossmann"
+    stores = {str(store) for store in SLICE_STORES}
+    for name in ("store.csv", "store_states.csv"):
+        with (bundled / name).open() as source, (folder / name).open("w") as out:
+            rows = csv.reader(source)
+            writer = csv.writer(out)
+            writer.writerow(next(rows))
+            writer.writerows(row for row in rows if row[0] in stores)
+    with (
+        gzip.open(bundled / "train.csv.gz", "rt") as source,
+        gzip.open(folder / "train.csv.gz", "wt") as out,
+    ):
+        rows = csv.reader(source)
+        header = next(rows)
+        date = header.index("Date")
+        writer = csv.writer(out)
+        writer.writerow(header)
+        writer.writerows(row for row in rows if row[0] in stores and row[date] >= "2014-11-26")
+    home = tmp_path / "sfmlops"
+    sfmlops(sfmlops_cli, home, "load-data", "--path", str(folder))
+    with running_api(
+        sfmlops_cli, home, tmp_path / "serve.log", SFMLOPS_MODEL_POLL_SECONDS="1"
+    ) as url:
+        yield url, home
+
+
+def test_a_weekly_run_trains_registers_and_writes_every_series_forecasts(
+    run_dag: DagRunner, loaded_api: tuple[str, Path]
+) -> None:
+    url, home = loaded_api
+
+    result = run_dag(
+        WEEKLY,
+        conf={"horizon_days": 7},
+        SFMLOPS_API_URL=url,
+        SFMLOPS_API_TOKEN=API_TOKEN,
+        SFMLOPS_HOME=str(home),
+        SFMLOPS_TRAINING_TIMEOUT_SECONDS="600",
+    )
+
+    assert result["state"] == "success", result["log"][-5000:]
+    assert {task["state"] for task in result["tasks"].values()} == {"success"}
+    jobs = httpx.get(f"{url}/v1/training-jobs").json()["jobs"]
+    assert [(job["status"], job["model_version"]) for job in jobs] == [("succeeded", "1")]
+    assert httpx.get(f"{url}/v1/models/champion").json()["version"] == "1"
+    latest = httpx.get(f"{url}/v1/forecasts/latest").json()
+    assert latest["model_version"] == "1"
+    assert len(latest["forecasts"]) == len(SLICE_STORES) * 7
+    assert {row["store_id"] for row in latest["forecasts"]} == set(SLICE_STORES)

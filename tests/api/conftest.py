@@ -14,8 +14,9 @@ from sfmlops.adapters.db.engine import make_engine, migrate
 from sfmlops.core.forecasting.bundle import ForecastBundle
 from sfmlops.services import loading
 from sfmlops.services.api import create_app
+from sfmlops.services.training import champion_bundle
 from sfmlops.settings import Settings
-from tests.model_registry import register_champion, train_bundle
+from tests.model_registry import train_champion
 
 TOKEN = "test-token-not-a-secret"
 
@@ -50,17 +51,21 @@ def auth() -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
-def bundle(rossmann_slice: Path) -> ForecastBundle:
-    """A real seasonal-naive bundle of stores 1-5 of the slice (data up to 2015-06-13)."""
-    return train_bundle(rossmann_slice, range(1, 6))
+def registry_home(tmp_path_factory: pytest.TempPathFactory, rossmann_slice: Path) -> Path:
+    """A HOME whose embedded MLflow registry has champion version 1 (stores 1-5)."""
+    home = tmp_path_factory.mktemp("registry") / "home"
+    engine = make_engine(f"sqlite:///{home / 'sfmlops.db'}")
+    migrate(engine)
+    loading.load_folder(engine, rossmann_slice)
+    train_champion(Settings(_env_file=None, home=home), engine, range(1, 6))
+    engine.dispose()
+    return home
 
 
 @pytest.fixture(scope="session")
-def registry_home(tmp_path_factory: pytest.TempPathFactory, bundle: ForecastBundle) -> Path:
-    """A HOME whose embedded MLflow registry has the bundle as champion version 1."""
-    home = tmp_path_factory.mktemp("registry") / "home"
-    register_champion(Settings(_env_file=None, home=home), bundle)
-    return home
+def bundle(registry_home: Path) -> ForecastBundle:
+    """The champion's bundle, straight from the registry."""
+    return champion_bundle(Settings(_env_file=None, home=registry_home))[1]
 
 
 @pytest.fixture

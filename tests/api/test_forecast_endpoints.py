@@ -318,3 +318,23 @@ def test_model_metrics(served: TestClient, bundle: ForecastBundle) -> None:
             [promtool, "check", "metrics"], input=text, capture_output=True, text=True, check=False
         )
         assert check.returncode == 0, check.stdout + check.stderr
+
+
+@pytest.mark.parametrize(
+    ("as_of", "default_start"),
+    [
+        (dt.date(2015, 6, 20), "2015-06-21"),  # newer sales than the model: after the as-of date
+        (dt.date(2015, 6, 1), "2015-06-14"),  # an older as-of date: the model's first day
+    ],
+)
+def test_the_default_horizon_follows_the_as_of_date(
+    served_settings: Settings, sqlite_engine: Engine, as_of: dt.date, default_start: str
+) -> None:
+    settings = served_settings.model_copy(update={"as_of": as_of})
+    with TestClient(create_app(settings, engine=sqlite_engine)) as client:
+        body = client.get("/v1/stores/1/forecast").json()
+        batch = client.post("/v1/forecast", json=[{"store_id": 1}]).json()
+
+    assert body["start"] == default_start
+    assert body["forecast"][0]["date"] == default_start
+    assert batch["forecasts"][0] == body

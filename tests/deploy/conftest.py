@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "sfmlops-helm"
 NAMESPACE = "sfmlops"
 RELEASE = "sfmlops"
+ENDPOINTS = "sfmlops-endpoints"
 
 # Values files (relative to ROOT) and --set overrides of each rendering the tests check.
 SCENARIOS: dict[str, tuple[list[str], list[str]]] = {
@@ -152,6 +153,10 @@ def read_env_file(path: Path) -> dict[str, str]:
     return pairs
 
 
+# The pinned releases (helm-releases.env): names, namespaces, chart versions.
+RELEASES = read_env_file(ROOT / "helm-releases.env")
+
+
 def pod_specs(item: Mapping[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
     """(label, pod spec) of every pod template an object carries, RayCluster groups included."""
     kind, name = item["kind"], item["metadata"]["name"]
@@ -180,3 +185,28 @@ def pod_labels(item: Mapping[str, Any]) -> Iterator[dict[str, str]]:
         yield {**spec["headGroupSpec"]["template"]["metadata"]["labels"], **cluster}
         for group in spec.get("workerGroupSpecs", []):
             yield {**group["template"]["metadata"]["labels"], **cluster}
+
+
+def admitted(
+    rendered: Rendered, target: dict[str, str], source: dict[str, str] | None, namespace: str | None
+) -> bool:
+    """Whether some NetworkPolicy admits traffic from a pod (labels) or namespace to target."""
+    for policy in rendered.of_kind("NetworkPolicy"):
+        if not policy["spec"]["podSelector"]["matchLabels"].items() <= target.items():
+            continue
+        for rule in policy["spec"].get("ingress", []):
+            for peer in rule.get("from", []):
+                pod_selector = peer.get("podSelector", {}).get("matchLabels")
+                if source is not None and pod_selector and pod_selector.items() <= source.items():
+                    return True
+                namespaces = peer.get("namespaceSelector", {}).get("matchLabels")
+                if namespace is not None and namespaces == {
+                    "kubernetes.io/metadata.name": namespace
+                }:
+                    return True
+    return False
+
+
+def labels_of(rendered: Rendered, kind: str, name: str) -> dict[str, str]:
+    """Labels of the (first) pod of one rendered object."""
+    return next(pod_labels(rendered.get(kind, name)))  # type: ignore[arg-type]

@@ -1,17 +1,56 @@
-"""Every image under images/: pinned base, non-root user, COPY sources that exist."""
+"""The images: scripts/images.sh lists them all, each target builds from a pinned base, runs as
+a non-root user, copies only what exists, and the sfmlops images share one Python and one lock."""
 
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import pytest
 
-from tests.deploy.conftest import CHART, ROOT, load_yaml
+from tests.deploy.conftest import CHART, ROOT, load_yaml, run, tool
 
-DOCKERFILES = sorted((ROOT / "images").glob("*/Dockerfile"))
-# The images the chart runs by default (producer and stream images come with their services).
-CHART_IMAGES = {"forecast-api": "api", "web-ui": "dashboard", "training": "ray", "mlflow": "mlflow"}
+SERVICES_DOCKERFILE = ROOT / "images" / "sfmlops" / "Dockerfile"
+HEALTHCHECK = ROOT / "images" / "sfmlops" / "healthcheck.py"
+HADOLINT_CONFIG = ROOT / "images" / "hadolint.yaml"
+# Chart component of each image the chart runs (the workflow pushes sfmlops-<image name>).
+CHART_IMAGES = {
+    "forecast-api": "api",
+    "web-ui": "dashboard",
+    "training": "ray",
+    "mlflow": "mlflow",
+    "stream-processor": "stream",
+    "data-producer": "producer",
+}
+
+
+@dataclass(frozen=True)
+class Image:
+    name: str
+    dockerfile: Path
+    target: str | None  # None: the file's last stage
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    base: str
+    steps: list[tuple[str, str]]
+
+
+def images() -> list[Image]:
+    """The images scripts/images.sh lists (the Makefile and the workflow build these)."""
+    result = []
+    for line in run(["scripts/images.sh", "list"]).stdout.splitlines():
+        name, dockerfile, target = line.split("\t")
+        result.append(Image(name, ROOT / dockerfile, None if target == "-" else target))
+    return result
 
 
 def instructions(path: Path) -> list[tuple[str, str]]:
@@ -26,42 +65,136 @@ def instructions(path: Path) -> list[tuple[str, str]]:
     return result
 
 
-def test_the_chart_images_have_dockerfiles() -> None:
-    assert {path.parent.name for path in DOCKERFILES} >= CHART_IMAGES.keys()
+def stages(path: Path) -> list[Stage]:
+    """The build stages of a Dockerfile in order (an unnamed stage is named by its index)."""
+    result: list[Stage] = []
+    for keyword, args in instructions(path):
+        if keyword == "FROM":
+            image, *alias = args.split()
+            result.append(Stage(alias[-1] if alias else str(len(result)), image, []))
+        elif result:
+            result[-1].steps.append((keyword, args))
+    return result
+
+
+def chain(path: Path, target: str | None) -> list[Stage]:
+    """The stages an image is made of, from its target up to the external base."""
+    by_name = {stage.name: stage for stage in stages(path)}
+    stage = by_name[target] if target else stages(path)[-1]
+    lineage = [stage]
+    while stage.base in by_name:
+        stage = by_name[stage.base]
+        lineage.append(stage)
+    return lineage
+
+
+def effective(path: Path, target: str | None, keyword: str) -> str | None:
+    """The last `keyword` instruction in force for a target (inherited from its parents)."""
+    for stage in chain(path, target):
+        found = [args for step, args in stage.steps if step == keyword]
+        if found:
+            return found[-1]
+    return None
+
+
+IMAGES = images()
+DOCKERFILES = sorted({image.dockerfile for image in IMAGES})
+
+
+def test_every_dockerfile_is_listed_and_every_target_exists() -> None:
+    assert set(DOCKERFILES) == set((ROOT / "images").glob("*/Dockerfile"))
+    names = [image.name for image in IMAGES]
+    assert len(names) == len(set(names))
+    for image in IMAGES:
+        if image.target:
+            assert image.target in {stage.name for stage in stages(image.dockerfile)}, image
+
+
+@pytest.mark.parametrize("path", DOCKERFILES, ids=lambda p: p.parent.name)
+def test_every_stage_is_an_image_or_feeds_one(path: Path) -> None:
+    targets = {image.target for image in IMAGES if image.dockerfile == path}
+    all_stages = stages(path)
+    used = {stage.base for stage in all_stages}
+    used |= {
+        match
+        for stage in all_stages
+        for step, args in stage.steps
+        if step == "COPY"
+        for match in re.findall(r"--from=(\S+)", args)
+    }
+    unused = [
+        stage.name
+        for stage in all_stages[:-1]  # the last stage is what a build without --target makes
+        if stage.name not in targets and stage.name not in used
+    ]
+    assert not unused, f"{path}: stages nothing builds: {unused}"
+
+
+def test_the_chart_runs_the_listed_images() -> None:
     values = load_yaml(CHART / "values.yaml")
-    for folder, component in CHART_IMAGES.items():
-        # The workflow pushes images/<folder> as sfmlops-<folder>.
-        assert values[component]["image"]["repository"] == f"sfmlops-{folder}"
+    names = {image.name for image in IMAGES}
+    # Every image but Airflow's (its own release) is run by the chart.
+    assert set(CHART_IMAGES) == names - {"airflow"}
+    for name, component in CHART_IMAGES.items():
+        assert values[component]["image"]["repository"] == f"sfmlops-{name}"
+
+
+def test_hadolint_passes_with_only_documented_exceptions() -> None:
+    files = [str(path) for path in DOCKERFILES]
+    result = run(
+        [tool("hadolint"), "--no-color", "--config", str(HADOLINT_CONFIG), *files], check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    accepted = [
+        line.strip()[2:].partition("#")
+        for line in HADOLINT_CONFIG.read_text().splitlines()
+        if line.strip().startswith("- ")
+    ]
+    assert accepted
+    for rule, _, reason in accepted:
+        assert re.fullmatch(r"DL\d{4}", rule.strip()), rule
+        assert len(reason.split()) >= 8, f"{rule}: give the reason"
+    for path in DOCKERFILES:
+        lines = path.read_text().splitlines()
+        for number, line in enumerate(lines):
+            if line.startswith("# hadolint ignore="):
+                reason = lines[number - 1]
+                assert reason.startswith("#"), f"{path}:{number + 1}: give the reason above"
+                assert len(reason.split()) >= 8, f"{path}:{number + 1}: give the reason above"
+
+
+def test_hadolint_would_catch_a_careless_dockerfile(tmp_path: Path) -> None:
+    careless = tmp_path / "Dockerfile"
+    careless.write_text("FROM python:latest\nRUN cd /tmp && pip install requests\nUSER root\n")
+    result = run(
+        [tool("hadolint"), "--no-color", "--config", str(HADOLINT_CONFIG), str(careless)],
+        check=False,
+    )
+    assert result.returncode != 0
+    for rule in ("DL3007", "DL3003", "DL3013", "DL3002"):  # latest, cd, unpinned pip, root
+        assert rule in result.stdout
 
 
 @pytest.mark.parametrize("path", DOCKERFILES, ids=lambda p: p.parent.name)
 def test_base_images_are_pinned(path: Path) -> None:
-    stages = set()
-    for keyword, args in instructions(path):
-        if keyword != "FROM":
-            continue
-        image, *alias = args.split()
-        if alias:
-            stages.add(alias[-1])
-        if image in stages:
-            continue
+    names = {stage.name for stage in stages(path)}
+    external = [stage.base for stage in stages(path) if stage.base not in names]
+    assert external
+    for image in external:
         assert "@sha256:" in image or re.search(r":\d+\.\d+\.\d+", image), (
             f"{image}: pin an exact version"
         )
         assert not image.endswith(":latest")
 
 
-@pytest.mark.parametrize("path", DOCKERFILES, ids=lambda p: p.parent.name)
-def test_final_stage_runs_as_non_root(path: Path) -> None:
-    steps = instructions(path)
-    last_from = max(i for i, (keyword, _) in enumerate(steps) if keyword == "FROM")
-    users = [args for keyword, args in steps[last_from:] if keyword == "USER"]
-    assert users, "no USER in the final stage"
-    user = users[-1].split(":")[0]
-    assert user not in {"root", "0"}
-    # A numeric UID lets Kubernetes verify runAsNonRoot; the chart runs pods as 10001.
-    assert user.isdigit()
-    assert int(user) >= 10000
+@pytest.mark.parametrize("image", IMAGES, ids=lambda i: i.name)
+def test_every_image_runs_as_non_root(image: Image) -> None:
+    user = effective(image.dockerfile, image.target, "USER")
+    assert user, "no USER in force"
+    uid = user.split(":")[0]
+    # A numeric UID lets Kubernetes verify runAsNonRoot.
+    assert uid.isdigit()
+    assert int(uid) >= 10000
 
 
 @pytest.mark.parametrize("path", DOCKERFILES, ids=lambda p: p.parent.name)
@@ -74,3 +207,100 @@ def test_copy_sources_exist_in_the_build_context(path: Path) -> None:
         for source in parts[:-1]:
             assert (ROOT / source).exists(), f"{path}: COPY {source} not in the repository"
             assert source.rstrip("/") not in ignored, f"{source} is excluded by .dockerignore"
+
+
+def test_sfmlops_images_share_one_python_and_one_locked_environment() -> None:
+    # The Ray nodes (training) and their clients (the API, the Airflow task pods) must run the
+    # same Python and Ray: every sfmlops image copies the one venv built from the lock.
+    for image in IMAGES:
+        if image.dockerfile != SERVICES_DOCKERFILE:
+            continue
+        lineage = chain(image.dockerfile, image.target)
+        assert lineage[-1].name == "base", image.name
+        venvs = {
+            match
+            for stage in lineage
+            for step, args in stage.steps
+            if step == "COPY"
+            for match in re.findall(r"--from=(\S+) /opt/venv", args)
+        }
+        expected = "mlflow-venv" if image.name == "mlflow" else "sfmlops-venv"
+        assert venvs == {expected}, image.name
+    base = stages(SERVICES_DOCKERFILE)[0].base
+    python = re.search(r"python:(\d+\.\d+)\.\d+", base)
+    assert python is not None
+    # The lock is compiled for that Python (Makefile `lock`), and the tests ran on it.
+    assert f"--python-version {python[1]}" in (ROOT / "Makefile").read_text()
+    assert python[1] == f"{sys.version_info.major}.{sys.version_info.minor}"
+
+
+def test_the_raycluster_declares_the_locked_ray_version() -> None:
+    locked = re.search(r"^ray==(\S+)", (ROOT / "constraints.txt").read_text(), re.MULTILINE)
+    assert locked is not None
+    assert load_yaml(CHART / "values.yaml")["ray"]["rayVersion"] == locked[1]
+    assert load_yaml(ROOT / "values-ray.yaml")["ray"]["rayVersion"] == locked[1]
+
+
+# The URL each server image checks, against the path the chart probes.
+SERVER_CHECKS = {
+    "forecast-api": ("4242", "/health"),
+    "web-ui": ("8000", "/_stcore/health"),
+    "mlflow": ("5050", "/health"),
+}
+
+
+@pytest.mark.parametrize("image", IMAGES, ids=lambda i: i.name)
+def test_servers_have_a_healthcheck_on_their_port(image: Image) -> None:
+    healthcheck = effective(image.dockerfile, image.target, "HEALTHCHECK")
+    exposed = (effective(image.dockerfile, image.target, "EXPOSE") or "").split()
+    if image.name not in SERVER_CHECKS:
+        # Batch jobs and Ray nodes (KubeRay probes those itself) say so explicitly.
+        if image.dockerfile == SERVICES_DOCKERFILE:
+            assert healthcheck == "NONE", image.name
+        return
+    port, path = SERVER_CHECKS[image.name]
+    assert port in exposed
+    assert healthcheck is not None
+    assert "/opt/sfmlops/healthcheck.py" in healthcheck
+    assert re.search(rf"http://localhost:{port}\S*{re.escape(path)}", healthcheck), healthcheck
+
+
+class _Answer(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        self.send_response(200 if self.path == "/health" else 503)
+        self.end_headers()
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def local_server() -> Iterator[str]:
+    server = HTTPServer(("127.0.0.1", 0), _Answer)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def _check(url: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, str(HEALTHCHECK), url]
+    return subprocess.run(command, capture_output=True, text=True, timeout=30, check=False)
+
+
+def test_the_healthcheck_passes_on_2xx_only(local_server: str) -> None:
+    assert _check(f"{local_server}/health").returncode == 0
+    failed = _check(f"{local_server}/ready")
+    assert failed.returncode == 1
+    assert "503" in failed.stderr
+
+
+def test_the_healthcheck_fails_when_nothing_listens() -> None:
+    # A port just freed by a server that stopped: nothing listens there.
+    server = HTTPServer(("127.0.0.1", 0), _Answer)
+    port = server.server_address[1]
+    server.server_close()
+    failed = _check(f"http://127.0.0.1:{port}/health")
+    assert failed.returncode == 1
+    assert failed.stderr

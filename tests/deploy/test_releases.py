@@ -8,9 +8,8 @@ import pytest
 import yaml
 
 from sfmlops.settings import Settings
-from tests.deploy.conftest import CHART, ROOT, load_yaml, read_env_file
+from tests.deploy.conftest import CHART, RELEASES, ROOT, load_yaml
 
-RELEASES = read_env_file(ROOT / "helm-releases.env")
 CHARTS = ["KUBERAY_OPERATOR", "INGRESS_NGINX", "KAFKA", "AIRFLOW", "KUBE_PROMETHEUS"]
 DOCS = (ROOT / "docs" / "deployment.md").read_text()
 

@@ -13,18 +13,19 @@ import yaml
 
 from tests.deploy.conftest import (
     CHART,
+    ENDPOINTS,
     NAMESPACE,
+    RELEASES,
     ROOT,
     Rendered,
+    admitted,
+    labels_of,
     load_yaml,
     pod_labels,
     pod_specs,
-    read_env_file,
     render,
 )
 
-ENDPOINTS = "sfmlops-endpoints"
-RELEASES = read_env_file(ROOT / "helm-releases.env")
 # Secrets the scenarios name as existing (made outside the chart).
 EXTERNAL_SECRETS = {"cloudsql-sfmlops", "sfmlops-api-token-managed"}
 
@@ -291,8 +292,10 @@ def test_airflow_release_finds_what_the_chart_writes_for_it(
     )  # type: ignore[index]
     assert len(base64.urlsafe_b64decode(fernet)) == 32
     env_from = yaml.safe_load(airflow["extraEnvFrom"])
-    assert env_from == [{"configMapRef": {"name": ENDPOINTS}}]
-    assert rendered.get("ConfigMap", ENDPOINTS, namespace) is not None
+    tasks = load_yaml(CHART / "values.yaml")["airflowTasks"]["configMapName"]
+    assert env_from == [{"configMapRef": {"name": ENDPOINTS}}, {"configMapRef": {"name": tasks}}]
+    for config_map in (ENDPOINTS, tasks):
+        assert rendered.get("ConfigMap", config_map, namespace) is not None
     token = next(e for e in yaml.safe_load(airflow["extraEnv"]) if e["name"] == "SFMLOPS_API_TOKEN")
     ref = token["valueFrom"]["secretKeyRef"]
     copy = rendered.get("Secret", ref["name"], namespace)
@@ -300,30 +303,6 @@ def test_airflow_release_finds_what_the_chart_writes_for_it(
     assert copy is not None
     assert original is not None
     assert copy["data"][ref["key"]] == original["data"][ref["key"]]
-
-
-def _admitted(
-    rendered: Rendered, target: dict[str, str], source: dict[str, str] | None, namespace: str | None
-) -> bool:
-    """Whether some NetworkPolicy admits traffic from a pod (labels) or namespace to target."""
-    for policy in rendered.of_kind("NetworkPolicy"):
-        if not policy["spec"]["podSelector"]["matchLabels"].items() <= target.items():
-            continue
-        for rule in policy["spec"].get("ingress", []):
-            for peer in rule.get("from", []):
-                pod_selector = peer.get("podSelector", {}).get("matchLabels")
-                if source is not None and pod_selector and pod_selector.items() <= source.items():
-                    return True
-                namespaces = peer.get("namespaceSelector", {}).get("matchLabels")
-                if namespace is not None and namespaces == {
-                    "kubernetes.io/metadata.name": namespace
-                }:
-                    return True
-    return False
-
-
-def _labels(rendered: Rendered, kind: str, name: str) -> dict[str, str]:
-    return next(pod_labels(rendered.get(kind, name)))  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
@@ -343,21 +322,21 @@ def test_network_policies_admit_the_needed_flows(
     source: tuple[str, str], target: tuple[str, str], rendered_all: dict[str, Rendered]
 ) -> None:
     rendered = rendered_all["defaults"]
-    assert _admitted(rendered, _labels(rendered, *target), _labels(rendered, *source), None)
+    assert admitted(rendered, labels_of(rendered, *target), labels_of(rendered, *source), None)
 
 
 def test_network_policies_deny_the_rest(rendered_all: dict[str, Rendered]) -> None:
     rendered = rendered_all["defaults"]
-    database = _labels(rendered, "StatefulSet", "sfmlops-postgresql")
+    database = labels_of(rendered, "StatefulSet", "sfmlops-postgresql")
     # The dashboard talks to the API only; other namespaces reach the database only from Airflow.
-    assert not _admitted(
-        rendered, database, _labels(rendered, "Deployment", "sfmlops-dashboard"), None
+    assert not admitted(
+        rendered, database, labels_of(rendered, "Deployment", "sfmlops-dashboard"), None
     )
-    assert not _admitted(rendered, database, None, "ingress-nginx")
-    assert _admitted(rendered, database, None, "airflow")
-    api = _labels(rendered, "Deployment", "sfmlops-api")
-    assert _admitted(rendered, api, None, "ingress-nginx")
-    assert _admitted(rendered, api, None, "monitoring")
+    assert not admitted(rendered, database, None, "ingress-nginx")
+    assert admitted(rendered, database, None, "airflow")
+    api = labels_of(rendered, "Deployment", "sfmlops-api")
+    assert admitted(rendered, api, None, "ingress-nginx")
+    assert admitted(rendered, api, None, "monitoring")
     default_deny = rendered.get("NetworkPolicy", "sfmlops-default-deny")
     assert default_deny["spec"]["policyTypes"] == ["Ingress"]  # type: ignore[index]
     assert "ingress" not in default_deny["spec"]  # type: ignore[operator]

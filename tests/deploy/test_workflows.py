@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from tests.deploy.conftest import ROOT, load_yaml, run, tool
 
 WORKFLOWS = ROOT / ".github" / "workflows"
-DEPLOY_SCRIPTS = ["install-helm.sh", "scripts/install-deploy-tools.sh", "scripts/deploy.sh"]
+DEPLOY_SCRIPTS = [
+    "install-helm.sh",
+    "scripts/install-deploy-tools.sh",
+    "scripts/deploy.sh",
+    "scripts/images.sh",
+]
 
 
 def test_actionlint_passes_with_shellcheck() -> None:
@@ -43,22 +49,33 @@ def test_ci_runs_make_test_in_debian_bookworm() -> None:
     assert any(step.get("run", "").strip() == "make test" for step in _steps(job))
 
 
-def test_images_are_built_for_every_folder_and_tagged_with_the_commit() -> None:
+def test_every_listed_image_is_built_and_tagged_with_the_commit() -> None:
     deploy = load_yaml(WORKFLOWS / "deploy.yml")
     listing = next(
         step["run"] for step in _steps(deploy["jobs"]["discover"]) if step.get("id") == "list"
     )
-    assert "images" in listing
-    assert "Dockerfile" in listing
+    assert "scripts/images.sh matrix" in listing
+    matrix = json.loads(run(["scripts/images.sh", "matrix"]).stdout)
+    names = run(["scripts/images.sh", "list"]).stdout.split()[::3]
+    assert [entry["name"] for entry in matrix] == names
+    assert all(set(entry) == {"name", "dockerfile", "target"} for entry in matrix)
+    build_job = deploy["jobs"]["build"]
+    assert build_job["strategy"]["matrix"]["include"] == (
+        "${{ fromJSON(needs.discover.outputs.images) }}"
+    )
     build = next(
         step
-        for step in _steps(deploy["jobs"]["build"])
+        for step in _steps(build_job)
         if step.get("uses", "").startswith("docker/build-push-action")
     )
     assert build["with"]["context"] == "."
+    assert build["with"]["file"] == "${{ matrix.dockerfile }}"
+    assert build["with"]["target"] == "${{ matrix.target }}"
     assert build["with"]["push"] is True
-    assert build["with"]["tags"].endswith("sfmlops-${{ matrix.image }}:${{ env.IMAGE_TAG }}")
+    assert build["with"]["tags"].endswith("sfmlops-${{ matrix.name }}:${{ env.IMAGE_TAG }}")
     assert deploy["env"]["IMAGE_TAG"] == "${{ github.sha }}"
+    # `make images` builds the same list.
+    assert "scripts/images.sh build $(IMAGE_TAG)" in (ROOT / "Makefile").read_text()
 
 
 def test_deploy_uses_workload_identity_and_the_same_helm_sequence() -> None:

@@ -41,8 +41,10 @@ def sales_rows(url: str) -> int:
         engine.dispose()
 
 
-def test_demo_loads_the_data_and_prints_a_summary(tmp_path: Path, rossmann_slice: Path) -> None:
-    result = sfmlops(tmp_path / "home", "demo", "--path", str(rossmann_slice))
+def test_demo_loads_trains_registers_and_forecasts(tmp_path: Path, rossmann_slice: Path) -> None:
+    result = sfmlops(
+        tmp_path / "home", "demo", "--path", str(rossmann_slice), "--windows", "1", "--no-serve"
+    )
 
     assert result.returncode == 0, result.stderr
     rows = len(pd.read_csv(rossmann_slice / "train.csv.gz"))
@@ -50,6 +52,12 @@ def test_demo_loads_the_data_and_prints_a_summary(tmp_path: Path, rossmann_slice
     assert "2015-03-16" in result.stdout
     assert "2015-06-13" in result.stdout
     assert sales_rows(f"sqlite:///{tmp_path / 'home' / 'sfmlops.db'}") == rows
+    output = " ".join(result.stdout.split())
+    assert "registered sfmlops-forecaster version 1 as champion" in output
+    assert (
+        "Wrote 140 forecasts (20 series, 2015-06-14 to 2015-06-20) with sfmlops-forecaster version 1"
+        in output
+    )
 
 
 def test_stores_and_config_commands(tmp_path: Path, rossmann_slice: Path) -> None:

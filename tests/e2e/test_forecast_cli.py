@@ -6,6 +6,7 @@ import gzip
 from collections.abc import Callable
 from pathlib import Path
 
+import mlflow
 import pandas as pd
 import pytest
 
@@ -41,7 +42,7 @@ def trained_home(tmp_path_factory: pytest.TempPathFactory, forecast_slice: Path)
         home, "train", "--models", "gbm,prophet,seasonal_naive", "--windows", "2", "--workers", "2"
     )
     assert result.returncode == 0, result.stderr
-    assert "Champions (picked on all windows)" in result.stdout
+    assert "registered sfmlops-forecaster version 1 as champion" in " ".join(result.stdout.split())
     return home
 
 
@@ -99,12 +100,9 @@ def test_bad_options_fail_cleanly(loaded_home: Path) -> None:
     assert not (home / "models").exists()
 
 
-def test_train_saves_a_bundle_and_predict_writes_the_submission(
+def test_train_registers_a_champion_that_predict_and_pyfunc_agree_on(
     trained_home: Path, future_file: Path, tmp_path: Path
 ) -> None:
-    bundles = list((trained_home / "models").glob("bundle-*"))
-    assert len(bundles) == 1
-    assert (trained_home / "models" / "CURRENT").read_text().strip() == bundles[0].name
     output = tmp_path / "submission.csv"
 
     result = sfmlops(trained_home, "predict", "--future", str(future_file), "--output", str(output))
@@ -120,6 +118,19 @@ def test_train_saves_a_bundle_and_predict_writes_the_submission(
     assert (open_days["Sales"] > 1000).all()
     assert (open_days["Sales_lower"] < open_days["Sales"]).all()
     assert (open_days["Sales"] < open_days["Sales_upper"]).all()
+    # Any MLflow client with sfmlops installed gets the same forecasts from the registry.
+    mlflow.set_tracking_uri(f"sqlite:///{trained_home / 'mlflow.db'}")
+    model = mlflow.pyfunc.load_model("models:/sfmlops-forecaster@champion")
+    rows = future.rename(columns={"Store": "store_id", "Date": "date", "Open": "open"})
+    rows = rows.assign(
+        date=pd.to_datetime(rows["date"]),
+        promo=future["Promo"],
+        state_holiday=future["StateHoliday"].astype(str),
+        school_holiday=future["SchoolHoliday"],
+        open=rows["open"].fillna(1),
+    )[["store_id", "date", "open", "promo", "state_holiday", "school_holiday"]]
+    served = model.predict(rows)
+    assert served["yhat"].round(2).tolist() == submission["Sales"].tolist()
 
 
 def several_problems(frame: pd.DataFrame) -> pd.DataFrame:

@@ -13,36 +13,31 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from sfmlops.adapters.db.engine import make_engine
-from sfmlops.services import loading
 from tests.conftest import free_port
 
 pytestmark = pytest.mark.e2e
 TOKEN = "e2e-token-not-a-secret"
 
 
-def environment(home: Path) -> dict[str, str]:
+def environment(home: Path, **settings: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SFMLOPS_")}
-    return env | {"SFMLOPS_HOME": str(home), "SFMLOPS_API_TOKEN": TOKEN}
+    return (
+        env
+        | {"SFMLOPS_HOME": str(home), "SFMLOPS_API_TOKEN": TOKEN}
+        | {f"SFMLOPS_{name.upper()}": value for name, value in settings.items()}
+    )
 
 
-@pytest.fixture
-def home(tmp_path: Path, rossmann_slice: Path) -> Path:
-    home = tmp_path / "home"
-    engine = make_engine(f"sqlite:///{home / 'sfmlops.db'}")
-    from sfmlops.adapters.db.engine import migrate  # noqa: PLC0415
-
-    migrate(engine)
-    loading.load_folder(engine, rossmann_slice)
-    engine.dispose()
-    return home
-
-
-def start(home: Path, *args: str) -> tuple[subprocess.Popen[bytes], str]:
+def start(
+    home: Path, *args: str, settings: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     command = [str(Path(sys.executable).with_name("sfmlops")), "serve", "--port", str(port), *args]
     process = subprocess.Popen(
-        command, env=environment(home), stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        command,
+        env=environment(home, **(settings or {})),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 90

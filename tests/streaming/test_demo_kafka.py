@@ -39,7 +39,16 @@ def test_demo_with_kafka_streams_the_last_days_into_postgres(
     }
 
     result = subprocess.run(
-        [SFMLOPS, "demo", "--path", str(rossmann_slice), "--with-kafka"],
+        [
+            SFMLOPS,
+            "demo",
+            "--path",
+            str(rossmann_slice),
+            "--with-kafka",
+            "--windows",
+            "1",
+            "--no-serve",
+        ],
         env=env,
         capture_output=True,
         text=True,

@@ -63,6 +63,7 @@ def sfmlops_daily_ingest() -> None:
         ["stream", "--once"],
         config,
         doc_md="Consume what the sales topic holds now into the sales table, then stop.",
+        keeps_state=True,  # Spark's checkpoints: where the last run stopped reading
     )
     check = sfmlops_command(
         "check_ingest",

@@ -8,9 +8,11 @@ Every week:
 2. `wait_for_training_job`: a sensor in reschedule mode (no worker slot held between
    pokes) asks `GET /v1/training-jobs/{id}` until the job succeeds; a failed job fails it
    at once with the job's error; it gives up after `SFMLOPS_TRAINING_TIMEOUT_SECONDS`.
-3. `check_champion`: `GET /v1/models/champion`; records whether the champion moved to the
-   new version and, if not, why (the job's warnings, or the new version lost to it).
-4. `write_forecasts`: `sfmlops pipeline forecast` writes the next 7 days for every series.
+3. `check_champion`: `GET /v1/models/champion` until the API serves the new version (it
+   polls the registry; bounded by `SFMLOPS_CHAMPION_WAIT_SECONDS`); records whether the
+   champion moved and, if not, why (the job's warnings, or the new version lost to it).
+4. `write_forecasts`: `sfmlops pipeline forecast` writes the next `horizon_days` days for
+   every series with the champion the API serves (batch and online forecasts agree).
 5. `verify_forecasts`: `sfmlops check forecasts` fails unless every series has
    `horizon_days` rows for the champion's version.
 
@@ -89,23 +91,35 @@ def sfmlops_weekly_train_forecast() -> None:
             raise AirflowFailException(f"training job {job['id']} failed: {job['error']}")
         return PokeReturnValue(is_done=job["status"] == "succeeded", xcom_value=job)
 
-    @task(doc_md="Did the champion move to the new version? If not, record why.")
+    @task(doc_md="Did the champion the API serves move to the new version? If not, record why.")
     def check_champion(submitted: dict[str, Any], job: dict[str, Any]) -> dict[str, Any]:
+        import time  # noqa: PLC0415
+
         from airflow.sdk.exceptions import AirflowFailException  # noqa: PLC0415
         from sfmlops_orchestration.api import SfmlopsApi  # noqa: PLC0415
 
-        champion = SfmlopsApi.from_airflow().champion()
+        api = SfmlopsApi.from_airflow()
+        # The API picks a new champion up on its next registry poll: give it that long. A
+        # version that became challenger never shows, and the wait ends at the bound.
+        deadline = time.monotonic() + config.champion_wait.total_seconds()
+        champion = api.champion()
+        while (
+            champion is None or champion["version"] != job["model_version"]
+        ) and time.monotonic() < deadline:
+            time.sleep(5)
+            champion = api.champion()
         if champion is None:
             raise AirflowFailException(
                 f"training job {job['id']} succeeded (model version {job['model_version']}) "
-                "but the registry has no champion: nothing to forecast with"
+                "but the API serves no champion: nothing to forecast with"
             )
         moved = champion["version"] != submitted["champion_before"]
         reason = None
-        if not moved:
+        if champion["version"] != job["model_version"]:
             reason = job["error"] or (
                 f"the new model version {job['model_version']} did not replace champion "
-                f"{champion['version']}"
+                f"{champion['version']} within {config.champion_wait.total_seconds():.0f} s "
+                "(challenger: worse backtest RMSPE than the champion's beyond the tolerance)"
             )
             log.warning("champion stays at version %s: %s", champion["version"], reason)
         else:
@@ -125,9 +139,16 @@ def sfmlops_weekly_train_forecast() -> None:
     champion = check_champion(submitted, job)
     forecast = sfmlops_command(
         "write_forecasts",
-        ["pipeline", "forecast"],
+        [
+            "pipeline",
+            "forecast",
+            "--days",
+            "{{ params.horizon_days }}",
+            "--model-version",
+            "{{ ti.xcom_pull(task_ids='check_champion')['champion_version'] }}",
+        ],
         config,
-        doc_md="Write the next 7 days' forecasts for every series with the champion.",
+        doc_md="Write the next days' forecasts for every series with the champion the API serves.",
     )
     verify = sfmlops_command(
         "verify_forecasts",

@@ -10,9 +10,11 @@ Aliases (`champion`, `challenger`), not the deprecated stages, say which version
 from __future__ import annotations
 
 import datetime as dt
+import math
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,8 +33,6 @@ CHAMPION = "champion"
 CHALLENGER = "challenger"
 BUNDLE_ARTIFACT = "bundle"
 RMSPE_METRIC = "rmspe"  # the overall backtest RMSPE of the bundle's champions
-# What the registry answers for a missing model (name) or a missing alias.
-_NOT_FOUND_CODES = frozenset({"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"})
 
 
 class ForecastBundleModel(PythonModel):
@@ -59,6 +59,8 @@ def connect(settings: Settings) -> MlflowClient:
     server decides for itself.
     """
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    # Job logs and the CLI have their own progress; tqdm bars per upload only add noise.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     uri = settings.effective_mlflow_tracking_uri
     if uri.startswith("sqlite:"):
         settings.ensure_home()
@@ -108,25 +110,32 @@ def register_bundle(
     return RegisteredVersion(version=version, run_id=run_id, rmspe=rmspe)
 
 
+class RegistryUnavailableError(RuntimeError):
+    """The tracking server or store could not be reached or failed."""
+
+
 def version_with_alias(client: MlflowClient, alias: str) -> RegisteredVersion | None:
-    """The version an alias points at, with its run's RMSPE, or None.
+    """The version an alias points at, with its run's RMSPE, or None when there is none.
 
     Raises:
-        MlflowException: When the registry cannot answer (e.g. the server is down); only
-            "no such model" and "no such alias" mean None.
+        RegistryUnavailableError: The registry did not answer (never taken for "no alias").
     """
     try:
         version = client.get_model_version_by_alias(MODEL_NAME, alias)
+        rmspe = (
+            client.get_run(version.run_id).data.metrics.get(RMSPE_METRIC)
+            if version.run_id
+            else None
+        )
     except MlflowException as error:
-        # MLflow reports an unreachable server as an MlflowException too: telling it apart
-        # from a missing alias keeps a registry outage from looking like "no champion".
-        if error.error_code in _NOT_FOUND_CODES:
+        if error.error_code in _ABSENT:
             return None
-        raise
-    rmspe = (
-        client.get_run(version.run_id).data.metrics.get(RMSPE_METRIC) if version.run_id else None
-    )
+        raise RegistryUnavailableError(f"MLflow registry: {error.message}") from error
     return RegisteredVersion(version=str(version.version), run_id=str(version.run_id), rmspe=rmspe)
+
+
+# What MLflow answers for an unknown model or alias (as opposed to a failure to answer).
+_ABSENT = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
 
 
 @dataclass(frozen=True)
@@ -171,16 +180,37 @@ def promote(
 
 
 def download_bundle(client: MlflowClient, version: str, destination: Path) -> Path:
-    """Fetch a version's bundle folder; returns the folder to load it from."""
-    # A version's `source` is a logged model (`models:/m-<id>`) in MLflow 3, which the
-    # artifact resolver reads as a registered model name; the registry URI resolves.
+    """Fetch a version's bundle folder; returns the folder to load it from.
+
+    Raises:
+        LookupError: No such version.
+    """
+    # MLflow 3 keeps a version's files with its logged model; `models:/name/version`
+    # resolves there for file stores, SQL stores and tracking servers alike.
+    try:
+        client.get_model_version(MODEL_NAME, version)
+    except MlflowException as error:
+        raise LookupError(f"{MODEL_NAME} has no version {version!r}") from error
     local = mlflow.artifacts.download_artifacts(
         artifact_uri=f"models:/{MODEL_NAME}/{version}",
         dst_path=str(destination),
         tracking_uri=client.tracking_uri,
-        registry_uri=client._registry_uri,
     )
     return Path(local) / "artifacts" / BUNDLE_ARTIFACT
+
+
+@contextmanager
+def training_run(
+    client: MlflowClient, settings: Settings, run_name: str, tags: Mapping[str, str]
+) -> Iterator[str]:
+    """An active MLflow run for one training job; yields its id.
+
+    The run ends FINISHED, or FAILED when the block raises.
+    """
+    with mlflow.start_run(
+        experiment_id=experiment_id(client, settings), run_name=run_name, tags=dict(tags)
+    ) as run:
+        yield str(run.info.run_id)
 
 
 def registered_at(client: MlflowClient, version: str) -> dt.datetime:
@@ -192,6 +222,31 @@ def registered_at(client: MlflowClient, version: str) -> dt.datetime:
 def log_params(params: Mapping[str, Any]) -> None:
     """Log run parameters (values longer than MLflow's limit are cut with a note)."""
     mlflow.log_params({key: _short(value) for key, value in params.items()})
+
+
+def log_metrics(metrics: Mapping[str, float]) -> None:
+    """Log run metrics (NaN values are left out: MLflow cannot compare them)."""
+    mlflow.log_metrics(
+        {key: float(value) for key, value in metrics.items() if not math.isnan(float(value))}
+    )
+
+
+def log_artifacts(folder: Path, artifact_path: str) -> None:
+    """Upload a folder's files under `artifact_path` of the active run."""
+    mlflow.log_artifacts(str(folder), artifact_path)
+
+
+def set_tags(tags: Mapping[str, str]) -> None:
+    """Tag the active run."""
+    mlflow.set_tags(dict(tags))
+
+
+def list_versions(client: MlflowClient) -> list[Any]:
+    """Every registered version of the model, newest first."""
+    versions = client.search_model_versions(
+        f"name = '{MODEL_NAME}'", order_by=["version_number DESC"]
+    )
+    return list(versions)
 
 
 def _short(value: Any, limit: int = 6000) -> str:

@@ -38,11 +38,18 @@ def local_temp_dir(home: Path) -> Path:
 
 @contextmanager
 def ray_session(settings: Settings, num_cpus: int | None = None) -> Iterator[None]:
-    """Connect to SFMLOPS_RAY_ADDRESS, or start a local Ray for the duration of the block.
+    """Connect to SFMLOPS_RAY_ADDRESS (or a Ray job's RAY_ADDRESS), else start a local Ray.
 
     A local Ray listens on 127.0.0.1 only, has no dashboard and sends no usage stats. When
     Ray is already initialised in this process (e.g. inside a Ray job), it is reused as is.
     """
+    # Inside a Ray job (the `ray-jobs` runner) Ray names its own cluster in RAY_ADDRESS.
+    address = settings.ray_address or os.environ.get("RAY_ADDRESS")
+    if address and address.split("://")[-1].rsplit(":", 1)[0] in ("127.0.0.1", "localhost"):
+        # Ray rewrites a loopback address to this machine's network address before
+        # connecting, where a head bound to 127.0.0.1 does not listen; with this switch
+        # (read when ray is imported) it keeps loopback as this node's address.
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     import ray  # noqa: PLC0415 - heavy; imported by the commands that use Ray
 
     if ray.is_initialized():
@@ -50,8 +57,8 @@ def ray_session(settings: Settings, num_cpus: int | None = None) -> Iterator[Non
         return
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     options: dict[str, Any] = {"log_to_driver": False, "configure_logging": False}
-    if settings.ray_address:
-        options["address"] = settings.ray_address
+    if address:
+        options["address"] = address
     else:
         temp_dir = local_temp_dir(settings.home)
         temp_dir.mkdir(parents=True, exist_ok=True)

@@ -10,6 +10,7 @@ from sfmlops.cli import (
     demo,
     forecasting,
     jobs,
+    pipeline,
     serve,
     streaming,
     system,
@@ -40,6 +41,7 @@ app.command("mlflow")(tracking.run_mlflow_server)
 app.command("produce")(streaming.produce)
 app.command("stream")(streaming.stream)
 app.add_typer(check.app, name="check")
+app.add_typer(pipeline.app, name="pipeline")
 
 
 def main() -> None:

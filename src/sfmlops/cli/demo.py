@@ -2,14 +2,27 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import typer
 
-from sfmlops.cli import streaming_demo
-from sfmlops.cli.context import console, engine_of, settings_of
+from sfmlops.cli import pipeline, streaming_demo
+from sfmlops.cli.context import console, engine_of, fail, settings_of
 from sfmlops.cli.data import load_into, migrate_or_fail, print_summary
 from sfmlops.datasets import ROSSMANN_DIR
+
+# The services `--serve` starts: (name, `sfmlops` command, port option, health path).
+SERVICES = (
+    ("forecast API", "serve", "api_port", "/health"),
+    ("dashboard", "ui", "ui_port", "/_stcore/health"),
+)
+START_TIMEOUT_SECONDS = 300
 
 
 def run_demo(
@@ -26,12 +39,73 @@ def run_demo(
         help="Then stream the last days through a Kafka broker and Spark into PostgreSQL "
         "(starts a broker and a throwaway PostgreSQL unless configured; needs Java and Maven).",
     ),
+    windows: int = typer.Option(3, "--windows", min=1, help="Backtest windows of the training."),
+    serve: bool = typer.Option(
+        True, "--serve/--no-serve", help="End by running the API and the dashboard."
+    ),
+    api_port: int = typer.Option(4242, "--api-port", min=1, max=65535),
+    ui_port: int = typer.Option(8000, "--ui-port", min=1, max=65535),
 ) -> None:
-    """Migrate the database, load the bundled Rossmann data and summarise it."""
+    """Load the data, train and register every store's model, forecast, then serve it all."""
     engine = engine_of(ctx)
-    console.rule("sfmlops demo")
+    console.rule("sfmlops demo: data")
     migrate_or_fail(engine)
     load_into(engine, path)
     print_summary(engine)
     if with_kafka:
         streaming_demo.stream_last_days(settings_of(ctx), path)
+    console.rule("sfmlops demo: weekly pipeline (train every store, register, forecast)")
+    pipeline.weekly(ctx, windows=windows)
+    if serve:
+        console.rule("sfmlops demo: services")
+        _serve({"api_port": api_port, "ui_port": ui_port})
+
+
+def _serve(ports: dict[str, int]) -> None:
+    """Run the API and the dashboard until Ctrl-C; stop both when either exits."""
+    children: list[tuple[str, subprocess.Popen[bytes], str]] = []
+    try:
+        for name, command, port_option, health in SERVICES:
+            port = ports[port_option]
+            child = subprocess.Popen(
+                [sys.executable, "-m", "sfmlops", command, "--port", str(port)],
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,  # Ctrl-C reaches the demo, which stops them in order
+            )
+            url = f"http://127.0.0.1:{port}"
+            children.append((name, child, url))
+            _wait_until_up(name, child, url + health)
+        console.print()
+        for name, _, url in children:
+            console.print(f"[bold green]{name}[/] {url}")
+        console.print(f"[bold green]API docs[/] {children[0][2]}/docs")
+        console.print("Press Ctrl-C to stop.")
+        while all(child.poll() is None for _, child, _ in children):
+            time.sleep(1)
+        ended = next(name for name, child, _ in children if child.poll() is not None)
+        fail(f"the {ended} stopped; see its output above")
+    except KeyboardInterrupt:
+        console.print("stopping ...")
+    finally:
+        for _, child, _ in reversed(children):
+            if child.poll() is None:
+                os.killpg(child.pid, signal.SIGTERM)
+        for _, child, _ in children:
+            try:
+                child.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(child.pid, signal.SIGKILL)
+
+
+def _wait_until_up(name: str, child: subprocess.Popen[bytes], url: str) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_SECONDS
+    with console.status(f"Starting the {name} on {url} ..."):
+        while time.monotonic() < deadline:
+            if child.poll() is not None:
+                fail(f"the {name} exited with code {child.returncode}; see its output above")
+            try:
+                with urllib.request.urlopen(url, timeout=2):
+                    return
+            except OSError:
+                time.sleep(0.5)
+    fail(f"the {name} did not answer on {url} within {START_TIMEOUT_SECONDS} s")

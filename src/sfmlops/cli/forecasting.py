@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from sqlalchemy import Engine
+
+if TYPE_CHECKING:
+    from sfmlops.services.training import TrainingOutcome, TrainingRequest
 
 from sfmlops.adapters.files import DataFileNotFoundError
 from sfmlops.cli.context import console, engine_of, fail, settings_of
@@ -17,10 +24,16 @@ from sfmlops.core.forecasting import metrics as m
 from sfmlops.core.forecasting import training
 from sfmlops.core.forecasting.base import UnknownSeriesError
 from sfmlops.core.forecasting.bundle import ForecastBundle
-from sfmlops.core.forecasting.executors import Executor, ProcessPoolTaskExecutor
+from sfmlops.core.forecasting.executors import (
+    Executor,
+    ProcessPoolTaskExecutor,
+    SequentialExecutor,
+)
 from sfmlops.core.forecasting.models import DEFAULT_MODELS, MODEL_NAMES
 from sfmlops.services import forecasting as service
+from sfmlops.services import training_jobs
 from sfmlops.services.loading import DataFileError
+from sfmlops.settings import Settings
 
 MODELS_HELP = f"Comma-separated models among {', '.join(MODEL_NAMES)}."
 STORES_HELP = "Comma-separated store ids or ranges (e.g. 1-50,77); default: every store."
@@ -44,7 +57,7 @@ def backtest_command(
     workers: WorkersOption = None,
 ) -> None:
     """Compare models on rolling-origin backtests; write a report under HOME/reports."""
-    names = _model_names(models)
+    names = model_names(models)
     settings = settings_of(ctx)
     data = _training_data(ctx, _store_ids(stores))
     started = time.perf_counter()
@@ -64,40 +77,124 @@ def backtest_command(
     console.print(f"Backtest took {time.perf_counter() - started:,.0f} s; report: {folder}")
 
 
+ExecutorOption = Annotated[
+    str,
+    typer.Option(
+        "--executor",
+        help="Where fits run: ray (SFMLOPS_RAY_ADDRESS, or a local Ray), processes, sequential; "
+        "auto: ray for full jobs, sequential for store retrains.",
+    ),
+]
+EXECUTORS = ("auto", "ray", "processes", "sequential")
+
+
 def train_command(
     ctx: typer.Context,
     models: ModelsOption = ",".join(DEFAULT_MODELS),
     windows: WindowsOption = 3,
-    stores: StoresOption = None,
+    stores: Annotated[
+        str | None,
+        typer.Option(
+            "--stores",
+            help="Retrain only these stores inside the champion (e.g. 4,7); without a "
+            "champion yet, train these stores only. " + STORES_HELP,
+        ),
+    ] = None,
     workers: WorkersOption = None,
+    executor: ExecutorOption = "auto",
+    force: Annotated[
+        bool, typer.Option("--force", help="Make the new version champion whatever its RMSPE.")
+    ] = False,
+    tolerance: Annotated[
+        float,
+        typer.Option(
+            "--tolerance",
+            min=0.0,
+            help="Relative backtest RMSPE the new version may lose and still become champion.",
+        ),
+    ] = training.PROMOTION_TOLERANCE,
+    max_failed_share: Annotated[
+        float,
+        typer.Option(
+            "--max-failed-share",
+            min=0.0,
+            max=1.0,
+            help="Fail the job when more series than this share fail to fit.",
+        ),
+    ] = training.MAX_FAILED_SHARE,
+    job_id: Annotated[
+        str | None,
+        typer.Option("--job-id", help="Report into this training job record (set by job runners)."),
+    ] = None,
 ) -> None:
-    """Backtest, pick each store's champion, fit on all data and save the bundle."""
-    names = _model_names(models)
+    """Train, track in MLflow and register a version of sfmlops-forecaster (champion or challenger)."""
+    if executor not in EXECUTORS:
+        fail(f"--executor: choose one of {', '.join(EXECUTORS)}")
     settings = settings_of(ctx)
-    data = _training_data(ctx, _store_ids(stores))
-    started = time.perf_counter()
+    engine = engine_of(ctx)
+    migrate_or_fail(engine)
+    from sfmlops.services import training as training_service  # noqa: PLC0415 - imports mlflow
+
+    request = training_service.TrainingRequest(
+        models=model_names(models),
+        windows=windows,
+        store_ids=_store_ids(stores),
+        force=force,
+        tolerance=tolerance,
+        max_failed_share=max_failed_share,
+    )
+    kind = executor if executor != "auto" else ("sequential" if stores else "ray")
+    outcome = run_training_job(settings, engine, request, kind, workers, job_id)
+    print_outcome(outcome)
+
+
+def run_training_job(
+    settings: Settings,
+    engine: Engine,
+    request: TrainingRequest,
+    executor: str,
+    workers: int | None,
+    job_id: str | None = None,
+) -> TrainingOutcome:
+    """Run a training job with a progress bar, reporting into its job record when given."""
+    from sfmlops.services import training as training_service  # noqa: PLC0415 - imports mlflow
+
+    reporter = _reporter(engine, job_id)
     try:
-        bundle, report = training.train(
-            data.history,
-            data.stores,
-            names,
-            windows=windows,
-            executor=_executor(workers),
-            progress=_progress,
-        )
-    except ValueError as error:
+        with _executor_of(settings, executor, workers) as chosen, _TrainingProgress() as bar:
+
+            def on_progress(message: str, done: int, total: int) -> None:
+                bar.update(message, done, total)
+                if reporter:
+                    reporter.progress(done, total)
+
+            if reporter:
+                reporter.started(0)
+            outcome = training_service.run_training(
+                settings,
+                engine,
+                request,
+                chosen,
+                progress=on_progress,
+                on_run=reporter.tracked if reporter else None,
+            )
+    except (
+        service.NoTrainingDataError,
+        training_service.TrainingFailedError,
+        training_service.RegistryUnavailableError,
+        ValueError,
+    ) as error:
+        if reporter:
+            reporter.failed(str(error))
         fail(str(error))
-    folder = service.save_bundle(bundle, settings.home / "models")
-    reports = service.write_report(report, settings.reports_dir, "train")
-    _print_report(report)
-    mix = ", ".join(
-        f"{name} {count}" for name, count in sorted(bundle.metadata["champion_mix"].items())
-    )
-    console.print(f"Champions (picked on all windows): {mix}")
-    console.print(
-        f"Trained on {len(data.history):,} rows up to {bundle.last_date.date()} in "
-        f"{time.perf_counter() - started:,.0f} s; bundle: {folder}; report: {reports}"
-    )
+    except BaseException as error:
+        if reporter:
+            reporter.failed(f"{type(error).__name__}: {error}")
+        raise
+    if reporter:
+        reporter.progress(outcome.series, outcome.series)
+        reporter.succeeded(outcome.version, "; ".join(outcome.warnings) or None)
+    return outcome
 
 
 def predict_command(
@@ -109,15 +206,20 @@ def predict_command(
         ..., "--output", help="CSV to write: Id,Sales,Sales_lower,Sales_upper."
     ),
     bundle_path: Path | None = typer.Option(
-        None, "--bundle", help="A bundle folder; default: the one `sfmlops train` saved last."
+        None, "--bundle", help="A bundle folder; default: the champion version in MLflow."
     ),
 ) -> None:
     """Forecast the rows of a future file with the current champions."""
     settings = settings_of(ctx)
     try:
-        folder = bundle_path or service.current_bundle_folder(settings.home / "models")
-        bundle = ForecastBundle.load(folder)
-    except FileNotFoundError as error:
+        if bundle_path is not None:
+            bundle, source = ForecastBundle.load(bundle_path), f"bundle {bundle_path}"
+        else:
+            from sfmlops.services import training as training_service  # noqa: PLC0415
+
+            version, bundle = training_service.champion_bundle(settings)
+            source = f"sfmlops-forecaster version {version}"
+    except (FileNotFoundError, LookupError) as error:
         fail(str(error))
     try:
         row_ids, rows = service.read_future_file(future, bundle)
@@ -128,11 +230,11 @@ def predict_command(
     used = ", ".join(f"{name} {count}" for name, count in sorted(forecast.champions.items()))
     console.print(
         f"Wrote {len(row_ids):,} forecasts to {output} "
-        f"(stores per champion model: {used}; bundle {folder.name})"
+        f"(stores per champion model: {used}; {source})"
     )
 
 
-def _model_names(models: str) -> list[str]:
+def model_names(models: str) -> list[str]:
     names = [name.strip() for name in models.split(",") if name.strip()]
     unknown = [name for name in names if name not in MODEL_NAMES]
     if not names or unknown:
@@ -164,6 +266,82 @@ def _training_data(ctx: typer.Context, store_ids: list[int] | None) -> service.T
 
 def _executor(workers: int | None) -> Executor:
     return ProcessPoolTaskExecutor(workers)
+
+
+@contextmanager
+def _executor_of(settings: Settings, kind: str, workers: int | None) -> Iterator[Executor]:
+    if kind == "ray":
+        from sfmlops.adapters.ray_cluster import RayExecutor, ray_session  # noqa: PLC0415
+
+        console.print(f"[dim]{time.strftime('%H:%M:%S')}[/] connecting to Ray ...", highlight=False)
+        with ray_session(settings, workers):
+            yield RayExecutor()
+    elif kind == "processes":
+        yield ProcessPoolTaskExecutor(workers)
+    else:
+        yield SequentialExecutor()
+
+
+def _reporter(engine: Engine, job_id: str | None) -> training_jobs.JobReporter | None:
+    if job_id is None:
+        return None
+    try:
+        return training_jobs.JobReporter(engine, job_id)
+    except ValueError as error:
+        fail(str(error))
+
+
+class _TrainingProgress:
+    """A live progress bar of series done, with the current step."""
+
+    def __init__(self) -> None:
+        self.bar = Progress(
+            TextColumn("[progress.description]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            transient=False,
+        )
+        self.task = self.bar.add_task("starting", total=None)
+
+    def __enter__(self) -> _TrainingProgress:
+        self.bar.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.stop()
+
+    def update(self, message: str, done: int, total: int) -> None:
+        self.bar.update(self.task, description=message, completed=done, total=total)
+        if not console.is_terminal:  # logs of jobs get one line per step
+            _progress(f"{message} ({done}/{total} series)")
+
+
+def print_outcome(outcome: TrainingOutcome) -> None:
+    if not outcome.summary.empty and outcome.mode == "full":
+        table = Table(
+            "model", "RMSPE", "MAPE", "bias", "80%", "95%", title="Backtest, reported window"
+        )
+        for values in outcome.summary.to_dict(orient="records"):
+            table.add_row(
+                str(values[c.MODEL]),
+                f"{values[m.RMSPE]:.4f}",
+                f"{values[m.MAPE]:.4f}",
+                f"{values[m.BIAS]:+,.0f}",
+                f"{values[m.COVERAGE_80]:.1%}",
+                f"{values[m.COVERAGE_95]:.1%}",
+            )
+        console.print(table)
+    mix = ", ".join(f"{name} {count}" for name, count in sorted(outcome.champion_mix.items()))
+    for warning in outcome.warnings:
+        console.print(f"[yellow]warning:[/] {warning}")
+    console.print(f"Champions: {mix}")
+    console.print(
+        f"{outcome.mode} job: {outcome.series:,} series in {outcome.seconds:,.0f} s; "
+        f"registered sfmlops-forecaster version {outcome.version} as "
+        f"[bold]{outcome.alias}[/] ({outcome.reason}); MLflow run {outcome.run_id}"
+    )
 
 
 def _progress(message: str) -> None:

@@ -16,6 +16,9 @@ def run_mlflow_server(
     ctx: typer.Context,
     host: str = typer.Option("127.0.0.1", help="Address to listen on."),
     port: int = typer.Option(5050, min=1, max=65535, help="Port to listen on."),
+    workers: int = typer.Option(
+        2, min=1, help="Worker processes (each imports MLflow: mind small machines)."
+    ),
     backend_store_uri: str | None = typer.Option(
         None, help="Where runs and the registry live; default: the SQLite store in SFMLOPS_HOME."
     ),
@@ -46,6 +49,8 @@ def run_mlflow_server(
         host,
         "--port",
         str(port),
+        "--workers",
+        str(workers),
         "--backend-store-uri",
         backend,
         "--artifacts-destination",

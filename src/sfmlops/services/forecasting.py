@@ -1,7 +1,7 @@
 """Forecasting at the edges: data from the database, bundles and reports on disk, future files.
 
 The science lives in `sfmlops.core.forecasting`; this module reads its inputs and writes its
-outputs (bundle folders under HOME/models, reports under HOME/reports, CSV files).
+outputs (reports under HOME/reports, CSV files).
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ from sfmlops.core.forecasting.training import BacktestReport
 from sfmlops.core.validation import validate_sales
 from sfmlops.services.loading import DataFileError, FileIssue
 
-CURRENT_BUNDLE_FILE = "CURRENT"  # names the bundle folder `predict` uses by default
 PLOTTED_STORES = 4
 _FILE_COLUMN = {domain: header for header, domain in c.ROSSMANN_FUTURE_COLUMNS.items()}
 _REQUIRED_FUTURE_HEADERS = ("Id", "Store", "Date", "Open", "Promo", "StateHoliday", "SchoolHoliday")
@@ -62,32 +61,6 @@ def read_training_data(engine: Engine, store_ids: Sequence[int] | None = None) -
     if history.empty:
         raise NoTrainingDataError("no sales in the database: run `sfmlops load-data` first")
     return TrainingData(history=history, stores=stores.reset_index(drop=True))
-
-
-def new_bundle_folder(models_dir: Path) -> Path:
-    """A fresh, timestamped folder for a bundle under `models_dir`."""
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
-    return models_dir / f"bundle-{stamp}"
-
-
-def save_bundle(bundle: ForecastBundle, models_dir: Path) -> Path:
-    """Save a bundle in a new folder and make it the current one; returns the folder."""
-    folder = new_bundle_folder(models_dir)
-    bundle.save(folder)
-    _write_atomically(models_dir / CURRENT_BUNDLE_FILE, folder.name + "\n")
-    return folder
-
-
-def current_bundle_folder(models_dir: Path) -> Path:
-    """The folder of the current bundle.
-
-    Raises:
-        FileNotFoundError: When no bundle was trained yet.
-    """
-    pointer = models_dir / CURRENT_BUNDLE_FILE
-    if not pointer.is_file():
-        raise FileNotFoundError(f"no trained models in {models_dir}: run `sfmlops train` first")
-    return models_dir / pointer.read_text().strip()
 
 
 def read_future_file(path: Path, bundle: ForecastBundle) -> tuple[pd.Series, pd.DataFrame]:

@@ -174,7 +174,7 @@ def submit_training_job(
         repository.create_training_job(connection, job_id, runner.name, stores)
     arguments = ["train", "--job-id", job_id]
     if stores:
-        arguments += ["--stores", *[str(store) for store in stores]]
+        arguments += ["--stores", ",".join(str(store) for store in stores)]
     try:
         runner_job_id = runner.submit(job_id, arguments)
     except Exception as error:

@@ -11,17 +11,31 @@
 | SFMLOPS_POD_CONFIG_MAP | ConfigMap the sfmlops pods read their settings from | sfmlops-endpoints |
 | SFMLOPS_POD_SECRETS | comma-separated Secrets the pods read whole | (none) |
 | SFMLOPS_POD_DATABASE_SECRET | `name:key` of the database password; the pods compose SFMLOPS_DATABASE_URL from it and the ConfigMap's SFMLOPS_DB_* as the chart's own pods do; empty: none | sfmlops-postgresql:password |
+| SFMLOPS_POD_HOME_CLAIM | PersistentVolumeClaim mounted as SFMLOPS_HOME of the stateful command pods (`stream --once`: its checkpoints); empty, and for every other pod: a scratch volume | (none) |
+| SFMLOPS_POD_LABELS | JSON object of the pods' labels (the chart's NetworkPolicies admit pods by them) | the chart's `airflow-task` labels |
+| SFMLOPS_POD_RESOURCES | JSON `{"requests": {...}, "limits": {...}}` of each pod's container | 500m/1Gi, limits 2/4Gi |
+
+The Helm chart renders the POD settings and the Variables sfmlops_image and sfmlops_namespace
+(as AIRFLOW_VAR_*) into the ConfigMap sfmlops-airflow-tasks that the Airflow release reads.
 """
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
+import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 CommandRunner = Literal["cli", "kubernetes"]
 RUNNERS: tuple[CommandRunner, ...] = ("cli", "kubernetes")
+# What sfmlops-helm renders for release `sfmlops` (its labels of component `airflow-task`).
+POD_LABELS = {"app.kubernetes.io/name": "airflow-task", "app.kubernetes.io/instance": "sfmlops"}
+POD_RESOURCES = {
+    "requests": {"cpu": "500m", "memory": "1Gi"},
+    "limits": {"cpu": "2", "memory": "4Gi"},
+}
 
 
 @dataclass(frozen=True)
@@ -34,9 +48,17 @@ class DagConfig:
     max_retry_delay: dt.timedelta = dt.timedelta(minutes=30)
     training_poke_interval: dt.timedelta = dt.timedelta(minutes=1)
     training_timeout: dt.timedelta = dt.timedelta(hours=6)
+    # How long the API may take to serve a new champion (it polls the registry every
+    # SFMLOPS_MODEL_POLL_SECONDS, 30 s by default, then loads the bundle).
+    champion_wait: dt.timedelta = dt.timedelta(minutes=3)
     pod_config_map: str = "sfmlops-endpoints"
     pod_secrets: tuple[str, ...] = ()
     pod_database_secret: tuple[str, str] | None = ("sfmlops-postgresql", "password")
+    pod_home_claim: str | None = None
+    pod_labels: dict[str, str] = field(default_factory=lambda: dict(POD_LABELS))
+    pod_resources: dict[str, dict[str, str]] = field(
+        default_factory=lambda: copy.deepcopy(POD_RESOURCES)
+    )
 
     @classmethod
     def from_environment(cls) -> DagConfig:
@@ -69,9 +91,13 @@ class DagConfig:
             training_timeout=dt.timedelta(
                 seconds=_number("SFMLOPS_TRAINING_TIMEOUT_SECONDS", 6 * 3600)
             ),
+            champion_wait=dt.timedelta(seconds=_number("SFMLOPS_CHAMPION_WAIT_SECONDS", 180)),
             pod_config_map=os.environ.get("SFMLOPS_POD_CONFIG_MAP", "sfmlops-endpoints"),
             pod_secrets=tuple(name.strip() for name in secrets.split(",") if name.strip()),
             pod_database_secret=(name, key) if database_secret else None,
+            pod_home_claim=os.environ.get("SFMLOPS_POD_HOME_CLAIM") or None,
+            pod_labels=_string_mapping("SFMLOPS_POD_LABELS", POD_LABELS),
+            pod_resources=_resources("SFMLOPS_POD_RESOURCES", POD_RESOURCES),
         )
 
 
@@ -86,3 +112,45 @@ def _number(name: str, default: int) -> int:
     if value < 0:
         raise ValueError(f"{name} must not be negative, not {value}")
     return value
+
+
+def _json_object(name: str) -> dict[str, object] | None:
+    text = os.environ.get(name)
+    if text is None or text == "":
+        return None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{name} must be a JSON object: {error}") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{name} must be a JSON object, not {text!r}")
+    return value
+
+
+def _string_mapping(name: str, default: dict[str, str]) -> dict[str, str]:
+    value = _json_object(name)
+    if value is None:
+        return dict(default)
+    if not value or not all(isinstance(v, str) and v for v in value.values()):
+        raise ValueError(f"{name} must map names to non-empty strings, not {value!r}")
+    return {str(k): str(v) for k, v in value.items()}
+
+
+def _resources(name: str, default: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
+    value = _json_object(name)
+    if value is None:
+        return copy.deepcopy(default)
+    resources: dict[str, dict[str, str]] = {}
+    for kind in ("requests", "limits"):
+        amounts = value.get(kind)
+        # Requests and limits of CPU and memory, all four: the pods keep the chart's rules.
+        if (
+            set(value) != {"requests", "limits"}
+            or not isinstance(amounts, dict)
+            or set(amounts) != {"cpu", "memory"}
+        ):
+            raise ValueError(
+                f"{name} must give requests and limits of cpu and memory, not {value!r}"
+            )
+        resources[kind] = {str(resource): str(amount) for resource, amount in amounts.items()}
+    return resources

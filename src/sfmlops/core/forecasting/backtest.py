@@ -54,6 +54,7 @@ def run_backtest(
     models: Mapping[str, ForecasterFactory],
     windows: Sequence[BacktestWindow],
     on_fit: Callable[[str, BacktestWindow], None] | None = None,
+    on_fitted: Callable[[str, BacktestWindow, Forecaster], None] | None = None,
 ) -> pd.DataFrame:
     """Fit every model at every window's cutoff and forecast the window.
 
@@ -63,6 +64,7 @@ def run_backtest(
         models: Model name -> factory of an unfitted forecaster.
         windows: From `backtest_windows`.
         on_fit: Called before each fit (for progress output).
+        on_fitted: Called with each fitted forecaster (e.g. to collect per-series failures).
 
     Returns:
         Scored forecasts: `model`, `backtest_window`, `cutoff`, `horizon_days`,
@@ -84,6 +86,8 @@ def run_backtest(
             if on_fit:
                 on_fit(name, window)
             forecaster = factory().fit(seen, stores)
+            if on_fitted:
+                on_fitted(name, window, forecaster)
             forecast = forecaster.predict(future)
             forecast.insert(0, c.MODEL, name)
             forecast.insert(1, c.BACKTEST_WINDOW, window.number)
@@ -123,9 +127,24 @@ def select_champions(
         index=[c.STORE_ID, c.PRODUCT_ID], columns=c.MODEL, values=m.RMSPE, dropna=False
     )
     overall = m.accuracy_by(chosen, [c.MODEL]).set_index(c.MODEL)[m.RMSPE]
-    fallback = str(overall.idxmin())
-    ordered = [fallback, *[name for name in wide.columns if name != fallback]]
-    wide = wide[ordered]
+    return choose_champions(wide, str(overall.idxmin()), margin)
+
+
+def choose_champions(
+    rmspe_by_model: pd.DataFrame, fallback: str, margin: float = CHAMPION_MARGIN
+) -> pd.DataFrame:
+    """Per series, `fallback` unless another model's RMSPE is lower by more than `margin`.
+
+    Args:
+        rmspe_by_model: Indexed by (`store_id`, `product_id`), one RMSPE column per model
+            (NaN where a model has no score for a series).
+        fallback: The model best over all series.
+
+    Returns:
+        As `select_champions`.
+    """
+    ordered = [fallback, *[name for name in rmspe_by_model.columns if name != fallback]]
+    wide = rmspe_by_model[ordered]
     filled = wide.fillna(np.inf)
     best = filled.min(axis=1)
     switch = best < (1 - margin) * filled[fallback]

@@ -7,6 +7,7 @@ sales and store frames) and answers `predict(future)` for covariate rows
 
 from __future__ import annotations
 
+import copy
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
@@ -185,8 +186,12 @@ def forecast_frame(
         bounds = {column: point for column, _ in INTERVAL_QUANTILES}
     else:
         bounds = calibration.bounds(point, horizon_of(future[c.DATE], cutoff))
-    for column, _ in INTERVAL_QUANTILES:
-        frame[column] = bounds[column]
+    for column, quantile in INTERVAL_QUANTILES:
+        # The point forecast is RMSPE-optimal, which sits below the median: where a model
+        # under-forecasts in most of its calibration days, a lower quantile can exceed it.
+        # An interval always contains its own forecast.
+        side = np.minimum if quantile < 0.5 else np.maximum
+        frame[column] = side(bounds[column], point)
     return frame
 
 
@@ -216,6 +221,9 @@ def as_future(history: pd.DataFrame) -> pd.DataFrame:
     )
 
 
+SeriesKey = tuple[int, str]
+
+
 class CalibratedForecaster(PickledForecaster):
     """A point forecaster whose intervals come from its own out-of-sample errors.
 
@@ -225,9 +233,13 @@ class CalibratedForecaster(PickledForecaster):
     elsewhere (e.g. the errors of a backtest) can be passed instead, which skips the probe.
 
     Subclasses implement `_fit_point`, `_predict_point` and may cheapen `_probe`.
+    Per-series models (`per_series`) keep each series' fit apart: a series whose fit raises
+    is listed in `failures_` (and forecast 0) instead of failing every series, and
+    `with_series_of` swaps in other fits of some series (single-store retrains).
     """
 
     name: ClassVar[str]
+    per_series: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -241,6 +253,7 @@ class CalibratedForecaster(PickledForecaster):
         self.calibration_: IntervalCalibration | None = None
         self.cutoff_: pd.Timestamp | None = None
         self.series_: set[tuple[int, str]] = set()
+        self.failures_: dict[SeriesKey, str] = {}
 
     def fit(self, history: pd.DataFrame, stores: pd.DataFrame) -> Self:
         """Fit on a canonical sales history (and store metadata); returns self."""
@@ -276,6 +289,29 @@ class CalibratedForecaster(PickledForecaster):
         future = future.reset_index(drop=True)
         yhat = self._predict_point(future) if len(future) else np.empty(0)
         return forecast_frame(future, yhat, self.calibration_, self.cutoff_)
+
+    def with_series_of(self, other: Self) -> Self:
+        """A copy of this fitted model whose fits of `other`'s series are `other`'s.
+
+        The calibration and cutoff stay this model's, so the series not in `other` forecast
+        exactly as before.
+
+        Raises:
+            TypeError: For a global model (one fit serves every series).
+        """
+        if not self.per_series:
+            raise TypeError(f"{self.name} is one global model: it cannot swap single series")
+        merged = copy.copy(self)
+        merged._merge_series(other)
+        merged.series_ = self.series_ | other.series_
+        merged.failures_ = {
+            key: error for key, error in self.failures_.items() if key not in other.series_
+        } | other.failures_
+        return merged
+
+    def _merge_series(self, other: Self) -> None:
+        """Replace this (shallow-copied) model's fitted state of `other`'s series."""
+        raise NotImplementedError
 
     def _probe(self) -> Self:
         """An unfitted copy used to measure out-of-sample errors."""

@@ -8,7 +8,7 @@ the future covariates. It saves as plain files in one folder (MLflow logs folder
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,6 +51,19 @@ def usual_open_weekdays(history: pd.DataFrame, weeks: int = USUAL_OPEN_WEEKS) ->
     weekday = (recent[c.SALES_DATE].dt.dayofweek + 1).rename(c.DAY_OF_WEEK)
     share = recent.groupby([recent[c.STORE_ID], recent[c.PRODUCT_ID], weekday])[c.OPEN].mean()
     return pd.DataFrame(share.rename(OPEN_SHARE).reset_index())
+
+
+def future_days(series: Iterable[tuple[int, str]], start: pd.Timestamp, days: int) -> pd.DataFrame:
+    """Rows `store_id`, `product_id`, `date` for every series and each of `days` days from `start`."""
+    keys = sorted(series)
+    dates = pd.date_range(pd.Timestamp(start), periods=days, freq="D")
+    return pd.DataFrame(
+        {
+            c.STORE_ID: np.repeat([store for store, _ in keys], days).astype("int64"),
+            c.PRODUCT_ID: np.repeat([product for _, product in keys], days),
+            c.DATE: np.tile(dates.to_numpy(), len(keys)),
+        }
+    )
 
 
 def complete_future(

@@ -77,6 +77,7 @@ class GlobalGBMForecaster(CalibratedForecaster):
     """
 
     name: ClassVar[str] = "gbm"
+    per_series: ClassVar[bool] = False
 
     def __init__(
         self,

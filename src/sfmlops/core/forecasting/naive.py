@@ -60,6 +60,12 @@ class SeasonalNaiveForecaster(CalibratedForecaster):
         self.by_series_ = recent.groupby(keys)[c.SALES].mean().rename(_LEVEL).reset_index()
         return self
 
+    def _merge_series(self, other: Self) -> None:
+        if other.by_weekday_ is None or other.by_series_ is None:
+            raise RuntimeError("seasonal_naive: merging an unfitted model")
+        self.by_weekday_ = _replace_series(self.by_weekday_, other.by_weekday_, other.series_)
+        self.by_series_ = _replace_series(self.by_series_, other.by_series_, other.series_)
+
     def _predict_point(self, future: pd.DataFrame) -> np.ndarray:
         if self.by_weekday_ is None or self.by_series_ is None:
             raise RuntimeError("seasonal_naive: not fitted")
@@ -69,3 +75,14 @@ class SeasonalNaiveForecaster(CalibratedForecaster):
         series_level = rows.merge(self.by_series_, on=keys, how="left")
         level = weekday_level[_LEVEL].fillna(series_level[_LEVEL]).fillna(0.0)
         return level.to_numpy(dtype=float)
+
+
+def _replace_series(
+    mine: pd.DataFrame | None, theirs: pd.DataFrame, series: set[tuple[int, str]]
+) -> pd.DataFrame:
+    """`mine` without the rows of `series`, plus `theirs`."""
+    if mine is None:
+        return theirs
+    keys = pd.MultiIndex.from_frame(mine[[c.STORE_ID, c.PRODUCT_ID]])
+    kept = mine[~keys.isin(list(series))]
+    return pd.concat([kept, theirs], ignore_index=True)

@@ -16,11 +16,11 @@ import numpy as np
 import pandas as pd
 
 from sfmlops.core import columns as c
-from sfmlops.core.forecasting.base import CalibratedForecaster, IntervalCalibration
+from sfmlops.core.forecasting.base import CalibratedForecaster, IntervalCalibration, SeriesKey
 from sfmlops.core.forecasting.executors import Executor, SequentialExecutor, chunks
 
 _REGRESSORS = (c.PROMO, c.STATE_HOLIDAY, c.SCHOOL_HOLIDAY)
-SeriesKey = tuple[int, str]
+ChunkResult = tuple[dict[SeriesKey, str], dict[SeriesKey, str]]
 
 
 class ProphetForecaster(CalibratedForecaster):
@@ -69,11 +69,20 @@ class ProphetForecaster(CalibratedForecaster):
         tasks = chunks(groups, self.chunk_size)
         executor = self.executor or SequentialExecutor()
         fitted: dict[SeriesKey, str] = {}
-        for result in executor.map(fit_prophet_chunk, tasks):
-            fitted.update(result)
+        failures: dict[SeriesKey, str] = {}
+        for models, errors in executor.map(fit_prophet_chunk, tasks):
+            fitted.update(models)
+            failures.update(errors)
         self.models_ = fitted
+        self.failures_ = failures
         self._loaded = {}
         return self
+
+    def _merge_series(self, other: Self) -> None:
+        self.models_ = {
+            key: model for key, model in self.models_.items() if key not in other.series_
+        } | other.models_
+        self._loaded = {}
 
     def _predict_point(self, future: pd.DataFrame) -> np.ndarray:
         # Prophet is imported when used: it takes seconds and most commands never need it.
@@ -83,7 +92,7 @@ class ProphetForecaster(CalibratedForecaster):
         for (store_id, product_id), part in future.groupby([c.STORE_ID, c.PRODUCT_ID], sort=False):
             series: SeriesKey = (int(str(store_id)), str(product_id))
             if series not in self.models_:
-                continue  # never open with sales in training: forecast 0
+                continue  # never open with sales in training, or its fit failed: forecast 0
             model = self._loaded.get(series)
             if model is None:
                 model = model_from_json(self.models_[series])
@@ -96,11 +105,15 @@ class ProphetForecaster(CalibratedForecaster):
         return yhat
 
 
-def fit_prophet_chunk(series: list[tuple[Any, pd.DataFrame]]) -> dict[SeriesKey, str]:
-    """Fit one Prophet model per series of a chunk; returns their JSON serialisations.
+def fit_prophet_chunk(series: list[tuple[Any, pd.DataFrame]]) -> ChunkResult:
+    """Fit one Prophet model per series of a chunk.
 
     A task function for executors: module-level and picklable. Prophet's optimiser writes
     its files into a temporary folder that is removed when the chunk is done.
+
+    Returns:
+        The JSON serialisation of each fitted series, and the error of each series whose
+        fit raised (one bad series must not cost the chunk's others their models).
     """
     from prophet import Prophet  # noqa: PLC0415 - slow import, only where used
     from prophet.serialize import model_to_json  # noqa: PLC0415
@@ -108,8 +121,10 @@ def fit_prophet_chunk(series: list[tuple[Any, pd.DataFrame]]) -> dict[SeriesKey,
     # cmdstanpy logs two INFO lines per fit; thousands of fits would drown the progress.
     logging.getLogger("cmdstanpy").disabled = True
     fitted: dict[SeriesKey, str] = {}
+    failures: dict[SeriesKey, str] = {}
     with tempfile.TemporaryDirectory(prefix="sfmlops-prophet-") as folder:
         for key, frame in series:
+            series_key = (int(key[0]), str(key[1]))
             model = Prophet(
                 weekly_seasonality=True,
                 yearly_seasonality=True,
@@ -118,9 +133,13 @@ def fit_prophet_chunk(series: list[tuple[Any, pd.DataFrame]]) -> dict[SeriesKey,
             )
             for name in _REGRESSORS:
                 model.add_regressor(name, standardize=False)
-            model.fit(frame, output_dir=folder)
-            fitted[(int(key[0]), str(key[1]))] = model_to_json(model)
-    return fitted
+            try:
+                model.fit(frame, output_dir=folder)
+            except Exception as error:  # any fit error is this series' alone
+                failures[series_key] = f"prophet: {type(error).__name__}: {error}"
+                continue
+            fitted[series_key] = model_to_json(model)
+    return fitted, failures
 
 
 def _training_frame(part: pd.DataFrame) -> pd.DataFrame:

@@ -7,8 +7,9 @@ business: a global model is one task, per-series models fan out in chunks of ser
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
+import numpy as np
 import pandas as pd
 
 from sfmlops.core import columns as c
@@ -24,13 +25,51 @@ from sfmlops.core.forecasting.backtest import (
     select_champions,
     summary,
 )
-from sfmlops.core.forecasting.base import CalibratedForecaster, IntervalCalibration
+from sfmlops.core.forecasting.base import (
+    CalibratedForecaster,
+    Forecaster,
+    IntervalCalibration,
+    series_of,
+)
 from sfmlops.core.forecasting.bundle import ForecastBundle, usual_open_weekdays
 from sfmlops.core.forecasting.executors import Executor, SequentialExecutor
 from sfmlops.core.forecasting.models import forecaster_class, make_forecaster
 from sfmlops.core.forecasting.prophet_model import ProphetForecaster
 
 Progress = Callable[[str], None]
+# A new version becomes champion unless its backtest RMSPE is worse by more than this
+# (relative): retrains on newer data are preferred unless clearly worse.
+PROMOTION_TOLERANCE = 0.02
+# A job whose final fits fail for more than this share of series registers nothing.
+MAX_FAILED_SHARE = 0.05
+FAILURE_STAGE = "stage"  # `backtest window N` or `final fit`
+FAILURE_ERROR = "error"
+FAILURE_COLUMNS = (c.STORE_ID, c.PRODUCT_ID, c.MODEL, FAILURE_STAGE, FAILURE_ERROR)
+FINAL_FIT = "final fit"
+
+
+class FailureLog:
+    """Per-series fit failures as they happen (a series' failure never fails the others)."""
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[int, str, str, str, str]] = []
+
+    def add(self, model: str, stage: str, forecaster: Forecaster) -> None:
+        """Record the failures a fitted forecaster lists in `failures_`."""
+        for (store_id, product_id), error in getattr(forecaster, "failures_", {}).items():
+            self.rows.append((store_id, product_id, model, stage, error))
+
+    def frame(self) -> pd.DataFrame:
+        """One row per failed fit: `FAILURE_COLUMNS`."""
+        return pd.DataFrame(self.rows, columns=list(FAILURE_COLUMNS)).astype(
+            {c.STORE_ID: "int64", c.PRODUCT_ID: str}
+        )
+
+
+def failed_series(failures: pd.DataFrame) -> set[tuple[int, str]]:
+    """The series that lost a final model to a failed fit."""
+    final = failures[failures[FAILURE_STAGE] == FINAL_FIT]
+    return series_of(final) if not final.empty else set()
 
 
 @dataclass(frozen=True)
@@ -44,12 +83,15 @@ class BacktestReport:
         summary: Metrics per model and window (`champion` only on the reported window).
         champions: Per series, the champion picked on the windows before the reported one
             (on the only window when there is one).
+        failures: Fits that raised for a series (`FAILURE_COLUMNS`); such a series is
+            forecast 0 by that model in that window, so it does not become its champion.
     """
 
     windows: list[BacktestWindow]
     scored: pd.DataFrame
     summary: pd.DataFrame
     champions: pd.DataFrame
+    failures: pd.DataFrame = field(default_factory=lambda: FailureLog().frame())
 
     @property
     def reported_window(self) -> int:
@@ -82,19 +124,24 @@ def backtest(
         forecaster_class(name)  # fail on a bad name before any fit
     last_date = pd.Timestamp(history[c.SALES_DATE].max())
     chosen = backtest_windows(last_date, windows, horizon_days)
-    factories = {name: _factory(name, executor) for name in model_names}
+    factories = {name: factory_of(name, executor) for name in model_names}
 
     def on_fit(name: str, window: BacktestWindow) -> None:
         if progress:
             progress(f"backtest window {window.number}/{len(chosen)}: fitting {name}")
 
-    scored = run_backtest(history, stores, factories, chosen, on_fit)
+    failures = FailureLog()
+
+    def on_fitted(name: str, window: BacktestWindow, forecaster: Forecaster) -> None:
+        failures.add(name, f"backtest window {window.number}", forecaster)
+
+    scored = run_backtest(history, stores, factories, chosen, on_fit, on_fitted)
     selection = [w.number for w in chosen[:-1]] or [chosen[-1].number]
     champions = select_champions(scored, selection)
     reported = chosen[-1].number
     best = champion_scored(scored[scored[c.BACKTEST_WINDOW] == reported], champions)
     scored = pd.concat([scored, best], ignore_index=True)
-    return BacktestReport(chosen, scored, summary(scored), champions)
+    return BacktestReport(chosen, scored, summary(scored), champions, failures.frame())
 
 
 def train(
@@ -112,7 +159,8 @@ def train(
     The bundle's champions are picked on all backtest windows (the most evidence); the
     report's figures are those of picking on the earlier windows and scoring the last.
     Final models take their intervals from their backtest errors (conformal), so no model
-    is fitted twice on the full history.
+    is fitted twice on the full history. A series whose champion's final fit failed gets
+    its best other model (see `avoid_failed`); the report lists every failure.
     """
     report = backtest(
         history,
@@ -124,6 +172,7 @@ def train(
         progress=progress,
     )
     executor = executor or SequentialExecutor()
+    failures = FailureLog()
     models: dict[str, CalibratedForecaster] = {}
     for name in model_names:
         rows = report.scored[report.scored[c.MODEL] == name]
@@ -141,9 +190,11 @@ def train(
             models[name] = forecaster.fit(history, stores)  # fans out over the executor
         else:
             models[name] = executor.map(fit_task, [(forecaster, history, stores)])[0]
+        failures.add(name, FINAL_FIT, models[name])
+    report = replace(report, failures=pd.concat([report.failures, failures.frame()]))
     all_windows = [w.number for w in report.windows]
     scored = report.scored[report.scored[c.MODEL] != CHAMPION]
-    champions = select_champions(scored, all_windows)
+    champions = avoid_failed(select_champions(scored, all_windows), failures.frame())
     reported = report.reported()
     bundle = ForecastBundle(
         models,
@@ -168,13 +219,51 @@ def train(
     return bundle, report
 
 
+def avoid_failed(champions: pd.DataFrame, failures: pd.DataFrame) -> pd.DataFrame:
+    """Give each series whose champion's final fit failed its best model that did not fail.
+
+    Args:
+        champions: From `select_champions` (with the `rmspe_<model>` columns).
+        failures: Final-fit failures (`FAILURE_COLUMNS`).
+    """
+    if failures.empty:
+        return champions
+    failed = set(
+        zip(
+            failures[c.STORE_ID].astype(int),
+            failures[c.PRODUCT_ID].astype(str),
+            failures[c.MODEL].astype(str),
+            strict=True,
+        )
+    )
+    champions = champions.copy()
+    scores = [name for name in champions.columns if name.startswith(f"{m.RMSPE}_")]
+    for position, row in champions.iterrows():
+        key = (int(row[c.STORE_ID]), str(row[c.PRODUCT_ID]))
+        if (*key, str(row[c.MODEL])) not in failed:
+            continue
+        options = {
+            column.removeprefix(f"{m.RMSPE}_"): float(row[column])
+            for column in scores
+            if (*key, column.removeprefix(f"{m.RMSPE}_")) not in failed
+        }
+        if options:
+            # A model without a score for the series (NaN) is the last resort.
+            best = min(options, key=lambda name: np.nan_to_num(options[name], nan=np.inf))
+            champions.loc[position, c.MODEL] = best
+            champions.loc[position, m.RMSPE] = options[best]
+    return champions
+
+
 def fit_task(task: tuple[CalibratedForecaster, pd.DataFrame, pd.DataFrame]) -> CalibratedForecaster:
     """Fit one forecaster on (history, stores): a picklable task for executors."""
     forecaster, history, stores = task
     return forecaster.fit(history, stores)
 
 
-def _factory(name: str, executor: Executor | None) -> Callable[[], CalibratedForecaster]:
+def factory_of(name: str, executor: Executor | None) -> Callable[[], CalibratedForecaster]:
+    """A factory of unfitted `name` forecasters (what backtests fit once per window)."""
+
     def make() -> CalibratedForecaster:
         return make_forecaster(name, executor)
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
-import shutil
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -25,6 +24,7 @@ from sfmlops.core.forecasting.bundle import ForecastBundle
 from sfmlops.services.api import serving
 from sfmlops.services.api.serving import ServedModel, prepare
 from sfmlops.services.status import as_of_date
+from sfmlops.services.training import version_folder
 from sfmlops.settings import Settings
 
 log = logging.getLogger("sfmlops.api.models")
@@ -60,7 +60,7 @@ class ModelCache:
     Args:
         settings: The process's settings (registry location, poll interval, as-of date).
         engine: Returns the sales database, read for the as-of date.
-        on_change: Called with the new model after each load or swap (e.g. metrics).
+        on_change: Called with the new model once requests see it (each load or swap).
     """
 
     def __init__(
@@ -99,8 +99,11 @@ class ModelCache:
     def refresh(self) -> CacheState:
         """Check the alias once and swap in a new champion if it moved; never raises."""
         with self._refresh_lock:
+            previous = self._state
             try:
-                self._state = self._next_state(self._state)
+                self._state = self._next_state(previous)
+                if self._state.model is not None and self._state.model is not previous.model:
+                    self._changed(self._state.model)
             except Exception as error:
                 # Any failure (registry down, a broken bundle) leaves the loaded model serving.
                 problem = f"model registry unreachable or failing: {_short(error)}"
@@ -127,34 +130,28 @@ class ModelCache:
                     f"the registry has no champion any more; serving version {current.model.version}",
                 )
             return CacheState(model=None, problem=NO_CHAMPION)
-        default_start = self._default_start
         loaded = current.model
         if loaded is not None and loaded.version == champion.version:
-            start = default_start(loaded.bundle)
+            start = self._default_start(loaded.bundle)
             if start != loaded.default_start:  # new sales moved the as-of date
                 loaded = prepare(
                     loaded.bundle, loaded.version, loaded.run_id, loaded.registered_at, start
                 )
-                self._changed(loaded)
             return CacheState(loaded, problem=None)
-        folder = registry.scratch_dir(self._settings)
-        try:
-            bundle = ForecastBundle.load(registry.download_bundle(client, champion.version, folder))
-        finally:
-            shutil.rmtree(folder, ignore_errors=True)
+        folder = version_folder(self._settings, client, champion.version)
+        bundle = ForecastBundle.load(folder)
         model = prepare(
             bundle,
             champion.version,
             champion.run_id,
             registry.registered_at(client, champion.version),
-            default_start(bundle),
+            self._default_start(bundle),
         )
         log.info(
             "serving champion version %s",
             model.version,
             extra={"previous_version": current.model.version if current.model else None},
         )
-        self._changed(model)
         return CacheState(model, problem=None)
 
     def _changed(self, model: ServedModel) -> None:

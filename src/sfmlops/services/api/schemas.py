@@ -11,6 +11,7 @@ from sfmlops.core import columns as c
 from sfmlops.services.api.serving import MAX_HORIZON_DAYS
 
 MAX_SALES_RECORDS = 50_000
+MAX_STORE_ID = 2**31 - 1  # the database's store_id is a 32-bit INTEGER
 
 
 class Store(BaseModel):
@@ -225,7 +226,7 @@ class SeriesForecastRequest(BaseModel):
         },
     )
 
-    store_id: int
+    store_id: int = Field(ge=0, le=MAX_STORE_ID)
     product_id: str = Field(c.DEFAULT_PRODUCT, min_length=1, max_length=64)
     start: dt.date | None = None
     days: int | None = Field(None, ge=1, le=MAX_HORIZON_DAYS)

@@ -3,20 +3,20 @@
 `prepare` turns a loaded bundle into a `ServedModel` with the default horizon of every
 series precomputed (and pre-serialised), so the common GET is a dictionary lookup.
 `forecast` checks other requests against the champion and predicts a whole batch with one
-`predict` call. Results are plain dicts in the shape of the contract's forecast object
-(`schemas.SeriesForecast`), ready for `json.dumps`.
+`predict` call. Results are JSON bytes in the shape of the contract's forecast object
+(`schemas.SeriesForecast`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pydantic_core
 
 from sfmlops.adapters.mlflow_registry import MODEL_NAME
 from sfmlops.core import columns as c
@@ -76,9 +76,8 @@ class ServedModel:
     Attributes:
         default_start: First day of the default horizon: the day after the as-of date (or
             after the training history, whichever is later).
-        default_forecasts: Per series, the forecast object of the default horizon
-            (`DEFAULT_HORIZON_DAYS` days from `default_start`).
-        default_bodies: The same objects as GET response bytes.
+        default_bodies: Per series, the forecast object of the default horizon
+            (`DEFAULT_HORIZON_DAYS` days from `default_start`) as JSON bytes.
         champion_body: The GET /v1/models/champion response for all series.
     """
 
@@ -89,7 +88,6 @@ class ServedModel:
     series: frozenset[SeriesKey]
     store_ids: frozenset[int]
     default_start: dt.date
-    default_forecasts: Mapping[SeriesKey, dict[str, Any]]
     default_bodies: Mapping[SeriesKey, bytes]
     champion: dict[str, Any]
     champion_series: Mapping[SeriesKey, dict[str, Any]]
@@ -120,7 +118,6 @@ def prepare(
     dates = horizon(default_start, DEFAULT_HORIZON_DAYS)
     requests = [SeriesRequest(store_id, product, dates) for store_id, product in keys]
     forecasts = predict(bundle, requests, version)
-    default_forecasts = dict(zip(keys, forecasts, strict=True))
     champion, champion_series = _champion_description(bundle, version, run_id, registered_at)
     return ServedModel(
         version=version,
@@ -130,8 +127,7 @@ def prepare(
         series=frozenset(keys),
         store_ids=frozenset(store_id for store_id, _ in keys),
         default_start=default_start,
-        default_forecasts=default_forecasts,
-        default_bodies={key: to_json(body) for key, body in default_forecasts.items()},
+        default_bodies={key: to_json(body) for key, body in zip(keys, forecasts, strict=True)},
         champion=champion,
         champion_series=champion_series,
         champion_body=to_json(champion),
@@ -196,8 +192,9 @@ def first_forecast_date(bundle: ForecastBundle) -> dt.date:
     return last + dt.timedelta(days=1)
 
 
-def forecast(model: ServedModel, requests: Sequence[SeriesRequest]) -> list[dict[str, Any]]:
-    """Forecast objects for a batch, in order: precomputed where possible, the rest predicted.
+def forecast(model: ServedModel, requests: Sequence[SeriesRequest]) -> list[bytes]:
+    """Forecast objects for a batch as JSON, in order: precomputed where possible, the rest
+    predicted with one `predict` call.
 
     Raises:
         UnknownSeriesError: A series the champion does not forecast.
@@ -220,15 +217,26 @@ def forecast(model: ServedModel, requests: Sequence[SeriesRequest]) -> list[dict
         seen.add(key)
         check_request(model.bundle, request)
     default_dates = horizon(model.default_start, DEFAULT_HORIZON_DAYS)
-    results: list[dict[str, Any] | None] = [
-        model.default_forecasts[(r.store_id, r.product_id)]
+    bodies: list[bytes | None] = [
+        model.default_bodies[(r.store_id, r.product_id)]
         if r.dates == default_dates and not r.covariates
         else None
         for r in requests
     ]
-    computed = [r for r, result in zip(requests, results, strict=True) if result is None]
+    computed = [r for r, body in zip(requests, bodies, strict=True) if body is None]
     fresh = iter(predict(model.bundle, computed, model.version))
-    return [result if result is not None else next(fresh) for result in results]
+    return [body if body is not None else to_json(next(fresh)) for body in bodies]
+
+
+def batch_json(model_version: str, bodies: Sequence[bytes]) -> bytes:
+    """The POST /v1/forecast response around forecast objects already in JSON."""
+    return (
+        b'{"model_version":'
+        + to_json(model_version)
+        + b',"forecasts":['
+        + b",".join(bodies)
+        + b"]}"
+    )
 
 
 def check_series(model: ServedModel, key: SeriesKey) -> None:
@@ -311,8 +319,8 @@ def forecast_object(
 
 
 def to_json(body: Any) -> bytes:
-    """Compact JSON bytes of a response body."""
-    return json.dumps(body, separators=(",", ":")).encode()
+    """Compact JSON bytes of a response body (pydantic-core's encoder: 4x `json.dumps`)."""
+    return pydantic_core.to_json(body)
 
 
 def _assumptions(request: SeriesRequest) -> list[str]:

@@ -14,7 +14,7 @@ from sfmlops.core import columns as c
 from sfmlops.services.api import schemas, serving
 from sfmlops.services.api.deps import EngineDep, MetricsDep, ModelCacheDep, ModelDep
 from sfmlops.services.api.model_cache import NO_CHAMPION
-from sfmlops.services.api.routes.stores import ProductQuery
+from sfmlops.services.api.routes.stores import ProductQuery, StoreIdPath
 
 router = APIRouter(tags=["forecasts"])
 
@@ -42,7 +42,7 @@ StartQuery = Annotated[
     summary="A store's forecast from the champion",
 )
 async def store_forecast(
-    store_id: int,
+    store_id: StoreIdPath,
     model: ModelDep,
     metrics: MetricsDep,
     days: DaysQuery = serving.DEFAULT_HORIZON_DAYS,
@@ -59,8 +59,7 @@ async def store_forecast(
         request = serving.SeriesRequest(
             store_id, product_id, serving.horizon(start or model.default_start, days)
         )
-        (result,) = await run_in_threadpool(serving.forecast, model, [request])
-        body = serving.to_json(result)
+        (body,) = await run_in_threadpool(serving.forecast, model, [request])
     metrics.forecasts_served.labels(endpoint="store").inc(days)
     return Response(body, media_type=JSON)
 
@@ -80,11 +79,9 @@ async def batch_forecast(
     metrics: MetricsDep,
 ) -> Response:
     requests = [_series_request(item, model.default_start) for item in items]
-    results = await run_in_threadpool(serving.forecast, model, requests)
+    bodies = await run_in_threadpool(serving.forecast, model, requests)
     metrics.forecasts_served.labels(endpoint="batch").inc(sum(len(r.dates) for r in requests))
-    return Response(
-        serving.to_json({"model_version": model.version, "forecasts": results}), media_type=JSON
-    )
+    return Response(serving.batch_json(model.version, bodies), media_type=JSON)
 
 
 @router.get(
@@ -95,7 +92,9 @@ async def batch_forecast(
 )
 def latest_forecasts(
     engine: EngineDep,
-    store_id: Annotated[int | None, Query(description="One store (default: all).")] = None,
+    store_id: Annotated[
+        int | None, Query(ge=0, le=schemas.MAX_STORE_ID, description="One store (default: all).")
+    ] = None,
     product_id: ProductQuery = c.DEFAULT_PRODUCT,
 ) -> schemas.LatestForecasts:
     with engine.connect() as connection:
@@ -132,7 +131,10 @@ def latest_forecasts(
 async def champion_model(
     cache: ModelCacheDep,
     store_id: Annotated[
-        int | None, Query(description="Only this store's series (default: all).")
+        int | None,
+        Query(
+            ge=0, le=schemas.MAX_STORE_ID, description="Only this store's series (default: all)."
+        ),
     ] = None,
     product_id: ProductQuery = c.DEFAULT_PRODUCT,
 ) -> Response:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query, status
+from fastapi import APIRouter, HTTPException, Path, Query, status
 
 from sfmlops.adapters.db import repository
 from sfmlops.core import columns as c
@@ -19,6 +19,8 @@ DEFAULT_HISTORY_DAYS = 56  # eight weeks: what a planner looks at beside a forec
 ProductQuery = Annotated[
     str, Query(min_length=1, max_length=64, description="The series' product.")
 ]
+# Ids beyond the database's 32-bit store_id are refused as input errors, not sent to it.
+StoreIdPath = Annotated[int, Path(ge=0, le=schemas.MAX_STORE_ID, description="The store.")]
 
 
 @router.get("", response_model=schemas.StoreList, summary="List stores")
@@ -42,7 +44,7 @@ def list_stores(
     responses={404: {"model": schemas.ErrorBody}},
     summary="One store with its series",
 )
-def get_store(store_id: int, engine: EngineDep) -> schemas.StoreDetail:
+def get_store(store_id: StoreIdPath, engine: EngineDep) -> schemas.StoreDetail:
     with engine.connect() as connection:
         store = repository.get_store(connection, store_id)
         series = repository.store_series(connection, store_id) if store else []
@@ -69,7 +71,7 @@ def get_store(store_id: int, engine: EngineDep) -> schemas.StoreDetail:
     summary="A store's sales history",
 )
 def get_sales(
-    store_id: int,
+    store_id: StoreIdPath,
     engine: EngineDep,
     settings: SettingsDep,
     start: Annotated[

@@ -1,0 +1,89 @@
+"""Pipelines: the batch forecast written into the database, and the weekly retrain before it."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+import pandas as pd
+from sqlalchemy import Engine
+
+from sfmlops.adapters.db import repository
+from sfmlops.adapters.mlflow_registry import connect
+from sfmlops.core.forecasting.bundle import ForecastBundle, future_days
+from sfmlops.services import status
+from sfmlops.services.training import champion_bundle, version_folder
+from sfmlops.settings import Settings
+
+DEFAULT_FORECAST_DAYS = 7
+
+
+class NothingToForecastError(RuntimeError):
+    """No champion yet, no sales to date the forecast from, or an as-of date the model predates."""
+
+
+@dataclass(frozen=True)
+class BatchForecast:
+    """What `forecast_next_days` wrote."""
+
+    model_version: str
+    start: dt.date
+    end: dt.date
+    series: int
+    rows: int
+    assumptions: list[str]
+
+
+def forecast_next_days(
+    settings: Settings,
+    engine: Engine,
+    days: int = DEFAULT_FORECAST_DAYS,
+    model_version: str | None = None,
+) -> BatchForecast:
+    """Forecast `days` days after the as-of date for every series into `forecasts`.
+
+    The rows are tagged with the model's version and written in one transaction, so a
+    reader sees the whole run or none of it.
+
+    Args:
+        model_version: The version to forecast with (e.g. the one the API serves);
+            default: the current champion.
+
+    Raises:
+        NothingToForecastError: No champion model (or no such version), no as-of date, or
+            an as-of date before the model's training data ends.
+    """
+    if not 1 <= days <= 366:
+        raise ValueError(f"days must be between 1 and 366, got {days}")
+    try:
+        if model_version is None:
+            version, bundle = champion_bundle(settings)
+        else:
+            version = model_version
+            bundle = ForecastBundle.load(version_folder(settings, connect(settings), version))
+    except LookupError as error:
+        raise NothingToForecastError(str(error)) from error
+
+    with engine.connect() as connection:
+        as_of = status.as_of_date(settings, connection)
+    if as_of is None:
+        raise NothingToForecastError("no sales in the database: run `sfmlops load-data` first")
+    start = pd.Timestamp(as_of) + pd.Timedelta(days=1)
+    if start <= bundle.last_date:
+        raise NothingToForecastError(
+            f"the as-of date {as_of} is before the champion's training data ends "
+            f"({bundle.last_date.date()}); forecasts start after that"
+        )
+    forecast = bundle.predict(future_days(bundle.series, start, days))
+    created_at = dt.datetime.now(dt.UTC)
+    with engine.begin() as connection:
+        rows = repository.write_forecasts(connection, forecast.frame, version, created_at)
+    end = start + pd.Timedelta(days=days - 1)
+    return BatchForecast(
+        model_version=version,
+        start=start.date(),
+        end=end.date(),
+        series=len(bundle.series),
+        rows=rows,
+        assumptions=forecast.assumptions,
+    )

@@ -1,0 +1,356 @@
+"""One training job: data from the database, fits on an executor, one MLflow run, one version.
+
+A full job backtests every model on every series, bundles each series' champion and
+registers the bundle as a new version of `sfmlops-forecaster`; a retrain refits chosen
+series inside the current champion bundle (`core.forecasting.retraining`). Either way the
+new version takes the `champion` alias unless its backtest RMSPE is worse than the current
+champion's beyond a tolerance, in which case it is the `challenger`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import shutil
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+from sqlalchemy import Engine
+
+from sfmlops import __version__
+from sfmlops.adapters import mlflow_registry as registry
+from sfmlops.adapters.mlflow_registry import RegistryUnavailableError
+from sfmlops.core import columns as c
+from sfmlops.core.forecasting import metrics as m
+from sfmlops.core.forecasting import training
+from sfmlops.core.forecasting.backtest import CHAMPION
+from sfmlops.core.forecasting.bundle import ForecastBundle
+from sfmlops.core.forecasting.executors import Executor
+from sfmlops.core.forecasting.retraining import retrain_series
+from sfmlops.services import forecasting
+from sfmlops.settings import Settings
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+Progress = Callable[[str, int, int], None]
+"""Called with a message, series done (estimated from the fits completed) and series total."""
+
+
+__all__ = ["RegistryUnavailableError", "TrainingFailedError", "TrainingRequest", "run_training"]
+
+
+class TrainingFailedError(RuntimeError):
+    """The job ended without a new version (too many failed series, no champion to retrain)."""
+
+
+@dataclass(frozen=True)
+class TrainingRequest:
+    """What a job trains.
+
+    Attributes:
+        models: Model names (full jobs; a retrain refits the bundle's per-series models).
+        store_ids: With a champion: retrain these stores inside it; without one: a full
+            job on these stores only. None: a full job on every store.
+        force: Give the new version `champion` whatever its RMSPE.
+        tolerance: Relative RMSPE the new version may lose and still become champion.
+        max_failed_share: Share of series whose final fit may fail before the job fails.
+    """
+
+    models: Sequence[str]
+    windows: int = 3
+    store_ids: Sequence[int] | None = None
+    force: bool = False
+    tolerance: float = training.PROMOTION_TOLERANCE
+    max_failed_share: float = training.MAX_FAILED_SHARE
+
+
+@dataclass(frozen=True)
+class TrainingOutcome:
+    """A finished job: the registered version and where its alias went."""
+
+    mode: str  # "full" or "retrain"
+    version: str
+    alias: str
+    reason: str
+    run_id: str
+    series: int
+    failures: pd.DataFrame
+    summary: pd.DataFrame  # metrics per model on the reported window (full jobs)
+    champion_mix: dict[str, int]
+    seconds: float
+    warnings: list[str] = field(default_factory=list)
+
+
+def run_training(
+    settings: Settings,
+    engine: Engine,
+    request: TrainingRequest,
+    executor: Executor,
+    progress: Progress | None = None,
+    on_run: Callable[[str], None] | None = None,
+) -> TrainingOutcome:
+    """Train, track, register and promote; returns the outcome.
+
+    Args:
+        on_run: Called with the MLflow run id as soon as the run exists.
+
+    Raises:
+        forecasting.NoTrainingDataError: Nothing to train on, or unknown stores.
+        TrainingFailedError: Too many series failed (the run is marked failed, no alias
+            moves).
+    """
+    started = time.perf_counter()
+    client = registry.connect(settings)
+    champion = registry.version_with_alias(client, registry.CHAMPION)
+    retrain = request.store_ids is not None and champion is not None
+    data = forecasting.read_training_data(engine, request.store_ids)
+    series_total = int(data.history[[c.STORE_ID, c.PRODUCT_ID]].drop_duplicates().shape[0])
+    mode = "retrain" if retrain else "full"
+    tags = {"sfmlops.mode": mode, "sfmlops.version": __version__}
+    with registry.training_run(client, settings, f"{mode}-{_stamp()}", tags) as run_id:
+        if on_run:
+            on_run(run_id)
+        registry.log_params(_params(request, data, mode, champion))
+        report_folder: Path | None
+        if retrain and champion is not None:
+            bundle, failures, summary, report_folder = _retrain(
+                settings, client, champion.version, data, progress, series_total
+            )
+            rmspe = champion.rmspe
+        else:
+            bundle, failures, summary, report_folder = _full(
+                settings, request, data, executor, progress, series_total
+            )
+            rmspe = _champion_rmspe(summary)
+        failed = training.failed_series(failures)
+        if report_folder is not None:
+            registry.log_artifacts(report_folder, "report")
+        if not failures.empty:
+            folder = registry.scratch_dir(settings)
+            failures.to_csv(folder / "failures.csv", index=False)
+            registry.log_artifacts(folder, "report")
+            shutil.rmtree(folder, ignore_errors=True)
+        registry.log_metrics(
+            _metrics(summary, bundle, rmspe) | {"failed_series": float(len(failed))}
+        )
+        share = len(failed) / max(series_total, 1)
+        if share > request.max_failed_share:
+            raise TrainingFailedError(
+                f"{len(failed)} of {series_total} series failed to fit ({share:.1%} > "
+                f"{request.max_failed_share:.0%}); no version registered. First: "
+                + "; ".join(
+                    failures[c.STORE_ID].astype(str) + " " + failures[training.FAILURE_ERROR]
+                )[:500]
+            )
+        folder = registry.scratch_dir(settings)
+        try:
+            bundle.save(folder / "bundle")
+            registered = registry.register_bundle(
+                folder / "bundle",
+                run_id=run_id,
+                description=_description(mode, request, champion),
+            )
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+        promotion = registry.promote(
+            client, registered, tolerance=request.tolerance, force=request.force
+        )
+        registry.set_tags({"sfmlops.alias": promotion.alias, "sfmlops.promotion": promotion.reason})
+    warnings = [
+        f"store {store} product {product}: fit failed, kept its previous model"
+        for store, product in sorted(failed)
+    ]
+    return TrainingOutcome(
+        mode=mode,
+        version=registered.version,
+        alias=promotion.alias,
+        reason=promotion.reason,
+        run_id=run_id,
+        series=series_total,
+        failures=failures,
+        summary=summary,
+        champion_mix=dict(bundle.metadata.get("champion_mix", {})),
+        seconds=time.perf_counter() - started,
+        warnings=warnings,
+    )
+
+
+def champion_bundle(
+    settings: Settings, client: MlflowClient | None = None
+) -> tuple[str, ForecastBundle]:
+    """The champion's version and bundle, cached under HOME/models/versions/<version>.
+
+    Raises:
+        LookupError: No version has the `champion` alias yet.
+    """
+    client = client or registry.connect(settings)
+    champion = registry.version_with_alias(client, registry.CHAMPION)
+    if champion is None:
+        raise LookupError("no champion model yet: run `sfmlops train` first")
+    return champion.version, ForecastBundle.load(version_folder(settings, client, champion.version))
+
+
+def version_folder(settings: Settings, client: MlflowClient, version: str) -> Path:
+    """A local copy of a version's bundle folder, downloaded once (versions never change)."""
+    cache = settings.home / "models" / "versions"
+    folder = cache / version
+    if (folder / "bundle.json").is_file():
+        return folder
+    staging = registry.scratch_dir(settings)
+    try:
+        downloaded = registry.download_bundle(client, version, staging)
+        cache.mkdir(parents=True, exist_ok=True)
+        try:
+            downloaded.replace(folder)  # atomic: a reader never sees half a bundle
+        except OSError:
+            if not (folder / "bundle.json").is_file():  # not a concurrent download's win
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return folder
+
+
+def _full(
+    settings: Settings,
+    request: TrainingRequest,
+    data: forecasting.TrainingData,
+    executor: Executor,
+    progress: Progress | None,
+    series_total: int,
+) -> tuple[ForecastBundle, pd.DataFrame, pd.DataFrame, Path]:
+    fits_total = len(request.models) * (request.windows + 1)
+    fits_done = 0
+
+    def on_step(message: str) -> None:
+        nonlocal fits_done
+        if progress:
+            progress(message, series_total * fits_done // fits_total, series_total)
+        fits_done = min(fits_done + 1, fits_total)
+
+    bundle, report = training.train(
+        data.history,
+        data.stores,
+        request.models,
+        windows=request.windows,
+        executor=executor,
+        progress=on_step,
+    )
+    if progress:
+        progress("registering the bundle", series_total, series_total)
+    folder = forecasting.write_report(report, settings.reports_dir, "train")
+    return bundle, report.failures, report.reported(), folder
+
+
+def _retrain(
+    settings: Settings,
+    client: MlflowClient,
+    version: str,
+    data: forecasting.TrainingData,
+    progress: Progress | None,
+    series_total: int,
+) -> tuple[ForecastBundle, pd.DataFrame, pd.DataFrame, Path | None]:
+    if progress:
+        progress(f"loading champion version {version}", 0, series_total)
+    bundle = ForecastBundle.load(version_folder(settings, client, version))
+
+    def on_step(message: str) -> None:
+        if progress:
+            progress(message, 0, series_total)
+
+    retrained, report = retrain_series(bundle, data.history, data.stores, progress=on_step)
+    retrained.metadata["parent_version"] = version
+    if progress:
+        progress("registering the bundle", series_total, series_total)
+    folder = registry.scratch_dir(settings)
+    changed = report.previous.merge(
+        report.champions, on=[c.STORE_ID, c.PRODUCT_ID], suffixes=("_before", "_after")
+    )
+    changed.to_csv(folder / "retrained_series.csv", index=False)
+    summary = pd.DataFrame(bundle.metadata.get("reported_metrics", []))
+    return retrained, report.failures, summary, folder
+
+
+def _params(
+    request: TrainingRequest,
+    data: forecasting.TrainingData,
+    mode: str,
+    champion: registry.RegisteredVersion | None,
+) -> dict[str, Any]:
+    history = data.history
+    return {
+        "mode": mode,
+        "models": ",".join(request.models),
+        "backtest_windows": request.windows,
+        "stores": "all" if request.store_ids is None else ",".join(map(str, request.store_ids)),
+        "series": int(history[[c.STORE_ID, c.PRODUCT_ID]].drop_duplicates().shape[0]),
+        "rows": len(history),
+        "data_start": history[c.SALES_DATE].min().date().isoformat(),
+        "data_end": history[c.SALES_DATE].max().date().isoformat(),
+        "data_fingerprint": data_fingerprint(history),
+        "parent_version": champion.version if champion and mode == "retrain" else "",
+        "tolerance": request.tolerance,
+        "force": request.force,
+        "sfmlops_version": __version__,
+        "git_commit": git_commit() or "unknown",
+    }
+
+
+def data_fingerprint(history: pd.DataFrame) -> str:
+    """A SHA-256 of the training rows (same rows in the same order, same fingerprint)."""
+    hashed = pd.util.hash_pandas_object(history[list(c.SALES_COLUMNS)], index=False)
+    return hashlib.sha256(hashed.to_numpy().tobytes()).hexdigest()
+
+
+def git_commit() -> str | None:
+    """The commit of the sfmlops checkout this runs from, if it runs from one."""
+    try:
+        result = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return result.stdout.strip() or None if result.returncode == 0 else None
+
+
+def _metrics(
+    summary: pd.DataFrame, bundle: ForecastBundle, rmspe: float | None
+) -> dict[str, float]:
+    metrics: dict[str, float] = {}
+    if rmspe is not None:
+        metrics[registry.RMSPE_METRIC] = float(rmspe)
+    for row in summary.to_dict(orient="records"):
+        for name in (m.RMSPE, m.MAPE, m.BIAS, m.COVERAGE_80, m.COVERAGE_95):
+            if name in row and row[name] is not None:
+                metrics[f"{row[c.MODEL]}_{name}"] = float(row[name])
+    for model, count in bundle.metadata.get("champion_mix", {}).items():
+        metrics[f"champions_{model}"] = float(count)
+    return metrics
+
+
+def _champion_rmspe(summary: pd.DataFrame) -> float | None:
+    rows = summary[summary[c.MODEL] == CHAMPION]
+    return float(rows[m.RMSPE].iloc[0]) if not rows.empty else None
+
+
+def _description(
+    mode: str, request: TrainingRequest, champion: registry.RegisteredVersion | None
+) -> str:
+    if mode == "retrain" and champion is not None and request.store_ids is not None:
+        stores = ", ".join(map(str, request.store_ids))
+        return f"version {champion.version} with stores {stores} retrained"
+    return f"full training job: models {', '.join(request.models)}"
+
+
+def _stamp() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")

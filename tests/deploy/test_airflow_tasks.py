@@ -1,0 +1,179 @@
+"""Airflow's command pods in the sfmlops namespace: the Role its scheduler gets, the settings
+the chart hands Airflow (and the DAGs read), and the network flows the pods need."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.deploy.conftest import (
+    CHART,
+    ENDPOINTS,
+    NAMESPACE,
+    RELEASES,
+    ROOT,
+    Rendered,
+    admitted,
+    helm_template,
+    labels_of,
+    load_yaml,
+    pod_specs,
+)
+
+AIRFLOW_NAMESPACE = RELEASES["AIRFLOW_NAMESPACE"]
+CHART_VALUES = load_yaml(CHART / "values.yaml")
+TASKS = CHART_VALUES["airflowTasks"]["configMapName"]
+ROLE = "sfmlops-airflow-tasks"
+# Exactly what a KubernetesPodOperator task does with its pod (start, find again after a
+# restart, follow, mark checked, delete; logs; events): no exec, no other resource.
+EXPECTED_RULES = {
+    "pods": {"create", "get", "list", "watch", "patch", "delete"},
+    "pods/log": {"get"},
+    "events": {"get", "list", "watch"},
+}
+
+
+@pytest.fixture(scope="module")
+def dag_config() -> Iterator[Any]:
+    """The DAGs' configuration module (plain Python: it imports nothing from Airflow)."""
+    sys.path.insert(0, str(ROOT / "images" / "airflow" / "dags"))
+    try:
+        from sfmlops_orchestration import config  # noqa: PLC0415
+
+        yield config
+    finally:
+        sys.path.remove(str(ROOT / "images" / "airflow" / "dags"))
+
+
+def _settings(rendered: Rendered) -> dict[str, str]:
+    config_map = rendered.get("ConfigMap", TASKS, AIRFLOW_NAMESPACE)
+    assert config_map is not None
+    data: dict[str, str] = config_map["data"]
+    return data
+
+
+def _container(rendered: Rendered, kind: str, name: str) -> dict[str, Any]:
+    item = rendered.get(kind, name)
+    assert item is not None
+    container: dict[str, Any] = next(pod_specs(item))[1]["containers"][0]
+    return container
+
+
+def test_the_scheduler_may_run_pods_here_and_nothing_more(rendered: Rendered) -> None:
+    role = rendered.get("Role", ROLE)
+    assert role is not None
+    rules: dict[str, set[str]] = {}
+    for rule in role["rules"]:
+        assert rule["apiGroups"] == [""]
+        for resource in rule["resources"]:
+            rules.setdefault(resource, set()).update(rule["verbs"])
+    assert rules == EXPECTED_RULES
+    binding = rendered.get("RoleBinding", ROLE)
+    assert binding is not None
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": ROLE,
+    }
+    # The LocalExecutor runs tasks in the scheduler: its service account, named by the release.
+    airflow = load_yaml(ROOT / "values-airflow.yaml")
+    assert airflow["executor"] == "LocalExecutor"
+    account = airflow["scheduler"]["serviceAccount"]
+    assert account["create"] is True
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": account["name"], "namespace": AIRFLOW_NAMESPACE}
+    ]
+    # No ClusterRole: the rights end at this namespace.
+    assert not rendered.of_kind("ClusterRole")
+    assert not rendered.of_kind("ClusterRoleBinding")
+
+
+def test_airflow_gets_the_image_namespace_and_secrets_of_this_release(rendered: Rendered) -> None:
+    settings = _settings(rendered)
+    assert settings["SFMLOPS_COMMAND_RUNNER"] == "kubernetes"
+    # The Airflow Variables the DAGs template the pods with (sfmlops_image, sfmlops_namespace).
+    stream = _container(rendered, "CronJob", "sfmlops-stream")
+    assert settings["AIRFLOW_VAR_SFMLOPS_IMAGE"] == stream["image"]
+    assert settings["AIRFLOW_VAR_SFMLOPS_NAMESPACE"] == NAMESPACE
+    assert rendered.get("ConfigMap", settings["SFMLOPS_POD_CONFIG_MAP"]) is not None
+    assert settings["SFMLOPS_POD_CONFIG_MAP"] == ENDPOINTS
+    # The same database password Secret as the chart's own pods.
+    api = _container(rendered, "Deployment", "sfmlops-api")
+    password = next(e for e in api["env"] if e["name"] == "SFMLOPS_DB_PASSWORD")
+    reference = password["valueFrom"]["secretKeyRef"]
+    assert settings["SFMLOPS_POD_DATABASE_SECRET"] == f"{reference['name']}:{reference['key']}"
+    # The stream job's checkpoints: the DAG's `stream --once` resumes where the CronJob's did.
+    claim = settings["SFMLOPS_POD_HOME_CLAIM"]
+    assert rendered.get("PersistentVolumeClaim", claim) is not None
+    assert claim == "sfmlops-stream-home"
+    resources = json.loads(settings["SFMLOPS_POD_RESOURCES"])
+    assert resources == CHART_VALUES["airflowTasks"]["resources"]
+
+
+def test_the_dags_read_what_the_chart_renders(
+    rendered_all: dict[str, Rendered], dag_config: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = _settings(rendered_all["defaults"])
+    for name, value in settings.items():
+        monkeypatch.setenv(name, value)
+    config = dag_config.DagConfig.from_environment()
+    assert config.command_runner == "kubernetes"
+    assert config.pod_config_map == ENDPOINTS
+    assert config.pod_database_secret == ("sfmlops-postgresql", "password")
+    assert config.pod_home_claim == "sfmlops-stream-home"
+    assert config.pod_labels == json.loads(settings["SFMLOPS_POD_LABELS"])
+    assert config.pod_resources == json.loads(settings["SFMLOPS_POD_RESOURCES"])
+    assert config.pod_secrets == ()
+    # The DAGs' own defaults (outside the chart) are the chart's defaults for release sfmlops.
+    assert json.loads(settings["SFMLOPS_POD_LABELS"]) == dag_config.POD_LABELS
+    assert CHART_VALUES["airflowTasks"]["resources"] == dag_config.POD_RESOURCES
+
+
+def test_command_pods_reach_the_database_and_mlflow_only(rendered: Rendered) -> None:
+    labels = json.loads(_settings(rendered)["SFMLOPS_POD_LABELS"])
+    mlflow = labels_of(rendered, "Deployment", "sfmlops-mlflow")
+    assert admitted(rendered, mlflow, labels, None)
+    if rendered.get("StatefulSet", "sfmlops-postgresql") is not None:
+        database = labels_of(rendered, "StatefulSet", "sfmlops-postgresql")
+        assert admitted(rendered, database, labels, None)
+    # Nothing reaches the command pods: the default deny covers them (they carry the release).
+    default_deny = rendered.get("NetworkPolicy", "sfmlops-default-deny")
+    assert default_deny is not None
+    assert default_deny["spec"]["podSelector"]["matchLabels"].items() <= labels.items()
+    for target in (
+        labels_of(rendered, "Deployment", "sfmlops-api"),
+        labels_of(rendered, "RayCluster", "sfmlops-ray"),
+        labels_of(rendered, "Deployment", "sfmlops-dashboard"),
+    ):
+        assert not admitted(rendered, target, labels, None)
+    # Kafka (another release) admits clients by namespace: the pods run in this one.
+    kafka = load_yaml(ROOT / "values-kafka.yaml")["networkPolicy"]["ingressNSMatchLabels"]
+    assert kafka == {"kubernetes.io/metadata.name": NAMESPACE}
+
+
+def test_airflow_itself_reaches_the_api_and_its_database_only(rendered: Rendered) -> None:
+    # Its tasks call the API; commands needing MLflow run as pods here; Ray only via the API.
+    assert admitted(rendered, labels_of(rendered, "Deployment", "sfmlops-api"), None, "airflow")
+    assert not admitted(
+        rendered, labels_of(rendered, "Deployment", "sfmlops-mlflow"), None, "airflow"
+    )
+    assert not admitted(rendered, labels_of(rendered, "RayCluster", "sfmlops-ray"), None, "airflow")
+
+
+def test_one_owner_of_the_stream_checkpoints() -> None:
+    def cron_job(*overrides: str) -> dict[str, Any]:
+        text = helm_template([], list(overrides)).stdout
+        return next(o for o in yaml.safe_load_all(text) if o and o["kind"] == "CronJob")
+
+    assert CHART_VALUES["stream"]["runBy"] == "airflow"
+    assert cron_job()["spec"]["suspend"] is True
+    assert cron_job("stream.runBy=cronjob")["spec"]["suspend"] is False
+    refused = helm_template([], ["airflowTasks.enabled=false"], check=False)
+    assert refused.returncode != 0
+    assert "stream.runBy=airflow needs airflowTasks.enabled" in refused.stderr
+    assert helm_template([], ["airflowTasks.enabled=false", "stream.runBy=cronjob"]).stdout

@@ -1,0 +1,181 @@
+"""Training on a separately started Ray head: as a client (SFMLOPS_RAY_ADDRESS) and as a Ray job.
+
+This is how training reaches a KubeRay cluster: `ray start --head` stands in for the head pod
+(same Ray, same job API on the dashboard port), here on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine
+
+from sfmlops.adapters import mlflow_registry as registry
+from sfmlops.adapters.db import repository
+from sfmlops.adapters.db.engine import make_engine, migrate
+from sfmlops.services import loading, training_jobs
+from sfmlops.settings import Settings
+from tests.conftest import free_port
+
+pytestmark = pytest.mark.integration
+RAY = Path(sys.executable).with_name("ray")
+
+
+@pytest.fixture(scope="module")
+def ray_head() -> Iterator[tuple[str, str]]:
+    """`ray start --head` on 127.0.0.1 with its job API; yields (GCS address, job API URL).
+
+    The head requires a token (Ray's token authentication, as a cluster should): the test
+    process, its jobs and its clients get it from RAY_AUTH_TOKEN_PATH.
+    """
+    port, dashboard = free_port(), free_port()
+    temp_dir = Path(tempfile.mkdtemp(prefix="sfr-", dir="/tmp"))  # socket paths must be short
+    token = temp_dir / "auth_token"
+    token.write_text(secrets.token_hex(32))
+    auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token)}
+    env = (
+        os.environ
+        | auth
+        | {
+            "RAY_USAGE_STATS_ENABLED": "0",
+            "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        }
+    )
+    started = subprocess.run(
+        [
+            str(RAY),
+            "start",
+            "--head",
+            f"--port={port}",
+            "--node-ip-address=127.0.0.1",
+            "--num-cpus=2",
+            "--include-dashboard=true",
+            "--dashboard-host=127.0.0.1",
+            f"--dashboard-port={dashboard}",
+            f"--temp-dir={temp_dir}",
+            "--disable-usage-stats",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert started.returncode == 0, started.stdout + started.stderr
+    saved = {key: os.environ.get(key) for key in auth}
+    os.environ.update(auth)
+    try:
+        yield f"127.0.0.1:{port}", f"http://127.0.0.1:{dashboard}"
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        subprocess.run(
+            [str(RAY), "stop", "--force"], env=env, capture_output=True, timeout=120, check=False
+        )
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def loaded(
+    tmp_path_factory: pytest.TempPathFactory, rossmann_slice: Path, mlflow_server: str
+) -> Iterator[tuple[Path, Engine]]:
+    home = tmp_path_factory.mktemp("home")
+    engine = make_engine(f"sqlite:///{home / 'sfmlops.db'}")
+    migrate(engine)
+    loading.load_folder(engine, rossmann_slice)
+    yield home, engine
+    engine.dispose()
+
+
+def environment(home: Path, mlflow_server: str, **extra: str) -> dict[str, str]:
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith("SFMLOPS_") and key != "RAY_ADDRESS"
+    }
+    return env | {
+        "SFMLOPS_HOME": str(home),
+        "SFMLOPS_MLFLOW_TRACKING_URI": mlflow_server,
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        **extra,
+    }
+
+
+def champion_version(mlflow_server: str) -> str | None:
+    client = registry.connect(Settings(_env_file=None, mlflow_tracking_uri=mlflow_server))
+    found = registry.version_with_alias(client, registry.CHAMPION)
+    return found.version if found else None
+
+
+def test_train_runs_on_a_ray_head_given_by_address(
+    ray_head: tuple[str, str], loaded: tuple[Path, Engine], mlflow_server: str
+) -> None:
+    address, _ = ray_head
+    home, _ = loaded
+
+    result = subprocess.run(
+        [sys.executable, "-m", "sfmlops", "train", "--models", "seasonal_naive", "--windows", "1"],
+        env=environment(home, mlflow_server, SFMLOPS_RAY_ADDRESS=address),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "as champion" in " ".join(result.stdout.split())
+    assert champion_version(mlflow_server) is not None
+    # The local-Ray temp dir under HOME was never created: the head did the work.
+    assert not (home / "ray").exists()
+
+
+def test_a_job_submitted_to_the_head_reports_back_and_registers_a_version(
+    ray_head: tuple[str, str],
+    loaded: tuple[Path, Engine],
+    mlflow_server: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _, jobs_url = ray_head
+    home, engine = loaded
+    for key, value in environment(home, mlflow_server).items():
+        monkeypatch.setenv(key, value)
+    settings = Settings(_env_file=None, ray_jobs_url=jobs_url)
+    runner = training_jobs.make_runner(settings)
+    assert runner.name == "ray-jobs"
+    before = champion_version(mlflow_server)
+
+    submitted = training_jobs.submit_training_job(engine, runner, stores=[3])
+
+    deadline = time.monotonic() + 600
+    job = None
+    while time.monotonic() < deadline:
+        with engine.connect() as connection:
+            job = repository.get_training_job(connection, submitted.id)
+        assert job is not None
+        job = training_jobs.refresh_job(engine, runner, job)
+        if job["status"] in ("succeeded", "failed"):
+            break
+        time.sleep(2)
+    assert job is not None
+    logs = (
+        runner.logs(submitted.runner_job_id or "")
+        if isinstance(runner, training_jobs.RayJobsRunner)
+        else ""
+    )
+    assert job["status"] == "succeeded", f"{job}\n{logs}"
+    assert job["mlflow_run_id"]
+    assert job["progress_done"] == job["progress_total"] == 1
+    assert job["model_version"] == champion_version(mlflow_server)
+    assert job["model_version"] != before
