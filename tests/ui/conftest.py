@@ -1,8 +1,8 @@
 """Real forecast APIs for the dashboard's tests: one serving a trained champion, one without.
 
 Both databases hold the 20 stores of `rossmann_slice` plus store 21, which has never sold
-anything; the trained API's champion is `seasonal_naive` fitted on stores 1-4, registered
-in its home's embedded MLflow.
+anything; the trained API's champion is a `seasonal_naive` training job on stores 1-4,
+registered in its home's embedded MLflow.
 """
 
 from __future__ import annotations
@@ -127,8 +127,12 @@ def trained_api(
 ) -> Iterator[RunningApi]:
     """An API serving a champion of stores 1-4 (retrains in tests make new versions)."""
     home = _home_with_data(tmp_path_factory.mktemp("ui") / "trained", rossmann_slice)
-    bundle = model_registry.train_bundle(rossmann_slice, TRAINED_STORES)
-    model_registry.register_champion(Settings(_env_file=None, home=home), bundle)
+    settings = Settings(_env_file=None, home=home)
+    engine = make_engine(settings.effective_database_url)
+    try:
+        model_registry.train_champion(settings, engine, TRAINED_STORES)
+    finally:
+        engine.dispose()
     process, url = _start_api(home)
     yield RunningApi(url, home)
     stop_service(process)
