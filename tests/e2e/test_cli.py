@@ -5,16 +5,20 @@ from __future__ import annotations
 import gzip
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import httpx
 import pandas as pd
 import pytest
 from sqlalchemy import func, select
 
 from sfmlops.adapters.db.engine import make_engine
 from sfmlops.adapters.db.tables import sales
+from tests.conftest import free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -41,23 +45,64 @@ def sales_rows(url: str) -> int:
         engine.dispose()
 
 
-def test_demo_loads_trains_registers_and_forecasts(tmp_path: Path, rossmann_slice: Path) -> None:
-    result = sfmlops(
-        tmp_path / "home", "demo", "--path", str(rossmann_slice), "--windows", "1", "--no-serve"
-    )
+def test_demo_trains_forecasts_and_ends_serving_the_api_and_dashboard(
+    tmp_path: Path, rossmann_slice: Path
+) -> None:
+    home = tmp_path / "home"
+    api_port, ui_port = free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SFMLOPS_")}
+    env |= {"SFMLOPS_HOME": str(home), "COLUMNS": "200", "NO_COLOR": "1"}
+    log = tmp_path / "demo.log"
+    with log.open("w") as out:
+        demo = subprocess.Popen(
+            [
+                str(Path(sys.executable).with_name("sfmlops")),
+                "demo",
+                "--path",
+                str(rossmann_slice),
+                "--windows",
+                "1",
+                "--api-port",
+                str(api_port),
+                "--ui-port",
+                str(ui_port),
+            ],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            deadline = time.monotonic() + 600
+            while "Press Ctrl-C to stop." not in log.read_text():
+                assert demo.poll() is None, log.read_text()
+                assert time.monotonic() < deadline, log.read_text()
+                time.sleep(1)
+            output = " ".join(log.read_text().split())
+            forecast = httpx.get(f"http://127.0.0.1:{api_port}/v1/stores/1/forecast", timeout=30)
+            dashboard = httpx.get(f"http://127.0.0.1:{ui_port}/_stcore/health", timeout=30)
+        finally:
+            demo.send_signal(signal.SIGINT)
+            code = demo.wait(timeout=120)
 
-    assert result.returncode == 0, result.stderr
     rows = len(pd.read_csv(rossmann_slice / "train.csv.gz"))
-    assert f"{rows:,}" in result.stdout
-    assert "2015-03-16" in result.stdout
-    assert "2015-06-13" in result.stdout
-    assert sales_rows(f"sqlite:///{tmp_path / 'home' / 'sfmlops.db'}") == rows
-    output = " ".join(result.stdout.split())
+    assert f"{rows:,}" in output
     assert "registered sfmlops-forecaster version 1 as champion" in output
     assert (
         "Wrote 140 forecasts (20 series, 2015-06-14 to 2015-06-20) with sfmlops-forecaster version 1"
         in output
     )
+    assert f"http://127.0.0.1:{api_port}/docs" in output
+    assert f"dashboard http://127.0.0.1:{ui_port}" in output
+    assert sales_rows(f"sqlite:///{home / 'sfmlops.db'}") == rows
+    assert forecast.status_code == 200
+    assert forecast.json()["model_version"] == "1"
+    assert len(forecast.json()["forecast"]) == 7
+    assert dashboard.status_code == 200
+    # Ctrl-C stops the demo and both services.
+    assert code == 0, log.read_text()[-3000:]
+    for port in (api_port, ui_port):
+        with pytest.raises(httpx.TransportError):
+            httpx.get(f"http://127.0.0.1:{port}/", timeout=2)
 
 
 def test_stores_and_config_commands(tmp_path: Path, rossmann_slice: Path) -> None:
@@ -107,7 +152,7 @@ def test_a_bad_file_exits_non_zero_and_names_the_place(
 
 
 def test_help_is_there_for_every_command(tmp_path: Path) -> None:
-    for command in ("init", "load-data", "stores", "config", "demo", "produce", "stream"):
+    for command in ("init", "load-data", "stores", "config", "demo", "produce", "stream", "ui"):
         result = sfmlops(tmp_path, command, "--help")
         assert result.returncode == 0, command
         assert "Usage" in result.stdout

@@ -17,11 +17,6 @@ from sfmlops.cli.context import console, engine_of, fail, settings_of
 from sfmlops.cli.data import load_into, migrate_or_fail, print_summary
 from sfmlops.datasets import ROSSMANN_DIR
 
-# The services `--serve` starts: (name, `sfmlops` command, port option, health path).
-SERVICES = (
-    ("forecast API", "serve", "api_port", "/health"),
-    ("dashboard", "ui", "ui_port", "/_stcore/health"),
-)
 START_TIMEOUT_SECONDS = 300
 
 
@@ -58,21 +53,37 @@ def run_demo(
     pipeline.weekly(ctx, windows=windows)
     if serve:
         console.rule("sfmlops demo: services")
-        _serve({"api_port": api_port, "ui_port": ui_port})
+        api = f"http://127.0.0.1:{api_port}"
+        ui_path = f"/{settings_of(ctx).ui_base_path}".rstrip("/")
+        _serve(
+            [
+                ("forecast API", ["serve", "--port", str(api_port)], api, "/health", {}),
+                (
+                    "dashboard",
+                    ["ui", "--port", str(ui_port)],
+                    f"http://127.0.0.1:{ui_port}{ui_path}",
+                    "/_stcore/health",
+                    {"SFMLOPS_API_URL": api},  # the API this demo started, whatever its port
+                ),
+            ]
+        )
 
 
-def _serve(ports: dict[str, int]) -> None:
+Service = tuple[str, list[str], str, str, dict[str, str]]
+"""name, `sfmlops` arguments, URL, health path under the URL, extra environment."""
+
+
+def _serve(services: list[Service]) -> None:
     """Run the API and the dashboard until Ctrl-C; stop both when either exits."""
     children: list[tuple[str, subprocess.Popen[bytes], str]] = []
     try:
-        for name, command, port_option, health in SERVICES:
-            port = ports[port_option]
+        for name, arguments, url, health, environment in services:
             child = subprocess.Popen(
-                [sys.executable, "-m", "sfmlops", command, "--port", str(port)],
+                [sys.executable, "-m", "sfmlops", *arguments],
                 stdin=subprocess.DEVNULL,
+                env=os.environ | environment,
                 start_new_session=True,  # Ctrl-C reaches the demo, which stops them in order
             )
-            url = f"http://127.0.0.1:{port}"
             children.append((name, child, url))
             _wait_until_up(name, child, url + health)
         console.print()
