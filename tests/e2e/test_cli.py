@@ -81,7 +81,7 @@ def test_demo_trains_forecasts_and_ends_serving_the_api_and_dashboard(
             forecast = httpx.get(f"http://127.0.0.1:{api_port}/v1/stores/1/forecast", timeout=30)
             dashboard = httpx.get(f"http://127.0.0.1:{ui_port}/_stcore/health", timeout=30)
         finally:
-            demo.send_signal(signal.SIGINT)
+            demo.send_signal(signal.SIGTERM)
             code = demo.wait(timeout=120)
 
     rows = len(pd.read_csv(rossmann_slice / "train.csv.gz"))
@@ -98,7 +98,7 @@ def test_demo_trains_forecasts_and_ends_serving_the_api_and_dashboard(
     assert forecast.json()["model_version"] == "1"
     assert len(forecast.json()["forecast"]) == 7
     assert dashboard.status_code == 200
-    # Ctrl-C stops the demo and both services.
+    # SIGTERM (or Ctrl-C) stops the demo and both services.
     assert code == 0, log.read_text()[-3000:]
     for port in (api_port, ui_port):
         with pytest.raises(httpx.TransportError):

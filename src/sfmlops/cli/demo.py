@@ -74,8 +74,12 @@ Service = tuple[str, list[str], str, str, dict[str, str]]
 
 
 def _serve(services: list[Service]) -> None:
-    """Run the API and the dashboard until Ctrl-C; stop both when either exits."""
+    """Run the API and the dashboard until Ctrl-C (or SIGTERM); stop both when either exits."""
     children: list[tuple[str, subprocess.Popen[bytes], str]] = []
+    # Both signals mean "stop the demo", also when it was started with SIGINT ignored (as
+    # background jobs of non-interactive shells are).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         for name, arguments, url, health, environment in services:
             child = subprocess.Popen(
@@ -106,6 +110,10 @@ def _serve(services: list[Service]) -> None:
                 child.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 os.killpg(child.pid, signal.SIGKILL)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _wait_until_up(name: str, child: subprocess.Popen[bytes], url: str) -> None:
