@@ -7,7 +7,6 @@ This is how training reaches a KubeRay cluster: `ray start --head` stands in for
 from __future__ import annotations
 
 import os
-import secrets
 import shutil
 import subprocess
 import sys
@@ -34,14 +33,17 @@ RAY = Path(sys.executable).with_name("ray")
 def ray_head() -> Iterator[tuple[str, str]]:
     """`ray start --head` on 127.0.0.1 with its job API; yields (GCS address, job API URL).
 
-    The head requires a token (Ray's token authentication, as a cluster should): the test
-    process, its jobs and its clients get it from RAY_AUTH_TOKEN_PATH.
+    The head requires a token (Ray's token authentication, as a cluster should): Ray's
+    default token file, ~/.ray/auth_token, created when missing. Not a token of our own:
+    this process may already have read that file for an earlier local Ray, and Ray keeps
+    the first token it loads.
     """
     port, dashboard = free_port(), free_port()
     temp_dir = Path(tempfile.mkdtemp(prefix="sfr-", dir="/tmp"))  # socket paths must be short
-    token = temp_dir / "auth_token"
-    token.write_text(secrets.token_hex(32))
-    auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token)}
+    subprocess.run(
+        [str(RAY), "get-auth-token", "--generate"], capture_output=True, timeout=120, check=True
+    )
+    auth = {"RAY_AUTH_MODE": "token"}
     env = (
         os.environ
         | auth

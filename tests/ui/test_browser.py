@@ -99,6 +99,8 @@ def chart_data(page: Page) -> pd.DataFrame:
     expander = page.get_by_test_id("stExpander").filter(has_text="Chart data")
     expander.get_by_text("Chart data").click()
     table = expander.get_by_test_id("stTable").locator("table")
+    # all_inner_texts() does not wait: on a busy machine the opened expander renders later.
+    table.locator("tbody tr").first.wait_for()
     header = [cell.strip() for cell in table.locator("thead th").all_inner_texts()]
     rows = [
         [cell.strip() for cell in row.locator("th, td").all_inner_texts()]
