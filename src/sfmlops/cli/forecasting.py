@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
+import pandas as pd
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -320,19 +321,7 @@ class _TrainingProgress:
 
 def print_outcome(outcome: TrainingOutcome) -> None:
     if not outcome.summary.empty and outcome.mode == "full":
-        table = Table(
-            "model", "RMSPE", "MAPE", "bias", "80%", "95%", title="Backtest, reported window"
-        )
-        for values in outcome.summary.to_dict(orient="records"):
-            table.add_row(
-                str(values[c.MODEL]),
-                f"{values[m.RMSPE]:.4f}",
-                f"{values[m.MAPE]:.4f}",
-                f"{values[m.BIAS]:+,.0f}",
-                f"{values[m.COVERAGE_80]:.1%}",
-                f"{values[m.COVERAGE_95]:.1%}",
-            )
-        console.print(table)
+        console.print(_metrics_table(outcome.summary, "Backtest, reported window", windows=False))
     mix = ", ".join(f"{name} {count}" for name, count in sorted(outcome.champion_mix.items()))
     for warning in outcome.warnings:
         console.print(f"[yellow]warning:[/] {warning}")
@@ -344,33 +333,39 @@ def print_outcome(outcome: TrainingOutcome) -> None:
     )
 
 
-def _progress(message: str) -> None:
-    console.print(f"[dim]{time.strftime('%H:%M:%S')}[/] {message}", highlight=False)
-
-
-def _print_report(report: training.BacktestReport) -> None:
-    # Narrow enough for an 80-column terminal; metrics.csv in the report has every metric.
+def _metrics_table(summary: pd.DataFrame, title: str, *, windows: bool) -> Table:
+    """Backtest metrics per model (and window): narrow enough for an 80-column terminal;
+    the report's metrics.csv has every metric."""
     table = Table(
         "model",
-        "window",
+        *(["window"] if windows else []),
         "RMSPE",
         "MAPE",
         "bias",
         "80%",
         "95%",
-        title="Backtest (champion: picked on earlier windows, scored on the last)",
+        title=title,
     )
-    ordered = report.summary.sort_values([c.BACKTEST_WINDOW, m.RMSPE])
-    for values in ordered.to_dict(orient="records"):
+    for values in summary.to_dict(orient="records"):
         table.add_row(
             str(values[c.MODEL]),
-            str(values[c.BACKTEST_WINDOW]),
+            *([str(values[c.BACKTEST_WINDOW])] if windows else []),
             f"{values[m.RMSPE]:.4f}",
             f"{values[m.MAPE]:.4f}",
             f"{values[m.BIAS]:+,.0f}",
             f"{values[m.COVERAGE_80]:.1%}",
             f"{values[m.COVERAGE_95]:.1%}",
         )
-    console.print(table)
+    return table
+
+
+def _progress(message: str) -> None:
+    console.print(f"[dim]{time.strftime('%H:%M:%S')}[/] {message}", highlight=False)
+
+
+def _print_report(report: training.BacktestReport) -> None:
+    ordered = report.summary.sort_values([c.BACKTEST_WINDOW, m.RMSPE])
+    title = "Backtest (champion: picked on earlier windows, scored on the last)"
+    console.print(_metrics_table(ordered, title, windows=True))
     mix = ", ".join(f"{name} {count}" for name, count in sorted(report.champion_mix().items()))
     console.print(f"Champion mix (picked on windows before {report.reported_window}): {mix}")
