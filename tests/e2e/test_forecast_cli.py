@@ -125,7 +125,10 @@ def test_train_registers_a_champion_that_predict_and_pyfunc_agree_on(
     assert (open_days["Sales"] <= open_days["Sales_upper"]).all()
     assert (open_days["Sales_lower"] < open_days["Sales_upper"]).all()
     # Any MLflow client with sfmlops installed gets the same forecasts from the registry.
+    # Both URIs: `models:/` names resolve in the registry, which earlier tests in this
+    # process may have pointed elsewhere.
     mlflow.set_tracking_uri(f"sqlite:///{trained_home / 'mlflow.db'}")
+    mlflow.set_registry_uri(f"sqlite:///{trained_home / 'mlflow.db'}")
     model = mlflow.pyfunc.load_model("models:/sfmlops-forecaster@champion")
     rows = future.rename(columns={"Store": "store_id", "Date": "date", "Open": "open"})
     rows = rows.assign(

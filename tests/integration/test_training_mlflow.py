@@ -82,7 +82,10 @@ def test_a_job_on_ray_registers_a_champion_that_plain_pyfunc_serves(
     assert {"report/series_metrics.csv", "report/error_distribution.png"} <= artifacts
     # Any MLflow client with sfmlops installed loads the champion as a plain pyfunc model.
     future = future_days({(store, "total") for store in (1, 2, 3)}, FIRST_DAY, 7)
+    # Both URIs: `models:/` names resolve in the registry, which earlier tests in this
+    # process may have pointed elsewhere.
     mlflow.set_tracking_uri(settings.effective_mlflow_tracking_uri)
+    mlflow.set_registry_uri(settings.effective_mlflow_tracking_uri)
     served = mlflow.pyfunc.load_model(f"models:/{registry.MODEL_NAME}@champion").predict(future)
     _, bundle = champion_bundle(settings)
     pd.testing.assert_frame_equal(served, bundle.predict(future).frame)
