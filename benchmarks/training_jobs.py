@@ -39,6 +39,8 @@ from typing import Any
 import pandas as pd
 import psutil
 
+from forecast_backtest import log, save  # the benchmarks' shared output helpers
+
 SFMLOPS = str(Path(sys.executable).with_name("sfmlops"))
 REFERENCE_MONTHS = 4
 
@@ -291,15 +293,6 @@ def machine() -> dict[str, Any]:
         "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
         "load_average_at_start": os.getloadavg(),
     }
-
-
-def save(results: dict[str, Any], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(results, indent=2, default=str))
-
-
-def log(message: str) -> None:
-    print(f"{time.strftime('%H:%M:%S')} {message}", file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":
