@@ -5,7 +5,10 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 UV_VERSION := 0.13.9
 UV := $(BIN)/uv
-UV_INSTALL := $(UV) pip install --python $(BIN)/python --quiet -c constraints.txt
+# Bytecode is compiled at install time: where PYTHONDONTWRITEBYTECODE is set (CI images often
+# do) every process would otherwise compile pandas, MLflow, ... from source on import (measured:
+# 7.5 s instead of 2.7 s to import the CLI's dependencies).
+UV_INSTALL := $(UV) pip install --python $(BIN)/python --quiet --compile-bytecode -c constraints.txt
 PYTEST_ARGS ?= --durations=15
 
 .PHONY: demo test lint format install dev system-deps benchmark-deps benchmarks lock clean help
@@ -110,7 +113,7 @@ airflow: $(AIRFLOW_VENV)/.installed
 
 $(AIRFLOW_VENV)/.installed: requirements-airflow.txt | $(UV)
 	$(UV) venv --quiet --clear --python $(PYTHON) $(AIRFLOW_VENV)
-	$(UV) pip install --python $(AIRFLOW_BIN)/python --quiet -r requirements-airflow.txt
+	$(UV) pip install --python $(AIRFLOW_BIN)/python --quiet --compile-bytecode -r requirements-airflow.txt
 	@touch $@
 
 # The sfmlops command the DAG tests drive (a real `sfmlops serve`, real training jobs).
