@@ -35,40 +35,74 @@ def accuracy(scored: pd.DataFrame) -> dict[str, float]:
         sales units, `coverage_80`/`coverage_95` as the share of actuals inside each interval,
         and `days`, the number of days scored (metrics are NaN when it is 0).
     """
-    sold = scored[scored[ACTUAL] > 0]
-    actual = sold[ACTUAL].to_numpy(dtype=float)
-    forecast = sold[c.YHAT].to_numpy(dtype=float)
-    if len(actual) == 0:
+    everything = accuracy_by(scored.assign(**{_ALL: 0}), [_ALL])
+    if everything.empty:
         return {name: (0.0 if name == DAYS else float("nan")) for name in METRICS}
-    error = forecast - actual
-    ratio = error / actual
-
-    def covered(lower: str, upper: str) -> float:
-        inside = (sold[lower].to_numpy() <= actual) & (actual <= sold[upper].to_numpy())
-        return float(inside.mean())
-
-    return {
-        RMSPE: float(np.sqrt(np.mean(ratio**2))),
-        MAPE: float(np.mean(np.abs(ratio))),
-        MAE: float(np.mean(np.abs(error))),
-        RMSE: float(np.sqrt(np.mean(error**2))),
-        BIAS: float(np.mean(error)),
-        COVERAGE_80: covered(c.YHAT_LOWER, c.YHAT_UPPER),
-        COVERAGE_95: covered(c.YHAT_LOWER_95, c.YHAT_UPPER_95),
-        DAYS: float(len(actual)),
-    }
+    values = everything[list(METRICS)].to_numpy(dtype=float)[0]
+    return {name: float(value) for name, value in zip(METRICS, values, strict=True)}
 
 
 def accuracy_by(scored: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
-    """`accuracy` per group of `keys`, one row per group (groups without sales get NaN)."""
-    rows = [
+    """`accuracy` per group of `keys`, one row per group (groups without sales get NaN).
+
+    Vectorised: per-day terms are computed once and averaged per group, so scoring every
+    store of a backtest takes a fraction of a second rather than a loop over groups.
+    """
+    actual = scored[ACTUAL].to_numpy(dtype=float)
+    forecast = scored[c.YHAT].to_numpy(dtype=float)
+    error = forecast - actual
+    sold = actual > 0
+    # Days without sales become NaN, which the group means skip and the day count ignores.
+    safe = np.where(sold, actual, np.nan)
+    ratio = error / safe
+    terms = pd.DataFrame(
         {
-            **dict(zip(keys, key if isinstance(key, tuple) else (key,), strict=True)),
-            **accuracy(part),
+            _SQUARED_RATIO: ratio**2,
+            MAPE: np.abs(ratio),
+            MAE: np.where(sold, np.abs(error), np.nan),
+            _SQUARED_ERROR: np.where(sold, error**2, np.nan),
+            BIAS: np.where(sold, error, np.nan),
+            COVERAGE_80: _inside(scored, c.YHAT_LOWER, c.YHAT_UPPER, safe),
+            COVERAGE_95: _inside(scored, c.YHAT_LOWER_95, c.YHAT_UPPER_95, safe),
+            DAYS: sold.astype(float),
+            _MISSING: (sold & np.isnan(forecast)).astype(float),
+        },
+        index=scored.index,
+    )
+    for key in keys:
+        terms[key] = scored[key]
+    grouped = terms.groupby(list(keys), sort=True)
+    means = grouped.mean()
+    result = pd.DataFrame(
+        {
+            RMSPE: np.sqrt(means[_SQUARED_RATIO]),
+            MAPE: means[MAPE],
+            MAE: means[MAE],
+            RMSE: np.sqrt(means[_SQUARED_ERROR]),
+            BIAS: means[BIAS],
+            COVERAGE_80: means[COVERAGE_80],
+            COVERAGE_95: means[COVERAGE_95],
+            DAYS: grouped[DAYS].sum(),
         }
-        for key, part in scored.groupby(list(keys), sort=True)
-    ]
-    return pd.DataFrame(rows, columns=[*keys, *METRICS])
+    )
+    # Group means skip NaN: a missing forecast must spoil its group's metrics, not vanish.
+    missing = grouped[_MISSING].max() > 0
+    result.loc[missing, [name for name in METRICS if name != DAYS]] = np.nan
+    return result.reset_index()[[*keys, *METRICS]]
+
+
+_ALL = "_all"
+_SQUARED_RATIO = "_squared_ratio"
+_SQUARED_ERROR = "_squared_error"
+_MISSING = "_missing_forecast"
+
+
+def _inside(scored: pd.DataFrame, lower: str, upper: str, actual: np.ndarray) -> np.ndarray:
+    """1.0 where the actual lies in [lower, upper], 0.0 outside, NaN where it is NaN."""
+    inside = (scored[lower].to_numpy(dtype=float) <= actual) & (
+        actual <= scored[upper].to_numpy(dtype=float)
+    )
+    return np.where(np.isnan(actual), np.nan, inside.astype(float))
 
 
 def rmspe(actual: np.ndarray, forecast: np.ndarray) -> float:
