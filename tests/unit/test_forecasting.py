@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,12 @@ import pytest
 from sfmlops.core import columns as c
 from sfmlops.core.forecasting import metrics as m
 from sfmlops.core.forecasting import training
-from sfmlops.core.forecasting.backtest import backtest_windows, run_backtest, select_champions
+from sfmlops.core.forecasting.backtest import (
+    backtest_windows,
+    calibration_of,
+    run_backtest,
+    select_champions,
+)
 from sfmlops.core.forecasting.base import IntervalCalibration, UnknownSeriesError, as_future
 from sfmlops.core.forecasting.bundle import (
     ASSUMED_OPEN,
@@ -190,7 +196,7 @@ def test_a_backtest_never_shows_a_model_its_window(
     windows = backtest_windows(sales[c.SALES_DATE].max(), windows=2, horizon_days=28)
     models = {
         "seasonal_naive": SeasonalNaiveForecaster,
-        "gbm": lambda: GlobalGBMForecaster(SMALL_GBM),
+        "gbm": partial(GlobalGBMForecaster, SMALL_GBM),
     }
     honest = run_backtest(sales, stores, models, windows)
     last = windows[-1]
@@ -200,6 +206,30 @@ def test_a_backtest_never_shows_a_model_its_window(
     for column in c.FORECAST_VALUES:
         np.testing.assert_allclose(again[column], honest[column])
     assert not np.allclose(again[m.ACTUAL], honest[m.ACTUAL])
+
+
+def test_later_backtest_windows_are_calibrated_on_the_window_before(
+    sales: pd.DataFrame, stores: pd.DataFrame
+) -> None:
+    windows = backtest_windows(sales[c.SALES_DATE].max(), windows=3, horizon_days=28)
+    given: list[IntervalCalibration | None] = []
+
+    def naive(*, calibration: IntervalCalibration | None = None) -> SeasonalNaiveForecaster:
+        given.append(calibration)
+        return SeasonalNaiveForecaster(calibration=calibration)
+
+    scored = run_backtest(sales, stores, {"seasonal_naive": naive}, windows)
+    # The first window probes for its own calibration; each later one takes the errors of
+    # the window just before it, which lie before its cutoff.
+    assert given[0] is None
+    for number, calibration in zip((1, 2), given[1:], strict=True):
+        expected = calibration_of(scored[scored[c.BACKTEST_WINDOW] == number])
+        assert calibration is not None
+        assert calibration.scale == pytest.approx(expected.scale)
+        for column, values in expected.quantiles.items():
+            np.testing.assert_allclose(calibration.quantiles[column], values)
+    later = scored[(scored[c.BACKTEST_WINDOW] > 1) & (scored[c.OPEN] == 1)]
+    assert (later[c.YHAT_LOWER] < later[c.YHAT_UPPER]).all()
 
 
 def test_backtest_windows_end_at_the_data_end() -> None:
@@ -230,6 +260,37 @@ def test_metrics_on_known_values() -> None:
     assert result[m.COVERAGE_80] == pytest.approx(2 / 3)
     assert result[m.COVERAGE_95] == pytest.approx(1.0)
     assert result[m.DAYS] == 3
+
+
+def test_metrics_per_group_match_each_group_alone() -> None:
+    rng = np.random.default_rng(5)
+    actual = rng.gamma(5.0, 1000.0, 600)
+    actual[rng.random(600) < 0.2] = 0.0
+    actual[:6] = 0.0  # store 0 had no sales at all
+    yhat = actual * rng.lognormal(0.0, 0.1, 600) + 1.0
+    scored = pd.DataFrame(
+        {
+            c.STORE_ID: np.repeat(np.arange(100), 6),
+            c.YHAT: yhat,
+            c.YHAT_LOWER: yhat * 0.9,
+            c.YHAT_UPPER: yhat * 1.1,
+            c.YHAT_LOWER_95: yhat * 0.8,
+            c.YHAT_UPPER_95: yhat * 1.2,
+            m.ACTUAL: actual,
+        }
+    )
+    scored.loc[scored[c.STORE_ID] == 7, c.YHAT] = np.nan  # a missing forecast ...
+    by_store = m.accuracy_by(scored, [c.STORE_ID]).set_index(c.STORE_ID)
+    assert by_store.loc[0, m.DAYS] == 0
+    assert by_store.loc[0, list(m.METRICS[:-1])].isna().all()
+    assert by_store.loc[7, list(m.METRICS[:-1])].isna().all()  # ... spoils its group
+    for store in range(1, 100):
+        if store == 7:
+            continue
+        alone = m.accuracy(scored[scored[c.STORE_ID] == store])
+        for name in m.METRICS:
+            assert by_store.loc[store, name] == pytest.approx(alone[name]), (store, name)
+    assert by_store[m.DAYS].sum() == (actual > 0).sum()
 
 
 def test_champions_are_picked_on_the_selection_windows_only() -> None:

@@ -9,19 +9,29 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
 
 from sfmlops.core import columns as c
 from sfmlops.core.forecasting import metrics as m
-from sfmlops.core.forecasting.base import Forecaster, as_future, horizon_of
+from sfmlops.core.forecasting.base import (
+    Forecaster,
+    IntervalCalibration,
+    as_future,
+    horizon_of,
+)
 
 HORIZON_DAYS = 48  # the competition's forecast horizon
 CHAMPION_MARGIN = 0.1  # see `select_champions`
 POINT_SCALE = "point_scale"  # the factor a model applied to its point forecasts
-ForecasterFactory = Callable[[], Forecaster]
-FitTask = tuple[ForecasterFactory, pd.DataFrame, pd.DataFrame]
+
+
+class ForecasterFactory(Protocol):
+    """Makes an unfitted forecaster; with a calibration, it takes its intervals from it."""
+
+    def __call__(self, *, calibration: IntervalCalibration | None = None) -> Forecaster: ...
 
 
 @dataclass(frozen=True)
@@ -72,6 +82,8 @@ def run_backtest(
         day of every window.
     """
     parts = []
+    previous: BacktestWindow | None = None
+    previous_rows: dict[str, pd.DataFrame] = {}
     for window in windows:
         seen = history[history[c.SALES_DATE] <= window.cutoff]
         if seen.empty:
@@ -82,10 +94,15 @@ def run_backtest(
             & history[c.STORE_ID].isin(seen[c.STORE_ID].unique())
         ].reset_index(drop=True)
         future = as_future(target)
+        # The window just before this one is exactly what a calibration probe would forecast
+        # (the days before the cutoff, by a model fitted without them), with the real model
+        # instead of a cheaper probe: its errors calibrate this window for free.
+        follows = previous is not None and previous.end == window.cutoff
         for name, factory in models.items():
             if on_fit:
                 on_fit(name, window)
-            forecaster = factory().fit(seen, stores)
+            calibration = calibration_of(previous_rows[name]) if follows else None
+            forecaster = factory(calibration=calibration).fit(seen, stores)
             if on_fitted:
                 on_fitted(name, window, forecaster)
             forecast = forecaster.predict(future)
@@ -95,10 +112,26 @@ def run_backtest(
             forecast[c.HORIZON_DAYS] = horizon_of(forecast[c.DATE], window.cutoff)
             forecast[c.OPEN] = future[c.OPEN].to_numpy()
             forecast[m.ACTUAL] = target[c.SALES].to_numpy(dtype=float)
-            calibration = getattr(forecaster, "calibration_", None)
-            forecast[POINT_SCALE] = calibration.scale if calibration is not None else 1.0
+            fitted = getattr(forecaster, "calibration_", None)
+            forecast[POINT_SCALE] = fitted.scale if fitted is not None else 1.0
             parts.append(forecast)
+            previous_rows[name] = forecast
+        previous = window
     return pd.concat(parts, ignore_index=True)
+
+
+def calibration_of(scored: pd.DataFrame) -> IntervalCalibration:
+    """Intervals and the RMSPE factor learnt from one model's scored out-of-sample rows.
+
+    The factor each row's forecast already carried (`POINT_SCALE`) is undone first, so the
+    new factor is learnt from the model's raw forecasts.
+    """
+    return IntervalCalibration.of_scored(
+        scored[c.YHAT].to_numpy(dtype=float) / scored[POINT_SCALE].to_numpy(dtype=float),
+        scored[m.ACTUAL].to_numpy(dtype=float),
+        scored[c.HORIZON_DAYS].to_numpy(),
+        rescale=True,
+    )
 
 
 def summary(scored: pd.DataFrame) -> pd.DataFrame:

@@ -17,9 +17,10 @@ from sfmlops.core.forecasting import metrics as m
 from sfmlops.core.forecasting.backtest import (
     CHAMPION,
     HORIZON_DAYS,
-    POINT_SCALE,
     BacktestWindow,
+    ForecasterFactory,
     backtest_windows,
+    calibration_of,
     champion_scored,
     run_backtest,
     select_champions,
@@ -175,14 +176,8 @@ def train(
     failures = FailureLog()
     models: dict[str, CalibratedForecaster] = {}
     for name in model_names:
-        rows = report.scored[report.scored[c.MODEL] == name]
-        calibration = IntervalCalibration.of_scored(
-            # The window's own factor is undone: the final fit learns its factor afresh.
-            rows[c.YHAT].to_numpy(dtype=float) / rows[POINT_SCALE].to_numpy(dtype=float),
-            rows[m.ACTUAL].to_numpy(dtype=float),
-            rows[c.HORIZON_DAYS].to_numpy(),
-            rescale=True,
-        )
+        # Every window's errors: the final fit is calibrated on the most evidence.
+        calibration = calibration_of(report.scored[report.scored[c.MODEL] == name])
         forecaster = make_forecaster(name, executor, calibration)
         if progress:
             progress(f"fitting {name} on the whole history")
@@ -261,10 +256,10 @@ def fit_task(task: tuple[CalibratedForecaster, pd.DataFrame, pd.DataFrame]) -> C
     return forecaster.fit(history, stores)
 
 
-def factory_of(name: str, executor: Executor | None) -> Callable[[], CalibratedForecaster]:
+def factory_of(name: str, executor: Executor | None) -> ForecasterFactory:
     """A factory of unfitted `name` forecasters (what backtests fit once per window)."""
 
-    def make() -> CalibratedForecaster:
-        return make_forecaster(name, executor)
+    def make(*, calibration: IntervalCalibration | None = None) -> CalibratedForecaster:
+        return make_forecaster(name, executor, calibration)
 
     return make
