@@ -47,8 +47,10 @@ REFERENCE_FOLDS = 5
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--windows", type=int, default=3)
-    parser.add_argument("--prophet-sample", type=int, default=50, help="stores for prophet")
-    parser.add_argument("--reference-sample", type=int, default=20, help="stores to time")
+    parser.add_argument(
+        "--prophet-sample", type=int, default=50, help="stores for prophet (0: skip)"
+    )
+    parser.add_argument("--reference-sample", type=int, default=20, help="stores to time (0: skip)")
     parser.add_argument(
         "--train-models", action="append", default=None, help="model sets to time (repeatable)"
     )
@@ -66,8 +68,9 @@ def main() -> None:
     if not args.skip_backtest:
         results["backtest"] = backtest(history, stores, args.windows, args.prophet_sample)
         save(results, args.output)
-    results["reference"] = reference_timing(history, args.reference_sample)
-    save(results, args.output)
+    if args.reference_sample:
+        results["reference"] = reference_timing(history, args.reference_sample)
+        save(results, args.output)
     if not args.skip_train:
         results["train"] = [
             train_timing(models, args.train_stores) for models in (args.train_models or ["gbm"])
@@ -164,17 +167,24 @@ def train_timing(models: str, stores: str | None) -> dict[str, object]:
         args = [command, "train", "--models", models]
         if stores:
             args += ["--stores", stores]
-        before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        load = os.getloadavg()
         started = time.perf_counter()
         result = subprocess.run(args, env=env, check=True, capture_output=True, text=True)
         seconds = time.perf_counter() - started
-        peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        peak = max(after.ru_maxrss, before.ru_maxrss)
     log(result.stdout)
     return {
         "command": " ".join(["sfmlops", *args[1:]]),
         "seconds": round(seconds, 1),
+        # CPU time says how much work the job is, whatever else ran on the machine.
+        "cpu_seconds": round(
+            after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime, 1
+        ),
+        "load_average_before": [round(value, 2) for value in load],
         # ru_maxrss is the largest child so far (KiB on Linux); load-data ran before.
-        "peak_memory_mib": round(max(peak, before) / 1024, 0),
+        "peak_memory_mib": round(peak / 1024, 0),
         "output_tail": result.stdout.strip().splitlines()[-4:],
     }
 

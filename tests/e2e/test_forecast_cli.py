@@ -35,7 +35,11 @@ def forecast_slice(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def trained_home(tmp_path_factory: pytest.TempPathFactory, forecast_slice: Path) -> Path:
-    """A HOME with the slice loaded and `sfmlops train` run on it (on a local Ray).
+    """A HOME with the slice loaded and `sfmlops train` run on it.
+
+    `--executor auto` fits these global models in the command's process; a local Ray is
+    exercised by `sfmlops demo` (tests/e2e/test_cli.py) and a Ray head by
+    tests/integration/test_ray_head.py.
 
     Prophet stays out to keep the suite short: its fits through a training job are in
     tests/integration/test_training_mlflow.py.

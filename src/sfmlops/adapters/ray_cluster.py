@@ -36,6 +36,14 @@ def local_temp_dir(home: Path) -> Path:
     return Path(tempfile.gettempdir()) / f"sfmlops-ray-{digest}"
 
 
+def cluster_address(settings: Settings) -> str | None:
+    """The Ray cluster to use: SFMLOPS_RAY_ADDRESS, or inside a Ray job Ray's own RAY_ADDRESS.
+
+    None means no cluster is configured (commands start a local Ray when they need one).
+    """
+    return settings.ray_address or os.environ.get("RAY_ADDRESS") or None
+
+
 @contextmanager
 def ray_session(settings: Settings, num_cpus: int | None = None) -> Iterator[None]:
     """Connect to SFMLOPS_RAY_ADDRESS (or a Ray job's RAY_ADDRESS), else start a local Ray.
@@ -43,8 +51,7 @@ def ray_session(settings: Settings, num_cpus: int | None = None) -> Iterator[Non
     A local Ray listens on 127.0.0.1 only, has no dashboard and sends no usage stats. When
     Ray is already initialised in this process (e.g. inside a Ray job), it is reused as is.
     """
-    # Inside a Ray job (the `ray-jobs` runner) Ray names its own cluster in RAY_ADDRESS.
-    address = settings.ray_address or os.environ.get("RAY_ADDRESS")
+    address = cluster_address(settings)
     if address and address.split("://")[-1].rsplit(":", 1)[0] in ("127.0.0.1", "localhost"):
         # Ray rewrites a loopback address to this machine's network address before
         # connecting, where a head bound to 127.0.0.1 does not listen; with this switch

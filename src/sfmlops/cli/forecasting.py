@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from sfmlops.services.training import TrainingOutcome, TrainingRequest
 
 from sfmlops.adapters.files import DataFileNotFoundError
+from sfmlops.adapters.ray_cluster import cluster_address
 from sfmlops.cli.context import console, engine_of, fail, settings_of
 from sfmlops.cli.data import migrate_or_fail
 from sfmlops.core import columns as c
@@ -30,7 +31,7 @@ from sfmlops.core.forecasting.executors import (
     ProcessPoolTaskExecutor,
     SequentialExecutor,
 )
-from sfmlops.core.forecasting.models import DEFAULT_MODELS, MODEL_NAMES
+from sfmlops.core.forecasting.models import DEFAULT_MODELS, MODEL_NAMES, forecaster_class
 from sfmlops.services import forecasting as service
 from sfmlops.services import training_jobs
 from sfmlops.services.loading import DataFileError
@@ -83,7 +84,8 @@ ExecutorOption = Annotated[
     typer.Option(
         "--executor",
         help="Where fits run: ray (SFMLOPS_RAY_ADDRESS, or a local Ray), processes, sequential; "
-        "auto: ray for full jobs, sequential for store retrains.",
+        "auto: ray when a cluster is configured or a model fans out (prophet), else in this "
+        "process; store retrains in this process.",
     ),
 ]
 EXECUTORS = ("auto", "ray", "processes", "sequential")
@@ -144,9 +146,24 @@ def train_command(
         tolerance=tolerance,
         max_failed_share=max_failed_share,
     )
-    kind = executor if executor != "auto" else ("sequential" if stores else "ray")
+    kind = executor if executor != "auto" else auto_executor(settings, request)
     outcome = run_training_job(settings, engine, request, kind, workers, job_id)
     print_outcome(outcome)
+
+
+def auto_executor(settings: Settings, request: TrainingRequest) -> str:
+    """Where `--executor auto` runs a training job's fits.
+
+    Ray when a cluster is configured (the fits go where the resources are) or when a model
+    fans out over stores (Prophet); otherwise in this process: a local Ray would only add its
+    start-up and a copy of the history around a single global fit (measured in
+    docs/benchmarks.md). Store retrains fit a few series and stay in this process.
+    """
+    if request.store_ids:
+        return "sequential"
+    if cluster_address(settings) or any(forecaster_class(name).fans_out for name in request.models):
+        return "ray"
+    return "sequential"
 
 
 def run_training_job(

@@ -240,6 +240,9 @@ class CalibratedForecaster(PickledForecaster):
 
     name: ClassVar[str]
     per_series: ClassVar[bool] = True
+    # Whether `fit` spreads its work over an injected executor (Prophet's per-store chunks);
+    # other models fit in one task, where a cluster adds only overhead.
+    fans_out: ClassVar[bool] = False
 
     def __init__(
         self,

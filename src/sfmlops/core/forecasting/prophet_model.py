@@ -32,6 +32,7 @@ class ProphetForecaster(CalibratedForecaster):
     """
 
     name: ClassVar[str] = "prophet"
+    fans_out: ClassVar[bool] = True
 
     def __init__(
         self,

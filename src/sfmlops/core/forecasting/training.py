@@ -35,7 +35,6 @@ from sfmlops.core.forecasting.base import (
 from sfmlops.core.forecasting.bundle import ForecastBundle, usual_open_weekdays
 from sfmlops.core.forecasting.executors import Executor, SequentialExecutor
 from sfmlops.core.forecasting.models import forecaster_class, make_forecaster
-from sfmlops.core.forecasting.prophet_model import ProphetForecaster
 
 Progress = Callable[[str], None]
 # A new version becomes champion unless its backtest RMSPE is worse by more than this
@@ -181,7 +180,7 @@ def train(
         forecaster = make_forecaster(name, executor, calibration)
         if progress:
             progress(f"fitting {name} on the whole history")
-        if isinstance(forecaster, ProphetForecaster):
+        if forecaster.fans_out:
             models[name] = forecaster.fit(history, stores)  # fans out over the executor
         else:
             models[name] = executor.map(fit_task, [(forecaster, history, stores)])[0]

@@ -1,0 +1,48 @@
+"""`sfmlops train --executor auto`: a cluster only where it can help."""
+
+from __future__ import annotations
+
+import pytest
+
+from sfmlops.cli.forecasting import auto_executor
+from sfmlops.services.training import TrainingRequest
+from sfmlops.settings import Settings
+
+
+@pytest.fixture
+def no_cluster(monkeypatch: pytest.MonkeyPatch) -> Settings:
+    monkeypatch.delenv("SFMLOPS_RAY_ADDRESS", raising=False)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    return Settings(_env_file=None)
+
+
+@pytest.mark.parametrize(
+    ("models", "expected"),
+    [
+        (["gbm"], "sequential"),  # one global fit: a local Ray would only add overhead
+        (["gbm", "seasonal_naive"], "sequential"),
+        (["gbm", "prophet"], "ray"),  # Prophet's per-store chunks fan out
+    ],
+)
+def test_without_a_cluster_ray_is_started_only_for_fan_out(
+    no_cluster: Settings, models: list[str], expected: str
+) -> None:
+    assert auto_executor(no_cluster, TrainingRequest(models=models)) == expected
+
+
+def test_a_configured_cluster_runs_full_jobs(no_cluster: Settings) -> None:
+    settings = no_cluster.model_copy(update={"ray_address": "ray://127.0.0.1:10001"})
+    assert auto_executor(settings, TrainingRequest(models=["gbm"])) == "ray"
+
+
+def test_inside_a_ray_job_the_job_s_cluster_is_used(
+    no_cluster: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6379")
+    assert auto_executor(no_cluster, TrainingRequest(models=["gbm"])) == "ray"
+
+
+def test_store_retrains_stay_in_process(no_cluster: Settings) -> None:
+    settings = no_cluster.model_copy(update={"ray_address": "ray://127.0.0.1:10001"})
+    request = TrainingRequest(models=["gbm", "prophet"], store_ids=[4])
+    assert auto_executor(settings, request) == "sequential"
