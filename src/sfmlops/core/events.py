@@ -93,7 +93,7 @@ def decode_sales_events(received: pd.DataFrame) -> DecodedBatch:
     # A JSON escape can smuggle a NUL character into a text field, which no PostgreSQL text
     # column can store: refuse it here rather than fail the whole batch's write.
     for name in c.SALES_COLUMNS:
-        text = ordered[name].astype("string")
+        text = ordered[name].astype("string[pyarrow]")
         has_nul = text.str.contains("\x00", regex=False).fillna(False).astype(bool)
         for position in ordered.index[has_nul & ~malformed]:
             rejected.setdefault(int(position), f"{name}: contains a NUL character")
