@@ -35,6 +35,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from multiprocessing.synchronize import Event as EventType
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -113,6 +114,7 @@ class Collector:
     def __init__(self, expected: int) -> None:
         self.expected = expected
         self.reports: list[BatchReport] = []
+        self.write_seconds: list[float] = []
         self.done = threading.Event()
 
     def __call__(self, report: BatchReport, write_seconds: float) -> None:
@@ -126,6 +128,7 @@ class Collector:
             else ""
         )
         self.reports.append(report)
+        self.write_seconds.append(write_seconds)
         print(f"  {report.describe()} (written in {write_seconds:.2f} s{cycle})", flush=True)
         if sum(r.received for r in self.reports) >= self.expected:
             self.done.set()
@@ -174,8 +177,10 @@ def sustained(
     )
     go.set()
     finished = collector.done.wait(timeout=args.timeout)
+    progress = stream.query.recentProgress  # read before the query stops
     stream.request_stop()
     stream.wait()
+    print_spark_phases(progress, collector)
     producer.join(timeout=60)
     if not finished:
         raise RuntimeError(f"only {sum(r.received for r in collector.reports):,} events arrived")
@@ -196,6 +201,25 @@ def sustained(
         "freshness_max": float(freshness.max()),
         "batches": float(len(collector.reports)),
     }
+
+
+def print_spark_phases(progress: list[Any], collector: Collector) -> None:
+    """Where a batch's time went, medians over the batches with records, from Spark's progress.
+
+    addBatch is our foreachBatch: Spark reading Kafka and handing Arrow over, then our write.
+    """
+    phases: dict[str, list[float]] = {}
+    for entry in progress:
+        if entry.numInputRows:
+            for phase, millis in entry.durationMs.items():
+                phases.setdefault(phase, []).append(millis / 1000)
+    writes = [seconds for seconds in collector.write_seconds if seconds]
+    medians = {phase: float(np.median(values)) for phase, values in phases.items()}
+    if writes:
+        medians["of addBatch: our write"] = float(np.median(writes))
+    print("Spark phases per batch (median seconds):")
+    for phase, seconds in sorted(medians.items()):
+        print(f"  {phase:>26}: {seconds:.2f}")
 
 
 class SimulatedCrashError(RuntimeError):
