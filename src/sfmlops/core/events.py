@@ -234,7 +234,7 @@ def _field_text(value: Any) -> str | None:
     """A parsed field as JSON text (numbers and nested values already are)."""
     if isinstance(value, bool):
         return "true" if value else "false"
-    return value  # type: ignore[no-any-return]
+    return None if value is None else str(value)
 
 
 def _plain(values: pa.Array | pa.ChunkedArray) -> pa.StringArray:
