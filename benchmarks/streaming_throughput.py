@@ -30,10 +30,12 @@ import socket
 import subprocess
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from multiprocessing.synchronize import Event as EventType
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -112,13 +114,22 @@ class Collector:
     def __init__(self, expected: int) -> None:
         self.expected = expected
         self.reports: list[BatchReport] = []
+        self.write_seconds: list[float] = []
         self.done = threading.Event()
 
-    def __call__(self, report: BatchReport) -> None:
+    def __call__(self, report: BatchReport, write_seconds: float) -> None:
         if not report.received:
             return  # a trigger that found nothing new
+        # The rest of a batch's cycle (commit to commit) is Spark: reading, parsing, handing over.
+        cycle = (
+            f", {(report.committed_at - self.reports[-1].committed_at).total_seconds():.2f} s "
+            "after the previous commit"
+            if self.reports
+            else ""
+        )
         self.reports.append(report)
-        print(f"  {report.describe()}", flush=True)
+        self.write_seconds.append(write_seconds)
+        print(f"  {report.describe()} (written in {write_seconds:.2f} s{cycle})", flush=True)
         if sum(r.received for r in self.reports) >= self.expected:
             self.done.set()
 
@@ -129,11 +140,9 @@ def run_query(
     checkpoint: Path,
     write: Callable[[pd.DataFrame, int], None],
     interval: str | None,
-    stop: threading.Event | None = None,
 ) -> None:
-    """Run one query until it drains the topic (interval None) or `stop` is set."""
-    query = spark_adapter.start_sales_stream(session, source, write, checkpoint, interval=interval)
-    spark_adapter.await_query(query, stop or threading.Event())
+    """Run one query until it drains the topic (interval None) or fails."""
+    spark_adapter.start_sales_stream(session, source, write, checkpoint, interval=interval).wait()
 
 
 def sustained(
@@ -158,7 +167,9 @@ def sustained(
     producer.start()
 
     def write(received: pd.DataFrame, batch_id: int) -> None:
-        collector(ingest_batch(engine, received, batch_id, spark_adapter.PRODUCED_AT))
+        started = time.perf_counter()
+        report = ingest_batch(engine, received, batch_id, spark_adapter.PRODUCED_AT)
+        collector(report, time.perf_counter() - started)
 
     source = spark_adapter.KafkaSource(bootstrap, topic, args.batch)
     stream = spark_adapter.start_sales_stream(
@@ -166,8 +177,10 @@ def sustained(
     )
     go.set()
     finished = collector.done.wait(timeout=args.timeout)
+    progress = stream.query.recentProgress  # read before the query stops
     stream.request_stop()
     stream.wait()
+    print_spark_phases(progress, collector)
     producer.join(timeout=60)
     if not finished:
         raise RuntimeError(f"only {sum(r.received for r in collector.reports):,} events arrived")
@@ -188,6 +201,25 @@ def sustained(
         "freshness_max": float(freshness.max()),
         "batches": float(len(collector.reports)),
     }
+
+
+def print_spark_phases(progress: list[Any], collector: Collector) -> None:
+    """Where a batch's time went, medians over the batches with records, from Spark's progress.
+
+    addBatch is our foreachBatch: Spark reading Kafka and handing Arrow over, then our write.
+    """
+    phases: dict[str, list[float]] = {}
+    for entry in progress:
+        if entry.numInputRows:
+            for phase, millis in entry.durationMs.items():
+                phases.setdefault(phase, []).append(millis / 1000)
+    writes = [seconds for seconds in collector.write_seconds if seconds]
+    medians = {phase: float(np.median(values)) for phase, values in phases.items()}
+    if writes:
+        medians["of addBatch: our write"] = float(np.median(writes))
+    print("Spark phases per batch (median seconds):")
+    for phase, seconds in sorted(medians.items()):
+        print(f"  {phase:>26}: {seconds:.2f}")
 
 
 class SimulatedCrashError(RuntimeError):

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from sfmlops.core import columns as c
 from sfmlops.core import events
@@ -25,29 +27,15 @@ def record(store: int, day: str, sales: float, customers: int | None = 5) -> dic
 
 
 def received(payloads: list[dict[str, object] | str], partition: int = 0) -> pd.DataFrame:
-    """Records as the stream job hands them over: every field as JSON text, None when absent."""
-    rows = []
-    for offset, payload in enumerate(payloads):
-        parsed = (
-            json.loads(payload) if isinstance(payload, str) and payload.startswith("{") else payload
-        )
-        is_object = isinstance(parsed, dict)
-        fields = {
-            name: (None if not is_object or parsed.get(name) is None else str(parsed[name]))
-            for name in events.EVENT_FIELDS
+    """Records as the stream job hands them over: the value as text and its Kafka position."""
+    return pd.DataFrame(
+        {
+            events.PAYLOAD: [p if isinstance(p, str) else json.dumps(p) for p in payloads],
+            events.TOPIC: "sales.daily",
+            events.PARTITION: partition,
+            events.OFFSET: range(len(payloads)),
         }
-        text = payload if isinstance(payload, str) else json.dumps(payload)
-        rows.append(
-            fields
-            | {
-                events.PAYLOAD: text,
-                events.MALFORMED: not is_object,
-                events.TOPIC: "sales.daily",
-                events.PARTITION: partition,
-                events.OFFSET: offset,
-            }
-        )
-    return pd.DataFrame(rows)
+    )
 
 
 def test_events_are_keyed_by_store_and_carry_the_schema_version() -> None:
@@ -94,3 +82,44 @@ def test_a_missing_schema_version_is_named() -> None:
 
     assert decoded.rejected == {0: "schema_version: missing, this consumer reads version 1"}
     assert decoded.records.empty
+
+
+def test_odd_payloads_are_refused_or_kept_as_their_json_text() -> None:
+    good = {"schema_version": 1, **record(1, "2015-06-13", 1.0)}
+    odd = [
+        json.dumps(good) + json.dumps(good),  # two objects in one record
+        "",  # a tombstone
+        "[1, 2]",
+        "null",
+        '{"schema_version": 1, "store_id": 1} trailing',
+        json.dumps({**good, c.SALES: "7", c.OPEN: True, c.PRODUCT_ID: {"sku": 2}}),
+        json.dumps({**good, c.SALES: 1.5}).replace("1.5", "1e400"),  # beyond float64
+        '{"schema_version": 1,\n "store_id": 2}',  # a line break inside the object
+    ]
+
+    fields, malformed = events.parse_events(pa.array(odd, pa.string()))
+
+    assert malformed.tolist() == [True, True, True, True, True, False, False, False]
+    assert fields[c.SALES].to_pylist()[5:7] == ["7", "1e400"]
+    assert fields[c.OPEN][5].as_py() == "true"
+    assert fields[c.PRODUCT_ID][5].as_py() == '{"sku": 2}'
+    assert fields[c.STORE_ID].to_pylist() == [None] * 5 + ["1", "1", "2"]
+
+
+def test_bulk_and_record_by_record_parsing_give_validation_the_same_records() -> None:
+    rows = [record(store, "2015-06-13", sales) for store, sales in [(1, 4256.0), (2, 0.5)]]
+    _, values = events.encode_sales_events(canonical(rows * 10_000))
+    payloads = [value.decode() for value in values]
+    # The second 10,000-record slice holds one broken payload: it is parsed record by record.
+    payloads[15_000] = "{broken"
+
+    fields, malformed = events.parse_events(pa.array(payloads, pa.string()))
+
+    assert np.flatnonzero(malformed).tolist() == [15_000]
+    bulk = [fields[name][3].as_py() for name in events.EVENT_FIELDS]
+    one_by_one = [fields[name][10_003].as_py() for name in events.EVENT_FIELDS]
+    # Numbers may read "4256" or "4256.0": the same number to validation.
+    assert bulk == ["1", "2", "total", "2015-06-13", "0.5", "5", "1", "0", "a", "1"]
+    assert one_by_one == ["1", "2", "total", "2015-06-13", "0.5", "5", "1", "0", "a", "1"]
+    first = [fields[c.SALES][0].as_py(), fields[c.SALES][10_000].as_py()]
+    assert [float(value) for value in first] == [4256.0, 4256.0]
