@@ -105,11 +105,12 @@ class GlobalGBMForecaster(CalibratedForecaster):
         }
 
     def _probe(self) -> Self:
-        # Half the rounds at twice the rate: nearly the same errors for half the time.
+        # A third of the rounds at up to three times the rate: errors close to the full
+        # model's for a third of the time (only a backtest's first window is probed).
         cheaper = replace(
             self.params,
-            rounds=max(1, self.params.rounds // 2),
-            learning_rate=min(0.3, self.params.learning_rate * 2),
+            rounds=max(1, self.params.rounds // 3),
+            learning_rate=min(0.3, self.params.learning_rate * 3),
         )
         return type(self)(**{**self._params(), "params": cheaper})
 
