@@ -154,11 +154,11 @@ def received_frame(table: pa.Table) -> pd.DataFrame:
     Text columns stay Arrow-backed (`string[pyarrow]`): no Python object per value, and the
     string checks of decoding and validation run in Arrow's native code.
     """
-    frame: pd.DataFrame = table.to_pandas(types_mapper=_arrow_text)
+    frame: pd.DataFrame = table.to_pandas(types_mapper=_text_as_arrow_strings)
     return frame
 
 
-def _arrow_text(arrow_type: pa.DataType) -> Any:
+def _text_as_arrow_strings(arrow_type: pa.DataType) -> Any:
     if pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type):
         return pd.StringDtype("pyarrow")
     return None
