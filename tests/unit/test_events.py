@@ -54,6 +54,17 @@ def test_events_are_keyed_by_store_and_carry_the_schema_version() -> None:
     assert list(first) == list(events.EVENT_FIELDS)
 
 
+def test_text_fields_that_need_escaping_encode_as_valid_json() -> None:
+    odd = record(3, "2015-06-11", 17.25) | {c.PRODUCT_ID: 'shelf "A"\\1 \u00e9\n'}
+    keys, values = events.encode_sales_events(canonical([odd, record(3, "2015-06-12", 1.0)]))
+
+    decoded = [json.loads(value) for value in values]
+    assert decoded[0][c.PRODUCT_ID] == 'shelf "A"\\1 \u00e9\n'
+    assert decoded[0][c.SALES] == 17.25
+    assert decoded[1][c.PRODUCT_ID] == "total"
+    assert keys == [b"3", b"3"]
+
+
 def test_decoding_refuses_what_is_not_a_current_event_and_keeps_delivery_order() -> None:
     good = {"schema_version": 1, **record(1, "2015-06-13", 1.0)}
     batch = pd.concat(

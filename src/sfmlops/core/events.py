@@ -3,7 +3,7 @@
 One event is one sales record of one (store, product, day), JSON-encoded:
 
     {"schema_version": 1, "store_id": 1, "product_id": "total", "sales_date": "2015-06-13",
-     "sales": 4256.0, "customers": 502, "open": 1, "promo": 0, "state_holiday": "0",
+     "sales": 4256, "customers": 502, "open": 1, "promo": 0, "state_holiday": "0",
      "school_holiday": 0}
 
 The Kafka key is the store id, so every event of a store lands on one partition, in order:
@@ -91,15 +91,30 @@ def encode_sales_events(sales: pd.DataFrame) -> tuple[list[bytes], list[bytes]]:
     """
     if sales.empty:
         return [], []
-    events = sales[list(c.SALES_COLUMNS)].copy()
-    events[c.SALES_DATE] = pd.to_datetime(events[c.SALES_DATE]).dt.strftime("%Y-%m-%d")
-    events.insert(0, SCHEMA_VERSION_FIELD, SCHEMA_VERSION)
-    # pandas writes JSON lines in native code, ~20x faster than json.dumps per row; missing
-    # customers become null.
-    lines = events.to_json(orient="records", lines=True, double_precision=15).splitlines()
-    values = [line.encode() for line in lines]
-    keys = [str(store).encode() for store in events[c.STORE_ID].tolist()]
-    return keys, values
+    table = pa.Table.from_pandas(sales[list(c.SALES_COLUMNS)], preserve_index=False)
+    # Each event is assembled column-wise in Arrow's native code: ~10x faster than writing
+    # JSON row by row, which made encoding cost more than sending.
+    pieces: list[pa.Array | str] = [f'{{"{SCHEMA_VERSION_FIELD}":{SCHEMA_VERSION}']
+    for name in c.SALES_COLUMNS:
+        pieces += [f',"{name}":', _json_values(table.column(name).combine_chunks())]
+    values = pc.binary_join_element_wise(*pieces, "}", "")
+    keys = pc.cast(table.column(c.STORE_ID), pa.string())
+    return keys.cast(pa.binary()).to_pylist(), values.cast(pa.binary()).to_pylist()
+
+
+def _json_values(values: pa.Array) -> pa.Array:
+    """Each value as JSON text: numbers as numbers, missing as null, text and dates quoted."""
+    if pa.types.is_integer(values.type) or pa.types.is_floating(values.type):
+        return pc.fill_null(pc.cast(values, pa.string()), "null")
+    if pa.types.is_timestamp(values.type):
+        values = pc.cast(values, pa.date32())
+    # Text and days repeat a lot: JSON-encode each distinct value once, exactly as json does.
+    distinct = values.dictionary_encode()
+    texts = [
+        "null" if value is None else json.dumps(str(value))
+        for value in distinct.dictionary.to_pylist()
+    ]
+    return pc.fill_null(pa.array(texts, pa.string()).take(distinct.indices), "null")
 
 
 def decode_sales_events(received: pd.DataFrame) -> DecodedBatch:
