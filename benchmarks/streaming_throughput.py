@@ -7,8 +7,10 @@
    PostgreSQL; freshness is, per event, its commit time minus its Kafka timestamp.
 2. Replays, ours beside the reference's design (one plain append per micro-batch, no dedupe)
    on the same data (the bundled sales as events): a crash after a batch's database commit and
-   before its checkpoint (the batch is re-delivered), then a lost checkpoint (the topic is
-   replayed from the earliest offset). Reported: duplicate rows each design holds after each.
+   before its checkpoint (Spark re-delivers the batch; ours resumes from the offsets stored
+   with the data), then a lost checkpoint (Spark replays the topic from the earliest offset;
+   ours resumes, and is then made to replay everything with `from_earliest`). Reported:
+   duplicate rows each design holds after each.
 
     PYTHONPATH=src .venv/bin/python benchmarks/streaming_throughput.py [--copies 3 --rate 50000]
 
@@ -30,7 +32,6 @@ import socket
 import subprocess
 import tempfile
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from multiprocessing.synchronize import Event as EventType
@@ -50,8 +51,8 @@ from sfmlops.core import columns as c
 from sfmlops.core import events
 from sfmlops.core.validation import validate_sales
 from sfmlops.datasets import ROSSMANN_DIR
-from sfmlops.services import loading, producing
-from sfmlops.services.streaming import BatchReport, ingest_batch
+from sfmlops.services import loading, producing, streaming
+from sfmlops.services.streaming import BatchReport
 from sfmlops.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -114,10 +115,9 @@ class Collector:
     def __init__(self, expected: int) -> None:
         self.expected = expected
         self.reports: list[BatchReport] = []
-        self.write_seconds: list[float] = []
         self.done = threading.Event()
 
-    def __call__(self, report: BatchReport, write_seconds: float) -> None:
+    def __call__(self, report: BatchReport) -> None:
         if not report.received:
             return  # a trigger that found nothing new
         # The rest of a batch's cycle (commit to commit) is Spark: reading, parsing, handing over.
@@ -128,8 +128,11 @@ class Collector:
             else ""
         )
         self.reports.append(report)
-        self.write_seconds.append(write_seconds)
-        print(f"  {report.describe()} (written in {write_seconds:.2f} s{cycle})", flush=True)
+        print(
+            f"  {report.describe()} (prepared in {report.prepare_seconds:.2f} s, "
+            f"written in {report.write_seconds:.2f} s{cycle})",
+            flush=True,
+        )
         if sum(r.received for r in self.reports) >= self.expected:
             self.done.set()
 
@@ -166,18 +169,19 @@ def sustained(
     )
     producer.start()
 
-    def write(received: pd.DataFrame, batch_id: int) -> None:
-        started = time.perf_counter()
-        report = ingest_batch(engine, received, batch_id, spark_adapter.PRODUCED_AT)
-        collector(report, time.perf_counter() - started)
-
     source = spark_adapter.KafkaSource(bootstrap, topic, args.batch)
-    stream = spark_adapter.start_sales_stream(
-        session, source, write, work / "ckpt-sustained", interval=args.interval
+    # The stream job's own pipeline: batch N is written while Spark reads batch N+1.
+    stream = streaming.start_stream(
+        session,
+        engine,
+        source,
+        work / "ckpt-sustained",
+        interval=args.interval,
+        on_batch=collector,
     )
     go.set()
     finished = collector.done.wait(timeout=args.timeout)
-    progress = stream.query.recentProgress  # read before the query stops
+    progress = stream.running.query.recentProgress  # read before the query stops
     stream.request_stop()
     stream.wait()
     print_spark_phases(progress, collector)
@@ -206,17 +210,22 @@ def sustained(
 def print_spark_phases(progress: list[Any], collector: Collector) -> None:
     """Where a batch's time went, medians over the batches with records, from Spark's progress.
 
-    addBatch is our foreachBatch: Spark reading Kafka and handing Arrow over, then our write.
+    addBatch is our foreachBatch: Spark reading Kafka and handing Arrow over, our decoding
+    and validation, and waiting for the previous batch's write.
     """
     phases: dict[str, list[float]] = {}
     for entry in progress:
         if entry.numInputRows:
             for phase, millis in entry.durationMs.items():
                 phases.setdefault(phase, []).append(millis / 1000)
-    writes = [seconds for seconds in collector.write_seconds if seconds]
     medians = {phase: float(np.median(values)) for phase, values in phases.items()}
-    if writes:
-        medians["of addBatch: our write"] = float(np.median(writes))
+    if collector.reports:
+        medians["of addBatch: our decoding"] = float(
+            np.median([r.prepare_seconds for r in collector.reports])
+        )
+        medians["our write (behind Spark)"] = float(
+            np.median([r.write_seconds for r in collector.reports])
+        )
     print("Spark phases per batch (median seconds):")
     for phase, seconds in sorted(medians.items()):
         print(f"  {phase:>26}: {seconds:.2f}")
@@ -261,42 +270,79 @@ def replays(
         connection.execute(
             text(f"CREATE TABLE {REFERENCE_TABLE} AS SELECT * FROM sales WITH NO DATA")
         )
-    sinks: dict[str, Callable[[pd.DataFrame], object]] = {
-        "sfmlops (upsert on key, dead letters on position)": lambda r: ingest_batch(engine, r, 0),
-        "reference (append per micro-batch)": lambda r: append_reference(engine, r),
+    return {
+        "sfmlops (offsets stored with the data, upsert on key)": ours(
+            session, engine, source, work / "ckpt-ours"
+        ),
+        "reference (append per micro-batch, Spark checkpoint)": reference(
+            session, engine, source, work / "ckpt-reference"
+        ),
     }
-    tables = dict(zip(sinks, ["sales", REFERENCE_TABLE], strict=True))
-    results: dict[str, dict[str, int]] = {}
-    for name, sink in sinks.items():
-        checkpoint = work / f"ckpt-{tables[name]}"
-        # The crash: batch 1 is in the database, not in the checkpoint.
-        with contextlib.suppress(spark_adapter.StreamFailedError):
-            run_query(session, source, checkpoint, crash_after_batch_one(sink), None)
-        run_query(session, source, checkpoint, lambda received, _id, s=sink: s(received), None)
-        after_crash = duplicates(engine, tables[name])
-        shutil.rmtree(checkpoint)
-        run_query(session, source, checkpoint, lambda received, _id, s=sink: s(received), None)
-        results[name] = {
-            "events": len(sales),
-            "duplicates_after_crash_replay": after_crash,
-            "duplicates_after_lost_checkpoint": duplicates(engine, tables[name]),
-        }
-    return results
 
 
-def crash_after_batch_one(
-    sink: Callable[[pd.DataFrame], object],
-) -> Callable[[pd.DataFrame, int], None]:
-    """A batch writer that fails right after batch 1 is committed (the first time only)."""
+def ours(
+    session: SparkSession, engine: Engine, source: spark_adapter.KafkaSource, checkpoint: Path
+) -> dict[str, int]:
+    """The stream job's pipeline through a crash after batch 1's commit, a lost checkpoint and
+    a deliberate replay of the whole topic."""
+
+    def run(on_batch: Callable[[BatchReport], None], from_earliest: bool = False) -> None:
+        streaming.start_stream(
+            session,
+            engine,
+            source,
+            checkpoint,
+            interval=None,
+            on_batch=on_batch,
+            from_earliest=from_earliest,
+        ).wait()
+
+    def crash_after_batch_one(report: BatchReport) -> None:
+        if report.batch_id == 1:
+            raise SimulatedCrashError("after the commit of batch 1")
+
+    with contextlib.suppress(spark_adapter.StreamFailedError):
+        run(crash_after_batch_one)
+    run(lambda _report: None)
+    after_crash = duplicates(engine, "sales")
+    shutil.rmtree(checkpoint)
+    run(lambda _report: None)
+    after_lost_checkpoint = duplicates(engine, "sales")
+    run(lambda _report: None, from_earliest=True)
+    return {
+        "duplicates_after_crash_replay": after_crash,
+        "duplicates_after_lost_checkpoint": after_lost_checkpoint,
+        "duplicates_after_full_replay": duplicates(engine, "sales"),
+    }
+
+
+def reference(
+    session: SparkSession, engine: Engine, source: spark_adapter.KafkaSource, checkpoint: Path
+) -> dict[str, int]:
+    """The reference's sink on Spark's checkpoint alone: a crash after batch 1's commit
+    (Spark re-runs batch 1), then a lost checkpoint (Spark replays the topic)."""
+
+    def append(received: pd.DataFrame, _batch_id: int) -> None:
+        append_reference(engine, received)
+
     crashed = threading.Event()
 
-    def write(received: pd.DataFrame, batch_id: int) -> None:
-        sink(received)
+    def crash_after_batch_one(received: pd.DataFrame, batch_id: int) -> None:
+        append(received, batch_id)
         if batch_id == 1 and not crashed.is_set():
             crashed.set()
             raise SimulatedCrashError("after the commit of batch 1")
 
-    return write
+    with contextlib.suppress(spark_adapter.StreamFailedError):
+        run_query(session, source, checkpoint, crash_after_batch_one, None)
+    run_query(session, source, checkpoint, append, None)
+    after_crash = duplicates(engine, REFERENCE_TABLE)
+    shutil.rmtree(checkpoint)
+    run_query(session, source, checkpoint, append, None)
+    return {
+        "duplicates_after_crash_replay": after_crash,
+        "duplicates_after_lost_checkpoint": duplicates(engine, REFERENCE_TABLE),
+    }
 
 
 def duplicates(engine: Engine, table: str) -> int:
@@ -346,7 +392,9 @@ def main() -> None:
                 for key, value in figures.items():
                     print(f"  {key:>20}: {value:,.2f}")
                 if not args.skip_replays:
-                    print("\nReplays (same data: the bundled sales as events):")
+                    print(
+                        f"\nReplays (same data: the bundled sales, {len(dataset.sales):,} events):"
+                    )
                     for name, counts in replays(
                         session, engine, bootstrap, dataset.sales, args, work
                     ).items():

@@ -75,7 +75,15 @@ class Settings(BaseSettings):
         ge=0,
         description=(
             "Fault injection for restart tests: the stream process kills itself with SIGKILL "
-            "right after micro-batch N is committed to the database, before Spark records it."
+            "right after micro-batch N is committed to the database."
+        ),
+    )
+    stream_fault_before_commit: int | None = Field(
+        default=None,
+        ge=0,
+        description=(
+            "Fault injection for restart tests: the stream process kills itself with SIGKILL "
+            "inside micro-batch N's database transaction, once Spark has moved on to the next."
         ),
     )
     api_token: SecretStr | None = Field(

@@ -13,7 +13,7 @@ from sfmlops.adapters.db import repository
 from sfmlops.core import columns as c
 from sfmlops.core import events
 from sfmlops.services import loading
-from sfmlops.services.streaming import ingest_batch
+from sfmlops.services.streaming import PreparedBatch, ingest_batch, prepare_batch, write_batch
 
 pytestmark = pytest.mark.integration
 
@@ -65,3 +65,40 @@ def test_a_batch_upserts_the_latest_values_and_dead_letters_the_rest_once(
         letters = repository.count_dead_letters(connection)
     assert stored.set_index(c.STORE_ID)[c.SALES].to_dict() == {1: 12.5, 3: 7.0}
     assert letters == 3
+
+
+def test_a_batch_records_where_to_resume_in_its_own_transaction(
+    engine: Engine, rossmann_slice: Path
+) -> None:
+    with engine.begin() as connection:
+        repository.upsert_stores(connection, loading.read_dataset(rossmann_slice).stores)
+    batch = received([event(1, "2015-07-01", 10.0), "{broken", event(2, "2015-07-01", 3.0)])
+    batch[events.PARTITION] = [0, 0, 3]
+    batch[events.OFFSET] = [40, 41, 7]
+    with engine.connect() as connection:
+        known = repository.store_ids(connection)
+    prepared = prepare_batch(batch, known, batch_id=5)
+
+    def fail_before_commit(_batch: PreparedBatch) -> None:
+        raise RuntimeError("the process dies here")
+
+    # A batch that dies before its commit leaves neither its rows nor its offsets.
+    with pytest.raises(RuntimeError):
+        write_batch(engine, prepared, before_commit=fail_before_commit)
+    with engine.connect() as connection:
+        assert repository.read_stream_offsets(connection, "sales.daily") == {}
+        assert repository.read_sales(connection).empty
+        assert repository.count_dead_letters(connection) == 0
+
+    report = write_batch(engine, prepared)
+
+    assert (report.upserted, report.dead_lettered) == (2, 1)
+    with engine.connect() as connection:
+        # The offset after each partition's last record, malformed records included.
+        assert repository.read_stream_offsets(connection, "sales.daily") == {0: 42, 3: 8}
+        assert repository.read_stream_offsets(connection, "other.topic") == {}
+    later = received([event(1, "2015-07-02", 11.0)])
+    later[events.OFFSET] = [42]
+    write_batch(engine, prepare_batch(later, known, batch_id=6))
+    with engine.connect() as connection:
+        assert repository.read_stream_offsets(connection, "sales.daily") == {0: 43, 3: 8}

@@ -124,14 +124,23 @@ def test_a_killed_stream_restarts_without_losing_or_repeating_a_record(
     stream_env.send(sent.keys, sent.values)
     stream_env.extra_env["SFMLOPS_STREAM_MAX_BATCH_EVENTS"] = "2000"
 
-    # 1. Killed by the test hook after batch 1 is in the database, before Spark's checkpoint.
+    # 1. Killed inside batch 1's transaction after Spark has already counted batch 1 as done
+    #    in its checkpoint: the database, which resumes the next run, is one batch behind.
+    crashed = stream_env.run("stream", "--once", SFMLOPS_STREAM_FAULT_BEFORE_COMMIT="1")
+    assert crashed.returncode == -signal.SIGKILL, crashed.stdout + crashed.stderr
+    assert "batch 0:" in crashed.stdout
+    assert "batch 1:" not in crashed.stdout
+    after_batch_zero = len(stream_env.sales())
+    assert 0 < after_batch_zero < len(history)
+
+    # 2. Killed by the test hook right after a commit.
     crashed = stream_env.run("stream", "--once", SFMLOPS_STREAM_FAULT_AFTER_COMMIT="1")
     assert crashed.returncode == -signal.SIGKILL, crashed.stdout + crashed.stderr
     assert "batch 1:" in crashed.stdout
     assert "batch 2:" not in crashed.stdout
-    assert 0 < len(stream_env.sales()) < len(history)
+    assert after_batch_zero < len(stream_env.sales()) < len(history)
 
-    # 2. Killed from outside (process group: Python and Spark's JVM) in the middle of a run.
+    # 3. Killed from outside (process group: Python and Spark's JVM) in the middle of a run.
     running = stream_env.start("stream", "--continuous", "--interval", "500ms")
     before = len(stream_env.sales())
     try:
@@ -143,14 +152,20 @@ def test_a_killed_stream_restarts_without_losing_or_repeating_a_record(
         running.wait(timeout=30)
     assert running.returncode == -signal.SIGKILL
 
-    # 3. A plain restart finishes the topic: every record once, none lost.
+    # 4. A plain restart finishes the topic: every record once, none lost.
     finished = stream_env.run("stream", "--once")
     assert finished.returncode == 0, finished.stdout + finished.stderr
     assert_exact(stream_env, sent)
 
-    # 4. A lost checkpoint replays the whole topic from the earliest offset: still exact.
+    # 5. A lost checkpoint loses nothing: the database says where to resume.
     shutil.rmtree(stream_env.home / "checkpoints")
-    replayed = stream_env.run("stream", "--once")
+    resumed = stream_env.run("stream", "--once")
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "Done: 0 records" in resumed.stdout
+    assert_exact(stream_env, sent)
+
+    # 6. Replaying the whole topic from the earliest offset: still exact.
+    replayed = stream_env.run("stream", "--once", "--from-earliest")
     assert replayed.returncode == 0, replayed.stdout + replayed.stderr
     assert f"Done: {len(sent.values):,} records" in replayed.stdout
     assert_exact(stream_env, sent)

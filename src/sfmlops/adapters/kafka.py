@@ -59,6 +59,19 @@ def ensure_topic(
             raise
 
 
+def topic_partitions(bootstrap_servers: str, topic: str, timeout: float = 30.0) -> list[int]:
+    """The partition numbers of `topic` (empty when it does not exist yet).
+
+    Raises:
+        KafkaException: When the broker is unreachable.
+    """
+    admin = AdminClient({"bootstrap.servers": bootstrap_servers})
+    metadata = admin.list_topics(topic, timeout=timeout).topics.get(topic)
+    if metadata is None or metadata.error is not None:
+        return []
+    return sorted(metadata.partitions)
+
+
 def make_producer(bootstrap_servers: str, **overrides: str | int | bool) -> Producer:
     """An idempotent producer: acks from all in-sync replicas, retries without duplicates."""
     config: dict[str, str | int | bool] = {

@@ -110,8 +110,18 @@ def stream(
     interval: str = typer.Option(
         "2s", "--interval", help="Micro-batch interval of --continuous, e.g. 500ms, 2s, 1m."
     ),
+    from_earliest: bool = typer.Option(
+        False,
+        "--from-earliest",
+        help="Re-apply every event the topic still holds instead of resuming where the "
+        "database left off (the result is the same as applying each once).",
+    ),
 ) -> None:
-    """Stream sales events from Kafka into the database with Spark, exactly once in effect."""
+    """Stream sales events from Kafka into the database with Spark, exactly once in effect.
+
+    A run resumes after the last batch committed to the database: the database keeps the
+    Kafka offsets it has applied, in the same transaction as the records.
+    """
     settings = settings_of(ctx)
     bootstrap = _bootstrap_servers(settings)
     if once == continuous:
@@ -127,7 +137,8 @@ def stream(
     checkpoint = settings.checkpoints_dir / settings.kafka_topic
     console.print(
         f"Streaming {settings.kafka_topic} from {bootstrap} into "
-        f"{engine.url.render_as_string(hide_password=True)} (checkpoint {checkpoint})"
+        f"{engine.url.render_as_string(hide_password=True)}"
+        + (" from the earliest offset" if from_earliest else "")
     )
     totals = {"received": 0, "upserted": 0, "dead_lettered": 0}
 
@@ -147,7 +158,11 @@ def stream(
             jars,
             interval=trigger,
             on_batch=report,
-            fault_after_commit=settings.stream_fault_after_commit,
+            from_earliest=from_earliest,
+            faults=streaming.Faults(
+                after_commit=settings.stream_fault_after_commit,
+                before_commit=settings.stream_fault_before_commit,
+            ),
         )
     except spark.StreamFailedError as error:
         fail(f"the stream stopped: {error}")

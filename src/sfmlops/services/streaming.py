@@ -1,38 +1,79 @@
-"""Streaming ingestion: one micro-batch of Kafka sales events into the database, exactly once.
+"""Streaming ingestion: micro-batches of Kafka sales events into the database, exactly once.
 
 A batch is decoded, validated with the same rules as file loading, and written in one
 transaction: valid records upserted on their key (the latest offset wins), the others kept as
-dead letters keyed by their Kafka position. Writing the same batch twice, as Spark does after a
-crash between the database commit and its checkpoint, or replaying the whole topic after a lost
-checkpoint, leaves the database as writing it once.
+dead letters keyed by their Kafka position, and, per partition, the offset after the batch's
+last record (`stream_offsets`). Each run starts the query at those offsets, so the database,
+not Spark's checkpoint, says what has been applied: a crash anywhere, a lost checkpoint or a
+database restored from a backup resumes exactly after the last committed batch.
+
+That frees the job to write batch N while Spark reads and decodes batch N+1 (at most one
+write in flight): on two cores PostgreSQL's merge and Spark's Kafka read overlap instead of
+taking turns. Replaying records anyway (`from_earliest`) leaves the database as applying them
+once: upserts and dead letters are idempotent.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import os
+import shutil
 import signal
+import threading
+import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 from sqlalchemy import Engine
 
+from sfmlops.adapters import kafka
 from sfmlops.adapters.db import repository
 from sfmlops.adapters.spark import (
     PRODUCED_AT,
     KafkaSource,
+    RunningStream,
+    StreamFailedError,
     make_spark_session,
     start_sales_stream,
+    starting_offsets,
     stop_session,
 )
 from sfmlops.core import events
 from sfmlops.core.validation import validate_sales
 
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
 DEAD_LETTER_SOURCE = "kafka"
+_FAULT_WAIT_SECONDS = 60.0
+
+
+@dataclass(frozen=True)
+class PreparedBatch:
+    """A micro-batch decoded and validated, ready for its one transaction.
+
+    Attributes:
+        batch_id: Spark's micro-batch number.
+        received: Kafka records in the batch.
+        valid: Canonical sales rows to upsert, in delivery order.
+        dead_letters: The refused records with their reasons.
+        next_offsets: Per topic and partition, the offset after the batch's last record.
+        produced_at: Each record's Kafka timestamp (UTC), for freshness; may be empty.
+        prepare_seconds: Time spent decoding and validating.
+    """
+
+    batch_id: int
+    received: int
+    valid: pd.DataFrame
+    dead_letters: list[repository.DeadLetter]
+    next_offsets: dict[str, dict[int, int]]
+    produced_at: pd.Series
+    prepare_seconds: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -47,6 +88,8 @@ class BatchReport:
         committed_at: When the database transaction committed (UTC).
         freshness_seconds: Per received record, commit time minus the record's Kafka timestamp
             (empty when the batch carried no timestamps).
+        prepare_seconds: Time spent decoding and validating the batch.
+        write_seconds: Time spent in its database transaction, commit included.
     """
 
     batch_id: int
@@ -55,6 +98,8 @@ class BatchReport:
     dead_lettered: int
     committed_at: dt.datetime
     freshness_seconds: np.ndarray
+    prepare_seconds: float = 0.0
+    write_seconds: float = 0.0
 
     def describe(self) -> str:
         """One line for logs: counts and freshness."""
@@ -68,48 +113,101 @@ class BatchReport:
         return text
 
 
-def ingest_batch(
-    engine: Engine, received: pd.DataFrame, batch_id: int, produced_at: str | None = None
+def prepare_batch(
+    received: pd.DataFrame,
+    known_store_ids: set[int],
+    batch_id: int,
+    produced_at: str | None = None,
+) -> PreparedBatch:
+    """Decode and validate one batch of received Kafka records (no I/O).
+
+    Args:
+        received: One row per Kafka record, as `adapters.spark.sales_event_stream` yields
+            (see `events.decode_sales_events`).
+        known_store_ids: Stores in the store metadata.
+        batch_id: Spark's micro-batch number.
+        produced_at: Name of a column with each record's Kafka timestamp, for freshness.
+    """
+    started = time.perf_counter()
+    received = received.reset_index(drop=True)
+    stamps = (
+        pd.to_datetime(received[produced_at], utc=True)
+        if produced_at is not None
+        else pd.Series([], dtype="datetime64[ns, UTC]")
+    )
+    if received.empty:
+        return PreparedBatch(batch_id, 0, pd.DataFrame(), [], {}, stamps)
+    decoded = events.decode_sales_events(received)
+    validated = validate_sales(decoded.records, known_store_ids, reject_duplicates=False)
+    # validate_sales numbers rows 0..n-1; map them back to positions in `received`.
+    positions = decoded.records.index.to_numpy()
+    reasons = decoded.rejected | {
+        int(positions[row]): reason for row, reason in validated.reasons_by_row().items()
+    }
+    return PreparedBatch(
+        batch_id=batch_id,
+        received=len(received),
+        valid=validated.valid,
+        dead_letters=_dead_letters(received, reasons),
+        next_offsets=_next_offsets(received),
+        produced_at=stamps,
+        prepare_seconds=time.perf_counter() - started,
+    )
+
+
+def write_batch(
+    engine: Engine,
+    batch: PreparedBatch,
+    before_commit: Callable[[PreparedBatch], None] | None = None,
 ) -> BatchReport:
-    """Decode, validate and write one batch of received Kafka records in one transaction.
+    """Write one prepared batch and its resume offsets in one transaction.
 
     Args:
         engine: The sales database.
-        received: One row per Kafka record, as `adapters.spark.sales_event_stream` yields
-            (see `events.decode_sales_events`).
-        batch_id: Spark's micro-batch number, for the report.
-        produced_at: Name of a column with each record's Kafka timestamp, for freshness.
+        batch: From `prepare_batch`.
+        before_commit: Test hook, called inside the transaction just before it commits.
 
     Returns:
         What was written.
     """
-    received = received.reset_index(drop=True)
-    if received.empty:
-        return BatchReport(batch_id, 0, 0, 0, dt.datetime.now(dt.UTC), np.empty(0))
-    decoded = events.decode_sales_events(received)
-    with engine.begin() as connection:
-        known = repository.store_ids(connection)
-        validated = validate_sales(decoded.records, known, reject_duplicates=False)
-        # validate_sales numbers rows 0..n-1; map them back to positions in `received`.
-        positions = decoded.records.index.to_numpy()
-        reasons = decoded.rejected | {
-            int(positions[row]): reason for row, reason in validated.reasons_by_row().items()
-        }
-        upserted = repository.upsert_sales(connection, validated.valid)
-        repository.add_dead_letters(connection, _dead_letters(received, reasons))
+    started = time.perf_counter()
+    upserted = 0
+    if batch.received:
+        with engine.begin() as connection:
+            upserted = repository.upsert_sales(connection, batch.valid)
+            repository.add_dead_letters(connection, batch.dead_letters)
+            for topic, next_offsets in batch.next_offsets.items():
+                repository.write_stream_offsets(connection, topic, next_offsets)
+            if before_commit is not None:
+                before_commit(batch)
     committed_at = dt.datetime.now(dt.UTC)
-    freshness: np.ndarray = np.empty(0)
-    if produced_at is not None and len(received):
-        stamps = pd.to_datetime(received[produced_at], utc=True)
-        freshness = (pd.Timestamp(committed_at) - stamps).dt.total_seconds().to_numpy()
+    freshness = (pd.Timestamp(committed_at) - batch.produced_at).dt.total_seconds().to_numpy()
     return BatchReport(
-        batch_id=batch_id,
-        received=len(received),
+        batch_id=batch.batch_id,
+        received=batch.received,
         upserted=upserted,
-        dead_lettered=len(reasons),
+        dead_lettered=len(batch.dead_letters),
         committed_at=committed_at,
         freshness_seconds=freshness,
+        prepare_seconds=batch.prepare_seconds,
+        write_seconds=time.perf_counter() - started,
     )
+
+
+def ingest_batch(
+    engine: Engine, received: pd.DataFrame, batch_id: int, produced_at: str | None = None
+) -> BatchReport:
+    """Decode, validate and write one batch of received Kafka records, synchronously.
+
+    Args:
+        engine: The sales database.
+        received: One row per Kafka record (see `prepare_batch`).
+        batch_id: Spark's micro-batch number, for the report.
+        produced_at: Name of a column with each record's Kafka timestamp, for freshness.
+    """
+    with engine.connect() as connection:
+        known = repository.store_ids(connection)
+    return write_batch(engine, prepare_batch(received, known, batch_id, produced_at))
 
 
 def _dead_letters(received: pd.DataFrame, reasons: dict[int, str]) -> list[repository.DeadLetter]:
@@ -128,6 +226,156 @@ def _dead_letters(received: pd.DataFrame, reasons: dict[int, str]) -> list[repos
     ]
 
 
+def _next_offsets(received: pd.DataFrame) -> dict[str, dict[int, int]]:
+    """Per topic and partition, one past the highest offset received (where to resume)."""
+    last = received.groupby([events.TOPIC, events.PARTITION], observed=True)[events.OFFSET].max()
+    offsets: dict[str, dict[int, int]] = {}
+    topics = last.index.get_level_values(0).tolist()
+    partitions = last.index.get_level_values(1).tolist()
+    for topic, partition, offset in zip(topics, partitions, last.tolist(), strict=True):
+        offsets.setdefault(str(topic), {})[int(partition)] = int(offset) + 1
+    return offsets
+
+
+class WriteBehind:
+    """Runs batch writes on one background thread, at most one in flight.
+
+    Handing over batch N+1 first waits for batch N's write; a write's error comes out of the
+    hand-over that follows it, or out of `close`.
+    """
+
+    def __init__(self, write: Callable[[PreparedBatch], Any]) -> None:
+        self._write = write
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sales-writer")
+        self._pending: Future[Any] | None = None
+
+    def submit(self, batch: PreparedBatch) -> None:
+        """Start writing `batch` once the previous write has finished.
+
+        Raises:
+            Exception: Whatever the previous write raised; `batch` is then not written.
+        """
+        self.wait()
+        self._pending = self._executor.submit(self._write, batch)
+
+    def wait(self) -> None:
+        """Block until the write in flight, if any, has finished; re-raise its error."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def close(self) -> None:
+        """Finish the write in flight and stop the thread; re-raise the write's error."""
+        try:
+            self.wait()
+        finally:
+            self._executor.shutdown()
+
+
+@dataclass(frozen=True)
+class Faults:
+    """Fault injection for restart tests (`Settings.stream_fault_*`); None injects nothing.
+
+    Attributes:
+        after_commit: SIGKILL the process right after batch N is committed.
+        before_commit: SIGKILL the process inside batch N's transaction, once Spark has moved
+            on to the next batch (its checkpoint already counts batch N as done).
+    """
+
+    after_commit: int | None = None
+    before_commit: int | None = None
+
+
+@dataclass
+class SalesStream:
+    """A running stream into the database: `request_stop` from anywhere, `wait` from the
+    thread that started it."""
+
+    running: RunningStream
+    writer: WriteBehind
+
+    def request_stop(self) -> None:
+        """Stop after the batch in hand; the write in flight commits first."""
+        self.running.request_stop()
+
+    def wait(self) -> None:
+        """Block until the stream ends (drained topic or stop) and its last write commits.
+
+        Raises:
+            adapters.spark.StreamFailedError: When reading or writing a batch failed; every
+                batch committed before it stays, and the next run resumes after it.
+        """
+        try:
+            self.running.wait()
+        finally:
+            try:
+                self.writer.close()
+            except Exception as error:
+                raise StreamFailedError(
+                    f"writing a batch to the database failed: {error}"
+                ) from error
+
+
+def start_stream(
+    spark: SparkSession,
+    engine: Engine,
+    source: KafkaSource,
+    checkpoint_dir: Path,
+    *,
+    interval: str | None,
+    on_batch: Callable[[BatchReport], None],
+    from_earliest: bool = False,
+    faults: Faults = Faults(),
+) -> SalesStream:
+    """Start streaming `source` into the database from where the database says it stopped.
+
+    Args:
+        spark: A session from `adapters.spark.make_spark_session`.
+        engine: The sales database (PostgreSQL in production; any backend works).
+        source: The topic to read.
+        checkpoint_dir: Spark's checkpoint of this run; emptied at the start, since the
+            database's offsets decide where a run starts.
+        interval: Micro-batch interval in Spark syntax; None drains the topic and ends.
+        on_batch: Called with each batch's report after its commit (on the writer thread).
+        from_earliest: Re-apply every event the topic still holds instead of resuming.
+        faults: Test hooks.
+    """
+    with engine.connect() as connection:
+        resume = {} if from_earliest else repository.read_stream_offsets(connection, source.topic)
+    partitions = kafka.topic_partitions(source.bootstrap_servers, source.topic) if resume else []
+    shutil.rmtree(checkpoint_dir, ignore_errors=True)
+    moved_on = threading.Event()
+
+    def before_commit(batch: PreparedBatch) -> None:
+        if batch.batch_id == faults.before_commit:
+            moved_on.wait(_FAULT_WAIT_SECONDS)
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def write(batch: PreparedBatch) -> None:
+        on_batch(write_batch(engine, batch, before_commit))
+        if batch.batch_id == faults.after_commit:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    writer = WriteBehind(write)
+
+    def handle(received: pd.DataFrame, batch_id: int) -> None:
+        if faults.before_commit is not None and batch_id > faults.before_commit:
+            moved_on.set()
+        with engine.connect() as connection:
+            known = repository.store_ids(connection)
+        writer.submit(prepare_batch(received, known, batch_id, PRODUCED_AT))
+
+    running = start_sales_stream(
+        spark,
+        source,
+        handle,
+        checkpoint_dir,
+        interval=interval,
+        start_at=starting_offsets(source.topic, partitions, resume),
+    )
+    return SalesStream(running=running, writer=writer)
+
+
 def run_stream(
     engine: Engine,
     source: KafkaSource,
@@ -136,23 +384,24 @@ def run_stream(
     *,
     interval: str | None,
     on_batch: Callable[[BatchReport], None],
-    fault_after_commit: int | None = None,
+    from_earliest: bool = False,
+    faults: Faults = Faults(),
     master: str = "local[2]",
 ) -> None:
     """Run the stream job until the topic is drained (`interval` None) or a stop signal.
 
-    SIGTERM and SIGINT stop a continuous job between batches; a batch in flight either commits
-    whole or is re-run by the next start.
+    SIGTERM and SIGINT stop a continuous job between batches; the batch being written commits
+    first.
 
     Args:
         engine: The sales database (PostgreSQL in production; any backend works).
         source: The topic to read.
-        checkpoint_dir: Spark's checkpoint of this query.
+        checkpoint_dir: Spark's checkpoint of this run.
         jars: Spark's Kafka connector (`adapters.spark.connector_jars`).
         interval: Micro-batch interval in Spark syntax; None drains the topic and returns.
         on_batch: Called with each batch's report after its commit.
-        fault_after_commit: Test hook: SIGKILL this process right after batch N commits to
-            the database, before Spark writes its checkpoint.
+        from_earliest: Re-apply every event the topic still holds instead of resuming.
+        faults: Test hooks.
         master: Spark master URL.
 
     Raises:
@@ -160,16 +409,18 @@ def run_stream(
             is unreachable); what was committed before stays.
     """
     spark = make_spark_session(jars, master=master)
-
-    def handle(received: pd.DataFrame, batch_id: int) -> None:
-        report = ingest_batch(engine, received, batch_id, PRODUCED_AT)
-        on_batch(report)
-        if fault_after_commit is not None and batch_id == fault_after_commit:
-            os.kill(os.getpid(), signal.SIGKILL)
-
     previous: dict[signal.Signals, Any] = {}
     try:
-        stream = start_sales_stream(spark, source, handle, checkpoint_dir, interval=interval)
+        stream = start_stream(
+            spark,
+            engine,
+            source,
+            checkpoint_dir,
+            interval=interval,
+            on_batch=on_batch,
+            from_earliest=from_earliest,
+            faults=faults,
+        )
         for stop_signal in (signal.SIGTERM, signal.SIGINT):
             previous[stop_signal] = signal.signal(stop_signal, lambda *_: stream.request_stop())
         stream.wait()

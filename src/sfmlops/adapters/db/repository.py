@@ -27,6 +27,7 @@ from sfmlops.adapters.db.tables import (
     ingest_dead_letters,
     sales,
     stores,
+    stream_offsets,
     training_jobs,
 )
 from sfmlops.core import columns as c
@@ -309,6 +310,32 @@ def count_dead_letters(connection: Connection, since: dt.datetime | None = None)
     if since is not None:
         query = query.where(ingest_dead_letters.c.received_at >= since)
     return int(connection.execute(query).scalar_one())
+
+
+def read_stream_offsets(connection: Connection, topic: str) -> dict[int, int]:
+    """Per partition of `topic`, the offset the stream job resumes from (absent: never read)."""
+    query = select(stream_offsets.c.kafka_partition, stream_offsets.c.next_offset).where(
+        stream_offsets.c.kafka_topic == topic
+    )
+    return {int(partition): int(offset) for partition, offset in connection.execute(query)}
+
+
+def write_stream_offsets(connection: Connection, topic: str, next_offsets: dict[int, int]) -> None:
+    """Record where the stream job resumes, inside the transaction that applied the records."""
+    if not next_offsets:
+        return
+    statement = _insert(connection, stream_offsets)
+    statement = statement.on_conflict_do_update(
+        index_elements=[stream_offsets.c.kafka_topic, stream_offsets.c.kafka_partition],
+        set_={"next_offset": statement.excluded.next_offset, "updated_at": func.now()},
+    )
+    connection.execute(
+        statement,
+        [
+            {"kafka_topic": topic, "kafka_partition": partition, "next_offset": offset}
+            for partition, offset in sorted(next_offsets.items())
+        ],
+    )
 
 
 def sales_rows_per_store(connection: Connection, sales_date: dt.date) -> dict[int, int]:

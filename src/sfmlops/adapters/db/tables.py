@@ -118,6 +118,19 @@ ingest_dead_letters = Table(
     UniqueConstraint("kafka_topic", "kafka_partition", "kafka_offset"),
 )
 
+# Where the stream job resumes: per Kafka partition, the offset after the last record whose
+# effect is in this database. Written in the same transaction as that record's batch, so the
+# database, not Spark's checkpoint, says what has been applied (Kafka's "offsets stored outside
+# Kafka" pattern); a restored backup resumes from its own offsets.
+stream_offsets = Table(
+    "stream_offsets",
+    metadata,
+    Column("kafka_topic", String(256), primary_key=True),
+    Column("kafka_partition", Integer, primary_key=True, autoincrement=False),
+    Column("next_offset", BigInteger, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
 training_jobs = Table(
     "training_jobs",
     metadata,
