@@ -30,6 +30,7 @@ CONNECTOR_ARTIFACT = "spark-sql-kafka-0-10_2.13"
 CONNECTORS_PROFILE = "spark-connectors"  # the deps/pom.xml profile, and the jars subfolder
 PRODUCED_AT = "produced_at"  # the Kafka record timestamp (producer's create time), UTC
 _FETCH_BYTES = 64 * 1024 * 1024
+_POLL_RECORDS = 100_000
 _INTERVAL = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)\s*$")
 _UNITS = {"ms": "milliseconds", "s": "seconds", "m": "minutes", "h": "hours"}
 
@@ -159,6 +160,9 @@ def sales_event_stream(
         # requests instead of Kafka's default 1 MiB per partition and request.
         .option("kafka.max.partition.fetch.bytes", str(_FETCH_BYTES))
         .option("kafka.fetch.max.bytes", str(_FETCH_BYTES))
+        # Spark polls each partition until its batch range is read, and answers every empty
+        # poll with offset lookups: hand over a whole fetch per poll rather than 500 records.
+        .option("kafka.max.poll.records", str(_POLL_RECORDS))
         .load()
     )
     # The value stays bytes here: Arrow checks UTF-8 on the Python side (`received_frame`) in a
