@@ -59,6 +59,8 @@ def test_valid_records_become_the_typed_canonical_frame() -> None:
         ({c.STORE_ID: "99"}, c.STORE_ID, "unknown store (not in the store metadata)"),
         ({c.STORE_ID: "0"}, c.STORE_ID, "must be >= 1"),
         ({c.SALES: "inf"}, c.SALES, "not a number"),
+        ({c.CUSTOMERS: "1e12"}, c.CUSTOMERS, "must be <= 2147483647"),
+        ({c.STORE_ID: "3000000000"}, c.STORE_ID, "must be <= 2147483647"),
     ],
 )
 def test_each_rule_names_the_row_and_column(
