@@ -12,6 +12,8 @@ import pytest
 from confluent_kafka import Consumer
 from confluent_kafka.admin import AdminClient
 
+from sfmlops.adapters import kafka
+from tests.conftest import free_port
 from tests.streaming.conftest import StreamEnv
 
 pytestmark = pytest.mark.integration
@@ -96,3 +98,14 @@ def test_a_bad_file_is_refused_whole_and_nothing_is_sent(
         timeout=30
     )
     assert stream_env.topic not in topics.topics
+
+
+def test_events_kafka_never_acknowledges_are_counted_and_reported() -> None:
+    # Nothing listens on this port: every event times out in the producer's queue.
+    nowhere = f"127.0.0.1:{free_port()}"
+    producer = kafka.make_producer(nowhere, **{"message.timeout.ms": 1500})
+    acknowledged: list[int] = []
+
+    with pytest.raises(kafka.KafkaDeliveryError, match="3 of 3 events not acknowledged"):
+        kafka.send(producer, "sales.daily", [b"1"] * 3, [b"{}"] * 3, on_ack=acknowledged.append)
+    assert acknowledged == []

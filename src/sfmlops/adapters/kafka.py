@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from confluent_kafka.admin import AdminClient
@@ -15,6 +15,7 @@ from confluent_kafka.cimpl import NewTopic
 
 _FLUSH_TIMEOUT_SECONDS = 300.0
 _PACING_CHUNK_SECONDS = 0.05  # rate-limited producers send in slices this long
+_MAX_RATE_CHUNK = 20_000  # events sent between progress reports at full speed
 
 
 class KafkaDeliveryError(RuntimeError):
@@ -22,19 +23,16 @@ class KafkaDeliveryError(RuntimeError):
 
 
 @dataclass
-class _Deliveries:
-    acknowledged: int = 0
-    failed: int = 0
+class _Failures:
+    """Delivery reports; the producer sends them only for failed events."""
+
+    count: int = 0
     first_error: str | None = None
-    on_ack: Callable[[int], None] | None = field(default=None, repr=False)
 
     def __call__(self, error: KafkaError | None, _message: Message) -> None:
         if error is None:
-            self.acknowledged += 1
-            if self.on_ack:
-                self.on_ack(1)
             return
-        self.failed += 1
+        self.count += 1
         if self.first_error is None:
             self.first_error = str(error)
 
@@ -84,6 +82,9 @@ def make_producer(bootstrap_servers: str, **overrides: str | int | bool) -> Prod
         "queue.buffering.max.messages": 1_000_000,
         # Keep retrying through a broker restart; the idempotent producer never duplicates.
         "message.timeout.ms": 300_000,
+        # A Python callback per acknowledged event cost a quarter of the sending CPU; what is
+        # still queued after a flush plus the failures reported tells the same.
+        "delivery.report.only.error": True,
     }
     return Producer(config | overrides)
 
@@ -105,7 +106,7 @@ def send(
         keys: One key per event (the partitioning key).
         values: The event payloads.
         rate: Events per second; None sends as fast as the broker takes them.
-        on_ack: Called with 1 for each acknowledged event, for progress.
+        on_ack: Called with the number of events acknowledged since the last call.
 
     Returns:
         The number of events acknowledged.
@@ -113,9 +114,18 @@ def send(
     Raises:
         KafkaDeliveryError: When any event was not acknowledged within the producer's timeout.
     """
-    deliveries = _Deliveries(on_ack=on_ack)
+    failures = _Failures()
+    acknowledged = 0
+
+    def report_progress(sent: int, queued: int) -> None:
+        nonlocal acknowledged
+        now = sent - queued - failures.count
+        if on_ack and now > acknowledged:
+            on_ack(now - acknowledged)
+        acknowledged = max(acknowledged, now)
+
     started = time.monotonic()
-    chunk = len(values) if rate is None else max(1, int(rate * _PACING_CHUNK_SECONDS))
+    chunk = _MAX_RATE_CHUNK if rate is None else max(1, int(rate * _PACING_CHUNK_SECONDS))
     for start in range(0, len(values), chunk):
         if rate is not None:
             # Pace against the start time rather than per event, so sleeps do not drift.
@@ -125,23 +135,23 @@ def send(
         for key, value in zip(
             keys[start : start + chunk], values[start : start + chunk], strict=True
         ):
-            _produce(producer, topic, key, value, deliveries)
+            _produce(producer, topic, key, value, failures)
         producer.poll(0)
+        report_progress(min(start + chunk, len(values)), len(producer))
     remaining = producer.flush(_FLUSH_TIMEOUT_SECONDS)
-    if deliveries.failed or remaining:
+    report_progress(len(values), remaining)
+    if failures.count or remaining:
         raise KafkaDeliveryError(
-            f"{deliveries.failed + remaining} of {len(values)} events not acknowledged by Kafka"
-            + (f" (first error: {deliveries.first_error})" if deliveries.first_error else "")
+            f"{failures.count + remaining} of {len(values)} events not acknowledged by Kafka"
+            + (f" (first error: {failures.first_error})" if failures.first_error else "")
         )
-    return deliveries.acknowledged
+    return acknowledged
 
 
-def _produce(
-    producer: Producer, topic: str, key: bytes, value: bytes, deliveries: _Deliveries
-) -> None:
+def _produce(producer: Producer, topic: str, key: bytes, value: bytes, failures: _Failures) -> None:
     while True:
         try:
-            producer.produce(topic, value=value, key=key, on_delivery=deliveries)
+            producer.produce(topic, value, key, on_delivery=failures)
             return
         except BufferError:
             # The local queue is full: serve delivery reports until there is room.
