@@ -109,3 +109,9 @@ def test_events_kafka_never_acknowledges_are_counted_and_reported() -> None:
     with pytest.raises(kafka.KafkaDeliveryError, match="3 of 3 events not acknowledged"):
         kafka.send(producer, "sales.daily", [b"1"] * 3, [b"{}"] * 3, on_ack=acknowledged.append)
     assert acknowledged == []
+
+
+def test_an_unreachable_broker_is_named_when_listing_partitions() -> None:
+    nowhere = f"127.0.0.1:{free_port()}"
+    with pytest.raises(kafka.KafkaUnreachableError, match=nowhere):
+        kafka.topic_partitions(nowhere, "sales.daily", timeout=1.0)

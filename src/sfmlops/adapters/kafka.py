@@ -22,6 +22,10 @@ class KafkaDeliveryError(RuntimeError):
     """Kafka did not acknowledge some events; the message names the first failure."""
 
 
+class KafkaUnreachableError(RuntimeError):
+    """The broker did not answer a metadata request in time."""
+
+
 @dataclass
 class _Failures:
     """Delivery reports; the producer sends them only for failed events."""
@@ -61,10 +65,15 @@ def topic_partitions(bootstrap_servers: str, topic: str, timeout: float = 30.0) 
     """The partition numbers of `topic` (empty when it does not exist yet).
 
     Raises:
-        KafkaException: When the broker is unreachable.
+        KafkaUnreachableError: When the broker does not answer within `timeout` seconds.
     """
     admin = AdminClient({"bootstrap.servers": bootstrap_servers})
-    metadata = admin.list_topics(topic, timeout=timeout).topics.get(topic)
+    try:
+        metadata = admin.list_topics(topic, timeout=timeout).topics.get(topic)
+    except KafkaException as error:
+        raise KafkaUnreachableError(
+            f"Kafka at {bootstrap_servers} did not list topic {topic}: {error}"
+        ) from error
     if metadata is None or metadata.error is not None:
         return []
     return sorted(metadata.partitions)

@@ -339,10 +339,19 @@ def start_stream(
         on_batch: Called with each batch's report after its commit (on the writer thread).
         from_earliest: Re-apply every event the topic still holds instead of resuming.
         faults: Test hooks.
+
+    Raises:
+        adapters.spark.StreamFailedError: When the broker cannot say which partitions the
+            topic has (needed to resume).
     """
     with engine.connect() as connection:
         resume = {} if from_earliest else repository.read_stream_offsets(connection, source.topic)
-    partitions = kafka.topic_partitions(source.bootstrap_servers, source.topic) if resume else []
+    try:
+        partitions = (
+            kafka.topic_partitions(source.bootstrap_servers, source.topic) if resume else []
+        )
+    except kafka.KafkaUnreachableError as error:
+        raise StreamFailedError(str(error)) from error
     shutil.rmtree(checkpoint_dir, ignore_errors=True)
     moved_on = threading.Event()
 
