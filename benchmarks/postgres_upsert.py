@@ -6,15 +6,16 @@ several ways of writing and two sets of server settings, on the same data:
 
 - the table starts with two date-shifted copies of the bundled sales (~1.9 M rows), cloned
   from a template database for every variant, so each starts from the same state;
-- three passes over `--batches` micro-batches of `--batch-rows` rows of a third copy, in event
+- four passes over `--batches` micro-batches of `--batch-rows` rows of a third copy, in event
   order (day, then store): new rows; the same batches re-delivered unchanged (the replay path
-  after a crash or a lost checkpoint); the same batches with corrected values.
+  after a crash or a lost checkpoint); the same batches with corrected values; batches of a
+  fourth copy's new rows with 1 % corrections of stored rows among them.
 
 Per batch: copy (dedupe and sort in pandas, staging table, encoding, COPY), merge (every
 statement after COPY), commit, total, and WAL bytes (difference of the WAL insert position).
 Printed: the median of each per variant and pass, and checkpoints during each variant.
 
-    PYTHONPATH=src .venv/bin/python benchmarks/postgres_upsert.py [--variants current,merge]
+    PYTHONPATH=src .venv/bin/python benchmarks/postgres_upsert.py [--variants on-conflict,repository]
 
 `--explain` prints EXPLAIN (ANALYZE, BUFFERS, WAL) of the first batch of each pass instead of
 timing (the SQL variants only). Starts throwaway PostgreSQL servers with scripts/postgres.sh.
@@ -33,7 +34,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,10 +52,10 @@ from sfmlops.datasets import ROSSMANN_DIR
 from sfmlops.services import loading, producing
 
 ROOT = Path(__file__).resolve().parents[1]
-PASSES = ("new", "replay", "corrected")
+PASSES = ("new", "replay", "corrected", "mixed")
 PHASES = ("copy", "merge", "commit", "total", "wal_mb")
 
-# PostgreSQL 15's defaults for what TUNED changes, spelled out: scripts/postgres.sh may set others.
+# PostgreSQL 15's defaults for the settings scripts/postgres.sh (and the chart) change.
 STOCK = {
     "shared_buffers": "128MB",
     "wal_buffers": "-1",
@@ -63,16 +64,8 @@ STOCK = {
     "wal_compression": "off",
     "temp_buffers": "8MB",
 }
-# What a server for a write-heavy fact table would run with (this machine: 24 GiB, 2 cores).
-TUNED = {
-    "shared_buffers": "1GB",
-    "wal_buffers": "64MB",
-    "max_wal_size": "4GB",
-    "checkpoint_timeout": "15min",
-    "wal_compression": "lz4",
-    "temp_buffers": "64MB",
-}
-SETTINGS = {"stock": STOCK, "tuned": TUNED}
+# "tuned": what scripts/postgres.sh sets (the chart's postgresql.config, 1GB shared_buffers).
+SETTINGS: dict[str, dict[str, str]] = {"stock": STOCK, "tuned": {}}
 
 KEY = list(c.SALES_KEY)
 VALUES = [name for name in c.SALES_COLUMNS if name not in c.SALES_KEY]
@@ -132,7 +125,7 @@ class Variant:
     copy_format: str = "csv"
     staging: str = "temp"  # temp: CREATE TEMP ... ON COMMIT DROP; unlogged: one kept table
     analyze: bool = False
-    drop_ingested_at_index: bool = False
+    ingested_at_index: str = "btree"  # btree (the migration's), brin, or none
 
 
 VARIANTS = [
@@ -147,10 +140,9 @@ VARIANTS = [
     Variant("split-analyze", "tuned", merge="split", analyze=True),
     Variant("on-conflict-text", "tuned", merge="on-conflict", copy_format="text"),
     Variant("on-conflict-unlogged", "tuned", merge="on-conflict", staging="unlogged"),
-    Variant(
-        "on-conflict-no-ingested-at-index", "tuned", "on-conflict", drop_ingested_at_index=True
-    ),
-    Variant("repository-no-ingested-at-index", "tuned", drop_ingested_at_index=True),
+    Variant("on-conflict-no-ingested-at-index", "tuned", "on-conflict", ingested_at_index="none"),
+    Variant("repository-no-ingested-at-index", "tuned", ingested_at_index="none"),
+    Variant("repository-brin-ingested-at-index", "tuned", ingested_at_index="brin"),
 ]
 
 
@@ -204,6 +196,18 @@ def shifted(sales: pd.DataFrame, years: int) -> pd.DataFrame:
     return sales.assign(**{c.SALES_DATE: sales[c.SALES_DATE] + pd.DateOffset(years=years)})
 
 
+def mixed(sales: pd.DataFrame, stored: list[pd.DataFrame]) -> list[pd.DataFrame]:
+    """Batches of new keys where 1 % of the rows are corrections of the `stored` batches'."""
+    later = producing.in_event_order(sales).reset_index(drop=True)
+    batches = []
+    for number, batch in enumerate(stored):
+        fresh = later.iloc[number * len(batch) : (number + 1) * len(batch)]
+        corrections = batch.sample(frac=0.01, random_state=number)
+        corrections = corrections.assign(**{c.SALES: corrections[c.SALES] + 2.0})
+        batches.append(pd.concat([fresh.iloc[len(corrections) :], corrections]))
+    return batches
+
+
 def database_url(url: str, name: str) -> str:
     return make_url(url).set(database=name).render_as_string(hide_password=False)
 
@@ -236,8 +240,12 @@ def variant_database(url: str, variant: Variant) -> Iterator[Engine]:
         )
     engine = make_engine(database_url(url, name))
     with engine.begin() as connection:
-        if variant.drop_ingested_at_index:
+        if variant.ingested_at_index != "btree":
             connection.exec_driver_sql("DROP INDEX ix_sales_ingested_at")
+        if variant.ingested_at_index == "brin":
+            connection.exec_driver_sql(
+                "CREATE INDEX ix_sales_ingested_at ON sales USING brin (ingested_at)"
+            )
         if variant.staging == "unlogged":
             connection.exec_driver_sql(
                 "CREATE UNLOGGED TABLE sales_staging_unlogged (LIKE sales INCLUDING DEFAULTS)"
@@ -338,53 +346,44 @@ def wal_position(connection: Connection) -> int:
     )
 
 
-def checkpoints(connection: Connection) -> int:
-    return int(
-        connection.exec_driver_sql(
+def checkpoints(url: str) -> int:
+    """Checkpoints the server has made since it started."""
+    engine = make_engine(url)
+    with engine.connect() as connection:
+        count = connection.exec_driver_sql(
             "SELECT checkpoints_timed + checkpoints_req FROM pg_stat_bgwriter"
         ).scalar_one()
-    )
+    engine.dispose()
+    return int(count)
 
 
-def run_variant(
-    engine: Engine, variant: Variant, passes: dict[str, list[pd.DataFrame]], explain: bool
-) -> tuple[Timings, int]:
-    """Write every batch of every pass; returns the timings and checkpoints that happened."""
-    timings = Timings()
-    clock = MergeClock(engine)
-    with engine.connect() as probe:
-        checkpoints_before = checkpoints(probe)
-    with engine.connect() as connection:
-        for pass_name, batches in passes.items():
-            for number, batch in enumerate(batches):
-                if explain and (variant.merge is None or number > 0):
-                    continue
-                wal_before = wal_position(connection)
-                connection.commit()  # the probe's implicit transaction
-                clock.merge_started = None
-                started = time.perf_counter()
-                with connection.begin() as transaction:
-                    if variant.merge is None:
-                        repository.upsert_sales(connection, batch)
-                        merged = time.perf_counter()
-                        copied = clock.merge_started or merged
-                    else:
-                        copied = staged_write(connection, batch, variant, explain)
-                        merged = time.perf_counter()
-                    transaction.commit()
-                committed = time.perf_counter()
-                wal_after = wal_position(connection)
-                connection.commit()
-                timings.add(
-                    pass_name,
-                    copy=copied - started,
-                    merge=merged - copied,
-                    commit=committed - merged,
-                    total=committed - started,
-                    wal_mb=(wal_after - wal_before) / 2**20,
-                )
-    with engine.connect() as probe:
-        return timings, checkpoints(probe) - checkpoints_before
+def write_batch(
+    connection: Connection, clock: MergeClock, variant: Variant, batch: pd.DataFrame, explain: bool
+) -> dict[str, float]:
+    """Write one batch in its own transaction; returns the seconds of each phase and WAL MB."""
+    wal_before = wal_position(connection)
+    connection.commit()  # the probe's implicit transaction
+    clock.merge_started = None
+    started = time.perf_counter()
+    with connection.begin() as transaction:
+        if variant.merge is None:
+            repository.upsert_sales(connection, batch)
+            merged = time.perf_counter()
+            copied = clock.merge_started or merged
+        else:
+            copied = staged_write(connection, batch, variant, explain)
+            merged = time.perf_counter()
+        transaction.commit()
+    committed = time.perf_counter()
+    wal_after = wal_position(connection)
+    connection.commit()
+    return {
+        "copy": copied - started,
+        "merge": merged - copied,
+        "commit": committed - merged,
+        "total": committed - started,
+        "wal_mb": (wal_after - wal_before) / 2**20,
+    }
 
 
 def main() -> None:
@@ -414,31 +413,55 @@ def main() -> None:
         "new": new,
         "replay": new,
         "corrected": [batch.assign(**{c.SALES: batch[c.SALES] + 1.0}) for batch in new],
+        "mixed": mixed(shifted(dataset.sales, 9), new),
     }
     print(f"table starts with {len(history):,} rows; {args.batches} batches of {rows:,} per pass")
 
-    results: list[tuple[Variant, str, dict[str, float], int]] = []
-    for settings_name in dict.fromkeys(v.settings for v in variants):
-        print(f"server settings {settings_name}: {SETTINGS[settings_name]}", flush=True)
-        with (
-            tempfile.TemporaryDirectory(prefix="sfmlops-pg-upsert-") as work,
-            server(Path(work), SETTINGS[settings_name]) as url,
-        ):
-            make_template(url, dataset.stores, history)
-            for variant in (v for v in variants if v.settings == settings_name):
-                with variant_database(url, variant) as engine:
-                    timings, done = run_variant(engine, variant, passes, args.explain)
-                for pass_name in PASSES:
-                    medians = timings.medians(pass_name)
-                    results.append((variant, pass_name, medians, done))
-                    print(f"  {variant.name:34} {pass_name:9} " + line(medians), flush=True)
-                print(f"  {variant.name:34} checkpoints during the variant: {done}")
+    with ExitStack() as stack:
+        urls = {}
+        for settings_name in dict.fromkeys(v.settings for v in variants):
+            work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="sfmlops-pg-")))
+            urls[settings_name] = stack.enter_context(server(work, SETTINGS[settings_name]))
+            print(f"server settings {settings_name}: {server_settings(urls[settings_name])}")
+            make_template(urls[settings_name], dataset.stores, history)
+        engines = {v: stack.enter_context(variant_database(urls[v.settings], v)) for v in variants}
+        clocks = {v: MergeClock(engines[v]) for v in variants}
+        connections = {v: stack.enter_context(engines[v].connect()) for v in variants}
+        before = {name: checkpoints(url) for name, url in urls.items()}
+        timings = {v: Timings() for v in variants}
+        # Variants take turns batch by batch (each starting first in turn), so load from other
+        # processes on this shared machine falls on all of them alike.
+        for pass_name, batches in passes.items():
+            for number, batch in enumerate(batches):
+                turn = variants[number % len(variants) :] + variants[: number % len(variants)]
+                for variant in turn:
+                    if args.explain and (variant.merge is None or number > 0):
+                        continue
+                    figures = write_batch(
+                        connections[variant], clocks[variant], variant, batch, args.explain
+                    )
+                    timings[variant].add(pass_name, **figures)
+            print(f"pass {pass_name} done, load {os.getloadavg()}", flush=True)
+        done = {name: checkpoints(url) - before[name] for name, url in urls.items()}
+    print(
+        f"finished {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC; checkpoints during the passes: {done}"
+    )
     if not args.explain:
-        print_table(results)
+        print_table(
+            [(v, p, timings[v].medians(p), done[v.settings]) for v in variants for p in PASSES]
+        )
 
 
-def line(medians: dict[str, float]) -> str:
-    return " ".join(f"{phase} {medians[phase]:6.3f}" for phase in PHASES)
+def server_settings(url: str) -> str:
+    """The settings this benchmark varies, and durability, as the server reports them."""
+    engine = make_engine(url)
+    with engine.connect() as connection:
+        rows = connection.exec_driver_sql(
+            "SELECT name, setting, unit FROM pg_settings WHERE name = ANY(%(names)s) ORDER BY name",
+            {"names": [*STOCK, "fsync", "synchronous_commit"]},
+        ).all()
+    engine.dispose()
+    return ", ".join(f"{name}={setting}{unit or ''}" for name, setting, unit in rows)
 
 
 def print_table(results: list[tuple[Variant, str, dict[str, float], int]]) -> None:
