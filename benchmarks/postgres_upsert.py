@@ -12,7 +12,9 @@ several ways of writing and two sets of server settings, on the same data:
   fourth copy's new rows with 1 % corrections of stored rows among them.
 
 Per batch: copy (dedupe and sort in pandas, staging table, encoding, COPY), merge (every
-statement after COPY), commit, total, and WAL bytes (difference of the WAL insert position).
+statement after COPY), commit, total, the CPU time of the server backend over the transaction
+(from /proc: the figure least disturbed by other work on a shared machine), and WAL bytes
+(difference of the WAL insert position).
 Printed: the median of each per variant and pass, and checkpoints during each variant.
 
     PYTHONPATH=src .venv/bin/python benchmarks/postgres_upsert.py [--variants on-conflict,repository]
@@ -53,7 +55,7 @@ from sfmlops.services import loading, producing
 
 ROOT = Path(__file__).resolve().parents[1]
 PASSES = ("new", "replay", "corrected", "mixed")
-PHASES = ("copy", "merge", "commit", "total", "wal_mb")
+PHASES = ("copy", "merge", "commit", "total", "server_cpu", "wal_mb")
 
 # PostgreSQL 15's defaults for the settings scripts/postgres.sh (and the chart) change.
 STOCK = {
@@ -346,6 +348,13 @@ def wal_position(connection: Connection) -> int:
     )
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) a local process has used: the server backend's work, which
+    other processes on the machine slow down far less than its wall time."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def checkpoints(url: str) -> int:
     """Checkpoints the server has made since it started."""
     engine = make_engine(url)
@@ -362,7 +371,9 @@ def write_batch(
 ) -> dict[str, float]:
     """Write one batch in its own transaction; returns the seconds of each phase and WAL MB."""
     wal_before = wal_position(connection)
-    connection.commit()  # the probe's implicit transaction
+    backend = int(connection.exec_driver_sql("SELECT pg_backend_pid()").scalar_one())
+    connection.commit()  # the probes' implicit transaction
+    cpu_before = cpu_seconds(backend)
     clock.merge_started = None
     started = time.perf_counter()
     with connection.begin() as transaction:
@@ -375,6 +386,7 @@ def write_batch(
             merged = time.perf_counter()
         transaction.commit()
     committed = time.perf_counter()
+    cpu_after = cpu_seconds(backend)
     wal_after = wal_position(connection)
     connection.commit()
     return {
@@ -382,6 +394,7 @@ def write_batch(
         "merge": merged - copied,
         "commit": committed - merged,
         "total": committed - started,
+        "server_cpu": cpu_after - cpu_before,
         "wal_mb": (wal_after - wal_before) / 2**20,
     }
 
@@ -408,6 +421,8 @@ def main() -> None:
     history = pd.concat([dataset.sales, shifted(dataset.sales, 3)], ignore_index=True)
     fresh = producing.in_event_order(shifted(dataset.sales, 6)).reset_index(drop=True)
     rows = args.batch_rows
+    if args.batches * rows > len(fresh):
+        parser.error(f"a copy of the sales holds {len(fresh):,} rows: fewer batches or rows")
     new = [fresh.iloc[i * rows : (i + 1) * rows] for i in range(args.batches)]
     passes = {
         "new": new,
@@ -466,14 +481,14 @@ def server_settings(url: str) -> str:
 
 def print_table(results: list[tuple[Variant, str, dict[str, float], int]]) -> None:
     print(
-        "\n| variant | settings | pass | copy s | merge s | commit s | total s | WAL MB |"
-        " checkpoints |"
+        "\n| variant | settings | pass | copy s | merge s | commit s | total s | server CPU s |"
+        " WAL MB | checkpoints |"
     )
-    print("|---|---|---|---:|---:|---:|---:|---:|---:|")
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for variant, pass_name, m, done in results:
         print(
             f"| {variant.name} | {variant.settings} | {pass_name} | {m['copy']:.3f} | "
-            f"{m['merge']:.3f} | {m['commit']:.3f} | {m['total']:.3f} | {m['wal_mb']:.0f} | {done} |"
+            f"{m['merge']:.3f} | {m['commit']:.3f} | {m['total']:.3f} | {m['server_cpu']:.2f} | {m['wal_mb']:.0f} | {done} |"
         )
 
 
