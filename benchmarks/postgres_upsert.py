@@ -472,11 +472,12 @@ def server_settings(url: str) -> str:
     engine = make_engine(url)
     with engine.connect() as connection:
         rows = connection.exec_driver_sql(
-            "SELECT name, setting, unit FROM pg_settings WHERE name = ANY(%(names)s) ORDER BY name",
+            "SELECT name, current_setting(name) FROM pg_settings WHERE name = ANY(%(names)s) "
+            "ORDER BY name",
             {"names": [*STOCK, "fsync", "synchronous_commit"]},
         ).all()
     engine.dispose()
-    return ", ".join(f"{name}={setting}{unit or ''}" for name, setting, unit in rows)
+    return ", ".join(f"{name}={setting}" for name, setting in rows)
 
 
 def print_table(results: list[tuple[Variant, str, dict[str, float], int]]) -> None:
