@@ -4,6 +4,9 @@
 #   scripts/postgres.sh stop DIR         stop it and remove DIR
 # As root the cluster runs as the "postgres" user (PostgreSQL refuses to run as root).
 # SFMLOPS_PG_FSYNC=on keeps durable writes (benchmarks); tests run with fsync off.
+# The server runs with the settings of the chart's postgresql.config (sfmlops-helm/values.yaml),
+# measured by benchmarks/postgres_upsert.py; SFMLOPS_PG_SHARED_BUFFERS sizes the cache (1GB).
+# SFMLOPS_PG_OPTIONS adds server settings, e.g. "-c work_mem=64MB" (they come last and win).
 set -euo pipefail
 
 bindir() {
@@ -39,8 +42,11 @@ case "$action" in
       }
     fi
     as_owner "$bin/initdb" -D "$dir/data" -U sfmlops --auth=trust -E UTF8 --locale=C.UTF-8 >"$dir/initdb.log"
+    settings="-c shared_buffers=${SFMLOPS_PG_SHARED_BUFFERS:-1GB} -c wal_buffers=64MB"
+    settings+=" -c max_wal_size=4GB -c checkpoint_timeout=15min -c wal_compression=lz4"
+    settings+=" -c temp_buffers=64MB"
     as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
-      -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=${SFMLOPS_PG_FSYNC:-off} -c max_connections=100" \
+      -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=${SFMLOPS_PG_FSYNC:-off} -c max_connections=100 $settings ${SFMLOPS_PG_OPTIONS:-}" \
       start >/dev/null
     as_owner "$bin/createdb" -h 127.0.0.1 -p "$port" -U sfmlops sfmlops
     echo "postgresql+psycopg2://sfmlops@127.0.0.1:$port/sfmlops"

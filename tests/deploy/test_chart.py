@@ -13,6 +13,7 @@ from tests.deploy.conftest import (
     Rendered,
     helm_args,
     helm_template,
+    load_yaml,
     pod_specs,
     run,
     tool,
@@ -150,9 +151,22 @@ def test_monitors_select_existing_ports(rendered: Rendered) -> None:
         ("mlflow.replicas=2", "needs mlflow.artifacts.type=bucket"),
         ("postgresql.enabled=false", "externalDatabase"),
         ("unknownKey=1", "unknownKey"),
+        ("postgresql.config.Shared-Buffers=1GB", "Shared-Buffers"),
     ],
 )
 def test_bad_values_are_refused(override: str, message: str) -> None:
     result = helm_template([], [override], check=False)
     assert result.returncode != 0
     assert message in result.stderr
+
+
+def test_postgresql_runs_with_the_configured_settings(rendered_all: dict[str, Rendered]) -> None:
+    config = load_yaml(CHART / "values.yaml")["postgresql"]["config"]
+    statefulset = rendered_all["defaults"].get("StatefulSet", "sfmlops-postgresql")
+    assert statefulset is not None
+    args = statefulset["spec"]["template"]["spec"]["containers"][0]["args"]
+
+    assert args[0::2] == ["-c"] * len(config)
+    assert dict(arg.split("=", 1) for arg in args[1::2]) == {
+        name: str(value) for name, value in config.items()
+    }

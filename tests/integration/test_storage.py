@@ -89,6 +89,72 @@ def test_an_upsert_replaces_the_values_of_its_key(engine: Engine, rossmann_slice
     assert again[c.CUSTOMERS].isna().all()
 
 
+def sales_rows(rows: list[tuple[int, str, float]]) -> pd.DataFrame:
+    """Canonical sales rows from (store_id, sales_date, sales)."""
+    stores_, days, values = zip(*rows, strict=True)
+    return pd.DataFrame(
+        {
+            c.STORE_ID: stores_,
+            c.PRODUCT_ID: c.DEFAULT_PRODUCT,
+            c.SALES_DATE: pd.to_datetime(list(days)),
+            c.SALES: values,
+            c.CUSTOMERS: 10,
+            c.OPEN: 1,
+            c.PROMO: 0,
+            c.STATE_HOLIDAY: "0",
+            c.SCHOOL_HOLIDAY: 0,
+        }
+    )
+
+
+def test_an_upsert_writes_new_and_changed_rows_and_leaves_unchanged_ones_alone(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with engine.begin() as connection:
+        repository.upsert_sales(
+            connection, sales_rows([(3, "2015-06-01", 5.0), (3, "2015-06-02", 6.0)])
+        )
+        # A stamp no write of this test makes: an untouched row keeps it.
+        connection.execute(
+            sales.update().values(ingested_at=dt.datetime(2000, 1, 1, tzinfo=dt.UTC))
+        )
+    # Three rows a chunk: on PostgreSQL the first chunk (new keys only) goes straight into
+    # sales before the second meets a stored key, so the fallback must undo it.
+    monkeypatch.setattr(repository, "_CHUNK_ROWS", 3)
+    frame = sales_rows(
+        [
+            (1, "2015-06-01", 1.0),
+            (3, "2015-06-02", 7.0),  # changed
+            (1, "2015-06-02", 2.0),
+            (2, "2015-06-01", 3.0),
+            (3, "2015-06-01", 5.0),  # unchanged
+            (1, "2015-06-01", 1.5),  # the later row of a key wins
+            (2, "2015-06-02", 4.0),
+        ]
+    )
+    progress: list[int] = []
+
+    with engine.begin() as connection:
+        written = repository.upsert_sales(connection, frame, progress.append)
+
+    with engine.connect() as connection:
+        stored = connection.execute(
+            select(sales.c.store_id, sales.c.sales_date, sales.c.sales, sales.c.ingested_at)
+        ).all()
+    values = {(store, str(day)): value for store, day, value, _ in stored}
+    untouched = {(store, str(day)) for store, day, _, at in stored if at.year == 2000}
+    assert written == sum(progress) == 6
+    assert values == {
+        (1, "2015-06-01"): 1.5,
+        (1, "2015-06-02"): 2.0,
+        (2, "2015-06-01"): 3.0,
+        (2, "2015-06-02"): 4.0,
+        (3, "2015-06-01"): 5.0,
+        (3, "2015-06-02"): 7.0,
+    }
+    assert untouched == {(3, "2015-06-01")}
+
+
 def corrupt(folder: Path, target: Path, edit: str) -> Path:
     shutil.copytree(folder, target)
     frame = pd.read_csv(target / "train.csv.gz", dtype=str, keep_default_na=False)

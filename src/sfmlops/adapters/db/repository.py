@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 from sqlalchemy import Column, Connection, MetaData, Table, func, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.sql.dml import Insert
 
 from sfmlops.adapters.db.tables import (
@@ -38,6 +38,7 @@ ProgressCallback = Callable[[int], None]
 _SALES_VALUE_COLUMNS = [name for name in c.SALES_COLUMNS if name not in c.SALES_KEY]
 _CHUNK_ROWS = 100_000
 TRAINING_JOB_STATUSES = ("queued", "running", "succeeded", "failed")
+_UNIQUE_VIOLATION = "23505"  # PostgreSQL's SQLSTATE
 
 
 @dataclass(frozen=True)
@@ -504,8 +505,22 @@ def _executemany_upsert_sales(
 def _copy_upsert_sales(
     connection: Connection, frame: pd.DataFrame, on_progress: ProgressCallback | None
 ) -> None:
-    # COPY into a transaction-scoped staging table, then one merge statement: the fast path
-    # PostgreSQL offers for bulk upserts.
+    progress = _Progress(on_progress)
+    # Most frames hold only new keys (a stream's new days, a first load): COPY straight into
+    # sales writes them in about 40 % less time and WAL than staging and merging them
+    # (benchmarks/postgres_upsert.py). A key already stored fails that COPY on the primary key
+    # (at once when the frame is a replay: ~0.1 s per 200k rows); the savepoint undoes it and
+    # the frame takes the merge path. A concurrent writer's insert of one of the keys fails it
+    # the same way, so nothing is lost or written twice. PostgreSQL logs each such failure.
+    try:
+        with connection.begin_nested():
+            _copy(connection, "sales", frame, progress)
+        return
+    except IntegrityError as error:
+        if getattr(error.orig, "pgcode", None) != _UNIQUE_VIOLATION:
+            raise
+    # COPY into a transaction-scoped staging table, then one merge statement: ON CONFLICT
+    # leaves unchanged rows alone and, unlike MERGE, is safe against concurrent inserts.
     staging = Table(
         "sales_staging",
         MetaData(),
@@ -515,16 +530,35 @@ def _copy_upsert_sales(
         "CREATE TEMPORARY TABLE IF NOT EXISTS sales_staging "
         "(LIKE sales INCLUDING DEFAULTS) ON COMMIT DROP; TRUNCATE sales_staging"
     )
-    copy_sql = f"COPY sales_staging ({', '.join(c.SALES_COLUMNS)}) FROM STDIN WITH (FORMAT csv)"
-    with _driver_cursor(connection, copy_sql) as cursor:
-        for chunk in _chunks(frame):
-            cursor.copy_expert(copy_sql, _csv_buffer(chunk[list(c.SALES_COLUMNS)]))
-            if on_progress:
-                on_progress(len(chunk))
+    _copy(connection, "sales_staging", frame, progress)
     merge = _sales_upsert(
         postgresql.insert(sales).from_select(list(c.SALES_COLUMNS), select(*staging.c))
     )
     connection.execute(merge)
+
+
+def _copy(connection: Connection, table: str, frame: pd.DataFrame, progress: _Progress) -> None:
+    """COPY the frame's sales columns into `table`, chunk by chunk."""
+    copy_sql = f"COPY {table} ({', '.join(c.SALES_COLUMNS)}) FROM STDIN WITH (FORMAT csv)"
+    with _driver_cursor(connection, copy_sql) as cursor:
+        written = 0
+        for chunk in _chunks(frame):
+            cursor.copy_expert(copy_sql, _csv_buffer(chunk[list(c.SALES_COLUMNS)]))
+            written += len(chunk)
+            progress.reached(written)
+
+
+class _Progress:
+    """Forwards rows written to a callback, once each, however often a frame is rewritten."""
+
+    def __init__(self, callback: ProgressCallback | None) -> None:
+        self.callback = callback
+        self.reported = 0
+
+    def reached(self, rows: int) -> None:
+        if self.callback is not None and rows > self.reported:
+            self.callback(rows - self.reported)
+        self.reported = max(self.reported, rows)
 
 
 @contextmanager
