@@ -27,6 +27,7 @@ import io
 import multiprocessing
 import os
 import platform
+import resource
 import shutil
 import socket
 import subprocess
@@ -40,6 +41,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import psutil
 from pyspark.sql import SparkSession
 from sqlalchemy import Engine, text
 
@@ -67,8 +69,8 @@ def free_port() -> int:
 
 
 @contextmanager
-def services(work: Path) -> Iterator[tuple[str, str]]:
-    """A PostgreSQL server (fsync on) and a Kafka broker; yields their URL and address."""
+def services(work: Path) -> Iterator[tuple[str, str, dict[str, int]]]:
+    """A PostgreSQL server (fsync on) and a Kafka broker; yields their URL, address and pids."""
     work.chmod(0o755)  # the cluster runs as "postgres" when this runs as root
     cluster = work / "pg"
     url = subprocess.run(
@@ -85,7 +87,11 @@ def services(work: Path) -> Iterator[tuple[str, str]]:
         subprocess.run(
             [kafka_script, "start", str(port), str(free_port())], check=True, env=kafka_env
         )
-        yield url, f"127.0.0.1:{port}"
+        pids = {
+            "PostgreSQL": int((cluster / "data" / "postmaster.pid").read_text().split()[0]),
+            "Kafka broker": int((work / "kafka-home" / "kafka" / "broker.pid").read_text()),
+        }
+        yield url, f"127.0.0.1:{port}", pids
     finally:
         subprocess.run([kafka_script, "stop"], check=False, env=kafka_env)
         subprocess.run([str(ROOT / "scripts" / "postgres.sh"), "stop", str(cluster)], check=False)
@@ -101,12 +107,53 @@ def shifted_copies(sales: pd.DataFrame, copies: int) -> pd.DataFrame:
 
 
 def produce_when_told(
-    go: EventType, bootstrap: str, topic: str, sales_file: Path, rate: float | None
+    go: EventType,
+    bootstrap: str,
+    topic: str,
+    sales_file: Path,
+    rate: float | None,
+    cpu_seconds: Any,
 ) -> None:
-    """The producer process: reads the events' rows, waits for the go, sends at `rate`."""
+    """The producer process: reads the events' rows, waits for the go, sends at `rate`, and
+    reports the CPU time sending took (its own and librdkafka's threads)."""
     sales = pd.read_parquet(sales_file)
     go.wait()
+    started = _own_cpu_seconds()
     producing.produce_sales(bootstrap, topic, PARTITIONS, sales, rate=rate)
+    cpu_seconds.value = _own_cpu_seconds() - started
+
+
+def _own_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+class CpuMeter:
+    """CPU seconds of each process of the pipeline, read from the OS (psutil).
+
+    A server counts with its children (PostgreSQL's backends); this process counts alone, as
+    its children are Spark's JVM and the producer, counted on their own.
+    """
+
+    def __init__(self, servers: dict[str, int]) -> None:
+        self.servers = servers
+
+    def sample(self) -> dict[str, float]:
+        seconds = {"stream job (Python)": _cpu_seconds([psutil.Process()])}
+        for name, pid in self.servers.items():
+            with contextlib.suppress(psutil.NoSuchProcess):
+                root = psutil.Process(pid)
+                seconds[name] = _cpu_seconds([root, *root.children(recursive=True)])
+        return seconds
+
+
+def _cpu_seconds(processes: list[psutil.Process]) -> float:
+    total = 0.0
+    for process in processes:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            times = process.cpu_times()
+            total += times.user + times.system
+    return total
 
 
 class Collector:
@@ -155,6 +202,7 @@ def sustained(
     phases: dict[str, pd.DataFrame],
     args: argparse.Namespace,
     work: Path,
+    meter: CpuMeter,
 ) -> dict[str, dict[str, float]]:
     """One continuous stream job; per phase, a producer process sends that phase's events and
     the phase ends when all of them are committed. The first phase meets a cold JVM (Spark's
@@ -184,9 +232,12 @@ def sustained(
             collector = Collector(len(sales))
             current.append(collector)
             started = dt.datetime.now(dt.UTC)
-            produce_and_wait(bootstrap, topic, sales, collector, args, work)
+            before = meter.sample()
+            producer_cpu = produce_and_wait(bootstrap, topic, sales, collector, args, work)
+            used = {k: v - before[k] for k, v in meter.sample().items() if k in before}
             print_spark_phases(stream.running.query.recentProgress, collector, started)
             results[name] = figures(collector)
+            print_cpu(used | {"producer (Python, librdkafka)": producer_cpu}, len(sales))
     finally:
         stream.request_stop()
         stream.wait()
@@ -205,14 +256,18 @@ def produce_and_wait(
     collector: Collector,
     args: argparse.Namespace,
     work: Path,
-) -> None:
+) -> float:
+    """Send `sales` from a producer process; wait until all are committed. Returns the
+    producer's CPU seconds."""
     sales_file = work / "phase.parquet"
     sales.to_parquet(sales_file)
     # A separate process, as a real producer: it must not share this one's GIL.
     context = multiprocessing.get_context("spawn")
     go = context.Event()
+    cpu_seconds = context.Value("d", 0.0)
     producer = context.Process(
-        target=produce_when_told, args=(go, bootstrap, topic, sales_file, args.rate or None)
+        target=produce_when_told,
+        args=(go, bootstrap, topic, sales_file, args.rate or None, cpu_seconds),
     )
     producer.start()
     go.set()
@@ -220,6 +275,16 @@ def produce_and_wait(
     producer.join(timeout=60)
     if not finished:
         raise RuntimeError(f"only {sum(r.received for r in collector.reports):,} events arrived")
+    return float(cpu_seconds.value)
+
+
+def print_cpu(seconds: dict[str, float], events: int) -> None:
+    """CPU time per process over the phase, and per event."""
+    print("CPU time over the phase:")
+    for name, used in sorted(seconds.items(), key=lambda item: -item[1]):
+        print(f"  {name:>30}: {used:6.1f} s, {used / events * 1e6:5.1f} µs/event")
+    total = sum(seconds.values())
+    print(f"  {'total':>30}: {total:6.1f} s, {total / events * 1e6:5.1f} µs/event")
 
 
 def figures(collector: Collector) -> dict[str, float]:
@@ -408,12 +473,15 @@ def main() -> None:
     )
     print(f"started {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC; args {vars(args)}")
     try:
-        with services(work) as (url, bootstrap):
+        with services(work) as (url, bootstrap, servers):
             engine = make_engine(url)
             migrate(engine)
             with engine.begin() as connection:
                 repository.upsert_stores(connection, dataset.stores)
             session = spark_adapter.make_spark_session(jars)
+            # pyspark keeps the JVM it launched as the gateway's process.
+            jvm = session.sparkContext._gateway.proc.pid  # type: ignore[union-attr]
+            meter = CpuMeter(servers | {"Spark JVM": jvm})
             try:
                 copies = shifted_copies(dataset.sales, args.warmup_copies + args.copies)
                 warmup = len(dataset.sales) * args.warmup_copies
@@ -428,6 +496,7 @@ def main() -> None:
                     {k: v for k, v in phases.items() if len(v)},
                     args,
                     work,
+                    meter,
                 )
                 for name, values in results.items():
                     print(f"\nSustained (continuous mode), {name}:")
