@@ -13,7 +13,7 @@ from sfmlops.adapters.db import repository
 from sfmlops.core import columns as c
 from sfmlops.core import events
 from sfmlops.services import loading
-from sfmlops.services.streaming import PreparedBatch, ingest_batch, prepare_batch, write_batch
+from sfmlops.services.streaming import BatchReport, PreparedBatch, prepare_batch, write_batch
 
 pytestmark = pytest.mark.integration
 
@@ -29,6 +29,15 @@ def received(payloads: list[str]) -> pd.DataFrame:
             "produced_at": pd.Timestamp("2026-01-01", tz="UTC"),
         }
     )
+
+
+def ingest_batch(
+    engine: Engine, batch: pd.DataFrame, batch_id: int, produced_at: str
+) -> BatchReport:
+    """One batch through the stream job's two steps, synchronously."""
+    with engine.connect() as connection:
+        known = repository.store_ids(connection)
+    return write_batch(engine, prepare_batch(batch, known, batch_id, produced_at))
 
 
 def event(store: object, day: str, sales: object) -> str:

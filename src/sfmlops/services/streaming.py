@@ -194,22 +194,6 @@ def write_batch(
     )
 
 
-def ingest_batch(
-    engine: Engine, received: pd.DataFrame, batch_id: int, produced_at: str | None = None
-) -> BatchReport:
-    """Decode, validate and write one batch of received Kafka records, synchronously.
-
-    Args:
-        engine: The sales database.
-        received: One row per Kafka record (see `prepare_batch`).
-        batch_id: Spark's micro-batch number, for the report.
-        produced_at: Name of a column with each record's Kafka timestamp, for freshness.
-    """
-    with engine.connect() as connection:
-        known = repository.store_ids(connection)
-    return write_batch(engine, prepare_batch(received, known, batch_id, produced_at))
-
-
 def _dead_letters(received: pd.DataFrame, reasons: dict[int, str]) -> list[repository.DeadLetter]:
     rows = received.loc[sorted(reasons), [events.PAYLOAD, *events.RECORD_POSITION]]
     return [
