@@ -13,6 +13,10 @@ if ! command -v mvn >/dev/null 2>&1; then missing+=(maven); fi
 # Debian's Chromium is the browser the dashboard's end-to-end tests drive with Playwright
 # (never `playwright install`, which downloads its own build).
 if [ ! -x /usr/bin/chromium ]; then missing+=(chromium); fi
+# promtool and amtool check and unit-test the alert rules and their routing (Prometheus'
+# packages; their services are not started).
+if ! command -v promtool >/dev/null 2>&1; then missing+=(prometheus); fi
+if ! command -v amtool >/dev/null 2>&1; then missing+=(prometheus-alertmanager); fi
 if [ "${1:-}" = benchmarks ] && ! command -v wrk >/dev/null 2>&1; then missing+=(wrk); fi
 
 [ ${#missing[@]} -eq 0 ] && exit 0
