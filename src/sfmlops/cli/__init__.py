@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from sfmlops.cli import (
+    bootstrap,
     check,
     data,
     demo,
@@ -28,6 +29,7 @@ app = typer.Typer(
 app.callback()(system.load_settings)
 app.command("config")(system.show_config)
 app.command("init")(data.init_database)
+app.command("bootstrap")(bootstrap.bootstrap)
 app.command("load-data")(data.load_data)
 app.command("stores")(data.show_stores)
 app.command("demo")(demo.run_demo)

@@ -12,7 +12,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from sfmlops.adapters.db import repository
-from sfmlops.adapters.db.engine import migrate
+from sfmlops.adapters.db.engine import Migration, migrate
 from sfmlops.adapters.files import DataFileNotFoundError
 from sfmlops.cli.context import console, engine_of, fail
 from sfmlops.core import columns as c
@@ -21,12 +21,17 @@ from sfmlops.services import loading
 
 
 def init_database(ctx: typer.Context) -> None:
-    """Create or upgrade the database schema (idempotent)."""
+    """Create or upgrade the database schema (idempotent; concurrent runs take turns)."""
     engine = engine_of(ctx)
-    migrate_or_fail(engine)
-    console.print(
-        f"Database schema is up to date ({engine.url.render_as_string(hide_password=True)})."
-    )
+    migration = migrate_or_fail(engine)
+    where = engine.url.render_as_string(hide_password=True)
+    if migration.upgraded:
+        console.print(
+            f"Database schema migrated from {migration.before or 'empty'} to "
+            f"{migration.after} ({where})."
+        )
+    else:
+        console.print(f"Database schema already at {migration.after}, nothing to do ({where}).")
 
 
 def load_data(
@@ -120,9 +125,10 @@ def print_summary(engine: Engine) -> None:
     console.print(table)
 
 
-def migrate_or_fail(engine: Engine) -> None:
+def migrate_or_fail(engine: Engine) -> Migration:
+    """Migrate the schema to the newest revision; exits cleanly when the database fails."""
     try:
-        migrate(engine)
+        return migrate(engine)
     except SQLAlchemyError as error:
         fail(
             f"cannot prepare the database at {engine.url.render_as_string(hide_password=True)}: {error}"

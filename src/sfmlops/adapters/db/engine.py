@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import fcntl
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Engine, create_engine, event
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
+# Keys of the PostgreSQL advisory locks sfmlops takes. Advisory keys are one bigint namespace
+# per database, shared with any other application: these spell "sfmlop" + a purpose in ASCII.
+MIGRATION_LOCK_KEY = 0x73666D6C6F70_6D67  # "sfmlop" "mg"
+BOOTSTRAP_LOCK_KEY = 0x73666D6C6F70_6273  # "sfmlop" "bs"
 
 
 def make_engine(url: str, **options: Any) -> Engine:
@@ -51,9 +60,73 @@ def alembic_config(engine: Engine) -> Config:
     return config
 
 
-def migrate(engine: Engine, revision: str = "head") -> None:
-    """Bring the database schema up to `revision` (idempotent)."""
-    command.upgrade(alembic_config(engine), revision)
+@dataclass(frozen=True)
+class Migration:
+    """What `migrate` did: the schema revision before and after (equal: nothing to do)."""
+
+    before: str | None
+    after: str | None
+
+    @property
+    def upgraded(self) -> bool:
+        """True when this call changed the schema."""
+        return self.before != self.after
+
+
+def migrate(engine: Engine, revision: str = "head") -> Migration:
+    """Bring the database schema up to `revision` (idempotent, safe to run concurrently).
+
+    Concurrent callers (several pods or containers starting at once) take turns: the
+    upgrade runs under a PostgreSQL advisory lock, or a file lock beside a SQLite file,
+    so the first one migrates and the others find the schema already there.
+    """
+    config = alembic_config(engine)
+    with database_lock(engine, MIGRATION_LOCK_KEY, "migrate"):
+        before = current_revision(engine)
+        target = ScriptDirectory.from_config(config).as_revision_number(revision)
+        if before != target:
+            command.upgrade(config, revision)
+        return Migration(before, current_revision(engine))
+
+
+def head_revision() -> str | None:
+    """The newest revision of the packaged migrations."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    return ScriptDirectory.from_config(config).get_current_head()
+
+
+@contextmanager
+def database_lock(engine: Engine, key: int, purpose: str) -> Iterator[None]:
+    """Hold an exclusive lock on the database of `engine`, waiting for it while taken.
+
+    PostgreSQL: a session advisory lock on `key`, held by a connection of its own (the
+    server releases it if this process dies). SQLite: an `flock` on a file beside the
+    database file, named after `purpose`. Other backends and in-memory databases: no lock.
+    """
+    backend = engine.url.get_backend_name()
+    if backend == "postgresql":
+        with engine.connect() as connection:
+            connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": key})
+            connection.commit()
+            try:
+                yield
+            finally:
+                connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+                connection.commit()
+        return
+    database = engine.url.database if backend == "sqlite" else None
+    if not database or database == ":memory:" or database.startswith("file:"):
+        yield
+        return
+    path = Path(f"{database}.{purpose}.lock")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as lock_file:
+        fcntl.flock(lock_file, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock_file, fcntl.LOCK_UN)
 
 
 def current_revision(engine: Engine) -> str | None:
