@@ -35,7 +35,7 @@ import pandas as pd
 
 from sfmlops.core import columns as c
 from sfmlops.core.forecasting import metrics as m
-from sfmlops.core.forecasting import training
+from sfmlops.core.forecasting import model_selection
 from sfmlops.core.forecasting.backtest import champion_scored, select_champions, summary
 from sfmlops.datasets import ROSSMANN_DIR
 from sfmlops.services.loading import read_dataset
@@ -83,7 +83,7 @@ def backtest(
     history: pd.DataFrame, stores: pd.DataFrame, windows: int, prophet_sample: int
 ) -> dict[str, object]:
     started = time.perf_counter()
-    report = training.backtest(
+    report = model_selection.backtest(
         history, stores, ["gbm", "seasonal_naive"], windows=windows, progress=log
     )
     elapsed = time.perf_counter() - started
@@ -97,14 +97,15 @@ def backtest(
         sample = sample[:prophet_sample]
         part = history[history[c.STORE_ID].isin(sample)]
         started = time.perf_counter()
-        prophet = training.backtest(part, stores, ["prophet"], windows=windows, progress=log)
+        prophet = model_selection.backtest(part, stores, ["prophet"], windows=windows, progress=log)
         prophet_seconds = time.perf_counter() - started
         # Three-way champions on the sample, from the all-store backtest of the other models.
         others = report.scored[
-            report.scored[c.STORE_ID].isin(sample) & (report.scored[c.MODEL] != training.CHAMPION)
+            report.scored[c.STORE_ID].isin(sample)
+            & (report.scored[c.MODEL] != model_selection.CHAMPION)
         ]
         scored = pd.concat(
-            [others, prophet.scored[prophet.scored[c.MODEL] != training.CHAMPION]],
+            [others, prophet.scored[prophet.scored[c.MODEL] != model_selection.CHAMPION]],
             ignore_index=True,
         )
         selection = [w.number for w in report.windows[:-1]]

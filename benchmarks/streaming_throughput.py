@@ -53,8 +53,8 @@ from sfmlops.core import columns as c
 from sfmlops.core import events
 from sfmlops.core.validation import validate_sales
 from sfmlops.datasets import ROSSMANN_DIR
-from sfmlops.services import loading, producing, streaming
-from sfmlops.services.streaming import BatchReport
+from sfmlops.services import loading, producing, stream_ingestion
+from sfmlops.services.stream_ingestion import BatchReport
 from sfmlops.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -217,7 +217,7 @@ def sustained(
         current[-1](report)
 
     # The stream job's own pipeline: batch N is written while Spark reads batch N+1.
-    stream = streaming.start_stream(
+    stream = stream_ingestion.start_stream(
         session,
         engine,
         source,
@@ -384,7 +384,7 @@ def ours(
     a deliberate replay of the whole topic."""
 
     def run(on_batch: Callable[[BatchReport], None], from_earliest: bool = False) -> None:
-        streaming.start_stream(
+        stream_ingestion.start_stream(
             session,
             engine,
             source,

@@ -194,8 +194,8 @@ def registry_operations(versions: int, home: Path) -> dict[str, Any]:
     """Champion alias, version list and champion load against a server holding N versions."""
     from sfmlops.adapters import mlflow_registry as registry  # noqa: PLC0415
     from sfmlops.adapters.db.engine import make_engine  # noqa: PLC0415
-    from sfmlops.core.forecasting import training  # noqa: PLC0415
-    from sfmlops.services import forecasting  # noqa: PLC0415
+    from sfmlops.core.forecasting import model_selection  # noqa: PLC0415
+    from sfmlops.services import training_data  # noqa: PLC0415
     from sfmlops.settings import Settings  # noqa: PLC0415
 
     server_home = home / "registry"
@@ -214,8 +214,8 @@ def registry_operations(versions: int, home: Path) -> dict[str, Any]:
         wait_for(f"{url}/health")
         settings = Settings(_env_file=None, home=home, mlflow_tracking_uri=url)
         engine = make_engine(settings.effective_database_url)
-        data = forecasting.read_training_data(engine, list(range(1, 21)))
-        bundle, _ = training.train(data.history, data.stores, ["seasonal_naive"], windows=1)
+        data = training_data.read_training_data(engine, list(range(1, 21)))
+        bundle, _ = model_selection.train(data.history, data.stores, ["seasonal_naive"], windows=1)
         folder = home / "tiny-bundle"
         bundle.save(folder)
         client = registry.connect(settings)

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from sqlalchemy import Engine
 
 from sfmlops.core.forecasting.executors import SequentialExecutor
-from sfmlops.services.training import TrainingRequest, run_training
+from sfmlops.services.model_training import TrainingRequest, run_training
 from sfmlops.settings import Settings
 
 

@@ -14,7 +14,7 @@ from sfmlops.adapters.db.engine import make_engine, migrate
 from sfmlops.core.forecasting.bundle import ForecastBundle
 from sfmlops.services import loading
 from sfmlops.services.api import create_app
-from sfmlops.services.training import champion_bundle
+from sfmlops.services.model_training import champion_bundle
 from sfmlops.settings import Settings
 from tests.model_registry import train_champion
 

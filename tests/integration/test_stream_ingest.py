@@ -13,7 +13,7 @@ from sfmlops.adapters.db import repository
 from sfmlops.core import columns as c
 from sfmlops.core import events
 from sfmlops.services import loading
-from sfmlops.services.streaming import BatchReport, PreparedBatch, prepare_batch, write_batch
+from sfmlops.services.stream_ingestion import BatchReport, PreparedBatch, prepare_batch, write_batch
 
 pytestmark = pytest.mark.integration
 

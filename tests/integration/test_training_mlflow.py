@@ -18,8 +18,8 @@ from sfmlops.adapters.ray_cluster import RayExecutor, ray_session
 from sfmlops.core import columns as c
 from sfmlops.core.forecasting.bundle import future_days
 from sfmlops.core.forecasting.executors import SequentialExecutor
-from sfmlops.services import loading, pipelines
-from sfmlops.services.training import (
+from sfmlops.services import batch_forecast, loading
+from sfmlops.services.model_training import (
     TrainingFailedError,
     TrainingRequest,
     champion_bundle,
@@ -147,7 +147,7 @@ def test_the_batch_forecast_writes_every_series_with_the_champion_version(
 ) -> None:
     settings, engine = system
 
-    result = pipelines.forecast_next_days(settings, engine, days=7)
+    result = batch_forecast.forecast_next_days(settings, engine, days=7)
 
     assert (result.series, result.rows, result.start) == (20, 140, FIRST_DAY.date())
     assert result.model_version == champion(settings).version

@@ -25,7 +25,7 @@ import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from sfmlops.adapters.db.engine import make_engine, migrate
-from sfmlops.cli.ui import APP
+from sfmlops.cli.dashboard import APP
 from sfmlops.core import columns as c
 from sfmlops.datasets import ROSSMANN_DIR
 from sfmlops.services import loading

@@ -80,7 +80,7 @@ def test_the_picker_searches_id_type_and_state_and_follows_the_choice(
 
     picker.select(3).run()
 
-    assert app.query_params[store_page.context.STORE_PARAM] == "3"
+    assert app.query_params[store_page.page_context.STORE_PARAM] == "3"
     expected = expected_chart_table(
         trained_api, 3, store_page.DEFAULT_HISTORY_WEEKS, store_page.DEFAULT_HORIZON_DAYS
     )
@@ -260,7 +260,7 @@ def test_a_store_with_several_products_gets_a_product_picker(
     product.select("cosmetics").run()
 
     assert not app.exception
-    assert app.query_params[store_page.context.PRODUCT_PARAM] == "cosmetics"
+    assert app.query_params[store_page.page_context.PRODUCT_PARAM] == "cosmetics"
     table = chart_table(app)
     shown = table[table[c.SALES] != ""]
     assert dict(zip(shown[c.DATE], shown[c.SALES], strict=True)) == {

@@ -7,7 +7,7 @@ import pytest
 
 from sfmlops.core import columns as c
 from sfmlops.core.forecasting import metrics as m
-from sfmlops.core.forecasting import training
+from sfmlops.core.forecasting import model_selection
 from sfmlops.datasets import ROSSMANN_DIR
 from sfmlops.services.loading import read_dataset
 
@@ -15,14 +15,14 @@ STORES = range(1, 51)
 
 
 @pytest.fixture(scope="module")
-def report() -> training.BacktestReport:
+def report() -> model_selection.BacktestReport:
     dataset = read_dataset(ROSSMANN_DIR)
     sales = dataset.sales[dataset.sales[c.STORE_ID].isin(STORES)]
     stores = dataset.stores[dataset.stores[c.STORE_ID].isin(STORES)]
-    return training.backtest(sales, stores, ["gbm", "seasonal_naive"], windows=1)
+    return model_selection.backtest(sales, stores, ["gbm", "seasonal_naive"], windows=1)
 
 
-def test_gbm_beats_the_baseline_on_the_last_window(report: training.BacktestReport) -> None:
+def test_gbm_beats_the_baseline_on_the_last_window(report: model_selection.BacktestReport) -> None:
     rows = report.reported().set_index(c.MODEL)
     gbm, naive = rows.loc["gbm"], rows.loc["seasonal_naive"]
     assert gbm[m.RMSPE] <= 0.15

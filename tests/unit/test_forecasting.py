@@ -11,7 +11,7 @@ import pytest
 
 from sfmlops.core import columns as c
 from sfmlops.core.forecasting import metrics as m
-from sfmlops.core.forecasting import training
+from sfmlops.core.forecasting import model_selection
 from sfmlops.core.forecasting.backtest import (
     backtest_windows,
     calibration_of,
@@ -354,7 +354,7 @@ def test_training_builds_a_bundle_that_round_trips(
     tmp_path: Path, sales: pd.DataFrame, stores: pd.DataFrame
 ) -> None:
     seen, later = split(sales, 21)
-    bundle, report = training.train(
+    bundle, report = model_selection.train(
         seen,
         stores,
         ["seasonal_naive", "gbm"],
@@ -362,7 +362,7 @@ def test_training_builds_a_bundle_that_round_trips(
         horizon_days=28,
         executor=SequentialExecutor(),
     )
-    assert set(report.summary[c.MODEL]) == {"seasonal_naive", "gbm", training.CHAMPION}
+    assert set(report.summary[c.MODEL]) == {"seasonal_naive", "gbm", model_selection.CHAMPION}
     assert bundle.series == {(s, c.DEFAULT_PRODUCT) for s in range(1, 7)}
     future = as_future(later)
     first = bundle.predict(future)

@@ -11,7 +11,7 @@ import pyarrow as pa
 import pytest
 
 from sfmlops.adapters.spark import payload_text, starting_offsets
-from sfmlops.services.streaming import PreparedBatch, WriteBehind
+from sfmlops.services.stream_ingestion import PreparedBatch, WriteBehind
 
 
 def batch(batch_id: int) -> PreparedBatch:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from sfmlops.cli.forecasting import auto_executor
-from sfmlops.services.training import TrainingRequest
+from sfmlops.cli.forecast_commands import auto_executor
+from sfmlops.services.model_training import TrainingRequest
 from sfmlops.settings import Settings
 
 

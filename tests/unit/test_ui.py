@@ -7,7 +7,7 @@ import datetime as dt
 import pandas as pd
 import pytest
 
-from sfmlops.cli.ui import APP, streamlit_command
+from sfmlops.cli.dashboard import APP, streamlit_command
 from sfmlops.core import columns as c
 from sfmlops.settings import Settings
 from sfmlops.ui import responses as r
@@ -18,7 +18,7 @@ from sfmlops.ui.charts import (
     chart_table,
     store_chart,
 )
-from sfmlops.ui.context import store_label
+from sfmlops.ui.page_context import store_label
 
 DAY = dt.date(2015, 6, 12)
 

@@ -7,16 +7,16 @@ import typer
 from sfmlops.cli import (
     bootstrap,
     check,
+    config,
+    dashboard,
     data,
     demo,
-    forecasting,
-    jobs,
+    forecast_commands,
+    job_list,
     pipeline,
     serve,
     streaming,
-    system,
     tracking,
-    ui,
 )
 
 app = typer.Typer(
@@ -26,19 +26,19 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
     add_completion=False,
 )
-app.callback()(system.load_settings)
-app.command("config")(system.show_config)
+app.callback()(config.load_settings)
+app.command("config")(config.show_config)
 app.command("init")(data.init_database)
 app.command("bootstrap")(bootstrap.bootstrap)
 app.command("load-data")(data.load_data)
 app.command("stores")(data.show_stores)
 app.command("demo")(demo.run_demo)
-app.command("backtest")(forecasting.backtest_command)
-app.command("train")(forecasting.train_command)
-app.command("predict")(forecasting.predict_command)
+app.command("backtest")(forecast_commands.backtest_command)
+app.command("train")(forecast_commands.train_command)
+app.command("predict")(forecast_commands.predict_command)
 app.command("serve")(serve.serve)
-app.command("ui")(ui.run_ui)
-app.command("jobs")(jobs.list_jobs)
+app.command("ui")(dashboard.run_ui)
+app.command("jobs")(job_list.list_jobs)
 app.command("mlflow")(tracking.run_mlflow_server)
 app.command("produce")(streaming.produce)
 app.command("stream")(streaming.stream)

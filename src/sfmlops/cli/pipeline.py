@@ -8,7 +8,7 @@ import typer
 
 from sfmlops.cli.context import console, engine_of, fail, settings_of
 from sfmlops.cli.data import migrate_or_fail
-from sfmlops.cli.forecasting import (
+from sfmlops.cli.forecast_commands import (
     ModelsOption,
     WindowsOption,
     WorkersOption,
@@ -35,15 +35,15 @@ def forecast(
     ] = None,
 ) -> None:
     """Write the next days' forecasts of every series into the database (champion's version)."""
-    from sfmlops.services import pipelines  # noqa: PLC0415 - imports mlflow
+    from sfmlops.services import batch_forecast  # noqa: PLC0415 - imports mlflow
 
     settings = settings_of(ctx)
     engine = engine_of(ctx)
     migrate_or_fail(engine)
     try:
         with console.status("Forecasting every series with the champion ..."):
-            result = pipelines.forecast_next_days(settings, engine, days, model_version)
-    except pipelines.NothingToForecastError as error:
+            result = batch_forecast.forecast_next_days(settings, engine, days, model_version)
+    except batch_forecast.NothingToForecastError as error:
         fail(str(error))
     console.print(
         f"Wrote {result.rows:,} forecasts ({result.series:,} series, {result.start} to "
@@ -62,7 +62,7 @@ def weekly(
     days: DaysOption = 7,
 ) -> None:
     """Train every store (a full job on Ray), then write the next days' forecasts."""
-    from sfmlops.services.training import TrainingRequest  # noqa: PLC0415 - imports mlflow
+    from sfmlops.services.model_training import TrainingRequest  # noqa: PLC0415 - imports mlflow
 
     settings = settings_of(ctx)
     engine = engine_of(ctx)

@@ -16,7 +16,7 @@ from sfmlops.adapters.files import DataFileNotFoundError
 from sfmlops.cli.context import console, engine_of, fail, settings_of
 from sfmlops.cli.data import migrate_or_fail
 from sfmlops.core import columns as c
-from sfmlops.services import loading, producing, streaming
+from sfmlops.services import loading, producing, stream_ingestion
 from sfmlops.settings import Settings
 
 LIVE_DEFAULT_RATE = 0.1  # one event every 10 s, as the reference's live feed
@@ -142,7 +142,7 @@ def stream(
     )
     totals = {"received": 0, "upserted": 0, "dead_lettered": 0}
 
-    def report(batch: streaming.BatchReport) -> None:
+    def report(batch: stream_ingestion.BatchReport) -> None:
         if not batch.received:
             return
         totals["received"] += batch.received
@@ -151,7 +151,7 @@ def stream(
         console.print(batch.describe(), highlight=False, soft_wrap=True)
 
     try:
-        streaming.run_stream(
+        stream_ingestion.run_stream(
             engine,
             source,
             checkpoint,
@@ -159,7 +159,7 @@ def stream(
             interval=trigger,
             on_batch=report,
             from_earliest=from_earliest,
-            faults=streaming.Faults(
+            faults=stream_ingestion.Faults(
                 after_commit=settings.stream_fault_after_commit,
                 before_commit=settings.stream_fault_before_commit,
             ),

@@ -28,7 +28,7 @@ from sfmlops.adapters.db.engine import make_engine, migrate
 from sfmlops.adapters.db.tables import ingest_dead_letters, sales
 from sfmlops.cli.context import console, fail
 from sfmlops.core import columns as c
-from sfmlops.services import loading, producing, streaming
+from sfmlops.services import loading, producing, stream_ingestion
 from sfmlops.settings import Settings
 
 DEMO_DAYS = 7
@@ -73,7 +73,7 @@ def stream_last_days(settings: Settings, data_folder: Path, days: int = DEMO_DAY
         console.print(
             f"Sent {sent:,} events ({days} days) to {settings.kafka_topic} on {bootstrap}"
         )
-        streaming.run_stream(
+        stream_ingestion.run_stream(
             engine,
             spark.KafkaSource(bootstrap, settings.kafka_topic, settings.stream_max_batch_events),
             settings.checkpoints_dir / settings.kafka_topic,

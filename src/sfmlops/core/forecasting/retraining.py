@@ -25,14 +25,14 @@ from sfmlops.core.forecasting.backtest import (
 from sfmlops.core.forecasting.base import CalibratedForecaster, Forecaster, series_of
 from sfmlops.core.forecasting.bundle import ForecastBundle, usual_open_weekdays
 from sfmlops.core.forecasting.executors import Executor
-from sfmlops.core.forecasting.models import make_forecaster
-from sfmlops.core.forecasting.training import (
+from sfmlops.core.forecasting.model_selection import (
     FINAL_FIT,
     FailureLog,
     Progress,
     factory_of,
     failed_series,
 )
+from sfmlops.core.forecasting.models import make_forecaster
 
 
 class NotInBundleError(ValueError):

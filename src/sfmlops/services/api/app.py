@@ -19,9 +19,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from sfmlops import __version__
 from sfmlops.adapters.db.engine import make_engine
 from sfmlops.services.api.deps import ModelUnavailableError
-from sfmlops.services.api.metrics import ApiMetrics, TrainingJobsCollector, scrape_registry
 from sfmlops.services.api.model_cache import ModelCache
-from sfmlops.services.api.routes import forecasts, sales, stores, system, training_jobs
+from sfmlops.services.api.prometheus_metrics import (
+    ApiMetrics,
+    TrainingJobsCollector,
+    scrape_registry,
+)
+from sfmlops.services.api.routes import forecasts, jobs, sales, stores, system
 from sfmlops.services.api.serving import InvalidForecastRequestError, UnknownSeriesError
 from sfmlops.settings import Settings
 
@@ -64,12 +68,12 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     app.state.model_cache = ModelCache(
         settings, lambda: app.state.engine, on_change=app.state.metrics.show_model
     )
-    jobs = TrainingJobsCollector(lambda: app.state.engine)
-    registry.register(jobs)
+    job_counts = TrainingJobsCollector(lambda: app.state.engine)
+    registry.register(job_counts)
 
     app.add_middleware(BodySizeLimit, max_bytes=settings.api_max_body_bytes)
     _install_error_handlers(app)
-    routers = (system.router, stores.router, forecasts.router, sales.router, training_jobs.router)
+    routers = (system.router, stores.router, forecasts.router, sales.router, jobs.router)
     for router in routers:
         app.include_router(router)
     Instrumentator(excluded_handlers=["/metrics"], registry=registry).instrument(app)
@@ -77,7 +81,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     @app.get("/metrics", include_in_schema=False)
     def metrics() -> Response:
         return Response(
-            generate_latest(scrape_registry(registry, jobs)), media_type=CONTENT_TYPE_LATEST
+            generate_latest(scrape_registry(registry, job_counts)), media_type=CONTENT_TYPE_LATEST
         )
 
     return app

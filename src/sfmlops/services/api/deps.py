@@ -9,8 +9,8 @@ from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import Engine
 
-from sfmlops.services.api.metrics import ApiMetrics
 from sfmlops.services.api.model_cache import NO_CHAMPION, ModelCache
+from sfmlops.services.api.prometheus_metrics import ApiMetrics
 from sfmlops.services.api.serving import ServedModel
 from sfmlops.settings import Settings
 

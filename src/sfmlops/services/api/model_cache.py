@@ -23,8 +23,8 @@ from sfmlops.adapters import mlflow_registry as registry
 from sfmlops.core.forecasting.bundle import ForecastBundle
 from sfmlops.services.api import serving
 from sfmlops.services.api.serving import ServedModel, prepare
+from sfmlops.services.model_training import version_folder
 from sfmlops.services.status import as_of_date
-from sfmlops.services.training import version_folder
 from sfmlops.settings import Settings
 
 log = logging.getLogger("sfmlops.api.models")

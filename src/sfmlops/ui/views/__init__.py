@@ -1,1 +1,1 @@
-"""The dashboard pages, each a script Streamlit runs (see `sfmlops.ui.app`)."""
+"""The dashboard pages, each a script Streamlit runs (see `sfmlops.ui.streamlit_app`)."""

@@ -9,7 +9,7 @@ import streamlit as st
 
 from sfmlops.core import columns as c
 from sfmlops.core.forecasting import metrics as m
-from sfmlops.ui import context
+from sfmlops.ui import page_context
 from sfmlops.ui import responses as r
 from sfmlops.ui.charts import champion_mix_chart, rmspe_histogram
 from sfmlops.ui.client import ApiError, ModelUnavailableError, NotFoundError
@@ -19,13 +19,13 @@ RECENT_JOBS = 20
 
 
 def render() -> None:
-    client = context.api_client()
+    client = page_context.api_client()
     st.title("Overview")
     try:
         status = client.status()
         jobs = client.training_jobs(RECENT_JOBS)
     except ApiError as error:
-        context.stop_on(error)
+        page_context.stop_on(error)
     _freshness(status)
     st.header("Accuracy", divider="gray")
     try:
@@ -110,14 +110,14 @@ def _accuracy(champion: r.ChampionModel) -> None:
             str(getattr(row, c.MODEL)),
             float(getattr(row, m.RMSPE)),
         )
-        params = {context.STORE_PARAM: str(store_id)}
+        params = {page_context.STORE_PARAM: str(store_id)}
         label = f"Store {store_id}"
         if product_id != c.DEFAULT_PRODUCT:
-            params[context.PRODUCT_PARAM] = product_id
+            params[page_context.PRODUCT_PARAM] = product_id
             label += f" · {product_id}"
         link, model_cell, rmspe_cell = st.columns([2, 2, 1])
         link.page_link(
-            context.STORE_PAGE, label=label, icon=":material/storefront:", query_params=params
+            page_context.STORE_PAGE, label=label, icon=":material/storefront:", query_params=params
         )
         model_cell.write(model)
         rmspe_cell.write(f"{rmspe:.1%}")

@@ -11,7 +11,7 @@ import streamlit as st
 from sfmlops.core import columns as c
 from sfmlops.core.forecasting import metrics as m
 from sfmlops.core.forecasting.backtest import HORIZON_DAYS
-from sfmlops.ui import context
+from sfmlops.ui import page_context
 from sfmlops.ui import responses as r
 from sfmlops.ui.charts import chart_frame, chart_table, closed_days, store_chart
 from sfmlops.ui.client import (
@@ -49,12 +49,12 @@ class RetrainWatch:
 
 
 def render() -> None:
-    client = context.api_client()
+    client = page_context.api_client()
     st.title("Store forecast")
     try:
-        stores = context.store_list()
+        stores = page_context.store_list()
     except ApiError as error:
-        context.stop_on(error)
+        page_context.stop_on(error)
     store_id = _pick_store(stores)
     if store_id is None:
         st.stop()
@@ -65,7 +65,7 @@ def render() -> None:
         st.warning(f"Store {store_id} is no longer in the database.", icon=":material/search_off:")
         st.stop()
     except ApiError as error:
-        context.stop_on(error)
+        page_context.stop_on(error)
     if not store.series or status.as_of is None:
         st.info(f"Store {store_id} has no sales yet: nothing to chart or forecast.")
         st.stop()
@@ -89,7 +89,7 @@ def render() -> None:
 def _pick_store(stores: list[r.Store]) -> int | None:
     """The store picker, opened on ?store= when that names a store; keeps ?store= in step."""
     by_id = {store.store_id: store for store in stores}
-    requested = st.query_params.get(context.STORE_PARAM)
+    requested = st.query_params.get(page_context.STORE_PARAM)
     requested_id = int(requested) if requested and requested.isdigit() else None
     if STORE_KEY not in st.session_state:
         st.session_state[STORE_KEY] = requested_id if requested_id in by_id else None
@@ -97,7 +97,7 @@ def _pick_store(stores: list[r.Store]) -> int | None:
         "Store",
         list(by_id),
         key=STORE_KEY,
-        format_func=lambda store_id: context.store_label(by_id[store_id]),
+        format_func=lambda store_id: page_context.store_label(by_id[store_id]),
         placeholder="Type a store id, a store type (a-d) or a state (e.g. HE)",
         help="Search by id, type or state.",
     )
@@ -110,9 +110,9 @@ def _pick_store(stores: list[r.Store]) -> int | None:
             )
         elif not by_id:
             st.info("No stores yet: load data with `sfmlops load-data`.")
-        st.query_params.pop(context.STORE_PARAM, None)
+        st.query_params.pop(page_context.STORE_PARAM, None)
         return None
-    st.query_params[context.STORE_PARAM] = str(picked)
+    st.query_params[page_context.STORE_PARAM] = str(picked)
     return picked
 
 
@@ -120,17 +120,17 @@ def _pick_product(store: r.StoreDetail) -> str:
     """The series to show: a picker only when the store sells more than one product."""
     products = [series.product_id for series in store.series]
     if len(products) == 1:
-        st.query_params.pop(context.PRODUCT_PARAM, None)
+        st.query_params.pop(page_context.PRODUCT_PARAM, None)
         return products[0]
     if st.session_state.get(PRODUCT_KEY) not in products:
-        requested = st.query_params.get(context.PRODUCT_PARAM)
+        requested = st.query_params.get(page_context.PRODUCT_PARAM)
         st.session_state[PRODUCT_KEY] = (
             requested
             if requested in products
             else (c.DEFAULT_PRODUCT if c.DEFAULT_PRODUCT in products else products[0])
         )
     product_id: str = st.selectbox("Product", products, key=PRODUCT_KEY)
-    st.query_params[context.PRODUCT_PARAM] = product_id
+    st.query_params[page_context.PRODUCT_PARAM] = product_id
     return product_id
 
 
@@ -177,7 +177,7 @@ def _chart(
             store_id, as_of - dt.timedelta(days=7 * weeks - 1), as_of, product_id
         )
     except ApiError as error:
-        context.stop_on(error)
+        page_context.stop_on(error)
     forecast: r.SeriesForecast | None = None
     try:
         forecast = client.forecast(store_id, horizon_days, product_id)
@@ -306,7 +306,7 @@ def _retrain_progress() -> None:
     watch: RetrainWatch | None = st.session_state.get(WATCH_KEY)
     if watch is None:
         return
-    client = context.api_client()
+    client = page_context.api_client()
     try:
         job = client.training_job(watch.job_id)
     except ApiError as error:

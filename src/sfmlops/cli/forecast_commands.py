@@ -15,7 +15,7 @@ from rich.table import Table
 from sqlalchemy import Engine
 
 if TYPE_CHECKING:
-    from sfmlops.services.training import TrainingOutcome, TrainingRequest
+    from sfmlops.services.model_training import TrainingOutcome, TrainingRequest
 
 from sfmlops.adapters.files import DataFileNotFoundError
 from sfmlops.adapters.ray_cluster import cluster_address
@@ -23,7 +23,7 @@ from sfmlops.cli.context import console, engine_of, fail, settings_of
 from sfmlops.cli.data import migrate_or_fail
 from sfmlops.core import columns as c
 from sfmlops.core.forecasting import metrics as m
-from sfmlops.core.forecasting import training
+from sfmlops.core.forecasting import model_selection
 from sfmlops.core.forecasting.base import UnknownSeriesError
 from sfmlops.core.forecasting.bundle import ForecastBundle
 from sfmlops.core.forecasting.executors import (
@@ -32,8 +32,7 @@ from sfmlops.core.forecasting.executors import (
     SequentialExecutor,
 )
 from sfmlops.core.forecasting.models import DEFAULT_MODELS, MODEL_NAMES, forecaster_class
-from sfmlops.services import forecasting as service
-from sfmlops.services import training_jobs
+from sfmlops.services import backtest_reports, forecast_files, training_data, training_jobs
 from sfmlops.services.loading import DataFileError
 from sfmlops.settings import Settings
 
@@ -64,7 +63,7 @@ def backtest_command(
     data = _training_data(ctx, _store_ids(stores))
     started = time.perf_counter()
     try:
-        report = training.backtest(
+        report = model_selection.backtest(
             data.history,
             data.stores,
             names,
@@ -74,7 +73,7 @@ def backtest_command(
         )
     except ValueError as error:
         fail(str(error))
-    folder = service.write_report(report, settings.reports_dir, "backtest")
+    folder = backtest_reports.write_report(report, settings.reports_dir, "backtest")
     _print_report(report)
     console.print(f"Backtest took {time.perf_counter() - started:,.0f} s; report: {folder}")
 
@@ -115,7 +114,7 @@ def train_command(
             min=0.0,
             help="Relative backtest RMSPE the new version may lose and still become champion.",
         ),
-    ] = training.PROMOTION_TOLERANCE,
+    ] = model_selection.PROMOTION_TOLERANCE,
     max_failed_share: Annotated[
         float,
         typer.Option(
@@ -124,7 +123,7 @@ def train_command(
             max=1.0,
             help="Fail the job when more series than this share fail to fit.",
         ),
-    ] = training.MAX_FAILED_SHARE,
+    ] = model_selection.MAX_FAILED_SHARE,
     job_id: Annotated[
         str | None,
         typer.Option("--job-id", help="Report into this training job record (set by job runners)."),
@@ -136,9 +135,9 @@ def train_command(
     settings = settings_of(ctx)
     engine = engine_of(ctx)
     migrate_or_fail(engine)
-    from sfmlops.services import training as training_service  # noqa: PLC0415 - imports mlflow
+    from sfmlops.services import model_training  # noqa: PLC0415 - imports mlflow
 
-    request = training_service.TrainingRequest(
+    request = model_training.TrainingRequest(
         models=model_names(models),
         windows=windows,
         store_ids=_store_ids(stores),
@@ -175,7 +174,7 @@ def run_training_job(
     job_id: str | None = None,
 ) -> TrainingOutcome:
     """Run a training job with a progress bar, reporting into its job record when given."""
-    from sfmlops.services import training as training_service  # noqa: PLC0415 - imports mlflow
+    from sfmlops.services import model_training  # noqa: PLC0415 - imports mlflow
 
     reporter = _reporter(engine, job_id)
     try:
@@ -188,7 +187,7 @@ def run_training_job(
 
             if reporter:
                 reporter.started(0)
-            outcome = training_service.run_training(
+            outcome = model_training.run_training(
                 settings,
                 engine,
                 request,
@@ -197,9 +196,9 @@ def run_training_job(
                 on_run=reporter.tracked if reporter else None,
             )
     except (
-        service.NoTrainingDataError,
-        training_service.TrainingFailedError,
-        training_service.RegistryUnavailableError,
+        training_data.NoTrainingDataError,
+        model_training.TrainingFailedError,
+        model_training.RegistryUnavailableError,
         ValueError,
     ) as error:
         if reporter:
@@ -233,18 +232,18 @@ def predict_command(
         if bundle_path is not None:
             bundle, source = ForecastBundle.load(bundle_path), f"bundle {bundle_path}"
         else:
-            from sfmlops.services import training as training_service  # noqa: PLC0415
+            from sfmlops.services import model_training  # noqa: PLC0415
 
-            version, bundle = training_service.champion_bundle(settings)
+            version, bundle = model_training.champion_bundle(settings)
             source = f"sfmlops-forecaster version {version}"
     except (FileNotFoundError, LookupError) as error:
         fail(str(error))
     try:
-        row_ids, rows = service.read_future_file(future, bundle)
+        row_ids, rows = forecast_files.read_future_file(future, bundle)
         forecast = bundle.predict(rows)
     except (DataFileError, DataFileNotFoundError, UnknownSeriesError, ValueError) as error:
         fail(f"{error}\nno output was written")
-    service.write_submission(output, row_ids, forecast.frame)
+    forecast_files.write_submission(output, row_ids, forecast.frame)
     used = ", ".join(f"{name} {count}" for name, count in sorted(forecast.champions.items()))
     console.print(
         f"Wrote {len(row_ids):,} forecasts to {output} "
@@ -272,13 +271,13 @@ def _store_ids(stores: str | None) -> list[int] | None:
     return sorted(set(chosen))
 
 
-def _training_data(ctx: typer.Context, store_ids: list[int] | None) -> service.TrainingData:
+def _training_data(ctx: typer.Context, store_ids: list[int] | None) -> training_data.TrainingData:
     engine = engine_of(ctx)
     migrate_or_fail(engine)
     try:
         with console.status("Reading sales from the database ..."):
-            return service.read_training_data(engine, store_ids)
-    except service.NoTrainingDataError as error:
+            return training_data.read_training_data(engine, store_ids)
+    except training_data.NoTrainingDataError as error:
         fail(str(error))
 
 
@@ -380,7 +379,7 @@ def _progress(message: str) -> None:
     console.print(f"[dim]{time.strftime('%H:%M:%S')}[/] {message}", highlight=False)
 
 
-def _print_report(report: training.BacktestReport) -> None:
+def _print_report(report: model_selection.BacktestReport) -> None:
     ordered = report.summary.sort_values([c.BACKTEST_WINDOW, m.RMSPE])
     title = "Backtest (champion: picked on earlier windows, scored on the last)"
     console.print(_metrics_table(ordered, title, windows=True))

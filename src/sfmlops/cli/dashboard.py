@@ -11,7 +11,7 @@ import typer
 from sfmlops.cli.context import console, settings_of
 from sfmlops.settings import Settings
 
-APP = Path(__file__).resolve().parents[1] / "ui" / "app.py"
+APP = Path(__file__).resolve().parents[1] / "ui" / "streamlit_app.py"
 
 
 def run_ui(

@@ -27,12 +27,12 @@ from sfmlops.adapters import mlflow_registry as registry
 from sfmlops.adapters.mlflow_registry import RegistryUnavailableError
 from sfmlops.core import columns as c
 from sfmlops.core.forecasting import metrics as m
-from sfmlops.core.forecasting import training
+from sfmlops.core.forecasting import model_selection
 from sfmlops.core.forecasting.backtest import CHAMPION
 from sfmlops.core.forecasting.bundle import ForecastBundle
 from sfmlops.core.forecasting.executors import Executor
 from sfmlops.core.forecasting.retraining import retrain_series
-from sfmlops.services import forecasting
+from sfmlops.services import backtest_reports, training_data
 from sfmlops.settings import Settings
 
 if TYPE_CHECKING:
@@ -66,8 +66,8 @@ class TrainingRequest:
     windows: int = 3
     store_ids: Sequence[int] | None = None
     force: bool = False
-    tolerance: float = training.PROMOTION_TOLERANCE
-    max_failed_share: float = training.MAX_FAILED_SHARE
+    tolerance: float = model_selection.PROMOTION_TOLERANCE
+    max_failed_share: float = model_selection.MAX_FAILED_SHARE
 
 
 @dataclass(frozen=True)
@@ -101,7 +101,7 @@ def run_training(
         on_run: Called with the MLflow run id as soon as the run exists.
 
     Raises:
-        forecasting.NoTrainingDataError: Nothing to train on, or unknown stores.
+        training_data.NoTrainingDataError: Nothing to train on, or unknown stores.
         TrainingFailedError: Too many series failed (the run is marked failed, no alias
             moves).
     """
@@ -109,7 +109,7 @@ def run_training(
     client = registry.connect(settings)
     champion = registry.version_with_alias(client, registry.CHAMPION)
     retrain = request.store_ids is not None and champion is not None
-    data = forecasting.read_training_data(engine, request.store_ids)
+    data = training_data.read_training_data(engine, request.store_ids)
     series_total = int(data.history[[c.STORE_ID, c.PRODUCT_ID]].drop_duplicates().shape[0])
     mode = "retrain" if retrain else "full"
     tags = {"sfmlops.mode": mode, "sfmlops.version": __version__}
@@ -128,7 +128,7 @@ def run_training(
                 settings, request, data, executor, progress, series_total
             )
             rmspe = _champion_rmspe(summary)
-        failed = training.failed_series(failures)
+        failed = model_selection.failed_series(failures)
         if report_folder is not None:
             registry.log_artifacts(report_folder, "report")
         if not failures.empty:
@@ -145,7 +145,7 @@ def run_training(
                 f"{len(failed)} of {series_total} series failed to fit ({share:.1%} > "
                 f"{request.max_failed_share:.0%}); no version registered. First: "
                 + "; ".join(
-                    failures[c.STORE_ID].astype(str) + " " + failures[training.FAILURE_ERROR]
+                    failures[c.STORE_ID].astype(str) + " " + failures[model_selection.FAILURE_ERROR]
                 )[:500]
             )
         folder = registry.scratch_dir(settings)
@@ -219,7 +219,7 @@ def version_folder(settings: Settings, client: MlflowClient, version: str) -> Pa
 def _full(
     settings: Settings,
     request: TrainingRequest,
-    data: forecasting.TrainingData,
+    data: training_data.TrainingData,
     executor: Executor,
     progress: Progress | None,
     series_total: int,
@@ -233,7 +233,7 @@ def _full(
             progress(message, series_total * fits_done // fits_total, series_total)
         fits_done = min(fits_done + 1, fits_total)
 
-    bundle, report = training.train(
+    bundle, report = model_selection.train(
         data.history,
         data.stores,
         request.models,
@@ -243,7 +243,7 @@ def _full(
     )
     if progress:
         progress("registering the bundle", series_total, series_total)
-    folder = forecasting.write_report(report, settings.reports_dir, "train")
+    folder = backtest_reports.write_report(report, settings.reports_dir, "train")
     return bundle, report.failures, report.reported(), folder
 
 
@@ -251,7 +251,7 @@ def _retrain(
     settings: Settings,
     client: MlflowClient,
     version: str,
-    data: forecasting.TrainingData,
+    data: training_data.TrainingData,
     progress: Progress | None,
     series_total: int,
 ) -> tuple[ForecastBundle, pd.DataFrame, pd.DataFrame, Path | None]:
@@ -278,7 +278,7 @@ def _retrain(
 
 def _params(
     request: TrainingRequest,
-    data: forecasting.TrainingData,
+    data: training_data.TrainingData,
     mode: str,
     champion: registry.RegisteredVersion | None,
 ) -> dict[str, Any]:

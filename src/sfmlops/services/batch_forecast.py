@@ -12,7 +12,7 @@ from sfmlops.adapters.db import repository
 from sfmlops.adapters.mlflow_registry import connect
 from sfmlops.core.forecasting.bundle import ForecastBundle, future_days
 from sfmlops.services import status
-from sfmlops.services.training import champion_bundle, version_folder
+from sfmlops.services.model_training import champion_bundle, version_folder
 from sfmlops.settings import Settings
 
 DEFAULT_FORECAST_DAYS = 7

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from sfmlops.ui.context import OVERVIEW_PAGE, STORE_PAGE
+from sfmlops.ui.page_context import OVERVIEW_PAGE, STORE_PAGE
 
 
 def main() -> None:

@@ -1,0 +1,113 @@
+"""Forecast files: a future file in the competition's test format in, a submission file out."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from sfmlops.adapters import files
+from sfmlops.core import columns as c
+from sfmlops.core.forecasting.bundle import ForecastBundle
+from sfmlops.core.validation import validate_sales
+from sfmlops.services.loading import DataFileError, FileIssue
+
+_FILE_COLUMN = {domain: header for header, domain in c.ROSSMANN_FUTURE_COLUMNS.items()}
+_REQUIRED_FUTURE_HEADERS = ("Id", "Store", "Date", "Open", "Promo", "StateHoliday", "SchoolHoliday")
+
+
+def read_future_file(path: Path, bundle: ForecastBundle) -> tuple[pd.Series, pd.DataFrame]:
+    """Read a future file in the competition's test format and check it against the bundle.
+
+    Columns `Id,Store,DayOfWeek,Date,Open,Promo,StateHoliday,SchoolHoliday` (DayOfWeek is
+    optional and checked against the date when present); a blank `Open` means open.
+
+    Returns:
+        The row ids and the future-covariates frame (`columns.FUTURE_COLUMNS`), row by row.
+
+    Raises:
+        DataFileError: Naming line and column of every problem (missing columns, unknown
+            stores, unparsable or past dates, bad flags, duplicate rows).
+        files.DataFileNotFoundError: When the file does not exist.
+    """
+    raw = files.read_csv_as_text(path)
+    missing = [name for name in _REQUIRED_FUTURE_HEADERS if name not in raw.columns]
+    if missing:
+        raise DataFileError([FileIssue(path, None, name, "", "missing column") for name in missing])
+    raw = raw.rename(columns=c.ROSSMANN_FUTURE_COLUMNS)
+    raw[c.OPEN] = raw[c.OPEN].where(raw[c.OPEN] != "", "1")
+    # The sales rules check every covariate (store, date, flags, codes, weekday, duplicates);
+    # a future row has no sales yet, so a placeholder satisfies that one column.
+    checked = raw.rename(columns={c.DATE: c.SALES_DATE}).assign(**{c.SALES: "0"})
+    known = sorted({store for store, _ in bundle.series})
+    validated = validate_sales(checked, known)
+    issues = [
+        FileIssue(
+            path,
+            files.line_number(int(row)),
+            _FILE_COLUMN.get(c.DATE if column == c.SALES_DATE else column, column),
+            str(value),
+            str(reason),
+        )
+        for row, column, value, reason in zip(
+            validated.issues["row"].tolist(),
+            validated.issues["column"].astype(str).tolist(),
+            validated.issues["value"].tolist(),
+            validated.issues["reason"].tolist(),
+            strict=True,
+        )
+    ]
+    row_id = pd.to_numeric(raw[c.ROSSMANN_ROW_ID], errors="coerce")
+    bad_id = row_id.isna() | (row_id != np.floor(row_id.fillna(0)))
+    issues += [
+        FileIssue(
+            path,
+            files.line_number(int(i)),
+            "Id",
+            str(raw[c.ROSSMANN_ROW_ID].iloc[i]),
+            "not a whole number",
+        )
+        for i in np.flatnonzero(bad_id.to_numpy())
+    ]
+    valid = validated.valid
+    past = valid[c.SALES_DATE] <= bundle.last_date
+    issues += [
+        FileIssue(
+            path,
+            files.line_number(int(i)),
+            "Date",
+            str(raw[c.DATE].iloc[int(i)]),
+            f"not after the data's end ({bundle.last_date.date()}): forecasts start the day after",
+        )
+        for i in valid.index[past]
+    ]
+    if issues:
+        issues.sort(key=lambda issue: (issue.line or 0, issue.column))
+        raise DataFileError(issues)
+    future = valid.rename(columns={c.SALES_DATE: c.DATE})[list(c.FUTURE_COLUMNS)]
+    return row_id.astype("int64"), future.reset_index(drop=True)
+
+
+def write_submission(path: Path, row_ids: pd.Series, forecast: pd.DataFrame) -> None:
+    """Write `Id,Sales,Sales_lower,Sales_upper` atomically (no partial file on failure)."""
+    frame = pd.DataFrame({c.ROSSMANN_ROW_ID: row_ids.to_numpy()})
+    for column in (c.YHAT, c.YHAT_LOWER, c.YHAT_UPPER):
+        frame[column] = forecast[column].to_numpy(dtype=float).round(2)
+    frame = frame.rename(columns=c.ROSSMANN_SUBMISSION_COLUMNS)
+    _write_atomically(path, frame.to_csv(index=False))
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Write `text` to `path` via a temporary file in the same folder and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w") as out:
+            out.write(text)
+        Path(temporary).replace(path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
