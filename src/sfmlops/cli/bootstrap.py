@@ -20,7 +20,7 @@ from sfmlops.adapters.db.engine import BOOTSTRAP_LOCK_KEY, database_lock
 from sfmlops.cli import pipeline
 from sfmlops.cli.context import console, engine_of, fail, settings_of
 from sfmlops.cli.data import load_into, migrate_or_fail, print_summary
-from sfmlops.cli.forecasting import (
+from sfmlops.cli.forecast_commands import (
     EXECUTORS,
     ExecutorOption,
     ModelsOption,
@@ -92,7 +92,7 @@ def bootstrap(
                 console.print(f"data: sales up to {last_date} already stored, nothing loaded")
 
             from sfmlops.adapters import mlflow_registry as registry  # noqa: PLC0415 - mlflow
-            from sfmlops.services.training import TrainingRequest  # noqa: PLC0415 - mlflow
+            from sfmlops.services.model_training import TrainingRequest  # noqa: PLC0415 - mlflow
 
             try:
                 champion = registry.version_with_alias(
