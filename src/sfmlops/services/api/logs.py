@@ -2,34 +2,21 @@
 
 from __future__ import annotations
 
-import datetime as dt
-import json
 import logging
 import logging.config
 from typing import Any
 
-_STANDARD_ATTRIBUTES = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
-    "message",
-    "asctime",
+from pythonjsonlogger.json import JsonFormatter
+
+# One JSON object per line: time (UTC, ISO 8601), level, logger, message, any `extra` fields
+# and, for errors, the formatted exception.
+_FORMATTER = {
+    "()": JsonFormatter,
+    "fmt": "{levelname}{name}{message}",
+    "style": "{",
+    "timestamp": "time",
+    "rename_fields": {"levelname": "level", "name": "logger", "exc_info": "exception"},
 }
-
-
-class JsonFormatter(logging.Formatter):
-    """Formats a record as JSON with time, level, logger, message and any `extra` fields."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, Any] = {
-            "time": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(
-                timespec="milliseconds"
-            ),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        entry |= {k: v for k, v in record.__dict__.items() if k not in _STANDARD_ATTRIBUTES}
-        if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str)
 
 
 def logging_config(level: str = "INFO") -> dict[str, Any]:
@@ -38,7 +25,7 @@ def logging_config(level: str = "INFO") -> dict[str, Any]:
     return {
         "version": 1,
         "disable_existing_loggers": False,
-        "formatters": {"json": {"()": JsonFormatter}},
+        "formatters": {"json": _FORMATTER},
         "handlers": {"stderr": handler},
         "root": {"handlers": ["stderr"], "level": level},
         "loggers": {
