@@ -11,12 +11,13 @@ UV := $(BIN)/uv
 UV_INSTALL := $(UV) pip install --python $(BIN)/python --quiet --compile-bytecode -c constraints.txt
 PYTEST_ARGS ?= --durations=15
 
-.PHONY: demo test lint format install dev system-deps benchmark-deps benchmarks lock clean help
+.PHONY: demo test test-fast lint format install dev system-deps benchmark-deps benchmarks lock clean help
 
 help:
 	@echo "make demo         run the product on this machine (creates .venv, loads data, ...)"
 	@echo "make test         install dev dependencies and test services, lint, run the test suite"
-	@echo "make lint         ruff check, ruff format --check, mypy"
+	@echo "make test-fast    the unit tier only (no services, a few minutes): the edit-test loop"
+	@echo "make lint         ruff check, ruff format --check, mypy, lint-imports (the layering)"
 	@echo "make format       ruff format + ruff check --fix"
 	@echo "make benchmarks   run the benchmarks (not part of make test)"
 	@echo "make lock         regenerate constraints.txt from pyproject.toml"
@@ -35,10 +36,15 @@ test: dev system-deps deploy-tools lint airflow
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 	$(MAKE) --no-print-directory test-airflow
 
+# The unit tier: pure tests, no services to start (README gives its time).
+test-fast: dev
+	$(BIN)/python -m pytest -m unit $(PYTEST_ARGS)
+
 lint: dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 
 format: dev
 	$(BIN)/ruff format .

@@ -28,6 +28,27 @@ ROOT = Path(__file__).resolve().parents[1]
 # The DAG tests import Airflow, which lives in .venv-airflow: `make test-airflow` runs them.
 collect_ignore = ["airflow"]
 
+# The one marker axis: every test is in exactly one tier (pyproject.toml says what each needs).
+TIERS = ("unit", "integration", "e2e", "deploy", "containers", "cluster")
+# A test in one of these folders is in that tier unless it is marked with another one.
+FOLDER_TIERS = {"unit": "unit", "integration": "integration", "e2e": "e2e", "deploy": "deploy"}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Give each test its tier from its folder, and refuse a test in no tier or in two."""
+    for item in items:
+        marked = [tier for tier in TIERS if item.get_closest_marker(tier)]
+        folder = Path(item.path).relative_to(ROOT / "tests").parts[0]
+        if not marked and folder in FOLDER_TIERS:
+            item.add_marker(FOLDER_TIERS[folder])
+            marked = [FOLDER_TIERS[folder]]
+        if len(marked) != 1:
+            raise pytest.UsageError(
+                f"{item.nodeid}: mark the test with exactly one tier of {', '.join(TIERS)} "
+                f"(it has {', '.join(marked) or 'none'})"
+            )
+
 
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
