@@ -160,3 +160,19 @@ to the programs that need it (the API, the dashboard, Airflow).
     matchLabels:
       ray.io/cluster: {{ include "sfmlops.rayClusterName" . }}
 {{- end -}}
+
+{{/*
+The database coordinates as literal variables, for pods that run before the endpoint ConfigMap
+exists (a pre-install hook) or must not wait for its update (a pre-upgrade hook reads the new
+revision's values, the ConfigMap still holds the old ones).
+*/}}
+{{- define "sfmlops.databaseCoordinatesEnv" -}}
+- name: SFMLOPS_DB_HOST
+  value: {{ include "sfmlops.databaseHost" . | quote }}
+- name: SFMLOPS_DB_PORT
+  value: {{ include "sfmlops.databasePort" . | quote }}
+- name: SFMLOPS_DB_NAME
+  value: {{ include "sfmlops.databaseName" . | quote }}
+- name: SFMLOPS_DB_USER
+  value: {{ include "sfmlops.databaseUser" . | quote }}
+{{- end -}}

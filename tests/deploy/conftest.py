@@ -29,7 +29,13 @@ SCENARIOS: dict[str, tuple[list[str], list[str]]] = {
     "gke": (["values-ray.yaml", "values-gke.yaml"], ["global.imageTag=0123456789ab"]),
     "everything": (
         ["values-ray.yaml"],
-        ["pgadmin.enabled=true", "kafkaUi.enabled=true", "producer.enabled=true"],
+        [
+            "pgadmin.enabled=true",
+            "kafkaUi.enabled=true",
+            "producer.enabled=true",
+            "bootstrap.enabled=true",
+            "gateway.enabled=true",
+        ],
     ),
     "external-database": (
         [],
@@ -79,12 +85,31 @@ def helm_args(files: list[str], overrides: list[str]) -> list[str]:
     return args
 
 
+# The CRD-backed APIs a cluster prepared by scripts/deploy.sh serves (the chart checks for them).
+CLUSTER_APIS = [
+    "ray.io/v1/RayCluster",
+    "monitoring.coreos.com/v1/ServiceMonitor",
+    "monitoring.coreos.com/v1/PodMonitor",
+    "gateway.networking.k8s.io/v1/HTTPRoute",
+]
+
+
 def helm_template(
-    files: list[str], overrides: list[str], *, check: bool = True
+    files: list[str],
+    overrides: list[str],
+    *,
+    check: bool = True,
+    api_versions: list[str] | None = None,
+    extra: list[str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """`helm template` of the parent chart as release `sfmlops` in namespace `sfmlops`."""
+    """`helm template` of the parent chart as release `sfmlops` in namespace `sfmlops`.
+
+    The cluster it renders for serves `api_versions` (default: every CRD the chart may need).
+    """
     command = [tool("helm"), "template", RELEASE, str(CHART), "--namespace", NAMESPACE]
-    return run(command + helm_args(files, overrides), check=check)
+    for api in CLUSTER_APIS if api_versions is None else api_versions:
+        command += ["--api-versions", api]
+    return run(command + helm_args(files, overrides) + (extra or []), check=check)
 
 
 @dataclass(frozen=True)
@@ -108,6 +133,11 @@ class Rendered:
 
 def render(name: str) -> Rendered:
     files, overrides = SCENARIOS[name]
+    return render_values(name, files, overrides)
+
+
+def render_values(name: str, files: list[str], overrides: list[str]) -> Rendered:
+    """The chart rendered with values files and --set overrides outside the named scenarios."""
     text = helm_template(files, overrides).stdout
     objects = [item for item in yaml.safe_load_all(text) if item]
     return Rendered(name, text, objects)

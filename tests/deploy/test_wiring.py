@@ -15,6 +15,7 @@ from tests.deploy.conftest import (
     CHART,
     ENDPOINTS,
     NAMESPACE,
+    RELEASE,
     RELEASES,
     ROOT,
     Rendered,
@@ -24,6 +25,7 @@ from tests.deploy.conftest import (
     pod_labels,
     pod_specs,
     render,
+    render_values,
 )
 
 # Secrets the scenarios name as existing (made outside the chart).
@@ -78,11 +80,22 @@ def test_configmap_endpoints_match_services(rendered: Rendered) -> None:
         p["containerPort"]
         for p in cluster["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]["ports"]
     }
-    for key, scheme in (("SFMLOPS_RAY_JOBS_URL", "http"), ("SFMLOPS_RAY_ADDRESS", "ray")):
-        url = urlsplit(data[key])
-        assert url.scheme == scheme
-        assert url.hostname == f"{cluster['metadata']['name']}-head-svc.{NAMESPACE}.svc"
-        assert url.port in head_ports
+    url = urlsplit(data["SFMLOPS_RAY_JOBS_URL"])
+    assert url.scheme == "http"
+    assert url.hostname == f"{cluster['metadata']['name']}-head-svc.{NAMESPACE}.svc"
+    assert url.port in head_ports
+    # Training goes through the job API; no pod is pointed at the Ray Client by default (inside
+    # a Ray job it would win over the job's own RAY_ADDRESS in older sfmlops releases).
+    assert "SFMLOPS_RAY_ADDRESS" not in data
+
+
+def test_the_ray_client_address_is_given_only_when_enabled() -> None:
+    rendered = render_values("ray-client", [], ["ray.client.enabled=true"])
+    data = rendered.get("ConfigMap", ENDPOINTS)["data"]  # type: ignore[index]
+    url = urlsplit(data["SFMLOPS_RAY_ADDRESS"])
+    assert url.scheme == "ray"
+    assert url.hostname == f"{RELEASE}-ray-head-svc.{NAMESPACE}.svc"
+    assert url.port == 10001
 
 
 def test_configmap_points_at_the_separate_releases() -> None:

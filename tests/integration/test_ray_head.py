@@ -181,3 +181,36 @@ def test_a_job_submitted_to_the_head_reports_back_and_registers_a_version(
     assert job["progress_done"] == job["progress_total"] == 1
     assert job["model_version"] == champion_version(mlflow_server)
     assert job["model_version"] != before
+
+
+def test_a_full_training_job_uses_its_own_cluster_not_a_client_address(
+    ray_head: tuple[str, str], loaded: tuple[Path, Engine], mlflow_server: str
+) -> None:
+    # The chart may give every pod SFMLOPS_RAY_ADDRESS=ray://head:10001 (Ray Client), the Ray
+    # pods included. A job's driver must connect to the cluster it runs on (RAY_ADDRESS, set by
+    # Ray's job supervisor): here the client address answers nothing, so a driver that used it
+    # would fail.
+    from ray.job_submission import JobStatus, JobSubmissionClient  # noqa: PLC0415
+
+    _, jobs_url = ray_head
+    home, _ = loaded
+    client = JobSubmissionClient(jobs_url)
+    env = {
+        "SFMLOPS_HOME": str(home),
+        "SFMLOPS_MLFLOW_TRACKING_URI": mlflow_server,
+        "SFMLOPS_RAY_ADDRESS": f"ray://127.0.0.1:{free_port()}",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+    }
+    submission = client.submit_job(
+        entrypoint="sfmlops train --models seasonal_naive --windows 1 --executor ray",
+        runtime_env={"env_vars": env},
+    )
+    deadline = time.monotonic() + 600
+    status = client.get_job_status(submission)
+    while status not in {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED}:
+        assert time.monotonic() < deadline, "the job did not finish in 10 minutes"
+        time.sleep(2)
+        status = client.get_job_status(submission)
+    logs = client.get_job_logs(submission)
+    assert status == JobStatus.SUCCEEDED, logs
+    assert "as champion" in " ".join(logs.split())

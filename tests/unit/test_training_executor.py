@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from sfmlops.adapters.ray_cluster import RAY_JOB_MARKER, cluster_address
 from sfmlops.cli.forecast_commands import auto_executor
 from sfmlops.services.model_training import TrainingRequest
 from sfmlops.settings import Settings
@@ -13,6 +14,7 @@ from sfmlops.settings import Settings
 def no_cluster(monkeypatch: pytest.MonkeyPatch) -> Settings:
     monkeypatch.delenv("SFMLOPS_RAY_ADDRESS", raising=False)
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.delenv(RAY_JOB_MARKER, raising=False)
     return Settings(_env_file=None)
 
 
@@ -46,3 +48,23 @@ def test_store_retrains_stay_in_process(no_cluster: Settings) -> None:
     settings = no_cluster.model_copy(update={"ray_address": "ray://127.0.0.1:10001"})
     request = TrainingRequest(models=["gbm", "prophet"], store_ids=[4])
     assert auto_executor(settings, request) == "sequential"
+
+
+def test_inside_a_ray_job_the_job_s_cluster_wins_over_a_client_address(
+    no_cluster: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A Ray pod of the chart may carry SFMLOPS_RAY_ADDRESS=ray://head:10001 (Ray Client, for
+    # commands outside the cluster); the job's driver must use the job's own cluster.
+    settings = no_cluster.model_copy(update={"ray_address": "ray://head-svc:10001"})
+    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.7:6379")
+    monkeypatch.setenv(RAY_JOB_MARKER, "{}")
+    assert cluster_address(settings) == "10.0.0.7:6379"
+
+
+def test_outside_a_ray_job_the_configured_address_wins(
+    no_cluster: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = no_cluster.model_copy(update={"ray_address": "ray://head-svc:10001"})
+    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.7:6379")
+    assert cluster_address(settings) == "ray://head-svc:10001"
+    assert cluster_address(no_cluster) == "10.0.0.7:6379"

@@ -36,17 +36,29 @@ def local_temp_dir(home: Path) -> Path:
     return Path(tempfile.gettempdir()) / f"sfmlops-ray-{digest}"
 
 
-def cluster_address(settings: Settings) -> str | None:
-    """The Ray cluster to use: SFMLOPS_RAY_ADDRESS, or inside a Ray job Ray's own RAY_ADDRESS.
+# Set by Ray's job supervisor for the driver of a submitted job (with RAY_ADDRESS, the GCS
+# address of the cluster the job runs on).
+RAY_JOB_MARKER = "RAY_JOB_CONFIG_JSON_ENV_VAR"
 
+
+def cluster_address(settings: Settings) -> str | None:
+    """The Ray cluster to use.
+
+    Inside a Ray job: the job's own cluster (Ray's RAY_ADDRESS), reached directly. A
+    SFMLOPS_RAY_ADDRESS the pod also carries (a ray:// Ray Client address, for commands run
+    outside the cluster) must not win there: it would route the job's driver through Ray Client
+    back into the cluster it already runs on. Elsewhere: SFMLOPS_RAY_ADDRESS, then RAY_ADDRESS.
     None means no cluster is configured (commands start a local Ray when they need one).
     """
-    return settings.ray_address or os.environ.get("RAY_ADDRESS") or None
+    ray_address = os.environ.get("RAY_ADDRESS")
+    if ray_address and RAY_JOB_MARKER in os.environ:
+        return ray_address
+    return settings.ray_address or ray_address or None
 
 
 @contextmanager
 def ray_session(settings: Settings, num_cpus: int | None = None) -> Iterator[None]:
-    """Connect to SFMLOPS_RAY_ADDRESS (or a Ray job's RAY_ADDRESS), else start a local Ray.
+    """Connect to the cluster of `cluster_address`, else start a local Ray.
 
     A local Ray listens on 127.0.0.1 only, has no dashboard and sends no usage stats. When
     Ray is already initialised in this process (e.g. inside a Ray job), it is reused as is.
