@@ -4,6 +4,8 @@ cluster without the CRDs it renders, kept Secrets are never regenerated blind, N
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -95,13 +97,26 @@ def test_bootstrap_loads_and_trains_after_the_migrations(
     assert rendered_all["defaults"].get("Job", f"{RELEASE}-bootstrap") is None
 
 
-def test_bootstrap_may_train_a_subset_of_stores() -> None:
-    rendered = render_values(
-        "bootstrap-subset", [], ["bootstrap.enabled=true", "bootstrap.args={--stores,1\\,2}"]
-    )
+def test_bootstrap_may_train_a_subset_of_stores(tmp_path: Path) -> None:
+    values = tmp_path / "bootstrap.yaml"
+    values.write_text('bootstrap: {enabled: true, args: [--train-stores, "3"]}\n')
+    rendered = render_values("bootstrap-subset", [str(values)], [])
     job = rendered.get("Job", f"{RELEASE}-bootstrap")
     assert job is not None
-    assert _container(job)["args"] == ["bootstrap", "--stores", "1,2"]
+    assert _container(job)["args"] == ["bootstrap", "--train-stores", "3"]
+
+
+def test_the_hook_commands_exist_in_this_sfmlops() -> None:
+    for command, option in (("init", "--help"), ("bootstrap", "--train-stores")):
+        result = subprocess.run(
+            [sys.executable, "-m", "sfmlops", command, "--help"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr
+        assert option in result.stdout, command
 
 
 @pytest.mark.parametrize(
