@@ -22,6 +22,10 @@ help:
 	@echo "make benchmarks   run the benchmarks (not part of make test)"
 	@echo "make lock         regenerate constraints.txt from pyproject.toml"
 	@echo "make images       build every image (scripts/images.sh) with docker (tag: the commit)"
+	@echo "make compose-env  write .env with random secrets for the Compose stack (compose.yaml)"
+	@echo "make compose-up   build the missing images, start the Compose stack, wait for the first forecast"
+	@echo "make compose-down stop the Compose stack (data kept; scripts/compose.sh down -v removes it)"
+	@echo "make compose-test bring the Compose stack up with podman and check it through nginx"
 	@echo "make deploy-local install the whole system on the current kubectl context (docs/deployment.md)"
 	@echo "make deploy-clean uninstall it (kept Secrets and volumes stay)"
 	@echo "make airflow      create .venv-airflow (Airflow 3, its own environment) from requirements-airflow.txt"
@@ -92,6 +96,22 @@ deploy-tools: | $(UV)
 
 images:
 	scripts/images.sh build $(IMAGE_TAG)
+
+# The Compose stack (compose.yaml, scripts/compose.sh): Docker Compose, or podman-compose pinned in
+# scripts/compose-requirements.txt. compose-test brings it up on free ports under a project name
+# of its own and removes it with its volumes.
+.PHONY: compose-env compose-up compose-down compose-test
+compose-env:
+	scripts/compose.sh env
+
+compose-up:
+	scripts/compose.sh up
+
+compose-down:
+	scripts/compose.sh down
+
+compose-test: dev
+	SFMLOPS_COMPOSE_TEST=1 $(BIN)/python -m pytest tests/compose -m compose $(PYTEST_ARGS)
 
 deploy-local:
 	./install-helm.sh $(HELM_DIR)

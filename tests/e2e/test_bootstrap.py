@@ -17,6 +17,7 @@ from sqlalchemy import func, select, text
 
 from sfmlops.adapters.db.engine import head_revision, make_engine
 from sfmlops.adapters.db.tables import forecasts, sales
+from tests.conftest import free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -140,3 +141,13 @@ def test_bootstrap_refuses_an_unknown_executor_and_changes_nothing(
     finally:
         engine.dispose()
     assert tables == 0
+
+
+def test_bootstrap_waits_for_an_absent_database_then_fails_naming_it(tmp_path: Path) -> None:
+    unreachable = f"postgresql+psycopg2://sfmlops:secret@127.0.0.1:{free_port()}/sfmlops"
+
+    result = _sfmlops(tmp_path / "home", unreachable, "bootstrap", "--wait", "3")
+
+    assert result.returncode == 1
+    assert "waiting up to 3 s for the database" in result.stdout
+    assert "the database did not answer within 3 s" in result.stderr

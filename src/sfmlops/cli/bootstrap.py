@@ -9,6 +9,8 @@ turns on a database lock; the later ones find the work done.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -59,6 +61,15 @@ def bootstrap(
     workers: WorkersOption = None,
     executor: ExecutorOption = "auto",
     days: pipeline.DaysOption = 7,
+    wait: Annotated[
+        int,
+        typer.Option(
+            "--wait",
+            min=0,
+            help="Seconds to wait for the database and the MLflow server to answer (when "
+            "started together with them); default: fail at once.",
+        ),
+    ] = 0,
 ) -> None:
     """Migrate, load the bundled data into an empty database, train if no champion, forecast.
 
@@ -72,6 +83,18 @@ def bootstrap(
     done: list[str] = []
 
     console.rule("sfmlops bootstrap")
+    from sfmlops.adapters import mlflow_registry as registry  # noqa: PLC0415 - imports mlflow
+
+    def database_answers() -> None:
+        with engine.connect():
+            pass
+
+    def registry_answers() -> None:
+        registry.version_with_alias(registry.connect(settings), registry.CHAMPION)
+
+    if wait:
+        _wait_for("the database", database_answers, wait)
+        _wait_for("the MLflow server", registry_answers, wait)
     migration = migrate_or_fail(engine)
     if migration.upgraded:
         console.print(f"schema: migrated from {migration.before or 'empty'} to {migration.after}")
@@ -91,7 +114,6 @@ def bootstrap(
             else:
                 console.print(f"data: sales up to {last_date} already stored, nothing loaded")
 
-            from sfmlops.adapters import mlflow_registry as registry  # noqa: PLC0415 - mlflow
             from sfmlops.services.model_training import TrainingRequest  # noqa: PLC0415 - mlflow
 
             try:
@@ -136,3 +158,20 @@ def bootstrap(
         console.print(f"[bold green]Bootstrap done[/] ({', '.join(done)}): forecasts are served.")
     else:
         console.print("[bold green]Nothing to do[/]: already bootstrapped, forecasts are served.")
+
+
+def _wait_for(what: str, answers: Callable[[], None], seconds: int) -> None:
+    """Call `answers` until it stops raising, for at most `seconds`; fail naming `what`."""
+    deadline = time.monotonic() + seconds
+    announced = False
+    while True:
+        try:
+            answers()
+            return
+        except Exception as error:  # any failure to answer: try again until the deadline
+            if time.monotonic() >= deadline:
+                fail(f"{what} did not answer within {seconds} s: {error}")
+            if not announced:
+                console.print(f"waiting up to {seconds} s for {what} ...")
+                announced = True
+            time.sleep(2)
