@@ -90,6 +90,7 @@ CLUSTER_APIS = [
     "ray.io/v1/RayCluster",
     "monitoring.coreos.com/v1/ServiceMonitor",
     "monitoring.coreos.com/v1/PodMonitor",
+    "monitoring.coreos.com/v1/PrometheusRule",
     "gateway.networking.k8s.io/v1/HTTPRoute",
 ]
 

@@ -14,6 +14,7 @@ import yaml
 
 from tests.deploy.conftest import (
     CHART,
+    CLUSTER_APIS,
     ENDPOINTS,
     NAMESPACE,
     RELEASE,
@@ -145,7 +146,7 @@ def test_the_bootstrap_may_submit_ray_jobs(rendered_all: dict[str, Rendered]) ->
 
 
 def test_without_kuberay_s_crds_the_install_fails_with_what_to_do() -> None:
-    apis = ["monitoring.coreos.com/v1/ServiceMonitor", "monitoring.coreos.com/v1/PodMonitor"]
+    apis = [api for api in CLUSTER_APIS if not api.startswith("ray.io/")]
     result = helm_template([], [], check=False, api_versions=apis)
     assert result.returncode != 0
     assert "ray.io/v1 RayCluster" in result.stderr
@@ -158,11 +159,11 @@ def test_without_the_prometheus_operator_s_crds_the_install_fails() -> None:
     assert result.returncode != 0
     assert "monitoring.coreos.com/v1 ServiceMonitor" in result.stderr
     assert "monitoring.coreos.com/v1 PodMonitor" in result.stderr
+    assert "monitoring.coreos.com/v1 PrometheusRule" in result.stderr
 
 
 def test_the_gateway_routes_need_gateway_api() -> None:
-    apis = ["ray.io/v1/RayCluster", "monitoring.coreos.com/v1/ServiceMonitor"]
-    apis.append("monitoring.coreos.com/v1/PodMonitor")
+    apis = [api for api in CLUSTER_APIS if not api.startswith("gateway.")]
     result = helm_template([], ["gateway.enabled=true"], check=False, api_versions=apis)
     assert result.returncode != 0
     assert "HTTPRoute" in result.stderr
