@@ -7,12 +7,21 @@
 #                               $SFMLOPS_RENDER_DIR (default ./rendered); needs the charts' hosts
 #   scripts/deploy.sh down      uninstall the releases in reverse order (kept Secrets and volumes
 #                               stay; add --purge to delete the namespaces too)
+# With SFMLOPS_RELEASES=local, `up` and `down` install only what builds without chart
+# repositories or public images (scripts/local-cluster.sh's cluster, or kind/minikube with the
+# images loaded): KubeRay's CRDs (the operator runs beside the cluster, or installs itself
+# otherwise) and the Prometheus Operator's CRDs from their Go modules, Kafka as one pod
+# (tests/cluster/kafka.yaml, when the Kafka stand-in image exists), and sfmlops-helm with
+# values-ray.yaml and values-local.yaml, PostgreSQL from its local stand-in image.
 # Environment:
+#   SFMLOPS_RELEASES        all (default) or local
 #   SFMLOPS_IMAGE_REGISTRY  registry prefix of the sfmlops images (default: none, images loaded
-#                           into the local cluster)
+#                           into the local cluster; local mode: localhost, podman's prefix)
 #   SFMLOPS_IMAGE_TAG       tag of the sfmlops images (default: the current commit)
 #   SFMLOPS_VALUES          extra values files for sfmlops-helm, space-separated (e.g. values-gke.yaml)
 #   SFMLOPS_SET             extra key=value settings for sfmlops-helm, whitespace-separated
+#   SFMLOPS_HELM_TIMEOUT    how long `helm upgrade --install --wait` of sfmlops-helm may take
+#                           (default 15m; its hooks include the first training)
 #   HELM                    the helm binary (default: helm on PATH; ./install-helm.sh installs it)
 set -euo pipefail
 
@@ -22,12 +31,22 @@ cd "$root"
 source helm-releases.env
 
 helm=${HELM:-helm}
-registry=${SFMLOPS_IMAGE_REGISTRY:-}
+mode=${SFMLOPS_RELEASES:-all}
+case "$mode" in all | local) ;; *)
+  echo "SFMLOPS_RELEASES must be all or local, not $mode" >&2
+  exit 2
+  ;;
+esac
+default_registry=""
+[ "$mode" = local ] && default_registry=localhost
+registry=${SFMLOPS_IMAGE_REGISTRY-$default_registry}
+timeout=${SFMLOPS_HELM_TIMEOUT:-15m}
 tag=${SFMLOPS_IMAGE_TAG:-$(git rev-parse --short=12 HEAD)}
 read -r -a extra_values <<<"${SFMLOPS_VALUES:-}"
 read -r -a extra_settings <<<"$(echo "${SFMLOPS_SET:-}" | tr '\n' ' ')"
 
 sfmlops_values=(-f sfmlops-helm/values.yaml -f values-ray.yaml)
+[ "$mode" = local ] && sfmlops_values+=(-f values-local.yaml)
 for file in "${extra_values[@]}"; do sfmlops_values+=(-f "$file"); done
 for setting in "${extra_settings[@]}"; do sfmlops_values+=(--set "$setting"); done
 sfmlops_values+=(--set "global.imageTag=$tag")
@@ -84,11 +103,20 @@ up() {
   "$helm" upgrade --install "${release_kafka[@]}" --wait --timeout 10m
   # --wait: every Deployment and StatefulSet ready. The API is ready without a model (its
   # readiness is /health; /ready waits for the first champion, see docs/deployment.md).
-  "$helm" upgrade --install "${release_sfmlops[@]}" --wait --timeout 15m
+  "$helm" upgrade --install "${release_sfmlops[@]}" --wait --timeout "$timeout"
   # After sfmlops-helm: it writes Airflow's metadata connection and keys into the namespace.
   "$helm" upgrade --install "${release_airflow[@]}" --timeout 15m
   kubectl -n "$SFMLOPS_NAMESPACE" get ingress
 }
+
+# The CRD-backed APIs the releases above provide before sfmlops-helm is installed: `helm
+# template` sees no cluster, so it is told (the chart refuses to render without them).
+crd_apis=(
+  --api-versions ray.io/v1/RayCluster
+  --api-versions monitoring.coreos.com/v1/ServiceMonitor
+  --api-versions monitoring.coreos.com/v1/PodMonitor
+  --api-versions monitoring.coreos.com/v1/PrometheusRule
+)
 
 template() {
   local out=${SFMLOPS_RENDER_DIR:-rendered}
@@ -98,7 +126,7 @@ template() {
   "$helm" template "${release_ingress[@]}" >"$out/ingress-nginx.yaml"
   "$helm" template "${release_monitoring[@]}" >"$out/kube-prometheus-stack.yaml"
   "$helm" template "${release_kafka[@]}" >"$out/kafka.yaml"
-  "$helm" template "${release_sfmlops[@]}" >"$out/sfmlops.yaml"
+  "$helm" template "${release_sfmlops[@]}" "${crd_apis[@]}" >"$out/sfmlops.yaml"
   "$helm" template "${release_airflow[@]}" >"$out/airflow.yaml"
   echo "rendered every release into $out/"
 }
@@ -116,9 +144,82 @@ down() {
   fi
 }
 
-case "${1:-}" in
-  up) up ;;
-  template) template ;;
-  down) shift; down "$@" ;;
+# --- local mode: what builds here, no chart repository, no public image ---------------------
+
+# Pins of the CRD sources (Go modules) of local mode; the KubeRay operator's is the chart pin.
+PROMETHEUS_OPERATOR_VERSION=v0.85.0
+local_kafka_manifest=tests/cluster/kafka.yaml
+
+# The folder of a Go module (downloaded into Go's module cache once, checksummed).
+module_dir() {
+  local go=go
+  command -v go >/dev/null 2>&1 || go=/usr/local/go/bin/go
+  "$go" mod download -json "$1" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p'
+}
+
+# KubeRay's CRDs (scripts/local-cluster.sh applies the same ones and runs the operator);
+# Prometheus Operator's CRDs for the chart's ServiceMonitor, PodMonitor and PrometheusRule (no
+# Prometheus runs locally: the objects are accepted and wait for one).
+local_crds() {
+  if ! kubectl get crd rayclusters.ray.io >/dev/null 2>&1; then
+    local kuberay
+    kuberay=$(module_dir "github.com/ray-project/kuberay/ray-operator@v$KUBERAY_OPERATOR_VERSION")
+    kubectl apply --server-side --force-conflicts -f "$kuberay/config/crd/bases" >/dev/null
+    echo "applied KubeRay's CRDs; a KubeRay operator must run for the RayCluster (scripts/local-cluster.sh runs one)" >&2
+  fi
+  local operator kind
+  operator=$(module_dir "github.com/prometheus-operator/prometheus-operator@$PROMETHEUS_OPERATOR_VERSION")
+  for kind in servicemonitors podmonitors prometheusrules; do
+    kubectl apply --server-side --force-conflicts \
+      -f "$operator/example/prometheus-operator-crd/monitoring.coreos.com_$kind.yaml" >/dev/null
+  done
+}
+
+# An image reference split into the chart's registry, repository and tag settings.
+image_settings() {
+  local prefix=$1 reference=$2
+  local registry=${reference%%/*} rest=${reference#*/}
+  echo "$prefix.image.registry=$registry $prefix.image.repository=${rest%:*} $prefix.image.tag=${rest##*:}"
+}
+
+# Kafka as one pod from the Kafka stand-in image (scripts/base-images.sh kafka), when it exists:
+# the producer and the stream job then run; without it they are off (values-local.yaml).
+local_kafka() {
+  local image
+  image=$(scripts/base-images.sh kafka 2>/dev/null) || return 1
+  kubectl create namespace "$KAFKA_NAMESPACE" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+  sed "s|KAFKA_IMAGE|$image|" "$local_kafka_manifest" | kubectl -n "$KAFKA_NAMESPACE" apply -f - >/dev/null
+  kubectl -n "$KAFKA_NAMESPACE" rollout status statefulset/kafka --timeout 5m >/dev/null
+}
+
+up_local() {
+  kubectl create namespace "$SFMLOPS_NAMESPACE" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+  local_crds
+  local settings=() postgres
+  postgres=$(scripts/base-images.sh postgres)
+  read -r -a settings <<<"$(image_settings postgresql "$postgres")"
+  if [ "${SFMLOPS_LOCAL_KAFKA:-1}" = 1 ] && local_kafka; then
+    settings+=(stream.enabled=true producer.enabled=true)
+  fi
+  local args=() setting
+  for setting in "${settings[@]}"; do args+=(--set "$setting"); done
+  "$helm" upgrade --install "${release_sfmlops[@]}" "${args[@]}" --wait --timeout "$timeout"
+  kubectl -n "$SFMLOPS_NAMESPACE" get ingress
+}
+
+down_local() {
+  "$helm" uninstall "$SFMLOPS_RELEASE" -n "$SFMLOPS_NAMESPACE" --ignore-not-found --wait
+  kubectl -n "$KAFKA_NAMESPACE" delete -f "$local_kafka_manifest" --ignore-not-found --wait >/dev/null 2>&1 || true
+  if [ "${1:-}" = --purge ]; then
+    kubectl delete namespace "$SFMLOPS_NAMESPACE" "$KAFKA_NAMESPACE" --ignore-not-found
+  fi
+}
+
+case "${1:-}:$mode" in
+  up:all) up ;;
+  up:local) up_local ;;
+  template:*) template ;;
+  down:all) shift; down "$@" ;;
+  down:local) shift; down_local "$@" ;;
   *) echo "usage: $0 up | template | down [--purge]" >&2; exit 2 ;;
 esac

@@ -27,6 +27,11 @@ SCENARIOS: dict[str, tuple[list[str], list[str]]] = {
     "defaults": ([], []),
     "ray": (["values-ray.yaml"], []),
     "gke": (["values-ray.yaml", "values-gke.yaml"], ["global.imageTag=0123456789ab"]),
+    # As scripts/deploy.sh installs it with the Kafka pod running.
+    "local": (
+        ["values-ray.yaml", "values-local.yaml"],
+        ["global.imageRegistry=localhost", "stream.enabled=true", "producer.enabled=true"],
+    ),
     "everything": (
         ["values-ray.yaml"],
         [

@@ -17,6 +17,7 @@ from tests.deploy.conftest import (
     NAMESPACE,
     RELEASES,
     ROOT,
+    SCENARIOS,
     Rendered,
     admitted,
     helm_template,
@@ -36,6 +37,12 @@ EXPECTED_RULES = {
     "pods/log": {"get"},
     "events": {"get", "list", "watch"},
 }
+
+
+@pytest.fixture(params=sorted(set(SCENARIOS) - {"local"}))
+def rendered(request: pytest.FixtureRequest, rendered_all: dict[str, Rendered]) -> Rendered:
+    """Each scenario that hands work to an Airflow release (the local overlay has none)."""
+    return rendered_all[str(request.param)]
 
 
 @pytest.fixture(scope="module")

@@ -18,6 +18,7 @@ from tests.deploy.conftest import (
     RELEASE,
     RELEASES,
     ROOT,
+    SCENARIOS,
     Rendered,
     admitted,
     labels_of,
@@ -45,8 +46,10 @@ def _env_entries(rendered: Rendered) -> list[tuple[str, str, dict[str, Any]]]:
 
 
 def test_endpoint_configmap_is_in_every_listed_namespace(rendered: Rendered) -> None:
-    values = load_yaml(CHART / "values.yaml")
-    expected = {NAMESPACE, *values["endpoints"]["namespaces"]}
+    namespaces = load_yaml(CHART / "values.yaml")["endpoints"]["namespaces"]
+    for file in SCENARIOS[rendered.name][0]:
+        namespaces = load_yaml(ROOT / file).get("endpoints", {}).get("namespaces", namespaces)
+    expected = {NAMESPACE, *namespaces}
     found = {
         c["metadata"]["namespace"]
         for c in rendered.of_kind("ConfigMap")
