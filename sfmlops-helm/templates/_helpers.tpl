@@ -82,6 +82,10 @@ seccompProfile:
 {{- .Values.api.auth.existingSecret | default (include "sfmlops.name" (dict "ctx" . "component" "api-token")) -}}
 {{- end -}}
 
+{{- define "sfmlops.dashboardPasswordSecretName" -}}
+{{- .Values.dashboard.auth.existingSecret | default (include "sfmlops.name" (dict "ctx" . "component" "dashboard-password")) -}}
+{{- end -}}
+
 {{/* Database coordinates (the bundled PostgreSQL or the external one). */}}
 {{- define "sfmlops.databaseHost" -}}
 {{- if .Values.postgresql.enabled -}}{{ include "sfmlops.serviceHost" (dict "ctx" . "component" "postgresql") }}{{- else -}}{{ required "externalDatabase.host is required" .Values.externalDatabase.host }}{{- end -}}

@@ -15,6 +15,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
 MASK = "***"  # what SQLAlchemy prints for a hidden password
+MIN_TOKEN_CHARS = 32  # about 190 bits from a password generator's alphabet
+MIN_PASSWORD_CHARS = 12
 
 
 class Settings(BaseSettings):
@@ -88,7 +90,28 @@ class Settings(BaseSettings):
     )
     api_token: SecretStr | None = Field(
         default=None,
-        description="Bearer token required by the API's write endpoints; no default.",
+        description=(
+            "Bearer token for reads and writes; when set, every API endpoint except /health, "
+            f"/ready and /metrics needs a token. At least {MIN_TOKEN_CHARS} characters; no default."
+        ),
+    )
+    api_read_token: SecretStr | None = Field(
+        default=None,
+        description=(
+            f"Bearer token for reads only (at least {MIN_TOKEN_CHARS} characters); no default."
+        ),
+    )
+    retrain_limit_per_hour: int = Field(
+        default=6,
+        ge=1,
+        description="Training jobs one user may start through the API in any hour.",
+    )
+    ui_password: SecretStr | None = Field(
+        default=None,
+        description=(
+            "Password of the dashboard's login, required when it listens beyond loopback "
+            f"(at least {MIN_PASSWORD_CHARS} characters); no default."
+        ),
     )
     as_of: dt.date | None = Field(
         default=None,
@@ -123,6 +146,18 @@ class Settings(BaseSettings):
         # Relative homes are resolved once so that every path derived from them is stable
         # even if the process changes directory later.
         return home.expanduser().absolute()
+
+    @field_validator("api_token", "api_read_token")
+    @classmethod
+    def _long_token(cls, token: SecretStr | None) -> SecretStr | None:
+        # Fail closed: an empty or guessable token must stop the process at start, not
+        # quietly open the endpoints it guards.
+        return _checked_secret(token, MIN_TOKEN_CHARS, "token")
+
+    @field_validator("ui_password")
+    @classmethod
+    def _long_password(cls, password: SecretStr | None) -> SecretStr | None:
+        return _checked_secret(password, MIN_PASSWORD_CHARS, "password")
 
     @field_validator("ui_base_path")
     @classmethod
@@ -179,7 +214,12 @@ class Settings(BaseSettings):
             "kafka_topic_partitions": self.kafka_topic_partitions,
             "jars_dir": str(self.jars_dir),
             "stream_max_batch_events": self.stream_max_batch_events,
-            "api_token": MASK if self.api_token else "(not set)",
+            "api_token": MASK if self.api_token else "(not set: the API only listens on loopback)",
+            "api_read_token": MASK if self.api_read_token else "(not set)",
+            "retrain_limit_per_hour": self.retrain_limit_per_hour,
+            "ui_password": MASK
+            if self.ui_password
+            else "(not set: the dashboard only on loopback)",
             "as_of": self.as_of.isoformat() if self.as_of else "(latest sales date)",
             "api_url": _mask_url(self.api_url),
             "api_root_path": self.api_root_path or "(none)",
@@ -187,6 +227,19 @@ class Settings(BaseSettings):
             "model_poll_seconds": self.model_poll_seconds,
             "ui_base_path": f"/{self.ui_base_path}",
         }
+
+
+def _checked_secret(secret: SecretStr | None, min_chars: int, kind: str) -> SecretStr | None:
+    if secret is None:
+        return None
+    value = secret.get_secret_value()
+    if not value.strip():
+        raise ValueError(f"the {kind} is empty; unset the variable or give a real {kind}")
+    if len(value) < min_chars:
+        raise ValueError(
+            f"the {kind} has {len(value)} characters, fewer than the {min_chars} required"
+        )
+    return secret
 
 
 def _mask_url(url: str) -> str:

@@ -133,7 +133,8 @@ def sfmlops(command: str, home: Path, *args: str) -> subprocess.CompletedProcess
     )
 
 
-API_TOKEN = "dag-tests-token-not-a-secret"
+API_TOKEN = "dag-tests-token-not-a-secret-0123456789"
+AUTH = {"Authorization": f"Bearer {API_TOKEN}"}  # every endpoint but the probes needs it
 
 
 def sfmlops_environment(home: Path) -> dict[str, str]:

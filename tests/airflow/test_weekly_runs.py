@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import API_TOKEN, ROOT, DagRunner, free_port, running_api, sfmlops
+from conftest import API_TOKEN, AUTH, ROOT, DagRunner, free_port, running_api, sfmlops
 
 WEEKLY = "sfmlops_weekly_train_forecast"
 SLICE_STORES = (1, 2, 3, 4, 5, 6)
@@ -45,7 +45,7 @@ def test_a_failed_training_job_fails_the_wait_with_the_jobs_error(
 
     result = run_dag(WEEKLY, conf={"stores": None}, AIRFLOW_CONN_SFMLOPS_API=json.dumps(connection))
 
-    jobs = httpx.get(f"{url}/v1/training-jobs").json()["jobs"]
+    jobs = httpx.get(f"{url}/v1/training-jobs", headers=AUTH).json()["jobs"]
     assert len(jobs) == 1
     job = jobs[0]
     assert job["status"] == "failed"
@@ -67,7 +67,7 @@ def test_a_refused_request_fails_at_once_with_the_apis_reason(
 
     result = run_dag(WEEKLY, SFMLOPS_API_URL=url, SFMLOPS_API_TOKEN="not-the-token")
 
-    assert httpx.get(f"{url}/v1/training-jobs").json()["jobs"] == []
+    assert httpx.get(f"{url}/v1/training-jobs", headers=AUTH).json()["jobs"] == []
     # A 401 would be refused again: no retries.
     assert result["tasks"]["submit_training_job"] == {"state": "failed", "try_number": 1}
     assert (
@@ -126,10 +126,10 @@ def test_a_weekly_run_trains_registers_and_writes_every_series_forecasts(
 
     assert result["state"] == "success", result["log"][-5000:]
     assert {task["state"] for task in result["tasks"].values()} == {"success"}
-    jobs = httpx.get(f"{url}/v1/training-jobs").json()["jobs"]
+    jobs = httpx.get(f"{url}/v1/training-jobs", headers=AUTH).json()["jobs"]
     assert [(job["status"], job["model_version"]) for job in jobs] == [("succeeded", "1")]
-    assert httpx.get(f"{url}/v1/models/champion").json()["version"] == "1"
-    latest = httpx.get(f"{url}/v1/forecasts/latest").json()
+    assert httpx.get(f"{url}/v1/models/champion", headers=AUTH).json()["version"] == "1"
+    latest = httpx.get(f"{url}/v1/forecasts/latest", headers=AUTH).json()
     assert latest["model_version"] == "1"
     assert len(latest["forecasts"]) == len(SLICE_STORES) * 7
     assert {row["store_id"] for row in latest["forecasts"]} == set(SLICE_STORES)

@@ -18,7 +18,9 @@ from sfmlops.services.model_training import champion_bundle
 from sfmlops.settings import Settings
 from tests.model_registry import train_champion
 
-TOKEN = "test-token-not-a-secret"
+TOKEN = "api-test-token-not-a-secret-0123456789"
+READ_TOKEN = "api-test-read-token-not-a-secret-012345"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 @pytest.fixture
@@ -33,6 +35,7 @@ def settings(tmp_path: Path) -> Settings:
         _env_file=None,
         home=tmp_path / "home",
         api_token=SecretStr(TOKEN),
+        api_read_token=SecretStr(READ_TOKEN),
         api_max_body_bytes=200_000,
     )
 
@@ -40,14 +43,14 @@ def settings(tmp_path: Path) -> Settings:
 @pytest.fixture
 def client(settings: Settings, loaded_engine: Engine) -> Iterator[TestClient]:
     with TestClient(
-        create_app(settings, engine=loaded_engine), raise_server_exceptions=False
+        create_app(settings, engine=loaded_engine), raise_server_exceptions=False, headers=AUTH
     ) as client:
         yield client
 
 
 @pytest.fixture
 def auth() -> dict[str, str]:
-    return {"Authorization": f"Bearer {TOKEN}"}
+    return AUTH
 
 
 @pytest.fixture(scope="session")
@@ -89,6 +92,8 @@ def served_settings(registry_home: Path) -> Settings:
 def served(served_settings: Settings, sqlite_engine: Engine) -> Iterator[TestClient]:
     """An API serving champion version 1 (stores 1-5) over the slice."""
     with TestClient(
-        create_app(served_settings, engine=sqlite_engine), raise_server_exceptions=False
+        create_app(served_settings, engine=sqlite_engine),
+        raise_server_exceptions=False,
+        headers=AUTH,
     ) as client:
         yield client

@@ -13,6 +13,7 @@ from sfmlops.adapters.db import repository
 from sfmlops.adapters.db.tables import ingest_dead_letters
 
 pytestmark = pytest.mark.integration
+NO_AUTH = {"Authorization": ""}  # replaces the client's default token
 
 
 def sale(
@@ -139,7 +140,7 @@ def test_ingestion_is_an_idempotent_upsert(client: TestClient, auth: dict[str, s
 
 
 def test_writes_need_the_token(client: TestClient) -> None:
-    missing = client.post("/v1/sales", json={"records": [sale()]})
+    missing = client.post("/v1/sales", json={"records": [sale()]}, headers=NO_AUTH)
     wrong = client.post(
         "/v1/sales", json={"records": [sale()]}, headers={"Authorization": "Bearer nope"}
     )
@@ -216,7 +217,7 @@ def test_openapi_documents_every_endpoint(client: TestClient) -> None:
 def test_training_jobs_need_the_token_and_known_stores(
     client: TestClient, auth: dict[str, str]
 ) -> None:
-    unauthorised = client.post("/v1/training-jobs", json={"stores": [1]})
+    unauthorised = client.post("/v1/training-jobs", json={"stores": [1]}, headers=NO_AUTH)
     unknown = client.post("/v1/training-jobs", json={"stores": [1, 4242]}, headers=auth)
     empty = client.post("/v1/training-jobs", json={"stores": []}, headers=auth)
 

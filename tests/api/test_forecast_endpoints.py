@@ -23,6 +23,7 @@ from sfmlops.core import columns as c
 from sfmlops.core.forecasting.bundle import ForecastBundle
 from sfmlops.services.api import create_app
 from sfmlops.settings import Settings
+from tests.api.conftest import AUTH
 from tests.conftest import free_port
 
 pytestmark = pytest.mark.integration
@@ -246,7 +247,7 @@ def test_an_unreachable_registry_at_start_up_is_not_ready(
         mlflow_tracking_uri=f"http://127.0.0.1:{free_port()}",
         model_poll_seconds=3600,
     )
-    with TestClient(create_app(settings, engine=sqlite_engine)) as client:
+    with TestClient(create_app(settings, engine=sqlite_engine), headers=AUTH) as client:
         ready = client.get("/ready")
         forecast = client.get("/v1/stores/1/forecast")
 
@@ -331,7 +332,7 @@ def test_the_default_horizon_follows_the_as_of_date(
     served_settings: Settings, sqlite_engine: Engine, as_of: dt.date, default_start: str
 ) -> None:
     settings = served_settings.model_copy(update={"as_of": as_of})
-    with TestClient(create_app(settings, engine=sqlite_engine)) as client:
+    with TestClient(create_app(settings, engine=sqlite_engine), headers=AUTH) as client:
         body = client.get("/v1/stores/1/forecast").json()
         batch = client.post("/v1/forecast", json=[{"store_id": 1}]).json()
 

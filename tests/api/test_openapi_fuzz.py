@@ -21,7 +21,7 @@ from sfmlops.adapters.db.engine import make_engine, migrate
 from sfmlops.services import loading
 from sfmlops.services.api import create_app
 from sfmlops.settings import Settings
-from tests.api.conftest import TOKEN
+from tests.api.conftest import AUTH, TOKEN
 
 pytestmark = pytest.mark.integration
 EXAMPLES_PER_OPERATION = 25
@@ -68,13 +68,13 @@ def running_app(
     ],
 )
 def test_no_server_errors(running_app: FastAPI, label: str) -> None:
-    schema = schemathesis.openapi.from_asgi("/openapi.json", running_app)
+    schema = schemathesis.openapi.from_asgi("/openapi.json", running_app, headers=AUTH)
     operation = schema.find_operation_by_label(label)
     assert operation is not None, f"{label} is not in the OpenAPI document"
     # A token-carrying POST /v1/training-jobs would start real training runs in the
     # background; its validation and 401 paths are still exercised without the token.
     authorised = label != "POST /v1/training-jobs"
-    headers = {"Authorization": f"Bearer {TOKEN}"} if authorised else {}
+    headers = AUTH if authorised else {}
 
     @given(case=operation.as_strategy())
     @settings(
@@ -91,7 +91,7 @@ def test_no_server_errors(running_app: FastAPI, label: str) -> None:
 
 
 def test_every_operation_is_fuzzed(running_app: FastAPI) -> None:
-    schema = schemathesis.openapi.from_asgi("/openapi.json", running_app)
+    schema = schemathesis.openapi.from_asgi("/openapi.json", running_app, headers=AUTH)
     labels = {result.ok().label for result in schema.get_all_operations()}
     fuzzed = test_no_server_errors.pytestmark[0].args[1]  # type: ignore[attr-defined]
     assert labels == set(fuzzed)

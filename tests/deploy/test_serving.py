@@ -3,6 +3,7 @@ the Ingress paths they are served under."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -111,8 +112,17 @@ def test_the_api_serves_under_its_ingress_prefix(rendered: Rendered) -> None:
     assert int(_option(args, "--port")) == _service_port(rendered, "sfmlops-api")["port"]
     assert _option(args, "--host") == "0.0.0.0"
     root_path = _env(container)["SFMLOPS_API_ROOT_PATH"]["value"]
-    # The Ingress strips the prefix (rewrite to /$2); the API knows it for the links in /docs.
-    assert _ingress_paths(rendered)[f"{root_path}(/|$)(.*)"] == "sfmlops-api"
+    # The Ingress strips the prefix (rewrite to /$1); the API knows it as its root path.
+    paths = {p: s for p, s in _ingress_paths(rendered).items() if s == "sfmlops-api"}
+    assert len(paths) == 1
+    pattern = re.compile(next(iter(paths)))
+    for public in ("/v1/stores", "/v1/stores/1/forecast", "/health", "/ready"):
+        match = pattern.fullmatch(root_path + public)
+        assert match, public
+        assert "/" + match.group(1) == public
+    # /metrics is scraped inside the cluster; the docs describe every endpoint to anyone.
+    for internal in ("/metrics", "/docs", "/openapi.json", "/redoc", "/v1x", ""):
+        assert not pattern.fullmatch(root_path + internal), internal
 
 
 def test_api_probes_do_not_wait_for_a_model(rendered: Rendered) -> None:
@@ -121,3 +131,39 @@ def test_api_probes_do_not_wait_for_a_model(rendered: Rendered) -> None:
     # API (the way the first training is submitted) out of its Service for good.
     for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
         assert container[probe]["httpGet"] == {"path": "/health", "port": "http"}, probe
+
+
+def test_the_dashboard_signs_people_in_with_a_password_by_default(rendered: Rendered) -> None:
+    container = _pod(rendered, "sfmlops-dashboard")["containers"][0]
+    reference = _env(container)["SFMLOPS_UI_PASSWORD"]["valueFrom"]["secretKeyRef"]
+    secret = rendered.get("Secret", reference["name"])
+    if secret is not None:  # generated (else an existing Secret the scenario names)
+        assert len(secret["data"][reference["key"]]) >= 16
+    assert _option(container["args"], "--host") == "0.0.0.0"
+
+
+def test_with_oauth2_proxy_the_dashboard_is_reachable_only_through_it() -> None:
+    result = helm_template(
+        [],
+        [
+            "dashboard.auth.oauth2Proxy.enabled=true",
+            "dashboard.auth.oauth2Proxy.existingSecret=dashboard-oidc",
+            "dashboard.auth.oauth2Proxy.oidcIssuerUrl=https://login.example.com",
+        ],
+    )
+    objects = [item for item in yaml.safe_load_all(result.stdout) if item]
+    deployment = next(
+        o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"] == "sfmlops-dashboard"
+    )
+    streamlit, proxy = deployment["spec"]["template"]["spec"]["containers"]
+    assert _option(streamlit["args"], "--host") == "127.0.0.1"
+    assert "ports" not in streamlit
+    assert "SFMLOPS_UI_PASSWORD" not in _env(streamlit)
+    assert proxy["ports"] == [{"name": "http", "containerPort": 8000}]
+    assert "--upstream=http://127.0.0.1:8501/" in proxy["args"]
+    assert "--oidc-issuer-url=https://login.example.com" in proxy["args"]
+    assert {e["valueFrom"]["secretKeyRef"]["name"] for e in proxy["env"]} == {"dashboard-oidc"}
+    assert not any(
+        o["kind"] == "Secret" and o["metadata"]["name"] == "sfmlops-dashboard-password"
+        for o in objects
+    )

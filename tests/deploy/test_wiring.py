@@ -202,11 +202,11 @@ def test_ingress_routes_reach_api_and_dashboard(rendered: Rendered) -> None:
                 assert service is not None, backend["name"]
                 assert backend["port"]["name"] in {p["name"] for p in service["spec"]["ports"]}
                 routes[path["path"]] = (backend["name"], ingress["metadata"]["annotations"])
-    api_service, api_annotations = routes["/api(/|$)(.*)"]
+    api_service, api_annotations = routes["/api/(v1/.*|health|ready)$"]
     assert api_service == "sfmlops-api"
-    assert api_annotations["nginx.ingress.kubernetes.io/rewrite-target"] == "/$2"
+    assert api_annotations["nginx.ingress.kubernetes.io/rewrite-target"] == "/$1"
     assert routes["/"][0] == "sfmlops-dashboard"
-    # The API knows its public prefix for the links in /docs.
+    # The API knows its public prefix.
     api = rendered.get("Deployment", "sfmlops-api")["spec"]["template"]["spec"]["containers"][0]  # type: ignore[index]
     assert {"name": "SFMLOPS_API_ROOT_PATH", "value": "/api"} in api["env"]
 

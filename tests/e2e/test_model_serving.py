@@ -22,7 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sfmlops.adapters.db.engine import make_engine
 from sfmlops.settings import Settings
 from tests.conftest import free_port
-from tests.e2e.test_serve import environment, start
+from tests.e2e.test_serve import AUTH, environment, start
 from tests.model_registry import train_champion
 
 pytestmark = pytest.mark.e2e
@@ -89,8 +89,8 @@ def test_hot_swap_then_registry_outage(
         home, settings={"mlflow_tracking_uri": registry_url, "model_poll_seconds": "0.5"}
     )
     try:
-        first = httpx.get(f"{url}/v1/stores/1/forecast").json()
-        unknown = httpx.get(f"{url}/v1/stores/6/forecast")
+        first = httpx.get(f"{url}/v1/stores/1/forecast", headers=AUTH).json()
+        unknown = httpx.get(f"{url}/v1/stores/6/forecast", headers=AUTH)
 
         # A training job on every store of the database takes the champion alias.
         assert train_champion(settings, engine, None) == "2"
@@ -106,7 +106,7 @@ def test_hot_swap_then_registry_outage(
             60,
             "/ready never reported the registry outage",
         )
-        during_outage = httpx.get(f"{url}/v1/stores/6/forecast", params={"days": 30})
+        during_outage = httpx.get(f"{url}/v1/stores/6/forecast", headers=AUTH, params={"days": 30})
     finally:
         api.terminate()
         api.wait(timeout=30)
@@ -132,5 +132,5 @@ def test_hot_swap_then_registry_outage(
 
 
 def _forecast_of(url: str) -> dict[str, Any] | None:
-    response = httpx.get(url)
+    response = httpx.get(url, headers=AUTH)
     return response.json() if response.status_code == 200 else None

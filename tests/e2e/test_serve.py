@@ -16,7 +16,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.conftest import free_port
 
 pytestmark = pytest.mark.e2e
-TOKEN = "e2e-token-not-a-secret"
+TOKEN = "e2e-token-not-a-secret-0123456789abcdef"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 def environment(home: Path, **settings: str) -> dict[str, str]:
@@ -66,8 +67,8 @@ def server(home: Path) -> Iterator[str]:
 def test_a_real_server_answers_and_logs_json(home: Path) -> None:
     process, url = start(home)
     try:
-        store = httpx.get(f"{url}/v1/stores/1").json()
-        missing = httpx.get(f"{url}/v1/stores/99999")
+        store = httpx.get(f"{url}/v1/stores/1", headers=AUTH).json()
+        missing = httpx.get(f"{url}/v1/stores/99999", headers=AUTH)
     finally:
         process.terminate()
         output = process.communicate(timeout=30)[0].decode()
@@ -123,3 +124,32 @@ def test_refuses_a_public_address_without_a_token(tmp_path: Path) -> None:
 
     assert result.returncode == 1
     assert "without SFMLOPS_API_TOKEN" in result.stderr
+
+
+def _sfmlops(tmp_path: Path, *args: str, **settings: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SFMLOPS_")} | {
+        "SFMLOPS_HOME": str(tmp_path)
+    }
+    env |= {f"SFMLOPS_{name.upper()}": value for name, value in settings.items()}
+    command = [str(Path(sys.executable).with_name("sfmlops")), *args]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=60, check=False)
+
+
+@pytest.mark.parametrize("token", ["", "too-short-a-token"])
+def test_an_empty_or_short_token_stops_every_command(tmp_path: Path, token: str) -> None:
+    # Fail closed: an empty Secret key must not start a server with open endpoints.
+    served = _sfmlops(tmp_path, "serve", "--host", "0.0.0.0", "--port", str(free_port()),
+                      api_token=token)  # fmt: skip
+    shown = _sfmlops(tmp_path, "config", api_token=token)
+
+    for result in (served, shown):
+        assert result.returncode == 1
+        assert "invalid configuration: SFMLOPS_API_TOKEN" in result.stderr
+    assert "fewer than the 32 required" in shown.stderr or "is empty" in shown.stderr
+
+
+def test_the_dashboard_refuses_a_public_address_without_a_password(tmp_path: Path) -> None:
+    result = _sfmlops(tmp_path, "ui", "--host", "0.0.0.0", "--port", str(free_port()))
+
+    assert result.returncode == 1
+    assert "without SFMLOPS_UI_PASSWORD" in result.stderr

@@ -34,7 +34,7 @@ from sfmlops.ui.charts import CHART_COLUMNS
 from tests import model_registry
 from tests.conftest import free_port
 
-TOKEN = "ui-test-token-not-a-secret"
+TOKEN = "ui-test-token-not-a-secret-0123456789"
 TRAINED_STORES = (1, 2, 3, 4)
 UNTRAINED_STORE = 10  # has sales, but is not in the champion
 STORE_WITHOUT_SALES = 21
@@ -176,7 +176,12 @@ def open_dashboard(api_url: str, monkeypatch: pytest.MonkeyPatch, **query: str) 
 
 
 def api_get(api: RunningApi, path: str, **params: Any) -> Any:
-    response = httpx.get(f"{api.url}{path}", params=params, timeout=30)
+    response = httpx.get(
+        f"{api.url}{path}",
+        params=params,
+        headers={"Authorization": f"Bearer {TOKEN}"},
+        timeout=30,
+    )
     response.raise_for_status()
     return response.json()
 

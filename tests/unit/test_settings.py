@@ -6,6 +6,7 @@ import datetime as dt
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from sfmlops.settings import MASK, Settings
 
@@ -41,7 +42,7 @@ def test_environment_variables_are_prefixed(
 
 
 def test_secrets_are_masked(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("SFMLOPS_API_TOKEN", "s3cr3t-token")
+    monkeypatch.setenv("SFMLOPS_API_TOKEN", "s3cr3t-token-0123456789abcdefghijk")
     monkeypatch.setenv("SFMLOPS_DATABASE_URL", "postgresql+psycopg2://app:hunter2@db:5432/sales")
 
     shown = Settings(_env_file=None).masked()
@@ -79,3 +80,34 @@ def test_streaming_settings_have_defaults_and_environment_names(
     assert configured.jars_dir == tmp_path / "jars"
     assert configured.stream_max_batch_events == 5000
     assert configured.masked()["kafka_topic"] == "sales.eu"
+
+
+@pytest.mark.parametrize("name", ["SFMLOPS_API_TOKEN", "SFMLOPS_API_READ_TOKEN"])
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [("", "is empty"), ("   ", "is empty"), ("x" * 31, "31 characters, fewer than the 32")],
+)
+def test_empty_or_short_tokens_are_refused(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str, problem: str
+) -> None:
+    monkeypatch.setenv(name, value)
+
+    with pytest.raises(ValidationError, match=problem):
+        Settings(_env_file=None)
+
+
+def test_a_short_dashboard_password_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SFMLOPS_UI_PASSWORD", "hunter2")
+
+    with pytest.raises(ValidationError, match="7 characters, fewer than the 12"):
+        Settings(_env_file=None)
+
+
+def test_a_long_token_is_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SFMLOPS_API_READ_TOKEN", "r" * 32)
+
+    settings = Settings(_env_file=None)
+
+    assert settings.api_read_token is not None
+    assert settings.api_read_token.get_secret_value() == "r" * 32
+    assert settings.masked()["api_read_token"] == MASK

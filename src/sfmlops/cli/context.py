@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from typing import NoReturn
+import getpass
+from typing import Any, NoReturn
 
 import typer
 from rich.console import Console
 from sqlalchemy import Engine
 
+from sfmlops.adapters.db import audit
 from sfmlops.adapters.db.engine import make_engine
 from sfmlops.settings import Settings
 
@@ -35,3 +37,9 @@ def fail(message: str, code: int = 1) -> NoReturn:
     """Print `message` on stderr and exit with `code`."""
     errors.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
+
+
+def record_command(engine: Engine, action: str, detail: dict[str, Any] | None = None) -> None:
+    """Add what a command changed to the audit log, under the operating-system user."""
+    with engine.begin() as connection:
+        audit.record(connection, f"cli:{getpass.getuser()}", action, detail)

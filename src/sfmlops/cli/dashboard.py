@@ -8,7 +8,8 @@ from pathlib import Path
 
 import typer
 
-from sfmlops.cli.context import console, settings_of
+from sfmlops.cli.context import console, fail, settings_of
+from sfmlops.cli.serve import is_loopback
 from sfmlops.settings import Settings
 
 APP = Path(__file__).resolve().parents[1] / "ui" / "streamlit_app.py"
@@ -19,8 +20,18 @@ def run_ui(
     host: str = typer.Option("127.0.0.1", help="Address to listen on."),
     port: int = typer.Option(8000, min=1, max=65535, help="Port to listen on."),
 ) -> None:
-    """Run the dashboard; it talks to the API at SFMLOPS_API_URL only."""
+    """Run the dashboard; it talks to the API at SFMLOPS_API_URL only.
+
+    Beyond loopback it needs SFMLOPS_UI_PASSWORD (a sign-in form); behind a sign-in proxy,
+    listen on loopback and let the proxy be the way in.
+    """
     settings = settings_of(ctx)
+    if not is_loopback(host) and settings.ui_password is None:
+        fail(
+            f"refusing to listen on {host} without SFMLOPS_UI_PASSWORD: anyone reaching it could "
+            "read every store's data and retrain with the API token (set a password of at least "
+            "12 characters, or listen on 127.0.0.1 behind a sign-in proxy)"
+        )
     path = f"/{settings.ui_base_path}" if settings.ui_base_path else ""
     console.print(f"Dashboard on http://{host}:{port}{path}/ (API: {settings.api_url})")
     command = streamlit_command(settings, host, port)

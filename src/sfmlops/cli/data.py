@@ -14,7 +14,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sfmlops.adapters.db import repository
 from sfmlops.adapters.db.engine import Migration, migrate
 from sfmlops.adapters.files import DataFileNotFoundError
-from sfmlops.cli.context import console, engine_of, fail
+from sfmlops.cli.context import console, engine_of, fail, record_command
 from sfmlops.core import columns as c
 from sfmlops.datasets import ROSSMANN_DIR
 from sfmlops.services import loading
@@ -46,7 +46,8 @@ def load_data(
     """Validate a folder of sales and store files, then upsert it (all or nothing)."""
     engine = engine_of(ctx)
     migrate_or_fail(engine)
-    load_into(engine, path)
+    dataset = load_into(engine, path)
+    record_command(engine, "data.load", {"path": str(path), "sales_rows": len(dataset.sales)})
     print_summary(engine)
 
 

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 from sfmlops.adapters.files import DataFileNotFoundError
 from sfmlops.adapters.ray_cluster import cluster_address
-from sfmlops.cli.context import console, engine_of, fail, settings_of
+from sfmlops.cli.context import console, engine_of, fail, record_command, settings_of
 from sfmlops.cli.data import migrate_or_fail
 from sfmlops.core import columns as c
 from sfmlops.core.forecasting import metrics as m
@@ -146,6 +146,8 @@ def train_command(
         max_failed_share=max_failed_share,
     )
     kind = executor if executor != "auto" else auto_executor(settings, request)
+    if job_id is None:  # a job's runner: its submission is already in the audit log
+        record_command(engine, "model.train", {"stores": request.store_ids, "force": force})
     outcome = run_training_job(settings, engine, request, kind, workers, job_id)
     print_outcome(outcome)
 

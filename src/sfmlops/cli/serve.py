@@ -28,9 +28,10 @@ def serve(
 ) -> None:
     """Run the forecast API (OpenAPI docs at /docs)."""
     settings = settings_of(ctx)
-    if not is_loopback(host) and settings.api_token is None:
+    if not is_loopback(host) and settings.api_token is None and settings.api_read_token is None:
         fail(
-            f"refusing to listen on {host} without SFMLOPS_API_TOKEN: writes would be open to the network"
+            f"refusing to listen on {host} without SFMLOPS_API_TOKEN: every endpoint would be "
+            "open to the network (set a token of at least 32 characters, or listen on 127.0.0.1)"
         )
     settings.ensure_home()
     console.print(f"Forecast API on http://{host}:{port} (docs: http://{host}:{port}/docs)")

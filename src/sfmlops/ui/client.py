@@ -18,6 +18,7 @@ from sfmlops.settings import Settings
 from sfmlops.ui import responses as r
 
 Model = TypeVar("Model", bound=BaseModel)
+USER_HEADER = "X-Sfmlops-User"  # whom a write is made for (the API's audit log)
 DEFAULT_TIMEOUT_SECONDS = 30.0
 
 
@@ -46,7 +47,7 @@ class ModelUnavailableError(ApiError):
 
 
 class ApiClient:
-    """Calls the forecast API at `base_url`; the bearer token goes with writes only."""
+    """Calls the forecast API at `base_url` with the bearer token (reads and writes)."""
 
     def __init__(
         self,
@@ -61,8 +62,9 @@ class ApiClient:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ApiClient:
-        """A client of SFMLOPS_API_URL with SFMLOPS_API_TOKEN."""
-        token = settings.api_token.get_secret_value() if settings.api_token else None
+        """A client of SFMLOPS_API_URL with SFMLOPS_API_TOKEN (else the read-only token)."""
+        secret = settings.api_token or settings.api_read_token
+        token = secret.get_secret_value() if secret else None
         return cls(settings.api_url, token)
 
     def close(self) -> None:
@@ -128,19 +130,29 @@ class ApiClient:
         """One training job with its progress, outcome and error."""
         return self._get(f"/v1/training-jobs/{job_id}", r.TrainingJob)
 
-    def submit_training_job(self, stores: Sequence[int] | None) -> r.TrainingJob:
-        """Start a job retraining `stores` (None: every store); returns it queued."""
+    def submit_training_job(
+        self, stores: Sequence[int] | None, user: str | None = None
+    ) -> r.TrainingJob:
+        """Start a job retraining `stores` (None: every store); returns it queued.
+
+        Args:
+            stores: The stores to refit, or None for all.
+            user: The signed-in person, for the API's audit log and retrain limit.
+        """
         body = {"stores": list(stores) if stores is not None else None}
-        response = self._request("POST", "/v1/training-jobs", json=body, write=True)
+        headers = {USER_HEADER: user} if user else {}
+        response = self._request("POST", "/v1/training-jobs", json=body, headers=headers)
         return _parse(response, r.TrainingJob)
 
     def _get(self, path: str, model: type[Model], params: dict[str, str] | None = None) -> Model:
         return _parse(self._request("GET", path, params=params), model)
 
     def _request(
-        self, method: str, path: str, *, write: bool = False, **kwargs: Any
+        self, method: str, path: str, *, headers: dict[str, str] | None = None, **kwargs: Any
     ) -> httpx.Response:
-        headers = {"Authorization": f"Bearer {self._token}"} if write and self._token else {}
+        headers = dict(headers or {})
+        if self._token:
+            headers["Authorization"] = f"Bearer {self._token}"
         try:
             response = self._http.request(method, path, headers=headers, **kwargs)
         except httpx.TimeoutException as error:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import streamlit as st
 
+from sfmlops.ui import page_context
+from sfmlops.ui.login import require_login
 from sfmlops.ui.page_context import OVERVIEW_PAGE, STORE_PAGE
 
 
@@ -11,6 +13,7 @@ def main() -> None:
     st.set_page_config(
         page_title="sfmlops forecasts", page_icon=":material/query_stats:", layout="wide"
     )
+    require_login(page_context.settings())
     pages = [
         st.Page(
             STORE_PAGE, title="Store", icon=":material/storefront:", url_path="store", default=True

@@ -149,3 +149,19 @@ training_jobs = Table(
     Column("model_version", String(64)),
     Column("error", Text),
 )
+
+# Who changed what through the API or the command line, and when: one row per write (a sales
+# batch, a training job, a data load). Retrain rate limits count these rows.
+audit_events = Table(
+    "audit_events",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("occurred_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("actor", String(256), nullable=False),  # e.g. "alice via api-token", "cli:alice"
+    Column("action", String(64), nullable=False),  # e.g. "sales.ingest", "training_job.submit"
+    Column("client", String(128)),  # the client address, for API calls
+    Column("detail", Text),  # JSON: counts, ids, stores
+    Index("ix_audit_events_actor_action_occurred_at", "actor", "action", "occurred_at"),
+)

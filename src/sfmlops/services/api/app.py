@@ -18,7 +18,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sfmlops import __version__
 from sfmlops.adapters.db.engine import make_engine
-from sfmlops.services.api.deps import ModelUnavailableError
+from sfmlops.services.api.auth import TokenAuth
+from sfmlops.services.api.deps import BearerDoc, ModelUnavailableError
 from sfmlops.services.api.model_cache import ModelCache
 from sfmlops.services.api.prometheus_metrics import (
     ApiMetrics,
@@ -60,6 +61,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         description="Sales forecasts for every store, served from memory; sales ingestion; training jobs.",
         root_path=settings.api_root_path,
         lifespan=lifespan,
+        dependencies=[BearerDoc],
     )
     app.state.settings = settings
     app.state.engine = engine
@@ -72,6 +74,8 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     registry.register(job_counts)
 
     app.add_middleware(BodySizeLimit, max_bytes=settings.api_max_body_bytes)
+    # Added last, so it runs first: an unauthenticated body is refused before it is read.
+    app.add_middleware(TokenAuth, settings=settings)
     _install_error_handlers(app)
     routers = (system.router, stores.router, forecasts.router, sales.router, jobs.router)
     for router in routers:

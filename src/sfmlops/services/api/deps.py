@@ -1,21 +1,26 @@
-"""Request dependencies: settings, the database engine, metrics, the champion, the write token."""
+"""Request dependencies: settings, the database engine, metrics, the champion, the caller."""
 
 from __future__ import annotations
 
-import hmac
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request, status
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi import Depends, Request
+from fastapi.security import HTTPBearer
 from sqlalchemy import Engine
 
+from sfmlops.adapters.db import audit
+from sfmlops.services.api.auth import Caller
 from sfmlops.services.api.model_cache import NO_CHAMPION, ModelCache
 from sfmlops.services.api.prometheus_metrics import ApiMetrics
 from sfmlops.services.api.serving import ServedModel
 from sfmlops.settings import Settings
 
 _bearer = HTTPBearer(
-    auto_error=False, description="Required on write endpoints when SFMLOPS_API_TOKEN is set."
+    auto_error=False,
+    description=(
+        "SFMLOPS_API_TOKEN (reads and writes) or SFMLOPS_API_READ_TOKEN (reads); required on "
+        "every endpoint but /health, /ready and /metrics when a token is configured."
+    ),
 )
 
 
@@ -60,25 +65,23 @@ ModelCacheDep = Annotated[ModelCache, Depends(_model_cache)]
 ModelDep = Annotated[ServedModel, Depends(_served_model)]
 
 
-def require_token(
-    settings: SettingsDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+async def _caller(request: Request) -> Caller:
+    caller: Caller = request.state.caller
+    return caller
+
+
+CallerDep = Annotated[Caller, Depends(_caller)]
+
+# Documents the bearer scheme in OpenAPI (the "Authorize" button of /docs); the check itself is
+# the TokenAuth middleware, which also guards routes that forget to declare anything.
+BearerDoc = Depends(_bearer)
+
+
+def record_write(
+    request: Request, engine: Engine, action: str, detail: dict[str, object] | None = None
 ) -> None:
-    """Reject a write without the configured bearer token.
-
-    With no token configured the API only listens on loopback (`sfmlops serve` refuses
-    anything else), so local writes are open there.
-    """
-    if settings.api_token is None:
-        return
-    expected = settings.api_token.get_secret_value().encode()
-    given = credentials.credentials.encode() if credentials else b""
-    if not hmac.compare_digest(given, expected):
-        raise HTTPException(
-            status_code=status.HTTP_401_UNAUTHORIZED,
-            detail="missing or invalid bearer token",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
-
-
-TokenDep = Depends(require_token)
+    """Add a write to the audit log under the caller who made it."""
+    caller: Caller = request.state.caller
+    client = request.client.host if request.client else None
+    with engine.begin() as connection:
+        audit.record(connection, caller.name, action, detail, client)

@@ -20,6 +20,7 @@ from sfmlops.ui.client import (
     ModelUnavailableError,
     NotFoundError,
 )
+from sfmlops.ui.login import signed_in_user
 
 DEFAULT_HISTORY_WEEKS = 8
 MAX_HISTORY_WEEKS = 52
@@ -289,7 +290,7 @@ def _retrain(
         else "The champion has no models for this store: a full training job adds it.",
     ):
         try:
-            job = client.submit_training_job([store_id])
+            job = client.submit_training_job([store_id], user=signed_in_user())
         except ApiError as error:
             st.error(f"**Could not start the retrain:** {error}", icon=":material/error:")
         else:

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, Request, status
 
-from sfmlops.adapters.db import repository
+from sfmlops.adapters.db import audit, repository
 from sfmlops.services import training_jobs
 from sfmlops.services.api import schemas
-from sfmlops.services.api.deps import EngineDep, TokenDep
+from sfmlops.services.api.deps import CallerDep, EngineDep, SettingsDep, record_write
 
 router = APIRouter(prefix="/v1/training-jobs", tags=["training"])
+SUBMIT = "training_job.submit"  # the audit action, also what the retrain limit counts
+RATE_WINDOW = dt.timedelta(hours=1)
 
 
 def _runner(request: Request) -> training_jobs.JobRunner:
@@ -26,18 +29,28 @@ def _runner(request: Request) -> training_jobs.JobRunner:
     "",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=schemas.TrainingJob,
-    dependencies=[TokenDep],
     responses={
         401: {"model": schemas.ErrorBody},
+        403: {"model": schemas.ErrorBody},
         404: {"model": schemas.ErrorBody},
+        429: {"model": schemas.ErrorBody},
         503: {"model": schemas.ErrorBody},
     },
     summary="Start a training job",
 )
 def submit(
-    body: schemas.TrainingJobRequest, request: Request, engine: EngineDep
+    body: schemas.TrainingJobRequest,
+    request: Request,
+    engine: EngineDep,
+    settings: SettingsDep,
+    caller: CallerDep,
 ) -> schemas.TrainingJob:
-    """Queue a job that trains the given stores (or all) and registers a new model version."""
+    """Queue a job that trains the given stores (or all) and registers a new model version.
+
+    Each user (the dashboard's signed-in user, else the token) may start
+    SFMLOPS_RETRAIN_LIMIT_PER_HOUR jobs in any hour; more answer 429 with Retry-After.
+    """
+    _check_retrain_limit(engine, caller.name, settings.retrain_limit_per_hour)
     if body.stores:
         with engine.connect() as connection:
             unknown = sorted(set(body.stores) - repository.store_ids(connection))
@@ -49,7 +62,25 @@ def submit(
         submitted = training_jobs.submit_training_job(engine, _runner(request), body.stores)
     except (RuntimeError, ValueError) as error:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(error)) from error
+    record_write(request, engine, SUBMIT, {"job_id": submitted.id, "stores": body.stores})
     return _get(engine, request, submitted.id)
+
+
+def _check_retrain_limit(engine: EngineDep, actor: str, per_hour: int) -> None:
+    now = dt.datetime.now(dt.UTC)
+    with engine.connect() as connection:
+        started = audit.count_since(connection, actor, SUBMIT, now - RATE_WINDOW)
+        if started < per_hour:
+            return
+        oldest = audit.oldest_since(connection, actor, SUBMIT, now - RATE_WINDOW)
+    wait = (oldest + RATE_WINDOW - now) if oldest else RATE_WINDOW
+    seconds = max(1, int(wait.total_seconds()) + 1)
+    raise HTTPException(
+        status.HTTP_429_TOO_MANY_REQUESTS,
+        f"{actor} started {started} training jobs in the last hour, the limit is {per_hour}; "
+        f"try again in {seconds} s",
+        headers={"Retry-After": str(seconds)},
+    )
 
 
 @router.get(
