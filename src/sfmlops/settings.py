@@ -106,6 +106,22 @@ class Settings(BaseSettings):
         ge=1,
         description="Training jobs one user may start through the API in any hour.",
     )
+    sales_date_margin_days: int = Field(
+        default=1,
+        ge=0,
+        le=366,
+        description="Days after today (UTC) a sales record may be dated; later ones are rejected.",
+    )
+    max_daily_sales: float = Field(
+        default=1_000_000.0,
+        gt=0,
+        description="Most sales one series may have in a day; records above are rejected.",
+    )
+    max_daily_customers: int = Field(
+        default=100_000,
+        gt=0,
+        description="Most customers one store may have in a day; records above are rejected.",
+    )
     ui_password: SecretStr | None = Field(
         default=None,
         description=(
@@ -217,6 +233,9 @@ class Settings(BaseSettings):
             "api_token": MASK if self.api_token else "(not set: the API only listens on loopback)",
             "api_read_token": MASK if self.api_read_token else "(not set)",
             "retrain_limit_per_hour": self.retrain_limit_per_hour,
+            "sales_date_margin_days": self.sales_date_margin_days,
+            "max_daily_sales": self.max_daily_sales,
+            "max_daily_customers": self.max_daily_customers,
             "ui_password": MASK
             if self.ui_password
             else "(not set: the dashboard only on loopback)",

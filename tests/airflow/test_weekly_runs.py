@@ -70,8 +70,10 @@ def test_a_refused_request_fails_at_once_with_the_apis_reason(
     assert httpx.get(f"{url}/v1/training-jobs", headers=AUTH).json()["jobs"] == []
     # A 401 would be refused again: no retries.
     assert result["tasks"]["submit_training_job"] == {"state": "failed", "try_number": 1}
+    # The task's first call (the champion before the job) is already refused: reads need the
+    # token too.
     assert (
-        "sfmlops API refused POST /v1/training-jobs (401): missing or invalid bearer token"
+        "sfmlops API refused GET /v1/models/champion (401): missing or invalid bearer token"
         in result["last_failure"]["error"]
     )
 

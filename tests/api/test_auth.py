@@ -29,6 +29,7 @@ READ_PATHS = (
     "/v1/forecasts/latest",
     "/v1/models/champion",
     "/v1/training-jobs",
+    "/v1/dead-letters",
     "/docs",
     "/openapi.json",
 )

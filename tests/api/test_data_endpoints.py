@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 from typing import Any
 
 import pytest
@@ -227,3 +229,37 @@ def test_training_jobs_need_the_token_and_known_stores(
     assert empty.status_code == 422
     assert client.get("/v1/training-jobs").json() == {"jobs": []}
     assert client.get("/v1/training-jobs/nope").status_code == 404
+
+
+def test_implausible_records_are_dead_lettered_and_listed(client: TestClient) -> None:
+    future = (dt.datetime.now(dt.UTC).date() + dt.timedelta(days=3)).isoformat()
+    batch = [
+        sale(day_of_week=7),  # 2015-06-14 is a Sunday; the others omit the optional field
+        sale(store_id=2),
+        sale(store_id=3, sales_date=future),
+        sale(store_id=4, sales_date="1900-01-01"),
+        sale(store_id=5, open=0, sales=100),
+        sale(store_id=6, sales=1e12),
+    ]
+
+    response = client.post("/v1/sales", json={"records": batch}).json()
+    listed = client.get("/v1/dead-letters").json()
+    page = client.get("/v1/dead-letters", params={"limit": 2}).json()
+    rest = client.get("/v1/dead-letters", params={"before_id": page["next_before_id"]}).json()
+
+    assert response["accepted"] == 2
+    reasons = {r["index"]: r["reason"] for r in response["rejected"]}
+    assert set(reasons) == {2, 3, 4, 5}
+    assert "a date in the future" in reasons[2]
+    assert "before 1990-01-01" in reasons[3]
+    assert "sales on a closed day" in reasons[4]
+    assert "more than 1,000,000 in a day" in reasons[5]
+    letters = listed["dead_letters"]
+    assert [json.loads(letter["payload"])["store_id"] for letter in letters] == [6, 5, 4, 3]
+    assert [letter["reason"] for letter in letters] == [reasons[i] for i in (5, 4, 3, 2)]
+    assert {letter["source"] for letter in letters} == {"api"}
+    assert listed["next_before_id"] is None
+    assert len(page["dead_letters"]) == 2
+    assert [d["id"] for d in page["dead_letters"] + rest["dead_letters"]] == [
+        d["id"] for d in letters
+    ]

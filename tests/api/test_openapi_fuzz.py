@@ -62,6 +62,7 @@ def running_app(
         "GET /v1/forecasts/latest",
         "GET /v1/models/champion",
         "POST /v1/sales",
+        "GET /v1/dead-letters",
         "POST /v1/training-jobs",
         "GET /v1/training-jobs",
         "GET /v1/training-jobs/{job_id}",

@@ -153,7 +153,9 @@ def test_with_oauth2_proxy_the_dashboard_is_reachable_only_through_it() -> None:
     )
     objects = [item for item in yaml.safe_load_all(result.stdout) if item]
     deployment = next(
-        o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"] == "sfmlops-dashboard"
+        o
+        for o in objects
+        if o["kind"] == "Deployment" and o["metadata"]["name"] == "sfmlops-dashboard"
     )
     streamlit, proxy = deployment["spec"]["template"]["spec"]["containers"]
     assert _option(streamlit["args"], "--host") == "127.0.0.1"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import json
 import os
 import shutil
 import signal
@@ -17,9 +18,11 @@ import pytest
 from sqlalchemy import func, select
 from typer.testing import CliRunner
 
+from sfmlops.adapters.db import audit
 from sfmlops.adapters.db.engine import make_engine
 from sfmlops.adapters.db.tables import sales
 from sfmlops.cli import app
+from sfmlops.services import ingestion
 from tests.conftest import free_port
 
 pytestmark = pytest.mark.e2e
@@ -118,6 +121,33 @@ def test_stores_and_config_commands(tmp_path: Path, rossmann_slice: Path) -> Non
     assert "20 stores" in stores.stdout
     assert config.returncode == 0
     assert str(home) in config.stdout
+
+
+def test_dead_letters_are_listed_and_loads_are_audited(
+    tmp_path: Path, rossmann_slice: Path
+) -> None:
+    home = tmp_path / "home"
+    assert sfmlops(home, "load-data", "--path", str(rossmann_slice)).returncode == 0
+    engine = make_engine(f"sqlite:///{home / 'sfmlops.db'}")
+    good = {"store_id": 1, "sales_date": "2015-06-14", "sales": 10, "open": 1, "promo": 0,
+            "state_holiday": "0", "school_holiday": 0}  # fmt: skip
+    ingestion.ingest_records(engine, [good, good | {"store_id": 2, "open": 0}], source="api")
+    with engine.connect() as connection:
+        events = audit.list_events(connection)
+    engine.dispose()
+
+    table = sfmlops(home, "dead-letters")
+    as_json = sfmlops(home, "dead-letters", "--json", "--source", "api")
+    none = sfmlops(home, "dead-letters", "--source", "kafka")
+
+    assert table.returncode == 0, table.stderr
+    assert "sales on a closed day" in table.stdout
+    letters = [json.loads(line) for line in as_json.stdout.splitlines()]
+    assert [json.loads(letter["payload"])["store_id"] for letter in letters] == [2]
+    assert letters[0]["reason"].startswith("sales: sales on a closed day (open is 0)")
+    assert "No dead letters from kafka." in none.stdout
+    assert [(e["action"], e["actor"].startswith("cli:")) for e in events] == [("data.load", True)]
+    assert events[0]["detail"]["sales_rows"] == len(pd.read_csv(rossmann_slice / "train.csv.gz"))
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])

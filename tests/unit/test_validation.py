@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import pandas as pd
 import pytest
 
 from sfmlops.core import columns as c
-from sfmlops.core.validation import MissingColumnsError, validate_sales, validate_stores
+from sfmlops.core.validation import (
+    MissingColumnsError,
+    SalesLimits,
+    validate_sales,
+    validate_stores,
+)
 
 KNOWN_STORES = {1, 2, 3}
 
@@ -154,3 +161,73 @@ def test_duplicate_stores_are_rejected() -> None:
     result = validate_stores(pd.DataFrame({c.STORE_ID: ["1", "1"], c.PROMO2: ["0", "0"]}))
 
     assert result.rejected_rows == [1]
+
+
+LIMITS = SalesLimits(latest_date=dt.date(2015, 6, 14), max_sales=50_000, max_customers=9_000)
+
+
+@pytest.mark.parametrize(
+    ("override", "column", "reason"),
+    [
+        ({c.SALES_DATE: "2015-06-15", c.DAY_OF_WEEK: ""}, c.SALES_DATE,
+         "after 2015-06-14 (today plus the allowed margin): a date in the future"),
+        ({c.SALES_DATE: "2099-06-13", c.DAY_OF_WEEK: ""}, c.SALES_DATE,
+         "after 2015-06-14 (today plus the allowed margin): a date in the future"),
+        ({c.SALES_DATE: "1989-12-31", c.DAY_OF_WEEK: ""}, c.SALES_DATE, "before 1990-01-01"),
+        ({c.OPEN: "0"}, c.SALES,
+         "sales on a closed day (open is 0): either the store was open or the sales are 0"),
+        ({c.SALES: "50000.5"}, c.SALES, "more than 50,000 in a day (the configured bound)"),
+        ({c.SALES: "1e12"}, c.SALES, "more than 50,000 in a day (the configured bound)"),
+        ({c.CUSTOMERS: "9001"}, c.CUSTOMERS, "more than 9,000 in a day (the configured bound)"),
+    ],
+)  # fmt: skip
+def test_implausible_records_are_rejected_with_a_reason(
+    override: dict[str, str], column: str, reason: str
+) -> None:
+    other_store = {c.STORE_ID: "2"} | override
+    result = validate_sales(
+        pd.DataFrame([record(), record(**other_store)]), KNOWN_STORES, limits=LIMITS
+    )
+
+    assert result.rejected_rows == [1]
+    assert result.reasons_by_row() == {1: f"{column}: {reason}"}
+    assert len(result.valid) == 1
+
+
+def test_bounds_are_inclusive_and_a_closed_day_without_sales_passes() -> None:
+    frame = pd.DataFrame(
+        [
+            record(**{c.SALES_DATE: "2015-06-14", c.DAY_OF_WEEK: "7", c.SALES: "50000"}),
+            record(**{c.STORE_ID: "2", c.OPEN: "0", c.SALES: "0", c.CUSTOMERS: "9000"}),
+            record(**{c.SALES_DATE: "1990-01-01", c.DAY_OF_WEEK: "1"}),
+        ]
+    )
+
+    assert validate_sales(frame, KNOWN_STORES, limits=LIMITS).ok
+
+
+def test_the_default_limits_follow_the_wall_clock() -> None:
+    tomorrow = dt.datetime.now(dt.UTC).date() + dt.timedelta(days=1)
+    in_two_days = tomorrow + dt.timedelta(days=1)
+    frame = pd.DataFrame(
+        [
+            record(**{c.SALES_DATE: tomorrow.isoformat(), c.DAY_OF_WEEK: ""}),
+            record(**{c.SALES_DATE: in_two_days.isoformat(), c.DAY_OF_WEEK: ""}),
+        ]
+    )
+
+    assert validate_sales(frame, KNOWN_STORES).rejected_rows == [1]
+    assert SalesLimits.for_today(margin_days=2).latest_date == in_two_days
+
+
+def test_optional_fields_are_optional_per_record() -> None:
+    # One record sends day_of_week, the next omits it (JSON null or no key at all).
+    frame = pd.DataFrame.from_records(
+        [record(), {k: v for k, v in record(**{c.STORE_ID: "2"}).items() if k != c.DAY_OF_WEEK},
+         record(**{c.STORE_ID: "3", c.DAY_OF_WEEK: None, c.CUSTOMERS: None})]
+    )  # fmt: skip
+
+    result = validate_sales(frame, KNOWN_STORES)
+
+    assert result.ok, result.reasons_by_row()
+    assert len(result.valid) == 3

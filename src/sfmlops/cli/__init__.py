@@ -10,6 +10,7 @@ from sfmlops.cli import (
     config,
     dashboard,
     data,
+    dead_letter_list,
     demo,
     forecast_commands,
     job_list,
@@ -39,6 +40,7 @@ app.command("predict")(forecast_commands.predict_command)
 app.command("serve")(serve.serve)
 app.command("ui")(dashboard.run_ui)
 app.command("jobs")(job_list.list_jobs)
+app.command("dead-letters")(dead_letter_list.list_dead_letters)
 app.command("mlflow")(tracking.run_mlflow_server)
 app.command("produce")(streaming.produce)
 app.command("stream")(streaming.stream)

@@ -14,10 +14,12 @@ from sqlalchemy.exc import SQLAlchemyError
 from sfmlops.adapters.db import repository
 from sfmlops.adapters.db.engine import Migration, migrate
 from sfmlops.adapters.files import DataFileNotFoundError
-from sfmlops.cli.context import console, engine_of, fail, record_command
+from sfmlops.cli.context import console, engine_of, fail, record_command, settings_of
 from sfmlops.core import columns as c
+from sfmlops.core.validation import SalesLimits
 from sfmlops.datasets import ROSSMANN_DIR
 from sfmlops.services import loading
+from sfmlops.services.ingestion import sales_limits
 
 
 def init_database(ctx: typer.Context) -> None:
@@ -46,7 +48,7 @@ def load_data(
     """Validate a folder of sales and store files, then upsert it (all or nothing)."""
     engine = engine_of(ctx)
     migrate_or_fail(engine)
-    dataset = load_into(engine, path)
+    dataset = load_into(engine, path, sales_limits(settings_of(ctx)))
     record_command(engine, "data.load", {"path": str(path), "sales_rows": len(dataset.sales)})
     print_summary(engine)
 
@@ -85,13 +87,13 @@ def show_stores(
     console.print(table)
 
 
-def load_into(engine: Engine, path: Path) -> loading.Dataset:
+def load_into(engine: Engine, path: Path, limits: SalesLimits | None = None) -> loading.Dataset:
     """Validate and write a folder, with progress; exits cleanly on bad input."""
     try:
         with console.status(f"Validating {path} ..."):
             with engine.connect() as connection:
                 known = repository.store_ids(connection)
-            dataset = loading.read_dataset(path, known)
+            dataset = loading.read_dataset(path, known, limits)
         with Progress(
             TextColumn("Writing sales"),
             BarColumn(),

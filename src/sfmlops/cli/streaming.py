@@ -17,6 +17,7 @@ from sfmlops.cli.context import console, engine_of, fail, settings_of
 from sfmlops.cli.data import migrate_or_fail
 from sfmlops.core import columns as c
 from sfmlops.services import loading, producing, stream_ingestion
+from sfmlops.services.ingestion import sales_limits
 from sfmlops.settings import Settings
 
 LIVE_DEFAULT_RATE = 0.1  # one event every 10 s, as the reference's live feed
@@ -163,6 +164,7 @@ def stream(
                 after_commit=settings.stream_fault_after_commit,
                 before_commit=settings.stream_fault_before_commit,
             ),
+            limits=lambda: sales_limits(settings),
         )
     except spark.StreamFailedError as error:
         fail(f"the stream stopped: {error}")

@@ -7,8 +7,9 @@ dead-letter the rest. Both read the same per-row issues from here.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Collection, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -24,6 +25,51 @@ _NUMBER_PATTERN = r"^[+-]?([0-9]+[.]?[0-9]*|[.][0-9]+)([eE][+-]?[0-9]+)?$"
 _MAX_SHOWN_VALUE = 60
 MAX_PRODUCT_ID_LENGTH = 64  # the width of the database column
 MAX_INTEGER = 2**31 - 1  # integer columns in the database are 32-bit
+
+
+EARLIEST_SALES_DATE = dt.date(1990, 1, 1)
+DEFAULT_DATE_MARGIN_DAYS = 1  # a store ahead of UTC may already close the next day
+DEFAULT_MAX_DAILY_SALES = 1_000_000.0
+DEFAULT_MAX_DAILY_CUSTOMERS = 100_000
+
+
+def _tomorrow_utc() -> dt.date:
+    return dt.datetime.now(dt.UTC).date() + dt.timedelta(days=DEFAULT_DATE_MARGIN_DAYS)
+
+
+@dataclass(frozen=True)
+class SalesLimits:
+    """Bounds a plausible day of sales stays within; a record outside them is rejected.
+
+    One mistyped year would otherwise move "today" (the latest sales date) to 2099 for every
+    store. The defaults hold for any store; `for_today` builds them from settings.
+
+    Attributes:
+        latest_date: The last date a sale may have (default: tomorrow, UTC wall clock).
+        earliest_date: The first date a sale may have.
+        max_sales: Most sales one series may have in a day.
+        max_customers: Most customers one store may have in a day.
+    """
+
+    latest_date: dt.date = field(default_factory=_tomorrow_utc)
+    earliest_date: dt.date = EARLIEST_SALES_DATE
+    max_sales: float = DEFAULT_MAX_DAILY_SALES
+    max_customers: int = DEFAULT_MAX_DAILY_CUSTOMERS
+
+    @classmethod
+    def for_today(
+        cls,
+        margin_days: int = DEFAULT_DATE_MARGIN_DAYS,
+        max_sales: float = DEFAULT_MAX_DAILY_SALES,
+        max_customers: int = DEFAULT_MAX_DAILY_CUSTOMERS,
+    ) -> SalesLimits:
+        """Limits whose latest date is the UTC wall-clock date plus `margin_days`."""
+        today = dt.datetime.now(dt.UTC).date()
+        return cls(
+            latest_date=today + dt.timedelta(days=margin_days),
+            max_sales=max_sales,
+            max_customers=max_customers,
+        )
 
 
 class MissingColumnsError(ValueError):
@@ -113,6 +159,7 @@ def validate_sales(
     known_store_ids: Collection[int],
     *,
     reject_duplicates: bool = True,
+    limits: SalesLimits | None = None,
 ) -> Validated:
     """Check sales records and convert the valid ones to the canonical sales frame.
 
@@ -123,6 +170,8 @@ def validate_sales(
         reject_duplicates: Reject a record whose (store, product, date) repeats an earlier
             record of the same frame; streams that re-deliver records turn this off and let
             the latest value win downstream.
+        limits: Plausible dates and amounts (default `SalesLimits()`: up to tomorrow UTC,
+            from 1990, at most 1,000,000 sales and 100,000 customers a day).
 
     Returns:
         The valid rows (columns `columns.SALES_COLUMNS`) and the issues of the others.
@@ -133,23 +182,44 @@ def validate_sales(
     missing = [name for name in c.REQUIRED_SALES_COLUMNS if name not in raw.columns]
     if missing:
         raise MissingColumnsError(missing)
+    limits = limits or SalesLimits()
     raw = raw.reset_index(drop=True)
     log = _IssueLog(raw)
 
     store_id = _integers(raw[c.STORE_ID], log, c.STORE_ID, minimum=1)
     product_id = _product_ids(raw, log)
     sales_date = _dates(raw[c.SALES_DATE], log)
+    _check_date_range(sales_date, log, limits)
     sales = _numbers(raw[c.SALES], log, c.SALES, minimum=0.0)
+    log.add(
+        (sales > limits.max_sales).astype(bool),
+        c.SALES,
+        f"more than {limits.max_sales:,.0f} in a day (the configured bound)",
+    )
     customers = (
         _integers(raw[c.CUSTOMERS], log, c.CUSTOMERS, minimum=0, allow_missing=True)
         if c.CUSTOMERS in raw
         else pd.Series(pd.NA, index=raw.index, dtype="Int64")
     )
+    log.add(
+        (customers > limits.max_customers).fillna(False).astype(bool),
+        c.CUSTOMERS,
+        f"more than {limits.max_customers:,} in a day (the configured bound)",
+    )
     flags = {name: _flags(raw[name], log, name) for name in (c.OPEN, c.PROMO, c.SCHOOL_HOLIDAY)}
+    closed_with_sales = (flags[c.OPEN] == 0).fillna(False) & (sales > 0)
+    log.add(
+        closed_with_sales.astype(bool),
+        c.SALES,
+        "sales on a closed day (open is 0): either the store was open or the sales are 0",
+    )
     state_holiday = _codes(raw[c.STATE_HOLIDAY], log, c.STATE_HOLIDAY, c.STATE_HOLIDAY_CODES)
 
     if c.DAY_OF_WEEK in raw:
-        day_of_week = _integers(raw[c.DAY_OF_WEEK], log, c.DAY_OF_WEEK, minimum=1, maximum=7)
+        # Optional per record: a batch may mix records with and without it.
+        day_of_week = _integers(
+            raw[c.DAY_OF_WEEK], log, c.DAY_OF_WEEK, minimum=1, maximum=7, allow_missing=True
+        )
         iso_weekday = sales_date.dt.dayofweek + 1
         mismatch = day_of_week.notna() & sales_date.notna() & (day_of_week != iso_weekday)
         log.add(
@@ -370,6 +440,22 @@ def _dates(values: pd.Series, log: _IssueLog) -> pd.Series:
     log.add(blank, c.SALES_DATE, "missing value")
     log.add(~blank & parsed.isna(), c.SALES_DATE, "not a date in YYYY-MM-DD form")
     return parsed
+
+
+def _check_date_range(sales_date: pd.Series, log: _IssueLog, limits: SalesLimits) -> None:
+    latest = pd.Timestamp(limits.latest_date)
+    earliest = pd.Timestamp(limits.earliest_date)
+    log.add(
+        (sales_date > latest).fillna(False).astype(bool),
+        c.SALES_DATE,
+        f"after {limits.latest_date.isoformat()} (today plus the allowed margin): "
+        "a date in the future",
+    )
+    log.add(
+        (sales_date < earliest).fillna(False).astype(bool),
+        c.SALES_DATE,
+        f"before {limits.earliest_date.isoformat()}",
+    )
 
 
 def _product_ids(raw: pd.DataFrame, log: _IssueLog) -> pd.Series:

@@ -13,7 +13,8 @@ import pandas as pd
 from sqlalchemy import Engine
 
 from sfmlops.adapters.db import repository
-from sfmlops.core.validation import MissingColumnsError, validate_sales
+from sfmlops.core.validation import MissingColumnsError, SalesLimits, validate_sales
+from sfmlops.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -32,7 +33,21 @@ class IngestResult:
     rejected: list[RejectedRecord]
 
 
-def ingest_records(engine: Engine, records: Sequence[dict[str, Any]], source: str) -> IngestResult:
+def sales_limits(settings: Settings) -> SalesLimits:
+    """The configured plausibility bounds, with today's date (call once per batch)."""
+    return SalesLimits.for_today(
+        margin_days=settings.sales_date_margin_days,
+        max_sales=settings.max_daily_sales,
+        max_customers=settings.max_daily_customers,
+    )
+
+
+def ingest_records(
+    engine: Engine,
+    records: Sequence[dict[str, Any]],
+    source: str,
+    limits: SalesLimits | None = None,
+) -> IngestResult:
     """Validate a batch of sales records, upsert the valid ones and dead-letter the others.
 
     Both happen in one transaction: either every valid record is stored and every invalid one
@@ -43,6 +58,7 @@ def ingest_records(engine: Engine, records: Sequence[dict[str, Any]], source: st
         records: Records with domain field names (see `columns.SALES_COLUMNS`; `day_of_week`
             is checked when present, `product_id` defaults to the store total).
         source: Where the batch came from, kept with dead letters (e.g. "api").
+        limits: Plausible dates and amounts (default `SalesLimits()`).
     """
     if not records:
         return IngestResult(accepted=0, rejected=[])
@@ -50,7 +66,7 @@ def ingest_records(engine: Engine, records: Sequence[dict[str, Any]], source: st
     with engine.begin() as connection:
         known = repository.store_ids(connection)
         try:
-            result = validate_sales(raw, known)
+            result = validate_sales(raw, known, limits=limits)
         except MissingColumnsError as error:
             # Every record lacks the same fields: each is rejected for it, none is lost.
             reasons = {index: str(error) for index in range(len(records))}

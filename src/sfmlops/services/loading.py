@@ -16,7 +16,13 @@ from sqlalchemy import Engine
 from sfmlops.adapters import files
 from sfmlops.adapters.db import repository
 from sfmlops.core import columns as c
-from sfmlops.core.validation import MissingColumnsError, Validated, validate_sales, validate_stores
+from sfmlops.core.validation import (
+    MissingColumnsError,
+    SalesLimits,
+    Validated,
+    validate_sales,
+    validate_stores,
+)
 
 STORE_FILE_NAMES = ("store.csv", "store.csv.gz")
 STATE_FILE_NAMES = ("store_states.csv", "store_states.csv.gz")
@@ -61,7 +67,9 @@ class Dataset:
     sources: list[Path] = field(default_factory=list)
 
 
-def read_dataset(folder: Path, known_store_ids: Collection[int] = ()) -> Dataset:
+def read_dataset(
+    folder: Path, known_store_ids: Collection[int] = (), limits: SalesLimits | None = None
+) -> Dataset:
     """Read and validate the store metadata and sales files in `folder`.
 
     The folder holds a sales file (`train.csv[.gz]` in the Rossmann layout) and, unless the
@@ -70,6 +78,7 @@ def read_dataset(folder: Path, known_store_ids: Collection[int] = ()) -> Dataset
     Args:
         folder: Where the files are.
         known_store_ids: Stores already in the database; sales may refer to these too.
+        limits: Plausible dates and amounts (default `SalesLimits()`).
 
     Raises:
         DataFileError: When any file fails validation (every problem found is listed).
@@ -87,7 +96,7 @@ def read_dataset(folder: Path, known_store_ids: Collection[int] = ()) -> Dataset
         _read_stores(store_path, files.find_file(folder, *STATE_FILE_NAMES)) if store_path else None
     )
     known = set(known_store_ids) | (set(stores[c.STORE_ID]) if stores is not None else set())
-    sales = read_sales_file(sales_path, known)
+    sales = read_sales_file(sales_path, known, limits)
     empty_stores = pd.DataFrame(columns=list(c.STORE_COLUMNS))
     sources = [p for p in (store_path, sales_path) if p is not None]
     return Dataset(
@@ -95,14 +104,20 @@ def read_dataset(folder: Path, known_store_ids: Collection[int] = ()) -> Dataset
     )
 
 
-def read_sales_file(path: Path, known_store_ids: Collection[int]) -> pd.DataFrame:
+def read_sales_file(
+    path: Path, known_store_ids: Collection[int], limits: SalesLimits | None = None
+) -> pd.DataFrame:
     """Read and validate one sales file (Rossmann headers or domain names).
 
     Raises:
         DataFileError: When any row fails validation.
     """
     raw = files.read_csv_as_text(path, c.ROSSMANN_SALES_COLUMNS)
-    return _checked(path, lambda: validate_sales(raw, known_store_ids), c.ROSSMANN_SALES_COLUMNS)
+    return _checked(
+        path,
+        lambda: validate_sales(raw, known_store_ids, limits=limits),
+        c.ROSSMANN_SALES_COLUMNS,
+    )
 
 
 def write_dataset(

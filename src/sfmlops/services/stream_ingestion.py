@@ -44,7 +44,7 @@ from sfmlops.adapters.spark import (
     stop_session,
 )
 from sfmlops.core import events
-from sfmlops.core.validation import validate_sales
+from sfmlops.core.validation import SalesLimits, validate_sales
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -118,6 +118,7 @@ def prepare_batch(
     known_store_ids: set[int],
     batch_id: int,
     produced_at: str | None = None,
+    limits: SalesLimits | None = None,
 ) -> PreparedBatch:
     """Decode and validate one batch of received Kafka records (no I/O).
 
@@ -127,6 +128,7 @@ def prepare_batch(
         known_store_ids: Stores in the store metadata.
         batch_id: Spark's micro-batch number.
         produced_at: Name of a column with each record's Kafka timestamp, for freshness.
+        limits: Plausible dates and amounts (default `SalesLimits()`, dated today).
     """
     started = time.perf_counter()
     received = received.reset_index(drop=True)
@@ -138,7 +140,9 @@ def prepare_batch(
     if received.empty:
         return PreparedBatch(batch_id, 0, pd.DataFrame(), [], {}, stamps)
     decoded = events.decode_sales_events(received)
-    validated = validate_sales(decoded.records, known_store_ids, reject_duplicates=False)
+    validated = validate_sales(
+        decoded.records, known_store_ids, reject_duplicates=False, limits=limits
+    )
     # validate_sales numbers rows 0..n-1; map them back to positions in `received`.
     positions = decoded.records.index.to_numpy()
     reasons = decoded.rejected | {
@@ -310,6 +314,7 @@ def start_stream(
     on_batch: Callable[[BatchReport], None],
     from_earliest: bool = False,
     faults: Faults = Faults(),
+    limits: Callable[[], SalesLimits] = SalesLimits,
 ) -> SalesStream:
     """Start streaming `source` into the database from where the database says it stopped.
 
@@ -323,6 +328,7 @@ def start_stream(
         on_batch: Called with each batch's report after its commit (on the writer thread).
         from_earliest: Re-apply every event the topic still holds instead of resuming.
         faults: Test hooks.
+        limits: Plausibility bounds, asked for anew each batch (today moves on).
 
     Raises:
         adapters.spark.StreamFailedError: When the broker cannot say which partitions the
@@ -356,7 +362,7 @@ def start_stream(
             moved_on.set()
         with engine.connect() as connection:
             known = repository.store_ids(connection)
-        writer.submit(prepare_batch(received, known, batch_id, PRODUCED_AT))
+        writer.submit(prepare_batch(received, known, batch_id, PRODUCED_AT, limits()))
 
     running = start_sales_stream(
         spark,
@@ -380,6 +386,7 @@ def run_stream(
     from_earliest: bool = False,
     faults: Faults = Faults(),
     master: str = "local[2]",
+    limits: Callable[[], SalesLimits] = SalesLimits,
 ) -> None:
     """Run the stream job until the topic is drained (`interval` None) or a stop signal.
 
@@ -396,6 +403,7 @@ def run_stream(
         from_earliest: Re-apply every event the topic still holds instead of resuming.
         faults: Test hooks.
         master: Spark master URL.
+        limits: Plausibility bounds, asked for anew each batch.
 
     Raises:
         adapters.spark.StreamFailedError: When the query stops on an error (e.g. the database
@@ -413,6 +421,7 @@ def run_stream(
             on_batch=on_batch,
             from_earliest=from_earliest,
             faults=faults,
+            limits=limits,
         )
         for stop_signal in (signal.SIGTERM, signal.SIGINT):
             previous[stop_signal] = signal.signal(stop_signal, lambda *_: stream.request_stop())

@@ -313,6 +313,28 @@ def count_dead_letters(connection: Connection, since: dt.datetime | None = None)
     return int(connection.execute(query).scalar_one())
 
 
+def list_dead_letters(
+    connection: Connection,
+    limit: int = 50,
+    source: str | None = None,
+    before_id: int | None = None,
+) -> list[dict[str, Any]]:
+    """The newest dead letters first: id, source, payload, reason, Kafka position, received_at.
+
+    Args:
+        connection: The sales database.
+        limit: Most letters returned.
+        source: Only letters from this source (e.g. "api", "kafka").
+        before_id: Only letters older than this id (the next page after a listing).
+    """
+    query = select(ingest_dead_letters).order_by(ingest_dead_letters.c.id.desc()).limit(limit)
+    if source is not None:
+        query = query.where(ingest_dead_letters.c.source == source)
+    if before_id is not None:
+        query = query.where(ingest_dead_letters.c.id < before_id)
+    return [dict(row) for row in connection.execute(query).mappings()]
+
+
 def read_stream_offsets(connection: Connection, topic: str) -> dict[int, int]:
     """Per partition of `topic`, the offset the stream job resumes from (absent: never read)."""
     query = select(stream_offsets.c.kafka_partition, stream_offsets.c.next_offset).where(

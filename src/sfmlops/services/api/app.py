@@ -26,7 +26,14 @@ from sfmlops.services.api.prometheus_metrics import (
     TrainingJobsCollector,
     scrape_registry,
 )
-from sfmlops.services.api.routes import forecasts, jobs, sales, stores, system
+from sfmlops.services.api.routes import (
+    dead_letters,
+    forecasts,
+    jobs,
+    sales,
+    stores,
+    system,
+)
 from sfmlops.services.api.serving import InvalidForecastRequestError, UnknownSeriesError
 from sfmlops.settings import Settings
 
@@ -77,7 +84,14 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     # Added last, so it runs first: an unauthenticated body is refused before it is read.
     app.add_middleware(TokenAuth, settings=settings)
     _install_error_handlers(app)
-    routers = (system.router, stores.router, forecasts.router, sales.router, jobs.router)
+    routers = (
+        system.router,
+        stores.router,
+        forecasts.router,
+        sales.router,
+        dead_letters.router,
+        jobs.router,
+    )
     for router in routers:
         app.include_router(router)
     Instrumentator(excluded_handlers=["/metrics"], registry=registry).instrument(app)

@@ -171,6 +171,26 @@ class TrainingJobList(BaseModel):
     jobs: list[TrainingJob]
 
 
+class DeadLetter(BaseModel):
+    """A rejected record, kept exactly as received with the reason it was refused."""
+
+    id: int
+    source: str = Field(description='Where it came from: "api", "kafka" or "file:<name>".')
+    payload: str = Field(description="The record as received (JSON text for API and Kafka).")
+    reason: str
+    kafka_topic: str | None = None
+    kafka_partition: int | None = None
+    kafka_offset: int | None = None
+    received_at: dt.datetime
+
+
+class DeadLetterList(BaseModel):
+    dead_letters: list[DeadLetter]
+    next_before_id: int | None = Field(
+        description="Pass as before_id for the next (older) page; null on the last page."
+    )
+
+
 class ForecastDay(BaseModel):
     date: dt.date
     yhat: float = Field(description="Point forecast of sales.")

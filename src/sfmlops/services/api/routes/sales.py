@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request
 
 from sfmlops.services import ingestion
 from sfmlops.services.api import schemas
-from sfmlops.services.api.deps import EngineDep, MetricsDep, record_write
+from sfmlops.services.api.deps import EngineDep, MetricsDep, SettingsDep, record_write
 
 router = APIRouter(prefix="/v1/sales", tags=["sales"])
 SOURCE = "api"
@@ -23,14 +23,19 @@ SOURCE = "api"
     summary="Ingest a batch of sales records",
 )
 def ingest_sales(
-    batch: schemas.SalesBatch, request: Request, engine: EngineDep, metrics: MetricsDep
+    batch: schemas.SalesBatch,
+    request: Request,
+    engine: EngineDep,
+    metrics: MetricsDep,
+    settings: SettingsDep,
 ) -> schemas.IngestResponse:
     """Validate each record with the same rules as file loading and upsert the valid ones.
 
     Rejected records are kept in `ingest_dead_letters` with their reasons and listed in the
     response by position; the rest are stored (an idempotent upsert on store, product, date).
     """
-    result = ingestion.ingest_records(engine, batch.records, source=SOURCE)
+    limits = ingestion.sales_limits(settings)
+    result = ingestion.ingest_records(engine, batch.records, source=SOURCE, limits=limits)
     record_write(
         request,
         engine,
