@@ -8,6 +8,7 @@ from streamlit.testing.v1 import AppTest
 from sfmlops.cli.dashboard import APP
 from tests.ui.conftest import APP_TIMEOUT_SECONDS
 
+pytestmark = pytest.mark.integration
 PASSWORD = "correct-horse-battery"
 
 
