@@ -36,8 +36,9 @@ POSTGRES_PASSWORD=$(openssl rand -hex 24)
 API_TOKEN=$(openssl rand -hex 32)
 PGADMIN_PASSWORD=$(openssl rand -hex 16)
 GRAFANA_ADMIN_PASSWORD=$(openssl rand -hex 16)
+UI_PASSWORD=$(openssl rand -hex 16)
 EOF
-  echo "wrote $file (database, API token, pgAdmin and Grafana passwords)" >&2
+  echo "wrote $file (database, API token, pgAdmin, Grafana and dashboard passwords)" >&2
 }
 
 install_tools() {
@@ -90,7 +91,9 @@ wait_for_forecast() {
   local url="http://127.0.0.1:${SFMLOPS_PROXY_PORT:-8088}/api/v1/stores/1/forecast"
   local deadline=$((SECONDS + ${SFMLOPS_COMPOSE_UP_TIMEOUT:-3600}))
   echo "waiting for the first forecast at $url (the bootstrap loads the data and trains) ..." >&2
-  until curl -fsS -o /dev/null "$url" 2>/dev/null; do
+  local token
+  token=$(sed -n 's/^API_TOKEN=//p' "$env_file")
+  until curl -fsS -o /dev/null -H "Authorization: Bearer $token" "$url" 2>/dev/null; do
     if [ $SECONDS -ge $deadline ]; then
       echo "no forecast after ${SFMLOPS_COMPOSE_UP_TIMEOUT:-3600} s: see '$0 logs bootstrap'" >&2
       exit 1
@@ -101,10 +104,11 @@ wait_for_forecast() {
   cat <<EOF
 sfmlops is up:
   dashboard   http://127.0.0.1:$port/
-  API         http://127.0.0.1:$port/api  (docs: http://127.0.0.1:$port/api/docs)
+  dashboard sign-in: UI_PASSWORD in $env_file
+  API         http://127.0.0.1:$port/api/v1/...  (every endpoint but /health and /ready needs the token)
   Prometheus  http://127.0.0.1:${SFMLOPS_PROMETHEUS_PORT:-9090}
   pgAdmin     http://127.0.0.1:${SFMLOPS_PGADMIN_PORT:-5051}  (admin@sfmlops.example.com, PGADMIN_PASSWORD in $env_file)
-The API token for writes is API_TOKEN in $env_file.
+The API token is API_TOKEN in $env_file.
 EOF
 }
 

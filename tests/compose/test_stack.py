@@ -185,7 +185,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 
 def _forecast(stack: Stack) -> dict[str, Any] | None:
-    status, body = _http(f"{stack.proxy}/api/v1/stores/1/forecast")
+    status, body = _http(f"{stack.proxy}/api/v1/stores/1/forecast", token=stack.token)
     return json.loads(body) if status == 200 else None
 
 
@@ -203,6 +203,11 @@ def test_a_fresh_up_ends_with_the_dashboard_and_forecasts_served_through_nginx(
     assert "<title>" in page
     assert "streamlit" in page.lower()
     assert _http(f"{stack.proxy}/_stcore/health") == (200, "ok")
+    # Reads need the token; /metrics and the docs are not published through nginx.
+    assert _http(f"{stack.proxy}/api/v1/stores/1/forecast")[0] == 401
+    assert _http(f"{stack.proxy}/api/health")[0] == 200
+    for internal in ("/api/metrics", "/api/docs", "/api/openapi.json"):
+        assert _http(f"{stack.proxy}{internal}", token=stack.token)[0] == 404, internal
     bootstrap_log = stack.logs("bootstrap")
     assert f"training the first {TRAIN_STORES} stores" in bootstrap_log
     assert "Bootstrap done" in bootstrap_log
@@ -221,7 +226,7 @@ def test_a_store_retrain_through_the_api_runs_on_ray_and_becomes_the_served_cham
     assert job["runner"] == "ray-jobs"
 
     def finished() -> dict[str, Any] | None:
-        code, text = _http(f"{stack.proxy}/api/v1/training-jobs/{job['id']}")
+        code, text = _http(f"{stack.proxy}/api/v1/training-jobs/{job['id']}", token=stack.token)
         current = json.loads(text) if code == 200 else {}
         return current if current.get("status") in ("succeeded", "failed") else None
 

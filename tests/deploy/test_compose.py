@@ -165,7 +165,10 @@ def mounts_source(mounts: dict[str, str], target: str) -> str:
 def test_nginx_serves_the_dashboard_at_the_root_and_the_api_under_api() -> None:
     config = (ROOT / "compose" / "nginx.conf").read_text()
     assert "listen 8080;" in config
-    api = config[config.index("location /api/") : config.index("location = /api ")]
+    # Only the versioned API and the probes: /metrics, /docs and /openapi.json stay private.
+    api = config[
+        config.index("location ~ ^/api/(v1/.*|health|ready)$") : config.index("location = /api ")
+    ]
     assert "http://api:4242" in api
     assert "rewrite ^/api/(.*)$ /$1 break;" in api
     root = config[config.index("location / {") :]
@@ -193,6 +196,7 @@ def test_compose_env_writes_random_secrets_once(tmp_path: Path) -> None:
         "API_TOKEN",
         "PGADMIN_PASSWORD",
         "GRAFANA_ADMIN_PASSWORD",
+        "UI_PASSWORD",
     }
     assert all(re.fullmatch(r"[0-9a-f]{32,64}", value) for value in values.values())
     assert len(set(values.values())) == len(values)

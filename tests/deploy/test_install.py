@@ -193,6 +193,7 @@ def test_an_upgrade_with_existing_secrets_renders_without_the_cluster() -> None:
     overrides = [
         "postgresql.auth.existingSecret=sfmlops-db",
         "api.auth.existingSecret=sfmlops-token",
+        "dashboard.auth.existingSecret=sfmlops-dashboard",
         "airflowMetadata.enabled=false",
     ]
     result = helm_template([], overrides, extra=["--is-upgrade"])
@@ -222,10 +223,15 @@ def test_gateway_routes_reach_the_api_and_dashboard(rendered_all: dict[str, Rend
                 service = rendered.get("Service", backend["name"])
                 assert service is not None
                 assert backend["port"] in {p["port"] for p in service["spec"]["ports"]}
-    api_rule = routes[f"{RELEASE}-api"]["spec"]["rules"][0]
-    assert api_rule["matches"] == [{"path": {"type": "PathPrefix", "value": "/api"}}]
-    rewrite = api_rule["filters"][0]["urlRewrite"]["path"]
-    assert rewrite == {"type": "ReplacePrefixMatch", "replacePrefixMatch": "/"}
+    # Only the versioned API and the probes: /metrics, /docs and /openapi.json stay private.
+    rewrites = {
+        rule["matches"][0]["path"]["value"]: rule["filters"][0]["urlRewrite"]["path"]
+        for rule in routes[f"{RELEASE}-api"]["spec"]["rules"]
+    }
+    assert rewrites == {
+        f"/api{path}": {"type": "ReplacePrefixMatch", "replacePrefixMatch": path}
+        for path in ("/v1", "/health", "/ready")
+    }
     api = labels_of(rendered, "Deployment", f"{RELEASE}-api")
     dashboard = labels_of(rendered, "Deployment", f"{RELEASE}-dashboard")
     gateway_namespace = "gateway"
@@ -254,11 +260,12 @@ def _notes(tmp_path: Path, overrides: list[str]) -> str:
 
 def test_notes_print_the_urls(tmp_path: Path) -> None:
     notes = _notes(tmp_path, ["ingress.host=sfmlops.example.com"])
-    assert "http://sfmlops.example.com/api/docs" in notes
+    assert "http://sfmlops.example.com/api/v1/" in notes
     assert "http://sfmlops.example.com/api/ready" in notes
     assert "http://sfmlops.example.com/\n" in notes
     assert f"port-forward svc/{RELEASE}-api 4242:4242" in notes
     assert f"get secret {RELEASE}-api-token" in notes
+    assert f"get secret {RELEASE}-dashboard-password" in notes
 
 
 def test_notes_follow_tls_and_the_gateway(tmp_path: Path) -> None:
@@ -266,10 +273,10 @@ def test_notes_follow_tls_and_the_gateway(tmp_path: Path) -> None:
         tmp_path,
         ["ingress.host=a.example.com", "ingress.tls.enabled=true", "ingress.tls.secretName=a-tls"],
     )
-    assert "https://a.example.com/api/docs" in tls
+    assert "https://a.example.com/api/v1/" in tls
     gateway = _notes(
         tmp_path / "gateway",
         ["ingress.enabled=false", "gateway.enabled=true", "gateway.hostnames={b.example.com}"],
     )
     assert "Through the Gateway" in gateway
-    assert "http://b.example.com/api/docs" in gateway
+    assert "http://b.example.com/api/v1/" in gateway
