@@ -66,6 +66,7 @@ def running_app(
         "POST /v1/training-jobs",
         "GET /v1/training-jobs",
         "GET /v1/training-jobs/{job_id}",
+        "GET /v1/accuracy",
     ],
 )
 def test_no_server_errors(running_app: FastAPI, label: str) -> None:

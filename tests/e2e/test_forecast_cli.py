@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import gzip
 from collections.abc import Callable
 from pathlib import Path
@@ -10,6 +11,9 @@ import mlflow
 import pandas as pd
 import pytest
 
+from sfmlops.adapters.db import issued_forecasts as records
+from sfmlops.adapters.db import repository
+from sfmlops.adapters.db.engine import make_engine
 from sfmlops.datasets import ROSSMANN_DIR
 from tests.e2e.test_cli import sfmlops
 
@@ -209,3 +213,29 @@ def test_predict_without_a_trained_bundle_says_so(tmp_path: Path, future_file: P
     assert result.returncode == 1
     assert "run `sfmlops train` first" in result.stderr
     assert not (tmp_path / "o.csv").exists()
+
+
+def test_a_new_champion_refreshes_the_precomputed_forecasts(
+    tmp_path: Path, forecast_slice: Path
+) -> None:
+    home = tmp_path / "home"
+    assert sfmlops(home, "load-data", "--path", str(forecast_slice)).returncode == 0
+    train = ("train", "--models", "seasonal_naive", "--windows", "1", "--force")
+    assert sfmlops(home, *train).returncode == 0
+    engine = make_engine(f"sqlite:///{home / 'sfmlops.db'}")
+    with engine.connect() as connection:
+        first = repository.latest_forecasts(connection)
+
+    retrained = sfmlops(home, *train, "--stores", "2")
+
+    assert retrained.returncode == 0, retrained.stderr
+    assert "Refreshed the precomputed forecasts with version 2" in retrained.stdout
+    with engine.connect() as connection:
+        second = repository.latest_forecasts(connection)
+        kept = records.read_issued(connection, 2, dt.date(2015, 6, 14), dt.date(2015, 6, 20))
+    engine.dispose()
+    assert set(first["model_version"]) == {"1"}
+    assert set(second["model_version"]) == {"2"}
+    assert len(second) == len(first) == 8 * 7
+    # Both versions' forecasts are kept as issued by the pipeline, once each.
+    assert kept.groupby(records.MODEL_VERSION).size().to_dict() == {"1": 7, "2": 7}

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 from sqlalchemy import Engine
 
+from sfmlops.adapters.db import issued_forecasts as records
 from sfmlops.adapters.db import repository
 from sfmlops.core import columns as c
 from sfmlops.core import events
@@ -111,3 +112,24 @@ def test_a_batch_records_where_to_resume_in_its_own_transaction(
     write_batch(engine, prepare_batch(later, known, batch_id=6))
     with engine.connect() as connection:
         assert repository.read_stream_offsets(connection, "sales.daily") == {0: 43, 3: 8}
+
+
+def test_a_batch_scores_the_forecasts_issued_for_its_days_after_committing(
+    engine: Engine, rossmann_slice: Path
+) -> None:
+    loading.load_folder(engine, rossmann_slice)
+    day = pd.Timestamp("2015-06-15")
+    forecast = pd.DataFrame(
+        {c.STORE_ID: [1, 2], c.PRODUCT_ID: c.DEFAULT_PRODUCT, c.DATE: day}
+        | {name: 100.0 for name in c.FORECAST_VALUES}
+    )
+    with engine.begin() as connection:
+        records.record_issued(connection, forecast, "7", day.date(), "pipeline")
+
+    ingest_batch(engine, received([event(1, "2015-06-15", 80.0)]), 0, "produced_at")
+
+    with engine.connect() as connection:
+        scores = records.read_scores(connection, day.date(), day.date())
+    assert scores[[c.STORE_ID, records.MODEL_VERSION, records.ACTUAL]].values.tolist() == [
+        [1, "7", 80.0]
+    ]

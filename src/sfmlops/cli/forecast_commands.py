@@ -174,8 +174,15 @@ def run_training_job(
     executor: str,
     workers: int | None,
     job_id: str | None = None,
+    refresh_forecasts: bool = True,
 ) -> TrainingOutcome:
-    """Run a training job with a progress bar, reporting into its job record when given."""
+    """Run a training job with a progress bar, reporting into its job record when given.
+
+    Args:
+        refresh_forecasts: When the new version becomes the champion, rewrite the
+            precomputed forecasts with it (the weekly pipeline forecasts by itself).
+    """
+    from sfmlops.adapters import mlflow_registry as registry  # noqa: PLC0415 - imports mlflow
     from sfmlops.services import model_training  # noqa: PLC0415 - imports mlflow
 
     reporter = _reporter(engine, job_id)
@@ -213,7 +220,25 @@ def run_training_job(
     if reporter:
         reporter.progress(outcome.series, outcome.series)
         reporter.succeeded(outcome.version, "; ".join(outcome.warnings) or None)
+    if refresh_forecasts and outcome.alias == registry.CHAMPION:
+        refresh_precomputed_forecasts(settings, engine, outcome.version)
     return outcome
+
+
+def refresh_precomputed_forecasts(settings: Settings, engine: Engine, version: str) -> None:
+    """Rewrite the precomputed forecasts (`GET /v1/forecasts/latest`) with a new champion, so
+    they never keep serving the version it replaced."""
+    from sfmlops.services import batch_forecast  # noqa: PLC0415 - imports mlflow
+
+    try:
+        result = batch_forecast.forecast_next_days(settings, engine, model_version=version)
+    except batch_forecast.NothingToForecastError as error:
+        console.print(f"[dim]precomputed forecasts not refreshed: {error}[/]")
+        return
+    console.print(
+        f"Refreshed the precomputed forecasts with version {result.model_version}: "
+        f"{result.rows:,} rows, {result.start} to {result.end}"
+    )
 
 
 def predict_command(

@@ -68,5 +68,7 @@ def weekly(
     engine = engine_of(ctx)
     migrate_or_fail(engine)
     request = TrainingRequest(models=model_names(models), windows=windows)
-    print_outcome(run_training_job(settings, engine, request, "ray", workers))
+    print_outcome(
+        run_training_job(settings, engine, request, "ray", workers, refresh_forecasts=False)
+    )
     forecast(ctx, days, None)

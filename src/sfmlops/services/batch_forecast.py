@@ -8,8 +8,10 @@ from dataclasses import dataclass
 import pandas as pd
 from sqlalchemy import Engine
 
-from sfmlops.adapters.db import repository
+from sfmlops.adapters.db import issued_forecasts, repository
 from sfmlops.adapters.mlflow_registry import connect
+from sfmlops.core import columns as c
+from sfmlops.core.forecasting import metrics as m
 from sfmlops.core.forecasting.bundle import ForecastBundle, future_days
 from sfmlops.services import status
 from sfmlops.services.model_training import champion_bundle, version_folder
@@ -43,7 +45,8 @@ def forecast_next_days(
     """Forecast `days` days after the as-of date for every series into `forecasts`.
 
     The rows are tagged with the model's version and written in one transaction, so a
-    reader sees the whole run or none of it.
+    reader sees the whole run or none of it; the same transaction keeps them as issued
+    (`issued_forecasts`), to be scored when their days' actuals land.
 
     Args:
         model_version: The version to forecast with (e.g. the one the API serves);
@@ -78,6 +81,13 @@ def forecast_next_days(
     created_at = dt.datetime.now(dt.UTC)
     with engine.begin() as connection:
         rows = repository.write_forecasts(connection, forecast.frame, version, created_at)
+        issued_forecasts.record_issued(
+            connection,
+            with_backtest_rmspe(forecast.frame, bundle),
+            version,
+            issue_date=start.date(),
+            issued_by="pipeline",
+        )
     end = start + pd.Timedelta(days=days - 1)
     return BatchForecast(
         model_version=version,
@@ -87,3 +97,11 @@ def forecast_next_days(
         rows=rows,
         assumptions=forecast.assumptions,
     )
+
+
+def with_backtest_rmspe(frame: pd.DataFrame, bundle: ForecastBundle) -> pd.DataFrame:
+    """`frame` with each series' backtest RMSPE in `bundle` (`issued_forecasts.BACKTEST_RMSPE`)."""
+    backtests = bundle.champions[[c.STORE_ID, c.PRODUCT_ID, m.RMSPE]].rename(
+        columns={m.RMSPE: issued_forecasts.BACKTEST_RMSPE}
+    )
+    return frame.merge(backtests, on=[c.STORE_ID, c.PRODUCT_ID], how="left")

@@ -14,6 +14,7 @@ from sqlalchemy import Engine
 
 from sfmlops.adapters.db import repository
 from sfmlops.core.validation import MissingColumnsError, SalesLimits, validate_sales
+from sfmlops.services import realized_accuracy
 from sfmlops.settings import Settings
 
 
@@ -51,7 +52,8 @@ def ingest_records(
     """Validate a batch of sales records, upsert the valid ones and dead-letter the others.
 
     Both happen in one transaction: either every valid record is stored and every invalid one
-    is dead-lettered with its reason, or (on a database error) nothing is.
+    is dead-lettered with its reason, or (on a database error) nothing is. Once it has
+    committed, the forecasts issued for the records' days are scored.
 
     Args:
         engine: The sales database.
@@ -86,6 +88,7 @@ def ingest_records(
                 for index, reason in reasons.items()
             ],
         )
+    realized_accuracy.score_actuals(engine, realized_accuracy.sales_days(valid))
     return IngestResult(
         accepted=len(records) - len(reasons),
         rejected=[

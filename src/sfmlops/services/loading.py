@@ -23,6 +23,7 @@ from sfmlops.core.validation import (
     validate_sales,
     validate_stores,
 )
+from sfmlops.services import realized_accuracy
 
 STORE_FILE_NAMES = ("store.csv", "store.csv.gz")
 STATE_FILE_NAMES = ("store_states.csv", "store_states.csv.gz")
@@ -125,10 +126,15 @@ def write_dataset(
     dataset: Dataset,
     on_progress: repository.ProgressCallback | None = None,
 ) -> int:
-    """Write stores, then sales, in one transaction; returns the sales rows written."""
+    """Write stores, then sales, in one transaction; returns the sales rows written.
+
+    Then, once that has committed, scores the forecasts issued for the days loaded.
+    """
     with engine.begin() as connection:
         repository.upsert_stores(connection, dataset.stores)
-        return repository.upsert_sales(connection, dataset.sales, on_progress)
+        written = repository.upsert_sales(connection, dataset.sales, on_progress)
+    realized_accuracy.score_actuals(engine, realized_accuracy.sales_days(dataset.sales))
+    return written
 
 
 def load_folder(

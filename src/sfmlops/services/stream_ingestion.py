@@ -45,6 +45,7 @@ from sfmlops.adapters.spark import (
 )
 from sfmlops.core import events
 from sfmlops.core.validation import SalesLimits, validate_sales
+from sfmlops.services import realized_accuracy
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -186,6 +187,8 @@ def write_batch(
                 before_commit(batch)
     committed_at = dt.datetime.now(dt.UTC)
     freshness = (pd.Timestamp(committed_at) - batch.produced_at).dt.total_seconds().to_numpy()
+    # After the commit, outside the batch's transaction: a scoring failure never undoes it.
+    realized_accuracy.score_actuals(engine, realized_accuracy.sales_days(batch.valid))
     return BatchReport(
         batch_id=batch.batch_id,
         received=batch.received,

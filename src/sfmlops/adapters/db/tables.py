@@ -165,3 +165,54 @@ audit_events = Table(
     Column("detail", Text),  # JSON: counts, ids, stores
     Index("ix_audit_events_actor_action_occurred_at", "actor", "action", "occurred_at"),
 )
+
+# Every forecast issued for a future day, as issued: the pipeline's batch and the default
+# horizon the API serves, once per (series, target day, version, issue date), so it can be
+# scored when that day's actuals land. `issue_date` is the day the system took as "today"
+# (the as-of date + 1); `horizon_days` 1 is a forecast for that day itself.
+issued_forecasts = Table(
+    "issued_forecasts",
+    metadata,
+    Column(c.STORE_ID, Integer, primary_key=True, autoincrement=False),
+    Column(c.PRODUCT_ID, String(64), primary_key=True),
+    Column("target_date", Date, primary_key=True),
+    Column("model_version", String(64), primary_key=True),
+    Column("issue_date", Date, primary_key=True),
+    Column(c.HORIZON_DAYS, SmallInteger, nullable=False),
+    Column(c.YHAT, Float, nullable=False),
+    Column(c.YHAT_LOWER, Float, nullable=False),
+    Column(c.YHAT_UPPER, Float, nullable=False),
+    Column(c.YHAT_LOWER_95, Float, nullable=False),
+    Column(c.YHAT_UPPER_95, Float, nullable=False),
+    # Where the forecast's covariates came from: "plan", "default" (assumed) or "caller".
+    Column("covariate_source", String(16), nullable=False),
+    # The series' backtest RMSPE in the issuing version: what its realized error is held to.
+    Column("backtest_rmspe", Float),
+    Column("issued_by", String(16), nullable=False),  # pipeline, api
+    Column("issued_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    # Scoring reads the forecasts of the days whose actuals just landed.
+    Index("ix_issued_forecasts_target_date", "target_date"),
+)
+
+# Realized accuracy: each issued forecast against the actual of its day, written after the
+# actual's ingest transaction committed (a corrected actual rescores its row). The metrics
+# (RMSPE, MAPE, bias, coverage) are aggregates of these rows (core.forecasting.metrics).
+forecast_scores = Table(
+    "forecast_scores",
+    metadata,
+    Column(c.STORE_ID, Integer, primary_key=True, autoincrement=False),
+    Column(c.PRODUCT_ID, String(64), primary_key=True),
+    Column(c.SALES_DATE, Date, primary_key=True),
+    Column("model_version", String(64), primary_key=True),
+    Column(c.HORIZON_DAYS, SmallInteger, primary_key=True, autoincrement=False),
+    Column("issue_date", Date, nullable=False),
+    Column("actual", Float, nullable=False),
+    Column(c.YHAT, Float, nullable=False),
+    Column(c.YHAT_LOWER, Float, nullable=False),
+    Column(c.YHAT_UPPER, Float, nullable=False),
+    Column(c.YHAT_LOWER_95, Float, nullable=False),
+    Column(c.YHAT_UPPER_95, Float, nullable=False),
+    Column("backtest_rmspe", Float),
+    Column("scored_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Index("ix_forecast_scores_sales_date", c.SALES_DATE),
+)

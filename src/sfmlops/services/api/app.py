@@ -27,6 +27,7 @@ from sfmlops.services.api.prometheus_metrics import (
     scrape_registry,
 )
 from sfmlops.services.api.routes import (
+    accuracy,
     dead_letters,
     forecasts,
     jobs,
@@ -91,6 +92,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         sales.router,
         dead_letters.router,
         jobs.router,
+        accuracy.router,
     )
     for router in routers:
         app.include_router(router)

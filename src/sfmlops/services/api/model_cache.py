@@ -20,6 +20,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from sfmlops.adapters import mlflow_registry as registry
+from sfmlops.adapters.db import issued_forecasts
 from sfmlops.core.forecasting.bundle import ForecastBundle
 from sfmlops.services.api import serving
 from sfmlops.services.api.serving import ServedModel, prepare
@@ -104,6 +105,7 @@ class ModelCache:
                 self._state = self._next_state(previous)
                 if self._state.model is not None and self._state.model is not previous.model:
                     self._changed(self._state.model)
+                    self._keep_as_issued(self._state.model)
             except Exception as error:
                 # Any failure (registry down, a broken bundle) leaves the loaded model serving.
                 problem = f"model registry unreachable or failing: {_short(error)}"
@@ -158,8 +160,34 @@ class ModelCache:
         if self._on_change is not None:
             self._on_change(model)
 
+    def _keep_as_issued(self, model: ServedModel) -> None:
+        """Keep the default horizon now served in `issued_forecasts` (once per version and
+        issue date, however many workers serve it), so it is scored when its days' actuals
+        land. A database error is logged: serving goes on."""
+        engine = self._engine()
+        as_of = self._as_of()
+        if engine is None or as_of is None:
+            return
+        try:
+            with engine.begin() as connection:
+                issued_forecasts.record_issued(
+                    connection,
+                    model.default_forecast,
+                    model.version,
+                    issue_date=as_of + dt.timedelta(days=1),
+                    issued_by="api",
+                )
+        except SQLAlchemyError as error:
+            log.warning("could not keep the default horizon as issued: %s", _short(error))
+
     def _default_start(self, bundle: ForecastBundle) -> dt.date:
         earliest = serving.first_forecast_date(bundle)
+        as_of = self._as_of()
+        if as_of is None:
+            return earliest
+        return max(earliest, as_of + dt.timedelta(days=1))
+
+    def _as_of(self) -> dt.date | None:
         engine = self._engine()
         as_of = self._settings.as_of
         if as_of is None and engine is not None:
@@ -168,9 +196,7 @@ class ModelCache:
                     as_of = as_of_date(self._settings, connection)
             except SQLAlchemyError as error:
                 log.warning("as-of date unavailable, starting after the model's data: %s", error)
-        if as_of is None:
-            return earliest
-        return max(earliest, as_of + dt.timedelta(days=1))
+        return as_of
 
 
 def _registry_exists(settings: Settings) -> bool:

@@ -305,3 +305,43 @@ class ChampionModel(BaseModel):
     metrics: ChampionMetrics
     champion_mix: dict[str, int] = Field(description="Series per model.")
     stores: list[SeriesChampion]
+
+
+class RealizedMetrics(BaseModel):
+    """Forecasts as issued against the actuals of their days (open days with sales only)."""
+
+    rmspe: float | None
+    mape: float | None
+    bias: float | None = Field(description="Mean forecast minus actual, in sales units.")
+    coverage_80: float | None = Field(description="Share of actuals inside the 80 % interval.")
+    coverage_95: float | None = Field(description="Share of actuals inside the 95 % interval.")
+    days: int = Field(description="Forecasts scored (series-days with sales, each horizon).")
+
+
+class StoreAccuracy(RealizedMetrics):
+    store_id: int
+
+
+class HorizonAccuracy(RealizedMetrics):
+    horizon_days: int = Field(description="1: issued on the day itself (the as-of date + 1).")
+
+
+class VersionAccuracy(RealizedMetrics):
+    model_version: str
+
+
+class DayAccuracy(RealizedMetrics):
+    date: dt.date
+
+
+class Accuracy(BaseModel):
+    """Realized accuracy over the days `start`..`end`."""
+
+    start: dt.date
+    end: dt.date
+    store_id: int | None = Field(description="The store asked for; null: every store.")
+    overall: RealizedMetrics
+    by_store: list[StoreAccuracy]
+    by_horizon: list[HorizonAccuracy]
+    by_version: list[VersionAccuracy]
+    by_day: list[DayAccuracy]

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import pydantic_core
 
+from sfmlops.adapters.db.issued_forecasts import BACKTEST_RMSPE
 from sfmlops.adapters.mlflow_registry import MODEL_NAME
 from sfmlops.core import columns as c
 from sfmlops.core.forecasting import metrics as m
@@ -79,6 +80,8 @@ class ServedModel:
         default_bodies: Per series, the forecast object of the default horizon
             (`DEFAULT_HORIZON_DAYS` days from `default_start`) as JSON bytes.
         champion_body: The GET /v1/models/champion response for all series.
+        default_forecast: The default horizon as a frame (`columns.FORECAST_COLUMNS` and
+            each series' backtest RMSPE), kept as issued by the model cache.
     """
 
     version: str
@@ -92,6 +95,7 @@ class ServedModel:
     champion: dict[str, Any]
     champion_series: Mapping[SeriesKey, dict[str, Any]]
     champion_body: bytes
+    default_forecast: pd.DataFrame = field(compare=False, repr=False)
 
     @property
     def rmspe(self) -> float | None:
@@ -131,7 +135,28 @@ def prepare(
         champion=champion,
         champion_series=champion_series,
         champion_body=to_json(champion),
+        default_forecast=_forecast_frame(forecasts, champion_series),
     )
+
+
+def _forecast_frame(
+    forecasts: Sequence[dict[str, Any]], champion_series: Mapping[SeriesKey, dict[str, Any]]
+) -> pd.DataFrame:
+    """Forecast objects as one long frame, with each series' backtest RMSPE."""
+    rows = [
+        (
+            body[c.STORE_ID],
+            body[c.PRODUCT_ID],
+            day[c.DATE],
+            *(day[name] for name in c.FORECAST_VALUES),
+            champion_series[(body[c.STORE_ID], body[c.PRODUCT_ID])][m.RMSPE],
+        )
+        for body in forecasts
+        for day in body["forecast"]
+    ]
+    frame = pd.DataFrame(rows, columns=[*c.FORECAST_COLUMNS, BACKTEST_RMSPE])
+    frame[c.DATE] = pd.to_datetime(frame[c.DATE])
+    return frame
 
 
 def _champion_description(

@@ -1,0 +1,76 @@
+"""Realized accuracy: forecasts as issued, scored against the actuals that landed since."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from typing import Annotated, Any
+
+import pandas as pd
+from fastapi import APIRouter, HTTPException, Query, status
+
+from sfmlops.core import columns as c
+from sfmlops.core.forecasting import metrics as m
+from sfmlops.services import realized_accuracy
+from sfmlops.services.api import schemas
+from sfmlops.services.api.deps import EngineDep, SettingsDep
+from sfmlops.services.status import as_of_date
+
+router = APIRouter(tags=["accuracy"])
+
+REPORTED = (m.RMSPE, m.MAPE, m.BIAS, m.COVERAGE_80, m.COVERAGE_95)
+
+
+@router.get(
+    "/v1/accuracy",
+    response_model=schemas.Accuracy,
+    responses={404: {"model": schemas.ErrorBody}},
+    summary="Realized accuracy of the forecasts issued, for the last N days up to the as-of date",
+)
+def get_accuracy(
+    engine: EngineDep,
+    settings: SettingsDep,
+    days: Annotated[
+        int, Query(ge=1, le=realized_accuracy.MAX_DAYS, description="Days up to `end`.")
+    ] = 28,
+    store_id: Annotated[
+        int | None, Query(ge=0, le=schemas.MAX_STORE_ID, description="One store (default: all).")
+    ] = None,
+    end: Annotated[dt.date | None, Query(description="Last day (default: the as-of date).")] = None,
+) -> schemas.Accuracy:
+    with engine.connect() as connection:
+        last = end or as_of_date(settings, connection)
+        if last is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, "no sales in the database yet")
+        report = realized_accuracy.realized_accuracy(connection, last, days, store_id)
+    return schemas.Accuracy(
+        start=report.start,
+        end=report.end,
+        store_id=store_id,
+        overall=schemas.RealizedMetrics(**_metrics(report.overall)),
+        by_store=[
+            schemas.StoreAccuracy(store_id=int(row[c.STORE_ID]), **_metrics(row))
+            for row in report.by_store.to_dict("records")
+        ],
+        by_horizon=[
+            schemas.HorizonAccuracy(horizon_days=int(row[c.HORIZON_DAYS]), **_metrics(row))
+            for row in report.by_horizon.to_dict("records")
+        ],
+        by_version=[
+            schemas.VersionAccuracy(model_version=str(row["model_version"]), **_metrics(row))
+            for row in report.by_version.to_dict("records")
+        ],
+        by_day=[
+            schemas.DayAccuracy(date=pd.Timestamp(row[c.SALES_DATE]).date(), **_metrics(row))
+            for row in report.by_day.to_dict("records")
+        ],
+    )
+
+
+def _metrics(row: Mapping[Any, Any]) -> dict[str, Any]:
+    """The reported metrics of one row (NaN, e.g. no open day scored, becomes null)."""
+    values: dict[str, Any] = {
+        name: None if pd.isna(row[name]) else float(row[name]) for name in REPORTED
+    }
+    values["days"] = int(row[m.DAYS])
+    return values

@@ -1,0 +1,145 @@
+"""Realized accuracy: forecasts as issued, scored when the actuals of their days land.
+
+Ingestion calls `score_actuals` after its own transaction has committed, so scoring never
+slows or fails an ingest: a scoring error is logged and the next scoring of that day (the
+daily DAG's, or `sfmlops accuracy --rescore`) catches up.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Collection
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from sfmlops.adapters.db import issued_forecasts as records
+from sfmlops.core import columns as c
+from sfmlops.core.forecasting import metrics as m
+
+log = logging.getLogger("sfmlops.accuracy")
+
+MAX_DAYS = 366
+# The per-store daily series: each day against the forecast issued closest to it.
+REALIZED_RMSPE = "realized_rmspe"
+RATIO = "ratio"
+
+
+def score_actuals(
+    engine: Engine, days: Collection[dt.date], store_ids: Collection[int] | None = None
+) -> int:
+    """Score the forecasts issued for `days` (of `store_ids`, when given) in a transaction of
+    its own; call it after the actuals' transaction committed.
+
+    Returns:
+        Forecasts scored; 0 when scoring failed (logged: the ingest it follows stands).
+    """
+    if not days:
+        return 0
+    try:
+        with engine.begin() as connection:
+            return records.score_days(connection, days, store_ids)
+    except SQLAlchemyError as error:
+        log.warning(
+            "scoring %d day(s) failed, left for the next scoring: %s",
+            len(days),
+            str(error).splitlines()[0],
+        )
+        return 0
+
+
+def sales_days(frame: pd.DataFrame) -> set[dt.date]:
+    """The distinct days of a frame of sales records (`sales_date`)."""
+    if frame.empty:
+        return set()
+    return set(pd.to_datetime(frame[c.SALES_DATE]).dt.date.unique())
+
+
+@dataclass(frozen=True)
+class RealizedAccuracy:
+    """Realized accuracy over the days `start`..`end` (metrics as `metrics.accuracy`).
+
+    Attributes:
+        overall: One row of metrics over every scored forecast.
+        by_store, by_horizon, by_version, by_day: Metrics per group, the group's key first.
+    """
+
+    start: dt.date
+    end: dt.date
+    overall: dict[str, float]
+    by_store: pd.DataFrame
+    by_horizon: pd.DataFrame
+    by_version: pd.DataFrame
+    by_day: pd.DataFrame
+
+
+def realized_accuracy(
+    connection: Connection, end: dt.date, days: int, store_id: int | None = None
+) -> RealizedAccuracy:
+    """Metrics of the forecasts scored for the `days` days up to `end` (one store when given).
+
+    Raises:
+        ValueError: `days` outside 1..366.
+    """
+    if not 1 <= days <= MAX_DAYS:
+        raise ValueError(f"days must be between 1 and {MAX_DAYS}, got {days}")
+    start = end - dt.timedelta(days=days - 1)
+    scores = records.read_scores(connection, start, end, store_id).rename(
+        columns={records.ACTUAL: m.ACTUAL}
+    )
+    return RealizedAccuracy(
+        start=start,
+        end=end,
+        overall=m.accuracy(scores),
+        by_store=m.accuracy_by(scores, [c.STORE_ID]),
+        by_horizon=m.accuracy_by(scores, [c.HORIZON_DAYS]),
+        by_version=m.accuracy_by(scores, [records.MODEL_VERSION]),
+        by_day=m.accuracy_by(scores, [c.SALES_DATE]),
+    )
+
+
+def store_daily_errors(connection: Connection, start: dt.date, end: dt.date) -> pd.DataFrame:
+    """Per store and scored day, the realized RMSPE of the forecast issued closest to that day
+    against the backtest RMSPE of the version that issued it.
+
+    The closest forecast is the current model's view of the day: a store retrained yesterday is
+    judged by its new version's forecasts from today on, not by what older versions said.
+
+    Returns:
+        Columns `store_id`, `sales_date`, `model_version`, `realized_rmspe`, `backtest_rmspe`,
+        `ratio` (NaN where the backtest is unknown or the store was closed), by store and day.
+    """
+    scores = records.read_scores(connection, start, end)
+    columns = [
+        c.STORE_ID,
+        c.SALES_DATE,
+        records.MODEL_VERSION,
+        REALIZED_RMSPE,
+        records.BACKTEST_RMSPE,
+        RATIO,
+    ]
+    if scores.empty:
+        return pd.DataFrame(columns=columns)
+    closest = scores.sort_values(c.HORIZON_DAYS).drop_duplicates(
+        [c.STORE_ID, c.PRODUCT_ID, c.SALES_DATE], keep="first"
+    )
+    actual = closest[records.ACTUAL].to_numpy(dtype=float)
+    sold = actual > 0
+    ratio = (closest[c.YHAT].to_numpy(dtype=float) - actual) / np.where(sold, actual, np.nan)
+    closest = closest.assign(_squared=ratio**2)
+    daily = (
+        closest.groupby([c.STORE_ID, c.SALES_DATE], sort=True)
+        .agg(
+            model_version=(records.MODEL_VERSION, "last"),
+            _squared=("_squared", "mean"),
+            backtest_rmspe=(records.BACKTEST_RMSPE, "mean"),
+        )
+        .reset_index()
+    )
+    daily[REALIZED_RMSPE] = np.sqrt(daily.pop("_squared"))
+    daily[RATIO] = daily[REALIZED_RMSPE] / daily[records.BACKTEST_RMSPE]
+    return daily[columns]

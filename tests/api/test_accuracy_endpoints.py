@@ -1,0 +1,90 @@
+"""Forecasts the API serves are kept as issued, scored when actuals are posted, and reported.
+
+The API serves champion version 1 (seasonal naive, stores 1-5 of the slice); its data ends on
+2015-06-13, so its default horizon is 2015-06-14 .. 2015-06-20, issued on 2015-06-14.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine
+
+from sfmlops.adapters.db import issued_forecasts as records
+from sfmlops.core import columns as c
+
+pytestmark = pytest.mark.integration
+
+ISSUE_DATE = dt.date(2015, 6, 14)
+
+
+def day_record(store_id: int, day: dt.date, sales: float) -> dict[str, object]:
+    return {
+        c.STORE_ID: store_id,
+        c.SALES_DATE: day.isoformat(),
+        c.SALES: sales,
+        c.CUSTOMERS: 100,
+        c.OPEN: 1,
+        c.PROMO: 0,
+        c.STATE_HOLIDAY: "0",
+        c.SCHOOL_HOLIDAY: 0,
+    }
+
+
+def test_the_default_horizon_is_kept_as_issued(served: TestClient, sqlite_engine: Engine) -> None:
+    champion = served.get("/v1/models/champion").json()
+    with sqlite_engine.connect() as connection:
+        kept = records.read_issued(connection, 2, ISSUE_DATE, ISSUE_DATE + dt.timedelta(days=6))
+    served_days = served.get("/v1/stores/2/forecast").json()["forecast"]
+
+    assert kept[records.MODEL_VERSION].unique().tolist() == ["1"]
+    assert kept[records.ISSUE_DATE].dt.date.unique().tolist() == [ISSUE_DATE]
+    assert kept[c.HORIZON_DAYS].tolist() == list(range(1, 8))
+    assert kept[c.YHAT].tolist() == pytest.approx([day[c.YHAT] for day in served_days])
+    backtest = next(s["rmspe"] for s in champion["stores"] if s[c.STORE_ID] == 2)
+    assert kept[records.BACKTEST_RMSPE].tolist() == pytest.approx([backtest] * 7)
+
+
+def test_posted_actuals_are_scored_and_reported(served: TestClient, auth: dict[str, str]) -> None:
+    forecast = {
+        store: served.get(f"/v1/stores/{store}/forecast").json()["forecast"] for store in (1, 2)
+    }
+    # Store 1 sells 25 % above its forecast on Monday and Tuesday (the first day, a Sunday, it
+    # is closed); store 2 exactly as forecast on Monday.
+    records_ = [
+        day_record(1, ISSUE_DATE + dt.timedelta(days=offset), forecast[1][offset][c.YHAT] * 1.25)
+        for offset in (1, 2)
+    ] + [day_record(2, ISSUE_DATE + dt.timedelta(days=1), forecast[2][1][c.YHAT])]
+    response = served.post("/v1/sales", json={"records": records_}, headers=auth)
+    assert response.status_code == 200, response.text
+
+    everything = served.get("/v1/accuracy", params={"days": 7}).json()
+    store_1 = served.get("/v1/accuracy", params={"days": 7, "store_id": 1}).json()
+
+    # The as-of date moved to the newest posted day.
+    assert (everything["start"], everything["end"]) == ("2015-06-10", "2015-06-16")
+    assert everything["overall"]["days"] == 3
+    assert store_1["overall"]["rmspe"] == pytest.approx(0.2, abs=1e-3)  # 0.25 / 1.25
+    assert store_1["overall"]["bias"] < 0
+    by_store = {row["store_id"]: row for row in everything["by_store"]}
+    assert by_store[2]["rmspe"] == pytest.approx(0.0, abs=1e-3)
+    assert [row["horizon_days"] for row in everything["by_horizon"]] == [2, 3]
+    assert [row["model_version"] for row in everything["by_version"]] == ["1"]
+    assert [row["date"] for row in everything["by_day"]] == ["2015-06-15", "2015-06-16"]
+
+
+def test_accuracy_before_anything_is_scored_and_bad_queries(served: TestClient) -> None:
+    empty = served.get("/v1/accuracy").json()
+    assert empty["overall"] == {
+        "rmspe": None,
+        "mape": None,
+        "bias": None,
+        "coverage_80": None,
+        "coverage_95": None,
+        "days": 0,
+    }
+    assert empty["by_store"] == []
+    assert served.get("/v1/accuracy", params={"days": 0}).status_code == 422
+    assert served.get("/v1/accuracy", params={"days": 367}).status_code == 422
