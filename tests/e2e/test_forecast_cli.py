@@ -88,9 +88,16 @@ def test_backtest_prints_a_table_and_writes_a_report(loaded_home: Path) -> None:
     assert len(reports) == 1
     metrics = pd.read_csv(reports[0] / "metrics.csv")
     assert set(metrics["model"]) == {"gbm", "seasonal_naive", "champion"}
-    assert set(metrics["backtest_window"]) == {1, 2}
-    gbm = metrics[(metrics["model"] == "gbm") & (metrics["backtest_window"] == 2)]
-    naive = metrics[(metrics["model"] == "seasonal_naive") & (metrics["backtest_window"] == 2)]
+    # Two rolling windows and the season window: the 48 days after the data's end, a year
+    # earlier (2014-06-14..07-31), reported with its coverage like every window.
+    assert set(metrics["backtest_window"]) == {1, 2, 3}
+    season = metrics[metrics["window_kind"] == "season"]
+    assert set(season["backtest_window"]) == {1}
+    assert set(season["window_start"]) == {"2014-06-14"}
+    assert season["coverage_80"].notna().all()
+    assert "season 2014-06-14..07-31" in result.stdout
+    gbm = metrics[(metrics["model"] == "gbm") & (metrics["backtest_window"] == 3)]
+    naive = metrics[(metrics["model"] == "seasonal_naive") & (metrics["backtest_window"] == 3)]
     assert float(gbm["rmspe"].iloc[0]) < float(naive["rmspe"].iloc[0])
     series = pd.read_csv(reports[0] / "series_metrics.csv")
     assert set(series["store_id"]) == set(range(1, 7))

@@ -13,6 +13,9 @@ from sfmlops.core import columns as c
 from sfmlops.core.forecasting import metrics as m
 from sfmlops.core.forecasting import model_selection
 from sfmlops.core.forecasting.backtest import (
+    ROLLING,
+    SEASON,
+    WINDOW_KIND,
     backtest_windows,
     calibration_of,
     run_backtest,
@@ -239,6 +242,53 @@ def test_backtest_windows_end_at_the_data_end() -> None:
     assert windows[-1].start == pd.Timestamp("2015-04-27")
     assert all((w.end - w.start).days + 1 == 48 for w in windows)
     assert windows[0].end + pd.Timedelta(days=1) == windows[1].start
+
+
+def test_season_windows_forecast_the_next_forecast_days_a_year_earlier() -> None:
+    windows = backtest_windows(
+        pd.Timestamp("2015-06-13"),
+        windows=3,
+        season_windows=2,
+        first_date=pd.Timestamp("2013-01-01"),
+    )
+    assert [w.number for w in windows] == [1, 2, 3, 4, 5]
+    season, check = windows[0], windows[1]
+    assert (season.kind, season.cutoff, season.start, season.end) == (
+        SEASON,
+        pd.Timestamp("2014-06-13"),
+        pd.Timestamp("2014-06-14"),
+        pd.Timestamp("2014-07-31"),
+    )
+    assert (check.kind, check.cutoff, check.end) == (
+        SEASON,
+        pd.Timestamp("2014-07-31"),
+        pd.Timestamp("2014-09-17"),
+    )
+    assert [w.kind for w in windows[2:]] == [ROLLING] * 3
+    assert windows[-1].end == pd.Timestamp("2015-06-13")
+    # Too little history before it: no season window.
+    short = backtest_windows(
+        pd.Timestamp("2015-06-13"), season_windows=1, first_date=pd.Timestamp("2014-05-01")
+    )
+    assert [w.kind for w in short] == [ROLLING] * 3
+
+
+def test_the_backtest_reports_season_windows(stores: pd.DataFrame) -> None:
+    report = model_selection.backtest(
+        synthetic_sales(days=480),
+        stores,
+        ["seasonal_naive"],
+        windows=2,
+        season_windows=1,
+        horizon_days=28,
+    )
+    kinds = [w.kind for w in report.windows]
+    assert kinds == [SEASON, ROLLING, ROLLING]
+    season = report.summary[report.summary[WINDOW_KIND] == SEASON]
+    assert len(season) == 1
+    assert season[m.RMSPE].notna().all()
+    assert season[m.COVERAGE_80].notna().all()
+    assert report.reported_window == 3
 
 
 def test_metrics_on_known_values() -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Hashable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -24,6 +24,12 @@ from sfmlops.cli.data import migrate_or_fail
 from sfmlops.core import columns as c
 from sfmlops.core.forecasting import metrics as m
 from sfmlops.core.forecasting import model_selection
+from sfmlops.core.forecasting.backtest import (
+    SEASON_WINDOWS,
+    WINDOW_END,
+    WINDOW_KIND,
+    WINDOW_START,
+)
 from sfmlops.core.forecasting.base import UnknownSeriesError
 from sfmlops.core.forecasting.bundle import ForecastBundle
 from sfmlops.core.forecasting.executors import (
@@ -43,6 +49,15 @@ ModelsOption = Annotated[str, typer.Option("--models", help=MODELS_HELP)]
 WindowsOption = Annotated[
     int, typer.Option("--windows", min=1, help="Backtest windows of 48 days.")
 ]
+SeasonWindowsOption = Annotated[
+    int,
+    typer.Option(
+        "--season-windows",
+        min=0,
+        help="Backtest windows of 48 days starting one year before the day after the data "
+        "(the same season as the next forecast, a year earlier).",
+    ),
+]
 StoresOption = Annotated[str | None, typer.Option("--stores", help=STORES_HELP)]
 WorkersOption = Annotated[
     int | None,
@@ -54,10 +69,11 @@ def backtest_command(
     ctx: typer.Context,
     models: ModelsOption = ",".join(DEFAULT_MODELS),
     windows: WindowsOption = 3,
+    season_windows: SeasonWindowsOption = SEASON_WINDOWS,
     stores: StoresOption = None,
     workers: WorkersOption = None,
 ) -> None:
-    """Compare models on rolling-origin backtests; write a report under HOME/reports."""
+    """Compare models on rolling and season backtests; write a report under HOME/reports."""
     names = model_names(models)
     settings = settings_of(ctx)
     data = _training_data(ctx, _store_ids(stores))
@@ -68,6 +84,7 @@ def backtest_command(
             data.stores,
             names,
             windows=windows,
+            season_windows=season_windows,
             executor=_executor(workers),
             progress=_progress,
         )
@@ -94,6 +111,7 @@ def train_command(
     ctx: typer.Context,
     models: ModelsOption = ",".join(DEFAULT_MODELS),
     windows: WindowsOption = 3,
+    season_windows: SeasonWindowsOption = SEASON_WINDOWS,
     stores: Annotated[
         str | None,
         typer.Option(
@@ -140,6 +158,7 @@ def train_command(
     request = model_training.TrainingRequest(
         models=model_names(models),
         windows=windows,
+        season_windows=season_windows,
         store_ids=_store_ids(stores),
         force=force,
         tolerance=tolerance,
@@ -392,7 +411,7 @@ def _metrics_table(summary: pd.DataFrame, title: str, *, windows: bool) -> Table
     for values in summary.to_dict(orient="records"):
         table.add_row(
             str(values[c.MODEL]),
-            *([str(values[c.BACKTEST_WINDOW])] if windows else []),
+            *([_window_label(values)] if windows else []),
             f"{values[m.RMSPE]:.4f}",
             f"{values[m.MAPE]:.4f}",
             f"{values[m.BIAS]:+,.0f}",
@@ -402,13 +421,22 @@ def _metrics_table(summary: pd.DataFrame, title: str, *, windows: bool) -> Table
     return table
 
 
+def _window_label(values: Mapping[Hashable, object]) -> str:
+    """E.g. `2 season 06-14..07-31 2014` (the number, its kind and its days)."""
+    number = str(values[c.BACKTEST_WINDOW])
+    start, end = values.get(WINDOW_START), values.get(WINDOW_END)
+    if not isinstance(start, pd.Timestamp) or not isinstance(end, pd.Timestamp):
+        return number
+    return f"{number} {values[WINDOW_KIND]} {start:%Y-%m-%d}..{end:%m-%d}"
+
+
 def _progress(message: str) -> None:
     console.print(f"[dim]{time.strftime('%H:%M:%S')}[/] {message}", highlight=False)
 
 
 def _print_report(report: model_selection.BacktestReport) -> None:
     ordered = report.summary.sort_values([c.BACKTEST_WINDOW, m.RMSPE])
-    title = "Backtest (champion: picked on earlier windows, scored on the last)"
+    title = "Backtest (champion: picked on earlier windows, scored on the last rolling one)"
     console.print(_metrics_table(ordered, title, windows=True))
     mix = ", ".join(f"{name} {count}" for name, count in sorted(report.champion_mix().items()))
     console.print(f"Champion mix (picked on windows before {report.reported_window}): {mix}")

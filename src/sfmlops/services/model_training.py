@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pandas as pd
 from sqlalchemy import Engine
 
@@ -28,7 +29,7 @@ from sfmlops.adapters.mlflow_registry import RegistryUnavailableError
 from sfmlops.core import columns as c
 from sfmlops.core.forecasting import metrics as m
 from sfmlops.core.forecasting import model_selection
-from sfmlops.core.forecasting.backtest import CHAMPION
+from sfmlops.core.forecasting.backtest import CHAMPION, SEASON_WINDOWS
 from sfmlops.core.forecasting.bundle import ForecastBundle
 from sfmlops.core.forecasting.executors import Executor
 from sfmlops.core.forecasting.retraining import retrain_series
@@ -64,6 +65,7 @@ class TrainingRequest:
 
     models: Sequence[str]
     windows: int = 3
+    season_windows: int = SEASON_WINDOWS
     store_ids: Sequence[int] | None = None
     force: bool = False
     tolerance: float = model_selection.PROMOTION_TOLERANCE
@@ -139,6 +141,8 @@ def run_training(
         registry.log_metrics(
             _metrics(summary, bundle, rmspe) | {"failed_series": float(len(failed))}
         )
+        if not retrain:
+            registry.set_tags(_window_tags(bundle))
         share = len(failed) / max(series_total, 1)
         if share > request.max_failed_share:
             raise TrainingFailedError(
@@ -224,7 +228,7 @@ def _full(
     progress: Progress | None,
     series_total: int,
 ) -> tuple[ForecastBundle, pd.DataFrame, pd.DataFrame, Path]:
-    fits_total = len(request.models) * (request.windows + 1)
+    fits_total = len(request.models) * (request.windows + request.season_windows + 1)
     fits_done = 0
 
     def on_step(message: str) -> None:
@@ -238,6 +242,7 @@ def _full(
         data.stores,
         request.models,
         windows=request.windows,
+        season_windows=request.season_windows,
         executor=executor,
         progress=on_step,
     )
@@ -287,6 +292,7 @@ def _params(
         "mode": mode,
         "models": ",".join(request.models),
         "backtest_windows": request.windows,
+        "season_windows": request.season_windows,
         "stores": "all" if request.store_ids is None else ",".join(map(str, request.store_ids)),
         "series": int(history[[c.STORE_ID, c.PRODUCT_ID]].drop_duplicates().shape[0]),
         "rows": len(history),
@@ -335,7 +341,24 @@ def _metrics(
                 metrics[f"{row[c.MODEL]}_{name}"] = float(row[name])
     for model, count in bundle.metadata.get("champion_mix", {}).items():
         metrics[f"champions_{model}"] = float(count)
+    # Every backtest window, season windows included: w<number>_<kind>_<model>_<metric>
+    # (the run's tags say which days each window forecast).
+    for row in bundle.metadata.get("window_metrics", []):
+        for name in (m.RMSPE, m.BIAS, m.COVERAGE_80, m.COVERAGE_95):
+            value = row.get(name)
+            if value is not None and np.isfinite(value):
+                key = f"w{row[c.BACKTEST_WINDOW]}_{row['kind']}_{row[c.MODEL]}_{name}"
+                metrics[key] = float(value)
     return metrics
+
+
+def _window_tags(bundle: ForecastBundle) -> dict[str, str]:
+    """`sfmlops.window.<number>`: each backtest window's kind and days."""
+    return {
+        f"sfmlops.window.{window['number']}": f"{window.get('kind', 'rolling')} "
+        f"{window['start']}..{window['end']}"
+        for window in bundle.metadata.get("backtest_windows", [])
+    }
 
 
 def _champion_rmspe(summary: pd.DataFrame) -> float | None:

@@ -1,8 +1,11 @@
-"""Rolling-origin backtests and per-series champion selection.
+"""Rolling-origin and season backtests, and per-series champion selection.
 
-Windows of `horizon_days` days end at the data's last day, oldest first. Champions are
-picked on the earlier windows and scored on the last one, so the reported figure is not
-the one the selection saw.
+Rolling windows of `horizon_days` days end at the data's last day. Season windows forecast
+the same days of the year as the forecast that follows the data, one year earlier: the
+weeks just before the data's end are often an easier season (e.g. no summer holidays) than
+the weeks after it. Windows are numbered oldest first. Champions are picked on every window
+but the last rolling one and scored on that one, so the reported figure is not the one the
+selection saw.
 """
 
 from __future__ import annotations
@@ -24,6 +27,12 @@ from sfmlops.core.forecasting.base import (
 )
 
 HORIZON_DAYS = 48  # the competition's forecast horizon
+SEASON_WINDOWS = 1  # season windows a backtest adds by default (see `backtest_windows`)
+ROLLING = "rolling"
+SEASON = "season"
+# A season window needs this many windows' worth of history before its cutoff (one to fit,
+# one to calibrate on), or it is left out.
+SEASON_MIN_HISTORY_WINDOWS = 2
 CHAMPION_MARGIN = 0.1  # see `select_champions`
 POINT_SCALE = "point_scale"  # the factor a model applied to its point forecasts
 
@@ -42,20 +51,57 @@ class BacktestWindow:
     cutoff: pd.Timestamp
     start: pd.Timestamp
     end: pd.Timestamp
+    kind: str = ROLLING  # `ROLLING` or `SEASON`
+
+    def describe(self) -> str:
+        """E.g. `season 2014-06-14..2014-07-31`."""
+        return f"{self.kind} {self.start.date().isoformat()}..{self.end.date().isoformat()}"
 
 
 def backtest_windows(
-    last_date: pd.Timestamp, windows: int = 3, horizon_days: int = HORIZON_DAYS
+    last_date: pd.Timestamp,
+    windows: int = 3,
+    horizon_days: int = HORIZON_DAYS,
+    season_windows: int = 0,
+    first_date: pd.Timestamp | None = None,
 ) -> list[BacktestWindow]:
-    """`windows` consecutive windows of `horizon_days` days, the last ending on `last_date`."""
+    """Rolling and season windows of `horizon_days` days, numbered oldest first.
+
+    Args:
+        last_date: The data's last day; the last rolling window ends on it.
+        windows: Consecutive rolling windows.
+        horizon_days: Days per window.
+        season_windows: Consecutive windows starting one year before the day after
+            `last_date`: the first forecasts the days of the year the next forecast will,
+            a year earlier; the next ones follow it.
+        first_date: The data's first day; a season window with less than
+            `SEASON_MIN_HISTORY_WINDOWS` windows of history before it, or overlapping a rolling
+            window, is left out.
+    """
     if windows < 1:
         raise ValueError(f"need at least one backtest window, got {windows}")
-    result = []
-    for number in range(1, windows + 1):
-        end = pd.Timestamp(last_date) - pd.Timedelta(days=horizon_days * (windows - number))
-        cutoff = end - pd.Timedelta(days=horizon_days)
-        result.append(BacktestWindow(number, cutoff, cutoff + pd.Timedelta(days=1), end))
-    return result
+    if season_windows < 0:
+        raise ValueError(f"season windows cannot be negative, got {season_windows}")
+    last = pd.Timestamp(last_date)
+    length = pd.Timedelta(days=horizon_days)
+    found = []
+    for position in range(windows):
+        end = last - length * (windows - 1 - position)
+        found.append((end - length, ROLLING))
+    rolling_start = found[0][0] + pd.Timedelta(days=1)
+    season_start = last + pd.Timedelta(days=1) - pd.DateOffset(years=1)
+    for position in range(season_windows):
+        cutoff = season_start + length * position - pd.Timedelta(days=1)
+        enough = (
+            first_date is None
+            or cutoff - pd.Timestamp(first_date) >= length * SEASON_MIN_HISTORY_WINDOWS
+        )
+        if enough and cutoff + length < rolling_start:
+            found.append((cutoff, SEASON))
+    return [
+        BacktestWindow(number, cutoff, cutoff + pd.Timedelta(days=1), cutoff + length, kind)
+        for number, (cutoff, kind) in enumerate(sorted(found), start=1)
+    ]
 
 
 def run_backtest(
@@ -134,9 +180,15 @@ def calibration_of(scored: pd.DataFrame) -> IntervalCalibration:
     )
 
 
-def summary(scored: pd.DataFrame) -> pd.DataFrame:
-    """Overall metrics per model and window (one row each)."""
-    return m.accuracy_by(scored, [c.MODEL, c.BACKTEST_WINDOW])
+def summary(scored: pd.DataFrame, windows: Sequence[BacktestWindow] = ()) -> pd.DataFrame:
+    """Overall metrics per model and window (one row each), with each window's kind and days."""
+    table = m.accuracy_by(scored, [c.MODEL, c.BACKTEST_WINDOW])
+    if windows:
+        described = {w.number: w for w in windows}
+        table[WINDOW_KIND] = table[c.BACKTEST_WINDOW].map(lambda n: described[n].kind)
+        table[WINDOW_START] = table[c.BACKTEST_WINDOW].map(lambda n: described[n].start)
+        table[WINDOW_END] = table[c.BACKTEST_WINDOW].map(lambda n: described[n].end)
+    return table
 
 
 def select_champions(
@@ -202,3 +254,6 @@ def champion_scored(scored: pd.DataFrame, champions: pd.DataFrame) -> pd.DataFra
 
 
 CHAMPION = "champion"
+WINDOW_KIND = "window_kind"
+WINDOW_START = "window_start"
+WINDOW_END = "window_end"

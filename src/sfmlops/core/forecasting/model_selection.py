@@ -17,6 +17,8 @@ from sfmlops.core.forecasting import metrics as m
 from sfmlops.core.forecasting.backtest import (
     CHAMPION,
     HORIZON_DAYS,
+    ROLLING,
+    SEASON_WINDOWS,
     BacktestWindow,
     ForecasterFactory,
     backtest_windows,
@@ -77,17 +79,17 @@ class BacktestReport:
     """What a backtest found.
 
     Attributes:
-        windows: The windows, oldest first; the last is the reported one.
+        windows: The windows, oldest first; the last (a rolling one) is the reported one.
         scored: Every model's forecasts with actuals (see `backtest.run_backtest`), plus the
             champions' forecasts on the reported window as model `champion`.
         summary: Metrics per model and window (`champion` only on the reported window).
-        champions: Per series, the champion picked on the windows before the reported one
-            (on the only window when there is one).
+        champions: Per series, the champion picked on the windows before the reported one,
+            season windows included (on the only window when there is one).
         failures: Fits that raised for a series (`FAILURE_COLUMNS`); such a series is
             forecast 0 by that model in that window, so it does not become its champion.
     """
 
-    windows: list[BacktestWindow]
+    windows: list[BacktestWindow]  # rolling and season windows, oldest first
     scored: pd.DataFrame
     summary: pd.DataFrame
     champions: pd.DataFrame
@@ -115,15 +117,21 @@ def backtest(
     model_names: Sequence[str],
     *,
     windows: int = 3,
+    season_windows: int = SEASON_WINDOWS,
     executor: Executor | None = None,
     horizon_days: int = HORIZON_DAYS,
     progress: Progress | None = None,
 ) -> BacktestReport:
-    """Rolling-origin backtest of the models, with champions picked on the earlier windows."""
+    """Rolling and season backtest of the models, champions picked on the earlier windows."""
     for name in model_names:
         forecaster_class(name)  # fail on a bad name before any fit
-    last_date = pd.Timestamp(history[c.SALES_DATE].max())
-    chosen = backtest_windows(last_date, windows, horizon_days)
+    chosen = backtest_windows(
+        pd.Timestamp(history[c.SALES_DATE].max()),
+        windows,
+        horizon_days,
+        season_windows,
+        pd.Timestamp(history[c.SALES_DATE].min()),
+    )
     factories = {name: factory_of(name, executor) for name in model_names}
 
     def on_fit(name: str, window: BacktestWindow) -> None:
@@ -141,7 +149,7 @@ def backtest(
     reported = chosen[-1].number
     best = champion_scored(scored[scored[c.BACKTEST_WINDOW] == reported], champions)
     scored = pd.concat([scored, best], ignore_index=True)
-    return BacktestReport(chosen, scored, summary(scored), champions, failures.frame())
+    return BacktestReport(chosen, scored, summary(scored, chosen), champions, failures.frame())
 
 
 def train(
@@ -150,6 +158,7 @@ def train(
     model_names: Sequence[str],
     *,
     windows: int = 3,
+    season_windows: int = SEASON_WINDOWS,
     executor: Executor | None = None,
     horizon_days: int = HORIZON_DAYS,
     progress: Progress | None = None,
@@ -167,6 +176,7 @@ def train(
         stores,
         model_names,
         windows=windows,
+        season_windows=season_windows,
         executor=executor,
         horizon_days=horizon_days,
         progress=progress,
@@ -201,16 +211,41 @@ def train(
                     "number": w.number,
                     "start": w.start.date().isoformat(),
                     "end": w.end.date().isoformat(),
+                    "kind": w.kind,
                 }
                 for w in report.windows
             ],
+            "rolling_windows": sum(w.kind == ROLLING for w in report.windows),
             "reported_window": report.reported_window,
             "reported_metrics": reported.to_dict(orient="records"),
+            "window_metrics": window_metrics(report),
             "champion_mix": {str(k): int(v) for k, v in champions[c.MODEL].value_counts().items()},
             "horizon_days": horizon_days,
         },
     )
     return bundle, report
+
+
+def window_metrics(report: BacktestReport) -> list[dict[str, object]]:
+    """Per model and window: the window's number, kind and days, RMSPE, bias, coverage."""
+    described = {w.number: w for w in report.windows}
+    rows = []
+    for record in report.summary.to_dict(orient="records"):
+        window = described[int(record[c.BACKTEST_WINDOW])]
+        rows.append(
+            {
+                c.MODEL: str(record[c.MODEL]),
+                c.BACKTEST_WINDOW: window.number,
+                "kind": window.kind,
+                "start": window.start.date().isoformat(),
+                "end": window.end.date().isoformat(),
+                **{
+                    name: float(record[name])
+                    for name in (m.RMSPE, m.MAPE, m.BIAS, m.COVERAGE_80, m.COVERAGE_95, m.DAYS)
+                },
+            }
+        )
+    return rows
 
 
 def avoid_failed(champions: pd.DataFrame, failures: pd.DataFrame) -> pd.DataFrame:

@@ -10,6 +10,7 @@ so its forecasts stay identical.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import pandas as pd
 
@@ -90,7 +91,7 @@ def retrain_series(
     }
     windows = backtest_windows(
         pd.Timestamp(history[c.SALES_DATE].max()),
-        len(bundle.metadata.get("backtest_windows", [])) or 3,
+        _rolling_windows(bundle.metadata),
         horizon_days,
     )
     failures = FailureLog()
@@ -198,3 +199,10 @@ def _without(frame: pd.DataFrame, series: list[tuple[int, str]]) -> pd.DataFrame
 
 def _per_series(model: Forecaster) -> bool:
     return isinstance(model, CalibratedForecaster) and model.per_series
+
+
+def _rolling_windows(metadata: dict[str, Any]) -> int:
+    """The rolling windows the bundle was backtested on (3 for bundles that don't say)."""
+    if "rolling_windows" in metadata:
+        return int(metadata["rolling_windows"])
+    return len(metadata.get("backtest_windows", [])) or 3
