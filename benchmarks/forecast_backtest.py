@@ -4,6 +4,15 @@ Not part of `make test`. Run from the repository root:
 
     python benchmarks/forecast_backtest.py [--prophet-sample 50] [--reference-sample 20]
         [--train-models gbm] [--skip-train] [--output benchmarks/results/forecast_backtest.json]
+    python benchmarks/forecast_backtest.py --season [--variants before,default]
+        [--store-step 1] --skip-backtest --skip-train --reference-sample 0
+
+0. With `--season`: the season stand-ins of the 48 days after the data, side by side for
+   each model variant, as `sfmlops train` + `predict` would score them: trained (backtest,
+   champions, calibration, final fit) on the data up to 2014-06-13 and scored on
+   2014-06-14..07-31 given the real covariates (the season window, used for choices), and
+   trained to 2014-07-31, scored on 2014-08-01..09-17 (the untouched check, never used for a
+   choice); with each training's own reported (last rolling) window and its wall time.
 
 1. Backtest on the last 3 x 48-day windows of the bundled data: `gbm` and `seasonal_naive`
    for all stores; `prophet` for a sample of stores (its per-store fits take too long to
@@ -36,7 +45,16 @@ import pandas as pd
 from sfmlops.core import columns as c
 from sfmlops.core.forecasting import metrics as m
 from sfmlops.core.forecasting import model_selection
-from sfmlops.core.forecasting.backtest import champion_scored, select_champions, summary
+from sfmlops.core.forecasting.backtest import (
+    CHAMPION,
+    HORIZON_DAYS,
+    ForecasterFactory,
+    champion_scored,
+    select_champions,
+    summary,
+)
+from sfmlops.core.forecasting.base import IntervalCalibration, as_future
+from sfmlops.core.forecasting.gbm import GBMParams, GlobalGBMForecaster
 from sfmlops.datasets import ROSSMANN_DIR
 from sfmlops.services.loading import read_dataset
 
@@ -55,6 +73,11 @@ def main() -> None:
         "--train-models", action="append", default=None, help="model sets to time (repeatable)"
     )
     parser.add_argument("--train-stores", default=None, help="--stores for the train runs")
+    parser.add_argument("--season", action="store_true", help="score the season stand-ins")
+    parser.add_argument(
+        "--variants", default=",".join(VARIANTS), help=f"among {', '.join(VARIANTS)}"
+    )
+    parser.add_argument("--store-step", type=int, default=1, help="every n-th store (season)")
     parser.add_argument("--skip-backtest", action="store_true")
     parser.add_argument("--skip-train", action="store_true")
     parser.add_argument(
@@ -65,6 +88,9 @@ def main() -> None:
     results: dict[str, object] = {"machine": machine()}
     dataset = read_dataset(ROSSMANN_DIR)
     history, stores = dataset.sales, dataset.stores
+    if args.season:
+        results["season"] = season(history, stores, args.variants.split(","), args.store_step)
+        save(results, args.output)
     if not args.skip_backtest:
         results["backtest"] = backtest(history, stores, args.windows, args.prophet_sample)
         save(results, args.output)
@@ -119,6 +145,92 @@ def backtest(
         }
         out["prophet_sample_seconds"] = round(prophet_seconds, 1)
     return out
+
+
+# The season stand-ins: (label, cutoff). The forecast covers the 48 days after the cutoff.
+SEASON_TARGETS = (
+    ("season 2014-06-14..07-31", "2014-06-13"),
+    ("check 2014-08-01..09-17 (untouched)", "2014-07-31"),
+)
+# Features the gbm gained with the season work (left out by the `before` variant).
+SEASON_FEATURES = (
+    "store_last_year_",
+    "store_recent_level_28",
+    "days_into_",
+    "days_left_",
+    "days_after_promo",
+    "days_before_promo",
+)
+
+
+def _gbm(params: GBMParams) -> ForecasterFactory:
+    def make(*, calibration: IntervalCalibration | None = None) -> GlobalGBMForecaster:
+        return GlobalGBMForecaster(params, calibration=calibration)
+
+    return make
+
+
+# Variant -> (gbm settings, season windows in its training).
+VARIANTS: dict[str, tuple[GBMParams, int]] = {
+    "before": (GBMParams(excluded_features=SEASON_FEATURES), 0),  # the default until then
+    "before_features_season_window": (GBMParams(excluded_features=SEASON_FEATURES), 1),
+    "default": (GBMParams(), 1),
+}
+
+
+def season(
+    history: pd.DataFrame, stores: pd.DataFrame, variants: list[str], store_step: int
+) -> list[dict[str, object]]:
+    """Train each variant to each season cutoff and score the 48 days after it."""
+    chosen = sorted(history[c.STORE_ID].unique())[::store_step]
+    history = history[history[c.STORE_ID].isin(chosen)]
+    rows: list[dict[str, object]] = []
+    for label, cutoff_day in SEASON_TARGETS:
+        cutoff = pd.Timestamp(cutoff_day)
+        seen = history[history[c.SALES_DATE] <= cutoff]
+        target = history[
+            (history[c.SALES_DATE] > cutoff)
+            & (history[c.SALES_DATE] <= cutoff + pd.Timedelta(days=HORIZON_DAYS))
+            & history[c.STORE_ID].isin(seen[c.STORE_ID].unique())
+        ].reset_index(drop=True)
+        for variant in variants:
+            params, season_windows = VARIANTS[variant]
+            log(f"{label}: training {variant}")
+            started = time.perf_counter()
+            bundle, report = model_selection.train(
+                seen,
+                stores,
+                ["gbm", "seasonal_naive"],
+                windows=3,
+                season_windows=season_windows,
+                progress=log,
+                factories={"gbm": _gbm(params)},
+            )
+            seconds = time.perf_counter() - started
+            forecast = bundle.predict(as_future(target)).frame
+            forecast[m.ACTUAL] = target[c.SALES].to_numpy(dtype=float)
+            scored = m.accuracy(forecast)
+            reported = report.reported().set_index(c.MODEL)
+            rows.append(
+                {
+                    "target": label,
+                    "variant": variant,
+                    "stores": len(chosen),
+                    **{name: round(scored[name], 4) for name in SCORES},
+                    "reported_window": report.windows[-1].describe(),
+                    **{
+                        f"reported_{name}": round(float(reported.at[CHAMPION, name]), 4)
+                        for name in SCORES
+                    },
+                    "train_seconds": round(seconds, 1),
+                    "load_average": round(os.getloadavg()[0], 1),
+                }
+            )
+            log(str(rows[-1]))
+    return rows
+
+
+SCORES = (m.RMSPE, m.COVERAGE_80, m.COVERAGE_95)
 
 
 def reference_timing(history: pd.DataFrame, sample_size: int) -> dict[str, object]:

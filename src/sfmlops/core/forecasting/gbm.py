@@ -49,6 +49,8 @@ class GBMParams:
     max_bin: int = 63
     threads: int = 2
     seed: int = 17
+    # Features left out, by name prefix (ablations in benchmarks/forecast_backtest.py).
+    excluded_features: tuple[str, ...] = ()
 
     def lightgbm(self) -> dict[str, Any]:
         """The parameters as LightGBM names them."""
@@ -121,6 +123,14 @@ class GlobalGBMForecaster(CalibratedForecaster):
         calendar = Calendar.of(rows, profile)
         sold = rows[(rows[c.OPEN] == 1) & (rows[c.SALES] > 0)].reset_index(drop=True)
         features = build_features(sold, profile, stats, calendar)
+        if self.params.excluded_features:
+            features = features.drop(
+                columns=[
+                    name
+                    for name in features.columns
+                    if str(name).startswith(self.params.excluded_features)
+                ]
+            )
         target = np.log1p(sold[c.SALES].to_numpy(dtype=float)) - _baseline(features)
         lgb = _lightgbm()
         dataset = lgb.Dataset(

@@ -6,8 +6,9 @@ business: a global model is one task, per-series models fan out in chunks of ser
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from typing import cast
 
 import numpy as np
 import pandas as pd
@@ -121,10 +122,17 @@ def backtest(
     executor: Executor | None = None,
     horizon_days: int = HORIZON_DAYS,
     progress: Progress | None = None,
+    factories: Mapping[str, ForecasterFactory] | None = None,
 ) -> BacktestReport:
-    """Rolling and season backtest of the models, champions picked on the earlier windows."""
+    """Rolling and season backtest of the models, champions picked on the earlier windows.
+
+    `factories` makes models configured otherwise than by default (benchmarks, tuning): a
+    name there need not be a registered model.
+    """
+    factories = factories or {}
     for name in model_names:
-        forecaster_class(name)  # fail on a bad name before any fit
+        if name not in factories:
+            forecaster_class(name)  # fail on a bad name before any fit
     chosen = backtest_windows(
         pd.Timestamp(history[c.SALES_DATE].max()),
         windows,
@@ -132,7 +140,7 @@ def backtest(
         season_windows,
         pd.Timestamp(history[c.SALES_DATE].min()),
     )
-    factories = {name: factory_of(name, executor) for name in model_names}
+    made = {name: factories.get(name) or factory_of(name, executor) for name in model_names}
 
     def on_fit(name: str, window: BacktestWindow) -> None:
         if progress:
@@ -143,7 +151,7 @@ def backtest(
     def on_fitted(name: str, window: BacktestWindow, forecaster: Forecaster) -> None:
         failures.add(name, f"backtest window {window.number}", forecaster)
 
-    scored = run_backtest(history, stores, factories, chosen, on_fit, on_fitted)
+    scored = run_backtest(history, stores, made, chosen, on_fit, on_fitted)
     selection = [w.number for w in chosen[:-1]] or [chosen[-1].number]
     champions = select_champions(scored, selection)
     reported = chosen[-1].number
@@ -162,6 +170,7 @@ def train(
     executor: Executor | None = None,
     horizon_days: int = HORIZON_DAYS,
     progress: Progress | None = None,
+    factories: Mapping[str, ForecasterFactory] | None = None,
 ) -> tuple[ForecastBundle, BacktestReport]:
     """Backtest the models, then fit each on the whole history and bundle the champions.
 
@@ -180,6 +189,7 @@ def train(
         executor=executor,
         horizon_days=horizon_days,
         progress=progress,
+        factories=factories,
     )
     executor = executor or SequentialExecutor()
     failures = FailureLog()
@@ -187,7 +197,12 @@ def train(
     for name in model_names:
         # Every window's errors: the final fit is calibrated on the most evidence.
         calibration = calibration_of(report.scored[report.scored[c.MODEL] == name])
-        forecaster = make_forecaster(name, executor, calibration)
+        make = (factories or {}).get(name)
+        forecaster = (
+            cast(CalibratedForecaster, make(calibration=calibration))
+            if make is not None
+            else make_forecaster(name, executor, calibration)
+        )
         if progress:
             progress(f"fitting {name} on the whole history")
         if forecaster.fans_out:
