@@ -30,6 +30,9 @@ collect_ignore = ["airflow"]
 # The Compose stack's tests need its images built first: `make compose-test` runs them.
 if not os.environ.get("SFMLOPS_COMPOSE_TEST"):
     collect_ignore.append("compose")
+# The cluster tier builds and runs a Kubernetes cluster (root): `make cluster-test` runs it.
+if not os.environ.get("SFMLOPS_CLUSTER_TEST"):
+    collect_ignore.append("cluster")
 
 # The one marker axis: every test is in exactly one tier (pyproject.toml says what each needs).
 TIERS = ("unit", "integration", "e2e", "deploy", "containers", "cluster")

@@ -30,13 +30,22 @@ def _env(container: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def _ingress_paths(rendered: Rendered) -> dict[str, str]:
-    """Ingress path -> backend Service name."""
-    return {
+    """Ingress path -> backend Service name; Gateway API routes as the equivalent Ingress path
+    (a prefix replaced by "/" is the Ingress's `PREFIX(/|$)(.*)` rewritten to `/$2`)."""
+    paths = {
         path["path"]: path["backend"]["service"]["name"]
         for ingress in rendered.of_kind("Ingress")
         for rule in ingress["spec"]["rules"]
         for path in rule["http"]["paths"]
     }
+    for route in rendered.of_kind("HTTPRoute"):
+        for rule in route["spec"]["rules"]:
+            prefix = rule["matches"][0]["path"]["value"]
+            rewrites = [f["urlRewrite"]["path"] for f in rule.get("filters", [])]
+            if {"type": "ReplacePrefixMatch", "replacePrefixMatch": "/"} in rewrites:
+                prefix = f"{prefix}(/|$)(.*)"
+            paths[prefix] = rule["backendRefs"][0]["name"]
+    return paths
 
 
 def _service_port(rendered: Rendered, name: str) -> dict[str, Any]:

@@ -86,6 +86,10 @@ class LocalJobRunner:
         return self.logs / f"{job_id}.log"
 
 
+DRIVER_CPUS = 1
+"""CPUs a training job's driver reserves on the Ray cluster."""
+
+
 class RayJobsRunner:
     """Submits jobs to a Ray cluster's head through the Ray Job Submission API."""
 
@@ -106,6 +110,10 @@ class RayJobsRunner:
             self.client.submit_job(
                 entrypoint=shlex.join(["sfmlops", *arguments]),
                 submission_id=f"sfmlops-{job_id}",
+                # The driver takes a CPU, so Ray places it on a node that has one: a worker (the
+                # chart's head offers none), where the training runs, not on the head that
+                # coordinates the cluster. Its fan-out tasks use the workers' other CPUs.
+                entrypoint_num_cpus=DRIVER_CPUS,
                 runtime_env={"env_vars": self.env_vars},
                 metadata={"sfmlops_job_id": job_id},
             )

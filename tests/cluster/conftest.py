@@ -1,0 +1,229 @@
+"""The local Kubernetes cluster the cluster tier runs against, and sfmlops deployed on it.
+
+Session fixtures, in the order a user goes: `scripts/local-cluster.sh up` on an empty state,
+the sfmlops images built (`scripts/images.sh build`) and loaded into the cluster's containerd,
+then `SFMLOPS_RELEASES=local scripts/deploy.sh up`. Teardown: `scripts/local-cluster.sh down`
+and `reset`, which leave nothing running, mounted or stored. `make cluster-test` runs the tier
+(SFMLOPS_CLUSTER_TEST=1); the cluster needs root.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+NAMESPACE = "sfmlops"
+RELEASE = "sfmlops"
+CLUSTER = ROOT / "scripts" / "local-cluster.sh"
+# Images the local deployment runs (sfmlops-<name>); Kafka's stream job and producer add theirs.
+IMAGES = ["forecast-api", "web-ui", "training", "mlflow"]
+STREAM_IMAGES = ["stream-processor", "data-producer"]
+IMAGE_TAG = "cluster-test"
+
+
+def tools_bin() -> Path:
+    """Where scripts/install-deploy-tools.sh links Helm (make deploy-tools)."""
+    base = os.environ.get("SFMLOPS_TOOLS_DIR") or str(Path.home() / ".cache" / "sfmlops-tools")
+    return Path(base) / "bin"
+
+
+@dataclass
+class Timeline:
+    """Seconds each phase took, printed at the end (figures for docs/benchmarks.md come from
+    benchmarks/cluster_deploy.py; these only tell where a slow run spent its time)."""
+
+    started: float = field(default_factory=time.monotonic)
+    phases: list[tuple[str, float]] = field(default_factory=list)
+
+    def mark(self, phase: str) -> None:
+        self.phases.append((phase, time.monotonic() - self.started))
+        print(f"cluster test: {phase} at {self.phases[-1][1]:.0f} s", flush=True)
+
+
+@dataclass
+class Cluster:
+    """The running cluster: kubectl and helm against it, and the ingress URL."""
+
+    env: dict[str, str]
+    ingress_url: str
+    timeline: Timeline
+
+    def run(
+        self, command: list[str], *, timeout: float = 600, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            command,
+            cwd=ROOT,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        if check and result.returncode != 0:
+            pytest.fail(
+                f"{' '.join(command)} failed ({result.returncode}):\n"
+                f"{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+            )
+        return result
+
+    def kubectl(self, *args: str, timeout: float = 300, check: bool = True) -> str:
+        return self.run(["kubectl", *args], timeout=timeout, check=check).stdout
+
+    def json(self, *args: str) -> Any:
+        return json.loads(self.kubectl(*args, "-o", "json"))
+
+    def helm(self, *args: str, timeout: float = 900) -> str:
+        return self.run([str(tools_bin() / "helm"), *args], timeout=timeout).stdout
+
+    def deploy(self, command: str, *extra_env: tuple[str, str], timeout: float = 900) -> str:
+        env = dict(extra_env)
+        saved, self.env = self.env, self.env | env
+        try:
+            return self.run(["scripts/deploy.sh", command], timeout=timeout).stdout
+        finally:
+            self.env = saved
+
+    def diagnose(self) -> str:
+        """What a failure message needs: pods, events, the hook Jobs' logs."""
+        parts = [
+            self.kubectl("get", "pods,jobs,raycluster", "-A", "-o", "wide", check=False),
+            self.kubectl("get", "events", "-n", NAMESPACE, "--sort-by=.lastTimestamp", check=False)[
+                -6000:
+            ],
+        ]
+        for job in ("migrations", "bootstrap"):
+            parts.append(
+                self.kubectl(
+                    "logs", "-n", NAMESPACE, f"job/{RELEASE}-{job}", "--tail=60", check=False
+                )
+            )
+        return "\n".join(parts)
+
+    def wait(self, condition: Callable[[], Any], seconds: float, what: str) -> Any:
+        """Poll until condition() returns something truthy; fail with the cluster's state."""
+        deadline = time.monotonic() + seconds
+        while True:
+            try:
+                value = condition()
+            except (httpx.HTTPError, subprocess.SubprocessError, json.JSONDecodeError, KeyError):
+                value = None
+            if value:
+                return value
+            if time.monotonic() > deadline:
+                pytest.fail(f"{what}: not within {seconds:.0f} s\n{self.diagnose()}")
+            time.sleep(3)
+
+
+def _cluster_env() -> tuple[dict[str, str], str]:
+    """KUBECONFIG and the ingress URL of the running cluster, kubectl and helm on the PATH."""
+    lines = subprocess.run(
+        [str(CLUSTER), "env"], capture_output=True, text=True, timeout=60, check=True
+    ).stdout
+    values = dict(
+        line.removeprefix("export ").split("=", 1) for line in lines.splitlines() if "=" in line
+    )
+    # kubectl: the one the cluster script built (its cache, keyed by the Kubernetes version).
+    cache = Path(
+        os.environ.get("SFMLOPS_CLUSTER_CACHE", Path.home() / ".cache" / "sfmlops-cluster")
+    )
+    kubectl = sorted(cache.glob("kubernetes-v*/kubectl"))
+    path = [str(kubectl[-1].parent) if kubectl else "", str(tools_bin()), os.environ["PATH"]]
+    env = os.environ | {
+        "KUBECONFIG": values["KUBECONFIG"],
+        "PATH": ":".join(p for p in path if p),
+        "HELM": str(tools_bin() / "helm"),
+    }
+    return env, values["SFMLOPS_INGRESS_URL"]
+
+
+def _cluster_script(command: str, *args: str, timeout: float = 1800) -> None:
+    result = subprocess.run(
+        [str(CLUSTER), command, *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    if result.returncode != 0:
+        pytest.fail(f"local-cluster.sh {command} failed:\n{result.stdout}\n{result.stderr}")
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[Cluster]:
+    """A fresh cluster (no state left by an earlier run), removed with its state afterwards."""
+    if os.geteuid() != 0:
+        pytest.fail("the local cluster needs root (a bridge, iptables rules, mounts)")
+    timeline = Timeline()
+    _cluster_script("reset")
+    try:
+        _cluster_script("up")
+        timeline.mark("cluster up")
+        env, ingress_url = _cluster_env()
+        yield Cluster(env, ingress_url, timeline)
+    finally:
+        _cluster_script("down")
+        _cluster_script("reset")
+        for phase, seconds in timeline.phases:
+            print(f"cluster test: {phase:<40} {seconds:6.0f} s")
+
+
+def _build_and_load(cluster: Cluster, names: list[str]) -> None:
+    cluster.run(["scripts/images.sh", "build", IMAGE_TAG], timeout=3600)
+    references = [f"localhost/sfmlops-{name}:{IMAGE_TAG}" for name in names]
+    postgres = cluster.run(["scripts/base-images.sh", "postgres"], timeout=1800).stdout.split()[-1]
+    cluster.run([str(CLUSTER), "load-images", *references, postgres], timeout=1800)
+
+
+@pytest.fixture(scope="session")
+def deployed(cluster: Cluster) -> Cluster:
+    """sfmlops installed by the local mode of scripts/deploy.sh, its hooks done."""
+    kafka = cluster.run(["scripts/base-images.sh", "kafka"], check=False, timeout=1800)
+    names = IMAGES + (STREAM_IMAGES if kafka.returncode == 0 else [])
+    _build_and_load(cluster, names)
+    if kafka.returncode == 0:
+        cluster.run([str(CLUSTER), "load-images", kafka.stdout.split()[-1]], timeout=1800)
+    cluster.timeline.mark("images built and loaded")
+    cluster.deploy(
+        "up",
+        ("SFMLOPS_RELEASES", "local"),
+        ("SFMLOPS_IMAGE_TAG", IMAGE_TAG),
+        ("SFMLOPS_HELM_TIMEOUT", "10m"),
+    )
+    cluster.timeline.mark("deploy.sh up returned")
+    return cluster
+
+
+@dataclass
+class Api:
+    """The API through the ingress, with the token from the release's Secret."""
+
+    client: httpx.Client
+    token: str
+
+    def get(self, path: str) -> httpx.Response:
+        return self.client.get(f"/api{path}")
+
+    def post(self, path: str, body: Any) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {self.token}"}
+        return self.client.post(f"/api{path}", json=body, headers=headers)
+
+
+@pytest.fixture(scope="session")
+def api(deployed: Cluster) -> Iterator[Api]:
+    secret = deployed.json("get", "secret", "-n", NAMESPACE, f"{RELEASE}-api-token")
+    token = base64.b64decode(secret["data"]["token"]).decode()
+    with httpx.Client(base_url=deployed.ingress_url, timeout=60) as client:
+        yield Api(client, token)

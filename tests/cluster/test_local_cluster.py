@@ -1,0 +1,230 @@
+"""sfmlops on a real Kubernetes cluster, as a user runs it: install, use, upgrade, roll back, lose
+pods, uninstall. The tests run in file order on one deployment (session fixtures in conftest)."""
+
+from __future__ import annotations
+
+import base64
+import subprocess
+from typing import Any
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.cluster
+
+NAMESPACE = "sfmlops"
+RELEASE = "sfmlops"
+# A store the bootstrap trained (it trains the first stores by id), and a day after the data.
+STORE = 2
+NEW_DAY = "2015-08-01"
+
+
+def _ready_workloads(cluster: Any) -> bool:
+    for kind in ("deployments", "statefulsets"):
+        for item in cluster.json("get", kind, "-A")["items"]:
+            wanted = item["spec"].get("replicas", 1)
+            if item["status"].get("readyReplicas", 0) < wanted:
+                return False
+    clusters = cluster.json("get", "rayclusters", "-n", NAMESPACE)["items"]
+    if not clusters or any(c.get("status", {}).get("state") != "ready" for c in clusters):
+        return False
+    jobs = cluster.json("get", "jobs", "-A")["items"]
+    return all(job["status"].get("succeeded", 0) >= 1 for job in jobs)
+
+
+def _secrets(cluster: Any) -> dict[str, dict[str, str]]:
+    return {
+        name: cluster.json("get", "secret", "-n", NAMESPACE, name)["data"]
+        for name in (f"{RELEASE}-postgresql", f"{RELEASE}-api-token")
+    }
+
+
+def _status(api: Any) -> dict[str, Any]:
+    response = api.get("/v1/status")
+    response.raise_for_status()
+    return dict(response.json())
+
+
+def _champion(api: Any) -> str | None:
+    response = api.get("/ready")
+    return str(response.json().get("model_version")) if response.status_code == 200 else None
+
+
+def test_every_workload_becomes_ready_and_every_job_completes(deployed: Any) -> None:
+    # `deploy.sh up` waited for Deployments and StatefulSets and ran the hooks (migrations,
+    # bootstrap); the RayCluster and Jobs are the operator's and the Job controller's.
+    deployed.wait(lambda: _ready_workloads(deployed), 600, "every workload Ready, every Job done")
+    deployed.timeline.mark("every workload Ready")
+    # The hooks succeeded and were deleted; nothing failed behind them.
+    assert not deployed.json(
+        "get", "jobs", "-n", NAMESPACE, "-l", "app.kubernetes.io/name=migrations"
+    )["items"]
+    notes = deployed.helm("get", "notes", RELEASE, "-n", NAMESPACE)
+    assert "/api/docs" in notes
+    assert f"port-forward svc/{RELEASE}-api" in notes
+
+
+def test_the_dashboard_and_the_api_answer_through_the_ingress(deployed: Any, api: Any) -> None:
+    page = api.client.get("/")
+    assert page.status_code == 200
+    assert "<title>" in page.text.lower() or "streamlit" in page.text.lower()
+    ready = deployed.wait(lambda: api.get("/ready").status_code == 200, 300, "/api/ready 200")
+    assert ready
+    forecast = api.get(f"/v1/stores/{STORE}/forecast")
+    assert forecast.status_code == 200, forecast.text
+    deployed.timeline.mark("first forecast through the ingress")
+
+
+def _ray_job(deployed: Any, submission_id: str) -> dict[str, Any]:
+    """The Ray job's record from the head's job API, through a port-forward on 127.0.0.1."""
+    with subprocess.Popen(
+        ["kubectl", "-n", NAMESPACE, "port-forward", f"svc/{RELEASE}-ray-head-svc", ":8265"],
+        env=deployed.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    ) as forward:
+        try:
+            assert forward.stdout is not None
+            line = forward.stdout.readline()  # "Forwarding from 127.0.0.1:PORT -> 8265"
+            port = line.split("127.0.0.1:")[1].split()[0]
+            response = httpx.get(f"http://127.0.0.1:{port}/api/jobs/{submission_id}", timeout=30)
+            response.raise_for_status()
+            return dict(response.json())
+        finally:
+            forward.terminate()
+
+
+def test_a_single_store_retrain_runs_on_the_ray_worker_and_becomes_champion(
+    deployed: Any, api: Any
+) -> None:
+    before = _champion(api)
+    submitted = api.post("/v1/training-jobs", {"stores": [STORE]})
+    assert submitted.status_code == 202, submitted.text
+    job_id = submitted.json()["id"]
+    assert submitted.json()["runner"] == "ray-jobs"
+
+    def finished() -> dict[str, Any] | None:
+        job = api.get(f"/v1/training-jobs/{job_id}").json()
+        return job if job["status"] in ("succeeded", "failed") else None
+
+    job = deployed.wait(finished, 600, f"training job {job_id}")
+    assert job["status"] == "succeeded", job
+    deployed.timeline.mark("single-store retrain done")
+    ray_job = _ray_job(deployed, job["runner_job_id"])
+    assert ray_job["status"] == "SUCCEEDED"
+    workers = deployed.json("get", "pods", "-n", NAMESPACE, "-l", "ray.io/node-type=worker")[
+        "items"
+    ]
+    assert ray_job["driver_info"]["node_ip_address"] in {p["status"]["podIP"] for p in workers}
+    version = job["model_version"]
+    assert version
+    assert version != before
+    deployed.wait(lambda: _champion(api) == version, 300, f"the API serving version {version}")
+    assert api.get(f"/v1/stores/{STORE}/forecast").status_code == 200
+
+
+def test_a_sales_batch_through_the_api_shows_in_the_status(api: Any) -> None:
+    before = _status(api)
+    record = {
+        "store_id": STORE,
+        "sales_date": NEW_DAY,
+        "sales": 5100,
+        "customers": 530,
+        "open": 1,
+        "promo": 0,
+        "state_holiday": "0",
+        "school_holiday": 0,
+    }
+    response = api.post("/v1/sales", {"records": [record]})
+    assert response.status_code == 200, response.text
+    after = _status(api)
+    assert after["sales_rows"] == before["sales_rows"] + 1
+    assert after["latest_sales_date"] == NEW_DAY
+    assert after["sales_ingested_last_day"] >= 1
+
+
+def test_an_upgrade_keeps_data_secrets_and_model(deployed: Any, api: Any) -> None:
+    secrets, status, champion = _secrets(deployed), _status(api), _champion(api)
+    deployed.helm(
+        "upgrade", RELEASE, "./sfmlops-helm", "-n", NAMESPACE, "--reuse-values",
+        "--set", "dashboard.resources.limits.memory=800Mi", "--wait", "--timeout", "10m",
+    )  # fmt: skip
+    dashboard = deployed.json("get", "deployment", "-n", NAMESPACE, f"{RELEASE}-dashboard")
+    limits = dashboard["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]
+    assert limits["memory"] == "800Mi"
+    assert _secrets(deployed) == secrets
+    assert _status(api)["sales_rows"] == status["sales_rows"]
+    assert _status(api)["latest_sales_date"] == NEW_DAY
+    deployed.wait(lambda: _champion(api) == champion, 300, "the same champion after the upgrade")
+
+
+def test_a_rollback_restores_the_previous_revision(deployed: Any, api: Any) -> None:
+    revision = int(
+        deployed.json("get", "secret", "-n", NAMESPACE, "-l", f"owner=helm,name={RELEASE}")[
+            "items"
+        ][-1]["metadata"]["labels"]["version"]
+    )
+    deployed.helm(
+        "rollback", RELEASE, str(revision - 1), "-n", NAMESPACE, "--wait", "--timeout", "10m"
+    )
+    dashboard = deployed.json("get", "deployment", "-n", NAMESPACE, f"{RELEASE}-dashboard")
+    limits = dashboard["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]
+    assert limits["memory"] != "800Mi"
+    history = deployed.helm("history", RELEASE, "-n", NAMESPACE, "-o", "json")
+    assert '"Rollback to' in history
+    deployed.wait(lambda: api.get("/ready").status_code == 200, 300, "/api/ready after rollback")
+
+
+def _replace_pod(deployed: Any, selector: str) -> None:
+    old = {
+        p["metadata"]["uid"]
+        for p in deployed.json("get", "pods", "-n", NAMESPACE, "-l", selector)["items"]
+    }
+    deployed.kubectl("delete", "pod", "-n", NAMESPACE, "-l", selector, "--wait=true")
+
+    def replaced() -> bool:
+        pods = deployed.json("get", "pods", "-n", NAMESPACE, "-l", selector)["items"]
+        return bool(pods) and all(
+            p["metadata"]["uid"] not in old
+            and any(
+                c["type"] == "Ready" and c["status"] == "True"
+                for c in p["status"].get("conditions", [])
+            )
+            for p in pods
+        )
+
+    deployed.wait(replaced, 300, f"a new Ready pod for {selector}")
+
+
+def test_losing_the_api_and_database_pods_loses_nothing(deployed: Any, api: Any) -> None:
+    status, champion = _status(api), _champion(api)
+    _replace_pod(deployed, f"app.kubernetes.io/name=api,app.kubernetes.io/instance={RELEASE}")
+    deployed.wait(lambda: _champion(api) == champion, 300, "the champion served by the new API pod")
+    _replace_pod(
+        deployed, f"app.kubernetes.io/name=postgresql,app.kubernetes.io/instance={RELEASE}"
+    )
+
+    def same_data() -> bool:
+        now = _status(api)
+        return now["sales_rows"] == status["sales_rows"] and now["latest_sales_date"] == NEW_DAY
+
+    deployed.wait(same_data, 300, "the same sales after PostgreSQL's pod was replaced")
+    assert api.get(f"/v1/stores/{STORE}/forecast").status_code == 200
+
+
+def test_deploy_down_removes_the_release(deployed: Any) -> None:
+    deployed.deploy("down", ("SFMLOPS_RELEASES", "local"))
+    assert deployed.helm("list", "-n", NAMESPACE, "-q").strip() == ""
+    deployed.wait(
+        lambda: (
+            not deployed.json(
+                "get", "pods", "-n", NAMESPACE, "-l", f"app.kubernetes.io/instance={RELEASE}"
+            )["items"]
+        ),
+        300,
+        "every pod of the release gone",
+    )
+    # Kept on purpose (helm.sh/resource-policy: keep): the Secrets, so a reinstall finds the data.
+    token = deployed.json("get", "secret", "-n", NAMESPACE, f"{RELEASE}-api-token")
+    assert base64.b64decode(token["data"]["token"])
