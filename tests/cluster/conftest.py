@@ -214,11 +214,13 @@ class Api:
     token: str
 
     def get(self, path: str) -> httpx.Response:
-        return self.client.get(f"/api{path}")
+        return self.client.get(f"/api{path}", headers=self._auth())
 
     def post(self, path: str, body: Any) -> httpx.Response:
-        headers = {"Authorization": f"Bearer {self.token}"}
-        return self.client.post(f"/api{path}", json=body, headers=headers)
+        return self.client.post(f"/api{path}", json=body, headers=self._auth())
+
+    def _auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
 
 
 @pytest.fixture(scope="session")
