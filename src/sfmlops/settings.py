@@ -129,6 +129,11 @@ class Settings(BaseSettings):
             f"(at least {MIN_PASSWORD_CHARS} characters); no default."
         ),
     )
+    api_statement_timeout_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="Longest an API request's database statement may run (PostgreSQL), in seconds.",
+    )
     as_of: dt.date | None = Field(
         default=None,
         description="The date treated as 'today - 1'; unset means the latest sales date stored.",

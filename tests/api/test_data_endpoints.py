@@ -38,6 +38,11 @@ def test_health_and_readiness_without_a_model(client: TestClient) -> None:
     ready = client.get("/ready")
     assert ready.status_code == 503
     assert "no champion model" in ready.json()["reason"]
+    # The readiness probe's form: the database answers, a model is not required.
+    probe = client.get("/ready", params={"require_model": "false"})
+    assert probe.status_code == 200
+    assert probe.json()["status"] == "degraded"
+    assert "no champion model" in probe.json()["reason"]
 
 
 def test_stores_list_and_detail(client: TestClient) -> None:

@@ -128,12 +128,17 @@ def test_the_api_serves_under_its_ingress_prefix(rendered: Rendered) -> None:
         assert not pattern.fullmatch(root_path + internal), internal
 
 
-def test_api_probes_do_not_wait_for_a_model(rendered: Rendered) -> None:
+def test_api_probes_do_not_wait_for_a_model_but_readiness_pings_the_database(
+    rendered: Rendered,
+) -> None:
     container = _pod(rendered, "sfmlops-api")["containers"][0]
-    # /ready answers 503 until a champion exists: as readiness it would keep a fresh install's
-    # API (the way the first training is submitted) out of its Service for good.
-    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+    # Liveness never touches the database (an outage must not restart every pod); readiness
+    # does, without waiting for a champion a fresh install does not have yet.
+    for probe in ("startupProbe", "livenessProbe"):
         assert container[probe]["httpGet"] == {"path": "/health", "port": "http"}, probe
+    readiness = container["readinessProbe"]
+    assert readiness["httpGet"] == {"path": "/ready?require_model=false", "port": "http"}
+    assert readiness["timeoutSeconds"] > 2  # the API's own ping gives up after 2 s
 
 
 def test_the_dashboard_signs_people_in_with_a_password_by_default(rendered: Rendered) -> None:

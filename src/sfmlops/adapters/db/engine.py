@@ -23,11 +23,27 @@ MIGRATION_LOCK_KEY = 0x73666D6C6F70_6D67  # "sfmlop" "mg"
 BOOTSTRAP_LOCK_KEY = 0x73666D6C6F70_6273  # "sfmlop" "bs"
 
 
-def make_engine(url: str, **options: Any) -> Engine:
+CONNECT_TIMEOUT_SECONDS = 10
+POOL_TIMEOUT_SECONDS = 10
+
+
+def make_engine(
+    url: str,
+    *,
+    statement_timeout_seconds: float | None = None,
+    connect_timeout_seconds: int = CONNECT_TIMEOUT_SECONDS,
+    **options: Any,
+) -> Engine:
     """Create an engine for `url`, preparing a SQLite file's folder and pragmas.
+
+    On PostgreSQL nothing waits forever: connecting gives up after `connect_timeout_seconds`,
+    waiting for a pooled connection after POOL_TIMEOUT_SECONDS, and each statement after
+    `statement_timeout_seconds` (when given; bulk loads and migrations leave it unset).
 
     Args:
         url: SQLAlchemy URL, e.g. `sqlite:///path/sfmlops.db` or `postgresql+psycopg2://...`.
+        statement_timeout_seconds: PostgreSQL's statement_timeout for every session.
+        connect_timeout_seconds: libpq's connect_timeout.
         **options: Passed on to `sqlalchemy.create_engine`.
     """
     parsed = make_url(url)
@@ -37,7 +53,12 @@ def make_engine(url: str, **options: Any) -> Engine:
         engine = create_engine(url, **options)
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(url, pool_pre_ping=True, **options)
+    connect_args: dict[str, Any] = {"connect_timeout": connect_timeout_seconds}
+    if statement_timeout_seconds is not None:
+        connect_args["options"] = f"-c statement_timeout={int(statement_timeout_seconds * 1000)}"
+    connect_args |= options.pop("connect_args", {})
+    options.setdefault("pool_timeout", POOL_TIMEOUT_SECONDS)
+    return create_engine(url, pool_pre_ping=True, connect_args=connect_args, **options)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

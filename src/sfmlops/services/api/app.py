@@ -13,12 +13,15 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_fastapi_instrumentator import Instrumentator
 from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as SqlPoolTimeoutError
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sfmlops import __version__
 from sfmlops.adapters.db.engine import make_engine
 from sfmlops.services.api.auth import TokenAuth
+from sfmlops.services.api.database_probe import DatabaseProbe
 from sfmlops.services.api.deps import BearerDoc, ModelUnavailableError
 from sfmlops.services.api.model_cache import ModelCache
 from sfmlops.services.api.prometheus_metrics import (
@@ -52,13 +55,17 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.engine = engine or make_engine(settings.effective_database_url)
+        app.state.engine = engine or make_engine(
+            settings.effective_database_url,
+            statement_timeout_seconds=settings.api_statement_timeout_seconds,
+        )
         # Serving starts with the champion loaded (or a reason why not): no request sees a
         # half-started model cache.
         await anyio.to_thread.run_sync(app.state.model_cache.start)
         try:
             yield
         finally:
+            app.state.database_probe.close()
             await anyio.to_thread.run_sync(app.state.model_cache.stop)
             if engine is None:
                 app.state.engine.dispose()
@@ -78,6 +85,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     app.state.model_cache = ModelCache(
         settings, lambda: app.state.engine, on_change=app.state.metrics.show_model
     )
+    app.state.database_probe = DatabaseProbe(lambda: app.state.engine)
     job_counts = TrainingJobsCollector(lambda: app.state.engine)
     registry.register(job_counts)
 
@@ -173,6 +181,29 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ModelUnavailableError)
     async def no_model(_request: Request, error: ModelUnavailableError) -> JSONResponse:
         return JSONResponse({"detail": str(error)}, status_code=status.HTTP_503_SERVICE_UNAVAILABLE)
+
+    @app.exception_handler(OperationalError)
+    @app.exception_handler(InterfaceError)
+    async def database_unavailable(request: Request, error: DBAPIError) -> JSONResponse:
+        # Down, restarting, unreachable or too slow: the client may retry; nothing half-done was
+        # acknowledged (each write is one transaction).
+        log.warning(
+            "database unavailable on %s %s: %s", request.method, request.url.path, error.orig
+        )
+        return JSONResponse(
+            {"detail": f"database unavailable ({type(error.orig).__name__}); retry shortly"},
+            status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+            headers={"Retry-After": "5"},
+        )
+
+    @app.exception_handler(SqlPoolTimeoutError)
+    async def pool_exhausted(request: Request, _error: SqlPoolTimeoutError) -> JSONResponse:
+        log.warning("no free database connection for %s %s", request.method, request.url.path)
+        return JSONResponse(
+            {"detail": "database busy: no free connection; retry shortly"},
+            status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+            headers={"Retry-After": "5"},
+        )
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, error: Exception) -> JSONResponse:

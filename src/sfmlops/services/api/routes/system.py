@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response, status
-from sqlalchemy import text
-from sqlalchemy.exc import SQLAlchemyError
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request, Response, status
 
 from sfmlops.services.api import schemas
+from sfmlops.services.api.database_probe import DatabaseProbe
 from sfmlops.services.api.deps import EngineDep, ModelCacheDep, SettingsDep
 from sfmlops.services.status import system_status
 
@@ -22,18 +23,30 @@ def health() -> schemas.Health:
     "/ready",
     response_model=schemas.Readiness,
     responses={503: {"model": schemas.Readiness}},
-    summary="Readiness: a champion model is loaded and the database answers",
+    summary="Readiness: the database answers (within 2 s) and a champion model is loaded",
 )
-def ready(response: Response, engine: EngineDep, cache: ModelCacheDep) -> schemas.Readiness:
-    try:
-        with engine.connect() as connection:
-            connection.execute(text("SELECT 1"))
-    except SQLAlchemyError as error:
+def ready(
+    response: Response,
+    request: Request,
+    cache: ModelCacheDep,
+    require_model: Annotated[
+        bool,
+        Query(
+            description=(
+                "false: ready as soon as the database answers, with or without a model "
+                "(Kubernetes' readiness probe: a fresh install must serve before its first model)."
+            )
+        ),
+    ] = True,
+) -> schemas.Readiness:
+    probe: DatabaseProbe = request.app.state.database_probe
+    problem = probe.problem()
+    if problem is not None:
         response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
-        return schemas.Readiness(
-            status="unavailable", reason=f"database unreachable: {error.__class__.__name__}"
-        )
+        return schemas.Readiness(status="unavailable", reason=problem)
     state = cache.state
+    if state.model is None and not require_model:
+        return schemas.Readiness(status="degraded", reason=state.problem)
     if state.model is None:
         response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
         return schemas.Readiness(status="unavailable", reason=state.problem)
