@@ -72,6 +72,12 @@ class Settings(BaseSettings):
         ge=1,
         description="Most Kafka records the stream job reads into one micro-batch.",
     )
+    stream_metrics_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="Port the stream job serves its Prometheus metrics on (/metrics); unset: none.",
+    )
     stream_fault_after_commit: int | None = Field(
         default=None,
         ge=0,
@@ -156,6 +162,13 @@ class Settings(BaseSettings):
         gt=0,
         description="How often the API checks the registry for a new champion, in seconds.",
     )
+    metrics_worst_stores: int = Field(
+        default=20,
+        ge=1,
+        le=1000,
+        description="Stores whose realized RMSPE /metrics exports, the worst against their "
+        "backtest first (bounds the number of series).",
+    )
     ui_base_path: str = Field(
         default="",
         description="URL path the dashboard is served under behind a proxy, e.g. /dashboard.",
@@ -235,6 +248,7 @@ class Settings(BaseSettings):
             "kafka_topic_partitions": self.kafka_topic_partitions,
             "jars_dir": str(self.jars_dir),
             "stream_max_batch_events": self.stream_max_batch_events,
+            "stream_metrics_port": self.stream_metrics_port,
             "api_token": MASK if self.api_token else "(not set: the API only listens on loopback)",
             "api_read_token": MASK if self.api_read_token else "(not set)",
             "retrain_limit_per_hour": self.retrain_limit_per_hour,
@@ -249,6 +263,7 @@ class Settings(BaseSettings):
             "api_root_path": self.api_root_path or "(none)",
             "api_max_body_bytes": self.api_max_body_bytes,
             "model_poll_seconds": self.model_poll_seconds,
+            "metrics_worst_stores": self.metrics_worst_stores,
             "ui_base_path": f"/{self.ui_base_path}",
         }
 

@@ -10,10 +10,14 @@ import datetime as dt
 
 import pytest
 from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import Engine
 
 from sfmlops.adapters.db import issued_forecasts as records
+from sfmlops.adapters.db import repository
 from sfmlops.core import columns as c
+from sfmlops.services.api import create_app
+from sfmlops.settings import Settings
 
 pytestmark = pytest.mark.integration
 
@@ -88,3 +92,81 @@ def test_accuracy_before_anything_is_scored_and_bad_queries(served: TestClient) 
     assert empty["by_store"] == []
     assert served.get("/v1/accuracy", params={"days": 0}).status_code == 422
     assert served.get("/v1/accuracy", params={"days": 367}).status_code == 422
+
+
+def metric_samples(client: TestClient, auth: dict[str, str]) -> dict[tuple[str, str], float]:
+    """(name, labels as text) -> value of every sample on /metrics."""
+    text = client.get("/metrics", headers=auth).text
+    samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
+            samples[(sample.name, labels)] = sample.value
+    return samples
+
+
+def test_metrics_show_realized_accuracy_freshness_and_training_outcomes(
+    served: TestClient, auth: dict[str, str], sqlite_engine: Engine
+) -> None:
+    monday = ISSUE_DATE + dt.timedelta(days=1)
+    forecast = {
+        store: served.get(f"/v1/stores/{store}/forecast", headers=auth).json()["forecast"]
+        for store in (1, 2)
+    }
+    # Store 1 misses by 0.2 of its actual (sells 1.25x the forecast), store 2 not at all.
+    batch = [
+        day_record(1, monday, forecast[1][1][c.YHAT] * 1.25),
+        day_record(2, monday, forecast[2][1][c.YHAT]),
+    ]
+    assert served.post("/v1/sales", json={"records": batch}, headers=auth).status_code == 200
+    finished = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
+    with sqlite_engine.begin() as connection:
+        repository.create_training_job(connection, "job-full", "local", None)
+        repository.update_training_job(
+            connection, "job-full", status="failed", finished_at=finished
+        )
+        repository.create_training_job(connection, "job-store", "local", [1])
+        repository.update_training_job(
+            connection, "job-store", status="succeeded", finished_at=finished
+        )
+
+    samples = metric_samples(served, auth)
+
+    backtest = {
+        s[c.STORE_ID]: s["rmspe"]
+        for s in served.get("/v1/models/champion", headers=auth).json()["stores"]
+    }
+    assert samples[("sfmlops_store_realized_rmspe", "store_id=1")] == pytest.approx(0.2, abs=1e-3)
+    assert samples[("sfmlops_store_backtest_rmspe", "store_id=1")] == pytest.approx(backtest[1])
+    assert samples[("sfmlops_store_realized_rmspe", "store_id=2")] == pytest.approx(0.0, abs=1e-3)
+    assert samples[("sfmlops_realized_rmspe", "")] == pytest.approx((0.2**2 / 2) ** 0.5, abs=1e-3)
+    assert ("sfmlops_realized_interval_coverage", "interval=80") in samples
+    assert 0 <= samples[("sfmlops_actuals_age_seconds", "")] < 600
+    assert samples[
+        ("sfmlops_training_last_finished_timestamp_seconds", "scope=full,status=failed")
+    ] == pytest.approx(finished.timestamp())
+    assert (
+        "sfmlops_training_last_finished_timestamp_seconds",
+        "scope=single-store,status=succeeded",
+    ) in samples
+
+
+def test_only_the_worst_stores_get_a_series(
+    served_settings: Settings, sqlite_engine: Engine, auth: dict[str, str]
+) -> None:
+    settings = served_settings.model_copy(update={"metrics_worst_stores": 1})
+    with TestClient(create_app(settings, engine=sqlite_engine)) as client:
+        monday = ISSUE_DATE + dt.timedelta(days=1)
+        forecasts = {
+            store: client.get(f"/v1/stores/{store}/forecast", headers=auth).json()["forecast"]
+            for store in (1, 2, 3)
+        }
+        # Store 3 misses most (x2), store 1 a little (x1.1), store 2 not at all.
+        batch = [
+            day_record(store, monday, forecasts[store][1][c.YHAT] * factor)
+            for store, factor in ((1, 1.1), (2, 1.0), (3, 2.0))
+        ]
+        assert client.post("/v1/sales", json={"records": batch}, headers=auth).status_code == 200
+        samples = metric_samples(client, auth)
+    stores = {labels for name, labels in samples if name == "sfmlops_store_realized_rmspe"}
+    assert stores == {"store_id=3"}

@@ -15,7 +15,9 @@ from typing import Any
 import pytest
 import yaml
 
+from sfmlops.services.stream_metrics import StreamMetrics
 from tests.deploy.conftest import CHART, ROOT, Rendered, load_yaml
+from tests.deploy.test_dashboards import SAMPLE_SUFFIXES, api_metrics, queried_metrics
 
 RULES = CHART / "rules" / "sfmlops.rules.yaml"
 RULE_TESTS = ROOT / "tests" / "deploy" / "data" / "sfmlops.rules.test.yaml"
@@ -112,3 +114,20 @@ def test_alertmanager_routes_the_sfmlops_alerts(tmp_path: Path) -> None:
     for rule in alert_rules():
         assert receiver(f"alertname={rule['alert']}") == "sfmlops"
     assert receiver("alertname=KubePodCrashLooping") == "null"
+
+
+def stream_metric_names() -> set[str]:
+    names = set()
+    for family in StreamMetrics().registry.collect():
+        names |= {family.name + suffix for suffix in SAMPLE_SUFFIXES.get(family.type, ("",))}
+    return names
+
+
+def test_every_metric_a_rule_reads_is_exported() -> None:
+    """By the API (its /metrics captured from a real app) or the stream job."""
+    queried = queried_metrics(
+        {"panels": [{"targets": [{"expr": r["expr"]} for r in alert_rules()]}]}
+    )
+    exported = api_metrics() | stream_metric_names()
+    assert queried
+    assert queried <= exported, sorted(queried - exported)

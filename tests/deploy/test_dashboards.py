@@ -87,6 +87,7 @@ def test_the_issue_dashboards_exist() -> None:
         "sfmlops-training",
         "sfmlops-ingestion",
         "sfmlops-model",
+        "sfmlops-model-quality",
         "sfmlops-ray",
     }
 

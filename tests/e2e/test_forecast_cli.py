@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import gzip
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import pytest
 from sfmlops.adapters.db import issued_forecasts as records
 from sfmlops.adapters.db import repository
 from sfmlops.adapters.db.engine import make_engine
+from sfmlops.core import columns as c
 from sfmlops.datasets import ROSSMANN_DIR
 from tests.e2e.test_cli import sfmlops
 
@@ -246,3 +248,23 @@ def test_a_new_champion_refreshes_the_precomputed_forecasts(
     assert len(second) == len(first) == 8 * 7
     # Both versions' forecasts are kept as issued by the pipeline, once each.
     assert kept.groupby(records.MODEL_VERSION).size().to_dict() == {"1": 7, "2": 7}
+
+    # Monday's actual of store 2 lands from a file: both versions' forecasts are scored.
+    later = tmp_path / "later"
+    later.mkdir()
+    for name in ("store.csv", "store_states.csv"):
+        shutil.copy(forecast_slice / name, later / name)
+    monday = kept[kept[c.DATE] == "2015-06-15"]
+    actual = float(monday[c.YHAT].iloc[0]) * 1.25
+    row = pd.DataFrame(
+        [{"Store": 2, "DayOfWeek": 1, "Date": "2015-06-15", "Sales": round(actual),
+          "Customers": 500, "Open": 1, "Promo": 0, "StateHoliday": "0", "SchoolHoliday": 0}]
+    )  # fmt: skip
+    row.to_csv(later / "train.csv.gz", index=False)
+    assert sfmlops(home, "load-data", "--path", str(later)).returncode == 0
+
+    report = sfmlops(home, "accuracy", "--days", "7", "--store", "2")
+
+    assert report.returncode == 0, report.stderr
+    assert "Realized accuracy, store 2, 2015-06-09 to 2015-06-15" in report.stdout
+    assert "0.200" in report.stdout  # RMSPE: the actual is 1.25x the forecast

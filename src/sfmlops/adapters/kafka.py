@@ -1,4 +1,5 @@
-"""Kafka producer side: the idempotent producer and the sales topic (confluent-kafka).
+"""Kafka producer side: the idempotent producer, the sales topic and its end offsets
+(confluent-kafka).
 
 The only module that imports confluent_kafka.
 """
@@ -9,7 +10,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from confluent_kafka import KafkaError, KafkaException, Message, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
@@ -77,6 +78,30 @@ def topic_partitions(bootstrap_servers: str, topic: str, timeout: float = 30.0) 
     if metadata is None or metadata.error is not None:
         return []
     return sorted(metadata.partitions)
+
+
+def end_offsets(
+    bootstrap_servers: str, topic: str, partitions: Sequence[int], timeout: float = 10.0
+) -> dict[int, int]:
+    """Per partition of `topic`, the offset the next record will get (the log end offset).
+
+    Raises:
+        KafkaUnreachableError: When the broker does not answer within `timeout` seconds.
+    """
+    consumer = Consumer({"bootstrap.servers": bootstrap_servers, "group.id": "sfmlops-lag"})
+    try:
+        return {
+            partition: int(
+                consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout)[1]
+            )
+            for partition in partitions
+        }
+    except KafkaException as error:
+        raise KafkaUnreachableError(
+            f"Kafka at {bootstrap_servers} did not give the offsets of {topic}: {error}"
+        ) from error
+    finally:
+        consumer.close()
 
 
 def make_producer(bootstrap_servers: str, **overrides: str | int | bool) -> Producer:

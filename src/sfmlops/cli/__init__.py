@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from sfmlops.cli import (
+    accuracy_report,
     bootstrap,
     check,
     config,
@@ -40,6 +41,7 @@ app.command("predict")(forecast_commands.predict_command)
 app.command("serve")(serve.serve)
 app.command("ui")(dashboard.run_ui)
 app.command("jobs")(job_list.list_jobs)
+app.command("accuracy")(accuracy_report.show_accuracy)
 app.command("dead-letters")(dead_letter_list.list_dead_letters)
 app.command("mlflow")(tracking.run_mlflow_server)
 app.command("produce")(streaming.produce)

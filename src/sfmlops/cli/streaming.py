@@ -8,9 +8,10 @@ from pathlib import Path
 import pandas as pd
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from sfmlops.adapters import spark
+from sfmlops.adapters import kafka, spark
 from sfmlops.adapters.db import repository
 from sfmlops.adapters.files import DataFileNotFoundError
 from sfmlops.cli.context import console, engine_of, fail, settings_of
@@ -18,6 +19,7 @@ from sfmlops.cli.data import migrate_or_fail
 from sfmlops.core import columns as c
 from sfmlops.services import loading, producing, stream_ingestion
 from sfmlops.services.ingestion import sales_limits
+from sfmlops.services.stream_metrics import StreamMetrics
 from sfmlops.settings import Settings
 
 LIVE_DEFAULT_RATE = 0.1  # one event every 10 s, as the reference's live feed
@@ -142,8 +144,12 @@ def stream(
         + (" from the earliest offset" if from_earliest else "")
     )
     totals = {"received": 0, "upserted": 0, "dead_lettered": 0}
+    metrics = _serve_metrics(settings)
 
     def report(batch: stream_ingestion.BatchReport) -> None:
+        if metrics is not None:
+            metrics.observe(batch)
+            _measure_lag(metrics, engine, bootstrap, settings.kafka_topic)
         if not batch.received:
             return
         totals["received"] += batch.received
@@ -172,6 +178,27 @@ def stream(
         f"Done: {totals['received']:,} records, {totals['upserted']:,} upserted, "
         f"{totals['dead_lettered']:,} dead-lettered."
     )
+
+
+def _serve_metrics(settings: Settings) -> StreamMetrics | None:
+    """The stream job's metrics, served on SFMLOPS_STREAM_METRICS_PORT when it is set."""
+    if settings.stream_metrics_port is None:
+        return None
+    metrics = StreamMetrics()
+    try:
+        metrics.serve(settings.stream_metrics_port)
+    except OSError as error:
+        fail(f"cannot serve metrics on port {settings.stream_metrics_port}: {error}")
+    console.print(f"Metrics on :{settings.stream_metrics_port}/metrics")
+    return metrics
+
+
+def _measure_lag(metrics: StreamMetrics, engine: Engine, bootstrap: str, topic: str) -> None:
+    # The lag is an observation: an unanswered broker or database leaves the last value.
+    try:
+        metrics.measure_lag(engine, bootstrap, topic)
+    except (kafka.KafkaUnreachableError, SQLAlchemyError) as error:
+        console.print(f"[dim]lag not measured: {error}[/]")
 
 
 def _bootstrap_servers(settings: Settings) -> str:

@@ -176,6 +176,44 @@ def count_sales_ingested_since(connection: Connection, since: dt.datetime) -> in
     return int(connection.execute(query).scalar_one())
 
 
+def latest_ingested_at(connection: Connection, recent: dt.datetime) -> dt.datetime | None:
+    """When the newest sales row was stored (`ingested_at`), or None without sales.
+
+    Looks after `recent` first: a range the BRIN index on PostgreSQL serves, where a plain
+    max() reads the whole table; only when nothing is that recent is the whole table read.
+    """
+    newest = func.max(sales.c.ingested_at)
+    value = connection.execute(select(newest).where(sales.c.ingested_at >= recent)).scalar()
+    if value is None:
+        value = connection.execute(select(newest)).scalar()
+    if value is None:
+        return None
+    stamp = pd.Timestamp(value)
+    return (stamp if stamp.tzinfo else stamp.tz_localize("UTC")).to_pydatetime()
+
+
+TRAINING_SCOPES = ("full", "single-store")
+
+
+def last_finished_training_jobs(connection: Connection) -> dict[tuple[str, str], dt.datetime]:
+    """When the latest finished training job of each (status, scope) finished.
+
+    Scope "full" is a job over every store (`stores` NULL), "single-store" a retrain of some.
+    """
+    full = training_jobs.c.stores.is_(None)
+    query = (
+        select(training_jobs.c.status, full, func.max(training_jobs.c.finished_at))
+        .where(training_jobs.c.finished_at.is_not(None))
+        .group_by(training_jobs.c.status, full)
+    )
+    result = {}
+    for status, is_full, finished in connection.execute(query):
+        stamp = pd.Timestamp(finished)
+        stamp = stamp if stamp.tzinfo else stamp.tz_localize("UTC")
+        result[(str(status), TRAINING_SCOPES[0 if is_full else 1])] = stamp.to_pydatetime()
+    return result
+
+
 def count_training_jobs_by_status(connection: Connection) -> dict[str, int]:
     """How many training jobs are in each status."""
     result = connection.execute(

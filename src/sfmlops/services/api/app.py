@@ -26,6 +26,7 @@ from sfmlops.services.api.deps import BearerDoc, ModelUnavailableError
 from sfmlops.services.api.model_cache import ModelCache
 from sfmlops.services.api.prometheus_metrics import (
     ApiMetrics,
+    ModelQualityCollector,
     TrainingJobsCollector,
     scrape_registry,
 )
@@ -86,8 +87,12 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         settings, lambda: app.state.engine, on_change=app.state.metrics.show_model
     )
     app.state.database_probe = DatabaseProbe(lambda: app.state.engine)
-    job_counts = TrainingJobsCollector(lambda: app.state.engine)
-    registry.register(job_counts)
+    database_collectors = (
+        TrainingJobsCollector(lambda: app.state.engine),
+        ModelQualityCollector(lambda: app.state.engine, settings.metrics_worst_stores),
+    )
+    for collector in database_collectors:
+        registry.register(collector)
 
     app.add_middleware(BodySizeLimit, max_bytes=settings.api_max_body_bytes)
     # Added last, so it runs first: an unauthenticated body is refused before it is read.
@@ -109,7 +114,8 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     @app.get("/metrics", include_in_schema=False)
     def metrics() -> Response:
         return Response(
-            generate_latest(scrape_registry(registry, job_counts)), media_type=CONTENT_TYPE_LATEST
+            generate_latest(scrape_registry(registry, database_collectors)),
+            media_type=CONTENT_TYPE_LATEST,
         )
 
     return app

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
+import math
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, multiprocess
 from prometheus_client.core import GaugeMetricFamily
@@ -11,7 +14,10 @@ from prometheus_client.registry import Collector
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from sfmlops.adapters.db import repository
+from sfmlops.adapters.db import issued_forecasts, repository
+from sfmlops.core import columns as c
+from sfmlops.core.forecasting import metrics as m
+from sfmlops.services import realized_accuracy
 from sfmlops.services.api.serving import ServedModel
 
 MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -92,13 +98,105 @@ class TrainingJobsCollector(Collector):
         yield family
 
 
+class ModelQualityCollector(Collector):
+    """Realized accuracy, freshness of the actuals and training outcomes, read from the database
+    at scrape time (what the alert rules in sfmlops-helm/rules/ watch).
+
+    Args:
+        engine: Returns the sales database (None before it is set).
+        worst_stores: How many stores get a `store_id` series: those whose latest scored day
+            missed most against their backtest.
+    """
+
+    def __init__(self, engine: Callable[[], Engine | None], worst_stores: int) -> None:
+        self._engine = engine
+        self._worst_stores = worst_stores
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        age = GaugeMetricFamily(
+            "sfmlops_actuals_age_seconds", "Seconds since the newest sales row was stored."
+        )
+        realized = GaugeMetricFamily(
+            "sfmlops_realized_rmspe",
+            "Realized RMSPE of the forecasts issued, over the last 7 scored days.",
+        )
+        coverage = GaugeMetricFamily(
+            "sfmlops_realized_interval_coverage",
+            "Share of the last 7 scored days' actuals inside the issued intervals.",
+            labels=["interval"],
+        )
+        store_realized = GaugeMetricFamily(
+            "sfmlops_store_realized_rmspe",
+            "A store's realized RMSPE on its latest scored day (the forecast issued closest "
+            "to it), for the stores furthest above their backtest.",
+            labels=["store_id"],
+        )
+        store_backtest = GaugeMetricFamily(
+            "sfmlops_store_backtest_rmspe",
+            "The backtest RMSPE of the version that issued that forecast, same stores.",
+            labels=["store_id"],
+        )
+        finished = GaugeMetricFamily(
+            "sfmlops_training_last_finished_timestamp_seconds",
+            "When the latest training job of each outcome and scope finished (Unix time).",
+            labels=["status", "scope"],
+        )
+        engine = self._engine()
+        if engine is not None:
+            # The scrape still answers without the database; /ready reports it.
+            with contextlib.suppress(SQLAlchemyError):
+                self._read(
+                    engine, age, realized, coverage, store_realized, store_backtest, finished
+                )
+        yield from (age, realized, coverage, store_realized, store_backtest, finished)
+
+    def _read(
+        self,
+        engine: Engine,
+        age: GaugeMetricFamily,
+        realized: GaugeMetricFamily,
+        coverage: GaugeMetricFamily,
+        store_realized: GaugeMetricFamily,
+        store_backtest: GaugeMetricFamily,
+        finished: GaugeMetricFamily,
+    ) -> None:
+        now = dt.datetime.now(dt.UTC)
+        with engine.connect() as connection:
+            newest = repository.latest_ingested_at(connection, now - dt.timedelta(days=7))
+            jobs = repository.last_finished_training_jobs(connection)
+            last_scored = issued_forecasts.latest_scored_date(connection)
+            if last_scored is not None:
+                report = realized_accuracy.realized_accuracy(connection, last_scored, 7)
+                daily = realized_accuracy.store_daily_errors(
+                    connection, last_scored - dt.timedelta(days=6), last_scored
+                )
+        if newest is not None:
+            age.add_metric([], (now - newest).total_seconds())
+        for (status, scope), stamp in sorted(jobs.items()):
+            finished.add_metric([status, scope], stamp.timestamp())
+        if last_scored is None:
+            return
+        if not math.isnan(report.overall[m.RMSPE]):
+            realized.add_metric([], report.overall[m.RMSPE])
+        for interval, name in (("80", m.COVERAGE_80), ("95", m.COVERAGE_95)):
+            if not math.isnan(report.overall[name]):
+                coverage.add_metric([interval], report.overall[name])
+        latest = daily.dropna(subset=[realized_accuracy.RATIO]).groupby(c.STORE_ID).tail(1)
+        worst = latest.nlargest(self._worst_stores, realized_accuracy.RATIO)
+        for row in worst.sort_values(c.STORE_ID).to_dict("records"):
+            store = str(int(row[c.STORE_ID]))
+            store_realized.add_metric([store], float(row[realized_accuracy.REALIZED_RMSPE]))
+            store_backtest.add_metric([store], float(row[issued_forecasts.BACKTEST_RMSPE]))
+
+
 def scrape_registry(
-    app_registry: CollectorRegistry, jobs: TrainingJobsCollector
+    app_registry: CollectorRegistry, database_collectors: Sequence[Collector]
 ) -> CollectorRegistry:
     """The registry to expose: this process's, or every worker's under gunicorn."""
     if MULTIPROCESS_ENV not in os.environ:
         return app_registry
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-    registry.register(jobs)
+    for collector in database_collectors:
+        registry.register(collector)
     return registry

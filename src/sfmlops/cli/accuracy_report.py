@@ -1,0 +1,80 @@
+"""`sfmlops accuracy`: realized accuracy of the forecasts issued, against the actuals since."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from typing import Any
+
+import pandas as pd
+import typer
+from rich.table import Table
+
+from sfmlops.cli.context import console, engine_of, fail, settings_of
+from sfmlops.cli.data import migrate_or_fail
+from sfmlops.core import columns as c
+from sfmlops.core.forecasting import metrics as m
+from sfmlops.services import realized_accuracy
+from sfmlops.services.status import as_of_date
+
+COLUMNS = (m.RMSPE, m.MAPE, m.BIAS, m.COVERAGE_80, m.COVERAGE_95, m.DAYS)
+
+
+def show_accuracy(
+    ctx: typer.Context,
+    days: int = typer.Option(
+        28, "--days", min=1, max=realized_accuracy.MAX_DAYS, help="Days up to the as-of date."
+    ),
+    store: int | None = typer.Option(None, "--store", min=0, help="One store (default: all)."),
+    rescore: bool = typer.Option(
+        False, "--rescore", help="Score those days' issued forecasts again first."
+    ),
+) -> None:
+    """Realized accuracy: RMSPE, MAPE, bias and interval coverage of the forecasts issued,
+    overall, by horizon, by model version, per day and (all stores) the 10 worst stores."""
+    settings = settings_of(ctx)
+    engine = engine_of(ctx)
+    migrate_or_fail(engine)
+    with engine.connect() as connection:
+        end = as_of_date(settings, connection)
+    if end is None:
+        fail("no sales in the database: run `sfmlops load-data` first")
+    if rescore:
+        window = {end - dt.timedelta(days=offset) for offset in range(days)}
+        scored = realized_accuracy.score_actuals(engine, window)
+        console.print(f"Scored {scored:,} forecasts")
+    with engine.connect() as connection:
+        report = realized_accuracy.realized_accuracy(connection, end, days, store)
+    which = f"store {store}" if store is not None else "every store"
+    console.print(f"Realized accuracy, {which}, {report.start} to {report.end}")
+    if not report.overall[m.DAYS]:
+        console.print("No forecast scored in that window yet.")
+        return
+    console.print(_table("overall", pd.DataFrame([{"overall": "all", **report.overall}])))
+    console.print(_table(c.HORIZON_DAYS, report.by_horizon))
+    console.print(_table("model_version", report.by_version))
+    console.print(_table(c.SALES_DATE, report.by_day))
+    if store is None:
+        worst = report.by_store.sort_values(m.RMSPE, ascending=False).head(10)
+        console.print(_table(c.STORE_ID, worst, "10 least accurate stores"))
+
+
+def _table(key: str, frame: pd.DataFrame, title: str | None = None) -> Table:
+    table = Table(key, *COLUMNS, title=title)
+    for row in frame.to_dict("records"):
+        table.add_row(_key(row[key]), *(_figure(name, row[name]) for name in COLUMNS))
+    return table
+
+
+def _key(value: Any) -> str:
+    return f"{value:%Y-%m-%d}" if isinstance(value, pd.Timestamp) else str(value)
+
+
+def _figure(name: str, value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if name == m.DAYS:
+        return f"{int(value):,}"
+    if name == m.BIAS:
+        return f"{value:+,.0f}"
+    return f"{value:.3f}" if name in (m.RMSPE, m.MAPE) else f"{value:.0%}"

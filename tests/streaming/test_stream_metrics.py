@@ -1,0 +1,97 @@
+"""The stream job's metrics: records, stored and dead-lettered counts, batch time, Kafka lag."""
+
+from __future__ import annotations
+
+import json
+import signal
+import urllib.request
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from sfmlops.adapters.db import repository
+from sfmlops.core import columns as c
+from sfmlops.services.stream_metrics import StreamMetrics
+from tests.conftest import free_port
+from tests.streaming.conftest import StreamEnv
+
+pytestmark = pytest.mark.integration
+
+
+def event(store: int, day: str, sales: float) -> tuple[bytes, bytes]:
+    record = {
+        "schema_version": 1, c.STORE_ID: store, c.SALES_DATE: day, c.SALES: sales,
+        c.CUSTOMERS: 10, c.OPEN: 1, c.PROMO: 0, c.STATE_HOLIDAY: "0", c.SCHOOL_HOLIDAY: 0,
+    }  # fmt: skip
+    return str(store).encode(), json.dumps(record).encode()
+
+
+def scrape(port: int) -> dict[str, float]:
+    """Sample name with its labels -> value, from the job's /metrics."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
+            samples[f"{sample.name}{{{labels}}}"] = sample.value
+    return samples
+
+
+def test_the_lag_is_what_kafka_holds_beyond_the_applied_offsets(stream_env: StreamEnv) -> None:
+    sent = [event(store, "2015-06-14", 100.0) for store in range(1, 11)]
+    stream_env.send([k for k, _ in sent], [v for _, v in sent])
+    metrics = StreamMetrics()
+
+    metrics.measure_lag(stream_env.engine, stream_env.broker.bootstrap_servers, stream_env.topic)
+    before = {labels["partition"]: value for labels, value in lag_samples(metrics)}
+    with stream_env.engine.begin() as connection:
+        repository.write_stream_offsets(connection, stream_env.topic, {0: 2})
+    metrics.measure_lag(stream_env.engine, stream_env.broker.bootstrap_servers, stream_env.topic)
+    after = {labels["partition"]: value for labels, value in lag_samples(metrics)}
+
+    assert sum(before.values()) == 10  # nothing applied yet
+    assert after["0"] == before["0"] - 2
+    assert after["1"] == before["1"]
+
+
+def lag_samples(metrics: StreamMetrics) -> list[tuple[dict[str, str], float]]:
+    return [
+        (sample.labels, sample.value)
+        for family in metrics.registry.collect()
+        if family.name == "sfmlops_stream_lag_records"
+        for sample in family.samples
+    ]
+
+
+def test_a_running_job_serves_its_metrics(stream_env: StreamEnv) -> None:
+    valid = [event(store, "2015-06-14", 100.0 + store) for store in range(1, 9)]
+    invalid = [event(3, "2015-06-14", -5.0), event(4242, "2015-06-14", 1.0)]
+    sent = valid + invalid
+    stream_env.send([k for k, _ in sent], [v for _, v in sent])
+    port = free_port()
+    running = stream_env.start(
+        "stream", "--continuous", "--interval", "1s", SFMLOPS_STREAM_METRICS_PORT=str(port)
+    )
+    try:
+        stream_env.wait_until(
+            lambda: len(stream_env.sales()) == len(valid) and len(stream_env.dead_letters()) == 2,
+            timeout=180,
+            what="the events to land",
+        )
+        stream_env.wait_until(
+            lambda: scrape(port).get("sfmlops_stream_records_total{}", 0) == len(sent),
+            timeout=30,
+            what="the metrics to count them",
+        )
+        samples = scrape(port)
+    finally:
+        running.send_signal(signal.SIGTERM)
+        output, _ = running.communicate(timeout=60)
+    assert running.returncode == 0, output
+    assert samples["sfmlops_sales_ingested_total{source=stream}"] == len(valid)
+    assert samples["sfmlops_dead_letters_total{source=stream}"] == len(invalid)
+    assert samples["sfmlops_stream_batch_duration_seconds_count{}"] >= 1
+    lags = [value for name, value in samples.items() if name.startswith("sfmlops_stream_lag")]
+    assert lags
+    assert sum(lags) == 0
