@@ -62,17 +62,21 @@ client() {
 }
 
 # The image variables of compose.yaml: the sfmlops images' tag and, where the bases are local
-# stand-ins (podman without a registry), the stand-ins of the third-party images.
+# stand-ins (podman without a registry), the stand-ins of the third-party images
+# (scripts/compose-images.sh; pgAdmin has none and stays behind its profile there).
 image_variables() {
   local tag=${SFMLOPS_IMAGE_TAG:-compose}
   scripts/images.sh build "$tag" >&2
   echo "SFMLOPS_IMAGE_TAG=$tag"
   if [ "$(scripts/images.sh engine)" = podman ] && [ "${SFMLOPS_BASE_IMAGES:-local}" = local ]; then
     local name variable
-    for name in postgres kafka nginx prometheus pgadmin; do
+    for name in postgres kafka nginx prometheus; do
       variable="SFMLOPS_$(tr '[:lower:]' '[:upper:]' <<<"$name")_IMAGE"
-      echo "$variable=$(scripts/base-images.sh "$name")"
+      echo "$variable=$(scripts/compose-images.sh "$name")"
     done
+  else
+    # The official images can be had: pgAdmin too.
+    echo "COMPOSE_PROFILES=${COMPOSE_PROFILES:-pgadmin}"
   fi
 }
 
