@@ -173,7 +173,11 @@ def test_task_order() -> None:
     def edges(dag: Any) -> set[tuple[str, str]]:
         return {(t.task_id, down) for t in dag.tasks for down in t.downstream_task_ids}
 
-    assert edges(bag.dags[DAILY]) == {("stream_once", "check_ingest")}
+    assert edges(bag.dags[DAILY]) == {
+        ("stream_once", "check_ingest"),
+        ("check_ingest", "score_forecasts"),
+        ("score_forecasts", "retrain_stale_stores"),
+    }
     assert edges(bag.dags[WEEKLY]) == {
         ("submit_training_job", "wait_for_training_job"),
         ("submit_training_job", "check_champion"),  # it reads the champion noted before

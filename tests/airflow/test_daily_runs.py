@@ -74,3 +74,7 @@ def test_within_the_thresholds_the_run_succeeds(run_dag: DagRunner, database: Pa
     assert result["tasks"]["check_ingest"] == {"state": "success", "try_number": 1}
     assert '"missing_stores": [2]' in result["log"]
     assert '"rows": 2' in result["log"]
+    # Nothing was forecast for those days: nothing to score, no stale store to retrain.
+    assert result["tasks"]["score_forecasts"] == {"state": "success", "try_number": 1}
+    assert result["tasks"]["retrain_stale_stores"] == {"state": "success", "try_number": 1}
+    assert "No stale store on the scored days up to 2015-06-13" in result["log"]

@@ -268,3 +268,54 @@ def test_a_new_champion_refreshes_the_precomputed_forecasts(
     assert report.returncode == 0, report.stderr
     assert "Realized accuracy, store 2, 2015-06-09 to 2015-06-15" in report.stdout
     assert "0.200" in report.stdout  # RMSPE: the actual is 1.25x the forecast
+
+
+def test_a_drifting_store_is_found_stale_and_retrained_alone(
+    tmp_path: Path, forecast_slice: Path
+) -> None:
+    home = tmp_path / "home"
+    assert sfmlops(home, "load-data", "--path", str(forecast_slice)).returncode == 0
+    train = ("train", "--models", "seasonal_naive", "--windows", "1", "--force")
+    assert sfmlops(home, *train).returncode == 0
+    engine = make_engine(f"sqlite:///{home / 'sfmlops.db'}")
+    with engine.connect() as connection:
+        issued = pd.concat(
+            records.read_issued(connection, int(store), dt.date(2015, 6, 15), dt.date(2015, 6, 17))
+            for store in sorted(STORES, key=int)
+        )
+    engine.dispose()
+    # Monday to Wednesday: store 3 sells three times its forecast, the others as forecast.
+    actuals = pd.DataFrame(
+        {
+            "Store": issued[c.STORE_ID],
+            "DayOfWeek": issued[c.DATE].dt.dayofweek + 1,
+            "Date": issued[c.DATE].dt.strftime("%Y-%m-%d"),
+            "Sales": (issued[c.YHAT] * issued[c.STORE_ID].map({3: 3.0}).fillna(1.0)).round(),
+            "Customers": 500, "Open": 1, "Promo": 0, "StateHoliday": "0", "SchoolHoliday": 0,
+        }
+    )  # fmt: skip
+    later = tmp_path / "later"
+    later.mkdir()
+    for name in ("store.csv", "store_states.csv"):
+        shutil.copy(forecast_slice / name, later / name)
+    actuals.to_csv(later / "train.csv.gz", index=False)
+    assert sfmlops(home, "load-data", "--path", str(later)).returncode == 0
+
+    result = sfmlops(home, "pipeline", "retrain-stale", "--days", "3")
+
+    assert result.returncode == 0, result.stderr
+    stale = [line for line in result.stdout.splitlines() if line.startswith("stale:")]
+    assert len(stale) == 1
+    assert stale[0].startswith("stale: store 3: realized RMSPE")
+    assert "version 2" in result.stdout
+    engine = make_engine(f"sqlite:///{home / 'sfmlops.db'}")
+    with engine.connect() as connection:
+        (job,) = repository.list_training_jobs(connection)
+    engine.dispose()
+    assert (job["status"], job["stores"], job["model_version"]) == ("succeeded", [3], "2")
+    client = mlflow.MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
+    run = client.get_run(client.get_model_version("sfmlops-forecaster", "2").run_id)
+    assert run.data.tags["sfmlops.reason"].startswith("stale on 3 scored days up to 2015-06-17")
+    # Nothing stale any more in the new version's eyes: a second run retrains nothing.
+    again = sfmlops(home, "pipeline", "retrain-stale", "--days", "3", "--margin", "1000")
+    assert "No stale store" in again.stdout

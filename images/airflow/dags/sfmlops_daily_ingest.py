@@ -5,7 +5,13 @@ Every day: run the stream job once (`sfmlops stream --once`: Kafka → Spark →
 table, rejected records into `ingest_dead_letters`), then check what landed for the day
 (`sfmlops check ingest`): rows per store, stores missing the day's record, dead letters
 since the last successful run. The check fails the run, naming every breach, past the
-thresholds in the run's params.
+thresholds in the run's params. Then score the forecasts issued for the last days against
+the actuals that landed (`sfmlops accuracy --rescore`; ingestion scores as it writes, this
+catches up on any scoring that failed), and retrain the stale stores
+(`sfmlops pipeline retrain-stale`: stores whose realized RMSPE exceeded `stale_margin` times
+their backtest on `stale_days` scored days in a row, at most `max_retrain_stores` of them, in
+one single-store retrain job, never while a full training job runs; the job's MLflow run
+records why in its `sfmlops.reason` tag).
 
 The day checked is the `sales_date` param, else the day before the run. For a replay of
 the bundled 2015 data, trigger with `{"sales_date": "2015-06-14"}`.
@@ -54,6 +60,18 @@ DEAD_LETTERS_SINCE = (
         "max_dead_letters": Param(
             0, type="integer", minimum=0, description="Fail above this many dead letters."
         ),
+        "stale_margin": Param(
+            1.5,
+            type="number",
+            minimum=1,
+            description="A store is stale above this many times its backtest RMSPE ...",
+        ),
+        "stale_days": Param(
+            3, type="integer", minimum=1, description="... on this many scored days in a row."
+        ),
+        "max_retrain_stores": Param(
+            20, type="integer", minimum=1, description="Most stale stores retrained per run."
+        ),
     },
     **dag_arguments(config, "ingest", "data-quality"),
 )
@@ -84,7 +102,28 @@ def sfmlops_daily_ingest() -> None:
         config,
         doc_md="Rows landed per store, stores missing the day, dead letters since the last run.",
     )
-    stream >> check
+    score = sfmlops_command(
+        "score_forecasts",
+        ["accuracy", "--rescore", "--days", "7"],
+        config,
+        doc_md="Score the forecasts issued for the last 7 days against their actuals.",
+    )
+    retrain = sfmlops_command(
+        "retrain_stale_stores",
+        [
+            "pipeline",
+            "retrain-stale",
+            "--margin",
+            "{{ params.stale_margin }}",
+            "--days",
+            "{{ params.stale_days }}",
+            "--max-stores",
+            "{{ params.max_retrain_stores }}",
+        ],
+        config,
+        doc_md="Retrain the stores whose realized error left their backtest behind.",
+    )
+    stream >> check >> score >> retrain
 
 
 sfmlops_daily_ingest()

@@ -61,6 +61,8 @@ class TrainingRequest:
         force: Give the new version `champion` whatever its RMSPE.
         tolerance: Relative RMSPE the new version may lose and still become champion.
         max_failed_share: Share of series whose final fit may fail before the job fails.
+        reason: Why the job runs (e.g. the stale stores it retrains); kept as the MLflow
+            run's tag `sfmlops.reason`.
     """
 
     models: Sequence[str]
@@ -70,6 +72,7 @@ class TrainingRequest:
     force: bool = False
     tolerance: float = model_selection.PROMOTION_TOLERANCE
     max_failed_share: float = model_selection.MAX_FAILED_SHARE
+    reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -115,6 +118,8 @@ def run_training(
     series_total = int(data.history[[c.STORE_ID, c.PRODUCT_ID]].drop_duplicates().shape[0])
     mode = "retrain" if retrain else "full"
     tags = {"sfmlops.mode": mode, "sfmlops.version": __version__}
+    if request.reason:
+        tags["sfmlops.reason"] = request.reason[:5000]
     with registry.training_run(client, settings, f"{mode}-{_stamp()}", tags) as run_id:
         if on_run:
             on_run(run_id)
