@@ -268,3 +268,17 @@ def test_implausible_records_are_dead_lettered_and_listed(client: TestClient) ->
     assert [d["id"] for d in page["dead_letters"] + rest["dead_letters"]] == [
         d["id"] for d in letters
     ]
+
+
+def test_one_active_training_job_per_series(client: TestClient, loaded_engine: Engine) -> None:
+    with loaded_engine.begin() as connection:
+        repository.create_training_job(connection, "running-job", "local", [1, 2])
+
+    overlapping = client.post("/v1/training-jobs", json={"stores": [2, 3]})
+    everything = client.post("/v1/training-jobs", json={"stores": None})
+
+    assert overlapping.status_code == everything.status_code == 409
+    assert overlapping.json()["detail"] == (
+        "training job running-job (queued) already trains stores [1, 2]; wait for it to finish"
+    )
+    assert [job["id"] for job in client.get("/v1/training-jobs").json()["jobs"]] == ["running-job"]

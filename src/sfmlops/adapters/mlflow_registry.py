@@ -179,6 +179,11 @@ def promote(
     return Promotion(CHAMPION, "not worse than the champion beyond the tolerance", current.version)
 
 
+def set_alias(client: MlflowClient, alias: str, version: str) -> None:
+    """Point `alias` at `version`."""
+    client.set_registered_model_alias(MODEL_NAME, alias, version)
+
+
 def download_bundle(client: MlflowClient, version: str, destination: Path) -> Path:
     """Fetch a version's bundle folder; returns the folder to load it from.
 

@@ -25,6 +25,7 @@ from sqlalchemy import Engine
 
 from sfmlops import __version__
 from sfmlops.adapters import mlflow_registry as registry
+from sfmlops.adapters.db.engine import PROMOTION_LOCK_KEY, database_lock
 from sfmlops.adapters.mlflow_registry import RegistryUnavailableError
 from sfmlops.core import columns as c
 from sfmlops.core.forecasting import metrics as m
@@ -157,19 +158,46 @@ def run_training(
                     failures[c.STORE_ID].astype(str) + " " + failures[model_selection.FAILURE_ERROR]
                 )[:500]
             )
-        folder = registry.scratch_dir(settings)
-        try:
-            bundle.save(folder / "bundle")
-            registered = registry.register_bundle(
-                folder / "bundle",
-                run_id=run_id,
-                description=_description(mode, request, champion),
-            )
-        finally:
-            shutil.rmtree(folder, ignore_errors=True)
-        promotion = registry.promote(
-            client, registered, tolerance=request.tolerance, force=request.force
-        )
+        # Compare-and-set on `champion`: registering and promoting happen under one lock, and
+        # only if the champion this job started from still is the champion. Otherwise a
+        # retrain is redone on top of the new champion (so a concurrent retrain of other
+        # stores is kept), and a full training becomes a challenger unless forced.
+        with database_lock(engine, PROMOTION_LOCK_KEY, "promote"):
+            current = registry.version_with_alias(client, registry.CHAMPION)
+            moved = _version(current) != _version(champion)
+            superseded = False
+            if moved and retrain and current is not None:
+                bundle, failures, summary, report_folder = _retrain(
+                    settings, client, current.version, data, progress, series_total
+                )
+                registry.set_tags({"sfmlops.rebased_onto": current.version})
+                if report_folder is not None:
+                    registry.log_artifacts(report_folder, "report")
+                champion = current
+            elif moved and not request.force:
+                superseded = True
+            folder = registry.scratch_dir(settings)
+            try:
+                bundle.save(folder / "bundle")
+                registered = registry.register_bundle(
+                    folder / "bundle",
+                    run_id=run_id,
+                    description=_description(mode, request, champion),
+                )
+            finally:
+                shutil.rmtree(folder, ignore_errors=True)
+            if superseded:
+                promotion = registry.Promotion(
+                    registry.CHALLENGER,
+                    f"the champion changed to version {_version(current)} during training "
+                    f"(started from {_version(champion) or 'none'})",
+                    _version(current),
+                )
+                registry.set_alias(client, registry.CHALLENGER, registered.version)
+            else:
+                promotion = registry.promote(
+                    client, registered, tolerance=request.tolerance, force=request.force
+                )
         registry.set_tags({"sfmlops.alias": promotion.alias, "sfmlops.promotion": promotion.reason})
     warnings = [
         f"store {store} product {product}: fit failed, kept its previous model"
@@ -188,6 +216,10 @@ def run_training(
         seconds=time.perf_counter() - started,
         warnings=warnings,
     )
+
+
+def _version(registered: registry.RegisteredVersion | None) -> str | None:
+    return registered.version if registered is not None else None
 
 
 def champion_bundle(

@@ -23,11 +23,13 @@ from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 
 from sfmlops.adapters.db import repository
+from sfmlops.adapters.db.engine import TRAINING_JOBS_LOCK_KEY, database_lock
 from sfmlops.settings import Settings
 
 RunnerState = Literal["running", "succeeded", "failed", "gone", "unknown"]
 """`gone`: the runner has no such live job; `unknown`: the runner could not be asked."""
 ACTIVE_STATUSES = ("queued", "running")
+ACTIVE_JOBS_SCANNED = 200  # the newest jobs checked for overlap; older ones are long finished
 
 
 class JobRunner(Protocol):
@@ -169,17 +171,46 @@ class SubmittedJob:
     runner_job_id: str | None
 
 
+class JobConflictError(RuntimeError):
+    """A queued or running job already trains some of the requested stores."""
+
+
 def submit_training_job(
     engine: Engine, runner: JobRunner, stores: Sequence[int] | None
 ) -> SubmittedJob:
     """Record a queued job and hand it to the runner; a runner failure fails the job, loudly.
 
+    One active job per series: a job is refused while a queued or running one trains any of
+    its stores (a job of all stores overlaps every job).
+
     Raises:
+        JobConflictError: An active job already trains some of these stores.
         RuntimeError: When the runner could not start the job (the record says why).
     """
     job_id = uuid.uuid4().hex
-    with engine.begin() as connection:
-        repository.create_training_job(connection, job_id, runner.name, stores)
+    # The check and the record under one lock: two submissions at once cannot both pass.
+    with database_lock(engine, TRAINING_JOBS_LOCK_KEY, "training-jobs"):
+        with engine.connect() as connection:
+            active = [
+                job
+                for job in repository.list_training_jobs(connection, ACTIVE_JOBS_SCANNED)
+                if job["status"] in ACTIVE_STATUSES and _overlap(job["stores"], stores)
+            ]
+        # A job whose process died without a word is not active any more.
+        active = [
+            job
+            for job in (refresh_job(engine, runner, job) for job in active)
+            if job["status"] in ACTIVE_STATUSES
+        ]
+        if active:
+            job = active[0]
+            trains = "all stores" if job["stores"] is None else f"stores {job['stores'][:20]}"
+            raise JobConflictError(
+                f"training job {job['id']} ({job['status']}) already trains {trains}; "
+                "wait for it to finish"
+            )
+        with engine.begin() as connection:
+            repository.create_training_job(connection, job_id, runner.name, stores)
     arguments = ["train", "--job-id", job_id]
     if stores:
         arguments += ["--stores", ",".join(str(store) for store in stores)]
@@ -198,6 +229,12 @@ def submit_training_job(
     with engine.begin() as connection:
         repository.update_training_job(connection, job_id, runner_job_id=runner_job_id)
     return SubmittedJob(id=job_id, runner=runner.name, runner_job_id=runner_job_id)
+
+
+def _overlap(running: Sequence[int] | None, requested: Sequence[int] | None) -> bool:
+    if running is None or requested is None:
+        return True
+    return not set(running).isdisjoint(requested)
 
 
 def refresh_job(engine: Engine, runner: JobRunner, job: dict[str, Any]) -> dict[str, Any]:

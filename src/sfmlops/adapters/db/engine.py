@@ -21,6 +21,8 @@ MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 # per database, shared with any other application: these spell "sfmlop" + a purpose in ASCII.
 MIGRATION_LOCK_KEY = 0x73666D6C6F70_6D67  # "sfmlop" "mg"
 BOOTSTRAP_LOCK_KEY = 0x73666D6C6F70_6273  # "sfmlop" "bs"
+PROMOTION_LOCK_KEY = 0x73666D6C6F70_7072  # "sfmlop" "pr"
+TRAINING_JOBS_LOCK_KEY = 0x73666D6C6F70_746A  # "sfmlop" "tj"
 
 
 CONNECT_TIMEOUT_SECONDS = 10

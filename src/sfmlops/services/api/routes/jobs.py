@@ -33,6 +33,7 @@ def _runner(request: Request) -> training_jobs.JobRunner:
         401: {"model": schemas.ErrorBody},
         403: {"model": schemas.ErrorBody},
         404: {"model": schemas.ErrorBody},
+        409: {"model": schemas.ErrorBody},
         429: {"model": schemas.ErrorBody},
         503: {"model": schemas.ErrorBody},
     },
@@ -60,6 +61,8 @@ def submit(
             )
     try:
         submitted = training_jobs.submit_training_job(engine, _runner(request), body.stores)
+    except training_jobs.JobConflictError as error:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(error)) from error
     except (RuntimeError, ValueError) as error:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(error)) from error
     record_write(request, engine, SUBMIT, {"job_id": submitted.id, "stores": body.stores})
