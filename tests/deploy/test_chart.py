@@ -141,7 +141,12 @@ def test_monitors_select_existing_ports(rendered: Rendered) -> None:
         for label, pod in pod_specs(cluster):
             names = {port["name"] for port in pod["containers"][0]["ports"]}
             assert "metrics" in names, label
-        assert [e["port"] for e in monitor["spec"]["podMetricsEndpoints"]] == ["metrics"]
+        assert [e["port"] for e in monitor["spec"]["podMetricsEndpoints"]] == [
+            "metrics",
+            "as-metrics",
+        ]
+        head = cluster["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]
+        assert {"name": "as-metrics", "containerPort": 44217} in head["ports"]
 
 
 @pytest.mark.parametrize(
