@@ -21,7 +21,8 @@ help:
 	@echo "make format       ruff format + ruff check --fix"
 	@echo "make benchmarks   run the benchmarks (not part of make test)"
 	@echo "make lock         regenerate constraints.txt from pyproject.toml"
-	@echo "make images       build every image (scripts/images.sh) with docker (tag: the commit)"
+	@echo "make images       build every image (scripts/images.sh) with docker or podman, skipping unchanged ones"
+	@echo "make container-test  the images started as the chart runs them (tests/containers)"
 	@echo "make compose-env  write .env with random secrets for the Compose stack (compose.yaml)"
 	@echo "make compose-up   build the missing images, start the Compose stack, wait for the first forecast"
 	@echo "make compose-down stop the Compose stack (data kept; scripts/compose.sh down -v removes it)"
@@ -36,8 +37,9 @@ help:
 demo: install
 	$(BIN)/sfmlops demo
 
+# tests/containers need the built images: `make container-test` builds them and runs those.
 test: dev system-deps deploy-tools lint airflow
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest --ignore=tests/containers $(PYTEST_ARGS)
 	$(MAKE) --no-print-directory test-airflow
 
 # The unit tier: pure tests, no services to start (README gives its time).
@@ -85,7 +87,7 @@ benchmarks: dev benchmark-deps
 
 # Deployment: Helm, actionlint, checkov, kubernetes-validate, shellcheck and hadolint for tests/deploy
 # (cached across clones), image builds, and the install sequence of docs/deployment.md.
-.PHONY: deploy-tools images deploy-local deploy-clean
+.PHONY: deploy-tools container-tools images container-test deploy-local deploy-clean
 TOOLS_DIR ?= $(or $(SFMLOPS_TOOLS_DIR),$(HOME)/.cache/sfmlops-tools)
 export SFMLOPS_TOOLS_DIR := $(TOOLS_DIR)
 HELM_DIR := $(TOOLS_DIR)/helm-$(shell sed -n 's/^HELM_VERSION=//p' install-helm.sh)
@@ -94,7 +96,15 @@ IMAGE_TAG ?= $(shell git rev-parse --short=12 HEAD)
 deploy-tools: | $(UV)
 	UV=$(UV) scripts/install-deploy-tools.sh
 
-images:
+# Images are tagged by the hash of their inputs (unchanged ones are not rebuilt) and by the commit.
+# Without a Docker daemon they are built with podman on local stand-ins of the public bases
+# (scripts/base-images.sh); podman reads the project's settings (runc, rlimits) from CONTAINERS_CONF.
+export CONTAINERS_CONF := $(abspath images/podman/containers.conf)
+
+container-tools:
+	scripts/install-container-tools.sh
+
+images: container-tools | $(UV)
 	scripts/images.sh build $(IMAGE_TAG)
 
 # The Compose stack (compose.yaml, scripts/compose.sh): Docker Compose, or podman-compose pinned in
@@ -112,6 +122,10 @@ compose-down:
 
 compose-test: dev
 	SFMLOPS_COMPOSE_TEST=1 $(BIN)/python -m pytest tests/compose -m compose $(PYTEST_ARGS)
+
+# The images started as the chart starts them (tests/containers; also part of `make test`).
+container-test: images dev deploy-tools
+	$(BIN)/python -m pytest tests/containers $(PYTEST_ARGS)
 
 deploy-local:
 	./install-helm.sh $(HELM_DIR)
@@ -159,3 +173,4 @@ lock-airflow: | $(UV)
 
 clean:
 	rm -rf $(VENV) $(AIRFLOW_VENV) .sfmlops .pytest_cache .mypy_cache .ruff_cache
+	scripts/base-images.sh prune  # root filesystems and wheels no current key names

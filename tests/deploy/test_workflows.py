@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import tempfile
+from pathlib import Path
 from typing import Any
 
 from tests.deploy.conftest import ROOT, load_yaml, run, tool
@@ -13,6 +17,9 @@ DEPLOY_SCRIPTS = [
     "scripts/install-deploy-tools.sh",
     "scripts/deploy.sh",
     "scripts/images.sh",
+    "scripts/base-images.sh",
+    "scripts/install-container-tools.sh",
+    "images/bases/airflow/entrypoint.sh",
 ]
 
 
@@ -72,10 +79,56 @@ def test_every_listed_image_is_built_and_tagged_with_the_commit() -> None:
     assert build["with"]["file"] == "${{ matrix.dockerfile }}"
     assert build["with"]["target"] == "${{ matrix.target }}"
     assert build["with"]["push"] is True
-    assert build["with"]["tags"].endswith("sfmlops-${{ matrix.name }}:${{ env.IMAGE_TAG }}")
+    assert build["with"]["tags"] == "${{ steps.tags.outputs.tags }}"
     assert deploy["env"]["IMAGE_TAG"] == "${{ github.sha }}"
     # `make images` builds the same list.
     assert "scripts/images.sh build $(IMAGE_TAG)" in (ROOT / "Makefile").read_text()
+
+
+def test_every_image_is_published_for_amd64_and_arm64_to_ghcr_and_artifact_registry() -> None:
+    deploy = load_yaml(WORKFLOWS / "deploy.yml")
+    assert deploy["permissions"]["packages"] == "write"
+    steps = _steps(deploy["jobs"]["build"])
+    build = next(s for s in steps if s.get("uses", "").startswith("docker/build-push-action"))
+    assert set(build["with"]["platforms"].split(",")) == {"linux/amd64", "linux/arm64"}
+    assert any(s.get("uses", "").startswith("docker/setup-qemu-action") for s in steps)
+    login = next(s for s in steps if s.get("uses", "").startswith("docker/login-action"))
+    assert login["with"]["registry"] == "ghcr.io"
+    assert "if" not in login  # GHCR always; Google Cloud only where configured
+    tags = next(s for s in steps if s.get("id") == "tags")
+    # Run the step's script as GitHub would, once without and once with Artifact Registry.
+    for configured, expected_registries in (
+        ("false", {"ghcr.io/sfmlops"}),
+        ("true", {"ghcr.io/sfmlops", "europe-docker.pkg.dev/p/r"}),
+    ):
+        env = {
+            "NAME": "sfmlops-forecast-api",
+            "AR_CONFIGURED": configured,
+            "AR_REGISTRY": "europe-docker.pkg.dev/p/r",
+            "IMAGE_TAG": "abc123",
+            "GITHUB_REPOSITORY_OWNER": "SFMLOPS",
+            "GITHUB_REF_TYPE": "tag",
+            "GITHUB_REF_NAME": "v0.1.0",
+        }
+        output = _run_step(tags["run"], env)
+        names = output.split("tags<<EOF\n")[1].split("EOF")[0].split()
+        assert {name.rsplit("/", 1)[0] for name in names} == expected_registries
+        assert {name.rsplit(":", 1)[1] for name in names} == {"abc123", "0.1.0"}
+        assert all("/sfmlops-forecast-api:" in name for name in names)
+    # Only a configured GKE project is deployed to.
+    assert deploy["jobs"]["deploy"]["if"] == "vars.GKE_CLUSTER != ''"
+
+
+def _run_step(script: str, env: dict[str, str]) -> str:
+    """Runs a workflow step's bash script with env; returns what it wrote to GITHUB_OUTPUT."""
+    with tempfile.TemporaryDirectory() as folder:
+        output = Path(folder) / "output"
+        output.touch()
+        full_env = {"PATH": os.environ["PATH"], "GITHUB_OUTPUT": str(output), **env}
+        subprocess.run(
+            ["bash", "-e", "-o", "pipefail", "-c", script], env=full_env, check=True, timeout=30
+        )
+        return output.read_text()
 
 
 def test_deploy_uses_workload_identity_and_the_same_helm_sequence() -> None:

@@ -1,0 +1,239 @@
+"""The images started as the chart starts them: the command, arguments, environment, user and
+read-only root filesystem (with the chart's writable mounts) of each Deployment, read from
+`helm template sfmlops-helm`, reaching the health check the chart probes.
+
+Needs the images of `make images` (the tag is `scripts/images.sh tag NAME`) and a container
+engine (podman with the project's containers.conf, or Docker); `make container-test` builds what
+is missing and runs these tests.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import resource
+import subprocess
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from tests.conftest import free_port
+from tests.deploy.conftest import ROOT, render
+
+pytestmark = pytest.mark.containers
+
+STARTUP_SECONDS = 420
+# podman reads the project's settings (runc, rlimits within the host's hard limits).
+ENGINE_ENV = {
+    **os.environ,
+    "CONTAINERS_CONF": os.environ.get(
+        "CONTAINERS_CONF", str(ROOT / "images" / "podman" / "containers.conf")
+    ),
+}
+# Secrets the chart reads from Secrets: test values (never the product's).
+TEST_SECRET = "container-test-secret"
+# Deployment name -> (image name, settings that point a store at the container's own disk: the
+# test runs each image alone, without the chart's PostgreSQL).
+DEPLOYMENTS = {
+    "sfmlops-api": ("forecast-api", {"SFMLOPS_DATABASE_URL": "sqlite:////var/lib/sfmlops/test.db"}),
+    "sfmlops-dashboard": ("web-ui", {}),
+    "sfmlops-mlflow": ("mlflow", {"MLFLOW_BACKEND_STORE_URI": "sqlite:////tmp/mlflow.db"}),
+}
+
+
+def engine() -> str:
+    result = subprocess.run(
+        [str(ROOT / "scripts" / "images.sh"), "engine"],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=ENGINE_ENV,
+    )
+    if result.returncode != 0:
+        pytest.fail(f"no container engine: {result.stderr} (make container-tools)")
+    return result.stdout.strip()
+
+
+def image_of(name: str) -> str:
+    result = subprocess.run(
+        [str(ROOT / "scripts" / "images.sh"), "tag", name],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=ROOT,
+        env=ENGINE_ENV,
+    )
+    if result.returncode != 0:
+        pytest.fail(f"scripts/images.sh tag {name}: {result.stderr}")
+    return f"sfmlops-{name}:{result.stdout.strip()}"
+
+
+@dataclass(frozen=True)
+class Started:
+    url: str
+    probe_path: str
+    probe_headers: dict[str, str]
+    logs: Any  # () -> str
+
+
+def environment(
+    container: dict[str, Any], config_maps: dict[str, dict[str, str]]
+) -> dict[str, str]:
+    """The container's environment as Kubernetes builds it: envFrom ConfigMaps, then env (Secret
+    references get a test value), with $(VAR) references expanded."""
+    result: dict[str, str] = {}
+    for source in container.get("envFrom", []):
+        result.update(config_maps[source["configMapRef"]["name"]])
+    for variable in container.get("env", []):
+        if "value" in variable:
+            value = re.sub(r"\$\((\w+)\)", lambda m: result.get(m[1], m[0]), variable["value"])
+        elif "secretKeyRef" in variable.get("valueFrom", {}):
+            value = TEST_SECRET
+        else:
+            continue
+        result[variable["name"]] = value
+    return result
+
+
+@pytest.fixture(scope="module")
+def chart() -> dict[str, Any]:
+    rendered = render("ray")
+    config_maps = {
+        item["metadata"]["name"]: item.get("data", {}) for item in rendered.of_kind("ConfigMap")
+    }
+    deployments = {item["metadata"]["name"]: item for item in rendered.of_kind("Deployment")}
+    return {"config_maps": config_maps, "deployments": deployments}
+
+
+def run_as_the_chart_does(
+    container_engine: str,
+    image: str,
+    deployment: dict[str, Any],
+    config_maps: dict[str, Any],
+    overrides: dict[str, str],
+) -> tuple[str, Started]:
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    security = {**pod.get("securityContext", {}), **container.get("securityContext", {})}
+    assert security["readOnlyRootFilesystem"] is True
+    name = f"sfmlops-test-{uuid.uuid4().hex[:8]}"
+    command = [container_engine, "run", "--detach", "--name", name, "--read-only"]
+    if container_engine == "podman":
+        command.append("--read-only-tmpfs=false")  # only the chart's mounts are writable
+    command += ["--user", f"{security['runAsUser']}:{security['runAsGroup']}"]
+    command += ["--cap-drop", "ALL", "--security-opt", "no-new-privileges"]
+    # Every volume the chart mounts becomes an empty, writable tmpfs owned by the pod's group
+    # (emptyDir; a persistent volume starts empty too).
+    for mount in container.get("volumeMounts", []):
+        if not mount.get("readOnly"):
+            command += ["--tmpfs", f"{mount['mountPath']}:rw,mode=1777"]
+    env = {**environment(container, config_maps), **overrides}
+    for key, value in env.items():
+        command += ["--env", f"{key}={value}"]
+    (port,) = container["ports"]
+    host_port = free_port()
+    command += ["--publish", f"127.0.0.1:{host_port}:{port['containerPort']}"]
+    if container.get("command"):
+        command += ["--entrypoint", container["command"][0]]
+    command.append(image)
+    command += container.get("command", [])[1:] + container.get("args", [])
+    started = subprocess.run(
+        command, capture_output=True, text=True, check=False, env=ENGINE_ENV, timeout=300
+    )
+    assert started.returncode == 0, started.stderr
+    probe = container["readinessProbe"]["httpGet"]
+    headers = {h["name"]: h["value"] for h in probe.get("httpHeaders", [])}
+
+    def logs() -> str:
+        return subprocess.run(
+            [container_engine, "logs", name],
+            capture_output=True,
+            text=True,
+            check=False,
+            env=ENGINE_ENV,
+        ).stdout
+
+    return name, Started(f"http://127.0.0.1:{host_port}", probe["path"], headers, logs)
+
+
+def wait_healthy(started: Started, path: str) -> int:
+    deadline = time.monotonic() + STARTUP_SECONDS
+    last = ""
+    while time.monotonic() < deadline:
+        request = urllib.request.Request(started.url + path, headers=started.probe_headers)
+        try:
+            with urllib.request.urlopen(request, timeout=5) as response:
+                return int(response.status)
+        except urllib.error.HTTPError as error:
+            last = f"HTTP {error.code}"
+        except (urllib.error.URLError, OSError) as error:
+            last = str(error)
+        time.sleep(2)
+    pytest.fail(
+        f"{started.url}{path} not healthy after {STARTUP_SECONDS} s ({last}):\n{started.logs()}"
+    )
+
+
+@pytest.fixture(params=sorted(DEPLOYMENTS))
+def deployment_started(
+    request: pytest.FixtureRequest, chart: dict[str, Any]
+) -> Iterator[tuple[str, Started]]:
+    container_engine = engine()
+    deployment_name = str(request.param)
+    image_name, overrides = DEPLOYMENTS[deployment_name]
+    image = image_of(image_name)
+    exists = subprocess.run(
+        [container_engine, "image", "inspect", image],
+        capture_output=True,
+        check=False,
+        env=ENGINE_ENV,
+    )
+    if exists.returncode != 0:
+        pytest.fail(f"{image} not built: run `make images`")
+    name, started = run_as_the_chart_does(
+        container_engine,
+        image,
+        chart["deployments"][deployment_name],
+        chart["config_maps"],
+        overrides,
+    )
+    try:
+        yield deployment_name, started
+    finally:
+        subprocess.run(
+            [container_engine, "rm", "--force", name],
+            capture_output=True,
+            check=False,
+            env=ENGINE_ENV,
+        )
+
+
+def test_each_server_image_reaches_the_health_check_the_chart_probes(
+    deployment_started: tuple[str, Started],
+) -> None:
+    deployment_name, started = deployment_started
+    assert wait_healthy(started, started.probe_path) == 200, deployment_name
+
+
+def test_the_chart_runs_the_images_this_test_starts(chart: dict[str, Any]) -> None:
+    for deployment_name, (image_name, _) in DEPLOYMENTS.items():
+        (container,) = chart["deployments"][deployment_name]["spec"]["template"]["spec"][
+            "containers"
+        ]
+        assert container["image"].split(":")[0].endswith(f"sfmlops-{image_name}")
+
+
+def test_containers_conf_keeps_rlimits_within_the_hard_limits() -> None:
+    conf = (ROOT / "images" / "podman" / "containers.conf").read_text()
+    assert 'runtime = "runc"' in conf
+    for name, limit in (("nofile", resource.RLIMIT_NOFILE), ("nproc", resource.RLIMIT_NPROC)):
+        soft, hard = map(int, re.search(rf'"{name}=(\d+):(\d+)"', conf).groups())  # type: ignore[union-attr]
+        assert soft <= hard
+        _, host_hard = resource.getrlimit(limit)
+        assert host_hard == resource.RLIM_INFINITY or hard <= host_hard
