@@ -10,6 +10,7 @@ Aliases (`champion`, `challenger`), not the deprecated stages, say which version
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
 import math
 import os
 import tempfile
@@ -24,6 +25,10 @@ import pandas as pd
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from mlflow.pyfunc.model import PythonModel, PythonModelContext
+from mlflow.store.model_registry.sqlalchemy_store import (
+    SqlAlchemyStore as SqlAlchemyRegistryStore,
+)
+from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore as SqlAlchemyTrackingStore
 
 from sfmlops.settings import Settings
 
@@ -63,10 +68,37 @@ def connect(settings: Settings) -> MlflowClient:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     uri = settings.effective_mlflow_tracking_uri
     if uri.startswith("sqlite:"):
-        settings.ensure_home()
+        initialise_embedded_store(settings)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+_initialised: set[str] = set()  # embedded stores this process has created or checked
+
+
+def initialise_embedded_store(settings: Settings) -> None:
+    """Create the embedded MLflow store's tables once, whoever asks first.
+
+    MLflow creates its tables on first use without a lock: two processes starting on a fresh
+    HOME at once (a training job and the API, say) both try, and one fails with "table ...
+    already exists". Here the first one creates them under a file lock beside the database and
+    the others wait, then find them. A tracking server needs none of this.
+    """
+    uri = settings.effective_mlflow_tracking_uri
+    if not uri.startswith("sqlite:") or uri in _initialised:
+        return
+    settings.ensure_home()
+    lock_path = settings.home / "mlflow.db.init.lock"
+    with lock_path.open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            # Constructing the stores creates (or upgrades) every table of the database.
+            SqlAlchemyTrackingStore(uri, settings.mlflow_artifacts_dir.as_uri())  # type: ignore[no-untyped-call]
+            SqlAlchemyRegistryStore(uri)  # type: ignore[no-untyped-call]
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    _initialised.add(uri)
 
 
 def experiment_id(client: MlflowClient, settings: Settings) -> str:
@@ -78,7 +110,15 @@ def experiment_id(client: MlflowClient, settings: Settings) -> str:
     if settings.effective_mlflow_tracking_uri.startswith("sqlite:"):
         settings.mlflow_artifacts_dir.mkdir(parents=True, exist_ok=True)
         location = settings.mlflow_artifacts_dir.as_uri()
-    return str(client.create_experiment(EXPERIMENT_NAME, artifact_location=location))
+    try:
+        return str(client.create_experiment(EXPERIMENT_NAME, artifact_location=location))
+    except MlflowException as error:
+        # Another process created it between the look-up and here: use theirs.
+        raced = client.get_experiment_by_name(EXPERIMENT_NAME)
+        if raced is None:
+            raise
+        del error
+        return str(raced.experiment_id)
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,13 @@ def init_database(ctx: typer.Context) -> None:
         )
     else:
         console.print(f"Database schema already at {migration.after}, nothing to do ({where}).")
+    settings = settings_of(ctx)
+    if settings.mlflow_tracking_uri is None:
+        # The embedded registry's tables too, once, before jobs and servers race to make them.
+        from sfmlops.adapters import mlflow_registry  # noqa: PLC0415 - imports mlflow
+
+        mlflow_registry.initialise_embedded_store(settings)
+        console.print(f"Embedded MLflow store ready ({settings.effective_mlflow_tracking_uri}).")
 
 
 def load_data(
