@@ -76,11 +76,22 @@ release_kafka=("$KAFKA_RELEASE" "$KAFKA_REPO/$KAFKA_CHART" --version "$KAFKA_VER
 release_sfmlops=("$SFMLOPS_RELEASE" ./sfmlops-helm -n "$SFMLOPS_NAMESPACE" "${sfmlops_values[@]}")
 release_airflow=("$AIRFLOW_RELEASE" apache-airflow/"$AIRFLOW_CHART" --version "$AIRFLOW_VERSION" -n "$AIRFLOW_NAMESPACE" "${airflow_values[@]}")
 
+# Pod Security Admission on every namespace: pods beyond the "restricted" profile are reported
+# (warn, audit); SFMLOPS_POD_SECURITY_ENFORCE (default baseline) is the level refused outright,
+# "restricted" where every workload of the namespace complies.
+pod_security() {
+  kubectl label namespace "$1" --overwrite >/dev/null \
+    "pod-security.kubernetes.io/enforce=${SFMLOPS_POD_SECURITY_ENFORCE:-baseline}" \
+    pod-security.kubernetes.io/warn=restricted \
+    pod-security.kubernetes.io/audit=restricted
+}
+
 namespaces() {
   local namespace
   for namespace in "$SFMLOPS_NAMESPACE" "$KAFKA_NAMESPACE" "$AIRFLOW_NAMESPACE" \
     "$KUBE_PROMETHEUS_NAMESPACE" "$INGRESS_NGINX_NAMESPACE" "$KUBERAY_OPERATOR_NAMESPACE"; do
     kubectl create namespace "$namespace" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+    pod_security "$namespace"
   done
 }
 
@@ -188,12 +199,14 @@ local_kafka() {
   local image
   image=$(scripts/base-images.sh kafka 2>/dev/null) || return 1
   kubectl create namespace "$KAFKA_NAMESPACE" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+  pod_security "$KAFKA_NAMESPACE"
   sed "s|KAFKA_IMAGE|$image|" "$local_kafka_manifest" | kubectl -n "$KAFKA_NAMESPACE" apply -f - >/dev/null
   kubectl -n "$KAFKA_NAMESPACE" rollout status statefulset/kafka --timeout 5m >/dev/null
 }
 
 up_local() {
   kubectl create namespace "$SFMLOPS_NAMESPACE" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+  pod_security "$SFMLOPS_NAMESPACE"
   local_crds
   local settings=() postgres
   postgres=$(scripts/base-images.sh postgres)

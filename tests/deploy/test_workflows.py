@@ -87,7 +87,7 @@ def test_every_listed_image_is_built_and_tagged_with_the_commit() -> None:
 
 def test_every_image_is_published_for_amd64_and_arm64_to_ghcr_and_artifact_registry() -> None:
     deploy = load_yaml(WORKFLOWS / "deploy.yml")
-    assert deploy["permissions"]["packages"] == "write"
+    assert deploy["jobs"]["build"]["permissions"]["packages"] == "write"
     steps = _steps(deploy["jobs"]["build"])
     build = next(s for s in steps if s.get("uses", "").startswith("docker/build-push-action"))
     assert set(build["with"]["platforms"].split(",")) == {"linux/amd64", "linux/arm64"}
@@ -133,7 +133,14 @@ def _run_step(script: str, env: dict[str, str]) -> str:
 
 def test_deploy_uses_workload_identity_and_the_same_helm_sequence() -> None:
     deploy = load_yaml(WORKFLOWS / "deploy.yml")
-    assert deploy["permissions"]["id-token"] == "write"
+    # An OIDC token only for the jobs that authenticate to Google Cloud with it.
+    assert "id-token" not in deploy["permissions"]
+    assert "packages" not in deploy["permissions"]
+    with_token = {
+        n for n, job in deploy["jobs"].items() if "id-token" in job.get("permissions", {})
+    }
+    assert with_token == {"build", "deploy"}
+    assert deploy["jobs"]["build"]["permissions"]["packages"] == "write"
     for name in ("build", "deploy"):
         auth = next(
             s
@@ -154,3 +161,24 @@ def test_deploy_uses_workload_identity_and_the_same_helm_sequence() -> None:
     assert env["SFMLOPS_VALUES"] == "values-gke.yaml"
     # No long-lived key anywhere.
     assert "credentials_json" not in (WORKFLOWS / "deploy.yml").read_text()
+
+
+def test_dependencies_are_audited_and_kept_current() -> None:
+    ci = load_yaml(WORKFLOWS / "ci.yml")
+    audit = " ".join(s.get("run", "") for s in _steps(ci["jobs"]["dependency-audit"]))
+    assert "pip-audit --strict" in audit
+    assert "-r constraints.txt" in audit
+    assert "-r requirements-airflow.txt" in audit
+    dependabot = load_yaml(WORKFLOWS.parent / "dependabot.yml")
+    ecosystems = {update["package-ecosystem"] for update in dependabot["updates"]}
+    assert {"github-actions", "pip"} <= ecosystems
+
+
+def test_every_namespace_the_deploy_script_creates_gets_pod_security_labels() -> None:
+    script = (ROOT / "scripts" / "deploy.sh").read_text()
+    created = script.count("kubectl create namespace")
+    assert created >= 3
+    assert script.count('pod_security "$') == created
+    assert "pod-security.kubernetes.io/warn=restricted" in script
+    assert "pod-security.kubernetes.io/audit=restricted" in script
+    assert "pod-security.kubernetes.io/enforce=${SFMLOPS_POD_SECURITY_ENFORCE:-baseline}" in script
