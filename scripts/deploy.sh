@@ -11,8 +11,9 @@
 # repositories or public images (scripts/local-cluster.sh's cluster, or kind/minikube with the
 # images loaded): KubeRay's CRDs (the operator runs beside the cluster, or installs itself
 # otherwise) and the Prometheus Operator's CRDs from their Go modules, Kafka as one pod
-# (tests/cluster/kafka.yaml, when the Kafka stand-in image exists), and sfmlops-helm with
-# values-ray.yaml and values-local.yaml, PostgreSQL from its local stand-in image.
+# (tests/cluster/kafka.yaml, from the Kafka stand-in image), and sfmlops-helm with
+# values-ray.yaml and values-local.yaml, PostgreSQL from its stand-in image (the stand-ins:
+# scripts/compose-images.sh; SFMLOPS_LOCAL_KAFKA=0 leaves Kafka, the stream job and the producer out).
 # Environment:
 #   SFMLOPS_RELEASES        all (default) or local
 #   SFMLOPS_IMAGE_REGISTRY  registry prefix of the sfmlops images (default: none, images loaded
@@ -193,11 +194,11 @@ image_settings() {
   echo "$prefix.image.registry=$registry $prefix.image.repository=${rest%:*} $prefix.image.tag=${rest##*:}"
 }
 
-# Kafka as one pod from the Kafka stand-in image (scripts/base-images.sh kafka), when it exists:
-# the producer and the stream job then run; without it they are off (values-local.yaml).
+# Kafka as one pod from the Kafka stand-in image (scripts/compose-images.sh kafka): the producer
+# and the stream job then run; without it they are off (values-local.yaml).
 local_kafka() {
   local image
-  image=$(scripts/base-images.sh kafka 2>/dev/null) || return 1
+  image=$(scripts/compose-images.sh kafka | tail -1)
   kubectl create namespace "$KAFKA_NAMESPACE" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
   pod_security "$KAFKA_NAMESPACE"
   sed "s|KAFKA_IMAGE|$image|" "$local_kafka_manifest" | kubectl -n "$KAFKA_NAMESPACE" apply -f - >/dev/null
@@ -209,7 +210,7 @@ up_local() {
   pod_security "$SFMLOPS_NAMESPACE"
   local_crds
   local settings=() postgres
-  postgres=$(scripts/base-images.sh postgres)
+  postgres=$(scripts/compose-images.sh postgres | tail -1)
   read -r -a settings <<<"$(image_settings postgresql "$postgres")"
   if [ "${SFMLOPS_LOCAL_KAFKA:-1}" = 1 ] && local_kafka; then
     settings+=(stream.enabled=true producer.enabled=true)

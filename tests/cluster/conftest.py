@@ -183,18 +183,14 @@ def cluster() -> Iterator[Cluster]:
 def _build_and_load(cluster: Cluster, names: list[str]) -> None:
     cluster.run(["scripts/images.sh", "build", IMAGE_TAG], timeout=3600)
     references = [f"localhost/sfmlops-{name}:{IMAGE_TAG}" for name in names]
-    postgres = cluster.run(["scripts/base-images.sh", "postgres"], timeout=1800).stdout.split()[-1]
-    cluster.run([str(CLUSTER), "load-images", *references, postgres], timeout=1800)
+    stand_ins = cluster.run(["scripts/compose-images.sh", "postgres", "kafka"], timeout=1800)
+    cluster.run([str(CLUSTER), "load-images", *references, *stand_ins.stdout.split()], timeout=1800)
 
 
 @pytest.fixture(scope="session")
 def deployed(cluster: Cluster) -> Cluster:
     """sfmlops installed by the local mode of scripts/deploy.sh, its hooks done."""
-    kafka = cluster.run(["scripts/base-images.sh", "kafka"], check=False, timeout=1800)
-    names = IMAGES + (STREAM_IMAGES if kafka.returncode == 0 else [])
-    _build_and_load(cluster, names)
-    if kafka.returncode == 0:
-        cluster.run([str(CLUSTER), "load-images", kafka.stdout.split()[-1]], timeout=1800)
+    _build_and_load(cluster, IMAGES + STREAM_IMAGES)
     cluster.timeline.mark("images built and loaded")
     cluster.deploy(
         "up",
