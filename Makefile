@@ -123,6 +123,13 @@ compose-down:
 compose-test: dev
 	SFMLOPS_COMPOSE_TEST=1 $(BIN)/python -m pytest tests/compose -m compose $(PYTEST_ARGS)
 
+# The chart on a real cluster (tests/cluster, root): scripts/local-cluster.sh up on an empty
+# state, the images built and loaded, SFMLOPS_RELEASES=local scripts/deploy.sh up, then install,
+# use, upgrade, rollback, pod losses and uninstall; the cluster is reset afterwards.
+.PHONY: cluster-test
+cluster-test: dev deploy-tools
+	SFMLOPS_CLUSTER_TEST=1 $(BIN)/python -m pytest tests/cluster -m cluster $(PYTEST_ARGS)
+
 # The images started as the chart starts them (tests/containers; also part of `make test`).
 container-test: images dev deploy-tools
 	$(BIN)/python -m pytest tests/containers $(PYTEST_ARGS)
