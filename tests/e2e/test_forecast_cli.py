@@ -5,18 +5,21 @@ from __future__ import annotations
 import datetime as dt
 import gzip
 import shutil
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
 import mlflow
 import pandas as pd
 import pytest
+import yaml
 
 from sfmlops.adapters.db import issued_forecasts as records
 from sfmlops.adapters.db import repository
 from sfmlops.adapters.db.engine import make_engine
 from sfmlops.core import columns as c
 from sfmlops.datasets import ROSSMANN_DIR
+from sfmlops.services import realized_accuracy
 from tests.e2e.test_cli import sfmlops
 
 pytestmark = pytest.mark.e2e
@@ -301,6 +304,15 @@ def test_a_drifting_store_is_found_stale_and_retrained_alone(
     actuals.to_csv(later / "train.csv.gz", index=False)
     assert sfmlops(home, "load-data", "--path", str(later)).returncode == 0
 
+    # The per-day series /metrics exports for these days make the alert fire for store 3 alone.
+    engine = make_engine(f"sqlite:///{home / 'sfmlops.db'}")
+    with engine.connect() as connection:
+        daily = realized_accuracy.store_daily_errors(
+            connection, dt.date(2015, 6, 15), dt.date(2015, 6, 17)
+        )
+    engine.dispose()
+    assert_alert_fires_for(daily, tmp_path, firing={3})
+
     result = sfmlops(home, "pipeline", "retrain-stale", "--days", "3")
 
     assert result.returncode == 0, result.stderr
@@ -319,3 +331,66 @@ def test_a_drifting_store_is_found_stale_and_retrained_alone(
     # Nothing stale any more in the new version's eyes: a second run retrains nothing.
     again = sfmlops(home, "pipeline", "retrain-stale", "--days", "3", "--margin", "1000")
     assert "No stale store" in again.stdout
+
+
+RULES = Path(__file__).resolve().parents[2] / "sfmlops-helm" / "rules" / "sfmlops.rules.yaml"
+
+
+def assert_alert_fires_for(daily: pd.DataFrame, folder: Path, firing: set[int]) -> None:
+    """Replay per-store daily realized and backtest RMSPE as Prometheus series (one value a
+    day, sampled every 5 minutes) through the alert rules with promtool: on the third scored
+    day SfmlopsStoreForecastDegraded fires for the stores in `firing` and no other."""
+    series = []
+    days = sorted(daily[c.SALES_DATE].unique())
+    for store_id, rows in daily.groupby(c.STORE_ID):
+        by_day = rows.set_index(c.SALES_DATE)
+        for name, column in (
+            ("sfmlops_store_realized_rmspe", realized_accuracy.REALIZED_RMSPE),
+            ("sfmlops_store_backtest_rmspe", records.BACKTEST_RMSPE),
+        ):
+            values = " ".join(f"{by_day.loc[day, column]:.6f}x287" for day in days)
+            series.append({"series": f'{name}{{store_id="{store_id}"}}', "values": values})
+    last = daily[daily[c.SALES_DATE] == days[-1]].set_index(c.STORE_ID)
+    expected = [
+        {
+            "exp_labels": {"severity": "warning", "store_id": str(store)},
+            "exp_annotations": {
+                "summary": f"Store {store}: realized RMSPE "
+                f"{last.loc[store, realized_accuracy.REALIZED_RMSPE]:.3f} above 1.5x its "
+                "backtest for 3 days",
+                "description": f"Store {store}'s forecasts have missed by more than 1.5 times "
+                "the backtest RMSPE of the model that issued them on three scored days in a "
+                "row. The daily DAG retrains stale stores; check the store's sales for a real "
+                "change.",
+                "runbook_url": "https://github.com/sfmlops/sfmlops/blob/main/docs/runbooks.md"
+                "#sfmlopsstoreforecastdegraded",
+            },
+        }
+        for store in sorted(firing)
+    ]
+    tests = {
+        "rule_files": [str(RULES)],
+        "evaluation_interval": "5m",
+        "tests": [
+            {
+                "interval": "5m",
+                "input_series": series,
+                "alert_rule_test": [
+                    {"eval_time": "1d23h", "alertname": "SfmlopsStoreForecastDegraded"},
+                    {
+                        "eval_time": f"{len(days) - 1}d",
+                        "alertname": "SfmlopsStoreForecastDegraded",
+                        "exp_alerts": expected,
+                    },
+                ],
+            }
+        ],
+    }
+    path = folder / "replayed.test.yaml"
+    path.write_text(yaml.safe_dump(tests))
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool missing: run scripts/install-system-deps.sh"
+    result = subprocess.run(
+        [promtool, "test", "rules", str(path)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
