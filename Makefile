@@ -29,6 +29,8 @@ help:
 	@echo "make compose-test bring the Compose stack up with podman and check it through nginx"
 	@echo "make deploy-local install the whole system on the current kubectl context (docs/deployment.md)"
 	@echo "make deploy-clean uninstall it (kept Secrets and volumes stay)"
+	@echo "make cluster-up   start a single-node Kubernetes cluster on this machine (root; docs/deployment.md)"
+	@echo "make cluster-down stop it (its data stays; scripts/local-cluster.sh reset deletes it)"
 	@echo "make airflow      create .venv-airflow (Airflow 3, its own environment) from requirements-airflow.txt"
 	@echo "make airflow-up   run a local Airflow (UI on http://127.0.0.1:8080) with the sfmlops DAGs"
 	@echo "make test-airflow the DAG tests, in .venv-airflow"
@@ -141,6 +143,14 @@ deploy-local:
 deploy-clean:
 	./install-helm.sh $(HELM_DIR)
 	HELM=$(HELM_DIR)/helm scripts/deploy.sh down
+
+# A single-node Kubernetes cluster on this machine, built from source (scripts/local-cluster.sh).
+.PHONY: cluster-up cluster-down
+cluster-up:
+	scripts/local-cluster.sh up
+
+cluster-down:
+	scripts/local-cluster.sh down
 
 lock: | $(UV)
 	grep -v '^#' constraints.txt > constraints.body  # keeps today's pins unless they must move

@@ -3,6 +3,7 @@
 # through sudo; the project's own files are the only place these steps live.
 #   scripts/install-system-deps.sh            what `make test` needs
 #   scripts/install-system-deps.sh benchmarks plus wrk, the API benchmark's load generator
+#   scripts/install-system-deps.sh cluster    what scripts/local-cluster.sh runs (containerd, ...)
 set -euo pipefail
 
 missing=()
@@ -18,6 +19,18 @@ if [ ! -x /usr/bin/chromium ]; then missing+=(chromium); fi
 if ! command -v promtool >/dev/null 2>&1; then missing+=(prometheus); fi
 if ! command -v amtool >/dev/null 2>&1; then missing+=(prometheus-alertmanager); fi
 if [ "${1:-}" = benchmarks ] && ! command -v wrk >/dev/null 2>&1; then missing+=(wrk); fi
+if [ "${1:-}" = cluster ]; then
+  missing=()
+  # The local Kubernetes node: the container runtime, pod networking, kube-proxy's tools, the
+  # API server forward, certificates, the static pause program and the volume helper's shell.
+  for package_and_file in containerd:/usr/bin/containerd runc:/usr/sbin/runc \
+    containernetworking-plugins:/usr/lib/cni/bridge iptables:/usr/sbin/iptables \
+    conntrack:/usr/sbin/conntrack socat:/usr/bin/socat openssl:/usr/bin/openssl curl:/usr/bin/curl \
+    iproute2:/usr/sbin/ip gcc:/usr/bin/gcc libc6-dev:/usr/lib/x86_64-linux-gnu/libc.a \
+    busybox-static:/bin/busybox; do
+    [ -e "${package_and_file#*:}" ] || missing+=("${package_and_file%%:*}")
+  done
+fi
 
 [ ${#missing[@]} -eq 0 ] && exit 0
 

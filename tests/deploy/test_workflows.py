@@ -20,6 +20,7 @@ DEPLOY_SCRIPTS = [
     "scripts/base-images.sh",
     "scripts/install-container-tools.sh",
     "images/bases/airflow/entrypoint.sh",
+    "scripts/local-cluster.sh",
 ]
 
 

@@ -1,0 +1,919 @@
+#!/usr/bin/env bash
+# A single-node Kubernetes cluster on this Linux machine, without Docker or a container registry:
+#   scripts/local-cluster.sh up            build (or take from the cache) and start the cluster
+#   scripts/local-cluster.sh down          stop everything `up` started; the cluster's data stays
+#   scripts/local-cluster.sh reset         down, then delete the cluster's data (not the images)
+#   scripts/local-cluster.sh status        what runs, the kubeconfig and the ingress URL
+#   scripts/local-cluster.sh load-images IMAGE...   copy podman images into the cluster's containerd
+#   scripts/local-cluster.sh build         only build the binaries into the cache
+#   scripts/local-cluster.sh env           KUBECONFIG=... and the ingress address, for `eval`
+#
+# Every program is a process of this machine, started and stopped by PID: etcd, kube-apiserver,
+# kube-controller-manager, kube-scheduler, containerd (its own config, root, state and socket),
+# the kubelet, kube-proxy (iptables), CoreDNS (the cluster DNS, 10.96.0.10), the KubeRay operator,
+# local-path-provisioner (the default StorageClass) and an ingress controller driving nginx.
+# Kubernetes, etcd, CoreDNS, the KubeRay operator, local-path-provisioner and crictl are built from
+# the Go module proxy at the versions pinned below, into ~/.cache/sfmlops-cluster keyed by version;
+# the Go caches are Go's defaults, shared with every other Go build on the machine. The rest
+# (containerd, runc, the CNI plugins, iptables, nginx) comes from Debian
+# (scripts/install-system-deps.sh cluster). Runs as root: it creates a bridge, iptables rules,
+# cgroups and mounts.
+#
+# Addresses: the API server listens on 127.0.0.1:16443, the node (kubelet, pods' gateway, NodePorts)
+# is 10.244.0.1 on the bridge cni0, pods get 10.244.0.0/24, Services 10.96.0.0/24. Nothing listens
+# on an address outside this machine. The ingress listens on 127.0.0.1:$SFMLOPS_INGRESS_PORT.
+#
+# Environment: SFMLOPS_CLUSTER_DIR (the cluster's data, default /var/lib/sfmlops-cluster),
+# SFMLOPS_CLUSTER_CACHE (binaries and images, default ~/.cache/sfmlops-cluster),
+# SFMLOPS_INGRESS_PORT (default 18080).
+set -euo pipefail
+
+KUBERNETES_VERSION=v1.34.4
+ETCD_VERSION=v3.6.8
+COREDNS_VERSION=v1.14.7
+LOCAL_PATH_PROVISIONER_VERSION=v0.0.30
+CRI_TOOLS_VERSION=v1.34.0
+# Traefik 3.7 requires a nested module the proxy does not serve; 3.6 builds from the proxy.
+TRAEFIK_VERSION=v3.6.12
+# The Gateway API version Traefik is built against: its CRDs come from that module.
+GATEWAY_API_VERSION=v1.4.0
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+# The KubeRay operator's version is the chart pin of helm-releases.env: one version everywhere.
+KUBERAY_VERSION=v$(sed -n 's/^KUBERAY_OPERATOR_VERSION=//p' "$root/helm-releases.env")
+cache=${SFMLOPS_CLUSTER_CACHE:-$HOME/.cache/sfmlops-cluster}
+state=${SFMLOPS_CLUSTER_DIR:-/var/lib/sfmlops-cluster}
+ingress_port=${SFMLOPS_INGRESS_PORT:-18080}
+
+node_name=sfmlops-node
+node_ip=10.244.0.1
+pod_cidr=10.244.0.0/24
+service_cidr=10.96.0.0/24
+dns_ip=10.96.0.10
+api_port=16443
+etcd_port=12379
+bridge=cni0
+
+kubernetes_bin=$cache/kubernetes-$KUBERNETES_VERSION
+etcd_bin=$cache/etcd-$ETCD_VERSION
+addons_bin=$cache/addons-coredns-$COREDNS_VERSION-kuberay-$KUBERAY_VERSION-local-path-$LOCAL_PATH_PROVISIONER_VERSION-crictl-$CRI_TOOLS_VERSION
+traefik_bin=$cache/traefik-$TRAEFIK_VERSION
+pki=$state/pki
+run=$state/run
+logs=$state/logs
+containerd_dir=$state/containerd
+containerd_sock=$containerd_dir/containerd.sock
+admin_kubeconfig=$state/admin.kubeconfig
+pause_image=localhost/sfmlops/pause:1
+helper_image=localhost/sfmlops/busybox:1
+
+[ -x /usr/local/go/bin/go ] && PATH="$PATH:/usr/local/go/bin"
+export PATH="$kubernetes_bin:$PATH"
+
+log() { echo "local-cluster: $*" >&2; }
+die() {
+  log "$*"
+  exit 1
+}
+
+# --- building ------------------------------------------------------------------------------
+
+# The directory of a module version in the module cache (downloading it if needed).
+module_dir() {
+  go mod download -json "$1" | sed -n 's/^\t"Dir": "\(.*\)",$/\1/p'
+}
+
+# Kubernetes' go.mod replaces its staging modules with folders of its own repository, so its
+# commands cannot be `go install`ed: a module of our own requires it and replaces each staging
+# module with the version published for it instead (v0.34.4 for v1.34.4).
+build_kubernetes() {
+  local out=$kubernetes_bin
+  [ -x "$out/kubelet" ] && [ -x "$out/kubectl" ] && return 0
+  log "building Kubernetes $KUBERNETES_VERSION (about 9 minutes on 2 cores)"
+  local src=$cache/src/kubernetes-$KUBERNETES_VERSION
+  mkdir -p "$src"
+  local modfile staging_version=v0.${KUBERNETES_VERSION#v1.}
+  modfile=$(go mod download -json "k8s.io/kubernetes@$KUBERNETES_VERSION" |
+    sed -n 's/^\t"GoMod": "\(.*\)",$/\1/p')
+  {
+    printf 'module sfmlops.local/kubernetes\n\ngo 1.24.0\n\nrequire k8s.io/kubernetes %s\n\n' "$KUBERNETES_VERSION"
+    sed -n "s#^\t\(k8s.io/[a-z0-9-]*\) => ./staging/.*#replace \1 => \1 $staging_version#p" "$modfile"
+  } >"$src/go.mod"
+  # The build tag keeps the file out of every build; `go mod tidy` still follows its imports.
+  cat >"$src/tools.go" <<'EOF'
+//go:build tools
+
+package tools
+
+import (
+	_ "k8s.io/kubernetes/cmd/kube-apiserver"
+	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
+	_ "k8s.io/kubernetes/cmd/kube-proxy"
+	_ "k8s.io/kubernetes/cmd/kube-scheduler"
+	_ "k8s.io/kubernetes/cmd/kubectl"
+	_ "k8s.io/kubernetes/cmd/kubelet"
+)
+EOF
+  (cd "$src" && go mod tidy)
+  local ldflags="-s -w" package minor=${KUBERNETES_VERSION#v1.}
+  minor=${minor%%.*}
+  for package in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    ldflags+=" -X $package.gitVersion=$KUBERNETES_VERSION -X $package.gitMajor=1"
+    ldflags+=" -X $package.gitMinor=$minor -X $package.gitTreeState=clean"
+  done
+  rm -rf "$out.tmp" && mkdir -p "$out.tmp"
+  (cd "$src" && CGO_ENABLED=0 nice -n 10 go build -trimpath -ldflags "$ldflags" -o "$out.tmp/" \
+    k8s.io/kubernetes/cmd/{kube-apiserver,kube-controller-manager,kube-scheduler,kubelet,kube-proxy,kubectl})
+  rm -rf "$out" && mv "$out.tmp" "$out"
+}
+
+# etcd's server module has the same kind of replaces as Kubernetes; the same trick builds it.
+build_etcd() {
+  local out=$etcd_bin
+  [ -x "$out/etcd" ] && return 0
+  log "building etcd $ETCD_VERSION"
+  local src=$cache/src/etcd-$ETCD_VERSION
+  mkdir -p "$src"
+  printf 'module sfmlops.local/etcd\n\ngo 1.24.0\n\nrequire go.etcd.io/etcd/server/v3 %s\n' "$ETCD_VERSION" >"$src/go.mod"
+  printf '//go:build tools\n\npackage tools\n\nimport _ "go.etcd.io/etcd/server/v3"\n' >"$src/tools.go"
+  (cd "$src" && go mod tidy)
+  rm -rf "$out.tmp" && mkdir -p "$out.tmp"
+  (cd "$src" && CGO_ENABLED=0 nice -n 10 go build -trimpath -ldflags "-s -w" -o "$out.tmp/etcd" \
+    go.etcd.io/etcd/server/v3)
+  rm -rf "$out" && mv "$out.tmp" "$out"
+}
+
+# CoreDNS, the KubeRay operator, local-path-provisioner and crictl install from their modules.
+build_addons() {
+  local out=$addons_bin
+  [ -x "$out/crictl" ] && return 0
+  log "building CoreDNS $COREDNS_VERSION, KubeRay $KUBERAY_VERSION, local-path-provisioner, crictl"
+  rm -rf "$out.tmp" && mkdir -p "$out.tmp"
+  local package
+  for package in "github.com/coredns/coredns@$COREDNS_VERSION" \
+    "github.com/ray-project/kuberay/ray-operator@$KUBERAY_VERSION" \
+    "github.com/rancher/local-path-provisioner@$LOCAL_PATH_PROVISIONER_VERSION" \
+    "sigs.k8s.io/cri-tools/cmd/crictl@$CRI_TOOLS_VERSION"; do
+    GOBIN="$out.tmp" CGO_ENABLED=0 nice -n 10 go install -trimpath -ldflags "-s -w" "$package"
+  done
+  rm -rf "$out" && mv "$out.tmp" "$out"
+}
+
+# Traefik's go.mod replaces three modules with forks; `go install` refuses any replace, so a
+# module of our own carries them.
+build_traefik() {
+  local out=$traefik_bin
+  [ -x "$out/traefik" ] && return 0
+  log "building Traefik $TRAEFIK_VERSION"
+  local src=$cache/src/traefik-$TRAEFIK_VERSION modfile
+  mkdir -p "$src"
+  modfile=$(go mod download -json "github.com/traefik/traefik/v3@$TRAEFIK_VERSION" |
+    sed -n 's/^\t"GoMod": "\(.*\)",$/\1/p')
+  {
+    printf 'module sfmlops.local/traefik\n\ngo 1.25.0\n\nrequire github.com/traefik/traefik/v3 %s\n\n' "$TRAEFIK_VERSION"
+    sed -n '/^replace (/,/^)/p' "$modfile"
+  } >"$src/go.mod"
+  printf '//go:build tools\n\npackage tools\n\nimport _ "github.com/traefik/traefik/v3/cmd/traefik"\n' >"$src/tools.go"
+  (cd "$src" && go mod tidy)
+  rm -rf "$out.tmp" && mkdir -p "$out.tmp"
+  (cd "$src" && CGO_ENABLED=0 nice -n 10 go build -trimpath \
+    -ldflags "-s -w -X github.com/traefik/traefik/v3/pkg/version.Version=$TRAEFIK_VERSION" \
+    -o "$out.tmp/traefik" github.com/traefik/traefik/v3/cmd/traefik)
+  rm -rf "$out" && mv "$out.tmp" "$out"
+}
+
+build() {
+  command -v go >/dev/null 2>&1 || die "Go is needed to build the cluster's programs (https://go.dev/dl)"
+  mkdir -p "$cache"
+  build_kubernetes
+  build_etcd
+  build_addons
+  build_traefik
+}
+
+# --- images without a registry -------------------------------------------------------------
+
+# Writes an OCI image archive (one uncompressed layer) of a root filesystem folder, for
+# `ctr images import`. Args: the image name, the folder, the entrypoint as JSON, the archive.
+oci_archive() {
+  local name=$1 rootfs=$2 entrypoint=$3 archive=$4 work
+  work=$(mktemp -d)
+  mkdir -p "$work/blobs/sha256"
+  tar --numeric-owner --owner=0 --group=0 --sort=name --mtime=@0 -C "$rootfs" -cf "$work/layer.tar" .
+  local layer_digest layer_size config config_digest manifest manifest_digest
+  layer_digest=$(sha256sum "$work/layer.tar" | cut -d' ' -f1)
+  layer_size=$(stat -c %s "$work/layer.tar")
+  mv "$work/layer.tar" "$work/blobs/sha256/$layer_digest"
+  config=$(printf '{"architecture":"amd64","os":"linux","config":{"Entrypoint":%s},"rootfs":{"type":"layers","diff_ids":["sha256:%s"]}}' \
+    "$entrypoint" "$layer_digest")
+  config_digest=$(printf '%s' "$config" | sha256sum | cut -d' ' -f1)
+  printf '%s' "$config" >"$work/blobs/sha256/$config_digest"
+  manifest=$(printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:%s","size":%d},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"sha256:%s","size":%d}]}' \
+    "$config_digest" "${#config}" "$layer_digest" "$layer_size")
+  manifest_digest=$(printf '%s' "$manifest" | sha256sum | cut -d' ' -f1)
+  printf '%s' "$manifest" >"$work/blobs/sha256/$manifest_digest"
+  printf '{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:%s","size":%d,"platform":{"architecture":"amd64","os":"linux"},"annotations":{"io.containerd.image.name":"%s","org.opencontainers.image.ref.name":"%s"}}]}' \
+    "$manifest_digest" "${#manifest}" "$name" "${name##*:}" >"$work/index.json"
+  printf '{"imageLayoutVersion":"1.0.0"}' >"$work/oci-layout"
+  tar -C "$work" -cf "$archive" oci-layout index.json blobs
+  rm -rf "$work"
+}
+
+# The pod sandbox image: a static program that waits for signals and reaps orphaned children.
+build_pause_image() {
+  local archive=$cache/images/pause-1.tar
+  [ -s "$archive" ] && return 0
+  local work
+  work=$(mktemp -d)
+  cat >"$work/pause.c" <<'EOF'
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static void stop(int signal_number) { (void)signal_number; _exit(0); }
+
+static void reap(int signal_number) {
+  (void)signal_number;
+  while (waitpid(-1, NULL, WNOHANG) > 0) {
+  }
+}
+
+int main(void) {
+  signal(SIGINT, stop);
+  signal(SIGTERM, stop);
+  signal(SIGCHLD, reap);
+  for (;;) pause();
+}
+EOF
+  mkdir -p "$work/rootfs" "$cache/images"
+  gcc -Os -static -o "$work/rootfs/pause" "$work/pause.c"
+  strip "$work/rootfs/pause"
+  oci_archive "$pause_image" "$work/rootfs" '["/pause"]' "$archive.tmp"
+  mv "$archive.tmp" "$archive"
+  rm -rf "$work"
+}
+
+# The image of local-path-provisioner's helper pods, which create and delete volume folders
+# with a shell script: Debian's static busybox, every applet linked (a small image for checks).
+build_helper_image() {
+  local archive=$cache/images/busybox-1.tar
+  [ -s "$archive" ] && return 0
+  local work command
+  work=$(mktemp -d)
+  mkdir -p "$work/rootfs/bin" "$work/rootfs/tmp" "$cache/images"
+  ldd /bin/busybox >/dev/null 2>&1 && die "/bin/busybox is not static (apt-get install busybox-static)"
+  cp /bin/busybox "$work/rootfs/bin/busybox"
+  for command in $(/bin/busybox --list); do
+    [ -e "$work/rootfs/bin/$command" ] || ln -s busybox "$work/rootfs/bin/$command"
+  done
+  oci_archive "$helper_image" "$work/rootfs" '["/bin/sh"]' "$archive.tmp"
+  mv "$archive.tmp" "$archive"
+  rm -rf "$work"
+}
+
+ctr_k8s() { ctr --address "$containerd_sock" --namespace k8s.io "$@"; }
+
+import_base_images() {
+  build_pause_image
+  build_helper_image
+  local image archive
+  for image in "$pause_image=$cache/images/pause-1.tar" "$helper_image=$cache/images/busybox-1.tar"; do
+    archive=${image#*=}
+    ctr_k8s images ls -q | grep -qxF "${image%%=*}" || ctr_k8s images import "$archive" >/dev/null
+  done
+}
+
+# --- certificates and kubeconfigs ----------------------------------------------------------
+
+# Issues a client/server certificate signed by the cluster CA.
+# Args: file stem, subject (/CN=.../O=...), subjectAltName ("" for none).
+issue_certificate() {
+  local stem=$1 subject=$2 san=$3
+  [ -s "$pki/$stem.crt" ] && return 0
+  openssl req -new -newkey rsa:2048 -nodes -keyout "$pki/$stem.key" -subj "$subject" \
+    -out "$pki/$stem.csr" 2>/dev/null
+  local extensions="$pki/$stem.ext"
+  {
+    echo "basicConstraints=CA:FALSE"
+    echo "keyUsage=critical,digitalSignature,keyEncipherment"
+    echo "extendedKeyUsage=serverAuth,clientAuth"
+    [ -n "$san" ] && echo "subjectAltName=$san"
+  } >"$extensions"
+  openssl x509 -req -in "$pki/$stem.csr" -CA "$pki/ca.crt" -CAkey "$pki/ca.key" -CAcreateserial \
+    -days 3650 -extfile "$extensions" -out "$pki/$stem.crt" 2>/dev/null
+  rm -f "$pki/$stem.csr" "$extensions"
+}
+
+# Writes a kubeconfig with a client certificate. Args: file, certificate stem, server URL.
+write_kubeconfig() {
+  local file=$1 stem=$2 server=$3
+  cat >"$file" <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+- name: sfmlops-local
+  cluster:
+    server: $server
+    certificate-authority: $pki/ca.crt
+users:
+- name: $stem
+  user:
+    client-certificate: $pki/$stem.crt
+    client-key: $pki/$stem.key
+contexts:
+- name: sfmlops-local
+  context: {cluster: sfmlops-local, user: $stem}
+current-context: sfmlops-local
+EOF
+}
+
+make_certificates() {
+  mkdir -p "$pki"
+  chmod 700 "$pki"
+  if [ ! -s "$pki/ca.crt" ]; then
+    openssl req -x509 -new -newkey rsa:2048 -nodes -keyout "$pki/ca.key" -days 3650 \
+      -subj "/CN=sfmlops-local-ca" -out "$pki/ca.crt" 2>/dev/null
+  fi
+  [ -s "$pki/service-account.key" ] || openssl genrsa -out "$pki/service-account.key" 2048 2>/dev/null
+  [ -s "$pki/service-account.pub" ] ||
+    openssl rsa -in "$pki/service-account.key" -pubout -out "$pki/service-account.pub" 2>/dev/null
+  issue_certificate apiserver "/CN=kube-apiserver" \
+    "DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local,IP:127.0.0.1,IP:$node_ip,IP:10.96.0.1"
+  issue_certificate admin "/O=system:masters/CN=sfmlops-admin" ""
+  issue_certificate apiserver-kubelet-client "/O=system:masters/CN=kube-apiserver-kubelet-client" ""
+  issue_certificate controller-manager "/CN=system:kube-controller-manager" ""
+  issue_certificate scheduler "/CN=system:kube-scheduler" ""
+  issue_certificate kube-proxy "/CN=system:kube-proxy" ""
+  issue_certificate kubelet-client "/O=system:nodes/CN=system:node:$node_name" ""
+  issue_certificate kubelet-serving "/CN=$node_name" "DNS:$node_name,IP:$node_ip"
+  local api="https://127.0.0.1:$api_port"
+  write_kubeconfig "$admin_kubeconfig" admin "$api"
+  write_kubeconfig "$state/controller-manager.kubeconfig" controller-manager "$api"
+  write_kubeconfig "$state/scheduler.kubeconfig" scheduler "$api"
+  write_kubeconfig "$state/kube-proxy.kubeconfig" kube-proxy "$api"
+  write_kubeconfig "$state/kubelet.kubeconfig" kubelet-client "$api"
+}
+
+# --- processes -----------------------------------------------------------------------------
+
+# Starts a program in the background, its output in logs/NAME.log and its PID in run/NAME.pid.
+start_process() {
+  local name=$1
+  shift
+  if process_running "$name"; then return 0; fi
+  mkdir -p "$run" "$logs"
+  setsid "$@" >>"$logs/$name.log" 2>&1 </dev/null &
+  echo $! >"$run/$name.pid"
+}
+
+process_running() {
+  local pid
+  pid=$(cat "$run/$1.pid" 2>/dev/null) || return 1
+  kill -0 "$pid" 2>/dev/null
+}
+
+# Stops a program started by start_process: SIGTERM, then SIGKILL after a grace period.
+stop_process() {
+  local name=$1 pid waited=0
+  pid=$(cat "$run/$name.pid" 2>/dev/null) || return 0
+  if kill -0 "$pid" 2>/dev/null; then
+    kill -TERM "$pid" 2>/dev/null || true
+    while kill -0 "$pid" 2>/dev/null && [ $waited -lt 100 ]; do
+      sleep 0.1
+      waited=$((waited + 1))
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+  fi
+  rm -f "$run/$name.pid"
+}
+
+# Waits until a command succeeds. Args: what (for the error), seconds, command...
+wait_for() {
+  local what=$1 seconds=$2
+  shift 2
+  local deadline=$((SECONDS + seconds))
+  until "$@" >/dev/null 2>&1; do
+    [ $SECONDS -lt $deadline ] || die "$what not ready after ${seconds}s (logs: $logs)"
+    sleep 0.5
+  done
+}
+
+kubectl_admin() { kubectl --kubeconfig "$admin_kubeconfig" "$@"; }
+
+# --- up ------------------------------------------------------------------------------------
+
+setup_network() {
+  if ! ip link show "$bridge" >/dev/null 2>&1; then
+    ip link add "$bridge" type bridge
+    ip addr add "$node_ip/24" dev "$bridge"
+  fi
+  ip link set "$bridge" up
+  # Pods reach Services through the host's routing: kube-proxy's DNAT, then forwarding to the pod.
+  if [ ! -s "$run/ip_forward" ]; then cat /proc/sys/net/ipv4/ip_forward >"$run/ip_forward"; fi
+  echo 1 >/proc/sys/net/ipv4/ip_forward
+  mkdir -p "$state/cni"
+  cat >"$state/cni/10-sfmlops.conflist" <<EOF
+{
+  "cniVersion": "1.0.0",
+  "name": "sfmlops",
+  "plugins": [
+    {
+      "type": "bridge",
+      "bridge": "$bridge",
+      "isGateway": true,
+      "hairpinMode": true,
+      "ipam": {
+        "type": "host-local",
+        "ranges": [[{"subnet": "$pod_cidr", "gateway": "$node_ip"}]],
+        "routes": [{"dst": "0.0.0.0/0"}],
+        "dataDir": "$state/cni/ipam"
+      }
+    },
+    {"type": "portmap", "capabilities": {"portMappings": true}}
+  ]
+}
+EOF
+}
+
+start_etcd() {
+  start_process etcd "$etcd_bin/etcd" --name "$node_name" --data-dir "$state/etcd" \
+    --listen-client-urls "http://127.0.0.1:$etcd_port" --advertise-client-urls "http://127.0.0.1:$etcd_port" \
+    --listen-peer-urls "http://127.0.0.1:$((etcd_port + 1))" \
+    --initial-advertise-peer-urls "http://127.0.0.1:$((etcd_port + 1))" \
+    --initial-cluster "$node_name=http://127.0.0.1:$((etcd_port + 1))" \
+    --listen-metrics-urls "http://127.0.0.1:$((etcd_port + 2))" \
+    --quota-backend-bytes 2147483648 --log-level warn
+  wait_for etcd 60 curl -fsS "http://127.0.0.1:$((etcd_port + 2))/health"
+}
+
+start_control_plane() {
+  start_process kube-apiserver kube-apiserver \
+    --bind-address=127.0.0.1 --secure-port=$api_port --advertise-address=$node_ip \
+    --etcd-servers="http://127.0.0.1:$etcd_port" \
+    --service-cluster-ip-range=$service_cidr --service-node-port-range=30000-30100 \
+    --authorization-mode=Node,RBAC --allow-privileged=true \
+    --client-ca-file="$pki/ca.crt" \
+    --tls-cert-file="$pki/apiserver.crt" --tls-private-key-file="$pki/apiserver.key" \
+    --kubelet-client-certificate="$pki/apiserver-kubelet-client.crt" \
+    --kubelet-client-key="$pki/apiserver-kubelet-client.key" \
+    --kubelet-preferred-address-types=InternalIP \
+    --service-account-issuer=https://kubernetes.default.svc.cluster.local \
+    --service-account-key-file="$pki/service-account.pub" \
+    --service-account-signing-key-file="$pki/service-account.key" \
+    --enable-admission-plugins=NodeRestriction \
+    --profiling=false --v=1
+  wait_for kube-apiserver 120 curl -fsS --cacert "$pki/ca.crt" \
+    --cert "$pki/admin.crt" --key "$pki/admin.key" "https://127.0.0.1:$api_port/readyz"
+  # In-cluster clients (the KubeRay operator's pods, anything using the kubernetes Service)
+  # reach the API server through the node address.
+  start_process apiserver-forward socat "TCP-LISTEN:$api_port,bind=$node_ip,fork,reuseaddr" \
+    "TCP:127.0.0.1:$api_port"
+  start_process kube-controller-manager kube-controller-manager \
+    --kubeconfig="$state/controller-manager.kubeconfig" \
+    --authentication-kubeconfig="$state/controller-manager.kubeconfig" \
+    --authorization-kubeconfig="$state/controller-manager.kubeconfig" \
+    --bind-address=127.0.0.1 --leader-elect=false --use-service-account-credentials=true \
+    --cluster-signing-cert-file="$pki/ca.crt" --cluster-signing-key-file="$pki/ca.key" \
+    --root-ca-file="$pki/ca.crt" --service-account-private-key-file="$pki/service-account.key" \
+    --service-cluster-ip-range=$service_cidr --cluster-cidr=$pod_cidr --allocate-node-cidrs=false \
+    --controllers='*,-cloud-node-lifecycle' --profiling=false --v=1
+  start_process kube-scheduler kube-scheduler \
+    --kubeconfig="$state/scheduler.kubeconfig" \
+    --authentication-kubeconfig="$state/scheduler.kubeconfig" \
+    --authorization-kubeconfig="$state/scheduler.kubeconfig" \
+    --bind-address=127.0.0.1 --leader-elect=false --profiling=false --v=1
+}
+
+start_containerd() {
+  mkdir -p "$containerd_dir"
+  cat >"$containerd_dir/config.toml" <<EOF
+version = 2
+root = "$containerd_dir/root"
+state = "$containerd_dir/state"
+disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper"]
+
+[grpc]
+  address = "$containerd_sock"
+
+[ttrpc]
+  address = "$containerd_sock.ttrpc"
+
+[metrics]
+  address = ""
+
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "$pause_image"
+  restrict_oom_score_adj = true
+  disable_apparmor = true
+  enable_selinux = false
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "overlayfs"
+    default_runtime_name = "runc"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+        SystemdCgroup = false
+        BinaryName = "$(command -v runc)"
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "/usr/lib/cni"
+    conf_dir = "$state/cni"
+EOF
+  start_process containerd containerd --config "$containerd_dir/config.toml"
+  wait_for containerd 60 ctr --address "$containerd_sock" version
+}
+
+start_kubelet() {
+  mkdir -p "$state/kubelet"
+  cat >"$state/kubelet.yaml" <<EOF
+apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+address: $node_ip
+healthzBindAddress: 127.0.0.1
+readOnlyPort: 0
+cgroupDriver: cgroupfs
+failCgroupV1: false
+failSwapOn: false
+containerRuntimeEndpoint: unix://$containerd_sock
+podLogsDir: $state/pod-logs
+authentication:
+  anonymous: {enabled: false}
+  webhook: {enabled: true}
+  x509: {clientCAFile: $pki/ca.crt}
+authorization: {mode: Webhook}
+tlsCertFile: $pki/kubelet-serving.crt
+tlsPrivateKeyFile: $pki/kubelet-serving.key
+clusterDomain: cluster.local
+clusterDNS: [$dns_ip]
+serializeImagePulls: false
+# Thresholds for a small or busy disk: the defaults (15% free) would evict pods on many laptops.
+evictionHard: {memory.available: 200Mi, nodefs.available: 2%, imagefs.available: 2%, nodefs.inodesFree: 2%}
+imageGCHighThresholdPercent: 98
+imageGCLowThresholdPercent: 95
+EOF
+  start_process kubelet kubelet --config="$state/kubelet.yaml" --kubeconfig="$state/kubelet.kubeconfig" \
+    --root-dir="$state/kubelet" --node-ip=$node_ip --hostname-override=$node_name --v=1
+}
+
+start_kube_proxy() {
+  cat >"$state/kube-proxy.yaml" <<EOF
+apiVersion: kubeproxy.config.k8s.io/v1alpha1
+kind: KubeProxyConfiguration
+mode: iptables
+bindAddress: 127.0.0.1
+healthzBindAddress: 127.0.0.1:10256
+metricsBindAddress: 127.0.0.1:10249
+clientConnection: {kubeconfig: $state/kube-proxy.kubeconfig}
+clusterCIDR: $pod_cidr
+hostnameOverride: $node_name
+nodePortAddresses: [$node_ip/32]
+conntrack: {maxPerCore: 0}
+iptables: {localhostNodePorts: false}
+EOF
+  start_process kube-proxy kube-proxy --config="$state/kube-proxy.yaml" --v=1
+}
+
+# CoreDNS runs on the node and serves the cluster domain from the API; the kube-dns Service
+# (10.96.0.10) points at it through an EndpointSlice. It forwards nothing: this machine's pods
+# only need names inside the cluster.
+start_coredns() {
+  cat >"$state/Corefile" <<EOF
+.:53 {
+    bind $node_ip
+    errors
+    health 127.0.0.1:18181
+    ready 127.0.0.1:18182
+    kubernetes cluster.local in-addr.arpa ip6.arpa {
+        kubeconfig $admin_kubeconfig
+        pods insecure
+        fallthrough in-addr.arpa ip6.arpa
+        ttl 30
+    }
+    cache 30
+    reload
+}
+EOF
+  start_process coredns "$addons_bin/coredns" -conf "$state/Corefile"
+  kubectl_admin apply --server-side --force-conflicts -f - >/dev/null <<EOF
+apiVersion: v1
+kind: Service
+metadata:
+  name: kube-dns
+  namespace: kube-system
+  labels: {k8s-app: kube-dns, kubernetes.io/name: CoreDNS}
+spec:
+  clusterIP: $dns_ip
+  ports:
+  - {name: dns, port: 53, protocol: UDP, targetPort: 53}
+  - {name: dns-tcp, port: 53, protocol: TCP, targetPort: 53}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: kube-dns-node
+  namespace: kube-system
+  labels: {kubernetes.io/service-name: kube-dns, endpointslice.kubernetes.io/managed-by: sfmlops-local-cluster}
+addressType: IPv4
+endpoints:
+- addresses: [$node_ip]
+  conditions: {ready: true}
+ports:
+- {name: dns, port: 53, protocol: UDP}
+- {name: dns-tcp, port: 53, protocol: TCP}
+EOF
+  wait_for coredns 60 curl -fsS http://127.0.0.1:18182/ready
+}
+
+start_kuberay() {
+  local crds
+  crds=$(module_dir "github.com/ray-project/kuberay/ray-operator@$KUBERAY_VERSION")/config/crd/bases
+  kubectl_admin apply --server-side --force-conflicts -f "$crds" >/dev/null
+  KUBECONFIG=$admin_kubeconfig start_process kuberay-operator "$addons_bin/ray-operator" \
+    -metrics-addr 127.0.0.1:18083 -health-probe-bind-address 127.0.0.1:18084 \
+    -enable-leader-election=false -log-stdout-encoder console
+  wait_for "KubeRay operator" 60 curl -fsS http://127.0.0.1:18084/readyz
+}
+
+# local-path-provisioner makes a folder under $state/volumes for each PersistentVolumeClaim of
+# the default StorageClass, through a helper pod on the node.
+start_storage() {
+  mkdir -p "$state/volumes"
+  kubectl_admin apply --server-side --force-conflicts -f - >/dev/null <<EOF
+apiVersion: v1
+kind: Namespace
+metadata: {name: local-path-storage}
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: local-path-helper, namespace: local-path-storage}
+---
+apiVersion: storage.k8s.io/v1
+kind: StorageClass
+metadata:
+  name: local-path
+  annotations: {storageclass.kubernetes.io/is-default-class: "true"}
+provisioner: rancher.io/local-path
+volumeBindingMode: WaitForFirstConsumer
+reclaimPolicy: Delete
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: local-path-config, namespace: local-path-storage}
+data:
+  config.json: |-
+    {"nodePathMap": [{"node": "DEFAULT_PATH_FOR_NON_LISTED_NODES", "paths": ["$state/volumes"]}]}
+  setup: |-
+    #!/bin/sh
+    set -eu
+    mkdir -m 0777 -p "\$VOL_DIR"
+  teardown: |-
+    #!/bin/sh
+    set -eu
+    rm -rf "\$VOL_DIR"
+  helperPod.yaml: |-
+    apiVersion: v1
+    kind: Pod
+    metadata: {name: helper-pod}
+    spec:
+      priorityClassName: system-node-critical
+      tolerations: [{key: node.kubernetes.io/disk-pressure, operator: Exists, effect: NoSchedule}]
+      containers:
+      - {name: helper-pod, image: $helper_image, imagePullPolicy: Never}
+EOF
+  start_process local-path-provisioner "$addons_bin/local-path-provisioner" start \
+    --kubeconfig "$admin_kubeconfig" --namespace local-path-storage \
+    --configmap-name local-path-config --service-account-name local-path-helper \
+    --helper-image "$helper_image"
+}
+
+node_ready() {
+  [ "$(kubectl_admin get node $node_name \
+    -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null)" = True ]
+}
+
+up() {
+  [ "$(id -u)" = 0 ] || die "the cluster needs root (a bridge, iptables rules, cgroups, mounts)"
+  "$root/scripts/install-system-deps.sh" cluster
+  build
+  local started=$SECONDS
+  mkdir -p "$state" "$run" "$logs"
+  make_certificates
+  setup_network
+  start_etcd
+  start_control_plane
+  start_containerd
+  import_base_images
+  start_kubelet
+  start_kube_proxy
+  start_coredns
+  wait_for "node $node_name" 120 node_ready
+  # The default ServiceAccount is what most pods run as; it appears shortly after the API.
+  wait_for "default ServiceAccount" 60 kubectl_admin get serviceaccount default -n default
+  start_storage
+  start_kuberay
+  start_ingress
+  log "up in $((SECONDS - started))s"
+  status
+}
+
+# --- down ----------------------------------------------------------------------------------
+
+# The order matters: pod sandboxes go first, through containerd's CRI (network namespaces and
+# CNI state), then the daemons, then what they leave in the kernel.
+down() {
+  [ "$(id -u)" = 0 ] || die "the cluster needs root"
+  [ -d "$state" ] || return 0
+  stop_ingress
+  local name
+  for name in kuberay-operator local-path-provisioner coredns kube-proxy kubelet; do
+    stop_process "$name"
+  done
+  if process_running containerd; then
+    local crictl=(
+      "$addons_bin/crictl" --runtime-endpoint "unix://$containerd_sock" --timeout 30s
+    )
+    "${crictl[@]}" rmp --force --all >/dev/null 2>&1 || true
+  fi
+  for name in containerd kube-scheduler kube-controller-manager apiserver-forward kube-apiserver etcd; do
+    stop_process "$name"
+  done
+  kill_leftover_shims
+  kube-proxy --cleanup >/dev/null 2>&1 || true
+  remove_kubelet_iptables_chains
+  unmount_under "$state"
+  if ip link show "$bridge" >/dev/null 2>&1; then ip link delete "$bridge"; fi
+  if [ -s "$run/ip_forward" ]; then
+    cat "$run/ip_forward" >/proc/sys/net/ipv4/ip_forward
+    rm -f "$run/ip_forward"
+  fi
+  remove_pod_cgroups
+}
+
+# Container shims of our containerd (found by its socket on their command line) outlive it.
+kill_leftover_shims() {
+  local pid
+  for pid in $(pgrep -f "containerd-shim-runc-v2 .*-address $containerd_sock" || true); do
+    kill -KILL "$pid" 2>/dev/null || true
+  done
+}
+
+remove_kubelet_iptables_chains() {
+  local tool table chain
+  for tool in iptables ip6tables; do
+    for table in filter nat mangle; do
+      for chain in $("$tool" -t $table -S 2>/dev/null | sed -n 's/^-N \(KUBE-[A-Z0-9-]*\)$/\1/p'); do
+        "$tool" -t $table -S 2>/dev/null | grep -- "-j $chain\b" | sed 's/^-A/-D/' |
+          while read -r rule; do eval "$tool -t $table $rule" 2>/dev/null || true; done
+      done
+      for chain in $("$tool" -t $table -S 2>/dev/null | sed -n 's/^-N \(KUBE-[A-Z0-9-]*\)$/\1/p'); do
+        "$tool" -t $table -F "$chain" 2>/dev/null || true
+      done
+      for chain in $("$tool" -t $table -S 2>/dev/null | sed -n 's/^-N \(KUBE-[A-Z0-9-]*\)$/\1/p'); do
+        "$tool" -t $table -X "$chain" 2>/dev/null || true
+      done
+    done
+  done
+}
+
+# Unmounts everything mounted below a folder, deepest first.
+unmount_under() {
+  local mountpoint
+  awk -v prefix="$1/" 'index($5, prefix) == 1 { print $5 }' /proc/self/mountinfo | sort -r |
+    while read -r mountpoint; do umount -l "$mountpoint" 2>/dev/null || true; done
+}
+
+# The kubelet puts every pod under a kubepods cgroup: whatever still runs there (a container
+# whose shim died) is ours to end, then the folders go.
+remove_pod_cgroups() {
+  local controller pid
+  for controller in /sys/fs/cgroup/*/kubepods /sys/fs/cgroup/kubepods; do
+    [ -d "$controller" ] || continue
+    find "$controller" -name cgroup.procs -exec cat {} + 2>/dev/null |
+      while read -r pid; do kill -KILL "$pid" 2>/dev/null || true; done
+  done
+  for controller in /sys/fs/cgroup/*/kubepods /sys/fs/cgroup/kubepods; do
+    [ -d "$controller" ] || continue
+    find "$controller" -depth -type d -exec rmdir {} + 2>/dev/null || true
+  done
+}
+
+reset() {
+  down
+  # The cluster's data, except containerd's image store (imported images take long to reload).
+  rm -rf "$state/etcd" "$state/kubelet" "$state/pod-logs" "$state/volumes" "$state/cni/ipam" \
+    "$state/pki" "$state"/*.kubeconfig "$logs"
+  rm -rf "$state/containerd/state"
+}
+
+# --- ingress -------------------------------------------------------------------------------
+
+# Traefik is the ingress controller: ingress-nginx needs OpenResty's Lua libraries (Debian ships
+# only a few of them) and NGINX's own controller is not served by the module proxy. Traefik serves
+# three kinds of routes, on 127.0.0.1:$ingress_port:
+#   - Ingresses of class "nginx", through its ingress-nginx compatible provider (the nginx
+#     annotations it knows: use-regex, CORS, auth, affinity, ssl-redirect, ...);
+#   - Ingresses of class "traefik";
+#   - Gateway API HTTPRoutes attached to the Gateway "local" of namespace "ingress".
+start_ingress() {
+  local gateway_crds
+  gateway_crds=$(module_dir "sigs.k8s.io/gateway-api@$GATEWAY_API_VERSION")/config/crd/standard
+  kubectl_admin apply --server-side --force-conflicts -f "$gateway_crds" >/dev/null
+  kubectl_admin apply --server-side --force-conflicts -f - >/dev/null <<EOF
+apiVersion: v1
+kind: Namespace
+metadata: {name: ingress}
+---
+apiVersion: networking.k8s.io/v1
+kind: IngressClass
+metadata: {name: nginx}
+spec: {controller: k8s.io/ingress-nginx}
+---
+apiVersion: networking.k8s.io/v1
+kind: IngressClass
+metadata: {name: traefik}
+spec: {controller: traefik.io/ingress-controller}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: traefik}
+spec: {controllerName: traefik.io/gateway-controller}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: local, namespace: ingress}
+spec:
+  gatewayClassName: traefik
+  listeners:
+  - name: web
+    protocol: HTTP
+    port: $ingress_port
+    allowedRoutes: {namespaces: {from: All}}
+EOF
+  cat >"$state/traefik.yaml" <<EOF
+global: {checkNewVersion: false, sendAnonymousUsage: false}
+entryPoints:
+  web: {address: "127.0.0.1:$ingress_port"}
+  traefik: {address: "127.0.0.1:18086"}
+ping: {entryPoint: traefik}
+log: {level: INFO}
+providers:
+  kubernetesIngress: {ingressClass: traefik}
+  kubernetesIngressNGINX: {ingressClass: nginx, controllerClass: k8s.io/ingress-nginx}
+  kubernetesGateway: {}
+EOF
+  KUBECONFIG=$admin_kubeconfig start_process ingress-controller "$traefik_bin/traefik" \
+    --configFile="$state/traefik.yaml"
+  wait_for "ingress controller" 60 curl -fsS http://127.0.0.1:18086/ping
+}
+
+stop_ingress() { stop_process ingress-controller; }
+
+# --- status and images ---------------------------------------------------------------------
+
+status() {
+  local name running=0
+  for name in etcd kube-apiserver apiserver-forward kube-controller-manager kube-scheduler containerd \
+    kubelet kube-proxy coredns local-path-provisioner kuberay-operator ingress-controller; do
+    if process_running "$name"; then
+      printf '%-24s running (pid %s)\n' "$name" "$(cat "$run/$name.pid")"
+      running=1
+    fi
+  done
+  if [ $running = 0 ]; then
+    echo "the local cluster is not running"
+    return 0
+  fi
+  echo "KUBECONFIG=$admin_kubeconfig"
+  echo "INGRESS_URL=http://127.0.0.1:$ingress_port"
+  kubectl_admin get nodes -o wide 2>/dev/null || true
+}
+
+# Copies images from podman's store into the cluster's containerd. Args: image names.
+load_images() {
+  [ $# -gt 0 ] || die "usage: $0 load-images IMAGE..."
+  process_running containerd || die "the cluster is not running (scripts/local-cluster.sh up)"
+  podman save --multi-image-archive "$@" | ctr_k8s images import - >/dev/null
+  log "loaded: $*"
+}
+
+case "${1:-}" in
+up) up ;;
+down) down ;;
+reset) reset ;;
+status) status ;;
+build) build ;;
+env)
+  echo "export KUBECONFIG=$admin_kubeconfig"
+  echo "export SFMLOPS_INGRESS_URL=http://127.0.0.1:$ingress_port"
+  ;;
+load-images)
+  shift
+  load_images "$@"
+  ;;
+*)
+  sed -n '2,9p' "$0" >&2
+  exit 2
+  ;;
+esac
