@@ -579,8 +579,9 @@ EOF
 # (10.96.0.10) points at it through an EndpointSlice. It forwards nothing: this machine's pods
 # only need names inside the cluster.
 start_coredns() {
+  # Names outside the cluster get NXDOMAIN at once, not a timeout or SERVFAIL.
   cat >"$state/Corefile" <<EOF
-.:53 {
+cluster.local:53 in-addr.arpa:53 ip6.arpa:53 {
     bind $node_ip
     errors
     health 127.0.0.1:18181
@@ -588,11 +589,17 @@ start_coredns() {
     kubernetes cluster.local in-addr.arpa ip6.arpa {
         kubeconfig $admin_kubeconfig
         pods insecure
-        fallthrough in-addr.arpa ip6.arpa
         ttl 30
     }
     cache 30
     reload
+}
+.:53 {
+    bind $node_ip
+    errors
+    template ANY ANY {
+        rcode NXDOMAIN
+    }
 }
 EOF
   start_process coredns "$addons_bin/coredns" -conf "$state/Corefile"
