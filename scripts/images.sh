@@ -119,9 +119,13 @@ prepare() {
         -v "$(scripts/base-images.sh pip-conf):/etc/pip.conf:ro"
       )
       # Maven in the jar stage reaches Maven Central through this machine's CA: the build borrows
-      # the host's Java trust store (that stage's image is discarded, only its jars are kept).
+      # the host's Java trust store, mounted beside the image's own (which the JRE's package
+      # rewrites when installed) and named by MAVEN_OPTS of that stage only.
       if [ -f /etc/ssl/certs/java/cacerts ]; then
-        BUILD_FLAGS+=(-v /etc/ssl/certs/java/cacerts:/etc/ssl/certs/java/cacerts:ro)
+        BUILD_FLAGS+=(
+          -v /etc/ssl/certs/java/cacerts:/run/host-java-cacerts:ro
+          --build-arg "MAVEN_OPTS=-Djavax.net.ssl.trustStore=/run/host-java-cacerts"
+        )
       fi
       ;;
   esac
