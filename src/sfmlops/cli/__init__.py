@@ -11,6 +11,7 @@ from sfmlops.cli import (
     config,
     dashboard,
     data,
+    database_backup,
     dead_letter_list,
     demo,
     forecast_commands,
@@ -43,6 +44,8 @@ app.command("ui")(dashboard.run_ui)
 app.command("jobs")(job_list.list_jobs)
 app.command("accuracy")(accuracy_report.show_accuracy)
 app.command("dead-letters")(dead_letter_list.list_dead_letters)
+app.command("backup")(database_backup.backup_command)
+app.command("restore")(database_backup.restore_command)
 app.command("mlflow")(tracking.run_mlflow_server)
 app.command("produce")(streaming.produce)
 app.command("stream")(streaming.stream)
