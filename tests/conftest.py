@@ -6,12 +6,9 @@ import gzip
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,8 +20,10 @@ from sqlalchemy.engine import make_url
 
 from sfmlops.adapters.db.engine import make_engine, migrate
 from sfmlops.datasets import ROSSMANN_DIR
+from tests.support import ROOT
+from tests.support.network import free_port
+from tests.support.waiting import wait_for_http
 
-ROOT = Path(__file__).resolve().parents[1]
 # The DAG tests import Airflow, which lives in .venv-airflow: `make test-airflow` runs them.
 collect_ignore = ["airflow"]
 # The Compose stack's tests need its images built first: `make compose-test` runs them.
@@ -54,13 +53,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                 f"{item.nodeid}: mark the test with exactly one tier of {', '.join(TIERS)} "
                 f"(it has {', '.join(marked) or 'none'})"
             )
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.fixture(scope="session")
@@ -168,21 +160,3 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             os.killpg(server.pid, signal.SIGKILL)
         log.close()
-
-
-def wait_for_http(
-    url: str, process: subprocess.Popen[bytes], log: Path, timeout: float = 300.0
-) -> None:
-    """Wait until `url` answers 200; fail with the process's log when it exits or times out."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"{url}: the server exited with {process.returncode}:\n{log.read_text()}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.5)
-    pytest.fail(f"{url} did not answer within {timeout:.0f} s:\n{log.read_text()[-3000:]}")

@@ -16,11 +16,8 @@ from sfmlops.services import loading
 from sfmlops.services.api import create_app
 from sfmlops.services.model_training import champion_bundle
 from sfmlops.settings import Settings
-from tests.model_registry import train_champion
-
-TOKEN = "api-test-token-not-a-secret-0123456789"
-READ_TOKEN = "api-test-read-token-not-a-secret-012345"
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
+from tests.support.api import AUTH, READ_TOKEN, TOKEN
+from tests.support.model_registry import train_champion
 
 
 @pytest.fixture

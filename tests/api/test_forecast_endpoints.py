@@ -23,8 +23,8 @@ from sfmlops.core import columns as c
 from sfmlops.core.forecasting.bundle import ForecastBundle
 from sfmlops.services.api import create_app
 from sfmlops.settings import Settings
-from tests.api.conftest import AUTH
-from tests.conftest import free_port
+from tests.support.api import AUTH
+from tests.support.network import free_port
 
 pytestmark = pytest.mark.integration
 

@@ -23,22 +23,10 @@ from sfmlops.adapters.db.engine import make_engine
 from sfmlops.adapters.db.tables import sales
 from sfmlops.cli import app
 from sfmlops.services import ingestion
-from tests.conftest import free_port
+from tests.support.commands import sfmlops
+from tests.support.network import free_port
 
 pytestmark = pytest.mark.e2e
-
-
-def sfmlops(
-    home: Path, *args: str, database_url: str | None = None
-) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SFMLOPS_")}
-    env |= {"SFMLOPS_HOME": str(home), "COLUMNS": "200", "NO_COLOR": "1"}
-    if database_url:
-        env["SFMLOPS_DATABASE_URL"] = database_url
-    command = [str(Path(sys.executable).with_name("sfmlops")), *args]
-    return subprocess.run(
-        command, env=env, capture_output=True, text=True, timeout=300, check=False
-    )
 
 
 def sales_rows(url: str) -> int:

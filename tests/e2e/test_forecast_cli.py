@@ -20,7 +20,7 @@ from sfmlops.adapters.db.engine import make_engine
 from sfmlops.core import columns as c
 from sfmlops.datasets import ROSSMANN_DIR
 from sfmlops.services import realized_accuracy
-from tests.e2e.test_cli import sfmlops
+from tests.support.commands import sfmlops
 
 pytestmark = pytest.mark.e2e
 

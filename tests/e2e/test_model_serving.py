@@ -10,8 +10,7 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +20,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from sfmlops.adapters.db.engine import make_engine
 from sfmlops.settings import Settings
-from tests.conftest import free_port
-from tests.e2e.test_serve import AUTH, environment, start
-from tests.model_registry import train_champion
+from tests.support.commands import AUTH, environment, start
+from tests.support.model_registry import train_champion
+from tests.support.network import free_port
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -43,7 +43,7 @@ def mlflow_server(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_for(lambda: _answers(f"{url}/health"), 120, "the MLflow server did not start")
+        wait_until(lambda: _answers(f"{url}/health"), 120, "the MLflow server to start")
         yield url, process
     finally:
         stop_group(process)
@@ -59,16 +59,6 @@ def stop_group(process: subprocess.Popen[bytes]) -> None:
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait(timeout=30)
-
-
-def wait_for(condition: Callable[[], Any], seconds: float, failure: str) -> Any:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        result = condition()
-        if result:
-            return result
-        time.sleep(0.3)
-    raise AssertionError(failure)
 
 
 def _answers(url: str) -> bool:
@@ -94,17 +84,17 @@ def test_hot_swap_then_registry_outage(
 
         # A training job on every store of the database takes the champion alias.
         assert train_champion(settings, engine, None) == "2"
-        swapped = wait_for(
-            lambda: _forecast_of(f"{url}/v1/stores/6/forecast"), 60, "version 2 never served"
+        swapped = wait_until(
+            lambda: _forecast_of(f"{url}/v1/stores/6/forecast"), 60, "version 2 to be served"
         )
         ready = httpx.get(f"{url}/ready").json()
         metrics = httpx.get(f"{url}/metrics").text
 
         stop_group(registry_process)
-        degraded = wait_for(
+        degraded = wait_until(
             lambda: (r := httpx.get(f"{url}/ready")).json()["status"] == "degraded" and r,
             60,
-            "/ready never reported the registry outage",
+            "/ready to report the registry outage",
         )
         during_outage = httpx.get(f"{url}/v1/stores/6/forecast", headers=AUTH, params={"days": 30})
     finally:

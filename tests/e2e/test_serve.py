@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,47 +12,10 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import free_port
+from tests.support.commands import AUTH, TOKEN, start
+from tests.support.network import free_port
 
 pytestmark = pytest.mark.e2e
-TOKEN = "e2e-token-not-a-secret-0123456789abcdef"
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
-
-
-def environment(home: Path, **settings: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SFMLOPS_")}
-    return (
-        env
-        | {"SFMLOPS_HOME": str(home), "SFMLOPS_API_TOKEN": TOKEN}
-        | {f"SFMLOPS_{name.upper()}": value for name, value in settings.items()}
-    )
-
-
-def start(
-    home: Path, *args: str, settings: dict[str, str] | None = None
-) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    command = [str(Path(sys.executable).with_name("sfmlops")), "serve", "--port", str(port), *args]
-    process = subprocess.Popen(
-        command,
-        env=environment(home, **(settings or {})),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(
-                process.stdout.read().decode() if process.stdout else "server exited"
-            )
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                return process, url
-        except httpx.TransportError:
-            time.sleep(0.3)
-    process.kill()
-    raise AssertionError("server did not start")
 
 
 @pytest.fixture

@@ -10,60 +10,23 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
-import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from sqlalchemy import Engine, select
 
-from sfmlops.adapters import kafka
 from sfmlops.adapters.db import repository
 from sfmlops.adapters.db.engine import make_engine, migrate
-from sfmlops.adapters.db.tables import ingest_dead_letters
 from sfmlops.core import columns as c
 from sfmlops.core.validation import validate_sales
 from sfmlops.datasets import ROSSMANN_DIR
 from sfmlops.services import loading
-from tests.conftest import ROOT, free_port
-
-STREAM_TIMEOUT_SECONDS = 240
-SFMLOPS = str(Path(sys.executable).with_name("sfmlops"))
-
-
-@dataclass
-class KafkaBroker:
-    """The session's broker, which a test may stop and start again (same data, same port)."""
-
-    home: Path
-    port: int
-    controller_port: int
-
-    @property
-    def bootstrap_servers(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def _script(self, *args: str) -> None:
-        env = os.environ | {"SFMLOPS_HOME": str(self.home)}
-        subprocess.run(
-            [str(ROOT / "scripts" / "kafka.sh"), *args],
-            env=env,
-            check=True,
-            capture_output=True,
-            text=True,
-            timeout=180,
-        )
-
-    def start(self) -> None:
-        self._script("start", str(self.port), str(self.controller_port))
-
-    def stop(self) -> None:
-        self._script("stop")
+from tests.support import ROOT
+from tests.support.network import free_port
+from tests.support.streaming import KafkaBroker, StreamEnv
 
 
 @pytest.fixture(scope="session")
@@ -97,80 +60,6 @@ def jars_dir() -> Path:
         timeout=900,
     )
     return folder
-
-
-@dataclass
-class StreamEnv:
-    """One test's topic, database and SFMLOPS_HOME, and the ways to drive them."""
-
-    broker: KafkaBroker
-    database_url: str
-    home: Path
-    topic: str
-    jars_dir: Path
-    engine: Engine
-    extra_env: dict[str, str] = field(default_factory=dict)
-
-    def env(self, **overrides: str) -> dict[str, str]:
-        base = {k: v for k, v in os.environ.items() if not k.startswith("SFMLOPS_")}
-        return (
-            base
-            | {
-                "SFMLOPS_HOME": str(self.home),
-                "SFMLOPS_DATABASE_URL": self.database_url,
-                "SFMLOPS_KAFKA_BOOTSTRAP_SERVERS": self.broker.bootstrap_servers,
-                "SFMLOPS_KAFKA_TOPIC": self.topic,
-                "SFMLOPS_JARS_DIR": str(self.jars_dir),
-                "COLUMNS": "200",
-                "NO_COLOR": "1",
-            }
-            | self.extra_env
-            | overrides
-        )
-
-    def run(self, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-        """Run an `sfmlops` command to completion."""
-        return subprocess.run(
-            [SFMLOPS, *args],
-            env=self.env(**env),
-            capture_output=True,
-            text=True,
-            timeout=STREAM_TIMEOUT_SECONDS,
-            check=False,
-        )
-
-    def start(self, *args: str, **env: str) -> subprocess.Popen[str]:
-        """Start an `sfmlops` command in its own process group (so a kill reaches Spark too)."""
-        return subprocess.Popen(
-            [SFMLOPS, *args],
-            env=self.env(**env),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,
-        )
-
-    def send(self, keys: Sequence[bytes], values: Sequence[bytes]) -> None:
-        """Produce raw events with the idempotent producer and wait for the acknowledgements."""
-        kafka.ensure_topic(self.broker.bootstrap_servers, self.topic, partitions=2)
-        producer = kafka.make_producer(self.broker.bootstrap_servers)
-        assert kafka.send(producer, self.topic, keys, values) == len(values)
-
-    def sales(self) -> pd.DataFrame:
-        with self.engine.connect() as connection:
-            return repository.read_sales(connection)
-
-    def dead_letters(self) -> pd.DataFrame:
-        with self.engine.connect() as connection:
-            rows = connection.execute(select(ingest_dead_letters)).mappings().all()
-        return pd.DataFrame([dict(row) for row in rows])
-
-    def wait_until(self, condition: Callable[[], bool], timeout: float, what: str) -> None:
-        deadline = time.monotonic() + timeout
-        while not condition():
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-            time.sleep(0.5)
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.streaming.conftest import SFMLOPS
+from tests.support.streaming import SFMLOPS
 
 pytestmark = pytest.mark.e2e
 

@@ -13,8 +13,8 @@ from confluent_kafka import Consumer
 from confluent_kafka.admin import AdminClient
 
 from sfmlops.adapters import kafka
-from tests.conftest import free_port
-from tests.streaming.conftest import StreamEnv
+from tests.support.network import free_port
+from tests.support.streaming import StreamEnv
 
 pytestmark = pytest.mark.integration
 

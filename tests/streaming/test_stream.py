@@ -16,7 +16,8 @@ import pytest
 from sfmlops.adapters import kafka
 from sfmlops.core import columns as c
 from sfmlops.core import events
-from tests.streaming.conftest import StreamEnv
+from tests.support.streaming import StreamEnv
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -144,7 +145,7 @@ def test_a_killed_stream_restarts_without_losing_or_repeating_a_record(
     running = stream_env.start("stream", "--continuous", "--interval", "500ms")
     before = len(stream_env.sales())
     try:
-        stream_env.wait_until(
+        wait_until(
             lambda: len(stream_env.sales()) > before, timeout=180, what="a batch after restart"
         )
     finally:
@@ -180,9 +181,7 @@ def test_a_broker_restart_mid_run_loses_and_repeats_nothing(
     stream_env.send(sent.keys[:half], sent.values[:half])
     running = stream_env.start("stream", "--continuous", "--interval", "1s")
     try:
-        stream_env.wait_until(
-            lambda: len(stream_env.sales()) > 0, timeout=180, what="the first half to land"
-        )
+        wait_until(lambda: len(stream_env.sales()) > 0, timeout=180, what="the first half to land")
         stream_env.broker.stop()
         # The idempotent producer keeps retrying while the broker is down.
         producer = kafka.make_producer(stream_env.broker.bootstrap_servers)
@@ -194,7 +193,7 @@ def test_a_broker_restart_mid_run_loses_and_repeats_nothing(
         stream_env.broker.start()
         sender.join(timeout=120)
         assert not sender.is_alive()
-        stream_env.wait_until(
+        wait_until(
             lambda: (
                 len(stream_env.sales()) == len(history)
                 and len(stream_env.dead_letters()) == len(sent.malformed)

@@ -18,8 +18,8 @@ from playwright.sync_api import Browser, Locator, Page, sync_playwright
 from sfmlops.core import columns as c
 from sfmlops.ui.charts import CHART_COLUMNS
 from sfmlops.ui.views import store as store_page
-from tests.conftest import ROOT, free_port
-from tests.ui.conftest import (
+from tests.support import ROOT
+from tests.support.dashboard import (
     NO_TRAINING_JOBS,
     RunningApi,
     api_get,
@@ -29,6 +29,7 @@ from tests.ui.conftest import (
     start_service,
     stop_service,
 )
+from tests.support.network import free_port
 
 pytestmark = pytest.mark.e2e
 CHROMIUM = Path("/usr/bin/chromium")

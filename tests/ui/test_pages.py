@@ -14,7 +14,7 @@ from streamlit.testing.v1 import AppTest
 
 from sfmlops.core import columns as c
 from sfmlops.ui.views import store as store_page
-from tests.ui.conftest import (
+from tests.support.dashboard import (
     STORE_WITHOUT_SALES,
     TOKEN,
     TRAINED_STORES,
