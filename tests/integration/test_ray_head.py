@@ -18,12 +18,13 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine
 
+from sfmlops.adapters import job_runners
 from sfmlops.adapters import mlflow_registry as registry
 from sfmlops.adapters.db import repository
 from sfmlops.adapters.db.engine import make_engine, migrate
 from sfmlops.services import loading, training_jobs
 from sfmlops.settings import Settings
-from tests.conftest import free_port
+from tests.support.network import free_port
 
 pytestmark = pytest.mark.integration
 RAY = Path(sys.executable).with_name("ray")
@@ -154,7 +155,7 @@ def test_a_job_submitted_to_the_head_reports_back_and_registers_a_version(
     for key, value in environment(home, mlflow_server).items():
         monkeypatch.setenv(key, value)
     settings = Settings(_env_file=None, ray_jobs_url=jobs_url)
-    runner = training_jobs.make_runner(settings)
+    runner = job_runners.make_runner(settings)
     assert runner.name == "ray-jobs"
     before = champion_version(mlflow_server)
 
@@ -173,14 +174,14 @@ def test_a_job_submitted_to_the_head_reports_back_and_registers_a_version(
     assert job is not None
     logs = (
         runner.logs(submitted.runner_job_id or "")
-        if isinstance(runner, training_jobs.RayJobsRunner)
+        if isinstance(runner, job_runners.RayJobsRunner)
         else ""
     )
     assert job["status"] == "succeeded", f"{job}\n{logs}"
     # The driver asked for a CPU: on KubeRay that places it on a worker, not the CPU-less head.
-    assert isinstance(runner, training_jobs.RayJobsRunner)
+    assert isinstance(runner, job_runners.RayJobsRunner)
     info = runner.client.get_job_info(submitted.runner_job_id or "")
-    assert info.entrypoint_num_cpus == training_jobs.DRIVER_CPUS == 1
+    assert info.entrypoint_num_cpus == job_runners.DRIVER_CPUS == 1
     assert job["mlflow_run_id"]
     assert job["progress_done"] == job["progress_total"] == 1
     assert job["model_version"] == champion_version(mlflow_server)

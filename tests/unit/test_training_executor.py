@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from sfmlops.adapters.ray_cluster import RAY_JOB_MARKER, cluster_address
-from sfmlops.cli.forecast_commands import auto_executor
 from sfmlops.services.model_training import TrainingRequest
+from sfmlops.services.training_executors import auto_executor
 from sfmlops.settings import Settings
 
 

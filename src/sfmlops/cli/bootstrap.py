@@ -20,21 +20,21 @@ from sqlalchemy.exc import SQLAlchemyError
 from sfmlops.adapters.db import repository
 from sfmlops.adapters.db.engine import BOOTSTRAP_LOCK_KEY, database_lock
 from sfmlops.cli import pipeline
-from sfmlops.cli.context import console, engine_of, fail, settings_of
-from sfmlops.cli.data import load_into, migrate_or_fail, print_summary
+from sfmlops.cli.context import console, engine_of, fail, migrate_or_fail, settings_of
+from sfmlops.cli.data import load_into, print_summary
 from sfmlops.cli.forecast_commands import (
     EXECUTORS,
     ExecutorOption,
     ModelsOption,
     WindowsOption,
     WorkersOption,
-    auto_executor,
     model_names,
     print_outcome,
-    run_training_job,
+    train_with_progress,
 )
 from sfmlops.core.forecasting.models import DEFAULT_MODELS
 from sfmlops.datasets import ROSSMANN_DIR
+from sfmlops.services.training_executors import auto_executor
 
 
 def bootstrap(
@@ -130,7 +130,7 @@ def bootstrap(
                 console.print(f"model: no champion registered; training {scope}")
                 request = TrainingRequest(models=names, windows=windows, store_ids=chosen)
                 kind = executor if executor != "auto" else auto_executor(settings, request)
-                outcome = run_training_job(settings, engine, request, kind, workers)
+                outcome = train_with_progress(settings, engine, request, kind, workers)
                 print_outcome(outcome)
                 champion_version = outcome.version
                 done.append("training")

@@ -12,8 +12,7 @@ import json
 
 import typer
 
-from sfmlops.cli.context import console, engine_of, fail
-from sfmlops.cli.data import migrate_or_fail
+from sfmlops.cli.context import console, fail, migrated_engine_of
 from sfmlops.services import data_quality
 
 app = typer.Typer(
@@ -43,8 +42,7 @@ def check_ingest(
 ) -> None:
     """Rows landed per store for a day, stores missing it, dead letters since the last run."""
     since = _since(dead_letters_since)
-    engine = engine_of(ctx)
-    migrate_or_fail(engine)
+    engine = migrated_engine_of(ctx)
     with engine.connect() as connection:
         report = data_quality.ingest_report(connection, sales_date.date(), since)
     thresholds = data_quality.IngestThresholds(min_rows, max_missing_stores, max_dead_letters)
@@ -79,8 +77,7 @@ def check_forecasts(
     ),
 ) -> None:
     """Every series with sales has `horizon_days` forecast days for the model version."""
-    engine = engine_of(ctx)
-    migrate_or_fail(engine)
+    engine = migrated_engine_of(ctx)
     with engine.connect() as connection:
         report = data_quality.forecast_report(connection, model_version, horizon_days)
     breaches = data_quality.forecast_breaches(report, max_incomplete_series)

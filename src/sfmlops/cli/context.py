@@ -8,9 +8,10 @@ from typing import Any, NoReturn
 import typer
 from rich.console import Console
 from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
 
 from sfmlops.adapters.db import audit
-from sfmlops.adapters.db.engine import make_engine
+from sfmlops.adapters.db.engine import Migration, make_engine, migrate
 from sfmlops.settings import Settings
 
 console = Console()
@@ -31,6 +32,28 @@ def engine_of(ctx: typer.Context) -> Engine:
     settings = settings_of(ctx)
     settings.ensure_home()
     return make_engine(settings.effective_database_url)
+
+
+def migrated_engine_of(ctx: typer.Context) -> Engine:
+    """The engine of `engine_of`, its schema brought to the newest revision first.
+
+    The command line's migration policy: a command that uses the database migrates it
+    before its first query (idempotent, under the migration lock of `migrate`), so a fresh
+    database works without a separate step; exits cleanly when the database fails.
+    """
+    engine = engine_of(ctx)
+    migrate_or_fail(engine)
+    return engine
+
+
+def migrate_or_fail(engine: Engine) -> Migration:
+    """Migrate the schema to the newest revision; exits cleanly when the database fails."""
+    try:
+        return migrate(engine)
+    except SQLAlchemyError as error:
+        fail(
+            f"cannot prepare the database at {engine.url.render_as_string(hide_password=True)}: {error}"
+        )
 
 
 def fail(message: str, code: int = 1) -> NoReturn:

@@ -12,9 +12,16 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from sfmlops.adapters.db import repository
-from sfmlops.adapters.db.engine import Migration, migrate
 from sfmlops.adapters.files import DataFileNotFoundError
-from sfmlops.cli.context import console, engine_of, fail, record_command, settings_of
+from sfmlops.cli.context import (
+    console,
+    engine_of,
+    fail,
+    migrate_or_fail,
+    migrated_engine_of,
+    record_command,
+    settings_of,
+)
 from sfmlops.core import columns as c
 from sfmlops.core.validation import SalesLimits
 from sfmlops.datasets import ROSSMANN_DIR
@@ -53,8 +60,7 @@ def load_data(
     ),
 ) -> None:
     """Validate a folder of sales and store files, then upsert it (all or nothing)."""
-    engine = engine_of(ctx)
-    migrate_or_fail(engine)
+    engine = migrated_engine_of(ctx)
     dataset = load_into(engine, path, sales_limits(settings_of(ctx)))
     record_command(engine, "data.load", {"path": str(path), "sales_rows": len(dataset.sales)})
     print_summary(engine)
@@ -65,8 +71,7 @@ def show_stores(
     limit: int | None = typer.Option(None, "--limit", min=1, help="Show at most this many stores."),
 ) -> None:
     """List the stores with their metadata."""
-    engine = engine_of(ctx)
-    migrate_or_fail(engine)
+    engine = migrated_engine_of(ctx)
     with engine.connect() as connection:
         stores = repository.list_stores(connection)
     if stores.empty:
@@ -133,13 +138,3 @@ def print_summary(engine: Engine) -> None:
         str(summary.last_date or "-"),
     )
     console.print(table)
-
-
-def migrate_or_fail(engine: Engine) -> Migration:
-    """Migrate the schema to the newest revision; exits cleanly when the database fails."""
-    try:
-        return migrate(engine)
-    except SQLAlchemyError as error:
-        fail(
-            f"cannot prepare the database at {engine.url.render_as_string(hide_password=True)}: {error}"
-        )

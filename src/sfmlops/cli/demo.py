@@ -13,8 +13,8 @@ from pathlib import Path
 import typer
 
 from sfmlops.cli import pipeline, streaming_demo
-from sfmlops.cli.context import console, engine_of, fail, settings_of
-from sfmlops.cli.data import load_into, migrate_or_fail, print_summary
+from sfmlops.cli.context import console, engine_of, fail, migrate_or_fail, settings_of
+from sfmlops.cli.data import load_into, print_summary
 from sfmlops.datasets import ROSSMANN_DIR
 
 START_TIMEOUT_SECONDS = 300

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Hashable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Hashable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -18,9 +17,13 @@ if TYPE_CHECKING:
     from sfmlops.services.model_training import TrainingOutcome, TrainingRequest
 
 from sfmlops.adapters.files import DataFileNotFoundError
-from sfmlops.adapters.ray_cluster import cluster_address
-from sfmlops.cli.context import console, engine_of, fail, record_command, settings_of
-from sfmlops.cli.data import migrate_or_fail
+from sfmlops.cli.context import (
+    console,
+    fail,
+    migrated_engine_of,
+    record_command,
+    settings_of,
+)
 from sfmlops.core import columns as c
 from sfmlops.core.forecasting import metrics as m
 from sfmlops.core.forecasting import model_selection
@@ -32,14 +35,11 @@ from sfmlops.core.forecasting.backtest import (
 )
 from sfmlops.core.forecasting.base import UnknownSeriesError
 from sfmlops.core.forecasting.bundle import ForecastBundle
-from sfmlops.core.forecasting.executors import (
-    Executor,
-    ProcessPoolTaskExecutor,
-    SequentialExecutor,
-)
-from sfmlops.core.forecasting.models import DEFAULT_MODELS, MODEL_NAMES, forecaster_class
-from sfmlops.services import backtest_reports, forecast_files, training_data, training_jobs
+from sfmlops.core.forecasting.executors import ProcessPoolTaskExecutor
+from sfmlops.core.forecasting.models import DEFAULT_MODELS, MODEL_NAMES
+from sfmlops.services import backtest_reports, forecast_files, training_data
 from sfmlops.services.loading import DataFileError
+from sfmlops.services.training_executors import EXECUTOR_KINDS, auto_executor
 from sfmlops.settings import Settings
 
 MODELS_HELP = f"Comma-separated models among {', '.join(MODEL_NAMES)}."
@@ -85,7 +85,7 @@ def backtest_command(
             names,
             windows=windows,
             season_windows=season_windows,
-            executor=_executor(workers),
+            executor=ProcessPoolTaskExecutor(workers),
             progress=_progress,
         )
     except ValueError as error:
@@ -104,7 +104,7 @@ ExecutorOption = Annotated[
         "process; store retrains in this process.",
     ),
 ]
-EXECUTORS = ("auto", "ray", "processes", "sequential")
+EXECUTORS = EXECUTOR_KINDS
 
 
 def train_command(
@@ -151,8 +151,7 @@ def train_command(
     if executor not in EXECUTORS:
         fail(f"--executor: choose one of {', '.join(EXECUTORS)}")
     settings = settings_of(ctx)
-    engine = engine_of(ctx)
-    migrate_or_fail(engine)
+    engine = migrated_engine_of(ctx)
     from sfmlops.services import model_training  # noqa: PLC0415 - imports mlflow
 
     request = model_training.TrainingRequest(
@@ -167,26 +166,11 @@ def train_command(
     kind = executor if executor != "auto" else auto_executor(settings, request)
     if job_id is None:  # a job's runner: its submission is already in the audit log
         record_command(engine, "model.train", {"stores": request.store_ids, "force": force})
-    outcome = run_training_job(settings, engine, request, kind, workers, job_id)
+    outcome = train_with_progress(settings, engine, request, kind, workers, job_id)
     print_outcome(outcome)
 
 
-def auto_executor(settings: Settings, request: TrainingRequest) -> str:
-    """Where `--executor auto` runs a training job's fits.
-
-    Ray when a cluster is configured (the fits go where the resources are) or when a model
-    fans out over stores (Prophet); otherwise in this process: a local Ray would only add its
-    start-up and a copy of the history around a single global fit (measured in
-    docs/benchmarks.md). Store retrains fit a few series and stay in this process.
-    """
-    if request.store_ids:
-        return "sequential"
-    if cluster_address(settings) or any(forecaster_class(name).fans_out for name in request.models):
-        return "ray"
-    return "sequential"
-
-
-def run_training_job(
+def train_with_progress(
     settings: Settings,
     engine: Engine,
     request: TrainingRequest,
@@ -195,7 +179,7 @@ def run_training_job(
     job_id: str | None = None,
     refresh_forecasts: bool = True,
 ) -> TrainingOutcome:
-    """Run a training job with a progress bar, reporting into its job record when given.
+    """Run a training job with a progress bar; exits cleanly on the errors a user can fix.
 
     Args:
         refresh_forecasts: When the new version becomes the champion, rewrite the
@@ -204,24 +188,20 @@ def run_training_job(
     from sfmlops.adapters import mlflow_registry as registry  # noqa: PLC0415 - imports mlflow
     from sfmlops.services import model_training  # noqa: PLC0415 - imports mlflow
 
-    reporter = _reporter(engine, job_id)
+    def connecting() -> None:
+        console.print(f"[dim]{time.strftime('%H:%M:%S')}[/] connecting to Ray ...", highlight=False)
+
     try:
-        with _executor_of(settings, executor, workers) as chosen, _TrainingProgress() as bar:
-
-            def on_progress(message: str, done: int, total: int) -> None:
-                bar.update(message, done, total)
-                if reporter:
-                    reporter.progress(done, total)
-
-            if reporter:
-                reporter.started(0)
-            outcome = model_training.run_training(
+        with _TrainingProgress() as bar:
+            outcome = model_training.run_training_job(
                 settings,
                 engine,
                 request,
-                chosen,
-                progress=on_progress,
-                on_run=reporter.tracked if reporter else None,
+                executor,
+                workers,
+                job_id,
+                progress=bar.update,
+                on_connect=connecting,
             )
     except (
         training_data.NoTrainingDataError,
@@ -229,16 +209,7 @@ def run_training_job(
         model_training.RegistryUnavailableError,
         ValueError,
     ) as error:
-        if reporter:
-            reporter.failed(str(error))
         fail(str(error))
-    except BaseException as error:
-        if reporter:
-            reporter.failed(f"{type(error).__name__}: {error}")
-        raise
-    if reporter:
-        reporter.progress(outcome.series, outcome.series)
-        reporter.succeeded(outcome.version, "; ".join(outcome.warnings) or None)
     if refresh_forecasts and outcome.alias == registry.CHAMPION:
         refresh_precomputed_forecasts(settings, engine, outcome.version)
     return outcome
@@ -318,39 +289,11 @@ def _store_ids(stores: str | None) -> list[int] | None:
 
 
 def _training_data(ctx: typer.Context, store_ids: list[int] | None) -> training_data.TrainingData:
-    engine = engine_of(ctx)
-    migrate_or_fail(engine)
+    engine = migrated_engine_of(ctx)
     try:
         with console.status("Reading sales from the database ..."):
             return training_data.read_training_data(engine, store_ids)
     except training_data.NoTrainingDataError as error:
-        fail(str(error))
-
-
-def _executor(workers: int | None) -> Executor:
-    return ProcessPoolTaskExecutor(workers)
-
-
-@contextmanager
-def _executor_of(settings: Settings, kind: str, workers: int | None) -> Iterator[Executor]:
-    if kind == "ray":
-        from sfmlops.adapters.ray_cluster import RayExecutor, ray_session  # noqa: PLC0415
-
-        console.print(f"[dim]{time.strftime('%H:%M:%S')}[/] connecting to Ray ...", highlight=False)
-        with ray_session(settings, workers):
-            yield RayExecutor()
-    elif kind == "processes":
-        yield ProcessPoolTaskExecutor(workers)
-    else:
-        yield SequentialExecutor()
-
-
-def _reporter(engine: Engine, job_id: str | None) -> training_jobs.JobReporter | None:
-    if job_id is None:
-        return None
-    try:
-        return training_jobs.JobReporter(engine, job_id)
-    except ValueError as error:
         fail(str(error))
 
 

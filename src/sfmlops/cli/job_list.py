@@ -5,9 +5,9 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
+from sfmlops.adapters import job_runners
 from sfmlops.adapters.db import repository
-from sfmlops.cli.context import console, engine_of, settings_of
-from sfmlops.cli.data import migrate_or_fail
+from sfmlops.cli.context import console, migrated_engine_of, settings_of
 from sfmlops.services import training_jobs
 
 
@@ -16,9 +16,8 @@ def list_jobs(
     limit: int = typer.Option(20, "--limit", min=1, max=1000, help="How many jobs to show."),
 ) -> None:
     """List recent training jobs, newest first, with status and progress."""
-    engine = engine_of(ctx)
-    migrate_or_fail(engine)
-    runner = training_jobs.make_runner(settings_of(ctx))
+    engine = migrated_engine_of(ctx)
+    runner = job_runners.make_runner(settings_of(ctx))
     with engine.connect() as connection:
         jobs = repository.list_training_jobs(connection, limit)
     table = Table(

@@ -8,15 +8,14 @@ from typing import Annotated
 import typer
 
 from sfmlops.adapters.db import repository
-from sfmlops.cli.context import console, engine_of, fail, settings_of
-from sfmlops.cli.data import migrate_or_fail
+from sfmlops.cli.context import console, fail, migrated_engine_of, settings_of
 from sfmlops.cli.forecast_commands import (
     ModelsOption,
     WindowsOption,
     WorkersOption,
     model_names,
     print_outcome,
-    run_training_job,
+    train_with_progress,
 )
 from sfmlops.core.forecasting.models import DEFAULT_MODELS
 from sfmlops.services import drift
@@ -42,8 +41,7 @@ def forecast(
     from sfmlops.services import batch_forecast  # noqa: PLC0415 - imports mlflow
 
     settings = settings_of(ctx)
-    engine = engine_of(ctx)
-    migrate_or_fail(engine)
+    engine = migrated_engine_of(ctx)
     try:
         with console.status("Forecasting every series with the champion ..."):
             result = batch_forecast.forecast_next_days(settings, engine, days, model_version)
@@ -69,13 +67,12 @@ def weekly(
     from sfmlops.services.model_training import TrainingRequest  # noqa: PLC0415 - imports mlflow
 
     settings = settings_of(ctx)
-    engine = engine_of(ctx)
-    migrate_or_fail(engine)
+    engine = migrated_engine_of(ctx)
     request = TrainingRequest(
         models=model_names(models), windows=windows, reason="weekly full retrain (schedule)"
     )
     print_outcome(
-        run_training_job(settings, engine, request, "ray", workers, refresh_forecasts=False)
+        train_with_progress(settings, engine, request, "ray", workers, refresh_forecasts=False)
     )
     forecast(ctx, days, None)
 
@@ -101,8 +98,7 @@ def retrain_stale(
     from sfmlops.services.model_training import TrainingRequest  # noqa: PLC0415 - imports mlflow
 
     settings = settings_of(ctx)
-    engine = engine_of(ctx)
-    migrate_or_fail(engine)
+    engine = migrated_engine_of(ctx)
     with engine.connect() as connection:
         end = as_of_date(settings, connection)
         if end is None:
@@ -131,4 +127,4 @@ def retrain_stale(
     job_id = str(uuid.uuid4())
     with engine.begin() as connection:
         repository.create_training_job(connection, job_id, "local", request.store_ids)
-    print_outcome(run_training_job(settings, engine, request, "sequential", None, job_id))
+    print_outcome(train_with_progress(settings, engine, request, "sequential", None, job_id))

@@ -14,8 +14,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sfmlops.adapters import kafka, spark
 from sfmlops.adapters.db import repository
 from sfmlops.adapters.files import DataFileNotFoundError
-from sfmlops.cli.context import console, engine_of, fail, settings_of
-from sfmlops.cli.data import migrate_or_fail
+from sfmlops.cli.context import console, engine_of, fail, migrated_engine_of, settings_of
 from sfmlops.core import columns as c
 from sfmlops.services import loading, producing, stream_ingestion
 from sfmlops.services.ingestion import sales_limits
@@ -62,8 +61,7 @@ def produce(
         if file is not None:
             sales = producing.between(producing.sales_from_file(file), first, last)
         else:
-            engine = engine_of(ctx)
-            migrate_or_fail(engine)
+            engine = migrated_engine_of(ctx)
             sales = producing.sales_from_database(engine, first, last)
     except (loading.DataFileError, DataFileNotFoundError, ValueError) as error:
         fail(str(error))
@@ -134,8 +132,7 @@ def stream(
         jars = spark.connector_jars(settings.jars_dir)
     except (ValueError, spark.ConnectorJarsError) as error:
         fail(str(error))
-    engine = engine_of(ctx)
-    migrate_or_fail(engine)
+    engine = migrated_engine_of(ctx)
     source = spark.KafkaSource(bootstrap, settings.kafka_topic, settings.stream_max_batch_events)
     checkpoint = settings.checkpoints_dir / settings.kafka_topic
     console.print(

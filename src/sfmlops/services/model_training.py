@@ -35,6 +35,8 @@ from sfmlops.core.forecasting.bundle import ForecastBundle
 from sfmlops.core.forecasting.executors import Executor
 from sfmlops.core.forecasting.retraining import retrain_series
 from sfmlops.services import backtest_reports, training_data
+from sfmlops.services.training_executors import executor_of
+from sfmlops.services.training_jobs import JobReporter
 from sfmlops.settings import Settings
 
 if TYPE_CHECKING:
@@ -44,7 +46,13 @@ Progress = Callable[[str, int, int], None]
 """Called with a message, series done (estimated from the fits completed) and series total."""
 
 
-__all__ = ["RegistryUnavailableError", "TrainingFailedError", "TrainingRequest", "run_training"]
+__all__ = [
+    "RegistryUnavailableError",
+    "TrainingFailedError",
+    "TrainingRequest",
+    "run_training",
+    "run_training_job",
+]
 
 
 class TrainingFailedError(RuntimeError):
@@ -220,6 +228,70 @@ def run_training(
 
 def _version(registered: registry.RegisteredVersion | None) -> str | None:
     return registered.version if registered is not None else None
+
+
+def run_training_job(
+    settings: Settings,
+    engine: Engine,
+    request: TrainingRequest,
+    executor_kind: str,
+    workers: int | None = None,
+    job_id: str | None = None,
+    progress: Progress | None = None,
+    on_connect: Callable[[], None] | None = None,
+) -> TrainingOutcome:
+    """Run a training job on an executor of `executor_kind`, reporting into its job record.
+
+    Args:
+        executor_kind: "ray", "processes" or "sequential" (`training_executors.auto_executor`
+            resolves "auto").
+        job_id: The `training_jobs` record to report start, progress and outcome into (set
+            when a job runner started this process); None: no record.
+        progress: Called as in `run_training`.
+        on_connect: Called before connecting to Ray.
+
+    Raises:
+        ValueError: Unknown job id, or bad input found while training.
+        training_data.NoTrainingDataError, TrainingFailedError, RegistryUnavailableError: As
+            `run_training`; the job record says failed, with the error.
+    """
+    reporter = JobReporter(engine, job_id) if job_id is not None else None
+
+    def on_progress(message: str, done: int, total: int) -> None:
+        if progress:
+            progress(message, done, total)
+        if reporter:
+            reporter.progress(done, total)
+
+    try:
+        with executor_of(settings, executor_kind, workers, on_connect) as executor:
+            if reporter:
+                reporter.started(0)
+            outcome = run_training(
+                settings,
+                engine,
+                request,
+                executor,
+                progress=on_progress,
+                on_run=reporter.tracked if reporter else None,
+            )
+    except (
+        training_data.NoTrainingDataError,
+        TrainingFailedError,
+        RegistryUnavailableError,
+        ValueError,
+    ) as error:
+        if reporter:
+            reporter.failed(str(error))
+        raise
+    except BaseException as error:
+        if reporter:
+            reporter.failed(f"{type(error).__name__}: {error}")
+        raise
+    if reporter:
+        reporter.progress(outcome.series, outcome.series)
+        reporter.succeeded(outcome.version, "; ".join(outcome.warnings) or None)
+    return outcome
 
 
 def champion_bundle(

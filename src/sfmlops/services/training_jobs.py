@@ -1,167 +1,26 @@
-"""Training jobs: records in `training_jobs`, and the runners that execute them.
+"""Training jobs: records in `training_jobs`, submitted to a job runner, reported by the job.
 
-A job is `sfmlops train --job-id ID [--stores ...]` run somewhere else than the caller:
-in a local worker process (`local`) or on a Ray cluster through its job API (`ray-jobs`,
-how training reaches KubeRay). The job reports its own status and progress into the
+A job is `sfmlops train --job-id ID [--stores ...]` run somewhere else than the caller, by a
+runner of `adapters.job_runners`. The job reports its own status and progress into the
 database; the runner is asked only when a job went quiet, to tell a crash from a run.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import os
-import shlex
-import subprocess
-import sys
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any
 
 from sqlalchemy import Engine
-from sqlalchemy.engine import make_url
 
 from sfmlops.adapters.db import repository
 from sfmlops.adapters.db.engine import TRAINING_JOBS_LOCK_KEY, database_lock
-from sfmlops.settings import Settings
+from sfmlops.adapters.job_runners import JobRunner
 
-RunnerState = Literal["running", "succeeded", "failed", "gone", "unknown"]
-"""`gone`: the runner has no such live job; `unknown`: the runner could not be asked."""
 ACTIVE_STATUSES = ("queued", "running")
 ACTIVE_JOBS_SCANNED = 200  # the newest jobs checked for overlap; older ones are long finished
-
-
-class JobRunner(Protocol):
-    """Starts a CLI command as a job and tells whether it is still alive."""
-
-    name: str
-
-    def submit(self, job_id: str, arguments: Sequence[str]) -> str:
-        """Start `sfmlops <arguments>`; returns the runner's id for the job."""
-        ...
-
-    def state(self, runner_job_id: str) -> RunnerState:
-        """What the runner knows of the job."""
-        ...
-
-
-class LocalJobRunner:
-    """Runs each job as a `python -m sfmlops` process on this machine, logging to HOME/jobs."""
-
-    name = "local"
-
-    def __init__(self, settings: Settings) -> None:
-        self.logs = settings.home / "jobs"
-        self._children: dict[int, subprocess.Popen[bytes]] = {}
-
-    def submit(self, job_id: str, arguments: Sequence[str]) -> str:
-        self.logs.mkdir(parents=True, exist_ok=True)
-        with (self.logs / f"{job_id}.log").open("ab") as log:
-            child = subprocess.Popen(
-                [sys.executable, "-m", "sfmlops", *arguments],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # outlives a restart of the API that started it
-            )
-        self._children[child.pid] = child
-        return f"pid:{child.pid}"
-
-    def state(self, runner_job_id: str) -> RunnerState:
-        pid = int(runner_job_id.removeprefix("pid:"))
-        child = self._children.get(pid)
-        if child is not None:
-            code = child.poll()  # also reaps it, so a finished child is no zombie
-            if code is None:
-                return "running"
-            return "succeeded" if code == 0 else "failed"
-        # Started by an earlier process of ours: alive unless gone or a zombie.
-        try:
-            status = Path(f"/proc/{pid}/stat").read_text().split()[2]
-        except (OSError, IndexError):
-            return "gone"
-        return "gone" if status == "Z" else "running"
-
-    def log_path(self, job_id: str) -> Path:
-        """Where a job's output goes."""
-        return self.logs / f"{job_id}.log"
-
-
-DRIVER_CPUS = 1
-"""CPUs a training job's driver reserves on the Ray cluster."""
-
-
-class RayJobsRunner:
-    """Submits jobs to a Ray cluster's head through the Ray Job Submission API."""
-
-    name = "ray-jobs"
-
-    def __init__(self, settings: Settings) -> None:
-        if not settings.ray_jobs_url:
-            raise ValueError(
-                "the ray-jobs runner needs SFMLOPS_RAY_JOBS_URL (e.g. http://127.0.0.1:8265)"
-            )
-        from ray.job_submission import JobSubmissionClient  # noqa: PLC0415 - heavy, only here
-
-        self.client = JobSubmissionClient(settings.ray_jobs_url)
-        self.env_vars = _job_environment(settings)
-
-    def submit(self, job_id: str, arguments: Sequence[str]) -> str:
-        return str(
-            self.client.submit_job(
-                entrypoint=shlex.join(["sfmlops", *arguments]),
-                submission_id=f"sfmlops-{job_id}",
-                # The driver takes a CPU, so Ray places it on a node that has one: a worker (the
-                # chart's head offers none), where the training runs, not on the head that
-                # coordinates the cluster. Its fan-out tasks use the workers' other CPUs.
-                entrypoint_num_cpus=DRIVER_CPUS,
-                runtime_env={"env_vars": self.env_vars},
-                metadata={"sfmlops_job_id": job_id},
-            )
-        )
-
-    def state(self, runner_job_id: str) -> RunnerState:
-        from ray.job_submission import JobStatus  # noqa: PLC0415
-
-        try:
-            status = self.client.get_job_status(runner_job_id)
-        except RuntimeError as error:  # the head answered, but knows no such job
-            return "gone" if "does not exist" in str(error) else "unknown"
-        except Exception:  # the head could not be reached: nothing to conclude
-            return "unknown"
-        if status in (JobStatus.PENDING, JobStatus.RUNNING):
-            return "running"
-        return "succeeded" if status == JobStatus.SUCCEEDED else "failed"
-
-    def logs(self, runner_job_id: str) -> str:
-        """The job's output as the Ray head kept it."""
-        return str(self.client.get_job_logs(runner_job_id))
-
-
-def make_runner(settings: Settings) -> JobRunner:
-    """The configured runner: `ray-jobs` when SFMLOPS_RAY_JOBS_URL is set, else `local`."""
-    return RayJobsRunner(settings) if settings.ray_jobs_url else LocalJobRunner(settings)
-
-
-def _job_environment(settings: Settings) -> dict[str, str]:
-    """Settings a remote job needs that its cluster may lack; secrets are left to the cluster.
-
-    A database URL with a password is not sent (Ray keeps runtime environments in its job
-    table); on Kubernetes the Ray pods read it from their Secret.
-    """
-    env = {
-        "SFMLOPS_MLFLOW_TRACKING_URI": settings.effective_mlflow_tracking_uri,
-        "MLFLOW_DISABLE_TELEMETRY": "true",
-    }
-    database_url = settings.effective_database_url
-    if make_url(database_url).password is None:
-        env["SFMLOPS_DATABASE_URL"] = database_url
-    if settings.as_of:
-        env["SFMLOPS_AS_OF"] = settings.as_of.isoformat()
-    if "SFMLOPS_HOME" in os.environ:
-        env["SFMLOPS_HOME"] = str(settings.home)
-    return env
 
 
 @dataclass(frozen=True)

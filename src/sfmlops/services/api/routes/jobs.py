@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, Request, status
 
+from sfmlops.adapters import job_runners
 from sfmlops.adapters.db import audit, repository
 from sfmlops.services import training_jobs
 from sfmlops.services.api import schemas
@@ -17,11 +18,11 @@ SUBMIT = "training_job.submit"  # the audit action, also what the retrain limit 
 RATE_WINDOW = dt.timedelta(hours=1)
 
 
-def _runner(request: Request) -> training_jobs.JobRunner:
+def _runner(request: Request) -> job_runners.JobRunner:
     # One runner per app: the local runner keeps its child processes to reap them.
     if getattr(request.app.state, "job_runner", None) is None:
-        request.app.state.job_runner = training_jobs.make_runner(request.app.state.settings)
-    runner: training_jobs.JobRunner = request.app.state.job_runner
+        request.app.state.job_runner = job_runners.make_runner(request.app.state.settings)
+    runner: job_runners.JobRunner = request.app.state.job_runner
     return runner
 
 

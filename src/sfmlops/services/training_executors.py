@@ -1,0 +1,62 @@
+"""Where a training job's fits run: Ray, a pool of local processes, or this process."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+from sfmlops.adapters.ray_cluster import cluster_address
+from sfmlops.core.forecasting.executors import (
+    Executor,
+    ProcessPoolTaskExecutor,
+    SequentialExecutor,
+)
+from sfmlops.core.forecasting.models import forecaster_class
+from sfmlops.settings import Settings
+
+if TYPE_CHECKING:
+    from sfmlops.services.model_training import TrainingRequest
+
+EXECUTOR_KINDS = ("auto", "ray", "processes", "sequential")
+
+
+def auto_executor(settings: Settings, request: TrainingRequest) -> str:
+    """Where `--executor auto` runs a training job's fits.
+
+    Ray when a cluster is configured (the fits go where the resources are) or when a model
+    fans out over stores (Prophet); otherwise in this process: a local Ray would only add its
+    start-up and a copy of the history around a single global fit (measured in
+    docs/benchmarks.md). Store retrains fit a few series and stay in this process.
+    """
+    if request.store_ids:
+        return "sequential"
+    if cluster_address(settings) or any(forecaster_class(name).fans_out for name in request.models):
+        return "ray"
+    return "sequential"
+
+
+@contextmanager
+def executor_of(
+    settings: Settings,
+    kind: str,
+    workers: int | None,
+    on_connect: Callable[[], None] | None = None,
+) -> Iterator[Executor]:
+    """The executor of `kind` (one of EXECUTOR_KINDS but auto), open for the block.
+
+    Args:
+        workers: Processes (or Ray CPUs) for per-store fits; None: the CPU count.
+        on_connect: Called before connecting to Ray, which can take a while.
+    """
+    if kind == "ray":
+        from sfmlops.adapters.ray_cluster import RayExecutor, ray_session  # noqa: PLC0415
+
+        if on_connect:
+            on_connect()
+        with ray_session(settings, workers):
+            yield RayExecutor()
+    elif kind == "processes":
+        yield ProcessPoolTaskExecutor(workers)
+    else:
+        yield SequentialExecutor()
