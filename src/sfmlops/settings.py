@@ -78,22 +78,6 @@ class Settings(BaseSettings):
         le=65535,
         description="Port the stream job serves its Prometheus metrics on (/metrics); unset: none.",
     )
-    stream_fault_after_commit: int | None = Field(
-        default=None,
-        ge=0,
-        description=(
-            "Fault injection for restart tests: the stream process kills itself with SIGKILL "
-            "right after micro-batch N is committed to the database."
-        ),
-    )
-    stream_fault_before_commit: int | None = Field(
-        default=None,
-        ge=0,
-        description=(
-            "Fault injection for restart tests: the stream process kills itself with SIGKILL "
-            "inside micro-batch N's database transaction, once Spark has moved on to the next."
-        ),
-    )
     api_token: SecretStr | None = Field(
         default=None,
         description=(

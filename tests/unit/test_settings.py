@@ -73,8 +73,6 @@ def test_streaming_settings_have_defaults_and_environment_names(
     configured = Settings(_env_file=None)
 
     assert defaults.kafka_topic == "sales.daily"
-    assert defaults.stream_fault_after_commit is None
-    assert defaults.stream_fault_before_commit is None
     assert defaults.checkpoints_dir == tmp_path / "h" / "checkpoints"
     assert configured.kafka_topic == "sales.eu"
     assert configured.jars_dir == tmp_path / "jars"

@@ -31,15 +31,19 @@ def test_writes_run_one_at_a_time_in_order_behind_the_caller() -> None:
         written.append(prepared.batch_id)
         in_flight.pop()
 
+    handed_over = threading.Event()
+
+    def hand_over_batch_1() -> None:
+        writer.submit(batch(1))
+        handed_over.set()
+
     writer = WriteBehind(write)
     writer.submit(batch(0))  # returns while batch 0 is still being written
     assert written == []
-    handed_over = threading.Thread(target=writer.submit, args=(batch(1),))
-    handed_over.start()
-    time.sleep(0.2)
-    assert handed_over.is_alive(), "batch 1 was handed over before batch 0 finished"
+    threading.Thread(target=hand_over_batch_1).start()
+    assert not handed_over.wait(0.5), "batch 1 was handed over before batch 0 finished"
     release.set()
-    handed_over.join(5)
+    assert handed_over.wait(5), "batch 1 was not handed over once batch 0 finished"
     writer.close()
     assert written == [0, 1]
 

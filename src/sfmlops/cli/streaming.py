@@ -19,6 +19,7 @@ from sfmlops.core import columns as c
 from sfmlops.services import loading, producing, stream_ingestion
 from sfmlops.services.ingestion import sales_limits
 from sfmlops.services.stream_metrics import StreamMetrics
+from sfmlops.services.stream_test_hooks import StreamFaultHooks
 from sfmlops.settings import Settings
 
 LIVE_DEFAULT_RATE = 0.1  # one event every 10 s, as the reference's live feed
@@ -130,6 +131,7 @@ def stream(
     try:
         trigger = None if once else spark.spark_interval(interval)
         jars = spark.connector_jars(settings.jars_dir)
+        faults = StreamFaultHooks.from_environment()
     except (ValueError, spark.ConnectorJarsError) as error:
         fail(str(error))
     engine = migrated_engine_of(ctx)
@@ -163,10 +165,7 @@ def stream(
             interval=trigger,
             on_batch=report,
             from_earliest=from_earliest,
-            faults=stream_ingestion.Faults(
-                after_commit=settings.stream_fault_after_commit,
-                before_commit=settings.stream_fault_before_commit,
-            ),
+            faults=faults,
             limits=lambda: sales_limits(settings),
         )
     except spark.StreamFailedError as error:

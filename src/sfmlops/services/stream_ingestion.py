@@ -16,10 +16,8 @@ once: upserts and dead letters are idempotent.
 from __future__ import annotations
 
 import datetime as dt
-import os
 import shutil
 import signal
-import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -46,12 +44,12 @@ from sfmlops.adapters.spark import (
 from sfmlops.core import events
 from sfmlops.core.validation import SalesLimits, validate_sales
 from sfmlops.services import realized_accuracy
+from sfmlops.services.stream_test_hooks import StreamFaultHooks
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
 DEAD_LETTER_SOURCE = "kafka"
-_FAULT_WAIT_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -263,20 +261,6 @@ class WriteBehind:
             self._executor.shutdown()
 
 
-@dataclass(frozen=True)
-class Faults:
-    """Fault injection for restart tests (`Settings.stream_fault_*`); None injects nothing.
-
-    Attributes:
-        after_commit: SIGKILL the process right after batch N is committed.
-        before_commit: SIGKILL the process inside batch N's transaction, once Spark has moved
-            on to the next batch (its checkpoint already counts batch N as done).
-    """
-
-    after_commit: int | None = None
-    before_commit: int | None = None
-
-
 @dataclass
 class SalesStream:
     """A running stream into the database: `request_stop` from anywhere, `wait` from the
@@ -316,7 +300,7 @@ def start_stream(
     interval: str | None,
     on_batch: Callable[[BatchReport], None],
     from_earliest: bool = False,
-    faults: Faults = Faults(),
+    faults: StreamFaultHooks | None = None,
     limits: Callable[[], SalesLimits] = SalesLimits,
 ) -> SalesStream:
     """Start streaming `source` into the database from where the database says it stopped.
@@ -330,7 +314,7 @@ def start_stream(
         interval: Micro-batch interval in Spark syntax; None drains the topic and ends.
         on_batch: Called with each batch's report after its commit (on the writer thread).
         from_earliest: Re-apply every event the topic still holds instead of resuming.
-        faults: Test hooks.
+        faults: Test-only crash points (`stream_test_hooks`); None: none.
         limits: Plausibility bounds, asked for anew each batch (today moves on).
 
     Raises:
@@ -346,23 +330,19 @@ def start_stream(
     except kafka.KafkaUnreachableError as error:
         raise StreamFailedError(str(error)) from error
     shutil.rmtree(checkpoint_dir, ignore_errors=True)
-    moved_on = threading.Event()
+    hooks = faults or StreamFaultHooks()
 
     def before_commit(batch: PreparedBatch) -> None:
-        if batch.batch_id == faults.before_commit:
-            moved_on.wait(_FAULT_WAIT_SECONDS)
-            os.kill(os.getpid(), signal.SIGKILL)
+        hooks.before_commit_of(batch.batch_id)
 
     def write(batch: PreparedBatch) -> None:
         on_batch(write_batch(engine, batch, before_commit))
-        if batch.batch_id == faults.after_commit:
-            os.kill(os.getpid(), signal.SIGKILL)
+        hooks.after_commit_of(batch.batch_id)
 
     writer = WriteBehind(write)
 
     def handle(received: pd.DataFrame, batch_id: int) -> None:
-        if faults.before_commit is not None and batch_id > faults.before_commit:
-            moved_on.set()
+        hooks.batch_received(batch_id)
         with engine.connect() as connection:
             known = repository.store_ids(connection)
         writer.submit(prepare_batch(received, known, batch_id, PRODUCED_AT, limits()))
@@ -387,7 +367,7 @@ def run_stream(
     interval: str | None,
     on_batch: Callable[[BatchReport], None],
     from_earliest: bool = False,
-    faults: Faults = Faults(),
+    faults: StreamFaultHooks | None = None,
     master: str = "local[2]",
     limits: Callable[[], SalesLimits] = SalesLimits,
 ) -> None:
@@ -404,7 +384,7 @@ def run_stream(
         interval: Micro-batch interval in Spark syntax; None drains the topic and returns.
         on_batch: Called with each batch's report after its commit.
         from_earliest: Re-apply every event the topic still holds instead of resuming.
-        faults: Test hooks.
+        faults: Test-only crash points (`stream_test_hooks`); None: none.
         master: Spark master URL.
         limits: Plausibility bounds, asked for anew each batch.
 
