@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -220,36 +220,44 @@ class Settings(BaseSettings):
         return self.home
 
     def masked(self) -> dict[str, Any]:
-        """The effective settings with secrets and URL passwords masked, for display."""
-        return {
-            "home": str(self.home),
-            "database_url": _mask_url(self.effective_database_url),
-            "mlflow_tracking_uri": _mask_url(self.effective_mlflow_tracking_uri),
-            "ray_address": self.ray_address or "(local Ray started per command)",
-            "ray_jobs_url": self.ray_jobs_url or "(local jobs)",
-            "kafka_bootstrap_servers": self.kafka_bootstrap_servers or "(no broker)",
-            "kafka_topic": self.kafka_topic,
-            "kafka_topic_partitions": self.kafka_topic_partitions,
-            "jars_dir": str(self.jars_dir),
-            "stream_max_batch_events": self.stream_max_batch_events,
-            "stream_metrics_port": self.stream_metrics_port,
-            "api_token": MASK if self.api_token else "(not set: the API only listens on loopback)",
-            "api_read_token": MASK if self.api_read_token else "(not set)",
-            "retrain_limit_per_hour": self.retrain_limit_per_hour,
-            "sales_date_margin_days": self.sales_date_margin_days,
-            "max_daily_sales": self.max_daily_sales,
-            "max_daily_customers": self.max_daily_customers,
-            "ui_password": MASK
-            if self.ui_password
-            else "(not set: the dashboard only on loopback)",
-            "as_of": self.as_of.isoformat() if self.as_of else "(latest sales date)",
-            "api_url": _mask_url(self.api_url),
-            "api_root_path": self.api_root_path or "(none)",
-            "api_max_body_bytes": self.api_max_body_bytes,
-            "model_poll_seconds": self.model_poll_seconds,
-            "metrics_worst_stores": self.metrics_worst_stores,
-            "ui_base_path": f"/{self.ui_base_path}",
-        }
+        """Every setting's effective value for display: secrets and URL passwords masked.
+
+        Derived from the fields: a `SecretStr` shows only whether it is set, every text has
+        the password of a URL in it masked, and a setting with an `effective_` property shows
+        what the product uses.
+        """
+        shown: dict[str, Any] = {}
+        for name, info in type(self).model_fields.items():
+            value = getattr(self, f"effective_{name}", getattr(self, name))
+            if _is_secret(info.annotation):
+                shown[name] = MASK if value else _WHEN_UNSET.get(name, "(not set)")
+            elif value is None:
+                shown[name] = _WHEN_UNSET.get(name, "(not set)")
+            elif value == "":
+                shown[name] = "(none)"
+            elif isinstance(value, str):
+                shown[name] = _mask_url(value)
+            elif isinstance(value, Path | dt.date):
+                shown[name] = str(value)
+            else:
+                shown[name] = value
+        return shown
+
+
+# What an unset optional setting means, where `(not set)` would not say it.
+_WHEN_UNSET = {
+    "ray_address": "(local Ray started per command)",
+    "ray_jobs_url": "(local jobs)",
+    "kafka_bootstrap_servers": "(no broker)",
+    "as_of": "(latest sales date)",
+    "api_token": "(not set: the API only listens on loopback)",
+    "ui_password": "(not set: the dashboard only on loopback)",
+}
+
+
+def _is_secret(annotation: Any) -> bool:
+    """Whether a field's type is SecretStr (alone or in a union such as `SecretStr | None`)."""
+    return annotation is SecretStr or SecretStr in get_args(annotation)
 
 
 def _checked_secret(secret: SecretStr | None, min_chars: int, kind: str) -> SecretStr | None:

@@ -6,7 +6,7 @@ import datetime as dt
 from pathlib import Path
 
 import pytest
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 
 from sfmlops.settings import MASK, Settings
 
@@ -51,6 +51,23 @@ def test_secrets_are_masked(monkeypatch: pytest.MonkeyPatch) -> None:
     assert shown["database_url"] == f"postgresql+psycopg2://app:{MASK}@db:5432/sales"
     assert "hunter2" not in str(shown)
     assert "s3cr3t-token" not in str(shown)
+
+
+def test_every_secret_field_is_masked_without_being_listed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    class WithAnotherSecret(Settings):
+        broker_password: SecretStr | None = None
+        broker_url: str = "kafka://user:pa55word@broker:9092"
+
+    monkeypatch.setenv("SFMLOPS_BROKER_PASSWORD", "pa55word")
+
+    shown = WithAnotherSecret(_env_file=None).masked()
+
+    assert shown["broker_password"] == MASK
+    assert shown["broker_url"] == f"kafka://user:{MASK}@broker:9092"
+    assert "pa55word" not in str(shown)
+    assert set(shown) == set(Settings.model_fields) | {"broker_password", "broker_url"}
 
 
 def test_a_dotenv_file_is_read(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
