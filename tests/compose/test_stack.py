@@ -24,7 +24,7 @@ import pandas as pd
 import pytest
 
 from sfmlops.datasets import ROSSMANN_DIR
-from tests.conftest import free_port
+from tests.support.network import free_port
 
 pytestmark = [pytest.mark.containers, pytest.mark.compose]
 

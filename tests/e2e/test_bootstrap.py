@@ -17,7 +17,7 @@ from sqlalchemy import func, select, text
 
 from sfmlops.adapters.db.engine import head_revision, make_engine
 from sfmlops.adapters.db.tables import forecasts, sales
-from tests.conftest import free_port
+from tests.support.network import free_port
 
 pytestmark = pytest.mark.e2e
 
