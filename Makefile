@@ -18,6 +18,7 @@ help:
 	@echo "make test         install dev dependencies and test services, lint, run the test suite"
 	@echo "make test-fast    the unit tier only (no services, a few minutes): the edit-test loop"
 	@echo "make lint         ruff check, ruff format --check, mypy, lint-imports (the layering)"
+	@echo "make lint-deploy  hadolint, actionlint, shellcheck on Dockerfiles, workflows, deploy scripts"
 	@echo "make format       ruff format + ruff check --fix"
 	@echo "make benchmarks   run the benchmarks (not part of make test)"
 	@echo "make lock         regenerate constraints.txt from pyproject.toml"
@@ -40,7 +41,7 @@ demo: install
 	$(BIN)/sfmlops demo
 
 # tests/containers need the built images: `make container-test` builds them and runs those.
-test: dev system-deps deploy-tools lint airflow
+test: dev system-deps deploy-tools lint lint-deploy airflow
 	$(BIN)/python -m pytest --ignore=tests/containers $(PYTEST_ARGS)
 	$(MAKE) --no-print-directory test-airflow
 
@@ -89,7 +90,7 @@ benchmarks: dev benchmark-deps
 
 # Deployment: Helm, actionlint, checkov, kubernetes-validate, shellcheck and hadolint for tests/deploy
 # (cached across clones), image builds, and the install sequence of docs/deployment.md.
-.PHONY: deploy-tools container-tools images container-test deploy-local deploy-clean
+.PHONY: deploy-tools lint-deploy container-tools images container-test deploy-local deploy-clean
 TOOLS_DIR ?= $(or $(SFMLOPS_TOOLS_DIR),$(HOME)/.cache/sfmlops-tools)
 export SFMLOPS_TOOLS_DIR := $(TOOLS_DIR)
 HELM_DIR := $(TOOLS_DIR)/helm-$(shell sed -n 's/^HELM_VERSION=//p' install-helm.sh)
@@ -97,6 +98,10 @@ IMAGE_TAG ?= $(shell git rev-parse --short=12 HEAD)
 
 deploy-tools: | $(UV)
 	UV=$(UV) scripts/install-deploy-tools.sh
+
+# hadolint, actionlint (+ shellcheck) and shellcheck on the repository's deployment files.
+lint-deploy: deploy-tools
+	scripts/lint-deploy.sh
 
 # Images are tagged by the hash of their inputs (unchanged ones are not rebuilt) and by the commit.
 # Without a Docker daemon they are built with podman on local stand-ins of the public bases

@@ -61,6 +61,7 @@ def test_the_validator_rejects_an_invalid_manifest(tmp_path: Path) -> None:
         check=False,
     )
     assert result.returncode != 0
+    assert "'targetPrt' was unexpected" in result.stdout + result.stderr
 
 
 def test_every_object_has_a_namespace(rendered: Rendered) -> None:

@@ -154,12 +154,8 @@ def test_the_chart_runs_the_listed_images() -> None:
         assert values[component]["image"]["repository"] == f"sfmlops-{name}"
 
 
-def test_hadolint_passes_with_only_documented_exceptions() -> None:
-    files = [str(path) for path in DOCKERFILES]
-    result = run(
-        [tool("hadolint"), "--no-color", "--config", str(HADOLINT_CONFIG), *files], check=False
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
+def test_hadolint_exceptions_are_documented() -> None:
+    # hadolint itself runs in `make lint-deploy` (scripts/lint-deploy.sh) on every Dockerfile.
     accepted = [
         line.strip()[2:].partition("#")
         for line in HADOLINT_CONFIG.read_text().splitlines()

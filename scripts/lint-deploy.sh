@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The deployment linters, run by `make lint-deploy` (and so by `make test`): hadolint on every
+# Dockerfile, actionlint on the GitHub workflows (shellcheck on their run: steps), shellcheck
+# on the deploy scripts. The pinned tools come from scripts/install-deploy-tools.sh
+# (`make deploy-tools`). The chart's own checks (helm lint, kubernetes-validate, checkov on
+# each rendered scenario) stay in tests/deploy, which renders the scenarios.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bin="${SFMLOPS_TOOLS_DIR:-$HOME/.cache/sfmlops-tools}/bin"
+for tool in hadolint actionlint shellcheck; do
+  if [[ ! -x "$bin/$tool" ]]; then
+    echo "lint-deploy: $bin/$tool missing: run make deploy-tools" >&2
+    exit 1
+  fi
+done
+
+deploy_scripts=(
+  install-helm.sh
+  scripts/install-deploy-tools.sh
+  scripts/deploy.sh
+  scripts/images.sh
+  scripts/base-images.sh
+  scripts/install-container-tools.sh
+  images/bases/airflow/entrypoint.sh
+  scripts/local-cluster.sh
+)
+
+echo "hadolint: images/*/Dockerfile"
+"$bin/hadolint" --no-color --config images/hadolint.yaml images/*/Dockerfile
+echo "actionlint: .github/workflows"
+"$bin/actionlint" -no-color -oneline -shellcheck "$bin/shellcheck"
+echo "shellcheck: ${deploy_scripts[*]}"
+"$bin/shellcheck" -x "${deploy_scripts[@]}"
+echo "lint-deploy: no findings"
