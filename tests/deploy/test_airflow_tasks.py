@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.deploy.conftest import (
+from tests.support.deploy import (
     CHART,
     ENDPOINTS,
     NAMESPACE,

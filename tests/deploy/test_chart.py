@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.deploy.conftest import (
+from tests.support.deploy import (
     CHART,
     SCENARIOS,
     Rendered,

@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sfmlops.adapters.db.engine import make_engine, migrate
 from sfmlops.services.api import create_app
 from sfmlops.settings import Settings
-from tests.deploy.conftest import CHART, ROOT, Rendered, load_yaml
+from tests.support.deploy import CHART, ROOT, Rendered, load_yaml
 
 DASHBOARDS = sorted((CHART / "dashboards").glob("*.json"))
 KNOWN_METRICS = ROOT / "tests" / "deploy" / "data" / "metric-names.txt"

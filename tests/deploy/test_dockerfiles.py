@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.deploy.conftest import CHART, ROOT, load_yaml, run, tool
+from tests.support.deploy import CHART, ROOT, load_yaml, run, tool
 
 SERVICES_DOCKERFILE = ROOT / "images" / "sfmlops" / "Dockerfile"
 HEALTHCHECK = ROOT / "images" / "sfmlops" / "healthcheck.py"

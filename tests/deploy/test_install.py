@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.deploy.conftest import (
+from tests.support.deploy import (
     CHART,
     CLUSTER_APIS,
     ENDPOINTS,

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from sfmlops.settings import Settings
-from tests.deploy.conftest import CHART, RELEASES, ROOT, load_yaml
+from tests.support.deploy import CHART, RELEASES, ROOT, load_yaml
 
 CHARTS = ["KUBERAY_OPERATOR", "INGRESS_NGINX", "KAFKA", "AIRFLOW", "KUBE_PROMETHEUS"]
 DOCS = (ROOT / "docs" / "deployment.md").read_text()

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.deploy.conftest import CHART, ROOT, Rendered, load_yaml, pod_specs, run, tool
+from tests.support.deploy import CHART, ROOT, Rendered, load_yaml, pod_specs, run, tool
 
 # checkov checks that guard what must always hold: non-root, no privileged pods, no privilege
 # escalation, resource requests and limits, no `latest` tags.

@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from tests.deploy.conftest import ENDPOINTS, NAMESPACE, Rendered, helm_template, pod_specs
+from tests.support.deploy import ENDPOINTS, NAMESPACE, Rendered, helm_template, pod_specs
 
 STREAMLIT_HEALTH = "/_stcore/health"
 

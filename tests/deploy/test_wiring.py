@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from tests.deploy.conftest import (
+from tests.support.deploy import (
     CHART,
     ENDPOINTS,
     NAMESPACE,

@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from tests.deploy.conftest import ROOT, load_yaml, run, tool
+from tests.support.deploy import ROOT, load_yaml, run, tool
 
 WORKFLOWS = ROOT / ".github" / "workflows"
 
