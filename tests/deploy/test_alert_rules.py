@@ -16,8 +16,8 @@ import pytest
 import yaml
 
 from sfmlops.services.stream_metrics import StreamMetrics
-from tests.deploy.test_dashboards import SAMPLE_SUFFIXES, api_metrics, queried_metrics
 from tests.support.deploy import CHART, ROOT, Rendered, load_yaml
+from tests.support.metric_names import SAMPLE_SUFFIXES, api_metrics, queried_metrics
 
 RULES = CHART / "rules" / "sfmlops.rules.yaml"
 RULE_TESTS = ROOT / "tests" / "deploy" / "data" / "sfmlops.rules.test.yaml"

@@ -23,7 +23,8 @@ from sqlalchemy import Engine, event, select
 from sfmlops.adapters.db.engine import make_engine, migrate
 from sfmlops.adapters.db.tables import ingest_dead_letters, sales
 from sfmlops.services import loading
-from tests.conftest import ROOT, free_port
+from tests.support import ROOT
+from tests.support.network import free_port
 
 pytestmark = pytest.mark.integration
 POSTGRES = ROOT / "scripts" / "postgres.sh"

@@ -12,8 +12,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from sfmlops.adapters.db import repository
 from sfmlops.core import columns as c
 from sfmlops.services.stream_metrics import StreamMetrics
-from tests.conftest import free_port
-from tests.streaming.conftest import StreamEnv
+from tests.support.network import free_port
+from tests.support.streaming import StreamEnv
 
 pytestmark = pytest.mark.integration
 

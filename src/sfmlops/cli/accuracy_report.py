@@ -10,8 +10,7 @@ import pandas as pd
 import typer
 from rich.table import Table
 
-from sfmlops.cli.context import console, engine_of, fail, settings_of
-from sfmlops.cli.data import migrate_or_fail
+from sfmlops.cli.context import console, fail, migrated_engine_of, settings_of
 from sfmlops.core import columns as c
 from sfmlops.core.forecasting import metrics as m
 from sfmlops.services import realized_accuracy
@@ -33,8 +32,7 @@ def show_accuracy(
     """Realized accuracy: RMSPE, MAPE, bias and interval coverage of the forecasts issued,
     overall, by horizon, by model version, per day and (all stores) the 10 worst stores."""
     settings = settings_of(ctx)
-    engine = engine_of(ctx)
-    migrate_or_fail(engine)
+    engine = migrated_engine_of(ctx)
     with engine.connect() as connection:
         end = as_of_date(settings, connection)
     if end is None:

@@ -8,8 +8,7 @@ import typer
 from rich.table import Table
 
 from sfmlops.adapters.db import repository
-from sfmlops.cli.context import console, engine_of
-from sfmlops.cli.data import migrate_or_fail
+from sfmlops.cli.context import console, migrated_engine_of
 
 
 def list_dead_letters(
@@ -19,8 +18,7 @@ def list_dead_letters(
     as_json: bool = typer.Option(False, "--json", help="Print JSON lines with the payloads."),
 ) -> None:
     """List refused records, newest first: when, from where, why, and what was received."""
-    engine = engine_of(ctx)
-    migrate_or_fail(engine)
+    engine = migrated_engine_of(ctx)
     with engine.connect() as connection:
         letters = repository.list_dead_letters(connection, limit, source)
     if as_json:
