@@ -23,8 +23,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import free_port
-from tests.deploy.conftest import ROOT, render
+from tests.support.deploy import ROOT, render
+from tests.support.network import free_port
 
 pytestmark = pytest.mark.containers
 

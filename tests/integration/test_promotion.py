@@ -15,7 +15,7 @@ from sfmlops.core.forecasting.bundle import ForecastBundle
 from sfmlops.services import loading
 from sfmlops.services.model_training import champion_bundle, version_folder
 from sfmlops.settings import Settings
-from tests.model_registry import train_champion
+from tests.support.model_registry import train_champion
 
 pytestmark = pytest.mark.integration
 
