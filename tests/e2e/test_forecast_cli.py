@@ -134,7 +134,14 @@ def test_train_registers_a_champion_that_predict_and_pyfunc_agree_on(
     assert result.returncode == 0, result.stderr
     submission = pd.read_csv(output)
     future = pd.read_csv(future_file)
-    assert list(submission.columns) == ["Id", "Sales", "Sales_lower", "Sales_upper"]
+    assert list(submission.columns) == [
+        "Id",
+        "Sales",
+        "Sales_lower",
+        "Sales_upper",
+        "Sales_lower_95",
+        "Sales_upper_95",
+    ]
     assert submission["Id"].tolist() == future["Id"].tolist()
     closed = (future["Open"] == 0).to_numpy()
     assert (submission.loc[closed, "Sales"] == 0).all()
@@ -144,6 +151,9 @@ def test_train_registers_a_champion_that_predict_and_pyfunc_agree_on(
     assert (open_days["Sales_lower"] <= open_days["Sales"]).all()
     assert (open_days["Sales"] <= open_days["Sales_upper"]).all()
     assert (open_days["Sales_lower"] < open_days["Sales_upper"]).all()
+    assert (open_days["Sales_lower_95"] <= open_days["Sales_lower"]).all()
+    assert (open_days["Sales_upper"] <= open_days["Sales_upper_95"]).all()
+    assert (open_days["Sales_lower_95"] < open_days["Sales_lower"]).mean() > 0.9
     # Any MLflow client with sfmlops installed gets the same forecasts from the registry.
     # Both URIs: `models:/` names resolve in the registry, which earlier tests in this
     # process may have pointed elsewhere.

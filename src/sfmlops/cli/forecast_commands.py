@@ -237,7 +237,9 @@ def predict_command(
         ..., "--future", help="Days to forecast, in the competition's test.csv format."
     ),
     output: Path = typer.Option(
-        ..., "--output", help="CSV to write: Id,Sales,Sales_lower,Sales_upper."
+        ...,
+        "--output",
+        help="CSV to write: Id,Sales,Sales_lower,Sales_upper (80 %),Sales_lower_95,Sales_upper_95.",
     ),
     bundle_path: Path | None = typer.Option(
         None, "--bundle", help="A bundle folder; default: the champion version in MLflow."

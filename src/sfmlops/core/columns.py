@@ -141,4 +141,6 @@ ROSSMANN_SUBMISSION_COLUMNS: Final = {
     YHAT: "Sales",
     YHAT_LOWER: "Sales_lower",
     YHAT_UPPER: "Sales_upper",
+    YHAT_LOWER_95: "Sales_lower_95",
+    YHAT_UPPER_95: "Sales_upper_95",
 }

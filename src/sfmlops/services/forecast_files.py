@@ -92,9 +92,13 @@ def read_future_file(path: Path, bundle: ForecastBundle) -> tuple[pd.Series, pd.
 
 
 def write_submission(path: Path, row_ids: pd.Series, forecast: pd.DataFrame) -> None:
-    """Write `Id,Sales,Sales_lower,Sales_upper` atomically (no partial file on failure)."""
+    """Write `Id,Sales,Sales_lower,Sales_upper,Sales_lower_95,Sales_upper_95` atomically.
+
+    `Sales_lower`..`Sales_upper` is the 80 % interval, the `_95` columns the 95 % one. No
+    partial file is left on failure.
+    """
     frame = pd.DataFrame({c.ROSSMANN_ROW_ID: row_ids.to_numpy()})
-    for column in (c.YHAT, c.YHAT_LOWER, c.YHAT_UPPER):
+    for column in (c.YHAT, c.YHAT_LOWER, c.YHAT_UPPER, c.YHAT_LOWER_95, c.YHAT_UPPER_95):
         frame[column] = forecast[column].to_numpy(dtype=float).round(2)
     frame = frame.rename(columns=c.ROSSMANN_SUBMISSION_COLUMNS)
     _write_atomically(path, frame.to_csv(index=False))

@@ -84,8 +84,8 @@ class BacktestReport:
         scored: Every model's forecasts with actuals (see `backtest.run_backtest`), plus the
             champions' forecasts on the reported window as model `champion`.
         summary: Metrics per model and window (`champion` only on the reported window).
-        champions: Per series, the champion picked on the windows before the reported one,
-            season windows included (on the only window when there is one).
+        champions: Per series, the champion picked on the rolling windows before the
+            reported one (on the only rolling window when there is one).
         failures: Fits that raised for a series (`FAILURE_COLUMNS`); such a series is
             forecast 0 by that model in that window, so it does not become its champion.
     """
@@ -152,7 +152,11 @@ def backtest(
         failures.add(name, f"backtest window {window.number}", forecaster)
 
     scored = run_backtest(history, stores, made, chosen, on_fit, on_fitted)
-    selection = [w.number for w in chosen[:-1]] or [chosen[-1].number]
+    # Season windows are reported, not used for picking: their models saw a year less
+    # history than the final one (on data to 2014-06-13, the gbm of the season window had five
+    # months and lost stores to seasonal_naive that it wins with the full history).
+    rolling = [w.number for w in chosen if w.kind == ROLLING]
+    selection = rolling[:-1] or [rolling[-1]]
     champions = select_champions(scored, selection)
     reported = chosen[-1].number
     best = champion_scored(scored[scored[c.BACKTEST_WINDOW] == reported], champions)
@@ -192,11 +196,18 @@ def train(
         factories=factories,
     )
     executor = executor or SequentialExecutor()
+    rolling = [w.number for w in report.windows if w.kind == ROLLING]
     failures = FailureLog()
     models: dict[str, CalibratedForecaster] = {}
     for name in model_names:
-        # Every window's errors: the final fit is calibrated on the most evidence.
-        calibration = calibration_of(report.scored[report.scored[c.MODEL] == name])
+        # Every rolling window's errors: the final fit is calibrated on the most evidence of
+        # models fitted on about as much history as it is. A season window's model saw a
+        # year less: its errors are larger than the final model's and would widen intervals
+        # beyond their level (measured: 84 % instead of 78 % coverage of a nominal 80 %).
+        scored = report.scored
+        calibration = calibration_of(
+            scored[(scored[c.MODEL] == name) & scored[c.BACKTEST_WINDOW].isin(rolling)]
+        )
         make = (factories or {}).get(name)
         forecaster = (
             cast(CalibratedForecaster, make(calibration=calibration))
@@ -211,7 +222,7 @@ def train(
             models[name] = executor.map(fit_task, [(forecaster, history, stores)])[0]
         failures.add(name, FINAL_FIT, models[name])
     report = replace(report, failures=pd.concat([report.failures, failures.frame()]))
-    all_windows = [w.number for w in report.windows]
+    all_windows = [w.number for w in report.windows if w.kind == ROLLING]
     scored = report.scored[report.scored[c.MODEL] != CHAMPION]
     champions = avoid_failed(select_champions(scored, all_windows), failures.frame())
     reported = report.reported()
