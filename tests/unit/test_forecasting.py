@@ -193,6 +193,37 @@ def test_features_use_only_days_up_to_the_cutoff(sales: pd.DataFrame, stores: pd
     assert not StoreStats.of(pd.concat([seen, tampered])).by_store.equals(stats.by_store)
 
 
+def test_features_place_a_day_in_its_school_holidays_and_promotion_cycle(
+    stores: pd.DataFrame,
+) -> None:
+    sales = synthetic_sales(stores=2, days=70)
+    first = sales[c.SALES_DATE].min()
+    holidays = (sales[c.SALES_DATE] >= first + pd.Timedelta(days=21)) & (
+        sales[c.SALES_DATE] < first + pd.Timedelta(days=35)
+    )
+    sales[c.SCHOOL_HOLIDAY] = holidays.astype(int)
+    rows = as_rows(sales)
+    profile = store_profile(stores)
+    features = build_features(rows, profile, StoreStats.of(sales), Calendar.of(rows, profile))
+    store = features[c.STORE_ID] == 1
+    into = features.loc[store, "days_into_school_holiday"].to_numpy()
+    left = features.loc[store, "days_left_school_holiday"].to_numpy()
+    assert list(into[21:35]) == list(range(1, 15))
+    assert list(left[21:35]) == list(range(14, 0, -1))
+    assert into[:21].max() == 0
+    assert into[35:].max() == 0
+    # Promotions run Monday to Friday every other week: a promo Wednesday is two days after
+    # its run started, the Monday after a promo week three days after it ended.
+    promo = rows.loc[store, c.PROMO].to_numpy() == 1
+    weekday = rows.loc[store, c.DATE].dt.dayofweek.to_numpy()
+    after_start = features.loc[store, "days_after_promo_start"].to_numpy()
+    after_end = features.loc[store, "days_after_promo_end"].to_numpy()
+    assert (after_start[promo & (weekday == 2)] == 2).all()
+    monday_after = np.flatnonzero(~promo & (weekday == 0) & np.roll(promo, 3))
+    assert len(monday_after) > 0
+    assert (after_end[monday_after] == 3).all()
+
+
 def test_a_backtest_never_shows_a_model_its_window(
     sales: pd.DataFrame, stores: pd.DataFrame
 ) -> None:

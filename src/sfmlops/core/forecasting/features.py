@@ -20,6 +20,8 @@ from sfmlops.core import columns as c
 PROXIMITY_CAP_DAYS = 21
 REOPENING_CAP_DAYS = 60
 RECENT_DAYS = 91  # "recent level": the quarter before the cutoff
+LATEST_DAYS = 28  # "latest level": the four weeks before the cutoff
+RUN_CAP_DAYS = 45  # position in a run of school holidays (summer holidays last ~6 weeks)
 LONG_CLOSURE_DAYS = 3  # a run of closed weekdays at least this long is a refurbishment
 
 _CATEGORIES = {
@@ -62,6 +64,7 @@ class StoreStats:
         grouped = log_sales.groupby(store)
         mean = grouped.mean()
         recent = open_days[c.SALES_DATE] > cutoff - pd.Timedelta(days=RECENT_DAYS)
+        latest = open_days[c.SALES_DATE] > cutoff - pd.Timedelta(days=LATEST_DAYS)
         promo = open_days[c.PROMO] == 1
         promo_mean = log_sales[promo].groupby(store[promo]).mean()
         plain_mean = log_sales[~promo].groupby(store[~promo]).mean()
@@ -85,6 +88,9 @@ class StoreStats:
             }
         )
         by_store.index.name = c.STORE_ID
+        by_store["store_recent_level_28"] = (
+            log_sales[latest].groupby(store[latest]).mean().reindex(mean.index) - mean
+        )
         by_weekday = (
             (log_sales - store.map(mean))
             .groupby([store, weekday.rename(c.DAY_OF_WEEK)])
@@ -138,7 +144,9 @@ class Calendar:
     def of(cls, rows: pd.DataFrame, profile: pd.DataFrame) -> Calendar:
         """The calendar of `rows` (covariate rows keyed by `columns.DATE`)."""
         state_of = profile.set_index(c.STORE_ID)[c.STATE]
-        frame = rows[[c.STORE_ID, c.DATE, c.OPEN, c.STATE_HOLIDAY, c.SCHOOL_HOLIDAY]].copy()
+        frame = rows[
+            [c.STORE_ID, c.DATE, c.OPEN, c.PROMO, c.STATE_HOLIDAY, c.SCHOOL_HOLIDAY]
+        ].copy()
         frame[c.STATE] = frame[c.STORE_ID].map(state_of).fillna(-1).astype(int)
         frame["state_holiday_day"] = frame[c.STATE_HOLIDAY].astype(str) != "0"
         frame["school_holiday_day"] = frame[c.SCHOOL_HOLIDAY].astype(int) == 1
@@ -153,10 +161,26 @@ class Calendar:
             {"state_holiday": "state_holiday_day", "school_holiday": "school_holiday_day"},
             PROXIMITY_CAP_DAYS,
         )
+        state_days = _with_run_position(state_days, c.STATE, "school_holiday_day", "school_holiday")
         weekday = frame[c.DATE].dt.dayofweek + 1
         frame["closed_weekday"] = (frame[c.OPEN].astype(int) == 0) & (weekday != 7)
-        store_days = frame[[c.STORE_ID, c.DATE, "closed_weekday"]].sort_values([c.STORE_ID, c.DATE])
+        store_days = frame[[c.STORE_ID, c.DATE, "closed_weekday", c.PROMO]].sort_values(
+            [c.STORE_ID, c.DATE]
+        )
         store_days = store_days.drop_duplicates([c.STORE_ID, c.DATE], keep="last")
+        promo = store_days[c.PROMO].astype(int) == 1
+        previous_promo = promo.groupby(store_days[c.STORE_ID]).shift(fill_value=False)
+        following_promo = promo.groupby(store_days[c.STORE_ID]).shift(-1, fill_value=False)
+        # A promotion runs for days in a row (Rossmann: Monday to Friday, every other week):
+        # where a day sits in that cycle, not only whether it has one.
+        store_days["promo_start_day"] = promo & ~previous_promo
+        store_days["promo_end_day"] = promo & ~following_promo
+        store_days = _with_proximity(
+            store_days,
+            c.STORE_ID,
+            {"promo_start": "promo_start_day", "promo_end": "promo_end_day"},
+            PROXIMITY_CAP_DAYS,
+        )
         run = (
             store_days["closed_weekday"] != store_days.groupby(c.STORE_ID)["closed_weekday"].shift()
         ).cumsum()
@@ -246,11 +270,31 @@ def _with_proximity(
     return days
 
 
+def _with_run_position(days: pd.DataFrame, group: str, flag: str, event: str) -> pd.DataFrame:
+    """Add `days_into_<event>`/`days_left_<event>`: the position in a run of flagged days.
+
+    1 on a run's first (last) day, 0 outside runs, capped at `RUN_CAP_DAYS`: the start of the
+    summer holidays is not their end.
+    """
+    days = days.sort_values([group, c.DATE]).reset_index(drop=True)
+    flagged = days[flag].astype(bool)
+    run = (flagged != flagged.groupby(days[group]).shift()).cumsum()
+    position = days.groupby(run).cumcount() + 1
+    length = days.groupby(run)[flag].transform("size")
+    days[f"days_into_{event}"] = np.where(flagged, position.clip(upper=RUN_CAP_DAYS), 0)
+    days[f"days_left_{event}"] = np.where(
+        flagged, (length - position + 1).clip(upper=RUN_CAP_DAYS), 0
+    )
+    return days
+
+
 def _proximity_columns(frame: pd.DataFrame) -> list[str]:
     return [str(name) for name in frame.columns if str(name).startswith("days_")]
 
 
 def _cap_of(name: str) -> int:
+    if name.startswith(("days_into_", "days_left_")):
+        return 0
     return REOPENING_CAP_DAYS if "long_closure" in name else PROXIMITY_CAP_DAYS
 
 
