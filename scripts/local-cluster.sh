@@ -188,7 +188,9 @@ build() {
   build_kubernetes
   build_etcd
   build_addons
-  build_traefik
+  # The cluster is useful without an ingress (kubectl port-forward), so a failed Traefik build
+  # is reported, not fatal.
+  build_traefik || log "Traefik did not build: no ingress controller (reach Services with kubectl port-forward)"
 }
 
 # --- images without a registry -------------------------------------------------------------
@@ -772,7 +774,7 @@ remove_kubelet_iptables_chains() {
     for table in filter nat mangle; do
       for chain in $("$tool" -t $table -S 2>/dev/null | sed -n 's/^-N \(KUBE-[A-Z0-9-]*\)$/\1/p'); do
         "$tool" -t $table -S 2>/dev/null | grep -- "-j $chain\b" | sed 's/^-A/-D/' |
-          while read -r rule; do eval "$tool -t $table $rule" 2>/dev/null || true; done
+          while read -r rule; do eval "$tool -t $table $rule" 2>/dev/null || true; done || true
       done
       for chain in $("$tool" -t $table -S 2>/dev/null | sed -n 's/^-N \(KUBE-[A-Z0-9-]*\)$/\1/p'); do
         "$tool" -t $table -F "$chain" 2>/dev/null || true
@@ -788,7 +790,7 @@ remove_kubelet_iptables_chains() {
 unmount_under() {
   local mountpoint
   awk -v prefix="$1/" 'index($5, prefix) == 1 { print $5 }' /proc/self/mountinfo | sort -r |
-    while read -r mountpoint; do umount -l "$mountpoint" 2>/dev/null || true; done
+    while read -r mountpoint; do umount -l "$mountpoint" 2>/dev/null || true; done || true
 }
 
 # The kubelet puts every pod under a kubepods cgroup: whatever still runs there (a container
@@ -798,7 +800,7 @@ remove_pod_cgroups() {
   for controller in /sys/fs/cgroup/*/kubepods /sys/fs/cgroup/kubepods; do
     [ -d "$controller" ] || continue
     find "$controller" -name cgroup.procs -exec cat {} + 2>/dev/null |
-      while read -r pid; do kill -KILL "$pid" 2>/dev/null || true; done
+      while read -r pid; do kill -KILL "$pid" 2>/dev/null || true; done || true
   done
   for controller in /sys/fs/cgroup/*/kubepods /sys/fs/cgroup/kubepods; do
     [ -d "$controller" ] || continue
@@ -824,6 +826,10 @@ reset() {
 #   - Ingresses of class "traefik";
 #   - Gateway API HTTPRoutes attached to the Gateway "local" of namespace "ingress".
 start_ingress() {
+  if [ ! -x "$traefik_bin/traefik" ]; then
+    log "no ingress controller: kubectl port-forward --address 127.0.0.1 svc/NAME PORT reaches a Service"
+    return 0
+  fi
   local gateway_crds
   gateway_crds=$(module_dir "sigs.k8s.io/gateway-api@$GATEWAY_API_VERSION")/config/crd/standard
   kubectl_admin apply --server-side --force-conflicts -f "$gateway_crds" >/dev/null
