@@ -132,7 +132,8 @@ def run_as_the_chart_does(
     # (emptyDir; a persistent volume starts empty too).
     for mount in container.get("volumeMounts", []):
         if not mount.get("readOnly"):
-            command += ["--tmpfs", f"{mount['mountPath']}:rw,mode=1777"]
+            # (--mount: podman 4.3 ignores the mode of --tmpfs, leaving it root's 0755.)
+            command += ["--mount", f"type=tmpfs,destination={mount['mountPath']},tmpfs-mode=1777"]
     env = {**environment(container, config_maps), **overrides}
     for key, value in env.items():
         command += ["--env", f"{key}={value}"]
