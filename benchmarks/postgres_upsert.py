@@ -1,6 +1,6 @@
 """Benchmark: PostgreSQL's part of a stream micro-batch (staging, COPY, merge, commit).
 
-The stream job writes each micro-batch with `repository.upsert_sales` in one transaction. This
+The stream job writes each micro-batch with `sales_records.upsert_sales` in one transaction. This
 times that write piece by piece on a durable server (fsync and synchronous_commit on), for
 several ways of writing and two sets of server settings, on the same data:
 
@@ -47,7 +47,7 @@ import pyarrow.csv as pa_csv
 from sqlalchemy import Connection, Engine, event
 from sqlalchemy.engine import make_url
 
-from sfmlops.adapters.db import repository
+from sfmlops.adapters.db import sales_records, store_records
 from sfmlops.adapters.db.engine import make_engine, migrate
 from sfmlops.core import columns as c
 from sfmlops.datasets import ROSSMANN_DIR
@@ -117,7 +117,7 @@ MERGES: dict[str, list[str]] = {
 class Variant:
     """One way of writing a batch, on one set of server settings.
 
-    `merge` None means `repository.upsert_sales` as this checkout has it; otherwise the
+    `merge` None means `sales_records.upsert_sales` as this checkout has it; otherwise the
     statements of MERGES[merge] after COPY into a staging table made as the fields say.
     """
 
@@ -131,7 +131,7 @@ class Variant:
 
 
 VARIANTS = [
-    # What repository.upsert_sales did before this benchmark: the baseline.
+    # What sales_records.upsert_sales did before this benchmark: the baseline.
     Variant("on-conflict-stock", "stock", merge="on-conflict"),
     Variant("on-conflict", "tuned", merge="on-conflict"),
     Variant("repository-stock", "stock"),
@@ -222,8 +222,8 @@ def make_template(url: str, stores: pd.DataFrame, history: pd.DataFrame) -> None
     engine = make_engine(database_url(url, "template_sales"))
     migrate(engine)
     with engine.begin() as connection:
-        repository.upsert_stores(connection, stores)
-        repository.upsert_sales(connection, history)
+        store_records.upsert_stores(connection, stores)
+        sales_records.upsert_sales(connection, history)
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
         # As a table some time after a bulk load is: hint bits set, visibility map, statistics.
         connection.exec_driver_sql("VACUUM (ANALYZE) sales")
@@ -295,7 +295,7 @@ def staged_write(
         staging = "sales_staging_unlogged"
         connection.exec_driver_sql(f"TRUNCATE {staging}")
     if variant.copy_format == "csv":
-        buffer = repository._csv_buffer(frame[list(c.SALES_COLUMNS)])
+        buffer = sales_records._csv_buffer(frame[list(c.SALES_COLUMNS)])
         options = "FORMAT csv"
     else:
         buffer = text_buffer(frame[list(c.SALES_COLUMNS)])
@@ -322,7 +322,7 @@ def staged_write(
 
 
 class MergeClock:
-    """Notes when `repository.upsert_sales` issues its first statement after COPY.
+    """Notes when `sales_records.upsert_sales` issues its first statement after COPY.
 
     Staging and savepoint statements belong to the copy phase; the merge starts with the
     first other statement (none when the frame went straight into sales).
@@ -378,7 +378,7 @@ def write_batch(
     started = time.perf_counter()
     with connection.begin() as transaction:
         if variant.merge is None:
-            repository.upsert_sales(connection, batch)
+            sales_records.upsert_sales(connection, batch)
             merged = time.perf_counter()
             copied = clock.merge_started or merged
         else:

@@ -47,7 +47,7 @@ from sqlalchemy import Engine, text
 
 from sfmlops.adapters import kafka
 from sfmlops.adapters import spark as spark_adapter
-from sfmlops.adapters.db import repository
+from sfmlops.adapters.db import sales_records, store_records
 from sfmlops.adapters.db.engine import make_engine, migrate
 from sfmlops.core import columns as c
 from sfmlops.core import events
@@ -242,7 +242,7 @@ def sustained(
         stream.request_stop()
         stream.wait()
     with engine.connect() as connection:
-        stored = repository.sales_summary(connection).rows
+        stored = sales_records.sales_summary(connection).rows
     expected = sum(len(sales) for sales in phases.values())
     if stored != expected:
         raise RuntimeError(f"{stored:,} rows stored for {expected:,} distinct events")
@@ -337,7 +337,7 @@ def append_reference(engine: Engine, received: pd.DataFrame) -> int:
     decoded = events.decode_sales_events(received)
     with engine.begin() as connection:
         valid = validate_sales(
-            decoded.records, repository.store_ids(connection), reject_duplicates=False
+            decoded.records, store_records.store_ids(connection), reject_duplicates=False
         ).valid
         buffer = io.StringIO()
         valid.to_csv(buffer, index=False, header=False, date_format="%Y-%m-%d")
@@ -477,7 +477,7 @@ def main() -> None:
             engine = make_engine(url)
             migrate(engine)
             with engine.begin() as connection:
-                repository.upsert_stores(connection, dataset.stores)
+                store_records.upsert_stores(connection, dataset.stores)
             session = spark_adapter.make_spark_session(jars)
             # pyspark keeps the JVM it launched as the gateway's process.
             jvm = session.sparkContext._gateway.proc.pid  # type: ignore[union-attr]

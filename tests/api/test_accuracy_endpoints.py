@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import Engine
 
 from sfmlops.adapters.db import issued_forecasts as records
-from sfmlops.adapters.db import repository
+from sfmlops.adapters.db import training_job_records
 from sfmlops.core import columns as c
 from sfmlops.services.api import create_app
 from sfmlops.settings import Settings
@@ -121,12 +121,12 @@ def test_metrics_show_realized_accuracy_freshness_and_training_outcomes(
     assert served.post("/v1/sales", json={"records": batch}, headers=auth).status_code == 200
     finished = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
     with sqlite_engine.begin() as connection:
-        repository.create_training_job(connection, "job-full", "local", None)
-        repository.update_training_job(
+        training_job_records.create_training_job(connection, "job-full", "local", None)
+        training_job_records.update_training_job(
             connection, "job-full", status="failed", finished_at=finished
         )
-        repository.create_training_job(connection, "job-store", "local", [1])
-        repository.update_training_job(
+        training_job_records.create_training_job(connection, "job-store", "local", [1])
+        training_job_records.update_training_job(
             connection, "job-store", status="succeeded", finished_at=finished
         )
 

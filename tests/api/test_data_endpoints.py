@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import Engine, select
 
-from sfmlops.adapters.db import repository
+from sfmlops.adapters.db import sales_records, training_job_records
 from sfmlops.adapters.db.tables import ingest_dead_letters
 
 pytestmark = pytest.mark.integration
@@ -121,7 +121,7 @@ def test_ingestion_keeps_valid_records_and_dead_letters_the_rest(
         (3, "sales_date: not a date in YYYY-MM-DD form"),
     ]
     with loaded_engine.connect() as connection:
-        stored = repository.read_sales(connection, [1, 2, 3])
+        stored = sales_records.read_sales(connection, [1, 2, 3])
         letters = connection.execute(select(ingest_dead_letters)).mappings().all()
     assert stored["sales_date"].max().date().isoformat() == "2015-06-14"
     assert len(stored[stored["sales_date"] == "2015-06-14"]) == 1
@@ -272,7 +272,7 @@ def test_implausible_records_are_dead_lettered_and_listed(client: TestClient) ->
 
 def test_one_active_training_job_per_series(client: TestClient, loaded_engine: Engine) -> None:
     with loaded_engine.begin() as connection:
-        repository.create_training_job(connection, "running-job", "local", [1, 2])
+        training_job_records.create_training_job(connection, "running-job", "local", [1, 2])
 
     overlapping = client.post("/v1/training-jobs", json={"stores": [2, 3]})
     everything = client.post("/v1/training-jobs", json={"stores": None})

@@ -18,7 +18,7 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import Engine
 
-from sfmlops.adapters.db import repository
+from sfmlops.adapters.db import forecast_records
 from sfmlops.core import columns as c
 from sfmlops.core.forecasting.bundle import ForecastBundle
 from sfmlops.services.api import create_app
@@ -268,7 +268,7 @@ def test_latest_precomputed_forecasts(client: TestClient, loaded_engine: Engine)
             columns=[c.STORE_ID, c.PRODUCT_ID, c.DATE],
         ).assign(**{name: yhat for name in c.FORECAST_VALUES})
         with loaded_engine.begin() as connection:
-            repository.write_forecasts(connection, frame, version, created_at)
+            forecast_records.write_forecasts(connection, frame, version, created_at)
 
     run("1", dt.datetime(2026, 1, 1, tzinfo=dt.UTC), [1, 2, 3], 100.0)
     run("2", dt.datetime(2026, 1, 8, tzinfo=dt.UTC), [1, 2], 200.0)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select, text
 
-from sfmlops.adapters.db import repository
+from sfmlops.adapters.db import stream_offset_records
 from sfmlops.adapters.db.engine import make_engine, migrate
 from sfmlops.adapters.db.tables import sales
 from sfmlops.services import loading
@@ -40,7 +40,7 @@ def test_a_restore_brings_back_the_sales_and_the_stream_offsets(
     migrate(engine)
     loading.load_folder(engine, rossmann_slice)
     with engine.begin() as connection:
-        repository.write_stream_offsets(connection, "sales.daily", {0: 1234, 1: 99})
+        stream_offset_records.write_stream_offsets(connection, "sales.daily", {0: 1234, 1: 99})
         rows = connection.execute(select(func.count()).select_from(sales)).scalar_one()
     backup_file = tmp_path / "backups" / "sfmlops.dump"
 
@@ -61,5 +61,8 @@ def test_a_restore_brings_back_the_sales_and_the_stream_offsets(
     with engine.connect() as connection:
         assert connection.execute(select(func.count()).select_from(sales)).scalar_one() == rows
         # The stream job resumes from the restored offsets: nothing lost, nothing applied twice.
-        assert repository.read_stream_offsets(connection, "sales.daily") == {0: 1234, 1: 99}
+        assert stream_offset_records.read_stream_offsets(connection, "sales.daily") == {
+            0: 1234,
+            1: 99,
+        }
     engine.dispose()

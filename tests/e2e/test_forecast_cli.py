@@ -14,8 +14,8 @@ import pandas as pd
 import pytest
 import yaml
 
+from sfmlops.adapters.db import forecast_records, training_job_records
 from sfmlops.adapters.db import issued_forecasts as records
-from sfmlops.adapters.db import repository
 from sfmlops.adapters.db.engine import make_engine
 from sfmlops.core import columns as c
 from sfmlops.datasets import ROSSMANN_DIR
@@ -246,14 +246,14 @@ def test_a_new_champion_refreshes_the_precomputed_forecasts(
     assert sfmlops(home, *train).returncode == 0
     engine = make_engine(f"sqlite:///{home / 'sfmlops.db'}")
     with engine.connect() as connection:
-        first = repository.latest_forecasts(connection)
+        first = forecast_records.latest_forecasts(connection)
 
     retrained = sfmlops(home, *train, "--stores", "2")
 
     assert retrained.returncode == 0, retrained.stderr
     assert "Refreshed the precomputed forecasts with version 2" in retrained.stdout
     with engine.connect() as connection:
-        second = repository.latest_forecasts(connection)
+        second = forecast_records.latest_forecasts(connection)
         kept = records.read_issued(connection, 2, dt.date(2015, 6, 14), dt.date(2015, 6, 20))
     engine.dispose()
     assert set(first["model_version"]) == {"1"}
@@ -332,9 +332,9 @@ def test_a_drifting_store_is_found_stale_and_retrained_alone(
     assert "version 2" in result.stdout
     engine = make_engine(f"sqlite:///{home / 'sfmlops.db'}")
     with engine.connect() as connection:
-        (job,) = repository.list_training_jobs(connection)
+        (job,) = training_job_records.list_training_jobs(connection)
     engine.dispose()
-    assert (job["status"], job["stores"], job["model_version"]) == ("succeeded", [3], "2")
+    assert (job.status, job.stores, job.model_version) == ("succeeded", [3], "2")
     client = mlflow.MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
     run = client.get_run(client.get_model_version("sfmlops-forecaster", "2").run_id)
     assert run.data.tags["sfmlops.reason"].startswith("stale on 3 scored days up to 2015-06-17")

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from sqlalchemy import Engine
 
-from sfmlops.adapters.db import repository
+from sfmlops.adapters.db import dead_letter_records, sales_records, store_records
 from sfmlops.adapters.db.engine import make_engine, migrate
 from sfmlops.adapters.db.tables import forecasts
 from sfmlops.core import columns as c
@@ -48,11 +48,11 @@ def sales_frame(store_ids: list[int], day: dt.date) -> pd.DataFrame:
 
 def seed(engine: Engine) -> None:
     with engine.begin() as connection:
-        repository.upsert_stores(connection, stores_frame([1, 2, 3]))
-        repository.upsert_sales(connection, sales_frame([1, 2, 3], DAY - dt.timedelta(days=1)))
-        repository.upsert_sales(connection, sales_frame([1, 3], DAY))
-        repository.add_dead_letters(
-            connection, [repository.DeadLetter(source="kafka", payload="{}", reason="bad")]
+        store_records.upsert_stores(connection, stores_frame([1, 2, 3]))
+        sales_records.upsert_sales(connection, sales_frame([1, 2, 3], DAY - dt.timedelta(days=1)))
+        sales_records.upsert_sales(connection, sales_frame([1, 3], DAY))
+        dead_letter_records.add_dead_letters(
+            connection, [dead_letter_records.DeadLetter(source="kafka", payload="{}", reason="bad")]
         )
 
 

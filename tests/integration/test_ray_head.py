@@ -20,7 +20,7 @@ from sqlalchemy import Engine
 
 from sfmlops.adapters import job_runners
 from sfmlops.adapters import mlflow_registry as registry
-from sfmlops.adapters.db import repository
+from sfmlops.adapters.db import training_job_records
 from sfmlops.adapters.db.engine import make_engine, migrate
 from sfmlops.services import loading, training_jobs
 from sfmlops.settings import Settings
@@ -165,10 +165,10 @@ def test_a_job_submitted_to_the_head_reports_back_and_registers_a_version(
     job = None
     while time.monotonic() < deadline:
         with engine.connect() as connection:
-            job = repository.get_training_job(connection, submitted.id)
+            job = training_job_records.get_training_job(connection, submitted.id)
         assert job is not None
         job = training_jobs.refresh_job(engine, runner, job)
-        if job["status"] in ("succeeded", "failed"):
+        if job.status in ("succeeded", "failed"):
             break
         time.sleep(2)
     assert job is not None
@@ -177,15 +177,15 @@ def test_a_job_submitted_to_the_head_reports_back_and_registers_a_version(
         if isinstance(runner, job_runners.RayJobsRunner)
         else ""
     )
-    assert job["status"] == "succeeded", f"{job}\n{logs}"
+    assert job.status == "succeeded", f"{job}\n{logs}"
     # The driver asked for a CPU: on KubeRay that places it on a worker, not the CPU-less head.
     assert isinstance(runner, job_runners.RayJobsRunner)
     info = runner.client.get_job_info(submitted.runner_job_id or "")
     assert info.entrypoint_num_cpus == job_runners.DRIVER_CPUS == 1
-    assert job["mlflow_run_id"]
-    assert job["progress_done"] == job["progress_total"] == 1
-    assert job["model_version"] == champion_version(mlflow_server)
-    assert job["model_version"] != before
+    assert job.mlflow_run_id
+    assert job.progress_done == job.progress_total == 1
+    assert job.model_version == champion_version(mlflow_server)
+    assert job.model_version != before
 
 
 def test_a_full_training_job_uses_its_own_cluster_not_a_client_address(

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import Engine, event, func, select
 
 from sfmlops.adapters.db import issued_forecasts as records
-from sfmlops.adapters.db import repository
+from sfmlops.adapters.db import sales_records
 from sfmlops.adapters.db.tables import forecast_scores, issued_forecasts
 from sfmlops.core import columns as c
 from sfmlops.core.forecasting import metrics as m
@@ -158,7 +158,7 @@ def test_scoring_runs_after_the_ingest_commits(engine: Engine, rossmann_slice: P
     def watch(connection, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
         if statement.lstrip().upper().startswith("INSERT INTO FORECAST_SCORES"):
             with engine.connect() as other:  # another session sees only committed rows
-                stored = repository.read_sales(other, store_ids=[4], start=day)
+                stored = sales_records.read_sales(other, store_ids=[4], start=day)
             seen_by_others.append(stored[c.SALES].tolist())
 
     event.listen(engine, "before_cursor_execute", watch)
@@ -180,5 +180,5 @@ def test_a_failing_scoring_keeps_the_ingest(engine: Engine, rossmann_slice: Path
 
     assert result.accepted == 1
     with engine.connect() as connection:
-        stored = repository.read_sales(connection, store_ids=[5], start=day)
+        stored = sales_records.read_sales(connection, store_ids=[5], start=day)
     assert stored[c.SALES].tolist() == [80.0]

@@ -14,7 +14,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, func, select
 from sqlalchemy.exc import IntegrityError
 
-from sfmlops.adapters.db import repository
+from sfmlops.adapters.db import dead_letter_records, sales_records, store_records
 from sfmlops.adapters.db.engine import current_revision, migrate
 from sfmlops.adapters.db.tables import ingest_dead_letters, metadata, sales, stores
 from sfmlops.core import columns as c
@@ -44,9 +44,9 @@ def test_loading_a_folder_writes_stores_and_sales(engine: Engine, rossmann_slice
     loading.load_folder(engine, rossmann_slice)
 
     with engine.connect() as connection:
-        summary = repository.sales_summary(connection)
-        stored = repository.list_stores(connection)
-        history = repository.read_sales(connection, store_ids=[1], start=dt.date(2015, 6, 13))
+        summary = sales_records.sales_summary(connection)
+        stored = store_records.list_stores(connection)
+        history = sales_records.read_sales(connection, store_ids=[1], start=dt.date(2015, 6, 13))
     expected = pd.read_csv(rossmann_slice / "train.csv.gz")
     assert summary.rows == len(expected)
     assert summary.stores == summary.series == 20
@@ -60,13 +60,13 @@ def test_loading_a_folder_writes_stores_and_sales(engine: Engine, rossmann_slice
 def test_loading_twice_changes_nothing(engine: Engine, rossmann_slice: Path) -> None:
     loading.load_folder(engine, rossmann_slice)
     with engine.connect() as connection:
-        before = repository.read_sales(connection)
+        before = sales_records.read_sales(connection)
         stamps = connection.execute(select(func.max(sales.c.ingested_at))).scalar_one()
 
     loading.load_folder(engine, rossmann_slice)
 
     with engine.connect() as connection:
-        after = repository.read_sales(connection)
+        after = sales_records.read_sales(connection)
         assert connection.execute(select(func.max(sales.c.ingested_at))).scalar_one() == stamps
     pd.testing.assert_frame_equal(before, after)
 
@@ -74,15 +74,15 @@ def test_loading_twice_changes_nothing(engine: Engine, rossmann_slice: Path) -> 
 def test_an_upsert_replaces_the_values_of_its_key(engine: Engine, rossmann_slice: Path) -> None:
     loading.load_folder(engine, rossmann_slice)
     with engine.connect() as connection:
-        day = repository.read_sales(connection, store_ids=[2], start=dt.date(2015, 6, 13))
+        day = sales_records.read_sales(connection, store_ids=[2], start=dt.date(2015, 6, 13))
     corrected = day.assign(**{c.SALES: 1.0, c.CUSTOMERS: pd.array([None], dtype="Int64")})
 
     with engine.begin() as connection:
-        repository.upsert_sales(connection, corrected)
+        sales_records.upsert_sales(connection, corrected)
 
     with engine.connect() as connection:
-        again = repository.read_sales(connection, store_ids=[2], start=dt.date(2015, 6, 13))
-        assert repository.sales_summary(connection).rows == len(
+        again = sales_records.read_sales(connection, store_ids=[2], start=dt.date(2015, 6, 13))
+        assert sales_records.sales_summary(connection).rows == len(
             pd.read_csv(rossmann_slice / "train.csv.gz")
         )
     assert again[c.SALES].tolist() == [1.0]
@@ -111,7 +111,7 @@ def test_an_upsert_writes_new_and_changed_rows_and_leaves_unchanged_ones_alone(
     engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     with engine.begin() as connection:
-        repository.upsert_sales(
+        sales_records.upsert_sales(
             connection, sales_rows([(3, "2015-06-01", 5.0), (3, "2015-06-02", 6.0)])
         )
         # A stamp no write of this test makes: an untouched row keeps it.
@@ -120,7 +120,7 @@ def test_an_upsert_writes_new_and_changed_rows_and_leaves_unchanged_ones_alone(
         )
     # Three rows a chunk: on PostgreSQL the first chunk (new keys only) goes straight into
     # sales before the second meets a stored key, so the fallback must undo it.
-    monkeypatch.setattr(repository, "_CHUNK_ROWS", 3)
+    monkeypatch.setattr(sales_records, "_CHUNK_ROWS", 3)
     frame = sales_rows(
         [
             (1, "2015-06-01", 1.0),
@@ -135,7 +135,7 @@ def test_an_upsert_writes_new_and_changed_rows_and_leaves_unchanged_ones_alone(
     progress: list[int] = []
 
     with engine.begin() as connection:
-        written = repository.upsert_sales(connection, frame, progress.append)
+        written = sales_records.upsert_sales(connection, frame, progress.append)
 
     with engine.connect() as connection:
         stored = connection.execute(
@@ -222,14 +222,14 @@ def test_a_failure_while_writing_rolls_back_everything(
 
 
 def test_dead_letters_keep_the_raw_record(engine: Engine) -> None:
-    letter = repository.DeadLetter(
+    letter = dead_letter_records.DeadLetter(
         source="kafka", payload='{"store_id": "x"}', reason="store_id: not a number",
         kafka_topic="sales.daily", kafka_partition=0, kafka_offset=41,
     )  # fmt: skip
     with engine.begin() as connection:
-        repository.add_dead_letters(connection, [letter])
+        dead_letter_records.add_dead_letters(connection, [letter])
 
     with engine.connect() as connection:
-        assert repository.count_dead_letters(connection) == 1
+        assert dead_letter_records.count_dead_letters(connection) == 1
         row = connection.execute(select(ingest_dead_letters)).mappings().one()
     assert (row["payload"], row["kafka_offset"]) == ('{"store_id": "x"}', 41)

@@ -9,8 +9,13 @@ import pandas as pd
 import pytest
 from sqlalchemy import Engine
 
+from sfmlops.adapters.db import (
+    dead_letter_records,
+    sales_records,
+    store_records,
+    stream_offset_records,
+)
 from sfmlops.adapters.db import issued_forecasts as records
-from sfmlops.adapters.db import repository
 from sfmlops.core import columns as c
 from sfmlops.core import events
 from sfmlops.services import loading
@@ -37,7 +42,7 @@ def ingest_batch(
 ) -> BatchReport:
     """One batch through the stream job's two steps, synchronously."""
     with engine.connect() as connection:
-        known = repository.store_ids(connection)
+        known = store_records.store_ids(connection)
     return write_batch(engine, prepare_batch(batch, known, batch_id, produced_at))
 
 
@@ -52,7 +57,7 @@ def test_a_batch_upserts_the_latest_values_and_dead_letters_the_rest_once(
     engine: Engine, rossmann_slice: Path
 ) -> None:
     with engine.begin() as connection:
-        repository.upsert_stores(connection, loading.read_dataset(rossmann_slice).stores)
+        store_records.upsert_stores(connection, loading.read_dataset(rossmann_slice).stores)
     batch = received(
         [
             event(1, "2015-07-01", 10.0),
@@ -71,8 +76,8 @@ def test_a_batch_upserts_the_latest_values_and_dead_letters_the_rest_once(
     assert (again.upserted, again.dead_lettered) == (2, 3)
     assert len(first.freshness_seconds) == 6
     with engine.connect() as connection:
-        stored = repository.read_sales(connection)
-        letters = repository.count_dead_letters(connection)
+        stored = sales_records.read_sales(connection)
+        letters = dead_letter_records.count_dead_letters(connection)
     assert stored.set_index(c.STORE_ID)[c.SALES].to_dict() == {1: 12.5, 3: 7.0}
     assert letters == 3
 
@@ -81,12 +86,12 @@ def test_a_batch_records_where_to_resume_in_its_own_transaction(
     engine: Engine, rossmann_slice: Path
 ) -> None:
     with engine.begin() as connection:
-        repository.upsert_stores(connection, loading.read_dataset(rossmann_slice).stores)
+        store_records.upsert_stores(connection, loading.read_dataset(rossmann_slice).stores)
     batch = received([event(1, "2015-07-01", 10.0), "{broken", event(2, "2015-07-01", 3.0)])
     batch[events.PARTITION] = [0, 0, 3]
     batch[events.OFFSET] = [40, 41, 7]
     with engine.connect() as connection:
-        known = repository.store_ids(connection)
+        known = store_records.store_ids(connection)
     prepared = prepare_batch(batch, known, batch_id=5)
 
     def fail_before_commit(_batch: PreparedBatch) -> None:
@@ -96,22 +101,22 @@ def test_a_batch_records_where_to_resume_in_its_own_transaction(
     with pytest.raises(RuntimeError):
         write_batch(engine, prepared, before_commit=fail_before_commit)
     with engine.connect() as connection:
-        assert repository.read_stream_offsets(connection, "sales.daily") == {}
-        assert repository.read_sales(connection).empty
-        assert repository.count_dead_letters(connection) == 0
+        assert stream_offset_records.read_stream_offsets(connection, "sales.daily") == {}
+        assert sales_records.read_sales(connection).empty
+        assert dead_letter_records.count_dead_letters(connection) == 0
 
     report = write_batch(engine, prepared)
 
     assert (report.upserted, report.dead_lettered) == (2, 1)
     with engine.connect() as connection:
         # The offset after each partition's last record, malformed records included.
-        assert repository.read_stream_offsets(connection, "sales.daily") == {0: 42, 3: 8}
-        assert repository.read_stream_offsets(connection, "other.topic") == {}
+        assert stream_offset_records.read_stream_offsets(connection, "sales.daily") == {0: 42, 3: 8}
+        assert stream_offset_records.read_stream_offsets(connection, "other.topic") == {}
     later = received([event(1, "2015-07-02", 11.0)])
     later[events.OFFSET] = [42]
     write_batch(engine, prepare_batch(later, known, batch_id=6))
     with engine.connect() as connection:
-        assert repository.read_stream_offsets(connection, "sales.daily") == {0: 43, 3: 8}
+        assert stream_offset_records.read_stream_offsets(connection, "sales.daily") == {0: 43, 3: 8}
 
 
 def test_a_batch_scores_the_forecasts_issued_for_its_days_after_committing(

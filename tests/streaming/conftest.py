@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from sfmlops.adapters.db import repository
+from sfmlops.adapters.db import store_records
 from sfmlops.adapters.db.engine import make_engine, migrate
 from sfmlops.core import columns as c
 from sfmlops.core.validation import validate_sales
@@ -74,7 +74,7 @@ def stream_env(
     engine = make_engine(postgres_url)
     migrate(engine)
     with engine.begin() as connection:
-        repository.upsert_stores(connection, loading.read_dataset(rossmann_slice).stores)
+        store_records.upsert_stores(connection, loading.read_dataset(rossmann_slice).stores)
     yield StreamEnv(
         broker=kafka_broker,
         database_url=postgres_url,

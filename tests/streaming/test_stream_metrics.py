@@ -9,7 +9,7 @@ import urllib.request
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from sfmlops.adapters.db import repository
+from sfmlops.adapters.db import stream_offset_records
 from sfmlops.core import columns as c
 from sfmlops.services.stream_metrics import StreamMetrics
 from tests.support.network import free_port
@@ -46,7 +46,7 @@ def test_the_lag_is_what_kafka_holds_beyond_the_applied_offsets(stream_env: Stre
     metrics.measure_lag(stream_env.engine, stream_env.broker.bootstrap_servers, stream_env.topic)
     before = {labels["partition"]: value for labels, value in lag_samples(metrics)}
     with stream_env.engine.begin() as connection:
-        repository.write_stream_offsets(connection, stream_env.topic, {0: 2})
+        stream_offset_records.write_stream_offsets(connection, stream_env.topic, {0: 2})
     metrics.measure_lag(stream_env.engine, stream_env.broker.bootstrap_servers, stream_env.topic)
     after = {labels["partition"]: value for labels, value in lag_samples(metrics)}
 

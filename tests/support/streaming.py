@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import Engine, select
 
 from sfmlops.adapters import kafka
-from sfmlops.adapters.db import repository
+from sfmlops.adapters.db import sales_records
 from sfmlops.adapters.db.tables import ingest_dead_letters
 from tests.support import ROOT
 from tests.support.network import free_port
@@ -132,7 +132,7 @@ class StreamEnv:
 
     def sales(self) -> pd.DataFrame:
         with self.engine.connect() as connection:
-            return repository.read_sales(connection)
+            return sales_records.read_sales(connection)
 
     def dead_letters(self) -> pd.DataFrame:
         with self.engine.connect() as connection:

@@ -58,8 +58,8 @@ def test_the_package_keeps_its_layers(tmp_path: Path) -> None:
     [
         (
             "core/columns.py",
-            "from sfmlops.adapters.db import repository",
-            "sfmlops.core.columns -> sfmlops.adapters.db.repository",
+            "from sfmlops.adapters.db.store_records import list_stores",
+            "sfmlops.core.columns -> sfmlops.adapters.db.store_records",
         ),
         (
             "core/validation.py",

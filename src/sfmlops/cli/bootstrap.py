@@ -17,7 +17,7 @@ from typing import Annotated
 import typer
 from sqlalchemy.exc import SQLAlchemyError
 
-from sfmlops.adapters.db import repository
+from sfmlops.adapters.db import forecast_records, sales_records, store_records
 from sfmlops.adapters.db.engine import BOOTSTRAP_LOCK_KEY, database_lock
 from sfmlops.cli import pipeline
 from sfmlops.cli.context import console, engine_of, fail, migrate_or_fail, settings_of
@@ -105,7 +105,7 @@ def bootstrap(
     try:
         with database_lock(engine, BOOTSTRAP_LOCK_KEY, "bootstrap"):
             with engine.connect() as connection:
-                last_date = repository.latest_sales_date(connection)
+                last_date = sales_records.latest_sales_date(connection)
             if last_date is None:
                 console.print(f"data: the database holds no sales; loading {path}")
                 load_into(engine, path)
@@ -124,7 +124,7 @@ def bootstrap(
                 fail(f"cannot ask the model registry for a champion: {error}")
             if champion is None:
                 with engine.connect() as connection:
-                    store_ids = sorted(repository.store_ids(connection))
+                    store_ids = sorted(store_records.store_ids(connection))
                 chosen = store_ids[:train_stores] if train_stores else None
                 scope = f"the first {len(chosen)} stores" if chosen else "every store"
                 console.print(f"model: no champion registered; training {scope}")
@@ -141,7 +141,9 @@ def bootstrap(
                 )
 
             with engine.connect() as connection:
-                forecast_series = repository.forecast_days_per_series(connection, champion_version)
+                forecast_series = forecast_records.forecast_days_per_series(
+                    connection, champion_version
+                )
             if not forecast_series:
                 console.print(f"forecasts: none from version {champion_version} yet; forecasting")
                 pipeline.forecast(ctx, days, None)

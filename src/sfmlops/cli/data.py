@@ -11,7 +11,7 @@ from rich.table import Table
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from sfmlops.adapters.db import repository
+from sfmlops.adapters.db import sales_records, store_records
 from sfmlops.adapters.files import DataFileNotFoundError
 from sfmlops.cli.context import (
     console,
@@ -73,7 +73,7 @@ def show_stores(
     """List the stores with their metadata."""
     engine = migrated_engine_of(ctx)
     with engine.connect() as connection:
-        stores = repository.list_stores(connection)
+        stores = store_records.list_stores(connection)
     if stores.empty:
         fail("no stores yet: run `sfmlops load-data` first")
     shown = stores.head(limit) if limit else stores
@@ -104,7 +104,7 @@ def load_into(engine: Engine, path: Path, limits: SalesLimits | None = None) -> 
     try:
         with console.status(f"Validating {path} ..."):
             with engine.connect() as connection:
-                known = repository.store_ids(connection)
+                known = store_records.store_ids(connection)
             dataset = loading.read_dataset(path, known, limits)
         with Progress(
             TextColumn("Writing sales"),
@@ -125,8 +125,8 @@ def load_into(engine: Engine, path: Path, limits: SalesLimits | None = None) -> 
 def print_summary(engine: Engine) -> None:
     """Print what the sales table holds."""
     with engine.connect() as connection:
-        summary = repository.sales_summary(connection)
-        store_count = len(repository.store_ids(connection))
+        summary = sales_records.sales_summary(connection)
+        store_count = len(store_records.store_ids(connection))
     table = Table(
         "stores", "series", "sales rows", "first date", "last date", title="Sales in the database"
     )

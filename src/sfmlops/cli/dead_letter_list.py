@@ -7,7 +7,7 @@ import json
 import typer
 from rich.table import Table
 
-from sfmlops.adapters.db import repository
+from sfmlops.adapters.db import dead_letter_records
 from sfmlops.cli.context import console, migrated_engine_of
 
 
@@ -20,7 +20,7 @@ def list_dead_letters(
     """List refused records, newest first: when, from where, why, and what was received."""
     engine = migrated_engine_of(ctx)
     with engine.connect() as connection:
-        letters = repository.list_dead_letters(connection, limit, source)
+        letters = dead_letter_records.list_dead_letters(connection, limit, source)
     if as_json:
         for letter in letters:
             print(json.dumps(letter, default=str))

@@ -6,7 +6,7 @@ import typer
 from rich.table import Table
 
 from sfmlops.adapters import job_runners
-from sfmlops.adapters.db import repository
+from sfmlops.adapters.db import training_job_records
 from sfmlops.cli.context import console, migrated_engine_of, settings_of
 from sfmlops.services import training_jobs
 
@@ -19,20 +19,20 @@ def list_jobs(
     engine = migrated_engine_of(ctx)
     runner = job_runners.make_runner(settings_of(ctx))
     with engine.connect() as connection:
-        jobs = repository.list_training_jobs(connection, limit)
+        jobs = training_job_records.list_training_jobs(connection, limit)
     table = Table(
         "job", "status", "runner", "stores", "progress", "created", "model version", "error"
     )
     for job in (training_jobs.refresh_job(engine, runner, job) for job in jobs):
-        stores = "all" if job["stores"] is None else ", ".join(map(str, job["stores"][:5]))
+        stores = "all" if job.stores is None else ", ".join(map(str, job.stores[:5]))
         table.add_row(
-            job["id"][:12],
-            job["status"],
-            job["runner"],
-            stores + (" ..." if job["stores"] and len(job["stores"]) > 5 else ""),
-            f"{job['progress_done']}/{job['progress_total']}",
-            f"{job['created_at']:%Y-%m-%d %H:%M:%S}",
-            job["model_version"] or "",
-            (job["error"] or "")[:60],
+            job.id[:12],
+            job.status,
+            job.runner,
+            stores + (" ..." if job.stores and len(job.stores) > 5 else ""),
+            f"{job.progress_done}/{job.progress_total}",
+            f"{job.created_at:%Y-%m-%d %H:%M:%S}",
+            job.model_version or "",
+            (job.error or "")[:60],
         )
     console.print(table if jobs else "No training jobs yet.")

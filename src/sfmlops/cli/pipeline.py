@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from sfmlops.adapters.db import repository
+from sfmlops.adapters.db import training_job_records
 from sfmlops.cli.context import console, fail, migrated_engine_of, settings_of
 from sfmlops.cli.forecast_commands import (
     ModelsOption,
@@ -126,5 +126,5 @@ def retrain_stale(
     )
     job_id = str(uuid.uuid4())
     with engine.begin() as connection:
-        repository.create_training_job(connection, job_id, "local", request.store_ids)
+        training_job_records.create_training_job(connection, job_id, "local", request.store_ids)
     print_outcome(train_with_progress(settings, engine, request, "sequential", None, job_id))

@@ -12,7 +12,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from sfmlops.adapters import kafka, spark
-from sfmlops.adapters.db import repository
+from sfmlops.adapters.db import sales_records
 from sfmlops.adapters.files import DataFileNotFoundError
 from sfmlops.cli.context import console, engine_of, fail, migrated_engine_of, settings_of
 from sfmlops.core import columns as c
@@ -208,7 +208,7 @@ def _bootstrap_servers(settings: Settings) -> str:
 def _latest_date(ctx: typer.Context, sales: pd.DataFrame, from_db: bool) -> dt.date:
     if from_db:
         with engine_of(ctx).connect() as connection:
-            latest = repository.latest_sales_date(connection)
+            latest = sales_records.latest_sales_date(connection)
         if latest is not None:
             return latest
     return sales[c.SALES_DATE].max().date()  # type: ignore[no-any-return]

@@ -23,7 +23,7 @@ from sqlalchemy.engine import make_url
 
 import sfmlops
 from sfmlops.adapters import spark
-from sfmlops.adapters.db import repository
+from sfmlops.adapters.db import store_records
 from sfmlops.adapters.db.engine import make_engine, migrate
 from sfmlops.adapters.db.tables import ingest_dead_letters, sales
 from sfmlops.cli.context import console, fail
@@ -63,7 +63,7 @@ def stream_last_days(settings: Settings, data_folder: Path, days: int = DEMO_DAY
         migrate(engine)
         started = dt.datetime.now(dt.UTC)
         with engine.begin() as connection:
-            repository.upsert_stores(connection, dataset.stores)
+            store_records.upsert_stores(connection, dataset.stores)
         sent = producing.produce_sales(
             bootstrap,
             settings.kafka_topic,

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import pandas as pd
 from sqlalchemy import Engine
 
-from sfmlops.adapters.db import issued_forecasts, repository
+from sfmlops.adapters.db import forecast_records, issued_forecasts
 from sfmlops.adapters.mlflow_registry import connect
 from sfmlops.core import columns as c
 from sfmlops.core.forecasting import metrics as m
@@ -80,7 +80,7 @@ def forecast_next_days(
     forecast = bundle.predict(future_days(bundle.series, start, days))
     created_at = dt.datetime.now(dt.UTC)
     with engine.begin() as connection:
-        rows = repository.write_forecasts(connection, forecast.frame, version, created_at)
+        rows = forecast_records.write_forecasts(connection, forecast.frame, version, created_at)
         issued_forecasts.record_issued(
             connection,
             with_backtest_rmspe(forecast.frame, bundle),

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import Connection
 
-from sfmlops.adapters.db import repository
+from sfmlops.adapters.db import dead_letter_records, forecast_records, sales_records, store_records
 
 SHOWN_IDS = 20  # how many store ids or series a breach message names before "..."
 
@@ -55,14 +55,14 @@ def ingest_report(
     connection: Connection, sales_date: dt.date, dead_letters_since: dt.datetime
 ) -> IngestReport:
     """Rows landed per store for `sales_date`, stores missing it, dead letters since a time."""
-    rows_per_store = repository.sales_rows_per_store(connection, sales_date)
-    known = repository.store_ids(connection)
+    rows_per_store = sales_records.sales_rows_per_store(connection, sales_date)
+    known = store_records.store_ids(connection)
     return IngestReport(
         sales_date=sales_date,
         stores=len(known),
         rows_per_store=rows_per_store,
         missing_stores=sorted(known - set(rows_per_store)),
-        dead_letters=repository.count_dead_letters(connection, dead_letters_since),
+        dead_letters=dead_letter_records.count_dead_letters(connection, dead_letters_since),
         dead_letters_since=dead_letters_since,
     )
 
@@ -114,8 +114,8 @@ def forecast_report(
     connection: Connection, model_version: str, horizon_days: int
 ) -> ForecastReport:
     """Forecast days per series for `model_version`, against every series with sales."""
-    expected = repository.series_keys(connection)
-    forecast = repository.forecast_days_per_series(connection, model_version)
+    expected = store_records.series_keys(connection)
+    forecast = forecast_records.forecast_days_per_series(connection, model_version)
     incomplete = sorted(
         (store_id, product_id, forecast.get((store_id, product_id), (0, None))[0])
         for store_id, product_id in expected

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection
 
-from sfmlops.adapters.db import repository
+from sfmlops.adapters.db import training_job_records
 from sfmlops.core import columns as c
 from sfmlops.services import realized_accuracy
 
@@ -56,6 +56,6 @@ def stale_stores(
 def full_training_running(connection: Connection) -> bool:
     """Whether a job over every store is queued or running (a retrain would race it)."""
     return any(
-        job["stores"] is None and job["status"] in {"queued", "running"}
-        for job in repository.list_training_jobs(connection, limit=50)
+        job.stores is None and job.status.active
+        for job in training_job_records.list_training_jobs(connection, limit=50)
     )

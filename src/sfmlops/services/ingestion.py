@@ -12,7 +12,7 @@ from typing import Any
 import pandas as pd
 from sqlalchemy import Engine
 
-from sfmlops.adapters.db import repository
+from sfmlops.adapters.db import dead_letter_records, sales_records, store_records
 from sfmlops.core.validation import MissingColumnsError, SalesLimits, validate_sales
 from sfmlops.services import realized_accuracy
 from sfmlops.settings import Settings
@@ -66,7 +66,7 @@ def ingest_records(
         return IngestResult(accepted=0, rejected=[])
     raw = pd.DataFrame.from_records(list(records))
     with engine.begin() as connection:
-        known = repository.store_ids(connection)
+        known = store_records.store_ids(connection)
         try:
             result = validate_sales(raw, known, limits=limits)
         except MissingColumnsError as error:
@@ -76,13 +76,13 @@ def ingest_records(
         else:
             reasons = result.reasons_by_row()
             valid = result.valid
-        repository.upsert_sales(connection, valid)
-        repository.add_dead_letters(
+        sales_records.upsert_sales(connection, valid)
+        dead_letter_records.add_dead_letters(
             connection,
             [
-                repository.DeadLetter(
+                dead_letter_records.DeadLetter(
                     source=source,
-                    payload=repository.dead_letter_payload(dict(records[index])),
+                    payload=dead_letter_records.dead_letter_payload(dict(records[index])),
                     reason=reason,
                 )
                 for index, reason in reasons.items()

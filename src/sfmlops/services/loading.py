@@ -14,7 +14,7 @@ import pandas as pd
 from sqlalchemy import Engine
 
 from sfmlops.adapters import files
-from sfmlops.adapters.db import repository
+from sfmlops.adapters.db import sales_records, store_records
 from sfmlops.core import columns as c
 from sfmlops.core.validation import (
     MissingColumnsError,
@@ -124,15 +124,15 @@ def read_sales_file(
 def write_dataset(
     engine: Engine,
     dataset: Dataset,
-    on_progress: repository.ProgressCallback | None = None,
+    on_progress: sales_records.ProgressCallback | None = None,
 ) -> int:
     """Write stores, then sales, in one transaction; returns the sales rows written.
 
     Then, once that has committed, scores the forecasts issued for the days loaded.
     """
     with engine.begin() as connection:
-        repository.upsert_stores(connection, dataset.stores)
-        written = repository.upsert_sales(connection, dataset.sales, on_progress)
+        store_records.upsert_stores(connection, dataset.stores)
+        written = sales_records.upsert_sales(connection, dataset.sales, on_progress)
     realized_accuracy.score_actuals(engine, realized_accuracy.sales_days(dataset.sales))
     return written
 
@@ -140,11 +140,11 @@ def write_dataset(
 def load_folder(
     engine: Engine,
     folder: Path,
-    on_progress: repository.ProgressCallback | None = None,
+    on_progress: sales_records.ProgressCallback | None = None,
 ) -> Dataset:
     """Validate every file of `folder`, then write them in one transaction."""
     with engine.connect() as connection:
-        known = repository.store_ids(connection)
+        known = store_records.store_ids(connection)
     dataset = read_dataset(folder, known)
     write_dataset(engine, dataset, on_progress)
     return dataset

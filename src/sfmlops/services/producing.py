@@ -15,7 +15,7 @@ import pandas as pd
 from sqlalchemy import Engine
 
 from sfmlops.adapters import files, kafka
-from sfmlops.adapters.db import repository
+from sfmlops.adapters.db import sales_records
 from sfmlops.core import columns as c
 from sfmlops.core import events
 from sfmlops.services import loading
@@ -39,7 +39,7 @@ def sales_from_database(
 ) -> pd.DataFrame:
     """Stored sales between `start` and `end` (inclusive; None: unbounded)."""
     with engine.connect() as connection:
-        return repository.read_sales(connection, start=start, end=end)
+        return sales_records.read_sales(connection, start=start, end=end)
 
 
 def between(sales: pd.DataFrame, start: dt.date | None, end: dt.date | None) -> pd.DataFrame:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection
 
-from sfmlops.adapters.db import repository
+from sfmlops.adapters.db import dead_letter_records, sales_records, store_records
 from sfmlops.settings import Settings
 
 FRESHNESS_WINDOW = dt.timedelta(days=1)
@@ -18,7 +18,7 @@ def as_of_date(settings: Settings, connection: Connection) -> dt.date | None:
 
     So the bundled 2015 data behaves like live data: "today" is the day after it ends.
     """
-    return settings.as_of or repository.latest_sales_date(connection)
+    return settings.as_of or sales_records.latest_sales_date(connection)
 
 
 @dataclass(frozen=True)
@@ -36,12 +36,12 @@ def system_status(
 ) -> SystemStatus:
     """Data freshness: what the dashboard's overview and the daily DAG's checks read."""
     since = (now or dt.datetime.now(dt.UTC)) - FRESHNESS_WINDOW
-    summary = repository.sales_summary(connection)
+    summary = sales_records.sales_summary(connection)
     return SystemStatus(
         as_of=settings.as_of or summary.last_date,
         latest_sales_date=summary.last_date,
         sales_rows=summary.rows,
-        stores=len(repository.store_ids(connection)),
-        sales_ingested_last_day=repository.count_sales_ingested_since(connection, since),
-        dead_letters_last_day=repository.count_dead_letters(connection, since),
+        stores=len(store_records.store_ids(connection)),
+        sales_ingested_last_day=sales_records.count_sales_ingested_since(connection, since),
+        dead_letters_last_day=dead_letter_records.count_dead_letters(connection, since),
     )

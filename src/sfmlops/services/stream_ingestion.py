@@ -30,7 +30,12 @@ import pandas as pd
 from sqlalchemy import Engine
 
 from sfmlops.adapters import kafka
-from sfmlops.adapters.db import repository
+from sfmlops.adapters.db import (
+    dead_letter_records,
+    sales_records,
+    store_records,
+    stream_offset_records,
+)
 from sfmlops.adapters.spark import (
     PRODUCED_AT,
     KafkaSource,
@@ -69,7 +74,7 @@ class PreparedBatch:
     batch_id: int
     received: int
     valid: pd.DataFrame
-    dead_letters: list[repository.DeadLetter]
+    dead_letters: list[dead_letter_records.DeadLetter]
     next_offsets: dict[str, dict[int, int]]
     produced_at: pd.Series
     prepare_seconds: float = 0.0
@@ -177,10 +182,10 @@ def write_batch(
     upserted = 0
     if batch.received:
         with engine.begin() as connection:
-            upserted = repository.upsert_sales(connection, batch.valid)
-            repository.add_dead_letters(connection, batch.dead_letters)
+            upserted = sales_records.upsert_sales(connection, batch.valid)
+            dead_letter_records.add_dead_letters(connection, batch.dead_letters)
             for topic, next_offsets in batch.next_offsets.items():
-                repository.write_stream_offsets(connection, topic, next_offsets)
+                stream_offset_records.write_stream_offsets(connection, topic, next_offsets)
             if before_commit is not None:
                 before_commit(batch)
     committed_at = dt.datetime.now(dt.UTC)
@@ -199,10 +204,12 @@ def write_batch(
     )
 
 
-def _dead_letters(received: pd.DataFrame, reasons: dict[int, str]) -> list[repository.DeadLetter]:
+def _dead_letters(
+    received: pd.DataFrame, reasons: dict[int, str]
+) -> list[dead_letter_records.DeadLetter]:
     rows = received.loc[sorted(reasons), [events.PAYLOAD, *events.RECORD_POSITION]]
     return [
-        repository.DeadLetter(
+        dead_letter_records.DeadLetter(
             source=DEAD_LETTER_SOURCE,
             # PostgreSQL text cannot hold NUL; keep the character visible instead.
             payload=str(payload).replace("\x00", "\\u0000"),
@@ -322,7 +329,11 @@ def start_stream(
             topic has (needed to resume).
     """
     with engine.connect() as connection:
-        resume = {} if from_earliest else repository.read_stream_offsets(connection, source.topic)
+        resume = (
+            {}
+            if from_earliest
+            else stream_offset_records.read_stream_offsets(connection, source.topic)
+        )
     try:
         partitions = (
             kafka.topic_partitions(source.bootstrap_servers, source.topic) if resume else []
@@ -344,7 +355,7 @@ def start_stream(
     def handle(received: pd.DataFrame, batch_id: int) -> None:
         hooks.batch_received(batch_id)
         with engine.connect() as connection:
-            known = repository.store_ids(connection)
+            known = store_records.store_ids(connection)
         writer.submit(prepare_batch(received, known, batch_id, PRODUCED_AT, limits()))
 
     running = start_sales_stream(

@@ -11,7 +11,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 from sqlalchemy import Engine
 
 from sfmlops.adapters import kafka
-from sfmlops.adapters.db import repository
+from sfmlops.adapters.db import stream_offset_records
 from sfmlops.services.stream_ingestion import BatchReport
 
 SOURCE = "stream"
@@ -65,7 +65,7 @@ class StreamMetrics:
     def measure_lag(self, engine: Engine, bootstrap_servers: str, topic: str) -> None:
         """Set the lag: Kafka's end offsets minus the next offsets the database has applied."""
         with engine.connect() as connection:
-            applied = repository.read_stream_offsets(connection, topic)
+            applied = stream_offset_records.read_stream_offsets(connection, topic)
         partitions = kafka.topic_partitions(bootstrap_servers, topic)
         ends = kafka.end_offsets(bootstrap_servers, topic, partitions)
         for partition, end in ends.items():

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import pandas as pd
 from sqlalchemy import Engine
 
-from sfmlops.adapters.db import repository
+from sfmlops.adapters.db import sales_records, store_records
 from sfmlops.core import columns as c
 
 
@@ -31,13 +31,13 @@ def read_training_data(engine: Engine, store_ids: Sequence[int] | None = None) -
         NoTrainingDataError: When there is nothing to train on, or stores are unknown.
     """
     with engine.connect() as connection:
-        stores = repository.list_stores(connection)
+        stores = store_records.list_stores(connection)
         if store_ids is not None:
             unknown = sorted(set(store_ids) - set(stores[c.STORE_ID].astype(int)))
             if unknown:
                 raise NoTrainingDataError(f"unknown store(s): {', '.join(map(str, unknown))}")
             stores = stores[stores[c.STORE_ID].isin(list(store_ids))]
-        history = repository.read_sales(connection, store_ids=store_ids)
+        history = sales_records.read_sales(connection, store_ids=store_ids)
     if history.empty:
         raise NoTrainingDataError("no sales in the database: run `sfmlops load-data` first")
     return TrainingData(history=history, stores=stores.reset_index(drop=True))

@@ -15,11 +15,12 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from sfmlops.adapters.db import repository
+from sfmlops.adapters.db import training_job_records
 from sfmlops.adapters.db.engine import TRAINING_JOBS_LOCK_KEY, database_lock
+from sfmlops.adapters.db.training_job_records import TrainingJob
 from sfmlops.adapters.job_runners import JobRunner
+from sfmlops.core.job_status import JobStatus
 
-ACTIVE_STATUSES = ("queued", "running")
 ACTIVE_JOBS_SCANNED = 200  # the newest jobs checked for overlap; older ones are long finished
 
 
@@ -52,24 +53,22 @@ def submit_training_job(
         with engine.connect() as connection:
             active = [
                 job
-                for job in repository.list_training_jobs(connection, ACTIVE_JOBS_SCANNED)
-                if job["status"] in ACTIVE_STATUSES and _overlap(job["stores"], stores)
+                for job in training_job_records.list_training_jobs(connection, ACTIVE_JOBS_SCANNED)
+                if job.status.active and _overlap(job.stores, stores)
             ]
         # A job whose process died without a word is not active any more.
         active = [
-            job
-            for job in (refresh_job(engine, runner, job) for job in active)
-            if job["status"] in ACTIVE_STATUSES
+            job for job in (refresh_job(engine, runner, job) for job in active) if job.status.active
         ]
         if active:
             job = active[0]
-            trains = "all stores" if job["stores"] is None else f"stores {job['stores'][:20]}"
+            trains = "all stores" if job.stores is None else f"stores {job.stores[:20]}"
             raise JobConflictError(
-                f"training job {job['id']} ({job['status']}) already trains {trains}; "
+                f"training job {job.id} ({job.status}) already trains {trains}; "
                 "wait for it to finish"
             )
         with engine.begin() as connection:
-            repository.create_training_job(connection, job_id, runner.name, stores)
+            training_job_records.create_training_job(connection, job_id, runner.name, stores)
     arguments = ["train", "--job-id", job_id]
     if stores:
         arguments += ["--stores", ",".join(str(store) for store in stores)]
@@ -77,16 +76,16 @@ def submit_training_job(
         runner_job_id = runner.submit(job_id, arguments)
     except Exception as error:
         with engine.begin() as connection:
-            repository.update_training_job(
+            training_job_records.update_training_job(
                 connection,
                 job_id,
-                status="failed",
+                status=JobStatus.FAILED,
                 error=f"could not start the job: {error}",
                 finished_at=_now(),
             )
         raise RuntimeError(f"could not start training job {job_id}: {error}") from error
     with engine.begin() as connection:
-        repository.update_training_job(connection, job_id, runner_job_id=runner_job_id)
+        training_job_records.update_training_job(connection, job_id, runner_job_id=runner_job_id)
     return SubmittedJob(id=job_id, runner=runner.name, runner_job_id=runner_job_id)
 
 
@@ -96,29 +95,25 @@ def _overlap(running: Sequence[int] | None, requested: Sequence[int] | None) -> 
     return not set(running).isdisjoint(requested)
 
 
-def refresh_job(engine: Engine, runner: JobRunner, job: dict[str, Any]) -> dict[str, Any]:
+def refresh_job(engine: Engine, runner: JobRunner, job: TrainingJob) -> TrainingJob:
     """Mark an active job failed when its runner says it ended without reporting."""
-    if (
-        job["status"] not in ACTIVE_STATUSES
-        or not job.get("runner_job_id")
-        or job["runner"] != runner.name
-    ):
+    if not job.status.active or not job.runner_job_id or job.runner != runner.name:
         return job
-    state = runner.state(job["runner_job_id"])
+    state = runner.state(job.runner_job_id)
     if state in ("running", "unknown"):
         return job
     with engine.begin() as connection:
-        current = repository.get_training_job(connection, job["id"]) or job
-        if current["status"] not in ACTIVE_STATUSES:
+        current = training_job_records.get_training_job(connection, job.id) or job
+        if not current.status.active:
             return current  # it reported in the meantime
-        repository.update_training_job(
+        training_job_records.update_training_job(
             connection,
-            job["id"],
-            status="failed",
+            job.id,
+            status=JobStatus.FAILED,
             error=f"the job process ended without reporting a result (runner says {state})",
             finished_at=_now(),
         )
-        return repository.get_training_job(connection, job["id"]) or current
+        return training_job_records.get_training_job(connection, job.id) or current
 
 
 class JobReporter:
@@ -128,11 +123,13 @@ class JobReporter:
         self.engine = engine
         self.job_id = job_id
         with engine.connect() as connection:
-            if repository.get_training_job(connection, job_id) is None:
+            if training_job_records.get_training_job(connection, job_id) is None:
                 raise ValueError(f"unknown training job {job_id}")
 
     def started(self, total: int) -> None:
-        self._update(status="running", started_at=_now(), progress_total=total, progress_done=0)
+        self._update(
+            status=JobStatus.RUNNING, started_at=_now(), progress_total=total, progress_done=0
+        )
 
     def progress(self, done: int, total: int | None = None) -> None:
         fields: dict[str, Any] = {"progress_done": done}
@@ -145,15 +142,18 @@ class JobReporter:
 
     def succeeded(self, model_version: str | None, warnings: str | None = None) -> None:
         self._update(
-            status="succeeded", model_version=model_version, finished_at=_now(), error=warnings
+            status=JobStatus.SUCCEEDED,
+            model_version=model_version,
+            finished_at=_now(),
+            error=warnings,
         )
 
     def failed(self, error: str) -> None:
-        self._update(status="failed", error=error, finished_at=_now())
+        self._update(status=JobStatus.FAILED, error=error, finished_at=_now())
 
     def _update(self, **fields: Any) -> None:
         with self.engine.begin() as connection:
-            repository.update_training_job(connection, self.job_id, **fields)
+            training_job_records.update_training_job(connection, self.job_id, **fields)
 
 
 def _now() -> dt.datetime:

@@ -14,9 +14,10 @@ from prometheus_client.registry import Collector
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from sfmlops.adapters.db import issued_forecasts, repository
+from sfmlops.adapters.db import issued_forecasts, sales_records, training_job_records
 from sfmlops.core import columns as c
 from sfmlops.core.forecasting import metrics as m
+from sfmlops.core.job_status import JobStatus
 from sfmlops.services import realized_accuracy
 from sfmlops.services.api.serving import ServedModel
 
@@ -90,11 +91,11 @@ class TrainingJobsCollector(Collector):
         if engine is not None:
             try:
                 with engine.connect() as connection:
-                    counts = repository.count_training_jobs_by_status(connection)
+                    counts = training_job_records.count_training_jobs_by_status(connection)
             except SQLAlchemyError:
                 counts = {}  # the scrape still answers; /ready reports the database
-            for status in repository.TRAINING_JOB_STATUSES:
-                family.add_metric([status], counts.get(status, 0))
+            for status in JobStatus:
+                family.add_metric([status.value], counts.get(status, 0))
         yield family
 
 
@@ -162,8 +163,8 @@ class ModelQualityCollector(Collector):
     ) -> None:
         now = dt.datetime.now(dt.UTC)
         with engine.connect() as connection:
-            newest = repository.latest_ingested_at(connection, now - dt.timedelta(days=7))
-            jobs = repository.last_finished_training_jobs(connection)
+            newest = sales_records.latest_ingested_at(connection, now - dt.timedelta(days=7))
+            jobs = training_job_records.last_finished_training_jobs(connection)
             last_scored = issued_forecasts.latest_scored_date(connection)
             if last_scored is not None:
                 report = realized_accuracy.realized_accuracy(connection, last_scored, 7)

@@ -11,6 +11,7 @@ import streamlit as st
 from sfmlops.core import columns as c
 from sfmlops.core.forecasting import metrics as m
 from sfmlops.core.forecasting.backtest import HORIZON_DAYS
+from sfmlops.core.job_status import JobStatus
 from sfmlops.ui import page_context
 from sfmlops.ui import responses as r
 from sfmlops.ui.charts import chart_frame, chart_table, closed_days, store_chart
@@ -28,7 +29,6 @@ DEFAULT_HORIZON_DAYS = 14
 # The intervals are calibrated on backtests of this horizon; further out they are guesses.
 MAX_HORIZON_DAYS = HORIZON_DAYS
 RETRAIN_POLL_SECONDS = 2.0
-ACTIVE_JOB_STATUSES = ("queued", "running")
 # Session keys.
 STORE_KEY = "store_id"
 PRODUCT_KEY = "product_id"
@@ -314,7 +314,7 @@ def _retrain_progress() -> None:
         st.warning(f"Cannot follow training job {watch.job_id[:12]}: {error}")
         return
     label = f"Retraining store {watch.store_id} (job {job.id[:12]})"
-    if job.status in ACTIVE_JOB_STATUSES:
+    if JobStatus(job.status).active:
         done, total = job.progress_done, job.progress_total
         st.progress(
             done / total if total else 0.0,

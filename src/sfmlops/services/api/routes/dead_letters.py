@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from sfmlops.adapters.db import repository
+from sfmlops.adapters.db import dead_letter_records
 from sfmlops.services.api import schemas
 from sfmlops.services.api.deps import EngineDep
 
@@ -21,7 +21,7 @@ def list_dead_letters(
     before_id: Annotated[int | None, Query(ge=1, le=2**63 - 1)] = None,
 ) -> schemas.DeadLetterList:
     with engine.connect() as connection:
-        letters = repository.list_dead_letters(connection, limit, source, before_id)
+        letters = dead_letter_records.list_dead_letters(connection, limit, source, before_id)
     return schemas.DeadLetterList(
         dead_letters=[schemas.DeadLetter.model_validate(letter) for letter in letters],
         next_before_id=letters[-1]["id"] if len(letters) == limit else None,

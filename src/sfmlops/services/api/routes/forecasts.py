@@ -9,7 +9,7 @@ from fastapi import APIRouter, Body, HTTPException, Query, status
 from fastapi.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from sfmlops.adapters.db import repository
+from sfmlops.adapters.db import forecast_records
 from sfmlops.core import columns as c
 from sfmlops.services.api import schemas, serving
 from sfmlops.services.api.deps import EngineDep, MetricsDep, ModelCacheDep, ModelDep
@@ -98,7 +98,9 @@ def latest_forecasts(
     product_id: ProductQuery = c.DEFAULT_PRODUCT,
 ) -> schemas.LatestForecasts:
     with engine.connect() as connection:
-        rows = repository.latest_forecasts(connection, store_id=store_id, product_id=product_id)
+        rows = forecast_records.latest_forecasts(
+            connection, store_id=store_id, product_id=product_id
+        )
     if rows.empty:
         which = f" for store {store_id} product {product_id!r}" if store_id is not None else ""
         raise HTTPException(

@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Query, Request, status
 
 from sfmlops.adapters import job_runners
-from sfmlops.adapters.db import audit, repository
+from sfmlops.adapters.db import audit, store_records, training_job_records
 from sfmlops.services import training_jobs
 from sfmlops.services.api import schemas
 from sfmlops.services.api.deps import CallerDep, EngineDep, SettingsDep, record_write
@@ -55,7 +55,7 @@ def submit(
     _check_retrain_limit(engine, caller.name, settings.retrain_limit_per_hour)
     if body.stores:
         with engine.connect() as connection:
-            unknown = sorted(set(body.stores) - repository.store_ids(connection))
+            unknown = sorted(set(body.stores) - store_records.store_ids(connection))
         if unknown:
             raise HTTPException(
                 status.HTTP_404_NOT_FOUND, f"unknown store(s): {', '.join(map(str, unknown[:20]))}"
@@ -94,11 +94,13 @@ def list_jobs(
     request: Request, engine: EngineDep, limit: Annotated[int, Query(ge=1, le=200)] = 20
 ) -> schemas.TrainingJobList:
     with engine.connect() as connection:
-        jobs = repository.list_training_jobs(connection, limit)
+        jobs = training_job_records.list_training_jobs(connection, limit)
     runner = _runner(request)
     return schemas.TrainingJobList(
         jobs=[
-            schemas.TrainingJob.model_validate(training_jobs.refresh_job(engine, runner, job))
+            schemas.TrainingJob.model_validate(
+                training_jobs.refresh_job(engine, runner, job), from_attributes=True
+            )
             for job in jobs
         ]
     )
@@ -116,9 +118,9 @@ def get_job(job_id: str, request: Request, engine: EngineDep) -> schemas.Trainin
 
 def _get(engine: EngineDep, request: Request, job_id: str) -> schemas.TrainingJob:
     with engine.connect() as connection:
-        job = repository.get_training_job(connection, job_id)
+        job = training_job_records.get_training_job(connection, job_id)
     if job is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"unknown training job {job_id}")
     return schemas.TrainingJob.model_validate(
-        training_jobs.refresh_job(engine, _runner(request), job)
+        training_jobs.refresh_job(engine, _runner(request), job), from_attributes=True
     )

@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Path, Query, status
 
-from sfmlops.adapters.db import repository
+from sfmlops.adapters.db import sales_records, store_records
 from sfmlops.core import columns as c
 from sfmlops.services.api import schemas
 from sfmlops.services.api.deps import EngineDep, SettingsDep
@@ -30,7 +30,7 @@ def list_stores(
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> schemas.StoreList:
     with engine.connect() as connection:
-        stores = repository.list_stores(connection)
+        stores = store_records.list_stores(connection)
     page = stores.iloc[offset : offset + limit]
     records = page.astype(object).where(page.notna(), None).to_dict("records")
     return schemas.StoreList(
@@ -46,8 +46,8 @@ def list_stores(
 )
 def get_store(store_id: StoreIdPath, engine: EngineDep) -> schemas.StoreDetail:
     with engine.connect() as connection:
-        store = repository.get_store(connection, store_id)
-        series = repository.store_series(connection, store_id) if store else []
+        store = store_records.get_store(connection, store_id)
+        series = store_records.store_series(connection, store_id) if store else []
     if store is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"unknown store {store_id}")
     return schemas.StoreDetail(
@@ -81,7 +81,7 @@ def get_sales(
     product_id: ProductQuery = c.DEFAULT_PRODUCT,
 ) -> schemas.SalesHistory:
     with engine.connect() as connection:
-        if repository.get_store(connection, store_id) is None:
+        if store_records.get_store(connection, store_id) is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"unknown store {store_id}")
         last = end or as_of_date(settings, connection) or dt.date.today()
         first = start or last - dt.timedelta(days=DEFAULT_HISTORY_DAYS - 1)
@@ -89,7 +89,7 @@ def get_sales(
             raise HTTPException(
                 status.HTTP_422_UNPROCESSABLE_CONTENT, f"start {first} is after end {last}"
             )
-        history = repository.read_sales(connection, [store_id], first, last, product_id)
+        history = sales_records.read_sales(connection, [store_id], first, last, product_id)
     days = [
         schemas.SalesDay(
             sales_date=row[c.SALES_DATE].date(),
