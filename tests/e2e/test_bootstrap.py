@@ -151,3 +151,36 @@ def test_bootstrap_waits_for_an_absent_database_then_fails_naming_it(tmp_path: P
     assert result.returncode == 1
     assert "waiting up to 3 s for the database" in result.stdout
     assert "the database did not answer within 3 s" in result.stderr
+
+
+def test_a_waiter_for_the_migration_lock_does_not_block_an_index_built_concurrently(
+    postgres_url: str,
+) -> None:
+    # A migration holding the lock may build an index CONCURRENTLY, which waits for every
+    # open snapshot: a waiter blocked inside `pg_advisory_lock` would hold one forever.
+    import threading  # noqa: PLC0415
+
+    from sfmlops.adapters.db.engine import MIGRATION_LOCK_KEY, database_lock  # noqa: PLC0415
+
+    engine = make_engine(postgres_url)
+    waiter_done = threading.Event()
+
+    def wait_for_lock() -> None:
+        with database_lock(engine, MIGRATION_LOCK_KEY, "migrations"):
+            waiter_done.set()
+
+    try:
+        with database_lock(engine, MIGRATION_LOCK_KEY, "migrations"):
+            waiter = threading.Thread(target=wait_for_lock, daemon=True)
+            waiter.start()
+            assert not waiter_done.wait(1.5)  # it waits while the lock is held
+            with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+                connection.execute(text("SET statement_timeout = '20s'"))
+                connection.execute(text("CREATE TABLE lock_probe (id integer)"))
+                connection.execute(
+                    text("CREATE INDEX CONCURRENTLY lock_probe_id ON lock_probe (id)")
+                )
+        assert waiter_done.wait(20)
+        waiter.join(5)
+    finally:
+        engine.dispose()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ TRAINING_JOBS_LOCK_KEY = 0x73666D6C6F70_746A  # "sfmlop" "tj"
 
 CONNECT_TIMEOUT_SECONDS = 10
 POOL_TIMEOUT_SECONDS = 10
+LOCK_POLL_SECONDS = 0.5  # how often a waiter for a database lock tries again
 
 
 def make_engine(
@@ -130,7 +132,15 @@ def database_lock(engine: Engine, key: int, purpose: str) -> Iterator[None]:
     backend = engine.url.get_backend_name()
     if backend == "postgresql":
         with engine.connect() as connection:
-            connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": key})
+            # Poll rather than block in pg_advisory_lock: a waiter blocked inside a statement
+            # holds a snapshot, and a migration holding the lock that builds an index
+            # CONCURRENTLY waits for every such snapshot, a deadlock PostgreSQL cannot see
+            # (it passes through this process). Between tries the waiter holds nothing.
+            while not connection.execute(
+                text("SELECT pg_try_advisory_lock(:key)"), {"key": key}
+            ).scalar_one():
+                connection.commit()
+                time.sleep(LOCK_POLL_SECONDS)
             connection.commit()
             try:
                 yield
