@@ -178,10 +178,6 @@ def test_a_job_submitted_to_the_head_reports_back_and_registers_a_version(
         else ""
     )
     assert job.status == "succeeded", f"{job}\n{logs}"
-    # The driver asked for a CPU: on KubeRay that places it on a worker, not the CPU-less head.
-    assert isinstance(runner, job_runners.RayJobsRunner)
-    info = runner.client.get_job_info(submitted.runner_job_id or "")
-    assert info.entrypoint_num_cpus == job_runners.DRIVER_CPUS == 1
     assert job.mlflow_run_id
     assert job.progress_done == job.progress_total == 1
     assert job.model_version == champion_version(mlflow_server)

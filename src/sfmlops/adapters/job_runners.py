@@ -10,6 +10,7 @@ import os
 import shlex
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal, Protocol
@@ -85,6 +86,11 @@ DRIVER_CPUS = 1
 """CPUs a training job's driver reserves on the Ray cluster."""
 
 
+# Ray's answer to a submission before the head's job agent is up, and how long to retry it.
+NO_AGENT = "No available agent to submit job"
+AGENT_WAIT_SECONDS = 60
+
+
 class RayJobsRunner:
     """Submits jobs to a Ray cluster's head through the Ray Job Submission API."""
 
@@ -101,18 +107,28 @@ class RayJobsRunner:
         self.env_vars = _job_environment(settings)
 
     def submit(self, job_id: str, arguments: Sequence[str]) -> str:
-        return str(
-            self.client.submit_job(
-                entrypoint=shlex.join(["sfmlops", *arguments]),
-                submission_id=f"sfmlops-{job_id}",
-                # The driver takes a CPU, so Ray places it on a node that has one: a worker (the
-                # chart's head offers none), where the training runs, not on the head that
-                # coordinates the cluster. Its fan-out tasks use the workers' other CPUs.
-                entrypoint_num_cpus=DRIVER_CPUS,
-                runtime_env={"env_vars": self.env_vars},
-                metadata={"sfmlops_job_id": job_id},
-            )
-        )
+        deadline = time.monotonic() + AGENT_WAIT_SECONDS
+        while True:
+            try:
+                return str(
+                    self.client.submit_job(
+                        entrypoint=shlex.join(["sfmlops", *arguments]),
+                        submission_id=f"sfmlops-{job_id}",
+                        # The driver takes a CPU, so Ray places it on a node that has one: a
+                        # worker (the chart's head offers none), where the training runs, not on
+                        # the head that coordinates the cluster. Its fan-out tasks use the
+                        # workers' other CPUs.
+                        entrypoint_num_cpus=DRIVER_CPUS,
+                        runtime_env={"env_vars": self.env_vars},
+                        metadata={"sfmlops_job_id": job_id},
+                    )
+                )
+            except RuntimeError as error:
+                # A head that has just (re)started answers before its job agent has
+                # registered; the submission succeeds once it has.
+                if NO_AGENT not in str(error) or time.monotonic() > deadline:
+                    raise
+                time.sleep(1)
 
     def state(self, runner_job_id: str) -> RunnerState:
         from ray.job_submission import JobStatus  # noqa: PLC0415
