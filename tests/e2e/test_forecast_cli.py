@@ -335,7 +335,9 @@ def test_a_drifting_store_is_found_stale_and_retrained_alone(
         (job,) = training_job_records.list_training_jobs(connection)
     engine.dispose()
     assert (job.status, job.stores, job.model_version) == ("succeeded", [3], "2")
-    client = mlflow.MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
+    # The registry URI too: an earlier test in this process may have set another globally.
+    store = f"sqlite:///{home / 'mlflow.db'}"
+    client = mlflow.MlflowClient(store, registry_uri=store)
     run = client.get_run(client.get_model_version("sfmlops-forecaster", "2").run_id)
     assert run.data.tags["sfmlops.reason"].startswith("stale on 3 scored days up to 2015-06-17")
     # Nothing stale any more in the new version's eyes: a second run retrains nothing.

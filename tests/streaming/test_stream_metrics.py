@@ -14,6 +14,7 @@ from sfmlops.core import columns as c
 from sfmlops.services.stream_metrics import StreamMetrics
 from tests.support.network import free_port
 from tests.support.streaming import StreamEnv
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -74,12 +75,12 @@ def test_a_running_job_serves_its_metrics(stream_env: StreamEnv) -> None:
         "stream", "--continuous", "--interval", "1s", SFMLOPS_STREAM_METRICS_PORT=str(port)
     )
     try:
-        stream_env.wait_until(
+        wait_until(
             lambda: len(stream_env.sales()) == len(valid) and len(stream_env.dead_letters()) == 2,
             timeout=180,
             what="the events to land",
         )
-        stream_env.wait_until(
+        wait_until(
             lambda: scrape(port).get("sfmlops_stream_records_total{}", 0) == len(sent),
             timeout=30,
             what="the metrics to count them",
