@@ -254,10 +254,10 @@ def reference_server(port: int) -> None:
     def forecast(store_id: int) -> list[dict[str, Any]]:
         model = mlflow.pyfunc.load_model(f"models:/{mlflow_registry.MODEL_NAME}@champion")
         future = pd.DataFrame(
-            {"store_id": store_id, "date": pd.date_range(REFERENCE_START, periods=7)}
+            {"store_id": store_id, "sales_date": pd.date_range(REFERENCE_START, periods=7)}
         )
         frame = model.predict(future)
-        frame["date"] = frame["date"].dt.strftime("%Y-%m-%d")
+        frame["sales_date"] = frame["sales_date"].dt.strftime("%Y-%m-%d")
         records: list[dict[str, Any]] = frame.to_dict("records")
         return records
 

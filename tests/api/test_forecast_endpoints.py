@@ -35,7 +35,7 @@ def bundle_forecast(
     bundle: ForecastBundle, store_id: int, dates: list[str], **covariates: Any
 ) -> pd.DataFrame:
     future = pd.DataFrame(
-        {c.STORE_ID: store_id, c.DATE: pd.to_datetime(dates)}
+        {c.STORE_ID: store_id, c.SALES_DATE: pd.to_datetime(dates)}
         | {k: v for k, v in covariates.items()}
     )
     return bundle.predict(future).frame
@@ -54,7 +54,7 @@ def test_default_forecast_is_the_champions_next_seven_days(
     body = response.json()
     assert (body["store_id"], body["product_id"], body["model_version"]) == (1, "total", "1")
     assert (body["start"], body["days"]) == ("2015-06-14", 7)  # the day after the as-of date
-    assert [day[c.DATE] for day in body["forecast"]] == DEFAULT_DAYS
+    assert [day["date"] for day in body["forecast"]] == DEFAULT_DAYS
     assert any("open: missing" in note for note in body["assumptions"])
     expected = bundle_forecast(bundle, 1, DEFAULT_DAYS)
     for name in c.FORECAST_VALUES:
@@ -69,7 +69,7 @@ def test_other_starts_and_lengths_are_computed(served: TestClient, bundle: Forec
     shorter = served.get("/v1/stores/2/forecast", params={"days": 3}).json()
 
     assert (later["start"], later["days"], len(later["forecast"])) == ("2015-06-17", 30, 30)
-    assert later["forecast"][-1][c.DATE] == "2015-07-16"
+    assert later["forecast"][-1]["date"] == "2015-07-16"
     assert later["forecast"][:4] == default["forecast"][3:]
     assert shorter["forecast"] == default["forecast"][:3]
     expected = bundle_forecast(
@@ -131,7 +131,7 @@ def test_batch_mixes_defaults_dates_and_covariates(
     default, later, given = body["forecasts"]
     assert default == served.get("/v1/stores/3/forecast").json()
     assert (later["store_id"], later["start"], later["days"]) == (1, "2015-06-20", 2)
-    assert [day[c.DATE] for day in given["forecast"]] == [tuesday, monday]  # as asked
+    assert [day["date"] for day in given["forecast"]] == [tuesday, monday]  # as asked
     assert given["assumptions"] == []  # every covariate given for every day
     assert given["forecast"][1][c.YHAT] == 0  # closed on Monday, as the caller said
     expected = bundle_forecast(
@@ -265,7 +265,7 @@ def test_latest_precomputed_forecasts(client: TestClient, loaded_engine: Engine)
         days = pd.date_range("2015-06-14", periods=3)
         frame = pd.DataFrame(
             [(s, "total", d) for s in stores for d in days],
-            columns=[c.STORE_ID, c.PRODUCT_ID, c.DATE],
+            columns=[c.STORE_ID, c.PRODUCT_ID, c.SALES_DATE],
         ).assign(**{name: yhat for name in c.FORECAST_VALUES})
         with loaded_engine.begin() as connection:
             forecast_records.write_forecasts(connection, frame, version, created_at)

@@ -160,14 +160,14 @@ def test_train_registers_a_champion_that_predict_and_pyfunc_agree_on(
     mlflow.set_tracking_uri(f"sqlite:///{trained_home / 'mlflow.db'}")
     mlflow.set_registry_uri(f"sqlite:///{trained_home / 'mlflow.db'}")
     model = mlflow.pyfunc.load_model("models:/sfmlops-forecaster@champion")
-    rows = future.rename(columns={"Store": "store_id", "Date": "date", "Open": "open"})
+    rows = future.rename(columns={"Store": "store_id", "Date": "sales_date", "Open": "open"})
     rows = rows.assign(
-        date=pd.to_datetime(rows["date"]),
+        sales_date=pd.to_datetime(rows["sales_date"]),
         promo=future["Promo"],
         state_holiday=future["StateHoliday"].astype(str),
         school_holiday=future["SchoolHoliday"],
         open=rows["open"].fillna(1),
-    )[["store_id", "date", "open", "promo", "state_holiday", "school_holiday"]]
+    )[["store_id", "sales_date", "open", "promo", "state_holiday", "school_holiday"]]
     served = model.predict(rows)
     assert served["yhat"].round(2).tolist() == submission["Sales"].tolist()
 
@@ -267,7 +267,7 @@ def test_a_new_champion_refreshes_the_precomputed_forecasts(
     later.mkdir()
     for name in ("store.csv", "store_states.csv"):
         shutil.copy(forecast_slice / name, later / name)
-    monday = kept[kept[c.DATE] == "2015-06-15"]
+    monday = kept[kept[c.SALES_DATE] == "2015-06-15"]
     actual = float(monday[c.YHAT].iloc[0]) * 1.25
     row = pd.DataFrame(
         [{"Store": 2, "DayOfWeek": 1, "Date": "2015-06-15", "Sales": round(actual),
@@ -301,8 +301,8 @@ def test_a_drifting_store_is_found_stale_and_retrained_alone(
     actuals = pd.DataFrame(
         {
             "Store": issued[c.STORE_ID],
-            "DayOfWeek": issued[c.DATE].dt.dayofweek + 1,
-            "Date": issued[c.DATE].dt.strftime("%Y-%m-%d"),
+            "DayOfWeek": issued[c.SALES_DATE].dt.dayofweek + 1,
+            "Date": issued[c.SALES_DATE].dt.strftime("%Y-%m-%d"),
             "Sales": (issued[c.YHAT] * issued[c.STORE_ID].map({3: 3.0}).fillna(1.0)).round(),
             "Customers": 500, "Open": 1, "Promo": 0, "StateHoliday": "0", "SchoolHoliday": 0,
         }

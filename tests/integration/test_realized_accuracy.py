@@ -28,7 +28,7 @@ def forecast_frame(stores: list[int], start: dt.date, days: int, yhat: float) ->
         for store in stores
         for offset in range(days)
     ]
-    frame = pd.DataFrame(rows, columns=[c.STORE_ID, c.PRODUCT_ID, c.DATE])
+    frame = pd.DataFrame(rows, columns=[c.STORE_ID, c.PRODUCT_ID, c.SALES_DATE])
     return frame.assign(
         **{
             c.YHAT: yhat,

@@ -125,7 +125,7 @@ def test_a_batch_scores_the_forecasts_issued_for_its_days_after_committing(
     loading.load_folder(engine, rossmann_slice)
     day = pd.Timestamp("2015-06-15")
     forecast = pd.DataFrame(
-        {c.STORE_ID: [1, 2], c.PRODUCT_ID: c.DEFAULT_PRODUCT, c.DATE: day}
+        {c.STORE_ID: [1, 2], c.PRODUCT_ID: c.DEFAULT_PRODUCT, c.SALES_DATE: day}
         | {name: 100.0 for name in c.FORECAST_VALUES}
     )
     with engine.begin() as connection:

@@ -13,6 +13,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from sfmlops.core import columns as c
+from sfmlops.ui.charts import DATE_COLUMN
 from sfmlops.ui.views import store as store_page
 from tests.support.dashboard import (
     STORE_WITHOUT_SALES,
@@ -263,7 +264,7 @@ def test_a_store_with_several_products_gets_a_product_picker(
     assert app.query_params[store_page.page_context.PRODUCT_PARAM] == "cosmetics"
     table = chart_table(app)
     shown = table[table[c.SALES] != ""]
-    assert dict(zip(shown[c.DATE], shown[c.SALES], strict=True)) == {
+    assert dict(zip(shown[DATE_COLUMN], shown[c.SALES], strict=True)) == {
         record[c.SALES_DATE]: f"{record[c.SALES]:.2f}" for record in records
     }
     assert "store 4 has no product 'cosmetics' in the champion model" in texts(app.warning)

@@ -33,7 +33,6 @@ from sfmlops.core.forecasting.executors import ProcessPoolTaskExecutor, Sequenti
 from sfmlops.core.forecasting.features import (
     Calendar,
     StoreStats,
-    as_rows,
     build_features,
     store_profile,
 )
@@ -162,7 +161,7 @@ def test_intervals_widen_with_horizon() -> None:
     seen, later = split(history, 48)
     forecaster = SeasonalNaiveForecaster(weeks=4).fit(seen, synthetic_stores())
     forecast = forecaster.predict(as_future(later))
-    forecast[c.HORIZON_DAYS] = (forecast[c.DATE] - seen[c.SALES_DATE].max()).dt.days
+    forecast[c.HORIZON_DAYS] = (forecast[c.SALES_DATE] - seen[c.SALES_DATE].max()).dt.days
     sold = forecast[forecast[c.YHAT] > 0]
     width = (
         ((sold[c.YHAT_UPPER] - sold[c.YHAT_LOWER]) / sold[c.YHAT])
@@ -179,14 +178,12 @@ def test_features_use_only_days_up_to_the_cutoff(sales: pd.DataFrame, stores: pd
     seen, later = split(sales, 28)
     profile = store_profile(stores)
     stats = StoreStats.of(seen)
-    rows = as_rows(pd.concat([seen, later]))
-    features = build_features(as_rows(seen), profile, stats, Calendar.of(rows, profile))
+    rows = pd.concat([seen, later])
+    features = build_features(seen, profile, stats, Calendar.of(rows, profile))
     # Wildly different sales after the cutoff change nothing the model learns from.
     tampered = later.assign(**{c.SALES: later[c.SALES] * 50})
-    rows_tampered = as_rows(pd.concat([seen, tampered]))
-    again = build_features(
-        as_rows(seen), profile, StoreStats.of(seen), Calendar.of(rows_tampered, profile)
-    )
+    rows_tampered = pd.concat([seen, tampered])
+    again = build_features(seen, profile, StoreStats.of(seen), Calendar.of(rows_tampered, profile))
     pd.testing.assert_frame_equal(features, again)
     assert stats.cutoff == seen[c.SALES_DATE].max()
     # ... while the statistics do move when those days are part of the history.
@@ -202,9 +199,8 @@ def test_features_place_a_day_in_its_school_holidays_and_promotion_cycle(
         sales[c.SALES_DATE] < first + pd.Timedelta(days=35)
     )
     sales[c.SCHOOL_HOLIDAY] = holidays.astype(int)
-    rows = as_rows(sales)
     profile = store_profile(stores)
-    features = build_features(rows, profile, StoreStats.of(sales), Calendar.of(rows, profile))
+    features = build_features(sales, profile, StoreStats.of(sales), Calendar.of(sales, profile))
     store = features[c.STORE_ID] == 1
     into = features.loc[store, "days_into_school_holiday"].to_numpy()
     left = features.loc[store, "days_left_school_holiday"].to_numpy()
@@ -214,8 +210,8 @@ def test_features_place_a_day_in_its_school_holidays_and_promotion_cycle(
     assert into[35:].max() == 0
     # Promotions run Monday to Friday every other week: a promo Wednesday is two days after
     # its run started, the Monday after a promo week three days after it ended.
-    promo = rows.loc[store, c.PROMO].to_numpy() == 1
-    weekday = rows.loc[store, c.DATE].dt.dayofweek.to_numpy()
+    promo = sales.loc[store, c.PROMO].to_numpy() == 1
+    weekday = sales.loc[store, c.SALES_DATE].dt.dayofweek.to_numpy()
     after_start = features.loc[store, "days_after_promo_start"].to_numpy()
     after_end = features.loc[store, "days_after_promo_end"].to_numpy()
     assert (after_start[promo & (weekday == 2)] == 2).all()
@@ -464,11 +460,11 @@ def test_training_builds_a_bundle_that_round_trips(
 def test_missing_covariates_are_assumed_and_reported(sales: pd.DataFrame) -> None:
     usual = usual_open_weekdays(sales)
     dates = pd.date_range(sales[c.SALES_DATE].max() + pd.Timedelta(days=1), periods=7)
-    bare = pd.DataFrame({c.STORE_ID: 1, c.DATE: dates})
+    bare = pd.DataFrame({c.STORE_ID: 1, c.SALES_DATE: dates})
     completed, assumptions = complete_future(bare, usual)
     assert ASSUMED_OPEN in assumptions
     assert ASSUMED_PROMO in assumptions
-    sunday = completed[c.DATE].dt.dayofweek == 6
+    sunday = completed[c.SALES_DATE].dt.dayofweek == 6
     assert (completed.loc[sunday, c.OPEN] == 0).all()
     assert (completed.loc[~sunday, c.OPEN] == 1).all()
     assert (completed[c.PROMO] == 0).all()

@@ -13,6 +13,7 @@ from sfmlops.settings import Settings
 from sfmlops.ui import responses as r
 from sfmlops.ui.charts import (
     CHART_COLUMNS,
+    DATE_COLUMN,
     champion_mix_chart,
     chart_frame,
     chart_table,
@@ -45,7 +46,7 @@ def test_the_chart_frame_puts_actuals_then_forecast_days_in_date_order() -> None
     frame = chart_frame(history, forecast)
 
     assert list(frame.columns) == list(CHART_COLUMNS)
-    assert list(frame[c.DATE]) == [DAY + dt.timedelta(days=n) for n in range(3)]
+    assert list(frame[DATE_COLUMN]) == [DAY + dt.timedelta(days=n) for n in range(3)]
     assert frame[c.OPEN].tolist() == [1, 0, pd.NA]
     assert frame[c.SALES].iloc[:2].tolist() == [5263.0, 0.0]
     assert frame[c.YHAT].isna().tolist() == [True, True, False]

@@ -11,6 +11,7 @@ from sfmlops.core import columns as c
 from sfmlops.core.validation import (
     MissingColumnsError,
     SalesLimits,
+    validate_future,
     validate_sales,
     validate_stores,
 )
@@ -231,3 +232,51 @@ def test_optional_fields_are_optional_per_record() -> None:
 
     assert result.ok, result.reasons_by_row()
     assert len(result.valid) == 3
+
+
+def future(**overrides: object) -> dict[str, object]:
+    base = {key: value for key, value in record().items() if key not in (c.SALES, c.CUSTOMERS)}
+    return base | overrides
+
+
+def test_future_covariates_need_no_amounts_and_may_lie_beyond_today() -> None:
+    next_year = dt.date.today() + dt.timedelta(days=365)
+    rows = pd.DataFrame(
+        [future(), future(**{c.SALES_DATE: next_year.isoformat(), c.DAY_OF_WEEK: ""})]
+    )
+
+    result = validate_future(rows, KNOWN_STORES, after=dt.date(2015, 6, 12))
+
+    assert result.ok
+    assert list(result.valid.columns) == list(c.FUTURE_COLUMNS)
+    assert result.valid[c.SALES_DATE].tolist() == [
+        pd.Timestamp("2015-06-13"),
+        pd.Timestamp(next_year),
+    ]
+    assert result.valid[c.PRODUCT_ID].tolist() == [c.DEFAULT_PRODUCT] * 2
+
+
+def test_future_covariates_follow_the_sales_rules_and_start_after_the_history() -> None:
+    rows = pd.DataFrame(
+        [
+            future(**{c.SALES_DATE: "2015-06-12", c.DAY_OF_WEEK: "5"}),
+            future(**{c.PROMO: "2"}),
+            future(**{c.STORE_ID: "9"}),
+            future(),
+        ]
+    )
+
+    result = validate_future(rows, KNOWN_STORES, after=dt.date(2015, 6, 12))
+
+    assert result.reasons_by_row() == {
+        0: "sales_date: not after the data's end (2015-06-12): forecasts start the day after",
+        1: "promo: must be 0 or 1",
+        2: "store_id: unknown store (not in the store metadata)",
+        3: "sales_date: duplicate store, product and date (first seen in row 1)",
+    }
+    assert result.valid.empty
+
+
+def test_future_covariates_name_missing_columns() -> None:
+    with pytest.raises(MissingColumnsError, match="promo"):
+        validate_future(pd.DataFrame([future()]).drop(columns=[c.PROMO]), KNOWN_STORES)

@@ -105,9 +105,17 @@ ROSSMANN_STORE_COLUMNS: Final = {
 ROSSMANN_STATE_COLUMNS: Final = {"Store": STORE_ID, "State": STATE}
 
 # Future covariates: what a caller knows about the days to forecast, one row per (series, day).
-DATE: Final = "date"
-FUTURE_COLUMNS: Final = (STORE_ID, PRODUCT_ID, DATE, OPEN, PROMO, STATE_HOLIDAY, SCHOOL_HOLIDAY)
-FUTURE_KEY: Final = (STORE_ID, PRODUCT_ID, DATE)
+# A day is `SALES_DATE` in every frame, history or future: the day the sales are (or will be).
+FUTURE_COLUMNS: Final = (
+    STORE_ID,
+    PRODUCT_ID,
+    SALES_DATE,
+    OPEN,
+    PROMO,
+    STATE_HOLIDAY,
+    SCHOOL_HOLIDAY,
+)
+FUTURE_KEY: Final = SALES_KEY
 
 # Forecasts: a point forecast with 80 % and 95 % prediction intervals, in sales units.
 YHAT: Final = "yhat"
@@ -116,7 +124,7 @@ YHAT_UPPER: Final = "yhat_upper"  # 90 % quantile
 YHAT_LOWER_95: Final = "yhat_lower_95"  # 2.5 % quantile
 YHAT_UPPER_95: Final = "yhat_upper_95"  # 97.5 % quantile
 FORECAST_VALUES: Final = (YHAT, YHAT_LOWER, YHAT_UPPER, YHAT_LOWER_95, YHAT_UPPER_95)
-FORECAST_COLUMNS: Final = (STORE_ID, PRODUCT_ID, DATE, *FORECAST_VALUES)
+FORECAST_COLUMNS: Final = (STORE_ID, PRODUCT_ID, SALES_DATE, *FORECAST_VALUES)
 
 # Backtests: which model and window a forecast or metric belongs to.
 MODEL: Final = "model"
@@ -130,7 +138,7 @@ ROSSMANN_FUTURE_COLUMNS: Final = {
     "Id": ROSSMANN_ROW_ID,
     "Store": STORE_ID,
     "DayOfWeek": DAY_OF_WEEK,
-    "Date": DATE,
+    "Date": SALES_DATE,
     "Open": OPEN,
     "Promo": PROMO,
     "StateHoliday": STATE_HOLIDAY,

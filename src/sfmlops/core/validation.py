@@ -1,4 +1,4 @@
-"""Validation of sales records and store metadata (pure: frames in, frames out).
+"""Validation of sales records, future covariates and store metadata (pure: frames in, out).
 
 One set of rules serves every way data comes in: file loading rejects a whole file
 when any row fails, while the API and the stream job keep the valid records and
@@ -8,8 +8,9 @@ dead-letter the rest. Both read the same per-row issues from here.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -186,33 +187,105 @@ def validate_sales(
     raw = raw.reset_index(drop=True)
     log = _IssueLog(raw)
 
+    def amounts(covariates: dict[str, pd.Series]) -> dict[str, pd.Series]:
+        sales = _numbers(raw[c.SALES], log, c.SALES, minimum=0.0)
+        log.add(
+            (sales > limits.max_sales).astype(bool),
+            c.SALES,
+            f"more than {limits.max_sales:,.0f} in a day (the configured bound)",
+        )
+        customers = (
+            _integers(raw[c.CUSTOMERS], log, c.CUSTOMERS, minimum=0, allow_missing=True)
+            if c.CUSTOMERS in raw
+            else pd.Series(pd.NA, index=raw.index, dtype="Int64")
+        )
+        log.add(
+            (customers > limits.max_customers).fillna(False).astype(bool),
+            c.CUSTOMERS,
+            f"more than {limits.max_customers:,} in a day (the configured bound)",
+        )
+        closed_with_sales = (covariates[c.OPEN] == 0).fillna(False) & (sales > 0)
+        log.add(
+            closed_with_sales.astype(bool),
+            c.SALES,
+            "sales on a closed day (open is 0): either the store was open or the sales are 0",
+        )
+        return {c.SALES: sales, c.CUSTOMERS: customers}
+
+    covariates = _covariates(
+        raw,
+        log,
+        known_store_ids,
+        reject_duplicates=reject_duplicates,
+        check_dates=lambda sales_date: _check_date_range(sales_date, log, limits),
+    )
+    canonical = pd.DataFrame({**covariates, **amounts(covariates)})
+    valid = canonical[~canonical.index.isin(log.bad_rows())]
+    return Validated(valid=_typed_sales(valid), issues=log.frame())
+
+
+def validate_future(
+    raw: pd.DataFrame, known_store_ids: Collection[int], *, after: dt.date | None = None
+) -> Validated:
+    """Check future covariates (what is known in advance about days to forecast).
+
+    The same rules as sales records for store, product, date, flags, holiday codes, weekday
+    and duplicates; there are no amounts, and the dates lie ahead rather than behind.
+
+    Args:
+        raw: Records with domain column names (see `columns.FUTURE_COLUMNS`), values as read
+            from a file or parsed from JSON.
+        known_store_ids: Stores that exist in the store metadata.
+        after: The last day of known history: every date must be later (forecasts start the
+            day after it).
+
+    Returns:
+        The valid rows (columns `columns.FUTURE_COLUMNS`) and the issues of the others.
+
+    Raises:
+        MissingColumnsError: When a required column is absent, so no record can be checked.
+    """
+    required = [name for name in c.FUTURE_COLUMNS if name != c.PRODUCT_ID]
+    missing = [name for name in required if name not in raw.columns]
+    if missing:
+        raise MissingColumnsError(missing)
+    raw = raw.reset_index(drop=True)
+    log = _IssueLog(raw)
+
+    def not_after(sales_date: pd.Series) -> None:
+        if after is not None:
+            log.add(
+                (sales_date <= pd.Timestamp(after)).fillna(False).astype(bool),
+                c.SALES_DATE,
+                f"not after the data's end ({after.isoformat()}): forecasts start the day after",
+            )
+
+    covariates = _covariates(
+        raw, log, known_store_ids, reject_duplicates=True, check_dates=not_after
+    )
+    canonical = pd.DataFrame(covariates)
+    valid = canonical[~canonical.index.isin(log.bad_rows())]
+    typed = valid.astype({name: _COVARIATE_TYPES[name] for name in _COVARIATE_TYPES})
+    return Validated(valid=typed[list(c.FUTURE_COLUMNS)], issues=log.frame())
+
+
+def _covariates(
+    raw: pd.DataFrame,
+    log: _IssueLog,
+    known_store_ids: Collection[int],
+    *,
+    reject_duplicates: bool,
+    check_dates: Callable[[pd.Series], None],
+) -> dict[str, pd.Series]:
+    """The checks sales records and future covariates share, as parsed columns by name.
+
+    `check_dates` adds the range rule of the caller (sales lie behind, futures ahead).
+    """
     store_id = _integers(raw[c.STORE_ID], log, c.STORE_ID, minimum=1)
     product_id = _product_ids(raw, log)
     sales_date = _dates(raw[c.SALES_DATE], log)
-    _check_date_range(sales_date, log, limits)
-    sales = _numbers(raw[c.SALES], log, c.SALES, minimum=0.0)
-    log.add(
-        (sales > limits.max_sales).astype(bool),
-        c.SALES,
-        f"more than {limits.max_sales:,.0f} in a day (the configured bound)",
-    )
-    customers = (
-        _integers(raw[c.CUSTOMERS], log, c.CUSTOMERS, minimum=0, allow_missing=True)
-        if c.CUSTOMERS in raw
-        else pd.Series(pd.NA, index=raw.index, dtype="Int64")
-    )
-    log.add(
-        (customers > limits.max_customers).fillna(False).astype(bool),
-        c.CUSTOMERS,
-        f"more than {limits.max_customers:,} in a day (the configured bound)",
-    )
+    check_dates(sales_date)
     flags = {name: _flags(raw[name], log, name) for name in (c.OPEN, c.PROMO, c.SCHOOL_HOLIDAY)}
-    closed_with_sales = (flags[c.OPEN] == 0).fillna(False) & (sales > 0)
-    log.add(
-        closed_with_sales.astype(bool),
-        c.SALES,
-        "sales on a closed day (open is 0): either the store was open or the sales are 0",
-    )
     state_holiday = _codes(raw[c.STATE_HOLIDAY], log, c.STATE_HOLIDAY, c.STATE_HOLIDAY_CODES)
 
     if c.DAY_OF_WEEK in raw:
@@ -253,21 +326,15 @@ def validate_sales(
             + ")",
         )
 
-    canonical = pd.DataFrame(
-        {
-            c.STORE_ID: store_id,
-            c.PRODUCT_ID: product_id,
-            c.SALES_DATE: sales_date,
-            c.SALES: sales,
-            c.CUSTOMERS: customers,
-            c.OPEN: flags[c.OPEN],
-            c.PROMO: flags[c.PROMO],
-            c.STATE_HOLIDAY: state_holiday,
-            c.SCHOOL_HOLIDAY: flags[c.SCHOOL_HOLIDAY],
-        }
-    )
-    valid = canonical[~canonical.index.isin(log.bad_rows())]
-    return Validated(valid=_typed_sales(valid), issues=log.frame())
+    return {
+        c.STORE_ID: store_id,
+        c.PRODUCT_ID: product_id,
+        c.SALES_DATE: sales_date,
+        c.OPEN: flags[c.OPEN],
+        c.PROMO: flags[c.PROMO],
+        c.STATE_HOLIDAY: state_holiday,
+        c.SCHOOL_HOLIDAY: flags[c.SCHOOL_HOLIDAY],
+    }
 
 
 def validate_stores(raw: pd.DataFrame) -> Validated:
@@ -484,16 +551,17 @@ def _promo_intervals(values: pd.Series, log: _IssueLog) -> pd.Series:
     return text
 
 
+_COVARIATE_TYPES: dict[str, Any] = {
+    c.STORE_ID: "int64",
+    c.PRODUCT_ID: object,
+    c.OPEN: "int8",
+    c.PROMO: "int8",
+    c.STATE_HOLIDAY: object,
+    c.SCHOOL_HOLIDAY: "int8",
+}
+
+
 def _typed_sales(frame: pd.DataFrame) -> pd.DataFrame:
-    return frame.astype(
-        {
-            c.STORE_ID: "int64",
-            c.PRODUCT_ID: object,
-            c.SALES: "float64",
-            c.CUSTOMERS: "Int64",
-            c.OPEN: "int8",
-            c.PROMO: "int8",
-            c.STATE_HOLIDAY: object,
-            c.SCHOOL_HOLIDAY: "int8",
-        }
-    )[list(c.SALES_COLUMNS)]
+    return frame.astype({**_COVARIATE_TYPES, c.SALES: "float64", c.CUSTOMERS: "Int64"})[
+        list(c.SALES_COLUMNS)
+    ]

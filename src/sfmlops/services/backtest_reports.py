@@ -60,14 +60,16 @@ def _plot_forecasts(report: BacktestReport, path: Path) -> None:
     figure, axes_list = plt.subplots(len(stores), 1, figsize=(10, 2.6 * len(stores)), squeeze=False)
     for axes, store in zip(axes_list[:, 0], stores, strict=True):
         part = window[window[c.STORE_ID] == store]
-        actual = part.drop_duplicates(c.DATE)
-        axes.plot(actual[c.DATE], actual[m.ACTUAL], color="black", linewidth=1.5, label="actual")
+        actual = part.drop_duplicates(c.SALES_DATE)
+        axes.plot(
+            actual[c.SALES_DATE], actual[m.ACTUAL], color="black", linewidth=1.5, label="actual"
+        )
         for name, rows in part.groupby(c.MODEL, sort=True):
-            axes.plot(rows[c.DATE], rows[c.YHAT], linewidth=1, label=str(name))
+            axes.plot(rows[c.SALES_DATE], rows[c.YHAT], linewidth=1, label=str(name))
         champion = part[part[c.MODEL] == "champion"]
         if not champion.empty:
             axes.fill_between(
-                champion[c.DATE],
+                champion[c.SALES_DATE],
                 champion[c.YHAT_LOWER],
                 champion[c.YHAT_UPPER],
                 alpha=0.2,

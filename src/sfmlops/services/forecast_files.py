@@ -12,7 +12,7 @@ import pandas as pd
 from sfmlops.adapters import files
 from sfmlops.core import columns as c
 from sfmlops.core.forecasting.bundle import ForecastBundle
-from sfmlops.core.validation import validate_sales
+from sfmlops.core.validation import validate_future
 from sfmlops.services.loading import DataFileError, FileIssue
 
 _FILE_COLUMN = {domain: header for header, domain in c.ROSSMANN_FUTURE_COLUMNS.items()}
@@ -39,16 +39,13 @@ def read_future_file(path: Path, bundle: ForecastBundle) -> tuple[pd.Series, pd.
         raise DataFileError([FileIssue(path, None, name, "", "missing column") for name in missing])
     raw = raw.rename(columns=c.ROSSMANN_FUTURE_COLUMNS)
     raw[c.OPEN] = raw[c.OPEN].where(raw[c.OPEN] != "", "1")
-    # The sales rules check every covariate (store, date, flags, codes, weekday, duplicates);
-    # a future row has no sales yet, so a placeholder satisfies that one column.
-    checked = raw.rename(columns={c.DATE: c.SALES_DATE}).assign(**{c.SALES: "0"})
     known = sorted({store for store, _ in bundle.series})
-    validated = validate_sales(checked, known)
+    validated = validate_future(raw, known, after=bundle.last_date.date())
     issues = [
         FileIssue(
             path,
             files.line_number(int(row)),
-            _FILE_COLUMN.get(c.DATE if column == c.SALES_DATE else column, column),
+            _FILE_COLUMN.get(column, column),
             str(value),
             str(reason),
         )
@@ -72,23 +69,10 @@ def read_future_file(path: Path, bundle: ForecastBundle) -> tuple[pd.Series, pd.
         )
         for i in np.flatnonzero(bad_id.to_numpy())
     ]
-    valid = validated.valid
-    past = valid[c.SALES_DATE] <= bundle.last_date
-    issues += [
-        FileIssue(
-            path,
-            files.line_number(int(i)),
-            "Date",
-            str(raw[c.DATE].iloc[int(i)]),
-            f"not after the data's end ({bundle.last_date.date()}): forecasts start the day after",
-        )
-        for i in valid.index[past]
-    ]
     if issues:
         issues.sort(key=lambda issue: (issue.line or 0, issue.column))
         raise DataFileError(issues)
-    future = valid.rename(columns={c.SALES_DATE: c.DATE})[list(c.FUTURE_COLUMNS)]
-    return row_id.astype("int64"), future.reset_index(drop=True)
+    return row_id.astype("int64"), validated.valid.reset_index(drop=True)
 
 
 def write_submission(path: Path, row_ids: pd.Series, forecast: pd.DataFrame) -> None:

@@ -15,7 +15,10 @@ from sfmlops.core import columns as c
 from sfmlops.core.forecasting import metrics as m
 from sfmlops.ui import responses as r
 
-CHART_COLUMNS = (c.DATE, c.SALES, c.OPEN, *c.FORECAST_VALUES)
+# The chart table's date column, named as the API names a forecast day (the table is shown
+# and downloaded as is).
+DATE_COLUMN = "date"
+CHART_COLUMNS = (DATE_COLUMN, c.SALES, c.OPEN, *c.FORECAST_VALUES)
 ACTUAL = "actual sales"
 CLOSED = "closed"
 FORECAST = "forecast"
@@ -40,13 +43,13 @@ def chart_frame(history: Iterable[r.SalesDay], forecast: Sequence[r.ForecastDay]
     A day with both (a forecast of a day that has sales) keeps both on one row.
     """
     actuals = pd.DataFrame(
-        [{c.DATE: day.sales_date, c.SALES: day.sales, c.OPEN: day.open} for day in history],
-        columns=[c.DATE, c.SALES, c.OPEN],
+        [{DATE_COLUMN: day.sales_date, c.SALES: day.sales, c.OPEN: day.open} for day in history],
+        columns=[DATE_COLUMN, c.SALES, c.OPEN],
     )
     predicted = pd.DataFrame(
-        [day.model_dump() for day in forecast], columns=[c.DATE, *c.FORECAST_VALUES]
+        [day.model_dump() for day in forecast], columns=[DATE_COLUMN, *c.FORECAST_VALUES]
     )
-    frame = actuals.merge(predicted, on=c.DATE, how="outer").sort_values(c.DATE)
+    frame = actuals.merge(predicted, on=DATE_COLUMN, how="outer").sort_values(DATE_COLUMN)
     frame[c.OPEN] = frame[c.OPEN].astype("Int64")
     return frame.reset_index(drop=True)[list(CHART_COLUMNS)]
 
@@ -67,19 +70,22 @@ def store_chart(frame: pd.DataFrame, title: str) -> alt.LayerChart:
         frame: A `chart_frame`.
         title: The chart's title.
     """
-    dates = pd.to_datetime(frame[c.DATE])
+    dates = pd.to_datetime(frame[DATE_COLUMN])
     # Days travel as ISO strings on a UTC scale, and tooltips show a ready-made label, so
     # no viewer's time zone can move a day.
     data = frame.assign(
         **{
-            c.DATE: dates.dt.strftime("%Y-%m-%d"),
+            DATE_COLUMN: dates.dt.strftime("%Y-%m-%d"),
             DAY: dates.dt.strftime("%a %d %b %Y"),
             CLOSED_FLAG: closed_days(frame),
         }
     )
     base = alt.Chart(data).encode(
         x=alt.X(
-            f"{c.DATE}:T", title=None, scale=alt.Scale(type="utc"), axis=alt.Axis(format="%d %b")
+            f"{DATE_COLUMN}:T",
+            title=None,
+            scale=alt.Scale(type="utc"),
+            axis=alt.Axis(format="%d %b"),
         )
     )
     legend = alt.Color(
@@ -92,7 +98,9 @@ def store_chart(frame: pd.DataFrame, title: str) -> alt.LayerChart:
 
     closed = (
         base.transform_filter(f"datum.{CLOSED_FLAG}")
-        .transform_calculate(series=f"'{CLOSED}'", day_end=f"toDate(datum.{c.DATE}) + {DAY_MS}")
+        .transform_calculate(
+            series=f"'{CLOSED}'", day_end=f"toDate(datum.{DATE_COLUMN}) + {DAY_MS}"
+        )
         .mark_rect(opacity=0.25)
         .encode(x2="day_end:T", color=legend, tooltip=[date_tooltip])
     )
@@ -153,7 +161,7 @@ def _sales(field: str) -> alt.Y:
 
 def chart_table(frame: pd.DataFrame) -> pd.DataFrame:
     """The chart's data as text, two decimals, blanks where a day has no value of a kind."""
-    table = pd.DataFrame({c.DATE: pd.to_datetime(frame[c.DATE]).dt.strftime("%Y-%m-%d")})
+    table = pd.DataFrame({DATE_COLUMN: pd.to_datetime(frame[DATE_COLUMN]).dt.strftime("%Y-%m-%d")})
     table[c.OPEN] = frame[c.OPEN].map(lambda value: "" if pd.isna(value) else str(int(value)))
     for column in (c.SALES, *c.FORECAST_VALUES):
         table[column] = frame[column].map(lambda value: "" if pd.isna(value) else f"{value:.2f}")

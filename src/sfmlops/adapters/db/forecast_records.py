@@ -58,7 +58,7 @@ def write_forecasts(
             },
         }
         for store_id, product_id, day, *values in frame[
-            [c.STORE_ID, c.PRODUCT_ID, c.DATE, *FORECAST_VALUE_COLUMNS]
+            [c.STORE_ID, c.PRODUCT_ID, c.SALES_DATE, *FORECAST_VALUE_COLUMNS]
         ].itertuples(index=False)
     ]
     if rows:
@@ -109,11 +109,11 @@ def latest_forecasts(
     names = [
         c.STORE_ID,
         c.PRODUCT_ID,
-        c.DATE,
+        c.SALES_DATE,
         *FORECAST_VALUE_COLUMNS,
         "model_version",
         "created_at",
     ]
     frame = pd.DataFrame(connection.execute(query).fetchall(), columns=names)
-    frame[c.DATE] = pd.to_datetime(frame[c.DATE])
+    frame[c.SALES_DATE] = pd.to_datetime(frame[c.SALES_DATE])
     return frame

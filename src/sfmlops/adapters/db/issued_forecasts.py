@@ -52,7 +52,7 @@ def record_issued(
     Returns:
         The number of rows offered (kept now or before).
     """
-    dates = pd.to_datetime(frame[c.DATE]).dt.date
+    dates = pd.to_datetime(frame[c.SALES_DATE]).dt.date
     future = frame[(dates >= issue_date).to_numpy()]
     if future.empty:
         return 0
@@ -66,7 +66,7 @@ def record_issued(
         if BACKTEST_RMSPE in future
         else pd.Series(float("nan"), index=future.index)
     )
-    target_dates = pd.to_datetime(future[c.DATE]).dt.date
+    target_dates = pd.to_datetime(future[c.SALES_DATE]).dt.date
     rows = [
         {
             c.STORE_ID: int(store_id),
@@ -202,7 +202,7 @@ def read_issued(
     names = [
         c.STORE_ID,
         c.PRODUCT_ID,
-        c.DATE,
+        c.SALES_DATE,
         MODEL_VERSION,
         ISSUE_DATE,
         c.HORIZON_DAYS,
@@ -212,7 +212,7 @@ def read_issued(
         ACTUAL,
     ]
     frame = pd.DataFrame(connection.execute(query).fetchall(), columns=names)
-    for name in (c.DATE, ISSUE_DATE):
+    for name in (c.SALES_DATE, ISSUE_DATE):
         frame[name] = pd.to_datetime(frame[name])
     frame[ACTUAL] = frame[ACTUAL].astype(float)
     return frame

@@ -155,7 +155,7 @@ def run_backtest(
             forecast.insert(0, c.MODEL, name)
             forecast.insert(1, c.BACKTEST_WINDOW, window.number)
             forecast[c.CUTOFF] = window.cutoff
-            forecast[c.HORIZON_DAYS] = horizon_of(forecast[c.DATE], window.cutoff)
+            forecast[c.HORIZON_DAYS] = horizon_of(forecast[c.SALES_DATE], window.cutoff)
             forecast[c.OPEN] = future[c.OPEN].to_numpy()
             forecast[m.ACTUAL] = target[c.SALES].to_numpy(dtype=float)
             fitted = getattr(forecaster, "calibration_", None)

@@ -180,12 +180,12 @@ def forecast_frame(
     is_open = future[c.OPEN].to_numpy() == 1
     scale = calibration.scale if calibration is not None else 1.0
     point = np.where(is_open, np.clip(yhat * scale, 0, None), 0.0)
-    frame = future[[c.STORE_ID, c.PRODUCT_ID, c.DATE]].reset_index(drop=True)
+    frame = future[[c.STORE_ID, c.PRODUCT_ID, c.SALES_DATE]].reset_index(drop=True)
     frame[c.YHAT] = point
     if calibration is None:
         bounds = {column: point for column, _ in INTERVAL_QUANTILES}
     else:
-        bounds = calibration.bounds(point, horizon_of(future[c.DATE], cutoff))
+        bounds = calibration.bounds(point, horizon_of(future[c.SALES_DATE], cutoff))
     for column, quantile in INTERVAL_QUANTILES:
         # The point forecast is RMSPE-optimal, which sits below the median: where a model
         # under-forecasts in most of its calibration days, a lower quantile can exceed it.
@@ -216,9 +216,7 @@ def holdout_split(
 
 def as_future(history: pd.DataFrame) -> pd.DataFrame:
     """Sales rows as the future-covariates frame (what a forecaster may know in advance)."""
-    return history.rename(columns={c.SALES_DATE: c.DATE})[list(c.FUTURE_COLUMNS)].reset_index(
-        drop=True
-    )
+    return history[list(c.FUTURE_COLUMNS)].reset_index(drop=True)
 
 
 SeriesKey = tuple[int, str]
@@ -273,7 +271,7 @@ class CalibratedForecaster(PickledForecaster):
             calibration = IntervalCalibration.of_scored(
                 yhat,
                 later[c.SALES].to_numpy(dtype=float),
-                horizon_of(future[c.DATE], split),
+                horizon_of(future[c.SALES_DATE], split),
                 rescale=self.rmspe_scaling,
             )
         self._fit_point(history, stores)

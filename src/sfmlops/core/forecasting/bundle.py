@@ -61,7 +61,7 @@ def future_days(series: Iterable[tuple[int, str]], start: pd.Timestamp, days: in
         {
             c.STORE_ID: np.repeat([store for store, _ in keys], days).astype("int64"),
             c.PRODUCT_ID: np.repeat([product for _, product in keys], days),
-            c.DATE: np.tile(dates.to_numpy(), len(keys)),
+            c.SALES_DATE: np.tile(dates.to_numpy(), len(keys)),
         }
     )
 
@@ -80,7 +80,7 @@ def complete_future(
     if c.PRODUCT_ID not in frame:
         frame[c.PRODUCT_ID] = c.DEFAULT_PRODUCT
     if c.OPEN not in frame or frame[c.OPEN].isna().any():
-        weekday = (frame[c.DATE].dt.dayofweek + 1).rename(c.DAY_OF_WEEK)
+        weekday = (frame[c.SALES_DATE].dt.dayofweek + 1).rename(c.DAY_OF_WEEK)
         usual = (
             frame[[c.STORE_ID, c.PRODUCT_ID]]
             .assign(**{c.DAY_OF_WEEK: weekday})
@@ -157,7 +157,7 @@ class ForecastBundle:
         unknown = sorted(series_of(frame) - self.series)
         if unknown:
             raise UnknownSeriesError(unknown)
-        early = frame[c.DATE] <= self.last_date
+        early = frame[c.SALES_DATE] <= self.last_date
         if early.any():
             raise ValueError(
                 f"{int(early.sum())} row(s) ask for dates up to {self.last_date.date()}, "

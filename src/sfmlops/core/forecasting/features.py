@@ -31,11 +31,6 @@ _CATEGORIES = {
 }
 
 
-def as_rows(history: pd.DataFrame) -> pd.DataFrame:
-    """A sales history (`columns.SALES_COLUMNS`) as covariate rows keyed by `columns.DATE`."""
-    return history.rename(columns={c.SALES_DATE: c.DATE})
-
-
 @dataclass(frozen=True)
 class StoreStats:
     """Per-store statistics of the training window (open days with sales > 0, log scale).
@@ -142,16 +137,16 @@ class Calendar:
 
     @classmethod
     def of(cls, rows: pd.DataFrame, profile: pd.DataFrame) -> Calendar:
-        """The calendar of `rows` (covariate rows keyed by `columns.DATE`)."""
+        """The calendar of `rows` (covariate rows keyed by `columns.SALES_DATE`)."""
         state_of = profile.set_index(c.STORE_ID)[c.STATE]
         frame = rows[
-            [c.STORE_ID, c.DATE, c.OPEN, c.PROMO, c.STATE_HOLIDAY, c.SCHOOL_HOLIDAY]
+            [c.STORE_ID, c.SALES_DATE, c.OPEN, c.PROMO, c.STATE_HOLIDAY, c.SCHOOL_HOLIDAY]
         ].copy()
         frame[c.STATE] = frame[c.STORE_ID].map(state_of).fillna(-1).astype(int)
         frame["state_holiday_day"] = frame[c.STATE_HOLIDAY].astype(str) != "0"
         frame["school_holiday_day"] = frame[c.SCHOOL_HOLIDAY].astype(int) == 1
         state_days = (
-            frame.groupby([c.STATE, c.DATE])[["state_holiday_day", "school_holiday_day"]]
+            frame.groupby([c.STATE, c.SALES_DATE])[["state_holiday_day", "school_holiday_day"]]
             .max()
             .reset_index()
         )
@@ -162,12 +157,12 @@ class Calendar:
             PROXIMITY_CAP_DAYS,
         )
         state_days = _with_run_position(state_days, c.STATE, "school_holiday_day", "school_holiday")
-        weekday = frame[c.DATE].dt.dayofweek + 1
+        weekday = frame[c.SALES_DATE].dt.dayofweek + 1
         frame["closed_weekday"] = (frame[c.OPEN].astype(int) == 0) & (weekday != 7)
-        store_days = frame[[c.STORE_ID, c.DATE, "closed_weekday", c.PROMO]].sort_values(
-            [c.STORE_ID, c.DATE]
+        store_days = frame[[c.STORE_ID, c.SALES_DATE, "closed_weekday", c.PROMO]].sort_values(
+            [c.STORE_ID, c.SALES_DATE]
         )
-        store_days = store_days.drop_duplicates([c.STORE_ID, c.DATE], keep="last")
+        store_days = store_days.drop_duplicates([c.STORE_ID, c.SALES_DATE], keep="last")
         promo = store_days[c.PROMO].astype(int) == 1
         previous_promo = promo.groupby(store_days[c.STORE_ID]).shift(fill_value=False)
         following_promo = promo.groupby(store_days[c.STORE_ID]).shift(-1, fill_value=False)
@@ -194,8 +189,8 @@ class Calendar:
         store_days = _with_proximity(
             store_days, c.STORE_ID, {"long_closure": "long_closure_day"}, REOPENING_CAP_DAYS
         )
-        keep_state = [c.STATE, c.DATE, *_proximity_columns(state_days)]
-        keep_store = [c.STORE_ID, c.DATE, *_proximity_columns(store_days)]
+        keep_state = [c.STATE, c.SALES_DATE, *_proximity_columns(state_days)]
+        keep_store = [c.STORE_ID, c.SALES_DATE, *_proximity_columns(store_days)]
         return cls(state_days=state_days[keep_state], store_days=store_days[keep_store])
 
 
@@ -211,7 +206,7 @@ def build_features(
         stats: Statistics of the training window.
         calendar: A `Calendar` covering `rows`.
     """
-    date = rows[c.DATE]
+    date = rows[c.SALES_DATE]
     frame = pd.DataFrame(index=rows.index)
     frame[c.STORE_ID] = rows[c.STORE_ID].astype("int64")
     frame[c.DAY_OF_WEEK] = date.dt.dayofweek + 1
@@ -224,12 +219,14 @@ def build_features(
     frame[c.STATE_HOLIDAY] = _codes(rows[c.STATE_HOLIDAY].astype(str), c.STATE_HOLIDAY_CODES)
     frame[c.SCHOOL_HOLIDAY] = rows[c.SCHOOL_HOLIDAY].astype(int)
 
-    merged = frame[[c.STORE_ID]].assign(**{c.DATE: date}).merge(profile, on=c.STORE_ID, how="left")
+    merged = (
+        frame[[c.STORE_ID]].assign(**{c.SALES_DATE: date}).merge(profile, on=c.STORE_ID, how="left")
+    )
     merged = merged.merge(stats.by_store, on=c.STORE_ID, how="left")
     merged[c.DAY_OF_WEEK] = frame[c.DAY_OF_WEEK].to_numpy()
     merged = merged.merge(stats.by_weekday, on=[c.STORE_ID, c.DAY_OF_WEEK], how="left")
-    merged = merged.merge(calendar.state_days, on=[c.STATE, c.DATE], how="left")
-    merged = merged.merge(calendar.store_days, on=[c.STORE_ID, c.DATE], how="left")
+    merged = merged.merge(calendar.state_days, on=[c.STATE, c.SALES_DATE], how="left")
+    merged = merged.merge(calendar.store_days, on=[c.STORE_ID, c.SALES_DATE], how="left")
     merged.index = frame.index
 
     month_index = (date.dt.year * 12 + date.dt.month - 1).astype(float)
@@ -259,8 +256,8 @@ def _with_proximity(
     days: pd.DataFrame, group: str, events: dict[str, str], cap: int
 ) -> pd.DataFrame:
     """Add `days_after_<event>`/`days_before_<event>` per group, capped at `cap` days."""
-    days = days.sort_values([group, c.DATE]).reset_index(drop=True)
-    day_number = (days[c.DATE] - pd.Timestamp("1970-01-01")).dt.days.astype(float)
+    days = days.sort_values([group, c.SALES_DATE]).reset_index(drop=True)
+    day_number = (days[c.SALES_DATE] - pd.Timestamp("1970-01-01")).dt.days.astype(float)
     for event, flag in events.items():
         event_day = day_number.where(days[flag].astype(bool))
         last = event_day.groupby(days[group]).ffill()
@@ -276,7 +273,7 @@ def _with_run_position(days: pd.DataFrame, group: str, flag: str, event: str) ->
     1 on a run's first (last) day, 0 outside runs, capped at `RUN_CAP_DAYS`: the start of the
     summer holidays is not their end.
     """
-    days = days.sort_values([group, c.DATE]).reset_index(drop=True)
+    days = days.sort_values([group, c.SALES_DATE]).reset_index(drop=True)
     flagged = days[flag].astype(bool)
     run = (flagged != flagged.groupby(days[group]).shift()).cumsum()
     position = days.groupby(run).cumcount() + 1

@@ -16,7 +16,6 @@ from sfmlops.core.forecasting.features import (
     REOPENING_CAP_DAYS,
     Calendar,
     StoreStats,
-    as_rows,
     build_features,
     store_profile,
 )
@@ -131,9 +130,8 @@ class GlobalGBMForecaster(CalibratedForecaster):
     def _fit_point(self, history: pd.DataFrame, stores: pd.DataFrame) -> Self:
         profile = store_profile(stores)
         stats = StoreStats.of(history)
-        rows = as_rows(history)
-        calendar = Calendar.of(rows, profile)
-        sold = rows[(rows[c.OPEN] == 1) & (rows[c.SALES] > 0)].reset_index(drop=True)
+        calendar = Calendar.of(history, profile)
+        sold = history[(history[c.OPEN] == 1) & (history[c.SALES] > 0)].reset_index(drop=True)
         features = build_features(sold, profile, stats, calendar)
         if self.params.excluded_features:
             features = features.drop(
@@ -158,10 +156,10 @@ class GlobalGBMForecaster(CalibratedForecaster):
         self.profile_ = profile
         self.stats_ = stats
         self.features_ = list(features.columns)
-        last = rows[c.DATE].max()
-        self.context_ = rows.loc[
-            rows[c.DATE] > last - pd.Timedelta(days=_CONTEXT_DAYS),
-            [c.STORE_ID, c.DATE, c.OPEN, c.PROMO, c.STATE_HOLIDAY, c.SCHOOL_HOLIDAY],
+        last = history[c.SALES_DATE].max()
+        self.context_ = history.loc[
+            history[c.SALES_DATE] > last - pd.Timedelta(days=_CONTEXT_DAYS),
+            [c.STORE_ID, c.SALES_DATE, c.OPEN, c.PROMO, c.STATE_HOLIDAY, c.SCHOOL_HOLIDAY],
         ].reset_index(drop=True)
         return self
 

@@ -70,7 +70,7 @@ class SeasonalNaiveForecaster(CalibratedForecaster):
         if self.by_weekday_ is None or self.by_series_ is None:
             raise RuntimeError("seasonal_naive: not fitted")
         keys = [c.STORE_ID, c.PRODUCT_ID]
-        rows = future[keys].assign(**{c.DAY_OF_WEEK: future[c.DATE].dt.dayofweek + 1})
+        rows = future[keys].assign(**{c.DAY_OF_WEEK: future[c.SALES_DATE].dt.dayofweek + 1})
         weekday_level = rows.merge(self.by_weekday_, on=[*keys, c.DAY_OF_WEEK], how="left")
         series_level = rows.merge(self.by_series_, on=keys, how="left")
         level = weekday_level[_LEVEL].fillna(series_level[_LEVEL]).fillna(0.0)

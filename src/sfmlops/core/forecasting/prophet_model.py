@@ -144,7 +144,7 @@ def fit_prophet_chunk(series: list[tuple[Any, pd.DataFrame]]) -> ChunkResult:
 
 
 def _training_frame(part: pd.DataFrame) -> pd.DataFrame:
-    frame = _regressor_frame(part.rename(columns={c.SALES_DATE: c.DATE}))
+    frame = _regressor_frame(part)
     frame["y"] = np.log1p(part[c.SALES].to_numpy(dtype=float))
     return frame
 
@@ -152,7 +152,7 @@ def _training_frame(part: pd.DataFrame) -> pd.DataFrame:
 def _regressor_frame(part: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(
         {
-            "ds": part[c.DATE].to_numpy(),
+            "ds": part[c.SALES_DATE].to_numpy(),
             c.PROMO: part[c.PROMO].to_numpy(dtype=float),
             c.STATE_HOLIDAY: (part[c.STATE_HOLIDAY].astype(str) != "0").to_numpy(dtype=float),
             c.SCHOOL_HOLIDAY: part[c.SCHOOL_HOLIDAY].to_numpy(dtype=float),

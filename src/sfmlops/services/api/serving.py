@@ -35,6 +35,8 @@ MAX_HORIZON_DAYS = 366
 DEFAULT_HORIZON_DAYS = 7
 # Most series-days one batch may ask for: every Rossmann store for about three months.
 MAX_BATCH_FORECAST_DAYS = 100_000
+# The contract's name for a forecast object's day (`schemas.ForecastDay.date`).
+FORECAST_DAY = "date"
 COVARIATES = (c.OPEN, c.PROMO, c.STATE_HOLIDAY, c.SCHOOL_HOLIDAY)
 _ASSUMPTION = {
     c.OPEN: ASSUMED_OPEN,
@@ -147,7 +149,7 @@ def _forecast_frame(
         (
             body[c.STORE_ID],
             body[c.PRODUCT_ID],
-            day[c.DATE],
+            day[FORECAST_DAY],
             *(day[name] for name in c.FORECAST_VALUES),
             champion_series[(body[c.STORE_ID], body[c.PRODUCT_ID])][m.RMSPE],
         )
@@ -155,7 +157,7 @@ def _forecast_frame(
         for day in body["forecast"]
     ]
     frame = pd.DataFrame(rows, columns=[*c.FORECAST_COLUMNS, BACKTEST_RMSPE])
-    frame[c.DATE] = pd.to_datetime(frame[c.DATE])
+    frame[c.SALES_DATE] = pd.to_datetime(frame[c.SALES_DATE])
     return frame
 
 
@@ -337,7 +339,7 @@ def forecast_object(
         "days": len(request.dates),
         "assumptions": assumptions,
         "forecast": [
-            {c.DATE: day.isoformat(), **dict(zip(c.FORECAST_VALUES, row, strict=True))}
+            {FORECAST_DAY: day.isoformat(), **dict(zip(c.FORECAST_VALUES, row, strict=True))}
             for day, row in zip(request.dates, values, strict=True)
         ],
     }
@@ -370,7 +372,7 @@ def _future_frame(requests: Sequence[SeriesRequest]) -> pd.DataFrame:
         products.extend([request.product_id] * len(request.dates))
         dates.extend(request.dates)
     frame = pd.DataFrame(
-        {c.STORE_ID: store_ids, c.PRODUCT_ID: products, c.DATE: pd.to_datetime(dates)}
+        {c.STORE_ID: store_ids, c.PRODUCT_ID: products, c.SALES_DATE: pd.to_datetime(dates)}
     )
     if any(r.covariates for r in requests):
         # Days without a value stay missing, so the bundle assumes them as it would a

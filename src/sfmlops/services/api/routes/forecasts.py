@@ -115,7 +115,7 @@ def latest_forecasts(
             schemas.PrecomputedForecastDay(
                 store_id=int(row[c.STORE_ID]),
                 product_id=str(row[c.PRODUCT_ID]),
-                date=row[c.DATE].date(),
+                date=row[c.SALES_DATE].date(),
                 **{name: float(row[name]) for name in c.FORECAST_VALUES},
             )
             for row in rows.to_dict("records")
