@@ -216,14 +216,12 @@ def train_with_progress(
 
 
 def refresh_precomputed_forecasts(settings: Settings, engine: Engine, version: str) -> None:
-    """Rewrite the precomputed forecasts (`GET /v1/forecasts/latest`) with a new champion, so
-    they never keep serving the version it replaced."""
+    """Print what `batch_forecast.refresh_for_champion` did for a new champion."""
     from sfmlops.services import batch_forecast  # noqa: PLC0415 - imports mlflow
 
-    try:
-        result = batch_forecast.forecast_next_days(settings, engine, model_version=version)
-    except batch_forecast.NothingToForecastError as error:
-        console.print(f"[dim]precomputed forecasts not refreshed: {error}[/]")
+    result = batch_forecast.refresh_for_champion(settings, engine, version)
+    if isinstance(result, batch_forecast.NothingToForecastError):
+        console.print(f"[dim]precomputed forecasts not refreshed: {result}[/]")
         return
     console.print(
         f"Refreshed the precomputed forecasts with version {result.model_version}: "

@@ -99,6 +99,22 @@ def forecast_next_days(
     )
 
 
+def refresh_for_champion(
+    settings: Settings, engine: Engine, version: str
+) -> BatchForecast | NothingToForecastError:
+    """Rewrite the precomputed forecasts (`GET /v1/forecasts/latest`) with a new champion,
+    so they never keep serving the version it replaced.
+
+    Returns:
+        What was written, or why nothing could be (e.g. no sales yet to date it from): a
+        training run succeeds whether or not there is anything to forecast yet.
+    """
+    try:
+        return forecast_next_days(settings, engine, model_version=version)
+    except NothingToForecastError as error:
+        return error
+
+
 def with_backtest_rmspe(frame: pd.DataFrame, bundle: ForecastBundle) -> pd.DataFrame:
     """`frame` with each series' backtest RMSPE in `bundle` (`issued_forecasts.BACKTEST_RMSPE`)."""
     backtests = bundle.champions[[c.STORE_ID, c.PRODUCT_ID, m.RMSPE]].rename(
