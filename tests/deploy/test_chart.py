@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.support.deploy import (
     CHART,
@@ -19,24 +20,56 @@ from tests.support.deploy import (
     tool,
 )
 
-# The Kubernetes version the manifests must be valid for: the newest schemas
-# kubernetes-validate ships, and the version Helm renders for (install-helm.sh).
+# The Kubernetes versions the manifests must be valid for: the newest schemas
+# kubernetes-validate ships, and the version Helm renders for (HELM_KUBE_MINOR, install-helm.sh).
 KUBERNETES_VERSION = "1.37.0"
+HELM_KUBERNETES_VERSION = "1.36.0"
+# The Helms users run: Helm 3 (`helm`) and Helm 4 (`helm4`), both pinned in install-helm.sh.
+HELMS = ("helm", "helm4")
 
 
+@pytest.mark.parametrize("helm", HELMS)
 @pytest.mark.parametrize("scenario", sorted(SCENARIOS))
-def test_helm_lint_passes_strict(scenario: str) -> None:
+def test_helm_lint_passes_strict(scenario: str, helm: str) -> None:
     files, overrides = SCENARIOS[scenario]
     # `helm lint` takes no --api-versions: the CRD check is what test_crd_check_* cover.
     args = helm_args(files, [*overrides, "checkCRDs=false"])
-    result = run([tool("helm"), "lint", "--strict", str(CHART), *args])
+    result = run([tool(helm), "lint", "--strict", str(CHART), *args])
     assert "0 chart(s) failed" in result.stdout
 
 
-def test_every_manifest_is_valid_for_current_kubernetes(written: dict[str, Path]) -> None:
+def _objects(manifests: str) -> list[dict[str, Any]]:
+    """The rendered objects, generated secret values masked (each rendering draws new ones)."""
+    objects = [item for item in yaml.safe_load_all(manifests) if item]
+    for item in objects:
+        if item["kind"] == "Secret":
+            item["data"] = {key: len(value) for key, value in item.get("data", {}).items()}
+    return objects
+
+
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+def test_helm_4_renders_what_helm_3_renders(scenario: str) -> None:
+    files, overrides = SCENARIOS[scenario]
+    helm_3 = _objects(helm_template(files, overrides).stdout)
+    helm_4 = _objects(helm_template(files, overrides, helm="helm4").stdout)
+    assert helm_3, "nothing rendered"
+    assert helm_4 == helm_3
+
+
+def test_the_pinned_helms_are_3_and_4() -> None:
+    # Guards the tests above against both names pointing at one Helm.
+    versions = [run([tool(helm), "version", "--short"]).stdout for helm in HELMS]
+    assert versions[0].startswith("v3."), versions
+    assert versions[1].startswith("v4."), versions
+
+
+@pytest.mark.parametrize("version", [HELM_KUBERNETES_VERSION, KUBERNETES_VERSION])
+def test_every_manifest_is_valid_for_current_kubernetes(
+    written: dict[str, Path], version: str
+) -> None:
     files = [str(folder / "manifests.yaml") for folder in written.values()]
     result = run(
-        [tool("kubernetes-validate"), "--strict", "-k", KUBERNETES_VERSION, "--quiet", *files],
+        [tool("kubernetes-validate"), "--strict", "-k", version, "--quiet", *files],
         check=False,
     )
     # Only the CRD kinds have no built-in schema; they are checked by the tests below.

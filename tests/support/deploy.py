@@ -107,12 +107,14 @@ def helm_template(
     check: bool = True,
     api_versions: list[str] | None = None,
     extra: list[str] | None = None,
+    helm: str = "helm",
 ) -> subprocess.CompletedProcess[str]:
     """`helm template` of the parent chart as release `sfmlops` in namespace `sfmlops`.
 
     The cluster it renders for serves `api_versions` (default: every CRD the chart may need).
+    `helm` names the installed Helm: `helm` (Helm 3) or `helm4`.
     """
-    command = [tool("helm"), "template", RELEASE, str(CHART), "--namespace", NAMESPACE]
+    command = [tool(helm), "template", RELEASE, str(CHART), "--namespace", NAMESPACE]
     for api in CLUSTER_APIS if api_versions is None else api_versions:
         command += ["--api-versions", api]
     return run(command + helm_args(files, overrides) + (extra or []), check=check)
