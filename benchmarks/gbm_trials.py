@@ -1,0 +1,102 @@
+"""Feature and tuning trials of the global model: one raw gbm fit per window, no calibration.
+
+Not part of `make test`. Each window fits `gbm` on the data up to its cutoff and scores the
+48 days after it (RMSPE of the point forecasts alone: no champions, intervals or RMSPE factor),
+on every n-th store, for each variant side by side:
+
+    python benchmarks/gbm_trials.py --variants "before;default;GBMParams(num_leaves=127)"
+        [--store-step 4]
+        [--windows easter14,season14,check14,easter15,last]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+
+from sfmlops.core import columns as c
+from sfmlops.core.forecasting.backtest import HORIZON_DAYS
+from sfmlops.core.forecasting.base import as_future
+from sfmlops.core.forecasting.gbm import GBMParams, GlobalGBMForecaster
+from sfmlops.datasets import ROSSMANN_DIR
+from sfmlops.services.loading import read_dataset
+
+# Window -> cutoff; each forecasts the 48 days after its cutoff.
+WINDOWS = {
+    "easter14": "2014-03-09",  # Easter Sunday 2014-04-20
+    "spring14": "2014-04-26",
+    "season14": "2014-06-13",  # the stand-in of the 48 days after the data
+    "check14": "2014-07-31",  # the untouched check
+    "easter15": "2015-03-09",  # Easter Sunday 2015-04-05
+    "last": "2015-04-26",
+}
+
+VARIANTS: dict[str, GBMParams] = {
+    "default": GBMParams(),
+    # The default until the extended calendar replaced it.
+    "before": GBMParams(
+        excluded_features=(
+            "store_recent_level_28",
+            "days_into_",
+            "days_left_",
+            "days_after_promo",
+            "days_before_promo",
+        )
+    ),
+    "extended": GBMParams(excluded_features=(), num_leaves=127, min_data_in_leaf=50),
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--variants",
+        default="default;extended",
+        help="names or GBMParams(...) expressions, separated by ;",
+    )
+    parser.add_argument("--windows", default=",".join(WINDOWS))
+    parser.add_argument("--store-step", type=int, default=4)
+    args = parser.parse_args()
+    dataset = read_dataset(ROSSMANN_DIR)
+    history, stores = dataset.sales, dataset.stores
+    chosen = sorted(history[c.STORE_ID].unique())[:: args.store_step]
+    history = history[history[c.STORE_ID].isin(chosen)]
+    results = []
+    for window in args.windows.split(","):
+        cutoff = pd.Timestamp(WINDOWS[window])
+        seen = history[history[c.SALES_DATE] <= cutoff]
+        target = history[
+            (history[c.SALES_DATE] > cutoff)
+            & (history[c.SALES_DATE] <= cutoff + pd.Timedelta(days=HORIZON_DAYS))
+            & history[c.STORE_ID].isin(seen[c.STORE_ID].unique())
+        ].reset_index(drop=True)
+        for variant in args.variants.split(";"):
+            # A variant is a name above or a `GBMParams(...)` expression (a local trial tool).
+            params = VARIANTS.get(variant) or eval(variant, {"GBMParams": GBMParams})
+            started = time.perf_counter()
+            model = GlobalGBMForecaster(params, calibration_days=0, rmspe_scaling=False)
+            model.fit(seen, stores)
+            yhat = model.predict(as_future(target))[c.YHAT].to_numpy()
+            actual = target[c.SALES].to_numpy(dtype=float)
+            sold = actual > 0
+            rmspe = float(np.sqrt(np.mean(((yhat[sold] - actual[sold]) / actual[sold]) ** 2)))
+            row = {
+                "window": window,
+                "variant": variant,
+                "rmspe": round(rmspe, 4),
+                "seconds": round(time.perf_counter() - started, 1),
+                "load": round(os.getloadavg()[0], 1),
+            }
+            results.append(row)
+            print(json.dumps(row), flush=True)
+    print(json.dumps(results), file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
