@@ -18,7 +18,7 @@ help:
 	@echo "make test         install dev dependencies and test services, lint, run the test suite"
 	@echo "make test-fast    the unit tier only (no services, a few minutes): the edit-test loop"
 	@echo "make lint         ruff check, ruff format --check, mypy, lint-imports (the layering)"
-	@echo "make lint-deploy  hadolint, actionlint, shellcheck on Dockerfiles, workflows, deploy scripts"
+	@echo "make lint-deploy  hadolint, actionlint, shellcheck; helm lint, kubernetes-validate, checkov on the chart"
 	@echo "make format       ruff format + ruff check --fix"
 	@echo "make benchmarks   run the benchmarks (not part of make test)"
 	@echo "make lock         regenerate constraints.txt from pyproject.toml"
@@ -100,8 +100,8 @@ deploy-tools: | $(UV)
 	UV=$(UV) scripts/install-deploy-tools.sh
 
 # hadolint, actionlint (+ shellcheck) and shellcheck on the repository's deployment files.
-lint-deploy: deploy-tools
-	scripts/lint-deploy.sh
+lint-deploy: dev deploy-tools
+	PYTHON=$(BIN)/python scripts/lint-deploy.sh
 
 # Images are tagged by the hash of their inputs (unchanged ones are not rebuilt) and by the commit.
 # Without a Docker daemon they are built with podman on local stand-ins of the public bases

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The deployment linters, run by `make lint-deploy` (and so by `make test`): hadolint on every
 # Dockerfile, actionlint on the GitHub workflows (shellcheck on their run: steps), shellcheck
-# on the deploy scripts. The pinned tools come from scripts/install-deploy-tools.sh
-# (`make deploy-tools`). The chart's own checks (helm lint, kubernetes-validate, checkov on
-# each rendered scenario) stay in tests/deploy, which renders the scenarios.
+# on the deploy scripts, and scripts/lint-chart.py (helm lint, kubernetes-validate, checkov)
+# on every rendering of the chart in scripts/chart-scenarios.yaml. The pinned tools come from
+# scripts/install-deploy-tools.sh (`make deploy-tools`); PYTHON is one with PyYAML (the
+# project's venv, as `make lint-deploy` passes it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,4 +33,6 @@ echo "actionlint: .github/workflows"
 "$bin/actionlint" -no-color -oneline -shellcheck "$bin/shellcheck"
 echo "shellcheck: ${deploy_scripts[*]}"
 "$bin/shellcheck" -x "${deploy_scripts[@]}"
+echo "lint-chart: sfmlops-helm"
+"${PYTHON:-python3}" scripts/lint-chart.py
 echo "lint-deploy: no findings"

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from tests.support.deploy import SCENARIOS, Rendered, render
@@ -19,16 +17,3 @@ def rendered_all() -> dict[str, Rendered]:
 def rendered(request: pytest.FixtureRequest, rendered_all: dict[str, Rendered]) -> Rendered:
     """Each scenario in turn."""
     return rendered_all[str(request.param)]
-
-
-@pytest.fixture(scope="session")
-def written(
-    rendered_all: dict[str, Rendered], tmp_path_factory: pytest.TempPathFactory
-) -> dict[str, Path]:
-    """Each scenario's manifests written to its own folder (for file-based scanners)."""
-    folders = {}
-    for name, scenario in rendered_all.items():
-        folder = tmp_path_factory.mktemp(f"rendered-{name}")
-        (folder / "manifests.yaml").write_text(scenario.text)
-        folders[name] = folder
-    return folders

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -10,9 +11,9 @@ import yaml
 
 from tests.support.deploy import (
     CHART,
+    LINT_CHART,
     SCENARIOS,
     Rendered,
-    helm_args,
     helm_template,
     load_yaml,
     pod_specs,
@@ -20,22 +21,9 @@ from tests.support.deploy import (
     tool,
 )
 
-# The Kubernetes versions the manifests must be valid for: the newest schemas
-# kubernetes-validate ships, and the version Helm renders for (HELM_KUBE_MINOR, install-helm.sh).
-KUBERNETES_VERSION = "1.37.0"
-HELM_KUBERNETES_VERSION = "1.36.0"
-# The Helms users run: Helm 3 (`helm`) and Helm 4 (`helm4`), both pinned in install-helm.sh.
+# The Helms users run: Helm 3 (`helm`) and Helm 4 (`helm4`), both pinned in install-helm.sh;
+# `make lint-deploy` lints the chart with both (scripts/lint-chart.py).
 HELMS = ("helm", "helm4")
-
-
-@pytest.mark.parametrize("helm", HELMS)
-@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
-def test_helm_lint_passes_strict(scenario: str, helm: str) -> None:
-    files, overrides = SCENARIOS[scenario]
-    # `helm lint` takes no --api-versions: the CRD check is what test_crd_check_* cover.
-    args = helm_args(files, [*overrides, "checkCRDs=false"])
-    result = run([tool(helm), "lint", "--strict", str(CHART), *args])
-    assert "0 chart(s) failed" in result.stdout
 
 
 def _objects(manifests: str) -> list[dict[str, Any]]:
@@ -63,38 +51,16 @@ def test_the_pinned_helms_are_3_and_4() -> None:
     assert versions[1].startswith("v4."), versions
 
 
-@pytest.mark.parametrize("version", [HELM_KUBERNETES_VERSION, KUBERNETES_VERSION])
-def test_every_manifest_is_valid_for_current_kubernetes(
-    written: dict[str, Path], version: str
-) -> None:
-    files = [str(folder / "manifests.yaml") for folder in written.values()]
-    result = run(
-        [tool("kubernetes-validate"), "--strict", "-k", version, "--quiet", *files],
-        check=False,
-    )
-    # Only the CRD kinds have no built-in schema; they are checked by the tests below.
-    unexpected = [
-        line
-        for line in (result.stdout + result.stderr).splitlines()
-        if line.strip() and "Couldn't find schema for kind" not in line
-    ]
-    assert not unexpected, "\n".join(unexpected)
-    assert result.returncode == 0
-
-
-def test_the_validator_rejects_an_invalid_manifest(tmp_path: Path) -> None:
-    # Guards the test above: a misspelt field must fail strict validation.
+def test_the_chart_linter_rejects_an_invalid_manifest(tmp_path: Path) -> None:
+    # Guards `make lint-deploy` (scripts/lint-chart.py): a misspelt field fails strict validation.
     broken = tmp_path / "broken.yaml"
     broken.write_text(
         "apiVersion: v1\nkind: Service\nmetadata: {name: x, namespace: y}\n"
         "spec: {ports: [{port: 80, targetPrt: 8080}]}\n"
     )
-    result = run(
-        [tool("kubernetes-validate"), "--strict", "-k", KUBERNETES_VERSION, str(broken)],
-        check=False,
-    )
+    result = run([sys.executable, str(LINT_CHART), "--manifests", str(broken)], check=False)
     assert result.returncode != 0
-    assert "'targetPrt' was unexpected" in result.stdout + result.stderr
+    assert "'targetPrt' was unexpected" in result.stdout
 
 
 def test_every_object_has_a_namespace(rendered: Rendered) -> None:

@@ -1,16 +1,23 @@
-"""Security of the rendered manifests: checkov with documented skips only, plus the invariants
-that may never be skipped, checked directly (also inside RayCluster pods, which checkov skips)."""
+"""Security of the rendered manifests: checkov (run by `make lint-deploy`) with documented skips
+only, plus the invariants that may never be skipped, checked directly (also inside RayCluster
+pods, which checkov skips)."""
 
 from __future__ import annotations
 
-import json
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-from tests.support.deploy import CHART, ROOT, Rendered, load_yaml, pod_specs, run, tool
+from tests.support.deploy import (
+    CHART,
+    LINT_CHART,
+    ROOT,
+    Rendered,
+    load_yaml,
+    pod_specs,
+    run,
+)
 
 # checkov checks that guard what must always hold: non-root, no privileged pods, no privilege
 # escalation, resource requests and limits, no `latest` tags.
@@ -49,53 +56,19 @@ def test_every_accepted_skip_has_a_reason_and_none_is_forbidden() -> None:
     assert not NEVER_SKIPPED & annotated
 
 
-def _checkov(folder: Path) -> dict[str, Any]:
-    result = run(
-        [
-            tool("checkov"),
-            "--directory",
-            str(folder),
-            "--framework",
-            "kubernetes",
-            "--skip-check",
-            ",".join(accepted_skips()),
-            "--output",
-            "json",
-            "--quiet",
-            "--compact",
-            "--skip-download",
-        ],
-        check=False,
-    )
-    report = json.loads(result.stdout)
-    # checkov prints a list when several frameworks ran and a dict for one.
-    reports = report if isinstance(report, list) else [report]
-    assert len(reports) == 1, result.stdout[:2000]
-    return reports[0]
-
-
-@pytest.mark.parametrize("scenario", ["everything", "gke", "external-database"])
-def test_checkov_finds_nothing_unexplained(scenario: str, written: dict[str, Path]) -> None:
-    report = _checkov(written[scenario])
-    summary = report["summary"]
-    assert summary["parsing_errors"] == 0
-    assert summary["passed"] > 100, summary
-    failed = [
-        f"{f['check_id']} {f['resource']}: {f['check_name']}"
-        for f in report["results"]["failed_checks"]
-    ]
-    assert not failed, "\n".join(failed)
-
-
-def test_checkov_would_catch_a_root_privileged_pod(tmp_path: Path) -> None:
-    # Guards the scan above: the same invocation must report a privileged root container.
+def test_the_chart_linter_would_catch_a_root_privileged_pod(tmp_path: Path) -> None:
+    # Guards the checkov scan of `make lint-deploy` (scripts/lint-chart.py).
     (tmp_path / "bad.yaml").write_text(
         "apiVersion: v1\nkind: Pod\nmetadata: {name: bad, namespace: sfmlops}\n"
         "spec:\n  containers:\n    - name: c\n      image: busybox:latest\n"
         "      securityContext: {privileged: true, runAsUser: 0}\n"
     )
-    failed = {f["check_id"] for f in _checkov(tmp_path)["results"]["failed_checks"]}
-    assert {"CKV_K8S_16", "CKV_K8S_14", "CKV_K8S_20"} <= failed
+    result = run(
+        [sys.executable, str(LINT_CHART), "--manifests", str(tmp_path / "bad.yaml")], check=False
+    )
+    assert result.returncode != 0
+    for check in ("CKV_K8S_16", "CKV_K8S_14", "CKV_K8S_20"):
+        assert f"checkov [manifests]: {check} " in result.stdout
 
 
 def _containers(pod: dict[str, Any]) -> list[dict[str, Any]]:

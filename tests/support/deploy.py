@@ -22,37 +22,16 @@ NAMESPACE = "sfmlops"
 RELEASE = "sfmlops"
 ENDPOINTS = "sfmlops-endpoints"
 
-# Values files (relative to ROOT) and --set overrides of each rendering the tests check.
+# The renderings the tests check, and the CRD-backed APIs a cluster prepared by
+# scripts/deploy.sh serves: shared with the chart linter (scripts/lint-chart.py).
+_CHART_SCENARIOS = yaml.safe_load((ROOT / "scripts" / "chart-scenarios.yaml").read_text())
+# Values files (relative to ROOT) and --set overrides of each scenario.
 SCENARIOS: dict[str, tuple[list[str], list[str]]] = {
-    "defaults": ([], []),
-    "ray": (["values-ray.yaml"], []),
-    "gke": (["values-ray.yaml", "values-gke.yaml"], ["global.imageTag=0123456789ab"]),
-    # As scripts/deploy.sh installs it with the Kafka pod running.
-    "local": (
-        ["values-ray.yaml", "values-local.yaml"],
-        ["global.imageRegistry=localhost", "stream.enabled=true", "producer.enabled=true"],
-    ),
-    "everything": (
-        ["values-ray.yaml"],
-        [
-            "pgadmin.enabled=true",
-            "kafkaUi.enabled=true",
-            "producer.enabled=true",
-            "bootstrap.enabled=true",
-            "gateway.enabled=true",
-        ],
-    ),
-    "external-database": (
-        [],
-        [
-            "postgresql.enabled=false",
-            "externalDatabase.host=10.20.0.5",
-            "externalDatabase.existingSecret=cloudsql-sfmlops",
-            "api.auth.existingSecret=sfmlops-api-token-managed",
-            "airflowMetadata.enabled=false",
-        ],
-    ),
+    name: (list(scenario["files"]), list(scenario["set"]))
+    for name, scenario in _CHART_SCENARIOS["scenarios"].items()
 }
+CLUSTER_APIS: list[str] = list(_CHART_SCENARIOS["cluster_apis"])
+LINT_CHART = ROOT / "scripts" / "lint-chart.py"
 
 
 def tools_dir() -> Path:
@@ -88,16 +67,6 @@ def helm_args(files: list[str], overrides: list[str]) -> list[str]:
     for override in overrides:
         args += ["--set", override]
     return args
-
-
-# The CRD-backed APIs a cluster prepared by scripts/deploy.sh serves (the chart checks for them).
-CLUSTER_APIS = [
-    "ray.io/v1/RayCluster",
-    "monitoring.coreos.com/v1/ServiceMonitor",
-    "monitoring.coreos.com/v1/PodMonitor",
-    "monitoring.coreos.com/v1/PrometheusRule",
-    "gateway.networking.k8s.io/v1/HTTPRoute",
-]
 
 
 def helm_template(
