@@ -26,12 +26,15 @@ import pytest
 from sfmlops.datasets import ROSSMANN_DIR
 from tests.support.network import free_port
 
-pytestmark = [pytest.mark.containers, pytest.mark.compose]
+# The first test also waits for the images, the stack's start and the bootstrap's training.
+pytestmark = [pytest.mark.containers, pytest.mark.compose, pytest.mark.timeout(1800)]
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "scripts" / "compose.sh"
 TRAIN_STORES = 3
 UP_TIMEOUT = 900.0
+# The Compose project names of these tests: what an interrupted run left is found by it.
+PROJECT_PREFIX = "sfmlops-test-"
 
 
 @dataclass
@@ -55,7 +58,10 @@ class Stack:
             check=False,
         )
         if result.returncode != 0:
-            pytest.fail(f"compose {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+            pytest.fail(
+                f"compose {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}\n"
+                f"{self.diagnostics()}"
+            )
         return result
 
     def containers(self, service: str | None = None, every: bool = True) -> list[str]:
@@ -80,6 +86,25 @@ class Stack:
         return self.engine_output(
             "exec", postgres, "psql", "-U", "sfmlops", "-d", "sfmlops", "-tAc", query
         ).strip()
+
+    def diagnostics(self, tail: int = 3000) -> str:
+        """Each container's state and the end of its log: what a failure message needs."""
+        sections = []
+        for container in self.containers():
+            state = self.inspect(
+                container,
+                '{{index .Config.Labels "com.docker.compose.service"}}: {{.State.Status}}, '
+                "exit code {{.State.ExitCode}}, {{.RestartCount}} restarts",
+            )
+            log = subprocess.run(
+                [self.engine, "logs", container],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                check=False,
+            ).stdout
+            sections.append(f"--- {state} ---\n{log[-tail:]}")
+        return "\n".join(sections)
 
     def logs(self, service: str) -> str:
         """The output of a service's containers, stdout and stderr."""
@@ -122,20 +147,50 @@ def _until(what: str, check: Any, timeout: float, stack: Stack | None = None) ->
         if value:
             return value
         time.sleep(3)
-    detail = ""
-    if stack is not None:
-        detail = "\n".join(
-            f"--- {service} ---\n{stack.logs(service)[-3000:]}"
-            for service in ("bootstrap", "api", "stream", "producer")
-        )
+    detail = stack.diagnostics() if stack is not None else ""
     pytest.fail(f"{what}: not within {timeout:.0f} s\n{detail}")
+
+
+def _remove_leftover_stacks(engine: str, env: dict[str, str]) -> None:
+    """Remove what an interrupted run of these tests left (containers, pods, volumes, networks).
+
+    Only this file's projects (`sfmlops-test-*`) are touched: a user's own stack stays.
+    """
+
+    def leftovers(*listing: str) -> list[str]:
+        output = subprocess.run(
+            [engine, *listing, "--format", "json"],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        found = []
+        # podman spells the keys of networks in lower case, of the rest capitalised.
+        for item in json.loads(output or "[]"):
+            labels = item.get("Labels") or item.get("labels") or {}
+            if labels.get("com.docker.compose.project", "").startswith(PROJECT_PREFIX):
+                found.append(item.get("Name") or item.get("name") or item.get("Id"))
+        return found
+
+    for listing, removal in (
+        (("ps", "-a"), ("rm", "-f", "-t", "0")),
+        (("pod", "ls"), ("pod", "rm", "-f")),
+        (("volume", "ls"), ("volume", "rm", "-f")),
+        (("network", "ls"), ("network", "rm", "-f")),
+    ):
+        if listing == ("pod", "ls") and engine != "podman":
+            continue
+        for name in leftovers(*listing):
+            print(f"removing {name}, left by an earlier run of these tests")
+            subprocess.run([engine, *removal, name], env=env, check=False)
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     folder = tmp_path_factory.mktemp("compose")
     env_file = folder / "compose.env"
-    project = f"sfmlops-test-{uuid.uuid4().hex[:8]}"
+    project = f"{PROJECT_PREFIX}{uuid.uuid4().hex[:8]}"
     proxy_port, prometheus_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("SFMLOPS_")}
     env |= {
@@ -159,11 +214,15 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         text=True,
         check=True,
     ).stdout.strip()
-    for line in subprocess.run(
-        [str(COMPOSE), "images"], env=env, capture_output=True, text=True, check=True, cwd=ROOT
-    ).stdout.splitlines():
+    images = subprocess.run(
+        [str(COMPOSE), "images"], env=env, capture_output=True, text=True, check=False, cwd=ROOT
+    )
+    if images.returncode != 0:
+        pytest.fail(f"building the images failed:\n{images.stderr[-5000:]}")
+    for line in images.stdout.splitlines():
         key, _, value = line.partition("=")
         env[key] = value
+    _remove_leftover_stacks(engine, env)
     stack = Stack(
         project=project,
         engine=engine,
@@ -184,6 +243,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             timeout=300,
             check=False,
         )
+        _remove_leftover_stacks(engine, env)
 
 
 def _forecast(stack: Stack) -> dict[str, Any] | None:

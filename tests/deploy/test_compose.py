@@ -174,6 +174,8 @@ def test_nginx_serves_the_dashboard_at_the_root_and_the_api_under_api() -> None:
     ]
     assert "http://api:4242" in api
     assert "rewrite ^/api/(.*)$ /$1 break;" in api
+    # The rest of /api answers 404 instead of falling through to the dashboard at /.
+    assert "location /api/ {\n      return 404;\n    }" in config
     root = config[config.index("location / {") :]
     assert "http://dashboard:8000" in root
     assert "Upgrade $http_upgrade" in root
