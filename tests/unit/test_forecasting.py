@@ -25,9 +25,13 @@ from sfmlops.core.forecasting.base import IntervalCalibration, UnknownSeriesErro
 from sfmlops.core.forecasting.bundle import (
     ASSUMED_OPEN,
     ASSUMED_PROMO,
+    ASSUMED_STATE_HOLIDAY,
     ForecastBundle,
     complete_future,
+    future_days,
+    store_states,
     usual_open_weekdays,
+    usual_promo_cycle,
 )
 from sfmlops.core.forecasting.executors import ProcessPoolTaskExecutor, SequentialExecutor, chunks
 from sfmlops.core.forecasting.features import (
@@ -451,6 +455,19 @@ def test_training_builds_a_bundle_that_round_trips(
     assert sum(first.champions.values()) == 6
     assert m.rmspe(later[c.SALES].to_numpy(), first.frame[c.YHAT].to_numpy()) < 0.08
 
+    # Without covariates, the saved bundle projects each store's promotion cycle: promo
+    # weekdays forecast above the same weekdays without one.
+    bare = future_days(loaded.series, loaded.last_date + pd.Timedelta(days=1), 28)
+    guessed = loaded.predict(bare)
+    assert ASSUMED_PROMO in guessed.assumptions
+    days = bare[c.SALES_DATE]
+    promo_week = (days.dt.isocalendar().week.to_numpy() % 2) == 0
+    mondays = (days.dt.dayofweek == 0).to_numpy()
+    yhat = guessed.frame[c.YHAT].to_numpy()
+    for store in range(1, 7):
+        own = (bare[c.STORE_ID] == store).to_numpy() & mondays
+        assert yhat[own & promo_week].min() > 1.15 * yhat[own & ~promo_week].max()
+
     with pytest.raises(UnknownSeriesError, match="store 99"):
         bundle.predict(future.assign(**{c.STORE_ID: 99}))
     with pytest.raises(ValueError, match="forecasts start the day after"):
@@ -469,6 +486,35 @@ def test_missing_covariates_are_assumed_and_reported(sales: pd.DataFrame) -> Non
     assert (completed.loc[~sunday, c.OPEN] == 1).all()
     assert (completed[c.PROMO] == 0).all()
     assert list(completed.columns) == list(c.FUTURE_COLUMNS)
+
+
+def test_missing_covariates_come_from_the_promotion_cycle_and_public_holidays(
+    sales: pd.DataFrame, stores: pd.DataFrame
+) -> None:
+    # The synthetic stores (in HE, BY, NW) run promotions Monday to Friday of even ISO weeks.
+    dates = pd.date_range("2015-03-02", "2015-04-12")  # Good Friday 04-03, Easter Monday 04-06
+    bare = pd.DataFrame(
+        {
+            c.STORE_ID: np.repeat([1, 2, 4], len(dates)),
+            c.SALES_DATE: np.tile(dates.to_numpy(), 3),
+            c.PROMO: np.nan,
+        }
+    )
+    bare.loc[0, c.PROMO] = 0  # the caller's value wins over the projection
+    completed, assumptions = complete_future(
+        bare, usual_open_weekdays(sales), usual_promo_cycle(sales), store_states(stores)
+    )
+    assert {ASSUMED_OPEN, ASSUMED_PROMO, ASSUMED_STATE_HOLIDAY} <= set(assumptions)
+    day = completed[c.SALES_DATE]
+    easter = day.isin([pd.Timestamp("2015-04-03"), pd.Timestamp("2015-04-06")])
+    assert (completed.loc[easter, c.STATE_HOLIDAY] == "b").all()
+    assert (completed.loc[~easter, c.STATE_HOLIDAY] == "0").all()
+    assert (completed.loc[easter, c.OPEN] == 0).all()
+    sunday = day.dt.dayofweek == 6
+    assert (completed.loc[~easter & ~sunday, c.OPEN] == 1).all()
+    expected = ((day.dt.isocalendar().week % 2) == 0) & (day.dt.dayofweek < 5)
+    expected.iloc[0] = False
+    assert (completed[c.PROMO] == expected.astype(int)).all()
 
 
 def test_executors_keep_the_order_of_items() -> None:

@@ -1,8 +1,9 @@
 """The trained bundle: every series' champion, ready to forecast any set of series and days.
 
 A bundle holds the fitted models (the global one and the per-series ones), the champion
-table from the backtest, and each series' usual open weekdays for callers that don't know
-the future covariates. It saves as plain files in one folder (MLflow logs folders).
+table from the backtest, and what callers that don't know the future covariates get instead:
+each series' usual open weekdays, its promotion cycle and its store's German state (public
+holidays). It saves as plain files in one folder (MLflow logs folders).
 """
 
 from __future__ import annotations
@@ -23,15 +24,24 @@ from sfmlops.core.forecasting.models import forecaster_class
 BUNDLE_FILE = "bundle.json"
 CHAMPIONS_FILE = "champions.csv"
 USUAL_OPEN_FILE = "usual_open.csv"
+USUAL_PROMO_FILE = "usual_promo.csv"
+STORE_STATES_FILE = "store_states.csv"
 MODELS_FOLDER = "models"
 OPEN_SHARE = "open_share"
 # A weekday counts as a usual open day when the series opened on it this often recently.
 USUAL_OPEN_SHARE = 0.5
 USUAL_OPEN_WEEKS = 8
+PROMO_SHARE = "promo_share"
+CYCLE_DAY = "cycle_day"
+# Rossmann's promotions run Monday to Friday every other week: a two-week cycle per store.
+PROMO_CYCLE_DAYS = 14
+_CYCLE_ORIGIN = pd.Timestamp("1970-01-05")  # a Monday
+# Rossmann's state-holiday codes: Easter (Good Friday, Easter Monday), Christmas, the others.
+_EASTER_CODE, _CHRISTMAS_CODE, _PUBLIC_CODE = "b", "c", "a"
 
-ASSUMED_OPEN = "open: missing, assumed the series' usual open weekdays"
-ASSUMED_PROMO = "promo: missing, assumed no promotion"
-ASSUMED_STATE_HOLIDAY = "state_holiday: missing, assumed no state holiday"
+ASSUMED_OPEN = "open: missing, assumed the series' usual open weekdays, closed on public holidays"
+ASSUMED_PROMO = "promo: missing, projected from the series' two-week promotion cycle"
+ASSUMED_STATE_HOLIDAY = "state_holiday: missing, public holidays of the store's German state"
 ASSUMED_SCHOOL_HOLIDAY = "school_holiday: missing, assumed no school holiday"
 
 
@@ -53,6 +63,61 @@ def usual_open_weekdays(history: pd.DataFrame, weeks: int = USUAL_OPEN_WEEKS) ->
     return pd.DataFrame(share.rename(OPEN_SHARE).reset_index())
 
 
+def usual_promo_cycle(history: pd.DataFrame, weeks: int = USUAL_OPEN_WEEKS) -> pd.DataFrame:
+    """Share of promotion days per series and day of the two-week cycle, last `weeks` weeks."""
+    last = history[c.SALES_DATE].max()
+    recent = history[history[c.SALES_DATE] > last - pd.Timedelta(weeks=weeks)]
+    cycle_day = _cycle_day(recent[c.SALES_DATE]).rename(CYCLE_DAY)
+    share = recent.groupby([recent[c.STORE_ID], recent[c.PRODUCT_ID], cycle_day])[c.PROMO].mean()
+    return pd.DataFrame(share.rename(PROMO_SHARE).reset_index())
+
+
+def store_states(stores: pd.DataFrame) -> pd.DataFrame:
+    """`store_id`, `state` of the stores that have one."""
+    known = stores[stores[c.STATE].notna()]
+    return pd.DataFrame(
+        {
+            c.STORE_ID: known[c.STORE_ID].astype("int64").to_numpy(),
+            c.STATE: known[c.STATE].astype(str).to_numpy(),
+        }
+    )
+
+
+def public_holidays(states: pd.DataFrame, dates: pd.Series) -> pd.DataFrame:
+    """Public holidays per store on `dates`: `store_id`, `date`, `state_holiday` code.
+
+    From the `holidays` library's German calendar of each store's state (a store listed
+    in two states, such as "HB,NI", takes the first), coded as the Rossmann data codes them.
+    """
+    import holidays  # noqa: PLC0415  (loads its calendars on first use only)
+
+    years = sorted({int(year) for year in pd.DatetimeIndex(dates).year})
+    rows = []
+    for state in sorted(states[c.STATE].unique()):
+        code = str(state).split(",", maxsplit=1)[0].strip()
+        try:
+            calendar = holidays.country_holidays("DE", subdiv=code, years=years)
+        except NotImplementedError:
+            continue  # an unknown state gets no holidays rather than the wrong ones
+        for day in calendar:
+            rows.append((state, pd.Timestamp(day), _state_holiday_code(pd.Timestamp(day))))
+    by_state = pd.DataFrame(rows, columns=[c.STATE, c.SALES_DATE, c.STATE_HOLIDAY])
+    return states.merge(by_state, on=c.STATE)[[c.STORE_ID, c.SALES_DATE, c.STATE_HOLIDAY]]
+
+
+def _state_holiday_code(day: pd.Timestamp) -> str:
+    sunday = pd.Timestamp(year=day.year, month=1, day=1) + pd.offsets.Easter()
+    if day in (sunday - pd.Timedelta(days=2), sunday + pd.Timedelta(days=1)):
+        return _EASTER_CODE
+    if day.month == 12 and day.day in (25, 26):
+        return _CHRISTMAS_CODE
+    return _PUBLIC_CODE
+
+
+def _cycle_day(dates: pd.Series) -> pd.Series:
+    return ((dates - _CYCLE_ORIGIN).dt.days % PROMO_CYCLE_DAYS).astype("int64")
+
+
 def future_days(series: Iterable[tuple[int, str]], start: pd.Timestamp, days: int) -> pd.DataFrame:
     """Rows `store_id`, `product_id`, `date` for every series and each of `days` days from `start`."""
     keys = sorted(series)
@@ -67,18 +132,55 @@ def future_days(series: Iterable[tuple[int, str]], start: pd.Timestamp, days: in
 
 
 def complete_future(
-    future: pd.DataFrame, usual_open: pd.DataFrame
+    future: pd.DataFrame,
+    usual_open: pd.DataFrame,
+    usual_promo: pd.DataFrame | None = None,
+    states: pd.DataFrame | None = None,
 ) -> tuple[pd.DataFrame, list[str]]:
     """Fill covariates the caller did not give; returns the frame and what was assumed.
 
-    Missing `open` (whole column or single values) means the series' usual open weekdays,
-    missing `promo` no promotion, missing holidays none. `product_id` defaults to
-    `columns.DEFAULT_PRODUCT`.
+    Missing values (whole column or single values) are derived, not zeros: `state_holiday`
+    the public holidays of the store's state (with `states`, from `store_states`), `open`
+    the series' usual open weekdays except on those holidays, `promo` the series' two-week
+    promotion cycle (with `usual_promo`, from `usual_promo_cycle`; else no promotion),
+    `school_holiday` none. `product_id` defaults to `columns.DEFAULT_PRODUCT`.
     """
     frame = future.copy()
     assumptions: list[str] = []
     if c.PRODUCT_ID not in frame:
         frame[c.PRODUCT_ID] = c.DEFAULT_PRODUCT
+    holiday = pd.Series("0", index=frame.index)
+    if states is not None and len(frame):
+        found = frame[[c.STORE_ID, c.SALES_DATE]].merge(
+            public_holidays(states, frame[c.SALES_DATE]),
+            on=[c.STORE_ID, c.SALES_DATE],
+            how="left",
+        )
+        holiday = pd.Series(found[c.STATE_HOLIDAY].fillna("0").to_numpy(), index=frame.index)
+    if c.STATE_HOLIDAY not in frame or frame[c.STATE_HOLIDAY].isna().any():
+        given_holiday = (
+            frame[c.STATE_HOLIDAY] if c.STATE_HOLIDAY in frame else pd.Series(index=frame.index)
+        )
+        frame[c.STATE_HOLIDAY] = given_holiday.astype(object).fillna(holiday)
+        assumptions.append(ASSUMED_STATE_HOLIDAY)
+    if c.PROMO not in frame or frame[c.PROMO].isna().any():
+        projected = pd.Series(0.0, index=frame.index)
+        if usual_promo is not None:
+            cycle = (
+                frame[[c.STORE_ID, c.PRODUCT_ID]]
+                .assign(**{CYCLE_DAY: _cycle_day(frame[c.SALES_DATE])})
+                .merge(usual_promo, on=[c.STORE_ID, c.PRODUCT_ID, CYCLE_DAY], how="left")
+            )
+            projected = pd.Series(
+                (cycle[PROMO_SHARE].fillna(0.0) >= 0.5).astype(float).to_numpy(), index=frame.index
+            )
+        given_promo = (
+            pd.to_numeric(frame[c.PROMO], errors="coerce")
+            if c.PROMO in frame
+            else pd.Series(np.nan, index=frame.index)
+        )
+        frame[c.PROMO] = given_promo.combine_first(projected)
+        assumptions.append(ASSUMED_PROMO)
     if c.OPEN not in frame or frame[c.OPEN].isna().any():
         weekday = (frame[c.SALES_DATE].dt.dayofweek + 1).rename(c.DAY_OF_WEEK)
         usual = (
@@ -86,7 +188,10 @@ def complete_future(
             .assign(**{c.DAY_OF_WEEK: weekday})
             .merge(usual_open, on=[c.STORE_ID, c.PRODUCT_ID, c.DAY_OF_WEEK], how="left")
         )
-        guessed = (usual[OPEN_SHARE].fillna(1.0) >= USUAL_OPEN_SHARE).astype(int).to_numpy()
+        guessed = (
+            (usual[OPEN_SHARE].fillna(1.0) >= USUAL_OPEN_SHARE).to_numpy()
+            & (frame[c.STATE_HOLIDAY].astype(str) == "0").to_numpy()
+        ).astype(int)
         given = (
             pd.to_numeric(frame[c.OPEN], errors="coerce")
             if c.OPEN in frame
@@ -94,14 +199,11 @@ def complete_future(
         )
         frame[c.OPEN] = given.fillna(pd.Series(guessed, index=frame.index))
         assumptions.append(ASSUMED_OPEN)
-    for column, default, note in (
-        (c.PROMO, 0, ASSUMED_PROMO),
-        (c.STATE_HOLIDAY, "0", ASSUMED_STATE_HOLIDAY),
-        (c.SCHOOL_HOLIDAY, 0, ASSUMED_SCHOOL_HOLIDAY),
-    ):
-        if column not in frame or frame[column].isna().any():
-            frame[column] = frame[column].fillna(default) if column in frame else default
-            assumptions.append(note)
+    if c.SCHOOL_HOLIDAY not in frame or frame[c.SCHOOL_HOLIDAY].isna().any():
+        frame[c.SCHOOL_HOLIDAY] = (
+            frame[c.SCHOOL_HOLIDAY].fillna(0) if c.SCHOOL_HOLIDAY in frame else 0
+        )
+        assumptions.append(ASSUMED_SCHOOL_HOLIDAY)
     for column in (c.OPEN, c.PROMO, c.SCHOOL_HOLIDAY):
         frame[column] = frame[column].astype("int8")
     frame[c.STATE_HOLIDAY] = frame[c.STATE_HOLIDAY].astype(str)
@@ -118,6 +220,8 @@ class ForecastBundle:
         usual_open: From `usual_open_weekdays`.
         last_date: The last day of the training history; forecasts start after it.
         metadata: Free-form facts for tracking (windows, metrics, parameters).
+        usual_promo: From `usual_promo_cycle` (none: missing promotions are assumed none).
+        states: From `store_states` (none: missing state holidays are assumed none).
     """
 
     def __init__(
@@ -127,6 +231,8 @@ class ForecastBundle:
         usual_open: pd.DataFrame,
         last_date: pd.Timestamp,
         metadata: Mapping[str, Any] | None = None,
+        usual_promo: pd.DataFrame | None = None,
+        states: pd.DataFrame | None = None,
     ) -> None:
         missing = set(champions[c.MODEL]) - set(models)
         if missing:
@@ -136,6 +242,8 @@ class ForecastBundle:
         self.usual_open = usual_open
         self.last_date = pd.Timestamp(last_date)
         self.metadata = dict(metadata or {})
+        self.usual_promo = usual_promo
+        self.states = states
 
     @property
     def series(self) -> set[tuple[int, str]]:
@@ -153,7 +261,9 @@ class ForecastBundle:
             UnknownSeriesError: A series has no champion.
             ValueError: A date is not after the training history.
         """
-        frame, assumptions = complete_future(future.reset_index(drop=True), self.usual_open)
+        frame, assumptions = complete_future(
+            future.reset_index(drop=True), self.usual_open, self.usual_promo, self.states
+        )
         unknown = sorted(series_of(frame) - self.series)
         if unknown:
             raise UnknownSeriesError(unknown)
@@ -186,6 +296,10 @@ class ForecastBundle:
             model.save(path / MODELS_FOLDER / name)
         self.champions.to_csv(path / CHAMPIONS_FILE, index=False)
         self.usual_open.to_csv(path / USUAL_OPEN_FILE, index=False)
+        if self.usual_promo is not None:
+            self.usual_promo.to_csv(path / USUAL_PROMO_FILE, index=False)
+        if self.states is not None:
+            self.states.to_csv(path / STORE_STATES_FILE, index=False)
         description = {
             "models": sorted(self.models),
             "last_date": self.last_date.date().isoformat(),
@@ -205,12 +319,25 @@ class ForecastBundle:
         }
         champions = pd.read_csv(path / CHAMPIONS_FILE, dtype={c.PRODUCT_ID: str})
         usual_open = pd.read_csv(path / USUAL_OPEN_FILE, dtype={c.PRODUCT_ID: str})
+        # Bundles saved before promotion cycles and states were kept have neither file.
+        usual_promo = (
+            pd.read_csv(path / USUAL_PROMO_FILE, dtype={c.PRODUCT_ID: str})
+            if (path / USUAL_PROMO_FILE).is_file()
+            else None
+        )
+        states = (
+            pd.read_csv(path / STORE_STATES_FILE, dtype={c.STATE: str})
+            if (path / STORE_STATES_FILE).is_file()
+            else None
+        )
         return cls(
             models,
             champions,
             usual_open,
             pd.Timestamp(description["last_date"]),
             description.get("metadata", {}),
+            usual_promo,
+            states,
         )
 
 

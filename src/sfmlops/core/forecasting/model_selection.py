@@ -35,7 +35,12 @@ from sfmlops.core.forecasting.base import (
     IntervalCalibration,
     series_of,
 )
-from sfmlops.core.forecasting.bundle import ForecastBundle, usual_open_weekdays
+from sfmlops.core.forecasting.bundle import (
+    ForecastBundle,
+    store_states,
+    usual_open_weekdays,
+    usual_promo_cycle,
+)
 from sfmlops.core.forecasting.executors import Executor, SequentialExecutor
 from sfmlops.core.forecasting.models import forecaster_class, make_forecaster
 
@@ -248,6 +253,8 @@ def train(
             "champion_mix": {str(k): int(v) for k, v in champions[c.MODEL].value_counts().items()},
             "horizon_days": horizon_days,
         },
+        usual_promo_cycle(history),
+        store_states(stores),
     )
     return bundle, report
 

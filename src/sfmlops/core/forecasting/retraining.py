@@ -24,7 +24,11 @@ from sfmlops.core.forecasting.backtest import (
     run_backtest,
 )
 from sfmlops.core.forecasting.base import CalibratedForecaster, Forecaster, series_of
-from sfmlops.core.forecasting.bundle import ForecastBundle, usual_open_weekdays
+from sfmlops.core.forecasting.bundle import (
+    ForecastBundle,
+    usual_open_weekdays,
+    usual_promo_cycle,
+)
 from sfmlops.core.forecasting.executors import Executor
 from sfmlops.core.forecasting.model_selection import (
     FINAL_FIT,
@@ -141,6 +145,12 @@ def retrain_series(
             },
             "retrained_series": [[store, product] for store, product in series],
         },
+        None
+        if bundle.usual_promo is None
+        else pd.concat(
+            [_without(bundle.usual_promo, series), usual_promo_cycle(history)], ignore_index=True
+        ),
+        bundle.states,
     )
     report = RetrainReport(series, champions, previous, failures.frame())
     return retrained, report
