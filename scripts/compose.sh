@@ -91,7 +91,9 @@ with_images() {
   while IFS= read -r line; do export "${line?}"; done < <(image_variables)
 }
 
+# $1: the SECONDS at which `up` started, for the time to the first forecast.
 wait_for_forecast() {
+  local started=${1:-$SECONDS}
   local url="http://127.0.0.1:${SFMLOPS_PROXY_PORT:-8088}/api/v1/stores/1/forecast"
   local deadline=$((SECONDS + ${SFMLOPS_COMPOSE_UP_TIMEOUT:-3600}))
   echo "waiting for the first forecast at $url (the bootstrap loads the data and trains) ..." >&2
@@ -106,7 +108,7 @@ wait_for_forecast() {
   done
   local port=${SFMLOPS_PROXY_PORT:-8088}
   cat <<EOF
-sfmlops is up:
+sfmlops is up: the first forecast was served $((SECONDS - started)) s after \`up\`.
   dashboard   http://127.0.0.1:$port/
   dashboard sign-in: UI_PASSWORD in $env_file
   API         http://127.0.0.1:$port/api/v1/...  (every endpoint but /health and /ready needs the token)
@@ -125,8 +127,9 @@ case "${1:-}" in
     shift
     write_env
     with_images
+    started=$SECONDS
     compose up -d "$@"
-    wait_for_forecast
+    wait_for_forecast "$started"
     ;;
   "") sed -n '2,16p' "$0" >&2; exit 2 ;;
   *) compose "$@" ;;

@@ -187,7 +187,7 @@ def _remove_leftover_stacks(engine: str, env: dict[str, str]) -> None:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def stack(tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config) -> Iterator[Stack]:
     folder = tmp_path_factory.mktemp("compose")
     env_file = folder / "compose.env"
     project = f"{PROJECT_PREFIX}{uuid.uuid4().hex[:8]}"
@@ -201,6 +201,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         "SFMLOPS_PGADMIN_PORT": str(free_port()),
         "SFMLOPS_BOOTSTRAP_TRAIN_STORES": str(TRAIN_STORES),
         "SFMLOPS_BOOTSTRAP_ARGS": "--windows 1",
+        # One gunicorn worker: each worker's start costs CPU at every (re)start of the API.
+        "SFMLOPS_API_WORKERS": "1",
         # The live feed sends every store's next day at once (the default is one every 10 s).
         "SFMLOPS_PRODUCER_RATE": "500",
         "SFMLOPS_COMPOSE_UP_TIMEOUT": str(int(UP_TIMEOUT)),
@@ -232,7 +234,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         token=secrets["API_TOKEN"],
     )
     try:
-        stack.compose("up", "--no-build", timeout=UP_TIMEOUT + 900)
+        up = stack.compose("up", "--no-build", timeout=UP_TIMEOUT + 900)
+        # The time from `up` to the first forecast (docs/benchmarks.md), in the test's output.
+        reporter = pytestconfig.pluginmanager.get_plugin("terminalreporter")
+        for line in up.stdout.splitlines():
+            if "first forecast was served" in line and reporter is not None:
+                reporter.write_line(f"\ncompose: {line}")
         yield stack
     finally:
         subprocess.run(
