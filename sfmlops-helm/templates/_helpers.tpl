@@ -82,6 +82,19 @@ seccompProfile:
 {{- .Values.api.auth.existingSecret | default (include "sfmlops.name" (dict "ctx" . "component" "api-token")) -}}
 {{- end -}}
 
+{{- define "sfmlops.modelSigningSecretName" -}}
+{{- .Values.mlflow.modelSigning.existingSecret | default (include "sfmlops.name" (dict "ctx" . "component" "model-signing")) -}}
+{{- end -}}
+
+{{/* Only the programs that register or load model bundles (the API, Ray) hold the key. */}}
+{{- define "sfmlops.modelSigningKeyEnv" -}}
+- name: SFMLOPS_MODEL_SIGNING_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "sfmlops.modelSigningSecretName" . }}
+      key: {{ .Values.mlflow.modelSigning.secretKey }}
+{{- end -}}
+
 {{- define "sfmlops.dashboardPasswordSecretName" -}}
 {{- .Values.dashboard.auth.existingSecret | default (include "sfmlops.name" (dict "ctx" . "component" "dashboard-password")) -}}
 {{- end -}}

@@ -91,6 +91,14 @@ class Settings(BaseSettings):
             f"Bearer token for reads only (at least {MIN_TOKEN_CHARS} characters); no default."
         ),
     )
+    model_signing_key: SecretStr | None = Field(
+        default=None,
+        description=(
+            "HMAC key that signs model bundles at registration and verifies them before any "
+            f"is loaded (at least {MIN_TOKEN_CHARS} characters); no default. Unset: bundles "
+            "are registered unsigned and loaded unchecked."
+        ),
+    )
     retrain_limit_per_hour: int = Field(
         default=6,
         ge=1,
@@ -172,6 +180,11 @@ class Settings(BaseSettings):
         # quietly open the endpoints it guards.
         return _checked_secret(token, MIN_TOKEN_CHARS, "token")
 
+    @field_validator("model_signing_key")
+    @classmethod
+    def _long_signing_key(cls, key: SecretStr | None) -> SecretStr | None:
+        return _checked_secret(key, MIN_TOKEN_CHARS, "signing key")
+
     @field_validator("ui_password")
     @classmethod
     def _long_password(cls, password: SecretStr | None) -> SecretStr | None:
@@ -198,6 +211,12 @@ class Settings(BaseSettings):
     def effective_mlflow_tracking_uri(self) -> str:
         """The MLflow tracking URI in use: the configured one or a SQLite store in HOME."""
         return self.mlflow_tracking_uri or f"sqlite:///{self.home / 'mlflow.db'}"
+
+    @property
+    def signing_key(self) -> bytes | None:
+        """The model signing key as bytes, or None when none is configured."""
+        key = self.model_signing_key
+        return key.get_secret_value().encode() if key is not None else None
 
     @property
     def checkpoints_dir(self) -> Path:

@@ -54,7 +54,9 @@ def test_two_racing_store_retrains_both_reach_the_champion(
     version, champion = champion_bundle(settings)
     client = registry.connect(settings)
     parent_version = champion.metadata["parent_version"]
-    parent = ForecastBundle.load(version_folder(settings, client, parent_version))
+    parent = ForecastBundle.load(
+        version_folder(settings, client, parent_version), signing_key=settings.signing_key
+    )
     assert version == "3"
     assert parent_version == "2"
     assert parent.metadata["parent_version"] == "1"

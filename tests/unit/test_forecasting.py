@@ -448,7 +448,7 @@ def test_training_builds_a_bundle_that_round_trips(
     future = as_future(later)
     first = bundle.predict(future)
     bundle.save(tmp_path / "bundle")
-    loaded = ForecastBundle.load(tmp_path / "bundle")
+    loaded = ForecastBundle.load(tmp_path / "bundle", signing_key=None)
     second = loaded.predict(future)
     pd.testing.assert_frame_equal(first.frame, second.frame)
     assert first.assumptions == []

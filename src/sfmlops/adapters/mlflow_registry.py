@@ -5,6 +5,10 @@ version, the bundle of every series' champion as a pyfunc model, so any MLflow c
 sfmlops installed can do
 `mlflow.pyfunc.load_model("models:/sfmlops-forecaster@champion").predict(future)`.
 Aliases (`champion`, `challenger`), not the deprecated stages, say which version serves.
+
+The pyfunc is logged as code (a three-line file importing `ForecastBundleModel`), not as a
+pickle, and the bundle inside is signed when a signing key is configured: loading a version
+unpickles nothing before the bundle's signature has been checked (`bundle_signature`).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from mlflow.store.model_registry.sqlalchemy_store import (
 )
 from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore as SqlAlchemyTrackingStore
 
+from sfmlops.core.forecasting.bundle_signature import sign_bundle
 from sfmlops.settings import Settings
 
 MODEL_NAME = "sfmlops-forecaster"
@@ -46,7 +51,11 @@ class ForecastBundleModel(PythonModel):
     def load_context(self, context: PythonModelContext) -> None:
         from sfmlops.core.forecasting.bundle import ForecastBundle  # noqa: PLC0415 - at load time
 
-        self.bundle = ForecastBundle.load(Path(context.artifacts[BUNDLE_ARTIFACT]))
+        # Any MLflow client may load this model: the key comes from that process's environment
+        # (SFMLOPS_MODEL_SIGNING_KEY), as for every other sfmlops entry point.
+        self.bundle = ForecastBundle.load(
+            Path(context.artifacts[BUNDLE_ARTIFACT]), signing_key=Settings().signing_key
+        )
 
     def predict(
         self,
@@ -128,16 +137,31 @@ class RegisteredVersion:
     rmspe: float | None
 
 
+# The pyfunc's code: MLflow runs this file to build the model, so loading a version unpickles
+# nothing of its own (a pickled PythonModel would be unpickled before any check could run).
+_PYFUNC_CODE = """\
+import mlflow
+from sfmlops.adapters.mlflow_registry import ForecastBundleModel
+mlflow.models.set_model(ForecastBundleModel())
+"""
+
+
 def register_bundle(
     bundle_dir: Path,
     *,
     run_id: str,
+    signing_key: bytes | None,
     description: str = "",
 ) -> RegisteredVersion:
-    """Log the bundle folder as a pyfunc model in the active run and register a new version."""
+    """Sign the bundle folder (with a key), log it as a pyfunc model in the active run and
+    register a new version."""
+    if signing_key is not None:
+        sign_bundle(bundle_dir, signing_key)
+    code = bundle_dir.parent / "forecast_bundle_model.py"
+    code.write_text(_PYFUNC_CODE)
     info = mlflow.pyfunc.log_model(
         name=BUNDLE_ARTIFACT,
-        python_model=ForecastBundleModel(),
+        python_model=str(code),
         artifacts={BUNDLE_ARTIFACT: str(bundle_dir)},
         registered_model_name=MODEL_NAME,
         pip_requirements=[f"sfmlops=={_version()}"],

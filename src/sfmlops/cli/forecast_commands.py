@@ -35,6 +35,7 @@ from sfmlops.core.forecasting.backtest import (
 )
 from sfmlops.core.forecasting.base import UnknownSeriesError
 from sfmlops.core.forecasting.bundle import ForecastBundle
+from sfmlops.core.forecasting.bundle_signature import BundleSignatureError
 from sfmlops.core.forecasting.executors import ProcessPoolTaskExecutor
 from sfmlops.core.forecasting.models import DEFAULT_MODELS, MODEL_NAMES
 from sfmlops.services import backtest_reports, forecast_files, training_data
@@ -247,13 +248,14 @@ def predict_command(
     settings = settings_of(ctx)
     try:
         if bundle_path is not None:
-            bundle, source = ForecastBundle.load(bundle_path), f"bundle {bundle_path}"
+            bundle = ForecastBundle.load(bundle_path, signing_key=settings.signing_key)
+            source = f"bundle {bundle_path}"
         else:
             from sfmlops.services import model_training  # noqa: PLC0415
 
             version, bundle = model_training.champion_bundle(settings)
             source = f"sfmlops-forecaster version {version}"
-    except (FileNotFoundError, LookupError) as error:
+    except (FileNotFoundError, LookupError, BundleSignatureError) as error:
         fail(str(error))
     try:
         row_ids, rows = forecast_files.read_future_file(future, bundle)

@@ -63,7 +63,10 @@ def forecast_next_days(
             version, bundle = champion_bundle(settings)
         else:
             version = model_version
-            bundle = ForecastBundle.load(version_folder(settings, connect(settings), version))
+            bundle = ForecastBundle.load(
+                version_folder(settings, connect(settings), version),
+                signing_key=settings.signing_key,
+            )
     except LookupError as error:
         raise NothingToForecastError(str(error)) from error
 

@@ -190,6 +190,7 @@ def run_training(
                 registered = registry.register_bundle(
                     folder / "bundle",
                     run_id=run_id,
+                    signing_key=settings.signing_key,
                     description=_description(mode, request, champion),
                 )
             finally:
@@ -306,7 +307,9 @@ def champion_bundle(
     champion = registry.version_with_alias(client, registry.CHAMPION)
     if champion is None:
         raise LookupError("no champion model yet: run `sfmlops train` first")
-    return champion.version, ForecastBundle.load(version_folder(settings, client, champion.version))
+    return champion.version, ForecastBundle.load(
+        version_folder(settings, client, champion.version), signing_key=settings.signing_key
+    )
 
 
 def version_folder(settings: Settings, client: MlflowClient, version: str) -> Path:
@@ -371,7 +374,9 @@ def _retrain(
 ) -> tuple[ForecastBundle, pd.DataFrame, pd.DataFrame, Path | None]:
     if progress:
         progress(f"loading champion version {version}", 0, series_total)
-    bundle = ForecastBundle.load(version_folder(settings, client, version))
+    bundle = ForecastBundle.load(
+        version_folder(settings, client, version), signing_key=settings.signing_key
+    )
 
     def on_step(message: str) -> None:
         if progress:

@@ -19,6 +19,7 @@ import pandas as pd
 
 from sfmlops.core import columns as c
 from sfmlops.core.forecasting.base import Forecaster, UnknownSeriesError, series_of
+from sfmlops.core.forecasting.bundle_signature import verify_bundle
 from sfmlops.core.forecasting.models import forecaster_class
 
 BUNDLE_FILE = "bundle.json"
@@ -308,10 +309,22 @@ class ForecastBundle:
         (path / BUNDLE_FILE).write_text(json.dumps(description, indent=2, default=str))
 
     @classmethod
-    def load(cls, path: Path) -> ForecastBundle:
-        """Read a bundle written by `save` (trusted files: models are pickles)."""
+    def load(cls, path: Path, *, signing_key: bytes | None) -> ForecastBundle:
+        """Read a bundle written by `save`.
+
+        Models are pickles, and unpickling runs code: with a `signing_key` the folder's
+        signature is checked first (`bundle_signature.verify_bundle`) and nothing is read
+        unless every file is as signed. None loads the folder as it is (a trusted local copy,
+        or no key configured).
+
+        Raises:
+            FileNotFoundError: No bundle in `path`.
+            BundleSignatureError: Unsigned, altered, or signed with another key.
+        """
         if not (path / BUNDLE_FILE).is_file():
             raise FileNotFoundError(f"{path}: no trained bundle here ({BUNDLE_FILE} missing)")
+        if signing_key is not None:
+            verify_bundle(path, signing_key)
         description = json.loads((path / BUNDLE_FILE).read_text())
         models = {
             name: forecaster_class(name).load(path / MODELS_FOLDER / name)

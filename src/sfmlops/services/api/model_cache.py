@@ -22,6 +22,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sfmlops.adapters import mlflow_registry as registry
 from sfmlops.adapters.db import issued_forecasts
 from sfmlops.core.forecasting.bundle import ForecastBundle
+from sfmlops.core.forecasting.bundle_signature import BundleSignatureError
 from sfmlops.services.api import serving
 from sfmlops.services.api.serving import ServedModel, prepare
 from sfmlops.services.model_training import version_folder
@@ -106,6 +107,15 @@ class ModelCache:
                 if self._state.model is not None and self._state.model is not previous.model:
                     self._changed(self._state.model)
                     self._keep_as_issued(self._state.model)
+            except BundleSignatureError as error:
+                # A tampered or unsigned champion is never loaded; the loaded model serves on.
+                problem = (
+                    f"champion refused, its bundle failed the signature check: {_short(error)}"
+                )
+                if self._state.model is not None:
+                    problem += f"; serving the loaded version {self._state.model.version}"
+                log.error("champion refused: %s", problem)
+                self._state = replace(self._state, problem=problem)
             except Exception as error:
                 # Any failure (registry down, a broken bundle) leaves the loaded model serving.
                 problem = f"model registry unreachable or failing: {_short(error)}"
@@ -141,7 +151,7 @@ class ModelCache:
                 )
             return CacheState(loaded, problem=None)
         folder = version_folder(self._settings, client, champion.version)
-        bundle = ForecastBundle.load(folder)
+        bundle = ForecastBundle.load(folder, signing_key=self._settings.signing_key)
         model = prepare(
             bundle,
             champion.version,
