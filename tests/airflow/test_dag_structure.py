@@ -11,8 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from conftest import DAGS, HERE, PYTHON, airflow_environment
+from dag_support import DAGS, HERE, PYTHON, airflow_environment
 
 DAILY = "sfmlops_daily_ingest"
 WEEKLY = "sfmlops_weekly_train_forecast"

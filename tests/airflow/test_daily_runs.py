@@ -13,8 +13,7 @@ import gzip
 from pathlib import Path
 
 import pytest
-
-from conftest import ROOT, DagRunner, sfmlops
+from dag_support import ROOT, DagRunner, sfmlops
 
 DAILY = "sfmlops_daily_ingest"
 ROSSMANN = ROOT / "src" / "sfmlops" / "datasets" / "rossmann"

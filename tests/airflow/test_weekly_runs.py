@@ -10,8 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-
-from conftest import API_TOKEN, AUTH, ROOT, DagRunner, free_port, running_api, sfmlops
+from dag_support import API_TOKEN, AUTH, ROOT, DagRunner, free_port, running_api, sfmlops
 
 WEEKLY = "sfmlops_weekly_train_forecast"
 SLICE_STORES = (1, 2, 3, 4, 5, 6)

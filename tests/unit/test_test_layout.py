@@ -39,6 +39,26 @@ def test_tests_import_shared_helpers_from_tests_support_only() -> None:
     assert not offenders, f"import these from tests/support instead: {offenders}"
 
 
+def test_the_dag_tests_share_helpers_through_dag_support_only() -> None:
+    # tests/airflow is its own root in Airflow's venv: top-level `conftest` and `test_*`
+    # imports are what would reach another module's helpers there.
+    offenders = {
+        str(path.relative_to(ROOT)): imported
+        for path in sorted((TESTS / "airflow").glob("*.py"))
+        if (
+            imported := [
+                name
+                for node in ast.walk(ast.parse(path.read_text(), str(path)))
+                if isinstance(node, ast.ImportFrom) and node.module
+                for name in [node.module]
+                if name == "conftest" or name.startswith("test_")
+            ]
+        )
+    }
+
+    assert not offenders, f"import these from tests/airflow/dag_support.py: {offenders}"
+
+
 def test_the_check_sees_an_import_from_a_conftest(tmp_path: Path) -> None:
     module = tmp_path / "test_x.py"
     module.write_text("from tests.conftest import free_port\nfrom tests.support import ROOT\n")
