@@ -140,6 +140,41 @@ def test_batch_mixes_defaults_dates_and_covariates(
     assert given["forecast"][0][c.YHAT] == pytest.approx(expected[c.YHAT].iloc[0], abs=0.01)
 
 
+def test_each_day_names_its_covariates_and_where_they_came_from(
+    served: TestClient, bundle: ForecastBundle
+) -> None:
+    days = [f"2015-06-{day}" for day in range(14, 28)]
+    derived = bundle.predict(
+        pd.DataFrame({c.STORE_ID: 2, c.SALES_DATE: pd.to_datetime(days)})
+    ).covariates
+    assert derived is not None
+    promo = derived[c.PROMO].tolist()
+    assert 0 < sum(promo) < len(days)  # the store's promotion cycle, not all zeros
+
+    got = served.get("/v1/stores/2/forecast", params={"start": days[0], "days": 14}).json()
+    assert [day["covariates"]["promo"] for day in got["forecast"]] == promo
+    assert all(set(day["covariate_sources"].values()) == {"default"} for day in got["forecast"])
+    assert got["forecast"][0]["covariates"]["open"] == 0  # store 2 is closed on Sundays
+
+    # A promotion the caller adds wins over the cycle and is named as the caller's.
+    plain = promo.index(0, 1)  # a weekday without a promotion in the cycle
+    batch = [
+        {
+            "store_id": 2,
+            "dates": [days[plain]],
+            "covariates": [{"date": days[plain], "promo": 1}],
+        }
+    ]
+    given = served.post("/v1/forecast", json=batch).json()["forecasts"][0]["forecast"][0]
+    assert given["covariates"]["promo"] == 1
+    assert given["covariate_sources"] == {
+        "open": "default",
+        "promo": "caller",
+        "state_holiday": "default",
+        "school_holiday": "default",
+    }
+
+
 def test_batch_of_every_series(served: TestClient) -> None:
     response = served.post("/v1/forecast", json=[{"store_id": s} for s in range(1, 6)])
 

@@ -48,11 +48,16 @@ ASSUMED_SCHOOL_HOLIDAY = "school_holiday: missing, assumed no school holiday"
 
 @dataclass(frozen=True)
 class Forecast:
-    """Forecasts (`columns.FORECAST_COLUMNS`, in the order of the request) and what was assumed."""
+    """Forecasts (`columns.FORECAST_COLUMNS`, in the order of the request) and what was assumed.
+
+    `covariates` holds, in the same order, the covariates the forecasts used
+    (`columns.FUTURE_COLUMNS`, the derived ones filled in).
+    """
 
     frame: pd.DataFrame
     assumptions: list[str] = field(default_factory=list)
     champions: dict[str, int] = field(default_factory=dict)  # model -> series forecast by it
+    covariates: pd.DataFrame | None = None
 
 
 def usual_open_weekdays(history: pd.DataFrame, weeks: int = USUAL_OPEN_WEEKS) -> pd.DataFrame:
@@ -288,7 +293,7 @@ class ForecastBundle:
             parts.append(forecast)
             used[str(name)] = len(series_of(part))
         result = pd.concat(parts).sort_index() if parts else _empty_forecast()
-        return Forecast(result.reset_index(drop=True), assumptions, used)
+        return Forecast(result.reset_index(drop=True), assumptions, used, frame)
 
     def save(self, path: Path) -> None:
         """Write the bundle into the folder `path` (created if missing)."""

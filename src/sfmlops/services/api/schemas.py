@@ -191,6 +191,15 @@ class DeadLetterList(BaseModel):
     )
 
 
+class UsedCovariates(BaseModel):
+    """The covariates a forecast day used."""
+
+    open: Literal[0, 1]
+    promo: Literal[0, 1]
+    state_holiday: Literal["0", "a", "b", "c"]
+    school_holiday: Literal[0, 1]
+
+
 class ForecastDay(BaseModel):
     date: dt.date
     yhat: float = Field(description="Point forecast of sales.")
@@ -198,6 +207,16 @@ class ForecastDay(BaseModel):
     yhat_upper: float = Field(description="Upper end of the 80 % prediction interval.")
     yhat_lower_95: float = Field(description="Lower end of the 95 % prediction interval.")
     yhat_upper_95: float = Field(description="Upper end of the 95 % prediction interval.")
+    covariates: UsedCovariates | None = Field(
+        None, description="The covariates this day's forecast used, derived ones included."
+    )
+    covariate_sources: dict[str, Literal["caller", "default"]] | None = Field(
+        None,
+        description=(
+            "Per covariate, where it came from: `caller` (the request) or `default` (derived:"
+            " the state's public holidays, the store's usual open weekdays and promotion cycle)."
+        ),
+    )
 
 
 class SeriesForecast(BaseModel):

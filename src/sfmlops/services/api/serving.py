@@ -38,6 +38,9 @@ MAX_BATCH_FORECAST_DAYS = 100_000
 # The contract's name for a forecast object's day (`schemas.ForecastDay.date`).
 FORECAST_DAY = "date"
 COVARIATES = (c.OPEN, c.PROMO, c.STATE_HOLIDAY, c.SCHOOL_HOLIDAY)
+# Where a forecast day's covariate came from (`schemas.ForecastDay.covariate_sources`).
+COVARIATE_FROM_CALLER = "caller"
+COVARIATE_DEFAULT = "default"
 _ASSUMPTION = {
     c.OPEN: ASSUMED_OPEN,
     c.PROMO: ASSUMED_PROMO,
@@ -308,19 +311,23 @@ def predict(
     Returns:
         One forecast object per request, in order: `store_id`, `product_id`,
         `model_version`, `start`, `days`, `assumptions`, `forecast` (a list of
-        `{date, yhat, yhat_lower, yhat_upper, yhat_lower_95, yhat_upper_95}`).
+        `{date, yhat, yhat_lower, yhat_upper, yhat_lower_95, yhat_upper_95, covariates,
+        covariate_sources}`).
     """
     if not requests:
         return []
     future = _future_frame(requests)
-    values = bundle.predict(future).frame[list(c.FORECAST_VALUES)].to_numpy(dtype=float)
+    forecast = bundle.predict(future)
+    values = forecast.frame[list(c.FORECAST_VALUES)].to_numpy(dtype=float)
     rounded = np.round(values, 2).tolist()
+    used = _used_covariates(forecast.covariates, len(future))
     results = []
     offset = 0
     for request in requests:
         rows = rounded[offset : offset + len(request.dates)]
+        days = used[offset : offset + len(request.dates)]
         offset += len(request.dates)
-        results.append(forecast_object(request, model_version, _assumptions(request), rows))
+        results.append(forecast_object(request, model_version, _assumptions(request), rows, days))
     return results
 
 
@@ -329,8 +336,25 @@ def forecast_object(
     model_version: str,
     assumptions: list[str],
     values: Sequence[Sequence[float]],
+    covariates: Sequence[Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """The contract's forecast object for one series (values in `FORECAST_VALUES` order)."""
+    """The contract's forecast object for one series (values in `FORECAST_VALUES` order).
+
+    `covariates`, per day, are the covariates the forecast used; each day then also names
+    where each came from: `caller` (the request) or `default` (derived by the bundle).
+    """
+    days = [
+        {FORECAST_DAY: day.isoformat(), **dict(zip(c.FORECAST_VALUES, row, strict=True))}
+        for day, row in zip(request.dates, values, strict=True)
+    ]
+    if covariates is not None:
+        for day, body, used in zip(request.dates, days, covariates, strict=True):
+            given = request.covariates.get(day, {})
+            body["covariates"] = dict(used)
+            body["covariate_sources"] = {
+                name: COVARIATE_FROM_CALLER if given.get(name) is not None else COVARIATE_DEFAULT
+                for name in COVARIATES
+            }
     return {
         c.STORE_ID: request.store_id,
         c.PRODUCT_ID: request.product_id,
@@ -338,11 +362,19 @@ def forecast_object(
         "start": request.dates[0].isoformat(),
         "days": len(request.dates),
         "assumptions": assumptions,
-        "forecast": [
-            {FORECAST_DAY: day.isoformat(), **dict(zip(c.FORECAST_VALUES, row, strict=True))}
-            for day, row in zip(request.dates, values, strict=True)
-        ],
+        "forecast": days,
     }
+
+
+def _used_covariates(covariates: pd.DataFrame | None, rows: int) -> list[dict[str, Any]]:
+    """Per forecast row, the covariates used, as JSON-ready values."""
+    if covariates is None:
+        return [{} for _ in range(rows)]
+    columns = {
+        name: covariates[name].astype(str if name == c.STATE_HOLIDAY else int).tolist()
+        for name in COVARIATES
+    }
+    return [{name: columns[name][row] for name in COVARIATES} for row in range(rows)]
 
 
 def to_json(body: Any) -> bytes:
