@@ -74,6 +74,18 @@ def test_unknown_store_is_404(client: TestClient) -> None:
         assert response.json() == {"detail": "unknown store 4242"}
 
 
+def test_unknown_product_is_404_and_a_known_one_outside_its_dates_is_empty(
+    client: TestClient,
+) -> None:
+    unknown = client.get("/v1/stores/1/sales", params={"product_id": "socks"})
+    before = client.get("/v1/stores/1/sales", params={"start": "2001-01-01", "end": "2001-01-31"})
+
+    assert unknown.status_code == 404
+    assert unknown.json() == {"detail": "store 1 has no sales of product 'socks'"}
+    assert before.status_code == 200
+    assert before.json()["days"] == []
+
+
 def test_sales_history_defaults_to_eight_weeks_before_the_as_of_date(client: TestClient) -> None:
     history = client.get("/v1/stores/1/sales").json()
     window = client.get(
@@ -163,11 +175,19 @@ def test_malformed_bodies_are_422_or_413(client: TestClient, auth: dict[str, str
     )
     empty = client.post("/v1/sales", json={"records": []}, headers=auth)
     huge = client.post("/v1/sales", json={"records": [sale()] * 2000}, headers=auth)
+    # Without Content-Length (chunked): the limit applies while the body is read.
+    chunk = b"[" + b"0," * 50_000
+    chunked = client.post(
+        "/v1/sales",
+        content=(chunk for _ in range(200)),
+        headers=auth | {"Content-Type": "application/json"},
+    )
 
     assert not_json.status_code == 422
     assert empty.status_code == 422
-    assert huge.status_code == 413
+    assert huge.status_code == chunked.status_code == 413
     assert "larger than" in huge.json()["detail"]
+    assert "larger than" in chunked.json()["detail"]
 
 
 def test_status_reports_freshness(client: TestClient, auth: dict[str, str]) -> None:
@@ -227,11 +247,26 @@ def test_training_jobs_need_the_token_and_known_stores(
     unauthorised = client.post("/v1/training-jobs", json={"stores": [1]}, headers=NO_AUTH)
     unknown = client.post("/v1/training-jobs", json={"stores": [1, 4242]}, headers=auth)
     empty = client.post("/v1/training-jobs", json={"stores": []}, headers=auth)
+    no_scope = client.post("/v1/training-jobs", json={}, headers=auth)
+    null_scope = client.post("/v1/training-jobs", json={"stores": None}, headers=auth)
+    stray_field = client.post(
+        "/v1/training-jobs", json={"stores": [1], "models": ["gbm"]}, headers=auth
+    )
+    long_id = "x" * 3000
+    missing = client.get(f"/v1/training-jobs/{long_id}")
 
     assert unauthorised.status_code == 401
     assert unknown.status_code == 404
     assert unknown.json() == {"detail": "unknown store(s): 4242"}
     assert empty.status_code == 422
+    # No silent training of every store: the scope is required, "all" must be said.
+    assert no_scope.status_code == null_scope.status_code == 422
+    assert no_scope.json()["detail"].startswith("body.stores: Field required")
+    assert stray_field.status_code == 422
+    assert stray_field.json()["detail"].startswith("body.models: Extra inputs")
+    assert missing.status_code == 404
+    assert len(missing.json()["detail"]) < 120
+    assert missing.json()["detail"].startswith("unknown training job xxxx")
     assert client.get("/v1/training-jobs").json() == {"jobs": []}
     assert client.get("/v1/training-jobs/nope").status_code == 404
 
@@ -275,10 +310,12 @@ def test_one_active_training_job_per_series(client: TestClient, loaded_engine: E
         training_job_records.create_training_job(connection, "running-job", "local", [1, 2])
 
     overlapping = client.post("/v1/training-jobs", json={"stores": [2, 3]})
-    everything = client.post("/v1/training-jobs", json={"stores": None})
+    everything = client.post("/v1/training-jobs", json={"stores": "all"})
 
     assert overlapping.status_code == everything.status_code == 409
     assert overlapping.json()["detail"] == (
         "training job running-job (queued) already trains stores [1, 2]; wait for it to finish"
     )
-    assert [job["id"] for job in client.get("/v1/training-jobs").json()["jobs"]] == ["running-job"]
+    (listed,) = client.get("/v1/training-jobs").json()["jobs"]
+    assert listed["id"] == "running-job"
+    assert dt.datetime.fromisoformat(listed["created_at"]).utcoffset() == dt.timedelta(0)

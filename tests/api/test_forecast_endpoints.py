@@ -63,6 +63,26 @@ def test_default_forecast_is_the_champions_next_seven_days(
     assert body["forecast"][1][c.YHAT] > 1000
 
 
+def test_days_after_the_calibrated_horizon_are_flagged(served: TestClient) -> None:
+    # The slice's history ends on 2015-06-13: intervals are calibrated through 48 days later.
+    within = served.get("/v1/stores/1/forecast", params={"days": 48}).json()
+    beyond = served.get("/v1/stores/1/forecast", params={"days": 49}).json()
+    far = served.get("/v1/stores/1/forecast", params={"start": "2099-01-01"}).json()
+    batch = served.post(
+        "/v1/forecast",
+        json=[{"store_id": 1}, {"store_id": 2, "start": "2015-07-31", "days": 2}],
+    ).json()["forecasts"]
+
+    assert within["calibrated_until"] == "2015-07-31"
+    assert within["forecast"][-1]["date"] == "2015-07-31"
+    assert within["beyond_calibrated_horizon"] is False
+    assert beyond["beyond_calibrated_horizon"] is True
+    assert far["beyond_calibrated_horizon"] is True
+    assert [series["beyond_calibrated_horizon"] for series in batch] == [False, True]
+    default = served.get("/v1/stores/1/forecast").json()
+    assert default["beyond_calibrated_horizon"] is False  # the precomputed body has it too
+
+
 def test_other_starts_and_lengths_are_computed(served: TestClient, bundle: ForecastBundle) -> None:
     default = served.get("/v1/stores/2/forecast").json()
     later = served.get("/v1/stores/2/forecast", params={"start": "2015-06-17", "days": 30}).json()
@@ -306,7 +326,7 @@ def test_latest_precomputed_forecasts(client: TestClient, loaded_engine: Engine)
             forecast_records.write_forecasts(connection, frame, version, created_at)
 
     run("1", dt.datetime(2026, 1, 1, tzinfo=dt.UTC), [1, 2, 3], 100.0)
-    run("2", dt.datetime(2026, 1, 8, tzinfo=dt.UTC), [1, 2], 200.0)
+    run("2", dt.datetime(2026, 1, 8, tzinfo=dt.UTC), [1, 2], 200.123456789012)
 
     latest = client.get("/v1/forecasts/latest").json()
     one = client.get("/v1/forecasts/latest", params={"store_id": 2}).json()
@@ -319,7 +339,7 @@ def test_latest_precomputed_forecasts(client: TestClient, loaded_engine: Engine)
         (1, "2015-06-14"), (1, "2015-06-15"), (1, "2015-06-16"), (2, "2015-06-14"),
     ]  # fmt: skip
     assert len(latest["forecasts"]) == 6
-    assert latest["forecasts"][0] | {"yhat": 200.0} == latest["forecasts"][0]
+    assert latest["forecasts"][0] | {"yhat": 200.12} == latest["forecasts"][0]  # to the cent
     assert {f["store_id"] for f in one["forecasts"]} == {2}
     assert older["model_version"] == "1"  # store 3's newest run
     assert missing.status_code == 404

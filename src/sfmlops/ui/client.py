@@ -139,7 +139,7 @@ class ApiClient:
             stores: The stores to refit, or None for all.
             user: The signed-in person, for the API's audit log and retrain limit.
         """
-        body = {"stores": list(stores) if stores is not None else None}
+        body = {"stores": list(stores) if stores is not None else "all"}
         headers = {USER_HEADER: user} if user else {}
         response = self._request("POST", "/v1/training-jobs", json=body, headers=headers)
         return _parse(response, r.TrainingJob)

@@ -63,7 +63,7 @@ class SfmlopsApi:
 
     def submit_training_job(self, stores: list[int] | None) -> dict[str, Any]:
         """POST /v1/training-jobs; returns the queued job (id, status, ...)."""
-        return self._request("POST", "/v1/training-jobs", json={"stores": stores})
+        return self._request("POST", "/v1/training-jobs", json={"stores": stores or "all"})
 
     def training_job(self, job_id: str) -> dict[str, Any]:
         """GET /v1/training-jobs/{id}: status, progress, model_version, error."""

@@ -97,6 +97,16 @@ def store_series(connection: Connection, store_id: int) -> list[SeriesSpan]:
     ]
 
 
+def has_series(connection: Connection, store_id: int, product_id: str) -> bool:
+    """Whether the store has any sales of the product (a primary-key prefix lookup)."""
+    query = (
+        select(sales.c.sales_date)
+        .where(sales.c.store_id == store_id, sales.c.product_id == product_id)
+        .limit(1)
+    )
+    return connection.execute(query).first() is not None
+
+
 def series_keys(connection: Connection) -> set[tuple[int, str]]:
     """Every (store_id, product_id) series that has sales."""
     query = select(sales.c.store_id, sales.c.product_id).distinct()

@@ -128,4 +128,9 @@ def _job(row: Any) -> TrainingJob:
     fields = dict(row)
     fields["status"] = JobStatus(fields["status"])
     fields["stores"] = None if fields["stores"] is None else json.loads(fields["stores"])
+    for name in ("created_at", "started_at", "finished_at"):
+        # SQLite returns the stored UTC moments without their zone; PostgreSQL with it.
+        moment = fields[name]
+        if moment is not None and moment.tzinfo is None:
+            fields[name] = moment.replace(tzinfo=dt.UTC)
     return TrainingJob(**fields)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 
 import anyio.to_thread
 from fastapi import FastAPI, Request, status
@@ -137,19 +137,31 @@ class BodySizeLimit:
             await self._too_large(scope, receive, send)
             return
         received = 0
+        exceeded = False
+        answered = False
 
         async def counting_receive() -> Message:
-            nonlocal received
+            nonlocal received, exceeded
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
+                    exceeded = True
                     raise _BodyTooLargeError
             return message
 
-        try:
-            await self.app(scope, counting_receive, send)
-        except _BodyTooLargeError:
+        async def guarded_send(message: Message) -> None:
+            # FastAPI turns any error while reading the body into its own 400; a body cut
+            # short by the limit (a chunked one has no Content-Length) is answered 413 here.
+            nonlocal answered
+            if exceeded and not answered:
+                return
+            answered = True
+            await send(message)
+
+        with suppress(_BodyTooLargeError):
+            await self.app(scope, counting_receive, guarded_send)
+        if exceeded and not answered:
             await self._too_large(scope, receive, send)
 
     async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from sfmlops.core import columns as c
-from sfmlops.services.api.serving import MAX_HORIZON_DAYS
+from sfmlops.services.api.serving import MAX_REQUEST_DAYS
 
 MAX_SALES_RECORDS = 50_000
 MAX_STORE_ID = 2**31 - 1  # the database's store_id is a 32-bit INTEGER
@@ -142,11 +142,26 @@ class ErrorBody(BaseModel):
 
 
 class TrainingJobRequest(BaseModel):
-    """Which stores to retrain: a list (single-store retrains keep every other store's model) or all."""
+    """Which stores to retrain: a list (single-store retrains keep every other store's model) or
+    `"all"`. The scope is required: an empty body is refused rather than read as "all"."""
 
-    stores: list[int] | None = Field(
-        None, min_length=1, max_length=100_000, description="Store ids; omit to train every store."
+    model_config = ConfigDict(extra="forbid")
+
+    stores: list[int] | Literal["all"] = Field(
+        description='Store ids (at most 100,000), or "all" to train every store.'
     )
+
+    @field_validator("stores")
+    @classmethod
+    def _some_stores(cls, stores: list[int] | str) -> list[int] | str:
+        if isinstance(stores, list) and not 1 <= len(stores) <= 100_000:
+            raise ValueError('give 1 to 100,000 store ids, or "all"')
+        return stores
+
+    @property
+    def store_ids(self) -> list[int] | None:
+        """The stores to train; None for all."""
+        return None if self.stores == "all" else self.stores
 
 
 class TrainingJob(BaseModel):
@@ -230,6 +245,13 @@ class SeriesForecast(BaseModel):
     assumptions: list[str] = Field(
         description="Covariates that were not given and what was assumed for them."
     )
+    calibrated_until: dt.date = Field(
+        description="The last day whose intervals are calibrated: 48 days after the model's "
+        "training history. Later days are forecast, but their intervals are not calibrated."
+    )
+    beyond_calibrated_horizon: bool = Field(
+        description="True when any day asked for is after `calibrated_until`."
+    )
     forecast: list[ForecastDay]
 
 
@@ -268,9 +290,9 @@ class SeriesForecastRequest(BaseModel):
     store_id: int = Field(ge=0, le=MAX_STORE_ID)
     product_id: str = Field(c.DEFAULT_PRODUCT, min_length=1, max_length=64)
     start: dt.date | None = None
-    days: int | None = Field(None, ge=1, le=MAX_HORIZON_DAYS)
-    dates: list[dt.date] | None = Field(None, min_length=1, max_length=MAX_HORIZON_DAYS)
-    covariates: list[ForecastCovariates] | None = Field(None, max_length=MAX_HORIZON_DAYS)
+    days: int | None = Field(None, ge=1, le=MAX_REQUEST_DAYS)
+    dates: list[dt.date] | None = Field(None, min_length=1, max_length=MAX_REQUEST_DAYS)
+    covariates: list[ForecastCovariates] | None = Field(None, max_length=MAX_REQUEST_DAYS)
 
     @model_validator(mode="after")
     def _dates_or_start(self) -> SeriesForecastRequest:

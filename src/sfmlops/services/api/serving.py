@@ -23,6 +23,7 @@ from sfmlops.adapters.mlflow_registry import MODEL_NAME
 from sfmlops.core import columns as c
 from sfmlops.core.forecasting import metrics as m
 from sfmlops.core.forecasting.backtest import CHAMPION as CHAMPION_MODEL
+from sfmlops.core.forecasting.backtest import HORIZON_DAYS as CALIBRATED_HORIZON_DAYS
 from sfmlops.core.forecasting.bundle import (
     ASSUMED_OPEN,
     ASSUMED_PROMO,
@@ -31,7 +32,10 @@ from sfmlops.core.forecasting.bundle import (
     ForecastBundle,
 )
 
-MAX_HORIZON_DAYS = 366
+# Most days one series may ask for. Intervals are calibrated on the first
+# CALIBRATED_HORIZON_DAYS days after the training history only; later days are answered and
+# flagged (`beyond_calibrated_horizon`).
+MAX_REQUEST_DAYS = 366
 DEFAULT_HORIZON_DAYS = 7
 # Most series-days one batch may ask for: every Rossmann store for about three months.
 MAX_BATCH_FORECAST_DAYS = 100_000
@@ -222,6 +226,13 @@ def first_forecast_date(bundle: ForecastBundle) -> dt.date:
     return last + dt.timedelta(days=1)
 
 
+def calibrated_until(bundle: ForecastBundle) -> dt.date:
+    """The last day whose intervals are calibrated: `CALIBRATED_HORIZON_DAYS` days after the
+    training history."""
+    last: dt.date = bundle.last_date.date()
+    return last + dt.timedelta(days=CALIBRATED_HORIZON_DAYS)
+
+
 def forecast(model: ServedModel, requests: Sequence[SeriesRequest]) -> list[bytes]:
     """Forecast objects for a batch as JSON, in order: precomputed where possible, the rest
     predicted with one `predict` call.
@@ -310,7 +321,8 @@ def predict(
 
     Returns:
         One forecast object per request, in order: `store_id`, `product_id`,
-        `model_version`, `start`, `days`, `assumptions`, `forecast` (a list of
+        `model_version`, `start`, `days`, `assumptions`, `calibrated_until`,
+        `beyond_calibrated_horizon`, `forecast` (a list of
         `{date, yhat, yhat_lower, yhat_upper, yhat_lower_95, yhat_upper_95, covariates,
         covariate_sources}`).
     """
@@ -321,13 +333,18 @@ def predict(
     values = forecast.frame[list(c.FORECAST_VALUES)].to_numpy(dtype=float)
     rounded = np.round(values, 2).tolist()
     used = _used_covariates(forecast.covariates, len(future))
+    calibrated_end = calibrated_until(bundle)
     results = []
     offset = 0
     for request in requests:
         rows = rounded[offset : offset + len(request.dates)]
         days = used[offset : offset + len(request.dates)]
         offset += len(request.dates)
-        results.append(forecast_object(request, model_version, _assumptions(request), rows, days))
+        results.append(
+            forecast_object(
+                request, model_version, _assumptions(request), rows, calibrated_end, days
+            )
+        )
     return results
 
 
@@ -336,9 +353,11 @@ def forecast_object(
     model_version: str,
     assumptions: list[str],
     values: Sequence[Sequence[float]],
+    calibrated_end: dt.date,
     covariates: Sequence[Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """The contract's forecast object for one series (values in `FORECAST_VALUES` order).
+    """The contract's forecast object for one series (values in `FORECAST_VALUES` order;
+    `calibrated_end` is the bundle's `calibrated_until`).
 
     `covariates`, per day, are the covariates the forecast used; each day then also names
     where each came from: `caller` (the request) or `default` (derived by the bundle).
@@ -362,6 +381,8 @@ def forecast_object(
         "start": request.dates[0].isoformat(),
         "days": len(request.dates),
         "assumptions": assumptions,
+        "calibrated_until": calibrated_end.isoformat(),
+        "beyond_calibrated_horizon": max(request.dates) > calibrated_end,
         "forecast": days,
     }
 

@@ -27,7 +27,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 DaysQuery = Annotated[
     int,
-    Query(ge=1, le=serving.MAX_HORIZON_DAYS, description="Days to forecast from `start`."),
+    Query(ge=1, le=serving.MAX_REQUEST_DAYS, description="Days to forecast from `start`."),
 ]
 StartQuery = Annotated[
     dt.date | None,
@@ -116,7 +116,8 @@ def latest_forecasts(
                 store_id=int(row[c.STORE_ID]),
                 product_id=str(row[c.PRODUCT_ID]),
                 date=row[c.SALES_DATE].date(),
-                **{name: float(row[name]) for name in c.FORECAST_VALUES},
+                # To the cent, as the champion's forecasts are served.
+                **{name: round(float(row[name]), 2) for name in c.FORECAST_VALUES},
             )
             for row in rows.to_dict("records")
         ],

@@ -53,20 +53,20 @@ def submit(
     SFMLOPS_RETRAIN_LIMIT_PER_HOUR jobs in any hour; more answer 429 with Retry-After.
     """
     _check_retrain_limit(engine, caller.name, settings.retrain_limit_per_hour)
-    if body.stores:
+    if body.store_ids:
         with engine.connect() as connection:
-            unknown = sorted(set(body.stores) - store_records.store_ids(connection))
+            unknown = sorted(set(body.store_ids) - store_records.store_ids(connection))
         if unknown:
             raise HTTPException(
                 status.HTTP_404_NOT_FOUND, f"unknown store(s): {', '.join(map(str, unknown[:20]))}"
             )
     try:
-        submitted = training_jobs.submit_training_job(engine, _runner(request), body.stores)
+        submitted = training_jobs.submit_training_job(engine, _runner(request), body.store_ids)
     except training_jobs.JobConflictError as error:
         raise HTTPException(status.HTTP_409_CONFLICT, str(error)) from error
     except (RuntimeError, ValueError) as error:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(error)) from error
-    record_write(request, engine, SUBMIT, {"job_id": submitted.id, "stores": body.stores})
+    record_write(request, engine, SUBMIT, {"job_id": submitted.id, "stores": body.store_ids})
     return _get(engine, request, submitted.id)
 
 
@@ -116,11 +116,16 @@ def get_job(job_id: str, request: Request, engine: EngineDep) -> schemas.Trainin
     return _get(engine, request, job_id)
 
 
+def _shown(job_id: str, limit: int = 40) -> str:
+    """A job id as an error message shows it: long ones cut, so a bad request is not echoed whole."""
+    return job_id if len(job_id) <= limit else f"{job_id[:limit]}… ({len(job_id)} characters)"
+
+
 def _get(engine: EngineDep, request: Request, job_id: str) -> schemas.TrainingJob:
     with engine.connect() as connection:
         job = training_job_records.get_training_job(connection, job_id)
     if job is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"unknown training job {job_id}")
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"unknown training job {_shown(job_id)}")
     return schemas.TrainingJob.model_validate(
         training_jobs.refresh_job(engine, _runner(request), job), from_attributes=True
     )

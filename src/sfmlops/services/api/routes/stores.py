@@ -90,6 +90,11 @@ def get_sales(
                 status.HTTP_422_UNPROCESSABLE_CONTENT, f"start {first} is after end {last}"
             )
         history = sales_records.read_sales(connection, [store_id], first, last, product_id)
+        if history.empty and not store_records.has_series(connection, store_id, product_id):
+            raise HTTPException(
+                status.HTTP_404_NOT_FOUND,
+                f"store {store_id} has no sales of product {product_id!r}",
+            )
     days = [
         schemas.SalesDay(
             sales_date=row[c.SALES_DATE].date(),
