@@ -1,4 +1,4 @@
-"""The API's answers as the dashboard reads them (API-CONTRACT.md).
+"""The API's answers as the dashboard reads them (the API's OpenAPI document at `/openapi.json`).
 
 The dashboard is a client of the HTTP contract, not of the server's code: importing the
 server's schemas would load FastAPI, Prometheus, SQLAlchemy and MLflow into the dashboard
