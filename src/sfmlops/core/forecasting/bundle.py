@@ -8,6 +8,7 @@ holidays). It saves as plain files in one folder (MLflow logs folders).
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -95,20 +96,31 @@ def public_holidays(states: pd.DataFrame, dates: pd.Series) -> pd.DataFrame:
     From the `holidays` library's German calendar of each store's state (a store listed
     in two states, such as "HB,NI", takes the first), coded as the Rossmann data codes them.
     """
-    import holidays  # noqa: PLC0415  (loads its calendars on first use only)
-
-    years = sorted({int(year) for year in pd.DatetimeIndex(dates).year})
-    rows = []
-    for state in sorted(states[c.STATE].unique()):
-        code = str(state).split(",", maxsplit=1)[0].strip()
-        try:
-            calendar = holidays.country_holidays("DE", subdiv=code, years=years)
-        except NotImplementedError:
-            continue  # an unknown state gets no holidays rather than the wrong ones
-        for day in calendar:
-            rows.append((state, pd.Timestamp(day), _state_holiday_code(pd.Timestamp(day))))
+    first, last = pd.Timestamp(dates.min()), pd.Timestamp(dates.max())
+    rows = [
+        (state, day, code)
+        for state in sorted(states[c.STATE].unique())
+        for year in range(first.year, last.year + 1)
+        for day, code in _state_calendar(str(state), year)
+        if first <= day <= last
+    ]
     by_state = pd.DataFrame(rows, columns=[c.STATE, c.SALES_DATE, c.STATE_HOLIDAY])
     return states.merge(by_state, on=c.STATE)[[c.STORE_ID, c.SALES_DATE, c.STATE_HOLIDAY]]
+
+
+@functools.lru_cache(maxsize=512)
+def _state_calendar(state: str, year: int) -> tuple[tuple[pd.Timestamp, str], ...]:
+    """One state's public holidays of one year with their codes (cached: forecasts repeat)."""
+    import holidays  # noqa: PLC0415  (loads its calendars on first use only)
+
+    code = state.split(",", maxsplit=1)[0].strip()
+    try:
+        calendar = holidays.country_holidays("DE", subdiv=code, years=year)
+    except NotImplementedError:
+        return ()  # an unknown state gets no holidays rather than the wrong ones
+    return tuple(
+        (pd.Timestamp(day), _state_holiday_code(pd.Timestamp(day))) for day in sorted(calendar)
+    )
 
 
 def _state_holiday_code(day: pd.Timestamp) -> str:
@@ -158,7 +170,9 @@ def complete_future(
     holiday = pd.Series("0", index=frame.index)
     if states is not None and len(frame):
         found = frame[[c.STORE_ID, c.SALES_DATE]].merge(
-            public_holidays(states, frame[c.SALES_DATE]),
+            public_holidays(
+                states[states[c.STORE_ID].isin(frame[c.STORE_ID].unique())], frame[c.SALES_DATE]
+            ),
             on=[c.STORE_ID, c.SALES_DATE],
             how="left",
         )
