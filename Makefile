@@ -132,9 +132,10 @@ compose-test: dev
 
 # The chart on a real cluster (tests/cluster, root): scripts/local-cluster.sh up on an empty
 # state, the images built and loaded, SFMLOPS_RELEASES=local scripts/deploy.sh up, then install,
-# use, upgrade, rollback, pod losses and uninstall; the cluster is reset afterwards.
+# use, upgrade, rollback, pod losses and uninstall; the cluster is stopped and reset afterwards,
+# pass or fail. It refuses to start while a Compose stack of this repository runs.
 .PHONY: cluster-test
-cluster-test: dev deploy-tools
+cluster-test: images dev deploy-tools
 	SFMLOPS_CLUSTER_TEST=1 $(BIN)/python -m pytest tests/cluster -m cluster $(PYTEST_ARGS)
 
 # The images started as the chart starts them (tests/containers; also part of `make test`).

@@ -212,7 +212,13 @@ up_local() {
   local settings=() postgres
   postgres=$(scripts/compose-images.sh postgres | tail -1)
   read -r -a settings <<<"$(image_settings postgresql "$postgres")"
-  if [ "${SFMLOPS_LOCAL_KAFKA:-1}" = 1 ] && local_kafka; then
+  # A Kafka that does not come up is an error, not a quiet install without the stream job.
+  if [ "${SFMLOPS_LOCAL_KAFKA:-1}" = 1 ]; then
+    local_kafka || {
+      echo "Kafka did not become ready (kubectl -n $KAFKA_NAMESPACE describe pod kafka-0);" \
+        "SFMLOPS_LOCAL_KAFKA=0 installs without Kafka, the stream job and the producer" >&2
+      exit 1
+    }
     settings+=(stream.enabled=true producer.enabled=true)
   fi
   local args=() setting

@@ -528,6 +528,7 @@ EOF
 }
 
 start_kubelet() {
+  process_running kubelet && return 0
   mkdir -p "$state/kubelet"
   cat >"$state/kubelet.yaml" <<EOF
 apiVersion: kubelet.config.k8s.io/v1beta1
@@ -550,16 +551,23 @@ tlsPrivateKeyFile: $pki/kubelet-serving.key
 clusterDomain: cluster.local
 clusterDNS: [$dns_ip]
 serializeImagePulls: false
-# Thresholds for a small or busy disk: the defaults (15% free) would evict pods on many laptops.
-evictionHard: {memory.available: 200Mi, nodefs.available: 2%, imagefs.available: 2%, nodefs.inodesFree: 2%}
-imageGCHighThresholdPercent: 98
-imageGCLowThresholdPercent: 95
+# Thresholds for a small or busy disk, in bytes: the defaults (15% free; even 2% is 5 GB of a
+# 250 GB disk) evict pods and delete images on a shared build machine long before it is full.
+evictionHard: {memory.available: 200Mi, nodefs.available: 1Gi, imagefs.available: 1Gi, nodefs.inodesFree: 2%}
+# No image garbage collection by disk usage: the images are loaded from podman's store, not
+# pulled, so one deleted cannot come back by itself (load-images replaces stale ones instead).
+imageGCHighThresholdPercent: 100
+# A disk that filled for a moment (an image import, a build beside the cluster) taints the node
+# for this long after it recovered: 30 s instead of 5 minutes.
+evictionPressureTransitionPeriod: 30s
 EOF
   start_process kubelet kubelet --config="$state/kubelet.yaml" --kubeconfig="$state/kubelet.kubeconfig" \
     --root-dir="$state/kubelet" --node-ip=$node_ip --hostname-override=$node_name --v=1
 }
 
 start_kube_proxy() {
+  # kube-proxy exits when its configuration file changes: a second `up` leaves it alone.
+  process_running kube-proxy && return 0
   cat >"$state/kube-proxy.yaml" <<EOF
 apiVersion: kubeproxy.config.k8s.io/v1alpha1
 kind: KubeProxyConfiguration
@@ -906,11 +914,48 @@ status() {
 }
 
 # Copies images from podman's store into the cluster's containerd. Args: image names.
+# An image already there with the same ID is not copied again; older tags of the same
+# repositories are removed (the kubelet does not collect images: see start_kubelet).
 load_images() {
   [ $# -gt 0 ] || die "usage: $0 load-images IMAGE..."
   process_running containerd || die "the cluster is not running (scripts/local-cluster.sh up)"
-  podman save --multi-image-archive "$@" | ctr_k8s images import - >/dev/null
-  log "loaded: $*"
+  import_base_images
+  local image id missing=()
+  for image in "$@"; do
+    id=$(podman image inspect --format '{{.Id}}' "$image") || die "no podman image $image"
+    [ "$(crictl_k8s inspecti -o go-template --template '{{.status.id}}' "$image" 2>/dev/null)" = "sha256:$id" ] ||
+      missing+=("$image")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    podman save --multi-image-archive "${missing[@]}" | ctr_k8s images import - >/dev/null
+    log "loaded: ${missing[*]}"
+  fi
+  remove_stale_images "$@"
+  discard_unpacked_layers
+}
+
+crictl_k8s() { "$addons_bin/crictl" --runtime-endpoint "unix://$containerd_sock" "$@"; }
+
+# What containerd's discard_unpacked_layers does for pulled images: once a layer is unpacked
+# into a snapshot, containers run from the snapshot and its blob is dead weight (the images
+# would take twice their size on disk).
+discard_unpacked_layers() {
+  local digests=()
+  mapfile -t digests < <(ctr_k8s content ls | awk 'NR > 1 && /containerd.io\/uncompressed=/ { print $1 }')
+  [ ${#digests[@]} -eq 0 ] || ctr_k8s content rm "${digests[@]}" >/dev/null
+}
+
+# Other tags of the repositories just loaded, e.g. last run's build: removed with their snapshots.
+remove_stale_images() {
+  local image loaded wanted=" $* " stale=()
+  for image in $(ctr_k8s images ls -q); do
+    case "$image" in sha256:*) continue ;; esac
+    [[ "$wanted" == *" $image "* ]] && continue
+    for loaded in "$@"; do
+      [ "${image%:*}" = "${loaded%:*}" ] && stale+=("$image") && break
+    done
+  done
+  [ ${#stale[@]} -eq 0 ] || ctr_k8s images rm "${stale[@]}" >/dev/null
 }
 
 case "${1:-}" in

@@ -5,15 +5,19 @@ from __future__ import annotations
 
 import base64
 import subprocess
+import time
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-pytestmark = pytest.mark.cluster
+# The first test's time includes the session's set-up (cluster up, images, deploy.sh up).
+pytestmark = [pytest.mark.cluster, pytest.mark.timeout(1800)]
 
 NAMESPACE = "sfmlops"
 RELEASE = "sfmlops"
+CLUSTER = Path(__file__).resolve().parents[2] / "scripts" / "local-cluster.sh"
 # A store the bootstrap trained (it trains the first stores by id), and a day after the data.
 STORE = 2
 NEW_DAY = "2015-08-01"
@@ -60,8 +64,49 @@ def test_every_workload_becomes_ready_and_every_job_completes(deployed: Any) -> 
         "get", "jobs", "-n", NAMESPACE, "-l", "app.kubernetes.io/name=migrations"
     )["items"]
     notes = deployed.helm("get", "notes", RELEASE, "-n", NAMESPACE)
-    assert "/api/docs" in notes
+    assert "/api/ready" in notes
     assert f"port-forward svc/{RELEASE}-api" in notes
+
+
+def _oom_killed(cluster: Any) -> list[str]:
+    """Containers of the release whose last run ended OOMKilled (a limit set too low)."""
+    killed = []
+    for pod in cluster.json("get", "pods", "-n", NAMESPACE)["items"]:
+        for container in pod["status"].get("containerStatuses", []):
+            ended = container.get("lastState", {}).get("terminated", {})
+            if ended.get("reason") == "OOMKilled":
+                killed.append(f"{pod['metadata']['name']}/{container['name']}")
+    return killed
+
+
+def test_no_container_ran_out_of_memory(deployed: Any) -> None:
+    # MLflow was OOMKilled at values-local.yaml's former 1 GiB limit, over and over.
+    assert not _oom_killed(deployed)
+
+
+def _cluster_processes() -> dict[str, str]:
+    """name -> PID of each process `scripts/local-cluster.sh status` reports running."""
+    lines = subprocess.run(
+        [str(CLUSTER), "status"], capture_output=True, text=True, timeout=60, check=True
+    ).stdout.splitlines()
+    return {
+        line.split()[0]: line.split("pid ")[1].rstrip(")")
+        for line in lines
+        if " running (pid " in line
+    }
+
+
+def test_a_second_up_leaves_the_running_cluster_alone(deployed: Any) -> None:
+    # `up` on a running cluster used to rewrite kube-proxy's configuration file, on which
+    # kube-proxy exits: Services stopped working until the next `up`.
+    before = _cluster_processes()
+    result = subprocess.run(
+        [str(CLUSTER), "up"], capture_output=True, text=True, timeout=600, check=False
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    time.sleep(5)  # kube-proxy noticed a changed file within a second
+    assert _cluster_processes() == before
+    assert "kube-proxy" in before
 
 
 def test_the_dashboard_and_the_api_answer_through_the_ingress(deployed: Any, api: Any) -> None:
@@ -116,7 +161,10 @@ def test_a_single_store_retrain_runs_on_the_ray_worker_and_becomes_champion(
     workers = deployed.json("get", "pods", "-n", NAMESPACE, "-l", "ray.io/node-type=worker")[
         "items"
     ]
-    assert ray_job["driver_info"]["node_ip_address"] in {p["status"]["podIP"] for p in workers}
+    # The entrypoint's process runs under the job agent of the node Ray placed the driver on
+    # (driver_info stays empty for a submitted entrypoint): a worker pod, not the head.
+    driver_node = httpx.URL(ray_job["driver_agent_http_address"]).host
+    assert driver_node in {p["status"]["podIP"] for p in workers}, ray_job
     version = job["model_version"]
     assert version
     assert version != before
