@@ -25,7 +25,7 @@ from sfmlops.cli.context import (
 from sfmlops.core import columns as c
 from sfmlops.core.validation import SalesLimits
 from sfmlops.datasets import ROSSMANN_DIR
-from sfmlops.services import loading
+from sfmlops.services import loading, synthetic_data
 from sfmlops.services.ingestion import sales_limits
 
 
@@ -64,6 +64,55 @@ def load_data(
     dataset = load_into(engine, path, sales_limits(settings_of(ctx)))
     record_command(engine, "data.load", {"path": str(path), "sales_rows": len(dataset.sales)})
     print_summary(engine)
+
+
+def synth(
+    stores: int = typer.Option(
+        ..., "--stores", min=1, help="The first N stores of the source by id."
+    ),
+    products: int = typer.Option(..., "--products", min=1, help="Products per store."),
+    days: int = typer.Option(
+        365, "--days", min=1, help="Days of history up to the source's last day."
+    ),
+    out: Path = typer.Option(
+        Path("synthetic"),
+        "--out",
+        help="Folder to write train.csv.gz, store.csv, store_states.csv into.",
+        file_okay=False,
+    ),
+    seed: int = typer.Option(0, "--seed", help="The same options and seed write the same rows."),
+    source: Path = typer.Option(
+        ROSSMANN_DIR,
+        "--source",
+        help="Folder of real one-product store sales to derive from.",
+        file_okay=False,
+    ),
+) -> None:
+    """Write a synthetic multi-product dataset (stores x products series) that load-data reads."""
+    try:
+        with Progress(
+            TextColumn("Synthesising"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+        ) as progress:
+            task = progress.add_task("synth", total=stores)
+            written = synthetic_data.write_synthetic_dataset(
+                source,
+                out,
+                stores=stores,
+                products=products,
+                days=days,
+                seed=seed,
+                on_store=lambda done: progress.update(task, completed=done),
+            )
+    except (loading.DataFileError, DataFileNotFoundError, ValueError) as error:
+        fail(str(error))
+    console.print(
+        f"Wrote {written.series:,} series ({written.stores:,} stores x {written.products:,} products), "
+        f"{written.rows:,} rows, {written.first_day} .. {written.last_day}, into {written.folder}."
+    )
 
 
 def show_stores(

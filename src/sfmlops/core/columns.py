@@ -81,6 +81,7 @@ PROMO_INTERVAL_MONTHS: Final = (
 # Source headers of the Rossmann files, mapped to domain names.
 ROSSMANN_SALES_COLUMNS: Final = {
     "Store": STORE_ID,
+    "Product": PRODUCT_ID,  # not in the Rossmann files (one product per store); synthetic data has it
     "DayOfWeek": DAY_OF_WEEK,
     "Date": SALES_DATE,
     "Sales": SALES,

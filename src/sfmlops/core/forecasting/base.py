@@ -265,7 +265,9 @@ class CalibratedForecaster(PickledForecaster):
         if calibration is None and self.calibration_days > 0 and days > 2 * self.calibration_days:
             earlier, later, split = holdout_split(history, self.calibration_days)
             probe = self._probe()._fit_point(earlier, stores)
-            later = later[later[c.STORE_ID].isin(earlier[c.STORE_ID].unique())]
+            # Series launched during the held-out days have nothing to be probed on.
+            seen = pd.MultiIndex.from_frame(earlier[[c.STORE_ID, c.PRODUCT_ID]].drop_duplicates())
+            later = later[pd.MultiIndex.from_frame(later[[c.STORE_ID, c.PRODUCT_ID]]).isin(seen)]
             future = as_future(later)
             yhat = probe._predict_point(future)
             calibration = IntervalCalibration.of_scored(

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 _CONTEXT_DAYS = REOPENING_CAP_DAYS + 7
 _STORE_LEVEL = "store_mean_log"
 _WEEKDAY_EFFECT = "store_weekday_effect"
+_SERIES_CODE = "series_code"
 
 
 # Days until the next promotion starts or ends, left out by default: with them the model
@@ -103,6 +104,9 @@ class GlobalGBMForecaster(CalibratedForecaster):
         self.stats_: StoreStats | None = None
         self.context_: pd.DataFrame | None = None
         self.features_: list[str] = []
+        # None while every store has one product; else each (store, product) series' code,
+        # which stands in for the store id inside the model (see `_series_as_stores`).
+        self.series_codes_: pd.DataFrame | None = None
 
     def _params(self) -> dict[str, Any]:
         return {
@@ -123,6 +127,7 @@ class GlobalGBMForecaster(CalibratedForecaster):
         return type(self)(**{**self._params(), "params": cheaper})
 
     def _fit_point(self, history: pd.DataFrame, stores: pd.DataFrame) -> Self:
+        history, stores = self._series_as_stores(history, stores)
         profile = store_profile(stores)
         stats = StoreStats.of(history)
         calendar = Calendar.of(history, profile)
@@ -161,6 +166,8 @@ class GlobalGBMForecaster(CalibratedForecaster):
     def _predict_point(self, future: pd.DataFrame) -> np.ndarray:
         if self.booster_ is None or self.profile_ is None or self.stats_ is None:
             raise RuntimeError("gbm: not fitted")
+        if self.series_codes_ is not None:
+            future = _coded(future, self.series_codes_)
         context = self.context_ if self.context_ is not None else future.iloc[:0]
         calendar = Calendar.of(pd.concat([context, future], ignore_index=True), self.profile_)
         features = build_features(future, self.profile_, self.stats_, calendar)
@@ -169,6 +176,36 @@ class GlobalGBMForecaster(CalibratedForecaster):
         )
         sales: np.ndarray = np.expm1(deviation + _baseline(features))
         return sales
+
+    def _series_as_stores(
+        self, history: pd.DataFrame, stores: pd.DataFrame
+    ) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """History and store metadata where each (store, product) series is a store of its own.
+
+        The features (levels, weekday effects, recent level, calendars) are per store id;
+        with several products per store they would blend the store's products into one
+        level. Giving each series a code in the store id's place makes them per series,
+        with the store's metadata and covariates. One product per store (the Rossmann data)
+        keeps the store ids as they are, so that model is unchanged.
+        """
+        products_per_store = history.groupby(c.STORE_ID)[c.PRODUCT_ID].nunique()
+        if products_per_store.empty or products_per_store.max() <= 1:
+            self.series_codes_ = None
+            return history, stores
+        series = (
+            history[[c.STORE_ID, c.PRODUCT_ID]]
+            .drop_duplicates()
+            .sort_values([c.STORE_ID, c.PRODUCT_ID])
+            .reset_index(drop=True)
+        )
+        series[_SERIES_CODE] = np.arange(1, len(series) + 1, dtype=np.int64)
+        self.series_codes_ = series
+        coded_stores = (
+            series.merge(stores, on=c.STORE_ID, how="inner")
+            .drop(columns=[c.STORE_ID, c.PRODUCT_ID])
+            .rename(columns={_SERIES_CODE: c.STORE_ID})
+        )
+        return _coded(history, series), coded_stores
 
     def feature_importance(self) -> pd.Series:
         """Total gain per feature, largest first."""
@@ -180,6 +217,17 @@ class GlobalGBMForecaster(CalibratedForecaster):
     def describe(self) -> dict[str, Any]:
         """Parameters for tracking."""
         return {"model": self.name, **asdict(self.params)}
+
+
+def _coded(frame: pd.DataFrame, series_codes: pd.DataFrame) -> pd.DataFrame:
+    """`frame` with each row's series code as its store id (rows keep their order)."""
+    codes = pd.MultiIndex.from_frame(series_codes[[c.STORE_ID, c.PRODUCT_ID]])
+    position = codes.get_indexer(pd.MultiIndex.from_frame(frame[[c.STORE_ID, c.PRODUCT_ID]]))
+    if (position < 0).any():
+        raise ValueError("gbm: a series the model was not fitted on")
+    coded = frame.copy()
+    coded[c.STORE_ID] = series_codes[_SERIES_CODE].to_numpy()[position]
+    return coded
 
 
 def _lightgbm() -> ModuleType:
