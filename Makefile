@@ -41,9 +41,11 @@ demo: install
 	$(BIN)/sfmlops demo
 
 # tests/containers need the built images: `make container-test` builds them and runs those.
+# The Compose stack runs last, alone (it brings itself down, volumes included, even on failure).
 test: dev system-deps deploy-tools lint lint-deploy airflow
 	$(BIN)/python -m pytest --ignore=tests/containers $(PYTEST_ARGS)
 	$(MAKE) --no-print-directory test-airflow
+	$(MAKE) --no-print-directory compose-test
 
 # The unit tier: pure tests, no services to start (README gives its time).
 test-fast: dev
@@ -115,8 +117,9 @@ images: container-tools | $(UV)
 	scripts/images.sh build $(IMAGE_TAG)
 
 # The Compose stack (compose.yaml, scripts/compose.sh): Docker Compose, or podman-compose pinned in
-# scripts/compose-requirements.txt. compose-test brings it up on free ports under a project name
-# of its own and removes it with its volumes.
+# scripts/compose-requirements.txt. compose-test builds the missing images first, then brings the
+# stack up on free ports under a project name of its own and removes it with its volumes (and
+# whatever an interrupted earlier run left).
 .PHONY: compose-env compose-up compose-down compose-test
 compose-env:
 	scripts/compose.sh env
@@ -127,7 +130,7 @@ compose-up:
 compose-down:
 	scripts/compose.sh down
 
-compose-test: dev
+compose-test: dev images
 	SFMLOPS_COMPOSE_TEST=1 $(BIN)/python -m pytest tests/compose -m compose $(PYTEST_ARGS)
 
 # The chart on a real cluster (tests/cluster, root): scripts/local-cluster.sh up on an empty
