@@ -18,6 +18,7 @@ import pytest
 from sqlalchemy import func, select
 from typer.testing import CliRunner
 
+from sfmlops import __version__ as sfmlops_version
 from sfmlops.adapters.db import audit
 from sfmlops.adapters.db.engine import make_engine
 from sfmlops.adapters.db.tables import sales
@@ -189,3 +190,29 @@ def test_help_is_there_for_every_command(tmp_path: Path) -> None:
         helped = runner.invoke(app, [name, "--help"], env={"SFMLOPS_HOME": str(tmp_path)})
         assert helped.exit_code == 0, (name, helped.output)
         assert "Usage" in helped.output
+
+
+def test_version_and_piped_help_are_whole(tmp_path: Path) -> None:
+    # Piped, with no COLUMNS: rich would cut help and tables at 80 columns.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SFMLOPS_")}
+    env.pop("COLUMNS", None)
+    env |= {"SFMLOPS_HOME": str(tmp_path), "NO_COLOR": "1"}
+    command = str(Path(sys.executable).with_name("sfmlops"))
+    version = subprocess.run(
+        [command, "--version"], env=env, capture_output=True, text=True, check=False
+    )
+    helped = subprocess.run(
+        [command, "mlflow", "--help"], env=env, capture_output=True, text=True, check=False
+    )
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short=12", "HEAD"],
+        cwd=Path(__file__).parent,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+
+    assert version.returncode == 0
+    assert version.stdout.strip() == f"sfmlops {sfmlops_version} (commit {commit})"
+    assert helped.returncode == 0
+    assert "--artifacts-destination " in helped.stdout

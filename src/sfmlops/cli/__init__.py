@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import sys
+
 import typer
+import typer.rich_utils
 
 from sfmlops.cli import (
     accuracy_report,
@@ -21,6 +24,7 @@ from sfmlops.cli import (
     streaming,
     tracking,
 )
+from sfmlops.cli.context import output_width
 
 app = typer.Typer(
     name="sfmlops",
@@ -56,4 +60,6 @@ app.add_typer(pipeline.app, name="pipeline")
 
 def main() -> None:
     """Entry point of the `sfmlops` console script."""
+    # Help is rendered by typer's own console: give it the width our console uses.
+    typer.rich_utils.MAX_WIDTH = typer.rich_utils.MAX_WIDTH or output_width(sys.stdout)
     app()

@@ -3,16 +3,52 @@
 from __future__ import annotations
 
 import json
+import subprocess
+from pathlib import Path
 
 import typer
 from pydantic import ValidationError
 from rich.table import Table
 
+from sfmlops import __version__
 from sfmlops.cli.context import console, fail, settings_of
 from sfmlops.settings import Settings
 
 
-def load_settings(ctx: typer.Context) -> None:
+def show_version(asked: bool) -> None:
+    """Print the package version and the git commit of the source tree, then exit."""
+    if not asked:
+        return
+    console.print(f"sfmlops {__version__} (commit {source_commit()})", highlight=False)
+    raise typer.Exit()
+
+
+def source_commit() -> str:
+    """The commit of the git checkout the package runs from, or "unknown" (e.g. a wheel)."""
+    source = Path(__file__).resolve().parent
+    try:
+        found = subprocess.run(
+            ["git", "-C", str(source), "rev-parse", "--short=12", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return found.stdout.strip() if found.returncode == 0 else "unknown"
+
+
+def load_settings(
+    ctx: typer.Context,
+    version: bool = typer.Option(
+        False,
+        "--version",
+        callback=show_version,
+        is_eager=True,
+        help="Print the version and git commit, then exit.",
+    ),
+) -> None:
     """Sales forecast MLOps at scale: load sales, train, register, serve and monitor forecasts.
 
     Configuration comes from SFMLOPS_* environment variables or a .env file;

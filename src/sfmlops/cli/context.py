@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import getpass
-from typing import Any, NoReturn
+import os
+import sys
+from typing import Any, NoReturn, TextIO
 
 import typer
 from rich.console import Console
@@ -14,8 +16,20 @@ from sfmlops.adapters.db import audit
 from sfmlops.adapters.db.engine import Migration, make_engine, migrate
 from sfmlops.settings import Settings
 
-console = Console()
-errors = Console(stderr=True)
+# Piped output (a file, `less`, a CI log) keeps whole ids and option names: rich would cut
+# tables and help at 80 columns when it cannot ask a terminal. COLUMNS still wins.
+PIPED_WIDTH = 250
+
+
+def output_width(stream: TextIO) -> int | None:
+    """The width to render for `stream`: the terminal's (None), or `PIPED_WIDTH` when piped."""
+    if stream.isatty() or os.environ.get("COLUMNS"):
+        return None
+    return PIPED_WIDTH
+
+
+console = Console(width=output_width(sys.stdout))
+errors = Console(stderr=True, width=output_width(sys.stderr))
 
 
 def settings_of(ctx: typer.Context) -> Settings:
