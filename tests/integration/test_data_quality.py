@@ -135,6 +135,9 @@ def test_check_commands_exit_non_zero_on_a_breach(tmp_path: Path) -> None:
     )  # fmt: skip
     forecasts_ok = run("forecasts", "--model-version", "8")
     forecasts_missing = run("forecasts", "--model-version", "9")
+    # Defaults: the as-of date (the newest sales day here); the champion (none registered).
+    as_of = run("ingest", "--max-missing-stores", "1", "--max-dead-letters", "9")
+    no_champion = run("forecasts")
 
     assert failing.returncode == 1
     assert "ingest check failed for 2015-06-13" in failing.stderr
@@ -144,4 +147,8 @@ def test_check_commands_exit_non_zero_on_a_breach(tmp_path: Path) -> None:
     assert forecasts_ok.returncode == 0, forecasts_ok.stderr
     assert json.loads(forecasts_ok.stdout)["complete_series"] == 3
     assert forecasts_missing.returncode == 1
-    assert "3 of 3 series lack 7 forecast days" in forecasts_missing.stderr
+    assert "no forecasts of model version 9: no such version" in forecasts_missing.stderr
+    assert as_of.returncode == 0, as_of.stderr
+    assert json.loads(as_of.stdout)["sales_date"] == "2015-06-13"
+    assert no_champion.returncode == 1
+    assert "no champion model yet: give --model-version" in no_champion.stderr

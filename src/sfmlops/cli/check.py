@@ -12,8 +12,9 @@ import json
 
 import typer
 
-from sfmlops.cli.context import console, fail, migrated_engine_of
+from sfmlops.cli.context import console, fail, migrated_engine_of, settings_of
 from sfmlops.services import data_quality
+from sfmlops.services.status import as_of_date
 
 app = typer.Typer(
     help="Data-quality checks: exit 1 when a threshold is crossed.", no_args_is_help=True
@@ -23,8 +24,11 @@ app = typer.Typer(
 @app.command("ingest")
 def check_ingest(
     ctx: typer.Context,
-    sales_date: dt.datetime = typer.Option(
-        ..., "--sales-date", formats=["%Y-%m-%d"], help="The sales day to check (YYYY-MM-DD)."
+    sales_date: dt.datetime | None = typer.Option(
+        None,
+        "--sales-date",
+        formats=["%Y-%m-%d"],
+        help="The sales day to check (YYYY-MM-DD); default: the as-of date.",
     ),
     dead_letters_since: str | None = typer.Option(
         None,
@@ -44,7 +48,10 @@ def check_ingest(
     since = _since(dead_letters_since)
     engine = migrated_engine_of(ctx)
     with engine.connect() as connection:
-        report = data_quality.ingest_report(connection, sales_date.date(), since)
+        day = sales_date.date() if sales_date else as_of_date(settings_of(ctx), connection)
+        if day is None:
+            fail("no sales loaded yet: give --sales-date or load sales first")
+        report = data_quality.ingest_report(connection, day, since)
     thresholds = data_quality.IngestThresholds(min_rows, max_missing_stores, max_dead_letters)
     breaches = data_quality.ingest_breaches(report, thresholds)
     rows = sorted(report.rows_per_store.values())
@@ -70,16 +77,19 @@ def check_ingest(
 @app.command("forecasts")
 def check_forecasts(
     ctx: typer.Context,
-    model_version: str = typer.Option(..., help="The model version whose forecasts to check."),
+    model_version: str | None = typer.Option(
+        None, help="The model version whose forecasts to check; default: the champion."
+    ),
     horizon_days: int = typer.Option(7, min=1, help="Days every series must have."),
     max_incomplete_series: int = typer.Option(
         0, min=0, help="Fail above this many series without `horizon_days` forecast days."
     ),
 ) -> None:
     """Every series with sales has `horizon_days` forecast days for the model version."""
+    version = model_version or _champion_version(ctx)
     engine = migrated_engine_of(ctx)
     with engine.connect() as connection:
-        report = data_quality.forecast_report(connection, model_version, horizon_days)
+        report = data_quality.forecast_report(connection, version, horizon_days)
     breaches = data_quality.forecast_breaches(report, max_incomplete_series)
     _print(
         {
@@ -94,6 +104,20 @@ def check_forecasts(
     )
     if breaches:
         fail("forecast check failed: " + "; ".join(breaches))
+
+
+def _champion_version(ctx: typer.Context) -> str:
+    from sfmlops.adapters import mlflow_registry  # noqa: PLC0415 - imports mlflow
+
+    try:
+        champion = mlflow_registry.version_with_alias(
+            mlflow_registry.connect(settings_of(ctx)), mlflow_registry.CHAMPION
+        )
+    except mlflow_registry.RegistryUnavailableError as error:
+        fail(f"cannot find the champion: {error}; give --model-version")
+    if champion is None:
+        fail("no champion model yet: give --model-version or run `sfmlops train`")
+    return champion.version
 
 
 def _since(text: str | None) -> dt.datetime:

@@ -135,6 +135,11 @@ def forecast_breaches(report: ForecastReport, max_incomplete_series: int = 0) ->
     """Why `report` fails (empty when it passes)."""
     if report.series == 0:
         return ["no series have sales: nothing was forecast"]
+    if report.rows == 0:
+        return [
+            f"no forecasts of model version {report.model_version}: no such version was "
+            "forecast (`sfmlops pipeline forecast --model-version` writes them)"
+        ]
     if len(report.incomplete) <= max_incomplete_series:
         return []
     named = [f"{store}/{product}: {days} days" for store, product, days in report.incomplete]
