@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import tempfile
 from pathlib import Path
@@ -163,3 +164,32 @@ def test_every_namespace_the_deploy_script_creates_gets_pod_security_labels() ->
     assert "pod-security.kubernetes.io/warn=restricted" in script
     assert "pod-security.kubernetes.io/audit=restricted" in script
     assert "pod-security.kubernetes.io/enforce=${SFMLOPS_POD_SECURITY_ENFORCE:-baseline}" in script
+
+
+def _uses_lines() -> list[tuple[str, str]]:
+    """(file:line, the text after `uses:`) of every step in every workflow."""
+    found = []
+    for path in sorted(WORKFLOWS.glob("*.y*ml")):
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            match = re.match(r"^\s*(?:- )?uses:\s*(.+)$", line)
+            if match:
+                found.append((f"{path.name}:{number}", match.group(1).strip()))
+    return found
+
+
+def test_every_action_is_pinned_by_commit_with_its_version_named() -> None:
+    # A tag can be moved to other code; a commit cannot. The comment names the release, which
+    # Dependabot updates together with the SHA.
+    uses = _uses_lines()
+    assert len(uses) >= 10
+    unpinned = [
+        f"{where}: {text}"
+        for where, text in uses
+        if not re.fullmatch(r"[\w.-]+/[\w./-]+@[0-9a-f]{40} # v\d+(\.\d+)*", text)
+    ]
+    assert not unpinned, "actions not pinned by commit SHA:\n" + "\n".join(unpinned)
+    # One release per action across the workflows.
+    versions: dict[str, set[str]] = {}
+    for _, text in uses:
+        versions.setdefault(text.split("@")[0], set()).add(text.split("@")[1])
+    assert all(len(refs) == 1 for refs in versions.values()), versions
