@@ -185,7 +185,7 @@ def serve(env: dict[str, str], work: Path, stores: int) -> dict[str, Any]:
     latencies.sort()
     return {
         "api_start_s": round(start_s, 1),
-        "api_rss_mib": rss,
+        "api_rss_mib": round(rss),
         "get_p50_ms": round(statistics.median(latencies), 1),
         "get_p99_ms": round(latencies[int(0.99 * len(latencies)) - 1], 1),
     }
