@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what builds and runs the sfmlops images without Docker: Debian's podman with runc
 # (crun cannot run containers on a hybrid cgroup v1/v2 host), mmdebstrap for the local base
-# images (scripts/base-images.sh) and uidmap. Only missing packages are installed; runs as root
-# (CI) or through sudo. A machine with a working Docker daemon needs none of it.
+# images (scripts/base-images.sh), uidmap, and the CNI dnsname plugin (podman 4's networks resolve
+# container names with it: Compose services find each other by name). Only missing packages are
+# installed; runs as root (CI) or through sudo. A machine with a working Docker daemon needs none.
 set -euo pipefail
 
 if [ "${SFMLOPS_CONTAINER_ENGINE:-}" != podman ] && command -v docker >/dev/null 2>&1 \
@@ -13,6 +14,7 @@ missing=()
 for command_package in podman:podman runc:runc mmdebstrap:mmdebstrap newuidmap:uidmap; do
   command -v "${command_package%%:*}" >/dev/null 2>&1 || missing+=("${command_package#*:}")
 done
+[ -x /usr/lib/cni/dnsname ] || missing+=(golang-github-containernetworking-plugin-dnsname)
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 if [ "$(id -u)" = 0 ]; then sudo=(); elif command -v sudo >/dev/null 2>&1; then sudo=(sudo); else
