@@ -68,12 +68,14 @@ $(UV):
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
 
+# Every extra (Spark, Prophet, Ray, the dashboard): the CLI runs every command. The images
+# install only their process's extras (images/sfmlops/Dockerfile).
 $(VENV)/.installed: pyproject.toml constraints.txt | $(UV)
-	$(UV_INSTALL) -e .
+	$(UV_INSTALL) -e '.[all]'
 	@touch $@
 
 $(VENV)/.installed-dev: pyproject.toml constraints.txt | $(UV)
-	$(UV_INSTALL) -e '.[dev]'
+	$(UV_INSTALL) -e '.[all,dev]'
 	@touch $@ $(VENV)/.installed
 
 system-deps:
@@ -163,7 +165,7 @@ cluster-down:
 
 lock: | $(UV)
 	grep -v '^#' constraints.txt > constraints.body  # keeps today's pins unless they must move
-	$(UV) pip compile pyproject.toml --extra dev --python-version 3.11 --no-header \
+	$(UV) pip compile pyproject.toml --all-extras --python-version 3.11 --no-header \
 	  --annotation-style line --quiet -o constraints.body
 	{ echo "# The lock: exact versions of every dependency, used as pip/uv constraints by make."; \
 	  echo "# Regenerate with 'make lock' after changing pyproject.toml."; cat constraints.body; } > constraints.txt

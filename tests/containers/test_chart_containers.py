@@ -9,7 +9,6 @@ is missing and runs these tests.
 
 from __future__ import annotations
 
-import os
 import re
 import resource
 import subprocess
@@ -23,55 +22,22 @@ from typing import Any
 
 import pytest
 
+from tests.support.containers import ENGINE_ENV, engine, image_of
 from tests.support.deploy import ROOT, render
 from tests.support.network import free_port
 
 pytestmark = pytest.mark.containers
 
 STARTUP_SECONDS = 420
-# podman reads the project's settings (runc, rlimits within the host's hard limits).
-ENGINE_ENV = {
-    **os.environ,
-    "CONTAINERS_CONF": os.environ.get(
-        "CONTAINERS_CONF", str(ROOT / "images" / "podman" / "containers.conf")
-    ),
-}
 # Secrets the chart reads from Secrets: test values (never the product's).
 TEST_SECRET = "container-test-secret"
 # Deployment name -> (image name, settings that point a store at the container's own disk: the
-# test runs each image alone, without the chart's PostgreSQL).
+# test runs each image alone, without the chart's PostgreSQL). The API needs PostgreSQL, MLflow and
+# the model signing key to be ready: the Compose and cluster tests start it with those.
 DEPLOYMENTS = {
-    "sfmlops-api": ("forecast-api", {"SFMLOPS_DATABASE_URL": "sqlite:////var/lib/sfmlops/test.db"}),
     "sfmlops-dashboard": ("web-ui", {}),
     "sfmlops-mlflow": ("mlflow", {"MLFLOW_BACKEND_STORE_URI": "sqlite:////tmp/mlflow.db"}),
 }
-
-
-def engine() -> str:
-    result = subprocess.run(
-        [str(ROOT / "scripts" / "images.sh"), "engine"],
-        capture_output=True,
-        text=True,
-        check=False,
-        env=ENGINE_ENV,
-    )
-    if result.returncode != 0:
-        pytest.fail(f"no container engine: {result.stderr} (make container-tools)")
-    return result.stdout.strip()
-
-
-def image_of(name: str) -> str:
-    result = subprocess.run(
-        [str(ROOT / "scripts" / "images.sh"), "tag", name],
-        capture_output=True,
-        text=True,
-        check=False,
-        cwd=ROOT,
-        env=ENGINE_ENV,
-    )
-    if result.returncode != 0:
-        pytest.fail(f"scripts/images.sh tag {name}: {result.stderr}")
-    return f"sfmlops-{name}:{result.stdout.strip()}"
 
 
 @dataclass(frozen=True)
@@ -189,14 +155,6 @@ def deployment_started(
     deployment_name = str(request.param)
     image_name, overrides = DEPLOYMENTS[deployment_name]
     image = image_of(image_name)
-    exists = subprocess.run(
-        [container_engine, "image", "inspect", image],
-        capture_output=True,
-        check=False,
-        env=ENGINE_ENV,
-    )
-    if exists.returncode != 0:
-        pytest.fail(f"{image} not built: run `make images`")
     name, started = run_as_the_chart_does(
         container_engine,
         image,

@@ -228,21 +228,38 @@ def test_copy_sources_exist_in_the_build_context(path: Path) -> None:
 
 def test_sfmlops_images_share_one_python_and_one_locked_environment() -> None:
     # The Ray nodes (training) and their clients (the API, the Airflow task pods) must run the
-    # same Python and Ray: every sfmlops image copies the one venv built from the lock.
+    # same Python and Ray: every sfmlops image installs the lock's versions (-c constraints.txt)
+    # with the extras of its process (pyproject.toml) and nothing else; MLflow's image copies
+    # its own venv.
+    extras = {
+        "forecast-api": ["ray"],
+        "web-ui": ["ui"],
+        "data-producer": [],
+        "training": ["all"],
+        "stream-processor": ["all"],
+    }
     for image in IMAGES:
         if image.dockerfile != SERVICES_DOCKERFILE:
             continue
         lineage = chain(image.dockerfile, image.target)
         assert lineage[-1].name == "base", image.name
-        venvs = {
-            match
-            for stage in lineage
-            for step, args in stage.steps
-            if step == "COPY"
-            for match in re.findall(r"--from=(\S+) /opt/venv", args)
-        }
-        expected = "mlflow-venv" if image.name == "mlflow" else "sfmlops-venv"
-        assert venvs == {expected}, image.name
+        runs = [args for stage in lineage for step, args in stage.steps if step == "RUN"]
+        copies = [args for stage in lineage for step, args in stage.steps if step == "COPY"]
+        if image.name == "mlflow":
+            assert any("--from=mlflow-venv /opt/venv" in args for args in copies)
+            continue
+        installed = [
+            match[1].split()
+            for args in runs
+            if (match := re.search(r"requirements\.py pyproject\.toml([\w ]*)>", args))
+        ]
+        assert installed == [extras[image.name]], image.name
+        assert all(
+            "pip install -c constraints.txt -r requirements.txt" in args
+            for args in runs
+            if "requirements.py" in args
+        ), image.name
+        assert any("pip install --no-deps ." in args for args in runs), image.name
     base = stages(SERVICES_DOCKERFILE)[0].base
     python = re.search(r"python:(\d+\.\d+)\.\d+", base)
     assert python is not None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import typer
@@ -11,16 +12,19 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from sfmlops.adapters import kafka, spark
+from sfmlops.adapters import kafka
 from sfmlops.adapters.db import sales_records
 from sfmlops.adapters.files import DataFileNotFoundError
 from sfmlops.cli.context import console, engine_of, fail, migrated_engine_of, settings_of
 from sfmlops.core import columns as c
-from sfmlops.services import loading, producing, stream_ingestion
+from sfmlops.services import loading, producing
 from sfmlops.services.ingestion import sales_limits
-from sfmlops.services.stream_metrics import StreamMetrics
 from sfmlops.services.stream_test_hooks import StreamFaultHooks
 from sfmlops.settings import Settings
+
+if TYPE_CHECKING:
+    from sfmlops.services.stream_ingestion import BatchReport
+    from sfmlops.services.stream_metrics import StreamMetrics
 
 LIVE_DEFAULT_RATE = 0.1  # one event every 10 s, as the reference's live feed
 
@@ -124,6 +128,11 @@ def stream(
     A run resumes after the last batch committed to the database: the database keeps the
     Kafka offsets it has applied, in the same transaction as the records.
     """
+    # Spark is imported here only: the images of the other commands (API, dashboard, producer)
+    # do not install it (the "spark" extra).
+    from sfmlops.adapters import spark  # noqa: PLC0415
+    from sfmlops.services import stream_ingestion  # noqa: PLC0415
+
     settings = settings_of(ctx)
     bootstrap = _bootstrap_servers(settings)
     if once == continuous:
@@ -145,7 +154,7 @@ def stream(
     totals = {"received": 0, "upserted": 0, "dead_lettered": 0}
     metrics = _serve_metrics(settings)
 
-    def report(batch: stream_ingestion.BatchReport) -> None:
+    def report(batch: BatchReport) -> None:
         if metrics is not None:
             metrics.observe(batch)
             _measure_lag(metrics, engine, bootstrap, settings.kafka_topic)
@@ -178,6 +187,8 @@ def stream(
 
 def _serve_metrics(settings: Settings) -> StreamMetrics | None:
     """The stream job's metrics, served on SFMLOPS_STREAM_METRICS_PORT when it is set."""
+    from sfmlops.services.stream_metrics import StreamMetrics  # noqa: PLC0415 - imports Spark
+
     if settings.stream_metrics_port is None:
         return None
     metrics = StreamMetrics()

@@ -22,13 +22,12 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.engine import make_url
 
 import sfmlops
-from sfmlops.adapters import spark
 from sfmlops.adapters.db import store_records
 from sfmlops.adapters.db.engine import make_engine, migrate
 from sfmlops.adapters.db.tables import ingest_dead_letters, sales
 from sfmlops.cli.context import console, fail
 from sfmlops.core import columns as c
-from sfmlops.services import loading, producing, stream_ingestion
+from sfmlops.services import loading, producing
 from sfmlops.settings import Settings
 
 DEMO_DAYS = 7
@@ -40,6 +39,9 @@ def stream_last_days(settings: Settings, data_folder: Path, days: int = DEMO_DAY
 
     Prints each micro-batch and, at the end, the rows that landed per day.
     """
+    from sfmlops.adapters import spark  # noqa: PLC0415 - the "spark" extra, only here
+    from sfmlops.services import stream_ingestion  # noqa: PLC0415
+
     scripts = SOURCE_ROOT / "scripts"
     if not (scripts / "kafka.sh").is_file():
         fail(f"--with-kafka runs from a source checkout: {scripts / 'kafka.sh'} not found")
