@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import gzip
+import os
 import shutil
 import subprocess
 from collections.abc import Callable
@@ -132,6 +133,10 @@ def test_train_registers_a_champion_that_predict_and_pyfunc_agree_on(
     result = sfmlops(trained_home, "predict", "--future", str(future_file), "--output", str(output))
 
     assert result.returncode == 0, result.stderr
+    # A new file's usual permissions (0666 less the umask), not a temporary file's 0600.
+    umask = os.umask(0)
+    os.umask(umask)
+    assert output.stat().st_mode & 0o777 == 0o666 & ~umask
     submission = pd.read_csv(output)
     future = pd.read_csv(future_file)
     assert list(submission.columns) == [
@@ -197,8 +202,9 @@ def several_problems(frame: pd.DataFrame) -> pd.DataFrame:
             lambda f: f.assign(Date=f["Date"].mask(f.index == 5, "2015-06-03")),
             ["line 7, column Date: not after the data's end (2015-06-13)"],
         ),
+        (lambda f: f.iloc[0:0], ["column Id: a header but no rows to forecast"]),
     ],
-    ids=["missing-column", "bad-values", "past-date"],
+    ids=["missing-column", "bad-values", "past-date", "header-only"],
 )
 def test_predict_rejects_a_bad_future_file_and_writes_nothing(
     trained_home: Path,
@@ -235,6 +241,20 @@ def test_predict_without_a_trained_bundle_says_so(tmp_path: Path, future_file: P
     assert result.returncode == 1
     assert "run `sfmlops train` first" in result.stderr
     assert not (tmp_path / "o.csv").exists()
+
+
+def test_predict_into_a_missing_folder_fails_and_creates_nothing(
+    tmp_path: Path, future_file: Path
+) -> None:
+    output = tmp_path / "typo" / "o.csv"
+
+    result = sfmlops(
+        tmp_path / "home", "predict", "--future", str(future_file), "--output", str(output)
+    )
+
+    assert result.returncode == 1
+    assert f"--output: the folder {output.parent} does not exist" in result.stderr
+    assert not output.parent.exists()
 
 
 def test_a_new_champion_refreshes_the_precomputed_forecasts(

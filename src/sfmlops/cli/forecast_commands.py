@@ -238,7 +238,8 @@ def predict_command(
     output: Path = typer.Option(
         ...,
         "--output",
-        help="CSV to write: Id,Sales,Sales_lower,Sales_upper (80 %),Sales_lower_95,Sales_upper_95.",
+        help="CSV to write (its folder must exist): Id,Sales, the 80 % interval as "
+        "Sales_lower,Sales_upper and the 95 % one as Sales_lower_95,Sales_upper_95.",
     ),
     bundle_path: Path | None = typer.Option(
         None, "--bundle", help="A bundle folder; default: the champion version in MLflow."
@@ -246,6 +247,8 @@ def predict_command(
 ) -> None:
     """Forecast the rows of a future file with the current champions."""
     settings = settings_of(ctx)
+    if not output.parent.is_dir():
+        fail(f"--output: the folder {output.parent} does not exist\nno output was written")
     try:
         if bundle_path is not None:
             bundle = ForecastBundle.load(bundle_path, signing_key=settings.signing_key)

@@ -37,6 +37,8 @@ def read_future_file(path: Path, bundle: ForecastBundle) -> tuple[pd.Series, pd.
     missing = [name for name in _REQUIRED_FUTURE_HEADERS if name not in raw.columns]
     if missing:
         raise DataFileError([FileIssue(path, None, name, "", "missing column") for name in missing])
+    if raw.empty:
+        raise DataFileError([FileIssue(path, None, "Id", "", "a header but no rows to forecast")])
     raw = raw.rename(columns=c.ROSSMANN_FUTURE_COLUMNS)
     raw[c.OPEN] = raw[c.OPEN].where(raw[c.OPEN] != "", "1")
     known = sorted({store for store, _ in bundle.series})
@@ -89,10 +91,18 @@ def write_submission(path: Path, row_ids: pd.Series, forecast: pd.DataFrame) -> 
 
 
 def _write_atomically(path: Path, text: str) -> None:
-    """Write `text` to `path` via a temporary file in the same folder and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write `text` to `path` via a temporary file in the same folder and a rename.
+
+    The file gets the permissions any new file gets (0666 less the umask), not the temporary
+    file's 0600. The folder must exist: a mistyped path is an error, not a new folder.
+    """
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"{path}: the folder {path.parent} does not exist")
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    umask = os.umask(0)
+    os.umask(umask)
     try:
+        os.fchmod(handle, 0o666 & ~umask)
         with os.fdopen(handle, "w") as out:
             out.write(text)
         Path(temporary).replace(path)
