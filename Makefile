@@ -46,6 +46,7 @@ test: dev system-deps deploy-tools lint lint-deploy airflow
 	$(BIN)/python -m pytest --ignore=tests/containers $(PYTEST_ARGS)
 	$(MAKE) --no-print-directory test-airflow
 	$(MAKE) --no-print-directory compose-test
+	$(MAKE) --no-print-directory cluster-test
 
 # The unit tier: pure tests, no services to start (README gives its time).
 test-fast: dev

@@ -156,8 +156,15 @@ def test_a_single_store_retrain_runs_on_the_ray_worker_and_becomes_champion(
     job = deployed.wait(finished, 600, f"training job {job_id}")
     assert job["status"] == "succeeded", job
     deployed.timeline.mark("single-store retrain done")
-    ray_job = _ray_job(deployed, job["runner_job_id"])
-    assert ray_job["status"] == "SUCCEEDED"
+
+    # The job reports its outcome into PostgreSQL before its process exits: Ray calls it
+    # SUCCEEDED a moment later.
+    def ray_job_ended() -> dict[str, Any] | None:
+        ray_job = _ray_job(deployed, job["runner_job_id"])
+        return ray_job if ray_job["status"] in ("SUCCEEDED", "FAILED", "STOPPED") else None
+
+    ray_job = deployed.wait(ray_job_ended, 120, "the Ray job's end")
+    assert ray_job["status"] == "SUCCEEDED", ray_job
     workers = deployed.json("get", "pods", "-n", NAMESPACE, "-l", "ray.io/node-type=worker")[
         "items"
     ]
