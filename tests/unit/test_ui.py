@@ -20,6 +20,7 @@ from sfmlops.ui.charts import (
     store_chart,
 )
 from sfmlops.ui.page_context import store_label
+from sfmlops.ui.wording import counted
 
 DAY = dt.date(2015, 6, 12)
 
@@ -129,3 +130,11 @@ def test_the_base_path_is_what_streamlit_expects(given: str, used: str) -> None:
         command
     )
     assert "--browser.gatherUsageStats=false" in command
+
+
+def test_counts_are_worded_in_the_right_number() -> None:
+    assert counted(1, "record") == "1 record"
+    assert counted(17, "record") == "17 records"
+    assert counted(0, "closed day") == "0 closed days"
+    assert counted(1115, "store") == "1,115 stores"
+    assert counted(2, "series", "series") == "2 series"

@@ -13,6 +13,7 @@ from sfmlops.ui import page_context
 from sfmlops.ui import responses as r
 from sfmlops.ui.charts import champion_mix_chart, rmspe_histogram
 from sfmlops.ui.client import ApiError, ModelUnavailableError, NotFoundError
+from sfmlops.ui.wording import counted
 
 WORST_STORES = 20
 RECENT_JOBS = 20
@@ -58,13 +59,14 @@ def _freshness(status: r.Status) -> None:
     if status.as_of and status.latest_sales_date and status.latest_sales_date < status.as_of:
         behind = (status.as_of - status.latest_sales_date).days
         st.warning(
-            f"Sales are {behind} day(s) behind: the latest is {status.latest_sales_date}, "
+            f"Sales are {counted(behind, 'day')} behind: the latest is {status.latest_sales_date}, "
             f"the as-of date is {status.as_of}.",
             icon=":material/schedule:",
         )
     if status.dead_letters_last_day:
         st.warning(
-            f"{status.dead_letters_last_day:,} record(s) were refused in the last 24 hours "
+            f"{counted(status.dead_letters_last_day, 'record')} "
+            f"{'was' if status.dead_letters_last_day == 1 else 'were'} refused in the last 24 hours "
             "(table ingest_dead_letters has each one's reason).",
             icon=":material/mark_email_unread:",
         )

@@ -22,6 +22,7 @@ from sfmlops.ui.client import (
     NotFoundError,
 )
 from sfmlops.ui.login import signed_in_user
+from sfmlops.ui.wording import counted
 
 DEFAULT_HISTORY_WEEKS = 8
 MAX_HISTORY_WEEKS = 52
@@ -208,10 +209,12 @@ def _chart(
         if forecast.assumptions:
             notes.append(f"Assumed for the forecast days: {'; '.join(forecast.assumptions)}.")
         st.caption(" ".join(notes))
-    st.caption(
-        f"Grey columns: the {int(closed_days(frame).sum())} closed day(s), in the history and "
-        "where the forecast expects the store closed (no sales)."
-    )
+    closed = int(closed_days(frame).sum())
+    if closed:
+        st.caption(
+            f"Grey columns: {counted(closed, 'closed day')}, in the history and where the "
+            "forecast expects the store closed (no sales)."
+        )
     with st.expander("Chart data"):
         st.table(chart_table(frame))
 
