@@ -67,7 +67,8 @@ end
 
 
 def two_versions(home: Path) -> tuple[str, str]:
-    """Make sure the registry has a second version (a store retrain); returns both."""
+    """Make sure the registry has a second version (a full seasonal-naive training, so each
+    swap changes the models served); returns the newest two."""
     from sfmlops.adapters import mlflow_registry as registry  # noqa: PLC0415
     from sfmlops.settings import Settings  # noqa: PLC0415
 
@@ -76,10 +77,11 @@ def two_versions(home: Path) -> tuple[str, str]:
     versions = [str(v.version) for v in registry.list_versions(client)]
     if len(versions) < 2:
         subprocess.run(
-            [SFMLOPS, "train", "--stores", "1", "--force", "--executor", "sequential"],
+            [SFMLOPS, "train", "--models", "seasonal_naive", "--windows", "1", "--force",
+             "--executor", "sequential"],
             env=environment(home),
             check=True,
-        )
+        )  # fmt: skip
         versions = [str(v.version) for v in registry.list_versions(client)]
     return versions[0], versions[1]
 
@@ -117,8 +119,15 @@ def gunicorn_master(port: int) -> int:
     raise RuntimeError(f"no gunicorn master on port {port}")
 
 
-def soak(home: Path, work: Path, minutes: int, connections: int, swaps: int) -> dict[str, Any]:
-    first, second = two_versions(home)
+def soak(
+    home: Path,
+    work: Path,
+    minutes: int,
+    connections: int,
+    swaps: int,
+    versions: tuple[str, str] | None = None,
+) -> dict[str, Any]:
+    first, second = versions or two_versions(home)
     swap_champion(home, first)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -182,10 +191,22 @@ def main() -> None:
     parser.add_argument("--minutes", type=int, default=10)
     parser.add_argument("--connections", type=int, default=4)
     parser.add_argument("--swaps", type=int, default=3)
+    parser.add_argument(
+        "--versions",
+        help="The two registered versions to swap between, e.g. 1,3 (default: the newest two)",
+    )
     args = parser.parse_args()
+    versions = tuple(args.versions.split(",")) if args.versions else None
     prepare(args.home)
     with tempfile.TemporaryDirectory(prefix="sfmlops-soak-") as work:
-        result = soak(args.home, Path(work), args.minutes, args.connections, args.swaps)
+        result = soak(
+            args.home,
+            Path(work),
+            args.minutes,
+            args.connections,
+            args.swaps,
+            versions,  # type: ignore[arg-type]
+        )
     print("\n| minute | requests/s | p50 ms | p99 ms | errors | worker RSS MiB |")
     print("| --- | --- | --- | --- | --- | --- |")
     for index, m in enumerate(result["per_minute"], 1):
