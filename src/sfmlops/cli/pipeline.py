@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import uuid
+import datetime as dt
 from typing import Annotated
 
 import typer
 
-from sfmlops.adapters.db import training_job_records
 from sfmlops.cli.context import console, fail, migrated_engine_of, settings_of
 from sfmlops.cli.forecast_commands import (
     ModelsOption,
@@ -15,10 +14,11 @@ from sfmlops.cli.forecast_commands import (
     WorkersOption,
     model_names,
     print_outcome,
+    refresh_precomputed_forecasts,
     train_with_progress,
 )
 from sfmlops.core.forecasting.models import DEFAULT_MODELS
-from sfmlops.services import drift
+from sfmlops.services import drift, training_data
 from sfmlops.services.status import as_of_date
 
 app = typer.Typer(no_args_is_help=True, help="Batch pipelines: forecast, weekly, retrain-stale.")
@@ -91,40 +91,44 @@ def retrain_stale(
     max_stores: Annotated[
         int,
         typer.Option("--max-stores", min=1, help="Most stores one run retrains (worst first)."),
-    ] = 20,
+    ] = drift.DEFAULT_MAX_STORES,
 ) -> None:
     """Retrain the stale stores (what the daily DAG runs after scoring): one single-store
     retrain job for all of them, never while a full training job is queued or running."""
-    from sfmlops.services.model_training import TrainingRequest  # noqa: PLC0415 - imports mlflow
-
     settings = settings_of(ctx)
     engine = migrated_engine_of(ctx)
     with engine.connect() as connection:
         end = as_of_date(settings, connection)
-        if end is None:
-            fail("no sales in the database: run `sfmlops load-data` first")
-        stale = drift.stale_stores(connection, end, margin, days)
-        busy = drift.full_training_running(connection)
-    if not stale:
+    if end is None:
+        fail("no sales in the database: run `sfmlops load-data` first")
+    from sfmlops.adapters import mlflow_registry as registry  # noqa: PLC0415 - imports mlflow
+    from sfmlops.services import model_training  # noqa: PLC0415 - imports mlflow
+
+    try:
+        result = drift.retrain_stale_stores(settings, engine, end, margin, days, max_stores)
+    except (
+        training_data.NoTrainingDataError,
+        model_training.TrainingFailedError,
+        model_training.RegistryUnavailableError,
+        ValueError,
+    ) as error:
+        fail(str(error))
+    print_stale_retrain(result, end, max_stores)
+    if result.outcome is not None and result.outcome.alias == registry.CHAMPION:
+        refresh_precomputed_forecasts(settings, engine, result.outcome.version)
+
+
+def print_stale_retrain(result: drift.StaleRetrain, end: dt.date, max_stores: int) -> None:
+    """Print what `drift.retrain_stale_stores` found and did."""
+    if not result.stale:
         console.print(f"No stale store on the scored days up to {end}.")
         return
-    for store in stale:
+    for store in result.stale:
         console.print(f"stale: {store.reason()}")
-    if busy:
+    if result.busy:
         console.print("A full training job is queued or running: no retrain now.")
         return
-    chosen = stale[:max_stores]
-    if len(stale) > max_stores:
+    if len(result.stale) > max_stores:
         console.print(f"Retraining the {max_stores} furthest above their backtest only.")
-    reason = f"stale on {days} scored days up to {end} (> {margin}x backtest): " + "; ".join(
-        store.reason() for store in chosen
-    )
-    request = TrainingRequest(
-        models=list(DEFAULT_MODELS),
-        store_ids=[store.store_id for store in chosen],
-        reason=reason,
-    )
-    job_id = str(uuid.uuid4())
-    with engine.begin() as connection:
-        training_job_records.create_training_job(connection, job_id, "local", request.store_ids)
-    print_outcome(train_with_progress(settings, engine, request, "sequential", None, job_id))
+    if result.outcome is not None:
+        print_outcome(result.outcome)

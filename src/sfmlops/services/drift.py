@@ -8,16 +8,24 @@ it: the rule the alert SfmlopsStoreForecastDegraded applies to the same figures 
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+import uuid
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, Engine
 
 from sfmlops.adapters.db import training_job_records
 from sfmlops.core import columns as c
+from sfmlops.core.forecasting.models import DEFAULT_MODELS
 from sfmlops.services import realized_accuracy
+from sfmlops.settings import Settings
+
+if TYPE_CHECKING:
+    from sfmlops.services.model_training import Progress, TrainingOutcome
 
 DEFAULT_MARGIN = 1.5
 DEFAULT_DAYS = 3
+DEFAULT_MAX_STORES = 20
 # Days looked back for a store's last scored days (closed days are not scored).
 LOOKBACK_DAYS = 14
 
@@ -58,4 +66,69 @@ def full_training_running(connection: Connection) -> bool:
     return any(
         job.stores is None and job.status.active
         for job in training_job_records.list_training_jobs(connection, limit=50)
+    )
+
+
+@dataclass(frozen=True)
+class StaleRetrain:
+    """What `retrain_stale_stores` found and did.
+
+    Attributes:
+        stale: Every stale store, the furthest above its backtest first.
+        retrained: The stores retrained (at most `max_stores` of `stale`); empty when none
+            was stale or a full training job was running (`busy`).
+        reason: Why the job ran (the MLflow run's `sfmlops.reason` tag).
+        outcome: The retrain job's outcome, None when nothing was retrained.
+    """
+
+    stale: list[StaleStore]
+    busy: bool = False
+    retrained: list[int] = field(default_factory=list)
+    reason: str = ""
+    outcome: TrainingOutcome | None = None
+
+
+def retrain_stale_stores(
+    settings: Settings,
+    engine: Engine,
+    end: dt.date,
+    margin: float = DEFAULT_MARGIN,
+    days: int = DEFAULT_DAYS,
+    max_stores: int = DEFAULT_MAX_STORES,
+    progress: Progress | None = None,
+) -> StaleRetrain:
+    """Retrain the stores stale on the scored days up to `end`: one single-store retrain job
+    (recorded in `training_jobs`) for at most `max_stores` of them, the worst first, and
+    nothing while a full training job is queued or running.
+
+    Raises:
+        As `model_training.run_training_job` (the job record says failed).
+    """
+    from sfmlops.services import model_training  # noqa: PLC0415 - imports mlflow
+
+    with engine.connect() as connection:
+        stale = stale_stores(connection, end, margin, days)
+        busy = bool(stale) and full_training_running(connection)
+    if not stale or busy:
+        return StaleRetrain(stale=stale, busy=busy)
+    chosen = stale[:max_stores]
+    reason = f"stale on {days} scored days up to {end} (> {margin}x backtest): " + "; ".join(
+        store.reason() for store in chosen
+    )
+    request = model_training.TrainingRequest(
+        models=list(DEFAULT_MODELS),
+        store_ids=[store.store_id for store in chosen],
+        reason=reason,
+    )
+    job_id = str(uuid.uuid4())
+    with engine.begin() as connection:
+        training_job_records.create_training_job(connection, job_id, "local", request.store_ids)
+    outcome = model_training.run_training_job(
+        settings, engine, request, "sequential", None, job_id, progress=progress
+    )
+    return StaleRetrain(
+        stale=stale,
+        retrained=[store.store_id for store in chosen],
+        reason=reason,
+        outcome=outcome,
     )

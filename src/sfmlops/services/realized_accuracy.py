@@ -143,3 +143,23 @@ def store_daily_errors(connection: Connection, start: dt.date, end: dt.date) -> 
     daily[REALIZED_RMSPE] = np.sqrt(daily.pop("_squared"))
     daily[RATIO] = daily[REALIZED_RMSPE] / daily[records.BACKTEST_RMSPE]
     return daily[columns]
+
+
+# Days of scores /metrics looks back for each store's latest scored day (a store closed for a
+# while keeps its last figure this long).
+GAUGE_LOOKBACK_DAYS = 7
+
+
+def store_gauges(connection: Connection, last_scored: dt.date, worst_stores: int) -> pd.DataFrame:
+    """What /metrics exports per store when `last_scored` is the latest scored day: each
+    store's latest scored day in the week up to it, for the `worst_stores` stores furthest
+    above their backtest (bounded cardinality).
+
+    Returns:
+        Rows of `store_daily_errors` (one per store, by store id).
+    """
+    daily = store_daily_errors(
+        connection, last_scored - dt.timedelta(days=GAUGE_LOOKBACK_DAYS - 1), last_scored
+    )
+    latest = daily.dropna(subset=[RATIO]).groupby(c.STORE_ID).tail(1)
+    return latest.nlargest(worst_stores, RATIO).sort_values(c.STORE_ID).reset_index(drop=True)

@@ -168,9 +168,7 @@ class ModelQualityCollector(Collector):
             last_scored = issued_forecasts.latest_scored_date(connection)
             if last_scored is not None:
                 report = realized_accuracy.realized_accuracy(connection, last_scored, 7)
-                daily = realized_accuracy.store_daily_errors(
-                    connection, last_scored - dt.timedelta(days=6), last_scored
-                )
+                worst = realized_accuracy.store_gauges(connection, last_scored, self._worst_stores)
         if newest is not None:
             age.add_metric([], (now - newest).total_seconds())
         for (status, scope), stamp in sorted(jobs.items()):
@@ -182,9 +180,7 @@ class ModelQualityCollector(Collector):
         for interval, name in (("80", m.COVERAGE_80), ("95", m.COVERAGE_95)):
             if not math.isnan(report.overall[name]):
                 coverage.add_metric([interval], report.overall[name])
-        latest = daily.dropna(subset=[realized_accuracy.RATIO]).groupby(c.STORE_ID).tail(1)
-        worst = latest.nlargest(self._worst_stores, realized_accuracy.RATIO)
-        for row in worst.sort_values(c.STORE_ID).to_dict("records"):
+        for row in worst.to_dict("records"):
             store = str(int(row[c.STORE_ID]))
             store_realized.add_metric([store], float(row[realized_accuracy.REALIZED_RMSPE]))
             store_backtest.add_metric([store], float(row[issued_forecasts.BACKTEST_RMSPE]))
