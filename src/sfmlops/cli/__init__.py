@@ -19,6 +19,7 @@ from sfmlops.cli import (
     demo,
     forecast_commands,
     job_list,
+    loop_replay,
     pipeline,
     serve,
     streaming,
@@ -48,6 +49,7 @@ app.command("serve")(serve.serve)
 app.command("ui")(dashboard.run_ui)
 app.command("jobs")(job_list.list_jobs)
 app.command("accuracy")(accuracy_report.show_accuracy)
+app.command("replay")(loop_replay.replay_command)
 app.command("dead-letters")(dead_letter_list.list_dead_letters)
 app.command("backup")(database_backup.backup_command)
 app.command("restore")(database_backup.restore_command)

@@ -60,15 +60,15 @@ def show_accuracy(
 def _table(key: str, frame: pd.DataFrame, title: str | None = None) -> Table:
     table = Table(key, *COLUMNS, title=title)
     for row in frame.to_dict("records"):
-        table.add_row(_key(row[key]), *(_figure(name, row[name]) for name in COLUMNS))
+        table.add_row(key_text(row[key]), *(figure_text(name, row[name]) for name in COLUMNS))
     return table
 
 
-def _key(value: Any) -> str:
+def key_text(value: Any) -> str:
     return f"{value:%Y-%m-%d}" if isinstance(value, pd.Timestamp) else str(value)
 
 
-def _figure(name: str, value: Any) -> str:
+def figure_text(name: str, value: Any) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
     if name == m.DAYS:

@@ -77,7 +77,7 @@ def backtest_command(
     """Compare models on rolling and season backtests; write a report under HOME/reports."""
     names = model_names(models)
     settings = settings_of(ctx)
-    data = _training_data(ctx, _store_ids(stores))
+    data = _training_data(ctx, parse_store_ids(stores))
     started = time.perf_counter()
     try:
         report = model_selection.backtest(
@@ -159,7 +159,7 @@ def train_command(
         models=model_names(models),
         windows=windows,
         season_windows=season_windows,
-        store_ids=_store_ids(stores),
+        store_ids=parse_store_ids(stores),
         force=force,
         tolerance=tolerance,
         max_failed_share=max_failed_share,
@@ -281,7 +281,7 @@ def model_names(models: str) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def _store_ids(stores: str | None) -> list[int] | None:
+def parse_store_ids(stores: str | None) -> list[int] | None:
     if stores is None:
         return None
     chosen: list[int] = []

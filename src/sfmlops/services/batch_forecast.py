@@ -18,6 +18,8 @@ from sfmlops.services.model_training import champion_bundle, version_folder
 from sfmlops.settings import Settings
 
 DEFAULT_FORECAST_DAYS = 7
+# Issued forecasts whose covariates came from a plan known in advance.
+PLAN_COVARIATE_SOURCE = "plan"
 
 
 class NothingToForecastError(RuntimeError):
@@ -41,6 +43,7 @@ def forecast_next_days(
     engine: Engine,
     days: int = DEFAULT_FORECAST_DAYS,
     model_version: str | None = None,
+    plan: pd.DataFrame | None = None,
 ) -> BatchForecast:
     """Forecast `days` days after the as-of date for every series into `forecasts`.
 
@@ -51,6 +54,10 @@ def forecast_next_days(
     Args:
         model_version: The version to forecast with (e.g. the one the API serves);
             default: the current champion.
+        plan: Covariates known in advance (`store_id`, `product_id`, `sales_date` and any of
+            `open`, `promo`, `state_holiday`, `school_holiday`); the days and series it
+            covers are forecast with them and kept with the covariate source "plan", the
+            others with the bundle's assumptions ("default").
 
     Raises:
         NothingToForecastError: No champion model (or no such version), no as-of date, or
@@ -80,13 +87,20 @@ def forecast_next_days(
             f"the as-of date {as_of} is before the champion's training data ends "
             f"({bundle.last_date.date()}); forecasts start after that"
         )
-    forecast = bundle.predict(future_days(bundle.series, start, days))
+    future = future_days(bundle.series, start, days)
+    sources = pd.Series(issued_forecasts.DEFAULT_COVARIATE_SOURCE, index=future.index)
+    if plan is not None:
+        keys = [c.STORE_ID, c.PRODUCT_ID, c.SALES_DATE]
+        future = future.merge(plan.assign(_planned=True), on=keys, how="left")
+        sources = sources.where(future.pop("_planned").isna(), PLAN_COVARIATE_SOURCE)
+    forecast = bundle.predict(future)
+    issued = forecast.frame.assign(**{issued_forecasts.COVARIATE_SOURCE: sources.to_numpy()})
     created_at = dt.datetime.now(dt.UTC)
     with engine.begin() as connection:
         rows = forecast_records.write_forecasts(connection, forecast.frame, version, created_at)
         issued_forecasts.record_issued(
             connection,
-            with_backtest_rmspe(forecast.frame, bundle),
+            with_backtest_rmspe(issued, bundle),
             version,
             issue_date=start.date(),
             issued_by="pipeline",

@@ -218,6 +218,21 @@ def read_issued(
     return frame
 
 
+def delete_from(connection: Connection, start: dt.date) -> int:
+    """Delete the forecasts issued on or after `start` or for days from `start` on, and the
+    scores of those days (a replay's `--reset`); returns the rows deleted."""
+    issued = issued_forecasts.c
+    deleted = connection.execute(
+        issued_forecasts.delete().where(
+            (issued.issue_date >= start) | (issued.target_date >= start)
+        )
+    ).rowcount
+    deleted += connection.execute(
+        forecast_scores.delete().where(forecast_scores.c.sales_date >= start)
+    ).rowcount
+    return int(deleted or 0)
+
+
 def latest_scored_date(connection: Connection) -> dt.date | None:
     value = connection.execute(select(func.max(forecast_scores.c.sales_date))).scalar()
     return None if value is None else pd.Timestamp(value).date()

@@ -131,6 +131,12 @@ def latest_sales_date(connection: Connection) -> dt.date | None:
     return _as_date(connection.execute(select(func.max(sales.c.sales_date))).scalar_one())
 
 
+def delete_sales_from(connection: Connection, start: dt.date) -> int:
+    """Delete every sales row dated `start` or later (a replay's `--reset`); returns the rows."""
+    result = connection.execute(sales.delete().where(sales.c.sales_date >= start))
+    return int(result.rowcount or 0)
+
+
 def read_sales(
     connection: Connection,
     store_ids: Sequence[int] | None = None,
