@@ -31,7 +31,8 @@ DAY_LIST = [pd.Timestamp(START + dt.timedelta(days=offset)) for offset in range(
 
 
 def replayed(home: Path, *extra: str) -> tuple[str, Path]:
-    result = sfmlops(home, *REPLAY, *extra)
+    # About 3 minutes on 2 idle cores; under a full suite's load much longer.
+    result = sfmlops(home, *REPLAY, *extra, timeout=1200)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     (folder,) = (home / "reports").glob("replay-*")
     return " ".join(result.stdout.split()), folder

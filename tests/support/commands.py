@@ -56,7 +56,7 @@ def start(
 
 
 def sfmlops(
-    home: Path, *args: str, database_url: str | None = None
+    home: Path, *args: str, database_url: str | None = None, timeout: float = 300
 ) -> subprocess.CompletedProcess[str]:
     """Run `sfmlops ARGS` with HOME (and a database URL) set; returns the finished process."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SFMLOPS_")}
@@ -65,5 +65,5 @@ def sfmlops(
         env["SFMLOPS_DATABASE_URL"] = database_url
     command = [str(Path(sys.executable).with_name("sfmlops")), *args]
     return subprocess.run(
-        command, env=env, capture_output=True, text=True, timeout=300, check=False
+        command, env=env, capture_output=True, text=True, timeout=timeout, check=False
     )
