@@ -73,7 +73,10 @@ def test_a_drifting_store_fires_its_alert_and_is_retrained(
     settings = Settings(_env_file=None, home=home)
     client = registry.connect(settings)
     first_bundle, last_bundle = (
-        ForecastBundle.load(model_training.version_folder(settings, client, version))
+        ForecastBundle.load(
+            model_training.version_folder(settings, client, version),
+            signing_key=settings.signing_key,
+        )
         for version in ("1", str(retrains["version"].iloc[-1]))
     )
     if kept:  # stores the trigger never chose
