@@ -43,9 +43,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sfmlops.core import columns as c
-from sfmlops.core.forecasting import metrics as m
-from sfmlops.core.forecasting import model_selection
+from sfmlops.core import columns
+from sfmlops.core.forecasting import metrics, model_selection
 from sfmlops.core.forecasting.backtest import (
     CHAMPION,
     HORIZON_DAYS,
@@ -125,29 +124,29 @@ def backtest(
         "all_stores_seconds": round(elapsed, 1),
     }
     if prophet_sample:
-        sample = sorted(history[c.STORE_ID].unique())[:: max(1, 1115 // prophet_sample)]
+        sample = sorted(history[columns.STORE_ID].unique())[:: max(1, 1115 // prophet_sample)]
         sample = sample[:prophet_sample]
-        part = history[history[c.STORE_ID].isin(sample)]
+        part = history[history[columns.STORE_ID].isin(sample)]
         started = time.perf_counter()
         prophet = model_selection.backtest(part, stores, ["prophet"], windows=windows, progress=log)
         prophet_seconds = time.perf_counter() - started
         # Three-way champions on the sample, from the all-store backtest of the other models.
         others = report.scored[
-            report.scored[c.STORE_ID].isin(sample)
-            & (report.scored[c.MODEL] != model_selection.CHAMPION)
+            report.scored[columns.STORE_ID].isin(sample)
+            & (report.scored[columns.MODEL] != model_selection.CHAMPION)
         ]
         scored = pd.concat(
-            [others, prophet.scored[prophet.scored[c.MODEL] != model_selection.CHAMPION]],
+            [others, prophet.scored[prophet.scored[columns.MODEL] != model_selection.CHAMPION]],
             ignore_index=True,
         )
         selection = [w.number for w in report.windows[:-1]]
         champions = select_champions(scored, selection)
         last = report.windows[-1].number
-        best = champion_scored(scored[scored[c.BACKTEST_WINDOW] == last], champions)
+        best = champion_scored(scored[scored[columns.BACKTEST_WINDOW] == last], champions)
         out["sample_stores"] = sample
         out["sample"] = table(summary(pd.concat([scored, best], ignore_index=True)))
         out["sample_champion_mix"] = {
-            str(k): int(v) for k, v in champions[c.MODEL].value_counts().items()
+            str(k): int(v) for k, v in champions[columns.MODEL].value_counts().items()
         }
         out["prophet_sample_seconds"] = round(prophet_seconds, 1)
     return out
@@ -200,16 +199,16 @@ def season(
     targets: list[str],
 ) -> list[dict[str, object]]:
     """Train each variant to each season cutoff and score the 48 days after it."""
-    chosen = sorted(history[c.STORE_ID].unique())[::store_step]
-    history = history[history[c.STORE_ID].isin(chosen)]
+    chosen = sorted(history[columns.STORE_ID].unique())[::store_step]
+    history = history[history[columns.STORE_ID].isin(chosen)]
     rows: list[dict[str, object]] = []
     for label, cutoff_day in (SEASON_TARGETS[name] for name in targets):
         cutoff = pd.Timestamp(cutoff_day)
-        seen = history[history[c.SALES_DATE] <= cutoff]
+        seen = history[history[columns.SALES_DATE] <= cutoff]
         target = history[
-            (history[c.SALES_DATE] > cutoff)
-            & (history[c.SALES_DATE] <= cutoff + pd.Timedelta(days=HORIZON_DAYS))
-            & history[c.STORE_ID].isin(seen[c.STORE_ID].unique())
+            (history[columns.SALES_DATE] > cutoff)
+            & (history[columns.SALES_DATE] <= cutoff + pd.Timedelta(days=HORIZON_DAYS))
+            & history[columns.STORE_ID].isin(seen[columns.STORE_ID].unique())
         ].reset_index(drop=True)
         for variant in variants:
             params, season_windows = VARIANTS[variant]
@@ -229,9 +228,9 @@ def season(
             scored = {name: float("nan") for name in SCORES}  # nothing after the data's end
             if not target.empty:
                 forecast = bundle.predict(as_future(target)).frame
-                forecast[m.ACTUAL] = target[c.SALES].to_numpy(dtype=float)
-                scored = m.accuracy(forecast)
-            reported = report.reported().set_index(c.MODEL)
+                forecast[metrics.ACTUAL] = target[columns.SALES].to_numpy(dtype=float)
+                scored = metrics.accuracy(forecast)
+            reported = report.reported().set_index(columns.MODEL)
             rows.append(
                 {
                     "target": label,
@@ -253,7 +252,7 @@ def season(
     return rows
 
 
-SCORES = (m.RMSPE, m.COVERAGE_80, m.COVERAGE_95)
+SCORES = (metrics.RMSPE, metrics.COVERAGE_80, metrics.COVERAGE_95)
 
 
 def reference_timing(history: pd.DataFrame, sample_size: int) -> dict[str, object]:
@@ -262,19 +261,19 @@ def reference_timing(history: pd.DataFrame, sample_size: int) -> dict[str, objec
     from prophet.diagnostics import cross_validation  # noqa: PLC0415
 
     logging.getLogger("cmdstanpy").disabled = True
-    stores = sorted(history[c.STORE_ID].unique())
+    stores = sorted(history[columns.STORE_ID].unique())
     sample = stores[:: max(1, len(stores) // sample_size)][:sample_size]
-    last = history[c.SALES_DATE].max()
+    last = history[columns.SALES_DATE].max()
     start = last - pd.DateOffset(months=REFERENCE_MONTHS)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as folder:
         for store in sample:
             rows = history[
-                (history[c.STORE_ID] == store)
-                & (history[c.SALES_DATE] > start)
-                & (history[c.OPEN] == 1)
+                (history[columns.STORE_ID] == store)
+                & (history[columns.SALES_DATE] > start)
+                & (history[columns.OPEN] == 1)
             ]
-            frame = pd.DataFrame({"ds": rows[c.SALES_DATE], "y": rows[c.SALES]})
+            frame = pd.DataFrame({"ds": rows[columns.SALES_DATE], "y": rows[columns.SALES]})
             model = Prophet(yearly_seasonality=True, weekly_seasonality=True)
             model.fit(frame, output_dir=folder)
             cross_validation(
@@ -326,20 +325,20 @@ def train_timing(models: str, stores: str | None) -> dict[str, object]:
 
 
 def table(frame: pd.DataFrame) -> list[dict[str, object]]:
-    columns = [
-        c.MODEL,
-        c.BACKTEST_WINDOW,
-        m.RMSPE,
-        m.MAPE,
-        m.BIAS,
-        m.COVERAGE_80,
-        m.COVERAGE_95,
-        m.DAYS,
+    names = [
+        columns.MODEL,
+        columns.BACKTEST_WINDOW,
+        metrics.RMSPE,
+        metrics.MAPE,
+        metrics.BIAS,
+        metrics.COVERAGE_80,
+        metrics.COVERAGE_95,
+        metrics.DAYS,
     ]
-    rounded = frame[columns].copy()
-    for name in (m.RMSPE, m.MAPE, m.COVERAGE_80, m.COVERAGE_95):
+    rounded = frame[names].copy()
+    for name in (metrics.RMSPE, metrics.MAPE, metrics.COVERAGE_80, metrics.COVERAGE_95):
         rounded[name] = rounded[name].astype(float).round(4)
-    rounded[m.BIAS] = rounded[m.BIAS].astype(float).round(1)
+    rounded[metrics.BIAS] = rounded[metrics.BIAS].astype(float).round(1)
     records: list[dict[str, object]] = rounded.to_dict(orient="records")
     return records
 

@@ -20,7 +20,7 @@ import time
 import numpy as np
 import pandas as pd
 
-from sfmlops.core import columns as c
+from sfmlops.core import columns
 from sfmlops.core.forecasting.backtest import HORIZON_DAYS
 from sfmlops.core.forecasting.base import as_future
 from sfmlops.core.forecasting.gbm import GBMParams, GlobalGBMForecaster
@@ -65,16 +65,16 @@ def main() -> None:
     args = parser.parse_args()
     dataset = read_dataset(ROSSMANN_DIR)
     history, stores = dataset.sales, dataset.stores
-    chosen = sorted(history[c.STORE_ID].unique())[:: args.store_step]
-    history = history[history[c.STORE_ID].isin(chosen)]
+    chosen = sorted(history[columns.STORE_ID].unique())[:: args.store_step]
+    history = history[history[columns.STORE_ID].isin(chosen)]
     results = []
     for window in args.windows.split(","):
         cutoff = pd.Timestamp(WINDOWS[window])
-        seen = history[history[c.SALES_DATE] <= cutoff]
+        seen = history[history[columns.SALES_DATE] <= cutoff]
         target = history[
-            (history[c.SALES_DATE] > cutoff)
-            & (history[c.SALES_DATE] <= cutoff + pd.Timedelta(days=HORIZON_DAYS))
-            & history[c.STORE_ID].isin(seen[c.STORE_ID].unique())
+            (history[columns.SALES_DATE] > cutoff)
+            & (history[columns.SALES_DATE] <= cutoff + pd.Timedelta(days=HORIZON_DAYS))
+            & history[columns.STORE_ID].isin(seen[columns.STORE_ID].unique())
         ].reset_index(drop=True)
         for variant in args.variants.split(";"):
             # A variant is a name above or a `GBMParams(...)` expression (a local trial tool).
@@ -82,8 +82,8 @@ def main() -> None:
             started = time.perf_counter()
             model = GlobalGBMForecaster(params, calibration_days=0, rmspe_scaling=False)
             model.fit(seen, stores)
-            yhat = model.predict(as_future(target))[c.YHAT].to_numpy()
-            actual = target[c.SALES].to_numpy(dtype=float)
+            yhat = model.predict(as_future(target))[columns.YHAT].to_numpy()
+            actual = target[columns.SALES].to_numpy(dtype=float)
             sold = actual > 0
             rmspe = float(np.sqrt(np.mean(((yhat[sold] - actual[sold]) / actual[sold]) ** 2)))
             row = {

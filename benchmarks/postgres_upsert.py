@@ -49,7 +49,7 @@ from sqlalchemy.engine import make_url
 
 from sfmlops.adapters.db import sales_records, store_records
 from sfmlops.adapters.db.engine import make_engine, migrate
-from sfmlops.core import columns as c
+from sfmlops.core import columns
 from sfmlops.datasets import ROSSMANN_DIR
 from sfmlops.services import loading, producing
 
@@ -69,9 +69,9 @@ STOCK = {
 # "tuned": what scripts/postgres.sh sets (the chart's postgresql.config, 1GB shared_buffers).
 SETTINGS: dict[str, dict[str, str]] = {"stock": STOCK, "tuned": {}}
 
-KEY = list(c.SALES_KEY)
-VALUES = [name for name in c.SALES_COLUMNS if name not in c.SALES_KEY]
-COLUMNS = ", ".join(c.SALES_COLUMNS)
+KEY = list(columns.SALES_KEY)
+VALUES = [name for name in columns.SALES_COLUMNS if name not in columns.SALES_KEY]
+COLUMNS = ", ".join(columns.SALES_COLUMNS)
 
 
 def _row(alias: str, names: Sequence[str]) -> str:
@@ -93,7 +93,7 @@ MERGES: dict[str, list[str]] = {
     # Rows equal to the stored ones are dropped before the insert: the ON CONFLICT path locks
     # (and so writes) every conflicting row, even when its WHERE then skips the update.
     "changed-on-conflict": [
-        f"INSERT INTO sales AS t ({COLUMNS}) SELECT {_row('s', c.SALES_COLUMNS)[1:-1]} "
+        f"INSERT INTO sales AS t ({COLUMNS}) SELECT {_row('s', columns.SALES_COLUMNS)[1:-1]} "
         f"FROM {{staging}} s LEFT JOIN sales o ON {ON_KEY.replace('t.', 'o.')} "
         f"WHERE o.{KEY[0]} IS NULL OR {_row('o', VALUES)} IS DISTINCT FROM {_row('s', VALUES)} "
         f"{ON_CONFLICT}"
@@ -102,12 +102,12 @@ MERGES: dict[str, list[str]] = {
         f"MERGE INTO sales t USING {{staging}} s ON {ON_KEY} "
         f"WHEN MATCHED AND {_row('t', VALUES)} IS DISTINCT FROM {_row('s', VALUES)} "
         f"THEN UPDATE SET {SET_VALUES} "
-        f"WHEN NOT MATCHED THEN INSERT ({COLUMNS}) VALUES {_row('s', c.SALES_COLUMNS)}"
+        f"WHEN NOT MATCHED THEN INSERT ({COLUMNS}) VALUES {_row('s', columns.SALES_COLUMNS)}"
     ],
     "split": [
         f"UPDATE sales t SET {SET_VALUES} FROM {{staging}} s WHERE {ON_KEY} "
         f"AND {_row('t', VALUES)} IS DISTINCT FROM {_row('s', VALUES)}",
-        f"INSERT INTO sales ({COLUMNS}) SELECT {_row('s', c.SALES_COLUMNS)[1:-1]} "
+        f"INSERT INTO sales ({COLUMNS}) SELECT {_row('s', columns.SALES_COLUMNS)[1:-1]} "
         f"FROM {{staging}} s WHERE NOT EXISTS (SELECT 1 FROM sales t WHERE {ON_KEY})",
     ],
 }
@@ -195,7 +195,9 @@ def server(work: Path, settings: dict[str, str]) -> Iterator[str]:
 
 def shifted(sales: pd.DataFrame, years: int) -> pd.DataFrame:
     """The sales dated `years` later: the same records under distinct keys."""
-    return sales.assign(**{c.SALES_DATE: sales[c.SALES_DATE] + pd.DateOffset(years=years)})
+    return sales.assign(
+        **{columns.SALES_DATE: sales[columns.SALES_DATE] + pd.DateOffset(years=years)}
+    )
 
 
 def mixed(sales: pd.DataFrame, stored: list[pd.DataFrame]) -> list[pd.DataFrame]:
@@ -205,7 +207,7 @@ def mixed(sales: pd.DataFrame, stored: list[pd.DataFrame]) -> list[pd.DataFrame]
     for number, batch in enumerate(stored):
         fresh = later.iloc[number * len(batch) : (number + 1) * len(batch)]
         corrections = batch.sample(frac=0.01, random_state=number)
-        corrections = corrections.assign(**{c.SALES: corrections[c.SALES] + 2.0})
+        corrections = corrections.assign(**{columns.SALES: corrections[columns.SALES] + 2.0})
         batches.append(pd.concat([fresh.iloc[len(corrections) :], corrections]))
     return batches
 
@@ -266,8 +268,8 @@ def variant_database(url: str, variant: Variant) -> Iterator[Engine]:
 def text_buffer(frame: pd.DataFrame) -> io.BytesIO:
     """The frame in COPY's text format (tab-separated, empty = NULL), via Arrow."""
     table = pa.Table.from_pandas(frame, preserve_index=False)
-    position = table.schema.get_field_index(c.SALES_DATE)
-    table = table.set_column(position, c.SALES_DATE, table.column(position).cast(pa.date32()))
+    position = table.schema.get_field_index(columns.SALES_DATE)
+    table = table.set_column(position, columns.SALES_DATE, table.column(position).cast(pa.date32()))
     buffer = io.BytesIO()
     pa_csv.write_csv(
         table,
@@ -295,10 +297,10 @@ def staged_write(
         staging = "sales_staging_unlogged"
         connection.exec_driver_sql(f"TRUNCATE {staging}")
     if variant.copy_format == "csv":
-        buffer = sales_records._csv_buffer(frame[list(c.SALES_COLUMNS)])
+        buffer = sales_records._csv_buffer(frame[list(columns.SALES_COLUMNS)])
         options = "FORMAT csv"
     else:
-        buffer = text_buffer(frame[list(c.SALES_COLUMNS)])
+        buffer = text_buffer(frame[list(columns.SALES_COLUMNS)])
         options = "FORMAT text, NULL ''"
     cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     try:
@@ -427,7 +429,7 @@ def main() -> None:
     passes = {
         "new": new,
         "replay": new,
-        "corrected": [batch.assign(**{c.SALES: batch[c.SALES] + 1.0}) for batch in new],
+        "corrected": [batch.assign(**{columns.SALES: batch[columns.SALES] + 1.0}) for batch in new],
         "mixed": mixed(shifted(dataset.sales, 9), new),
     }
     print(f"table starts with {len(history):,} rows; {args.batches} batches of {rows:,} per pass")

@@ -49,8 +49,7 @@ from sfmlops.adapters import kafka
 from sfmlops.adapters import spark as spark_adapter
 from sfmlops.adapters.db import sales_records, store_records
 from sfmlops.adapters.db.engine import make_engine, migrate
-from sfmlops.core import columns as c
-from sfmlops.core import events
+from sfmlops.core import columns, events
 from sfmlops.core.validation import validate_sales
 from sfmlops.datasets import ROSSMANN_DIR
 from sfmlops.services import loading, producing, stream_ingestion
@@ -100,7 +99,7 @@ def services(work: Path) -> Iterator[tuple[str, str, dict[str, int]]]:
 def shifted_copies(sales: pd.DataFrame, copies: int) -> pd.DataFrame:
     """`copies` copies of the sales, each dated 3 years after the previous: distinct keys."""
     parts = [
-        sales.assign(**{c.SALES_DATE: sales[c.SALES_DATE] + pd.DateOffset(years=3 * k)})
+        sales.assign(**{columns.SALES_DATE: sales[columns.SALES_DATE] + pd.DateOffset(years=3 * k)})
         for k in range(copies)
     ]
     return producing.in_event_order(pd.concat(parts, ignore_index=True))
@@ -344,7 +343,7 @@ def append_reference(engine: Engine, received: pd.DataFrame) -> int:
         buffer.seek(0)
         cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
         cursor.copy_expert(
-            f"COPY {REFERENCE_TABLE} ({', '.join(c.SALES_COLUMNS)}) FROM STDIN WITH (FORMAT csv)",
+            f"COPY {REFERENCE_TABLE} ({', '.join(columns.SALES_COLUMNS)}) FROM STDIN WITH (FORMAT csv)",
             buffer,
         )
         cursor.close()
@@ -444,7 +443,7 @@ def reference(
 
 def duplicates(engine: Engine, table: str) -> int:
     """Rows beyond one per (store, product, date) key."""
-    keys = ", ".join(c.SALES_KEY)
+    keys = ", ".join(columns.SALES_KEY)
     with engine.connect() as connection:
         total, distinct = connection.execute(
             text(f"SELECT count(*), count(DISTINCT ({keys})) FROM {table}")

@@ -137,17 +137,17 @@ def reference(stores: int, home: Path) -> dict[str, Any]:
     """One Ray task per store fitting Prophet on its last 4 months (the reference's design)."""
     import ray  # noqa: PLC0415
 
-    from sfmlops.core import columns as c  # noqa: PLC0415
+    from sfmlops.core import columns  # noqa: PLC0415
     from sfmlops.datasets import ROSSMANN_DIR  # noqa: PLC0415
     from sfmlops.services.loading import read_dataset  # noqa: PLC0415
 
     history = read_dataset(ROSSMANN_DIR).sales
-    start = history[c.SALES_DATE].max() - pd.DateOffset(months=REFERENCE_MONTHS)
-    recent = history[(history[c.SALES_DATE] > start) & (history[c.OPEN] == 1)]
-    chosen = sorted(recent[c.STORE_ID].unique())[:stores]
+    start = history[columns.SALES_DATE].max() - pd.DateOffset(months=REFERENCE_MONTHS)
+    recent = history[(history[columns.SALES_DATE] > start) & (history[columns.OPEN] == 1)]
+    chosen = sorted(recent[columns.STORE_ID].unique())[:stores]
     frames = [
-        pd.DataFrame({"ds": part[c.SALES_DATE], "y": part[c.SALES]})
-        for _, part in recent[recent[c.STORE_ID].isin(chosen)].groupby(c.STORE_ID)
+        pd.DataFrame({"ds": part[columns.SALES_DATE], "y": part[columns.SALES]})
+        for _, part in recent[recent[columns.STORE_ID].isin(chosen)].groupby(columns.STORE_ID)
     ]
     temp_dir = Path(tempfile.mkdtemp(prefix="sfr-", dir="/tmp"))
     ray.init(

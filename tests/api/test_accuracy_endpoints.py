@@ -15,7 +15,7 @@ from sqlalchemy import Engine
 
 from sfmlops.adapters.db import issued_forecasts as records
 from sfmlops.adapters.db import training_job_records
-from sfmlops.core import columns as c
+from sfmlops.core import columns
 from sfmlops.services.api import create_app
 from sfmlops.settings import Settings
 
@@ -26,14 +26,14 @@ ISSUE_DATE = dt.date(2015, 6, 14)
 
 def day_record(store_id: int, day: dt.date, sales: float) -> dict[str, object]:
     return {
-        c.STORE_ID: store_id,
-        c.SALES_DATE: day.isoformat(),
-        c.SALES: sales,
-        c.CUSTOMERS: 100,
-        c.OPEN: 1,
-        c.PROMO: 0,
-        c.STATE_HOLIDAY: "0",
-        c.SCHOOL_HOLIDAY: 0,
+        columns.STORE_ID: store_id,
+        columns.SALES_DATE: day.isoformat(),
+        columns.SALES: sales,
+        columns.CUSTOMERS: 100,
+        columns.OPEN: 1,
+        columns.PROMO: 0,
+        columns.STATE_HOLIDAY: "0",
+        columns.SCHOOL_HOLIDAY: 0,
     }
 
 
@@ -45,9 +45,9 @@ def test_the_default_horizon_is_kept_as_issued(served: TestClient, sqlite_engine
 
     assert kept[records.MODEL_VERSION].unique().tolist() == ["1"]
     assert kept[records.ISSUE_DATE].dt.date.unique().tolist() == [ISSUE_DATE]
-    assert kept[c.HORIZON_DAYS].tolist() == list(range(1, 8))
-    assert kept[c.YHAT].tolist() == pytest.approx([day[c.YHAT] for day in served_days])
-    backtest = next(s["rmspe"] for s in champion["stores"] if s[c.STORE_ID] == 2)
+    assert kept[columns.HORIZON_DAYS].tolist() == list(range(1, 8))
+    assert kept[columns.YHAT].tolist() == pytest.approx([day[columns.YHAT] for day in served_days])
+    backtest = next(s["rmspe"] for s in champion["stores"] if s[columns.STORE_ID] == 2)
     assert kept[records.BACKTEST_RMSPE].tolist() == pytest.approx([backtest] * 7)
 
 
@@ -58,9 +58,11 @@ def test_posted_actuals_are_scored_and_reported(served: TestClient, auth: dict[s
     # Store 1 sells 25 % above its forecast on Monday and Tuesday (the first day, a Sunday, it
     # is closed); store 2 exactly as forecast on Monday.
     records_ = [
-        day_record(1, ISSUE_DATE + dt.timedelta(days=offset), forecast[1][offset][c.YHAT] * 1.25)
+        day_record(
+            1, ISSUE_DATE + dt.timedelta(days=offset), forecast[1][offset][columns.YHAT] * 1.25
+        )
         for offset in (1, 2)
-    ] + [day_record(2, ISSUE_DATE + dt.timedelta(days=1), forecast[2][1][c.YHAT])]
+    ] + [day_record(2, ISSUE_DATE + dt.timedelta(days=1), forecast[2][1][columns.YHAT])]
     response = served.post("/v1/sales", json={"records": records_}, headers=auth)
     assert response.status_code == 200, response.text
 
@@ -115,8 +117,8 @@ def test_metrics_show_realized_accuracy_freshness_and_training_outcomes(
     }
     # Store 1 misses by 0.2 of its actual (sells 1.25x the forecast), store 2 not at all.
     batch = [
-        day_record(1, monday, forecast[1][1][c.YHAT] * 1.25),
-        day_record(2, monday, forecast[2][1][c.YHAT]),
+        day_record(1, monday, forecast[1][1][columns.YHAT] * 1.25),
+        day_record(2, monday, forecast[2][1][columns.YHAT]),
     ]
     assert served.post("/v1/sales", json={"records": batch}, headers=auth).status_code == 200
     finished = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
@@ -133,7 +135,7 @@ def test_metrics_show_realized_accuracy_freshness_and_training_outcomes(
     samples = metric_samples(served, auth)
 
     backtest = {
-        s[c.STORE_ID]: s["rmspe"]
+        s[columns.STORE_ID]: s["rmspe"]
         for s in served.get("/v1/models/champion", headers=auth).json()["stores"]
     }
     assert samples[("sfmlops_store_realized_rmspe", "store_id=1")] == pytest.approx(0.2, abs=1e-3)
@@ -163,7 +165,7 @@ def test_only_the_worst_stores_get_a_series(
         }
         # Store 3 misses most (x2), store 1 a little (x1.1), store 2 not at all.
         batch = [
-            day_record(store, monday, forecasts[store][1][c.YHAT] * factor)
+            day_record(store, monday, forecasts[store][1][columns.YHAT] * factor)
             for store, factor in ((1, 1.1), (2, 1.0), (3, 2.0))
         ]
         assert client.post("/v1/sales", json={"records": batch}, headers=auth).status_code == 200

@@ -19,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import Engine
 
 from sfmlops.adapters.db import forecast_records
-from sfmlops.core import columns as c
+from sfmlops.core import columns
 from sfmlops.core.forecasting.bundle import ForecastBundle
 from sfmlops.services.api import create_app
 from sfmlops.settings import Settings
@@ -35,13 +35,13 @@ def bundle_forecast(
     bundle: ForecastBundle, store_id: int, dates: list[str], **covariates: Any
 ) -> pd.DataFrame:
     future = pd.DataFrame(
-        {c.STORE_ID: store_id, c.SALES_DATE: pd.to_datetime(dates)}
+        {columns.STORE_ID: store_id, columns.SALES_DATE: pd.to_datetime(dates)}
         | {k: v for k, v in covariates.items()}
     )
     return bundle.predict(future).frame
 
 
-def values(forecast: list[dict[str, Any]], name: str = c.YHAT) -> list[float]:
+def values(forecast: list[dict[str, Any]], name: str = columns.YHAT) -> list[float]:
     return [day[name] for day in forecast]
 
 
@@ -57,10 +57,10 @@ def test_default_forecast_is_the_champions_next_seven_days(
     assert [day["date"] for day in body["forecast"]] == DEFAULT_DAYS
     assert any("open: missing" in note for note in body["assumptions"])
     expected = bundle_forecast(bundle, 1, DEFAULT_DAYS)
-    for name in c.FORECAST_VALUES:
+    for name in columns.FORECAST_VALUES:
         assert values(body["forecast"], name) == pytest.approx(expected[name].tolist(), abs=0.01)
-    assert body["forecast"][0][c.YHAT] == 0  # store 1 is closed on Sundays
-    assert body["forecast"][1][c.YHAT] > 1000
+    assert body["forecast"][0][columns.YHAT] == 0  # store 1 is closed on Sundays
+    assert body["forecast"][1][columns.YHAT] > 1000
 
 
 def test_days_after_the_calibrated_horizon_are_flagged(served: TestClient) -> None:
@@ -95,7 +95,7 @@ def test_other_starts_and_lengths_are_computed(served: TestClient, bundle: Forec
     expected = bundle_forecast(
         bundle, 2, [d.isoformat() for d in pd.date_range("2015-06-17", periods=30).date]
     )
-    assert values(later["forecast"]) == pytest.approx(expected[c.YHAT].tolist(), abs=0.01)
+    assert values(later["forecast"]) == pytest.approx(expected[columns.YHAT].tolist(), abs=0.01)
 
 
 @pytest.mark.parametrize(
@@ -153,11 +153,13 @@ def test_batch_mixes_defaults_dates_and_covariates(
     assert (later["store_id"], later["start"], later["days"]) == (1, "2015-06-20", 2)
     assert [day["date"] for day in given["forecast"]] == [tuesday, monday]  # as asked
     assert given["assumptions"] == []  # every covariate given for every day
-    assert given["forecast"][1][c.YHAT] == 0  # closed on Monday, as the caller said
+    assert given["forecast"][1][columns.YHAT] == 0  # closed on Monday, as the caller said
     expected = bundle_forecast(
         bundle, 2, [tuesday], open=[1], promo=[1], state_holiday=["0"], school_holiday=[0]
     )
-    assert given["forecast"][0][c.YHAT] == pytest.approx(expected[c.YHAT].iloc[0], abs=0.01)
+    assert given["forecast"][0][columns.YHAT] == pytest.approx(
+        expected[columns.YHAT].iloc[0], abs=0.01
+    )
 
 
 def test_each_day_names_its_covariates_and_where_they_came_from(
@@ -165,10 +167,10 @@ def test_each_day_names_its_covariates_and_where_they_came_from(
 ) -> None:
     days = [f"2015-06-{day}" for day in range(14, 28)]
     derived = bundle.predict(
-        pd.DataFrame({c.STORE_ID: 2, c.SALES_DATE: pd.to_datetime(days)})
+        pd.DataFrame({columns.STORE_ID: 2, columns.SALES_DATE: pd.to_datetime(days)})
     ).covariates
     assert derived is not None
-    promo = derived[c.PROMO].tolist()
+    promo = derived[columns.PROMO].tolist()
     assert 0 < sum(promo) < len(days)  # the store's promotion cycle, not all zeros
 
     got = served.get("/v1/stores/2/forecast", params={"start": days[0], "days": 14}).json()
@@ -254,7 +256,9 @@ def test_champion_description(served: TestClient, bundle: ForecastBundle) -> Non
     everything = served.get("/v1/models/champion").json()
     one = served.get("/v1/models/champion", params={"store_id": 2}).json()
 
-    reported = next(r for r in bundle.metadata["reported_metrics"] if r[c.MODEL] == "champion")
+    reported = next(
+        r for r in bundle.metadata["reported_metrics"] if r[columns.MODEL] == "champion"
+    )
     assert (everything["name"], everything["version"]) == ("sfmlops-forecaster", "1")
     assert everything["run_id"]
     registered = dt.datetime.fromisoformat(everything["trained_at"])
@@ -264,7 +268,7 @@ def test_champion_description(served: TestClient, bundle: ForecastBundle) -> Non
     assert everything["metrics"]["coverage_80"] == pytest.approx(reported["coverage_80"])
     assert everything["champion_mix"] == {"seasonal_naive": 5}
     assert [s["store_id"] for s in everything["stores"]] == [1, 2, 3, 4, 5]
-    row = bundle.champions[bundle.champions[c.STORE_ID] == 2].iloc[0]
+    row = bundle.champions[bundle.champions[columns.STORE_ID] == 2].iloc[0]
     assert one["stores"] == [
         {
             "store_id": 2,
@@ -320,8 +324,8 @@ def test_latest_precomputed_forecasts(client: TestClient, loaded_engine: Engine)
         days = pd.date_range("2015-06-14", periods=3)
         frame = pd.DataFrame(
             [(s, "total", d) for s in stores for d in days],
-            columns=[c.STORE_ID, c.PRODUCT_ID, c.SALES_DATE],
-        ).assign(**{name: yhat for name in c.FORECAST_VALUES})
+            columns=[columns.STORE_ID, columns.PRODUCT_ID, columns.SALES_DATE],
+        ).assign(**{name: yhat for name in columns.FORECAST_VALUES})
         with loaded_engine.begin() as connection:
             forecast_records.write_forecasts(connection, frame, version, created_at)
 
@@ -361,7 +365,9 @@ def test_model_metrics(served: TestClient, bundle: ForecastBundle) -> None:
     assert samples[("sfmlops_forecasts_served_total", (("endpoint", "store"),))] == 37
     assert samples[("sfmlops_forecasts_served_total", (("endpoint", "batch"),))] == 9
     assert samples[("sfmlops_model_info", (("version", "1"),))] == 1
-    reported = next(r for r in bundle.metadata["reported_metrics"] if r[c.MODEL] == "champion")
+    reported = next(
+        r for r in bundle.metadata["reported_metrics"] if r[columns.MODEL] == "champion"
+    )
     assert samples[("sfmlops_champion_backtest_rmspe", ())] == pytest.approx(reported["rmspe"])
     assert any(
         name == "http_request_duration_seconds_count"

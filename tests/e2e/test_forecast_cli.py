@@ -18,7 +18,7 @@ import yaml
 from sfmlops.adapters.db import forecast_records, training_job_records
 from sfmlops.adapters.db import issued_forecasts as records
 from sfmlops.adapters.db.engine import make_engine
-from sfmlops.core import columns as c
+from sfmlops.core import columns
 from sfmlops.datasets import ROSSMANN_DIR
 from sfmlops.services import realized_accuracy
 from tests.support.commands import sfmlops
@@ -287,8 +287,8 @@ def test_a_new_champion_refreshes_the_precomputed_forecasts(
     later.mkdir()
     for name in ("store.csv", "store_states.csv"):
         shutil.copy(forecast_slice / name, later / name)
-    monday = kept[kept[c.SALES_DATE] == "2015-06-15"]
-    actual = float(monday[c.YHAT].iloc[0]) * 1.25
+    monday = kept[kept[columns.SALES_DATE] == "2015-06-15"]
+    actual = float(monday[columns.YHAT].iloc[0]) * 1.25
     row = pd.DataFrame(
         [{"Store": 2, "DayOfWeek": 1, "Date": "2015-06-15", "Sales": round(actual),
           "Customers": 500, "Open": 1, "Promo": 0, "StateHoliday": "0", "SchoolHoliday": 0}]
@@ -320,10 +320,10 @@ def test_a_drifting_store_is_found_stale_and_retrained_alone(
     # Monday to Wednesday: store 3 sells three times its forecast, the others as forecast.
     actuals = pd.DataFrame(
         {
-            "Store": issued[c.STORE_ID],
-            "DayOfWeek": issued[c.SALES_DATE].dt.dayofweek + 1,
-            "Date": issued[c.SALES_DATE].dt.strftime("%Y-%m-%d"),
-            "Sales": (issued[c.YHAT] * issued[c.STORE_ID].map({3: 3.0}).fillna(1.0)).round(),
+            "Store": issued[columns.STORE_ID],
+            "DayOfWeek": issued[columns.SALES_DATE].dt.dayofweek + 1,
+            "Date": issued[columns.SALES_DATE].dt.strftime("%Y-%m-%d"),
+            "Sales": (issued[columns.YHAT] * issued[columns.STORE_ID].map({3: 3.0}).fillna(1.0)).round(),
             "Customers": 500, "Open": 1, "Promo": 0, "StateHoliday": "0", "SchoolHoliday": 0,
         }
     )  # fmt: skip
@@ -373,16 +373,16 @@ def assert_alert_fires_for(daily: pd.DataFrame, folder: Path, firing: set[int]) 
     day, sampled every 5 minutes) through the alert rules with promtool: on the third scored
     day SfmlopsStoreForecastDegraded fires for the stores in `firing` and no other."""
     series = []
-    days = sorted(daily[c.SALES_DATE].unique())
-    for store_id, rows in daily.groupby(c.STORE_ID):
-        by_day = rows.set_index(c.SALES_DATE)
+    days = sorted(daily[columns.SALES_DATE].unique())
+    for store_id, rows in daily.groupby(columns.STORE_ID):
+        by_day = rows.set_index(columns.SALES_DATE)
         for name, column in (
             ("sfmlops_store_realized_rmspe", realized_accuracy.REALIZED_RMSPE),
             ("sfmlops_store_backtest_rmspe", records.BACKTEST_RMSPE),
         ):
             values = " ".join(f"{by_day.loc[day, column]:.6f}x287" for day in days)
             series.append({"series": f'{name}{{store_id="{store_id}"}}', "values": values})
-    last = daily[daily[c.SALES_DATE] == days[-1]].set_index(c.STORE_ID)
+    last = daily[daily[columns.SALES_DATE] == days[-1]].set_index(columns.STORE_ID)
     expected = [
         {
             "exp_labels": {"severity": "warning", "store_id": str(store)},

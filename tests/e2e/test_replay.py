@@ -12,7 +12,7 @@ import pytest
 from sfmlops.adapters import mlflow_registry as registry
 from sfmlops.adapters.db import sales_records
 from sfmlops.adapters.db.engine import make_engine
-from sfmlops.core import columns as c
+from sfmlops.core import columns
 from sfmlops.core.forecasting.bundle import ForecastBundle, future_days
 from sfmlops.services import model_training
 from sfmlops.settings import Settings
@@ -69,7 +69,7 @@ def test_a_drifting_store_fires_its_alert_and_is_retrained(
     # Every store no retrain touched kept its model: the first and the last version forecast
     # the same days of those stores identically, to the bit.
     touched = {int(store) for ids in retrains["store_ids"] for store in ids.split()}
-    kept = [(store, c.DEFAULT_PRODUCT) for store in range(1, 21) if store not in touched]
+    kept = [(store, columns.DEFAULT_PRODUCT) for store in range(1, 21) if store not in touched]
     settings = Settings(_env_file=None, home=home)
     client = registry.connect(settings)
     first_bundle, last_bundle = (

@@ -16,7 +16,7 @@ from sqlalchemy import Engine
 from sfmlops.adapters.db import dead_letter_records, sales_records, store_records
 from sfmlops.adapters.db.engine import make_engine, migrate
 from sfmlops.adapters.db.tables import forecasts
-from sfmlops.core import columns as c
+from sfmlops.core import columns
 from sfmlops.services import data_quality
 
 pytestmark = pytest.mark.integration
@@ -24,24 +24,24 @@ DAY = dt.date(2015, 6, 13)
 
 
 def stores_frame(ids: list[int]) -> pd.DataFrame:
-    frame = pd.DataFrame({name: [None] * len(ids) for name in c.STORE_COLUMNS})
-    frame[c.STORE_ID] = ids
-    frame[c.PROMO2] = 0
+    frame = pd.DataFrame({name: [None] * len(ids) for name in columns.STORE_COLUMNS})
+    frame[columns.STORE_ID] = ids
+    frame[columns.PROMO2] = 0
     return frame
 
 
 def sales_frame(store_ids: list[int], day: dt.date) -> pd.DataFrame:
     return pd.DataFrame(
         {
-            c.STORE_ID: store_ids,
-            c.PRODUCT_ID: c.DEFAULT_PRODUCT,
-            c.SALES_DATE: pd.to_datetime([day] * len(store_ids)),
-            c.SALES: 100.0,
-            c.CUSTOMERS: 10,
-            c.OPEN: 1,
-            c.PROMO: 0,
-            c.STATE_HOLIDAY: "0",
-            c.SCHOOL_HOLIDAY: 0,
+            columns.STORE_ID: store_ids,
+            columns.PRODUCT_ID: columns.DEFAULT_PRODUCT,
+            columns.SALES_DATE: pd.to_datetime([day] * len(store_ids)),
+            columns.SALES: 100.0,
+            columns.CUSTOMERS: 10,
+            columns.OPEN: 1,
+            columns.PROMO: 0,
+            columns.STATE_HOLIDAY: "0",
+            columns.SCHOOL_HOLIDAY: 0,
         }
     )
 
@@ -58,7 +58,7 @@ def seed(engine: Engine) -> None:
 
 def add_forecasts(engine: Engine, version: str, series_days: dict[int, int]) -> None:
     rows = [
-        {c.STORE_ID: store_id, c.PRODUCT_ID: c.DEFAULT_PRODUCT,
+        {columns.STORE_ID: store_id, columns.PRODUCT_ID: columns.DEFAULT_PRODUCT,
          "forecast_date": DAY + dt.timedelta(days=1 + day), "model_version": version,
          "yhat": 1.0, "yhat_lower": 0.5, "yhat_upper": 1.5, "yhat_lower_95": 0.1,
          "yhat_upper_95": 2.0}

@@ -12,8 +12,8 @@ from sqlalchemy import Engine, event, func, select
 from sfmlops.adapters.db import issued_forecasts as records
 from sfmlops.adapters.db import sales_records
 from sfmlops.adapters.db.tables import forecast_scores, issued_forecasts
-from sfmlops.core import columns as c
-from sfmlops.core.forecasting import metrics as m
+from sfmlops.core import columns
+from sfmlops.core.forecasting import metrics
 from sfmlops.services import ingestion, loading, realized_accuracy
 
 pytestmark = pytest.mark.integration
@@ -24,18 +24,18 @@ LAST_DAY = dt.date(2015, 6, 13)
 def forecast_frame(stores: list[int], start: dt.date, days: int, yhat: float) -> pd.DataFrame:
     """Forecasts of `yhat` with an 80 % band of +-10 % and a 95 % band of +-20 %."""
     rows = [
-        (store, c.DEFAULT_PRODUCT, pd.Timestamp(start + dt.timedelta(days=offset)))
+        (store, columns.DEFAULT_PRODUCT, pd.Timestamp(start + dt.timedelta(days=offset)))
         for store in stores
         for offset in range(days)
     ]
-    frame = pd.DataFrame(rows, columns=[c.STORE_ID, c.PRODUCT_ID, c.SALES_DATE])
+    frame = pd.DataFrame(rows, columns=[columns.STORE_ID, columns.PRODUCT_ID, columns.SALES_DATE])
     return frame.assign(
         **{
-            c.YHAT: yhat,
-            c.YHAT_LOWER: yhat * 0.9,
-            c.YHAT_UPPER: yhat * 1.1,
-            c.YHAT_LOWER_95: yhat * 0.8,
-            c.YHAT_UPPER_95: yhat * 1.2,
+            columns.YHAT: yhat,
+            columns.YHAT_LOWER: yhat * 0.9,
+            columns.YHAT_UPPER: yhat * 1.1,
+            columns.YHAT_LOWER_95: yhat * 0.8,
+            columns.YHAT_UPPER_95: yhat * 1.2,
             records.BACKTEST_RMSPE: 0.1,
         }
     )
@@ -48,14 +48,14 @@ def count(engine: Engine, table: object) -> int:
 
 def sales_record(store: int, day: dt.date, sales: float) -> dict[str, object]:
     return {
-        c.STORE_ID: store,
-        c.SALES_DATE: day.isoformat(),
-        c.SALES: sales,
-        c.CUSTOMERS: 10,
-        c.OPEN: 1,
-        c.PROMO: 0,
-        c.STATE_HOLIDAY: "0",
-        c.SCHOOL_HOLIDAY: 0,
+        columns.STORE_ID: store,
+        columns.SALES_DATE: day.isoformat(),
+        columns.SALES: sales,
+        columns.CUSTOMERS: 10,
+        columns.OPEN: 1,
+        columns.PROMO: 0,
+        columns.STATE_HOLIDAY: "0",
+        columns.SCHOOL_HOLIDAY: 0,
     }
 
 
@@ -80,8 +80,8 @@ def test_a_forecast_is_kept_once_per_series_day_version_and_issue_date(
     with engine.connect() as connection:
         kept = records.read_issued(connection, 1, issue, issue + dt.timedelta(days=6))
     version_3 = kept[kept[records.MODEL_VERSION] == "3"]
-    assert version_3[c.YHAT].tolist() == [100.0] * 7
-    assert version_3[c.HORIZON_DAYS].tolist() == list(range(1, 8))
+    assert version_3[columns.YHAT].tolist() == [100.0] * 7
+    assert version_3[columns.HORIZON_DAYS].tolist() == list(range(1, 8))
     assert set(kept[records.COVARIATE_SOURCE]) == {records.DEFAULT_COVARIATE_SOURCE}
     assert kept[records.ACTUAL].isna().all()  # nothing has happened yet
 
@@ -118,18 +118,20 @@ def test_actuals_posted_later_are_scored_against_what_was_issued(
         store_1 = realized_accuracy.realized_accuracy(connection, day_2, days=2, store_id=1)
         daily = realized_accuracy.store_daily_errors(connection, day_1, day_2)
     # Open days with sales: store 1 on both days (3 forecasts), store 2 on day 1 (1 forecast).
-    assert report.overall[m.DAYS] == 4
+    assert report.overall[metrics.DAYS] == 4
     by_version = report.by_version.set_index(records.MODEL_VERSION)
-    assert by_version.loc["4", m.RMSPE] == pytest.approx(0.1)  # 90 against 100; day 2 closed
-    assert by_version.loc["3", m.DAYS] == 3
-    assert store_1.by_store[c.STORE_ID].tolist() == [1]
+    assert by_version.loc["4", metrics.RMSPE] == pytest.approx(0.1)  # 90 against 100; day 2 closed
+    assert by_version.loc["3", metrics.DAYS] == 3
+    assert store_1.by_store[columns.STORE_ID].tolist() == [1]
     # Store 1: -20 % on day 1, 0 % (version 3) and -10 % (version 4) on day 2.
-    assert store_1.overall[m.RMSPE] == pytest.approx(((0.2**2 + 0 + 0.1**2) / 3) ** 0.5)
+    assert store_1.overall[metrics.RMSPE] == pytest.approx(((0.2**2 + 0 + 0.1**2) / 3) ** 0.5)
     # Inside the 80 % band (+-10 % of the forecast): only version 3 on day 2.
-    assert store_1.overall[m.COVERAGE_80] == pytest.approx(1 / 3)
-    assert store_1.by_horizon.set_index(c.HORIZON_DAYS).loc[2, m.RMSPE] == pytest.approx(0.0)
+    assert store_1.overall[metrics.COVERAGE_80] == pytest.approx(1 / 3)
+    assert store_1.by_horizon.set_index(columns.HORIZON_DAYS).loc[
+        2, metrics.RMSPE
+    ] == pytest.approx(0.0)
     # The daily series judges each day by its closest forecast: version 4's on day 2.
-    row = daily.set_index([c.STORE_ID, c.SALES_DATE]).loc[(1, pd.Timestamp(day_2))]
+    row = daily.set_index([columns.STORE_ID, columns.SALES_DATE]).loc[(1, pd.Timestamp(day_2))]
     assert row[records.MODEL_VERSION] == "4"
     assert row[realized_accuracy.RATIO] == pytest.approx(1.0)
 
@@ -145,7 +147,7 @@ def test_a_corrected_actual_rescores_its_forecasts(engine: Engine, rossmann_slic
     with engine.connect() as connection:
         report = realized_accuracy.realized_accuracy(connection, day, days=1)
     assert count(engine, forecast_scores) == 1
-    assert report.overall[m.RMSPE] == pytest.approx(0.0)
+    assert report.overall[metrics.RMSPE] == pytest.approx(0.0)
 
 
 def test_scoring_runs_after_the_ingest_commits(engine: Engine, rossmann_slice: Path) -> None:
@@ -159,7 +161,7 @@ def test_scoring_runs_after_the_ingest_commits(engine: Engine, rossmann_slice: P
         if statement.lstrip().upper().startswith("INSERT INTO FORECAST_SCORES"):
             with engine.connect() as other:  # another session sees only committed rows
                 stored = sales_records.read_sales(other, store_ids=[4], start=day)
-            seen_by_others.append(stored[c.SALES].tolist())
+            seen_by_others.append(stored[columns.SALES].tolist())
 
     event.listen(engine, "before_cursor_execute", watch)
     try:
@@ -181,4 +183,4 @@ def test_a_failing_scoring_keeps_the_ingest(engine: Engine, rossmann_slice: Path
     assert result.accepted == 1
     with engine.connect() as connection:
         stored = sales_records.read_sales(connection, store_ids=[5], start=day)
-    assert stored[c.SALES].tolist() == [80.0]
+    assert stored[columns.SALES].tolist() == [80.0]

@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from sfmlops.adapters.db import dead_letter_records, sales_records, store_records
 from sfmlops.adapters.db.engine import current_revision, migrate
 from sfmlops.adapters.db.tables import ingest_dead_letters, metadata, sales, stores
-from sfmlops.core import columns as c
+from sfmlops.core import columns
 from sfmlops.services import loading
 
 pytestmark = pytest.mark.integration
@@ -51,10 +51,10 @@ def test_loading_a_folder_writes_stores_and_sales(engine: Engine, rossmann_slice
     assert summary.rows == len(expected)
     assert summary.stores == summary.series == 20
     assert (summary.first_date, summary.last_date) == (dt.date(2015, 3, 16), dt.date(2015, 6, 13))
-    assert stored[c.STORE_ID].tolist() == list(range(1, 21))
-    assert stored.set_index(c.STORE_ID).loc[1, c.STATE] == "HE"
-    assert history[c.SALES].tolist() == [4256.0]
-    assert history[c.CUSTOMERS].tolist() == [502]
+    assert stored[columns.STORE_ID].tolist() == list(range(1, 21))
+    assert stored.set_index(columns.STORE_ID).loc[1, columns.STATE] == "HE"
+    assert history[columns.SALES].tolist() == [4256.0]
+    assert history[columns.CUSTOMERS].tolist() == [502]
 
 
 def test_loading_twice_changes_nothing(engine: Engine, rossmann_slice: Path) -> None:
@@ -75,7 +75,9 @@ def test_an_upsert_replaces_the_values_of_its_key(engine: Engine, rossmann_slice
     loading.load_folder(engine, rossmann_slice)
     with engine.connect() as connection:
         day = sales_records.read_sales(connection, store_ids=[2], start=dt.date(2015, 6, 13))
-    corrected = day.assign(**{c.SALES: 1.0, c.CUSTOMERS: pd.array([None], dtype="Int64")})
+    corrected = day.assign(
+        **{columns.SALES: 1.0, columns.CUSTOMERS: pd.array([None], dtype="Int64")}
+    )
 
     with engine.begin() as connection:
         sales_records.upsert_sales(connection, corrected)
@@ -85,8 +87,8 @@ def test_an_upsert_replaces_the_values_of_its_key(engine: Engine, rossmann_slice
         assert sales_records.sales_summary(connection).rows == len(
             pd.read_csv(rossmann_slice / "train.csv.gz")
         )
-    assert again[c.SALES].tolist() == [1.0]
-    assert again[c.CUSTOMERS].isna().all()
+    assert again[columns.SALES].tolist() == [1.0]
+    assert again[columns.CUSTOMERS].isna().all()
 
 
 def sales_rows(rows: list[tuple[int, str, float]]) -> pd.DataFrame:
@@ -94,15 +96,15 @@ def sales_rows(rows: list[tuple[int, str, float]]) -> pd.DataFrame:
     stores_, days, values = zip(*rows, strict=True)
     return pd.DataFrame(
         {
-            c.STORE_ID: stores_,
-            c.PRODUCT_ID: c.DEFAULT_PRODUCT,
-            c.SALES_DATE: pd.to_datetime(list(days)),
-            c.SALES: values,
-            c.CUSTOMERS: 10,
-            c.OPEN: 1,
-            c.PROMO: 0,
-            c.STATE_HOLIDAY: "0",
-            c.SCHOOL_HOLIDAY: 0,
+            columns.STORE_ID: stores_,
+            columns.PRODUCT_ID: columns.DEFAULT_PRODUCT,
+            columns.SALES_DATE: pd.to_datetime(list(days)),
+            columns.SALES: values,
+            columns.CUSTOMERS: 10,
+            columns.OPEN: 1,
+            columns.PROMO: 0,
+            columns.STATE_HOLIDAY: "0",
+            columns.SCHOOL_HOLIDAY: 0,
         }
     )
 
@@ -212,7 +214,7 @@ def test_a_failure_while_writing_rolls_back_everything(
     dataset = loading.read_dataset(rossmann_slice)
     # The last chunk breaks a NOT NULL constraint, after stores and earlier rows were sent.
     broken_sales = dataset.sales.copy()
-    broken_sales.loc[broken_sales.index[-1], c.SALES] = None
+    broken_sales.loc[broken_sales.index[-1], columns.SALES] = None
     broken = loading.Dataset(stores=dataset.stores, sales=broken_sales)
 
     with pytest.raises(IntegrityError):

@@ -16,8 +16,7 @@ from sfmlops.adapters.db import (
     stream_offset_records,
 )
 from sfmlops.adapters.db import issued_forecasts as records
-from sfmlops.core import columns as c
-from sfmlops.core import events
+from sfmlops.core import columns, events
 from sfmlops.services import loading
 from sfmlops.services.stream_ingestion import BatchReport, PreparedBatch, prepare_batch, write_batch
 
@@ -47,9 +46,21 @@ def ingest_batch(
 
 
 def event(store: object, day: str, sales: object) -> str:
-    fields = {c.CUSTOMERS: 3, c.OPEN: 1, c.PROMO: 1, c.STATE_HOLIDAY: "0", c.SCHOOL_HOLIDAY: 0}
+    fields = {
+        columns.CUSTOMERS: 3,
+        columns.OPEN: 1,
+        columns.PROMO: 1,
+        columns.STATE_HOLIDAY: "0",
+        columns.SCHOOL_HOLIDAY: 0,
+    }
     return json.dumps(
-        {"schema_version": 1, c.STORE_ID: store, c.SALES_DATE: day, c.SALES: sales} | fields
+        {
+            "schema_version": 1,
+            columns.STORE_ID: store,
+            columns.SALES_DATE: day,
+            columns.SALES: sales,
+        }
+        | fields
     )
 
 
@@ -78,7 +89,7 @@ def test_a_batch_upserts_the_latest_values_and_dead_letters_the_rest_once(
     with engine.connect() as connection:
         stored = sales_records.read_sales(connection)
         letters = dead_letter_records.count_dead_letters(connection)
-    assert stored.set_index(c.STORE_ID)[c.SALES].to_dict() == {1: 12.5, 3: 7.0}
+    assert stored.set_index(columns.STORE_ID)[columns.SALES].to_dict() == {1: 12.5, 3: 7.0}
     assert letters == 3
 
 
@@ -125,8 +136,12 @@ def test_a_batch_scores_the_forecasts_issued_for_its_days_after_committing(
     loading.load_folder(engine, rossmann_slice)
     day = pd.Timestamp("2015-06-15")
     forecast = pd.DataFrame(
-        {c.STORE_ID: [1, 2], c.PRODUCT_ID: c.DEFAULT_PRODUCT, c.SALES_DATE: day}
-        | {name: 100.0 for name in c.FORECAST_VALUES}
+        {
+            columns.STORE_ID: [1, 2],
+            columns.PRODUCT_ID: columns.DEFAULT_PRODUCT,
+            columns.SALES_DATE: day,
+        }
+        | {name: 100.0 for name in columns.FORECAST_VALUES}
     )
     with engine.begin() as connection:
         records.record_issued(connection, forecast, "7", day.date(), "pipeline")
@@ -135,6 +150,6 @@ def test_a_batch_scores_the_forecasts_issued_for_its_days_after_committing(
 
     with engine.connect() as connection:
         scores = records.read_scores(connection, day.date(), day.date())
-    assert scores[[c.STORE_ID, records.MODEL_VERSION, records.ACTUAL]].values.tolist() == [
+    assert scores[[columns.STORE_ID, records.MODEL_VERSION, records.ACTUAL]].values.tolist() == [
         [1, "7", 80.0]
     ]

@@ -15,7 +15,7 @@ from sfmlops.adapters import mlflow_registry as registry
 from sfmlops.adapters.db.engine import make_engine, migrate
 from sfmlops.adapters.db.tables import sales
 from sfmlops.adapters.ray_cluster import RayExecutor, ray_session
-from sfmlops.core import columns as c
+from sfmlops.core import columns
 from sfmlops.core.forecasting.bundle import future_days
 from sfmlops.core.forecasting.executors import SequentialExecutor
 from sfmlops.services import batch_forecast, loading
@@ -116,12 +116,14 @@ def test_a_single_store_retrain_changes_only_that_store(system: tuple[Settings, 
     assert outcome.mode == "retrain"
     assert int(outcome.version) == int(before_version) + 1
     after = forecast_all(settings)
-    others = before[c.STORE_ID] != 4
+    others = before[columns.STORE_ID] != 4
     pd.testing.assert_frame_equal(before[others], after[others])
     _, bundle = champion_bundle(settings)
-    store_4 = bundle.champions[bundle.champions[c.STORE_ID] == 4].iloc[0]
-    if store_4[c.MODEL] == "seasonal_naive":
-        assert after.loc[~others, c.YHAT].sum() > 1.5 * before.loc[~others, c.YHAT].sum()
+    store_4 = bundle.champions[bundle.champions[columns.STORE_ID] == 4].iloc[0]
+    if store_4[columns.MODEL] == "seasonal_naive":
+        assert (
+            after.loc[~others, columns.YHAT].sum() > 1.5 * before.loc[~others, columns.YHAT].sum()
+        )
     assert bundle.metadata["parent_version"] == before_version
 
 
@@ -186,6 +188,6 @@ def test_a_store_whose_fit_fails_keeps_a_model_and_too_many_fail_the_job(
     assert outcome.alias == "champion"
     assert outcome.warnings == ["store 2 product total: fit failed, kept its previous model"]
     _, bundle = champion_bundle(settings)
-    store_2 = bundle.champions[bundle.champions[c.STORE_ID] == 2].iloc[0]
-    assert store_2[c.MODEL] == "seasonal_naive"
-    assert np.isfinite(forecast_all(settings)[c.YHAT]).all()
+    store_2 = bundle.champions[bundle.champions[columns.STORE_ID] == 2].iloc[0]
+    assert store_2[columns.MODEL] == "seasonal_naive"
+    assert np.isfinite(forecast_all(settings)[columns.YHAT]).all()

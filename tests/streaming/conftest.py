@@ -20,7 +20,7 @@ import pytest
 
 from sfmlops.adapters.db import store_records
 from sfmlops.adapters.db.engine import make_engine, migrate
-from sfmlops.core import columns as c
+from sfmlops.core import columns
 from sfmlops.core.validation import validate_sales
 from sfmlops.datasets import ROSSMANN_DIR
 from sfmlops.services import loading
@@ -93,11 +93,11 @@ def store_history() -> pd.DataFrame:
     The bundled data has 17,512 days for them; a second product per store fills up the rest.
     """
     raw = pd.read_csv(ROSSMANN_DIR / "train.csv.gz", dtype=str, keep_default_na=False)
-    raw = raw[raw["Store"].astype(int) <= 20].rename(columns=c.ROSSMANN_SALES_COLUMNS)
+    raw = raw[raw["Store"].astype(int) <= 20].rename(columns=columns.ROSSMANN_SALES_COLUMNS)
     validated = validate_sales(raw, range(1, 21))
     assert validated.ok
     totals = validated.valid.reset_index(drop=True)
     second = totals.head(18_800 - len(totals)).assign(
-        **{c.PRODUCT_ID: "sku-2", c.SALES: lambda f: (f[c.SALES] / 2).round(2)}
+        **{columns.PRODUCT_ID: "sku-2", columns.SALES: lambda f: (f[columns.SALES] / 2).round(2)}
     )
     return pd.concat([totals, second], ignore_index=True)

@@ -14,8 +14,7 @@ import pandas as pd
 import pytest
 
 from sfmlops.adapters import kafka
-from sfmlops.core import columns as c
-from sfmlops.core import events
+from sfmlops.core import columns, events
 from tests.support.streaming import StreamEnv
 from tests.support.waiting import wait_until
 
@@ -47,20 +46,22 @@ def mixed_events(history: pd.DataFrame, malformed_share: float, duplicate_share:
         event = {
             "schema_version": 1,
             **record,
-            c.SALES_DATE: record[c.SALES_DATE].strftime("%Y-%m-%d"),
-            c.CUSTOMERS: None if pd.isna(record[c.CUSTOMERS]) else int(record[c.CUSTOMERS]),
+            columns.SALES_DATE: record[columns.SALES_DATE].strftime("%Y-%m-%d"),
+            columns.CUSTOMERS: None
+            if pd.isna(record[columns.CUSTOMERS])
+            else int(record[columns.CUSTOMERS]),
         }
         kind = number % 4
         if kind == 0:
             payload, reason = json.dumps(event)[: -5 - number % 7], "not a JSON object"
         elif kind == 1:
-            del event[c.SALES]
+            del event[columns.SALES]
             payload, reason = json.dumps(event), "sales: missing value"
         elif kind == 2:
-            event[c.SALES] = -1.0 - number
+            event[columns.SALES] = -1.0 - number
             payload, reason = json.dumps(event), "sales: must be >= 0"
         else:
-            event[c.STORE_ID] = 900 + number
+            event[columns.STORE_ID] = 900 + number
             payload, reason = json.dumps(event), "store_id: unknown store"
         malformed[payload] = reason
     all_keys = keys + [keys[i] for i in duplicates] + [b"1"] * len(malformed)
@@ -75,17 +76,21 @@ def mixed_events(history: pd.DataFrame, malformed_share: float, duplicate_share:
 
 
 def normalized(sales: pd.DataFrame) -> pd.DataFrame:
-    frame = sales[list(c.SALES_COLUMNS)].sort_values(list(c.SALES_KEY)).reset_index(drop=True)
+    frame = (
+        sales[list(columns.SALES_COLUMNS)]
+        .sort_values(list(columns.SALES_KEY))
+        .reset_index(drop=True)
+    )
     return frame.astype(
         {
-            c.STORE_ID: "int64",
-            c.PRODUCT_ID: str,
-            c.SALES: "float64",
-            c.CUSTOMERS: "Int64",
-            c.OPEN: "int64",
-            c.PROMO: "int64",
-            c.STATE_HOLIDAY: str,
-            c.SCHOOL_HOLIDAY: "int64",
+            columns.STORE_ID: "int64",
+            columns.PRODUCT_ID: str,
+            columns.SALES: "float64",
+            columns.CUSTOMERS: "Int64",
+            columns.OPEN: "int64",
+            columns.PROMO: "int64",
+            columns.STATE_HOLIDAY: str,
+            columns.SCHOOL_HOLIDAY: "int64",
         }
     )
 
@@ -213,8 +218,8 @@ def test_out_of_order_and_corrected_records_end_with_the_latest_value(
 ) -> None:
     def event(store: int, day: str, sales: float) -> tuple[bytes, bytes]:
         record = {
-            "schema_version": 1, c.STORE_ID: store, c.SALES_DATE: day, c.SALES: sales,
-            c.CUSTOMERS: 10, c.OPEN: 1, c.PROMO: 0, c.STATE_HOLIDAY: "0", c.SCHOOL_HOLIDAY: 0,
+            "schema_version": 1, columns.STORE_ID: store, columns.SALES_DATE: day, columns.SALES: sales,
+            columns.CUSTOMERS: 10, columns.OPEN: 1, columns.PROMO: 0, columns.STATE_HOLIDAY: "0", columns.SCHOOL_HOLIDAY: 0,
         }  # fmt: skip
         return str(store).encode(), json.dumps(record).encode()
 
@@ -237,7 +242,7 @@ def test_out_of_order_and_corrected_records_end_with_the_latest_value(
     result = stream_env.run("stream", "--once")
 
     assert result.returncode == 0, result.stdout + result.stderr
-    stored = stream_env.sales().set_index([c.STORE_ID, c.SALES_DATE])[c.SALES]
+    stored = stream_env.sales().set_index([columns.STORE_ID, columns.SALES_DATE])[columns.SALES]
     assert stored.to_dict() == {
         (1, pd.Timestamp("2015-06-08")): 85.0,
         (1, pd.Timestamp("2015-06-09")): 90.0,

@@ -10,7 +10,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from sfmlops.adapters.db import stream_offset_records
-from sfmlops.core import columns as c
+from sfmlops.core import columns
 from sfmlops.services.stream_metrics import StreamMetrics
 from tests.support.network import free_port
 from tests.support.streaming import StreamEnv
@@ -21,8 +21,8 @@ pytestmark = pytest.mark.integration
 
 def event(store: int, day: str, sales: float) -> tuple[bytes, bytes]:
     record = {
-        "schema_version": 1, c.STORE_ID: store, c.SALES_DATE: day, c.SALES: sales,
-        c.CUSTOMERS: 10, c.OPEN: 1, c.PROMO: 0, c.STATE_HOLIDAY: "0", c.SCHOOL_HOLIDAY: 0,
+        "schema_version": 1, columns.STORE_ID: store, columns.SALES_DATE: day, columns.SALES: sales,
+        columns.CUSTOMERS: 10, columns.OPEN: 1, columns.PROMO: 0, columns.STATE_HOLIDAY: "0", columns.SCHOOL_HOLIDAY: 0,
     }  # fmt: skip
     return str(store).encode(), json.dumps(record).encode()
 

@@ -17,7 +17,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from sfmlops.cli.dashboard import APP
-from sfmlops.core import columns as c
+from sfmlops.core import columns
 from sfmlops.ui.charts import CHART_COLUMNS, DATE_COLUMN
 
 TOKEN = "ui-test-token-not-a-secret-0123456789"
@@ -113,12 +113,16 @@ def expected_chart_table(api: RunningApi, store_id: int, weeks: int, days: int) 
     blank = dict.fromkeys(CHART_COLUMNS, "")
     rows = [
         blank
-        | {DATE_COLUMN: day["sales_date"], c.SALES: f"{day['sales']:.2f}", c.OPEN: str(day["open"])}
+        | {
+            DATE_COLUMN: day["sales_date"],
+            columns.SALES: f"{day['sales']:.2f}",
+            columns.OPEN: str(day["open"]),
+        }
         for day in sales
     ] + [
         blank
         | {DATE_COLUMN: day["date"]}
-        | {name: f"{day[name]:.2f}" for name in c.FORECAST_VALUES}
+        | {name: f"{day[name]:.2f}" for name in columns.FORECAST_VALUES}
         for day in forecast
     ]
     return pd.DataFrame(rows, columns=list(CHART_COLUMNS))

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 from playwright.sync_api import Browser, Locator, Page, sync_playwright
 
-from sfmlops.core import columns as c
+from sfmlops.core import columns
 from sfmlops.ui.charts import CHART_COLUMNS
 from sfmlops.ui.views import store as store_page
 from tests.support import ROOT
@@ -141,7 +141,7 @@ def test_the_store_page_draws_the_apis_actuals_and_forecast_and_retrains(
         trained_api, 3, store_page.DEFAULT_HISTORY_WEEKS, store_page.DEFAULT_HORIZON_DAYS
     )
     pd.testing.assert_frame_equal(chart_data(page), expected)
-    closed = (expected[c.OPEN] == "0") | (expected[c.YHAT_UPPER_95] == "0.00")
+    closed = (expected[columns.OPEN] == "0") | (expected[columns.YHAT_UPPER_95] == "0.00")
     # A point per day open (or forecast to sell), a grey column per day closed, two bands.
     assert closed.any()
     assert drawn_marks(chart, "symbol") == int((~closed).sum())

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from sfmlops.core import columns as c
+from sfmlops.core import columns
 from sfmlops.ui.client import (
     ApiClient,
     ApiError,
@@ -47,7 +47,7 @@ def test_reads_stores_sales_forecasts_and_the_champion(
     one = trained.champion(1)
 
     assert [store.store_id for store in stores] == [*range(1, 21), STORE_WITHOUT_SALES]
-    assert [s.product_id for s in trained.store(1).series] == [c.DEFAULT_PRODUCT]
+    assert [s.product_id for s in trained.store(1).series] == [columns.DEFAULT_PRODUCT]
     assert [day.sales_date for day in sales.days] == [
         status.as_of - dt.timedelta(days=back) for back in range(6, -1, -1)
     ]

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from sfmlops.core import columns as c
+from sfmlops.core import columns
 from sfmlops.ui.charts import DATE_COLUMN
 from sfmlops.ui.views import store as store_page
 from tests.support.dashboard import (
@@ -59,7 +59,7 @@ def test_the_store_chart_holds_the_apis_actuals_and_forecast(
         trained_api, 2, store_page.DEFAULT_HISTORY_WEEKS, store_page.DEFAULT_HORIZON_DAYS
     )
     pd.testing.assert_frame_equal(chart_table(app), expected)
-    assert (expected[c.OPEN] == "0").any(), "the slice should show closed days"
+    assert (expected[columns.OPEN] == "0").any(), "the slice should show closed days"
     champion = api_get(trained_api, "/v1/models/champion", store_id=2)
     assert metric(app, "Model version") == champion["version"]
     assert metric(app, "Backtest RMSPE, this store") == f"{champion['stores'][0]['rmspe']:.1%}"
@@ -136,8 +136,8 @@ def test_a_store_outside_the_champion_shows_its_sales_and_why_there_is_no_foreca
     (retrain,) = [b for b in app.button if b.label == "Retrain this store"]
     assert retrain.disabled
     table = chart_table(app)
-    assert (table[c.SALES] != "").all()
-    assert (table[c.YHAT] == "").all()
+    assert (table[columns.SALES] != "").all()
+    assert (table[columns.YHAT] == "").all()
 
 
 @pytest.mark.parametrize("page", [None, OVERVIEW])
@@ -164,7 +164,7 @@ def test_before_any_training_both_pages_say_there_is_no_model(
     assert "No model trained yet" in texts(app.info)
     table = chart_table(app)
     assert len(table) == 7 * store_page.DEFAULT_HISTORY_WEEKS
-    assert (table[c.YHAT] == "").all()
+    assert (table[columns.YHAT] == "").all()
 
     app.switch_page(OVERVIEW).run()
 
@@ -218,7 +218,7 @@ def test_a_failed_training_job_shows_its_error(
 
     app = open_dashboard(trained_api.url, monkeypatch, store="1")
     app.session_state[store_page.WATCH_KEY] = store_page.RetrainWatch(
-        job["id"], STORE_WITHOUT_SALES, c.DEFAULT_PRODUCT, None
+        job["id"], STORE_WITHOUT_SALES, columns.DEFAULT_PRODUCT, None
     )
     app.run()
     assert f"job {job['id'][:12]}) failed" in texts(app.error)
@@ -241,8 +241,8 @@ def test_a_store_with_several_products_gets_a_product_picker(
     as_of = dt.date.fromisoformat(api_get(trained_api, "/v1/status")["as_of"])
     days = [as_of - dt.timedelta(days=back) for back in range(5)]
     records = [
-        {c.STORE_ID: 4, c.PRODUCT_ID: "cosmetics", c.SALES_DATE: day.isoformat(), c.SALES: 100 + i,
-         c.OPEN: 1, c.PROMO: 0, c.STATE_HOLIDAY: "0", c.SCHOOL_HOLIDAY: 0}
+        {columns.STORE_ID: 4, columns.PRODUCT_ID: "cosmetics", columns.SALES_DATE: day.isoformat(), columns.SALES: 100 + i,
+         columns.OPEN: 1, columns.PROMO: 0, columns.STATE_HOLIDAY: "0", columns.SCHOOL_HOLIDAY: 0}
         for i, day in enumerate(days)
     ]  # fmt: skip
     stored = httpx.post(
@@ -255,17 +255,17 @@ def test_a_store_with_several_products_gets_a_product_picker(
 
     app = open_dashboard(trained_api.url, monkeypatch, store="4")
     product = app.selectbox(key=store_page.PRODUCT_KEY)
-    assert sorted(product.options) == ["cosmetics", c.DEFAULT_PRODUCT]
-    assert product.value == c.DEFAULT_PRODUCT
+    assert sorted(product.options) == ["cosmetics", columns.DEFAULT_PRODUCT]
+    assert product.value == columns.DEFAULT_PRODUCT
 
     product.select("cosmetics").run()
 
     assert not app.exception
     assert app.query_params[store_page.page_context.PRODUCT_PARAM] == "cosmetics"
     table = chart_table(app)
-    shown = table[table[c.SALES] != ""]
-    assert dict(zip(shown[DATE_COLUMN], shown[c.SALES], strict=True)) == {
-        record[c.SALES_DATE]: f"{record[c.SALES]:.2f}" for record in records
+    shown = table[table[columns.SALES] != ""]
+    assert dict(zip(shown[DATE_COLUMN], shown[columns.SALES], strict=True)) == {
+        record[columns.SALES_DATE]: f"{record[columns.SALES]:.2f}" for record in records
     }
     assert "store 4 has no product 'cosmetics' in the champion model" in texts(app.warning)
 

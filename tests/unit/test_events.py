@@ -8,21 +8,20 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from sfmlops.core import columns as c
-from sfmlops.core import events
+from sfmlops.core import columns, events
 
 
 def canonical(rows: list[dict[str, object]]) -> pd.DataFrame:
     frame = pd.DataFrame(rows)
-    return frame.astype({c.CUSTOMERS: "Int64"}).assign(
-        **{c.SALES_DATE: pd.to_datetime(frame[c.SALES_DATE])}
+    return frame.astype({columns.CUSTOMERS: "Int64"}).assign(
+        **{columns.SALES_DATE: pd.to_datetime(frame[columns.SALES_DATE])}
     )
 
 
 def record(store: int, day: str, sales: float, customers: int | None = 5) -> dict[str, object]:
     return {
-        c.STORE_ID: store, c.PRODUCT_ID: "total", c.SALES_DATE: day, c.SALES: sales,
-        c.CUSTOMERS: customers, c.OPEN: 1, c.PROMO: 0, c.STATE_HOLIDAY: "a", c.SCHOOL_HOLIDAY: 1,
+        columns.STORE_ID: store, columns.PRODUCT_ID: "total", columns.SALES_DATE: day, columns.SALES: sales,
+        columns.CUSTOMERS: customers, columns.OPEN: 1, columns.PROMO: 0, columns.STATE_HOLIDAY: "a", columns.SCHOOL_HOLIDAY: 1,
     }  # fmt: skip
 
 
@@ -55,13 +54,13 @@ def test_events_are_keyed_by_store_and_carry_the_schema_version() -> None:
 
 
 def test_text_fields_that_need_escaping_encode_as_valid_json() -> None:
-    odd = record(3, "2015-06-11", 17.25) | {c.PRODUCT_ID: 'shelf "A"\\1 \u00e9\n'}
+    odd = record(3, "2015-06-11", 17.25) | {columns.PRODUCT_ID: 'shelf "A"\\1 \u00e9\n'}
     keys, values = events.encode_sales_events(canonical([odd, record(3, "2015-06-12", 1.0)]))
 
     decoded = [json.loads(value) for value in values]
-    assert decoded[0][c.PRODUCT_ID] == 'shelf "A"\\1 \u00e9\n'
-    assert decoded[0][c.SALES] == 17.25
-    assert decoded[1][c.PRODUCT_ID] == "total"
+    assert decoded[0][columns.PRODUCT_ID] == 'shelf "A"\\1 \u00e9\n'
+    assert decoded[0][columns.SALES] == 17.25
+    assert decoded[1][columns.PRODUCT_ID] == "total"
     assert keys == [b"3", b"3"]
 
 
@@ -70,7 +69,7 @@ def test_decoding_refuses_what_is_not_a_current_event_and_keeps_delivery_order()
     batch = pd.concat(
         [
             received([good, "not json", {**good, "schema_version": 2}], partition=1),
-            received([{**good, c.SALES: 2.0}, {**good, c.PRODUCT_ID: "a\x00b"}]),
+            received([{**good, columns.SALES: 2.0}, {**good, columns.PRODUCT_ID: "a\x00b"}]),
         ],
         ignore_index=True,
     )
@@ -84,8 +83,8 @@ def test_decoding_refuses_what_is_not_a_current_event_and_keeps_delivery_order()
     }
     # Partition 0 before partition 1, each by offset: the order "latest wins" relies on.
     assert decoded.records.index.tolist() == [3, 0]
-    assert decoded.records[c.SALES].tolist() == ["2.0", "1.0"]
-    assert list(decoded.records.columns) == list(c.SALES_COLUMNS)
+    assert decoded.records[columns.SALES].tolist() == ["2.0", "1.0"]
+    assert list(decoded.records.columns) == list(columns.SALES_COLUMNS)
 
 
 def test_a_missing_schema_version_is_named() -> None:
@@ -103,18 +102,20 @@ def test_odd_payloads_are_refused_or_kept_as_their_json_text() -> None:
         "[1, 2]",
         "null",
         '{"schema_version": 1, "store_id": 1} trailing',
-        json.dumps({**good, c.SALES: "7", c.OPEN: True, c.PRODUCT_ID: {"sku": 2}}),
-        json.dumps({**good, c.SALES: 1.5}).replace("1.5", "1e400"),  # beyond float64
+        json.dumps(
+            {**good, columns.SALES: "7", columns.OPEN: True, columns.PRODUCT_ID: {"sku": 2}}
+        ),
+        json.dumps({**good, columns.SALES: 1.5}).replace("1.5", "1e400"),  # beyond float64
         '{"schema_version": 1,\n "store_id": 2}',  # a line break inside the object
     ]
 
     fields, malformed = events.parse_events(pa.array(odd, pa.string()))
 
     assert malformed.tolist() == [True, True, True, True, True, False, False, False]
-    assert fields[c.SALES].to_pylist()[5:7] == ["7", "1e400"]
-    assert fields[c.OPEN][5].as_py() == "true"
-    assert fields[c.PRODUCT_ID][5].as_py() == '{"sku": 2}'
-    assert fields[c.STORE_ID].to_pylist() == [None] * 5 + ["1", "1", "2"]
+    assert fields[columns.SALES].to_pylist()[5:7] == ["7", "1e400"]
+    assert fields[columns.OPEN][5].as_py() == "true"
+    assert fields[columns.PRODUCT_ID][5].as_py() == '{"sku": 2}'
+    assert fields[columns.STORE_ID].to_pylist() == [None] * 5 + ["1", "1", "2"]
 
 
 def test_bulk_and_record_by_record_parsing_give_validation_the_same_records() -> None:
@@ -132,5 +133,5 @@ def test_bulk_and_record_by_record_parsing_give_validation_the_same_records() ->
     # Numbers may read "4256" or "4256.0": the same number to validation.
     assert bulk == ["1", "2", "total", "2015-06-13", "0.5", "5", "1", "0", "a", "1"]
     assert one_by_one == ["1", "2", "total", "2015-06-13", "0.5", "5", "1", "0", "a", "1"]
-    first = [fields[c.SALES][0].as_py(), fields[c.SALES][10_000].as_py()]
+    first = [fields[columns.SALES][0].as_py(), fields[columns.SALES][10_000].as_py()]
     assert [float(value) for value in first] == [4256.0, 4256.0]

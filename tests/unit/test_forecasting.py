@@ -9,9 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sfmlops.core import columns as c
-from sfmlops.core.forecasting import metrics as m
-from sfmlops.core.forecasting import model_selection
+from sfmlops.core import columns
+from sfmlops.core.forecasting import metrics, model_selection
 from sfmlops.core.forecasting.backtest import (
     ROLLING,
     SEASON,
@@ -72,15 +71,15 @@ def synthetic_sales(
         parts.append(
             pd.DataFrame(
                 {
-                    c.STORE_ID: store,
-                    c.PRODUCT_ID: c.DEFAULT_PRODUCT,
-                    c.SALES_DATE: dates,
-                    c.SALES: np.where(is_open, sales.round(), 0.0),
-                    c.CUSTOMERS: pd.array(np.where(is_open, 500, 0), dtype="Int64"),
-                    c.OPEN: is_open.astype("int8"),
-                    c.PROMO: promo.astype("int8"),
-                    c.STATE_HOLIDAY: "0",
-                    c.SCHOOL_HOLIDAY: np.int8(0),
+                    columns.STORE_ID: store,
+                    columns.PRODUCT_ID: columns.DEFAULT_PRODUCT,
+                    columns.SALES_DATE: dates,
+                    columns.SALES: np.where(is_open, sales.round(), 0.0),
+                    columns.CUSTOMERS: pd.array(np.where(is_open, 500, 0), dtype="Int64"),
+                    columns.OPEN: is_open.astype("int8"),
+                    columns.PROMO: promo.astype("int8"),
+                    columns.STATE_HOLIDAY: "0",
+                    columns.SCHOOL_HOLIDAY: np.int8(0),
                 }
             )
         )
@@ -90,26 +89,26 @@ def synthetic_sales(
 def synthetic_stores(stores: int = 6) -> pd.DataFrame:
     return pd.DataFrame(
         {
-            c.STORE_ID: pd.array(range(1, stores + 1), dtype="Int64"),
-            c.STORE_TYPE: ["a", "b", "c", "d", "a", "c"][:stores] * (stores // 6 or 1),
-            c.ASSORTMENT: "a",
-            c.COMPETITION_DISTANCE: 500.0,
-            c.COMPETITION_OPEN_SINCE_MONTH: pd.array([None] * stores, dtype="Int64"),
-            c.COMPETITION_OPEN_SINCE_YEAR: pd.array([None] * stores, dtype="Int64"),
-            c.PROMO2: pd.array([0] * stores, dtype="Int8"),
-            c.PROMO2_SINCE_WEEK: pd.array([None] * stores, dtype="Int64"),
-            c.PROMO2_SINCE_YEAR: pd.array([None] * stores, dtype="Int64"),
-            c.PROMO_INTERVAL: None,
-            c.STATE: ["HE", "BY", "HE", "NW", "BY", "HE"][:stores],
+            columns.STORE_ID: pd.array(range(1, stores + 1), dtype="Int64"),
+            columns.STORE_TYPE: ["a", "b", "c", "d", "a", "c"][:stores] * (stores // 6 or 1),
+            columns.ASSORTMENT: "a",
+            columns.COMPETITION_DISTANCE: 500.0,
+            columns.COMPETITION_OPEN_SINCE_MONTH: pd.array([None] * stores, dtype="Int64"),
+            columns.COMPETITION_OPEN_SINCE_YEAR: pd.array([None] * stores, dtype="Int64"),
+            columns.PROMO2: pd.array([0] * stores, dtype="Int8"),
+            columns.PROMO2_SINCE_WEEK: pd.array([None] * stores, dtype="Int64"),
+            columns.PROMO2_SINCE_YEAR: pd.array([None] * stores, dtype="Int64"),
+            columns.PROMO_INTERVAL: None,
+            columns.STATE: ["HE", "BY", "HE", "NW", "BY", "HE"][:stores],
         }
     )
 
 
 def split(history: pd.DataFrame, days: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    cutoff = history[c.SALES_DATE].max() - pd.Timedelta(days=days)
+    cutoff = history[columns.SALES_DATE].max() - pd.Timedelta(days=days)
     return (
-        history[history[c.SALES_DATE] <= cutoff],
-        history[history[c.SALES_DATE] > cutoff].reset_index(drop=True),
+        history[history[columns.SALES_DATE] <= cutoff],
+        history[history[columns.SALES_DATE] > cutoff].reset_index(drop=True),
     )
 
 
@@ -134,13 +133,13 @@ def test_gbm_recovers_the_weekly_pattern_and_promo_lift(
 ) -> None:
     _, later = split(sales, 28)
     forecast = fitted_gbm.predict(as_future(later))
-    plain = (later[c.PROMO] == 0) & (later[c.OPEN] == 1)
-    weekday = later[c.SALES_DATE].dt.dayofweek
-    by_day = forecast[plain.to_numpy()].groupby(weekday[plain].to_numpy())[c.YHAT].mean()
+    plain = (later[columns.PROMO] == 0) & (later[columns.OPEN] == 1)
+    weekday = later[columns.SALES_DATE].dt.dayofweek
+    by_day = forecast[plain.to_numpy()].groupby(weekday[plain].to_numpy())[columns.YHAT].mean()
     shape = by_day / by_day.mean()
     expected = WEEKLY[:6] / WEEKLY[:6].mean()
     np.testing.assert_allclose(shape.to_numpy(), expected, rtol=0.04)
-    assert m.rmspe(later[c.SALES].to_numpy(), forecast[c.YHAT].to_numpy()) < 0.06
+    assert metrics.rmspe(later[columns.SALES].to_numpy(), forecast[columns.YHAT].to_numpy()) < 0.06
 
 
 @pytest.mark.parametrize("model", ["gbm", "seasonal_naive"])
@@ -149,14 +148,14 @@ def test_closed_days_forecast_zero(
 ) -> None:
     seen, later = split(sales, 28)
     future = as_future(later)
-    future.loc[future.index % 5 == 0, c.OPEN] = 0  # closures on days that would sell
+    future.loc[future.index % 5 == 0, columns.OPEN] = 0  # closures on days that would sell
     forecaster = fitted_gbm if model == "gbm" else SeasonalNaiveForecaster().fit(seen, stores)
     forecast = forecaster.predict(future)
-    closed = future[c.OPEN].to_numpy() == 0
-    for column in c.FORECAST_VALUES:
+    closed = future[columns.OPEN].to_numpy() == 0
+    for column in columns.FORECAST_VALUES:
         assert (forecast.loc[closed, column] == 0).all(), column
         assert (forecast.loc[~closed, column] > 0).all(), column
-    assert list(forecast.columns) == list(c.FORECAST_COLUMNS)
+    assert list(forecast.columns) == list(columns.FORECAST_COLUMNS)
 
 
 def test_intervals_widen_with_horizon() -> None:
@@ -165,17 +164,19 @@ def test_intervals_widen_with_horizon() -> None:
     seen, later = split(history, 48)
     forecaster = SeasonalNaiveForecaster(weeks=4).fit(seen, synthetic_stores())
     forecast = forecaster.predict(as_future(later))
-    forecast[c.HORIZON_DAYS] = (forecast[c.SALES_DATE] - seen[c.SALES_DATE].max()).dt.days
-    sold = forecast[forecast[c.YHAT] > 0]
+    forecast[columns.HORIZON_DAYS] = (
+        forecast[columns.SALES_DATE] - seen[columns.SALES_DATE].max()
+    ).dt.days
+    sold = forecast[forecast[columns.YHAT] > 0]
     width = (
-        ((sold[c.YHAT_UPPER] - sold[c.YHAT_LOWER]) / sold[c.YHAT])
-        .groupby(sold[c.HORIZON_DAYS])
+        ((sold[columns.YHAT_UPPER] - sold[columns.YHAT_LOWER]) / sold[columns.YHAT])
+        .groupby(sold[columns.HORIZON_DAYS])
         .mean()
     )
     assert (np.diff(width.to_numpy()) >= -1e-9).all()  # never narrower later (up to rounding)
     assert width.iloc[-7:].mean() > 1.5 * width.iloc[:7].mean()
-    wide = (sold[c.YHAT_UPPER_95] - sold[c.YHAT_LOWER_95]) / sold[c.YHAT]
-    assert (wide.to_numpy() >= width.reindex(sold[c.HORIZON_DAYS]).to_numpy() - 1e-9).all()
+    wide = (sold[columns.YHAT_UPPER_95] - sold[columns.YHAT_LOWER_95]) / sold[columns.YHAT]
+    assert (wide.to_numpy() >= width.reindex(sold[columns.HORIZON_DAYS]).to_numpy() - 1e-9).all()
 
 
 def test_features_use_only_days_up_to_the_cutoff(sales: pd.DataFrame, stores: pd.DataFrame) -> None:
@@ -185,11 +186,11 @@ def test_features_use_only_days_up_to_the_cutoff(sales: pd.DataFrame, stores: pd
     rows = pd.concat([seen, later])
     features = build_features(seen, profile, stats, Calendar.of(rows, profile))
     # Wildly different sales after the cutoff change nothing the model learns from.
-    tampered = later.assign(**{c.SALES: later[c.SALES] * 50})
+    tampered = later.assign(**{columns.SALES: later[columns.SALES] * 50})
     rows_tampered = pd.concat([seen, tampered])
     again = build_features(seen, profile, StoreStats.of(seen), Calendar.of(rows_tampered, profile))
     pd.testing.assert_frame_equal(features, again)
-    assert stats.cutoff == seen[c.SALES_DATE].max()
+    assert stats.cutoff == seen[columns.SALES_DATE].max()
     # ... while the statistics do move when those days are part of the history.
     assert not StoreStats.of(pd.concat([seen, tampered])).by_store.equals(stats.by_store)
 
@@ -198,14 +199,14 @@ def test_features_place_a_day_in_its_school_holidays_and_promotion_cycle(
     stores: pd.DataFrame,
 ) -> None:
     sales = synthetic_sales(stores=2, days=70)
-    first = sales[c.SALES_DATE].min()
-    holidays = (sales[c.SALES_DATE] >= first + pd.Timedelta(days=21)) & (
-        sales[c.SALES_DATE] < first + pd.Timedelta(days=35)
+    first = sales[columns.SALES_DATE].min()
+    holidays = (sales[columns.SALES_DATE] >= first + pd.Timedelta(days=21)) & (
+        sales[columns.SALES_DATE] < first + pd.Timedelta(days=35)
     )
-    sales[c.SCHOOL_HOLIDAY] = holidays.astype(int)
+    sales[columns.SCHOOL_HOLIDAY] = holidays.astype(int)
     profile = store_profile(stores)
     features = build_features(sales, profile, StoreStats.of(sales), Calendar.of(sales, profile))
-    store = features[c.STORE_ID] == 1
+    store = features[columns.STORE_ID] == 1
     into = features.loc[store, "days_into_school_holiday"].to_numpy()
     left = features.loc[store, "days_left_school_holiday"].to_numpy()
     assert list(into[21:35]) == list(range(1, 15))
@@ -214,8 +215,8 @@ def test_features_place_a_day_in_its_school_holidays_and_promotion_cycle(
     assert into[35:].max() == 0
     # Promotions run Monday to Friday every other week: a promo Wednesday is two days after
     # its run started, the Monday after a promo week three days after it ended.
-    promo = sales.loc[store, c.PROMO].to_numpy() == 1
-    weekday = sales.loc[store, c.SALES_DATE].dt.dayofweek.to_numpy()
+    promo = sales.loc[store, columns.PROMO].to_numpy() == 1
+    weekday = sales.loc[store, columns.SALES_DATE].dt.dayofweek.to_numpy()
     after_start = features.loc[store, "days_after_promo_start"].to_numpy()
     after_end = features.loc[store, "days_after_promo_end"].to_numpy()
     assert (after_start[promo & (weekday == 2)] == 2).all()
@@ -227,25 +228,27 @@ def test_features_place_a_day_in_its_school_holidays_and_promotion_cycle(
 def test_a_backtest_never_shows_a_model_its_window(
     sales: pd.DataFrame, stores: pd.DataFrame
 ) -> None:
-    windows = backtest_windows(sales[c.SALES_DATE].max(), windows=2, horizon_days=28)
+    windows = backtest_windows(sales[columns.SALES_DATE].max(), windows=2, horizon_days=28)
     models = {
         "seasonal_naive": SeasonalNaiveForecaster,
         "gbm": partial(GlobalGBMForecaster, SMALL_GBM),
     }
     honest = run_backtest(sales, stores, models, windows)
     last = windows[-1]
-    inside = (sales[c.SALES_DATE] >= last.start) & (sales[c.SALES_DATE] <= last.end)
-    tampered = sales.assign(**{c.SALES: np.where(inside, sales[c.SALES] * 3, sales[c.SALES])})
+    inside = (sales[columns.SALES_DATE] >= last.start) & (sales[columns.SALES_DATE] <= last.end)
+    tampered = sales.assign(
+        **{columns.SALES: np.where(inside, sales[columns.SALES] * 3, sales[columns.SALES])}
+    )
     again = run_backtest(tampered, stores, models, windows)
-    for column in c.FORECAST_VALUES:
+    for column in columns.FORECAST_VALUES:
         np.testing.assert_allclose(again[column], honest[column])
-    assert not np.allclose(again[m.ACTUAL], honest[m.ACTUAL])
+    assert not np.allclose(again[metrics.ACTUAL], honest[metrics.ACTUAL])
 
 
 def test_later_backtest_windows_are_calibrated_on_the_window_before(
     sales: pd.DataFrame, stores: pd.DataFrame
 ) -> None:
-    windows = backtest_windows(sales[c.SALES_DATE].max(), windows=3, horizon_days=28)
+    windows = backtest_windows(sales[columns.SALES_DATE].max(), windows=3, horizon_days=28)
     given: list[IntervalCalibration | None] = []
 
     def naive(*, calibration: IntervalCalibration | None = None) -> SeasonalNaiveForecaster:
@@ -257,13 +260,13 @@ def test_later_backtest_windows_are_calibrated_on_the_window_before(
     # the window just before it, which lie before its cutoff.
     assert given[0] is None
     for number, calibration in zip((1, 2), given[1:], strict=True):
-        expected = calibration_of(scored[scored[c.BACKTEST_WINDOW] == number])
+        expected = calibration_of(scored[scored[columns.BACKTEST_WINDOW] == number])
         assert calibration is not None
         assert calibration.scale == pytest.approx(expected.scale)
         for column, values in expected.quantiles.items():
             np.testing.assert_allclose(calibration.quantiles[column], values)
-    later = scored[(scored[c.BACKTEST_WINDOW] > 1) & (scored[c.OPEN] == 1)]
-    assert (later[c.YHAT_LOWER] < later[c.YHAT_UPPER]).all()
+    later = scored[(scored[columns.BACKTEST_WINDOW] > 1) & (scored[columns.OPEN] == 1)]
+    assert (later[columns.YHAT_LOWER] < later[columns.YHAT_UPPER]).all()
 
 
 def test_backtest_windows_end_at_the_data_end() -> None:
@@ -317,30 +320,30 @@ def test_the_backtest_reports_season_windows(stores: pd.DataFrame) -> None:
     assert kinds == [SEASON, ROLLING, ROLLING]
     season = report.summary[report.summary[WINDOW_KIND] == SEASON]
     assert len(season) == 1
-    assert season[m.RMSPE].notna().all()
-    assert season[m.COVERAGE_80].notna().all()
+    assert season[metrics.RMSPE].notna().all()
+    assert season[metrics.COVERAGE_80].notna().all()
     assert report.reported_window == 3
 
 
 def test_metrics_on_known_values() -> None:
     scored = pd.DataFrame(
         {
-            c.YHAT: [110.0, 90.0, 50.0, 0.0],
-            c.YHAT_LOWER: [100.0, 95.0, 40.0, 0.0],
-            c.YHAT_UPPER: [120.0, 99.0, 60.0, 0.0],
-            c.YHAT_LOWER_95: [90.0, 80.0, 30.0, 0.0],
-            c.YHAT_UPPER_95: [130.0, 110.0, 70.0, 0.0],
-            m.ACTUAL: [100.0, 100.0, 50.0, 0.0],  # the last day had no sales: not scored
+            columns.YHAT: [110.0, 90.0, 50.0, 0.0],
+            columns.YHAT_LOWER: [100.0, 95.0, 40.0, 0.0],
+            columns.YHAT_UPPER: [120.0, 99.0, 60.0, 0.0],
+            columns.YHAT_LOWER_95: [90.0, 80.0, 30.0, 0.0],
+            columns.YHAT_UPPER_95: [130.0, 110.0, 70.0, 0.0],
+            metrics.ACTUAL: [100.0, 100.0, 50.0, 0.0],  # the last day had no sales: not scored
         }
     )
-    result = m.accuracy(scored)
-    assert result[m.RMSPE] == pytest.approx(np.sqrt((0.01 + 0.01 + 0) / 3))
-    assert result[m.MAPE] == pytest.approx(0.2 / 3)
-    assert result[m.MAE] == pytest.approx(20 / 3)
-    assert result[m.BIAS] == pytest.approx(0.0)
-    assert result[m.COVERAGE_80] == pytest.approx(2 / 3)
-    assert result[m.COVERAGE_95] == pytest.approx(1.0)
-    assert result[m.DAYS] == 3
+    result = metrics.accuracy(scored)
+    assert result[metrics.RMSPE] == pytest.approx(np.sqrt((0.01 + 0.01 + 0) / 3))
+    assert result[metrics.MAPE] == pytest.approx(0.2 / 3)
+    assert result[metrics.MAE] == pytest.approx(20 / 3)
+    assert result[metrics.BIAS] == pytest.approx(0.0)
+    assert result[metrics.COVERAGE_80] == pytest.approx(2 / 3)
+    assert result[metrics.COVERAGE_95] == pytest.approx(1.0)
+    assert result[metrics.DAYS] == 3
 
 
 def test_metrics_per_group_match_each_group_alone() -> None:
@@ -351,27 +354,27 @@ def test_metrics_per_group_match_each_group_alone() -> None:
     yhat = actual * rng.lognormal(0.0, 0.1, 600) + 1.0
     scored = pd.DataFrame(
         {
-            c.STORE_ID: np.repeat(np.arange(100), 6),
-            c.YHAT: yhat,
-            c.YHAT_LOWER: yhat * 0.9,
-            c.YHAT_UPPER: yhat * 1.1,
-            c.YHAT_LOWER_95: yhat * 0.8,
-            c.YHAT_UPPER_95: yhat * 1.2,
-            m.ACTUAL: actual,
+            columns.STORE_ID: np.repeat(np.arange(100), 6),
+            columns.YHAT: yhat,
+            columns.YHAT_LOWER: yhat * 0.9,
+            columns.YHAT_UPPER: yhat * 1.1,
+            columns.YHAT_LOWER_95: yhat * 0.8,
+            columns.YHAT_UPPER_95: yhat * 1.2,
+            metrics.ACTUAL: actual,
         }
     )
-    scored.loc[scored[c.STORE_ID] == 7, c.YHAT] = np.nan  # a missing forecast ...
-    by_store = m.accuracy_by(scored, [c.STORE_ID]).set_index(c.STORE_ID)
-    assert by_store.loc[0, m.DAYS] == 0
-    assert by_store.loc[0, list(m.METRICS[:-1])].isna().all()
-    assert by_store.loc[7, list(m.METRICS[:-1])].isna().all()  # ... spoils its group
+    scored.loc[scored[columns.STORE_ID] == 7, columns.YHAT] = np.nan  # a missing forecast ...
+    by_store = metrics.accuracy_by(scored, [columns.STORE_ID]).set_index(columns.STORE_ID)
+    assert by_store.loc[0, metrics.DAYS] == 0
+    assert by_store.loc[0, list(metrics.METRICS[:-1])].isna().all()
+    assert by_store.loc[7, list(metrics.METRICS[:-1])].isna().all()  # ... spoils its group
     for store in range(1, 100):
         if store == 7:
             continue
-        alone = m.accuracy(scored[scored[c.STORE_ID] == store])
-        for name in m.METRICS:
+        alone = metrics.accuracy(scored[scored[columns.STORE_ID] == store])
+        for name in metrics.METRICS:
             assert by_store.loc[store, name] == pytest.approx(alone[name]), (store, name)
-    assert by_store[m.DAYS].sum() == (actual > 0).sum()
+    assert by_store[metrics.DAYS].sum() == (actual > 0).sum()
 
 
 def test_champions_are_picked_on_the_selection_windows_only() -> None:
@@ -383,19 +386,19 @@ def test_champions_are_picked_on_the_selection_windows_only() -> None:
                 better = (model == good) != (window == 3)
                 rows.append(
                     {
-                        c.STORE_ID: store,
-                        c.PRODUCT_ID: c.DEFAULT_PRODUCT,
-                        c.MODEL: model,
-                        c.BACKTEST_WINDOW: window,
-                        c.YHAT: 101.0 if better else 130.0,
-                        m.ACTUAL: 100.0,
-                        **{col: 100.0 for col in c.FORECAST_VALUES[1:]},
+                        columns.STORE_ID: store,
+                        columns.PRODUCT_ID: columns.DEFAULT_PRODUCT,
+                        columns.MODEL: model,
+                        columns.BACKTEST_WINDOW: window,
+                        columns.YHAT: 101.0 if better else 130.0,
+                        metrics.ACTUAL: 100.0,
+                        **{col: 100.0 for col in columns.FORECAST_VALUES[1:]},
                     }
                 )
-    champions = select_champions(pd.DataFrame(rows), [1, 2]).set_index(c.STORE_ID)
-    assert champions.loc[1, c.MODEL] == "a"
-    assert champions.loc[2, c.MODEL] == "b"
-    assert champions.loc[1, m.RMSPE] == pytest.approx(0.01)
+    champions = select_champions(pd.DataFrame(rows), [1, 2]).set_index(columns.STORE_ID)
+    assert champions.loc[1, columns.MODEL] == "a"
+    assert champions.loc[2, columns.MODEL] == "b"
+    assert champions.loc[1, metrics.RMSPE] == pytest.approx(0.01)
 
 
 def test_a_champion_must_beat_the_best_model_by_a_margin() -> None:
@@ -406,19 +409,19 @@ def test_a_champion_must_beat_the_best_model_by_a_margin() -> None:
         for model, error in by_model.items():
             rows.append(
                 {
-                    c.STORE_ID: store,
-                    c.PRODUCT_ID: c.DEFAULT_PRODUCT,
-                    c.MODEL: model,
-                    c.BACKTEST_WINDOW: 1,
-                    c.YHAT: 100.0 * (1 + error),
-                    m.ACTUAL: 100.0,
-                    **{col: 100.0 for col in c.FORECAST_VALUES[1:]},
+                    columns.STORE_ID: store,
+                    columns.PRODUCT_ID: columns.DEFAULT_PRODUCT,
+                    columns.MODEL: model,
+                    columns.BACKTEST_WINDOW: 1,
+                    columns.YHAT: 100.0 * (1 + error),
+                    metrics.ACTUAL: 100.0,
+                    **{col: 100.0 for col in columns.FORECAST_VALUES[1:]},
                 }
             )
-    champions = select_champions(pd.DataFrame(rows), [1], margin=0.1).set_index(c.STORE_ID)
-    assert champions[c.MODEL].to_dict() == {1: "a", 2: "a", 3: "b"}
-    assert champions.loc[2, m.RMSPE] == pytest.approx(0.20)
-    assert select_champions(pd.DataFrame(rows), [1], margin=0.0).loc[1, c.MODEL] == "b"
+    champions = select_champions(pd.DataFrame(rows), [1], margin=0.1).set_index(columns.STORE_ID)
+    assert champions[columns.MODEL].to_dict() == {1: "a", 2: "a", 3: "b"}
+    assert champions.loc[2, metrics.RMSPE] == pytest.approx(0.20)
+    assert select_champions(pd.DataFrame(rows), [1], margin=0.0).loc[1, columns.MODEL] == "b"
 
 
 def test_interval_calibration_learns_the_rmspe_scale() -> None:
@@ -428,7 +431,7 @@ def test_interval_calibration_learns_the_rmspe_scale() -> None:
     calibration = IntervalCalibration.of_scored(actual * 1.1, actual, horizon, rescale=True)
     assert calibration.scale == pytest.approx(1 / 1.1)
     bounds = calibration.bounds(np.array([100.0]), np.array([3]))
-    assert bounds[c.YHAT_LOWER][0] == pytest.approx(100.0)
+    assert bounds[columns.YHAT_LOWER][0] == pytest.approx(100.0)
 
 
 def test_training_builds_a_bundle_that_round_trips(
@@ -443,8 +446,8 @@ def test_training_builds_a_bundle_that_round_trips(
         horizon_days=28,
         executor=SequentialExecutor(),
     )
-    assert set(report.summary[c.MODEL]) == {"seasonal_naive", "gbm", model_selection.CHAMPION}
-    assert bundle.series == {(s, c.DEFAULT_PRODUCT) for s in range(1, 7)}
+    assert set(report.summary[columns.MODEL]) == {"seasonal_naive", "gbm", model_selection.CHAMPION}
+    assert bundle.series == {(s, columns.DEFAULT_PRODUCT) for s in range(1, 7)}
     future = as_future(later)
     first = bundle.predict(future)
     bundle.save(tmp_path / "bundle")
@@ -453,39 +456,41 @@ def test_training_builds_a_bundle_that_round_trips(
     pd.testing.assert_frame_equal(first.frame, second.frame)
     assert first.assumptions == []
     assert sum(first.champions.values()) == 6
-    assert m.rmspe(later[c.SALES].to_numpy(), first.frame[c.YHAT].to_numpy()) < 0.08
+    assert (
+        metrics.rmspe(later[columns.SALES].to_numpy(), first.frame[columns.YHAT].to_numpy()) < 0.08
+    )
 
     # Without covariates, the saved bundle projects each store's promotion cycle: promo
     # weekdays forecast above the same weekdays without one.
     bare = future_days(loaded.series, loaded.last_date + pd.Timedelta(days=1), 28)
     guessed = loaded.predict(bare)
     assert ASSUMED_PROMO in guessed.assumptions
-    days = bare[c.SALES_DATE]
+    days = bare[columns.SALES_DATE]
     promo_week = (days.dt.isocalendar().week.to_numpy() % 2) == 0
     mondays = (days.dt.dayofweek == 0).to_numpy()
-    yhat = guessed.frame[c.YHAT].to_numpy()
+    yhat = guessed.frame[columns.YHAT].to_numpy()
     for store in range(1, 7):
-        own = (bare[c.STORE_ID] == store).to_numpy() & mondays
+        own = (bare[columns.STORE_ID] == store).to_numpy() & mondays
         assert yhat[own & promo_week].min() > 1.15 * yhat[own & ~promo_week].max()
 
     with pytest.raises(UnknownSeriesError, match="store 99"):
-        bundle.predict(future.assign(**{c.STORE_ID: 99}))
+        bundle.predict(future.assign(**{columns.STORE_ID: 99}))
     with pytest.raises(ValueError, match="forecasts start the day after"):
         bundle.predict(as_future(seen.tail(3)))
 
 
 def test_missing_covariates_are_assumed_and_reported(sales: pd.DataFrame) -> None:
     usual = usual_open_weekdays(sales)
-    dates = pd.date_range(sales[c.SALES_DATE].max() + pd.Timedelta(days=1), periods=7)
-    bare = pd.DataFrame({c.STORE_ID: 1, c.SALES_DATE: dates})
+    dates = pd.date_range(sales[columns.SALES_DATE].max() + pd.Timedelta(days=1), periods=7)
+    bare = pd.DataFrame({columns.STORE_ID: 1, columns.SALES_DATE: dates})
     completed, assumptions = complete_future(bare, usual)
     assert ASSUMED_OPEN in assumptions
     assert ASSUMED_PROMO in assumptions
-    sunday = completed[c.SALES_DATE].dt.dayofweek == 6
-    assert (completed.loc[sunday, c.OPEN] == 0).all()
-    assert (completed.loc[~sunday, c.OPEN] == 1).all()
-    assert (completed[c.PROMO] == 0).all()
-    assert list(completed.columns) == list(c.FUTURE_COLUMNS)
+    sunday = completed[columns.SALES_DATE].dt.dayofweek == 6
+    assert (completed.loc[sunday, columns.OPEN] == 0).all()
+    assert (completed.loc[~sunday, columns.OPEN] == 1).all()
+    assert (completed[columns.PROMO] == 0).all()
+    assert list(completed.columns) == list(columns.FUTURE_COLUMNS)
 
 
 def test_missing_covariates_come_from_the_promotion_cycle_and_public_holidays(
@@ -495,26 +500,26 @@ def test_missing_covariates_come_from_the_promotion_cycle_and_public_holidays(
     dates = pd.date_range("2015-03-02", "2015-04-12")  # Good Friday 04-03, Easter Monday 04-06
     bare = pd.DataFrame(
         {
-            c.STORE_ID: np.repeat([1, 2, 4], len(dates)),
-            c.SALES_DATE: np.tile(dates.to_numpy(), 3),
-            c.PROMO: np.nan,
+            columns.STORE_ID: np.repeat([1, 2, 4], len(dates)),
+            columns.SALES_DATE: np.tile(dates.to_numpy(), 3),
+            columns.PROMO: np.nan,
         }
     )
-    bare.loc[0, c.PROMO] = 0  # the caller's value wins over the projection
+    bare.loc[0, columns.PROMO] = 0  # the caller's value wins over the projection
     completed, assumptions = complete_future(
         bare, usual_open_weekdays(sales), usual_promo_cycle(sales), store_states(stores)
     )
     assert {ASSUMED_OPEN, ASSUMED_PROMO, ASSUMED_STATE_HOLIDAY} <= set(assumptions)
-    day = completed[c.SALES_DATE]
+    day = completed[columns.SALES_DATE]
     easter = day.isin([pd.Timestamp("2015-04-03"), pd.Timestamp("2015-04-06")])
-    assert (completed.loc[easter, c.STATE_HOLIDAY] == "b").all()
-    assert (completed.loc[~easter, c.STATE_HOLIDAY] == "0").all()
-    assert (completed.loc[easter, c.OPEN] == 0).all()
+    assert (completed.loc[easter, columns.STATE_HOLIDAY] == "b").all()
+    assert (completed.loc[~easter, columns.STATE_HOLIDAY] == "0").all()
+    assert (completed.loc[easter, columns.OPEN] == 0).all()
     sunday = day.dt.dayofweek == 6
-    assert (completed.loc[~easter & ~sunday, c.OPEN] == 1).all()
+    assert (completed.loc[~easter & ~sunday, columns.OPEN] == 1).all()
     expected = ((day.dt.isocalendar().week % 2) == 0) & (day.dt.dayofweek < 5)
     expected.iloc[0] = False
-    assert (completed[c.PROMO] == expected.astype(int)).all()
+    assert (completed[columns.PROMO] == expected.astype(int)).all()
 
 
 def test_executors_keep_the_order_of_items() -> None:

@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 
 from sfmlops.cli.dashboard import APP, streamlit_command
-from sfmlops.core import columns as c
+from sfmlops.core import columns
 from sfmlops.settings import Settings
-from sfmlops.ui import responses as r
+from sfmlops.ui import responses
 from sfmlops.ui.charts import (
     CHART_COLUMNS,
     DATE_COLUMN,
@@ -25,12 +25,12 @@ from sfmlops.ui.wording import counted
 DAY = dt.date(2015, 6, 12)
 
 
-def sales_day(day: dt.date, sales: float, is_open: int) -> r.SalesDay:
-    return r.SalesDay(sales_date=day, sales=sales, open=is_open)
+def sales_day(day: dt.date, sales: float, is_open: int) -> responses.SalesDay:
+    return responses.SalesDay(sales_date=day, sales=sales, open=is_open)
 
 
-def forecast_day(day: dt.date, yhat: float) -> r.ForecastDay:
-    return r.ForecastDay(
+def forecast_day(day: dt.date, yhat: float) -> responses.ForecastDay:
+    return responses.ForecastDay(
         date=day,
         yhat=yhat,
         yhat_lower=yhat - 10,
@@ -48,9 +48,9 @@ def test_the_chart_frame_puts_actuals_then_forecast_days_in_date_order() -> None
 
     assert list(frame.columns) == list(CHART_COLUMNS)
     assert list(frame[DATE_COLUMN]) == [DAY + dt.timedelta(days=n) for n in range(3)]
-    assert frame[c.OPEN].tolist() == [1, 0, pd.NA]
-    assert frame[c.SALES].iloc[:2].tolist() == [5263.0, 0.0]
-    assert frame[c.YHAT].isna().tolist() == [True, True, False]
+    assert frame[columns.OPEN].tolist() == [1, 0, pd.NA]
+    assert frame[columns.SALES].iloc[:2].tolist() == [5263.0, 0.0]
+    assert frame[columns.YHAT].isna().tolist() == [True, True, False]
     table = chart_table(frame)
     assert table.iloc[0].tolist() == ["2015-06-12", "5263.00", "1", "", "", "", "", ""]
     assert table.iloc[2].tolist() == [
@@ -62,11 +62,11 @@ def test_a_forecast_of_a_day_with_sales_keeps_both_on_one_row() -> None:
     frame = chart_frame([sales_day(DAY, 10.0, 1)], [forecast_day(DAY, 12.0)])
 
     assert len(frame) == 1
-    assert frame.loc[0, [c.SALES, c.YHAT]].tolist() == [10.0, 12.0]
+    assert frame.loc[0, [columns.SALES, columns.YHAT]].tolist() == [10.0, 12.0]
 
 
 def test_the_store_chart_draws_closed_days_apart_from_the_sales_line() -> None:
-    closed_forecast = r.ForecastDay(
+    closed_forecast = responses.ForecastDay(
         date=DAY + dt.timedelta(days=3),
         yhat=0,
         yhat_lower=0,
@@ -90,14 +90,14 @@ def test_the_store_chart_draws_closed_days_apart_from_the_sales_line() -> None:
     (rows,) = spec["datasets"].values()
     assert [row["is_closed"] for row in rows] == [False, True, False, True]
     assert (band_95["encoding"]["y"]["field"], band_95["encoding"]["y2"]["field"]) == (
-        c.YHAT_UPPER_95,
-        c.YHAT_LOWER_95,
+        columns.YHAT_UPPER_95,
+        columns.YHAT_LOWER_95,
     )
     assert (band_80["encoding"]["y"]["field"], band_80["encoding"]["y2"]["field"]) == (
-        c.YHAT_UPPER,
-        c.YHAT_LOWER,
+        columns.YHAT_UPPER,
+        columns.YHAT_LOWER,
     )
-    assert forecast["encoding"]["y"]["field"] == c.YHAT
+    assert forecast["encoding"]["y"]["field"] == columns.YHAT
     # One shared y axis title, whichever layer Vega-Lite takes it from.
     assert {layer["encoding"]["y"]["title"] for layer in spec["layer"][1:]} == {"sales"}
 
@@ -107,14 +107,16 @@ def test_the_champion_mix_chart_counts_series_per_model() -> None:
 
     (values,) = spec["datasets"].values()
     assert values == [
-        {c.MODEL: "gbm", "series": 1112},
-        {c.MODEL: "seasonal_naive", "series": 3},
+        {columns.MODEL: "gbm", "series": 1112},
+        {columns.MODEL: "seasonal_naive", "series": 3},
     ]
 
 
 def test_store_labels_carry_what_a_planner_searches_by() -> None:
-    assert store_label(r.Store(store_id=12, store_type="a", state="HE")) == "12 · type a · HE"
-    assert store_label(r.Store(store_id=13)) == "13"
+    assert (
+        store_label(responses.Store(store_id=12, store_type="a", state="HE")) == "12 · type a · HE"
+    )
+    assert store_label(responses.Store(store_id=13)) == "13"
 
 
 @pytest.mark.parametrize(("given", "used"), [("", ""), ("/", ""), ("/dashboard/", "dashboard")])

@@ -11,12 +11,19 @@ import typer
 from rich.table import Table
 
 from sfmlops.cli.context import console, fail, migrated_engine_of, settings_of
-from sfmlops.core import columns as c
-from sfmlops.core.forecasting import metrics as m
+from sfmlops.core import columns
+from sfmlops.core.forecasting import metrics
 from sfmlops.services import realized_accuracy
 from sfmlops.services.status import as_of_date
 
-COLUMNS = (m.RMSPE, m.MAPE, m.BIAS, m.COVERAGE_80, m.COVERAGE_95, m.DAYS)
+COLUMNS = (
+    metrics.RMSPE,
+    metrics.MAPE,
+    metrics.BIAS,
+    metrics.COVERAGE_80,
+    metrics.COVERAGE_95,
+    metrics.DAYS,
+)
 
 
 def show_accuracy(
@@ -45,16 +52,16 @@ def show_accuracy(
         report = realized_accuracy.realized_accuracy(connection, end, days, store)
     which = f"store {store}" if store is not None else "every store"
     console.print(f"Realized accuracy, {which}, {report.start} to {report.end}")
-    if not report.overall[m.DAYS]:
+    if not report.overall[metrics.DAYS]:
         console.print("No forecast scored in that window yet.")
         return
     console.print(_table("overall", pd.DataFrame([{"overall": "all", **report.overall}])))
-    console.print(_table(c.HORIZON_DAYS, report.by_horizon))
+    console.print(_table(columns.HORIZON_DAYS, report.by_horizon))
     console.print(_table("model_version", report.by_version))
-    console.print(_table(c.SALES_DATE, report.by_day))
+    console.print(_table(columns.SALES_DATE, report.by_day))
     if store is None:
-        worst = report.by_store.sort_values(m.RMSPE, ascending=False).head(10)
-        console.print(_table(c.STORE_ID, worst, "10 least accurate stores"))
+        worst = report.by_store.sort_values(metrics.RMSPE, ascending=False).head(10)
+        console.print(_table(columns.STORE_ID, worst, "10 least accurate stores"))
 
 
 def _table(key: str, frame: pd.DataFrame, title: str | None = None) -> Table:
@@ -71,8 +78,8 @@ def key_text(value: Any) -> str:
 def figure_text(name: str, value: Any) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
-    if name == m.DAYS:
+    if name == metrics.DAYS:
         return f"{int(value):,}"
-    if name == m.BIAS:
+    if name == metrics.BIAS:
         return f"{value:+,.0f}"
-    return f"{value:.3f}" if name in (m.RMSPE, m.MAPE) else f"{value:.0%}"
+    return f"{value:.3f}" if name in (metrics.RMSPE, metrics.MAPE) else f"{value:.0%}"

@@ -22,7 +22,7 @@ from sfmlops.cli.context import (
     record_command,
     settings_of,
 )
-from sfmlops.core import columns as c
+from sfmlops.core import columns
 from sfmlops.core.validation import SalesLimits
 from sfmlops.datasets import ROSSMANN_DIR
 from sfmlops.services import loading, synthetic_data
@@ -136,14 +136,14 @@ def show_stores(
         title=f"{len(stores)} stores",
     )
     for row in shown.itertuples(index=False):
-        distance = getattr(row, c.COMPETITION_DISTANCE)
+        distance = getattr(row, columns.COMPETITION_DISTANCE)
         table.add_row(
-            str(getattr(row, c.STORE_ID)),
-            str(getattr(row, c.STORE_TYPE) or ""),
-            str(getattr(row, c.ASSORTMENT) or ""),
-            str(getattr(row, c.STATE) or ""),
+            str(getattr(row, columns.STORE_ID)),
+            str(getattr(row, columns.STORE_TYPE) or ""),
+            str(getattr(row, columns.ASSORTMENT) or ""),
+            str(getattr(row, columns.STATE) or ""),
             "" if pd.isna(distance) else f"{distance:,.0f}",
-            "yes" if getattr(row, c.PROMO2) else "no",
+            "yes" if getattr(row, columns.PROMO2) else "no",
         )
     console.print(table)
 

@@ -24,9 +24,8 @@ from sfmlops.cli.context import (
     record_command,
     settings_of,
 )
-from sfmlops.core import columns as c
-from sfmlops.core.forecasting import metrics as m
-from sfmlops.core.forecasting import model_selection
+from sfmlops.core import columns
+from sfmlops.core.forecasting import metrics, model_selection
 from sfmlops.core.forecasting.backtest import (
     SEASON_WINDOWS,
     WINDOW_END,
@@ -358,20 +357,20 @@ def _metrics_table(summary: pd.DataFrame, title: str, *, windows: bool) -> Table
     )
     for values in summary.to_dict(orient="records"):
         table.add_row(
-            str(values[c.MODEL]),
+            str(values[columns.MODEL]),
             *([_window_label(values)] if windows else []),
-            f"{values[m.RMSPE]:.4f}",
-            f"{values[m.MAPE]:.4f}",
-            f"{values[m.BIAS]:+,.0f}",
-            f"{values[m.COVERAGE_80]:.1%}",
-            f"{values[m.COVERAGE_95]:.1%}",
+            f"{values[metrics.RMSPE]:.4f}",
+            f"{values[metrics.MAPE]:.4f}",
+            f"{values[metrics.BIAS]:+,.0f}",
+            f"{values[metrics.COVERAGE_80]:.1%}",
+            f"{values[metrics.COVERAGE_95]:.1%}",
         )
     return table
 
 
 def _window_label(values: Mapping[Hashable, object]) -> str:
     """E.g. `2 season 06-14..07-31 2014` (the number, its kind and its days)."""
-    number = str(values[c.BACKTEST_WINDOW])
+    number = str(values[columns.BACKTEST_WINDOW])
     start, end = values.get(WINDOW_START), values.get(WINDOW_END)
     if not isinstance(start, pd.Timestamp) or not isinstance(end, pd.Timestamp):
         return number
@@ -383,7 +382,7 @@ def _progress(message: str) -> None:
 
 
 def _print_report(report: model_selection.BacktestReport) -> None:
-    ordered = report.summary.sort_values([c.BACKTEST_WINDOW, m.RMSPE])
+    ordered = report.summary.sort_values([columns.BACKTEST_WINDOW, metrics.RMSPE])
     title = "Backtest (champion: picked on earlier windows, scored on the last rolling one)"
     console.print(_metrics_table(ordered, title, windows=True))
     mix = ", ".join(f"{name} {count}" for name, count in sorted(report.champion_mix().items()))

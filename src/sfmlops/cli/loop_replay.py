@@ -18,7 +18,7 @@ from sfmlops.cli.forecast_commands import (
     model_names,
     parse_store_ids,
 )
-from sfmlops.core import columns as c
+from sfmlops.core import columns
 from sfmlops.core.forecasting.models import DEFAULT_MODELS
 from sfmlops.services import drift, training_data
 
@@ -97,10 +97,10 @@ def replay_command(
     ) as error:
         fail(str(error))
     console.print(f"Replay {report.start} to {report.end}: realized accuracy per day and version")
-    table = Table(c.SALES_DATE, "model_version", *COLUMNS)
+    table = Table(columns.SALES_DATE, "model_version", *COLUMNS)
     for row in report.by_day.to_dict("records"):
         table.add_row(
-            key_text(row[c.SALES_DATE]),
+            key_text(row[columns.SALES_DATE]),
             str(row["model_version"]),
             *(figure_text(name, row[name]) for name in COLUMNS),
         )

@@ -16,7 +16,7 @@ from sfmlops.adapters import kafka
 from sfmlops.adapters.db import sales_records
 from sfmlops.adapters.files import DataFileNotFoundError
 from sfmlops.cli.context import console, engine_of, fail, migrated_engine_of, settings_of
-from sfmlops.core import columns as c
+from sfmlops.core import columns
 from sfmlops.services import loading, producing
 from sfmlops.services.ingestion import sales_limits
 from sfmlops.services.stream_test_hooks import StreamFaultHooks
@@ -222,4 +222,4 @@ def _latest_date(ctx: typer.Context, sales: pd.DataFrame, from_db: bool) -> dt.d
             latest = sales_records.latest_sales_date(connection)
         if latest is not None:
             return latest
-    return sales[c.SALES_DATE].max().date()  # type: ignore[no-any-return]
+    return sales[columns.SALES_DATE].max().date()  # type: ignore[no-any-return]

@@ -26,7 +26,7 @@ from sfmlops.adapters.db import store_records
 from sfmlops.adapters.db.engine import make_engine, migrate
 from sfmlops.adapters.db.tables import ingest_dead_letters, sales
 from sfmlops.cli.context import console, fail
-from sfmlops.core import columns as c
+from sfmlops.core import columns
 from sfmlops.services import loading, producing
 from sfmlops.settings import Settings
 
@@ -47,8 +47,8 @@ def stream_last_days(settings: Settings, data_folder: Path, days: int = DEMO_DAY
         fail(f"--with-kafka runs from a source checkout: {scripts / 'kafka.sh'} not found")
     console.rule("Streaming through Kafka and Spark")
     dataset = loading.read_dataset(data_folder)
-    last = dataset.sales[c.SALES_DATE].max()
-    recent = dataset.sales[dataset.sales[c.SALES_DATE] > last - pd.Timedelta(days=days)]
+    last = dataset.sales[columns.SALES_DATE].max()
+    recent = dataset.sales[dataset.sales[columns.SALES_DATE] > last - pd.Timedelta(days=days)]
     with ExitStack() as stack:
         database_url = settings.database_url
         if database_url is None or make_url(database_url).get_backend_name() != "postgresql":
@@ -87,7 +87,7 @@ def stream_last_days(settings: Settings, data_folder: Path, days: int = DEMO_DAY
 
 
 def _print_landed(engine: Engine, recent: pd.DataFrame, since: dt.datetime) -> None:
-    first_day = recent[c.SALES_DATE].min().date()
+    first_day = recent[columns.SALES_DATE].min().date()
     with engine.connect() as connection:
         rows = connection.execute(
             select(sales.c.sales_date, func.count(), func.sum(sales.c.sales))

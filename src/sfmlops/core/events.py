@@ -25,11 +25,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pa_json
 
-from sfmlops.core import columns as c
+from sfmlops.core import columns
 
 SCHEMA_VERSION: Final = 1
 SCHEMA_VERSION_FIELD: Final = "schema_version"
-EVENT_FIELDS: Final = (SCHEMA_VERSION_FIELD, *c.SALES_COLUMNS)
+EVENT_FIELDS: Final = (SCHEMA_VERSION_FIELD, *columns.SALES_COLUMNS)
 """Every field of an event, in the order they are written."""
 
 # Columns of a batch of received records, as the stream job hands them over.
@@ -47,15 +47,15 @@ NOT_AN_OBJECT: Final = "payload: not a JSON object"
 # "4256.0" from the other, the same number.
 _EVENT_TYPES: Final = {
     SCHEMA_VERSION_FIELD: pa.int64(),
-    c.STORE_ID: pa.int64(),
-    c.PRODUCT_ID: pa.string(),
-    c.SALES_DATE: pa.string(),
-    c.SALES: pa.float64(),
-    c.CUSTOMERS: pa.int64(),
-    c.OPEN: pa.int64(),
-    c.PROMO: pa.int64(),
-    c.STATE_HOLIDAY: pa.string(),
-    c.SCHOOL_HOLIDAY: pa.int64(),
+    columns.STORE_ID: pa.int64(),
+    columns.PRODUCT_ID: pa.string(),
+    columns.SALES_DATE: pa.string(),
+    columns.SALES: pa.float64(),
+    columns.CUSTOMERS: pa.int64(),
+    columns.OPEN: pa.int64(),
+    columns.PROMO: pa.int64(),
+    columns.STATE_HOLIDAY: pa.string(),
+    columns.SCHOOL_HOLIDAY: pa.int64(),
 }
 _ROW: Final = "row"
 _EVENT: Final = "event"
@@ -91,14 +91,14 @@ def encode_sales_events(sales: pd.DataFrame) -> tuple[list[bytes], list[bytes]]:
     """
     if sales.empty:
         return [], []
-    table = pa.Table.from_pandas(sales[list(c.SALES_COLUMNS)], preserve_index=False)
+    table = pa.Table.from_pandas(sales[list(columns.SALES_COLUMNS)], preserve_index=False)
     # Each event is assembled column-wise in Arrow's native code: ~10x faster than writing
     # JSON row by row, which made encoding cost more than sending.
     pieces: list[pa.Array | str] = [f'{{"{SCHEMA_VERSION_FIELD}":{SCHEMA_VERSION}']
-    for name in c.SALES_COLUMNS:
+    for name in columns.SALES_COLUMNS:
         pieces += [f',"{name}":', _json_values(table.column(name).combine_chunks())]
     values = pc.binary_join_element_wise(*pieces, "}", "")
-    keys = pc.cast(table.column(c.STORE_ID), pa.string())
+    keys = pc.cast(table.column(columns.STORE_ID), pa.string())
     return keys.cast(pa.binary()).to_pylist(), values.cast(pa.binary()).to_pylist()
 
 
@@ -139,7 +139,7 @@ def decode_sales_events(received: pd.DataFrame) -> DecodedBatch:
     }
     # A JSON escape can smuggle a NUL character into a text field, which no PostgreSQL text
     # column can store: refuse it here rather than fail the whole batch's write.
-    for name in c.SALES_COLUMNS:
+    for name in columns.SALES_COLUMNS:
         has_nul = parsed[name].str.contains("\x00", regex=False).fillna(False).astype(bool)
         for position in parsed.index[has_nul & ~malformed]:
             rejected.setdefault(int(position), f"{name}: contains a NUL character")
@@ -153,7 +153,7 @@ def decode_sales_events(received: pd.DataFrame) -> DecodedBatch:
         rejected[int(position)] = (
             f"{SCHEMA_VERSION_FIELD}: {shown}, this consumer reads version {SCHEMA_VERSION}"
         )
-    records = parsed.loc[~parsed.index.isin(list(rejected)), list(c.SALES_COLUMNS)]
+    records = parsed.loc[~parsed.index.isin(list(rejected)), list(columns.SALES_COLUMNS)]
     return DecodedBatch(records=records, rejected=rejected)
 
 

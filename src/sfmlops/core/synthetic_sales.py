@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from sfmlops.core import columns as c
+from sfmlops.core import columns
 
 LOW_SELLER_FRACTION = 0.2  # products whose expected sales are a few units a day
 LAUNCHED_LATE_FRACTION = 0.08  # series that start after the first day
@@ -85,19 +85,19 @@ def synthesize_store(
         by product then day. Sales are whole units, zero on closed days; customers are the
         store's customers in proportion to the product's share.
     """
-    days = store_sales.sort_values(c.SALES_DATE).reset_index(drop=True)
-    if days[c.STORE_ID].nunique() != 1 or days[c.SALES_DATE].duplicated().any():
+    days = store_sales.sort_values(columns.SALES_DATE).reset_index(drop=True)
+    if days[columns.STORE_ID].nunique() != 1 or days[columns.SALES_DATE].duplicated().any():
         raise ValueError("synthetic products split one store's sales of one row per day")
-    store_id = int(days[c.STORE_ID].iloc[0])
+    store_id = int(days[columns.STORE_ID].iloc[0])
     rng = np.random.default_rng([seed, store_id])
     products = len(profiles.product_ids)
     n_days = len(days)
-    dates = pd.to_datetime(days[c.SALES_DATE])
+    dates = pd.to_datetime(days[columns.SALES_DATE])
     weekday = dates.dt.dayofweek.to_numpy()  # Monday = 0
     day_of_year = dates.dt.dayofyear.to_numpy()
-    is_open = days[c.OPEN].to_numpy() == 1
-    promo = days[c.PROMO].to_numpy() == 1
-    store_total = days[c.SALES].to_numpy(dtype=float)
+    is_open = days[columns.OPEN].to_numpy() == 1
+    promo = days[columns.PROMO].to_numpy() == 1
+    store_total = days[columns.SALES].to_numpy(dtype=float)
 
     # This store's mix differs from the chain's: its own share per product.
     share = profiles.share * rng.lognormal(0.0, 0.3, products)
@@ -125,19 +125,21 @@ def synthesize_store(
     alive = (day_index[None, :] >= first_day[:, None]) & (day_index[None, :] <= last_day[:, None])
     product_of_row, day_of_row = np.nonzero(alive)
 
-    customers = days[c.CUSTOMERS].to_numpy(dtype=float, na_value=np.nan)
+    customers = days[columns.CUSTOMERS].to_numpy(dtype=float, na_value=np.nan)
     product_customers = np.rint(customers[None, :] * share[:, None])
     frame = pd.DataFrame(
         {
-            c.STORE_ID: store_id,
-            c.PRODUCT_ID: np.asarray(profiles.product_ids, dtype=object)[product_of_row],
-            c.SALES_DATE: days[c.SALES_DATE].to_numpy()[day_of_row],
-            c.SALES: sales[product_of_row, day_of_row].astype(float),
-            c.CUSTOMERS: pd.array(product_customers[product_of_row, day_of_row], dtype="Int64"),
-            c.OPEN: days[c.OPEN].to_numpy()[day_of_row],
-            c.PROMO: days[c.PROMO].to_numpy()[day_of_row],
-            c.STATE_HOLIDAY: days[c.STATE_HOLIDAY].to_numpy()[day_of_row],
-            c.SCHOOL_HOLIDAY: days[c.SCHOOL_HOLIDAY].to_numpy()[day_of_row],
+            columns.STORE_ID: store_id,
+            columns.PRODUCT_ID: np.asarray(profiles.product_ids, dtype=object)[product_of_row],
+            columns.SALES_DATE: days[columns.SALES_DATE].to_numpy()[day_of_row],
+            columns.SALES: sales[product_of_row, day_of_row].astype(float),
+            columns.CUSTOMERS: pd.array(
+                product_customers[product_of_row, day_of_row], dtype="Int64"
+            ),
+            columns.OPEN: days[columns.OPEN].to_numpy()[day_of_row],
+            columns.PROMO: days[columns.PROMO].to_numpy()[day_of_row],
+            columns.STATE_HOLIDAY: days[columns.STATE_HOLIDAY].to_numpy()[day_of_row],
+            columns.SCHOOL_HOLIDAY: days[columns.SCHOOL_HOLIDAY].to_numpy()[day_of_row],
         }
     )
     return frame
@@ -155,7 +157,7 @@ def synthesize_sales(sales: pd.DataFrame, products: int, seed: int) -> Iterator[
         Each store's rows (see `synthesize_store`), stores in ascending id order.
     """
     profiles = product_profiles(products, seed)
-    for _, store_sales in sales.groupby(c.STORE_ID, sort=True):
+    for _, store_sales in sales.groupby(columns.STORE_ID, sort=True):
         yield synthesize_store(store_sales, profiles, seed)
 
 

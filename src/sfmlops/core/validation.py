@@ -17,7 +17,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from sfmlops.core import columns as c
+from sfmlops.core import columns
 
 ISSUE_COLUMNS = ("row", "column", "value", "reason")
 _FLAG_VALUES = (0, 1)
@@ -180,7 +180,7 @@ def validate_sales(
     Raises:
         MissingColumnsError: When a required column is absent, so no record can be checked.
     """
-    missing = [name for name in c.REQUIRED_SALES_COLUMNS if name not in raw.columns]
+    missing = [name for name in columns.REQUIRED_SALES_COLUMNS if name not in raw.columns]
     if missing:
         raise MissingColumnsError(missing)
     limits = limits or SalesLimits()
@@ -188,29 +188,29 @@ def validate_sales(
     log = _IssueLog(raw)
 
     def amounts(covariates: dict[str, pd.Series]) -> dict[str, pd.Series]:
-        sales = _numbers(raw[c.SALES], log, c.SALES, minimum=0.0)
+        sales = _numbers(raw[columns.SALES], log, columns.SALES, minimum=0.0)
         log.add(
             (sales > limits.max_sales).astype(bool),
-            c.SALES,
+            columns.SALES,
             f"more than {limits.max_sales:,.0f} in a day (the configured bound)",
         )
         customers = (
-            _integers(raw[c.CUSTOMERS], log, c.CUSTOMERS, minimum=0, allow_missing=True)
-            if c.CUSTOMERS in raw
+            _integers(raw[columns.CUSTOMERS], log, columns.CUSTOMERS, minimum=0, allow_missing=True)
+            if columns.CUSTOMERS in raw
             else pd.Series(pd.NA, index=raw.index, dtype="Int64")
         )
         log.add(
             (customers > limits.max_customers).fillna(False).astype(bool),
-            c.CUSTOMERS,
+            columns.CUSTOMERS,
             f"more than {limits.max_customers:,} in a day (the configured bound)",
         )
-        closed_with_sales = (covariates[c.OPEN] == 0).fillna(False) & (sales > 0)
+        closed_with_sales = (covariates[columns.OPEN] == 0).fillna(False) & (sales > 0)
         log.add(
             closed_with_sales.astype(bool),
-            c.SALES,
+            columns.SALES,
             "sales on a closed day (open is 0): either the store was open or the sales are 0",
         )
-        return {c.SALES: sales, c.CUSTOMERS: customers}
+        return {columns.SALES: sales, columns.CUSTOMERS: customers}
 
     covariates = _covariates(
         raw,
@@ -245,7 +245,7 @@ def validate_future(
     Raises:
         MissingColumnsError: When a required column is absent, so no record can be checked.
     """
-    required = [name for name in c.FUTURE_COLUMNS if name != c.PRODUCT_ID]
+    required = [name for name in columns.FUTURE_COLUMNS if name != columns.PRODUCT_ID]
     missing = [name for name in required if name not in raw.columns]
     if missing:
         raise MissingColumnsError(missing)
@@ -256,7 +256,7 @@ def validate_future(
         if after is not None:
             log.add(
                 (sales_date <= pd.Timestamp(after)).fillna(False).astype(bool),
-                c.SALES_DATE,
+                columns.SALES_DATE,
                 f"not after the data's end ({after.isoformat()}): forecasts start the day after",
             )
 
@@ -266,7 +266,7 @@ def validate_future(
     canonical = pd.DataFrame(covariates)
     valid = canonical[~canonical.index.isin(log.bad_rows())]
     typed = valid.astype({name: _COVARIATE_TYPES[name] for name in _COVARIATE_TYPES})
-    return Validated(valid=typed[list(c.FUTURE_COLUMNS)], issues=log.frame())
+    return Validated(valid=typed[list(columns.FUTURE_COLUMNS)], issues=log.frame())
 
 
 def _covariates(
@@ -281,59 +281,73 @@ def _covariates(
 
     `check_dates` adds the range rule of the caller (sales lie behind, futures ahead).
     """
-    store_id = _integers(raw[c.STORE_ID], log, c.STORE_ID, minimum=1)
+    store_id = _integers(raw[columns.STORE_ID], log, columns.STORE_ID, minimum=1)
     product_id = _product_ids(raw, log)
-    sales_date = _dates(raw[c.SALES_DATE], log)
+    sales_date = _dates(raw[columns.SALES_DATE], log)
     check_dates(sales_date)
-    flags = {name: _flags(raw[name], log, name) for name in (c.OPEN, c.PROMO, c.SCHOOL_HOLIDAY)}
-    state_holiday = _codes(raw[c.STATE_HOLIDAY], log, c.STATE_HOLIDAY, c.STATE_HOLIDAY_CODES)
+    flags = {
+        name: _flags(raw[name], log, name)
+        for name in (columns.OPEN, columns.PROMO, columns.SCHOOL_HOLIDAY)
+    }
+    state_holiday = _codes(
+        raw[columns.STATE_HOLIDAY], log, columns.STATE_HOLIDAY, columns.STATE_HOLIDAY_CODES
+    )
 
-    if c.DAY_OF_WEEK in raw:
+    if columns.DAY_OF_WEEK in raw:
         # Optional per record: a batch may mix records with and without it.
         day_of_week = _integers(
-            raw[c.DAY_OF_WEEK], log, c.DAY_OF_WEEK, minimum=1, maximum=7, allow_missing=True
+            raw[columns.DAY_OF_WEEK],
+            log,
+            columns.DAY_OF_WEEK,
+            minimum=1,
+            maximum=7,
+            allow_missing=True,
         )
         iso_weekday = sales_date.dt.dayofweek + 1
         mismatch = day_of_week.notna() & sales_date.notna() & (day_of_week != iso_weekday)
         log.add(
             mismatch.fillna(False).astype(bool),
-            c.DAY_OF_WEEK,
+            columns.DAY_OF_WEEK,
             "does not match the date, which is weekday " + iso_weekday.astype("Int64").astype(str),
         )
 
     known = pd.Index(pd.unique(np.asarray(list(known_store_ids), dtype=np.int64)))
     unknown = store_id.notna() & ~store_id.isin(known)
-    log.add(unknown, c.STORE_ID, "unknown store (not in the store metadata)")
+    log.add(unknown, columns.STORE_ID, "unknown store (not in the store metadata)")
 
     if reject_duplicates:
         key = pd.DataFrame(
-            {c.STORE_ID: store_id, c.PRODUCT_ID: product_id, c.SALES_DATE: sales_date}
+            {
+                columns.STORE_ID: store_id,
+                columns.PRODUCT_ID: product_id,
+                columns.SALES_DATE: sales_date,
+            }
         )
         complete = key.notna().all(axis=1)
         positions = pd.Series(raw.index, index=raw.index)
         first = (
             positions[complete]
-            .groupby([key[name][complete] for name in c.SALES_KEY])
+            .groupby([key[name][complete] for name in columns.SALES_KEY])
             .transform("first")
         )
         duplicate = pd.Series(False, index=raw.index)
         duplicate[first.index] = first.to_numpy() != first.index.to_numpy()
         log.add(
             duplicate,
-            c.SALES_DATE,
+            columns.SALES_DATE,
             "duplicate store, product and date (first seen in row "
             + first.reindex(raw.index).fillna(-1).astype(int).astype(str)
             + ")",
         )
 
     return {
-        c.STORE_ID: store_id,
-        c.PRODUCT_ID: product_id,
-        c.SALES_DATE: sales_date,
-        c.OPEN: flags[c.OPEN],
-        c.PROMO: flags[c.PROMO],
-        c.STATE_HOLIDAY: state_holiday,
-        c.SCHOOL_HOLIDAY: flags[c.SCHOOL_HOLIDAY],
+        columns.STORE_ID: store_id,
+        columns.PRODUCT_ID: product_id,
+        columns.SALES_DATE: sales_date,
+        columns.OPEN: flags[columns.OPEN],
+        columns.PROMO: flags[columns.PROMO],
+        columns.STATE_HOLIDAY: state_holiday,
+        columns.SCHOOL_HOLIDAY: flags[columns.SCHOOL_HOLIDAY],
     }
 
 
@@ -350,45 +364,47 @@ def validate_stores(raw: pd.DataFrame) -> Validated:
     Raises:
         MissingColumnsError: When `store_id` is absent.
     """
-    if c.STORE_ID not in raw.columns:
-        raise MissingColumnsError([c.STORE_ID])
+    if columns.STORE_ID not in raw.columns:
+        raise MissingColumnsError([columns.STORE_ID])
     raw = raw.reset_index(drop=True)
     log = _IssueLog(raw)
     out = pd.DataFrame(index=raw.index)
-    out[c.STORE_ID] = _integers(raw[c.STORE_ID], log, c.STORE_ID, minimum=1)
+    out[columns.STORE_ID] = _integers(raw[columns.STORE_ID], log, columns.STORE_ID, minimum=1)
     log.add(
-        out[c.STORE_ID].duplicated(keep="first") & out[c.STORE_ID].notna(),
-        c.STORE_ID,
+        out[columns.STORE_ID].duplicated(keep="first") & out[columns.STORE_ID].notna(),
+        columns.STORE_ID,
         "duplicate store",
     )
 
     def optional(name: str) -> pd.Series:
         return raw[name] if name in raw else pd.Series(None, index=raw.index, dtype=object)
 
-    for name in (c.STORE_TYPE, c.ASSORTMENT, c.STATE):
+    for name in (columns.STORE_TYPE, columns.ASSORTMENT, columns.STATE):
         out[name] = _text(optional(name))
-    out[c.COMPETITION_DISTANCE] = _numbers(
-        optional(c.COMPETITION_DISTANCE),
+    out[columns.COMPETITION_DISTANCE] = _numbers(
+        optional(columns.COMPETITION_DISTANCE),
         log,
-        c.COMPETITION_DISTANCE,
+        columns.COMPETITION_DISTANCE,
         minimum=0.0,
         allow_missing=True,
     )
     bounds = {
-        c.COMPETITION_OPEN_SINCE_MONTH: (1, 12),
-        c.COMPETITION_OPEN_SINCE_YEAR: (1900, 2100),
-        c.PROMO2_SINCE_WEEK: (1, 53),
-        c.PROMO2_SINCE_YEAR: (1900, 2100),
+        columns.COMPETITION_OPEN_SINCE_MONTH: (1, 12),
+        columns.COMPETITION_OPEN_SINCE_YEAR: (1900, 2100),
+        columns.PROMO2_SINCE_WEEK: (1, 53),
+        columns.PROMO2_SINCE_YEAR: (1900, 2100),
     }
     for name, (low, high) in bounds.items():
         out[name] = _integers(
             optional(name), log, name, minimum=low, maximum=high, allow_missing=True
         )
     # A source without a Promo2 column has no running promotion: 0, not missing.
-    out[c.PROMO2] = _flags(raw[c.PROMO2], log, c.PROMO2) if c.PROMO2 in raw else 0
-    out[c.PROMO_INTERVAL] = _promo_intervals(optional(c.PROMO_INTERVAL), log)
+    out[columns.PROMO2] = (
+        _flags(raw[columns.PROMO2], log, columns.PROMO2) if columns.PROMO2 in raw else 0
+    )
+    out[columns.PROMO_INTERVAL] = _promo_intervals(optional(columns.PROMO_INTERVAL), log)
     valid = out[~out.index.isin(log.bad_rows())]
-    return Validated(valid=valid[list(c.STORE_COLUMNS)], issues=log.frame())
+    return Validated(valid=valid[list(columns.STORE_COLUMNS)], issues=log.frame())
 
 
 def _shown(value: object) -> str:
@@ -499,13 +515,13 @@ def _codes(values: pd.Series, log: _IssueLog, column: str, allowed: Iterable[str
 def _dates(values: pd.Series, log: _IssueLog) -> pd.Series:
     if pd.api.types.is_datetime64_any_dtype(values):
         parsed = values.dt.tz_localize(None) if values.dt.tz is not None else values
-        log.add(parsed.isna(), c.SALES_DATE, "missing value")
+        log.add(parsed.isna(), columns.SALES_DATE, "missing value")
         normalized: pd.Series = parsed.dt.normalize()
         return normalized
     text, blank = _as_text(values)
     parsed = pd.to_datetime(text.where(~blank), format="%Y-%m-%d", errors="coerce")
-    log.add(blank, c.SALES_DATE, "missing value")
-    log.add(~blank & parsed.isna(), c.SALES_DATE, "not a date in YYYY-MM-DD form")
+    log.add(blank, columns.SALES_DATE, "missing value")
+    log.add(~blank & parsed.isna(), columns.SALES_DATE, "not a date in YYYY-MM-DD form")
     return parsed
 
 
@@ -514,28 +530,28 @@ def _check_date_range(sales_date: pd.Series, log: _IssueLog, limits: SalesLimits
     earliest = pd.Timestamp(limits.earliest_date)
     log.add(
         (sales_date > latest).fillna(False).astype(bool),
-        c.SALES_DATE,
+        columns.SALES_DATE,
         f"after {limits.latest_date.isoformat()} (today plus the allowed margin): "
         "a date in the future",
     )
     log.add(
         (sales_date < earliest).fillna(False).astype(bool),
-        c.SALES_DATE,
+        columns.SALES_DATE,
         f"before {limits.earliest_date.isoformat()}",
     )
 
 
 def _product_ids(raw: pd.DataFrame, log: _IssueLog) -> pd.Series:
-    if c.PRODUCT_ID not in raw:
-        return pd.Series(c.DEFAULT_PRODUCT, index=raw.index, dtype=object)
-    text, blank = _as_text(raw[c.PRODUCT_ID])
+    if columns.PRODUCT_ID not in raw:
+        return pd.Series(columns.DEFAULT_PRODUCT, index=raw.index, dtype=object)
+    text, blank = _as_text(raw[columns.PRODUCT_ID])
     log.add(
         (text.str.len() > MAX_PRODUCT_ID_LENGTH).astype(bool),
-        c.PRODUCT_ID,
+        columns.PRODUCT_ID,
         f"longer than {MAX_PRODUCT_ID_LENGTH} characters",
     )
     # An absent product means the store total, as for Rossmann rows.
-    return text.astype(object).where(~blank, c.DEFAULT_PRODUCT)
+    return text.astype(object).where(~blank, columns.DEFAULT_PRODUCT)
 
 
 def _text(values: pd.Series) -> pd.Series:
@@ -545,23 +561,27 @@ def _text(values: pd.Series) -> pd.Series:
 
 def _promo_intervals(values: pd.Series, log: _IssueLog) -> pd.Series:
     text = _text(values)
-    known = set(c.PROMO_INTERVAL_MONTHS)
+    known = set(columns.PROMO_INTERVAL_MONTHS)
     bad = text.map(lambda v: v is not None and not set(v.split(",")) <= known)
-    log.add(bad, c.PROMO_INTERVAL, f"must list months from {','.join(c.PROMO_INTERVAL_MONTHS)}")
+    log.add(
+        bad,
+        columns.PROMO_INTERVAL,
+        f"must list months from {','.join(columns.PROMO_INTERVAL_MONTHS)}",
+    )
     return text
 
 
 _COVARIATE_TYPES: dict[str, Any] = {
-    c.STORE_ID: "int64",
-    c.PRODUCT_ID: object,
-    c.OPEN: "int8",
-    c.PROMO: "int8",
-    c.STATE_HOLIDAY: object,
-    c.SCHOOL_HOLIDAY: "int8",
+    columns.STORE_ID: "int64",
+    columns.PRODUCT_ID: object,
+    columns.OPEN: "int8",
+    columns.PROMO: "int8",
+    columns.STATE_HOLIDAY: object,
+    columns.SCHOOL_HOLIDAY: "int8",
 }
 
 
 def _typed_sales(frame: pd.DataFrame) -> pd.DataFrame:
-    return frame.astype({**_COVARIATE_TYPES, c.SALES: "float64", c.CUSTOMERS: "Int64"})[
-        list(c.SALES_COLUMNS)
+    return frame.astype({**_COVARIATE_TYPES, columns.SALES: "float64", columns.CUSTOMERS: "Int64"})[
+        list(columns.SALES_COLUMNS)
     ]

@@ -8,8 +8,8 @@ from typing import Any
 
 import pandas as pd
 
-from sfmlops.core import columns as c
-from sfmlops.core.forecasting import metrics as m
+from sfmlops.core import columns
+from sfmlops.core.forecasting import metrics
 from sfmlops.core.forecasting.model_selection import BacktestReport
 
 PLOTTED_STORES = 4
@@ -25,8 +25,9 @@ def write_report(report: BacktestReport, reports_dir: Path, prefix: str) -> Path
     folder = reports_dir / f"{prefix}-{stamp}"
     folder.mkdir(parents=True, exist_ok=True)
     report.summary.to_csv(folder / "metrics.csv", index=False)
-    per_series = m.accuracy_by(
-        report.scored, [c.MODEL, c.BACKTEST_WINDOW, c.STORE_ID, c.PRODUCT_ID]
+    per_series = metrics.accuracy_by(
+        report.scored,
+        [columns.MODEL, columns.BACKTEST_WINDOW, columns.STORE_ID, columns.PRODUCT_ID],
     )
     per_series.to_csv(folder / "series_metrics.csv", index=False)
     report.champions.to_csv(folder / "champions.csv", index=False)
@@ -38,11 +39,12 @@ def write_report(report: BacktestReport, reports_dir: Path, prefix: str) -> Path
 def _plot_error_distribution(per_series: pd.DataFrame, window: int, path: Path) -> None:
     plt = _pyplot()
 
-    shown = per_series[per_series[c.BACKTEST_WINDOW] == window].dropna(subset=[m.RMSPE])
+    shown = per_series[per_series[columns.BACKTEST_WINDOW] == window].dropna(subset=[metrics.RMSPE])
     figure, axes = plt.subplots(figsize=(8, 4.5))
-    models = sorted(shown[c.MODEL].unique())
+    models = sorted(shown[columns.MODEL].unique())
     data = [
-        shown.loc[shown[c.MODEL] == name, m.RMSPE].clip(upper=1.0).to_numpy() for name in models
+        shown.loc[shown[columns.MODEL] == name, metrics.RMSPE].clip(upper=1.0).to_numpy()
+        for name in models
     ]
     axes.boxplot(data, tick_labels=models, showfliers=True)
     axes.set_ylabel("RMSPE per series (clipped at 1.0)")
@@ -55,23 +57,27 @@ def _plot_error_distribution(per_series: pd.DataFrame, window: int, path: Path) 
 def _plot_forecasts(report: BacktestReport, path: Path) -> None:
     plt = _pyplot()
 
-    window = report.scored[report.scored[c.BACKTEST_WINDOW] == report.reported_window]
-    stores = sorted(window[c.STORE_ID].unique())[:PLOTTED_STORES]
+    window = report.scored[report.scored[columns.BACKTEST_WINDOW] == report.reported_window]
+    stores = sorted(window[columns.STORE_ID].unique())[:PLOTTED_STORES]
     figure, axes_list = plt.subplots(len(stores), 1, figsize=(10, 2.6 * len(stores)), squeeze=False)
     for axes, store in zip(axes_list[:, 0], stores, strict=True):
-        part = window[window[c.STORE_ID] == store]
-        actual = part.drop_duplicates(c.SALES_DATE)
+        part = window[window[columns.STORE_ID] == store]
+        actual = part.drop_duplicates(columns.SALES_DATE)
         axes.plot(
-            actual[c.SALES_DATE], actual[m.ACTUAL], color="black", linewidth=1.5, label="actual"
+            actual[columns.SALES_DATE],
+            actual[metrics.ACTUAL],
+            color="black",
+            linewidth=1.5,
+            label="actual",
         )
-        for name, rows in part.groupby(c.MODEL, sort=True):
-            axes.plot(rows[c.SALES_DATE], rows[c.YHAT], linewidth=1, label=str(name))
-        champion = part[part[c.MODEL] == "champion"]
+        for name, rows in part.groupby(columns.MODEL, sort=True):
+            axes.plot(rows[columns.SALES_DATE], rows[columns.YHAT], linewidth=1, label=str(name))
+        champion = part[part[columns.MODEL] == "champion"]
         if not champion.empty:
             axes.fill_between(
-                champion[c.SALES_DATE],
-                champion[c.YHAT_LOWER],
-                champion[c.YHAT_UPPER],
+                champion[columns.SALES_DATE],
+                champion[columns.YHAT_LOWER],
+                champion[columns.YHAT_UPPER],
                 alpha=0.2,
                 label="champion 80 %",
             )

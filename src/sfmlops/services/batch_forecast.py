@@ -10,8 +10,8 @@ from sqlalchemy import Engine
 
 from sfmlops.adapters.db import forecast_records, issued_forecasts
 from sfmlops.adapters.mlflow_registry import connect
-from sfmlops.core import columns as c
-from sfmlops.core.forecasting import metrics as m
+from sfmlops.core import columns
+from sfmlops.core.forecasting import metrics
 from sfmlops.core.forecasting.bundle import ForecastBundle, future_days
 from sfmlops.services import status
 from sfmlops.services.model_training import champion_bundle, version_folder
@@ -90,7 +90,7 @@ def forecast_next_days(
     future = future_days(bundle.series, start, days)
     sources = pd.Series(issued_forecasts.DEFAULT_COVARIATE_SOURCE, index=future.index)
     if plan is not None:
-        keys = [c.STORE_ID, c.PRODUCT_ID, c.SALES_DATE]
+        keys = [columns.STORE_ID, columns.PRODUCT_ID, columns.SALES_DATE]
         future = future.merge(plan.assign(_planned=True), on=keys, how="left")
         sources = sources.where(future.pop("_planned").isna(), PLAN_COVARIATE_SOURCE)
     forecast = bundle.predict(future)
@@ -134,7 +134,7 @@ def refresh_for_champion(
 
 def with_backtest_rmspe(frame: pd.DataFrame, bundle: ForecastBundle) -> pd.DataFrame:
     """`frame` with each series' backtest RMSPE in `bundle` (`issued_forecasts.BACKTEST_RMSPE`)."""
-    backtests = bundle.champions[[c.STORE_ID, c.PRODUCT_ID, m.RMSPE]].rename(
-        columns={m.RMSPE: issued_forecasts.BACKTEST_RMSPE}
+    backtests = bundle.champions[[columns.STORE_ID, columns.PRODUCT_ID, metrics.RMSPE]].rename(
+        columns={metrics.RMSPE: issued_forecasts.BACKTEST_RMSPE}
     )
-    return frame.merge(backtests, on=[c.STORE_ID, c.PRODUCT_ID], how="left")
+    return frame.merge(backtests, on=[columns.STORE_ID, columns.PRODUCT_ID], how="left")

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import Connection, Engine
 
 from sfmlops.adapters.db import training_job_records
-from sfmlops.core import columns as c
+from sfmlops.core import columns
 from sfmlops.core.forecasting.models import DEFAULT_MODELS
 from sfmlops.services import realized_accuracy
 from sfmlops.settings import Settings
@@ -53,8 +53,8 @@ def stale_stores(
         connection, end - dt.timedelta(days=LOOKBACK_DAYS - 1), end
     ).dropna(subset=[realized_accuracy.RATIO])
     stale = []
-    for store_id in sorted(daily[c.STORE_ID].unique()):
-        rows = daily[daily[c.STORE_ID] == store_id]
+    for store_id in sorted(daily[columns.STORE_ID].unique()):
+        rows = daily[daily[columns.STORE_ID] == store_id]
         last = rows[realized_accuracy.RATIO].tail(days).tolist()
         if len(last) == days and min(last) > margin:
             stale.append(StaleStore(int(store_id), tuple(float(ratio) for ratio in last)))

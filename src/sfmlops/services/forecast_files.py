@@ -10,12 +10,12 @@ import numpy as np
 import pandas as pd
 
 from sfmlops.adapters import files
-from sfmlops.core import columns as c
+from sfmlops.core import columns
 from sfmlops.core.forecasting.bundle import ForecastBundle
 from sfmlops.core.validation import validate_future
 from sfmlops.services.loading import DataFileError, FileIssue
 
-_FILE_COLUMN = {domain: header for header, domain in c.ROSSMANN_FUTURE_COLUMNS.items()}
+_FILE_COLUMN = {domain: header for header, domain in columns.ROSSMANN_FUTURE_COLUMNS.items()}
 _REQUIRED_FUTURE_HEADERS = ("Id", "Store", "Date", "Open", "Promo", "StateHoliday", "SchoolHoliday")
 
 
@@ -39,8 +39,8 @@ def read_future_file(path: Path, bundle: ForecastBundle) -> tuple[pd.Series, pd.
         raise DataFileError([FileIssue(path, None, name, "", "missing column") for name in missing])
     if raw.empty:
         raise DataFileError([FileIssue(path, None, "Id", "", "a header but no rows to forecast")])
-    raw = raw.rename(columns=c.ROSSMANN_FUTURE_COLUMNS)
-    raw[c.OPEN] = raw[c.OPEN].where(raw[c.OPEN] != "", "1")
+    raw = raw.rename(columns=columns.ROSSMANN_FUTURE_COLUMNS)
+    raw[columns.OPEN] = raw[columns.OPEN].where(raw[columns.OPEN] != "", "1")
     known = sorted({store for store, _ in bundle.series})
     validated = validate_future(raw, known, after=bundle.last_date.date())
     issues = [
@@ -59,14 +59,14 @@ def read_future_file(path: Path, bundle: ForecastBundle) -> tuple[pd.Series, pd.
             strict=True,
         )
     ]
-    row_id = pd.to_numeric(raw[c.ROSSMANN_ROW_ID], errors="coerce")
+    row_id = pd.to_numeric(raw[columns.ROSSMANN_ROW_ID], errors="coerce")
     bad_id = row_id.isna() | (row_id != np.floor(row_id.fillna(0)))
     issues += [
         FileIssue(
             path,
             files.line_number(int(i)),
             "Id",
-            str(raw[c.ROSSMANN_ROW_ID].iloc[i]),
+            str(raw[columns.ROSSMANN_ROW_ID].iloc[i]),
             "not a whole number",
         )
         for i in np.flatnonzero(bad_id.to_numpy())
@@ -83,10 +83,16 @@ def write_submission(path: Path, row_ids: pd.Series, forecast: pd.DataFrame) -> 
     `Sales_lower`..`Sales_upper` is the 80 % interval, the `_95` columns the 95 % one. No
     partial file is left on failure.
     """
-    frame = pd.DataFrame({c.ROSSMANN_ROW_ID: row_ids.to_numpy()})
-    for column in (c.YHAT, c.YHAT_LOWER, c.YHAT_UPPER, c.YHAT_LOWER_95, c.YHAT_UPPER_95):
+    frame = pd.DataFrame({columns.ROSSMANN_ROW_ID: row_ids.to_numpy()})
+    for column in (
+        columns.YHAT,
+        columns.YHAT_LOWER,
+        columns.YHAT_UPPER,
+        columns.YHAT_LOWER_95,
+        columns.YHAT_UPPER_95,
+    ):
         frame[column] = forecast[column].to_numpy(dtype=float).round(2)
-    frame = frame.rename(columns=c.ROSSMANN_SUBMISSION_COLUMNS)
+    frame = frame.rename(columns=columns.ROSSMANN_SUBMISSION_COLUMNS)
     _write_atomically(path, frame.to_csv(index=False))
 
 

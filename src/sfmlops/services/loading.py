@@ -15,7 +15,7 @@ from sqlalchemy import Engine
 
 from sfmlops.adapters import files
 from sfmlops.adapters.db import sales_records, store_records
-from sfmlops.core import columns as c
+from sfmlops.core import columns
 from sfmlops.core.validation import (
     MissingColumnsError,
     SalesLimits,
@@ -96,9 +96,9 @@ def read_dataset(
     stores = (
         _read_stores(store_path, files.find_file(folder, *STATE_FILE_NAMES)) if store_path else None
     )
-    known = set(known_store_ids) | (set(stores[c.STORE_ID]) if stores is not None else set())
+    known = set(known_store_ids) | (set(stores[columns.STORE_ID]) if stores is not None else set())
     sales = read_sales_file(sales_path, known, limits)
-    empty_stores = pd.DataFrame(columns=list(c.STORE_COLUMNS))
+    empty_stores = pd.DataFrame(columns=list(columns.STORE_COLUMNS))
     sources = [p for p in (store_path, sales_path) if p is not None]
     return Dataset(
         stores=stores if stores is not None else empty_stores, sales=sales, sources=sources
@@ -113,11 +113,11 @@ def read_sales_file(
     Raises:
         DataFileError: When any row fails validation.
     """
-    raw = files.read_csv_as_text(path, c.ROSSMANN_SALES_COLUMNS)
+    raw = files.read_csv_as_text(path, columns.ROSSMANN_SALES_COLUMNS)
     return _checked(
         path,
         lambda: validate_sales(raw, known_store_ids, limits=limits),
-        c.ROSSMANN_SALES_COLUMNS,
+        columns.ROSSMANN_SALES_COLUMNS,
     )
 
 
@@ -151,15 +151,17 @@ def load_folder(
 
 
 def _read_stores(store_path: Path, state_path: Path | None) -> pd.DataFrame:
-    raw = files.read_csv_as_text(store_path, c.ROSSMANN_STORE_COLUMNS)
-    stores = _checked(store_path, lambda: validate_stores(raw), c.ROSSMANN_STORE_COLUMNS)
+    raw = files.read_csv_as_text(store_path, columns.ROSSMANN_STORE_COLUMNS)
+    stores = _checked(store_path, lambda: validate_stores(raw), columns.ROSSMANN_STORE_COLUMNS)
     if state_path is None:
         return stores
-    states_raw = files.read_csv_as_text(state_path, c.ROSSMANN_STATE_COLUMNS)
-    if c.STATE not in states_raw:
+    states_raw = files.read_csv_as_text(state_path, columns.ROSSMANN_STATE_COLUMNS)
+    if columns.STATE not in states_raw:
         raise DataFileError([FileIssue(state_path, None, "State", "", "missing required column")])
-    states = _checked(state_path, lambda: validate_stores(states_raw), c.ROSSMANN_STATE_COLUMNS)
-    unknown = ~states[c.STORE_ID].isin(stores[c.STORE_ID])
+    states = _checked(
+        state_path, lambda: validate_stores(states_raw), columns.ROSSMANN_STATE_COLUMNS
+    )
+    unknown = ~states[columns.STORE_ID].isin(stores[columns.STORE_ID])
     if unknown.any():
         issues = [
             FileIssue(
@@ -170,12 +172,16 @@ def _read_stores(store_path: Path, state_path: Path | None) -> pd.DataFrame:
                 f"store not in {store_path.name}",
             )
             for position, store in zip(
-                np.flatnonzero(unknown.to_numpy()), states.loc[unknown, c.STORE_ID], strict=True
+                np.flatnonzero(unknown.to_numpy()),
+                states.loc[unknown, columns.STORE_ID],
+                strict=True,
             )
         ]
         raise DataFileError(issues)
-    by_store = states.set_index(c.STORE_ID)[c.STATE]
-    stores[c.STATE] = stores[c.STORE_ID].map(by_store).where(lambda s: s.notna(), stores[c.STATE])
+    by_store = states.set_index(columns.STORE_ID)[columns.STATE]
+    stores[columns.STATE] = (
+        stores[columns.STORE_ID].map(by_store).where(lambda s: s.notna(), stores[columns.STATE])
+    )
     return stores
 
 

@@ -27,9 +27,8 @@ from sfmlops import __version__
 from sfmlops.adapters import mlflow_registry as registry
 from sfmlops.adapters.db.engine import PROMOTION_LOCK_KEY, database_lock
 from sfmlops.adapters.mlflow_registry import RegistryUnavailableError
-from sfmlops.core import columns as c
-from sfmlops.core.forecasting import metrics as m
-from sfmlops.core.forecasting import model_selection
+from sfmlops.core import columns
+from sfmlops.core.forecasting import metrics, model_selection
 from sfmlops.core.forecasting.backtest import CHAMPION, SEASON_WINDOWS
 from sfmlops.core.forecasting.bundle import ForecastBundle
 from sfmlops.core.forecasting.executors import Executor
@@ -124,7 +123,9 @@ def run_training(
     champion = registry.version_with_alias(client, registry.CHAMPION)
     retrain = request.store_ids is not None and champion is not None
     data = training_data.read_training_data(engine, request.store_ids)
-    series_total = int(data.history[[c.STORE_ID, c.PRODUCT_ID]].drop_duplicates().shape[0])
+    series_total = int(
+        data.history[[columns.STORE_ID, columns.PRODUCT_ID]].drop_duplicates().shape[0]
+    )
     mode = "retrain" if retrain else "full"
     tags = {"sfmlops.mode": mode, "sfmlops.version": __version__}
     if request.reason:
@@ -163,7 +164,9 @@ def run_training(
                 f"{len(failed)} of {series_total} series failed to fit ({share:.1%} > "
                 f"{request.max_failed_share:.0%}); no version registered. First: "
                 + "; ".join(
-                    failures[c.STORE_ID].astype(str) + " " + failures[model_selection.FAILURE_ERROR]
+                    failures[columns.STORE_ID].astype(str)
+                    + " "
+                    + failures[model_selection.FAILURE_ERROR]
                 )[:500]
             )
         # Compare-and-set on `champion`: registering and promoting happen under one lock, and
@@ -388,7 +391,7 @@ def _retrain(
         progress("registering the bundle", series_total, series_total)
     folder = registry.scratch_dir(settings)
     changed = report.previous.merge(
-        report.champions, on=[c.STORE_ID, c.PRODUCT_ID], suffixes=("_before", "_after")
+        report.champions, on=[columns.STORE_ID, columns.PRODUCT_ID], suffixes=("_before", "_after")
     )
     changed.to_csv(folder / "retrained_series.csv", index=False)
     summary = pd.DataFrame(bundle.metadata.get("reported_metrics", []))
@@ -408,10 +411,10 @@ def _params(
         "backtest_windows": request.windows,
         "season_windows": request.season_windows,
         "stores": "all" if request.store_ids is None else ",".join(map(str, request.store_ids)),
-        "series": int(history[[c.STORE_ID, c.PRODUCT_ID]].drop_duplicates().shape[0]),
+        "series": int(history[[columns.STORE_ID, columns.PRODUCT_ID]].drop_duplicates().shape[0]),
         "rows": len(history),
-        "data_start": history[c.SALES_DATE].min().date().isoformat(),
-        "data_end": history[c.SALES_DATE].max().date().isoformat(),
+        "data_start": history[columns.SALES_DATE].min().date().isoformat(),
+        "data_end": history[columns.SALES_DATE].max().date().isoformat(),
         "data_fingerprint": data_fingerprint(history),
         "parent_version": champion.version if champion and mode == "retrain" else "",
         "tolerance": request.tolerance,
@@ -423,7 +426,7 @@ def _params(
 
 def data_fingerprint(history: pd.DataFrame) -> str:
     """A SHA-256 of the training rows (same rows in the same order, same fingerprint)."""
-    hashed = pd.util.hash_pandas_object(history[list(c.SALES_COLUMNS)], index=False)
+    hashed = pd.util.hash_pandas_object(history[list(columns.SALES_COLUMNS)], index=False)
     return hashlib.sha256(hashed.to_numpy().tobytes()).hexdigest()
 
 
@@ -446,24 +449,30 @@ def git_commit() -> str | None:
 def _metrics(
     summary: pd.DataFrame, bundle: ForecastBundle, rmspe: float | None
 ) -> dict[str, float]:
-    metrics: dict[str, float] = {}
+    logged: dict[str, float] = {}
     if rmspe is not None:
-        metrics[registry.RMSPE_METRIC] = float(rmspe)
+        logged[registry.RMSPE_METRIC] = float(rmspe)
     for row in summary.to_dict(orient="records"):
-        for name in (m.RMSPE, m.MAPE, m.BIAS, m.COVERAGE_80, m.COVERAGE_95):
+        for name in (
+            metrics.RMSPE,
+            metrics.MAPE,
+            metrics.BIAS,
+            metrics.COVERAGE_80,
+            metrics.COVERAGE_95,
+        ):
             if name in row and row[name] is not None:
-                metrics[f"{row[c.MODEL]}_{name}"] = float(row[name])
+                logged[f"{row[columns.MODEL]}_{name}"] = float(row[name])
     for model, count in bundle.metadata.get("champion_mix", {}).items():
-        metrics[f"champions_{model}"] = float(count)
+        logged[f"champions_{model}"] = float(count)
     # Every backtest window, season windows included: w<number>_<kind>_<model>_<metric>
     # (the run's tags say which days each window forecast).
     for row in bundle.metadata.get("window_metrics", []):
-        for name in (m.RMSPE, m.BIAS, m.COVERAGE_80, m.COVERAGE_95):
+        for name in (metrics.RMSPE, metrics.BIAS, metrics.COVERAGE_80, metrics.COVERAGE_95):
             value = row.get(name)
             if value is not None and np.isfinite(value):
-                key = f"w{row[c.BACKTEST_WINDOW]}_{row['kind']}_{row[c.MODEL]}_{name}"
-                metrics[key] = float(value)
-    return metrics
+                key = f"w{row[columns.BACKTEST_WINDOW]}_{row['kind']}_{row[columns.MODEL]}_{name}"
+                logged[key] = float(value)
+    return logged
 
 
 def _window_tags(bundle: ForecastBundle) -> dict[str, str]:
@@ -476,8 +485,8 @@ def _window_tags(bundle: ForecastBundle) -> dict[str, str]:
 
 
 def _champion_rmspe(summary: pd.DataFrame) -> float | None:
-    rows = summary[summary[c.MODEL] == CHAMPION]
-    return float(rows[m.RMSPE].iloc[0]) if not rows.empty else None
+    rows = summary[summary[columns.MODEL] == CHAMPION]
+    return float(rows[metrics.RMSPE].iloc[0]) if not rows.empty else None
 
 
 def _description(

@@ -16,8 +16,7 @@ from sqlalchemy import Engine
 
 from sfmlops.adapters import files, kafka
 from sfmlops.adapters.db import sales_records
-from sfmlops.core import columns as c
-from sfmlops.core import events
+from sfmlops.core import columns, events
 from sfmlops.services import loading
 
 
@@ -28,8 +27,8 @@ def sales_from_file(path: Path) -> pd.DataFrame:
         loading.DataFileError: When a row fails validation (nothing is sent then).
         files.DataFileNotFoundError: When the file does not exist.
     """
-    raw = files.read_csv_as_text(path, c.ROSSMANN_SALES_COLUMNS)
-    stores = pd.to_numeric(raw.get(c.STORE_ID, pd.Series(dtype=str)), errors="coerce")
+    raw = files.read_csv_as_text(path, columns.ROSSMANN_SALES_COLUMNS)
+    stores = pd.to_numeric(raw.get(columns.STORE_ID, pd.Series(dtype=str)), errors="coerce")
     in_file = {int(store) for store in stores.dropna() if float(store).is_integer()}
     return loading.read_sales_file(path, in_file)
 
@@ -46,15 +45,17 @@ def between(sales: pd.DataFrame, start: dt.date | None, end: dt.date | None) -> 
     """The rows of `sales` dated from `start` to `end` inclusive (None: unbounded)."""
     keep = pd.Series(True, index=sales.index)
     if start is not None:
-        keep &= sales[c.SALES_DATE] >= pd.Timestamp(start)
+        keep &= sales[columns.SALES_DATE] >= pd.Timestamp(start)
     if end is not None:
-        keep &= sales[c.SALES_DATE] <= pd.Timestamp(end)
+        keep &= sales[columns.SALES_DATE] <= pd.Timestamp(end)
     return sales[keep]
 
 
 def in_event_order(sales: pd.DataFrame) -> pd.DataFrame:
     """Sales sorted by day, then store: the order a day's records arrive in."""
-    return sales.sort_values([c.SALES_DATE, c.STORE_ID, c.PRODUCT_ID], kind="stable")
+    return sales.sort_values(
+        [columns.SALES_DATE, columns.STORE_ID, columns.PRODUCT_ID], kind="stable"
+    )
 
 
 def live_replay(sales: pd.DataFrame, as_of: dt.date) -> pd.DataFrame:
@@ -65,11 +66,11 @@ def live_replay(sales: pd.DataFrame, as_of: dt.date) -> pd.DataFrame:
     """
     if sales.empty:
         return sales
-    latest = sales.sort_values(c.SALES_DATE, kind="stable").drop_duplicates(
-        list(c.SERIES_KEY), keep="last"
+    latest = sales.sort_values(columns.SALES_DATE, kind="stable").drop_duplicates(
+        list(columns.SERIES_KEY), keep="last"
     )
     next_day = pd.Timestamp(as_of + dt.timedelta(days=1))
-    return latest.assign(**{c.SALES_DATE: next_day}).sort_values(list(c.SERIES_KEY))
+    return latest.assign(**{columns.SALES_DATE: next_day}).sort_values(list(columns.SERIES_KEY))
 
 
 def produce_sales(

@@ -18,8 +18,8 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from sfmlops.adapters.db import issued_forecasts as records
-from sfmlops.core import columns as c
-from sfmlops.core.forecasting import metrics as m
+from sfmlops.core import columns
+from sfmlops.core.forecasting import metrics
 
 log = logging.getLogger("sfmlops.accuracy")
 
@@ -56,7 +56,7 @@ def sales_days(frame: pd.DataFrame) -> set[dt.date]:
     """The distinct days of a frame of sales records (`sales_date`)."""
     if frame.empty:
         return set()
-    return set(pd.to_datetime(frame[c.SALES_DATE]).dt.date.unique())
+    return set(pd.to_datetime(frame[columns.SALES_DATE]).dt.date.unique())
 
 
 @dataclass(frozen=True)
@@ -89,16 +89,16 @@ def realized_accuracy(
         raise ValueError(f"days must be between 1 and {MAX_DAYS}, got {days}")
     start = end - dt.timedelta(days=days - 1)
     scores = records.read_scores(connection, start, end, store_id).rename(
-        columns={records.ACTUAL: m.ACTUAL}
+        columns={records.ACTUAL: metrics.ACTUAL}
     )
     return RealizedAccuracy(
         start=start,
         end=end,
-        overall=m.accuracy(scores),
-        by_store=m.accuracy_by(scores, [c.STORE_ID]),
-        by_horizon=m.accuracy_by(scores, [c.HORIZON_DAYS]),
-        by_version=m.accuracy_by(scores, [records.MODEL_VERSION]),
-        by_day=m.accuracy_by(scores, [c.SALES_DATE]),
+        overall=metrics.accuracy(scores),
+        by_store=metrics.accuracy_by(scores, [columns.STORE_ID]),
+        by_horizon=metrics.accuracy_by(scores, [columns.HORIZON_DAYS]),
+        by_version=metrics.accuracy_by(scores, [records.MODEL_VERSION]),
+        by_day=metrics.accuracy_by(scores, [columns.SALES_DATE]),
     )
 
 
@@ -114,25 +114,25 @@ def store_daily_errors(connection: Connection, start: dt.date, end: dt.date) -> 
         `ratio` (NaN where the backtest is unknown or the store was closed), by store and day.
     """
     scores = records.read_scores(connection, start, end)
-    columns = [
-        c.STORE_ID,
-        c.SALES_DATE,
+    names = [
+        columns.STORE_ID,
+        columns.SALES_DATE,
         records.MODEL_VERSION,
         REALIZED_RMSPE,
         records.BACKTEST_RMSPE,
         RATIO,
     ]
     if scores.empty:
-        return pd.DataFrame(columns=columns)
-    closest = scores.sort_values(c.HORIZON_DAYS).drop_duplicates(
-        [c.STORE_ID, c.PRODUCT_ID, c.SALES_DATE], keep="first"
+        return pd.DataFrame(columns=names)
+    closest = scores.sort_values(columns.HORIZON_DAYS).drop_duplicates(
+        [columns.STORE_ID, columns.PRODUCT_ID, columns.SALES_DATE], keep="first"
     )
     actual = closest[records.ACTUAL].to_numpy(dtype=float)
     sold = actual > 0
-    ratio = (closest[c.YHAT].to_numpy(dtype=float) - actual) / np.where(sold, actual, np.nan)
+    ratio = (closest[columns.YHAT].to_numpy(dtype=float) - actual) / np.where(sold, actual, np.nan)
     closest = closest.assign(_squared=ratio**2)
     daily = (
-        closest.groupby([c.STORE_ID, c.SALES_DATE], sort=True)
+        closest.groupby([columns.STORE_ID, columns.SALES_DATE], sort=True)
         .agg(
             model_version=(records.MODEL_VERSION, "last"),
             _squared=("_squared", "mean"),
@@ -142,7 +142,7 @@ def store_daily_errors(connection: Connection, start: dt.date, end: dt.date) -> 
     )
     daily[REALIZED_RMSPE] = np.sqrt(daily.pop("_squared"))
     daily[RATIO] = daily[REALIZED_RMSPE] / daily[records.BACKTEST_RMSPE]
-    return daily[columns]
+    return daily[names]
 
 
 # Days of scores /metrics looks back for each store's latest scored day (a store closed for a
@@ -161,5 +161,5 @@ def store_gauges(connection: Connection, last_scored: dt.date, worst_stores: int
     daily = store_daily_errors(
         connection, last_scored - dt.timedelta(days=GAUGE_LOOKBACK_DAYS - 1), last_scored
     )
-    latest = daily.dropna(subset=[RATIO]).groupby(c.STORE_ID).tail(1)
-    return latest.nlargest(worst_stores, RATIO).sort_values(c.STORE_ID).reset_index(drop=True)
+    latest = daily.dropna(subset=[RATIO]).groupby(columns.STORE_ID).tail(1)
+    return latest.nlargest(worst_stores, RATIO).sort_values(columns.STORE_ID).reset_index(drop=True)

@@ -22,8 +22,8 @@ from sqlalchemy import Engine
 
 from sfmlops.adapters import files
 from sfmlops.adapters.db import issued_forecasts, sales_records
-from sfmlops.core import columns as c
-from sfmlops.core.forecasting import metrics as m
+from sfmlops.core import columns
+from sfmlops.core.forecasting import metrics
 from sfmlops.core.forecasting.models import DEFAULT_MODELS
 from sfmlops.datasets import ROSSMANN_DIR
 from sfmlops.services import (
@@ -186,7 +186,7 @@ def replay(
         latest = request.start - dt.timedelta(days=1)
 
     report = ReplayReport(start=request.start, end=request.end)
-    history = sales[sales[c.SALES_DATE] < request.start.isoformat()]
+    history = sales[sales[columns.SALES_DATE] < request.start.isoformat()]
     if latest is None or latest < request.start - dt.timedelta(days=1):
         written = _load_history(engine, history, stores)
         say(f"loaded {written:,} sales rows up to {request.start - dt.timedelta(days=1)}")
@@ -237,9 +237,11 @@ def replay(
 
     with engine.connect() as connection:
         scores = issued_forecasts.read_scores(connection, request.start, request.end).rename(
-            columns={issued_forecasts.ACTUAL: m.ACTUAL}
+            columns={issued_forecasts.ACTUAL: metrics.ACTUAL}
         )
-    report.by_day = m.accuracy_by(scores, [c.SALES_DATE, issued_forecasts.MODEL_VERSION])
+    report.by_day = metrics.accuracy_by(
+        scores, [columns.SALES_DATE, issued_forecasts.MODEL_VERSION]
+    )
     report.store_gauges = pd.concat(gauges, ignore_index=True) if gauges else pd.DataFrame()
     report.folder = _write_report(settings, report)
     return report
@@ -249,22 +251,22 @@ def _bundled_sales(request: ReplayRequest) -> pd.DataFrame:
     """The bundled sales of the replayed stores up to the replay's last day, as text."""
     if not 1 <= request.days <= realized_accuracy.MAX_DAYS:
         raise ReplayError(f"--days must be between 1 and {realized_accuracy.MAX_DAYS}")
-    sales = files.read_csv_as_text(SALES_FILE, c.ROSSMANN_SALES_COLUMNS)
-    first, last = sales[c.SALES_DATE].min(), sales[c.SALES_DATE].max()
+    sales = files.read_csv_as_text(SALES_FILE, columns.ROSSMANN_SALES_COLUMNS)
+    first, last = sales[columns.SALES_DATE].min(), sales[columns.SALES_DATE].max()
     if request.start.isoformat() <= first or request.end.isoformat() > last:
         raise ReplayError(
             f"the replay {request.start}..{request.end} must lie inside the bundled data "
             f"({first}..{last}), after its first day"
         )
-    known = set(sales[c.STORE_ID].astype(int))
+    known = set(sales[columns.STORE_ID].astype(int))
     wanted = set(request.store_ids) if request.store_ids is not None else known
     unknown = sorted(wanted - known)
     if unknown:
         raise ReplayError(f"--stores: no such store in the bundled data: {_ids(unknown)}")
     if request.drift is not None and request.drift.store_id not in wanted:
         raise ReplayError(f"--drift: store {request.drift.store_id} is not replayed (--stores)")
-    keep = sales[c.STORE_ID].astype(int).isin(wanted) & (
-        sales[c.SALES_DATE] <= request.end.isoformat()
+    keep = sales[columns.STORE_ID].astype(int).isin(wanted) & (
+        sales[columns.SALES_DATE] <= request.end.isoformat()
     )
     return sales[keep]
 
@@ -287,7 +289,7 @@ def _load_history(engine: Engine, history: pd.DataFrame, stores: dict[str, pd.Da
     try:
         for name, frame in stores.items():
             frame.to_csv(folder / name, index=False)
-        rossmann = {domain: source for source, domain in c.ROSSMANN_SALES_COLUMNS.items()}
+        rossmann = {domain: source for source, domain in columns.ROSSMANN_SALES_COLUMNS.items()}
         history.rename(columns=rossmann).to_csv(folder / "train.csv", index=False)
         return len(loading.load_folder(engine, folder).sales)
     finally:
@@ -328,27 +330,29 @@ def _plan_of(sales: pd.DataFrame, day: dt.date, days: int) -> pd.DataFrame:
     days, promotions, holidays: the Rossmann files give them for the future too), from the
     bundled records."""
     last = (day + dt.timedelta(days=days - 1)).isoformat()
-    rows = sales[(sales[c.SALES_DATE] >= day.isoformat()) & (sales[c.SALES_DATE] <= last)]
+    rows = sales[
+        (sales[columns.SALES_DATE] >= day.isoformat()) & (sales[columns.SALES_DATE] <= last)
+    ]
     return pd.DataFrame(
         {
-            c.STORE_ID: rows[c.STORE_ID].astype("int64"),
-            c.PRODUCT_ID: c.DEFAULT_PRODUCT,
-            c.SALES_DATE: pd.to_datetime(rows[c.SALES_DATE]),
-            c.OPEN: rows[c.OPEN].astype(int),
-            c.PROMO: rows[c.PROMO].astype(int),
-            c.STATE_HOLIDAY: rows[c.STATE_HOLIDAY].astype(str),
-            c.SCHOOL_HOLIDAY: rows[c.SCHOOL_HOLIDAY].astype(int),
+            columns.STORE_ID: rows[columns.STORE_ID].astype("int64"),
+            columns.PRODUCT_ID: columns.DEFAULT_PRODUCT,
+            columns.SALES_DATE: pd.to_datetime(rows[columns.SALES_DATE]),
+            columns.OPEN: rows[columns.OPEN].astype(int),
+            columns.PROMO: rows[columns.PROMO].astype(int),
+            columns.STATE_HOLIDAY: rows[columns.STATE_HOLIDAY].astype(str),
+            columns.SCHOOL_HOLIDAY: rows[columns.SCHOOL_HOLIDAY].astype(int),
         }
     ).reset_index(drop=True)
 
 
 def _actuals_of(sales: pd.DataFrame, day: dt.date, change: Drift | None) -> list[dict[str, Any]]:
     """The day's bundled records (domain names, text) with the drift applied."""
-    rows = sales[sales[c.SALES_DATE] == day.isoformat()].copy()
+    rows = sales[sales[columns.SALES_DATE] == day.isoformat()].copy()
     if change is not None and day >= change.start:
-        drifted = rows[c.STORE_ID].astype(int) == change.store_id
-        amounts = rows.loc[drifted, c.SALES].astype(float) * change.factor
-        rows.loc[drifted, c.SALES] = amounts.round().astype(int).astype(str)
+        drifted = rows[columns.STORE_ID].astype(int) == change.store_id
+        amounts = rows.loc[drifted, columns.SALES].astype(float) * change.factor
+        rows.loc[drifted, columns.SALES] = amounts.round().astype(int).astype(str)
     return [{str(key): value for key, value in row.items()} for row in rows.to_dict("records")]
 
 

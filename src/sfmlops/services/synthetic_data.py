@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from sfmlops.adapters import files
-from sfmlops.core import columns as c
+from sfmlops.core import columns
 from sfmlops.core.synthetic_sales import synthesize_sales
 from sfmlops.services import loading
 
@@ -72,16 +72,16 @@ def write_synthetic_dataset(
         if value < 1:
             raise ValueError(f"--{name} must be at least 1, got {value}")
     dataset = loading.read_dataset(source)
-    available = sorted(dataset.stores[c.STORE_ID].astype(int))
+    available = sorted(dataset.stores[columns.STORE_ID].astype(int))
     if stores > len(available):
         raise ValueError(f"--stores {stores}: {source} has only {len(available)} stores")
-    if dataset.sales[c.PRODUCT_ID].nunique() > 1:
+    if dataset.sales[columns.PRODUCT_ID].nunique() > 1:
         raise ValueError(f"{source}: synthetic products are split from one product per store")
     chosen = set(available[:stores])
-    sales = dataset.sales[dataset.sales[c.STORE_ID].isin(chosen)]
-    last_day = pd.Timestamp(sales[c.SALES_DATE].max())
+    sales = dataset.sales[dataset.sales[columns.STORE_ID].isin(chosen)]
+    last_day = pd.Timestamp(sales[columns.SALES_DATE].max())
     first_day = last_day - pd.Timedelta(days=days - 1)
-    sales = sales[pd.to_datetime(sales[c.SALES_DATE]) >= first_day]
+    sales = sales[pd.to_datetime(sales[columns.SALES_DATE]) >= first_day]
 
     out.mkdir(parents=True, exist_ok=True)
     _copy_store_files(source, out, chosen)
@@ -98,7 +98,7 @@ def write_synthetic_dataset(
         for written, frame in enumerate(synthesize_sales(sales, products, seed), start=1):
             _rossmann_layout(frame).to_csv(handle, header=False, index=False)
             rows += len(frame)
-            series += frame[c.PRODUCT_ID].nunique()
+            series += frame[columns.PRODUCT_ID].nunique()
             if on_store is not None:
                 on_store(written)
     partial.replace(out / SALES_FILE_NAME)
@@ -114,19 +114,19 @@ def write_synthetic_dataset(
 
 
 def _rossmann_layout(frame: pd.DataFrame) -> pd.DataFrame:
-    dates = pd.to_datetime(frame[c.SALES_DATE])
+    dates = pd.to_datetime(frame[columns.SALES_DATE])
     return pd.DataFrame(
         {
-            "Store": frame[c.STORE_ID],
-            "Product": frame[c.PRODUCT_ID],
+            "Store": frame[columns.STORE_ID],
+            "Product": frame[columns.PRODUCT_ID],
             "DayOfWeek": dates.dt.dayofweek + 1,
             "Date": dates.dt.strftime("%Y-%m-%d"),
-            "Sales": frame[c.SALES].astype("int64"),
-            "Customers": frame[c.CUSTOMERS],
-            "Open": frame[c.OPEN],
-            "Promo": frame[c.PROMO],
-            "StateHoliday": frame[c.STATE_HOLIDAY],
-            "SchoolHoliday": frame[c.SCHOOL_HOLIDAY],
+            "Sales": frame[columns.SALES].astype("int64"),
+            "Customers": frame[columns.CUSTOMERS],
+            "Open": frame[columns.OPEN],
+            "Promo": frame[columns.PROMO],
+            "StateHoliday": frame[columns.STATE_HOLIDAY],
+            "SchoolHoliday": frame[columns.SCHOOL_HOLIDAY],
         },
         columns=list(SALES_HEADER),
     )

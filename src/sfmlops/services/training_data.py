@@ -9,7 +9,7 @@ import pandas as pd
 from sqlalchemy import Engine
 
 from sfmlops.adapters.db import sales_records, store_records
-from sfmlops.core import columns as c
+from sfmlops.core import columns
 
 
 class NoTrainingDataError(ValueError):
@@ -33,10 +33,10 @@ def read_training_data(engine: Engine, store_ids: Sequence[int] | None = None) -
     with engine.connect() as connection:
         stores = store_records.list_stores(connection)
         if store_ids is not None:
-            unknown = sorted(set(store_ids) - set(stores[c.STORE_ID].astype(int)))
+            unknown = sorted(set(store_ids) - set(stores[columns.STORE_ID].astype(int)))
             if unknown:
                 raise NoTrainingDataError(f"unknown store(s): {', '.join(map(str, unknown))}")
-            stores = stores[stores[c.STORE_ID].isin(list(store_ids))]
+            stores = stores[stores[columns.STORE_ID].isin(list(store_ids))]
         history = sales_records.read_sales(connection, store_ids=store_ids)
     if history.empty:
         raise NoTrainingDataError("no sales in the database: run `sfmlops load-data` first")

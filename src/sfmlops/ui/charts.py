@@ -11,14 +11,14 @@ from collections.abc import Iterable, Mapping, Sequence
 import altair as alt
 import pandas as pd
 
-from sfmlops.core import columns as c
-from sfmlops.core.forecasting import metrics as m
-from sfmlops.ui import responses as r
+from sfmlops.core import columns
+from sfmlops.core.forecasting import metrics
+from sfmlops.ui import responses
 
 # The chart table's date column, named as the API names a forecast day (the table is shown
 # and downloaded as is).
 DATE_COLUMN = "date"
-CHART_COLUMNS = (DATE_COLUMN, c.SALES, c.OPEN, *c.FORECAST_VALUES)
+CHART_COLUMNS = (DATE_COLUMN, columns.SALES, columns.OPEN, *columns.FORECAST_VALUES)
 ACTUAL = "actual sales"
 CLOSED = "closed"
 FORECAST = "forecast"
@@ -37,20 +37,25 @@ CLOSED_FLAG = "is_closed"
 _COUNT_AXIS = alt.Axis(format="d", tickMinStep=1)  # counts of series: whole ticks only
 
 
-def chart_frame(history: Iterable[r.SalesDay], forecast: Sequence[r.ForecastDay]) -> pd.DataFrame:
+def chart_frame(
+    history: Iterable[responses.SalesDay], forecast: Sequence[responses.ForecastDay]
+) -> pd.DataFrame:
     """One row per day: actuals (sales, open) then forecast days (yhat and intervals).
 
     A day with both (a forecast of a day that has sales) keeps both on one row.
     """
     actuals = pd.DataFrame(
-        [{DATE_COLUMN: day.sales_date, c.SALES: day.sales, c.OPEN: day.open} for day in history],
-        columns=[DATE_COLUMN, c.SALES, c.OPEN],
+        [
+            {DATE_COLUMN: day.sales_date, columns.SALES: day.sales, columns.OPEN: day.open}
+            for day in history
+        ],
+        columns=[DATE_COLUMN, columns.SALES, columns.OPEN],
     )
     predicted = pd.DataFrame(
-        [day.model_dump() for day in forecast], columns=[DATE_COLUMN, *c.FORECAST_VALUES]
+        [day.model_dump() for day in forecast], columns=[DATE_COLUMN, *columns.FORECAST_VALUES]
     )
     frame = actuals.merge(predicted, on=DATE_COLUMN, how="outer").sort_values(DATE_COLUMN)
-    frame[c.OPEN] = frame[c.OPEN].astype("Int64")
+    frame[columns.OPEN] = frame[columns.OPEN].astype("Int64")
     return frame.reset_index(drop=True)[list(CHART_COLUMNS)]
 
 
@@ -60,7 +65,9 @@ def closed_days(frame: pd.DataFrame) -> pd.Series:
     Forecast days carry no open flag; a forecast whose whole 95 % interval is zero is the
     model saying "closed" (it assumes the series' usual open weekdays).
     """
-    return (frame[c.OPEN] == 0).fillna(False) | (frame[c.YHAT_UPPER_95] == 0).fillna(False)
+    return (frame[columns.OPEN] == 0).fillna(False) | (frame[columns.YHAT_UPPER_95] == 0).fillna(
+        False
+    )
 
 
 def store_chart(frame: pd.DataFrame, title: str) -> alt.LayerChart:
@@ -105,47 +112,47 @@ def store_chart(frame: pd.DataFrame, title: str) -> alt.LayerChart:
         .encode(x2="day_end:T", color=legend, tooltip=[date_tooltip])
     )
     # Closed days are the grey columns, not dips to zero: lines and bands join across them.
-    has_forecast = f"isValid(datum.{c.YHAT}) && !datum.{CLOSED_FLAG}"
+    has_forecast = f"isValid(datum.{columns.YHAT}) && !datum.{CLOSED_FLAG}"
     band_95 = (
         base.transform_filter(has_forecast)
         .transform_calculate(series=f"'{BAND_95}'")
         .mark_area(opacity=0.45)
-        .encode(y=_sales(c.YHAT_UPPER_95), y2=f"{c.YHAT_LOWER_95}:Q", color=legend)
+        .encode(y=_sales(columns.YHAT_UPPER_95), y2=f"{columns.YHAT_LOWER_95}:Q", color=legend)
     )
     band_80 = (
         base.transform_filter(has_forecast)
         .transform_calculate(series=f"'{BAND_80}'")
         .mark_area(opacity=0.35)
-        .encode(y=_sales(c.YHAT_UPPER), y2=f"{c.YHAT_LOWER}:Q", color=legend)
+        .encode(y=_sales(columns.YHAT_UPPER), y2=f"{columns.YHAT_LOWER}:Q", color=legend)
     )
     forecast_line = (
         base.transform_filter(has_forecast)
         .transform_calculate(series=f"'{FORECAST}'")
         .mark_line(strokeDash=[6, 3], point=True)
         .encode(
-            y=_sales(c.YHAT),
+            y=_sales(columns.YHAT),
             color=legend,
             tooltip=[
                 date_tooltip,
-                alt.Tooltip(f"{c.YHAT}:Q", title="forecast", format=",.0f"),
-                alt.Tooltip(f"{c.YHAT_LOWER}:Q", title="80 % low", format=",.0f"),
-                alt.Tooltip(f"{c.YHAT_UPPER}:Q", title="80 % high", format=",.0f"),
-                alt.Tooltip(f"{c.YHAT_LOWER_95}:Q", title="95 % low", format=",.0f"),
-                alt.Tooltip(f"{c.YHAT_UPPER_95}:Q", title="95 % high", format=",.0f"),
+                alt.Tooltip(f"{columns.YHAT}:Q", title="forecast", format=",.0f"),
+                alt.Tooltip(f"{columns.YHAT_LOWER}:Q", title="80 % low", format=",.0f"),
+                alt.Tooltip(f"{columns.YHAT_UPPER}:Q", title="80 % high", format=",.0f"),
+                alt.Tooltip(f"{columns.YHAT_LOWER_95}:Q", title="95 % low", format=",.0f"),
+                alt.Tooltip(f"{columns.YHAT_UPPER_95}:Q", title="95 % high", format=",.0f"),
             ],
         )
     )
     actual_line = (
-        base.transform_filter(f"isValid(datum.{c.SALES}) && !datum.{CLOSED_FLAG}")
+        base.transform_filter(f"isValid(datum.{columns.SALES}) && !datum.{CLOSED_FLAG}")
         .transform_calculate(series=f"'{ACTUAL}'")
         .mark_line(point=True)
         .encode(
-            y=_sales(c.SALES),
+            y=_sales(columns.SALES),
             color=legend,
             tooltip=[
                 date_tooltip,
-                alt.Tooltip(f"{c.SALES}:Q", title="sales", format=",.0f"),
-                alt.Tooltip(f"{c.OPEN}:N", title="open"),
+                alt.Tooltip(f"{columns.SALES}:Q", title="sales", format=",.0f"),
+                alt.Tooltip(f"{columns.OPEN}:N", title="open"),
             ],
         )
     )
@@ -162,8 +169,10 @@ def _sales(field: str) -> alt.Y:
 def chart_table(frame: pd.DataFrame) -> pd.DataFrame:
     """The chart's data as text, two decimals, blanks where a day has no value of a kind."""
     table = pd.DataFrame({DATE_COLUMN: pd.to_datetime(frame[DATE_COLUMN]).dt.strftime("%Y-%m-%d")})
-    table[c.OPEN] = frame[c.OPEN].map(lambda value: "" if pd.isna(value) else str(int(value)))
-    for column in (c.SALES, *c.FORECAST_VALUES):
+    table[columns.OPEN] = frame[columns.OPEN].map(
+        lambda value: "" if pd.isna(value) else str(int(value))
+    )
+    for column in (columns.SALES, *columns.FORECAST_VALUES):
         table[column] = frame[column].map(lambda value: "" if pd.isna(value) else f"{value:.2f}")
     return table[list(CHART_COLUMNS)]
 
@@ -175,7 +184,7 @@ def rmspe_histogram(series: pd.DataFrame) -> alt.Chart:
         .mark_bar(color=COLORS[ACTUAL])
         .encode(
             x=alt.X(
-                f"{m.RMSPE}:Q",
+                f"{metrics.RMSPE}:Q",
                 bin=alt.Bin(maxbins=40),
                 title="backtest RMSPE",
                 axis=alt.Axis(format="%"),
@@ -190,14 +199,14 @@ def rmspe_histogram(series: pd.DataFrame) -> alt.Chart:
 
 def champion_mix_chart(champion_mix: Mapping[str, int]) -> alt.Chart:
     """Series per champion model type."""
-    mix = pd.DataFrame(sorted(champion_mix.items()), columns=[c.MODEL, "series"])
+    mix = pd.DataFrame(sorted(champion_mix.items()), columns=[columns.MODEL, "series"])
     chart: alt.Chart = (
         alt.Chart(mix)
         .mark_bar(color=COLORS[FORECAST])
         .encode(
             x=alt.X("series:Q", title="series", axis=_COUNT_AXIS),
-            y=alt.Y(f"{c.MODEL}:N", title=None, sort="-x"),
-            tooltip=[c.MODEL, "series"],
+            y=alt.Y(f"{columns.MODEL}:N", title=None, sort="-x"),
+            tooltip=[columns.MODEL, "series"],
         )
         .properties(height=280)
     )

@@ -13,9 +13,9 @@ from typing import Any, TypeVar
 import httpx
 from pydantic import BaseModel, ValidationError
 
-from sfmlops.core import columns as c
+from sfmlops.core import columns
 from sfmlops.settings import Settings
-from sfmlops.ui import responses as r
+from sfmlops.ui import responses
 
 Model = TypeVar("Model", bound=BaseModel)
 USER_HEADER = "X-Sfmlops-User"  # whom a write is made for (the API's audit log)
@@ -76,63 +76,71 @@ class ApiClient:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def status(self) -> r.Status:
+    def status(self) -> responses.Status:
         """Data freshness and the champion version the API serves."""
-        return self._get("/v1/status", r.Status)
+        return self._get("/v1/status", responses.Status)
 
-    def stores(self) -> list[r.Store]:
+    def stores(self) -> list[responses.Store]:
         """Every store, ordered by id."""
-        return self._get("/v1/stores", r.StoreList).stores
+        return self._get("/v1/stores", responses.StoreList).stores
 
-    def store(self, store_id: int) -> r.StoreDetail:
+    def store(self, store_id: int) -> responses.StoreDetail:
         """One store with its series. Raises NotFoundError for an unknown store."""
-        return self._get(f"/v1/stores/{store_id}", r.StoreDetail)
+        return self._get(f"/v1/stores/{store_id}", responses.StoreDetail)
 
     def sales(
         self,
         store_id: int,
         start: dt.date,
         end: dt.date,
-        product_id: str = c.DEFAULT_PRODUCT,
-    ) -> r.SalesHistory:
+        product_id: str = columns.DEFAULT_PRODUCT,
+    ) -> responses.SalesHistory:
         """A series' daily sales from `start` to `end`, both included."""
-        params = {"start": start.isoformat(), "end": end.isoformat(), c.PRODUCT_ID: product_id}
-        return self._get(f"/v1/stores/{store_id}/sales", r.SalesHistory, params)
+        params = {
+            "start": start.isoformat(),
+            "end": end.isoformat(),
+            columns.PRODUCT_ID: product_id,
+        }
+        return self._get(f"/v1/stores/{store_id}/sales", responses.SalesHistory, params)
 
     def forecast(
-        self, store_id: int, days: int, product_id: str = c.DEFAULT_PRODUCT
-    ) -> r.SeriesForecast:
+        self, store_id: int, days: int, product_id: str = columns.DEFAULT_PRODUCT
+    ) -> responses.SeriesForecast:
         """The serving model's forecast of the `days` days after the as-of date.
 
         Raises:
             NotFoundError: Unknown store or series.
             ModelUnavailableError: No model loaded yet.
         """
-        params = {"days": str(days), c.PRODUCT_ID: product_id}
-        return self._get(f"/v1/stores/{store_id}/forecast", r.SeriesForecast, params)
+        params = {"days": str(days), columns.PRODUCT_ID: product_id}
+        return self._get(f"/v1/stores/{store_id}/forecast", responses.SeriesForecast, params)
 
     def champion(
-        self, store_id: int | None = None, product_id: str = c.DEFAULT_PRODUCT
-    ) -> r.ChampionModel:
+        self, store_id: int | None = None, product_id: str = columns.DEFAULT_PRODUCT
+    ) -> responses.ChampionModel:
         """The champion version with every series' backtest, or only one store's.
 
         Raises:
             NotFoundError: No champion model yet (or an unknown series).
         """
-        params = {} if store_id is None else {c.STORE_ID: str(store_id), c.PRODUCT_ID: product_id}
-        return self._get("/v1/models/champion", r.ChampionModel, params)
+        params = (
+            {}
+            if store_id is None
+            else {columns.STORE_ID: str(store_id), columns.PRODUCT_ID: product_id}
+        )
+        return self._get("/v1/models/champion", responses.ChampionModel, params)
 
-    def training_jobs(self, limit: int = 20) -> list[r.TrainingJob]:
+    def training_jobs(self, limit: int = 20) -> list[responses.TrainingJob]:
         """Recent training jobs, newest first."""
-        return self._get("/v1/training-jobs", r.TrainingJobList, {"limit": str(limit)}).jobs
+        return self._get("/v1/training-jobs", responses.TrainingJobList, {"limit": str(limit)}).jobs
 
-    def training_job(self, job_id: str) -> r.TrainingJob:
+    def training_job(self, job_id: str) -> responses.TrainingJob:
         """One training job with its progress, outcome and error."""
-        return self._get(f"/v1/training-jobs/{job_id}", r.TrainingJob)
+        return self._get(f"/v1/training-jobs/{job_id}", responses.TrainingJob)
 
     def submit_training_job(
         self, stores: Sequence[int] | None, user: str | None = None
-    ) -> r.TrainingJob:
+    ) -> responses.TrainingJob:
         """Start a job retraining `stores` (None: every store); returns it queued.
 
         Args:
@@ -142,7 +150,7 @@ class ApiClient:
         body = {"stores": list(stores) if stores is not None else "all"}
         headers = {USER_HEADER: user} if user else {}
         response = self._request("POST", "/v1/training-jobs", json=body, headers=headers)
-        return _parse(response, r.TrainingJob)
+        return _parse(response, responses.TrainingJob)
 
     def _get(self, path: str, model: type[Model], params: dict[str, str] | None = None) -> Model:
         return _parse(self._request("GET", path, params=params), model)

@@ -8,7 +8,7 @@ from typing import NoReturn
 import streamlit as st
 
 from sfmlops.settings import Settings
-from sfmlops.ui import responses as r
+from sfmlops.ui import responses
 from sfmlops.ui.client import ApiClient, ApiError, ApiUnreachableError
 
 VIEWS = Path(__file__).parent / "views"
@@ -32,12 +32,12 @@ def api_client() -> ApiClient:
 
 
 @st.cache_data(ttl=STORE_LIST_SECONDS, show_spinner=False)
-def store_list() -> list[r.Store]:
+def store_list() -> list[responses.Store]:
     """Every store, for pickers and labels."""
     return api_client().stores()
 
 
-def store_label(store: r.Store) -> str:
+def store_label(store: responses.Store) -> str:
     """'12 · type a · HE', what a picker shows and a planner searches by."""
     parts = [str(store.store_id)]
     if store.store_type:

@@ -11,7 +11,7 @@ from sfmlops.adapters.db.rows import _as_date, _insert
 from sfmlops.adapters.db.tables import (
     forecasts,
 )
-from sfmlops.core import columns as c
+from sfmlops.core import columns
 
 
 def forecast_days_per_series(
@@ -34,7 +34,7 @@ def forecast_days_per_series(
     }
 
 
-FORECAST_VALUE_COLUMNS = c.FORECAST_VALUES
+FORECAST_VALUE_COLUMNS = columns.FORECAST_VALUES
 
 
 def write_forecasts(
@@ -47,8 +47,8 @@ def write_forecasts(
     """
     rows = [
         {
-            c.STORE_ID: int(store_id),
-            c.PRODUCT_ID: str(product_id),
+            columns.STORE_ID: int(store_id),
+            columns.PRODUCT_ID: str(product_id),
             "forecast_date": pd.Timestamp(day).date(),
             "model_version": model_version,
             "created_at": created_at,
@@ -58,14 +58,14 @@ def write_forecasts(
             },
         }
         for store_id, product_id, day, *values in frame[
-            [c.STORE_ID, c.PRODUCT_ID, c.SALES_DATE, *FORECAST_VALUE_COLUMNS]
+            [columns.STORE_ID, columns.PRODUCT_ID, columns.SALES_DATE, *FORECAST_VALUE_COLUMNS]
         ].itertuples(index=False)
     ]
     if rows:
         statement = _insert(connection, forecasts)
         key = [
             forecasts.c[name]
-            for name in (c.STORE_ID, c.PRODUCT_ID, "forecast_date", "model_version")
+            for name in (columns.STORE_ID, columns.PRODUCT_ID, "forecast_date", "model_version")
         ]
         connection.execute(
             statement.on_conflict_do_update(
@@ -107,13 +107,13 @@ def latest_forecasts(
         forecasts.c.store_id, forecasts.c.product_id, forecasts.c.forecast_date
     )
     names = [
-        c.STORE_ID,
-        c.PRODUCT_ID,
-        c.SALES_DATE,
+        columns.STORE_ID,
+        columns.PRODUCT_ID,
+        columns.SALES_DATE,
         *FORECAST_VALUE_COLUMNS,
         "model_version",
         "created_at",
     ]
     frame = pd.DataFrame(connection.execute(query).fetchall(), columns=names)
-    frame[c.SALES_DATE] = pd.to_datetime(frame[c.SALES_DATE])
+    frame[columns.SALES_DATE] = pd.to_datetime(frame[columns.SALES_DATE])
     return frame

@@ -11,7 +11,7 @@ from sqlalchemy import Connection, Table, and_, func, literal, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from sfmlops.adapters.db.tables import forecast_scores, issued_forecasts, sales
-from sfmlops.core import columns as c
+from sfmlops.core import columns
 
 COVARIATE_SOURCE = "covariate_source"
 # Covariates the forecast assumed (the bundle's defaults) when the frame names no source.
@@ -21,14 +21,14 @@ MODEL_VERSION = "model_version"
 ACTUAL = "actual"
 BACKTEST_RMSPE = "backtest_rmspe"
 SCORE_COLUMNS = (
-    c.STORE_ID,
-    c.PRODUCT_ID,
-    c.SALES_DATE,
+    columns.STORE_ID,
+    columns.PRODUCT_ID,
+    columns.SALES_DATE,
     MODEL_VERSION,
-    c.HORIZON_DAYS,
+    columns.HORIZON_DAYS,
     ISSUE_DATE,
     ACTUAL,
-    *c.FORECAST_VALUES,
+    *columns.FORECAST_VALUES,
     BACKTEST_RMSPE,
 )
 
@@ -52,7 +52,7 @@ def record_issued(
     Returns:
         The number of rows offered (kept now or before).
     """
-    dates = pd.to_datetime(frame[c.SALES_DATE]).dt.date
+    dates = pd.to_datetime(frame[columns.SALES_DATE]).dt.date
     future = frame[(dates >= issue_date).to_numpy()]
     if future.empty:
         return 0
@@ -66,22 +66,27 @@ def record_issued(
         if BACKTEST_RMSPE in future
         else pd.Series(float("nan"), index=future.index)
     )
-    target_dates = pd.to_datetime(future[c.SALES_DATE]).dt.date
+    target_dates = pd.to_datetime(future[columns.SALES_DATE]).dt.date
     rows = [
         {
-            c.STORE_ID: int(store_id),
-            c.PRODUCT_ID: str(product_id),
+            columns.STORE_ID: int(store_id),
+            columns.PRODUCT_ID: str(product_id),
             "target_date": target,
             MODEL_VERSION: model_version,
             ISSUE_DATE: issue_date,
-            c.HORIZON_DAYS: (target - issue_date).days + 1,
-            **{name: float(value) for name, value in zip(c.FORECAST_VALUES, values, strict=True)},
+            columns.HORIZON_DAYS: (target - issue_date).days + 1,
+            **{
+                name: float(value)
+                for name, value in zip(columns.FORECAST_VALUES, values, strict=True)
+            },
             COVARIATE_SOURCE: source,
             BACKTEST_RMSPE: None if pd.isna(backtest) else float(backtest),
             "issued_by": issued_by,
         }
         for (store_id, product_id, *values), target, source, backtest in zip(
-            future[[c.STORE_ID, c.PRODUCT_ID, *c.FORECAST_VALUES]].itertuples(index=False),
+            future[[columns.STORE_ID, columns.PRODUCT_ID, *columns.FORECAST_VALUES]].itertuples(
+                index=False
+            ),
             target_dates,
             sources,
             backtests,
@@ -123,7 +128,7 @@ def score_days(
             issued.horizon_days,
             issued.issue_date,
             sales.c.sales,
-            *[issued[name] for name in c.FORECAST_VALUES],
+            *[issued[name] for name in columns.FORECAST_VALUES],
             issued.backtest_rmspe,
             literal(dt.datetime.now(dt.UTC), forecast_scores.c.scored_at.type),
         )
@@ -137,7 +142,13 @@ def score_days(
     statement = statement.on_conflict_do_update(
         index_elements=[
             forecast_scores.c[name]
-            for name in (c.STORE_ID, c.PRODUCT_ID, c.SALES_DATE, MODEL_VERSION, c.HORIZON_DAYS)
+            for name in (
+                columns.STORE_ID,
+                columns.PRODUCT_ID,
+                columns.SALES_DATE,
+                MODEL_VERSION,
+                columns.HORIZON_DAYS,
+            )
         ],
         set_={name: statement.excluded[name] for name in (ACTUAL, "scored_at")},
     )
@@ -158,7 +169,7 @@ def read_scores(
     if store_id is not None:
         query = query.where(scores.store_id == store_id)
     frame = pd.DataFrame(connection.execute(query).fetchall(), columns=list(SCORE_COLUMNS))
-    frame[c.SALES_DATE] = pd.to_datetime(frame[c.SALES_DATE])
+    frame[columns.SALES_DATE] = pd.to_datetime(frame[columns.SALES_DATE])
     frame[ISSUE_DATE] = pd.to_datetime(frame[ISSUE_DATE])
     return frame
 
@@ -181,7 +192,7 @@ def read_issued(
             issued.model_version,
             issued.issue_date,
             issued.horizon_days,
-            *[issued[name] for name in c.FORECAST_VALUES],
+            *[issued[name] for name in columns.FORECAST_VALUES],
             issued.covariate_source,
             issued.backtest_rmspe,
             sales.c.sales,
@@ -200,19 +211,19 @@ def read_issued(
         .order_by(issued.product_id, issued.target_date, issued.issue_date)
     )
     names = [
-        c.STORE_ID,
-        c.PRODUCT_ID,
-        c.SALES_DATE,
+        columns.STORE_ID,
+        columns.PRODUCT_ID,
+        columns.SALES_DATE,
         MODEL_VERSION,
         ISSUE_DATE,
-        c.HORIZON_DAYS,
-        *c.FORECAST_VALUES,
+        columns.HORIZON_DAYS,
+        *columns.FORECAST_VALUES,
         COVARIATE_SOURCE,
         BACKTEST_RMSPE,
         ACTUAL,
     ]
     frame = pd.DataFrame(connection.execute(query).fetchall(), columns=names)
-    for name in (c.SALES_DATE, ISSUE_DATE):
+    for name in (columns.SALES_DATE, ISSUE_DATE):
         frame[name] = pd.to_datetime(frame[name])
     frame[ACTUAL] = frame[ACTUAL].astype(float)
     return frame

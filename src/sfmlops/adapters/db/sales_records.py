@@ -25,13 +25,13 @@ from sfmlops.adapters.db.rows import _as_date
 from sfmlops.adapters.db.tables import (
     sales,
 )
-from sfmlops.core import columns as c
+from sfmlops.core import columns
 
 ProgressCallback = Callable[[int], None]
 """Called with the number of rows just written, for progress bars."""
 
 
-_SALES_VALUE_COLUMNS = [name for name in c.SALES_COLUMNS if name not in c.SALES_KEY]
+_SALES_VALUE_COLUMNS = [name for name in columns.SALES_COLUMNS if name not in columns.SALES_KEY]
 
 
 _CHUNK_ROWS = 100_000
@@ -72,7 +72,9 @@ def upsert_sales(
     if frame.empty:
         return 0
     # Key order makes index inserts append-like instead of random: 2-3x faster on both backends.
-    frame = frame.drop_duplicates(list(c.SALES_KEY), keep="last").sort_values(list(c.SALES_KEY))
+    frame = frame.drop_duplicates(list(columns.SALES_KEY), keep="last").sort_values(
+        list(columns.SALES_KEY)
+    )
     if connection.dialect.name == "postgresql":
         _copy_upsert_sales(connection, frame, on_progress)
     else:
@@ -145,7 +147,7 @@ def read_sales(
     product_id: str | None = None,
 ) -> pd.DataFrame:
     """Sales history as the canonical frame, filtered by store, product and inclusive dates."""
-    query = select(*[sales.c[name] for name in c.SALES_COLUMNS])
+    query = select(*[sales.c[name] for name in columns.SALES_COLUMNS])
     if store_ids is not None:
         query = query.where(sales.c.store_id.in_(list(store_ids)))
     if product_id is not None:
@@ -155,8 +157,8 @@ def read_sales(
     if end is not None:
         query = query.where(sales.c.sales_date <= end)
     query = query.order_by(sales.c.store_id, sales.c.product_id, sales.c.sales_date)
-    frame = pd.DataFrame(connection.execute(query).fetchall(), columns=list(c.SALES_COLUMNS))
-    frame[c.SALES_DATE] = pd.to_datetime(frame[c.SALES_DATE])
+    frame = pd.DataFrame(connection.execute(query).fetchall(), columns=list(columns.SALES_COLUMNS))
+    frame[columns.SALES_DATE] = pd.to_datetime(frame[columns.SALES_DATE])
     return frame
 
 
@@ -176,7 +178,7 @@ def _sales_upsert(statement: Any) -> Insert:
         *[sales.c[name].is_distinct_from(excluded[name]) for name in _SALES_VALUE_COLUMNS]
     )
     return statement.on_conflict_do_update(  # type: ignore[no-any-return]
-        index_elements=[sales.c[name] for name in c.SALES_KEY],
+        index_elements=[sales.c[name] for name in columns.SALES_KEY],
         set_={name: excluded[name] for name in _SALES_VALUE_COLUMNS} | {"ingested_at": func.now()},
         where=changed,
     )
@@ -189,10 +191,10 @@ def _executemany_upsert_sales(
     # several times the database's own work on a million rows.
     compiled = _sales_upsert(sqlite.insert(sales)).compile(
         dialect=connection.dialect,
-        column_keys=list(c.SALES_COLUMNS),
+        column_keys=list(columns.SALES_COLUMNS),
     )
     order = list(compiled.positiontup or [])
-    if sorted(order) != sorted(c.SALES_COLUMNS):
+    if sorted(order) != sorted(columns.SALES_COLUMNS):
         raise RuntimeError(f"unexpected parameters in the sales upsert: {order}")
     with _driver_cursor(connection, str(compiled)) as cursor:
         for chunk in _chunks(frame):
@@ -223,7 +225,7 @@ def _copy_upsert_sales(
     staging = Table(
         "sales_staging",
         MetaData(),
-        *[Column(name, sales.c[name].type) for name in c.SALES_COLUMNS],
+        *[Column(name, sales.c[name].type) for name in columns.SALES_COLUMNS],
     )
     connection.exec_driver_sql(
         "CREATE TEMPORARY TABLE IF NOT EXISTS sales_staging "
@@ -231,18 +233,18 @@ def _copy_upsert_sales(
     )
     _copy(connection, "sales_staging", frame, progress)
     merge = _sales_upsert(
-        postgresql.insert(sales).from_select(list(c.SALES_COLUMNS), select(*staging.c))
+        postgresql.insert(sales).from_select(list(columns.SALES_COLUMNS), select(*staging.c))
     )
     connection.execute(merge)
 
 
 def _copy(connection: Connection, table: str, frame: pd.DataFrame, progress: _Progress) -> None:
     """COPY the frame's sales columns into `table`, chunk by chunk."""
-    copy_sql = f"COPY {table} ({', '.join(c.SALES_COLUMNS)}) FROM STDIN WITH (FORMAT csv)"
+    copy_sql = f"COPY {table} ({', '.join(columns.SALES_COLUMNS)}) FROM STDIN WITH (FORMAT csv)"
     with _driver_cursor(connection, copy_sql) as cursor:
         written = 0
         for chunk in _chunks(frame):
-            cursor.copy_expert(copy_sql, _csv_buffer(chunk[list(c.SALES_COLUMNS)]))
+            cursor.copy_expert(copy_sql, _csv_buffer(chunk[list(columns.SALES_COLUMNS)]))
             written += len(chunk)
             progress.reached(written)
 
@@ -283,10 +285,10 @@ def _csv_buffer(frame: pd.DataFrame) -> io.BytesIO:
     Arrow's CSV writer is several times faster than DataFrame.to_csv on a million rows.
     """
     table = pa.Table.from_pandas(frame, preserve_index=False)
-    if pa.types.is_timestamp(table.schema.field(c.SALES_DATE).type):
-        position = table.schema.get_field_index(c.SALES_DATE)
+    if pa.types.is_timestamp(table.schema.field(columns.SALES_DATE).type):
+        position = table.schema.get_field_index(columns.SALES_DATE)
         table = table.set_column(
-            position, c.SALES_DATE, table.column(c.SALES_DATE).cast(pa.date32())
+            position, columns.SALES_DATE, table.column(columns.SALES_DATE).cast(pa.date32())
         )
     buffer = io.BytesIO()
     pa_csv.write_csv(
@@ -305,7 +307,7 @@ def _tuples(chunk: pd.DataFrame, order: Sequence[str]) -> list[tuple[Any, ...]]:
     values = []
     for name in order:
         column = chunk[name]
-        if name == c.SALES_DATE:
+        if name == columns.SALES_DATE:
             values.append(column.dt.strftime("%Y-%m-%d").tolist())
         else:
             values.append(column.astype(object).where(column.notna(), None).tolist())

@@ -17,19 +17,19 @@ from sfmlops.adapters.db.tables import (
     sales,
     stores,
 )
-from sfmlops.core import columns as c
+from sfmlops.core import columns
 
 
 def upsert_stores(connection: Connection, frame: pd.DataFrame) -> int:
     """Insert or update store metadata (columns `columns.STORE_COLUMNS`); returns rows written."""
     if frame.empty:
         return 0
-    rows = _records(frame[list(c.STORE_COLUMNS)])
+    rows = _records(frame[list(columns.STORE_COLUMNS)])
     statement = _insert(connection, stores)
     excluded = statement.excluded
     statement = statement.on_conflict_do_update(
         index_elements=[stores.c.store_id],
-        set_={name: excluded[name] for name in c.STORE_COLUMNS if name != c.STORE_ID}
+        set_={name: excluded[name] for name in columns.STORE_COLUMNS if name != columns.STORE_ID}
         | {"updated_at": func.now()},
     )
     connection.execute(statement, rows)
@@ -44,16 +44,16 @@ def store_ids(connection: Connection) -> set[int]:
 def list_stores(connection: Connection) -> pd.DataFrame:
     """Store metadata, one row per store, ordered by id."""
     result = connection.execute(
-        select(*[stores.c[name] for name in c.STORE_COLUMNS]).order_by(stores.c.store_id)
+        select(*[stores.c[name] for name in columns.STORE_COLUMNS]).order_by(stores.c.store_id)
     )
-    return pd.DataFrame(result.fetchall(), columns=list(c.STORE_COLUMNS))
+    return pd.DataFrame(result.fetchall(), columns=list(columns.STORE_COLUMNS))
 
 
 def get_store(connection: Connection, store_id: int) -> dict[str, Any] | None:
     """One store's metadata, or None when the store does not exist."""
     row = (
         connection.execute(
-            select(*[stores.c[name] for name in c.STORE_COLUMNS]).where(
+            select(*[stores.c[name] for name in columns.STORE_COLUMNS]).where(
                 stores.c.store_id == store_id
             )
         )

@@ -17,8 +17,8 @@ from typing import Protocol
 import numpy as np
 import pandas as pd
 
-from sfmlops.core import columns as c
-from sfmlops.core.forecasting import metrics as m
+from sfmlops.core import columns
+from sfmlops.core.forecasting import metrics
 from sfmlops.core.forecasting.base import (
     Forecaster,
     IntervalCalibration,
@@ -131,13 +131,13 @@ def run_backtest(
     previous: BacktestWindow | None = None
     previous_rows: dict[str, pd.DataFrame] = {}
     for window in windows:
-        seen = history[history[c.SALES_DATE] <= window.cutoff]
+        seen = history[history[columns.SALES_DATE] <= window.cutoff]
         if seen.empty:
             raise ValueError(f"backtest window {window.number}: no history up to {window.cutoff}")
         target = history[
-            (history[c.SALES_DATE] >= window.start)
-            & (history[c.SALES_DATE] <= window.end)
-            & history[c.STORE_ID].isin(seen[c.STORE_ID].unique())
+            (history[columns.SALES_DATE] >= window.start)
+            & (history[columns.SALES_DATE] <= window.end)
+            & history[columns.STORE_ID].isin(seen[columns.STORE_ID].unique())
         ].reset_index(drop=True)
         future = as_future(target)
         # The window just before this one is exactly what a calibration probe would forecast
@@ -152,12 +152,12 @@ def run_backtest(
             if on_fitted:
                 on_fitted(name, window, forecaster)
             forecast = forecaster.predict(future)
-            forecast.insert(0, c.MODEL, name)
-            forecast.insert(1, c.BACKTEST_WINDOW, window.number)
-            forecast[c.CUTOFF] = window.cutoff
-            forecast[c.HORIZON_DAYS] = horizon_of(forecast[c.SALES_DATE], window.cutoff)
-            forecast[c.OPEN] = future[c.OPEN].to_numpy()
-            forecast[m.ACTUAL] = target[c.SALES].to_numpy(dtype=float)
+            forecast.insert(0, columns.MODEL, name)
+            forecast.insert(1, columns.BACKTEST_WINDOW, window.number)
+            forecast[columns.CUTOFF] = window.cutoff
+            forecast[columns.HORIZON_DAYS] = horizon_of(forecast[columns.SALES_DATE], window.cutoff)
+            forecast[columns.OPEN] = future[columns.OPEN].to_numpy()
+            forecast[metrics.ACTUAL] = target[columns.SALES].to_numpy(dtype=float)
             fitted = getattr(forecaster, "calibration_", None)
             forecast[POINT_SCALE] = fitted.scale if fitted is not None else 1.0
             parts.append(forecast)
@@ -173,21 +173,21 @@ def calibration_of(scored: pd.DataFrame) -> IntervalCalibration:
     new factor is learnt from the model's raw forecasts.
     """
     return IntervalCalibration.of_scored(
-        scored[c.YHAT].to_numpy(dtype=float) / scored[POINT_SCALE].to_numpy(dtype=float),
-        scored[m.ACTUAL].to_numpy(dtype=float),
-        scored[c.HORIZON_DAYS].to_numpy(),
+        scored[columns.YHAT].to_numpy(dtype=float) / scored[POINT_SCALE].to_numpy(dtype=float),
+        scored[metrics.ACTUAL].to_numpy(dtype=float),
+        scored[columns.HORIZON_DAYS].to_numpy(),
         rescale=True,
     )
 
 
 def summary(scored: pd.DataFrame, windows: Sequence[BacktestWindow] = ()) -> pd.DataFrame:
     """Overall metrics per model and window (one row each), with each window's kind and days."""
-    table = m.accuracy_by(scored, [c.MODEL, c.BACKTEST_WINDOW])
+    table = metrics.accuracy_by(scored, [columns.MODEL, columns.BACKTEST_WINDOW])
     if windows:
         described = {w.number: w for w in windows}
-        table[WINDOW_KIND] = table[c.BACKTEST_WINDOW].map(lambda n: described[n].kind)
-        table[WINDOW_START] = table[c.BACKTEST_WINDOW].map(lambda n: described[n].start)
-        table[WINDOW_END] = table[c.BACKTEST_WINDOW].map(lambda n: described[n].end)
+        table[WINDOW_KIND] = table[columns.BACKTEST_WINDOW].map(lambda n: described[n].kind)
+        table[WINDOW_START] = table[columns.BACKTEST_WINDOW].map(lambda n: described[n].start)
+        table[WINDOW_END] = table[columns.BACKTEST_WINDOW].map(lambda n: described[n].end)
     return table
 
 
@@ -206,12 +206,15 @@ def select_champions(
         champion on the selection windows, and `rmspe_<model>` for every model compared.
         A series without sales in the selection windows gets the model best overall.
     """
-    chosen = scored[scored[c.BACKTEST_WINDOW].isin(list(selection_windows))]
-    per_series = m.accuracy_by(chosen, [c.STORE_ID, c.PRODUCT_ID, c.MODEL])
+    chosen = scored[scored[columns.BACKTEST_WINDOW].isin(list(selection_windows))]
+    per_series = metrics.accuracy_by(chosen, [columns.STORE_ID, columns.PRODUCT_ID, columns.MODEL])
     wide = per_series.pivot_table(
-        index=[c.STORE_ID, c.PRODUCT_ID], columns=c.MODEL, values=m.RMSPE, dropna=False
+        index=[columns.STORE_ID, columns.PRODUCT_ID],
+        columns=columns.MODEL,
+        values=metrics.RMSPE,
+        dropna=False,
     )
-    overall = m.accuracy_by(chosen, [c.MODEL]).set_index(c.MODEL)[m.RMSPE]
+    overall = metrics.accuracy_by(chosen, [columns.MODEL]).set_index(columns.MODEL)[metrics.RMSPE]
     return choose_champions(wide, str(overall.idxmin()), margin)
 
 
@@ -237,20 +240,22 @@ def choose_champions(
     champion_rmspe = pd.Series(
         [filled.at[key, name] for key, name in champion.items()], index=champion.index
     )
-    champions = pd.DataFrame({c.MODEL: champion, m.RMSPE: champion_rmspe.replace(np.inf, np.nan)})
+    champions = pd.DataFrame(
+        {columns.MODEL: champion, metrics.RMSPE: champion_rmspe.replace(np.inf, np.nan)}
+    )
     for name in wide.columns:
-        champions[f"{m.RMSPE}_{name}"] = wide[name]
+        champions[f"{metrics.RMSPE}_{name}"] = wide[name]
     return champions.reset_index()
 
 
 def champion_scored(scored: pd.DataFrame, champions: pd.DataFrame) -> pd.DataFrame:
     """The scored rows of each series' champion, labelled as model `champion`."""
     chosen = scored.merge(
-        champions[[c.STORE_ID, c.PRODUCT_ID, c.MODEL]],
-        on=[c.STORE_ID, c.PRODUCT_ID, c.MODEL],
+        champions[[columns.STORE_ID, columns.PRODUCT_ID, columns.MODEL]],
+        on=[columns.STORE_ID, columns.PRODUCT_ID, columns.MODEL],
         how="inner",
     )
-    return chosen.assign(**{c.MODEL: CHAMPION})
+    return chosen.assign(**{columns.MODEL: CHAMPION})
 
 
 CHAMPION = "champion"

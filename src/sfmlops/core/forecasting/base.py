@@ -16,15 +16,15 @@ from typing import Any, ClassVar, Protocol, Self, runtime_checkable
 import numpy as np
 import pandas as pd
 
-from sfmlops.core import columns as c
+from sfmlops.core import columns
 
 FORECASTER_FILE = "forecaster.pkl"
 # Interval quantiles of actual / forecast, as (column, quantile).
 INTERVAL_QUANTILES = (
-    (c.YHAT_LOWER, 0.10),
-    (c.YHAT_UPPER, 0.90),
-    (c.YHAT_LOWER_95, 0.025),
-    (c.YHAT_UPPER_95, 0.975),
+    (columns.YHAT_LOWER, 0.10),
+    (columns.YHAT_UPPER, 0.90),
+    (columns.YHAT_LOWER_95, 0.025),
+    (columns.YHAT_UPPER_95, 0.975),
 )
 
 
@@ -177,15 +177,17 @@ def forecast_frame(
 
     Without a calibration the intervals collapse onto the point forecast.
     """
-    is_open = future[c.OPEN].to_numpy() == 1
+    is_open = future[columns.OPEN].to_numpy() == 1
     scale = calibration.scale if calibration is not None else 1.0
     point = np.where(is_open, np.clip(yhat * scale, 0, None), 0.0)
-    frame = future[[c.STORE_ID, c.PRODUCT_ID, c.SALES_DATE]].reset_index(drop=True)
-    frame[c.YHAT] = point
+    frame = future[[columns.STORE_ID, columns.PRODUCT_ID, columns.SALES_DATE]].reset_index(
+        drop=True
+    )
+    frame[columns.YHAT] = point
     if calibration is None:
         bounds = {column: point for column, _ in INTERVAL_QUANTILES}
     else:
-        bounds = calibration.bounds(point, horizon_of(future[c.SALES_DATE], cutoff))
+        bounds = calibration.bounds(point, horizon_of(future[columns.SALES_DATE], cutoff))
     for column, quantile in INTERVAL_QUANTILES:
         # The point forecast is RMSPE-optimal, which sits below the median: where a model
         # under-forecasts in most of its calibration days, a lower quantile can exceed it.
@@ -197,10 +199,10 @@ def forecast_frame(
 
 def series_of(frame: pd.DataFrame) -> set[tuple[int, str]]:
     """The (store, product) series in a frame."""
-    pairs = frame[[c.STORE_ID, c.PRODUCT_ID]].drop_duplicates()
+    pairs = frame[[columns.STORE_ID, columns.PRODUCT_ID]].drop_duplicates()
     return {
         (int(store), str(product))
-        for store, product in zip(pairs[c.STORE_ID], pairs[c.PRODUCT_ID], strict=True)
+        for store, product in zip(pairs[columns.STORE_ID], pairs[columns.PRODUCT_ID], strict=True)
     }
 
 
@@ -208,15 +210,15 @@ def holdout_split(
     history: pd.DataFrame, days: int
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.Timestamp]:
     """History before the last `days` days, those days as future rows, and the split date."""
-    split = pd.Timestamp(history[c.SALES_DATE].max()) - pd.Timedelta(days=days)
-    earlier = history[history[c.SALES_DATE] <= split]
-    later = history[history[c.SALES_DATE] > split]
+    split = pd.Timestamp(history[columns.SALES_DATE].max()) - pd.Timedelta(days=days)
+    earlier = history[history[columns.SALES_DATE] <= split]
+    later = history[history[columns.SALES_DATE] > split]
     return earlier, later, split
 
 
 def as_future(history: pd.DataFrame) -> pd.DataFrame:
     """Sales rows as the future-covariates frame (what a forecaster may know in advance)."""
-    return history[list(c.FUTURE_COLUMNS)].reset_index(drop=True)
+    return history[list(columns.FUTURE_COLUMNS)].reset_index(drop=True)
 
 
 SeriesKey = tuple[int, str]
@@ -261,24 +263,28 @@ class CalibratedForecaster(PickledForecaster):
         if history.empty:
             raise ValueError("cannot fit on an empty history")
         calibration = self.calibration
-        days = history[c.SALES_DATE].nunique()
+        days = history[columns.SALES_DATE].nunique()
         if calibration is None and self.calibration_days > 0 and days > 2 * self.calibration_days:
             earlier, later, split = holdout_split(history, self.calibration_days)
             probe = self._probe()._fit_point(earlier, stores)
             # Series launched during the held-out days have nothing to be probed on.
-            seen = pd.MultiIndex.from_frame(earlier[[c.STORE_ID, c.PRODUCT_ID]].drop_duplicates())
-            later = later[pd.MultiIndex.from_frame(later[[c.STORE_ID, c.PRODUCT_ID]]).isin(seen)]
+            seen = pd.MultiIndex.from_frame(
+                earlier[[columns.STORE_ID, columns.PRODUCT_ID]].drop_duplicates()
+            )
+            later = later[
+                pd.MultiIndex.from_frame(later[[columns.STORE_ID, columns.PRODUCT_ID]]).isin(seen)
+            ]
             future = as_future(later)
             yhat = probe._predict_point(future)
             calibration = IntervalCalibration.of_scored(
                 yhat,
-                later[c.SALES].to_numpy(dtype=float),
-                horizon_of(future[c.SALES_DATE], split),
+                later[columns.SALES].to_numpy(dtype=float),
+                horizon_of(future[columns.SALES_DATE], split),
                 rescale=self.rmspe_scaling,
             )
         self._fit_point(history, stores)
         self.calibration_ = calibration
-        self.cutoff_ = pd.Timestamp(history[c.SALES_DATE].max())
+        self.cutoff_ = pd.Timestamp(history[columns.SALES_DATE].max())
         self.series_ = series_of(history)
         return self
 

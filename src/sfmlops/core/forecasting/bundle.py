@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from sfmlops.core import columns as c
+from sfmlops.core import columns
 from sfmlops.core.forecasting.base import Forecaster, UnknownSeriesError, series_of
 from sfmlops.core.forecasting.bundle_signature import verify_bundle
 from sfmlops.core.forecasting.models import forecaster_class
@@ -63,29 +63,33 @@ class Forecast:
 
 def usual_open_weekdays(history: pd.DataFrame, weeks: int = USUAL_OPEN_WEEKS) -> pd.DataFrame:
     """Share of open days per series and ISO weekday over the last `weeks` weeks."""
-    last = history[c.SALES_DATE].max()
-    recent = history[history[c.SALES_DATE] > last - pd.Timedelta(weeks=weeks)]
-    weekday = (recent[c.SALES_DATE].dt.dayofweek + 1).rename(c.DAY_OF_WEEK)
-    share = recent.groupby([recent[c.STORE_ID], recent[c.PRODUCT_ID], weekday])[c.OPEN].mean()
+    last = history[columns.SALES_DATE].max()
+    recent = history[history[columns.SALES_DATE] > last - pd.Timedelta(weeks=weeks)]
+    weekday = (recent[columns.SALES_DATE].dt.dayofweek + 1).rename(columns.DAY_OF_WEEK)
+    share = recent.groupby([recent[columns.STORE_ID], recent[columns.PRODUCT_ID], weekday])[
+        columns.OPEN
+    ].mean()
     return pd.DataFrame(share.rename(OPEN_SHARE).reset_index())
 
 
 def usual_promo_cycle(history: pd.DataFrame, weeks: int = USUAL_OPEN_WEEKS) -> pd.DataFrame:
     """Share of promotion days per series and day of the two-week cycle, last `weeks` weeks."""
-    last = history[c.SALES_DATE].max()
-    recent = history[history[c.SALES_DATE] > last - pd.Timedelta(weeks=weeks)]
-    cycle_day = _cycle_day(recent[c.SALES_DATE]).rename(CYCLE_DAY)
-    share = recent.groupby([recent[c.STORE_ID], recent[c.PRODUCT_ID], cycle_day])[c.PROMO].mean()
+    last = history[columns.SALES_DATE].max()
+    recent = history[history[columns.SALES_DATE] > last - pd.Timedelta(weeks=weeks)]
+    cycle_day = _cycle_day(recent[columns.SALES_DATE]).rename(CYCLE_DAY)
+    share = recent.groupby([recent[columns.STORE_ID], recent[columns.PRODUCT_ID], cycle_day])[
+        columns.PROMO
+    ].mean()
     return pd.DataFrame(share.rename(PROMO_SHARE).reset_index())
 
 
 def store_states(stores: pd.DataFrame) -> pd.DataFrame:
     """`store_id`, `state` of the stores that have one."""
-    known = stores[stores[c.STATE].notna()]
+    known = stores[stores[columns.STATE].notna()]
     return pd.DataFrame(
         {
-            c.STORE_ID: known[c.STORE_ID].astype("int64").to_numpy(),
-            c.STATE: known[c.STATE].astype(str).to_numpy(),
+            columns.STORE_ID: known[columns.STORE_ID].astype("int64").to_numpy(),
+            columns.STATE: known[columns.STATE].astype(str).to_numpy(),
         }
     )
 
@@ -99,13 +103,17 @@ def public_holidays(states: pd.DataFrame, dates: pd.Series) -> pd.DataFrame:
     first, last = pd.Timestamp(dates.min()), pd.Timestamp(dates.max())
     rows = [
         (state, day, code)
-        for state in sorted(states[c.STATE].unique())
+        for state in sorted(states[columns.STATE].unique())
         for year in range(first.year, last.year + 1)
         for day, code in _state_calendar(str(state), year)
         if first <= day <= last
     ]
-    by_state = pd.DataFrame(rows, columns=[c.STATE, c.SALES_DATE, c.STATE_HOLIDAY])
-    return states.merge(by_state, on=c.STATE)[[c.STORE_ID, c.SALES_DATE, c.STATE_HOLIDAY]]
+    by_state = pd.DataFrame(
+        rows, columns=[columns.STATE, columns.SALES_DATE, columns.STATE_HOLIDAY]
+    )
+    return states.merge(by_state, on=columns.STATE)[
+        [columns.STORE_ID, columns.SALES_DATE, columns.STATE_HOLIDAY]
+    ]
 
 
 @functools.lru_cache(maxsize=512)
@@ -142,9 +150,9 @@ def future_days(series: Iterable[tuple[int, str]], start: pd.Timestamp, days: in
     dates = pd.date_range(pd.Timestamp(start), periods=days, freq="D")
     return pd.DataFrame(
         {
-            c.STORE_ID: np.repeat([store for store, _ in keys], days).astype("int64"),
-            c.PRODUCT_ID: np.repeat([product for _, product in keys], days),
-            c.SALES_DATE: np.tile(dates.to_numpy(), len(keys)),
+            columns.STORE_ID: np.repeat([store for store, _ in keys], days).astype("int64"),
+            columns.PRODUCT_ID: np.repeat([product for _, product in keys], days),
+            columns.SALES_DATE: np.tile(dates.to_numpy(), len(keys)),
         }
     )
 
@@ -165,70 +173,79 @@ def complete_future(
     """
     frame = future.copy()
     assumptions: list[str] = []
-    if c.PRODUCT_ID not in frame:
-        frame[c.PRODUCT_ID] = c.DEFAULT_PRODUCT
+    if columns.PRODUCT_ID not in frame:
+        frame[columns.PRODUCT_ID] = columns.DEFAULT_PRODUCT
     holiday = pd.Series("0", index=frame.index)
     if states is not None and len(frame):
-        found = frame[[c.STORE_ID, c.SALES_DATE]].merge(
+        found = frame[[columns.STORE_ID, columns.SALES_DATE]].merge(
             public_holidays(
-                states[states[c.STORE_ID].isin(frame[c.STORE_ID].unique())], frame[c.SALES_DATE]
+                states[states[columns.STORE_ID].isin(frame[columns.STORE_ID].unique())],
+                frame[columns.SALES_DATE],
             ),
-            on=[c.STORE_ID, c.SALES_DATE],
+            on=[columns.STORE_ID, columns.SALES_DATE],
             how="left",
         )
-        holiday = pd.Series(found[c.STATE_HOLIDAY].fillna("0").to_numpy(), index=frame.index)
-    if c.STATE_HOLIDAY not in frame or frame[c.STATE_HOLIDAY].isna().any():
+        holiday = pd.Series(found[columns.STATE_HOLIDAY].fillna("0").to_numpy(), index=frame.index)
+    if columns.STATE_HOLIDAY not in frame or frame[columns.STATE_HOLIDAY].isna().any():
         given_holiday = (
-            frame[c.STATE_HOLIDAY] if c.STATE_HOLIDAY in frame else pd.Series(index=frame.index)
+            frame[columns.STATE_HOLIDAY]
+            if columns.STATE_HOLIDAY in frame
+            else pd.Series(index=frame.index)
         )
-        frame[c.STATE_HOLIDAY] = given_holiday.astype(object).fillna(holiday)
+        frame[columns.STATE_HOLIDAY] = given_holiday.astype(object).fillna(holiday)
         assumptions.append(ASSUMED_STATE_HOLIDAY)
-    if c.PROMO not in frame or frame[c.PROMO].isna().any():
+    if columns.PROMO not in frame or frame[columns.PROMO].isna().any():
         projected = pd.Series(0.0, index=frame.index)
         if usual_promo is not None:
             cycle = (
-                frame[[c.STORE_ID, c.PRODUCT_ID]]
-                .assign(**{CYCLE_DAY: _cycle_day(frame[c.SALES_DATE])})
-                .merge(usual_promo, on=[c.STORE_ID, c.PRODUCT_ID, CYCLE_DAY], how="left")
+                frame[[columns.STORE_ID, columns.PRODUCT_ID]]
+                .assign(**{CYCLE_DAY: _cycle_day(frame[columns.SALES_DATE])})
+                .merge(
+                    usual_promo, on=[columns.STORE_ID, columns.PRODUCT_ID, CYCLE_DAY], how="left"
+                )
             )
             projected = pd.Series(
                 (cycle[PROMO_SHARE].fillna(0.0) >= 0.5).astype(float).to_numpy(), index=frame.index
             )
         given_promo = (
-            pd.to_numeric(frame[c.PROMO], errors="coerce")
-            if c.PROMO in frame
+            pd.to_numeric(frame[columns.PROMO], errors="coerce")
+            if columns.PROMO in frame
             else pd.Series(np.nan, index=frame.index)
         )
-        frame[c.PROMO] = given_promo.combine_first(projected)
+        frame[columns.PROMO] = given_promo.combine_first(projected)
         assumptions.append(ASSUMED_PROMO)
-    if c.OPEN not in frame or frame[c.OPEN].isna().any():
-        weekday = (frame[c.SALES_DATE].dt.dayofweek + 1).rename(c.DAY_OF_WEEK)
+    if columns.OPEN not in frame or frame[columns.OPEN].isna().any():
+        weekday = (frame[columns.SALES_DATE].dt.dayofweek + 1).rename(columns.DAY_OF_WEEK)
         usual = (
-            frame[[c.STORE_ID, c.PRODUCT_ID]]
-            .assign(**{c.DAY_OF_WEEK: weekday})
-            .merge(usual_open, on=[c.STORE_ID, c.PRODUCT_ID, c.DAY_OF_WEEK], how="left")
+            frame[[columns.STORE_ID, columns.PRODUCT_ID]]
+            .assign(**{columns.DAY_OF_WEEK: weekday})
+            .merge(
+                usual_open,
+                on=[columns.STORE_ID, columns.PRODUCT_ID, columns.DAY_OF_WEEK],
+                how="left",
+            )
         )
         guessed = (
             (usual[OPEN_SHARE].fillna(1.0) >= USUAL_OPEN_SHARE).to_numpy()
-            & (frame[c.STATE_HOLIDAY].astype(str) == "0").to_numpy()
+            & (frame[columns.STATE_HOLIDAY].astype(str) == "0").to_numpy()
         ).astype(int)
         given = (
-            pd.to_numeric(frame[c.OPEN], errors="coerce")
-            if c.OPEN in frame
+            pd.to_numeric(frame[columns.OPEN], errors="coerce")
+            if columns.OPEN in frame
             else pd.Series(np.nan, index=frame.index)
         )
-        frame[c.OPEN] = given.fillna(pd.Series(guessed, index=frame.index))
+        frame[columns.OPEN] = given.fillna(pd.Series(guessed, index=frame.index))
         assumptions.append(ASSUMED_OPEN)
-    if c.SCHOOL_HOLIDAY not in frame or frame[c.SCHOOL_HOLIDAY].isna().any():
-        frame[c.SCHOOL_HOLIDAY] = (
-            frame[c.SCHOOL_HOLIDAY].fillna(0) if c.SCHOOL_HOLIDAY in frame else 0
+    if columns.SCHOOL_HOLIDAY not in frame or frame[columns.SCHOOL_HOLIDAY].isna().any():
+        frame[columns.SCHOOL_HOLIDAY] = (
+            frame[columns.SCHOOL_HOLIDAY].fillna(0) if columns.SCHOOL_HOLIDAY in frame else 0
         )
         assumptions.append(ASSUMED_SCHOOL_HOLIDAY)
-    for column in (c.OPEN, c.PROMO, c.SCHOOL_HOLIDAY):
+    for column in (columns.OPEN, columns.PROMO, columns.SCHOOL_HOLIDAY):
         frame[column] = frame[column].astype("int8")
-    frame[c.STATE_HOLIDAY] = frame[c.STATE_HOLIDAY].astype(str)
-    frame[c.STORE_ID] = frame[c.STORE_ID].astype("int64")
-    return frame[list(c.FUTURE_COLUMNS)], assumptions
+    frame[columns.STATE_HOLIDAY] = frame[columns.STATE_HOLIDAY].astype(str)
+    frame[columns.STORE_ID] = frame[columns.STORE_ID].astype("int64")
+    return frame[list(columns.FUTURE_COLUMNS)], assumptions
 
 
 class ForecastBundle:
@@ -254,7 +271,7 @@ class ForecastBundle:
         usual_promo: pd.DataFrame | None = None,
         states: pd.DataFrame | None = None,
     ) -> None:
-        missing = set(champions[c.MODEL]) - set(models)
+        missing = set(champions[columns.MODEL]) - set(models)
         if missing:
             raise ValueError(f"champions name models the bundle lacks: {sorted(missing)}")
         self.models = dict(models)
@@ -287,22 +304,22 @@ class ForecastBundle:
         unknown = sorted(series_of(frame) - self.series)
         if unknown:
             raise UnknownSeriesError(unknown)
-        early = frame[c.SALES_DATE] <= self.last_date
+        early = frame[columns.SALES_DATE] <= self.last_date
         if early.any():
             raise ValueError(
                 f"{int(early.sum())} row(s) ask for dates up to {self.last_date.date()}, "
                 "which the models were trained on; forecasts start the day after"
             )
         routed = frame.merge(
-            self.champions[[c.STORE_ID, c.PRODUCT_ID, c.MODEL]],
-            on=[c.STORE_ID, c.PRODUCT_ID],
+            self.champions[[columns.STORE_ID, columns.PRODUCT_ID, columns.MODEL]],
+            on=[columns.STORE_ID, columns.PRODUCT_ID],
             how="left",
         )
         parts = []
         used: dict[str, int] = {}
-        for name, part in routed.groupby(c.MODEL, sort=True):
+        for name, part in routed.groupby(columns.MODEL, sort=True):
             rows = part.index.to_numpy()
-            forecast = self.models[str(name)].predict(part[list(c.FUTURE_COLUMNS)])
+            forecast = self.models[str(name)].predict(part[list(columns.FUTURE_COLUMNS)])
             forecast.index = rows
             parts.append(forecast)
             used[str(name)] = len(series_of(part))
@@ -349,16 +366,16 @@ class ForecastBundle:
             name: forecaster_class(name).load(path / MODELS_FOLDER / name)
             for name in description["models"]
         }
-        champions = pd.read_csv(path / CHAMPIONS_FILE, dtype={c.PRODUCT_ID: str})
-        usual_open = pd.read_csv(path / USUAL_OPEN_FILE, dtype={c.PRODUCT_ID: str})
+        champions = pd.read_csv(path / CHAMPIONS_FILE, dtype={columns.PRODUCT_ID: str})
+        usual_open = pd.read_csv(path / USUAL_OPEN_FILE, dtype={columns.PRODUCT_ID: str})
         # Bundles saved before promotion cycles and states were kept have neither file.
         usual_promo = (
-            pd.read_csv(path / USUAL_PROMO_FILE, dtype={c.PRODUCT_ID: str})
+            pd.read_csv(path / USUAL_PROMO_FILE, dtype={columns.PRODUCT_ID: str})
             if (path / USUAL_PROMO_FILE).is_file()
             else None
         )
         states = (
-            pd.read_csv(path / STORE_STATES_FILE, dtype={c.STATE: str})
+            pd.read_csv(path / STORE_STATES_FILE, dtype={columns.STATE: str})
             if (path / STORE_STATES_FILE).is_file()
             else None
         )
@@ -374,4 +391,4 @@ class ForecastBundle:
 
 
 def _empty_forecast() -> pd.DataFrame:
-    return pd.DataFrame({name: pd.Series(dtype=object) for name in c.FORECAST_COLUMNS})
+    return pd.DataFrame({name: pd.Series(dtype=object) for name in columns.FORECAST_COLUMNS})

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from sfmlops.core import columns as c
+from sfmlops.core import columns
 
 # Proximity features are capped: beyond a few weeks a holiday or closure no longer matters,
 # and a cap keeps "no event known" (end of the calendar) the same as "far away".
@@ -25,9 +25,9 @@ RUN_CAP_DAYS = 45  # position in a run of school holidays (summer holidays last 
 LONG_CLOSURE_DAYS = 3  # a run of closed weekdays at least this long is a refurbishment
 
 _CATEGORIES = {
-    c.STORE_TYPE: ("a", "b", "c", "d"),
-    c.ASSORTMENT: ("a", "b", "c"),
-    c.STATE_HOLIDAY: c.STATE_HOLIDAY_CODES,
+    columns.STORE_TYPE: ("a", "b", "c", "d"),
+    columns.ASSORTMENT: ("a", "b", "c"),
+    columns.STATE_HOLIDAY: columns.STATE_HOLIDAY_CODES,
 }
 
 
@@ -49,23 +49,23 @@ class StoreStats:
     @classmethod
     def of(cls, history: pd.DataFrame) -> StoreStats:
         """Statistics of `history` (canonical sales frame); rows after its last day don't exist."""
-        cutoff = pd.Timestamp(history[c.SALES_DATE].max())
-        open_days = history[(history[c.OPEN] == 1) & (history[c.SALES] > 0)]
+        cutoff = pd.Timestamp(history[columns.SALES_DATE].max())
+        open_days = history[(history[columns.OPEN] == 1) & (history[columns.SALES] > 0)]
         log_sales = pd.Series(
-            np.log1p(open_days[c.SALES].to_numpy(dtype=float)), index=open_days.index
+            np.log1p(open_days[columns.SALES].to_numpy(dtype=float)), index=open_days.index
         )
-        store = open_days[c.STORE_ID]
-        weekday = open_days[c.SALES_DATE].dt.dayofweek + 1
+        store = open_days[columns.STORE_ID]
+        weekday = open_days[columns.SALES_DATE].dt.dayofweek + 1
         grouped = log_sales.groupby(store)
         mean = grouped.mean()
-        recent = open_days[c.SALES_DATE] > cutoff - pd.Timedelta(days=RECENT_DAYS)
-        latest = open_days[c.SALES_DATE] > cutoff - pd.Timedelta(days=LATEST_DAYS)
-        promo = open_days[c.PROMO] == 1
+        recent = open_days[columns.SALES_DATE] > cutoff - pd.Timedelta(days=RECENT_DAYS)
+        latest = open_days[columns.SALES_DATE] > cutoff - pd.Timedelta(days=LATEST_DAYS)
+        promo = open_days[columns.PROMO] == 1
         promo_mean = log_sales[promo].groupby(store[promo]).mean()
         plain_mean = log_sales[~promo].groupby(store[~promo]).mean()
-        customers = pd.to_numeric(open_days[c.CUSTOMERS], errors="coerce").astype(float)
-        days_per_store = history.groupby(c.STORE_ID)[c.SALES_DATE].nunique()
-        sundays = open_days[weekday == 7].groupby(c.STORE_ID)[c.SALES_DATE].nunique()
+        customers = pd.to_numeric(open_days[columns.CUSTOMERS], errors="coerce").astype(float)
+        days_per_store = history.groupby(columns.STORE_ID)[columns.SALES_DATE].nunique()
+        sundays = open_days[weekday == 7].groupby(columns.STORE_ID)[columns.SALES_DATE].nunique()
         by_store = pd.DataFrame(
             {
                 "store_mean_log": mean,
@@ -82,13 +82,13 @@ class StoreStats:
                 .mean(),
             }
         )
-        by_store.index.name = c.STORE_ID
+        by_store.index.name = columns.STORE_ID
         by_store["store_recent_level_28"] = (
             log_sales[latest].groupby(store[latest]).mean().reindex(mean.index) - mean
         )
         by_weekday = (
             (log_sales - store.map(mean))
-            .groupby([store, weekday.rename(c.DAY_OF_WEEK)])
+            .groupby([store, weekday.rename(columns.DAY_OF_WEEK)])
             .mean()
             .rename("store_weekday_effect")
             .reset_index()
@@ -98,27 +98,27 @@ class StoreStats:
 
 def store_profile(stores: pd.DataFrame) -> pd.DataFrame:
     """Static store metadata as model-ready columns, one row per store."""
-    profile = pd.DataFrame({c.STORE_ID: stores[c.STORE_ID].astype("int64")})
-    for name in (c.STORE_TYPE, c.ASSORTMENT):
+    profile = pd.DataFrame({columns.STORE_ID: stores[columns.STORE_ID].astype("int64")})
+    for name in (columns.STORE_TYPE, columns.ASSORTMENT):
         profile[name] = _codes(stores[name], _CATEGORIES[name])
-    states = sorted(str(s) for s in stores[c.STATE].dropna().unique())
-    profile[c.STATE] = _codes(stores[c.STATE], tuple(states))
-    profile[c.COMPETITION_DISTANCE] = stores[c.COMPETITION_DISTANCE].astype(float)
-    year = stores[c.COMPETITION_OPEN_SINCE_YEAR].astype("Float64")
-    month = stores[c.COMPETITION_OPEN_SINCE_MONTH].astype("Float64")
+    states = sorted(str(s) for s in stores[columns.STATE].dropna().unique())
+    profile[columns.STATE] = _codes(stores[columns.STATE], tuple(states))
+    profile[columns.COMPETITION_DISTANCE] = stores[columns.COMPETITION_DISTANCE].astype(float)
+    year = stores[columns.COMPETITION_OPEN_SINCE_YEAR].astype("Float64")
+    month = stores[columns.COMPETITION_OPEN_SINCE_MONTH].astype("Float64")
     profile["competition_open_month_index"] = (year * 12 + month - 1).astype(float)
-    profile[c.PROMO2] = stores[c.PROMO2].fillna(0).astype(int)
-    since_year = stores[c.PROMO2_SINCE_YEAR].astype("Float64").fillna(0)
-    since_week = stores[c.PROMO2_SINCE_WEEK].astype("Float64").fillna(1)
+    profile[columns.PROMO2] = stores[columns.PROMO2].fillna(0).astype(int)
+    since_year = stores[columns.PROMO2_SINCE_YEAR].astype("Float64").fillna(0)
+    since_week = stores[columns.PROMO2_SINCE_WEEK].astype("Float64").fillna(1)
     # Promo2 starts on the Monday of its ISO week; as an approximate day index per year.
     profile["promo2_start_day_index"] = (since_year * 365.25 + (since_week - 1) * 7).astype(float)
-    intervals = stores[c.PROMO_INTERVAL].fillna("").astype(str)
-    for number, month_name in enumerate(c.PROMO_INTERVAL_MONTHS, start=1):
+    intervals = stores[columns.PROMO_INTERVAL].fillna("").astype(str)
+    for number, month_name in enumerate(columns.PROMO_INTERVAL_MONTHS, start=1):
         profile[f"promo2_month_{number}"] = intervals.str.split(",").apply(
             lambda months, name=month_name: name in months
         )
     profile["promo2_period"] = [
-        _first_interval_month(value, c.PROMO_INTERVAL_MONTHS) for value in intervals
+        _first_interval_month(value, columns.PROMO_INTERVAL_MONTHS) for value in intervals
     ]
     return profile
 
@@ -138,59 +138,71 @@ class Calendar:
     @classmethod
     def of(cls, rows: pd.DataFrame, profile: pd.DataFrame) -> Calendar:
         """The calendar of `rows` (covariate rows keyed by `columns.SALES_DATE`)."""
-        state_of = profile.set_index(c.STORE_ID)[c.STATE]
+        state_of = profile.set_index(columns.STORE_ID)[columns.STATE]
         frame = rows[
-            [c.STORE_ID, c.SALES_DATE, c.OPEN, c.PROMO, c.STATE_HOLIDAY, c.SCHOOL_HOLIDAY]
+            [
+                columns.STORE_ID,
+                columns.SALES_DATE,
+                columns.OPEN,
+                columns.PROMO,
+                columns.STATE_HOLIDAY,
+                columns.SCHOOL_HOLIDAY,
+            ]
         ].copy()
-        frame[c.STATE] = frame[c.STORE_ID].map(state_of).fillna(-1).astype(int)
-        frame["state_holiday_day"] = frame[c.STATE_HOLIDAY].astype(str) != "0"
-        frame["school_holiday_day"] = frame[c.SCHOOL_HOLIDAY].astype(int) == 1
+        frame[columns.STATE] = frame[columns.STORE_ID].map(state_of).fillna(-1).astype(int)
+        frame["state_holiday_day"] = frame[columns.STATE_HOLIDAY].astype(str) != "0"
+        frame["school_holiday_day"] = frame[columns.SCHOOL_HOLIDAY].astype(int) == 1
         state_days = (
-            frame.groupby([c.STATE, c.SALES_DATE])[["state_holiday_day", "school_holiday_day"]]
+            frame.groupby([columns.STATE, columns.SALES_DATE])[
+                ["state_holiday_day", "school_holiday_day"]
+            ]
             .max()
             .reset_index()
         )
         state_days = _with_proximity(
             state_days,
-            c.STATE,
+            columns.STATE,
             {"state_holiday": "state_holiday_day", "school_holiday": "school_holiday_day"},
             PROXIMITY_CAP_DAYS,
         )
-        state_days = _with_run_position(state_days, c.STATE, "school_holiday_day", "school_holiday")
-        weekday = frame[c.SALES_DATE].dt.dayofweek + 1
-        frame["closed_weekday"] = (frame[c.OPEN].astype(int) == 0) & (weekday != 7)
-        store_days = frame[[c.STORE_ID, c.SALES_DATE, "closed_weekday", c.PROMO]].sort_values(
-            [c.STORE_ID, c.SALES_DATE]
+        state_days = _with_run_position(
+            state_days, columns.STATE, "school_holiday_day", "school_holiday"
         )
-        store_days = store_days.drop_duplicates([c.STORE_ID, c.SALES_DATE], keep="last")
-        promo = store_days[c.PROMO].astype(int) == 1
-        previous_promo = promo.groupby(store_days[c.STORE_ID]).shift(fill_value=False)
-        following_promo = promo.groupby(store_days[c.STORE_ID]).shift(-1, fill_value=False)
+        weekday = frame[columns.SALES_DATE].dt.dayofweek + 1
+        frame["closed_weekday"] = (frame[columns.OPEN].astype(int) == 0) & (weekday != 7)
+        store_days = frame[
+            [columns.STORE_ID, columns.SALES_DATE, "closed_weekday", columns.PROMO]
+        ].sort_values([columns.STORE_ID, columns.SALES_DATE])
+        store_days = store_days.drop_duplicates([columns.STORE_ID, columns.SALES_DATE], keep="last")
+        promo = store_days[columns.PROMO].astype(int) == 1
+        previous_promo = promo.groupby(store_days[columns.STORE_ID]).shift(fill_value=False)
+        following_promo = promo.groupby(store_days[columns.STORE_ID]).shift(-1, fill_value=False)
         # A promotion runs for days in a row (Rossmann: Monday to Friday, every other week):
         # where a day sits in that cycle, not only whether it has one.
         store_days["promo_start_day"] = promo & ~previous_promo
         store_days["promo_end_day"] = promo & ~following_promo
         store_days = _with_proximity(
             store_days,
-            c.STORE_ID,
+            columns.STORE_ID,
             {"promo_start": "promo_start_day", "promo_end": "promo_end_day"},
             PROXIMITY_CAP_DAYS,
         )
         run = (
-            store_days["closed_weekday"] != store_days.groupby(c.STORE_ID)["closed_weekday"].shift()
+            store_days["closed_weekday"]
+            != store_days.groupby(columns.STORE_ID)["closed_weekday"].shift()
         ).cumsum()
         run_length = store_days.groupby(run)["closed_weekday"].transform("size")
         store_days["long_closure_day"] = store_days["closed_weekday"] & (
             run_length >= LONG_CLOSURE_DAYS
         )
         store_days = _with_proximity(
-            store_days, c.STORE_ID, {"closure": "closed_weekday"}, PROXIMITY_CAP_DAYS
+            store_days, columns.STORE_ID, {"closure": "closed_weekday"}, PROXIMITY_CAP_DAYS
         )
         store_days = _with_proximity(
-            store_days, c.STORE_ID, {"long_closure": "long_closure_day"}, REOPENING_CAP_DAYS
+            store_days, columns.STORE_ID, {"long_closure": "long_closure_day"}, REOPENING_CAP_DAYS
         )
-        keep_state = [c.STATE, c.SALES_DATE, *_proximity_columns(state_days)]
-        keep_store = [c.STORE_ID, c.SALES_DATE, *_proximity_columns(store_days)]
+        keep_state = [columns.STATE, columns.SALES_DATE, *_proximity_columns(state_days)]
+        keep_store = [columns.STORE_ID, columns.SALES_DATE, *_proximity_columns(store_days)]
         return cls(state_days=state_days[keep_state], store_days=store_days[keep_store])
 
 
@@ -206,27 +218,33 @@ def build_features(
         stats: Statistics of the training window.
         calendar: A `Calendar` covering `rows`.
     """
-    date = rows[c.SALES_DATE]
+    date = rows[columns.SALES_DATE]
     frame = pd.DataFrame(index=rows.index)
-    frame[c.STORE_ID] = rows[c.STORE_ID].astype("int64")
-    frame[c.DAY_OF_WEEK] = date.dt.dayofweek + 1
+    frame[columns.STORE_ID] = rows[columns.STORE_ID].astype("int64")
+    frame[columns.DAY_OF_WEEK] = date.dt.dayofweek + 1
     frame["day_of_month"] = date.dt.day
     frame["month"] = date.dt.month
     frame["year"] = date.dt.year
     frame["day_of_year"] = date.dt.dayofyear
     frame["week_of_year"] = date.dt.isocalendar().week.astype(int).to_numpy()
-    frame[c.PROMO] = rows[c.PROMO].astype(int)
-    frame[c.STATE_HOLIDAY] = _codes(rows[c.STATE_HOLIDAY].astype(str), c.STATE_HOLIDAY_CODES)
-    frame[c.SCHOOL_HOLIDAY] = rows[c.SCHOOL_HOLIDAY].astype(int)
+    frame[columns.PROMO] = rows[columns.PROMO].astype(int)
+    frame[columns.STATE_HOLIDAY] = _codes(
+        rows[columns.STATE_HOLIDAY].astype(str), columns.STATE_HOLIDAY_CODES
+    )
+    frame[columns.SCHOOL_HOLIDAY] = rows[columns.SCHOOL_HOLIDAY].astype(int)
 
     merged = (
-        frame[[c.STORE_ID]].assign(**{c.SALES_DATE: date}).merge(profile, on=c.STORE_ID, how="left")
+        frame[[columns.STORE_ID]]
+        .assign(**{columns.SALES_DATE: date})
+        .merge(profile, on=columns.STORE_ID, how="left")
     )
-    merged = merged.merge(stats.by_store, on=c.STORE_ID, how="left")
-    merged[c.DAY_OF_WEEK] = frame[c.DAY_OF_WEEK].to_numpy()
-    merged = merged.merge(stats.by_weekday, on=[c.STORE_ID, c.DAY_OF_WEEK], how="left")
-    merged = merged.merge(calendar.state_days, on=[c.STATE, c.SALES_DATE], how="left")
-    merged = merged.merge(calendar.store_days, on=[c.STORE_ID, c.SALES_DATE], how="left")
+    merged = merged.merge(stats.by_store, on=columns.STORE_ID, how="left")
+    merged[columns.DAY_OF_WEEK] = frame[columns.DAY_OF_WEEK].to_numpy()
+    merged = merged.merge(stats.by_weekday, on=[columns.STORE_ID, columns.DAY_OF_WEEK], how="left")
+    merged = merged.merge(calendar.state_days, on=[columns.STATE, columns.SALES_DATE], how="left")
+    merged = merged.merge(
+        calendar.store_days, on=[columns.STORE_ID, columns.SALES_DATE], how="left"
+    )
     merged.index = frame.index
 
     month_index = (date.dt.year * 12 + date.dt.month - 1).astype(float)
@@ -234,7 +252,7 @@ def build_features(
         lower=-1, upper=240
     )
     day_index = date.dt.year * 365.25 + date.dt.dayofyear
-    promo2_running = (merged[c.PROMO2] == 1) & (day_index >= merged["promo2_start_day_index"])
+    promo2_running = (merged[columns.PROMO2] == 1) & (day_index >= merged["promo2_start_day_index"])
     month_flags = merged[[f"promo2_month_{n}" for n in range(1, 13)]].to_numpy(dtype=bool)
     in_promo2_month = month_flags[np.arange(len(frame)), date.dt.month.to_numpy() - 1]
     frame["promo2_active_month"] = (promo2_running & in_promo2_month).astype(int)
@@ -242,9 +260,14 @@ def build_features(
         promo2_running, (day_index - merged["promo2_start_day_index"]) / 7, -1
     )
     frame["promo2_period"] = merged["promo2_period"]
-    for name in (c.STORE_TYPE, c.ASSORTMENT, c.STATE, c.COMPETITION_DISTANCE):
+    for name in (
+        columns.STORE_TYPE,
+        columns.ASSORTMENT,
+        columns.STATE,
+        columns.COMPETITION_DISTANCE,
+    ):
         frame[name] = merged[name]
-    statistics = [n for n in stats.by_store.columns if n != c.STORE_ID]
+    statistics = [n for n in stats.by_store.columns if n != columns.STORE_ID]
     for name in [*statistics, "store_weekday_effect"]:
         frame[name] = merged[name]
     for name in _proximity_columns(merged):
@@ -256,8 +279,8 @@ def _with_proximity(
     days: pd.DataFrame, group: str, events: dict[str, str], cap: int
 ) -> pd.DataFrame:
     """Add `days_after_<event>`/`days_before_<event>` per group, capped at `cap` days."""
-    days = days.sort_values([group, c.SALES_DATE]).reset_index(drop=True)
-    day_number = (days[c.SALES_DATE] - pd.Timestamp("1970-01-01")).dt.days.astype(float)
+    days = days.sort_values([group, columns.SALES_DATE]).reset_index(drop=True)
+    day_number = (days[columns.SALES_DATE] - pd.Timestamp("1970-01-01")).dt.days.astype(float)
     for event, flag in events.items():
         event_day = day_number.where(days[flag].astype(bool))
         last = event_day.groupby(days[group]).ffill()
@@ -273,7 +296,7 @@ def _with_run_position(days: pd.DataFrame, group: str, flag: str, event: str) ->
     1 on a run's first (last) day, 0 outside runs, capped at `RUN_CAP_DAYS`: the start of the
     summer holidays is not their end.
     """
-    days = days.sort_values([group, c.SALES_DATE]).reset_index(drop=True)
+    days = days.sort_values([group, columns.SALES_DATE]).reset_index(drop=True)
     flagged = days[flag].astype(bool)
     run = (flagged != flagged.groupby(days[group]).shift()).cumsum()
     position = days.groupby(run).cumcount() + 1

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Self
 import numpy as np
 import pandas as pd
 
-from sfmlops.core import columns as c
+from sfmlops.core import columns
 from sfmlops.core.forecasting.base import CalibratedForecaster, IntervalCalibration
 from sfmlops.core.forecasting.features import (
     REOPENING_CAP_DAYS,
@@ -131,7 +131,9 @@ class GlobalGBMForecaster(CalibratedForecaster):
         profile = store_profile(stores)
         stats = StoreStats.of(history)
         calendar = Calendar.of(history, profile)
-        sold = history[(history[c.OPEN] == 1) & (history[c.SALES] > 0)].reset_index(drop=True)
+        sold = history[(history[columns.OPEN] == 1) & (history[columns.SALES] > 0)].reset_index(
+            drop=True
+        )
         features = build_features(sold, profile, stats, calendar)
         if self.params.excluded_features:
             features = features.drop(
@@ -141,7 +143,7 @@ class GlobalGBMForecaster(CalibratedForecaster):
                     if str(name).startswith(self.params.excluded_features)
                 ]
             )
-        target = np.log1p(sold[c.SALES].to_numpy(dtype=float)) - _baseline(features)
+        target = np.log1p(sold[columns.SALES].to_numpy(dtype=float)) - _baseline(features)
         lgb = _lightgbm()
         dataset = lgb.Dataset(
             features.to_numpy(dtype=np.float32),
@@ -156,10 +158,17 @@ class GlobalGBMForecaster(CalibratedForecaster):
         self.profile_ = profile
         self.stats_ = stats
         self.features_ = list(features.columns)
-        last = history[c.SALES_DATE].max()
+        last = history[columns.SALES_DATE].max()
         self.context_ = history.loc[
-            history[c.SALES_DATE] > last - pd.Timedelta(days=_CONTEXT_DAYS),
-            [c.STORE_ID, c.SALES_DATE, c.OPEN, c.PROMO, c.STATE_HOLIDAY, c.SCHOOL_HOLIDAY],
+            history[columns.SALES_DATE] > last - pd.Timedelta(days=_CONTEXT_DAYS),
+            [
+                columns.STORE_ID,
+                columns.SALES_DATE,
+                columns.OPEN,
+                columns.PROMO,
+                columns.STATE_HOLIDAY,
+                columns.SCHOOL_HOLIDAY,
+            ],
         ].reset_index(drop=True)
         return self
 
@@ -188,22 +197,22 @@ class GlobalGBMForecaster(CalibratedForecaster):
         with the store's metadata and covariates. One product per store (the Rossmann data)
         keeps the store ids as they are, so that model is unchanged.
         """
-        products_per_store = history.groupby(c.STORE_ID)[c.PRODUCT_ID].nunique()
+        products_per_store = history.groupby(columns.STORE_ID)[columns.PRODUCT_ID].nunique()
         if products_per_store.empty or products_per_store.max() <= 1:
             self.series_codes_ = None
             return history, stores
         series = (
-            history[[c.STORE_ID, c.PRODUCT_ID]]
+            history[[columns.STORE_ID, columns.PRODUCT_ID]]
             .drop_duplicates()
-            .sort_values([c.STORE_ID, c.PRODUCT_ID])
+            .sort_values([columns.STORE_ID, columns.PRODUCT_ID])
             .reset_index(drop=True)
         )
         series[_SERIES_CODE] = np.arange(1, len(series) + 1, dtype=np.int64)
         self.series_codes_ = series
         coded_stores = (
-            series.merge(stores, on=c.STORE_ID, how="inner")
-            .drop(columns=[c.STORE_ID, c.PRODUCT_ID])
-            .rename(columns={_SERIES_CODE: c.STORE_ID})
+            series.merge(stores, on=columns.STORE_ID, how="inner")
+            .drop(columns=[columns.STORE_ID, columns.PRODUCT_ID])
+            .rename(columns={_SERIES_CODE: columns.STORE_ID})
         )
         return _coded(history, series), coded_stores
 
@@ -221,12 +230,14 @@ class GlobalGBMForecaster(CalibratedForecaster):
 
 def _coded(frame: pd.DataFrame, series_codes: pd.DataFrame) -> pd.DataFrame:
     """`frame` with each row's series code as its store id (rows keep their order)."""
-    codes = pd.MultiIndex.from_frame(series_codes[[c.STORE_ID, c.PRODUCT_ID]])
-    position = codes.get_indexer(pd.MultiIndex.from_frame(frame[[c.STORE_ID, c.PRODUCT_ID]]))
+    codes = pd.MultiIndex.from_frame(series_codes[[columns.STORE_ID, columns.PRODUCT_ID]])
+    position = codes.get_indexer(
+        pd.MultiIndex.from_frame(frame[[columns.STORE_ID, columns.PRODUCT_ID]])
+    )
     if (position < 0).any():
         raise ValueError("gbm: a series the model was not fitted on")
     coded = frame.copy()
-    coded[c.STORE_ID] = series_codes[_SERIES_CODE].to_numpy()[position]
+    coded[columns.STORE_ID] = series_codes[_SERIES_CODE].to_numpy()[position]
     return coded
 
 

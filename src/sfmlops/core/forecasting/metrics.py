@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from sfmlops.core import columns as c
+from sfmlops.core import columns
 
 ACTUAL = "actual"
 RMSPE = "rmspe"
@@ -49,7 +49,7 @@ def accuracy_by(scored: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
     store of a backtest takes a fraction of a second rather than a loop over groups.
     """
     actual = scored[ACTUAL].to_numpy(dtype=float)
-    forecast = scored[c.YHAT].to_numpy(dtype=float)
+    forecast = scored[columns.YHAT].to_numpy(dtype=float)
     error = forecast - actual
     sold = actual > 0
     # Days without sales become NaN, which the group means skip and the day count ignores.
@@ -62,8 +62,8 @@ def accuracy_by(scored: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
             MAE: np.where(sold, np.abs(error), np.nan),
             _SQUARED_ERROR: np.where(sold, error**2, np.nan),
             BIAS: np.where(sold, error, np.nan),
-            COVERAGE_80: _inside(scored, c.YHAT_LOWER, c.YHAT_UPPER, safe),
-            COVERAGE_95: _inside(scored, c.YHAT_LOWER_95, c.YHAT_UPPER_95, safe),
+            COVERAGE_80: _inside(scored, columns.YHAT_LOWER, columns.YHAT_UPPER, safe),
+            COVERAGE_95: _inside(scored, columns.YHAT_LOWER_95, columns.YHAT_UPPER_95, safe),
             DAYS: sold.astype(float),
             _MISSING: (sold & np.isnan(forecast)).astype(float),
         },

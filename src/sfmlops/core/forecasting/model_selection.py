@@ -13,8 +13,8 @@ from typing import cast
 import numpy as np
 import pandas as pd
 
-from sfmlops.core import columns as c
-from sfmlops.core.forecasting import metrics as m
+from sfmlops.core import columns
+from sfmlops.core.forecasting import metrics
 from sfmlops.core.forecasting.backtest import (
     CHAMPION,
     HORIZON_DAYS,
@@ -52,7 +52,13 @@ PROMOTION_TOLERANCE = 0.02
 MAX_FAILED_SHARE = 0.05
 FAILURE_STAGE = "stage"  # `backtest window N` or `final fit`
 FAILURE_ERROR = "error"
-FAILURE_COLUMNS = (c.STORE_ID, c.PRODUCT_ID, c.MODEL, FAILURE_STAGE, FAILURE_ERROR)
+FAILURE_COLUMNS = (
+    columns.STORE_ID,
+    columns.PRODUCT_ID,
+    columns.MODEL,
+    FAILURE_STAGE,
+    FAILURE_ERROR,
+)
 FINAL_FIT = "final fit"
 
 
@@ -70,7 +76,7 @@ class FailureLog:
     def frame(self) -> pd.DataFrame:
         """One row per failed fit: `FAILURE_COLUMNS`."""
         return pd.DataFrame(self.rows, columns=list(FAILURE_COLUMNS)).astype(
-            {c.STORE_ID: "int64", c.PRODUCT_ID: str}
+            {columns.STORE_ID: "int64", columns.PRODUCT_ID: str}
         )
 
 
@@ -108,12 +114,12 @@ class BacktestReport:
 
     def reported(self) -> pd.DataFrame:
         """The summary rows of the reported window, best RMSPE first."""
-        rows = self.summary[self.summary[c.BACKTEST_WINDOW] == self.reported_window]
-        return rows.sort_values(m.RMSPE).reset_index(drop=True)
+        rows = self.summary[self.summary[columns.BACKTEST_WINDOW] == self.reported_window]
+        return rows.sort_values(metrics.RMSPE).reset_index(drop=True)
 
     def champion_mix(self) -> dict[str, int]:
         """How many series each model is champion of."""
-        counts = self.champions[c.MODEL].value_counts()
+        counts = self.champions[columns.MODEL].value_counts()
         return {str(name): int(count) for name, count in counts.items()}
 
 
@@ -139,11 +145,11 @@ def backtest(
         if name not in factories:
             forecaster_class(name)  # fail on a bad name before any fit
     chosen = backtest_windows(
-        pd.Timestamp(history[c.SALES_DATE].max()),
+        pd.Timestamp(history[columns.SALES_DATE].max()),
         windows,
         horizon_days,
         season_windows,
-        pd.Timestamp(history[c.SALES_DATE].min()),
+        pd.Timestamp(history[columns.SALES_DATE].min()),
     )
     made = {name: factories.get(name) or factory_of(name, executor) for name in model_names}
 
@@ -164,7 +170,7 @@ def backtest(
     selection = rolling[:-1] or [rolling[-1]]
     champions = select_champions(scored, selection)
     reported = chosen[-1].number
-    best = champion_scored(scored[scored[c.BACKTEST_WINDOW] == reported], champions)
+    best = champion_scored(scored[scored[columns.BACKTEST_WINDOW] == reported], champions)
     scored = pd.concat([scored, best], ignore_index=True)
     return BacktestReport(chosen, scored, summary(scored, chosen), champions, failures.frame())
 
@@ -211,7 +217,7 @@ def train(
         # beyond their level (measured: 84 % instead of 78 % coverage of a nominal 80 %).
         scored = report.scored
         calibration = calibration_of(
-            scored[(scored[c.MODEL] == name) & scored[c.BACKTEST_WINDOW].isin(rolling)]
+            scored[(scored[columns.MODEL] == name) & scored[columns.BACKTEST_WINDOW].isin(rolling)]
         )
         make = (factories or {}).get(name)
         forecaster = (
@@ -228,14 +234,14 @@ def train(
         failures.add(name, FINAL_FIT, models[name])
     report = replace(report, failures=pd.concat([report.failures, failures.frame()]))
     all_windows = [w.number for w in report.windows if w.kind == ROLLING]
-    scored = report.scored[report.scored[c.MODEL] != CHAMPION]
+    scored = report.scored[report.scored[columns.MODEL] != CHAMPION]
     champions = avoid_failed(select_champions(scored, all_windows), failures.frame())
     reported = report.reported()
     bundle = ForecastBundle(
         models,
         champions,
         usual_open_weekdays(history),
-        pd.Timestamp(history[c.SALES_DATE].max()),
+        pd.Timestamp(history[columns.SALES_DATE].max()),
         {
             "backtest_windows": [
                 {
@@ -250,7 +256,9 @@ def train(
             "reported_window": report.reported_window,
             "reported_metrics": reported.to_dict(orient="records"),
             "window_metrics": window_metrics(report),
-            "champion_mix": {str(k): int(v) for k, v in champions[c.MODEL].value_counts().items()},
+            "champion_mix": {
+                str(k): int(v) for k, v in champions[columns.MODEL].value_counts().items()
+            },
             "horizon_days": horizon_days,
         },
         usual_promo_cycle(history),
@@ -264,17 +272,24 @@ def window_metrics(report: BacktestReport) -> list[dict[str, object]]:
     described = {w.number: w for w in report.windows}
     rows = []
     for record in report.summary.to_dict(orient="records"):
-        window = described[int(record[c.BACKTEST_WINDOW])]
+        window = described[int(record[columns.BACKTEST_WINDOW])]
         rows.append(
             {
-                c.MODEL: str(record[c.MODEL]),
-                c.BACKTEST_WINDOW: window.number,
+                columns.MODEL: str(record[columns.MODEL]),
+                columns.BACKTEST_WINDOW: window.number,
                 "kind": window.kind,
                 "start": window.start.date().isoformat(),
                 "end": window.end.date().isoformat(),
                 **{
                     name: float(record[name])
-                    for name in (m.RMSPE, m.MAPE, m.BIAS, m.COVERAGE_80, m.COVERAGE_95, m.DAYS)
+                    for name in (
+                        metrics.RMSPE,
+                        metrics.MAPE,
+                        metrics.BIAS,
+                        metrics.COVERAGE_80,
+                        metrics.COVERAGE_95,
+                        metrics.DAYS,
+                    )
                 },
             }
         )
@@ -292,28 +307,28 @@ def avoid_failed(champions: pd.DataFrame, failures: pd.DataFrame) -> pd.DataFram
         return champions
     failed = set(
         zip(
-            failures[c.STORE_ID].astype(int),
-            failures[c.PRODUCT_ID].astype(str),
-            failures[c.MODEL].astype(str),
+            failures[columns.STORE_ID].astype(int),
+            failures[columns.PRODUCT_ID].astype(str),
+            failures[columns.MODEL].astype(str),
             strict=True,
         )
     )
     champions = champions.copy()
-    scores = [name for name in champions.columns if name.startswith(f"{m.RMSPE}_")]
+    scores = [name for name in champions.columns if name.startswith(f"{metrics.RMSPE}_")]
     for position, row in champions.iterrows():
-        key = (int(row[c.STORE_ID]), str(row[c.PRODUCT_ID]))
-        if (*key, str(row[c.MODEL])) not in failed:
+        key = (int(row[columns.STORE_ID]), str(row[columns.PRODUCT_ID]))
+        if (*key, str(row[columns.MODEL])) not in failed:
             continue
         options = {
-            column.removeprefix(f"{m.RMSPE}_"): float(row[column])
+            column.removeprefix(f"{metrics.RMSPE}_"): float(row[column])
             for column in scores
-            if (*key, column.removeprefix(f"{m.RMSPE}_")) not in failed
+            if (*key, column.removeprefix(f"{metrics.RMSPE}_")) not in failed
         }
         if options:
             # A model without a score for the series (NaN) is the last resort.
             best = min(options, key=lambda name: np.nan_to_num(options[name], nan=np.inf))
-            champions.loc[position, c.MODEL] = best
-            champions.loc[position, m.RMSPE] = options[best]
+            champions.loc[position, columns.MODEL] = best
+            champions.loc[position, metrics.RMSPE] = options[best]
     return champions
 
 

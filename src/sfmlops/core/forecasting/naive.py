@@ -7,7 +7,7 @@ from typing import Any, ClassVar, Self
 import numpy as np
 import pandas as pd
 
-from sfmlops.core import columns as c
+from sfmlops.core import columns
 from sfmlops.core.forecasting.base import CalibratedForecaster, IntervalCalibration
 
 _LEVEL = "level"
@@ -43,21 +43,21 @@ class SeasonalNaiveForecaster(CalibratedForecaster):
         }
 
     def _fit_point(self, history: pd.DataFrame, stores: pd.DataFrame) -> Self:
-        last = history[c.SALES_DATE].max()
+        last = history[columns.SALES_DATE].max()
         recent = history[
-            (history[c.SALES_DATE] > last - pd.Timedelta(weeks=self.weeks))
-            & (history[c.OPEN] == 1)
-            & (history[c.SALES] > 0)
+            (history[columns.SALES_DATE] > last - pd.Timedelta(weeks=self.weeks))
+            & (history[columns.OPEN] == 1)
+            & (history[columns.SALES] > 0)
         ]
-        keys = [c.STORE_ID, c.PRODUCT_ID]
-        weekday = (recent[c.SALES_DATE].dt.dayofweek + 1).rename(c.DAY_OF_WEEK)
+        keys = [columns.STORE_ID, columns.PRODUCT_ID]
+        weekday = (recent[columns.SALES_DATE].dt.dayofweek + 1).rename(columns.DAY_OF_WEEK)
         self.by_weekday_ = (
-            recent.groupby([*[recent[k] for k in keys], weekday])[c.SALES]
+            recent.groupby([*[recent[k] for k in keys], weekday])[columns.SALES]
             .mean()
             .rename(_LEVEL)
             .reset_index()
         )
-        self.by_series_ = recent.groupby(keys)[c.SALES].mean().rename(_LEVEL).reset_index()
+        self.by_series_ = recent.groupby(keys)[columns.SALES].mean().rename(_LEVEL).reset_index()
         return self
 
     def _merge_series(self, other: Self) -> None:
@@ -69,9 +69,11 @@ class SeasonalNaiveForecaster(CalibratedForecaster):
     def _predict_point(self, future: pd.DataFrame) -> np.ndarray:
         if self.by_weekday_ is None or self.by_series_ is None:
             raise RuntimeError("seasonal_naive: not fitted")
-        keys = [c.STORE_ID, c.PRODUCT_ID]
-        rows = future[keys].assign(**{c.DAY_OF_WEEK: future[c.SALES_DATE].dt.dayofweek + 1})
-        weekday_level = rows.merge(self.by_weekday_, on=[*keys, c.DAY_OF_WEEK], how="left")
+        keys = [columns.STORE_ID, columns.PRODUCT_ID]
+        rows = future[keys].assign(
+            **{columns.DAY_OF_WEEK: future[columns.SALES_DATE].dt.dayofweek + 1}
+        )
+        weekday_level = rows.merge(self.by_weekday_, on=[*keys, columns.DAY_OF_WEEK], how="left")
         series_level = rows.merge(self.by_series_, on=keys, how="left")
         level = weekday_level[_LEVEL].fillna(series_level[_LEVEL]).fillna(0.0)
         return level.to_numpy(dtype=float)
@@ -83,6 +85,6 @@ def _replace_series(
     """`mine` without the rows of `series`, plus `theirs`."""
     if mine is None:
         return theirs
-    keys = pd.MultiIndex.from_frame(mine[[c.STORE_ID, c.PRODUCT_ID]])
+    keys = pd.MultiIndex.from_frame(mine[[columns.STORE_ID, columns.PRODUCT_ID]])
     kept = mine[~keys.isin(list(series))]
     return pd.concat([kept, theirs], ignore_index=True)

@@ -15,11 +15,11 @@ from typing import Any, ClassVar, Self
 import numpy as np
 import pandas as pd
 
-from sfmlops.core import columns as c
+from sfmlops.core import columns
 from sfmlops.core.forecasting.base import CalibratedForecaster, IntervalCalibration, SeriesKey
 from sfmlops.core.forecasting.executors import Executor, SequentialExecutor, chunks
 
-_REGRESSORS = (c.PROMO, c.STATE_HOLIDAY, c.SCHOOL_HOLIDAY)
+_REGRESSORS = (columns.PROMO, columns.STATE_HOLIDAY, columns.SCHOOL_HOLIDAY)
 ChunkResult = tuple[dict[SeriesKey, str], dict[SeriesKey, str]]
 
 
@@ -62,10 +62,10 @@ class ProphetForecaster(CalibratedForecaster):
         }
 
     def _fit_point(self, history: pd.DataFrame, stores: pd.DataFrame) -> Self:
-        sold = history[(history[c.OPEN] == 1) & (history[c.SALES] > 0)]
+        sold = history[(history[columns.OPEN] == 1) & (history[columns.SALES] > 0)]
         groups = [
             (key, _training_frame(part))
-            for key, part in sold.groupby([c.STORE_ID, c.PRODUCT_ID], sort=True)
+            for key, part in sold.groupby([columns.STORE_ID, columns.PRODUCT_ID], sort=True)
         ]
         tasks = chunks(groups, self.chunk_size)
         executor = self.executor or SequentialExecutor()
@@ -90,7 +90,9 @@ class ProphetForecaster(CalibratedForecaster):
         from prophet.serialize import model_from_json  # noqa: PLC0415
 
         yhat = np.zeros(len(future))
-        for (store_id, product_id), part in future.groupby([c.STORE_ID, c.PRODUCT_ID], sort=False):
+        for (store_id, product_id), part in future.groupby(
+            [columns.STORE_ID, columns.PRODUCT_ID], sort=False
+        ):
             series: SeriesKey = (int(str(store_id)), str(product_id))
             if series not in self.models_:
                 continue  # never open with sales in training, or its fit failed: forecast 0
@@ -145,16 +147,18 @@ def fit_prophet_chunk(series: list[tuple[Any, pd.DataFrame]]) -> ChunkResult:
 
 def _training_frame(part: pd.DataFrame) -> pd.DataFrame:
     frame = _regressor_frame(part)
-    frame["y"] = np.log1p(part[c.SALES].to_numpy(dtype=float))
+    frame["y"] = np.log1p(part[columns.SALES].to_numpy(dtype=float))
     return frame
 
 
 def _regressor_frame(part: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(
         {
-            "ds": part[c.SALES_DATE].to_numpy(),
-            c.PROMO: part[c.PROMO].to_numpy(dtype=float),
-            c.STATE_HOLIDAY: (part[c.STATE_HOLIDAY].astype(str) != "0").to_numpy(dtype=float),
-            c.SCHOOL_HOLIDAY: part[c.SCHOOL_HOLIDAY].to_numpy(dtype=float),
+            "ds": part[columns.SALES_DATE].to_numpy(),
+            columns.PROMO: part[columns.PROMO].to_numpy(dtype=float),
+            columns.STATE_HOLIDAY: (part[columns.STATE_HOLIDAY].astype(str) != "0").to_numpy(
+                dtype=float
+            ),
+            columns.SCHOOL_HOLIDAY: part[columns.SCHOOL_HOLIDAY].to_numpy(dtype=float),
         }
     )

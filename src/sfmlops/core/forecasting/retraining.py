@@ -14,8 +14,8 @@ from typing import Any
 
 import pandas as pd
 
-from sfmlops.core import columns as c
-from sfmlops.core.forecasting import metrics as m
+from sfmlops.core import columns
+from sfmlops.core.forecasting import metrics
 from sfmlops.core.forecasting.backtest import (
     HORIZON_DAYS,
     BacktestWindow,
@@ -94,7 +94,7 @@ def retrain_series(
         if isinstance(model, CalibratedForecaster) and model.per_series
     }
     windows = backtest_windows(
-        pd.Timestamp(history[c.SALES_DATE].max()),
+        pd.Timestamp(history[columns.SALES_DATE].max()),
         _rolling_windows(bundle.metadata),
         horizon_days,
     )
@@ -128,7 +128,7 @@ def retrain_series(
     champions = _rechoose(bundle, scored, previous, failed_series(failures.frame()))
     all_champions = (
         pd.concat([_without(bundle.champions, series), champions], ignore_index=True)
-        .sort_values([c.STORE_ID, c.PRODUCT_ID])
+        .sort_values([columns.STORE_ID, columns.PRODUCT_ID])
         .reset_index(drop=True)
     )
     retrained = ForecastBundle(
@@ -141,7 +141,7 @@ def retrain_series(
         {
             **bundle.metadata,
             "champion_mix": {
-                str(k): int(v) for k, v in all_champions[c.MODEL].value_counts().items()
+                str(k): int(v) for k, v in all_champions[columns.MODEL].value_counts().items()
             },
             "retrained_series": [[store, product] for store, product in series],
         },
@@ -163,19 +163,24 @@ def _rechoose(
     failed: set[tuple[int, str]],
 ) -> pd.DataFrame:
     """New champion rows: fresh per-series scores against the global models' recorded ones."""
-    fresh = m.accuracy_by(scored, [c.STORE_ID, c.PRODUCT_ID, c.MODEL]).pivot_table(
-        index=[c.STORE_ID, c.PRODUCT_ID], columns=c.MODEL, values=m.RMSPE, dropna=False
+    fresh = metrics.accuracy_by(
+        scored, [columns.STORE_ID, columns.PRODUCT_ID, columns.MODEL]
+    ).pivot_table(
+        index=[columns.STORE_ID, columns.PRODUCT_ID],
+        columns=columns.MODEL,
+        values=metrics.RMSPE,
+        dropna=False,
     )
-    recorded = previous.set_index([c.STORE_ID, c.PRODUCT_ID])
+    recorded = previous.set_index([columns.STORE_ID, columns.PRODUCT_ID])
     for name, model in bundle.models.items():
-        column = f"{m.RMSPE}_{name}"
+        column = f"{metrics.RMSPE}_{name}"
         if not _per_series(model) and column in recorded:
             fresh[name] = recorded[column].reindex(fresh.index)
     champions = choose_champions(fresh, _best_overall(bundle, list(fresh.columns)))
     # A failed refit keeps the previous champion row as it was.
-    keys = list(zip(champions[c.STORE_ID], champions[c.PRODUCT_ID], strict=True))
+    keys = list(zip(champions[columns.STORE_ID], champions[columns.PRODUCT_ID], strict=True))
     kept = {
-        (int(row[c.STORE_ID]), str(row[c.PRODUCT_ID])): row
+        (int(row[columns.STORE_ID]), str(row[columns.PRODUCT_ID])): row
         for row in previous.to_dict(orient="records")
     }
     rows = [
@@ -190,20 +195,20 @@ def _best_overall(bundle: ForecastBundle, candidates: list[str]) -> str:
     reported = [
         row
         for row in bundle.metadata.get("reported_metrics", [])
-        if row.get(c.MODEL) in candidates and row.get(m.RMSPE) is not None
+        if row.get(columns.MODEL) in candidates and row.get(metrics.RMSPE) is not None
     ]
     if not reported:
         return candidates[0]
-    return str(min(reported, key=lambda row: row[m.RMSPE])[c.MODEL])
+    return str(min(reported, key=lambda row: row[metrics.RMSPE])[columns.MODEL])
 
 
 def _rows(frame: pd.DataFrame, series: list[tuple[int, str]]) -> pd.DataFrame:
-    keys = pd.MultiIndex.from_frame(frame[[c.STORE_ID, c.PRODUCT_ID]])
+    keys = pd.MultiIndex.from_frame(frame[[columns.STORE_ID, columns.PRODUCT_ID]])
     return frame[keys.isin(series)].reset_index(drop=True)
 
 
 def _without(frame: pd.DataFrame, series: list[tuple[int, str]]) -> pd.DataFrame:
-    keys = pd.MultiIndex.from_frame(frame[[c.STORE_ID, c.PRODUCT_ID]])
+    keys = pd.MultiIndex.from_frame(frame[[columns.STORE_ID, columns.PRODUCT_ID]])
     return frame[~keys.isin(series)]
 
 

@@ -15,8 +15,8 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from sfmlops.adapters.db import issued_forecasts, sales_records, training_job_records
-from sfmlops.core import columns as c
-from sfmlops.core.forecasting import metrics as m
+from sfmlops.core import columns
+from sfmlops.core.forecasting import metrics
 from sfmlops.core.job_status import JobStatus
 from sfmlops.services import realized_accuracy
 from sfmlops.services.api.serving import ServedModel
@@ -175,13 +175,13 @@ class ModelQualityCollector(Collector):
             finished.add_metric([status, scope], stamp.timestamp())
         if last_scored is None:
             return
-        if not math.isnan(report.overall[m.RMSPE]):
-            realized.add_metric([], report.overall[m.RMSPE])
-        for interval, name in (("80", m.COVERAGE_80), ("95", m.COVERAGE_95)):
+        if not math.isnan(report.overall[metrics.RMSPE]):
+            realized.add_metric([], report.overall[metrics.RMSPE])
+        for interval, name in (("80", metrics.COVERAGE_80), ("95", metrics.COVERAGE_95)):
             if not math.isnan(report.overall[name]):
                 coverage.add_metric([interval], report.overall[name])
         for row in worst.to_dict("records"):
-            store = str(int(row[c.STORE_ID]))
+            store = str(int(row[columns.STORE_ID]))
             store_realized.add_metric([store], float(row[realized_accuracy.REALIZED_RMSPE]))
             store_backtest.add_metric([store], float(row[issued_forecasts.BACKTEST_RMSPE]))
 

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from sfmlops.core import columns as c
+from sfmlops.core import columns
 from sfmlops.services.api.serving import MAX_REQUEST_DAYS
 
 MAX_SALES_RECORDS = 50_000
@@ -77,14 +77,14 @@ class SalesBatch(BaseModel):
                 {
                     "records": [
                         {
-                            c.STORE_ID: 1,
-                            c.SALES_DATE: "2015-06-14",
-                            c.SALES: 5263,
-                            c.CUSTOMERS: 555,
-                            c.OPEN: 1,
-                            c.PROMO: 1,
-                            c.STATE_HOLIDAY: "0",
-                            c.SCHOOL_HOLIDAY: 0,
+                            columns.STORE_ID: 1,
+                            columns.SALES_DATE: "2015-06-14",
+                            columns.SALES: 5263,
+                            columns.CUSTOMERS: 555,
+                            columns.OPEN: 1,
+                            columns.PROMO: 1,
+                            columns.STATE_HOLIDAY: "0",
+                            columns.SCHOOL_HOLIDAY: 0,
                         }
                     ]
                 }
@@ -277,18 +277,23 @@ class SeriesForecastRequest(BaseModel):
         extra="forbid",
         json_schema_extra={
             "examples": [
-                {c.STORE_ID: 1, c.PRODUCT_ID: "total", "start": "2015-06-14", "days": 7},
                 {
-                    c.STORE_ID: 2,
+                    columns.STORE_ID: 1,
+                    columns.PRODUCT_ID: "total",
+                    "start": "2015-06-14",
+                    "days": 7,
+                },
+                {
+                    columns.STORE_ID: 2,
                     "dates": ["2015-06-15", "2015-06-16"],
-                    "covariates": [{"date": "2015-06-15", c.OPEN: 1, c.PROMO: 1}],
+                    "covariates": [{"date": "2015-06-15", columns.OPEN: 1, columns.PROMO: 1}],
                 },
             ]
         },
     )
 
     store_id: int = Field(ge=0, le=MAX_STORE_ID)
-    product_id: str = Field(c.DEFAULT_PRODUCT, min_length=1, max_length=64)
+    product_id: str = Field(columns.DEFAULT_PRODUCT, min_length=1, max_length=64)
     start: dt.date | None = None
     days: int | None = Field(None, ge=1, le=MAX_REQUEST_DAYS)
     dates: list[dt.date] | None = Field(None, min_length=1, max_length=MAX_REQUEST_DAYS)

@@ -20,8 +20,8 @@ import pydantic_core
 
 from sfmlops.adapters.db.issued_forecasts import BACKTEST_RMSPE
 from sfmlops.adapters.mlflow_registry import MODEL_NAME
-from sfmlops.core import columns as c
-from sfmlops.core.forecasting import metrics as m
+from sfmlops.core import columns
+from sfmlops.core.forecasting import metrics
 from sfmlops.core.forecasting.backtest import CHAMPION as CHAMPION_MODEL
 from sfmlops.core.forecasting.backtest import HORIZON_DAYS as CALIBRATED_HORIZON_DAYS
 from sfmlops.core.forecasting.bundle import (
@@ -41,18 +41,24 @@ DEFAULT_HORIZON_DAYS = 7
 MAX_BATCH_FORECAST_DAYS = 100_000
 # The contract's name for a forecast object's day (`schemas.ForecastDay.date`).
 FORECAST_DAY = "date"
-COVARIATES = (c.OPEN, c.PROMO, c.STATE_HOLIDAY, c.SCHOOL_HOLIDAY)
+COVARIATES = (columns.OPEN, columns.PROMO, columns.STATE_HOLIDAY, columns.SCHOOL_HOLIDAY)
 # Where a forecast day's covariate came from (`schemas.ForecastDay.covariate_sources`).
 COVARIATE_FROM_CALLER = "caller"
 COVARIATE_DEFAULT = "default"
 _ASSUMPTION = {
-    c.OPEN: ASSUMED_OPEN,
-    c.PROMO: ASSUMED_PROMO,
-    c.STATE_HOLIDAY: ASSUMED_STATE_HOLIDAY,
-    c.SCHOOL_HOLIDAY: ASSUMED_SCHOOL_HOLIDAY,
+    columns.OPEN: ASSUMED_OPEN,
+    columns.PROMO: ASSUMED_PROMO,
+    columns.STATE_HOLIDAY: ASSUMED_STATE_HOLIDAY,
+    columns.SCHOOL_HOLIDAY: ASSUMED_SCHOOL_HOLIDAY,
 }
-_NUMERIC_COVARIATES = (c.OPEN, c.PROMO, c.SCHOOL_HOLIDAY)
-REPORTED_METRICS = (m.RMSPE, m.MAPE, m.BIAS, m.COVERAGE_80, m.COVERAGE_95)
+_NUMERIC_COVARIATES = (columns.OPEN, columns.PROMO, columns.SCHOOL_HOLIDAY)
+REPORTED_METRICS = (
+    metrics.RMSPE,
+    metrics.MAPE,
+    metrics.BIAS,
+    metrics.COVERAGE_80,
+    metrics.COVERAGE_95,
+)
 
 SeriesKey = tuple[int, str]
 
@@ -109,7 +115,7 @@ class ServedModel:
     @property
     def rmspe(self) -> float | None:
         """The champion's overall backtest RMSPE on the reported window."""
-        value = self.champion["metrics"].get(m.RMSPE)
+        value = self.champion["metrics"].get(metrics.RMSPE)
         return None if value is None else float(value)
 
 
@@ -123,8 +129,8 @@ def prepare(
     """Build everything requests read from a loaded bundle (the default horizon included)."""
     keys = list(
         zip(
-            bundle.champions[c.STORE_ID].astype(int).tolist(),
-            bundle.champions[c.PRODUCT_ID].astype(str).tolist(),
+            bundle.champions[columns.STORE_ID].astype(int).tolist(),
+            bundle.champions[columns.PRODUCT_ID].astype(str).tolist(),
             strict=True,
         )
     )
@@ -154,17 +160,17 @@ def _forecast_frame(
     """Forecast objects as one long frame, with each series' backtest RMSPE."""
     rows = [
         (
-            body[c.STORE_ID],
-            body[c.PRODUCT_ID],
+            body[columns.STORE_ID],
+            body[columns.PRODUCT_ID],
             day[FORECAST_DAY],
-            *(day[name] for name in c.FORECAST_VALUES),
-            champion_series[(body[c.STORE_ID], body[c.PRODUCT_ID])][m.RMSPE],
+            *(day[name] for name in columns.FORECAST_VALUES),
+            champion_series[(body[columns.STORE_ID], body[columns.PRODUCT_ID])][metrics.RMSPE],
         )
         for body in forecasts
         for day in body["forecast"]
     ]
-    frame = pd.DataFrame(rows, columns=[*c.FORECAST_COLUMNS, BACKTEST_RMSPE])
-    frame[c.SALES_DATE] = pd.to_datetime(frame[c.SALES_DATE])
+    frame = pd.DataFrame(rows, columns=[*columns.FORECAST_COLUMNS, BACKTEST_RMSPE])
+    frame[columns.SALES_DATE] = pd.to_datetime(frame[columns.SALES_DATE])
     return frame
 
 
@@ -176,21 +182,21 @@ def _champion_description(
         (
             row
             for row in bundle.metadata.get("reported_metrics", [])
-            if row.get(c.MODEL) == CHAMPION_MODEL
+            if row.get(columns.MODEL) == CHAMPION_MODEL
         ),
         {},
     )
-    by_model = [name for name in bundle.champions.columns if name.startswith(f"{m.RMSPE}_")]
+    by_model = [name for name in bundle.champions.columns if name.startswith(f"{metrics.RMSPE}_")]
     series: dict[SeriesKey, dict[str, Any]] = {}
     for row in bundle.champions.to_dict("records"):
-        key = (int(row[c.STORE_ID]), str(row[c.PRODUCT_ID]))
+        key = (int(row[columns.STORE_ID]), str(row[columns.PRODUCT_ID]))
         series[key] = {
-            c.STORE_ID: key[0],
-            c.PRODUCT_ID: key[1],
-            c.MODEL: str(row[c.MODEL]),
-            m.RMSPE: _number(row[m.RMSPE]),
+            columns.STORE_ID: key[0],
+            columns.PRODUCT_ID: key[1],
+            columns.MODEL: str(row[columns.MODEL]),
+            metrics.RMSPE: _number(row[metrics.RMSPE]),
             "rmspe_by_model": {
-                name.removeprefix(f"{m.RMSPE}_"): _number(row[name]) for name in by_model
+                name.removeprefix(f"{metrics.RMSPE}_"): _number(row[name]) for name in by_model
             },
         }
     description = {
@@ -330,7 +336,7 @@ def predict(
         return []
     future = _future_frame(requests)
     forecast = bundle.predict(future)
-    values = forecast.frame[list(c.FORECAST_VALUES)].to_numpy(dtype=float)
+    values = forecast.frame[list(columns.FORECAST_VALUES)].to_numpy(dtype=float)
     rounded = np.round(values, 2).tolist()
     used = _used_covariates(forecast.covariates, len(future))
     calibrated_end = calibrated_until(bundle)
@@ -363,7 +369,7 @@ def forecast_object(
     where each came from: `caller` (the request) or `default` (derived by the bundle).
     """
     days = [
-        {FORECAST_DAY: day.isoformat(), **dict(zip(c.FORECAST_VALUES, row, strict=True))}
+        {FORECAST_DAY: day.isoformat(), **dict(zip(columns.FORECAST_VALUES, row, strict=True))}
         for day, row in zip(request.dates, values, strict=True)
     ]
     if covariates is not None:
@@ -375,8 +381,8 @@ def forecast_object(
                 for name in COVARIATES
             }
     return {
-        c.STORE_ID: request.store_id,
-        c.PRODUCT_ID: request.product_id,
+        columns.STORE_ID: request.store_id,
+        columns.PRODUCT_ID: request.product_id,
         "model_version": model_version,
         "start": request.dates[0].isoformat(),
         "days": len(request.dates),
@@ -391,11 +397,11 @@ def _used_covariates(covariates: pd.DataFrame | None, rows: int) -> list[dict[st
     """Per forecast row, the covariates used, as JSON-ready values."""
     if covariates is None:
         return [{} for _ in range(rows)]
-    columns = {
-        name: covariates[name].astype(str if name == c.STATE_HOLIDAY else int).tolist()
+    values = {
+        name: covariates[name].astype(str if name == columns.STATE_HOLIDAY else int).tolist()
         for name in COVARIATES
     }
-    return [{name: columns[name][row] for name in COVARIATES} for row in range(rows)]
+    return [{name: values[name][row] for name in COVARIATES} for row in range(rows)]
 
 
 def to_json(body: Any) -> bytes:
@@ -425,7 +431,11 @@ def _future_frame(requests: Sequence[SeriesRequest]) -> pd.DataFrame:
         products.extend([request.product_id] * len(request.dates))
         dates.extend(request.dates)
     frame = pd.DataFrame(
-        {c.STORE_ID: store_ids, c.PRODUCT_ID: products, c.SALES_DATE: pd.to_datetime(dates)}
+        {
+            columns.STORE_ID: store_ids,
+            columns.PRODUCT_ID: products,
+            columns.SALES_DATE: pd.to_datetime(dates),
+        }
     )
     if any(r.covariates for r in requests):
         # Days without a value stay missing, so the bundle assumes them as it would a

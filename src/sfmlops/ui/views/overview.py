@@ -7,10 +7,9 @@ import datetime as dt
 import pandas as pd
 import streamlit as st
 
-from sfmlops.core import columns as c
-from sfmlops.core.forecasting import metrics as m
-from sfmlops.ui import page_context
-from sfmlops.ui import responses as r
+from sfmlops.core import columns
+from sfmlops.core.forecasting import metrics
+from sfmlops.ui import page_context, responses
 from sfmlops.ui.charts import champion_mix_chart, rmspe_histogram
 from sfmlops.ui.client import ApiError, ModelUnavailableError, NotFoundError
 from sfmlops.ui.wording import counted
@@ -45,7 +44,7 @@ def render() -> None:
     _jobs(jobs)
 
 
-def _freshness(status: r.Status) -> None:
+def _freshness(status: responses.Status) -> None:
     latest, stores, ingested, dead, serving = st.columns(5)
     latest.metric("Latest sales date", _date(status.latest_sales_date))
     stores.metric("Stores", f"{status.stores:,}", help=f"{status.sales_rows:,} sales rows")
@@ -72,13 +71,18 @@ def _freshness(status: r.Status) -> None:
         )
 
 
-def _accuracy(champion: r.ChampionModel) -> None:
+def _accuracy(champion: responses.ChampionModel) -> None:
     series = pd.DataFrame(
         [
-            {c.STORE_ID: s.store_id, c.PRODUCT_ID: s.product_id, c.MODEL: s.model, m.RMSPE: s.rmspe}
+            {
+                columns.STORE_ID: s.store_id,
+                columns.PRODUCT_ID: s.product_id,
+                columns.MODEL: s.model,
+                metrics.RMSPE: s.rmspe,
+            }
             for s in champion.stores
         ],
-        columns=[c.STORE_ID, c.PRODUCT_ID, c.MODEL, m.RMSPE],
+        columns=[columns.STORE_ID, columns.PRODUCT_ID, columns.MODEL, metrics.RMSPE],
     )
     st.caption(
         f"Model version {champion.version}"
@@ -89,7 +93,7 @@ def _accuracy(champion: r.ChampionModel) -> None:
     spread, mix = st.columns([3, 2], gap="large")
     with spread:
         st.subheader("Backtest RMSPE per store")
-        scored = series.dropna(subset=[m.RMSPE])
+        scored = series.dropna(subset=[metrics.RMSPE])
         if scored.empty:
             st.info("No store has a backtest score.")
         else:
@@ -98,7 +102,7 @@ def _accuracy(champion: r.ChampionModel) -> None:
         st.subheader("Champion mix")
         st.altair_chart(champion_mix_chart(champion.champion_mix), width="stretch")
     st.subheader(f"The {WORST_STORES} least accurate stores")
-    worst = series.dropna(subset=[m.RMSPE]).nlargest(WORST_STORES, m.RMSPE)
+    worst = series.dropna(subset=[metrics.RMSPE]).nlargest(WORST_STORES, metrics.RMSPE)
     if worst.empty:
         st.info("No store has a backtest score.")
         return
@@ -107,14 +111,14 @@ def _accuracy(champion: r.ChampionModel) -> None:
         column.caption(title)
     for row in worst.itertuples(index=False):
         store_id, product_id, model, rmspe = (
-            int(getattr(row, c.STORE_ID)),
-            str(getattr(row, c.PRODUCT_ID)),
-            str(getattr(row, c.MODEL)),
-            float(getattr(row, m.RMSPE)),
+            int(getattr(row, columns.STORE_ID)),
+            str(getattr(row, columns.PRODUCT_ID)),
+            str(getattr(row, columns.MODEL)),
+            float(getattr(row, metrics.RMSPE)),
         )
         params = {page_context.STORE_PARAM: str(store_id)}
         label = f"Store {store_id}"
-        if product_id != c.DEFAULT_PRODUCT:
+        if product_id != columns.DEFAULT_PRODUCT:
             params[page_context.PRODUCT_PARAM] = product_id
             label += f" · {product_id}"
         link, model_cell, rmspe_cell = st.columns([2, 2, 1])
@@ -125,7 +129,7 @@ def _accuracy(champion: r.ChampionModel) -> None:
         rmspe_cell.write(f"{rmspe:.1%}")
 
 
-def _jobs(jobs: list[r.TrainingJob]) -> None:
+def _jobs(jobs: list[responses.TrainingJob]) -> None:
     if not jobs:
         st.info("No training jobs yet.")
         return

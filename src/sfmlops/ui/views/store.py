@@ -8,12 +8,11 @@ from dataclasses import dataclass
 import pandas as pd
 import streamlit as st
 
-from sfmlops.core import columns as c
-from sfmlops.core.forecasting import metrics as m
+from sfmlops.core import columns
+from sfmlops.core.forecasting import metrics
 from sfmlops.core.forecasting.backtest import HORIZON_DAYS
 from sfmlops.core.job_status import JobStatus
-from sfmlops.ui import page_context
-from sfmlops.ui import responses as r
+from sfmlops.ui import page_context, responses
 from sfmlops.ui.charts import chart_frame, chart_table, closed_days, store_chart
 from sfmlops.ui.client import (
     ApiClient,
@@ -88,7 +87,7 @@ def render() -> None:
         _chart(client, store_id, product_id, status.as_of, weeks, horizon_days, champion)
 
 
-def _pick_store(stores: list[r.Store]) -> int | None:
+def _pick_store(stores: list[responses.Store]) -> int | None:
     """The store picker, opened on ?store= when that names a store; keeps ?store= in step."""
     by_id = {store.store_id: store for store in stores}
     requested = st.query_params.get(page_context.STORE_PARAM)
@@ -118,7 +117,7 @@ def _pick_store(stores: list[r.Store]) -> int | None:
     return picked
 
 
-def _pick_product(store: r.StoreDetail) -> str:
+def _pick_product(store: responses.StoreDetail) -> str:
     """The series to show: a picker only when the store sells more than one product."""
     products = [series.product_id for series in store.series]
     if len(products) == 1:
@@ -129,7 +128,7 @@ def _pick_product(store: r.StoreDetail) -> str:
         st.session_state[PRODUCT_KEY] = (
             requested
             if requested in products
-            else (c.DEFAULT_PRODUCT if c.DEFAULT_PRODUCT in products else products[0])
+            else (columns.DEFAULT_PRODUCT if columns.DEFAULT_PRODUCT in products else products[0])
         )
     product_id: str = st.selectbox("Product", products, key=PRODUCT_KEY)
     st.query_params[page_context.PRODUCT_PARAM] = product_id
@@ -172,7 +171,7 @@ def _chart(
     as_of: dt.date,
     weeks: int,
     horizon_days: int,
-    champion: r.ChampionModel | None,
+    champion: responses.ChampionModel | None,
 ) -> None:
     try:
         history = client.sales(
@@ -180,7 +179,7 @@ def _chart(
         )
     except ApiError as error:
         page_context.stop_on(error)
-    forecast: r.SeriesForecast | None = None
+    forecast: responses.SeriesForecast | None = None
     try:
         forecast = client.forecast(store_id, horizon_days, product_id)
     except ModelUnavailableError as error:
@@ -221,7 +220,7 @@ def _chart(
 
 def _model_panel(
     client: ApiClient, store_id: int, product_id: str, serving_version: str | None
-) -> r.ChampionModel | None:
+) -> responses.ChampionModel | None:
     """The champion version, when it was trained, and this store's backtest."""
     st.subheader("Model")
     try:
@@ -259,12 +258,12 @@ def _model_panel(
     st.caption(f"Champion model for this store: **{series.model}**")
     by_model = pd.DataFrame(
         sorted(series.rmspe_by_model.items(), key=lambda item: (item[1] is None, item[1] or 0.0)),
-        columns=[c.MODEL, m.RMSPE],
+        columns=[columns.MODEL, metrics.RMSPE],
     )
     st.dataframe(
         by_model,
         hide_index=True,
-        column_config={m.RMSPE: st.column_config.NumberColumn("RMSPE", format="percent")},
+        column_config={metrics.RMSPE: st.column_config.NumberColumn("RMSPE", format="percent")},
     )
     overall = champion.metrics
     st.caption(

@@ -9,8 +9,8 @@ from typing import Annotated, Any
 import pandas as pd
 from fastapi import APIRouter, HTTPException, Query, status
 
-from sfmlops.core import columns as c
-from sfmlops.core.forecasting import metrics as m
+from sfmlops.core import columns
+from sfmlops.core.forecasting import metrics
 from sfmlops.services import realized_accuracy
 from sfmlops.services.api import schemas
 from sfmlops.services.api.deps import EngineDep, SettingsDep
@@ -18,7 +18,7 @@ from sfmlops.services.status import as_of_date
 
 router = APIRouter(tags=["accuracy"])
 
-REPORTED = (m.RMSPE, m.MAPE, m.BIAS, m.COVERAGE_80, m.COVERAGE_95)
+REPORTED = (metrics.RMSPE, metrics.MAPE, metrics.BIAS, metrics.COVERAGE_80, metrics.COVERAGE_95)
 
 
 @router.get(
@@ -49,11 +49,11 @@ def get_accuracy(
         store_id=store_id,
         overall=schemas.RealizedMetrics(**_metrics(report.overall)),
         by_store=[
-            schemas.StoreAccuracy(store_id=int(row[c.STORE_ID]), **_metrics(row))
+            schemas.StoreAccuracy(store_id=int(row[columns.STORE_ID]), **_metrics(row))
             for row in report.by_store.to_dict("records")
         ],
         by_horizon=[
-            schemas.HorizonAccuracy(horizon_days=int(row[c.HORIZON_DAYS]), **_metrics(row))
+            schemas.HorizonAccuracy(horizon_days=int(row[columns.HORIZON_DAYS]), **_metrics(row))
             for row in report.by_horizon.to_dict("records")
         ],
         by_version=[
@@ -61,7 +61,7 @@ def get_accuracy(
             for row in report.by_version.to_dict("records")
         ],
         by_day=[
-            schemas.DayAccuracy(date=pd.Timestamp(row[c.SALES_DATE]).date(), **_metrics(row))
+            schemas.DayAccuracy(date=pd.Timestamp(row[columns.SALES_DATE]).date(), **_metrics(row))
             for row in report.by_day.to_dict("records")
         ],
     )
@@ -72,5 +72,5 @@ def _metrics(row: Mapping[Any, Any]) -> dict[str, Any]:
     values: dict[str, Any] = {
         name: None if pd.isna(row[name]) else float(row[name]) for name in REPORTED
     }
-    values["days"] = int(row[m.DAYS])
+    values["days"] = int(row[metrics.DAYS])
     return values

@@ -10,7 +10,7 @@ from fastapi.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from sfmlops.adapters.db import forecast_records
-from sfmlops.core import columns as c
+from sfmlops.core import columns
 from sfmlops.services.api import schemas, serving
 from sfmlops.services.api.deps import EngineDep, MetricsDep, ModelCacheDep, ModelDep
 from sfmlops.services.api.model_cache import NO_CHAMPION
@@ -47,7 +47,7 @@ async def store_forecast(
     metrics: MetricsDep,
     days: DaysQuery = serving.DEFAULT_HORIZON_DAYS,
     start: StartQuery = None,
-    product_id: ProductQuery = c.DEFAULT_PRODUCT,
+    product_id: ProductQuery = columns.DEFAULT_PRODUCT,
 ) -> Response:
     # Async on purpose: the default horizon is a dictionary lookup answered on the event
     # loop; anything that predicts goes to the thread pool.
@@ -95,7 +95,7 @@ def latest_forecasts(
     store_id: Annotated[
         int | None, Query(ge=0, le=schemas.MAX_STORE_ID, description="One store (default: all).")
     ] = None,
-    product_id: ProductQuery = c.DEFAULT_PRODUCT,
+    product_id: ProductQuery = columns.DEFAULT_PRODUCT,
 ) -> schemas.LatestForecasts:
     with engine.connect() as connection:
         rows = forecast_records.latest_forecasts(
@@ -113,11 +113,11 @@ def latest_forecasts(
         created_at=first["created_at"],
         forecasts=[
             schemas.PrecomputedForecastDay(
-                store_id=int(row[c.STORE_ID]),
-                product_id=str(row[c.PRODUCT_ID]),
-                date=row[c.SALES_DATE].date(),
+                store_id=int(row[columns.STORE_ID]),
+                product_id=str(row[columns.PRODUCT_ID]),
+                date=row[columns.SALES_DATE].date(),
                 # To the cent, as the champion's forecasts are served.
-                **{name: round(float(row[name]), 2) for name in c.FORECAST_VALUES},
+                **{name: round(float(row[name]), 2) for name in columns.FORECAST_VALUES},
             )
             for row in rows.to_dict("records")
         ],
@@ -139,7 +139,7 @@ async def champion_model(
             ge=0, le=schemas.MAX_STORE_ID, description="Only this store's series (default: all)."
         ),
     ] = None,
-    product_id: ProductQuery = c.DEFAULT_PRODUCT,
+    product_id: ProductQuery = columns.DEFAULT_PRODUCT,
 ) -> Response:
     model = cache.state.model
     if model is None:

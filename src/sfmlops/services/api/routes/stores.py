@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Path, Query, status
 
 from sfmlops.adapters.db import sales_records, store_records
-from sfmlops.core import columns as c
+from sfmlops.core import columns
 from sfmlops.services.api import schemas
 from sfmlops.services.api.deps import EngineDep, SettingsDep
 from sfmlops.services.status import as_of_date
@@ -78,7 +78,7 @@ def get_sales(
         dt.date | None, Query(description="First day (default: 8 weeks before end).")
     ] = None,
     end: Annotated[dt.date | None, Query(description="Last day (default: the as-of date).")] = None,
-    product_id: ProductQuery = c.DEFAULT_PRODUCT,
+    product_id: ProductQuery = columns.DEFAULT_PRODUCT,
 ) -> schemas.SalesHistory:
     with engine.connect() as connection:
         if store_records.get_store(connection, store_id) is None:
@@ -97,15 +97,15 @@ def get_sales(
             )
     days = [
         schemas.SalesDay(
-            sales_date=row[c.SALES_DATE].date(),
-            sales=row[c.SALES],
+            sales_date=row[columns.SALES_DATE].date(),
+            sales=row[columns.SALES],
             customers=None
-            if row[c.CUSTOMERS] is None or row[c.CUSTOMERS] != row[c.CUSTOMERS]
-            else int(row[c.CUSTOMERS]),
-            open=row[c.OPEN],
-            promo=row[c.PROMO],
-            state_holiday=row[c.STATE_HOLIDAY],
-            school_holiday=row[c.SCHOOL_HOLIDAY],
+            if row[columns.CUSTOMERS] is None or row[columns.CUSTOMERS] != row[columns.CUSTOMERS]
+            else int(row[columns.CUSTOMERS]),
+            open=row[columns.OPEN],
+            promo=row[columns.PROMO],
+            state_holiday=row[columns.STATE_HOLIDAY],
+            school_holiday=row[columns.SCHOOL_HOLIDAY],
         )
         for row in history.to_dict("records")
     ]
