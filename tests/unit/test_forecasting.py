@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from functools import partial
 from pathlib import Path
 
@@ -140,6 +141,19 @@ def test_gbm_recovers_the_weekly_pattern_and_promo_lift(
     expected = WEEKLY[:6] / WEEKLY[:6].mean()
     np.testing.assert_allclose(shape.to_numpy(), expected, rtol=0.04)
     assert metrics.rmspe(later[columns.SALES].to_numpy(), forecast[columns.YHAT].to_numpy()) < 0.06
+
+
+def test_a_gbm_saved_before_series_codes_still_forecasts(
+    sales: pd.DataFrame, fitted_gbm: GlobalGBMForecaster
+) -> None:
+    # Bundles registered before multi-product series codes unpickle without the attribute.
+    _, later = split(sales, 28)
+    future = as_future(later)
+    expected = fitted_gbm.predict(future)
+    older = copy.copy(fitted_gbm)
+    del older.series_codes_
+
+    pd.testing.assert_frame_equal(older.predict(future), expected)
 
 
 @pytest.mark.parametrize("model", ["gbm", "seasonal_naive"])

@@ -175,8 +175,10 @@ class GlobalGBMForecaster(CalibratedForecaster):
     def _predict_point(self, future: pd.DataFrame) -> np.ndarray:
         if self.booster_ is None or self.profile_ is None or self.stats_ is None:
             raise RuntimeError("gbm: not fitted")
-        if self.series_codes_ is not None:
-            future = _coded(future, self.series_codes_)
+        # Models saved before series codes existed have no attribute: one product per store.
+        series_codes = getattr(self, "series_codes_", None)
+        if series_codes is not None:
+            future = _coded(future, series_codes)
         context = self.context_ if self.context_ is not None else future.iloc[:0]
         calendar = Calendar.of(pd.concat([context, future], ignore_index=True), self.profile_)
         features = build_features(future, self.profile_, self.stats_, calendar)
