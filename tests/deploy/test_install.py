@@ -194,6 +194,7 @@ def test_an_upgrade_with_existing_secrets_renders_without_the_cluster() -> None:
         "postgresql.auth.existingSecret=sfmlops-db",
         "api.auth.existingSecret=sfmlops-token",
         "dashboard.auth.existingSecret=sfmlops-dashboard",
+        "mlflow.modelSigning.existingSecret=sfmlops-model-signing-managed",
         "airflowMetadata.enabled=false",
     ]
     result = helm_template([], overrides, extra=["--is-upgrade"])
