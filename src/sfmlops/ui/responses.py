@@ -86,6 +86,9 @@ class ForecastDay(BaseModel):
     yhat_upper: float
     yhat_lower_95: float
     yhat_upper_95: float
+    # The covariates the day's forecast used, and per covariate "caller" or "default".
+    covariates: dict[str, int | str] | None = None
+    covariate_sources: dict[str, str] | None = None
 
 
 class SeriesForecast(BaseModel):
