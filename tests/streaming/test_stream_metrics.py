@@ -80,10 +80,14 @@ def test_a_running_job_serves_its_metrics(stream_env: StreamEnv) -> None:
             timeout=180,
             what="the events to land",
         )
+        # The lag is measured after each batch is counted: wait for both.
         wait_until(
-            lambda: scrape(port).get("sfmlops_stream_records_total{}", 0) == len(sent),
+            lambda: (
+                (scraped := scrape(port)).get("sfmlops_stream_records_total{}", 0) == len(sent)
+                and any(name.startswith("sfmlops_stream_lag") for name in scraped)
+            ),
             timeout=30,
-            what="the metrics to count them",
+            what="the metrics to count them and measure the lag",
         )
         samples = scrape(port)
     finally:
