@@ -203,12 +203,7 @@ def train_with_progress(
                 progress=bar.update,
                 on_connect=connecting,
             )
-    except (
-        training_data.NoTrainingDataError,
-        model_training.TrainingFailedError,
-        model_training.RegistryUnavailableError,
-        ValueError,
-    ) as error:
+    except model_training.USER_ERRORS as error:
         fail(str(error))
     if refresh_forecasts and outcome.alias == registry.CHAMPION:
         refresh_precomputed_forecasts(settings, engine, outcome.version)

@@ -18,7 +18,7 @@ from sfmlops.cli.forecast_commands import (
     train_with_progress,
 )
 from sfmlops.core.forecasting.models import DEFAULT_MODELS
-from sfmlops.services import drift, training_data
+from sfmlops.services import drift
 from sfmlops.services.status import as_of_date
 
 app = typer.Typer(no_args_is_help=True, help="Batch pipelines: forecast, weekly, retrain-stale.")
@@ -106,12 +106,7 @@ def retrain_stale(
 
     try:
         result = drift.retrain_stale_stores(settings, engine, end, margin, days, max_stores)
-    except (
-        training_data.NoTrainingDataError,
-        model_training.TrainingFailedError,
-        model_training.RegistryUnavailableError,
-        ValueError,
-    ) as error:
+    except model_training.USER_ERRORS as error:
         fail(str(error))
     print_stale_retrain(result, end, max_stores)
     if result.outcome is not None and result.outcome.alias == registry.CHAMPION:

@@ -58,6 +58,16 @@ class TrainingFailedError(RuntimeError):
     """The job ended without a new version (too many failed series, no champion to retrain)."""
 
 
+# What a training job raises for a reason its caller can fix (no data, failed series, an
+# unreachable registry, bad input): reported as a message, never as a traceback.
+USER_ERRORS: tuple[type[Exception], ...] = (
+    training_data.NoTrainingDataError,
+    TrainingFailedError,
+    RegistryUnavailableError,
+    ValueError,
+)
+
+
 @dataclass(frozen=True)
 class TrainingRequest:
     """What a job trains.
