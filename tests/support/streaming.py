@@ -3,41 +3,19 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
-import pytest
 from sqlalchemy import Engine, select
 
 from sfmlops.adapters import kafka
 from sfmlops.adapters.db import sales_records
 from sfmlops.adapters.db.tables import ingest_dead_letters
 from tests.support import ROOT
-from tests.support.network import free_port
-
-
-@pytest.fixture(scope="session")
-def kafka_broker() -> Iterator[KafkaBroker]:
-    """A single-node KRaft broker on free loopback ports, removed after the session."""
-    home = Path(tempfile.mkdtemp(prefix="sfmlops-kafka-"))
-    broker = KafkaBroker(home=home, port=free_port(), controller_port=free_port())
-    try:
-        broker.start()
-    except subprocess.CalledProcessError as error:
-        shutil.rmtree(home, ignore_errors=True)
-        pytest.fail(f"Kafka did not start: {error.stderr}")
-    try:
-        yield broker
-    finally:
-        broker.stop()
-        shutil.rmtree(home, ignore_errors=True)
-
 
 STREAM_TIMEOUT_SECONDS = 240
 SFMLOPS = str(Path(sys.executable).with_name("sfmlops"))
