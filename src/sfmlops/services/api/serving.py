@@ -1,17 +1,20 @@
 """The champion as the API serves it, and forecasts for API requests.
 
-`prepare` turns a loaded bundle into a `ServedModel` with the default horizon of every
-series precomputed (and pre-serialised), so the common GET is a dictionary lookup.
-`forecast` checks other requests against the champion and predicts a whole batch with one
-`predict` call. Results are JSON bytes in the shape of the contract's forecast object
-(`schemas.SeriesForecast`).
+`prepare` turns a loaded bundle into a `ServedModel` holding every series' forecast for the
+whole calibrated horizon (`CALIBRATED_HORIZON_DAYS` days after the training history, both
+intervals, the covariates used) in arrays, and the default horizon pre-serialised, so the
+common GET is a dictionary lookup and any other start and length within the horizon is a
+slice. `forecast` answers a batch: slices where it can, the rest (caller covariates, days
+beyond the horizon) predicted with one `predict` call. A store whose series are products
+(no `total` series) also has its total: the sum over its products. Results are JSON bytes
+in the shape of the contract's forecast object (`schemas.SeriesForecast`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -61,6 +64,10 @@ REPORTED_METRICS = (
 )
 
 SeriesKey = tuple[int, str]
+# Series per `predict` call when the horizon is computed: bounds the feature frames built at
+# once (100k series x 48 days in one call would build features for 4.8 M rows).
+HORIZON_CHUNK_SERIES = 2_000
+_FLAGS = (columns.OPEN, columns.PROMO, columns.SCHOOL_HOLIDAY)
 
 
 class UnknownSeriesError(LookupError):
@@ -86,6 +93,71 @@ class SeriesRequest:
 
 
 @dataclass(frozen=True)
+class HorizonForecasts:
+    """Every series' forecast without caller covariates for each day of the calibrated
+    horizon, computed once per champion (about 2.3 KB per series).
+
+    Attributes:
+        start: The horizon's first day (the day after the training history).
+        rows: Series -> its row in the arrays (model series and summed store totals).
+        values: (series, day, `columns.FORECAST_VALUES`), rounded to the cent.
+        flags: (series, day, open / promo / school_holiday) used, as 0 or 1.
+        state_holidays: (series, day) state-holiday code used.
+        assumptions: What every row assumed (no caller covariates: all of them).
+    """
+
+    start: dt.date
+    rows: Mapping[SeriesKey, int]
+    values: np.ndarray
+    flags: np.ndarray
+    state_holidays: np.ndarray
+    assumptions: list[str]
+
+    @property
+    def days(self) -> int:
+        return int(self.values.shape[1])
+
+    def offsets(self, request: SeriesRequest) -> list[int] | None:
+        """The request's days as offsets into the horizon, or None when it cannot be a slice
+        (caller covariates, a day outside the horizon, an unknown series)."""
+        if (
+            request.covariates
+            or not request.dates
+            or (request.store_id, request.product_id) not in self.rows
+        ):
+            return None
+        offsets = [(day - self.start).days for day in request.dates]
+        if min(offsets) < 0 or max(offsets) >= self.days:
+            return None
+        return offsets
+
+    def forecast_object(
+        self, request: SeriesRequest, offsets: Sequence[int], model_version: str, end: dt.date
+    ) -> dict[str, Any]:
+        """The request's forecast object, sliced from the arrays."""
+        row = self.rows[(request.store_id, request.product_id)]
+        flags = self.flags[row, offsets].tolist()
+        holidays = self.state_holidays[row, offsets].tolist()
+        used = [
+            {
+                columns.OPEN: day_flags[0],
+                columns.PROMO: day_flags[1],
+                columns.STATE_HOLIDAY: holiday,
+                columns.SCHOOL_HOLIDAY: day_flags[2],
+            }
+            for day_flags, holiday in zip(flags, holidays, strict=True)
+        ]
+        return forecast_object(
+            request,
+            model_version,
+            list(self.assumptions),
+            self.values[row, offsets].tolist(),
+            end,
+            used,
+        )
+
+
+@dataclass(frozen=True)
 class ServedModel:
     """A champion ready to serve, with what the hot paths read precomputed.
 
@@ -96,7 +168,11 @@ class ServedModel:
             (`DEFAULT_HORIZON_DAYS` days from `default_start`) as JSON bytes.
         champion_body: The GET /v1/models/champion response for all series.
         default_forecast: The default horizon as a frame (`columns.FORECAST_COLUMNS` and
-            each series' backtest RMSPE), kept as issued by the model cache.
+            each series' backtest RMSPE), kept as issued by the model cache (model series
+            only, not the summed store totals).
+        horizon_forecasts: Every series' forecast for the calibrated horizon.
+        store_totals: Per store total that the model has no series of, the product series
+            it is summed from (`(store, columns.DEFAULT_PRODUCT)` -> products).
     """
 
     version: str
@@ -111,6 +187,8 @@ class ServedModel:
     champion_series: Mapping[SeriesKey, dict[str, Any]]
     champion_body: bytes
     default_forecast: pd.DataFrame = field(compare=False, repr=False)
+    horizon_forecasts: HorizonForecasts = field(compare=False, repr=False)
+    store_totals: Mapping[SeriesKey, tuple[SeriesKey, ...]] = field(default_factory=dict)
 
     @property
     def rmspe(self) -> float | None:
@@ -126,7 +204,8 @@ def prepare(
     registered_at: dt.datetime,
     default_start: dt.date,
 ) -> ServedModel:
-    """Build everything requests read from a loaded bundle (the default horizon included)."""
+    """Build everything requests read from a loaded bundle: every series' forecast for the
+    calibrated horizon, store totals, and the default horizon as JSON."""
     keys = list(
         zip(
             bundle.champions[columns.STORE_ID].astype(int).tolist(),
@@ -134,24 +213,162 @@ def prepare(
             strict=True,
         )
     )
+    totals = _store_totals(keys)
+    horizon_forecasts = _horizon_forecasts(bundle, keys, totals)
     dates = horizon(default_start, DEFAULT_HORIZON_DAYS)
-    requests = [SeriesRequest(store_id, product, dates) for store_id, product in keys]
-    forecasts = predict(bundle, requests, version)
+    calibrated_end = calibrated_until(bundle)
+
+    def answer(served: list[SeriesKey]) -> list[dict[str, Any]]:
+        requests = [SeriesRequest(store_id, product, dates) for store_id, product in served]
+        return _answer(bundle, horizon_forecasts, totals, requests, version, calibrated_end)
+
+    forecasts = answer(keys)
+    total_forecasts = answer(list(totals))
     champion, champion_series = _champion_description(bundle, version, run_id, registered_at)
     return ServedModel(
         version=version,
         run_id=run_id,
         registered_at=registered_at,
         bundle=bundle,
-        series=frozenset(keys),
+        series=frozenset(keys) | frozenset(totals),
         store_ids=frozenset(store_id for store_id, _ in keys),
         default_start=default_start,
-        default_bodies={key: to_json(body) for key, body in zip(keys, forecasts, strict=True)},
+        default_bodies={
+            key: to_json(body)
+            for key, body in zip([*keys, *totals], [*forecasts, *total_forecasts], strict=True)
+        },
         champion=champion,
         champion_series=champion_series,
         champion_body=to_json(champion),
         default_forecast=_forecast_frame(forecasts, champion_series),
+        horizon_forecasts=horizon_forecasts,
+        store_totals=totals,
     )
+
+
+def _store_totals(keys: Sequence[SeriesKey]) -> dict[SeriesKey, tuple[SeriesKey, ...]]:
+    """Each store without a `total` series: its total's key -> its product series."""
+    products: dict[int, list[SeriesKey]] = {}
+    for key in keys:
+        products.setdefault(key[0], []).append(key)
+    return {
+        (store_id, columns.DEFAULT_PRODUCT): tuple(sorted(series))
+        for store_id, series in products.items()
+        if (store_id, columns.DEFAULT_PRODUCT) not in series
+    }
+
+
+def _horizon_forecasts(
+    bundle: ForecastBundle,
+    keys: Sequence[SeriesKey],
+    totals: Mapping[SeriesKey, tuple[SeriesKey, ...]],
+) -> HorizonForecasts:
+    """Forecast every series for the calibrated horizon (in chunks of series), then sum
+    each store total from its products.
+
+    A total's intervals are the sums of its products' bounds: exact if the products' errors
+    moved together, wider than needed otherwise (a conservative interval). Its covariates
+    are those of its first product.
+    """
+    start = first_forecast_date(bundle)
+    dates = horizon(start, CALIBRATED_HORIZON_DAYS)
+    days = len(dates)
+    count = len(keys) + len(totals)
+    values = np.zeros((count, days, len(columns.FORECAST_VALUES)))
+    flags = np.zeros((count, days, len(_FLAGS)), dtype=np.int8)
+    state_holidays = np.full((count, days), "0", dtype="<U1")
+    assumptions: list[str] = []
+    for first in range(0, len(keys), HORIZON_CHUNK_SERIES):
+        chunk = keys[first : first + HORIZON_CHUNK_SERIES]
+        forecast = bundle.predict(
+            _future_frame([SeriesRequest(store_id, product, dates) for store_id, product in chunk])
+        )
+        assumptions = forecast.assumptions
+        rows = slice(first, first + len(chunk))
+        values[rows] = (
+            forecast.frame[list(columns.FORECAST_VALUES)]
+            .to_numpy(dtype=float)
+            .reshape(len(chunk), days, -1)
+        )
+        if forecast.covariates is not None:
+            used = forecast.covariates
+            flags[rows] = used[list(_FLAGS)].to_numpy(dtype=np.int8).reshape(len(chunk), days, -1)
+            state_holidays[rows] = (
+                used[columns.STATE_HOLIDAY]
+                .astype(str)
+                .to_numpy(dtype="<U1")
+                .reshape(len(chunk), days)
+            )
+    positions = {key: row for row, key in enumerate(keys)}
+    for offset, (total, products) in enumerate(totals.items()):
+        row = len(keys) + offset
+        members = [positions[key] for key in products]
+        values[row] = values[members].sum(axis=0)
+        flags[row] = flags[members[0]]
+        state_holidays[row] = state_holidays[members[0]]
+        positions[total] = row
+    return HorizonForecasts(
+        start=start,
+        rows=positions,
+        values=np.round(values, 2),
+        flags=flags,
+        state_holidays=state_holidays,
+        assumptions=[_ASSUMPTION[name] for name in COVARIATES if _ASSUMPTION[name] in assumptions],
+    )
+
+
+def _answer(
+    bundle: ForecastBundle,
+    horizon_forecasts: HorizonForecasts,
+    totals: Mapping[SeriesKey, tuple[SeriesKey, ...]],
+    requests: Sequence[SeriesRequest],
+    model_version: str,
+    calibrated_end: dt.date,
+) -> list[dict[str, Any]]:
+    """Forecast objects for checked requests, in order: sliced from the horizon's arrays
+    where possible, the rest predicted together (a store total as the sum of its products)."""
+    answers: list[dict[str, Any] | None] = []
+    for request in requests:
+        offsets = horizon_forecasts.offsets(request)
+        answers.append(
+            None
+            if offsets is None
+            else horizon_forecasts.forecast_object(request, offsets, model_version, calibrated_end)
+        )
+    computed = [r for r, answer in zip(requests, answers, strict=True) if answer is None]
+    parts = [
+        [replace(request, product_id=product) for _, product in totals[key]]
+        if (key := (request.store_id, request.product_id)) in totals
+        else [request]
+        for request in computed
+    ]
+    predicted = iter(predict(bundle, [part for group in parts for part in group], model_version))
+    fresh = iter(
+        [
+            _summed(request, [next(predicted) for _ in group])
+            if (request.store_id, request.product_id) in totals
+            else next(predicted)
+            for request, group in zip(computed, parts, strict=True)
+        ]
+    )
+    return [answer if answer is not None else next(fresh) for answer in answers]
+
+
+def _summed(request: SeriesRequest, parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """A store total's forecast object from its products' (same days): values summed, the
+    rest from the first product."""
+    total = dict(parts[0], product_id=request.product_id)
+    total["forecast"] = [
+        dict(
+            day,
+            **{
+                name: round(sum(part["forecast"][index][name] for part in parts), 2)
+                for name in columns.FORECAST_VALUES
+            },
+        )
+        for index, day in enumerate(parts[0]["forecast"])
+    ]
+    return total
 
 
 def _forecast_frame(
@@ -270,9 +487,30 @@ def forecast(model: ServedModel, requests: Sequence[SeriesRequest]) -> list[byte
         else None
         for r in requests
     ]
-    computed = [r for r, body in zip(requests, bodies, strict=True) if body is None]
-    fresh = iter(predict(model.bundle, computed, model.version))
+    others = [r for r, body in zip(requests, bodies, strict=True) if body is None]
+    fresh = iter(
+        _answer(
+            model.bundle,
+            model.horizon_forecasts,
+            model.store_totals,
+            others,
+            model.version,
+            calibrated_until(model.bundle),
+        )
+    )
     return [body if body is not None else to_json(next(fresh)) for body in bodies]
+
+
+def sliced(model: ServedModel, request: SeriesRequest) -> bytes | None:
+    """A known series' forecast as JSON when it is a slice of the calibrated horizon (no
+    caller covariates, every day within it); None when it must be predicted (`forecast`)."""
+    forecasts = model.horizon_forecasts
+    offsets = forecasts.offsets(request)
+    if offsets is None:
+        return None
+    return to_json(
+        forecasts.forecast_object(request, offsets, model.version, calibrated_until(model.bundle))
+    )
 
 
 def batch_json(model_version: str, bodies: Sequence[bytes]) -> bytes:

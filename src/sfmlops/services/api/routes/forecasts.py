@@ -49,8 +49,9 @@ async def store_forecast(
     start: StartQuery = None,
     product_id: ProductQuery = columns.DEFAULT_PRODUCT,
 ) -> Response:
-    # Async on purpose: the default horizon is a dictionary lookup answered on the event
-    # loop; anything that predicts goes to the thread pool.
+    # Async on purpose: the default horizon is a dictionary lookup and any other start and
+    # length within the calibrated horizon a slice, answered on the event loop; anything
+    # that predicts goes to the thread pool.
     key = (store_id, product_id)
     serving.check_series(model, key)
     if (start is None or start == model.default_start) and days == serving.DEFAULT_HORIZON_DAYS:
@@ -59,7 +60,10 @@ async def store_forecast(
         request = serving.SeriesRequest(
             store_id, product_id, serving.horizon(start or model.default_start, days)
         )
-        (body,) = await run_in_threadpool(serving.forecast, model, [request])
+        sliced = serving.sliced(model, request)
+        if sliced is None:
+            (sliced,) = await run_in_threadpool(serving.forecast, model, [request])
+        body = sliced
     metrics.forecasts_served.labels(endpoint="store").inc(days)
     return Response(body, media_type=JSON)
 
@@ -148,8 +152,12 @@ async def champion_model(
         return Response(model.champion_body, media_type=JSON)
     key = (store_id, product_id)
     serving.check_series(model, key)
+    # A store total summed from products is described by the products' entries.
+    series = model.store_totals.get(key, (key,))
     return Response(
-        serving.to_json(model.champion | {"stores": [model.champion_series[key]]}),
+        serving.to_json(
+            model.champion | {"stores": [model.champion_series[each] for each in series]}
+        ),
         media_type=JSON,
     )
 
