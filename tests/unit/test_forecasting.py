@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import pickle
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
@@ -40,7 +42,7 @@ from sfmlops.core.forecasting.features import (
     build_features,
     store_profile,
 )
-from sfmlops.core.forecasting.gbm import GBMParams, GlobalGBMForecaster
+from sfmlops.core.forecasting.gbm import GBMParams, GlobalGBMForecaster, store_shards
 from sfmlops.core.forecasting.naive import SeasonalNaiveForecaster
 
 # Monday .. Sunday multipliers; Sundays closed.
@@ -154,6 +156,50 @@ def test_a_gbm_saved_before_series_codes_still_forecasts(
     del older.series_codes_
 
     pd.testing.assert_frame_equal(older.predict(future), expected)
+
+
+@pytest.mark.parametrize(
+    ("shard_series", "shards"),
+    [
+        (9, [[1, 2, 3]]),  # every series fits: one model, as before
+        (5, [[1, 2], [3]]),
+        (3, [[1], [2], [3]]),
+        (2, [[1], [2], [3]]),  # a store with more products than a shard: a shard of its own
+    ],
+)
+def test_store_shards_keep_stores_whole(shard_series: int, shards: list[list[int]]) -> None:
+    history = pd.DataFrame(
+        {
+            columns.STORE_ID: [1, 1, 1, 2, 2, 3, 3, 3, 3, 1],
+            columns.PRODUCT_ID: ["a", "b", "c", "a", "b", "a", "b", "c", "d", "a"],
+        }
+    )
+
+    assert store_shards(history, shard_series) == shards
+
+
+def test_a_sharded_gbm_forecasts_each_store_with_its_shards_model(
+    sales: pd.DataFrame, stores: pd.DataFrame
+) -> None:
+    seen, later = split(sales, 28)
+    future = as_future(later)
+    sharded = GlobalGBMForecaster(replace(SMALL_GBM, shard_series=3)).fit(seen, stores)
+    first_three = seen[columns.STORE_ID] <= 3
+    alone = GlobalGBMForecaster(SMALL_GBM)._fit_point(
+        seen[first_three].reset_index(drop=True), stores[stores[columns.STORE_ID] <= 3]
+    )
+
+    assert sharded.shards_ is not None
+    assert len(sharded.shards_) == 2
+    assert sharded.booster_ is None
+    points = sharded._predict_point(future)
+    mine = (future[columns.STORE_ID] <= 3).to_numpy()
+    np.testing.assert_allclose(
+        points[mine], alone._predict_point(future[mine].reset_index(drop=True))
+    )
+    forecast = pickle.loads(pickle.dumps(sharded)).predict(future)
+    assert metrics.rmspe(later[columns.SALES].to_numpy(), forecast[columns.YHAT].to_numpy()) < 0.06
+    assert sharded.feature_importance().sum() > 0
 
 
 @pytest.mark.parametrize("model", ["gbm", "seasonal_naive"])

@@ -56,6 +56,11 @@ class GBMParams:
     max_bin: int = 63
     threads: int = 2
     seed: int = 17
+    # Most series one booster is fitted on. More are split into shards of whole stores,
+    # each a model of its own fitted in turn, so the features built at once (the memory
+    # peak of a fit) stay bounded whatever the series count. The bundled data (1,115
+    # series) and anything up to this size is one model, as before.
+    shard_series: int = 10_000
     # Features left out, by name prefix (ablations in benchmarks/gbm_trials.py).
     excluded_features: tuple[str, ...] = LOOKAHEAD_PROMO_FEATURES
 
@@ -107,6 +112,10 @@ class GlobalGBMForecaster(CalibratedForecaster):
         # None while every store has one product; else each (store, product) series' code,
         # which stands in for the store id inside the model (see `_series_as_stores`).
         self.series_codes_: pd.DataFrame | None = None
+        # With more series than `params.shard_series`: one fitted model per shard of
+        # stores, and each store's shard; the fields above then stay unset.
+        self.shards_: list[GlobalGBMForecaster] | None = None
+        self.shard_of_store_: dict[int, int] = {}
 
     def _params(self) -> dict[str, Any]:
         return {
@@ -127,6 +136,23 @@ class GlobalGBMForecaster(CalibratedForecaster):
         return type(self)(**{**self._params(), "params": cheaper})
 
     def _fit_point(self, history: pd.DataFrame, stores: pd.DataFrame) -> Self:
+        shards = store_shards(history, self.params.shard_series)
+        if len(shards) > 1:
+            self.shards_ = []
+            for store_ids in shards:
+                mine = history[columns.STORE_ID].isin(store_ids)
+                shard = type(self)(**self._params())._fit_point(
+                    history[mine].reset_index(drop=True),
+                    stores[stores[columns.STORE_ID].isin(store_ids)],
+                )
+                self.shards_.append(shard)
+            self.shard_of_store_ = {
+                int(store_id): number
+                for number, store_ids in enumerate(shards)
+                for store_id in store_ids
+            }
+            return self
+        self.shards_ = None
         history, stores = self._series_as_stores(history, stores)
         profile = store_profile(stores)
         stats = StoreStats.of(history)
@@ -173,6 +199,20 @@ class GlobalGBMForecaster(CalibratedForecaster):
         return self
 
     def _predict_point(self, future: pd.DataFrame) -> np.ndarray:
+        # Models saved before shards existed have no attribute: one model.
+        shards = getattr(self, "shards_", None)
+        if shards:
+            shard_of_row = (
+                future[columns.STORE_ID].map(self.shard_of_store_).fillna(-1).to_numpy(dtype=int)
+            )
+            if (shard_of_row < 0).any():
+                raise ValueError("gbm: a store the model was not fitted on")
+            sharded = np.empty(len(future))
+            for number, shard in enumerate(shards):
+                rows = np.flatnonzero(shard_of_row == number)
+                if len(rows):
+                    sharded[rows] = shard._predict_point(future.iloc[rows].reset_index(drop=True))
+            return sharded
         if self.booster_ is None or self.profile_ is None or self.stats_ is None:
             raise RuntimeError("gbm: not fitted")
         # Models saved before series codes existed have no attribute: one product per store.
@@ -219,7 +259,10 @@ class GlobalGBMForecaster(CalibratedForecaster):
         return _coded(history, series), coded_stores
 
     def feature_importance(self) -> pd.Series:
-        """Total gain per feature, largest first."""
+        """Total gain per feature, largest first (summed over shards)."""
+        if self.shards_:
+            gains = pd.concat([shard.feature_importance() for shard in self.shards_], axis=1)
+            return gains.sum(axis=1).sort_values(ascending=False)
         if self.booster_ is None:
             raise RuntimeError("gbm: not fitted")
         gain = self.booster_.feature_importance(importance_type="gain")
@@ -228,6 +271,25 @@ class GlobalGBMForecaster(CalibratedForecaster):
     def describe(self) -> dict[str, Any]:
         """Parameters for tracking."""
         return {"model": self.name, **asdict(self.params)}
+
+
+def store_shards(history: pd.DataFrame, shard_series: int) -> list[list[int]]:
+    """The history's stores in consecutive shards of at most `shard_series` series (a store
+    with more products than that is a shard of its own); one shard when all fit."""
+    per_store = history.groupby(columns.STORE_ID, sort=True)[columns.PRODUCT_ID].nunique()
+    if per_store.sum() <= shard_series:
+        return [per_store.index.astype(int).tolist()]
+    shards: list[list[int]] = [[]]
+    filled = 0
+    for store_id, series in zip(
+        per_store.index.astype(int).tolist(), per_store.astype(int).tolist(), strict=True
+    ):
+        if shards[-1] and filled + series > shard_series:
+            shards.append([])
+            filled = 0
+        shards[-1].append(store_id)
+        filled += series
+    return shards
 
 
 def _coded(frame: pd.DataFrame, series_codes: pd.DataFrame) -> pd.DataFrame:
