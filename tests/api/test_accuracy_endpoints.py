@@ -115,10 +115,19 @@ def test_metrics_show_realized_accuracy_freshness_and_training_outcomes(
         store: served.get(f"/v1/stores/{store}/forecast", headers=auth).json()["forecast"]
         for store in (1, 2)
     }
-    # Store 1 misses by 0.2 of its actual (sells 1.25x the forecast), store 2 not at all.
+    # Monday to Thursday (the 4 scored days a store's week needs), store 1 misses by 0.2 of
+    # its actual (sells 1.25x the forecast), store 2 not at all.
     batch = [
-        day_record(1, monday, forecast[1][1][columns.YHAT] * 1.25),
-        day_record(2, monday, forecast[2][1][columns.YHAT]),
+        record
+        for offset in range(4)
+        for record in (
+            day_record(
+                1, monday + dt.timedelta(days=offset), forecast[1][1 + offset][columns.YHAT] * 1.25
+            ),
+            day_record(
+                2, monday + dt.timedelta(days=offset), forecast[2][1 + offset][columns.YHAT]
+            ),
+        )
     ]
     assert served.post("/v1/sales", json={"records": batch}, headers=auth).status_code == 200
     finished = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
@@ -140,6 +149,11 @@ def test_metrics_show_realized_accuracy_freshness_and_training_outcomes(
     }
     assert samples[("sfmlops_store_realized_rmspe", "store_id=1")] == pytest.approx(0.2, abs=1e-3)
     assert samples[("sfmlops_store_backtest_rmspe", "store_id=1")] == pytest.approx(backtest[1])
+    # The baseline: the backtest times the fleet's median realized/backtest ratio, at least 1.
+    fleet = max(1.0, (0.2 / backtest[1] + 0.0) / 2)
+    assert samples[("sfmlops_store_baseline_rmspe", "store_id=1")] == pytest.approx(
+        backtest[1] * fleet
+    )
     assert samples[("sfmlops_store_realized_rmspe", "store_id=2")] == pytest.approx(0.0, abs=1e-3)
     assert samples[("sfmlops_realized_rmspe", "")] == pytest.approx((0.2**2 / 2) ** 0.5, abs=1e-3)
     assert ("sfmlops_realized_interval_coverage", "interval=80") in samples
@@ -163,9 +177,15 @@ def test_only_the_worst_stores_get_a_series(
             store: client.get(f"/v1/stores/{store}/forecast", headers=auth).json()["forecast"]
             for store in (1, 2, 3)
         }
-        # Store 3 misses most (x2), store 1 a little (x1.1), store 2 not at all.
+        # Monday to Thursday, store 3 misses most (x2), store 1 a little (x1.1), store 2 not
+        # at all.
         batch = [
-            day_record(store, monday, forecasts[store][1][columns.YHAT] * factor)
+            day_record(
+                store,
+                monday + dt.timedelta(days=offset),
+                forecasts[store][1 + offset][columns.YHAT] * factor,
+            )
+            for offset in range(4)
             for store, factor in ((1, 1.1), (2, 1.0), (3, 2.0))
         ]
         assert client.post("/v1/sales", json={"records": batch}, headers=auth).status_code == 200

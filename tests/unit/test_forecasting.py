@@ -28,6 +28,7 @@ from sfmlops.core.forecasting.bundle import (
     ASSUMED_OPEN,
     ASSUMED_PROMO,
     ASSUMED_STATE_HOLIDAY,
+    LEVEL_FACTOR,
     ForecastBundle,
     complete_future,
     future_days,
@@ -44,6 +45,7 @@ from sfmlops.core.forecasting.features import (
 )
 from sfmlops.core.forecasting.gbm import GBMParams, GlobalGBMForecaster, store_shards
 from sfmlops.core.forecasting.naive import SeasonalNaiveForecaster
+from sfmlops.core.forecasting.retraining import level_factor, retrain_series
 
 # Monday .. Sunday multipliers; Sundays closed.
 WEEKLY = np.array([1.3, 1.0, 0.9, 0.95, 1.1, 1.4, 0.0])
@@ -589,3 +591,56 @@ def test_executors_keep_the_order_of_items() -> None:
     assert ProcessPoolTaskExecutor(2).map(sum, items) == [3, 12, 21, 9]
     with pytest.raises(ValueError, match="chunk size"):
         chunks([1], 0)
+
+
+# Single-store retrains of a store whose sales shifted: the global model's champion is
+# corrected to the store's new level, and every other store forecasts exactly as before.
+SHIFTED = 2
+FACTOR = 1.6
+
+
+def test_the_level_factor_fits_the_days_after_the_change() -> None:
+    yhat = np.full(8, 100.0)
+    actual = np.array([98, 103, 101, 99, 100, 160, 158, 162], dtype=float)
+    assert level_factor(yhat, actual) == pytest.approx(1.6, abs=0.02)
+    # No change: the factor fits every day.
+    assert level_factor(yhat, np.full(8, 120.0)) == pytest.approx(1.2)
+    assert level_factor(yhat[:1], actual[:1]) is None
+
+
+def test_a_retrain_corrects_a_shifted_store_and_leaves_the_others_alone(tmp_path: Path) -> None:
+    sales = synthetic_sales(days=448)
+    stores = synthetic_stores()
+    dates = sales[columns.SALES_DATE]
+    cutoff = dates.max() - pd.Timedelta(days=28)
+    shift_from = cutoff + pd.Timedelta(days=8)
+    shifted = (sales[columns.STORE_ID] == SHIFTED) & (dates >= shift_from)
+    sales.loc[shifted, columns.SALES] = (sales.loc[shifted, columns.SALES] * FACTOR).round()
+    seen = sales[dates <= cutoff]
+    bundle, _ = model_selection.train(
+        seen,
+        stores,
+        ["seasonal_naive", "gbm"],
+        windows=1,
+        horizon_days=28,
+        executor=SequentialExecutor(),
+    )
+    middle, later = cutoff + pd.Timedelta(days=14), sales[dates > cutoff + pd.Timedelta(days=14)]
+    store_history = sales[(sales[columns.STORE_ID] == SHIFTED) & (dates <= middle)]
+
+    retrained, report = retrain_series(bundle, store_history, stores)
+
+    (factor,) = report.levels[LEVEL_FACTOR]
+    assert factor == pytest.approx(FACTOR, rel=0.1)
+    retrained.save(tmp_path / "bundle")
+    loaded = ForecastBundle.load(tmp_path / "bundle", signing_key=None)
+    before, after = bundle.predict(as_future(later)).frame, loaded.predict(as_future(later)).frame
+    own = (later[columns.STORE_ID] == SHIFTED).to_numpy()
+    actual = later[columns.SALES].to_numpy(dtype=float)
+    old_error = metrics.rmspe(actual[own], before[columns.YHAT].to_numpy()[own])
+    new_error = metrics.rmspe(actual[own], after[columns.YHAT].to_numpy()[own])
+    assert old_error > 0.3
+    assert new_error < old_error / 3
+    pd.testing.assert_frame_equal(
+        before[~own].reset_index(drop=True), after[~own].reset_index(drop=True), check_exact=True
+    )

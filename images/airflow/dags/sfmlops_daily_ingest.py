@@ -8,8 +8,9 @@ since the last successful run. The check fails the run, naming every breach, pas
 thresholds in the run's params. Then score the forecasts issued for the last days against
 the actuals that landed (`sfmlops accuracy --rescore`; ingestion scores as it writes, this
 catches up on any scoring that failed), and retrain the stale stores
-(`sfmlops pipeline retrain-stale`: stores whose realized RMSPE exceeded `stale_margin` times
-their backtest on `stale_days` scored days in a row, at most `max_retrain_stores` of them, in
+(`sfmlops pipeline retrain-stale`: stores whose last week's realized RMSPE exceeded
+`stale_margin` times their baseline, their backtest RMSPE times the fleet's median
+realized/backtest ratio, on `stale_days` evenings in a row, at most `max_retrain_stores` of them, in
 one single-store retrain job, never while a full training job runs; the job's MLflow run
 records why in its `sfmlops.reason` tag).
 
@@ -61,13 +62,13 @@ DEAD_LETTERS_SINCE = (
             0, type="integer", minimum=0, description="Fail above this many dead letters."
         ),
         "stale_margin": Param(
-            1.5,
+            2.0,
             type="number",
             minimum=1,
-            description="A store is stale above this many times its backtest RMSPE ...",
+            description="A store is stale above this many times its baseline RMSPE ...",
         ),
         "stale_days": Param(
-            3, type="integer", minimum=1, description="... on this many scored days in a row."
+            2, type="integer", minimum=1, description="... on this many evenings in a row."
         ),
         "max_retrain_stores": Param(
             20, type="integer", minimum=1, description="Most stale stores retrained per run."

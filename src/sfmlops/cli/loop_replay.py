@@ -52,12 +52,14 @@ def replay_command(
     windows: WindowsOption = 2,
     margin: Annotated[
         float,
-        typer.Option("--margin", min=1.0, help="Realized over backtest RMSPE that is stale."),
+        typer.Option(
+            "--margin", min=1.0, help="Realized RMSPE over the store's baseline that is stale."
+        ),
     ] = drift.DEFAULT_MARGIN,
     stale_days: Annotated[
         int,
         typer.Option(
-            "--stale-days", min=1, max=drift.LOOKBACK_DAYS, help="Stale scored days in a row."
+            "--stale-days", min=1, max=drift.LOOKBACK_DAYS, help="Stale evenings in a row."
         ),
     ] = drift.DEFAULT_DAYS,
 ) -> None:

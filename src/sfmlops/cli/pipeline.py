@@ -82,11 +82,13 @@ def retrain_stale(
     ctx: typer.Context,
     margin: Annotated[
         float,
-        typer.Option("--margin", min=1.0, help="Realized over backtest RMSPE that is stale."),
+        typer.Option(
+            "--margin", min=1.0, help="Realized RMSPE over the store's baseline that is stale."
+        ),
     ] = drift.DEFAULT_MARGIN,
     days: Annotated[
         int,
-        typer.Option("--days", min=1, max=drift.LOOKBACK_DAYS, help="Scored days in a row."),
+        typer.Option("--days", min=1, max=drift.LOOKBACK_DAYS, help="Stale evenings in a row."),
     ] = drift.DEFAULT_DAYS,
     max_stores: Annotated[
         int,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,8 +18,10 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from sfmlops.adapters.db import issued_forecasts as records
+from sfmlops.adapters.db import training_job_records
 from sfmlops.core import columns
 from sfmlops.core.forecasting import metrics
+from sfmlops.core.job_status import JobStatus
 
 log = logging.getLogger("sfmlops.accuracy")
 
@@ -27,6 +29,13 @@ MAX_DAYS = 366
 # The per-store daily series: each day against the forecast issued closest to it.
 REALIZED_RMSPE = "realized_rmspe"
 RATIO = "ratio"
+BASELINE_RMSPE = "baseline_rmspe"
+SCORED_DAYS = "scored_days"
+# A store's realized error is judged over a week (every weekday once, so a weekday the model
+# gets wrong every week does not look like a change) and only with enough scored days in it:
+# a single day's error is one forecast, far noisier than the backtest it is held against.
+WINDOW_DAYS = 7
+MIN_SCORED_DAYS = 4
 
 
 def score_actuals(
@@ -145,21 +154,98 @@ def store_daily_errors(connection: Connection, start: dt.date, end: dt.date) -> 
     return daily[names]
 
 
-# Days of scores /metrics looks back for each store's latest scored day (a store closed for a
-# while keeps its last figure this long).
-GAUGE_LOOKBACK_DAYS = 7
+def trained_versions(connection: Connection) -> dict[int, int]:
+    """Per store, the model version of its latest succeeded training job (a full job counts for
+    every store: key 0); a store's realized error is judged on that version's forecasts on."""
+    versions: dict[int, int] = {}
+    for job in training_job_records.list_training_jobs(connection, limit=500):
+        if job.status != JobStatus.SUCCEEDED or job.model_version is None:
+            continue
+        number = int(job.model_version) if job.model_version.isdigit() else 0
+        for store_id in job.stores if job.stores is not None else [0]:
+            versions[store_id] = max(versions.get(store_id, 0), number)
+    return versions
+
+
+def store_window_errors(
+    connection: Connection,
+    end: dt.date,
+    trained: Mapping[int, int] | None = None,
+    window_days: int = WINDOW_DAYS,
+    min_days: int = MIN_SCORED_DAYS,
+) -> pd.DataFrame:
+    """Per store, the realized RMSPE over its scored days in the `window_days` days up to `end`
+    against what the store's own backtest and the whole fleet's error lead one to expect.
+
+    Each day counts against the forecast issued closest to it, and only forecasts of the
+    store's current model: versions from the one its latest training made on (`trained`, from
+    `trained_versions`), so a retrained store starts a fresh window (its cooldown). Stores
+    with fewer than `min_days` such days are left out.
+
+    The baseline is the store's backtest RMSPE times the fleet's median realized/backtest
+    ratio (at least 1): when every store misses more than its backtest (a season, a holiday the
+    model does not know), the model as a whole is off, which a full training fixes; a store is
+    stale only when it is off against the rest.
+
+    Returns:
+        Columns `store_id`, `scored_days`, `model_version` (latest), `realized_rmspe`,
+        `backtest_rmspe`, `baseline_rmspe`, `ratio` (realized / baseline), by store.
+    """
+    names = [
+        columns.STORE_ID,
+        SCORED_DAYS,
+        records.MODEL_VERSION,
+        REALIZED_RMSPE,
+        records.BACKTEST_RMSPE,
+        BASELINE_RMSPE,
+        RATIO,
+    ]
+    scores = records.read_scores(connection, end - dt.timedelta(days=window_days - 1), end)
+    scores = scores[scores[records.ACTUAL].astype(float) > 0]
+    if scores.empty:
+        return pd.DataFrame(columns=names)
+    closest = scores.sort_values([columns.HORIZON_DAYS, records.ISSUE_DATE]).drop_duplicates(
+        [columns.STORE_ID, columns.PRODUCT_ID, columns.SALES_DATE], keep="first"
+    )
+    versions = trained or {}
+    since = closest[columns.STORE_ID].map(
+        lambda store: max(versions.get(int(store), 0), versions.get(0, 0))
+    )
+    number = pd.to_numeric(closest[records.MODEL_VERSION], errors="coerce").fillna(0)
+    current = closest[(number >= since).to_numpy()]
+    actual = current[records.ACTUAL].to_numpy(dtype=float)
+    current = current.assign(
+        _squared=((current[columns.YHAT].to_numpy(dtype=float) - actual) / actual) ** 2
+    ).sort_values(columns.SALES_DATE)
+    by_store = (
+        current.groupby(columns.STORE_ID, sort=True)
+        .agg(
+            scored_days=(columns.SALES_DATE, "nunique"),
+            model_version=(records.MODEL_VERSION, "last"),
+            _squared=("_squared", "mean"),
+            backtest_rmspe=(records.BACKTEST_RMSPE, "mean"),
+        )
+        .reset_index()
+    )
+    by_store = by_store[by_store[SCORED_DAYS] >= min_days].dropna(subset=[records.BACKTEST_RMSPE])
+    if by_store.empty:
+        return pd.DataFrame(columns=names)
+    by_store[REALIZED_RMSPE] = np.sqrt(by_store.pop("_squared"))
+    fleet = max(1.0, float((by_store[REALIZED_RMSPE] / by_store[records.BACKTEST_RMSPE]).median()))
+    by_store[BASELINE_RMSPE] = by_store[records.BACKTEST_RMSPE] * fleet
+    by_store[RATIO] = by_store[REALIZED_RMSPE] / by_store[BASELINE_RMSPE]
+    return by_store[names].reset_index(drop=True)
 
 
 def store_gauges(connection: Connection, last_scored: dt.date, worst_stores: int) -> pd.DataFrame:
-    """What /metrics exports per store when `last_scored` is the latest scored day: each
-    store's latest scored day in the week up to it, for the `worst_stores` stores furthest
-    above their backtest (bounded cardinality).
+    """What /metrics exports per store when `last_scored` is the latest scored day: the week's
+    figures of `store_window_errors` for the `worst_stores` stores furthest above their
+    baseline (bounded cardinality).
 
     Returns:
-        Rows of `store_daily_errors` (one per store, by store id).
+        Rows of `store_window_errors`, by store id.
     """
-    daily = store_daily_errors(
-        connection, last_scored - dt.timedelta(days=GAUGE_LOOKBACK_DAYS - 1), last_scored
-    )
-    latest = daily.dropna(subset=[RATIO]).groupby(columns.STORE_ID).tail(1)
-    return latest.nlargest(worst_stores, RATIO).sort_values(columns.STORE_ID).reset_index(drop=True)
+    window = store_window_errors(connection, last_scored, trained_versions(connection))
+    if window.empty:
+        return window
+    return window.nlargest(worst_stores, RATIO).sort_values(columns.STORE_ID).reset_index(drop=True)

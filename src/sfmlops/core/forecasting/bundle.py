@@ -28,6 +28,8 @@ CHAMPIONS_FILE = "champions.csv"
 USUAL_OPEN_FILE = "usual_open.csv"
 USUAL_PROMO_FILE = "usual_promo.csv"
 STORE_STATES_FILE = "store_states.csv"
+LEVELS_FILE = "levels.csv"
+LEVEL_FACTOR = "level_factor"
 MODELS_FOLDER = "models"
 OPEN_SHARE = "open_share"
 # A weekday counts as a usual open day when the series opened on it this often recently.
@@ -259,6 +261,9 @@ class ForecastBundle:
         metadata: Free-form facts for tracking (windows, metrics, parameters).
         usual_promo: From `usual_promo_cycle` (none: missing promotions are assumed none).
         states: From `store_states` (none: missing state holidays are assumed none).
+        levels: `store_id`, `product_id`, `level_factor`: series whose champion's forecasts
+            (point and intervals) are multiplied by the factor, the level correction of a
+            single-store retrain (`retraining.level_factor`); other series are untouched.
     """
 
     def __init__(
@@ -270,6 +275,7 @@ class ForecastBundle:
         metadata: Mapping[str, Any] | None = None,
         usual_promo: pd.DataFrame | None = None,
         states: pd.DataFrame | None = None,
+        levels: pd.DataFrame | None = None,
     ) -> None:
         missing = set(champions[columns.MODEL]) - set(models)
         if missing:
@@ -281,6 +287,7 @@ class ForecastBundle:
         self.metadata = dict(metadata or {})
         self.usual_promo = usual_promo
         self.states = states
+        self.levels = levels
 
     @property
     def series(self) -> set[tuple[int, str]]:
@@ -324,6 +331,8 @@ class ForecastBundle:
             parts.append(forecast)
             used[str(name)] = len(series_of(part))
         result = pd.concat(parts).sort_index() if parts else _empty_forecast()
+        if self.levels is not None and len(self.levels) and len(result):
+            result = _corrected(result, self.levels)
         return Forecast(result.reset_index(drop=True), assumptions, used, frame)
 
     def save(self, path: Path) -> None:
@@ -337,6 +346,8 @@ class ForecastBundle:
             self.usual_promo.to_csv(path / USUAL_PROMO_FILE, index=False)
         if self.states is not None:
             self.states.to_csv(path / STORE_STATES_FILE, index=False)
+        if self.levels is not None:
+            self.levels.to_csv(path / LEVELS_FILE, index=False)
         description = {
             "models": sorted(self.models),
             "last_date": self.last_date.date().isoformat(),
@@ -379,6 +390,11 @@ class ForecastBundle:
             if (path / STORE_STATES_FILE).is_file()
             else None
         )
+        levels = (
+            pd.read_csv(path / LEVELS_FILE, dtype={columns.PRODUCT_ID: str})
+            if (path / LEVELS_FILE).is_file()
+            else None
+        )
         return cls(
             models,
             champions,
@@ -387,7 +403,27 @@ class ForecastBundle:
             description.get("metadata", {}),
             usual_promo,
             states,
+            levels,
         )
+
+
+def _corrected(forecast: pd.DataFrame, levels: pd.DataFrame) -> pd.DataFrame:
+    """`forecast` with the rows of the series in `levels` multiplied by their factor; the
+    other rows keep their values to the bit."""
+    factor = (
+        forecast[[columns.STORE_ID, columns.PRODUCT_ID]]
+        .merge(levels, on=[columns.STORE_ID, columns.PRODUCT_ID], how="left")[LEVEL_FACTOR]
+        .to_numpy(dtype=float)
+    )
+    corrected = ~np.isnan(factor)
+    if not corrected.any():
+        return forecast
+    frame = forecast.copy()
+    for column in columns.FORECAST_VALUES:
+        values = frame[column].to_numpy(dtype=float).copy()
+        values[corrected] *= factor[corrected]
+        frame[column] = values
+    return frame
 
 
 def _empty_forecast() -> pd.DataFrame:

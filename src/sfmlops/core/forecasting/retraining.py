@@ -5,13 +5,19 @@ training jobs; here the per-series models of the chosen series are backtested an
 their latest data, and each series' champion is re-chosen between those fresh per-series
 models and the global model's score from the bundle. Every other series keeps its models,
 so its forecasts stay identical.
+
+A series whose champion stays the global model (which only a full training refits) gets a
+level correction instead: the factor on the global model's forecasts that fits the days since
+the bundle was trained best (`level_factor`), so a store whose sales shifted is forecast at its
+new level from the retrain on.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
+import numpy as np
 import pandas as pd
 
 from sfmlops.core import columns
@@ -23,8 +29,14 @@ from sfmlops.core.forecasting.backtest import (
     choose_champions,
     run_backtest,
 )
-from sfmlops.core.forecasting.base import CalibratedForecaster, Forecaster, series_of
+from sfmlops.core.forecasting.base import (
+    CalibratedForecaster,
+    Forecaster,
+    as_future,
+    series_of,
+)
 from sfmlops.core.forecasting.bundle import (
+    LEVEL_FACTOR,
     ForecastBundle,
     usual_open_weekdays,
     usual_promo_cycle,
@@ -39,6 +51,9 @@ from sfmlops.core.forecasting.model_selection import (
 )
 from sfmlops.core.forecasting.models import make_forecaster
 
+# Days the latest level rests on at least: a shorter segment is a bad day, not a shift.
+MIN_LEVEL_DAYS = 2
+
 
 class NotInBundleError(ValueError):
     """Series the bundle has no models for: only a full training job can add them."""
@@ -52,6 +67,8 @@ class RetrainReport:
         series: The retrained series.
         champions: Their new champion rows (as in `ForecastBundle.champions`).
         previous: Their champion rows before.
+        levels: The level corrections of those whose champion is a global model
+            (`store_id`, `product_id`, `level_factor`).
         failures: Fits that raised (`training.FAILURE_COLUMNS`); a series whose final fit
             failed keeps its previous model and champion.
     """
@@ -60,6 +77,7 @@ class RetrainReport:
     champions: pd.DataFrame
     previous: pd.DataFrame
     failures: pd.DataFrame
+    levels: pd.DataFrame
 
 
 def retrain_series(
@@ -131,6 +149,12 @@ def retrain_series(
         .sort_values([columns.STORE_ID, columns.PRODUCT_ID])
         .reset_index(drop=True)
     )
+    levels = _levels(bundle, history, champions)
+    kept_levels = [] if bundle.levels is None else [_without(bundle.levels, series)]
+    all_levels = pd.concat(
+        [frame for frame in [*kept_levels, levels] if len(frame)] or [levels],
+        ignore_index=True,
+    )
     retrained = ForecastBundle(
         models,
         all_champions,
@@ -144,6 +168,10 @@ def retrain_series(
                 str(k): int(v) for k, v in all_champions[columns.MODEL].value_counts().items()
             },
             "retrained_series": [[store, product] for store, product in series],
+            "level_factors": [
+                [int(row[columns.STORE_ID]), str(row[columns.PRODUCT_ID]), float(row[LEVEL_FACTOR])]
+                for row in all_levels.to_dict(orient="records")
+            ],
         },
         None
         if bundle.usual_promo is None
@@ -151,9 +179,68 @@ def retrain_series(
             [_without(bundle.usual_promo, series), usual_promo_cycle(history)], ignore_index=True
         ),
         bundle.states,
+        all_levels.sort_values([columns.STORE_ID, columns.PRODUCT_ID]).reset_index(drop=True)
+        if len(all_levels)
+        else None,
     )
-    report = RetrainReport(series, champions, previous, failures.frame())
+    report = RetrainReport(series, champions, previous, failures.frame(), levels)
     return retrained, report
+
+
+def level_factor(yhat: np.ndarray, actual: np.ndarray) -> float | None:
+    """The factor on forecasts `yhat` that fits the latest level of `actual` best.
+
+    The days (in order, open days with sales) are split where the log ratio actual / forecast
+    changes most (one change point, least squares; no split when none helps), and the factor
+    is the one that minimises RMSPE over the days after it: sum(f/a) / sum((f/a)^2), as for
+    the models' own scaling.
+
+    Returns:
+        None with fewer than `MIN_LEVEL_DAYS` days.
+    """
+    if len(yhat) < MIN_LEVEL_DAYS:
+        return None
+    log_ratio = np.log(actual / yhat)
+    best, start = float(((log_ratio - log_ratio.mean()) ** 2).sum()), 0
+    for split in range(1, len(log_ratio) - MIN_LEVEL_DAYS + 1):
+        before, after = log_ratio[:split], log_ratio[split:]
+        cost = float(((before - before.mean()) ** 2).sum() + ((after - after.mean()) ** 2).sum())
+        if cost < best:
+            best, start = cost, split
+    ratio = yhat[start:] / actual[start:]
+    return float(ratio.sum() / (ratio**2).sum())
+
+
+def _levels(bundle: ForecastBundle, history: pd.DataFrame, champions: pd.DataFrame) -> pd.DataFrame:
+    """Level corrections of the series whose champion is a global model, from their days
+    after the bundle's history (days that model never saw)."""
+    later = history[
+        (history[columns.SALES_DATE] > bundle.last_date)
+        & (history[columns.OPEN] == 1)
+        & (history[columns.SALES] > 0)
+    ].sort_values(columns.SALES_DATE)
+    rows = []
+    for name, chosen in champions.groupby(columns.MODEL):
+        model = bundle.models[str(name)]
+        if _per_series(model):
+            continue  # refit on the latest days just now: nothing out of sample to learn from
+        keys = pd.MultiIndex.from_frame(later[[columns.STORE_ID, columns.PRODUCT_ID]])
+        part = later[keys.isin(list(series_of(chosen)))].reset_index(drop=True)
+        if part.empty:
+            continue
+        forecast = model.predict(as_future(part))
+        part = part.assign(_yhat=forecast[columns.YHAT].to_numpy(dtype=float))
+        part = part[part["_yhat"] > 0]
+        for (store, product), days in part.groupby([columns.STORE_ID, columns.PRODUCT_ID]):
+            factor = level_factor(
+                days["_yhat"].to_numpy(), days[columns.SALES].to_numpy(dtype=float)
+            )
+            if factor is not None:
+                rows.append(
+                    {columns.STORE_ID: int(cast(int, store)), columns.PRODUCT_ID: str(product),
+                     LEVEL_FACTOR: factor}
+                )  # fmt: skip
+    return pd.DataFrame(rows, columns=[columns.STORE_ID, columns.PRODUCT_ID, LEVEL_FACTOR])
 
 
 def _rechoose(

@@ -105,8 +105,8 @@ class ModelQualityCollector(Collector):
 
     Args:
         engine: Returns the sales database (None before it is set).
-        worst_stores: How many stores get a `store_id` series: those whose latest scored day
-            missed most against their backtest.
+        worst_stores: How many stores get a `store_id` series: those whose last week missed
+            most against their baseline.
     """
 
     def __init__(self, engine: Callable[[], Engine | None], worst_stores: int) -> None:
@@ -128,13 +128,20 @@ class ModelQualityCollector(Collector):
         )
         store_realized = GaugeMetricFamily(
             "sfmlops_store_realized_rmspe",
-            "A store's realized RMSPE on its latest scored day (the forecast issued closest "
-            "to it), for the stores furthest above their backtest.",
+            "A store's realized RMSPE over the week up to the latest scored day (each day "
+            "against the forecast issued closest to it, by its current model), for the stores "
+            "furthest above their baseline.",
             labels=["store_id"],
         )
         store_backtest = GaugeMetricFamily(
             "sfmlops_store_backtest_rmspe",
-            "The backtest RMSPE of the version that issued that forecast, same stores.",
+            "The backtest RMSPE of the versions that issued those forecasts, same stores.",
+            labels=["store_id"],
+        )
+        store_baseline = GaugeMetricFamily(
+            "sfmlops_store_baseline_rmspe",
+            "The RMSPE expected of the store: its backtest RMSPE times the fleet's median "
+            "realized/backtest ratio (at least 1), same stores.",
             labels=["store_id"],
         )
         finished = GaugeMetricFamily(
@@ -147,9 +154,22 @@ class ModelQualityCollector(Collector):
             # The scrape still answers without the database; /ready reports it.
             with contextlib.suppress(SQLAlchemyError):
                 self._read(
-                    engine, age, realized, coverage, store_realized, store_backtest, finished
+                    engine,
+                    age,
+                    realized,
+                    coverage,
+                    (store_realized, store_backtest, store_baseline),
+                    finished,
                 )
-        yield from (age, realized, coverage, store_realized, store_backtest, finished)
+        yield from (
+            age,
+            realized,
+            coverage,
+            store_realized,
+            store_backtest,
+            store_baseline,
+            finished,
+        )
 
     def _read(
         self,
@@ -157,8 +177,7 @@ class ModelQualityCollector(Collector):
         age: GaugeMetricFamily,
         realized: GaugeMetricFamily,
         coverage: GaugeMetricFamily,
-        store_realized: GaugeMetricFamily,
-        store_backtest: GaugeMetricFamily,
+        by_store: tuple[GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily],
         finished: GaugeMetricFamily,
     ) -> None:
         now = dt.datetime.now(dt.UTC)
@@ -180,10 +199,15 @@ class ModelQualityCollector(Collector):
         for interval, name in (("80", metrics.COVERAGE_80), ("95", metrics.COVERAGE_95)):
             if not math.isnan(report.overall[name]):
                 coverage.add_metric([interval], report.overall[name])
+        names = (
+            realized_accuracy.REALIZED_RMSPE,
+            issued_forecasts.BACKTEST_RMSPE,
+            realized_accuracy.BASELINE_RMSPE,
+        )
         for row in worst.to_dict("records"):
             store = str(int(row[columns.STORE_ID]))
-            store_realized.add_metric([store], float(row[realized_accuracy.REALIZED_RMSPE]))
-            store_backtest.add_metric([store], float(row[issued_forecasts.BACKTEST_RMSPE]))
+            for family, name in zip(by_store, names, strict=True):
+                family.add_metric([store], float(row[name]))
 
 
 def scrape_registry(
