@@ -208,6 +208,55 @@ def test_a_bad_file_is_refused_whole_and_changes_nothing(
     assert table_rows(engine) == before == {"stores": 0, "sales": 0, "ingest_dead_letters": 0}
 
 
+def test_loading_in_chunks_writes_what_loading_at_once_writes(
+    engine: Engine, rossmann_slice: Path
+) -> None:
+    dataset = loading.read_dataset(rossmann_slice)
+
+    checked = loading.load_folder(engine, rossmann_slice, chunk_rows=500)  # 4 chunks
+
+    with engine.connect() as connection:
+        stored = sales_records.read_sales(connection)
+    assert checked.sales_rows == len(dataset.sales) == len(stored)
+    ordered = dataset.sales.sort_values(list(columns.SALES_KEY)).reset_index(drop=True)
+    pd.testing.assert_frame_equal(
+        stored[list(columns.SALES_COLUMNS)].reset_index(drop=True),
+        ordered[list(columns.SALES_COLUMNS)],
+        check_dtype=False,
+    )
+
+
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        # A repeat of the first row far into a later chunk.
+        (
+            "repeat",
+            "line 1502, column Date: duplicate store, product and date (first seen in row 0)",
+        ),
+        ("sales", "line 1302, column Sales: must be >= 0 (value '-5')"),
+    ],
+)
+def test_a_problem_in_a_later_chunk_names_its_line_and_nothing_is_written(
+    engine: Engine, rossmann_slice: Path, tmp_path: Path, edit: str, expected: str
+) -> None:
+    bad = tmp_path / "bad"
+    shutil.copytree(rossmann_slice, bad)
+    frame = pd.read_csv(bad / "train.csv.gz", dtype=str, keep_default_na=False)
+    if edit == "repeat":
+        frame = pd.concat([frame.iloc[:1500], frame.iloc[[0]], frame.iloc[1500:]])
+    else:
+        frame.loc[1300, "Sales"] = "-5"
+    with gzip.open(bad / "train.csv.gz", "wt") as out:
+        frame.to_csv(out, index=False)
+
+    with pytest.raises(loading.DataFileError) as error:
+        loading.load_folder(engine, bad, chunk_rows=500)
+
+    assert f"train.csv.gz, {expected}" in str(error.value)
+    assert table_rows(engine) == {"stores": 0, "sales": 0, "ingest_dead_letters": 0}
+
+
 def test_a_failure_while_writing_rolls_back_everything(
     engine: Engine, rossmann_slice: Path
 ) -> None:

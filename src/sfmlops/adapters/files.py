@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pandas as pd
@@ -33,6 +33,29 @@ def read_csv_as_text(path: Path, rename: Mapping[str, str] | None = None) -> pd.
         raise ValueError(f"{path}: not a readable CSV file ({error})") from error
     frame.columns = [str(name).strip() for name in frame.columns]
     return frame.rename(columns=dict(rename or {}))
+
+
+def read_csv_chunks_as_text(
+    path: Path, chunk_rows: int, rename: Mapping[str, str] | None = None
+) -> Iterator[pd.DataFrame]:
+    """`read_csv_as_text` in consecutive frames of at most `chunk_rows` rows, each indexed
+    from 0 (a row's position in the file is its chunk's first position plus its index).
+
+    Raises:
+        DataFileNotFoundError: When the file does not exist.
+        ValueError: When the file is not readable as CSV (the message names the file).
+    """
+    if not path.is_file():
+        raise DataFileNotFoundError(f"{path}: no such file")
+    try:
+        with pd.read_csv(
+            path, dtype=str, keep_default_na=False, na_filter=False, chunksize=chunk_rows
+        ) as reader:
+            for frame in reader:
+                frame.columns = [str(name).strip() for name in frame.columns]
+                yield frame.reset_index(drop=True).rename(columns=dict(rename or {}))
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as error:
+        raise ValueError(f"{path}: not a readable CSV file ({error})") from error
 
 
 def line_number(row_position: int) -> int:

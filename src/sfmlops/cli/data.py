@@ -61,8 +61,8 @@ def load_data(
 ) -> None:
     """Validate a folder of sales and store files, then upsert it (all or nothing)."""
     engine = migrated_engine_of(ctx)
-    dataset = load_into(engine, path, sales_limits(settings_of(ctx)))
-    record_command(engine, "data.load", {"path": str(path), "sales_rows": len(dataset.sales)})
+    checked = load_into(engine, path, sales_limits(settings_of(ctx)))
+    record_command(engine, "data.load", {"path": str(path), "sales_rows": checked.sales_rows})
     print_summary(engine)
 
 
@@ -148,13 +148,15 @@ def show_stores(
     console.print(table)
 
 
-def load_into(engine: Engine, path: Path, limits: SalesLimits | None = None) -> loading.Dataset:
+def load_into(
+    engine: Engine, path: Path, limits: SalesLimits | None = None
+) -> loading.CheckedFolder:
     """Validate and write a folder, with progress; exits cleanly on bad input."""
     try:
         with console.status(f"Validating {path} ..."):
             with engine.connect() as connection:
                 known = store_records.store_ids(connection)
-            dataset = loading.read_dataset(path, known, limits)
+            checked = loading.check_folder(path, known, limits)
         with Progress(
             TextColumn("Writing sales"),
             BarColumn(),
@@ -162,13 +164,13 @@ def load_into(engine: Engine, path: Path, limits: SalesLimits | None = None) -> 
             TimeElapsedColumn(),
             console=console,
         ) as progress:
-            task = progress.add_task("write", total=len(dataset.sales))
-            loading.write_dataset(engine, dataset, lambda rows: progress.advance(task, rows))
+            task = progress.add_task("write", total=checked.sales_rows)
+            loading.write_checked(engine, checked, lambda rows: progress.advance(task, rows))
     except (loading.DataFileError, DataFileNotFoundError, ValueError) as error:
         fail(str(error))
     except SQLAlchemyError as error:
         fail(f"database error, nothing was written: {error.__class__.__name__}: {error}")
-    return dataset
+    return checked
 
 
 def print_summary(engine: Engine) -> None:

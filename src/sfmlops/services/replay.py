@@ -291,7 +291,7 @@ def _load_history(engine: Engine, history: pd.DataFrame, stores: dict[str, pd.Da
             frame.to_csv(folder / name, index=False)
         rossmann = {domain: source for source, domain in columns.ROSSMANN_SALES_COLUMNS.items()}
         history.rename(columns=rossmann).to_csv(folder / "train.csv", index=False)
-        return len(loading.load_folder(engine, folder).sales)
+        return loading.load_folder(engine, folder).sales_rows
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
