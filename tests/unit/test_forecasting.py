@@ -204,6 +204,26 @@ def test_a_sharded_gbm_forecasts_each_store_with_its_shards_model(
     assert sharded.feature_importance().sum() > 0
 
 
+def test_gbm_shards_fitted_as_executor_tasks_forecast_as_those_fitted_in_turn(
+    sales: pd.DataFrame, stores: pd.DataFrame
+) -> None:
+    seen, later = split(sales, 28)
+    future = as_future(later)
+    params = replace(SMALL_GBM, shard_series=2)
+    in_turn = GlobalGBMForecaster(params)
+    tasks = GlobalGBMForecaster(params, executor=ProcessPoolTaskExecutor(2))
+
+    assert not in_turn.fans_out_on(seen)  # no executor: fitted where it is called
+    assert tasks.fans_out_on(seen)
+    assert not GlobalGBMForecaster(SMALL_GBM, executor=SequentialExecutor()).fans_out_on(seen)
+    in_turn.fit(seen, stores)
+    tasks.fit(seen, stores)
+    assert tasks.shards_ is not None
+    assert len(tasks.shards_) == 3
+    pd.testing.assert_frame_equal(tasks.predict(future), in_turn.predict(future))
+    assert pickle.loads(pickle.dumps(tasks)).executor is None
+
+
 @pytest.mark.parametrize("model", ["gbm", "seasonal_naive"])
 def test_closed_days_forecast_zero(
     model: str, sales: pd.DataFrame, stores: pd.DataFrame, fitted_gbm: GlobalGBMForecaster

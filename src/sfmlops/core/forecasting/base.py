@@ -258,6 +258,12 @@ class CalibratedForecaster(PickledForecaster):
         self.series_: set[tuple[int, str]] = set()
         self.failures_: dict[SeriesKey, str] = {}
 
+    def fans_out_on(self, history: pd.DataFrame) -> bool:
+        """Whether fitting on `history` spreads over the injected executor, so the caller
+        should call `fit` itself rather than send the whole fit to the executor as one
+        task (`fans_out`, unless a model decides by the data)."""
+        return self.fans_out
+
     def fit(self, history: pd.DataFrame, stores: pd.DataFrame) -> Self:
         """Fit on a canonical sales history (and store metadata); returns self."""
         if history.empty:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 from dataclasses import asdict, dataclass, replace
 from types import ModuleType
@@ -12,6 +13,7 @@ import pandas as pd
 
 from sfmlops.core import columns
 from sfmlops.core.forecasting.base import CalibratedForecaster, IntervalCalibration
+from sfmlops.core.forecasting.executors import Executor, SequentialExecutor
 from sfmlops.core.forecasting.features import (
     REOPENING_CAP_DAYS,
     Calendar,
@@ -101,9 +103,12 @@ class GlobalGBMForecaster(CalibratedForecaster):
         calibration_days: int = 48,
         rmspe_scaling: bool = True,
         calibration: IntervalCalibration | None = None,
+        executor: Executor | None = None,
     ) -> None:
         super().__init__(calibration_days, rmspe_scaling, calibration)
         self.params = params or GBMParams()
+        # Fits the shards, one task each (default: in turn in this process). Not saved.
+        self.executor = executor
         self.booster_: lgb.Booster | None = None
         self.profile_: pd.DataFrame | None = None
         self.stats_: StoreStats | None = None
@@ -117,13 +122,24 @@ class GlobalGBMForecaster(CalibratedForecaster):
         self.shards_: list[GlobalGBMForecaster] | None = None
         self.shard_of_store_: dict[int, int] = {}
 
+    def __getstate__(self) -> dict[str, Any]:
+        # An executor (e.g. a Ray client) is no part of a saved or shipped model.
+        return {**self.__dict__, "executor": None}
+
     def _params(self) -> dict[str, Any]:
         return {
             "params": self.params,
             "calibration_days": self.calibration_days,
             "rmspe_scaling": self.rmspe_scaling,
             "calibration": self.calibration,
+            "executor": self.executor,
         }
+
+    def fans_out_on(self, history: pd.DataFrame) -> bool:
+        """True when `history` is fitted in shards and an executor can fit them as tasks."""
+        return (
+            self.executor is not None and len(store_shards(history, self.params.shard_series)) > 1
+        )
 
     def _probe(self) -> Self:
         # A third of the rounds at up to three times the rate: errors close to the full
@@ -138,14 +154,17 @@ class GlobalGBMForecaster(CalibratedForecaster):
     def _fit_point(self, history: pd.DataFrame, stores: pd.DataFrame) -> Self:
         shards = store_shards(history, self.params.shard_series)
         if len(shards) > 1:
-            self.shards_ = []
-            for store_ids in shards:
-                mine = history[columns.STORE_ID].isin(store_ids)
-                shard = type(self)(**self._params())._fit_point(
-                    history[mine].reset_index(drop=True),
+            unfitted = type(self)(**{**self._params(), "executor": None})
+            tasks = (
+                (
+                    unfitted,
+                    history[history[columns.STORE_ID].isin(store_ids)].reset_index(drop=True),
                     stores[stores[columns.STORE_ID].isin(store_ids)],
                 )
-                self.shards_.append(shard)
+                for store_ids in shards
+            )
+            executor = self.executor or SequentialExecutor()
+            self.shards_ = executor.map(fit_shard, tasks)
             self.shard_of_store_ = {
                 int(store_id): number
                 for number, store_ids in enumerate(shards)
@@ -271,6 +290,15 @@ class GlobalGBMForecaster(CalibratedForecaster):
     def describe(self) -> dict[str, Any]:
         """Parameters for tracking."""
         return {"model": self.name, **asdict(self.params)}
+
+
+def fit_shard(
+    task: tuple[GlobalGBMForecaster, pd.DataFrame, pd.DataFrame],
+) -> GlobalGBMForecaster:
+    """Fit a copy of an unsharded gbm on one shard's (history, stores): a picklable task for
+    executors (one Ray task per shard)."""
+    forecaster, history, stores = task
+    return copy.deepcopy(forecaster)._fit_point(history, stores)
 
 
 def store_shards(history: pd.DataFrame, shard_series: int) -> list[list[int]]:

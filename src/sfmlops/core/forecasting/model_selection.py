@@ -227,7 +227,7 @@ def train(
         )
         if progress:
             progress(f"fitting {name} on the whole history")
-        if forecaster.fans_out:
+        if forecaster.fans_out_on(history):
             models[name] = forecaster.fit(history, stores)  # fans out over the executor
         else:
             models[name] = executor.map(fit_task, [(forecaster, history, stores)])[0]

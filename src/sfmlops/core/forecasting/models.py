@@ -39,8 +39,11 @@ def make_forecaster(
     executor: Executor | None = None,
     calibration: IntervalCalibration | None = None,
 ) -> CalibratedForecaster:
-    """An unfitted forecaster with default settings; per-series models get the executor."""
+    """An unfitted forecaster with default settings; models that fan out (Prophet's chunks of
+    series, gbm's shards) get the executor."""
     cls = forecaster_class(name)
     if cls is ProphetForecaster:
         return ProphetForecaster(executor=executor, calibration=calibration)
+    if cls is GlobalGBMForecaster:
+        return GlobalGBMForecaster(executor=executor, calibration=calibration)
     return cls(calibration=calibration)
