@@ -86,7 +86,8 @@ seccompProfile:
 {{- .Values.mlflow.modelSigning.existingSecret | default (include "sfmlops.name" (dict "ctx" . "component" "model-signing")) -}}
 {{- end -}}
 
-{{/* Only the programs that register or load model bundles (the API, Ray) hold the key. */}}
+{{/* Only the programs that register or load model bundles (the API, Ray, the bootstrap and
+Airflow's task pods) hold the key. */}}
 {{- define "sfmlops.modelSigningKeyEnv" -}}
 - name: SFMLOPS_MODEL_SIGNING_KEY
   valueFrom:

@@ -140,6 +140,7 @@ def test_command_pods_are_hardened_and_take_the_chart_settings() -> None:
         ("SFMLOPS_POD_RESOURCES", "2 cpus", "must be a JSON object"),
         ("SFMLOPS_POD_LABELS", '{"app": ""}', "non-empty strings"),
         ("SFMLOPS_POD_LABELS", '["app"]', "must be a JSON object"),
+        ("SFMLOPS_POD_SIGNING_SECRET", "sfmlops-model-signing", "must be name:key"),
     ],
 )
 def test_bad_pod_settings_are_import_errors(variable: str, value: str, message: str) -> None:
@@ -224,6 +225,8 @@ def test_the_runner_is_configuration_and_bad_settings_are_import_errors() -> Non
     env = {var.name: var for var in pods.env_vars}
     assert env["SFMLOPS_DB_PASSWORD"].value_from.secret_key_ref.name == "sfmlops-postgresql"
     assert "$(SFMLOPS_DB_PASSWORD)@$(SFMLOPS_DB_HOST)" in env["SFMLOPS_DATABASE_URL"].value
+    signing_key = env["SFMLOPS_MODEL_SIGNING_KEY"].value_from.secret_key_ref
+    assert (signing_key.name, signing_key.key) == ("sfmlops-model-signing", "key")
     assert pods.env_from[0].config_map_ref.name == "sfmlops-endpoints"
     assert bad.dags == {}
     assert all(

@@ -114,6 +114,11 @@ def test_airflow_gets_the_image_namespace_and_secrets_of_this_release(rendered: 
     password = next(e for e in api["env"] if e["name"] == "SFMLOPS_DB_PASSWORD")
     reference = password["valueFrom"]["secretKeyRef"]
     assert settings["SFMLOPS_POD_DATABASE_SECRET"] == f"{reference['name']}:{reference['key']}"
+    # The API's signing key: the pods' forecasts verify each bundle as the API does.
+    signing = next(e for e in api["env"] if e["name"] == "SFMLOPS_MODEL_SIGNING_KEY")
+    reference = signing["valueFrom"]["secretKeyRef"]
+    assert rendered.get("Secret", reference["name"]) is not None
+    assert settings["SFMLOPS_POD_SIGNING_SECRET"] == f"{reference['name']}:{reference['key']}"
     # The stream job's checkpoints: the DAG's `stream --once` resumes where the CronJob's did.
     claim = settings["SFMLOPS_POD_HOME_CLAIM"]
     assert rendered.get("PersistentVolumeClaim", claim) is not None
@@ -132,6 +137,7 @@ def test_the_dags_read_what_the_chart_renders(
     assert config.command_runner == "kubernetes"
     assert config.pod_config_map == ENDPOINTS
     assert config.pod_database_secret == ("sfmlops-postgresql", "password")
+    assert config.pod_signing_secret == ("sfmlops-model-signing", "key")
     assert config.pod_home_claim == "sfmlops-stream-home"
     assert config.pod_labels == json.loads(settings["SFMLOPS_POD_LABELS"])
     assert config.pod_resources == json.loads(settings["SFMLOPS_POD_RESOURCES"])

@@ -70,7 +70,9 @@ def test_ports_are_published_on_loopback_only(services: dict[str, dict[str, Any]
 
 
 def test_no_secret_has_a_default(services: dict[str, dict[str, Any]]) -> None:
-    secret = re.compile(r"PASSWORD|TOKEN|SECRET|DATABASE_URL|STORE_URI|SQL_ALCHEMY_CONN")
+    secret = re.compile(
+        r"PASSWORD|TOKEN|SECRET|SIGNING_KEY|DATABASE_URL|STORE_URI|SQL_ALCHEMY_CONN"
+    )
     checked = 0
     for name, service in services.items():
         for key, value in service.get("environment", {}).items():
@@ -202,9 +204,37 @@ def test_compose_env_writes_random_secrets_once(tmp_path: Path) -> None:
         "PGADMIN_PASSWORD",
         "GRAFANA_ADMIN_PASSWORD",
         "UI_PASSWORD",
+        "MODEL_SIGNING_KEY",
     }
     assert all(re.fullmatch(r"[0-9a-f]{32,64}", value) for value in values.values())
     assert len(set(values.values())) == len(values)
+
+
+def test_compose_env_adds_a_missing_secret_and_keeps_the_others(tmp_path: Path) -> None:
+    env_file = tmp_path / "older.env"
+    env_file.write_text("POSTGRES_PASSWORD=kept\nAPI_TOKEN=kept-too\n")
+
+    subprocess.run([str(COMPOSE_SCRIPT), "env", str(env_file)], check=True)
+
+    values = dict(line.split("=", 1) for line in env_file.read_text().splitlines())
+    assert values["POSTGRES_PASSWORD"] == "kept"
+    assert values["API_TOKEN"] == "kept-too"
+    assert re.fullmatch(r"[0-9a-f]{64}", values["MODEL_SIGNING_KEY"])
+
+
+def test_the_signing_key_reaches_the_model_loaders_only(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    # Training (Ray) signs bundles; the API and the bootstrap's forecasts verify them.
+    holders = {
+        name
+        for name, service in services.items()
+        if "SFMLOPS_MODEL_SIGNING_KEY" in service.get("environment", {})
+    }
+    assert holders == {"ray-head", "ray-worker", "bootstrap", "api"}
+    for name in holders:
+        value = services[name]["environment"]["SFMLOPS_MODEL_SIGNING_KEY"]
+        assert value.startswith("${MODEL_SIGNING_KEY:?"), name
 
 
 def test_podman_compose_refuses_to_start_without_the_secrets(tmp_path: Path) -> None:

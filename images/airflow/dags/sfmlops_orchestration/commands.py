@@ -125,6 +125,15 @@ def _pod(
             # Kubernetes expands $(VAR) from the ConfigMap and the line above.
             k8s.V1EnvVar(name="SFMLOPS_DATABASE_URL", value=DATABASE_URL),
         ]
+    if config.pod_signing_secret:
+        name, key = config.pod_signing_secret
+        signing_key = k8s.V1SecretKeySelector(name=name, key=key)
+        env_vars.append(
+            k8s.V1EnvVar(
+                name="SFMLOPS_MODEL_SIGNING_KEY",
+                value_from=k8s.V1EnvVarSource(secret_key_ref=signing_key),
+            )
+        )
     # Only a stateful command mounts the claim: a ReadWriteOnce volume in every pod would hold
     # unrelated tasks back while another node has it. /tmp is scratch; the rest is read-only.
     home = (

@@ -11,6 +11,7 @@
 | SFMLOPS_POD_CONFIG_MAP | ConfigMap the sfmlops pods read their settings from | sfmlops-endpoints |
 | SFMLOPS_POD_SECRETS | comma-separated Secrets the pods read whole | (none) |
 | SFMLOPS_POD_DATABASE_SECRET | `name:key` of the database password; the pods compose SFMLOPS_DATABASE_URL from it and the ConfigMap's SFMLOPS_DB_* as the chart's own pods do; empty: none | sfmlops-postgresql:password |
+| SFMLOPS_POD_SIGNING_SECRET | `name:key` of the model signing key (SFMLOPS_MODEL_SIGNING_KEY: the pods verify each bundle before loading it); empty: none | sfmlops-model-signing:key |
 | SFMLOPS_POD_HOME_CLAIM | PersistentVolumeClaim mounted as SFMLOPS_HOME of the stateful command pods (`stream --once`: its checkpoints); empty, and for every other pod: a scratch volume | (none) |
 | SFMLOPS_POD_LABELS | JSON object of the pods' labels (the chart's NetworkPolicies admit pods by them) | the chart's `airflow-task` labels |
 | SFMLOPS_POD_RESOURCES | JSON `{"requests": {...}, "limits": {...}}` of each pod's container | 500m/1Gi, limits 2/4Gi |
@@ -54,6 +55,7 @@ class DagConfig:
     pod_config_map: str = "sfmlops-endpoints"
     pod_secrets: tuple[str, ...] = ()
     pod_database_secret: tuple[str, str] | None = ("sfmlops-postgresql", "password")
+    pod_signing_secret: tuple[str, str] | None = ("sfmlops-model-signing", "key")
     pod_home_claim: str | None = None
     pod_labels: dict[str, str] = field(default_factory=lambda: dict(POD_LABELS))
     pod_resources: dict[str, dict[str, str]] = field(
@@ -72,14 +74,6 @@ class DagConfig:
         if runner not in RUNNERS:
             raise ValueError(f"SFMLOPS_COMMAND_RUNNER must be one of {RUNNERS}, not {runner!r}")
         secrets = os.environ.get("SFMLOPS_POD_SECRETS", "")
-        database_secret = os.environ.get(
-            "SFMLOPS_POD_DATABASE_SECRET", "sfmlops-postgresql:password"
-        )
-        name, _, key = database_secret.partition(":")
-        if database_secret and not (name and key):
-            raise ValueError(
-                f"SFMLOPS_POD_DATABASE_SECRET must be name:key, not {database_secret!r}"
-            )
         return cls(
             command_runner=runner,  # type: ignore[arg-type]  # checked against RUNNERS above
             retries=_number("SFMLOPS_TASK_RETRIES", 3),
@@ -94,7 +88,12 @@ class DagConfig:
             champion_wait=dt.timedelta(seconds=_number("SFMLOPS_CHAMPION_WAIT_SECONDS", 180)),
             pod_config_map=os.environ.get("SFMLOPS_POD_CONFIG_MAP", "sfmlops-endpoints"),
             pod_secrets=tuple(name.strip() for name in secrets.split(",") if name.strip()),
-            pod_database_secret=(name, key) if database_secret else None,
+            pod_database_secret=_secret_key(
+                "SFMLOPS_POD_DATABASE_SECRET", "sfmlops-postgresql:password"
+            ),
+            pod_signing_secret=_secret_key(
+                "SFMLOPS_POD_SIGNING_SECRET", "sfmlops-model-signing:key"
+            ),
             pod_home_claim=os.environ.get("SFMLOPS_POD_HOME_CLAIM") or None,
             pod_labels=_string_mapping("SFMLOPS_POD_LABELS", POD_LABELS),
             pod_resources=_resources("SFMLOPS_POD_RESOURCES", POD_RESOURCES),
@@ -112,6 +111,16 @@ def _number(name: str, default: int) -> int:
     if value < 0:
         raise ValueError(f"{name} must not be negative, not {value}")
     return value
+
+
+def _secret_key(name: str, default: str) -> tuple[str, str] | None:
+    text = os.environ.get(name, default)
+    if not text:
+        return None
+    secret, _, key = text.partition(":")
+    if not (secret and key):
+        raise ValueError(f"{name} must be name:key, not {text!r}")
+    return secret, key
 
 
 def _json_object(name: str) -> dict[str, object] | None:
