@@ -49,6 +49,7 @@ def test_a_failed_training_job_fails_the_wait_with_the_jobs_error(
     job = jobs[0]
     assert job["status"] == "failed"
     assert job["error"]
+    assert job["reason"].startswith("weekly training (sfmlops_weekly_train_forecast ")
     assert result["state"] == "failed"
     assert result["tasks"]["submit_training_job"]["state"] == "success"
     # A failed job is final: the sensor fails at once instead of polling through retries.

@@ -313,6 +313,8 @@ def test_one_active_training_job_per_series(client: TestClient, loaded_engine: E
     everything = client.post("/v1/training-jobs", json={"stores": "all"})
 
     assert overlapping.status_code == everything.status_code == 409
+    long_reason = client.post("/v1/training-jobs", json={"stores": [5], "reason": "x" * 501})
+    assert long_reason.status_code == 422
     assert overlapping.json()["detail"] == (
         "training job running-job (queued) already trains stores [1, 2]; wait for it to finish"
     )

@@ -360,6 +360,9 @@ def test_a_drifting_store_is_found_stale_and_retrained_alone(
         (job,) = training_job_records.list_training_jobs(connection)
     engine.dispose()
     assert (job.status, job.stores, job.model_version) == ("succeeded", [3], "2")
+    assert (job.reason or "").startswith("stale on 2 evenings up to 2015-06-19")
+    jobs = sfmlops(home, "jobs")
+    assert "stale on 2 evenings" in " ".join(jobs.stdout.split())
     # The registry URI too: an earlier test in this process may have set another globally.
     store = f"sqlite:///{home / 'mlflow.db'}"
     client = mlflow.MlflowClient(store, registry_uri=store)

@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import mlflow
 import pytest
 from sqlalchemy import Engine
 
@@ -159,7 +160,8 @@ def test_a_job_submitted_to_the_head_reports_back_and_registers_a_version(
     assert runner.name == "ray-jobs"
     before = champion_version(mlflow_server)
 
-    submitted = training_jobs.submit_training_job(engine, runner, stores=[3])
+    reason = "store 3 opened a new wing (a caller's words, quoted as they are)"
+    submitted = training_jobs.submit_training_job(engine, runner, stores=[3], reason=reason)
 
     deadline = time.monotonic() + 600
     job = None
@@ -182,6 +184,9 @@ def test_a_job_submitted_to_the_head_reports_back_and_registers_a_version(
     assert job.progress_done == job.progress_total == 1
     assert job.model_version == champion_version(mlflow_server)
     assert job.model_version != before
+    assert job.reason == reason
+    tags = mlflow.MlflowClient(mlflow_server).get_run(job.mlflow_run_id).data.tags
+    assert tags["sfmlops.reason"] == reason
 
 
 def test_a_full_training_job_uses_its_own_cluster_not_a_client_address(

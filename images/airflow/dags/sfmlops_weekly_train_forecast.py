@@ -58,12 +58,15 @@ config = DagConfig.from_environment()
 )
 def sfmlops_weekly_train_forecast() -> None:
     @task(doc_md="Submit a training job through the API; note the champion before it.")
-    def submit_training_job(params: dict[str, Any]) -> dict[str, Any]:
+    def submit_training_job(params: dict[str, Any], run_id: str | None = None) -> dict[str, Any]:
         from sfmlops_orchestration.api import SfmlopsApi  # noqa: PLC0415 - run time only
 
         api = SfmlopsApi.from_airflow()
         before = api.champion()
-        job = api.submit_training_job(params.get("stores") or None)
+        job = api.submit_training_job(
+            params.get("stores") or None,
+            f"weekly training (sfmlops_weekly_train_forecast {run_id})",
+        )
         log.info("submitted training job %s (stores: %s)", job["id"], job["stores"] or "all")
         return {"job_id": job["id"], "champion_before": before["version"] if before else None}
 

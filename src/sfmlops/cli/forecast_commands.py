@@ -146,6 +146,10 @@ def train_command(
         str | None,
         typer.Option("--job-id", help="Report into this training job record (set by job runners)."),
     ] = None,
+    reason: Annotated[
+        str | None,
+        typer.Option("--reason", help="Why you train now (tags the MLflow run)."),
+    ] = None,
 ) -> None:
     """Train, track in MLflow and register a version of sfmlops-forecaster (champion or challenger)."""
     if executor not in EXECUTORS:
@@ -162,6 +166,7 @@ def train_command(
         force=force,
         tolerance=tolerance,
         max_failed_share=max_failed_share,
+        reason=reason,
     )
     kind = executor if executor != "auto" else auto_executor(settings, request)
     if job_id is None:  # a job's runner: its submission is already in the audit log

@@ -21,7 +21,15 @@ def list_jobs(
     with engine.connect() as connection:
         jobs = training_job_records.list_training_jobs(connection, limit)
     table = Table(
-        "job", "status", "runner", "stores", "progress", "created", "model version", "error"
+        "job",
+        "status",
+        "runner",
+        "stores",
+        "progress",
+        "created",
+        "model version",
+        "reason",
+        "error",
     )
     for job in (training_jobs.refresh_job(engine, runner, job) for job in jobs):
         stores = "all" if job.stores is None else ", ".join(map(str, job.stores[:5]))
@@ -33,6 +41,7 @@ def list_jobs(
             f"{job.progress_done}/{job.progress_total}",
             f"{job.created_at:%Y-%m-%d %H:%M:%S}",
             job.model_version or "",
+            (job.reason or "")[:60],
             (job.error or "")[:60],
         )
     console.print(table if jobs else "No training jobs yet.")

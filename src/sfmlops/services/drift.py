@@ -130,7 +130,9 @@ def retrain_stale_stores(
     )
     job_id = str(uuid.uuid4())
     with engine.begin() as connection:
-        training_job_records.create_training_job(connection, job_id, "local", request.store_ids)
+        training_job_records.create_training_job(
+            connection, job_id, "local", request.store_ids, reason
+        )
     outcome = model_training.run_training_job(
         settings, engine, request, "sequential", None, job_id, progress=progress
     )

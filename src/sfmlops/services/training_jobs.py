@@ -36,9 +36,11 @@ class JobConflictError(RuntimeError):
 
 
 def submit_training_job(
-    engine: Engine, runner: JobRunner, stores: Sequence[int] | None
+    engine: Engine, runner: JobRunner, stores: Sequence[int] | None, reason: str | None = None
 ) -> SubmittedJob:
     """Record a queued job and hand it to the runner; a runner failure fails the job, loudly.
+
+    `reason` (why the job was started) is kept on the job and tags its MLflow run.
 
     One active job per series: a job is refused while a queued or running one trains any of
     its stores (a job of all stores overlaps every job).
@@ -68,10 +70,14 @@ def submit_training_job(
                 "wait for it to finish"
             )
         with engine.begin() as connection:
-            training_job_records.create_training_job(connection, job_id, runner.name, stores)
+            training_job_records.create_training_job(
+                connection, job_id, runner.name, stores, reason
+            )
     arguments = ["train", "--job-id", job_id]
     if stores:
         arguments += ["--stores", ",".join(str(store) for store in stores)]
+    if reason:
+        arguments += ["--reason", reason]
     try:
         runner_job_id = runner.submit(job_id, arguments)
     except Exception as error:

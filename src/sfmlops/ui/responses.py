@@ -73,6 +73,7 @@ class TrainingJob(BaseModel):
     finished_at: dt.datetime | None
     model_version: str | None
     error: str | None
+    reason: str | None = None  # why it was started, when its starter said
 
 
 class TrainingJobList(BaseModel):

@@ -152,6 +152,7 @@ training_jobs = Table(
     Column("mlflow_run_id", String(64)),
     Column("model_version", String(64)),
     Column("error", Text),
+    Column("reason", Text),  # why it was started (a caller's words, the trigger's figures)
 )
 
 # Who changed what through the API or the command line, and when: one row per write (a sales

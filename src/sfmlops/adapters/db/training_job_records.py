@@ -24,6 +24,7 @@ class TrainingJob:
         runner_job_id: The runner's own id of the job, once submitted.
         stores: The stores trained; None means every store.
         error: Why the job failed, or the warnings of a job that succeeded.
+        reason: Why it was started, when the starter said.
     """
 
     id: str
@@ -39,6 +40,7 @@ class TrainingJob:
     mlflow_run_id: str | None
     model_version: str | None
     error: str | None
+    reason: str | None = None
 
 
 def count_training_jobs_by_status(connection: Connection) -> dict[JobStatus, int]:
@@ -75,9 +77,13 @@ def last_finished_training_jobs(connection: Connection) -> dict[tuple[str, str],
 
 
 def create_training_job(
-    connection: Connection, job_id: str, runner: str, stores: Sequence[int] | None
+    connection: Connection,
+    job_id: str,
+    runner: str,
+    stores: Sequence[int] | None,
+    reason: str | None = None,
 ) -> None:
-    """Record a queued training job (`stores` None means every store)."""
+    """Record a queued training job (`stores` None means every store) and why it started."""
     connection.execute(
         training_jobs.insert().values(
             id=job_id,
@@ -86,6 +92,7 @@ def create_training_job(
             # Set here, not by the server: SQLite's CURRENT_TIMESTAMP has whole seconds only.
             created_at=dt.datetime.now(dt.UTC),
             stores=None if stores is None else json.dumps(sorted(int(s) for s in stores)),
+            reason=reason,
         )
     )
 

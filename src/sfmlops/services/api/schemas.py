@@ -150,6 +150,12 @@ class TrainingJobRequest(BaseModel):
     stores: list[int] | Literal["all"] = Field(
         description='Store ids (at most 100,000), or "all" to train every store.'
     )
+    reason: str | None = Field(
+        None,
+        min_length=1,
+        max_length=500,
+        description="Why the job is started (kept on the job and its MLflow run).",
+    )
 
     @field_validator("stores")
     @classmethod
@@ -180,6 +186,7 @@ class TrainingJob(BaseModel):
     error: str | None = Field(
         description="Why the job failed, or the warnings of a job that succeeded."
     )
+    reason: str | None = Field(None, description="Why the job was started, when its starter said.")
 
 
 class TrainingJobList(BaseModel):

@@ -152,6 +152,7 @@ def _jobs(jobs: list[responses.TrainingJob]) -> None:
                 "created": job.created_at,
                 "finished": job.finished_at,
                 "model version": job.model_version,
+                "reason": job.reason,
                 "error": job.error,
             }
             for job in jobs

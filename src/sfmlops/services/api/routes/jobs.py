@@ -61,12 +61,19 @@ def submit(
                 status.HTTP_404_NOT_FOUND, f"unknown store(s): {', '.join(map(str, unknown[:20]))}"
             )
     try:
-        submitted = training_jobs.submit_training_job(engine, _runner(request), body.store_ids)
+        submitted = training_jobs.submit_training_job(
+            engine, _runner(request), body.store_ids, body.reason
+        )
     except training_jobs.JobConflictError as error:
         raise HTTPException(status.HTTP_409_CONFLICT, str(error)) from error
     except (RuntimeError, ValueError) as error:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(error)) from error
-    record_write(request, engine, SUBMIT, {"job_id": submitted.id, "stores": body.store_ids})
+    record_write(
+        request,
+        engine,
+        SUBMIT,
+        {"job_id": submitted.id, "stores": body.store_ids, "reason": body.reason},
+    )
     return _get(engine, request, submitted.id)
 
 
