@@ -17,6 +17,8 @@ from sqlalchemy.engine import make_url
 MASK = "***"  # what SQLAlchemy prints for a hidden password
 MIN_TOKEN_CHARS = 32  # about 190 bits from a password generator's alphabet
 MIN_PASSWORD_CHARS = 12
+# Issued forecasts and scores are kept at least as long as the longest accuracy window (a year).
+MIN_MONITORING_RETENTION_DAYS = 366
 
 
 class Settings(BaseSettings):
@@ -153,6 +155,13 @@ class Settings(BaseSettings):
         default=30.0,
         gt=0,
         description="How often the API checks the registry for a new champion, in seconds.",
+    )
+    monitoring_retention_days: int = Field(
+        default=400,
+        ge=MIN_MONITORING_RETENTION_DAYS,
+        le=10 * 366,
+        description="Days of forecasts kept as issued and their scores, up to the as-of date; "
+        "`sfmlops accuracy --prune` (the daily DAG) deletes older ones.",
     )
     metrics_worst_stores: int = Field(
         default=20,

@@ -184,3 +184,37 @@ def test_a_failing_scoring_keeps_the_ingest(engine: Engine, rossmann_slice: Path
     with engine.connect() as connection:
         stored = sales_records.read_sales(connection, store_ids=[5], start=day)
     assert stored[columns.SALES].tolist() == [80.0]
+
+
+def test_pruning_deletes_the_monitoring_rows_of_old_days_only(
+    engine: Engine, rossmann_slice: Path
+) -> None:
+    loading.load_folder(engine, rossmann_slice)
+    old, recent = LAST_DAY - dt.timedelta(days=400), LAST_DAY - dt.timedelta(days=2)
+    with engine.begin() as connection:
+        for day in (old, recent):
+            records.record_issued(
+                connection, forecast_frame([1, 2], day, 2, 100.0), "3", day, "api"
+            )
+        # Scores of an old day (its actuals are not in the slice): as scoring writes them.
+        connection.execute(
+            forecast_scores.insert(),
+            [
+                {columns.STORE_ID: store, columns.PRODUCT_ID: columns.DEFAULT_PRODUCT,
+                 columns.SALES_DATE: old, records.MODEL_VERSION: "3", columns.HORIZON_DAYS: 1,
+                 records.ISSUE_DATE: old, records.ACTUAL: 100.0,
+                 **{name: 100.0 for name in columns.FORECAST_VALUES},
+                 records.BACKTEST_RMSPE: 0.1}
+                for store in (1, 2)
+            ],
+        )  # fmt: skip
+    realized_accuracy.score_actuals(engine, [recent, recent + dt.timedelta(days=1)])
+    recent_scores = count(engine, forecast_scores) - 2
+    assert recent_scores > 0
+
+    first_kept, deleted = realized_accuracy.prune(engine, LAST_DAY, keep_days=366)
+
+    assert first_kept == LAST_DAY - dt.timedelta(days=365)
+    assert deleted == 4 + 2  # the old days: 2 stores x 2 days issued, 2 scores
+    assert count(engine, issued_forecasts) == 4
+    assert count(engine, forecast_scores) == recent_scores

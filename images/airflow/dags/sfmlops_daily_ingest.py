@@ -105,9 +105,10 @@ def sfmlops_daily_ingest() -> None:
     )
     score = sfmlops_command(
         "score_forecasts",
-        ["accuracy", "--rescore", "--days", "7"],
+        ["accuracy", "--rescore", "--prune", "--days", "7"],
         config,
-        doc_md="Score the forecasts issued for the last 7 days against their actuals.",
+        doc_md="Score the forecasts issued for the last 7 days against their actuals; delete "
+        "issued forecasts and scores older than SFMLOPS_MONITORING_RETENTION_DAYS.",
     )
     retrain = sfmlops_command(
         "retrain_stale_stores",

@@ -35,6 +35,11 @@ def show_accuracy(
     rescore: bool = typer.Option(
         False, "--rescore", help="Score those days' issued forecasts again first."
     ),
+    prune: bool = typer.Option(
+        False,
+        "--prune",
+        help="Delete issued forecasts and scores older than SFMLOPS_MONITORING_RETENTION_DAYS.",
+    ),
 ) -> None:
     """Realized accuracy: RMSPE, MAPE, bias and interval coverage of the forecasts issued,
     overall, by horizon, by model version, per day and (all stores) the 10 worst stores."""
@@ -48,6 +53,13 @@ def show_accuracy(
         window = {end - dt.timedelta(days=offset) for offset in range(days)}
         scored = realized_accuracy.score_actuals(engine, window)
         console.print(f"Scored {scored:,} forecasts")
+    if prune:
+        first_kept, deleted = realized_accuracy.prune(
+            engine, end, settings.monitoring_retention_days
+        )
+        console.print(
+            f"Deleted {deleted:,} issued forecasts and scores of days before {first_kept}"
+        )
     with engine.connect() as connection:
         report = realized_accuracy.realized_accuracy(connection, end, days, store)
     which = f"store {store}" if store is not None else "every store"

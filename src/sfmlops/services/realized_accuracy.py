@@ -61,6 +61,18 @@ def score_actuals(
         return 0
 
 
+def prune(engine: Engine, end: dt.date, keep_days: int) -> tuple[dt.date, int]:
+    """Delete the issued forecasts and scores of the days before the `keep_days` days up to
+    `end` (the as-of date), in one transaction.
+
+    Returns:
+        The first day kept and the rows deleted.
+    """
+    first_kept = end - dt.timedelta(days=keep_days - 1)
+    with engine.begin() as connection:
+        return first_kept, records.delete_before(connection, first_kept)
+
+
 def sales_days(frame: pd.DataFrame) -> set[dt.date]:
     """The distinct days of a frame of sales records (`sales_date`)."""
     if frame.empty:

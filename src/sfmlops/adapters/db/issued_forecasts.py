@@ -244,6 +244,18 @@ def delete_from(connection: Connection, start: dt.date) -> int:
     return int(deleted or 0)
 
 
+def delete_before(connection: Connection, before: dt.date) -> int:
+    """Delete the forecasts issued for days before `before` and those days' scores (retention);
+    returns the rows deleted."""
+    deleted = connection.execute(
+        issued_forecasts.delete().where(issued_forecasts.c.target_date < before)
+    ).rowcount
+    deleted += connection.execute(
+        forecast_scores.delete().where(forecast_scores.c.sales_date < before)
+    ).rowcount
+    return int(deleted or 0)
+
+
 def latest_scored_date(connection: Connection) -> dt.date | None:
     value = connection.execute(select(func.max(forecast_scores.c.sales_date))).scalar()
     return None if value is None else pd.Timestamp(value).date()
