@@ -67,6 +67,8 @@ def running_app(
         "GET /v1/training-jobs",
         "GET /v1/training-jobs/{job_id}",
         "GET /v1/accuracy",
+        "POST /v1/plan",
+        "GET /v1/stores/{store_id}/plan",
     ],
 )
 def test_no_server_errors(running_app: FastAPI, label: str) -> None:

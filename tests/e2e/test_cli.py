@@ -19,10 +19,11 @@ from sqlalchemy import func, select
 from typer.testing import CliRunner
 
 from sfmlops import __version__ as sfmlops_version
-from sfmlops.adapters.db import audit
+from sfmlops.adapters.db import audit, plan_records
 from sfmlops.adapters.db.engine import make_engine
 from sfmlops.adapters.db.tables import sales
 from sfmlops.cli import app
+from sfmlops.core import columns
 from sfmlops.services import ingestion
 from tests.support.commands import sfmlops
 from tests.support.network import free_port
@@ -216,3 +217,32 @@ def test_version_and_piped_help_are_whole(tmp_path: Path) -> None:
     assert version.stdout.strip() == f"sfmlops {sfmlops_version} (commit {commit})"
     assert helped.returncode == 0
     assert "--artifacts-destination " in helped.stdout
+
+
+def test_load_plan_stores_the_file_or_names_the_bad_row_and_changes_nothing(
+    tmp_path: Path, rossmann_slice: Path
+) -> None:
+    home = tmp_path / "home"
+    assert sfmlops(home, "load-data", "--path", str(rossmann_slice)).returncode == 0
+    header = "Id,Store,DayOfWeek,Date,Open,Promo,StateHoliday,SchoolHoliday\n"
+    good = tmp_path / "plan.csv"
+    good.write_text(header + "1,1,1,2015-08-03,1,1,0,1\n2,2,1,2015-08-03,,0,0,0\n")
+    bad = tmp_path / "bad.csv"
+    bad.write_text(header + "1,1,1,2015-08-03,1,0,0,0\n2,3,2,2015-08-04,1,yes,0,0\n")
+
+    loaded = sfmlops(home, "load-plan", str(good))
+    refused = sfmlops(home, "load-plan", str(bad))
+
+    assert loaded.returncode == 0, loaded.stderr
+    assert "2 store-days of 2 store(s)" in loaded.stdout
+    assert refused.returncode == 1
+    assert "bad.csv, line 3, column Promo" in refused.stderr
+    engine = make_engine(f"sqlite:///{home / 'sfmlops.db'}")
+    with engine.connect() as connection:
+        plan = plan_records.read_plan(connection, with_changes=True)
+        events = audit.list_events(connection)
+    engine.dispose()
+    assert plan[columns.PROMO].tolist() == [1, 0]  # store 1's promotion kept: nothing changed
+    assert plan[columns.OPEN].tolist() == [1, 1]  # a blank Open means open
+    assert plan[plan_records.UPDATED_BY].str.startswith("cli:").all()
+    assert any(event["action"] == "plan.load" for event in events)

@@ -1,7 +1,8 @@
-"""Database and data commands: init, load-data, stores."""
+"""Database and data commands: init, load-data, load-plan, stores."""
 
 from __future__ import annotations
 
+import getpass
 from pathlib import Path
 
 import pandas as pd
@@ -25,7 +26,7 @@ from sfmlops.cli.context import (
 from sfmlops.core import columns
 from sfmlops.core.validation import SalesLimits
 from sfmlops.datasets import ROSSMANN_DIR
-from sfmlops.services import loading, synthetic_data
+from sfmlops.services import covariate_plan, forecast_files, loading, synthetic_data
 from sfmlops.services.ingestion import sales_limits
 
 
@@ -64,6 +65,38 @@ def load_data(
     checked = load_into(engine, path, sales_limits(settings_of(ctx)))
     record_command(engine, "data.load", {"path": str(path), "sales_rows": checked.sales_rows})
     print_summary(engine)
+
+
+def load_plan(
+    ctx: typer.Context,
+    path: Path = typer.Argument(
+        ...,
+        help="CSV in the competition's test format: Store,Date,Open,Promo,StateHoliday,"
+        "SchoolHoliday (Id and DayOfWeek optional).",
+        dir_okay=False,
+    ),
+) -> None:
+    """Store the plan of known future covariates (promotions, openings, holidays) from a file.
+
+    Forecasts (API, pipeline, dashboard) use a store's planned day instead of the derived
+    default; a day planned again is replaced. All or nothing: a bad row changes nothing.
+    """
+    engine = migrated_engine_of(ctx)
+    try:
+        plan = forecast_files.read_plan_file(path, covariate_plan.known_store_ids(engine))
+        written = covariate_plan.store_plan(
+            engine, plan, f"cli:{getpass.getuser()}", source=str(path)
+        )
+    except (loading.DataFileError, DataFileNotFoundError) as error:
+        fail(str(error))
+    except SQLAlchemyError as error:
+        fail(f"database error, nothing was written: {error.__class__.__name__}: {error}")
+    first = pd.Timestamp(plan[columns.SALES_DATE].min()).date()
+    last = pd.Timestamp(plan[columns.SALES_DATE].max()).date()
+    console.print(
+        f"Plan stored: {written} store-days of {plan[columns.STORE_ID].nunique()} store(s), "
+        f"{first} to {last}."
+    )
 
 
 def synth(

@@ -8,11 +8,12 @@ from dataclasses import dataclass
 import pandas as pd
 from sqlalchemy import Engine
 
-from sfmlops.adapters.db import forecast_records, issued_forecasts
+from sfmlops.adapters.db import forecast_records, issued_forecasts, plan_records
 from sfmlops.adapters.mlflow_registry import connect
 from sfmlops.core import columns
 from sfmlops.core.forecasting import metrics
 from sfmlops.core.forecasting.bundle import ForecastBundle, future_days
+from sfmlops.core.forecasting.plan import apply_plan
 from sfmlops.services import status
 from sfmlops.services.model_training import champion_bundle, version_folder
 from sfmlops.settings import Settings
@@ -57,7 +58,8 @@ def forecast_next_days(
         plan: Covariates known in advance (`store_id`, `product_id`, `sales_date` and any of
             `open`, `promo`, `state_holiday`, `school_holiday`); the days and series it
             covers are forecast with them and kept with the covariate source "plan", the
-            others with the bundle's assumptions ("default").
+            others with the bundle's assumptions ("default"). Default: the stored plan
+            (`sfmlops load-plan`, `POST /v1/plan`), per store and day.
 
     Raises:
         NothingToForecastError: No champion model (or no such version), no as-of date, or
@@ -93,6 +95,13 @@ def forecast_next_days(
         keys = [columns.STORE_ID, columns.PRODUCT_ID, columns.SALES_DATE]
         future = future.merge(plan.assign(_planned=True), on=keys, how="left")
         sources = sources.where(future.pop("_planned").isna(), PLAN_COVARIATE_SOURCE)
+    else:
+        with engine.connect() as connection:
+            stored = plan_records.read_plan(
+                connection, since=start.date(), until=(start + pd.Timedelta(days=days - 1)).date()
+            )
+        future, planned = apply_plan(future, stored)
+        sources = sources.where(~planned.any(axis=1), PLAN_COVARIATE_SOURCE)
     forecast = bundle.predict(future)
     issued = forecast.frame.assign(**{issued_forecasts.COVARIATE_SOURCE: sources.to_numpy()})
     created_at = dt.datetime.now(dt.UTC)

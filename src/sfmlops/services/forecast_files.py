@@ -1,10 +1,14 @@
-"""Forecast files: a future file in the competition's test format in, a submission file out."""
+"""Forecast files: a future file (or a plan) in the competition's test format in, a submission
+file out."""
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import tempfile
+from collections.abc import Collection
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import pandas as pd
@@ -12,6 +16,7 @@ import pandas as pd
 from sfmlops.adapters import files
 from sfmlops.core import columns
 from sfmlops.core.forecasting.bundle import ForecastBundle
+from sfmlops.core.forecasting.plan import as_plan
 from sfmlops.core.validation import validate_future
 from sfmlops.services.loading import DataFileError, FileIssue
 
@@ -33,16 +38,45 @@ def read_future_file(path: Path, bundle: ForecastBundle) -> tuple[pd.Series, pd.
             stores, unparsable or past dates, bad flags, duplicate rows).
         files.DataFileNotFoundError: When the file does not exist.
     """
+    known = sorted({store for store, _ in bundle.series})
+    row_id, future = _read_covariates_file(
+        path, known, after=bundle.last_date.date(), with_row_ids=True
+    )
+    return cast(pd.Series, row_id), future
+
+
+def read_plan_file(path: Path, known_store_ids: Collection[int]) -> pd.DataFrame:
+    """Read a plan of known future covariates in the competition's test format.
+
+    The columns of `read_future_file`, `Id` optional (ignored); a blank `Open` means open.
+
+    Returns:
+        The plan (`plan.PLAN_COLUMNS`), one row per store and day.
+
+    Raises:
+        DataFileError: Naming line and column of every problem (missing columns, unknown
+            stores, unparsable dates, bad flags, a store's day given twice).
+        files.DataFileNotFoundError: When the file does not exist.
+    """
+    _, future = _read_covariates_file(path, known_store_ids, after=None, with_row_ids=False)
+    return as_plan(future)
+
+
+def _read_covariates_file(
+    path: Path, known_store_ids: Collection[int], *, after: dt.date | None, with_row_ids: bool
+) -> tuple[pd.Series | None, pd.DataFrame]:
     raw = files.read_csv_as_text(path)
-    missing = [name for name in _REQUIRED_FUTURE_HEADERS if name not in raw.columns]
+    required = _REQUIRED_FUTURE_HEADERS if with_row_ids else _REQUIRED_FUTURE_HEADERS[1:]
+    missing = [name for name in required if name not in raw.columns]
     if missing:
         raise DataFileError([FileIssue(path, None, name, "", "missing column") for name in missing])
     if raw.empty:
-        raise DataFileError([FileIssue(path, None, "Id", "", "a header but no rows to forecast")])
+        raise DataFileError(
+            [FileIssue(path, None, required[0], "", "a header but no rows to forecast")]
+        )
     raw = raw.rename(columns=columns.ROSSMANN_FUTURE_COLUMNS)
     raw[columns.OPEN] = raw[columns.OPEN].where(raw[columns.OPEN] != "", "1")
-    known = sorted({store for store, _ in bundle.series})
-    validated = validate_future(raw, known, after=bundle.last_date.date())
+    validated = validate_future(raw, sorted(known_store_ids), after=after)
     issues = [
         FileIssue(
             path,
@@ -59,22 +93,27 @@ def read_future_file(path: Path, bundle: ForecastBundle) -> tuple[pd.Series, pd.
             strict=True,
         )
     ]
-    row_id = pd.to_numeric(raw[columns.ROSSMANN_ROW_ID], errors="coerce")
-    bad_id = row_id.isna() | (row_id != np.floor(row_id.fillna(0)))
-    issues += [
-        FileIssue(
-            path,
-            files.line_number(int(i)),
-            "Id",
-            str(raw[columns.ROSSMANN_ROW_ID].iloc[i]),
-            "not a whole number",
-        )
-        for i in np.flatnonzero(bad_id.to_numpy())
-    ]
+    row_id = None
+    if with_row_ids:
+        row_id = pd.to_numeric(raw[columns.ROSSMANN_ROW_ID], errors="coerce")
+        bad_id = row_id.isna() | (row_id != np.floor(row_id.fillna(0)))
+        issues += [
+            FileIssue(
+                path,
+                files.line_number(int(i)),
+                "Id",
+                str(raw[columns.ROSSMANN_ROW_ID].iloc[i]),
+                "not a whole number",
+            )
+            for i in np.flatnonzero(bad_id.to_numpy())
+        ]
     if issues:
         issues.sort(key=lambda issue: (issue.line or 0, issue.column))
         raise DataFileError(issues)
-    return row_id.astype("int64"), validated.valid.reset_index(drop=True)
+    return (
+        None if row_id is None else row_id.astype("int64"),
+        validated.valid.reset_index(drop=True),
+    )
 
 
 def write_submission(path: Path, row_ids: pd.Series, forecast: pd.DataFrame) -> None:

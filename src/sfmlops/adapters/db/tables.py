@@ -221,3 +221,21 @@ forecast_scores = Table(
     Column("scored_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Index("ix_forecast_scores_sales_date", columns.SALES_DATE),
 )
+
+# The plan: covariates known ahead for a store's future days (promotions, openings,
+# holidays), loaded from a file or the API. Forecasts use a day's row where the caller
+# gives nothing; each row keeps who last set it and when.
+covariate_plan = Table(
+    "covariate_plan",
+    metadata,
+    Column(columns.STORE_ID, Integer, primary_key=True, autoincrement=False),
+    Column(columns.SALES_DATE, Date, primary_key=True),
+    Column(columns.OPEN, SmallInteger, nullable=False),
+    Column(columns.PROMO, SmallInteger, nullable=False),
+    Column(columns.STATE_HOLIDAY, String(1), nullable=False),
+    Column(columns.SCHOOL_HOLIDAY, SmallInteger, nullable=False),
+    Column("updated_by", String(128), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    # Serving reads the plan from its first forecast day on.
+    Index("ix_covariate_plan_sales_date", columns.SALES_DATE),
+)

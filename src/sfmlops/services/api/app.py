@@ -35,6 +35,7 @@ from sfmlops.services.api.routes import (
     dead_letters,
     forecasts,
     jobs,
+    plan,
     sales,
     stores,
     system,
@@ -106,6 +107,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         dead_letters.router,
         jobs.router,
         accuracy.router,
+        plan.router,
     )
     for router in routers:
         app.include_router(router)

@@ -1,6 +1,7 @@
 """The champion held in memory: loaded at start-up, swapped when the `champion` alias moves.
 
-Requests read `ModelCache.state`, one reference to an immutable `CacheState`. A poller
+The served forecasts use the stored plan of known future covariates: a poll that finds the
+plan changed (or `refresh` after a write) rebuilds them. Requests read `ModelCache.state`, one reference to an immutable `CacheState`. A poller
 thread builds the next state completely (download, load, precompute the default horizon)
 before it replaces that reference, so a request sees the old model or the new one, never
 half of one. When the registry cannot be reached the loaded model keeps serving and the
@@ -20,9 +21,10 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from sfmlops.adapters import mlflow_registry as registry
-from sfmlops.adapters.db import issued_forecasts
+from sfmlops.adapters.db import issued_forecasts, plan_records
 from sfmlops.core.forecasting.bundle import ForecastBundle
 from sfmlops.core.forecasting.bundle_signature import BundleSignatureError
+from sfmlops.core.forecasting.plan import PlanByStore, by_store
 from sfmlops.services.api import serving
 from sfmlops.services.api.serving import ServedModel, prepare
 from sfmlops.services.model_training import version_folder
@@ -145,9 +147,16 @@ class ModelCache:
         loaded = current.model
         if loaded is not None and loaded.version == champion.version:
             start = self._default_start(loaded.bundle)
-            if start != loaded.default_start:  # new sales moved the as-of date
+            revision = self._plan_revision()
+            # New sales moved the as-of date, or the plan was written.
+            if start != loaded.default_start or revision != loaded.plan_revision:
                 loaded = prepare(
-                    loaded.bundle, loaded.version, loaded.run_id, loaded.registered_at, start
+                    loaded.bundle,
+                    loaded.version,
+                    loaded.run_id,
+                    loaded.registered_at,
+                    start,
+                    *self._plan(loaded.bundle, revision),
                 )
             return CacheState(loaded, problem=None)
         folder = version_folder(self._settings, client, champion.version)
@@ -158,6 +167,7 @@ class ModelCache:
             champion.run_id,
             registry.registered_at(client, champion.version),
             self._default_start(bundle),
+            *self._plan(bundle, self._plan_revision()),
         )
         log.info(
             "serving champion version %s",
@@ -189,6 +199,32 @@ class ModelCache:
                 )
         except SQLAlchemyError as error:
             log.warning("could not keep the default horizon as issued: %s", _short(error))
+
+    def _plan_revision(self) -> tuple[int, str] | None:
+        engine = self._engine()
+        if engine is None:
+            return None
+        try:
+            with engine.connect() as connection:
+                return plan_records.plan_revision(connection)
+        except SQLAlchemyError as error:
+            log.warning("plan unavailable, forecasting with derived covariates: %s", _short(error))
+            return None
+
+    def _plan(
+        self, bundle: ForecastBundle, revision: tuple[int, str] | None
+    ) -> tuple[PlanByStore, tuple[int, str] | None]:
+        """The stored plan from the bundle's first forecast day on, and its revision."""
+        engine = self._engine()
+        if engine is None or revision is None:
+            return {}, revision
+        try:
+            with engine.connect() as connection:
+                plan = plan_records.read_plan(connection, since=serving.first_forecast_date(bundle))
+        except SQLAlchemyError as error:
+            log.warning("plan unavailable, forecasting with derived covariates: %s", _short(error))
+            return {}, None
+        return by_store(plan), revision
 
     def _default_start(self, bundle: ForecastBundle) -> dt.date:
         earliest = serving.first_forecast_date(bundle)

@@ -232,11 +232,12 @@ class ForecastDay(BaseModel):
     covariates: UsedCovariates | None = Field(
         None, description="The covariates this day's forecast used, derived ones included."
     )
-    covariate_sources: dict[str, Literal["caller", "default"]] | None = Field(
+    covariate_sources: dict[str, Literal["caller", "plan", "default"]] | None = Field(
         None,
         description=(
-            "Per covariate, where it came from: `caller` (the request) or `default` (derived:"
-            " the state's public holidays, the store's usual open weekdays and promotion cycle)."
+            "Per covariate, where it came from: `caller` (the request), `plan` (the stored plan"
+            " of known future covariates, `POST /v1/plan`) or `default` (derived: the state's"
+            " public holidays, the store's usual open weekdays and promotion cycle)."
         ),
     )
 
@@ -398,3 +399,35 @@ class Accuracy(BaseModel):
     by_horizon: list[HorizonAccuracy]
     by_version: list[VersionAccuracy]
     by_day: list[DayAccuracy]
+
+
+class PlanDay(BaseModel):
+    """One store's known covariates for one future day (the competition's test-file row)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    store_id: int = Field(ge=0, le=MAX_STORE_ID)
+    date: dt.date
+    open: Literal[0, 1]
+    promo: Literal[0, 1]
+    state_holiday: Literal["0", "a", "b", "c"] = Field(
+        description="0 none, a public, b Easter, c Christmas."
+    )
+    school_holiday: Literal[0, 1]
+
+
+class PlanStored(BaseModel):
+    stored: int = Field(description="Store-days written (a day planned again is replaced).")
+    stores: int
+    first: dt.date
+    last: dt.date
+
+
+class PlannedDay(PlanDay):
+    updated_by: str = Field(description="Who last set this day.")
+    updated_at: dt.datetime
+
+
+class StorePlan(BaseModel):
+    store_id: int
+    days: list[PlannedDay]

@@ -34,6 +34,7 @@ from sfmlops.core.forecasting.bundle import (
     ASSUMED_STATE_HOLIDAY,
     ForecastBundle,
 )
+from sfmlops.core.forecasting.plan import FROM_CALLER, FROM_DEFAULT, FROM_PLAN, PlanByStore
 
 # Most days one series may ask for. Intervals are calibrated on the first
 # CALIBRATED_HORIZON_DAYS days after the training history only; later days are answered and
@@ -46,8 +47,9 @@ MAX_BATCH_FORECAST_DAYS = 100_000
 FORECAST_DAY = "date"
 COVARIATES = (columns.OPEN, columns.PROMO, columns.STATE_HOLIDAY, columns.SCHOOL_HOLIDAY)
 # Where a forecast day's covariate came from (`schemas.ForecastDay.covariate_sources`).
-COVARIATE_FROM_CALLER = "caller"
-COVARIATE_DEFAULT = "default"
+COVARIATE_FROM_CALLER = FROM_CALLER
+COVARIATE_FROM_PLAN = FROM_PLAN
+COVARIATE_DEFAULT = FROM_DEFAULT
 _ASSUMPTION = {
     columns.OPEN: ASSUMED_OPEN,
     columns.PROMO: ASSUMED_PROMO,
@@ -82,14 +84,30 @@ class InvalidForecastRequestError(ValueError):
 class SeriesRequest:
     """One series to forecast on the given days, with what the caller knows about them.
 
-    `covariates` maps a day to the covariates known for it (`open`, `promo`,
-    `state_holiday`, `school_holiday`; any may be missing and is then assumed).
+    `covariates` maps a day to the covariates the caller gives for it (`open`, `promo`,
+    `state_holiday`, `school_holiday`; any may be missing), `planned` to those of the plan
+    (`with_plan`); a covariate neither gives is assumed.
     """
 
     store_id: int
     product_id: str
     dates: tuple[dt.date, ...]
     covariates: Mapping[dt.date, Mapping[str, Any]] = field(default_factory=dict)
+    planned: Mapping[dt.date, Mapping[str, Any]] = field(default_factory=dict)
+
+    def known(self, day: dt.date, name: str) -> Any:
+        """A covariate's value given by the caller, else by the plan, else None."""
+        given = self.covariates.get(day, {}).get(name)
+        return given if given is not None else self.planned.get(day, {}).get(name)
+
+
+def with_plan(request: SeriesRequest, plan: PlanByStore) -> SeriesRequest:
+    """The request with its store's planned days attached (those it asks for)."""
+    store_plan = plan.get(request.store_id)
+    if not store_plan:
+        return request
+    planned = {day: store_plan[day] for day in request.dates if day in store_plan}
+    return replace(request, planned=planned) if planned else request
 
 
 @dataclass(frozen=True)
@@ -150,7 +168,7 @@ class HorizonForecasts:
         return forecast_object(
             request,
             model_version,
-            list(self.assumptions),
+            _assumptions(request),
             self.values[row, offsets].tolist(),
             end,
             used,
@@ -189,6 +207,8 @@ class ServedModel:
     default_forecast: pd.DataFrame = field(compare=False, repr=False)
     horizon_forecasts: HorizonForecasts = field(compare=False, repr=False)
     store_totals: Mapping[SeriesKey, tuple[SeriesKey, ...]] = field(default_factory=dict)
+    plan: PlanByStore = field(default_factory=dict, compare=False, repr=False)
+    plan_revision: tuple[int, str] | None = None
 
     @property
     def rmspe(self) -> float | None:
@@ -203,9 +223,13 @@ def prepare(
     run_id: str,
     registered_at: dt.datetime,
     default_start: dt.date,
+    plan: PlanByStore | None = None,
+    plan_revision: tuple[int, str] | None = None,
 ) -> ServedModel:
     """Build everything requests read from a loaded bundle: every series' forecast for the
-    calibrated horizon, store totals, and the default horizon as JSON."""
+    calibrated horizon, store totals, and the default horizon as JSON, all with the plan's
+    covariates where it has them (`plan_revision` identifies the plan read)."""
+    plan = plan or {}
     keys = list(
         zip(
             bundle.champions[columns.STORE_ID].astype(int).tolist(),
@@ -214,12 +238,14 @@ def prepare(
         )
     )
     totals = _store_totals(keys)
-    horizon_forecasts = _horizon_forecasts(bundle, keys, totals)
+    horizon_forecasts = _horizon_forecasts(bundle, keys, totals, plan)
     dates = horizon(default_start, DEFAULT_HORIZON_DAYS)
     calibrated_end = calibrated_until(bundle)
 
     def answer(served: list[SeriesKey]) -> list[dict[str, Any]]:
-        requests = [SeriesRequest(store_id, product, dates) for store_id, product in served]
+        requests = [
+            with_plan(SeriesRequest(store_id, product, dates), plan) for store_id, product in served
+        ]
         return _answer(bundle, horizon_forecasts, totals, requests, version, calibrated_end)
 
     forecasts = answer(keys)
@@ -243,6 +269,8 @@ def prepare(
         default_forecast=_forecast_frame(forecasts, champion_series),
         horizon_forecasts=horizon_forecasts,
         store_totals=totals,
+        plan=plan,
+        plan_revision=plan_revision,
     )
 
 
@@ -262,6 +290,7 @@ def _horizon_forecasts(
     bundle: ForecastBundle,
     keys: Sequence[SeriesKey],
     totals: Mapping[SeriesKey, tuple[SeriesKey, ...]],
+    plan: PlanByStore,
 ) -> HorizonForecasts:
     """Forecast every series for the calibrated horizon (in chunks of series), then sum
     each store total from its products.
@@ -281,7 +310,12 @@ def _horizon_forecasts(
     for first in range(0, len(keys), HORIZON_CHUNK_SERIES):
         chunk = keys[first : first + HORIZON_CHUNK_SERIES]
         forecast = bundle.predict(
-            _future_frame([SeriesRequest(store_id, product, dates) for store_id, product in chunk])
+            _future_frame(
+                [
+                    with_plan(SeriesRequest(store_id, product, dates), plan)
+                    for store_id, product in chunk
+                ]
+            )
         )
         assumptions = forecast.assumptions
         rows = slice(first, first + len(chunk))
@@ -470,6 +504,7 @@ def forecast(model: ServedModel, requests: Sequence[SeriesRequest]) -> list[byte
         raise InvalidForecastRequestError(
             f"{total} series-days asked for; at most {MAX_BATCH_FORECAST_DAYS} per request"
         )
+    requests = [with_plan(request, model.plan) for request in requests]
     seen: set[SeriesKey] = set()
     for request in requests:
         key = (request.store_id, request.product_id)
@@ -505,6 +540,7 @@ def sliced(model: ServedModel, request: SeriesRequest) -> bytes | None:
     """A known series' forecast as JSON when it is a slice of the calibrated horizon (no
     caller covariates, every day within it); None when it must be predicted (`forecast`)."""
     forecasts = model.horizon_forecasts
+    request = with_plan(request, model.plan)
     offsets = forecasts.offsets(request)
     if offsets is None:
         return None
@@ -604,7 +640,8 @@ def forecast_object(
     `calibrated_end` is the bundle's `calibrated_until`).
 
     `covariates`, per day, are the covariates the forecast used; each day then also names
-    where each came from: `caller` (the request) or `default` (derived by the bundle).
+    where each came from: `caller` (the request), `plan` (the stored plan) or `default`
+    (derived by the bundle).
     """
     days = [
         {FORECAST_DAY: day.isoformat(), **dict(zip(columns.FORECAST_VALUES, row, strict=True))}
@@ -613,9 +650,14 @@ def forecast_object(
     if covariates is not None:
         for day, body, used in zip(request.dates, days, covariates, strict=True):
             given = request.covariates.get(day, {})
+            planned = request.planned.get(day, {})
             body["covariates"] = dict(used)
             body["covariate_sources"] = {
-                name: COVARIATE_FROM_CALLER if given.get(name) is not None else COVARIATE_DEFAULT
+                name: COVARIATE_FROM_CALLER
+                if given.get(name) is not None
+                else COVARIATE_FROM_PLAN
+                if planned.get(name) is not None
+                else COVARIATE_DEFAULT
                 for name in COVARIATES
             }
     return {
@@ -652,7 +694,7 @@ def _assumptions(request: SeriesRequest) -> list[str]:
     return [
         _ASSUMPTION[name]
         for name in COVARIATES
-        if any(request.covariates.get(day, {}).get(name) is None for day in request.dates)
+        if any(request.known(day, name) is None for day in request.dates)
     ]
 
 
@@ -675,11 +717,11 @@ def _future_frame(requests: Sequence[SeriesRequest]) -> pd.DataFrame:
             columns.SALES_DATE: pd.to_datetime(dates),
         }
     )
-    if any(r.covariates for r in requests):
+    if any(r.covariates or r.planned for r in requests):
         # Days without a value stay missing, so the bundle assumes them as it would a
         # missing column (and says so).
         for name in COVARIATES:
-            given = [r.covariates.get(day, {}).get(name) for r in requests for day in r.dates]
+            given = [r.known(day, name) for r in requests for day in r.dates]
             if name in _NUMERIC_COVARIATES:
                 frame[name] = pd.array(
                     [np.nan if v is None else float(v) for v in given], dtype="float64"
