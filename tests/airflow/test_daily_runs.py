@@ -1,9 +1,8 @@
 """The daily DAG's data-quality check run for real (dag.test) on a real sfmlops database.
 
-The stream job (`sfmlops stream --once`) needs the Kafka broker and Spark of the streaming
-tests; here its task is marked successful and the check runs against data loaded with
+Here the stream task is marked successful and the check runs against data loaded with
 `sfmlops load-data`, so what is tested is the check's wiring: templates, params, thresholds,
-retries and the failure record.
+retries and the failure record. test_daily_stream.py runs the whole DAG against a real broker.
 """
 
 from __future__ import annotations
