@@ -719,6 +719,10 @@ def test_a_planned_promotion_lifts_the_served_forecast_and_is_named_as_the_plan(
     assert {s for day in other_store["forecast"] for s in day["covariate_sources"].values()} == {
         "default"
     }
+    # The default horizon, kept as issued, records where its covariates came from.
+    issued = served.default_forecast.groupby(columns.STORE_ID)["covariate_source"].unique()
+    assert issued[3].tolist() == ["plan"]
+    assert issued[4].tolist() == ["default"]
     # Sliced from the horizon computed at load (the GET path) and predicted agree.
     sliced = json.loads(
         serving.sliced(served, serving.SeriesRequest(3, "total", tuple(days))) or ""

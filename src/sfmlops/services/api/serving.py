@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import pydantic_core
 
-from sfmlops.adapters.db.issued_forecasts import BACKTEST_RMSPE
+from sfmlops.adapters.db.issued_forecasts import BACKTEST_RMSPE, COVARIATE_SOURCE
 from sfmlops.adapters.mlflow_registry import MODEL_NAME
 from sfmlops.core import columns
 from sfmlops.core.forecasting import metrics
@@ -408,7 +408,8 @@ def _summed(request: SeriesRequest, parts: Sequence[dict[str, Any]]) -> dict[str
 def _forecast_frame(
     forecasts: Sequence[dict[str, Any]], champion_series: Mapping[SeriesKey, dict[str, Any]]
 ) -> pd.DataFrame:
-    """Forecast objects as one long frame, with each series' backtest RMSPE."""
+    """Forecast objects as one long frame, with each series' backtest RMSPE and where each
+    day's covariates came from (`plan` when any came from the plan, else `default`)."""
     rows = [
         (
             body[columns.STORE_ID],
@@ -416,11 +417,16 @@ def _forecast_frame(
             day[FORECAST_DAY],
             *(day[name] for name in columns.FORECAST_VALUES),
             champion_series[(body[columns.STORE_ID], body[columns.PRODUCT_ID])][metrics.RMSPE],
+            COVARIATE_FROM_PLAN
+            if COVARIATE_FROM_PLAN in day.get("covariate_sources", {}).values()
+            else COVARIATE_DEFAULT,
         )
         for body in forecasts
         for day in body["forecast"]
     ]
-    frame = pd.DataFrame(rows, columns=[*columns.FORECAST_COLUMNS, BACKTEST_RMSPE])
+    frame = pd.DataFrame(
+        rows, columns=[*columns.FORECAST_COLUMNS, BACKTEST_RMSPE, COVARIATE_SOURCE]
+    )
     frame[columns.SALES_DATE] = pd.to_datetime(frame[columns.SALES_DATE])
     return frame
 
