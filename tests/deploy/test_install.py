@@ -98,6 +98,26 @@ def test_bootstrap_loads_and_trains_after_the_migrations(
     assert rendered_all["defaults"].get("Job", f"{RELEASE}-bootstrap") is None
 
 
+def test_bootstrap_signs_the_first_champion_with_the_api_s_key(
+    rendered_all: dict[str, Rendered],
+) -> None:
+    rendered = rendered_all["everything"]
+
+    def signing_key(container: dict[str, Any]) -> dict[str, Any]:
+        found = [e for e in container.get("env", []) if e["name"] == "SFMLOPS_MODEL_SIGNING_KEY"]
+        assert len(found) == 1, container["name"]
+        return dict(found[0]["valueFrom"]["secretKeyRef"])
+
+    job = rendered.get("Job", f"{RELEASE}-bootstrap")
+    api = rendered.get("Deployment", f"{RELEASE}-api")
+    assert job is not None
+    assert api is not None
+    bootstrap = _container(job)
+    api_container = api["spec"]["template"]["spec"]["containers"][0]
+    assert signing_key(bootstrap) == signing_key(api_container)
+    assert rendered.get("Secret", signing_key(bootstrap)["name"]) is not None
+
+
 def test_bootstrap_may_train_a_subset_of_stores(tmp_path: Path) -> None:
     values = tmp_path / "bootstrap.yaml"
     values.write_text('bootstrap: {enabled: true, args: [--train-stores, "3"]}\n')
