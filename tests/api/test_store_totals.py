@@ -157,3 +157,29 @@ def test_any_start_and_length_within_the_calibrated_horizon_is_not_predicted(
     assert [day[columns.YHAT] for day in beyond["forecast"][:31]] == pytest.approx(
         [day[columns.YHAT] for day in within["forecast"]], abs=0.011
     )
+
+
+def test_a_store_total_of_sales_is_the_sum_of_its_products(products_api: TestClient) -> None:
+    params = {"start": "2015-06-01", "end": "2015-06-13"}
+
+    def sales(product_id: str | None = None) -> dict[str, Any]:
+        query = params | ({"product_id": product_id} if product_id else {})
+        response = products_api.get("/v1/stores/2/sales", params=query)
+        assert response.status_code == 200, response.text
+        body: dict[str, Any] = response.json()
+        return body
+
+    total = sales()
+    products = [sales(product) for product in PRODUCTS]
+
+    assert total["product_id"] == columns.DEFAULT_PRODUCT
+    assert len(total["days"]) == 13
+    # Products launched late or discontinued have no row on some days.
+    by_day = [{day["sales_date"]: day for day in product["days"]} for product in products]
+    for day in total["days"]:
+        rows = [days[day["sales_date"]] for days in by_day if day["sales_date"] in days]
+        assert day["sales"] == pytest.approx(sum(row["sales"] for row in rows))
+        assert day["open"] == max(row["open"] for row in rows)
+    assert sum(day["sales"] for day in total["days"]) > 0
+    missing = products_api.get("/v1/stores/2/sales", params={"product_id": "P009"})
+    assert missing.status_code == 404

@@ -257,6 +257,27 @@ def test_a_problem_in_a_later_chunk_names_its_line_and_nothing_is_written(
     assert table_rows(engine) == {"stores": 0, "sales": 0, "ingest_dead_letters": 0}
 
 
+def test_a_stores_totals_sum_its_products(engine: Engine, rossmann_slice: Path) -> None:
+    loading.load_folder(engine, rossmann_slice)
+    with engine.connect() as connection:
+        day = sales_records.read_sales(connection, store_ids=[2], start=dt.date(2015, 6, 12))
+    other = day.assign(
+        **{columns.PRODUCT_ID: "soap", columns.SALES: 10.0, columns.STATE_HOLIDAY: "a"}
+    )
+    with engine.begin() as connection:
+        sales_records.upsert_sales(connection, other)
+
+    with engine.connect() as connection:
+        totals = sales_records.read_store_totals(
+            connection, 2, dt.date(2015, 6, 12), dt.date(2015, 6, 13)
+        )
+
+    assert totals[columns.PRODUCT_ID].tolist() == [columns.DEFAULT_PRODUCT] * 2
+    assert totals[columns.SALES].tolist() == (day[columns.SALES] + 10.0).tolist()
+    assert totals[columns.CUSTOMERS].tolist() == (day[columns.CUSTOMERS] * 2).tolist()
+    assert totals[columns.STATE_HOLIDAY].tolist() == ["a", "a"]
+
+
 def test_a_failure_while_writing_rolls_back_everything(
     engine: Engine, rossmann_slice: Path
 ) -> None:

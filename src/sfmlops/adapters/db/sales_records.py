@@ -162,6 +162,44 @@ def read_sales(
     return frame
 
 
+def read_store_totals(
+    connection: Connection, store_id: int, start: dt.date, end: dt.date
+) -> pd.DataFrame:
+    """A store's daily totals across its products (inclusive dates), as the canonical frame
+    with `product_id` `columns.DEFAULT_PRODUCT`: sales and customers summed, open, promo and
+    the holidays as on any of its products (the largest value)."""
+    query = (
+        select(
+            sales.c.store_id,
+            sales.c.sales_date,
+            func.sum(sales.c.sales),
+            func.sum(sales.c.customers),
+            func.max(sales.c.open),
+            func.max(sales.c.promo),
+            func.max(sales.c.state_holiday),
+            func.max(sales.c.school_holiday),
+        )
+        .where(sales.c.store_id == store_id, sales.c.sales_date >= start, sales.c.sales_date <= end)
+        .group_by(sales.c.store_id, sales.c.sales_date)
+        .order_by(sales.c.sales_date)
+    )
+    names = [
+        columns.STORE_ID,
+        columns.SALES_DATE,
+        columns.SALES,
+        columns.CUSTOMERS,
+        columns.OPEN,
+        columns.PROMO,
+        columns.STATE_HOLIDAY,
+        columns.SCHOOL_HOLIDAY,
+    ]
+    frame = pd.DataFrame(connection.execute(query).fetchall(), columns=names)
+    frame[columns.PRODUCT_ID] = columns.DEFAULT_PRODUCT
+    frame[columns.SALES_DATE] = pd.to_datetime(frame[columns.SALES_DATE])
+    frame[columns.SALES] = frame[columns.SALES].astype(float)
+    return frame[list(columns.SALES_COLUMNS)]
+
+
 def sales_rows_per_store(connection: Connection, sales_date: dt.date) -> dict[int, int]:
     """Sales rows stored for one day, by store (stores without a row are absent)."""
     query = (

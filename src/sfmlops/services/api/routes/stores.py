@@ -91,10 +91,15 @@ def get_sales(
             )
         history = sales_records.read_sales(connection, [store_id], first, last, product_id)
         if history.empty and not store_records.has_series(connection, store_id, product_id):
-            raise HTTPException(
-                status.HTTP_404_NOT_FOUND,
-                f"store {store_id} has no sales of product {product_id!r}",
-            )
+            if product_id != columns.DEFAULT_PRODUCT or not store_records.store_series(
+                connection, store_id
+            ):
+                raise HTTPException(
+                    status.HTTP_404_NOT_FOUND,
+                    f"store {store_id} has no sales of product {product_id!r}",
+                )
+            # A store whose series are products: its total is their sum.
+            history = sales_records.read_store_totals(connection, store_id, first, last)
     days = [
         schemas.SalesDay(
             sales_date=row[columns.SALES_DATE].date(),
