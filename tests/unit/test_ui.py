@@ -20,6 +20,7 @@ from sfmlops.ui.charts import (
     store_chart,
 )
 from sfmlops.ui.page_context import store_label
+from sfmlops.ui.views.store import product_options
 from sfmlops.ui.wording import counted
 
 DAY = dt.date(2015, 6, 12)
@@ -140,3 +141,18 @@ def test_counts_are_worded_in_the_right_number() -> None:
     assert counted(0, "closed day") == "0 closed days"
     assert counted(1115, "store") == "1,115 stores"
     assert counted(2, "series", "series") == "2 series"
+
+
+@pytest.mark.parametrize(
+    ("products", "options"),
+    [
+        (["total"], ["total"]),  # the bundled data: one series, no picker
+        (["P001"], ["P001"]),
+        (["P001", "P002"], ["total", "P001", "P002"]),  # the store's total first
+        (["cosmetics", "total"], ["cosmetics", "total"]),  # a total series of its own
+    ],
+)
+def test_a_store_of_several_products_offers_its_total_first(
+    products: list[str], options: list[str]
+) -> None:
+    assert product_options(products) == options

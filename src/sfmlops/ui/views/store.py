@@ -117,9 +117,17 @@ def _pick_store(stores: list[responses.Store]) -> int | None:
     return picked
 
 
+def product_options(products: list[str]) -> list[str]:
+    """The picker's series for a store's products: with several products and no `total`
+    series of its own, the store's total (their sum, which the API serves) comes first."""
+    if len(products) > 1 and columns.DEFAULT_PRODUCT not in products:
+        return [columns.DEFAULT_PRODUCT, *products]
+    return products
+
+
 def _pick_product(store: responses.StoreDetail) -> str:
     """The series to show: a picker only when the store sells more than one product."""
-    products = [series.product_id for series in store.series]
+    products = product_options([series.product_id for series in store.series])
     if len(products) == 1:
         st.query_params.pop(page_context.PRODUCT_PARAM, None)
         return products[0]
