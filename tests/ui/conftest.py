@@ -7,6 +7,7 @@ registered in its home's embedded MLflow.
 
 from __future__ import annotations
 
+import datetime as dt
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -16,7 +17,9 @@ import pandas as pd
 import pytest
 import streamlit as st
 
+from sfmlops.adapters.db import issued_forecasts, sales_records
 from sfmlops.adapters.db.engine import make_engine, migrate
+from sfmlops.core import columns
 from sfmlops.datasets import ROSSMANN_DIR
 from sfmlops.services import loading
 from sfmlops.settings import Settings
@@ -77,6 +80,37 @@ def trained_api(
     process, url = _start_api(home)
     yield RunningApi(url, home)
     stop_service(process)
+
+
+# The trained store whose past forecasts were issued and scored (`scored_store`).
+SCORED_STORE = 4
+
+
+@pytest.fixture(scope="session")
+def scored_store(trained_api: RunningApi) -> int:
+    """Store 4's forecasts of the last 5 days kept as issued (90 % of what it sold, one day
+    missed by half) and scored against its actuals, in the trained API's database."""
+    engine = make_engine(Settings(_env_file=None, home=trained_api.home).effective_database_url)
+    try:
+        with engine.begin() as connection:
+            last = sales_records.latest_sales_date(connection)
+            assert last is not None
+            first = last - dt.timedelta(days=4)
+            days = sales_records.read_sales(connection, [SCORED_STORE], first, last)
+            yhat = days[columns.SALES].astype(float) * 0.9
+            yhat.iloc[0] = float(days[columns.SALES].iloc[0]) * 0.5
+            frame = days[[columns.STORE_ID, columns.PRODUCT_ID, columns.SALES_DATE]].assign(
+                **{name: yhat.to_numpy() for name in columns.FORECAST_VALUES},
+                **{issued_forecasts.BACKTEST_RMSPE: 0.1},
+            )
+            # The first champion's version: the one trained_api registered.
+            issued_forecasts.record_issued(connection, frame, "1", first, "api")
+            issued_forecasts.score_days(
+                connection, set(days[columns.SALES_DATE].dt.date), [SCORED_STORE]
+            )
+    finally:
+        engine.dispose()
+    return SCORED_STORE
 
 
 @pytest.fixture(scope="session")

@@ -171,6 +171,21 @@ def test_the_store_page_draws_the_apis_actuals_and_forecast_and_retrains(
     page.screenshot(path=ARTIFACTS / "dashboard-store-retrained.png", full_page=True)
 
 
+def test_the_store_page_shows_realized_accuracy_beside_the_backtest(
+    page: Page, dashboard_url: str, trained_api: RunningApi, scored_store: int
+) -> None:
+    page.goto(dashboard_url)
+    pick_store(page, scored_store)
+    wait_for_chart(page, scored_store)
+    label = "Realized RMSPE, last 28 days"
+    page.get_by_test_id("stMetricLabel").get_by_text(label, exact=True).wait_for()
+
+    accuracy = api_get(trained_api, "/v1/accuracy", store_id=scored_store, days=28)
+    assert metric_value(page, label) == f"{accuracy['overall']['rmspe']:.1%}"
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=ARTIFACTS / "dashboard-store-realized.png", full_page=True)
+
+
 def test_the_overview_links_the_least_accurate_store_to_its_page(
     page: Page, dashboard_url: str, trained_api: RunningApi
 ) -> None:

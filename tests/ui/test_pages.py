@@ -65,6 +65,20 @@ def test_the_store_chart_holds_the_apis_actuals_and_forecast(
     assert metric(app, "Backtest RMSPE, this store") == f"{champion['stores'][0]['rmspe']:.1%}"
 
 
+def test_the_model_panel_sets_realized_accuracy_beside_the_backtest(
+    trained_api: RunningApi, scored_store: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = open_dashboard(trained_api.url, monkeypatch, store=str(scored_store))
+
+    assert not app.exception
+    accuracy = api_get(trained_api, "/v1/accuracy", store_id=scored_store, days=28)
+    assert accuracy["overall"]["days"] > 0
+    assert metric(app, "Realized RMSPE, last 28 days") == f"{accuracy['overall']['rmspe']:.1%}"
+    (by_version,) = [frame.value for frame in app.dataframe if "forecasts" in frame.value]
+    assert by_version["model version"].tolist() == ["1"]
+    assert by_version["forecasts"].tolist() == [accuracy["overall"]["days"]]
+
+
 def test_the_picker_searches_id_type_and_state_and_follows_the_choice(
     trained_api: RunningApi, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -130,6 +130,16 @@ class ApiClient:
         )
         return self._get("/v1/models/champion", responses.ChampionModel, params)
 
+    def accuracy(self, days: int, store_id: int | None = None) -> responses.Accuracy:
+        """Realized accuracy of the forecasts issued for the `days` days up to the as-of date
+        (one store's, when given).
+
+        Raises:
+            NotFoundError: No sales in the database yet.
+        """
+        params = {"days": str(days)} | ({} if store_id is None else {"store_id": str(store_id)})
+        return self._get("/v1/accuracy", responses.Accuracy, params)
+
     def training_jobs(self, limit: int = 20) -> list[responses.TrainingJob]:
         """Recent training jobs, newest first."""
         return self._get("/v1/training-jobs", responses.TrainingJobList, {"limit": str(limit)}).jobs

@@ -127,3 +127,21 @@ class ChampionModel(BaseModel):
     metrics: ChampionMetrics
     champion_mix: dict[str, int]
     stores: list[SeriesChampion]
+
+
+class RealizedMetrics(BaseModel):
+    """Forecasts as issued against the actuals of their days (open days with sales)."""
+
+    rmspe: float | None
+    days: int  # forecasts scored
+
+
+class VersionAccuracy(RealizedMetrics):
+    model_version: str
+
+
+class Accuracy(BaseModel):
+    start: dt.date
+    end: dt.date
+    overall: RealizedMetrics
+    by_version: list[VersionAccuracy]

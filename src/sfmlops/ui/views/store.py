@@ -35,6 +35,8 @@ PRODUCT_KEY = "product_id"
 WEEKS_KEY = "history_weeks"
 HORIZON_INPUT_KEY = "horizon_days_input"
 HORIZON_KEY = "horizon_days"  # the horizon last asked for with "Forecast next N days"
+# Days of realized accuracy the model panel shows.
+REALIZED_DAYS = 28
 WATCH_KEY = "retrain_watch"
 NEWS_KEY = "retrain_news"
 
@@ -279,7 +281,41 @@ def _model_panel(
         f"80 % interval coverage {_percent(overall.coverage_80)}, "
         f"95 % {_percent(overall.coverage_95)}"
     )
+    _realized(client, store_id)
     return champion
+
+
+def _realized(client: ApiClient, store_id: int) -> None:
+    """The backtest's promise against what happened: the store's forecasts as issued, scored
+    against its actuals, overall and by the model version that issued them."""
+    try:
+        accuracy = client.accuracy(REALIZED_DAYS, store_id)
+    except ApiError as error:
+        st.caption(f"Realized accuracy unavailable: {error}")
+        return
+    if not accuracy.overall.days or accuracy.overall.rmspe is None:
+        st.caption(f"No forecast of this store scored in the last {REALIZED_DAYS} days yet.")
+        return
+    st.metric(
+        f"Realized RMSPE, last {REALIZED_DAYS} days",
+        f"{accuracy.overall.rmspe:.1%}",
+        help=f"The forecasts as issued against the actuals of {accuracy.start} to "
+        f"{accuracy.end} (open days), every horizon.",
+    )
+    st.dataframe(
+        pd.DataFrame(
+            [
+                {
+                    "model version": row.model_version,
+                    metrics.RMSPE: row.rmspe,
+                    "forecasts": row.days,
+                }
+                for row in accuracy.by_version
+            ]
+        ),
+        hide_index=True,
+        column_config={metrics.RMSPE: st.column_config.NumberColumn("RMSPE", format="percent")},
+    )
 
 
 def _retrain(
