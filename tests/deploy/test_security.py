@@ -144,3 +144,55 @@ def test_skip_file_is_not_packaged() -> None:
     ignored = (CHART / ".helmignore").read_text().split()
     assert "checkov-skips.yaml" in ignored
     assert (ROOT / "sfmlops-helm" / "checkov-skips.yaml").exists()
+
+
+# What the Pod Security "restricted" profile admits (kubernetes.io/docs/concepts/security/
+# pod-security-standards): the namespace can enforce it only while every pod passes.
+RESTRICTED_VOLUMES = {
+    "configMap",
+    "csi",
+    "downwardAPI",
+    "emptyDir",
+    "ephemeral",
+    "persistentVolumeClaim",
+    "projected",
+    "secret",
+}
+RESTRICTED_SECCOMP = {"RuntimeDefault", "Localhost"}
+
+
+def test_every_pod_passes_the_restricted_pod_security_profile(rendered: Rendered) -> None:
+    problems, checked = [], 0
+    for item in rendered.objects:
+        for label, pod in pod_specs(item):
+            pod_context = pod.get("securityContext", {})
+            pod_seccomp = pod_context.get("seccompProfile", {}).get("type")
+            for volume in pod.get("volumes", []):
+                kinds = set(volume) - {"name"}
+                if not kinds <= RESTRICTED_VOLUMES:
+                    problems.append(f"{label}: volume {volume['name']} is {sorted(kinds)}")
+            containers = _containers(pod)
+            if item["kind"] == "RayCluster" and label.endswith("/head"):
+                # KubeRay adds the autoscaler sidecar with the chart's autoscalerOptions.
+                options = item["spec"].get("autoscalerOptions", {})
+                containers = [*containers, {"name": "autoscaler", **options}]
+            for container in containers:
+                checked += 1
+                where = f"{label}/{container['name']}"
+                context = container.get("securityContext", {})
+                seccomp = context.get("seccompProfile", {}).get("type", pod_seccomp)
+                if seccomp not in RESTRICTED_SECCOMP:
+                    problems.append(f"{where}: seccompProfile {seccomp}")
+                if not (context.get("runAsNonRoot") or pod_context.get("runAsNonRoot")):
+                    problems.append(f"{where}: runAsNonRoot not set")
+                if context.get("allowPrivilegeEscalation") is not False:
+                    problems.append(f"{where}: allowPrivilegeEscalation not false")
+                capabilities = context.get("capabilities", {})
+                if capabilities.get("drop") != ["ALL"]:
+                    problems.append(f"{where}: capabilities not dropped")
+                if set(capabilities.get("add", [])) - {"NET_BIND_SERVICE"}:
+                    problems.append(f"{where}: adds {capabilities['add']}")
+                if any(port.get("hostPort") for port in container.get("ports", [])):
+                    problems.append(f"{where}: hostPort")
+    assert checked >= 8
+    assert not problems, "\n".join(problems)
