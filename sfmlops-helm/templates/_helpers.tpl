@@ -96,6 +96,23 @@ Airflow's task pods) hold the key. */}}
       key: {{ .Values.mlflow.modelSigning.secretKey }}
 {{- end -}}
 
+{{- define "sfmlops.mlflowAuthSecretName" -}}
+{{- .Values.mlflow.auth.existingSecret | default (include "sfmlops.name" (dict "ctx" . "component" "mlflow-auth")) -}}
+{{- end -}}
+
+{{/* MLflow credentials of the programs that register or load models (with mlflow.auth). */}}
+{{- define "sfmlops.mlflowCredentialsEnv" -}}
+{{- if .Values.mlflow.auth.enabled }}
+{{- range $key := list "MLFLOW_TRACKING_USERNAME" "MLFLOW_TRACKING_PASSWORD" }}
+- name: {{ $key }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "sfmlops.mlflowAuthSecretName" $ }}
+      key: {{ $key }}
+{{- end }}
+{{- end }}
+{{- end -}}
+
 {{- define "sfmlops.dashboardPasswordSecretName" -}}
 {{- .Values.dashboard.auth.existingSecret | default (include "sfmlops.name" (dict "ctx" . "component" "dashboard-password")) -}}
 {{- end -}}
