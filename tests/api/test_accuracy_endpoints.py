@@ -192,3 +192,45 @@ def test_only_the_worst_stores_get_a_series(
         samples = metric_samples(client, auth)
     stores = {labels for name, labels in samples if name == "sfmlops_store_realized_rmspe"}
     assert stores == {"store_id=3"}
+
+
+def test_a_store_far_off_its_forecasts_is_listed_stale(
+    served: TestClient, auth: dict[str, str]
+) -> None:
+    monday = ISSUE_DATE + dt.timedelta(days=1)
+    forecast = {
+        store: served.get(f"/v1/stores/{store}/forecast", headers=auth).json()["forecast"]
+        for store in (1, 2, 3)
+    }
+    # Monday to Friday: store 1 sells 3x its forecast, stores 2 and 3 as forecast. From
+    # Thursday (4 scored days) store 1's week misses by 2/3, the others not at all.
+    batch = [
+        day_record(
+            store,
+            monday + dt.timedelta(days=offset),
+            forecast[store][1 + offset][columns.YHAT] * (3.0 if store == 1 else 1.0),
+        )
+        for offset in range(5)
+        for store in (1, 2, 3)
+    ]
+    assert served.post("/v1/sales", json={"records": batch}, headers=auth).status_code == 200
+
+    stale = served.get("/v1/accuracy/stale-stores", headers=auth).json()
+    strict = served.get(
+        "/v1/accuracy/stale-stores", params={"days": 3}, headers=auth
+    ).json()  # Wednesday has 3 scored days only
+
+    backtest = {
+        s[columns.STORE_ID]: s["rmspe"]
+        for s in served.get("/v1/models/champion", headers=auth).json()["stores"]
+    }
+    assert (stale["end"], stale["margin"], stale["days"]) == (
+        (monday + dt.timedelta(days=4)).isoformat(),
+        2.0,
+        2,
+    )
+    (store,) = stale["stores"]
+    assert store["store_id"] == 1
+    assert store["ratios"] == pytest.approx([(2 / 3) / backtest[1]] * 2, rel=1e-3)
+    assert strict["stores"] == []
+    assert served.get("/v1/accuracy/stale-stores", params={"margin": 0.5}).status_code in (401, 422)

@@ -67,6 +67,7 @@ def running_app(
         "GET /v1/training-jobs",
         "GET /v1/training-jobs/{job_id}",
         "GET /v1/accuracy",
+        "GET /v1/accuracy/stale-stores",
         "POST /v1/plan",
         "GET /v1/stores/{store_id}/plan",
     ],

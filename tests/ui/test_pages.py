@@ -212,6 +212,21 @@ def test_the_overview_ranks_stores_and_shows_freshness_and_jobs(
     assert {s["store_id"] for s in worst} == set(TRAINED_STORES)
 
 
+def test_the_overview_shows_realized_accuracy_by_day_and_the_stale_stores(
+    trained_api: RunningApi, scored_store: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = open_dashboard(trained_api.url, monkeypatch).switch_page(OVERVIEW).run()
+
+    assert not app.exception
+    accuracy = api_get(trained_api, "/v1/accuracy", days=28)
+    assert metric(app, "Realized RMSPE, last 28 days") == f"{accuracy['overall']['rmspe']:.1%}"
+    (by_day,) = [frame.value for frame in app.dataframe if "day" in frame.value]
+    assert by_day["forecasts"].tolist() == [day["days"] for day in accuracy["by_day"]]
+    stale = api_get(trained_api, "/v1/accuracy/stale-stores")
+    assert stale["stores"] == []  # one store scored: its own miss is the fleet's
+    assert f"No stale store on the evenings up to {stale['end']}." in texts(app.caption)
+
+
 def test_a_failed_training_job_shows_its_error(
     trained_api: RunningApi, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -140,6 +140,14 @@ class ApiClient:
         params = {"days": str(days)} | ({} if store_id is None else {"store_id": str(store_id)})
         return self._get("/v1/accuracy", responses.Accuracy, params)
 
+    def stale_stores(self) -> responses.StaleStores:
+        """The stores the daily trigger finds stale now (the API's default rule).
+
+        Raises:
+            NotFoundError: No sales in the database yet.
+        """
+        return self._get("/v1/accuracy/stale-stores", responses.StaleStores)
+
     def training_jobs(self, limit: int = 20) -> list[responses.TrainingJob]:
         """Recent training jobs, newest first."""
         return self._get("/v1/training-jobs", responses.TrainingJobList, {"limit": str(limit)}).jobs

@@ -140,8 +140,25 @@ class VersionAccuracy(RealizedMetrics):
     model_version: str
 
 
+class DayAccuracy(RealizedMetrics):
+    date: dt.date
+
+
 class Accuracy(BaseModel):
     start: dt.date
     end: dt.date
     overall: RealizedMetrics
     by_version: list[VersionAccuracy]
+    by_day: list[DayAccuracy]
+
+
+class StaleStore(BaseModel):
+    store_id: int
+    ratios: list[float]  # realized over baseline RMSPE per evening, oldest first
+
+
+class StaleStores(BaseModel):
+    end: dt.date
+    margin: float
+    days: int
+    stores: list[StaleStore]

@@ -401,6 +401,23 @@ class Accuracy(BaseModel):
     by_day: list[DayAccuracy]
 
 
+class StaleStore(BaseModel):
+    store_id: int
+    ratios: list[float] = Field(
+        description="Realized over baseline RMSPE of the store's last week, one per evening, "
+        "oldest first."
+    )
+
+
+class StaleStores(BaseModel):
+    """Stores whose realized error left their baseline behind (what the daily DAG retrains)."""
+
+    end: dt.date
+    margin: float
+    days: int
+    stores: list[StaleStore] = Field(description="The furthest above their baseline first.")
+
+
 class PlanDay(BaseModel):
     """One store's known covariates for one future day (the competition's test-file row)."""
 

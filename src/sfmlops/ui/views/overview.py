@@ -11,10 +11,11 @@ from sfmlops.core import columns
 from sfmlops.core.forecasting import metrics
 from sfmlops.ui import page_context, responses
 from sfmlops.ui.charts import champion_mix_chart, rmspe_histogram
-from sfmlops.ui.client import ApiError, ModelUnavailableError, NotFoundError
+from sfmlops.ui.client import ApiClient, ApiError, ModelUnavailableError, NotFoundError
 from sfmlops.ui.wording import counted
 
 WORST_STORES = 20
+REALIZED_DAYS = 28
 RECENT_JOBS = 20
 
 
@@ -40,6 +41,8 @@ def render() -> None:
         st.error(f"**Model details unavailable:** {error}", icon=":material/error:")
     else:
         _accuracy(champion)
+    st.header("Realized accuracy", divider="gray")
+    _realized(client)
     st.header("Training jobs", divider="gray")
     _jobs(jobs)
 
@@ -69,6 +72,55 @@ def _freshness(status: responses.Status) -> None:
             "(table ingest_dead_letters has each one's reason).",
             icon=":material/mark_email_unread:",
         )
+
+
+def _realized(client: ApiClient) -> None:
+    """The forecasts as issued against what happened, day by day, and the stale stores."""
+    try:
+        accuracy = client.accuracy(REALIZED_DAYS)
+        stale = client.stale_stores()
+    except NotFoundError:
+        st.info("No sales yet: nothing to score forecasts against.")
+        return
+    except ApiError as error:
+        st.error(f"**Realized accuracy unavailable:** {error}", icon=":material/error:")
+        return
+    if not accuracy.overall.days or accuracy.overall.rmspe is None:
+        st.info(
+            f"No forecast scored in the last {REALIZED_DAYS} days yet: forecasts are scored "
+            "when the actuals of their days land.",
+            icon=":material/hourglass_empty:",
+        )
+    else:
+        st.metric(
+            f"Realized RMSPE, last {REALIZED_DAYS} days",
+            f"{accuracy.overall.rmspe:.1%}",
+            help=f"Every store's forecasts as issued against the actuals of {accuracy.start} "
+            f"to {accuracy.end} (open days), every horizon.",
+        )
+        st.dataframe(
+            pd.DataFrame(
+                [
+                    {"day": row.date, metrics.RMSPE: row.rmspe, "forecasts": row.days}
+                    for row in accuracy.by_day
+                ]
+            ),
+            hide_index=True,
+            column_config={metrics.RMSPE: st.column_config.NumberColumn("RMSPE", format="percent")},
+        )
+    if stale.stores:
+        listed = "; ".join(
+            f"store {store.store_id} ({', '.join(f'{ratio:.1f}x' for ratio in store.ratios)})"
+            for store in stale.stores
+        )
+        st.warning(
+            f"**Stale stores** (last week's RMSPE above {stale.margin:g}x their baseline on "
+            f"{counted(stale.days, 'evening')} up to {stale.end}; the daily DAG retrains them): "
+            + listed,
+            icon=":material/trending_down:",
+        )
+    else:
+        st.caption(f"No stale store on the evenings up to {stale.end}.")
 
 
 def _accuracy(champion: responses.ChampionModel) -> None:

@@ -11,7 +11,7 @@ from fastapi import APIRouter, HTTPException, Query, status
 
 from sfmlops.core import columns
 from sfmlops.core.forecasting import metrics
-from sfmlops.services import realized_accuracy
+from sfmlops.services import drift, realized_accuracy
 from sfmlops.services.api import schemas
 from sfmlops.services.api.deps import EngineDep, SettingsDep
 from sfmlops.services.status import as_of_date
@@ -63,6 +63,38 @@ def get_accuracy(
         by_day=[
             schemas.DayAccuracy(date=pd.Timestamp(row[columns.SALES_DATE]).date(), **_metrics(row))
             for row in report.by_day.to_dict("records")
+        ],
+    )
+
+
+@router.get(
+    "/v1/accuracy/stale-stores",
+    response_model=schemas.StaleStores,
+    responses={404: {"model": schemas.ErrorBody}},
+    summary="Stores whose last week's realized RMSPE left their baseline behind",
+)
+def get_stale_stores(
+    engine: EngineDep,
+    settings: SettingsDep,
+    margin: Annotated[
+        float, Query(ge=1.0, le=100.0, description="Realized over baseline RMSPE that is stale.")
+    ] = drift.DEFAULT_MARGIN,
+    days: Annotated[
+        int, Query(ge=1, le=drift.LOOKBACK_DAYS, description="Stale evenings in a row.")
+    ] = drift.DEFAULT_DAYS,
+) -> schemas.StaleStores:
+    with engine.connect() as connection:
+        end = as_of_date(settings, connection)
+        if end is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, "no sales in the database yet")
+        stale = drift.stale_stores(connection, end, margin, days)
+    return schemas.StaleStores(
+        end=end,
+        margin=margin,
+        days=days,
+        stores=[
+            schemas.StaleStore(store_id=store.store_id, ratios=list(store.ratios))
+            for store in stale
         ],
     )
 
