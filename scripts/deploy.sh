@@ -51,7 +51,9 @@ sfmlops_values=(-f sfmlops-helm/values.yaml -f values-ray.yaml)
 for file in "${extra_values[@]}"; do sfmlops_values+=(-f "$file"); done
 for setting in "${extra_settings[@]}"; do sfmlops_values+=(--set "$setting"); done
 sfmlops_values+=(--set "global.imageTag=$tag")
-[ -n "$registry" ] && sfmlops_values+=(--set "global.imageRegistry=$registry")
+# Always set: an empty registry means the images loaded into the nodes, not the chart's default
+# registry (where only the deploy workflow's images of a pushed commit exist).
+sfmlops_values+=(--set "global.imageRegistry=$registry")
 
 # Airflow runs the image built from images/airflow (DAGs included) once that image exists.
 airflow_values=(-f values-airflow.yaml)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+from pathlib import Path
 
 import pytest
 import yaml
 
 from sfmlops.settings import Settings
-from tests.support.deploy import CHART, RELEASES, ROOT, load_yaml
+from tests.support.deploy import CHART, RELEASES, ROOT, load_yaml, run, tool
 
 CHARTS = ["KUBERAY_OPERATOR", "INGRESS_NGINX", "KAFKA", "AIRFLOW", "KUBE_PROMETHEUS"]
 DOCS = (ROOT / "docs" / "deployment.md").read_text()
@@ -104,3 +107,61 @@ def test_docs_show_the_exact_commands(command: str) -> None:
 def test_docs_quote_the_pinned_versions() -> None:
     for chart in CHARTS:
         assert f"{chart}_VERSION={RELEASES[f'{chart}_VERSION']}" in DOCS
+
+
+def _deploy_up_arguments(tmp_path: Path, env: dict[str, str]) -> list[str]:
+    """The arguments `scripts/deploy.sh up` gives `helm upgrade --install` of sfmlops-helm,
+    recorded by a stand-in helm (and kubectl) that installs nothing."""
+    bin_dir, calls = tmp_path / "bin", tmp_path / "calls"
+    bin_dir.mkdir(parents=True)
+    calls.mkdir()
+    recorder = f'#!/bin/sh\nprintf "%s\\n" "$@" > "{calls}/$(date +%s%N)"\n'
+    for name in ("helm", "kubectl"):
+        (bin_dir / name).write_text(recorder)
+        (bin_dir / name).chmod(0o755)
+    subprocess.run(
+        ["scripts/deploy.sh", "up"],
+        cwd=ROOT,
+        env=os.environ
+        | env
+        | {"HELM": str(bin_dir / "helm"), "PATH": f"{bin_dir}:{os.environ['PATH']}"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    for call in sorted(calls.iterdir()):
+        args = call.read_text().splitlines()
+        if args[:3] == ["upgrade", "--install", RELEASES["SFMLOPS_RELEASE"]]:
+            return args[3:]
+    pytest.fail("scripts/deploy.sh up never installed sfmlops-helm")
+
+
+def _rendered_images(arguments: list[str]) -> set[str]:
+    """Every container image of the chart rendered with the script's arguments."""
+    args = [a for a in arguments if a != "--wait"]
+    if "--timeout" in args:
+        del args[args.index("--timeout") : args.index("--timeout") + 2]
+    rendered = run(
+        [tool("helm"), "template", RELEASES["SFMLOPS_RELEASE"], *args, "--set", "checkCRDs=false"]
+    ).stdout
+    images = set()
+    for item in yaml.safe_load_all(rendered):
+        if item and item["kind"] in ("Deployment", "StatefulSet"):
+            images |= {c["image"] for c in item["spec"]["template"]["spec"]["containers"]}
+    return images
+
+
+def test_deploy_script_installs_the_images_loaded_into_the_nodes_by_default(
+    tmp_path: Path,
+) -> None:
+    # The chart's default registry is the deploy workflow's (ghcr.io/sfmlops): without a
+    # registry of its own, the script must install the images kind/minikube were given.
+    arguments = _deploy_up_arguments(tmp_path / "local", {"SFMLOPS_IMAGE_TAG": "t1"})
+    images = _rendered_images(arguments)
+    assert "sfmlops-forecast-api:t1" in images
+    assert not [image for image in images if image.startswith("ghcr.io/")]
+    registry = "europe-docker.pkg.dev/p/r"
+    env = {"SFMLOPS_IMAGE_TAG": "t1", "SFMLOPS_IMAGE_REGISTRY": registry}
+    images = _rendered_images(_deploy_up_arguments(tmp_path / "registry", env))
+    assert f"{registry}/sfmlops-forecast-api:t1" in images
