@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from playwright.sync_api import Browser, Locator, Page, sync_playwright
+from playwright.sync_api import Browser, Locator, Page, Route, expect, sync_playwright
 
 from sfmlops.core import columns
 from sfmlops.ui.charts import CHART_COLUMNS
@@ -21,6 +21,7 @@ from sfmlops.ui.views import store as store_page
 from tests.support import ROOT
 from tests.support.dashboard import (
     NO_TRAINING_JOBS,
+    TOKEN,
     RunningApi,
     api_get,
     expected_chart_table,
@@ -210,3 +211,32 @@ def test_the_overview_links_the_least_accurate_store_to_its_page(
     )
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=ARTIFACTS / "dashboard-overview-click-through.png", full_page=True)
+
+
+def test_the_api_docs_render_with_no_network(browser: Browser, untrained_api: RunningApi) -> None:
+    """/docs loads Swagger UI from the API itself: every request elsewhere is refused here."""
+    context = browser.new_context(extra_http_headers={"Authorization": f"Bearer {TOKEN}"})
+    context.set_default_timeout(PAGE_MS)
+    elsewhere: list[str] = []
+
+    def only_the_api(route: Route) -> None:
+        if route.request.url.startswith(f"{untrained_api.url}/"):
+            route.continue_()
+        else:
+            elsewhere.append(route.request.url)
+            route.abort()
+
+    context.route("**/*", only_the_api)
+    try:
+        page = context.new_page()
+        page.goto(f"{untrained_api.url}/docs")
+        expect(page.locator(".swagger-ui .info .title")).to_contain_text("sfmlops forecast API")
+        operations = page.locator(".opblock-summary-path")
+        expect(operations.filter(has_text=re.compile(r"^/v1/stores$"))).to_have_count(1)
+        assert elsewhere == []
+        page.goto(f"{untrained_api.url}/redoc")
+        expect(page.locator("h1").first).to_contain_text("sfmlops forecast API")
+    finally:
+        context.close()
+    # ReDoc's "powered by" badge is the one image it links to its vendor's site.
+    assert [url for url in elsewhere if not url.endswith("/redoc/logo-mini.svg")] == []

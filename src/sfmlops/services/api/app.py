@@ -10,6 +10,7 @@ import anyio.to_thread
 from fastapi import FastAPI, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_fastapi_instrumentator import Instrumentator
 from sqlalchemy import Engine
@@ -72,7 +73,9 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
             if engine is None:
                 app.state.engine.dispose()
 
-    app = FastAPI(
+    # /docs and /redoc from Swagger UI and ReDoc files in a pinned package, not a CDN: the
+    # pages work on a machine or cluster without internet access.
+    app = FastAPIOffline(
         title="sfmlops forecast API",
         version=__version__,
         description="Sales forecasts for every store, served from memory; sales ingestion; training jobs.",
