@@ -36,7 +36,7 @@ from sfmlops.services.api.routes import (
     dead_letters,
     forecasts,
     jobs,
-    plan,
+    plans,
     sales,
     stores,
     system,
@@ -110,7 +110,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         dead_letters.router,
         jobs.router,
         accuracy.router,
-        plan.router,
+        plans.router,
     )
     for router in routers:
         app.include_router(router)
