@@ -511,6 +511,19 @@ def test_a_champion_must_beat_the_best_model_by_a_margin() -> None:
     assert select_champions(pd.DataFrame(rows), [1], margin=0.0).loc[1, columns.MODEL] == "b"
 
 
+def test_a_few_days_with_tiny_actuals_do_not_decide_the_rmspe_scale() -> None:
+    rng = np.random.default_rng(0)
+    actual = rng.uniform(50, 150, 4000)
+    horizon = np.tile(np.arange(1, 41), 100)
+    forecast = actual * 1.1
+    actual[:4] = 2.0  # one day in a thousand: a reopening, a stocktaking day
+
+    calibration = IntervalCalibration.of_scored(forecast, actual, horizon, rescale=True)
+
+    # Unclipped, the 4 ratios of 25-80 would pull the factor to about 0.3.
+    assert calibration.scale == pytest.approx(1 / 1.1, rel=0.03)
+
+
 def test_interval_calibration_learns_the_rmspe_scale() -> None:
     rng = np.random.default_rng(0)
     actual = rng.uniform(50, 150, 4000)
