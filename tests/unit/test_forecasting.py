@@ -47,7 +47,7 @@ from sfmlops.core.forecasting.features import (
 )
 from sfmlops.core.forecasting.gbm import GBMParams, GlobalGBMForecaster, store_shards
 from sfmlops.core.forecasting.naive import SeasonalNaiveForecaster
-from sfmlops.core.forecasting.plan import as_plan
+from sfmlops.core.forecasting.plan import apply_plan, as_plan
 from sfmlops.core.forecasting.plan import by_store as plan_by_store
 from sfmlops.core.forecasting.retraining import level_factor, retrain_series
 from sfmlops.services.api import serving
@@ -741,3 +741,26 @@ def test_a_planned_promotion_lifts_the_served_forecast_and_is_named_as_the_plan(
         serving.sliced(served, serving.SeriesRequest(3, "total", tuple(days))) or ""
     )
     assert sliced["forecast"] == forecast
+
+
+def test_the_plan_fills_what_the_caller_left_missing_and_the_caller_wins() -> None:
+    future = future_days([(1, "total"), (2, "total")], pd.Timestamp("2015-08-01"), 2)
+    future[columns.PROMO] = [np.nan, 0.0, np.nan, np.nan]  # the caller: no promotion on day 2
+    planned = pd.DataFrame(
+        {
+            columns.STORE_ID: [1, 1],
+            columns.SALES_DATE: pd.to_datetime(["2015-08-01", "2015-08-02"]),
+            columns.OPEN: [1, 1],
+            columns.PROMO: [1, 1],
+            columns.STATE_HOLIDAY: ["a", "0"],
+            columns.SCHOOL_HOLIDAY: [1, 0],
+        }
+    )
+
+    frame, from_plan = apply_plan(future, as_plan(planned))
+
+    assert frame[columns.PROMO].tolist()[:2] == [1.0, 0.0]  # planned; the caller's
+    assert frame[columns.STATE_HOLIDAY].tolist()[:2] == ["a", "0"]
+    assert frame[columns.PROMO].iloc[2:].isna().all()  # store 2 has no plan: left to derive
+    assert from_plan[columns.PROMO].tolist() == [True, False, False, False]
+    assert from_plan[columns.OPEN].tolist() == [True, True, False, False]

@@ -92,7 +92,9 @@ def apply_plan(
         )
         take = given.isna().to_numpy() & found[name].notna().to_numpy()
         planned[name] = take
-        frame[name] = given.where(~take, found[name].astype(object).to_numpy())
+        filled = given.where(~take, found[name].astype(object).to_numpy())
+        # Flags stay numeric (NaN where still missing), as a caller's frame has them.
+        frame[name] = filled if name == columns.STATE_HOLIDAY else pd.to_numeric(filled)
     return frame, planned
 
 
