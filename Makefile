@@ -41,13 +41,13 @@ demo: install
 	$(BIN)/sfmlops demo
 
 # tests/containers need the built images: `make container-test` builds them and runs those.
-# The Compose stack runs last, alone (it brings itself down, volumes included, even on failure).
-# tests/cluster (`make cluster-test`) runs on its own, not yet in `make test`: its ingress and
-# retrain checks fail.
+# The Compose stack, then the local cluster, run last, each alone (each removes itself, volumes
+# included, even on failure; the cluster test refuses to start while a Compose stack runs).
 test: dev system-deps deploy-tools lint lint-deploy airflow
 	$(BIN)/python -m pytest --ignore=tests/containers $(PYTEST_ARGS)
 	$(MAKE) --no-print-directory test-airflow
 	$(MAKE) --no-print-directory compose-test
+	$(MAKE) --no-print-directory cluster-test
 
 # The unit tier: pure tests, no services to start (README gives its time).
 test-fast: dev
