@@ -83,7 +83,7 @@ $(VENV)/.installed-dev: pyproject.toml constraints.txt | $(UV)
 system-deps:
 	scripts/install-system-deps.sh
 
-# wrk drives the API benchmark (a load generator: benchmarks only, not make test).
+# wrk, the load generator of the API benchmarks, is also in system-deps (the soak's test).
 benchmark-deps:
 	scripts/install-system-deps.sh benchmarks
 

@@ -2,7 +2,7 @@
 # Installs the Debian packages the tests need, only those missing. Runs as root (CI) or
 # through sudo; the project's own files are the only place these steps live.
 #   scripts/install-system-deps.sh            what `make test` needs
-#   scripts/install-system-deps.sh benchmarks plus wrk, the API benchmark's load generator
+#   scripts/install-system-deps.sh benchmarks the same (wrk is in both)
 #   scripts/install-system-deps.sh cluster    what scripts/local-cluster.sh runs (containerd, ...)
 set -euo pipefail
 
@@ -18,7 +18,8 @@ if [ ! -x /usr/bin/chromium ]; then missing+=(chromium); fi
 # packages; their services are not started).
 if ! command -v promtool >/dev/null 2>&1; then missing+=(prometheus); fi
 if ! command -v amtool >/dev/null 2>&1; then missing+=(prometheus-alertmanager); fi
-if [ "${1:-}" = benchmarks ] && ! command -v wrk >/dev/null 2>&1; then missing+=(wrk); fi
+# wrk drives the API benchmarks and the soak's one-minute test (tests/e2e/test_soak.py).
+if ! command -v wrk >/dev/null 2>&1; then missing+=(wrk); fi
 if [ "${1:-}" = cluster ]; then
   missing=()
   # The local Kubernetes node: the container runtime, pod networking, kube-proxy's tools, the
