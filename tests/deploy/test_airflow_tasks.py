@@ -19,17 +19,21 @@ from tests.support.deploy import (
     ROOT,
     SCENARIOS,
     Rendered,
+    admission_refusals,
     admitted,
     helm_template,
     labels_of,
     load_yaml,
     pod_specs,
+    render_values,
 )
 
 AIRFLOW_NAMESPACE = RELEASES["AIRFLOW_NAMESPACE"]
 CHART_VALUES = load_yaml(CHART / "values.yaml")
 TASKS = CHART_VALUES["airflowTasks"]["configMapName"]
+TASKS_ACCOUNTS = CHART_VALUES["airflowTasks"]["serviceAccounts"]
 ROLE = "sfmlops-airflow-tasks"
+POLICY = f"{ROLE}-{NAMESPACE}"
 # Exactly what a KubernetesPodOperator task does with its pod (start, find again after a
 # restart, follow, mark checked, delete; logs; events): no exec, no other resource.
 EXPECTED_RULES = {
@@ -190,3 +194,153 @@ def test_one_owner_of_the_stream_checkpoints() -> None:
     assert refused.returncode != 0
     assert "stream.runBy=airflow needs airflowTasks.enabled" in refused.stderr
     assert helm_template([], ["airflowTasks.enabled=false", "stream.runBy=cronjob"]).stdout
+
+
+def _task_pod(settings: dict[str, str], *, keeps_state: bool) -> dict[str, Any]:
+    """The pod spec a DAG task creates (images/airflow/dags/sfmlops_orchestration/commands.py:
+    the Airflow Variable's image, no service account named, no token mounted, a scratch HOME
+    or, for `stream --once`, the stream job's claim, and a scratch /tmp), as the API server
+    sees it after the service account admission set the account."""
+    home = (
+        {"name": "home", "persistentVolumeClaim": {"claimName": settings["SFMLOPS_POD_HOME_CLAIM"]}}
+        if keeps_state
+        else {"name": "home", "emptyDir": {"sizeLimit": "1Gi"}}
+    )
+    return {
+        "metadata": {"name": "sfmlops-forecast-abc123", "namespace": NAMESPACE},
+        "spec": {
+            "serviceAccountName": "default",
+            "automountServiceAccountToken": False,
+            "containers": [
+                {
+                    "name": "base",
+                    "image": settings["AIRFLOW_VAR_SFMLOPS_IMAGE"],
+                    "command": ["sfmlops"],
+                }
+            ],
+            "volumes": [home, {"name": "tmp", "emptyDir": {"sizeLimit": "4Gi"}}],
+        },
+    }
+
+
+def _policy(rendered: Rendered) -> dict[str, Any]:
+    policies = [
+        p for p in rendered.of_kind("ValidatingAdmissionPolicy") if p["metadata"]["name"] == POLICY
+    ]
+    assert len(policies) == 1
+    return policies[0]
+
+
+def test_airflow_pods_are_confined_by_an_admission_policy_bound_to_this_namespace(
+    rendered: Rendered,
+) -> None:
+    policy = _policy(rendered)
+    assert policy["spec"]["failurePolicy"] == "Fail"
+    rules = policy["spec"]["matchConstraints"]["resourceRules"]
+    assert rules == [
+        {
+            "apiGroups": [""],
+            "apiVersions": ["v1"],
+            "operations": ["CREATE", "UPDATE"],
+            "resources": ["pods"],
+        }
+    ]
+    bindings = rendered.of_kind("ValidatingAdmissionPolicyBinding")
+    assert [b["spec"]["policyName"] for b in bindings] == [POLICY]
+    assert bindings[0]["spec"]["validationActions"] == ["Deny"]
+    assert bindings[0]["spec"]["matchResources"] == {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": NAMESPACE}}
+    }
+
+
+def test_the_policy_admits_the_dag_pods(rendered: Rendered) -> None:
+    policy, settings = _policy(rendered), _settings(rendered)
+    for account in TASKS_ACCOUNTS:
+        user = f"system:serviceaccount:{AIRFLOW_NAMESPACE}:{account}"
+        assert admission_refusals(policy, _task_pod(settings, keeps_state=False), user) == []
+        assert admission_refusals(policy, _task_pod(settings, keeps_state=True), user) == []
+        # The operator patches a label onto its pod when done with it.
+        assert (
+            admission_refusals(policy, _task_pod(settings, keeps_state=False), user, "UPDATE") == []
+        )
+
+
+def _changed(pod: dict[str, Any], change: str) -> dict[str, Any]:
+    spec = pod["spec"]
+    if change == "image":
+        spec["containers"][0]["image"] = "docker.io/library/busybox:latest"
+    elif change == "init-image":
+        spec["initContainers"] = [{"name": "init", "image": "docker.io/library/busybox:latest"}]
+    elif change == "service-account":
+        spec["serviceAccountName"] = "sfmlops-api"
+    elif change == "token":
+        del spec["automountServiceAccountToken"]
+    elif change == "host-path":
+        spec["volumes"].append({"name": "root", "hostPath": {"path": "/"}})
+    elif change == "secret-volume":
+        spec["volumes"].append({"name": "keys", "secret": {"secretName": "sfmlops-model-signing"}})
+    elif change == "other-claim":
+        spec["volumes"][0] = {
+            "name": "home",
+            "persistentVolumeClaim": {"claimName": "sfmlops-postgresql-data"},
+        }
+    return pod
+
+
+@pytest.mark.parametrize(
+    ("change", "refusal"),
+    [
+        ("image", "only the sfmlops image (ghcr.io/"),
+        ("init-image", "in init containers too"),
+        ("service-account", "service account default, not sfmlops-api"),
+        ("token", "mount no service account token"),
+        ("host-path", "refused: root"),
+        ("secret-volume", "refused: keys"),
+        ("other-claim", "claims sfmlops-stream-home; refused: home"),
+    ],
+)
+def test_the_policy_refuses_any_other_pod_from_airflow(
+    rendered_all: dict[str, Rendered], change: str, refusal: str
+) -> None:
+    rendered = rendered_all["defaults"]
+    pod = _changed(_task_pod(_settings(rendered), keeps_state=False), change)
+    user = f"system:serviceaccount:{AIRFLOW_NAMESPACE}:{TASKS_ACCOUNTS[0]}"
+    for operation in ("CREATE", "UPDATE"):
+        refusals = admission_refusals(_policy(rendered), pod, user, operation)
+        assert refusals is not None
+        assert len(refusals) == 1, refusals
+        assert refusal in refusals[0]
+
+
+def test_the_policy_leaves_everyone_else_alone(rendered_all: dict[str, Rendered]) -> None:
+    # The chart's own controllers (Jobs, CronJobs, the Ray operator) create other pods here.
+    pod = _changed(_task_pod(_settings(rendered_all["defaults"]), keeps_state=False), "image")
+    for user in (
+        "system:serviceaccount:kube-system:job-controller",
+        f"system:serviceaccount:{AIRFLOW_NAMESPACE}:airflow-webserver",
+        "admin",
+    ):
+        assert admission_refusals(_policy(rendered_all["defaults"]), pod, user) is None
+
+
+def test_the_policy_follows_the_values(rendered_all: dict[str, Rendered]) -> None:
+    # Without the stream job there is no claim to allow; an extra image is allowed by name.
+    rendered = render_values(
+        "no-stream-extra-image",
+        [],
+        ["stream.enabled=false", "airflowTasks.podPolicy.extraImages[0]=registry.example/tools:1"],
+    )
+    policy = _policy(rendered)
+    settings = _settings(rendered_all["defaults"])
+    user = f"system:serviceaccount:{AIRFLOW_NAMESPACE}:{TASKS_ACCOUNTS[0]}"
+    assert admission_refusals(policy, _task_pod(settings, keeps_state=False), user) == []
+    refusals = admission_refusals(policy, _task_pod(settings, keeps_state=True), user)
+    assert refusals is not None
+    assert len(refusals) == 1
+    assert "refused: home" in refusals[0]
+    extra = _task_pod(settings, keeps_state=False)
+    extra["spec"]["containers"][0]["image"] = "registry.example/tools:1"
+    assert admission_refusals(policy, extra, user) == []
+    disabled = render_values("no-pod-policy", [], ["airflowTasks.podPolicy.enabled=false"])
+    assert not disabled.of_kind("ValidatingAdmissionPolicy")
+    assert not disabled.of_kind("ValidatingAdmissionPolicyBinding")

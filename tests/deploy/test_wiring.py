@@ -37,7 +37,7 @@ def _env_entries(rendered: Rendered) -> list[tuple[str, str, dict[str, Any]]]:
     """(workload, namespace, env entry or envFrom entry) of every container."""
     entries = []
     for item in rendered.objects:
-        namespace = item["metadata"]["namespace"]
+        namespace = item["metadata"].get("namespace", "")  # none: cluster-scoped, no pods
         for label, pod in pod_specs(item):
             for container in list(pod.get("initContainers", [])) + list(pod["containers"]):
                 entries += [(label, namespace, entry) for entry in container.get("env", [])]
@@ -137,7 +137,7 @@ def test_every_referenced_object_exists(rendered: Rendered) -> None:
             elif "key" in ref and ref["key"] not in config["data"]:
                 missing.append(f"{label}: ConfigMap {ref['name']} has no key {ref['key']}")
     for item in rendered.objects:
-        namespace = item["metadata"]["namespace"]
+        namespace = item["metadata"].get("namespace", "")  # none: cluster-scoped, no pods
         for label, pod in pod_specs(item):
             for volume in pod.get("volumes", []):
                 references = [

@@ -13,8 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import celpy
 import pytest
 import yaml
+from celpy import celtypes
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "sfmlops-helm"
@@ -192,3 +194,55 @@ def admitted(
 def labels_of(rendered: Rendered, kind: str, name: str) -> dict[str, str]:
     """Labels of the (first) pod of one rendered object."""
     return next(pod_labels(rendered.get(kind, name)))  # type: ignore[arg-type]
+
+
+def _cel_join(items: Any, separator: Any = "") -> Any:
+    """Kubernetes' CEL `list.join(separator)` (its strings library), which cel-python lacks."""
+    return celtypes.StringType(str(separator).join(str(item) for item in items))
+
+
+def _cel(expression: str, activation: dict[str, Any]) -> Any:
+    environment = celpy.Environment()
+    program = environment.program(environment.compile(expression), functions={"join": _cel_join})
+    return program.evaluate(activation)
+
+
+def admission_refusals(
+    policy: Mapping[str, Any], pod: Mapping[str, Any], username: str, operation: str = "CREATE"
+) -> list[str] | None:
+    """What a ValidatingAdmissionPolicy says of `pod` created (or updated) by `username`.
+
+    Its CEL is evaluated by cel-python as the API server would: matchConditions, then the
+    variables in order, then each validation. Returns None when the matchConditions leave the
+    request alone, else the messages of the validations that fail ([]: admitted). An expression
+    that errors counts as failing, as with failurePolicy Fail.
+    """
+    spec = policy["spec"]
+    activation: dict[str, Any] = {
+        "object": celpy.json_to_cel(dict(pod)),
+        "request": celpy.json_to_cel({"userInfo": {"username": username}, "operation": operation}),
+    }
+    for condition in spec.get("matchConditions", []):
+        if _cel(condition["expression"], activation) != celtypes.BoolType(True):
+            return None
+    variables: dict[str, Any] = {}
+    for variable in spec.get("variables", []):
+        activation["variables"] = celtypes.MapType(
+            {celtypes.StringType(k): v for k, v in variables.items()}
+        )
+        variables[variable["name"]] = _cel(variable["expression"], activation)
+    activation["variables"] = celtypes.MapType(
+        {celtypes.StringType(k): v for k, v in variables.items()}
+    )
+    refusals = []
+    for validation in spec["validations"]:
+        try:
+            admitted = _cel(validation["expression"], activation) == celtypes.BoolType(True)
+        except celpy.CELEvalError:
+            admitted = False
+        if not admitted:
+            message = validation.get("message")
+            if message is None:
+                message = str(_cel(validation["messageExpression"], activation))
+            refusals.append(message)
+    return refusals
