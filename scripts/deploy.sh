@@ -21,6 +21,8 @@
 #   SFMLOPS_IMAGE_TAG       tag of the sfmlops images (default: the current commit)
 #   SFMLOPS_VALUES          extra values files for sfmlops-helm, space-separated (e.g. values-gke.yaml)
 #   SFMLOPS_SET             extra key=value settings for sfmlops-helm, whitespace-separated
+#   SFMLOPS_KAFKA_VALUES    extra values files for Kafka, space-separated (e.g. values-kafka-ha.yaml:
+#                           three brokers, replication factor 3, min.insync.replicas=2)
 #   SFMLOPS_HELM_TIMEOUT    how long `helm upgrade --install --wait` of sfmlops-helm may take
 #                           (default 15m; its hooks include the first training)
 #   HELM                    the helm binary (default: helm on PATH; ./install-helm.sh installs it)
@@ -44,6 +46,7 @@ registry=${SFMLOPS_IMAGE_REGISTRY-$default_registry}
 timeout=${SFMLOPS_HELM_TIMEOUT:-15m}
 tag=${SFMLOPS_IMAGE_TAG:-$(git rev-parse --short=12 HEAD)}
 read -r -a extra_values <<<"${SFMLOPS_VALUES:-}"
+read -r -a extra_kafka_values <<<"${SFMLOPS_KAFKA_VALUES:-}"
 read -r -a extra_settings <<<"$(echo "${SFMLOPS_SET:-}" | tr '\n' ' ')"
 
 sfmlops_values=(-f sfmlops-helm/values.yaml -f values-ray.yaml)
@@ -54,6 +57,9 @@ sfmlops_values+=(--set "global.imageTag=$tag")
 # Always set: an empty registry means the images loaded into the nodes, not the chart's default
 # registry (where only the deploy workflow's images of a pushed commit exist).
 sfmlops_values+=(--set "global.imageRegistry=$registry")
+
+kafka_values=(-f values-kafka.yaml)
+for file in "${extra_kafka_values[@]}"; do kafka_values+=(-f "$file"); done
 
 # Airflow runs the image built from images/airflow (DAGs included) once that image exists.
 airflow_values=(-f values-airflow.yaml)
@@ -75,7 +81,7 @@ repos() {
 release_kuberay=(kuberay-operator kuberay/"$KUBERAY_OPERATOR_CHART" --version "$KUBERAY_OPERATOR_VERSION" -n "$KUBERAY_OPERATOR_NAMESPACE")
 release_ingress=(ingress-nginx ingress-nginx/"$INGRESS_NGINX_CHART" --version "$INGRESS_NGINX_VERSION" -n "$INGRESS_NGINX_NAMESPACE")
 release_monitoring=("$KUBE_PROMETHEUS_RELEASE" prometheus-community/"$KUBE_PROMETHEUS_CHART" --version "$KUBE_PROMETHEUS_VERSION" -n "$KUBE_PROMETHEUS_NAMESPACE" -f values-kube-prometheus.yaml)
-release_kafka=("$KAFKA_RELEASE" "$KAFKA_REPO/$KAFKA_CHART" --version "$KAFKA_VERSION" -n "$KAFKA_NAMESPACE" -f values-kafka.yaml)
+release_kafka=("$KAFKA_RELEASE" "$KAFKA_REPO/$KAFKA_CHART" --version "$KAFKA_VERSION" -n "$KAFKA_NAMESPACE" "${kafka_values[@]}")
 release_sfmlops=("$SFMLOPS_RELEASE" ./sfmlops-helm -n "$SFMLOPS_NAMESPACE" "${sfmlops_values[@]}")
 release_airflow=("$AIRFLOW_RELEASE" apache-airflow/"$AIRFLOW_CHART" --version "$AIRFLOW_VERSION" -n "$AIRFLOW_NAMESPACE" "${airflow_values[@]}")
 

@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -44,6 +45,68 @@ def test_kafka_values() -> None:
     defaults = Settings(_env_file=None)
     assert set(topics) == {defaults.kafka_topic}
     assert topics[defaults.kafka_topic]["partitions"] == defaults.kafka_topic_partitions
+
+
+def _properties(text: str) -> dict[str, str]:
+    return dict(line.split("=", 1) for line in text.splitlines() if line.strip())
+
+
+def _layered(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
+    """Helm's merge of values files: maps merge key by key, anything else is replaced."""
+    merged = dict(base)
+    for key, value in overlay.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            merged[key] = _layered(base[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def test_the_gke_kafka_profile_has_three_brokers_and_two_in_sync_replicas() -> None:
+    base = load_yaml(ROOT / "values-kafka.yaml")
+    kafka = _layered(base, load_yaml(ROOT / "values-kafka-ha.yaml"))
+    brokers = kafka["controller"]["replicaCount"]
+    assert brokers == 3
+    assert kafka["controller"]["controllerOnly"] is False  # each node is controller and broker
+    assert kafka["broker"]["replicaCount"] == 0
+    assert kafka["controller"]["podAntiAffinityPreset"] == "hard"
+    assert kafka["controller"]["pdb"] == {"create": True, "maxUnavailable": 1}
+    config = _properties(kafka["extraConfig"])
+    assert config["auto.create.topics.enable"] == "false"
+    assert config["min.insync.replicas"] == "2"
+    for key in ("default.replication.factor", "offsets.topic.replication.factor",
+                "transaction.state.log.replication.factor"):  # fmt: skip
+        assert config[key] == "3", key
+    assert config["transaction.state.log.min.isr"] == "2"
+    assert config["unclean.leader.election.enable"] == "false"
+    # Two in sync of three: one broker may be down and writes with acks=all still succeed.
+    assert int(config["min.insync.replicas"]) == brokers - 1
+    assert kafka["provisioning"]["replicationFactor"] == 3
+    topics = {topic["name"]: topic for topic in kafka["provisioning"]["topics"]}
+    base_topics = {topic["name"]: topic for topic in base["provisioning"]["topics"]}
+    assert set(topics) == set(base_topics)  # the overlay replaces the list: none left out
+    for name, topic in topics.items():
+        assert topic["replicationFactor"] == brokers
+        assert topic["partitions"] == base_topics[name]["partitions"]
+        assert topic["config"]["min.insync.replicas"] == "2"
+        assert base_topics[name]["config"].items() <= topic["config"].items()
+    # The release keeps the single-broker file's listeners, image and network policy.
+    assert kafka["listeners"] == base["listeners"]
+    assert kafka["image"] == base["image"]
+    assert kafka["networkPolicy"] == base["networkPolicy"]
+
+
+def test_the_gke_deploy_installs_the_three_broker_kafka(tmp_path: Path) -> None:
+    workflow = load_yaml(ROOT / ".github" / "workflows" / "deploy.yml")
+    env = workflow["jobs"]["deploy"]["env"]
+    assert env["SFMLOPS_KAFKA_VALUES"] == "values-kafka-ha.yaml"
+    arguments = _deploy_up_arguments(
+        tmp_path, {"SFMLOPS_KAFKA_VALUES": env["SFMLOPS_KAFKA_VALUES"]}, RELEASES["KAFKA_RELEASE"]
+    )
+    files = [arguments[i + 1] for i, arg in enumerate(arguments) if arg == "-f"]
+    assert files == ["values-kafka.yaml", "values-kafka-ha.yaml"]
+    single = _deploy_up_arguments(tmp_path / "single", {}, RELEASES["KAFKA_RELEASE"])
+    assert [single[i + 1] for i, arg in enumerate(single) if arg == "-f"] == ["values-kafka.yaml"]
 
 
 def test_airflow_values() -> None:
@@ -109,9 +172,11 @@ def test_docs_quote_the_pinned_versions() -> None:
         assert f"{chart}_VERSION={RELEASES[f'{chart}_VERSION']}" in DOCS
 
 
-def _deploy_up_arguments(tmp_path: Path, env: dict[str, str]) -> list[str]:
-    """The arguments `scripts/deploy.sh up` gives `helm upgrade --install` of sfmlops-helm,
-    recorded by a stand-in helm (and kubectl) that installs nothing."""
+def _deploy_up_arguments(
+    tmp_path: Path, env: dict[str, str], release: str = RELEASES["SFMLOPS_RELEASE"]
+) -> list[str]:
+    """The arguments `scripts/deploy.sh up` gives `helm upgrade --install` of `release`
+    (sfmlops-helm by default), recorded by a stand-in helm (and kubectl) that installs nothing."""
     bin_dir, calls = tmp_path / "bin", tmp_path / "calls"
     bin_dir.mkdir(parents=True)
     calls.mkdir()
@@ -132,9 +197,9 @@ def _deploy_up_arguments(tmp_path: Path, env: dict[str, str]) -> list[str]:
     )
     for call in sorted(calls.iterdir()):
         args = call.read_text().splitlines()
-        if args[:3] == ["upgrade", "--install", RELEASES["SFMLOPS_RELEASE"]]:
+        if args[:3] == ["upgrade", "--install", release]:
             return args[3:]
-    pytest.fail("scripts/deploy.sh up never installed sfmlops-helm")
+    pytest.fail(f"scripts/deploy.sh up never installed {release}")
 
 
 def _rendered_images(arguments: list[str]) -> set[str]:
