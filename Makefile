@@ -43,7 +43,8 @@ demo: install
 # tests/containers need the built images: `make container-test` builds them and runs those.
 # The Compose stack, then the local cluster, run last, each alone (each removes itself, volumes
 # included, even on failure; the cluster test refuses to start while a Compose stack runs).
-test: dev system-deps deploy-tools lint lint-deploy airflow
+# container-tools comes first: tests/deploy runs podman-compose's own checks, which need podman.
+test: dev system-deps container-tools deploy-tools lint lint-deploy airflow
 	$(BIN)/python -m pytest --ignore=tests/containers $(PYTEST_ARGS)
 	$(MAKE) --no-print-directory test-airflow
 	$(MAKE) --no-print-directory compose-test
