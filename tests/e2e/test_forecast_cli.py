@@ -202,8 +202,14 @@ def several_problems(frame: pd.DataFrame) -> pd.DataFrame:
             ["line 7, column Date: not after the data's end (2015-06-13)"],
         ),
         (lambda f: f.iloc[0:0], ["column Id: a header but no rows to forecast"]),
+        (
+            # The fourth data row (line 5) repeats the first (line 2) under another Id: both
+            # are named by their file lines, as every other message names rows.
+            lambda f: pd.concat([f.iloc[:3], f.iloc[[0]].assign(Id="999999"), f.iloc[3:]]),
+            ["line 5, column Date: duplicate store, product and date (first seen at line 2)"],
+        ),
     ],
-    ids=["missing-column", "bad-values", "past-date", "header-only"],
+    ids=["missing-column", "bad-values", "past-date", "header-only", "duplicate"],
 )
 def test_predict_rejects_a_bad_future_file_and_writes_nothing(
     trained_home: Path,

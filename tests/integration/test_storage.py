@@ -190,7 +190,7 @@ def corrupt(folder: Path, target: Path, edit: str) -> Path:
         ),
         (
             "duplicate row",
-            "train.csv.gz, line 8, column Date: duplicate store, product and date (first seen in row 3)",
+            "train.csv.gz, line 8, column Date: duplicate store, product and date (first seen at line 5)",
         ),
     ],
 )
@@ -232,7 +232,7 @@ def test_loading_in_chunks_writes_what_loading_at_once_writes(
         # A repeat of the first row far into a later chunk.
         (
             "repeat",
-            "line 1502, column Date: duplicate store, product and date (first seen in row 0)",
+            "line 1502, column Date: duplicate store, product and date (first seen at line 2)",
         ),
         ("sales", "line 1302, column Sales: must be >= 0 (value '-5')"),
     ],

@@ -101,7 +101,7 @@ def test_duplicates_are_rejected_with_the_row_they_repeat() -> None:
     result = validate_sales(frame, KNOWN_STORES)
 
     assert result.rejected_rows == [2]
-    assert "first seen in row 0" in result.issues.iloc[0]["reason"]
+    assert "first seen at record 0" in result.issues.iloc[0]["reason"]
     assert result.valid[columns.SALES].tolist() == [4256.0, 4256.0]
 
 
@@ -306,7 +306,7 @@ def test_future_covariates_follow_the_sales_rules_and_start_after_the_history() 
         0: "sales_date: not after the data's end (2015-06-12): forecasts start the day after",
         1: "promo: must be 0 or 1",
         2: "store_id: unknown store (not in the store metadata)",
-        3: "sales_date: duplicate store, product and date (first seen in row 1)",
+        3: "sales_date: duplicate store, product and date (first seen at record 1)",
     }
     assert result.valid.empty
 

@@ -63,6 +63,11 @@ def line_number(row_position: int) -> int:
     return row_position + HEADER_LINES + 1
 
 
+def line_position(row_position: int) -> str:
+    """A data row named by its file line, as every message about a file names it."""
+    return f"line {line_number(row_position)}"
+
+
 def find_file(folder: Path, *names: str) -> Path | None:
     """The first of `names` that exists in `folder`, or None."""
     for name in names:

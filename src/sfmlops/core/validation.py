@@ -155,12 +155,18 @@ class _IssueLog:
         return np.unique(np.concatenate([p["row"].to_numpy() for p in self._parts]))
 
 
+def record_position(row: int) -> str:
+    """An earlier record of a batch by its 0-based position, as the API's `index` names it."""
+    return f"record {row}"
+
+
 def validate_sales(
     raw: pd.DataFrame,
     known_store_ids: Collection[int],
     *,
     reject_duplicates: bool = True,
     limits: SalesLimits | None = None,
+    position: Callable[[int], str] = record_position,
 ) -> Validated:
     """Check sales records and convert the valid ones to the canonical sales frame.
 
@@ -173,6 +179,8 @@ def validate_sales(
             the latest value win downstream.
         limits: Plausible dates and amounts (default `SalesLimits()`: up to tomorrow UTC,
             from 1990, at most 1,000,000 sales and 100,000 customers a day).
+        position: How a message names an earlier record by its 0-based position (a file's
+            reader names its line, see `record_position`).
 
     Returns:
         The valid rows (columns `columns.SALES_COLUMNS`) and the issues of the others.
@@ -218,6 +226,7 @@ def validate_sales(
         known_store_ids,
         reject_duplicates=reject_duplicates,
         check_dates=lambda sales_date: _check_date_range(sales_date, log, limits),
+        position=position,
     )
     canonical = pd.DataFrame({**covariates, **amounts(covariates)})
     valid = canonical[~canonical.index.isin(log.bad_rows())]
@@ -225,7 +234,11 @@ def validate_sales(
 
 
 def validate_future(
-    raw: pd.DataFrame, known_store_ids: Collection[int], *, after: dt.date | None = None
+    raw: pd.DataFrame,
+    known_store_ids: Collection[int],
+    *,
+    after: dt.date | None = None,
+    position: Callable[[int], str] = record_position,
 ) -> Validated:
     """Check future covariates (what is known in advance about days to forecast).
 
@@ -261,7 +274,12 @@ def validate_future(
             )
 
     covariates = _covariates(
-        raw, log, known_store_ids, reject_duplicates=True, check_dates=not_after
+        raw,
+        log,
+        known_store_ids,
+        reject_duplicates=True,
+        check_dates=not_after,
+        position=position,
     )
     canonical = pd.DataFrame(covariates)
     valid = canonical[~canonical.index.isin(log.bad_rows())]
@@ -276,6 +294,7 @@ def _covariates(
     *,
     reject_duplicates: bool,
     check_dates: Callable[[pd.Series], None],
+    position: Callable[[int], str],
 ) -> dict[str, pd.Series]:
     """The checks sales records and future covariates share, as parsed columns by name.
 
@@ -332,13 +351,18 @@ def _covariates(
         )
         duplicate = pd.Series(False, index=raw.index)
         duplicate[first.index] = first.to_numpy() != first.index.to_numpy()
-        log.add(
-            duplicate,
-            columns.SALES_DATE,
-            "duplicate store, product and date (first seen in row "
-            + first.reindex(raw.index).fillna(-1).astype(int).astype(str)
-            + ")",
+        # Named only for the duplicates: `position` is a Python call per row.
+        firsts = first.reindex(raw.index)[duplicate]
+        reasons = pd.Series("", index=raw.index, dtype=object)
+        reasons.loc[firsts.index] = pd.Series(
+            [
+                f"duplicate store, product and date (first seen at {position(int(row))})"
+                for row in firsts
+            ],
+            index=firsts.index,
+            dtype=object,
         )
+        log.add(duplicate, columns.SALES_DATE, reasons)
 
     return {
         columns.STORE_ID: store_id,

@@ -76,7 +76,9 @@ def _read_covariates_file(
         )
     raw = raw.rename(columns=columns.ROSSMANN_FUTURE_COLUMNS)
     raw[columns.OPEN] = raw[columns.OPEN].where(raw[columns.OPEN] != "", "1")
-    validated = validate_future(raw, sorted(known_store_ids), after=after)
+    validated = validate_future(
+        raw, sorted(known_store_ids), after=after, position=files.line_position
+    )
     issues = [
         FileIssue(
             path,

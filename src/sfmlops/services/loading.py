@@ -37,7 +37,7 @@ MAX_ISSUES_SHOWN = 20
 # Sales rows `load_folder` validates and writes at a time. A whole file of 32.7 M rows
 # (100k series for a year) read at once peaked at 22 GiB (docs/benchmarks.md).
 SALES_CHUNK_ROWS = 1_000_000
-_DUPLICATE = "duplicate store, product and date (first seen in row {first})"
+_DUPLICATE = "duplicate store, product and date (first seen at {first})"
 
 
 @dataclass(frozen=True)
@@ -111,7 +111,7 @@ def read_sales_file(
     raw = files.read_csv_as_text(path, columns.ROSSMANN_SALES_COLUMNS)
     return _checked(
         path,
-        lambda: validate_sales(raw, known_store_ids, limits=limits),
+        lambda: validate_sales(raw, known_store_ids, limits=limits, position=files.line_position),
         columns.ROSSMANN_SALES_COLUMNS,
     )
 
@@ -177,7 +177,7 @@ def check_folder(
             files.line_number(row),
             "Date",
             "",
-            _DUPLICATE.format(first=first),
+            _DUPLICATE.format(first=files.line_position(first)),
         )
         for row, first in duplicates[:MAX_ISSUES_SHOWN]
     ]
