@@ -254,6 +254,8 @@ def test_training_jobs_need_the_token_and_known_stores(
     )
     long_id = "x" * 3000
     missing = client.get(f"/v1/training-jobs/{long_id}")
+    # An unknown field's name is the caller's text too: not echoed whole in the 422.
+    long_field = client.post("/v1/training-jobs", json={"stores": [1], long_id: 1}, headers=auth)
 
     assert unauthorised.status_code == 401
     assert unknown.status_code == 404
@@ -267,6 +269,11 @@ def test_training_jobs_need_the_token_and_known_stores(
     assert missing.status_code == 404
     assert len(missing.json()["detail"]) < 120
     assert missing.json()["detail"].startswith("unknown training job xxxx")
+    assert missing.json()["detail"].endswith("(3,000 characters)")
+    assert long_field.status_code == 422
+    assert long_field.json()["detail"] == (
+        f"body.{'x' * 40}… (3,000 characters): Extra inputs are not permitted"
+    )
     assert client.get("/v1/training-jobs").json() == {"jobs": []}
     assert client.get("/v1/training-jobs/nope").status_code == 404
 

@@ -431,6 +431,12 @@ def validate_stores(raw: pd.DataFrame) -> Validated:
     return Validated(valid=valid[list(columns.STORE_COLUMNS)], issues=log.frame())
 
 
+def shortened(text: str, limit: int = 40) -> str:
+    """Caller-supplied text as a message echoes it: long texts cut and their length said, so a
+    bad request is never sent back whole."""
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text):,} characters)"
+
+
 def _shown(value: object) -> str:
     if value is None or (isinstance(value, float) and np.isnan(value)):
         return ""

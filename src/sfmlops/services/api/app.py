@@ -21,6 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sfmlops import __version__
 from sfmlops.adapters.db.engine import make_engine
+from sfmlops.core.validation import shortened
 from sfmlops.services.api.auth import TokenAuth
 from sfmlops.services.api.database_probe import DatabaseProbe
 from sfmlops.services.api.deps import BearerDoc, ModelUnavailableError
@@ -242,8 +243,10 @@ def validation_message(error: RequestValidationError, limit: int = 5) -> str:
     errors are `{"detail": "<message>"}`, not FastAPI's list of objects)."""
     problems = []
     for problem in error.errors()[:limit]:
-        location = ".".join(str(part) for part in problem.get("loc", ()))
-        problems.append(f"{location}: {problem.get('msg', 'invalid')}")
+        # A location can hold the caller's own text (the name of an unknown field), and so can
+        # a message: both are cut.
+        location = ".".join(shortened(str(part)) for part in problem.get("loc", ()))
+        problems.append(f"{location}: {shortened(str(problem.get('msg', 'invalid')), 200)}")
     more = len(error.errors()) - limit
     if more > 0:
         problems.append(f"and {more} more")

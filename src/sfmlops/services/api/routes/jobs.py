@@ -9,6 +9,7 @@ from fastapi import APIRouter, HTTPException, Query, Request, status
 
 from sfmlops.adapters import job_runners
 from sfmlops.adapters.db import audit, store_records, training_job_records
+from sfmlops.core.validation import shortened
 from sfmlops.services import training_jobs
 from sfmlops.services.api import schemas
 from sfmlops.services.api.deps import CallerDep, EngineDep, SettingsDep, record_write
@@ -123,16 +124,11 @@ def get_job(job_id: str, request: Request, engine: EngineDep) -> schemas.Trainin
     return _get(engine, request, job_id)
 
 
-def _shown(job_id: str, limit: int = 40) -> str:
-    """A job id as an error message shows it: long ones cut, so a bad request is not echoed whole."""
-    return job_id if len(job_id) <= limit else f"{job_id[:limit]}… ({len(job_id)} characters)"
-
-
 def _get(engine: EngineDep, request: Request, job_id: str) -> schemas.TrainingJob:
     with engine.connect() as connection:
         job = training_job_records.get_training_job(connection, job_id)
     if job is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"unknown training job {_shown(job_id)}")
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"unknown training job {shortened(job_id)}")
     return schemas.TrainingJob.model_validate(
         training_jobs.refresh_job(engine, _runner(request), job), from_attributes=True
     )
