@@ -24,6 +24,7 @@ from typing import Any
 
 import httpx
 import pytest
+from tests.support.deploy import run as run_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 NAMESPACE = "sfmlops"
@@ -65,21 +66,7 @@ class Cluster:
     def run(
         self, command: list[str], *, timeout: float = 600, check: bool = True
     ) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(
-            command,
-            cwd=ROOT,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-        if check and result.returncode != 0:
-            pytest.fail(
-                f"{' '.join(command)} failed ({result.returncode}):\n"
-                f"{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
-            )
-        return result
+        return run_tool(command, check=check, env=self.env, timeout=timeout)
 
     def kubectl(self, *args: str, timeout: float = 300, check: bool = True) -> str:
         return self.run(["kubectl", *args], timeout=timeout, check=check).stdout

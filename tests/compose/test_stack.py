@@ -24,6 +24,7 @@ import pandas as pd
 import pytest
 
 from sfmlops.datasets import ROSSMANN_DIR
+from tests.support.deploy import run
 from tests.support.network import free_port
 
 # The first test also waits for the images, the stack's start and the bootstrap's training.
@@ -48,21 +49,7 @@ class Stack:
 
     def compose(self, *args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
         """Run a Compose command on this stack; fail the test with its output if it fails."""
-        result = subprocess.run(
-            [str(COMPOSE), *args],
-            env=self.env,
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-        if result.returncode != 0:
-            pytest.fail(
-                f"compose {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}\n"
-                f"{self.diagnostics()}"
-            )
-        return result
+        return run([str(COMPOSE), *args], env=self.env, timeout=timeout, explain=self.diagnostics)
 
     def containers(self, service: str | None = None, every: bool = True) -> list[str]:
         """Ids of this project's containers (of one service), running or not."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,12 +51,30 @@ def tool(name: str) -> str:
     return str(path)
 
 
-def run(command: list[str], *, check: bool = True) -> subprocess.CompletedProcess[str]:
-    """Run a tool from the repository root, capturing its output."""
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
+def run(
+    command: list[str],
+    *,
+    check: bool = True,
+    env: Mapping[str, str] | None = None,
+    timeout: float | None = None,
+    explain: Callable[[], str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run a tool from the repository root, capturing its output; with `check`, a failure fails
+    the test with the end of that output and what `explain` adds (a stack's state, say)."""
+    result = subprocess.run(
+        command,
+        cwd=ROOT,
+        env=None if env is None else dict(env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
     if check and result.returncode != 0:
         pytest.fail(
-            f"{' '.join(command)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
+            f"{' '.join(command)} failed ({result.returncode}):\n"
+            f"{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+            + (f"\n{explain()}" if explain else "")
         )
     return result
 
