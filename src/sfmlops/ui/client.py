@@ -189,6 +189,15 @@ class ApiClient:
             raise ApiUnreachableError(
                 f"cannot reach the forecast API at {self.base_url}: {error}"
             ) from error
+        if not _is_json(response):
+            # A wrong SFMLOPS_API_URL (a web page, a proxy's error page) answers HTML: name the
+            # address and the status, never paste the page into the dashboard.
+            kind = "an HTML page" if "html" in _content_type(response) else "a non-JSON answer"
+            raise ApiError(
+                f"{response.request.url} answered {response.status_code} with {kind}, not the "
+                "sfmlops API: is SFMLOPS_API_URL pointing at the API?",
+                response.status_code,
+            )
         if response.is_success:
             return response
         detail = _detail(response)
@@ -200,6 +209,15 @@ class ApiClient:
             f"the forecast API refused {method} {path} ({response.status_code}): {detail}",
             response.status_code,
         )
+
+
+def _content_type(response: httpx.Response) -> str:
+    return response.headers.get("content-type", "").lower()
+
+
+def _is_json(response: httpx.Response) -> bool:
+    """Whether the body is JSON (an empty body, e.g. 204, counts as the API's)."""
+    return not response.content or "json" in _content_type(response)
 
 
 def _detail(response: httpx.Response) -> str:
