@@ -212,7 +212,7 @@ class ApiClient:
 
 
 def _content_type(response: httpx.Response) -> str:
-    return response.headers.get("content-type", "").lower()
+    return str(response.headers.get("content-type", "")).lower()
 
 
 def _is_json(response: httpx.Response) -> bool:
