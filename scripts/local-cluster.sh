@@ -647,6 +647,7 @@ start_kuberay() {
   local crds
   crds=$(module_dir "github.com/ray-project/kuberay/ray-operator@$KUBERAY_VERSION")/config/crd/bases
   kubectl_admin apply --server-side --force-conflicts -f "$crds" >/dev/null
+  kubectl_admin wait --for condition=Established --timeout 120s -f "$crds" >/dev/null
   KUBECONFIG=$admin_kubeconfig start_process kuberay-operator "$addons_bin/ray-operator" \
     -metrics-addr 127.0.0.1:18083 -health-probe-bind-address 127.0.0.1:18084 \
     -enable-leader-election=false -log-stdout-encoder console
@@ -841,6 +842,9 @@ start_ingress() {
   local gateway_crds
   gateway_crds=$(module_dir "sigs.k8s.io/gateway-api@$GATEWAY_API_VERSION")/config/crd/standard
   kubectl_admin apply --server-side --force-conflicts -f "$gateway_crds" >/dev/null
+  # A new CRD's kinds are served only once it is Established: applying the GatewayClass right
+  # after the CRDs failed with "no matches for kind" on a fresh state.
+  kubectl_admin wait --for condition=Established --timeout 120s -f "$gateway_crds" >/dev/null
   kubectl_admin apply --server-side --force-conflicts -f - >/dev/null <<EOF
 apiVersion: v1
 kind: Namespace
