@@ -156,6 +156,12 @@ class Settings(BaseSettings):
         gt=0,
         description="How often the API checks the registry for a new champion, in seconds.",
     )
+    model_poll_training_seconds: float = Field(
+        default=2.0,
+        gt=0,
+        description="How often the API checks for a new champion while a training job is "
+        "queued or running, or has just succeeded, in seconds.",
+    )
     monitoring_retention_days: int = Field(
         default=400,
         ge=MIN_MONITORING_RETENTION_DAYS,

@@ -50,7 +50,8 @@ class DagConfig:
     training_poke_interval: dt.timedelta = dt.timedelta(minutes=1)
     training_timeout: dt.timedelta = dt.timedelta(hours=6)
     # How long the API may take to serve a new champion (it polls the registry every
-    # SFMLOPS_MODEL_POLL_SECONDS, 30 s by default, then loads the bundle).
+    # SFMLOPS_MODEL_POLL_TRAINING_SECONDS, 2 s by default, while a job runs or has just
+    # succeeded, else every SFMLOPS_MODEL_POLL_SECONDS, then loads the bundle).
     champion_wait: dt.timedelta = dt.timedelta(minutes=3)
     pod_config_map: str = "sfmlops-endpoints"
     pod_secrets: tuple[str, ...] = ()

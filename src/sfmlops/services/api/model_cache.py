@@ -1,11 +1,17 @@
 """The champion held in memory: loaded at start-up, swapped when the `champion` alias moves.
 
 The served forecasts use the stored plan of known future covariates: a poll that finds the
-plan changed (or `refresh` after a write) rebuilds them. Requests read `ModelCache.state`, one reference to an immutable `CacheState`. A poller
-thread builds the next state completely (download, load, precompute the default horizon)
-before it replaces that reference, so a request sees the old model or the new one, never
-half of one. When the registry cannot be reached the loaded model keeps serving and the
-state says why it is degraded.
+plan changed (or `refresh` after a write) rebuilds them. Requests read `ModelCache.state`, one
+reference to an immutable `CacheState`. A poller thread builds the next state completely
+(download, load, precompute the default horizon) before it replaces that reference, so a
+request sees the old model or the new one, never half of one. When the registry cannot be
+reached the loaded model keeps serving and the state says why it is degraded.
+
+A new champion comes from a training job, so the poller watches the `training_jobs` table
+(one small query a tick): while a job is queued or running, or when one succeeded since the
+last check, it checks the registry every `model_poll_training_seconds`; otherwise every
+`model_poll_seconds`. Each worker of a multi-worker server polls on its own, so they all
+catch up within one short tick of a job's end.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import datetime as dt
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
@@ -21,10 +28,12 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from sfmlops.adapters import mlflow_registry as registry
-from sfmlops.adapters.db import issued_forecasts, plan_records
+from sfmlops.adapters.db import issued_forecasts, plan_records, training_job_records
+from sfmlops.adapters.db.training_job_records import TrainingJob
 from sfmlops.core.forecasting.bundle import ForecastBundle
 from sfmlops.core.forecasting.bundle_signature import BundleSignatureError
 from sfmlops.core.forecasting.plan import PlanByStore, by_store
+from sfmlops.core.job_status import JobStatus
 from sfmlops.services.api import serving
 from sfmlops.services.api.serving import ServedModel, prepare
 from sfmlops.services.model_training import version_folder
@@ -58,6 +67,47 @@ class CacheState:
     problem: str | None
 
 
+@dataclass(frozen=True)
+class TrainingActivity:
+    """What the `training_jobs` table says about training, as the poller reads it.
+
+    Attributes:
+        active_jobs: Jobs queued or running.
+        succeeded_jobs: Jobs that succeeded, ever: a change means one just finished.
+    """
+
+    active_jobs: int
+    succeeded_jobs: int
+
+
+def champion_check_due(
+    activity: TrainingActivity | None,
+    seen: TrainingActivity | None,
+    seconds_since_check: float,
+    poll_seconds: float,
+) -> bool:
+    """Whether the poller should check the registry for a new champion now.
+
+    Args:
+        activity: The training jobs now; None when they could not be read.
+        seen: The training jobs at the last check.
+        seconds_since_check: Seconds since the last check.
+        poll_seconds: The longest time between two checks.
+
+    Returns:
+        True while a job is queued or running (it may move the alias any moment), when a
+        job succeeded since the last check (it may have moved the alias and finished between
+        two ticks), and every `poll_seconds` whatever the jobs (an alias moved by hand).
+    """
+    if seconds_since_check >= poll_seconds:
+        return True
+    if activity is None:
+        return False
+    return activity.active_jobs > 0 or (
+        seen is not None and activity.succeeded_jobs != seen.succeeded_jobs
+    )
+
+
 class ModelCache:
     """Loads the champion from the registry and keeps it current.
 
@@ -80,6 +130,9 @@ class ModelCache:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._refresh_lock = threading.Lock()
+        self._job_version_checked = 0  # the newest job version `catch_up_with` checked for
+        self._job_version_lock = threading.Lock()
+        self._activity_unreadable = False
 
     @property
     def state(self) -> CacheState:
@@ -90,8 +143,12 @@ class ModelCache:
         """Load the champion now (blocking), then keep polling in a daemon thread."""
         for name, value in _MLFLOW_ENV.items():
             os.environ.setdefault(name, value)
+        # Read before the first check, so that a job ending during it is noticed next tick.
+        seen = self._training_activity()
         self.refresh()
-        self._thread = threading.Thread(target=self._poll, name="champion-poller", daemon=True)
+        self._thread = threading.Thread(
+            target=self._poll, args=(seen,), name="champion-poller", daemon=True
+        )
         self._thread.start()
 
     def stop(self) -> None:
@@ -127,9 +184,62 @@ class ModelCache:
                 self._state = replace(self._state, problem=problem)
             return self._state
 
-    def _poll(self) -> None:
-        while not self._stop.wait(self._settings.model_poll_seconds):
-            self.refresh()
+    def catch_up_with(self, job: TrainingJob) -> CacheState:
+        """Check the alias now when `job` succeeded with a version newer than the served one.
+
+        The routes that answer about training jobs call this, so a caller told that a job
+        succeeded is served its champion by this worker from then on, without waiting for
+        the poller. A version is checked for once (a challenger stays a challenger): listing
+        old jobs again costs nothing.
+        """
+        version = _version_number(job.model_version)
+        if job.status is not JobStatus.SUCCEEDED or version is None:
+            return self._state
+        with self._job_version_lock:
+            served = self._state.model
+            checked = max(
+                self._job_version_checked,
+                (_version_number(served.version) or 0) if served is not None else 0,
+            )
+            if version <= checked:
+                return self._state
+            self._job_version_checked = version
+        return self.refresh()
+
+    def _poll(self, seen: TrainingActivity | None) -> None:
+        tick = min(self._settings.model_poll_seconds, self._settings.model_poll_training_seconds)
+        checked = time.monotonic()
+        while not self._stop.wait(tick):
+            activity = self._training_activity()
+            if champion_check_due(
+                activity, seen, time.monotonic() - checked, self._settings.model_poll_seconds
+            ):
+                self.refresh()
+                checked = time.monotonic()
+                seen = activity
+
+    def _training_activity(self) -> TrainingActivity | None:
+        """The training jobs now, or None when the database cannot say (logged once)."""
+        engine = self._engine()
+        if engine is None:
+            return None
+        try:
+            with engine.connect() as connection:
+                counts = training_job_records.count_training_jobs_by_status(connection)
+        except SQLAlchemyError as error:
+            if not self._activity_unreadable:
+                log.warning(
+                    "training jobs unreadable, checking for a new champion every %s s: %s",
+                    self._settings.model_poll_seconds,
+                    _short(error),
+                )
+            self._activity_unreadable = True
+            return None
+        self._activity_unreadable = False
+        return TrainingActivity(
+            active_jobs=sum(count for status, count in counts.items() if status.active),
+            succeeded_jobs=counts[JobStatus.SUCCEEDED],
+        )
 
     def _next_state(self, current: CacheState) -> CacheState:
         if not _registry_exists(self._settings):
@@ -255,6 +365,11 @@ def _registry_exists(settings: Settings) -> bool:
     if not uri.startswith("sqlite:///"):
         return True
     return os.path.exists(uri.removeprefix("sqlite:///"))
+
+
+def _version_number(version: str | None) -> int | None:
+    """A registry version as a number (MLflow numbers them 1, 2, ...), or None."""
+    return int(version) if version is not None and version.isdigit() else None
 
 
 def _short(error: BaseException) -> str:

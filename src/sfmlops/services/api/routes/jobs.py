@@ -1,4 +1,8 @@
-"""Training jobs: submitted to the configured runner, never run inside a request."""
+"""Training jobs: submitted to the configured runner, never run inside a request.
+
+Answering about a job that succeeded also brings this worker's champion up to date (see
+`ModelCache.catch_up_with`): whoever learns that a job succeeded asks for its model next.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +13,18 @@ from fastapi import APIRouter, HTTPException, Query, Request, status
 
 from sfmlops.adapters import job_runners
 from sfmlops.adapters.db import audit, store_records, training_job_records
+from sfmlops.adapters.db.training_job_records import TrainingJob
 from sfmlops.core.validation import shortened
 from sfmlops.services import training_jobs
 from sfmlops.services.api import schemas
-from sfmlops.services.api.deps import CallerDep, EngineDep, SettingsDep, record_write
+from sfmlops.services.api.deps import (
+    CallerDep,
+    EngineDep,
+    ModelCacheDep,
+    SettingsDep,
+    record_write,
+)
+from sfmlops.services.api.model_cache import ModelCache
 
 router = APIRouter(prefix="/v1/training-jobs", tags=["training"])
 SUBMIT = "training_job.submit"  # the audit action, also what the retrain limit counts
@@ -47,6 +59,7 @@ def submit(
     engine: EngineDep,
     settings: SettingsDep,
     caller: CallerDep,
+    cache: ModelCacheDep,
 ) -> schemas.TrainingJob:
     """Queue a job that trains the given stores (or all) and registers a new model version.
 
@@ -75,7 +88,7 @@ def submit(
         SUBMIT,
         {"job_id": submitted.id, "stores": body.store_ids, "reason": body.reason},
     )
-    return _get(engine, request, submitted.id)
+    return _get(engine, request, cache, submitted.id)
 
 
 def _check_retrain_limit(engine: EngineDep, actor: str, per_hour: int) -> None:
@@ -99,19 +112,14 @@ def _check_retrain_limit(engine: EngineDep, actor: str, per_hour: int) -> None:
     "", response_model=schemas.TrainingJobList, summary="Recent training jobs, newest first"
 )
 def list_jobs(
-    request: Request, engine: EngineDep, limit: Annotated[int, Query(ge=1, le=200)] = 20
+    request: Request,
+    engine: EngineDep,
+    cache: ModelCacheDep,
+    limit: Annotated[int, Query(ge=1, le=200)] = 20,
 ) -> schemas.TrainingJobList:
     with engine.connect() as connection:
         jobs = training_job_records.list_training_jobs(connection, limit)
-    runner = _runner(request)
-    return schemas.TrainingJobList(
-        jobs=[
-            schemas.TrainingJob.model_validate(
-                training_jobs.refresh_job(engine, runner, job), from_attributes=True
-            )
-            for job in jobs
-        ]
-    )
+    return schemas.TrainingJobList(jobs=[_answer(engine, request, cache, job) for job in jobs])
 
 
 @router.get(
@@ -120,15 +128,26 @@ def list_jobs(
     responses={404: {"model": schemas.ErrorBody}},
     summary="A training job's status and progress",
 )
-def get_job(job_id: str, request: Request, engine: EngineDep) -> schemas.TrainingJob:
-    return _get(engine, request, job_id)
+def get_job(
+    job_id: str, request: Request, engine: EngineDep, cache: ModelCacheDep
+) -> schemas.TrainingJob:
+    return _get(engine, request, cache, job_id)
 
 
-def _get(engine: EngineDep, request: Request, job_id: str) -> schemas.TrainingJob:
+def _get(
+    engine: EngineDep, request: Request, cache: ModelCache, job_id: str
+) -> schemas.TrainingJob:
     with engine.connect() as connection:
         job = training_job_records.get_training_job(connection, job_id)
     if job is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"unknown training job {shortened(job_id)}")
-    return schemas.TrainingJob.model_validate(
-        training_jobs.refresh_job(engine, _runner(request), job), from_attributes=True
-    )
+    return _answer(engine, request, cache, job)
+
+
+def _answer(
+    engine: EngineDep, request: Request, cache: ModelCache, job: TrainingJob
+) -> schemas.TrainingJob:
+    """A job as it stands (a dead process found out), with the champion caught up to it."""
+    job = training_jobs.refresh_job(engine, _runner(request), job)
+    cache.catch_up_with(job)
+    return schemas.TrainingJob.model_validate(job, from_attributes=True)
