@@ -14,6 +14,7 @@ from streamlit.testing.v1 import AppTest
 
 from sfmlops.core import columns
 from sfmlops.ui.charts import DATE_COLUMN
+from sfmlops.ui.retrain_feedback import RetrainWatch, SeriesSnapshot
 from sfmlops.ui.views import store as store_page
 from tests.support.dashboard import (
     STORE_WITHOUT_SALES,
@@ -32,7 +33,7 @@ JOB_SECONDS = 180
 
 
 def chart_table(app: AppTest) -> pd.DataFrame:
-    (table,) = app.table
+    (table,) = [table for table in app.table if DATE_COLUMN in table.value.columns]
     return table.value.reset_index(drop=True)
 
 
@@ -246,8 +247,12 @@ def test_a_failed_training_job_shows_its_error(
     assert job["error"] in texts(app.error)
 
     app = open_dashboard(trained_api.url, monkeypatch, store="1")
-    app.session_state[store_page.WATCH_KEY] = store_page.RetrainWatch(
-        job["id"], STORE_WITHOUT_SALES, columns.DEFAULT_PRODUCT, None
+    app.session_state[store_page.WATCH_KEY] = RetrainWatch(
+        job["id"],
+        STORE_WITHOUT_SALES,
+        columns.DEFAULT_PRODUCT,
+        SeriesSnapshot(version=None),
+        submitted_at=dt.datetime.now(dt.UTC),
     )
     app.run()
     assert f"job {job['id'][:12]}) failed" in texts(app.error)
@@ -313,6 +318,8 @@ def test_retrain_shows_progress_then_redraws_with_the_new_version(
 ) -> None:
     app = open_dashboard(trained_api.url, monkeypatch, store="2")
     before = int(metric(app, "Model version"))
+    (series_before,) = api_get(trained_api, "/v1/models/champion", store_id=2)["stores"]
+    week_before = api_get(trained_api, "/v1/stores/2/forecast", days=7)["forecast"]
     (retrain,) = [b for b in app.button if b.label == "Retrain this store"]
 
     retrain.click().run()
@@ -320,9 +327,14 @@ def test_retrain_shows_progress_then_redraws_with_the_new_version(
     watch = app.session_state[store_page.WATCH_KEY]
     assert watch.store_id == 2
     assert watch.previous_version == str(before)
-    # Just submitted, the job is queued or running: the page follows it with a progress bar.
+    assert watch.before.backtest_rmspe == series_before["rmspe"]
+    assert watch.before.week_total == pytest.approx(sum(day["yhat"] for day in week_before))
+    # Just submitted, the job is queued or running: the page follows it with a progress bar
+    # and its steps, above everything else the page draws.
     (progress,) = app.get("progress")
     assert progress.proto.text.startswith(f"Retraining store 2 (job {watch.job_id[:12]})")
+    assert f"Job {watch.job_id[:12]} submitted" in texts(app.markdown)
+    assert next(b for b in app.button if b.label == "Retrain this store").disabled
     deadline = time.monotonic() + JOB_SECONDS
     while not app.success and time.monotonic() < deadline:
         assert not app.error, texts(app.error)
@@ -336,6 +348,21 @@ def test_retrain_shows_progress_then_redraws_with_the_new_version(
     )
     assert int(metric(app, "Model version")) == int(job["model_version"]) > before
     assert store_page.WATCH_KEY not in app.session_state
+    (series_after,) = api_get(trained_api, "/v1/models/champion", store_id=2)["stores"]
+    week_after = api_get(trained_api, "/v1/stores/2/forecast", days=7)["forecast"]
+    (comparison,) = [table for table in app.table if "before" in table.value.columns]
+    shown = comparison.value
+    assert list(shown.loc["Model version"]) == [str(before), job["model_version"], ""]
+    assert list(shown.loc["Backtest RMSPE", ["before", "after"]]) == [
+        f"{series_before['rmspe']:.1%}",
+        f"{series_after['rmspe']:.1%}",
+    ]
+    week = next(label for label in shown.index if label.startswith("Forecast, next 7 days"))
+    assert list(shown.loc[week, ["before", "after"]]) == [
+        f"{sum(day['yhat'] for day in week_before):,.0f}",
+        f"{sum(day['yhat'] for day in week_after):,.0f}",
+    ]
+    assert not next(b for b in app.button if b.label == "Retrain this store").disabled
     pd.testing.assert_frame_equal(
         chart_table(app),
         expected_chart_table(

@@ -1,9 +1,12 @@
-"""Store page: a store's recent sales beside its forecast, the model's accuracy, a retrain."""
+"""Store page: a store's recent sales beside its forecast, the model's accuracy, a retrain.
+
+A retrain started here is followed at the top of the page, full width, from the click on:
+its steps until the API serves the new version, then the series before and after it.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
 
 import pandas as pd
 import streamlit as st
@@ -21,6 +24,14 @@ from sfmlops.ui.client import (
     NotFoundError,
 )
 from sfmlops.ui.login import signed_in_user
+from sfmlops.ui.retrain_feedback import (
+    RetrainResult,
+    RetrainStep,
+    RetrainWatch,
+    comparison_table,
+    retrain_steps,
+    take_snapshot,
+)
 from sfmlops.ui.wording import counted
 
 DEFAULT_HISTORY_WEEKS = 8
@@ -28,7 +39,8 @@ MAX_HISTORY_WEEKS = 52
 DEFAULT_HORIZON_DAYS = 14
 # The intervals are calibrated on backtests of this horizon; further out they are guesses.
 MAX_HORIZON_DAYS = HORIZON_DAYS
-RETRAIN_POLL_SECONDS = 2.0
+# How often a followed retrain is asked after: a GET of the job, cheap for the API.
+RETRAIN_POLL_SECONDS = 1.0
 # Session keys.
 STORE_KEY = "store_id"
 PRODUCT_KEY = "product_id"
@@ -37,23 +49,21 @@ HORIZON_INPUT_KEY = "horizon_days_input"
 HORIZON_KEY = "horizon_days"  # the horizon last asked for with "Forecast next N days"
 # Days of realized accuracy the model panel shows.
 REALIZED_DAYS = 28
-WATCH_KEY = "retrain_watch"
-NEWS_KEY = "retrain_news"
-
-
-@dataclass(frozen=True)
-class RetrainWatch:
-    """The retrain this session started and follows."""
-
-    job_id: str
-    store_id: int
-    product_id: str
-    previous_version: str | None
+WATCH_KEY = "retrain_watch"  # the RetrainWatch of a retrain being followed
+RESULT_KEY = "retrain_result"  # the RetrainResult of the last one served, until dismissed
+SUBMIT_ERROR_KEY = "retrain_submit_error"
+STEP_ICONS = {
+    "done": ":material/check_circle:",
+    "current": ":material/pending:",
+    "pending": ":material/radio_button_unchecked:",
+    "failed": ":material/cancel:",
+}
 
 
 def render() -> None:
     client = page_context.api_client()
     st.title("Store forecast")
+    _retrain_status()
     try:
         stores = page_context.store_list()
     except ApiError as error:
@@ -75,16 +85,13 @@ def render() -> None:
     product_id = _pick_product(store)
     weeks, horizon_days = _chart_controls()
 
-    news = st.session_state.pop(NEWS_KEY, None)
-    if news:
-        st.success(news, icon=":material/check_circle:")
     chart_column, model_column = st.columns([3, 1], gap="large")
     with model_column:
         champion = _model_panel(client, store_id, product_id, status.champion_version)
         # A store retrain refits a series inside the champion (or, before any champion,
         # trains that store alone); stores the champion lacks need a full training job.
         retrainable = champion is not None or status.champion_version is None
-        _retrain(client, store_id, product_id, status.champion_version, retrainable)
+        _retrain_button(store_id, product_id, retrainable)
     with chart_column:
         _chart(client, store_id, product_id, status.as_of, weeks, horizon_days, champion)
 
@@ -318,33 +325,53 @@ def _realized(client: ApiClient, store_id: int) -> None:
     )
 
 
-def _retrain(
-    client: ApiClient,
-    store_id: int,
-    product_id: str,
-    serving_version: str | None,
-    retrainable: bool,
-) -> None:
+def _retrain_button(store_id: int, product_id: str, retrainable: bool) -> None:
+    """Starts a retrain of this store; its progress shows at the top of the page."""
     watch: RetrainWatch | None = st.session_state.get(WATCH_KEY)
-    busy = watch is not None and watch.store_id == store_id
-    if st.button(
+    if watch is not None:
+        why = f"The retrain of store {watch.store_id} is still running: see the top of the page."
+    elif retrainable:
+        why = "Refit this store's models on its latest sales; other stores keep theirs."
+    else:
+        why = "The champion has no models for this store: a full training job adds it."
+    st.button(
         "Retrain this store",
-        disabled=busy or not retrainable,
+        disabled=watch is not None or not retrainable,
         icon=":material/model_training:",
-        help="Refit this store's models on its latest sales; other stores keep theirs."
-        if retrainable
-        else "The champion has no models for this store: a full training job adds it.",
-    ):
-        try:
-            job = client.submit_training_job([store_id], user=signed_in_user())
-        except ApiError as error:
-            st.error(f"**Could not start the retrain:** {error}", icon=":material/error:")
-        else:
-            st.session_state[WATCH_KEY] = RetrainWatch(
-                job.id, store_id, product_id, serving_version
-            )
+        help=why,
+        on_click=_submit_retrain,
+        args=(store_id, product_id),
+    )
+
+
+def _submit_retrain(store_id: int, product_id: str) -> None:
+    """The button's callback: runs before the page, so the page it draws shows the job.
+
+    The series is read first, as the "before" of the comparison shown when it is served.
+    """
+    client = page_context.api_client()
+    before = take_snapshot(client, store_id, product_id)
+    try:
+        job = client.submit_training_job([store_id], user=signed_in_user())
+    except ApiError as error:
+        st.session_state[SUBMIT_ERROR_KEY] = f"**Could not start the retrain:** {error}"
+        return
+    st.session_state.pop(RESULT_KEY, None)
+    st.session_state[WATCH_KEY] = RetrainWatch(
+        job.id, store_id, product_id, before, submitted_at=dt.datetime.now(dt.UTC)
+    )
+
+
+def _retrain_status() -> None:
+    """The top of the page: a retrain that could not start, one running, or its outcome."""
+    error = st.session_state.pop(SUBMIT_ERROR_KEY, None)
+    if error:
+        st.error(error, icon=":material/error:")
     if st.session_state.get(WATCH_KEY) is not None:
         _retrain_progress()
+    result: RetrainResult | None = st.session_state.get(RESULT_KEY)
+    if result is not None:
+        _retrain_outcome(result)
 
 
 @st.fragment(run_every=RETRAIN_POLL_SECONDS)
@@ -358,47 +385,77 @@ def _retrain_progress() -> None:
         job = client.training_job(watch.job_id)
     except ApiError as error:
         st.warning(f"Cannot follow training job {watch.job_id[:12]}: {error}")
+        _dismiss_button(WATCH_KEY)
         return
-    label = f"Retraining store {watch.store_id} (job {job.id[:12]})"
-    if JobStatus(job.status).active:
-        done, total = job.progress_done, job.progress_total
-        st.progress(
-            done / total if total else 0.0,
-            text=f"{label}: {job.status}" + (f", {done} of {total} steps" if total else ""),
-        )
-        return
-    if job.status == "failed":
-        st.error(
-            f"**{label} failed.** {job.error or 'The job recorded no error.'}",
-            icon=":material/error:",
-        )
-        _dismiss_button()
-        return
-    try:
-        serving = client.champion(watch.store_id, watch.product_id).version
-    except ApiError:
-        serving = None
+    serving: str | None = None
+    if job.status == "succeeded":
+        try:
+            serving = client.champion(watch.store_id, watch.product_id).version
+        except ApiError:
+            serving = None
+    seconds = (dt.datetime.now(dt.UTC) - watch.submitted_at).total_seconds()
     if job.model_version is not None and serving == job.model_version:
-        del st.session_state[WATCH_KEY]
-        st.session_state[NEWS_KEY] = (
-            f"Store {watch.store_id} retrained: model version {serving} is live"
-            + (f" (was {watch.previous_version})." if watch.previous_version else ".")
+        st.session_state[RESULT_KEY] = RetrainResult(
+            job.id,
+            watch.store_id,
+            watch.product_id,
+            watch.before,
+            take_snapshot(client, watch.store_id, watch.product_id),
+            seconds,
         )
-        st.rerun()
-    st.info(
-        f"{label} finished: version {job.model_version or '(none)'} registered. Waiting for it "
-        f"to become the champion (now {serving or 'none'}); a version that backtests worse than "
-        "the champion stays the challenger.",
-        icon=":material/hourglass_top:",
-    )
-    if job.error:
-        st.caption(job.error)
-    _dismiss_button()
-
-
-def _dismiss_button() -> None:
-    if st.button("Dismiss", key="dismiss_retrain"):
         del st.session_state[WATCH_KEY]
+        st.rerun()  # the whole page: the chart and the model panel with the new version
+    steps = retrain_steps(job, serving, watch.store_id)
+    label = f"Retraining store {watch.store_id} (job {job.id[:12]})"
+    with st.container(border=True):
+        if job.status == "failed":
+            st.error(
+                f"**{label} failed.** {job.error or 'The job recorded no error.'}",
+                icon=":material/error:",
+            )
+        else:
+            st.progress(_steps_done(steps, job), text=f"{label}: {job.status}, {seconds:.0f} s")
+        st.markdown("  \n".join(f"{STEP_ICONS[step.state]} {step.label}" for step in steps))
+        if job.status == "succeeded":
+            st.info(
+                f"Version {job.model_version or '(none)'} registered; the API serves "
+                f"{serving or 'no champion'}. A version that backtests worse than the champion "
+                "stays the challenger.",
+                icon=":material/hourglass_top:",
+            )
+            if job.error:
+                st.caption(job.error)
+        if not JobStatus(job.status).active:
+            _dismiss_button(WATCH_KEY)
+
+
+def _steps_done(steps: list[RetrainStep], job: responses.TrainingJob) -> float:
+    """The share of the steps done, the training step counted by its own progress."""
+    done = float(sum(step.state == "done" for step in steps))
+    if job.status == "running" and job.progress_total:
+        done += min(job.progress_done / job.progress_total, 1.0)
+    return min(done / len(steps), 1.0)
+
+
+def _retrain_outcome(result: RetrainResult) -> None:
+    """The retrained series before and after: version, model, backtest, next week."""
+    with st.container(border=True):
+        st.success(
+            f"Store {result.store_id} retrained: model version {result.after.version} is live"
+            + (f" (was {result.before.version})." if result.before.version else "."),
+            icon=":material/check_circle:",
+        )
+        st.table(comparison_table(result.before, result.after).set_index(""))
+        st.caption(
+            f"Served {result.seconds:.0f} s after the click (job {result.job_id[:12]}). "
+            "Backtest RMSPE: the last backtest window, open days; lower is better."
+        )
+        _dismiss_button(RESULT_KEY)
+
+
+def _dismiss_button(key: str) -> None:
+    if st.button("Dismiss", key=f"dismiss_{key}"):
+        st.session_state.pop(key, None)
         st.rerun()
 
 
