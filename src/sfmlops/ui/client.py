@@ -16,6 +16,7 @@ from pydantic import BaseModel, ValidationError
 from sfmlops.core import columns
 from sfmlops.settings import Settings
 from sfmlops.ui import responses
+from sfmlops.ui.wording import counted
 
 Model = TypeVar("Model", bound=BaseModel)
 USER_HEADER = "X-Sfmlops-User"  # whom a write is made for (the API's audit log)
@@ -238,7 +239,9 @@ def _parse(response: httpx.Response, model: type[Model]) -> Model:
     except ValidationError as error:
         # A version mismatch between dashboard and API: say so rather than crash a page.
         raise ApiError(
-            f"unexpected answer from {response.request.url.path}: {error.error_count()} field(s) "
-            f"do not match what the dashboard expects ({error.errors()[0]['msg']})",
+            f"unexpected answer from {response.request.url.path}: "
+            f"{counted(error.error_count(), 'field')} "
+            f"{'does' if error.error_count() == 1 else 'do'} not match what the dashboard "
+            f"expects ({error.errors()[0]['msg']})",
             response.status_code,
         ) from error
