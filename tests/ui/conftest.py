@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import streamlit as st
+from playwright.sync_api import Browser, Page, sync_playwright
 
 from sfmlops.adapters.db import issued_forecasts, sales_records
 from sfmlops.adapters.db.engine import make_engine, migrate
@@ -24,6 +25,7 @@ from sfmlops.datasets import ROSSMANN_DIR
 from sfmlops.services import loading
 from sfmlops.settings import Settings
 from tests.support import model_registry
+from tests.support.browser import BASE_PATH, CHROMIUM, CHROMIUM_ARGS, PAGE_MS
 from tests.support.dashboard import (
     NO_TRAINING_JOBS,
     STORE_WITHOUT_SALES,
@@ -139,6 +141,42 @@ def _fresh_dashboard_caches() -> Iterator[None]:
     yield
     st.cache_resource.clear()
     st.cache_data.clear()
+
+
+@pytest.fixture(scope="module")
+def dashboard_url(trained_api: RunningApi) -> Iterator[str]:
+    """`sfmlops ui` under /dashboard, talking to the trained API."""
+    port = free_port()
+    process = start_service(
+        sfmlops_command("ui", "--port", str(port)),
+        service_environment(trained_api.home, api_url=trained_api.url, ui_base_path=BASE_PATH),
+        f"http://127.0.0.1:{port}/{BASE_PATH}/_stcore/health",
+        trained_api.home / "ui.log",
+    )
+    yield f"http://127.0.0.1:{port}/{BASE_PATH}/"
+    stop_service(process)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """Debian's headless Chromium, driven by Playwright."""
+    if not CHROMIUM.is_file():
+        pytest.fail(f"{CHROMIUM} is missing: scripts/install-system-deps.sh installs Chromium")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+        )
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    """A fresh browser tab with a desktop-sized window."""
+    context = browser.new_context(viewport={"width": 1400, "height": 1100})
+    context.set_default_timeout(PAGE_MS)
+    yield context.new_page()
+    context.close()
 
 
 @pytest.fixture(scope="session")

@@ -1,129 +1,40 @@
 """The dashboard in a real browser: Debian's Chromium driven by Playwright.
 
 `sfmlops ui` runs under a base URL path, as behind an ingress, against a real API with a
-trained champion. Screenshots go to test-artifacts/.
+trained champion (the `dashboard_url`, `browser` and `page` fixtures of conftest.py).
+Screenshots go to test-artifacts/.
 """
 
 from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pandas as pd
 import pytest
-from playwright.sync_api import Browser, Locator, Page, Route, expect, sync_playwright
+from playwright.sync_api import Browser, Page, Route, expect
 
 from sfmlops.core import columns
-from sfmlops.ui.charts import CHART_COLUMNS
 from sfmlops.ui.views import store as store_page
-from tests.support import ROOT
+from tests.support.browser import (
+    ARTIFACTS,
+    PAGE_MS,
+    chart_data,
+    drawn_marks,
+    metric_value,
+    pick_store,
+    wait_for_chart,
+)
 from tests.support.dashboard import (
     NO_TRAINING_JOBS,
     TOKEN,
     RunningApi,
     api_get,
     expected_chart_table,
-    service_environment,
-    sfmlops_command,
-    start_service,
-    stop_service,
 )
-from tests.support.network import free_port
 
 pytestmark = pytest.mark.e2e
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-]
-ARTIFACTS = ROOT / "test-artifacts"
-BASE_PATH = "dashboard"
-PAGE_MS = 90_000  # the first page of a fresh dashboard process imports pandas and Altair
 RETRAIN_SECONDS = 240
-
-
-@pytest.fixture(scope="module")
-def dashboard_url(trained_api: RunningApi) -> Iterator[str]:
-    """`sfmlops ui` under /dashboard, talking to the trained API."""
-    port = free_port()
-    process = start_service(
-        sfmlops_command("ui", "--port", str(port)),
-        service_environment(trained_api.home, api_url=trained_api.url, ui_base_path=BASE_PATH),
-        f"http://127.0.0.1:{port}/{BASE_PATH}/_stcore/health",
-        trained_api.home / "ui.log",
-    )
-    yield f"http://127.0.0.1:{port}/{BASE_PATH}/"
-    stop_service(process)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    if not CHROMIUM.is_file():
-        pytest.fail(f"{CHROMIUM} is missing: scripts/install-system-deps.sh installs Chromium")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
-        )
-        yield browser
-        browser.close()
-
-
-@pytest.fixture
-def page(browser: Browser) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 1400, "height": 1100})
-    context.set_default_timeout(PAGE_MS)
-    yield context.new_page()
-    context.close()
-
-
-def pick_store(page: Page, store_id: int) -> None:
-    """Search the picker the way a planner does: type, then choose the match."""
-    picker = page.get_by_role("combobox", name="Store")
-    picker.click()
-    picker.fill(str(store_id))
-    page.get_by_role("option", name=re.compile(rf"^{store_id} · ")).click()
-
-
-def metric_value(page: Page, label: str) -> str:
-    metric = page.get_by_test_id("stMetric").filter(
-        has=page.get_by_test_id("stMetricLabel").get_by_text(label, exact=True)
-    )
-    return metric.get_by_test_id("stMetricValue").inner_text().strip()
-
-
-def chart_data(page: Page) -> pd.DataFrame:
-    """The "Chart data" table as the page shows it."""
-    expander = page.get_by_test_id("stExpander").filter(has_text="Chart data")
-    expander.get_by_text("Chart data").click()
-    table = expander.get_by_test_id("stTable").locator("table")
-    # all_inner_texts() does not wait: on a busy machine the opened expander renders later.
-    table.locator("tbody tr").first.wait_for()
-    header = [cell.strip() for cell in table.locator("thead th").all_inner_texts()]
-    rows = [
-        [cell.strip() for cell in row.locator("th, td").all_inner_texts()]
-        for row in table.locator("tbody tr").all()
-    ]
-    columns = header[-len(CHART_COLUMNS) :]  # drop the index column
-    frame = pd.DataFrame([row[-len(CHART_COLUMNS) :] for row in rows], columns=columns)
-    expander.get_by_text("Chart data").click()
-    return frame
-
-
-def drawn_marks(chart: Locator, mark: str) -> int:
-    """How many marks of a Vega mark type (symbol, rect, area, line) the SVG holds."""
-    return chart.locator(f"svg g.mark-{mark}.role-mark > path").count()  # not the legend
-
-
-def wait_for_chart(page: Page, store_id: int) -> Locator:
-    chart = page.get_by_test_id("stVegaLiteChart")
-    chart.get_by_text(re.compile(rf"^Store {store_id} · ")).wait_for()
-    chart.locator("svg g.mark-symbol.role-mark > path").first.wait_for()
-    return chart
 
 
 def test_the_store_page_draws_the_apis_actuals_and_forecast_and_retrains(

@@ -1,0 +1,77 @@
+"""Driving the dashboard in a real browser: Debian's Chromium through Playwright.
+
+The `browser`, `page` and `dashboard_url` fixtures live in tests/ui/conftest.py; these are
+the constants they use and the ways a test reads the store page.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pandas as pd
+from playwright.sync_api import Locator, Page
+
+from sfmlops.ui.charts import CHART_COLUMNS
+from tests.support import ROOT
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
+ARTIFACTS = ROOT / "test-artifacts"
+"""Where browser tests put their screenshots."""
+BASE_PATH = "dashboard"
+"""The URL path `sfmlops ui` runs under in the browser tests, as behind an ingress."""
+PAGE_MS = 90_000  # the first page of a fresh dashboard process imports pandas and Altair
+
+
+def pick_store(page: Page, store_id: int) -> None:
+    """Search the picker the way a planner does: type, then choose the match."""
+    picker = page.get_by_role("combobox", name="Store")
+    picker.click()
+    picker.fill(str(store_id))
+    page.get_by_role("option", name=re.compile(rf"^{store_id} · ")).click()
+
+
+def metric_value(page: Page, label: str) -> str:
+    """The value shown by the metric labelled `label`."""
+    metric = page.get_by_test_id("stMetric").filter(
+        has=page.get_by_test_id("stMetricLabel").get_by_text(label, exact=True)
+    )
+    return metric.get_by_test_id("stMetricValue").inner_text().strip()
+
+
+def chart_data(page: Page) -> pd.DataFrame:
+    """The "Chart data" table as the page shows it."""
+    expander = page.get_by_test_id("stExpander").filter(has_text="Chart data")
+    expander.get_by_text("Chart data").click()
+    table = expander.get_by_test_id("stTable").locator("table")
+    # all_inner_texts() does not wait: on a busy machine the opened expander renders later.
+    table.locator("tbody tr").first.wait_for()
+    header = [cell.strip() for cell in table.locator("thead th").all_inner_texts()]
+    rows = [
+        [cell.strip() for cell in row.locator("th, td").all_inner_texts()]
+        for row in table.locator("tbody tr").all()
+    ]
+    columns = header[-len(CHART_COLUMNS) :]  # drop the index column
+    frame = pd.DataFrame([row[-len(CHART_COLUMNS) :] for row in rows], columns=columns)
+    expander.get_by_text("Chart data").click()
+    return frame
+
+
+def drawn_marks(chart: Locator, mark: str) -> int:
+    """How many marks of a Vega mark type (symbol, rect, area, line) the SVG holds."""
+    return chart.locator(f"svg g.mark-{mark}.role-mark > path").count()  # not the legend
+
+
+def wait_for_chart(page: Page, store_id: int) -> Locator:
+    """The store's chart, once its title and first point are drawn."""
+    chart = page.get_by_test_id("stVegaLiteChart")
+    chart.get_by_text(re.compile(rf"^Store {store_id} · ")).wait_for()
+    chart.locator("svg g.mark-symbol.role-mark > path").first.wait_for()
+    return chart
