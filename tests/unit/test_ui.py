@@ -9,6 +9,7 @@ import pytest
 
 from sfmlops.cli.dashboard import APP, streamlit_command
 from sfmlops.core import columns
+from sfmlops.core.forecasting import metrics
 from sfmlops.settings import Settings
 from sfmlops.ui import responses
 from sfmlops.ui.charts import (
@@ -17,6 +18,9 @@ from sfmlops.ui.charts import (
     champion_mix_chart,
     chart_frame,
     chart_table,
+    rmspe_bins,
+    rmspe_histogram,
+    rmspe_outliers_caption,
     store_chart,
 )
 from sfmlops.ui.page_context import store_label
@@ -111,6 +115,49 @@ def test_the_champion_mix_chart_counts_series_per_model() -> None:
         {columns.MODEL: "gbm", "series": 1112},
         {columns.MODEL: "seasonal_naive", "series": 3},
     ]
+
+
+def backtests(rmspe: list[float]) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            columns.STORE_ID: range(1, len(rmspe) + 1),
+            columns.PRODUCT_ID: columns.DEFAULT_PRODUCT,
+            metrics.RMSPE: rmspe,
+        }
+    )
+
+
+def test_the_rmspe_histogram_stops_at_the_98th_percentile_and_names_the_outliers() -> None:
+    # 98 stores between 10 % and 20 %, store 99 at 90 %, store 100 at 140 %.
+    series = backtests([0.10 + 0.10 * i / 97 for i in range(98)] + [0.90, 1.40])
+
+    bands = rmspe_bins(series)
+
+    assert bands["series"].sum() == 100
+    *crowd, last = bands.to_dict("records")
+    assert last["beyond"]
+    assert last["series"] == 2
+    assert last["band"] == "≥ 21% (up to 140%)"
+    assert not any(band["beyond"] for band in crowd)
+    assert len(crowd) >= 10  # the crowd spreads over many bars, not three
+    assert 0.20 < last["start"] < 0.22
+    spec = rmspe_histogram(bands).to_dict()
+    assert spec["encoding"]["x"]["scale"]["domain"] == [0, last["end"]]
+    assert last["end"] < 0.25
+    assert rmspe_outliers_caption(series, bands) == (
+        "The axis stops at 21%: 2 series lie beyond, in the last bar; "
+        "the worst is store 100 at 140.0%."
+    )
+
+
+def test_an_rmspe_histogram_without_outliers_has_no_last_bar_nor_caption() -> None:
+    series = backtests([0.12, 0.12, 0.12])
+
+    bands = rmspe_bins(series)
+
+    assert bands["series"].tolist() == [3]
+    assert not bands["beyond"].any()
+    assert rmspe_outliers_caption(series, bands) is None
 
 
 def test_store_labels_carry_what_a_planner_searches_by() -> None:

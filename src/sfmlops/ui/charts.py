@@ -14,6 +14,7 @@ import pandas as pd
 from sfmlops.core import columns
 from sfmlops.core.forecasting import metrics
 from sfmlops.ui import responses
+from sfmlops.ui.wording import counted
 
 # The chart table's date column, named as the API names a forecast day (the table is shown
 # and downloaded as is).
@@ -35,6 +36,21 @@ DAY_MS = 24 * 60 * 60 * 1000
 DAY = "day"  # the chart's own columns: a day's label, whether it counts as closed
 CLOSED_FLAG = "is_closed"
 _COUNT_AXIS = alt.Axis(format="d", tickMinStep=1)  # counts of series: whole ticks only
+RMSPE_BINS = 30
+RMSPE_CLIP_QUANTILE = 0.98
+# The RMSPE histogram's bands (`rmspe_bins`).
+RMSPE_BAND_START = "start"
+RMSPE_BAND_END = "end"
+RMSPE_BAND_LABEL = "band"
+RMSPE_BAND_SERIES = "series"
+RMSPE_BAND_BEYOND = "beyond"
+RMSPE_BAND_COLUMNS = (
+    RMSPE_BAND_START,
+    RMSPE_BAND_END,
+    RMSPE_BAND_LABEL,
+    RMSPE_BAND_SERIES,
+    RMSPE_BAND_BEYOND,
+)
 
 
 def chart_frame(
@@ -177,20 +193,103 @@ def chart_table(frame: pd.DataFrame) -> pd.DataFrame:
     return table[list(CHART_COLUMNS)]
 
 
-def rmspe_histogram(series: pd.DataFrame) -> alt.Chart:
-    """How many series fall in each band of backtest RMSPE (`series` has an `rmspe` column)."""
+def rmspe_bins(
+    series: pd.DataFrame, bins: int = RMSPE_BINS, clip_quantile: float = RMSPE_CLIP_QUANTILE
+) -> pd.DataFrame:
+    """Series per band of backtest RMSPE, the bands up to the `clip_quantile` of `series`.
+
+    One store far above the rest (140 % beside a crowd near 15 %) would stretch the axis and
+    squeeze everyone else into a few bars: the series above the quantile share one last
+    band, labelled "≥ x %", drawn in another colour.
+
+    Args:
+        series: One row per series with an `rmspe` column (no missing values).
+        bins: The number of bands below the clip.
+        clip_quantile: Where the axis stops, as a quantile of the series' RMSPE.
+
+    Returns:
+        One row per band with a series in it: `start`, `end` (fractions), `label`, `series`
+        (the count) and `beyond` (the last band, of the series above the clip).
+    """
+    rmspe = series[metrics.RMSPE].astype(float)
+    clip = float(rmspe.quantile(clip_quantile))
+    width = (clip if clip > 0 else float(rmspe.max()) or 1.0) / bins
+    beyond = rmspe > clip
+    band = (rmspe[~beyond] // width).clip(upper=bins - 1).astype(int)
+    counts = band.value_counts().sort_index()
+    rows = [
+        {
+            RMSPE_BAND_START: index * width,
+            RMSPE_BAND_END: (index + 1) * width,
+            RMSPE_BAND_LABEL: f"{index * width:.0%} to {(index + 1) * width:.0%}",
+            RMSPE_BAND_SERIES: int(count),
+            RMSPE_BAND_BEYOND: False,
+        }
+        for index, count in zip(counts.index.astype(int), counts.to_numpy(), strict=True)
+    ]
+    if beyond.any():
+        start = max(clip, bins * width)
+        rows.append(
+            {
+                RMSPE_BAND_START: start,
+                RMSPE_BAND_END: start + width,
+                RMSPE_BAND_LABEL: f"≥ {clip:.0%} (up to {rmspe.max():.0%})",
+                RMSPE_BAND_SERIES: int(beyond.sum()),
+                RMSPE_BAND_BEYOND: True,
+            }
+        )
+    return pd.DataFrame(rows, columns=list(RMSPE_BAND_COLUMNS))
+
+
+def rmspe_outliers_caption(series: pd.DataFrame, bands: pd.DataFrame) -> str | None:
+    """Names what the histogram's last band holds: how many series, the worst and its RMSPE.
+
+    Args:
+        series: The histogram's series (`store_id`, `product_id`, `rmspe`).
+        bands: Its `rmspe_bins`.
+
+    Returns:
+        The caption, or None when no series lies beyond the clip.
+    """
+    last = bands[bands[RMSPE_BAND_BEYOND]]
+    if last.empty:
+        return None
+    count = int(last[RMSPE_BAND_SERIES].iloc[0])
+    worst = series.iloc[int(series[metrics.RMSPE].astype(float).to_numpy().argmax())]
+    name = f"store {int(worst[columns.STORE_ID])}"
+    if worst.get(columns.PRODUCT_ID, columns.DEFAULT_PRODUCT) != columns.DEFAULT_PRODUCT:
+        name += f" · {worst[columns.PRODUCT_ID]}"
+    clip = float(last[RMSPE_BAND_START].iloc[0])
+    lie = "lies" if count == 1 else "lie"
+    return (
+        f"The axis stops at {clip:.0%}: {counted(count, 'series', 'series')} {lie} beyond, "
+        f"in the last bar; the worst is {name} at {float(worst[metrics.RMSPE]):.1%}."
+    )
+
+
+def rmspe_histogram(bands: pd.DataFrame) -> alt.Chart:
+    """How many series fall in each band of backtest RMSPE (the `rmspe_bins` of the series)."""
     chart: alt.Chart = (
-        alt.Chart(series)
-        .mark_bar(color=COLORS[ACTUAL])
+        alt.Chart(bands)
+        .mark_bar()
         .encode(
             x=alt.X(
-                f"{metrics.RMSPE}:Q",
-                bin=alt.Bin(maxbins=40),
+                f"{RMSPE_BAND_START}:Q",
                 title="backtest RMSPE",
                 axis=alt.Axis(format="%"),
+                scale=alt.Scale(domain=[0, float(bands[RMSPE_BAND_END].max())], nice=False),
             ),
-            y=alt.Y("count():Q", title="series", axis=_COUNT_AXIS),
-            tooltip=[alt.Tooltip("count():Q", title="series")],
+            x2=f"{RMSPE_BAND_END}:Q",
+            y=alt.Y(f"{RMSPE_BAND_SERIES}:Q", title="series", axis=_COUNT_AXIS),
+            color=alt.Color(
+                f"{RMSPE_BAND_BEYOND}:N",
+                scale=alt.Scale(domain=[False, True], range=[COLORS[ACTUAL], COLORS[FORECAST]]),
+                legend=None,
+            ),
+            tooltip=[
+                alt.Tooltip(f"{RMSPE_BAND_LABEL}:N", title="backtest RMSPE"),
+                alt.Tooltip(f"{RMSPE_BAND_SERIES}:Q", title="series"),
+            ],
         )
         .properties(height=280)
     )

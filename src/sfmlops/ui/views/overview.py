@@ -10,7 +10,12 @@ import streamlit as st
 from sfmlops.core import columns
 from sfmlops.core.forecasting import metrics
 from sfmlops.ui import page_context, responses
-from sfmlops.ui.charts import champion_mix_chart, rmspe_histogram
+from sfmlops.ui.charts import (
+    champion_mix_chart,
+    rmspe_bins,
+    rmspe_histogram,
+    rmspe_outliers_caption,
+)
 from sfmlops.ui.client import ApiClient, ApiError, ModelUnavailableError, NotFoundError
 from sfmlops.ui.wording import counted
 
@@ -149,7 +154,11 @@ def _accuracy(champion: responses.ChampionModel) -> None:
         if scored.empty:
             st.info("No store has a backtest score.")
         else:
-            st.altair_chart(rmspe_histogram(scored), width="stretch")
+            bands = rmspe_bins(scored)
+            st.altair_chart(rmspe_histogram(bands), width="stretch")
+            outliers = rmspe_outliers_caption(scored, bands)
+            if outliers:
+                st.caption(outliers)
     with mix:
         st.subheader("Champion mix")
         st.altair_chart(champion_mix_chart(champion.champion_mix), width="stretch")
