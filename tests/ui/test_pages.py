@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 import pandas as pd
+import pyarrow as pa
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -39,6 +40,13 @@ def chart_table(app: AppTest) -> pd.DataFrame:
 
 def texts(elements: Any) -> str:
     return "\n".join(str(element.value) for element in elements)
+
+
+def chart_x_titles(app: AppTest) -> set[str]:
+    return {
+        json.loads(chart.proto.spec)["encoding"]["x"].get("title")
+        for chart in app.get("vega_lite_chart")
+    }
 
 
 def metric(app: AppTest, label: str) -> str:
@@ -200,7 +208,9 @@ def test_the_overview_ranks_stores_and_shows_freshness_and_jobs(
     assert metric(app, "Stores") == f"{status['stores']:,}"
     assert metric(app, "Dead letters, last 24 h") == f"{status['dead_letters_last_day']:,}"
     assert metric(app, "Serving model version") == champion["version"]
-    assert len(app.get("vega_lite_chart")) == 2  # RMSPE spread and champion mix
+    # The RMSPE spread and the champion mix (a third, the realized accuracy by week, once
+    # forecasts are scored).
+    assert {"backtest RMSPE", "series"} <= chart_x_titles(app)
     worst = sorted(
         (s for s in champion["stores"] if s["rmspe"] is not None),
         key=lambda s: -s["rmspe"],
@@ -228,6 +238,15 @@ def test_the_overview_shows_realized_accuracy_by_day_and_the_stale_stores(
     assert metric(app, "Realized RMSPE, last 28 days") == f"{accuracy['overall']['rmspe']:.1%}"
     (by_day,) = [frame.value for frame in app.dataframe if "day" in frame.value]
     assert by_day["forecasts"].tolist() == [day["days"] for day in accuracy["by_day"]]
+    (weekly,) = [
+        chart.proto
+        for chart in app.get("vega_lite_chart")
+        if json.loads(chart.proto.spec)["encoding"]["x"].get("title") == "week starting"
+    ]
+    (dataset,) = weekly.datasets
+    weeks = pa.ipc.open_stream(dataset.data.data).read_pandas()
+    history = api_get(trained_api, "/v1/accuracy", days=7 * 26)
+    assert weeks["forecasts"].sum() == history["overall"]["days"] > 0
     stale = api_get(trained_api, "/v1/accuracy/stale-stores")
     assert stale["stores"] == []  # one store scored: its own miss is the fleet's
     assert f"No stale store on the evenings up to {stale['end']}." in texts(app.caption)

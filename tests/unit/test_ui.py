@@ -18,10 +18,12 @@ from sfmlops.ui.charts import (
     champion_mix_chart,
     chart_frame,
     chart_table,
+    realized_accuracy_chart,
     rmspe_bins,
     rmspe_histogram,
     rmspe_outliers_caption,
     store_chart,
+    weekly_accuracy,
 )
 from sfmlops.ui.page_context import store_label
 from sfmlops.ui.views.store import product_options
@@ -158,6 +160,35 @@ def test_an_rmspe_histogram_without_outliers_has_no_last_bar_nor_caption() -> No
     assert bands["series"].tolist() == [3]
     assert not bands["beyond"].any()
     assert rmspe_outliers_caption(series, bands) is None
+
+
+def test_realized_accuracy_is_summed_per_week_weighted_by_forecasts_scored() -> None:
+    def day(
+        date: str, rmspe: float | None, mape: float | None, scored: int
+    ) -> responses.DayAccuracy:
+        return responses.DayAccuracy(
+            date=dt.date.fromisoformat(date), rmspe=rmspe, mape=mape, days=scored
+        )
+
+    by_day = [
+        day("2015-07-20", 0.10, 0.08, 3),  # Monday
+        day("2015-07-26", 0.20, 0.16, 1),  # Sunday, same week
+        day("2015-07-27", 0.30, 0.25, 2),  # next Monday
+        day("2015-07-28", None, None, 0),  # nothing scored: no week of its own
+        day("2015-08-05", None, None, 0),
+    ]
+
+    weeks = weekly_accuracy(by_day)
+
+    assert weeks["week"].tolist() == [dt.date(2015, 7, 20), dt.date(2015, 7, 27)]
+    assert weeks["forecasts"].tolist() == [4, 2]
+    assert weeks[metrics.RMSPE].tolist() == pytest.approx([(0.07 / 4) ** 0.5, 0.30])
+    assert weeks[metrics.MAPE].tolist() == pytest.approx([0.10, 0.25])
+    spec = realized_accuracy_chart(weeks).to_dict()
+    (values,) = spec["datasets"].values()
+    assert [row["week"] for row in values] == ["2015-07-20", "2015-07-27"]
+    assert spec["transform"][0]["fold"] == [metrics.RMSPE, metrics.MAPE]
+    assert weekly_accuracy([]).empty
 
 
 def test_store_labels_carry_what_a_planner_searches_by() -> None:

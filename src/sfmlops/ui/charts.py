@@ -37,6 +37,8 @@ DAY = "day"  # the chart's own columns: a day's label, whether it counts as clos
 CLOSED_FLAG = "is_closed"
 _COUNT_AXIS = alt.Axis(format="d", tickMinStep=1)  # counts of series: whole ticks only
 RMSPE_BINS = 30
+WEEK = "week"  # the realized accuracy chart's columns: a week's Monday, forecasts scored
+FORECASTS = "forecasts"
 RMSPE_CLIP_QUANTILE = 0.98
 # The RMSPE histogram's bands (`rmspe_bins`).
 RMSPE_BAND_START = "start"
@@ -292,6 +294,73 @@ def rmspe_histogram(bands: pd.DataFrame) -> alt.Chart:
             ],
         )
         .properties(height=280)
+    )
+    return chart
+
+
+def weekly_accuracy(by_day: Iterable[responses.DayAccuracy]) -> pd.DataFrame:
+    """Realized RMSPE and MAPE per week (weeks start on Monday), from the daily scores.
+
+    Exact, not an average of averages: a week's RMSPE is the root of its days' squared
+    RMSPE weighted by the forecasts each day scored, its MAPE their weighted mean.
+
+    Returns:
+        One row per week with a scored forecast: `week` (its Monday), `rmspe`, `mape` and
+        `forecasts` (how many were scored).
+    """
+    days = pd.DataFrame(
+        [
+            {DATE_COLUMN: day.date, metrics.RMSPE: day.rmspe, metrics.MAPE: day.mape, "n": day.days}
+            for day in by_day
+            if day.days and day.rmspe is not None
+        ],
+        columns=[DATE_COLUMN, metrics.RMSPE, metrics.MAPE, "n"],
+    )
+    dates = pd.to_datetime(days[DATE_COLUMN])
+    days[WEEK] = (dates - pd.to_timedelta(dates.dt.weekday, unit="D")).dt.date
+    days["squared"] = days[metrics.RMSPE].astype(float) ** 2 * days["n"]
+    days["absolute"] = days[metrics.MAPE].astype(float) * days["n"]
+    weeks = days.groupby(WEEK, sort=True)[["squared", "absolute", "n"]].sum(min_count=1)
+    return pd.DataFrame(
+        {
+            WEEK: weeks.index,
+            metrics.RMSPE: (weeks["squared"] / weeks["n"]) ** 0.5,
+            metrics.MAPE: weeks["absolute"] / weeks["n"],
+            FORECASTS: weeks["n"].astype(int),
+        }
+    ).reset_index(drop=True)
+
+
+def realized_accuracy_chart(weeks: pd.DataFrame) -> alt.Chart:
+    """Weekly realized RMSPE and MAPE as two lines (a `weekly_accuracy` frame)."""
+    data = weeks.assign(**{WEEK: pd.to_datetime(weeks[WEEK]).dt.strftime("%Y-%m-%d")})
+    chart: alt.Chart = (
+        alt.Chart(data)
+        .transform_fold([metrics.RMSPE, metrics.MAPE], as_=["metric", "value"])
+        .transform_calculate(metric="upper(datum.metric)")
+        .mark_line(point=True)
+        .encode(
+            x=alt.X(
+                f"{WEEK}:T",
+                title="week starting",
+                scale=alt.Scale(type="utc"),
+                axis=alt.Axis(format="%d %b"),
+            ),
+            y=alt.Y("value:Q", title="realized error", axis=alt.Axis(format="%")),
+            color=alt.Color(
+                "metric:N",
+                title=None,
+                scale=alt.Scale(domain=["RMSPE", "MAPE"], range=[COLORS[ACTUAL], COLORS[FORECAST]]),
+                legend=alt.Legend(orient="top"),
+            ),
+            tooltip=[
+                alt.Tooltip(f"{WEEK}:N", title="week starting"),
+                alt.Tooltip("metric:N"),
+                alt.Tooltip("value:Q", format=".1%"),
+                alt.Tooltip(f"{FORECASTS}:Q", title="forecasts scored", format=","),
+            ],
+        )
+        .properties(height=260)
     )
     return chart
 

@@ -133,6 +133,7 @@ class RealizedMetrics(BaseModel):
     """Forecasts as issued against the actuals of their days (open days with sales)."""
 
     rmspe: float | None
+    mape: float | None = None
     days: int  # forecasts scored
 
 

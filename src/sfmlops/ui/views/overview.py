@@ -11,16 +11,20 @@ from sfmlops.core import columns
 from sfmlops.core.forecasting import metrics
 from sfmlops.ui import page_context, responses
 from sfmlops.ui.charts import (
+    FORECASTS,
     champion_mix_chart,
+    realized_accuracy_chart,
     rmspe_bins,
     rmspe_histogram,
     rmspe_outliers_caption,
+    weekly_accuracy,
 )
 from sfmlops.ui.client import ApiClient, ApiError, ModelUnavailableError, NotFoundError
 from sfmlops.ui.wording import counted
 
 WORST_STORES = 20
 REALIZED_DAYS = 28
+REALIZED_HISTORY_WEEKS = 26
 RECENT_JOBS = 20
 
 
@@ -83,6 +87,7 @@ def _realized(client: ApiClient) -> None:
     """The forecasts as issued against what happened, day by day, and the stale stores."""
     try:
         accuracy = client.accuracy(REALIZED_DAYS)
+        history = client.accuracy(7 * REALIZED_HISTORY_WEEKS)
         stale = client.stale_stores()
     except NotFoundError:
         st.info("No sales yet: nothing to score forecasts against.")
@@ -113,6 +118,7 @@ def _realized(client: ApiClient) -> None:
             hide_index=True,
             column_config={metrics.RMSPE: st.column_config.NumberColumn("RMSPE", format="percent")},
         )
+    _realized_over_time(history)
     if stale.stores:
         listed = "; ".join(
             f"store {store.store_id} ({', '.join(f'{ratio:.1f}x' for ratio in store.ratios)})"
@@ -126,6 +132,21 @@ def _realized(client: ApiClient) -> None:
         )
     else:
         st.caption(f"No stale store on the evenings up to {stale.end}.")
+
+
+def _realized_over_time(history: responses.Accuracy) -> None:
+    """Week by week, how far the served forecasts were from what sold."""
+    st.subheader(f"Realized accuracy, last {REALIZED_HISTORY_WEEKS} weeks")
+    weeks = weekly_accuracy(history.by_day)
+    if weeks.empty:
+        st.caption(f"No forecast scored between {history.start} and {history.end}.")
+        return
+    st.altair_chart(realized_accuracy_chart(weeks), width="stretch")
+    scored = counted(int(weeks[FORECASTS].sum()), "forecast")
+    st.caption(
+        f"Forecasts as issued against the actuals of {history.start} to {history.end}, every "
+        f"store and horizon, per week starting Monday: {scored} scored."
+    )
 
 
 def _accuracy(champion: responses.ChampionModel) -> None:
