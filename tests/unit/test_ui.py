@@ -18,6 +18,7 @@ from sfmlops.ui.charts import (
     champion_mix_chart,
     chart_frame,
     chart_table,
+    interval_labels,
     realized_accuracy_chart,
     rmspe_bins,
     rmspe_histogram,
@@ -234,3 +235,31 @@ def test_a_store_of_several_products_offers_its_total_first(
     products: list[str], options: list[str]
 ) -> None:
     assert product_options(products) == options
+
+
+def test_the_forecast_tooltip_reads_each_interval_as_one_range() -> None:
+    frame = chart_frame(
+        [sales_day(DAY, 3000.0, 1)], [forecast_day(DAY + dt.timedelta(days=1), 3575.6)]
+    )
+
+    spec = store_chart(frame, "Store 1").to_dict()
+
+    forecast = spec["layer"][3]
+    assert [(tip["field"], tip["title"]) for tip in forecast["encoding"]["tooltip"]] == [
+        ("day", "day"),
+        (columns.YHAT, "forecast"),
+        ("range_80", "80 % range"),
+        ("range_95", "95 % range"),
+    ]
+    (rows,) = spec["datasets"].values()
+    assert (rows[1]["range_80"], rows[1]["range_95"]) == (
+        "3,566 \N{EN DASH} 3,586",
+        "3,556 \N{EN DASH} 3,596",
+    )
+    assert rows[0]["range_80"] == ""  # a day of actuals only
+
+
+def test_interval_labels_use_thousands_separators_and_no_decimals() -> None:
+    labels = interval_labels(pd.Series([3160.4, None]), pd.Series([3990.6, 12.0]))
+
+    assert labels.tolist() == ["3,160 \N{EN DASH} 3,991", ""]

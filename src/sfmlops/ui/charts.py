@@ -33,8 +33,16 @@ COLORS = {
     BAND_95: "#f3c58f",
 }
 DAY_MS = 24 * 60 * 60 * 1000
-DAY = "day"  # the chart's own columns: a day's label, whether it counts as closed
+DAY = "day"  # the chart's own columns: a day's label, whether it counts as closed,
 CLOSED_FLAG = "is_closed"
+RANGE_80 = "range_80"  # and each interval as one label, e.g. "3,160 - 3,991" (en dash)
+RANGE_95 = "range_95"
+# The intervals are quantiles of the champion's out-of-sample errors in its rolling backtest
+# windows, per number of days ahead, open days only (`IntervalCalibration`).
+BANDS_NOTE = (
+    "The darker band held the day's sales on 8 of 10 open days of the model's backtests at "
+    "the same number of days ahead, the lighter band on 19 of 20."
+)
 _COUNT_AXIS = alt.Axis(format="d", tickMinStep=1)  # counts of series: whole ticks only
 RMSPE_BINS = 30
 WEEK = "week"  # the realized accuracy chart's columns: a week's Monday, forecasts scored
@@ -103,6 +111,8 @@ def store_chart(frame: pd.DataFrame, title: str) -> alt.LayerChart:
             DATE_COLUMN: dates.dt.strftime("%Y-%m-%d"),
             DAY: dates.dt.strftime("%a %d %b %Y"),
             CLOSED_FLAG: closed_days(frame),
+            RANGE_80: interval_labels(frame[columns.YHAT_LOWER], frame[columns.YHAT_UPPER]),
+            RANGE_95: interval_labels(frame[columns.YHAT_LOWER_95], frame[columns.YHAT_UPPER_95]),
         }
     )
     base = alt.Chart(data).encode(
@@ -153,10 +163,8 @@ def store_chart(frame: pd.DataFrame, title: str) -> alt.LayerChart:
             tooltip=[
                 date_tooltip,
                 alt.Tooltip(f"{columns.YHAT}:Q", title="forecast", format=",.0f"),
-                alt.Tooltip(f"{columns.YHAT_LOWER}:Q", title="80 % low", format=",.0f"),
-                alt.Tooltip(f"{columns.YHAT_UPPER}:Q", title="80 % high", format=",.0f"),
-                alt.Tooltip(f"{columns.YHAT_LOWER_95}:Q", title="95 % low", format=",.0f"),
-                alt.Tooltip(f"{columns.YHAT_UPPER_95}:Q", title="95 % high", format=",.0f"),
+                alt.Tooltip(f"{RANGE_80}:N", title="80 % range"),
+                alt.Tooltip(f"{RANGE_95}:N", title="95 % range"),
             ],
         )
     )
@@ -176,6 +184,19 @@ def store_chart(frame: pd.DataFrame, title: str) -> alt.LayerChart:
     )
     return alt.LayerChart(
         layer=[closed, band_95, band_80, forecast_line, actual_line], title=title, height=380
+    )
+
+
+def interval_labels(low: pd.Series, high: pd.Series) -> pd.Series:
+    """Intervals as a planner reads them: "3,160 \N{EN DASH} 3,991" (whole units, an en
+    dash); blank where a day has no forecast."""
+    return pd.Series(
+        [
+            "" if pd.isna(lo) or pd.isna(hi) else f"{lo:,.0f} \N{EN DASH} {hi:,.0f}"
+            for lo, hi in zip(low, high, strict=True)
+        ],
+        index=low.index,
+        dtype=object,
     )
 
 

@@ -16,7 +16,7 @@ from sfmlops.core.forecasting import metrics
 from sfmlops.core.forecasting.backtest import HORIZON_DAYS
 from sfmlops.core.job_status import JobStatus
 from sfmlops.ui import page_context, responses
-from sfmlops.ui.charts import chart_frame, chart_table, closed_days, store_chart
+from sfmlops.ui.charts import BANDS_NOTE, chart_frame, chart_table, closed_days, store_chart
 from sfmlops.ui.client import (
     ApiClient,
     ApiError,
@@ -216,7 +216,10 @@ def _chart(
         title += f", next {forecast.days} days"
     st.altair_chart(store_chart(frame, title), width="stretch")
     if forecast:
-        notes = [f"Forecast by model version {forecast.model_version} from {forecast.start}."]
+        notes = [
+            BANDS_NOTE,
+            f"Forecast by model version {forecast.model_version} from {forecast.start}.",
+        ]
         if champion and champion.version != forecast.model_version:
             notes.append(
                 f"Version {champion.version} is the champion now; the API serves it within "

@@ -1,0 +1,50 @@
+"""The store chart in a real browser: its tooltip, its data as CSV, and no request leaving
+the machine (the `dashboard_url`, `browser` and `page` fixtures of conftest.py)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from playwright.sync_api import Page
+
+from sfmlops.ui.charts import BANDS_NOTE
+from sfmlops.ui.views import store as store_page
+from tests.support.browser import pick_store, wait_for_chart
+from tests.support.dashboard import RunningApi, api_get
+
+pytestmark = pytest.mark.e2e
+STORE_ID = 2
+
+
+def test_a_forecast_points_tooltip_gives_the_apis_intervals_as_ranges(
+    page: Page, dashboard_url: str, trained_api: RunningApi
+) -> None:
+    page.goto(dashboard_url)
+    pick_store(page, STORE_ID)
+    chart = wait_for_chart(page, STORE_ID)
+    forecast = api_get(
+        trained_api, f"/v1/stores/{STORE_ID}/forecast", days=store_page.DEFAULT_HORIZON_DAYS
+    )["forecast"]
+    by_day = {dt.date.fromisoformat(day["date"]): day for day in forecast}
+
+    # The forecast's points are the first layer of points (the actuals' are drawn on top).
+    chart.locator("svg g.mark-symbol.role-mark").first.locator("> path").last.hover()
+    tooltip = page.locator("#vg-tooltip-element")
+    tooltip.get_by_text("80 % range").wait_for()
+    rows = dict(
+        zip(
+            tooltip.locator("td.key").all_inner_texts(),
+            tooltip.locator("td.value").all_inner_texts(),
+            strict=True,
+        )
+    )
+
+    day = by_day[dt.datetime.strptime(rows["day"], "%a %d %b %Y").date()]
+    assert rows["80 % range"] == f"{day['yhat_lower']:,.0f} \N{EN DASH} {day['yhat_upper']:,.0f}"
+    assert (
+        rows["95 % range"] == f"{day['yhat_lower_95']:,.0f} \N{EN DASH} {day['yhat_upper_95']:,.0f}"
+    )
+    assert rows["forecast"] == f"{day['yhat']:,.0f}"
+    assert not {"80 % low", "80 % high"} & set(rows)
+    assert page.get_by_text(BANDS_NOTE).is_visible()
