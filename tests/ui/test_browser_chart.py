@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import datetime as dt
 
+import pandas as pd
 import pytest
 from playwright.sync_api import Page
 
-from sfmlops.ui.charts import BANDS_NOTE
+from sfmlops.ui.charts import BANDS_NOTE, CHART_COLUMNS
 from sfmlops.ui.views import store as store_page
 from tests.support.browser import pick_store, wait_for_chart
-from tests.support.dashboard import RunningApi, api_get
+from tests.support.dashboard import RunningApi, api_get, expected_chart_table
 
 pytestmark = pytest.mark.e2e
 STORE_ID = 2
@@ -48,3 +49,23 @@ def test_a_forecast_points_tooltip_gives_the_apis_intervals_as_ranges(
     assert rows["forecast"] == f"{day['yhat']:,.0f}"
     assert not {"80 % low", "80 % high"} & set(rows)
     assert page.get_by_text(BANDS_NOTE).is_visible()
+
+
+def test_download_csv_gives_the_charts_days_as_the_api_serves_them(
+    page: Page, dashboard_url: str, trained_api: RunningApi
+) -> None:
+    page.goto(dashboard_url)
+    pick_store(page, STORE_ID)
+    wait_for_chart(page, STORE_ID)
+
+    with page.expect_download() as download:
+        page.get_by_role("button", name="Download CSV").click()
+
+    assert download.value.suggested_filename == f"store-{STORE_ID}-total.csv"
+    csv = pd.read_csv(download.value.path(), dtype=str, keep_default_na=False)
+    expected = expected_chart_table(
+        trained_api, STORE_ID, store_page.DEFAULT_HISTORY_WEEKS, store_page.DEFAULT_HORIZON_DAYS
+    )
+    assert list(csv.columns) == list(CHART_COLUMNS)
+    assert len(csv) == len(expected) == 7 * store_page.DEFAULT_HISTORY_WEEKS + 14
+    pd.testing.assert_frame_equal(csv, expected)

@@ -16,6 +16,7 @@ from sfmlops.ui.charts import (
     CHART_COLUMNS,
     DATE_COLUMN,
     champion_mix_chart,
+    chart_csv,
     chart_frame,
     chart_table,
     interval_labels,
@@ -263,3 +264,17 @@ def test_interval_labels_use_thousands_separators_and_no_decimals() -> None:
     labels = interval_labels(pd.Series([3160.4, None]), pd.Series([3990.6, 12.0]))
 
     assert labels.tolist() == ["3,160 \N{EN DASH} 3,991", ""]
+
+
+def test_the_csv_download_is_the_chart_table() -> None:
+    frame = chart_frame(
+        [sales_day(DAY, 5263.0, 1)], [forecast_day(DAY + dt.timedelta(days=1), 10.0)]
+    )
+
+    lines = chart_csv(frame).decode().splitlines()
+
+    assert lines == [
+        ",".join(CHART_COLUMNS),
+        "2015-06-12,5263.00,1,,,,,",
+        "2015-06-13,,,10.00,0.00,20.00,-10.00,30.00",
+    ]

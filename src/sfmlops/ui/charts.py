@@ -290,6 +290,11 @@ def rmspe_outliers_caption(series: pd.DataFrame, bands: pd.DataFrame) -> str | N
     )
 
 
+def chart_csv(frame: pd.DataFrame) -> bytes:
+    """The chart's data as the "Download CSV" file: the `chart_table`, one row per day."""
+    return chart_table(frame).to_csv(index=False).encode()
+
+
 def rmspe_histogram(bands: pd.DataFrame) -> alt.Chart:
     """How many series fall in each band of backtest RMSPE (the `rmspe_bins` of the series)."""
     chart: alt.Chart = (

@@ -16,7 +16,14 @@ from sfmlops.core.forecasting import metrics
 from sfmlops.core.forecasting.backtest import HORIZON_DAYS
 from sfmlops.core.job_status import JobStatus
 from sfmlops.ui import page_context, responses
-from sfmlops.ui.charts import BANDS_NOTE, chart_frame, chart_table, closed_days, store_chart
+from sfmlops.ui.charts import (
+    BANDS_NOTE,
+    chart_csv,
+    chart_frame,
+    chart_table,
+    closed_days,
+    store_chart,
+)
 from sfmlops.ui.client import (
     ApiClient,
     ApiError,
@@ -234,6 +241,15 @@ def _chart(
             f"Grey columns: {counted(closed, 'closed day')}, in the history and where the "
             "forecast expects the store closed (no sales)."
         )
+    st.download_button(
+        "Download CSV",
+        chart_csv(frame),
+        file_name=f"store-{store_id}-{product_id}.csv",
+        mime="text/csv",
+        icon=":material/download:",
+        on_click="ignore",  # a download needs no rerun of the page
+        help="The chart's days: actual sales, the forecast and its 80 % and 95 % intervals.",
+    )
     with st.expander("Chart data"):
         st.table(chart_table(frame))
 
