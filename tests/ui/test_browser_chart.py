@@ -4,6 +4,7 @@ the machine (the `dashboard_url`, `browser` and `page` fixtures of conftest.py).
 from __future__ import annotations
 
 import datetime as dt
+from urllib.parse import urlsplit
 
 import pandas as pd
 import pytest
@@ -69,3 +70,22 @@ def test_download_csv_gives_the_charts_days_as_the_api_serves_them(
     assert list(csv.columns) == list(CHART_COLUMNS)
     assert len(csv) == len(expected) == 7 * store_page.DEFAULT_HISTORY_WEEKS + 14
     pd.testing.assert_frame_equal(csv, expected)
+
+
+def test_the_dashboard_asks_nothing_of_the_internet(page: Page, dashboard_url: str) -> None:
+    """Every request of both pages, icons and fonts included, goes to the dashboard itself."""
+    requested: list[str] = []
+    page.on("request", lambda request: requested.append(request.url))
+
+    page.goto(dashboard_url)
+    pick_store(page, STORE_ID)
+    wait_for_chart(page, STORE_ID)
+    page.get_by_test_id("stSidebarNav").get_by_role("link", name="Overview").click()
+    page.get_by_text("Champion mix").wait_for()
+    page.wait_for_load_state("networkidle")
+
+    local = {"127.0.0.1", "localhost"}
+    elsewhere = sorted({url for url in requested if urlsplit(url).hostname not in local})
+    assert not elsewhere
+    assert any(urlsplit(url).path.endswith(".woff2") for url in requested)  # fonts: local
+    assert any("/media/" in url and url.endswith(".png") for url in requested)  # favicon
