@@ -221,11 +221,8 @@ def test_the_overview_ranks_stores_and_shows_freshness_and_jobs(
     assert {(link.proto.page, link.proto.external) for link in links} == {("", False)}
     assert links[0].proto.query_string == f"store={worst[0]['store_id']}"
     assert {s["store_id"] for s in worst} == set(TRAINED_STORES)
-    # Four stores: the 98th percentile leaves the worst one beyond the axis, named.
-    assert (
-        f"1 series lies beyond, in the last bar; the worst is store {worst[0]['store_id']} "
-        f"at {worst[0]['rmspe']:.1%}." in texts(app.caption)
-    )
+    # Four stores within a few points of each other: the axis is not clipped.
+    assert "beyond, in the last bar" not in texts(app.caption)
 
 
 def test_the_overview_shows_realized_accuracy_by_day_and_the_stale_stores(

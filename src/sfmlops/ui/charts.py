@@ -48,6 +48,7 @@ RMSPE_BINS = 30
 WEEK = "week"  # the realized accuracy chart's columns: a week's Monday, forecasts scored
 FORECASTS = "forecasts"
 RMSPE_CLIP_QUANTILE = 0.98
+RMSPE_CLIP_STRETCH = 1.5  # clip when the worst would stretch the axis by half or more
 # The RMSPE histogram's bands (`rmspe_bins`).
 RMSPE_BAND_START = "start"
 RMSPE_BAND_END = "end"
@@ -223,7 +224,10 @@ def rmspe_bins(
 
     One store far above the rest (140 % beside a crowd near 15 %) would stretch the axis and
     squeeze everyone else into a few bars: the series above the quantile share one last
-    band, labelled "≥ x %", drawn in another colour.
+    band, labelled "≥ x %", drawn in another colour. The axis is clipped only when the
+    worst series lies more than `RMSPE_CLIP_STRETCH` times beyond the quantile: with a
+    handful of stores the quantile sits just under the worst one, and cutting there would
+    single out a store no worse than its neighbours.
 
     Args:
         series: One row per series with an `rmspe` column (no missing values).
@@ -236,6 +240,8 @@ def rmspe_bins(
     """
     rmspe = series[metrics.RMSPE].astype(float)
     clip = float(rmspe.quantile(clip_quantile))
+    if rmspe.max() <= clip * RMSPE_CLIP_STRETCH:
+        clip = float(rmspe.max())
     width = (clip if clip > 0 else float(rmspe.max()) or 1.0) / bins
     beyond = rmspe > clip
     band = (rmspe[~beyond] // width).clip(upper=bins - 1).astype(int)
@@ -299,7 +305,7 @@ def rmspe_histogram(bands: pd.DataFrame) -> alt.Chart:
     """How many series fall in each band of backtest RMSPE (the `rmspe_bins` of the series)."""
     chart: alt.Chart = (
         alt.Chart(bands)
-        .mark_bar()
+        .mark_bar(orient="vertical")  # x and x2 set: bars rise from 0, not lie along y
         .encode(
             x=alt.X(
                 f"{RMSPE_BAND_START}:Q",
