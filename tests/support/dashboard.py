@@ -84,7 +84,8 @@ def sfmlops_command(*arguments: str) -> list[str]:
 
 
 def open_dashboard(api_url: str, monkeypatch: pytest.MonkeyPatch, **query: str) -> AppTest:
-    """The dashboard app talking to `api_url`, run once (on the store page)."""
+    """The dashboard app talking to `api_url`, run once: on the overview, or on the store
+    page when `query` has a store."""
     monkeypatch.setenv("SFMLOPS_API_URL", api_url)
     monkeypatch.setenv("SFMLOPS_API_TOKEN", TOKEN)
     app = AppTest.from_file(str(APP), default_timeout=APP_TIMEOUT_SECONDS)

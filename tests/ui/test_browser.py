@@ -43,7 +43,7 @@ def test_the_store_page_draws_the_apis_actuals_and_forecast_and_retrains(
     trained_api: RunningApi,
     training_jobs_available: bool,
 ) -> None:
-    page.goto(dashboard_url)
+    page.goto(f"{dashboard_url}store")
     pick_store(page, 3)
     chart = wait_for_chart(page, 3)
     ARTIFACTS.mkdir(exist_ok=True)
@@ -86,7 +86,7 @@ def test_the_store_page_draws_the_apis_actuals_and_forecast_and_retrains(
 def test_the_store_page_shows_realized_accuracy_beside_the_backtest(
     page: Page, dashboard_url: str, trained_api: RunningApi, scored_store: int
 ) -> None:
-    page.goto(dashboard_url)
+    page.goto(f"{dashboard_url}store")
     pick_store(page, scored_store)
     wait_for_chart(page, scored_store)
     label = "Realized RMSPE, last 28 days"

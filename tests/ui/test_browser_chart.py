@@ -22,7 +22,7 @@ STORE_ID = 2
 def test_a_forecast_points_tooltip_gives_the_apis_intervals_as_ranges(
     page: Page, dashboard_url: str, trained_api: RunningApi
 ) -> None:
-    page.goto(dashboard_url)
+    page.goto(f"{dashboard_url}store")
     pick_store(page, STORE_ID)
     chart = wait_for_chart(page, STORE_ID)
     forecast = api_get(
@@ -55,7 +55,7 @@ def test_a_forecast_points_tooltip_gives_the_apis_intervals_as_ranges(
 def test_download_csv_gives_the_charts_days_as_the_api_serves_them(
     page: Page, dashboard_url: str, trained_api: RunningApi
 ) -> None:
-    page.goto(dashboard_url)
+    page.goto(f"{dashboard_url}store")
     pick_store(page, STORE_ID)
     wait_for_chart(page, STORE_ID)
 
@@ -77,7 +77,7 @@ def test_the_dashboard_asks_nothing_of_the_internet(page: Page, dashboard_url: s
     requested: list[str] = []
     page.on("request", lambda request: requested.append(request.url))
 
-    page.goto(dashboard_url)
+    page.goto(f"{dashboard_url}store")
     pick_store(page, STORE_ID)
     wait_for_chart(page, STORE_ID)
     page.get_by_test_id("stSidebarNav").get_by_role("link", name="Overview").click()

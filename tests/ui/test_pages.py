@@ -30,6 +30,7 @@ from tests.support.dashboard import (
 
 pytestmark = pytest.mark.integration
 OVERVIEW = "views/overview.py"
+STORE = "views/store.py"
 JOB_SECONDS = 180
 
 
@@ -91,7 +92,7 @@ def test_the_model_panel_sets_realized_accuracy_beside_the_backtest(
 def test_the_picker_searches_id_type_and_state_and_follows_the_choice(
     trained_api: RunningApi, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    app = open_dashboard(trained_api.url, monkeypatch)
+    app = open_dashboard(trained_api.url, monkeypatch).switch_page(STORE).run()
     picker = app.selectbox(key=store_page.STORE_KEY)
     stores = api_get(trained_api, "/v1/stores")["stores"]
 
@@ -217,8 +218,7 @@ def test_the_overview_ranks_stores_and_shows_freshness_and_jobs(
     )
     links = app.get("page_link")
     assert [link.proto.label for link in links] == [f"Store {s['store_id']}" for s in worst]
-    # The store page is the app's default page: its links point at the root URL.
-    assert {(link.proto.page, link.proto.external) for link in links} == {("", False)}
+    assert {(link.proto.page, link.proto.external) for link in links} == {("store", False)}
     assert links[0].proto.query_string == f"store={worst[0]['store_id']}"
     assert {s["store_id"] for s in worst} == set(TRAINED_STORES)
     # Four stores within a few points of each other: the axis is not clipped.
