@@ -7,6 +7,11 @@
 # Data, configuration and logs live in $SFMLOPS_HOME/kafka (SFMLOPS_HOME: .sfmlops).
 # PORT defaults to $SFMLOPS_KAFKA_PORT or 9092, CONTROLLER_PORT to PORT + 1; the broker listens
 # on 127.0.0.1 only. SFMLOPS_KAFKA_HEAP sets the JVM heap (default 512m).
+# With SFMLOPS_KAFKA_ADMIN_PASSWORD set at the first start, clients authenticate with
+# SASL/SCRAM-SHA-512 (listener SASL_PLAINTEXT) and ACLs decide what each user may do
+# (StandardAuthorizer): the super user "admin" has that password, and SFMLOPS_KAFKA_SCRAM_USERS
+# ("name=password name=password") adds client users, which have no ACL until one is created.
+# The controller listener stays PLAINTEXT on loopback (KRaft cannot use SCRAM there).
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -34,6 +39,10 @@ java_command=(
 
 write_config() {
   local port=$1 controller_port=$2
+  if [ -n "${SFMLOPS_KAFKA_ADMIN_PASSWORD:-}" ]; then
+    write_sasl_config "$port" "$controller_port"
+    return
+  fi
   cat >"$dir/server.properties" <<EOF
 # Written by scripts/kafka.sh: one node that is both broker and KRaft controller.
 process.roles=broker,controller
@@ -57,6 +66,48 @@ log.retention.hours=168
 EOF
 }
 
+write_sasl_config() {
+  local port=$1 controller_port=$2
+  cat >"$dir/server.properties" <<EOF
+# Written by scripts/kafka.sh: one node that is both broker and KRaft controller, clients
+# authenticated with SCRAM-SHA-512 and authorized by ACLs.
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:$controller_port
+listeners=SASL_PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$controller_port
+advertised.listeners=SASL_PLAINTEXT://127.0.0.1:$port
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=SASL_PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT
+sasl.enabled.mechanisms=SCRAM-SHA-512
+sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512
+listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="admin" password="$SFMLOPS_KAFKA_ADMIN_PASSWORD";
+authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
+allow.everyone.if.no.acl.found=false
+# The node talks to its own controller over the PLAINTEXT loopback listener as ANONYMOUS.
+super.users=User:admin;User:ANONYMOUS
+log.dirs=$dir/data
+num.partitions=2
+offsets.topic.replication.factor=1
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+group.initial.rebalance.delay.ms=0
+log.retention.hours=168
+EOF
+  chmod 600 "$dir/server.properties"
+}
+
+# The --add-scram arguments of the storage format: admin and SFMLOPS_KAFKA_SCRAM_USERS.
+scram_arguments() {
+  [ -n "${SFMLOPS_KAFKA_ADMIN_PASSWORD:-}" ] || return 0
+  local user
+  for user in "admin=$SFMLOPS_KAFKA_ADMIN_PASSWORD" ${SFMLOPS_KAFKA_SCRAM_USERS:-}; do
+    printf '%s\n' --add-scram "SCRAM-SHA-512=[name=${user%%=*},password=${user#*=}]"
+  done
+}
+
 start() {
   local port=${1:-${SFMLOPS_KAFKA_PORT:-9092}}
   local controller_port=${2:-$((port + 1))}
@@ -73,11 +124,15 @@ start() {
   if [ ! -f "$dir/data/meta.properties" ]; then
     local cluster_id
     cluster_id=$("${java_command[@]}" kafka.tools.StorageTool random-uuid)
+    local scram=()
+    mapfile -t scram < <(scram_arguments)
     "${java_command[@]}" kafka.tools.StorageTool format --ignore-formatted \
-      -t "$cluster_id" -c "$dir/server.properties" >"$dir/format.log" 2>&1 || {
+      -t "$cluster_id" -c "$dir/server.properties" "${scram[@]}" >"$dir/format.log" 2>&1 || {
       cat "$dir/format.log" >&2
       exit 1
     }
+    # The log lists the SCRAM credentials' salted keys: keep it only when formatting failed.
+    rm -f "$dir/format.log"
   fi
   : >"$dir/server.log"
   nohup "${java_command[@]}" kafka.Kafka "$dir/server.properties" >>"$dir/server.log" 2>&1 </dev/null &

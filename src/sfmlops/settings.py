@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any, Literal, get_args
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
+
+from sfmlops.adapters.kafka_security import KafkaSecurity
 
 MASK = "***"  # what SQLAlchemy prints for a hidden password
 MIN_TOKEN_CHARS = 32  # about 190 bits from a password generator's alphabet
@@ -64,6 +66,22 @@ class Settings(BaseSettings):
         default=4,
         ge=1,
         description="Partitions of the sales topic when the producer creates it.",
+    )
+    kafka_security_protocol: Literal["PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        default="PLAINTEXT",
+        description="How clients connect to Kafka; SASL_* needs KAFKA_USERNAME and KAFKA_PASSWORD.",
+    )
+    kafka_sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256"] = Field(
+        default="SCRAM-SHA-512",
+        description="SASL mechanism of the Kafka user (SASL_* protocols only).",
+    )
+    kafka_username: str | None = Field(
+        default=None,
+        description="Kafka SCRAM user of this process (one per client: producer, stream job).",
+    )
+    kafka_password: SecretStr | None = Field(
+        default=None,
+        description="Password of the Kafka SCRAM user; no default.",
     )
     jars_dir: Path = Field(
         default_factory=lambda: Path.home() / ".cache" / "sfmlops" / "jars",
@@ -217,6 +235,26 @@ class Settings(BaseSettings):
     def _absolute_jars_dir(cls, jars_dir: Path) -> Path:
         return jars_dir.expanduser().absolute()
 
+    @model_validator(mode="after")
+    def _kafka_credentials_with_sasl(self) -> Settings:
+        # SASL without a user or password would only fail later, at the broker, with a less
+        # direct message; PLAINTEXT with credentials would silently send them nowhere.
+        if self.kafka_security_protocol.startswith("SASL_"):
+            missing = [
+                name
+                for name, value in (
+                    ("SFMLOPS_KAFKA_USERNAME", self.kafka_username),
+                    ("SFMLOPS_KAFKA_PASSWORD", self.kafka_password),
+                )
+                if not value or (isinstance(value, SecretStr) and not value.get_secret_value())
+            ]
+            if missing:
+                raise ValueError(
+                    f"SFMLOPS_KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol} needs "
+                    + " and ".join(missing)
+                )
+        return self
+
     @property
     def effective_database_url(self) -> str:
         """The database URL in use: the configured one or the embedded SQLite file."""
@@ -226,6 +264,16 @@ class Settings(BaseSettings):
     def effective_mlflow_tracking_uri(self) -> str:
         """The MLflow tracking URI in use: the configured one or a SQLite store in HOME."""
         return self.mlflow_tracking_uri or f"sqlite:///{self.home / 'mlflow.db'}"
+
+    @property
+    def kafka_security(self) -> KafkaSecurity:
+        """This process's Kafka security protocol and SCRAM user, for every Kafka client."""
+        return KafkaSecurity(
+            protocol=self.kafka_security_protocol,
+            mechanism=self.kafka_sasl_mechanism,
+            username=self.kafka_username,
+            password=self.kafka_password,
+        )
 
     @property
     def signing_key(self) -> bytes | None:

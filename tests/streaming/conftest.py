@@ -8,6 +8,7 @@ use); each test gets its own topic, PostgreSQL database and SFMLOPS_HOME (checkp
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import subprocess
 import tempfile
@@ -39,6 +40,32 @@ def kafka_broker() -> Iterator[KafkaBroker]:
     except subprocess.CalledProcessError as error:
         shutil.rmtree(home, ignore_errors=True)
         pytest.fail(f"Kafka did not start: {error.stderr}")
+    try:
+        yield broker
+    finally:
+        broker.stop()
+        shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def sasl_kafka_broker() -> Iterator[KafkaBroker]:
+    """A broker that authenticates clients with SCRAM-SHA-512 and authorizes them by ACL.
+
+    Users: "producer", "stream" and "stranger" (no ACL unless a test grants one).
+    """
+    home = Path(tempfile.mkdtemp(prefix="sfmlops-kafka-sasl-"))
+    broker = KafkaBroker(
+        home=home,
+        port=free_port(),
+        controller_port=free_port(),
+        admin_password=secrets.token_urlsafe(16),
+        users={name: secrets.token_urlsafe(16) for name in ("producer", "stream", "stranger")},
+    )
+    try:
+        broker.start()
+    except subprocess.CalledProcessError as error:
+        shutil.rmtree(home, ignore_errors=True)
+        pytest.fail(f"Kafka (SASL) did not start: {error.stderr}")
     try:
         yield broker
     finally:
@@ -101,3 +128,28 @@ def store_history() -> pd.DataFrame:
         **{columns.PRODUCT_ID: "sku-2", columns.SALES: lambda f: (f[columns.SALES] / 2).round(2)}
     )
     return pd.concat([totals, second], ignore_index=True)
+
+
+@pytest.fixture
+def sasl_stream_env(
+    sasl_kafka_broker: KafkaBroker,
+    jars_dir: Path,
+    postgres_url: str,
+    rossmann_slice: Path,
+    tmp_path: Path,
+) -> Iterator[StreamEnv]:
+    """Like `stream_env`, on the SASL broker; `sfmlops` commands run without credentials
+    unless a test passes a user's (`sasl_kafka_broker.client_env`)."""
+    engine = make_engine(postgres_url)
+    migrate(engine)
+    with engine.begin() as connection:
+        store_records.upsert_stores(connection, loading.read_dataset(rossmann_slice).stores)
+    yield StreamEnv(
+        broker=sasl_kafka_broker,
+        database_url=postgres_url,
+        home=tmp_path / "home",
+        topic=f"sales.test.{uuid.uuid4().hex[:8]}",
+        jars_dir=jars_dir,
+        engine=engine,
+    )
+    engine.dispose()

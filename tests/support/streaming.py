@@ -10,11 +10,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
+from confluent_kafka.admin import (
+    AclBinding,
+    AclOperation,
+    AclPermissionType,
+    AdminClient,
+    ResourcePatternType,
+    ResourceType,
+)
+from pydantic import SecretStr
 from sqlalchemy import Engine, select
 
 from sfmlops.adapters import kafka
 from sfmlops.adapters.db import sales_records
 from sfmlops.adapters.db.tables import ingest_dead_letters
+from sfmlops.adapters.kafka_security import PLAINTEXT, KafkaSecurity
 from tests.support import ROOT
 
 STREAM_TIMEOUT_SECONDS = 240
@@ -23,11 +33,17 @@ SFMLOPS = str(Path(sys.executable).with_name("sfmlops"))
 
 @dataclass
 class KafkaBroker:
-    """The session's broker, which a test may stop and start again (same data, same port)."""
+    """The session's broker, which a test may stop and start again (same data, same port).
+
+    With `users` (name: password), clients authenticate with SASL/SCRAM-SHA-512, the super
+    user "admin" has `admin_password`, and ACLs decide what the other users may do.
+    """
 
     home: Path
     port: int
     controller_port: int
+    admin_password: str | None = None
+    users: dict[str, str] = field(default_factory=dict)
 
     @property
     def bootstrap_servers(self) -> str:
@@ -35,6 +51,11 @@ class KafkaBroker:
 
     def _script(self, *args: str) -> None:
         env = os.environ | {"SFMLOPS_HOME": str(self.home)}
+        if self.admin_password is not None:
+            env |= {
+                "SFMLOPS_KAFKA_ADMIN_PASSWORD": self.admin_password,
+                "SFMLOPS_KAFKA_SCRAM_USERS": " ".join(f"{u}={p}" for u, p in self.users.items()),
+            }
         subprocess.run(
             [str(ROOT / "scripts" / "kafka.sh"), *args],
             env=env,
@@ -50,6 +71,58 @@ class KafkaBroker:
     def stop(self) -> None:
         self._script("stop")
 
+    def security(self, user: str, password: str | None = None) -> KafkaSecurity:
+        """SCRAM-SHA-512 credentials of `user` (its own password unless one is given)."""
+        secret = password if password is not None else self.users.get(user, self.admin_password)
+        return KafkaSecurity("SASL_PLAINTEXT", "SCRAM-SHA-512", user, SecretStr(secret or ""))
+
+    def client_env(self, user: str, password: str | None = None) -> dict[str, str]:
+        """The SFMLOPS_KAFKA_* variables of a process that connects as `user`."""
+        security = self.security(user, password)
+        return {
+            "SFMLOPS_KAFKA_SECURITY_PROTOCOL": security.protocol,
+            "SFMLOPS_KAFKA_SASL_MECHANISM": security.mechanism,
+            "SFMLOPS_KAFKA_USERNAME": user,
+            "SFMLOPS_KAFKA_PASSWORD": security.password.get_secret_value()
+            if security.password
+            else "",
+        }
+
+    def grant(
+        self, user: str, topic: str, *operations: str, group_prefix: str | None = None
+    ) -> None:
+        """Allow `user` `operations` (READ, WRITE, CREATE, DESCRIBE) on `topic`, and READ on
+        the consumer groups named `group_prefix`*, as the super user."""
+        admin = AdminClient(
+            {"bootstrap.servers": self.bootstrap_servers} | self.security("admin").client_config()
+        )
+        bindings = [
+            AclBinding(
+                ResourceType.TOPIC,
+                topic,
+                ResourcePatternType.LITERAL,
+                f"User:{user}",
+                "*",
+                AclOperation[operation],
+                AclPermissionType.ALLOW,
+            )
+            for operation in operations
+        ]
+        if group_prefix is not None:
+            bindings.append(
+                AclBinding(
+                    ResourceType.GROUP,
+                    group_prefix,
+                    ResourcePatternType.PREFIXED,
+                    f"User:{user}",
+                    "*",
+                    AclOperation.READ,
+                    AclPermissionType.ALLOW,
+                )
+            )
+        for created in admin.create_acls(bindings).values():
+            created.result(30)
+
 
 @dataclass
 class StreamEnv:
@@ -62,6 +135,7 @@ class StreamEnv:
     jars_dir: Path
     engine: Engine
     extra_env: dict[str, str] = field(default_factory=dict)
+    security: KafkaSecurity = PLAINTEXT
 
     def env(self, **overrides: str) -> dict[str, str]:
         base = {k: v for k, v in os.environ.items() if not k.startswith("SFMLOPS_")}
@@ -104,8 +178,9 @@ class StreamEnv:
 
     def send(self, keys: Sequence[bytes], values: Sequence[bytes]) -> None:
         """Produce raw events with the idempotent producer and wait for the acknowledgements."""
-        kafka.ensure_topic(self.broker.bootstrap_servers, self.topic, partitions=2)
-        producer = kafka.make_producer(self.broker.bootstrap_servers)
+        servers = self.broker.bootstrap_servers
+        kafka.ensure_topic(servers, self.topic, partitions=2, security=self.security)
+        producer = kafka.make_producer(servers, security=self.security)
         assert kafka.send(producer, self.topic, keys, values) == len(values)
 
     def sales(self) -> pd.DataFrame:

@@ -126,3 +126,31 @@ def test_a_long_token_is_kept(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.api_read_token is not None
     assert settings.api_read_token.get_secret_value() == "r" * 32
     assert settings.masked()["api_read_token"] == MASK
+
+
+def test_kafka_sasl_needs_a_user_and_a_password(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SFMLOPS_KAFKA_SECURITY_PROTOCOL", "SASL_PLAINTEXT")
+    monkeypatch.setenv("SFMLOPS_KAFKA_USERNAME", "producer")
+    with pytest.raises(ValidationError, match="needs SFMLOPS_KAFKA_PASSWORD"):
+        Settings(_env_file=None)
+    monkeypatch.setenv("SFMLOPS_KAFKA_PASSWORD", 'pa"ss\\word')
+
+    security = Settings(_env_file=None).kafka_security
+
+    assert security.client_config() == {
+        "security.protocol": "SASL_PLAINTEXT",
+        "sasl.mechanism": "SCRAM-SHA-512",
+        "sasl.username": "producer",
+        "sasl.password": 'pa"ss\\word',
+    }
+    assert security.spark_options()["kafka.sasl.jaas.config"] == (
+        "org.apache.kafka.common.security.scram.ScramLoginModule required "
+        'username="producer" password="pa\\"ss\\\\word";'
+    )
+    assert Settings(_env_file=None).masked()["kafka_password"] == MASK
+
+
+def test_kafka_defaults_to_plaintext_without_credentials() -> None:
+    security = Settings(_env_file=None).kafka_security
+    assert security.client_config() == {"security.protocol": "PLAINTEXT"}
+    assert security.spark_options() == {"kafka.security.protocol": "PLAINTEXT"}

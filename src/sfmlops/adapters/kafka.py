@@ -9,10 +9,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin._metadata import TopicMetadata  # not re-exported for type checkers
 from confluent_kafka.cimpl import NewTopic
+
+from sfmlops.adapters.kafka_security import PLAINTEXT, STREAM_GROUP_PREFIX, KafkaSecurity
 
 _FLUSH_TIMEOUT_SECONDS = 300.0
 _PACING_CHUNK_SECONDS = 0.05  # rate-limited producers send in slices this long
@@ -25,6 +29,45 @@ class KafkaDeliveryError(RuntimeError):
 
 class KafkaUnreachableError(RuntimeError):
     """The broker did not answer a metadata request in time."""
+
+
+class KafkaAuthenticationError(RuntimeError):
+    """The broker refused the client's credentials (SASL authentication failed)."""
+
+
+class KafkaAuthorizationError(RuntimeError):
+    """The broker refused an operation the client's user has no ACL for."""
+
+
+@dataclass
+class _AuthenticationWatch:
+    """A client's error callback that keeps the broker's refusal of its credentials.
+
+    librdkafka reports a failed SASL handshake only through this callback; the request that
+    needed the connection would otherwise just time out.
+    """
+
+    bootstrap_servers: str
+    security: KafkaSecurity
+    refusal: str | None = None
+
+    def __call__(self, error: KafkaError) -> None:
+        if error.code() == KafkaError._AUTHENTICATION and self.refusal is None:
+            self.refusal = error.str()
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "bootstrap.servers": self.bootstrap_servers,
+            "error_cb": self,
+        } | self.security.client_config()
+
+    def raise_if_refused(self) -> None:
+        if self.refusal is not None:
+            raise KafkaAuthenticationError(
+                f"Kafka at {self.bootstrap_servers} refused to authenticate "
+                f"{self.security.describe()}: {self.refusal} "
+                "(check SFMLOPS_KAFKA_USERNAME and SFMLOPS_KAFKA_PASSWORD)"
+            )
 
 
 @dataclass
@@ -43,34 +86,84 @@ class _Failures:
 
 
 def ensure_topic(
-    bootstrap_servers: str, topic: str, partitions: int, timeout: float = 30.0
+    bootstrap_servers: str,
+    topic: str,
+    partitions: int,
+    timeout: float = 30.0,
+    *,
+    security: KafkaSecurity = PLAINTEXT,
 ) -> None:
     """Create `topic` with `partitions` partitions unless it exists.
 
     Raises:
+        KafkaAuthenticationError: When the broker refuses the credentials of `security`.
+        KafkaAuthorizationError: When the user may not see or create the topic.
         KafkaException: When the broker is unreachable or refuses the topic.
     """
-    admin = AdminClient({"bootstrap.servers": bootstrap_servers})
-    existing = admin.list_topics(timeout=timeout).topics
-    if topic in existing:
-        return
+    watch = _AuthenticationWatch(bootstrap_servers, security)
+    admin = AdminClient(watch.config())
+    metadata = _topic_metadata(admin, watch, topic, timeout)
+    if metadata is not None:
+        if metadata.error is None:
+            return
+        if metadata.error.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED:
+            raise _not_authorized(bootstrap_servers, security, f"describe topic {topic}")
     futures = admin.create_topics([NewTopic(topic, num_partitions=partitions)])
     try:
         futures[topic].result(timeout)
     except KafkaException as error:
-        if error.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+        code = error.args[0].code()
+        if code == KafkaError.TOPIC_AUTHORIZATION_FAILED:
+            raise _not_authorized(bootstrap_servers, security, f"create topic {topic}") from error
+        if code != KafkaError.TOPIC_ALREADY_EXISTS:
             raise
 
 
-def topic_partitions(bootstrap_servers: str, topic: str, timeout: float = 30.0) -> list[int]:
+def _topic_metadata(
+    admin: AdminClient, watch: _AuthenticationWatch, topic: str, timeout: float
+) -> TopicMetadata | None:
+    """`topic`'s metadata (None: no such topic), failing fast when the credentials are refused.
+
+    Asks in one-second slices and serves the error callback in between: a refused login
+    would otherwise look like a broker that does not answer for the whole `timeout`.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return admin.list_topics(topic, timeout=min(1.0, timeout)).topics.get(topic)
+        except KafkaException:
+            admin.poll(0)
+            watch.raise_if_refused()
+            if time.monotonic() >= deadline:
+                raise
+
+
+def _not_authorized(
+    bootstrap_servers: str, security: KafkaSecurity, operation: str
+) -> KafkaAuthorizationError:
+    return KafkaAuthorizationError(
+        f"Kafka at {bootstrap_servers} refused to {operation} for {security.describe()}: "
+        "no ACL grants it"
+    )
+
+
+def topic_partitions(
+    bootstrap_servers: str,
+    topic: str,
+    timeout: float = 30.0,
+    *,
+    security: KafkaSecurity = PLAINTEXT,
+) -> list[int]:
     """The partition numbers of `topic` (empty when it does not exist yet).
 
     Raises:
+        KafkaAuthenticationError: When the broker refuses the credentials of `security`.
         KafkaUnreachableError: When the broker does not answer within `timeout` seconds.
     """
-    admin = AdminClient({"bootstrap.servers": bootstrap_servers})
+    watch = _AuthenticationWatch(bootstrap_servers, security)
+    admin = AdminClient(watch.config())
     try:
-        metadata = admin.list_topics(topic, timeout=timeout).topics.get(topic)
+        metadata = _topic_metadata(admin, watch, topic, timeout)
     except KafkaException as error:
         raise KafkaUnreachableError(
             f"Kafka at {bootstrap_servers} did not list topic {topic}: {error}"
@@ -81,14 +174,23 @@ def topic_partitions(bootstrap_servers: str, topic: str, timeout: float = 30.0) 
 
 
 def end_offsets(
-    bootstrap_servers: str, topic: str, partitions: Sequence[int], timeout: float = 10.0
+    bootstrap_servers: str,
+    topic: str,
+    partitions: Sequence[int],
+    timeout: float = 10.0,
+    *,
+    security: KafkaSecurity = PLAINTEXT,
 ) -> dict[int, int]:
     """Per partition of `topic`, the offset the next record will get (the log end offset).
 
     Raises:
         KafkaUnreachableError: When the broker does not answer within `timeout` seconds.
     """
-    consumer = Consumer({"bootstrap.servers": bootstrap_servers, "group.id": "sfmlops-lag"})
+    # The group is never joined; its name is under the stream job's ACL prefix all the same.
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap_servers, "group.id": f"{STREAM_GROUP_PREFIX}-lag"}
+        | security.client_config()
+    )
     try:
         return {
             partition: int(
@@ -104,9 +206,15 @@ def end_offsets(
         consumer.close()
 
 
-def make_producer(bootstrap_servers: str, **overrides: str | int | bool) -> Producer:
+def make_producer(
+    bootstrap_servers: str,
+    *,
+    security: KafkaSecurity = PLAINTEXT,
+    **overrides: str | int | bool,
+) -> Producer:
     """An idempotent producer: acks from all in-sync replicas, retries without duplicates."""
     config: dict[str, str | int | bool] = {
+        **security.client_config(),
         "bootstrap.servers": bootstrap_servers,
         "enable.idempotence": True,
         "acks": "all",

@@ -24,6 +24,7 @@ from pyspark.errors import StreamingQueryException
 from pyspark.sql import DataFrame, SparkSession, functions
 from pyspark.sql.streaming.query import StreamingQuery
 
+from sfmlops.adapters.kafka_security import PLAINTEXT, STREAM_GROUP_PREFIX, KafkaSecurity
 from sfmlops.core import events
 
 CONNECTOR_ARTIFACT = "spark-sql-kafka-0-10_2.13"
@@ -54,6 +55,7 @@ class KafkaSource:
     bootstrap_servers: str
     topic: str
     max_batch_events: int
+    security: KafkaSecurity = PLAINTEXT
 
 
 def connector_jars(jars_dir: Path) -> list[Path]:
@@ -156,6 +158,8 @@ def sales_event_stream(
         .option("subscribe", source.topic)
         .option("startingOffsets", start_at)
         .option("maxOffsetsPerTrigger", str(source.max_batch_events))
+        .option("groupIdPrefix", STREAM_GROUP_PREFIX)
+        .options(**source.security.spark_options())
         # A micro-batch reads up to maxOffsetsPerTrigger records: fetch them in a few large
         # requests instead of Kafka's default 1 MiB per partition and request.
         .option("kafka.max.partition.fetch.bytes", str(_FETCH_BYTES))

@@ -23,6 +23,7 @@ from sfmlops.services.stream_test_hooks import StreamFaultHooks
 from sfmlops.settings import Settings
 
 if TYPE_CHECKING:
+    from sfmlops.adapters.spark import KafkaSource
     from sfmlops.services.stream_ingestion import BatchReport
     from sfmlops.services.stream_metrics import StreamMetrics
 
@@ -96,6 +97,7 @@ def produce(
                 settings.kafka_topic,
                 settings.kafka_topic_partitions,
                 sales,
+                security=settings.kafka_security,
                 rate=rate,
                 on_ack=lambda count: progress.advance(task, count),
             )
@@ -144,7 +146,12 @@ def stream(
     except (ValueError, spark.ConnectorJarsError) as error:
         fail(str(error))
     engine = migrated_engine_of(ctx)
-    source = spark.KafkaSource(bootstrap, settings.kafka_topic, settings.stream_max_batch_events)
+    source = spark.KafkaSource(
+        bootstrap,
+        settings.kafka_topic,
+        settings.stream_max_batch_events,
+        security=settings.kafka_security,
+    )
     checkpoint = settings.checkpoints_dir / settings.kafka_topic
     console.print(
         f"Streaming {settings.kafka_topic} from {bootstrap} into "
@@ -157,7 +164,7 @@ def stream(
     def report(batch: BatchReport) -> None:
         if metrics is not None:
             metrics.observe(batch)
-            _measure_lag(metrics, engine, bootstrap, settings.kafka_topic)
+            _measure_lag(metrics, engine, source)
         if not batch.received:
             return
         totals["received"] += batch.received
@@ -200,11 +207,15 @@ def _serve_metrics(settings: Settings) -> StreamMetrics | None:
     return metrics
 
 
-def _measure_lag(metrics: StreamMetrics, engine: Engine, bootstrap: str, topic: str) -> None:
+def _measure_lag(metrics: StreamMetrics, engine: Engine, source: KafkaSource) -> None:
     # The lag is an observation: an unanswered broker or database leaves the last value.
     try:
-        metrics.measure_lag(engine, bootstrap, topic)
-    except (kafka.KafkaUnreachableError, SQLAlchemyError) as error:
+        metrics.measure_lag(engine, source.bootstrap_servers, source.topic, source.security)
+    except (
+        kafka.KafkaUnreachableError,
+        kafka.KafkaAuthenticationError,
+        SQLAlchemyError,
+    ) as error:
         console.print(f"[dim]lag not measured: {error}[/]")
 
 

@@ -71,13 +71,19 @@ def stream_last_days(settings: Settings, data_folder: Path, days: int = DEMO_DAY
             settings.kafka_topic,
             settings.kafka_topic_partitions,
             producing.in_event_order(recent),
+            security=settings.kafka_security,
         )
         console.print(
             f"Sent {sent:,} events ({days} days) to {settings.kafka_topic} on {bootstrap}"
         )
         stream_ingestion.run_stream(
             engine,
-            spark.KafkaSource(bootstrap, settings.kafka_topic, settings.stream_max_batch_events),
+            spark.KafkaSource(
+                bootstrap,
+                settings.kafka_topic,
+                settings.stream_max_batch_events,
+                security=settings.kafka_security,
+            ),
             settings.checkpoints_dir / settings.kafka_topic,
             spark.connector_jars(settings.jars_dir),
             interval=None,

@@ -16,6 +16,7 @@ from sqlalchemy import Engine
 
 from sfmlops.adapters import files, kafka
 from sfmlops.adapters.db import sales_records
+from sfmlops.adapters.kafka_security import PLAINTEXT, KafkaSecurity
 from sfmlops.core import columns, events
 from sfmlops.services import loading
 
@@ -81,6 +82,7 @@ def produce_sales(
     *,
     rate: float | None = None,
     on_ack: Callable[[int], None] | None = None,
+    security: KafkaSecurity = PLAINTEXT,
 ) -> int:
     """Send one event per sales row, in the frame's order, and wait for every acknowledgement.
 
@@ -91,6 +93,7 @@ def produce_sales(
         sales: Canonical sales rows.
         rate: Events per second; None sends as fast as the broker takes them.
         on_ack: Called with the number of events just acknowledged, for progress.
+        security: The producer's security protocol and SCRAM user.
 
     Returns:
         The number of events Kafka acknowledged.
@@ -99,6 +102,6 @@ def produce_sales(
         kafka.KafkaDeliveryError: When an event was not acknowledged.
     """
     keys, values = events.encode_sales_events(sales)
-    kafka.ensure_topic(bootstrap_servers, topic, partitions)
-    producer = kafka.make_producer(bootstrap_servers)
+    kafka.ensure_topic(bootstrap_servers, topic, partitions, security=security)
+    producer = kafka.make_producer(bootstrap_servers, security=security)
     return kafka.send(producer, topic, keys, values, rate=rate, on_ack=on_ack)

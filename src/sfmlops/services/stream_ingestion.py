@@ -336,9 +336,11 @@ def start_stream(
         )
     try:
         partitions = (
-            kafka.topic_partitions(source.bootstrap_servers, source.topic) if resume else []
+            kafka.topic_partitions(source.bootstrap_servers, source.topic, security=source.security)
+            if resume
+            else []
         )
-    except kafka.KafkaUnreachableError as error:
+    except (kafka.KafkaUnreachableError, kafka.KafkaAuthenticationError) as error:
         raise StreamFailedError(str(error)) from error
     shutil.rmtree(checkpoint_dir, ignore_errors=True)
     hooks = faults or StreamFaultHooks()

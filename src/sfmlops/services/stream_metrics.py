@@ -12,6 +12,7 @@ from sqlalchemy import Engine
 
 from sfmlops.adapters import kafka
 from sfmlops.adapters.db import stream_offset_records
+from sfmlops.adapters.kafka_security import PLAINTEXT, KafkaSecurity
 from sfmlops.services.stream_ingestion import BatchReport
 
 SOURCE = "stream"
@@ -62,12 +63,18 @@ class StreamMetrics:
         self.dead_letters.labels(source=SOURCE).inc(batch.dead_lettered)
         self.batch_seconds.observe(batch.prepare_seconds + batch.write_seconds)
 
-    def measure_lag(self, engine: Engine, bootstrap_servers: str, topic: str) -> None:
+    def measure_lag(
+        self,
+        engine: Engine,
+        bootstrap_servers: str,
+        topic: str,
+        security: KafkaSecurity = PLAINTEXT,
+    ) -> None:
         """Set the lag: Kafka's end offsets minus the next offsets the database has applied."""
         with engine.connect() as connection:
             applied = stream_offset_records.read_stream_offsets(connection, topic)
-        partitions = kafka.topic_partitions(bootstrap_servers, topic)
-        ends = kafka.end_offsets(bootstrap_servers, topic, partitions)
+        partitions = kafka.topic_partitions(bootstrap_servers, topic, security=security)
+        ends = kafka.end_offsets(bootstrap_servers, topic, partitions, security=security)
         for partition, end in ends.items():
             behind = max(end - applied.get(partition, 0), 0)
             self.lag.labels(topic=topic, partition=str(partition)).set(behind)
