@@ -4,16 +4,26 @@ the machine (the `dashboard_url`, `browser` and `page` fixtures of conftest.py).
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
 from urllib.parse import urlsplit
 
 import pandas as pd
 import pytest
-from playwright.sync_api import Page
+from playwright.sync_api import Page, expect
 
 from sfmlops.ui.charts import BANDS_NOTE, CHART_COLUMNS
 from sfmlops.ui.views import store as store_page
-from tests.support.browser import pick_store, wait_for_chart
-from tests.support.dashboard import RunningApi, api_get, expected_chart_table
+from tests.support.browser import BASE_PATH, PAGE_MS, pick_store, wait_for_chart
+from tests.support.dashboard import (
+    RunningApi,
+    api_get,
+    expected_chart_table,
+    service_environment,
+    sfmlops_command,
+    start_service,
+    stop_service,
+)
+from tests.support.network import free_port, slow_proxy
 
 pytestmark = pytest.mark.e2e
 STORE_ID = 2
@@ -89,3 +99,36 @@ def test_the_dashboard_asks_nothing_of_the_internet(page: Page, dashboard_url: s
     assert not elsewhere
     assert any(urlsplit(url).path.endswith(".woff2") for url in requested)  # fonts: local
     assert any("/media/" in url and url.endswith(".png") for url in requested)  # favicon
+
+
+FORECAST_DELAY_SECONDS = 4.0
+
+
+@pytest.fixture
+def slow_forecast_dashboard_url(trained_api: RunningApi) -> Iterator[str]:
+    """A dashboard whose API takes `FORECAST_DELAY_SECONDS` longer to answer a forecast."""
+    with slow_proxy(trained_api.url, "/forecast", FORECAST_DELAY_SECONDS) as api_url:
+        port = free_port()
+        process = start_service(
+            sfmlops_command("ui", "--port", str(port)),
+            service_environment(trained_api.home, api_url=api_url, ui_base_path=BASE_PATH),
+            f"http://127.0.0.1:{port}/{BASE_PATH}/_stcore/health",
+            trained_api.home / "ui-slow-forecast.log",
+        )
+        yield f"http://127.0.0.1:{port}/{BASE_PATH}/"
+        stop_service(process)
+
+
+def test_a_spinner_shows_while_the_chart_loads(
+    page: Page, slow_forecast_dashboard_url: str
+) -> None:
+    page.goto(slow_forecast_dashboard_url)
+    pick_store(page, STORE_ID)
+
+    spinner = page.get_by_test_id("stSpinner")
+    expect(spinner).to_contain_text(
+        f"Loading store {STORE_ID}'s sales and forecast", timeout=PAGE_MS
+    )
+    assert page.get_by_test_id("stVegaLiteChart").count() == 0
+    wait_for_chart(page, STORE_ID)
+    expect(spinner).to_have_count(0)

@@ -197,25 +197,27 @@ def _chart(
     horizon_days: int,
     champion: responses.ChampionModel | None,
 ) -> None:
-    try:
-        history = client.sales(
-            store_id, as_of - dt.timedelta(days=7 * weeks - 1), as_of, product_id
-        )
-    except ApiError as error:
-        page_context.stop_on(error)
-    forecast: responses.SeriesForecast | None = None
-    try:
-        forecast = client.forecast(store_id, horizon_days, product_id)
-    except ModelUnavailableError as error:
-        st.info(
-            f"**No forecast yet:** {error}. Train a model with `sfmlops train`, or retrain "
-            "this store on the right.",
-            icon=":material/model_training:",
-        )
-    except NotFoundError as error:
-        st.warning(f"**No forecast for this series:** {error}", icon=":material/search_off:")
-    except ApiError as error:
-        st.error(f"**The forecast failed:** {error}", icon=":material/error:")
+    # The forecast can take seconds (a cold model cache, a long horizon): say so meanwhile.
+    with st.spinner(f"Loading store {store_id}'s sales and forecast…"):
+        try:
+            history = client.sales(
+                store_id, as_of - dt.timedelta(days=7 * weeks - 1), as_of, product_id
+            )
+        except ApiError as error:
+            page_context.stop_on(error)
+        forecast: responses.SeriesForecast | None = None
+        try:
+            forecast = client.forecast(store_id, horizon_days, product_id)
+        except ModelUnavailableError as error:
+            st.info(
+                f"**No forecast yet:** {error}. Train a model with `sfmlops train`, or retrain "
+                "this store on the right.",
+                icon=":material/model_training:",
+            )
+        except NotFoundError as error:
+            st.warning(f"**No forecast for this series:** {error}", icon=":material/search_off:")
+        except ApiError as error:
+            st.error(f"**The forecast failed:** {error}", icon=":material/error:")
 
     frame = chart_frame(history.days, forecast.forecast if forecast else [])
     title = f"Store {store_id} · {product_id}: last {weeks} weeks"
