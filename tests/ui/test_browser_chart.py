@@ -122,7 +122,7 @@ def slow_forecast_dashboard_url(trained_api: RunningApi) -> Iterator[str]:
 def test_a_spinner_shows_while_the_chart_loads(
     page: Page, slow_forecast_dashboard_url: str
 ) -> None:
-    page.goto(slow_forecast_dashboard_url)
+    page.goto(f"{slow_forecast_dashboard_url}store")
     pick_store(page, STORE_ID)
 
     spinner = page.get_by_test_id("stSpinner")
