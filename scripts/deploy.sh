@@ -112,9 +112,26 @@ grafana_admin() {
     --from-literal=admin-password="$(openssl rand -hex 16)" >/dev/null
 }
 
+# Kafka's SCRAM passwords, made once: the broker's Secret (kafka-sasl: the client users admin,
+# producer and stream of values-kafka.yaml, in that order, and the broker and controller users)
+# and the clients' copy in the sfmlops namespace (sfmlops-kafka-clients, kafkaAuth in the chart).
+kafka_passwords() {
+  kubectl -n "$KAFKA_NAMESPACE" get secret kafka-sasl >/dev/null 2>&1 && return 0
+  local admin producer stream
+  admin=$(openssl rand -hex 24) producer=$(openssl rand -hex 24) stream=$(openssl rand -hex 24)
+  kubectl -n "$KAFKA_NAMESPACE" create secret generic kafka-sasl \
+    --from-literal=client-passwords="$admin,$producer,$stream" \
+    --from-literal=inter-broker-password="$(openssl rand -hex 24)" \
+    --from-literal=controller-password="$(openssl rand -hex 24)" >/dev/null
+  kubectl -n "$SFMLOPS_NAMESPACE" create secret generic sfmlops-kafka-clients \
+    --from-literal=producer-password="$producer" \
+    --from-literal=stream-password="$stream" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+}
+
 up() {
   repos
   namespaces
+  kafka_passwords
   "$helm" upgrade --install "${release_kuberay[@]}" --wait --timeout 10m
   "$helm" upgrade --install "${release_ingress[@]}" --wait --timeout 10m
   grafana_admin

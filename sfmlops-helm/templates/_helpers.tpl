@@ -155,6 +155,25 @@ to the programs that need it (the API, the dashboard, Airflow).
   value: "0"
 {{- end -}}
 
+{{/* The Kafka SCRAM user of one client (.client: producer or stream), from kafkaAuth. */}}
+{{- define "sfmlops.kafkaAuthEnv" -}}
+{{- $auth := .ctx.Values.kafkaAuth -}}
+{{- if $auth.enabled -}}
+{{- $client := index $auth .client -}}
+- name: SFMLOPS_KAFKA_SECURITY_PROTOCOL
+  value: {{ $auth.securityProtocol | quote }}
+- name: SFMLOPS_KAFKA_SASL_MECHANISM
+  value: {{ $auth.mechanism | quote }}
+- name: SFMLOPS_KAFKA_USERNAME
+  value: {{ $client.username | quote }}
+- name: SFMLOPS_KAFKA_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ required "kafkaAuth.existingSecret names the Secret of the Kafka client passwords" $auth.existingSecret }}
+      key: {{ $client.secretKey }}
+{{- end -}}
+{{- end -}}
+
 {{- define "sfmlops.apiTokenEnv" -}}
 - name: SFMLOPS_API_TOKEN
   valueFrom:

@@ -230,3 +230,17 @@ def test_deploy_script_installs_the_images_loaded_into_the_nodes_by_default(
     env = {"SFMLOPS_IMAGE_TAG": "t1", "SFMLOPS_IMAGE_REGISTRY": registry}
     images = _rendered_images(_deploy_up_arguments(tmp_path / "registry", env))
     assert f"{registry}/sfmlops-forecast-api:t1" in images
+
+
+def test_the_kafka_sasl_layer_has_one_user_per_client_of_the_chart() -> None:
+    sasl = load_yaml(ROOT / "values-kafka-sasl.yaml")
+    chart = load_yaml(ROOT / "sfmlops-helm" / "values.yaml")["kafkaAuth"]
+    assert sasl["listeners"]["client"]["protocol"] == chart["securityProtocol"] == "SASL_PLAINTEXT"
+    assert sasl["sasl"]["enabledMechanisms"] == chart["mechanism"] == "SCRAM-SHA-512"
+    assert sasl["sasl"]["client"]["users"] == [
+        "admin",
+        chart["producer"]["username"],
+        chart["stream"]["username"],
+    ]
+    for role in ("controller", "broker"):
+        assert "allow.everyone.if.no.acl.found=false" in sasl[role]["extraConfig"]

@@ -21,6 +21,7 @@ from tests.support.deploy import (
     SCENARIOS,
     Rendered,
     admitted,
+    helm_template,
     labels_of,
     load_yaml,
     pod_labels,
@@ -30,7 +31,9 @@ from tests.support.deploy import (
 )
 
 # Secrets the scenarios name as existing (made outside the chart).
-EXTERNAL_SECRETS = {"cloudsql-sfmlops", "sfmlops-api-token-managed"}
+# Made outside the chart: sfmlops-kafka-clients by scripts/deploy.sh, with the Kafka release's
+# own Secret of the same passwords (values-kafka.yaml, kafkaAuth).
+EXTERNAL_SECRETS = {"cloudsql-sfmlops", "sfmlops-api-token-managed", "sfmlops-kafka-clients"}
 
 
 def _env_entries(rendered: Rendered) -> list[tuple[str, str, dict[str, Any]]]:
@@ -386,3 +389,40 @@ def test_sfmlops_home_is_writable_wherever_it_is_read(rendered: Rendered) -> Non
                 if runs_sfmlops and read_only:
                     mounts = {m["mountPath"] for m in container.get("volumeMounts", [])}
                     assert home in mounts, f"{label}/{container['name']}: {home} is read-only"
+
+
+def test_each_kafka_client_connects_as_its_own_user(rendered_all: dict[str, Rendered]) -> None:
+    users = {}
+    for item in rendered_all["kafka-sasl"].objects:
+        for label, pod in pod_specs(item):
+            for container in pod["containers"]:
+                env = {entry["name"]: entry for entry in container.get("env", [])}
+                if "SFMLOPS_KAFKA_USERNAME" in env:
+                    password = env["SFMLOPS_KAFKA_PASSWORD"]["valueFrom"]["secretKeyRef"]
+                    users[label] = (
+                        env["SFMLOPS_KAFKA_SECURITY_PROTOCOL"]["value"],
+                        env["SFMLOPS_KAFKA_USERNAME"]["value"],
+                        password["name"],
+                        password["key"],
+                    )
+    assert users == {
+        "Job/sfmlops-producer-1": (
+            "SASL_PLAINTEXT",
+            "producer",
+            "sfmlops-kafka-clients",
+            "producer-password",
+        ),
+        "CronJob/sfmlops-stream": (
+            "SASL_PLAINTEXT",
+            "stream",
+            "sfmlops-kafka-clients",
+            "stream-password",
+        ),
+    }
+
+
+def test_kafka_users_are_refused_with_the_stream_run_by_airflow() -> None:
+    # Airflow's command pods get no Kafka user: they would fail at the broker every day.
+    result = helm_template([], ["kafkaAuth.enabled=true"], check=False)
+    assert result.returncode != 0
+    assert "kafkaAuth.enabled needs stream.runBy=cronjob" in result.stderr
