@@ -104,10 +104,12 @@ def realized_accuracy(
     """Metrics of the forecasts scored for the `days` days up to `end` (one store when given).
 
     Raises:
-        ValueError: `days` outside 1..366.
+        ValueError: `days` outside 1..366, or a window that would start before 0001-01-01.
     """
     if not 1 <= days <= MAX_DAYS:
         raise ValueError(f"days must be between 1 and {MAX_DAYS}, got {days}")
+    if end.toordinal() < days:
+        raise ValueError(f"{days} days up to {end.isoformat()} would start before 0001-01-01")
     start = end - dt.timedelta(days=days - 1)
     scores = records.read_scores(connection, start, end, store_id).rename(
         columns={records.ACTUAL: metrics.ACTUAL}

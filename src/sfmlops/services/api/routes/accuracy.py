@@ -42,7 +42,10 @@ def get_accuracy(
         last = end or as_of_date(settings, connection)
         if last is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, "no sales in the database yet")
-        report = realized_accuracy.realized_accuracy(connection, last, days, store_id)
+        try:
+            report = realized_accuracy.realized_accuracy(connection, last, days, store_id)
+        except ValueError as error:
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(error)) from error
     return schemas.Accuracy(
         start=report.start,
         end=report.end,
