@@ -98,19 +98,7 @@ def stream_env(
     tmp_path: Path,
 ) -> Iterator[StreamEnv]:
     """A fresh topic and a migrated PostgreSQL database holding the slice's 20 stores."""
-    engine = make_engine(postgres_url)
-    migrate(engine)
-    with engine.begin() as connection:
-        store_records.upsert_stores(connection, loading.read_dataset(rossmann_slice).stores)
-    yield StreamEnv(
-        broker=kafka_broker,
-        database_url=postgres_url,
-        home=tmp_path / "home",
-        topic=f"sales.test.{uuid.uuid4().hex[:8]}",
-        jars_dir=jars_dir,
-        engine=engine,
-    )
-    engine.dispose()
+    yield from _stream_env(kafka_broker, jars_dir, postgres_url, rossmann_slice, tmp_path)
 
 
 @pytest.fixture(scope="session")
@@ -140,12 +128,19 @@ def sasl_stream_env(
 ) -> Iterator[StreamEnv]:
     """Like `stream_env`, on the SASL broker; `sfmlops` commands run without credentials
     unless a test passes a user's (`sasl_kafka_broker.client_env`)."""
+    yield from _stream_env(sasl_kafka_broker, jars_dir, postgres_url, rossmann_slice, tmp_path)
+
+
+def _stream_env(
+    broker: KafkaBroker, jars_dir: Path, postgres_url: str, rossmann_slice: Path, tmp_path: Path
+) -> Iterator[StreamEnv]:
+    """A fresh topic on `broker` and a migrated database holding the slice's stores."""
     engine = make_engine(postgres_url)
     migrate(engine)
     with engine.begin() as connection:
         store_records.upsert_stores(connection, loading.read_dataset(rossmann_slice).stores)
     yield StreamEnv(
-        broker=sasl_kafka_broker,
+        broker=broker,
         database_url=postgres_url,
         home=tmp_path / "home",
         topic=f"sales.test.{uuid.uuid4().hex[:8]}",
