@@ -282,6 +282,43 @@ def test_features_use_only_days_up_to_the_cutoff(sales: pd.DataFrame, stores: pd
     assert not StoreStats.of(pd.concat([seen, tampered])).by_store.equals(stats.by_store)
 
 
+def test_features_carry_each_rows_store_weekday_and_calendar_day(
+    sales: pd.DataFrame, stores: pd.DataFrame
+) -> None:
+    seen, later = split(sales, 28)
+    profile = store_profile(stores)
+    # Statistics without store 2: its rows get missing statistics, as a left join gives.
+    stats = StoreStats.of(seen[seen[columns.STORE_ID] != 2])
+    calendar = Calendar.of(pd.concat([seen, later]), profile)
+    rows = later.sample(frac=1.0, random_state=5)  # any row order, any index
+    features = build_features(rows, profile, stats, calendar)
+
+    assert features.index.equals(rows.index)
+    by_store = stats.by_store.set_index(columns.STORE_ID)
+    by_weekday = stats.by_weekday.set_index([columns.STORE_ID, columns.DAY_OF_WEEK])
+    store_days = calendar.store_days.set_index([columns.STORE_ID, columns.SALES_DATE])
+    for position in range(0, len(rows), 37):
+        row = rows.iloc[position]
+        store, day = int(row[columns.STORE_ID]), row[columns.SALES_DATE]
+        got = features.iloc[position]
+        assert got[columns.STORE_ID] == store
+        assert got[columns.STATE] == profile.set_index(columns.STORE_ID).loc[store, columns.STATE]
+        assert (
+            got["days_after_promo_start"] == store_days.loc[(store, day), "days_after_promo_start"]
+        )
+        if store == 2:
+            assert np.isnan(got["store_mean_log"])
+            assert np.isnan(got["store_weekday_effect"])
+        else:
+            assert got["store_mean_log"] == by_store.loc[store, "store_mean_log"]
+            weekday = day.dayofweek + 1
+            if (store, weekday) in by_weekday.index:
+                assert got["store_weekday_effect"] == by_weekday.loc[(store, weekday)].iloc[0]
+            else:  # closed on Sundays: no effect learnt
+                assert weekday == 7
+                assert np.isnan(got["store_weekday_effect"])
+
+
 def test_features_place_a_day_in_its_school_holidays_and_promotion_cycle(
     stores: pd.DataFrame,
 ) -> None:

@@ -233,17 +233,31 @@ def build_features(
     )
     frame[columns.SCHOOL_HOLIDAY] = rows[columns.SCHOOL_HOLIDAY].astype(int)
 
-    merged = (
-        frame[[columns.STORE_ID]]
-        .assign(**{columns.SALES_DATE: date})
-        .merge(profile, on=columns.STORE_ID, how="left")
-    )
-    merged = merged.merge(stats.by_store, on=columns.STORE_ID, how="left")
-    merged[columns.DAY_OF_WEEK] = frame[columns.DAY_OF_WEEK].to_numpy()
-    merged = merged.merge(stats.by_weekday, on=[columns.STORE_ID, columns.DAY_OF_WEEK], how="left")
-    merged = merged.merge(calendar.state_days, on=[columns.STATE, columns.SALES_DATE], how="left")
-    merged = merged.merge(
-        calendar.store_days, on=[columns.STORE_ID, columns.SALES_DATE], how="left"
+    # One lookup per table instead of a chain of merges: each merge copied every column
+    # gathered so far (most of a shard fit's feature-building time at 2,500 series).
+    store_id = frame[columns.STORE_ID].to_numpy()
+    from_profile = _lookup(profile, [columns.STORE_ID], [store_id])
+    merged = pd.concat(
+        [
+            from_profile,
+            _lookup(stats.by_store, [columns.STORE_ID], [store_id]),
+            _lookup(
+                stats.by_weekday,
+                [columns.STORE_ID, columns.DAY_OF_WEEK],
+                [store_id, frame[columns.DAY_OF_WEEK].to_numpy()],
+            ),
+            _lookup(
+                calendar.state_days,
+                [columns.STATE, columns.SALES_DATE],
+                [from_profile[columns.STATE].to_numpy(), date.to_numpy()],
+            ),
+            _lookup(
+                calendar.store_days,
+                [columns.STORE_ID, columns.SALES_DATE],
+                [store_id, date.to_numpy()],
+            ),
+        ],
+        axis=1,
     )
     merged.index = frame.index
 
@@ -273,6 +287,24 @@ def build_features(
     for name in _proximity_columns(merged):
         frame[name] = merged[name].fillna(_cap_of(name))
     return frame
+
+
+def _lookup(table: pd.DataFrame, keys: list[str], values: list[np.ndarray]) -> pd.DataFrame:
+    """`table`'s other columns for each key tuple in `values` (a left join on unique keys).
+
+    Rows without a match get missing values, with a left merge's dtypes (ints as floats).
+    """
+    if len(keys) == 1:
+        index: pd.Index = pd.Index(table[keys[0]])
+        wanted: pd.Index = pd.Index(values[0])
+    else:
+        index = pd.MultiIndex.from_frame(table[keys])
+        wanted = pd.MultiIndex.from_arrays(values)
+    position = index.get_indexer(wanted)
+    found = table.drop(columns=keys).reset_index(drop=True)
+    if (position >= 0).all():
+        return found.take(position).reset_index(drop=True)
+    return found.reindex(position).reset_index(drop=True)
 
 
 def _with_proximity(
