@@ -45,7 +45,12 @@ from sfmlops.core.forecasting.features import (
     build_features,
     store_profile,
 )
-from sfmlops.core.forecasting.gbm import GBMParams, GlobalGBMForecaster, store_shards
+from sfmlops.core.forecasting.gbm import (
+    GBMParams,
+    GlobalGBMForecaster,
+    shard_rows,
+    store_shards,
+)
 from sfmlops.core.forecasting.naive import SeasonalNaiveForecaster
 from sfmlops.core.forecasting.plan import apply_plan, as_plan
 from sfmlops.core.forecasting.plan import by_store as plan_by_store
@@ -183,6 +188,20 @@ def test_store_shards_keep_stores_whole(shard_series: int, shards: list[list[int
     )
 
     assert store_shards(history, shard_series) == shards
+
+
+def test_shard_rows_are_each_shards_rows_in_history_order() -> None:
+    history = pd.DataFrame({columns.STORE_ID: [3, 1, 2, 3, 9, 1, 2, 2]})
+    shards = [[1, 2], [3]]  # store 9 in no shard: its row is in none
+
+    rows = shard_rows(history, shards)
+
+    assert [list(positions) for positions in rows] == [[1, 2, 5, 6, 7], [0, 3]]
+    for store_ids, positions in zip(shards, rows, strict=True):
+        pd.testing.assert_frame_equal(
+            history.take(positions).reset_index(drop=True),
+            history[history[columns.STORE_ID].isin(store_ids)].reset_index(drop=True),
+        )
 
 
 def test_a_sharded_gbm_forecasts_each_store_with_its_shards_model(

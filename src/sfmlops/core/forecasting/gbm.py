@@ -160,10 +160,10 @@ class GlobalGBMForecaster(CalibratedForecaster):
             tasks = (
                 (
                     unfitted,
-                    history[history[columns.STORE_ID].isin(store_ids)].reset_index(drop=True),
+                    history.take(rows).reset_index(drop=True),
                     stores[stores[columns.STORE_ID].isin(store_ids)],
                 )
-                for store_ids in shards
+                for store_ids, rows in zip(shards, shard_rows(history, shards), strict=True)
             )
             executor = self.executor or SequentialExecutor()
             self.shards_ = executor.map(fit_shard, tasks)
@@ -320,6 +320,25 @@ def store_shards(history: pd.DataFrame, shard_series: int) -> list[list[int]]:
         shards[-1].append(store_id)
         filled += series
     return shards
+
+
+def shard_rows(history: pd.DataFrame, shards: list[list[int]]) -> list[np.ndarray]:
+    """Each shard's row positions in `history`, in the history's order.
+
+    One pass over the history for all shards: filtering it once per shard scanned every
+    row 40 times per fit at 100k series (3 fits per training job).
+    """
+    shard_numbers = pd.Series(
+        [number for number, store_ids in enumerate(shards) for _ in store_ids],
+        index=[store_id for store_ids in shards for store_id in store_ids],
+    )
+    # A row of a store in no shard gets -1 and lands in none.
+    number = (
+        shard_numbers.reindex(history[columns.STORE_ID].to_numpy()).fillna(-1).to_numpy(dtype=int)
+    )
+    order = np.argsort(number, kind="stable")
+    bounds = np.searchsorted(number[order], np.arange(len(shards) + 1))
+    return [order[bounds[index] : bounds[index + 1]] for index in range(len(shards))]
 
 
 def _coded(frame: pd.DataFrame, series_codes: pd.DataFrame) -> pd.DataFrame:
