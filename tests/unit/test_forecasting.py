@@ -190,6 +190,11 @@ def test_store_shards_keep_stores_whole(shard_series: int, shards: list[list[int
     assert store_shards(history, shard_series) == shards
 
 
+def test_gbm_params_pass_the_bagging_frequency_to_lightgbm() -> None:
+    assert GBMParams().lightgbm()["bagging_freq"] == 1  # a new bag every round
+    assert GBMParams(bagging_freq=5).lightgbm()["bagging_freq"] == 5
+
+
 def test_shard_rows_are_each_shards_rows_in_history_order() -> None:
     history = pd.DataFrame({columns.STORE_ID: [3, 1, 2, 3, 9, 1, 2, 2]})
     shards = [[1, 2], [3]]  # store 9 in no shard: its row is in none
