@@ -170,6 +170,30 @@ def test_a_gbm_saved_before_series_codes_still_forecasts(
     pd.testing.assert_frame_equal(older.predict(future), expected)
 
 
+def test_a_blend_of_seeds_forecasts_the_mean_of_its_members_on_the_log_scale(
+    sales: pd.DataFrame, stores: pd.DataFrame
+) -> None:
+    seen, later = split(sales, 28)
+    future = as_future(later)
+    blend = GlobalGBMForecaster(replace(SMALL_GBM, members=2)).fit(seen, stores)
+    alone = [
+        GlobalGBMForecaster(replace(SMALL_GBM, seed=SMALL_GBM.seed + member))
+        .fit(seen, stores)
+        ._predict_point(future)
+        for member in range(2)
+    ]
+
+    assert len(blend.member_boosters_) == 1
+    assert not np.allclose(alone[0], alone[1])  # the seeds draw other days and features
+    np.testing.assert_allclose(
+        np.log1p(blend._predict_point(future)), np.mean(np.log1p(alone), axis=0), rtol=1e-6
+    )
+    # A model saved before blends existed (no member boosters) forecasts with its one booster.
+    older = copy.copy(blend)
+    del older.member_boosters_
+    np.testing.assert_allclose(older._predict_point(future), alone[0], rtol=1e-6)
+
+
 @pytest.mark.parametrize(
     ("shard_series", "shards"),
     [

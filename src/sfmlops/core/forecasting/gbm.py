@@ -62,6 +62,9 @@ class GBMParams:
     max_bin: int = 63
     threads: int = 2
     seed: int = 17
+    # Boosters fitted on the same features with seeds seed, seed + 1, ...; the forecast is
+    # their mean on the log scale. Each costs one more LightGBM fit (not more features).
+    members: int = 1
     # Most series one booster is fitted on. More are split into shards of whole stores,
     # each a model of its own (a task of the injected executor), so the features built at
     # once (the memory peak of a fit) stay bounded whatever the series count. The bundled
@@ -116,6 +119,8 @@ class GlobalGBMForecaster(CalibratedForecaster):
         # Fits the shards, one task each (default: in turn in this process). Not saved.
         self.executor = executor
         self.booster_: lgb.Booster | None = None
+        # With `params.members` > 1: the boosters after the first, other seeds.
+        self.member_boosters_: list[lgb.Booster] = []
         self.profile_: pd.DataFrame | None = None
         self.stats_: StoreStats | None = None
         self.context_: pd.DataFrame | None = None
@@ -201,11 +206,17 @@ class GlobalGBMForecaster(CalibratedForecaster):
             target,
             feature_name=list(features.columns),
             params={"max_bin": self.params.max_bin, "verbose": -1},
-            free_raw_data=True,
+            free_raw_data=self.params.members <= 1,
         )
-        self.booster_ = lgb.train(
-            self.params.lightgbm(), dataset, num_boost_round=self.params.rounds
-        )
+        boosters = [
+            lgb.train(
+                {**self.params.lightgbm(), "seed": self.params.seed + member},
+                dataset,
+                num_boost_round=self.params.rounds,
+            )
+            for member in range(max(1, self.params.members))
+        ]
+        self.booster_, self.member_boosters_ = boosters[0], boosters[1:]
         self.profile_ = profile
         self.stats_ = stats
         self.features_ = list(features.columns)
@@ -247,8 +258,11 @@ class GlobalGBMForecaster(CalibratedForecaster):
         context = self.context_ if self.context_ is not None else future.iloc[:0]
         calendar = Calendar.of(pd.concat([context, future], ignore_index=True), self.profile_)
         features = build_features(future, self.profile_, self.stats_, calendar)
-        deviation = np.asarray(
-            self.booster_.predict(features[self.features_].to_numpy(dtype=np.float32)), dtype=float
+        matrix = features[self.features_].to_numpy(dtype=np.float32)
+        # Models saved before blends existed have no attribute: one booster.
+        boosters = [self.booster_, *getattr(self, "member_boosters_", [])]
+        deviation = np.mean(
+            [np.asarray(booster.predict(matrix), dtype=float) for booster in boosters], axis=0
         )
         sales: np.ndarray = np.expm1(deviation + _baseline(features))
         return sales
