@@ -262,9 +262,12 @@ def test_gbm_shards_fitted_as_executor_tasks_forecast_as_those_fitted_in_turn(
 ) -> None:
     seen, later = split(sales, 28)
     future = as_future(later)
-    params = replace(SMALL_GBM, shard_series=2)
+    # In turn with 2 threads each; as tasks of 2 workers with each worker's share of the
+    # CPUs: the same models (LightGBM's column-wise histograms do not depend on threads).
+    params = replace(SMALL_GBM, shard_series=2, threads=2)
     in_turn = GlobalGBMForecaster(params)
-    tasks = GlobalGBMForecaster(params, executor=ProcessPoolTaskExecutor(2))
+    pool = ProcessPoolTaskExecutor(2)
+    tasks = GlobalGBMForecaster(params, executor=pool)
 
     assert not in_turn.fans_out_on(seen)  # no executor: fitted where it is called
     assert tasks.fans_out_on(seen)
@@ -273,6 +276,7 @@ def test_gbm_shards_fitted_as_executor_tasks_forecast_as_those_fitted_in_turn(
     tasks.fit(seen, stores)
     assert tasks.shards_ is not None
     assert len(tasks.shards_) == 3
+    assert {shard.params.threads for shard in tasks.shards_} == {min(2, pool.cpus_per_task)}
     pd.testing.assert_frame_equal(tasks.predict(future), in_turn.predict(future))
     assert pickle.loads(pickle.dumps(tasks)).executor is None
 

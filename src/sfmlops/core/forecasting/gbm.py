@@ -169,7 +169,17 @@ class GlobalGBMForecaster(CalibratedForecaster):
     def _fit_point(self, history: pd.DataFrame, stores: pd.DataFrame) -> Self:
         shards = store_shards(history, self.params.shard_series)
         if len(shards) > 1:
-            unfitted = type(self)(**{**self._params(), "executor": None})
+            executor = self.executor or SequentialExecutor()
+            # Shards fitted side by side share the CPUs: each fits with its share of threads
+            # (the model does not depend on the thread count), so none waits on another's.
+            threads = min(self.params.threads, max(1, int(executor.cpus_per_task)))
+            unfitted = type(self)(
+                **{
+                    **self._params(),
+                    "params": replace(self.params, threads=threads),
+                    "executor": None,
+                }
+            )
             tasks = (
                 (
                     unfitted,
@@ -178,7 +188,6 @@ class GlobalGBMForecaster(CalibratedForecaster):
                 )
                 for store_ids, rows in zip(shards, shard_rows(history, shards), strict=True)
             )
-            executor = self.executor or SequentialExecutor()
             self.shards_ = executor.map(fit_shard, tasks)
             self.shard_of_store_ = {
                 int(store_id): number
