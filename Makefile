@@ -10,6 +10,10 @@ UV := $(BIN)/uv
 # 7.5 s instead of 2.7 s to import the CLI's dependencies).
 UV_INSTALL := $(UV) pip install --python $(BIN)/python --quiet --compile-bytecode -c constraints.txt
 PYTEST_ARGS ?= --durations=15
+# The main suite runs in this many pytest-xdist workers, one test file per worker at a time
+# (module-scoped servers stay one per file): most of its time is waiting on servers, browsers
+# and Spark, which two workers overlap. PYTEST_WORKERS=0 runs it in one process.
+PYTEST_WORKERS ?= 2
 
 .PHONY: demo test test-fast lint format install dev system-deps benchmark-deps benchmarks lock clean help
 
@@ -45,7 +49,7 @@ demo: install
 # included, even on failure; the cluster test refuses to start while a Compose stack runs).
 # container-tools comes first: tests/deploy runs podman-compose's own checks, which need podman.
 test: dev system-deps container-tools deploy-tools lint lint-deploy airflow
-	$(BIN)/python -m pytest --ignore=tests/containers $(PYTEST_ARGS)
+	$(BIN)/python -m pytest --ignore=tests/containers -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 	$(MAKE) --no-print-directory test-airflow
 	$(MAKE) --no-print-directory compose-test
 	$(MAKE) --no-print-directory cluster-test

@@ -26,9 +26,18 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$wanted" ]; then
   exit 0
 fi
 
+# One resolution at a time (parallel test workers each start a broker): a second caller
+# waits, then finds the folder filled and leaves it alone, so no running broker has its
+# jars swapped under it.
+mkdir -p "$(dirname "$dest")"
+exec 9>"$dest.lock"
+flock 9
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$wanted" ]; then
+  exit 0
+fi
+
 # Copy into a fresh sibling folder and swap it in, so a failed or interrupted run never
 # leaves a half-filled folder that looks complete.
-mkdir -p "$(dirname "$dest")"
 staging=$(mktemp -d "$dest.XXXXXX")
 trap 'rm -rf "$staging"' EXIT
 echo "Resolving $profile jars with Maven (cached in ~/.m2) ..." >&2
