@@ -305,3 +305,21 @@ def test_dead_letters_keep_the_raw_record(engine: Engine) -> None:
         assert dead_letter_records.count_dead_letters(connection) == 1
         row = connection.execute(select(ingest_dead_letters)).mappings().one()
     assert (row["payload"], row["kafka_offset"]) == ('{"store_id": "x"}', 41)
+
+
+def test_reading_in_chunks_returns_what_reading_at_once_returns(
+    engine: Engine, rossmann_slice: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    loading.load_folder(engine, rossmann_slice)
+    with engine.connect() as connection:
+        at_once = sales_records.read_sales(connection)
+        monkeypatch.setattr(sales_records, "READ_CHUNK_ROWS", 70)  # 26 chunks
+        in_chunks = sales_records.read_sales(connection)
+        monkeypatch.setattr(sales_records, "READ_CHUNK_ROWS", 10**9)
+        none = sales_records.read_sales(connection, start=dt.date(2030, 1, 1))
+
+    assert len(at_once) > 70 * 25
+    pd.testing.assert_frame_equal(in_chunks, at_once)
+    assert none.empty
+    assert list(none.columns) == list(columns.SALES_COLUMNS)
+    assert pd.api.types.is_datetime64_any_dtype(none[columns.SALES_DATE])
