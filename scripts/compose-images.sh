@@ -55,4 +55,11 @@ build() {
 }
 
 [ $# -ge 1 ] || { sed -n '2,9p' "$0" >&2; exit 2; }
+# The lock of scripts/images.sh: one podman build at a time (see there).
+if [ -z "${SFMLOPS_IMAGES_LOCKED:-}" ]; then
+  mkdir -p "${SFMLOPS_IMAGE_CACHE:-$HOME/.cache/sfmlops-images}"
+  exec {lock}>"${SFMLOPS_IMAGE_CACHE:-$HOME/.cache/sfmlops-images}/build.lock"
+  flock "$lock"
+  export SFMLOPS_IMAGES_LOCKED=1
+fi
 for name in "$@"; do build "$name"; done

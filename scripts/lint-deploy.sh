@@ -21,6 +21,7 @@ deploy_scripts=(
   scripts/install-deploy-tools.sh
   scripts/deploy.sh
   scripts/images.sh
+  scripts/background-builds.sh
   scripts/base-images.sh
   scripts/install-container-tools.sh
   images/bases/airflow/entrypoint.sh

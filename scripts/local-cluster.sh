@@ -185,12 +185,19 @@ build_traefik() {
 build() {
   command -v go >/dev/null 2>&1 || die "Go is needed to build the cluster's programs (https://go.dev/dl)"
   mkdir -p "$cache"
+  # One build at a time (a background build of `make test` and `up`): the second waits, then
+  # finds the programs built.
+  local lock
+  exec {lock}>"$cache/build.lock"
+  flock "$lock"
   build_kubernetes
   build_etcd
   build_addons
   # The cluster is useful without an ingress (kubectl port-forward), so a failed Traefik build
   # is reported, not fatal.
   build_traefik || log "Traefik did not build: no ingress controller (reach Services with kubectl port-forward)"
+  # The daemons `up` starts next must not inherit the lock.
+  exec {lock}>&-
 }
 
 # --- images without a registry -------------------------------------------------------------

