@@ -47,15 +47,20 @@ demo: install
 # tests/containers need the built images: `make container-test` builds them and runs those.
 # The Compose stack, then the local cluster, run last, each alone (each removes itself, volumes
 # included, even on failure; the cluster test refuses to start while a Compose stack runs).
-# Their images and the cluster's programs build in the background while the main suite runs,
-# at the lowest CPU priority (scripts/background-builds.sh); each tier waits for its build.
+# Their images and the cluster's programs build in the background from before the lint to the
+# end of the main suite, at the lowest CPU priority (scripts/background-builds.sh); each tier
+# waits for its build.
 # container-tools comes first: tests/deploy runs podman-compose's own checks, which need podman.
-test: dev system-deps container-tools deploy-tools lint lint-deploy airflow
-	scripts/background-builds.sh $(IMAGE_TAG)
+test: dev system-deps container-tools background-builds deploy-tools lint lint-deploy airflow
 	$(BIN)/python -m pytest --ignore=tests/containers -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 	$(MAKE) --no-print-directory test-airflow
 	$(MAKE) --no-print-directory compose-test
 	$(MAKE) --no-print-directory cluster-test
+
+# Started as soon as podman and the venv (whose pip downloads the images' wheels) are there.
+.PHONY: background-builds
+background-builds: dev container-tools
+	scripts/background-builds.sh $(IMAGE_TAG)
 
 # The unit tier: pure tests, no services to start (README gives its time).
 test-fast: dev
