@@ -109,9 +109,7 @@ def test_a_single_store_retrain_changes_only_that_store(system: tuple[Settings, 
             .values(sales=sales.c.sales * 2)
         )
 
-    outcome = run_training(
-        settings, engine, TrainingRequest(models=[], store_ids=[4]), SequentialExecutor()
-    )
+    outcome = run_training(settings, engine, TrainingRequest(store_ids=[4]), SequentialExecutor())
 
     assert outcome.mode == "retrain"
     assert int(outcome.version) == int(before_version) + 1
@@ -125,6 +123,32 @@ def test_a_single_store_retrain_changes_only_that_store(system: tuple[Settings, 
             after.loc[~others, columns.YHAT].sum() > 1.5 * before.loc[~others, columns.YHAT].sum()
         )
     assert bundle.metadata["parent_version"] == before_version
+
+
+def test_a_store_retrain_with_prophet_adds_it_for_that_store_only(
+    system: tuple[Settings, Engine],
+) -> None:
+    settings, engine = system
+    before = forecast_all(settings)
+
+    outcome = run_training(
+        settings,
+        engine,
+        TrainingRequest(models=["prophet", "seasonal_naive"], store_ids=[5], force=True),
+        SequentialExecutor(),
+    )
+
+    assert outcome.mode == "retrain"
+    _, bundle = champion_bundle(settings)
+    assert bundle.models["prophet"].series_ == {(5, "total")}
+    store_5 = bundle.champions[bundle.champions[columns.STORE_ID] == 5].iloc[0]
+    assert store_5[columns.MODEL] in {"prophet", "seasonal_naive"}  # gbm was not named
+    assert np.isfinite(store_5["rmspe_prophet"])
+    after = forecast_all(settings)
+    others = before[columns.STORE_ID] != 5
+    pd.testing.assert_frame_equal(before[others], after[others])
+    run = registry.connect(settings).get_run(outcome.run_id)
+    assert run.data.params["models"] == "prophet,seasonal_naive"
 
 
 def test_a_clearly_worse_version_becomes_challenger_unless_forced(

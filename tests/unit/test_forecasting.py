@@ -51,10 +51,15 @@ from sfmlops.core.forecasting.gbm import (
     shard_rows,
     store_shards,
 )
+from sfmlops.core.forecasting.models import UnknownModelError, model_set
 from sfmlops.core.forecasting.naive import SeasonalNaiveForecaster
 from sfmlops.core.forecasting.plan import apply_plan, as_plan
 from sfmlops.core.forecasting.plan import by_store as plan_by_store
-from sfmlops.core.forecasting.retraining import level_factor, retrain_series
+from sfmlops.core.forecasting.retraining import (
+    GlobalModelNotInBundleError,
+    level_factor,
+    retrain_series,
+)
 from sfmlops.services.api import serving
 
 # Monday .. Sunday multipliers; Sundays closed.
@@ -771,6 +776,86 @@ def test_a_retrain_corrects_a_shifted_store_and_leaves_the_others_alone(tmp_path
     pd.testing.assert_frame_equal(
         before[~own].reset_index(drop=True), after[~own].reset_index(drop=True), check_exact=True
     )
+
+
+# A retrain that names its models: champions chosen among them only, a per-series model the
+# bundle lacks added for the retrained series alone.
+RETRAINED = 3
+
+
+@pytest.fixture(scope="module")
+def gbm_only_bundle(sales: pd.DataFrame, stores: pd.DataFrame) -> ForecastBundle:
+    seen, _ = split(sales, 28)
+    bundle, _ = model_selection.train(
+        seen, stores, ["gbm"], windows=1, horizon_days=28, executor=SequentialExecutor()
+    )
+    return bundle
+
+
+def test_a_retrain_with_a_model_set_adds_a_per_series_model_for_its_store_only(
+    sales: pd.DataFrame, stores: pd.DataFrame, gbm_only_bundle: ForecastBundle, tmp_path: Path
+) -> None:
+    seen, later = split(sales, 28)
+    store_history = seen[seen[columns.STORE_ID] == RETRAINED]
+
+    retrained, report = retrain_series(
+        gbm_only_bundle, store_history, stores, models=["seasonal_naive"]
+    )
+
+    naive = retrained.models["seasonal_naive"]
+    assert isinstance(naive, SeasonalNaiveForecaster)
+    assert naive.series_ == {(RETRAINED, "total")}
+    assert naive.calibration_ is not None  # calibrated on this store's own backtest
+    (champion,) = report.champions[columns.MODEL]
+    assert champion == "seasonal_naive"  # the only candidate named
+    retrained.save(tmp_path / "bundle")
+    loaded = ForecastBundle.load(tmp_path / "bundle", signing_key=None)
+    before = gbm_only_bundle.predict(as_future(later)).frame
+    after = loaded.predict(as_future(later)).frame
+    own = (later[columns.STORE_ID] == RETRAINED).to_numpy()
+    expected = naive.predict(as_future(later[own]))
+    np.testing.assert_allclose(
+        after[columns.YHAT].to_numpy()[own], expected[columns.YHAT].to_numpy()
+    )
+    pd.testing.assert_frame_equal(
+        before[~own].reset_index(drop=True), after[~own].reset_index(drop=True), check_exact=True
+    )
+
+
+def test_a_retrain_without_a_model_set_chooses_among_the_bundle_s_models(
+    sales: pd.DataFrame, stores: pd.DataFrame, gbm_only_bundle: ForecastBundle
+) -> None:
+    seen, _ = split(sales, 28)
+    retrained, report = retrain_series(
+        gbm_only_bundle, seen[seen[columns.STORE_ID] == RETRAINED], stores
+    )
+    assert set(retrained.models) == {"gbm"}
+    assert list(report.champions[columns.MODEL]) == ["gbm"]
+
+
+def test_a_retrain_cannot_add_a_global_model(
+    sales: pd.DataFrame, stores: pd.DataFrame, gbm_only_bundle: ForecastBundle
+) -> None:
+    seen, _ = split(sales, 28)
+    store_history = seen[seen[columns.STORE_ID] == RETRAINED]
+    naive_only = ForecastBundle(
+        {"seasonal_naive": SeasonalNaiveForecaster().fit(seen, stores)},
+        gbm_only_bundle.champions.assign(**{columns.MODEL: "seasonal_naive"}),
+        gbm_only_bundle.usual_open,
+        gbm_only_bundle.last_date,
+    )
+    with pytest.raises(GlobalModelNotInBundleError, match="no gbm"):
+        retrain_series(naive_only, store_history, stores, models=["seasonal_naive", "gbm"])
+    with pytest.raises(UnknownModelError, match="'arima'"):
+        retrain_series(naive_only, store_history, stores, models=["arima"])
+
+
+def test_a_model_set_is_checked_stripped_and_deduplicated() -> None:
+    assert model_set([" prophet", "gbm", "prophet", ""]) == ("prophet", "gbm")
+    with pytest.raises(UnknownModelError, match="unknown model 'arima'; choose from gbm"):
+        model_set(["gbm", "arima"])
+    with pytest.raises(ValueError, match="at least one model"):
+        model_set([" "])
 
 
 def test_a_planned_promotion_lifts_the_served_forecast_and_is_named_as_the_plan(

@@ -109,7 +109,15 @@ EXECUTORS = EXECUTOR_KINDS
 
 def train_command(
     ctx: typer.Context,
-    models: ModelsOption = ",".join(DEFAULT_MODELS),
+    models: Annotated[
+        str | None,
+        typer.Option(
+            "--models",
+            help=f"{MODELS_HELP} Default: {','.join(DEFAULT_MODELS)}; with --stores and a "
+            "champion, the champion's own models (a per-series model it lacks is added for "
+            "these stores).",
+        ),
+    ] = None,
     windows: WindowsOption = 3,
     season_windows: SeasonWindowsOption = SEASON_WINDOWS,
     stores: Annotated[
@@ -159,7 +167,7 @@ def train_command(
     from sfmlops.services import model_training  # noqa: PLC0415 - imports mlflow
 
     request = model_training.TrainingRequest(
-        models=model_names(models),
+        models=model_names(models) if models is not None else None,
         windows=windows,
         season_windows=season_windows,
         store_ids=parse_store_ids(stores),

@@ -18,7 +18,6 @@ from sqlalchemy import Connection, Engine
 
 from sfmlops.adapters.db import training_job_records
 from sfmlops.core import columns
-from sfmlops.core.forecasting.models import DEFAULT_MODELS
 from sfmlops.services import realized_accuracy
 from sfmlops.settings import Settings
 
@@ -124,7 +123,6 @@ def retrain_stale_stores(
         store.reason() for store in chosen
     )
     request = model_training.TrainingRequest(
-        models=list(DEFAULT_MODELS),
         store_ids=[store.store_id for store in chosen],
         reason=reason,
     )

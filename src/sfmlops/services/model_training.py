@@ -32,6 +32,7 @@ from sfmlops.core.forecasting import metrics, model_selection
 from sfmlops.core.forecasting.backtest import CHAMPION, SEASON_WINDOWS
 from sfmlops.core.forecasting.bundle import ForecastBundle
 from sfmlops.core.forecasting.executors import Executor
+from sfmlops.core.forecasting.models import DEFAULT_MODELS, model_set
 from sfmlops.core.forecasting.retraining import retrain_series
 from sfmlops.services import backtest_reports, training_data
 from sfmlops.services.training_executors import executor_of
@@ -73,7 +74,10 @@ class TrainingRequest:
     """What a job trains.
 
     Attributes:
-        models: Model names (full jobs; a retrain refits the bundle's per-series models).
+        models: The model set, checked (`models.model_set`). A full job backtests these and
+            picks each series' champion among them (None: `DEFAULT_MODELS`); a retrain
+            chooses the stores' champions among them, adding a per-series model (prophet)
+            the champion lacks (None: among the champion's own models).
         store_ids: With a champion: retrain these stores inside it; without one: a full
             job on these stores only. None: a full job on every store.
         force: Give the new version `champion` whatever its RMSPE.
@@ -83,7 +87,7 @@ class TrainingRequest:
             run's tag `sfmlops.reason`.
     """
 
-    models: Sequence[str]
+    models: Sequence[str] | None = None
     windows: int = 3
     season_windows: int = SEASON_WINDOWS
     store_ids: Sequence[int] | None = None
@@ -91,6 +95,15 @@ class TrainingRequest:
     tolerance: float = model_selection.PROMOTION_TOLERANCE
     max_failed_share: float = model_selection.MAX_FAILED_SHARE
     reason: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.models is not None:
+            object.__setattr__(self, "models", model_set(self.models))
+
+    @property
+    def full_job_models(self) -> tuple[str, ...]:
+        """The models a full job trains."""
+        return tuple(self.models) if self.models is not None else DEFAULT_MODELS
 
 
 @dataclass(frozen=True)
@@ -147,7 +160,7 @@ def run_training(
         report_folder: Path | None
         if retrain and champion is not None:
             bundle, failures, summary, report_folder = _retrain(
-                settings, client, champion.version, data, progress, series_total
+                settings, client, champion.version, data, request.models, progress, series_total
             )
             rmspe = champion.rmspe
         else:
@@ -189,7 +202,7 @@ def run_training(
             superseded = False
             if moved and retrain and current is not None:
                 bundle, failures, summary, report_folder = _retrain(
-                    settings, client, current.version, data, progress, series_total
+                    settings, client, current.version, data, request.models, progress, series_total
                 )
                 registry.set_tags({"sfmlops.rebased_onto": current.version})
                 if report_folder is not None:
@@ -353,7 +366,7 @@ def _full(
     progress: Progress | None,
     series_total: int,
 ) -> tuple[ForecastBundle, pd.DataFrame, pd.DataFrame, Path]:
-    fits_total = len(request.models) * (request.windows + request.season_windows + 1)
+    fits_total = len(request.full_job_models) * (request.windows + request.season_windows + 1)
     fits_done = 0
 
     def on_step(message: str) -> None:
@@ -365,7 +378,7 @@ def _full(
     bundle, report = model_selection.train(
         data.history,
         data.stores,
-        request.models,
+        request.full_job_models,
         windows=request.windows,
         season_windows=request.season_windows,
         executor=executor,
@@ -382,6 +395,7 @@ def _retrain(
     client: MlflowClient,
     version: str,
     data: training_data.TrainingData,
+    models: Sequence[str] | None,
     progress: Progress | None,
     series_total: int,
 ) -> tuple[ForecastBundle, pd.DataFrame, pd.DataFrame, Path | None]:
@@ -395,7 +409,9 @@ def _retrain(
         if progress:
             progress(message, 0, series_total)
 
-    retrained, report = retrain_series(bundle, data.history, data.stores, progress=on_step)
+    retrained, report = retrain_series(
+        bundle, data.history, data.stores, models=models, progress=on_step
+    )
     retrained.metadata["parent_version"] = version
     if progress:
         progress("registering the bundle", series_total, series_total)
@@ -417,7 +433,9 @@ def _params(
     history = data.history
     return {
         "mode": mode,
-        "models": ",".join(request.models),
+        "models": ",".join(request.models)
+        if request.models is not None
+        else ("champion's own" if mode == "retrain" else ",".join(DEFAULT_MODELS)),
         "backtest_windows": request.windows,
         "season_windows": request.season_windows,
         "stores": "all" if request.store_ids is None else ",".join(map(str, request.store_ids)),
@@ -505,7 +523,7 @@ def _description(
     if mode == "retrain" and champion is not None and request.store_ids is not None:
         stores = ", ".join(map(str, request.store_ids))
         return f"version {champion.version} with stores {stores} retrained"
-    return f"full training job: models {', '.join(request.models)}"
+    return f"full training job: models {', '.join(request.full_job_models)}"
 
 
 def _stamp() -> str:

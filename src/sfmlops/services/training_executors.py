@@ -33,7 +33,9 @@ def auto_executor(settings: Settings, request: TrainingRequest) -> str:
     """
     if request.store_ids:
         return "sequential"
-    if cluster_address(settings) or any(forecaster_class(name).fans_out for name in request.models):
+    if cluster_address(settings) or any(
+        forecaster_class(name).fans_out for name in request.full_job_models
+    ):
         return "ray"
     return "processes"
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from sfmlops.core.forecasting.base import CalibratedForecaster, IntervalCalibration
 from sfmlops.core.forecasting.executors import Executor
 from sfmlops.core.forecasting.gbm import GlobalGBMForecaster
@@ -14,8 +16,9 @@ MODEL_CLASSES: dict[str, type[CalibratedForecaster]] = {
     SeasonalNaiveForecaster.name: SeasonalNaiveForecaster,
 }
 MODEL_NAMES = tuple(MODEL_CLASSES)
-# Prophet is opt-in: on the backtests (docs/benchmarks.md) it is champion of few stores, does
-# not lower the champions' RMSPE on the reported window, and costs ~10x gbm's training time.
+# Prophet is a choice, not a default: on the backtests (docs/benchmarks.md) it is champion of
+# few stores, does not lower the champions' RMSPE on the reported window, and costs ~10x gbm's
+# training time.
 DEFAULT_MODELS = (GlobalGBMForecaster.name, SeasonalNaiveForecaster.name)
 
 
@@ -24,6 +27,21 @@ class UnknownModelError(ValueError):
 
     def __init__(self, name: str) -> None:
         super().__init__(f"unknown model {name!r}; choose from {', '.join(MODEL_NAMES)}")
+
+
+def model_set(names: Iterable[str]) -> tuple[str, ...]:
+    """A chosen set of model names, checked: stripped, in order, each once.
+
+    Raises:
+        UnknownModelError: A name that is not one of `MODEL_NAMES` (the first such name).
+        ValueError: No name at all.
+    """
+    chosen = tuple(dict.fromkeys(name.strip() for name in names if name.strip()))
+    for name in chosen:
+        forecaster_class(name)
+    if not chosen:
+        raise ValueError(f"choose at least one model among {', '.join(MODEL_NAMES)}")
+    return chosen
 
 
 def forecaster_class(name: str) -> type[CalibratedForecaster]:

@@ -4,7 +4,9 @@ The reference system's "retrain" button. The bundle's global model is refit only
 training jobs; here the per-series models of the chosen series are backtested and refit on
 their latest data, and each series' champion is re-chosen between those fresh per-series
 models and the global model's score from the bundle. Every other series keeps its models,
-so its forecasts stay identical.
+so its forecasts stay identical. A retrain may name the models to choose among instead: a
+per-series model the bundle lacks (Prophet in a bundle trained without it) is then added,
+fitted on the retrained series only.
 
 A series whose champion stays the global model (which only a full training refits) gets a
 level correction instead: the factor on the global model's forecasts that fits the days since
@@ -14,6 +16,7 @@ new level from the retrain on.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -26,6 +29,7 @@ from sfmlops.core.forecasting.backtest import (
     HORIZON_DAYS,
     BacktestWindow,
     backtest_windows,
+    calibration_of,
     choose_champions,
     run_backtest,
 )
@@ -49,7 +53,7 @@ from sfmlops.core.forecasting.model_selection import (
     factory_of,
     failed_series,
 )
-from sfmlops.core.forecasting.models import make_forecaster
+from sfmlops.core.forecasting.models import forecaster_class, make_forecaster, model_set
 
 # Days the latest level rests on at least: a shorter segment is a bad day, not a shift.
 MIN_LEVEL_DAYS = 2
@@ -57,6 +61,10 @@ MIN_LEVEL_DAYS = 2
 
 class NotInBundleError(ValueError):
     """Series the bundle has no models for: only a full training job can add them."""
+
+
+class GlobalModelNotInBundleError(ValueError):
+    """A chosen global model the bundle lacks: only a full training job fits one."""
 
 
 @dataclass(frozen=True)
@@ -85,6 +93,7 @@ def retrain_series(
     history: pd.DataFrame,
     stores: pd.DataFrame,
     *,
+    models: Sequence[str] | None = None,
     executor: Executor | None = None,
     horizon_days: int = HORIZON_DAYS,
     progress: Progress | None = None,
@@ -95,9 +104,15 @@ def retrain_series(
         bundle: The current champion bundle.
         history: Full sales history of the series to retrain (only those).
         stores: Their store metadata.
+        models: The models these series' champions are chosen among; None: the bundle's.
+            A chosen per-series model the bundle lacks (e.g. `prophet` in a bundle trained
+            without it) is added, fitted on these series only and its intervals calibrated
+            on their backtests; chosen global models compete with their recorded scores.
 
     Raises:
         NotInBundleError: A series of `history` is not in the bundle.
+        GlobalModelNotInBundleError: A chosen global model the bundle lacks.
+        UnknownModelError: A chosen name that is no model.
     """
     series = sorted(series_of(history))
     missing = sorted(set(series) - bundle.series)
@@ -106,11 +121,7 @@ def retrain_series(
         raise NotInBundleError(
             f"{shown}: not in the champion model; a full training job adds new series"
         )
-    own = {
-        name: model
-        for name, model in bundle.models.items()
-        if isinstance(model, CalibratedForecaster) and model.per_series
-    }
+    candidates, own = _retrained_models(bundle, models)
     windows = backtest_windows(
         pd.Timestamp(history[columns.SALES_DATE].max()),
         _rolling_windows(bundle.metadata),
@@ -125,38 +136,54 @@ def retrain_series(
     def on_fitted(name: str, window: BacktestWindow, forecaster: Forecaster) -> None:
         failures.add(name, f"backtest window {window.number}", forecaster)
 
-    scored = run_backtest(
-        history,
-        stores,
-        {name: factory_of(name, executor) for name in own},
-        windows,
-        on_fit,
-        on_fitted,
+    # Only global models to choose among (a gbm-only bundle): nothing to backtest, they
+    # compete with their recorded scores.
+    scored = (
+        run_backtest(
+            history,
+            stores,
+            {name: factory_of(name, executor) for name in own},
+            windows,
+            on_fit,
+            on_fitted,
+        )
+        if own
+        else pd.DataFrame()
     )
-    models = dict(bundle.models)
+    fitted = dict(bundle.models)
     for name, model in own.items():
         if progress:
             progress(f"fitting {name} on the whole history")
-        fresh = make_forecaster(name, executor, model.calibration_).fit(history, stores)
+        # A model new to the bundle is calibrated as a full job calibrates it: on its errors
+        # in every rolling window (here of these series only).
+        calibration = (
+            model.calibration_
+            if model is not None
+            else calibration_of(scored[scored[columns.MODEL] == name])
+        )
+        fresh = make_forecaster(name, executor, calibration).fit(history, stores)
         failures.add(name, FINAL_FIT, fresh)
         # A series whose refit failed keeps its previous fit of this model.
         fresh.series_ -= failed_series(failures.frame())
-        models[name] = model.with_series_of(fresh)
+        if model is not None:
+            fitted[name] = model.with_series_of(fresh)
+        elif fresh.series_:
+            fitted[name] = fresh
     previous = _rows(bundle.champions, series)
-    champions = _rechoose(bundle, scored, previous, failed_series(failures.frame()))
+    champions = _rechoose(bundle, scored, previous, failed_series(failures.frame()), candidates)
     all_champions = (
         pd.concat([_without(bundle.champions, series), champions], ignore_index=True)
         .sort_values([columns.STORE_ID, columns.PRODUCT_ID])
         .reset_index(drop=True)
     )
-    levels = _levels(bundle, history, champions)
+    levels = _levels(bundle, fitted, history, champions)
     kept_levels = [] if bundle.levels is None else [_without(bundle.levels, series)]
     all_levels = pd.concat(
         [frame for frame in [*kept_levels, levels] if len(frame)] or [levels],
         ignore_index=True,
     )
     retrained = ForecastBundle(
-        models,
+        fitted,
         all_champions,
         pd.concat(
             [_without(bundle.usual_open, series), usual_open_weekdays(history)], ignore_index=True
@@ -187,6 +214,35 @@ def retrain_series(
     return retrained, report
 
 
+def _retrained_models(
+    bundle: ForecastBundle, models: Sequence[str] | None
+) -> tuple[list[str], dict[str, CalibratedForecaster | None]]:
+    """The champion candidates, and the per-series models to refit (None: new to the bundle)."""
+    if models is None:
+        return list(bundle.models), {
+            name: model
+            for name, model in bundle.models.items()
+            if isinstance(model, CalibratedForecaster) and model.per_series
+        }
+    candidates = list(model_set(models))
+    lacking = [
+        name
+        for name in candidates
+        if name not in bundle.models and not forecaster_class(name).per_series
+    ]
+    if lacking:
+        raise GlobalModelNotInBundleError(
+            f"the champion model has no {', '.join(lacking)}: a global model is fitted on "
+            "every store at once, by a full training job only"
+        )
+    own = {
+        name: cast(CalibratedForecaster | None, bundle.models.get(name))
+        for name in candidates
+        if forecaster_class(name).per_series
+    }
+    return candidates, own
+
+
 def level_factor(yhat: np.ndarray, actual: np.ndarray) -> float | None:
     """The factor on forecasts `yhat` that fits the latest level of `actual` best.
 
@@ -211,7 +267,12 @@ def level_factor(yhat: np.ndarray, actual: np.ndarray) -> float | None:
     return float(ratio.sum() / (ratio**2).sum())
 
 
-def _levels(bundle: ForecastBundle, history: pd.DataFrame, champions: pd.DataFrame) -> pd.DataFrame:
+def _levels(
+    bundle: ForecastBundle,
+    models: dict[str, Forecaster],
+    history: pd.DataFrame,
+    champions: pd.DataFrame,
+) -> pd.DataFrame:
     """Level corrections of the series whose champion is a global model, from their days
     after the bundle's history (days that model never saw)."""
     later = history[
@@ -221,7 +282,7 @@ def _levels(bundle: ForecastBundle, history: pd.DataFrame, champions: pd.DataFra
     ].sort_values(columns.SALES_DATE)
     rows = []
     for name, chosen in champions.groupby(columns.MODEL):
-        model = bundle.models[str(name)]
+        model = models[str(name)]
         if _per_series(model):
             continue  # refit on the latest days just now: nothing out of sample to learn from
         keys = pd.MultiIndex.from_frame(later[[columns.STORE_ID, columns.PRODUCT_ID]])
@@ -248,20 +309,24 @@ def _rechoose(
     scored: pd.DataFrame,
     previous: pd.DataFrame,
     failed: set[tuple[int, str]],
+    candidates: Sequence[str],
 ) -> pd.DataFrame:
-    """New champion rows: fresh per-series scores against the global models' recorded ones."""
-    fresh = metrics.accuracy_by(
-        scored, [columns.STORE_ID, columns.PRODUCT_ID, columns.MODEL]
-    ).pivot_table(
-        index=[columns.STORE_ID, columns.PRODUCT_ID],
-        columns=columns.MODEL,
-        values=metrics.RMSPE,
-        dropna=False,
-    )
+    """New champion rows among `candidates`: fresh per-series scores against the global
+    models' recorded ones."""
     recorded = previous.set_index([columns.STORE_ID, columns.PRODUCT_ID])
-    for name, model in bundle.models.items():
+    fresh = pd.DataFrame(index=recorded.index)
+    if not scored.empty:
+        fresh = metrics.accuracy_by(
+            scored, [columns.STORE_ID, columns.PRODUCT_ID, columns.MODEL]
+        ).pivot_table(
+            index=[columns.STORE_ID, columns.PRODUCT_ID],
+            columns=columns.MODEL,
+            values=metrics.RMSPE,
+            dropna=False,
+        )
+    for name in candidates:
         column = f"{metrics.RMSPE}_{name}"
-        if not _per_series(model) and column in recorded:
+        if name in bundle.models and not _per_series(bundle.models[name]) and column in recorded:
             fresh[name] = recorded[column].reindex(fresh.index)
     champions = choose_champions(fresh, _best_overall(bundle, list(fresh.columns)))
     # A failed refit keeps the previous champion row as it was.
