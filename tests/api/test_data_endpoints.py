@@ -13,6 +13,7 @@ from sqlalchemy import Engine, select
 
 from sfmlops.adapters.db import sales_records, training_job_records
 from sfmlops.adapters.db.tables import ingest_dead_letters
+from sfmlops.core.forecasting.models import MODEL_EXTRAS
 
 pytestmark = pytest.mark.integration
 NO_AUTH = {"Authorization": ""}  # replaces the client's default token
@@ -250,7 +251,7 @@ def test_training_jobs_need_the_token_and_known_stores(
     no_scope = client.post("/v1/training-jobs", json={}, headers=auth)
     null_scope = client.post("/v1/training-jobs", json={"stores": None}, headers=auth)
     stray_field = client.post(
-        "/v1/training-jobs", json={"stores": [1], "models": ["gbm"]}, headers=auth
+        "/v1/training-jobs", json={"stores": [1], "force": True}, headers=auth
     )
     long_id = "x" * 3000
     missing = client.get(f"/v1/training-jobs/{long_id}")
@@ -265,7 +266,7 @@ def test_training_jobs_need_the_token_and_known_stores(
     assert no_scope.status_code == null_scope.status_code == 422
     assert no_scope.json()["detail"].startswith("body.stores: Field required")
     assert stray_field.status_code == 422
-    assert stray_field.json()["detail"].startswith("body.models: Extra inputs")
+    assert stray_field.json()["detail"].startswith("body.force: Extra inputs")
     assert missing.status_code == 404
     assert len(missing.json()["detail"]) < 120
     assert missing.json()["detail"].startswith("unknown training job xxxx")
@@ -276,6 +277,76 @@ def test_training_jobs_need_the_token_and_known_stores(
     )
     assert client.get("/v1/training-jobs").json() == {"jobs": []}
     assert client.get("/v1/training-jobs/nope").status_code == 404
+
+
+class RecordingRunner:
+    """A job runner that starts nothing and keeps the command lines it was given."""
+
+    name = "local"
+
+    def __init__(self) -> None:
+        self.commands: list[list[str]] = []
+
+    def submit(self, job_id: str, arguments: list[str]) -> str:
+        self.commands.append(list(arguments))
+        return f"runner-{job_id}"
+
+    def state(self, runner_job_id: str) -> str:
+        return "running"
+
+
+def test_a_training_job_trains_the_model_set_it_names(
+    client: TestClient, loaded_engine: Engine
+) -> None:
+    runner = RecordingRunner()
+    client.app.state.job_runner = runner  # type: ignore[attr-defined]
+
+    chosen = client.post(
+        "/v1/training-jobs", json={"stores": [1], "models": ["prophet", "gbm", "prophet"]}
+    )
+    default = client.post("/v1/training-jobs", json={"stores": [2]})
+
+    assert chosen.status_code == default.status_code == 202
+    (with_models, without) = runner.commands
+    assert with_models[with_models.index("--models") + 1] == "prophet,gbm"
+    assert "--models" not in without  # the CLI's default set (a retrain: the champion's own)
+
+
+def test_an_unknown_model_is_refused_by_name_and_starts_nothing(
+    client: TestClient, loaded_engine: Engine
+) -> None:
+    runner = RecordingRunner()
+    client.app.state.job_runner = runner  # type: ignore[attr-defined]
+
+    unknown = client.post("/v1/training-jobs", json={"stores": "all", "models": ["gbm", "arima"]})
+    empty = client.post("/v1/training-jobs", json={"stores": "all", "models": []})
+
+    assert unknown.status_code == empty.status_code == 422
+    detail = unknown.json()["detail"]
+    assert "unknown model 'arima'" in detail
+    assert "choose from gbm, prophet, seasonal_naive" in detail
+    assert runner.commands == []
+    assert client.get("/v1/training-jobs").json() == {"jobs": []}
+
+
+def test_a_model_this_api_cannot_serve_is_refused(
+    client: TestClient, loaded_engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As in the API image, which carries no Prophet: a Prophet champion could not forecast.
+    monkeypatch.setitem(MODEL_EXTRAS, "prophet", "sfmlops_no_such_package")
+    runner = RecordingRunner()
+    client.app.state.job_runner = runner  # type: ignore[attr-defined]
+
+    refused = client.post("/v1/training-jobs", json={"stores": [1], "models": ["prophet"]})
+    default = client.post("/v1/training-jobs", json={"stores": [1]})
+
+    assert refused.status_code == 422
+    assert refused.json()["detail"] == (
+        "this API cannot serve prophet forecasts (its environment lacks the "
+        "sfmlops_no_such_package extra); choose among gbm, seasonal_naive"
+    )
+    assert default.status_code == 202
+    assert len(runner.commands) == 1
 
 
 def test_implausible_records_are_dead_lettered_and_listed(client: TestClient) -> None:

@@ -1,6 +1,6 @@
 """Training jobs: records in `training_jobs`, submitted to a job runner, reported by the job.
 
-A job is `sfmlops train --job-id ID [--stores ...]` run somewhere else than the caller, by a
+A job is `sfmlops train --job-id ID [--stores ...] [--models ...]` run somewhere else than the caller, by a
 runner of `adapters.job_runners`. The job reports its own status and progress into the
 database; the runner is asked only when a job went quiet, to tell a crash from a run.
 """
@@ -36,11 +36,16 @@ class JobConflictError(RuntimeError):
 
 
 def submit_training_job(
-    engine: Engine, runner: JobRunner, stores: Sequence[int] | None, reason: str | None = None
+    engine: Engine,
+    runner: JobRunner,
+    stores: Sequence[int] | None,
+    reason: str | None = None,
+    models: Sequence[str] | None = None,
 ) -> SubmittedJob:
     """Record a queued job and hand it to the runner; a runner failure fails the job, loudly.
 
-    `reason` (why the job was started) is kept on the job and tags its MLflow run.
+    `reason` (why the job was started) is kept on the job and tags its MLflow run. `models`
+    (checked names, `models.model_set`) is the job's model set; None: `sfmlops train`'s own.
 
     One active job per series: a job is refused while a queued or running one trains any of
     its stores (a job of all stores overlaps every job).
@@ -78,6 +83,8 @@ def submit_training_job(
         arguments += ["--stores", ",".join(str(store) for store in stores)]
     if reason:
         arguments += ["--reason", reason]
+    if models:
+        arguments += ["--models", ",".join(models)]
     try:
         runner_job_id = runner.submit(job_id, arguments)
     except Exception as error:

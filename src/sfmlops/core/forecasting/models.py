@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Iterable
 
 from sfmlops.core.forecasting.base import CalibratedForecaster, IntervalCalibration
@@ -20,6 +21,8 @@ MODEL_NAMES = tuple(MODEL_CLASSES)
 # few stores, does not lower the champions' RMSPE on the reported window, and costs ~10x gbm's
 # training time.
 DEFAULT_MODELS = (GlobalGBMForecaster.name, SeasonalNaiveForecaster.name)
+# Models that need an optional extra to fit and to forecast: name -> the package it imports.
+MODEL_EXTRAS = {ProphetForecaster.name: "prophet"}
 
 
 class UnknownModelError(ValueError):
@@ -42,6 +45,13 @@ def model_set(names: Iterable[str]) -> tuple[str, ...]:
     if not chosen:
         raise ValueError(f"choose at least one model among {', '.join(MODEL_NAMES)}")
     return chosen
+
+
+def model_installed(name: str) -> bool:
+    """Whether this process can fit and forecast with model `name` (its extra is installed;
+    the API and dashboard images carry no Prophet)."""
+    package = MODEL_EXTRAS.get(name)
+    return package is None or importlib.util.find_spec(package) is not None
 
 
 def forecaster_class(name: str) -> type[CalibratedForecaster]:

@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from sfmlops.core import columns
+from sfmlops.core.forecasting.models import DEFAULT_MODELS, MODEL_NAMES, model_set
 from sfmlops.services.api.serving import MAX_REQUEST_DAYS
 
 MAX_SALES_RECORDS = 50_000
@@ -143,7 +144,8 @@ class ErrorBody(BaseModel):
 
 class TrainingJobRequest(BaseModel):
     """Which stores to retrain: a list (single-store retrains keep every other store's model) or
-    `"all"`. The scope is required: an empty body is refused rather than read as "all"."""
+    `"all"`. The scope is required: an empty body is refused rather than read as "all".
+    `models` chooses the model set; left out, the default set (a retrain: the champion's own)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -156,6 +158,21 @@ class TrainingJobRequest(BaseModel):
         max_length=500,
         description="Why the job is started (kept on the job and its MLflow run).",
     )
+    models: list[str] | None = Field(
+        None,
+        min_length=1,
+        max_length=len(MODEL_NAMES),
+        description=f"The models to train and pick each series' champion among, from "
+        f"{', '.join(MODEL_NAMES)}. Default: {', '.join(DEFAULT_MODELS)} for a full job; a "
+        "store retrain chooses among the champion's own models, and adds a per-series model "
+        "(prophet) it lacks for those stores only.",
+        examples=[["gbm", "seasonal_naive", "prophet"]],
+    )
+
+    @field_validator("models")
+    @classmethod
+    def _known_models(cls, models: list[str] | None) -> list[str] | None:
+        return None if models is None else list(model_set(models))
 
     @field_validator("stores")
     @classmethod

@@ -14,6 +14,7 @@ from fastapi import APIRouter, HTTPException, Query, Request, status
 from sfmlops.adapters import job_runners
 from sfmlops.adapters.db import audit, store_records, training_job_records
 from sfmlops.adapters.db.training_job_records import TrainingJob
+from sfmlops.core.forecasting.models import MODEL_EXTRAS, MODEL_NAMES, model_installed
 from sfmlops.core.validation import shortened
 from sfmlops.services import training_jobs
 from sfmlops.services.api import schemas
@@ -48,6 +49,7 @@ def _runner(request: Request) -> job_runners.JobRunner:
         403: {"model": schemas.ErrorBody},
         404: {"model": schemas.ErrorBody},
         409: {"model": schemas.ErrorBody},
+        422: {"model": schemas.ErrorBody},
         429: {"model": schemas.ErrorBody},
         503: {"model": schemas.ErrorBody},
     },
@@ -63,9 +65,20 @@ def submit(
 ) -> schemas.TrainingJob:
     """Queue a job that trains the given stores (or all) and registers a new model version.
 
+    `models` chooses the model set (names checked: an unknown one answers 422, nothing starts).
+
     Each user (the dashboard's signed-in user, else the token) may start
     SFMLOPS_RETRAIN_LIMIT_PER_HOUR jobs in any hour; more answer 429 with Retry-After.
     """
+    # A model this API cannot forecast with would train a champion it cannot serve.
+    unservable = [name for name in body.models or () if not model_installed(name)]
+    if unservable:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            f"this API cannot serve {', '.join(unservable)} forecasts (its environment lacks "
+            f"the {', '.join(MODEL_EXTRAS[name] for name in unservable)} extra); choose among "
+            f"{', '.join(name for name in MODEL_NAMES if model_installed(name))}",
+        )
     _check_retrain_limit(engine, caller.name, settings.retrain_limit_per_hour)
     if body.store_ids:
         with engine.connect() as connection:
@@ -76,7 +89,7 @@ def submit(
             )
     try:
         submitted = training_jobs.submit_training_job(
-            engine, _runner(request), body.store_ids, body.reason
+            engine, _runner(request), body.store_ids, body.reason, body.models
         )
     except training_jobs.JobConflictError as error:
         raise HTTPException(status.HTTP_409_CONFLICT, str(error)) from error
@@ -86,7 +99,12 @@ def submit(
         request,
         engine,
         SUBMIT,
-        {"job_id": submitted.id, "stores": body.store_ids, "reason": body.reason},
+        {
+            "job_id": submitted.id,
+            "stores": body.store_ids,
+            "reason": body.reason,
+            "models": body.models,
+        },
     )
     return _get(engine, request, cache, submitted.id)
 
