@@ -93,6 +93,14 @@ def test_writes_carry_the_token_and_a_wrong_one_is_refused(trained_api: RunningA
         assert client.training_job(job.id).stores == [STORE_WITHOUT_SALES]
 
 
+def test_an_unknown_model_in_a_job_s_model_set_is_refused_with_its_name(
+    trained: ApiClient,
+) -> None:
+    with pytest.raises(ApiError, match=r"\(422\): body.models: .*unknown model 'arima'") as error:
+        trained.submit_training_job([STORE_WITHOUT_SALES], models=["gbm", "arima"])
+    assert error.value.status_code == 422
+
+
 def test_bad_input_is_an_api_error_with_its_detail(trained: ApiClient) -> None:
     with pytest.raises(ApiError, match=r"\(422\)") as error:
         trained.forecast(1, 0)

@@ -334,6 +334,32 @@ def test_a_single_product_store_has_no_product_picker(
 
 
 @pytest.mark.usefixtures("training_jobs_run")
+def test_a_retrain_with_prophet_chosen_makes_it_the_store_s_model(
+    trained_api: RunningApi, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = open_dashboard(trained_api.url, monkeypatch, store="3")
+    (models,) = [box for box in app.multiselect if box.key == store_page.MODELS_KEY]
+    assert models.options == ["gbm", "prophet", "seasonal_naive"]
+    assert models.value == []  # the champion's own models unless a user chooses
+
+    models.select("prophet").run()
+    next(b for b in app.button if b.label == "Retrain this store").click().run()
+
+    watch = app.session_state[store_page.WATCH_KEY]
+    deadline = time.monotonic() + JOB_SECONDS
+    while not app.success and time.monotonic() < deadline:
+        assert not app.error, texts(app.error)
+        time.sleep(1)
+        app.run()
+    job = api_get(trained_api, f"/v1/training-jobs/{watch.job_id}")
+    assert job["status"] == "succeeded", job["error"]
+    # Prophet was the only model named: the champion (seasonal_naive only) got it for store 3.
+    (series,) = api_get(trained_api, "/v1/models/champion", store_id=3)["stores"]
+    assert series["model"] == "prophet"
+    assert series["rmspe_by_model"]["prophet"] is not None
+
+
+@pytest.mark.usefixtures("training_jobs_run")
 def test_retrain_shows_progress_then_redraws_with_the_new_version(
     trained_api: RunningApi, monkeypatch: pytest.MonkeyPatch
 ) -> None:

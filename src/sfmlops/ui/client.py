@@ -158,15 +158,22 @@ class ApiClient:
         return self._get(f"/v1/training-jobs/{job_id}", responses.TrainingJob)
 
     def submit_training_job(
-        self, stores: Sequence[int] | None, user: str | None = None
+        self,
+        stores: Sequence[int] | None,
+        user: str | None = None,
+        models: Sequence[str] | None = None,
     ) -> responses.TrainingJob:
         """Start a job retraining `stores` (None: every store); returns it queued.
 
         Args:
             stores: The stores to refit, or None for all.
             user: The signed-in person, for the API's audit log and retrain limit.
+            models: The model set to choose among; None: the API's default (for a store
+                retrain, the champion's own models).
         """
-        body = {"stores": list(stores) if stores is not None else "all"}
+        body: dict[str, Any] = {"stores": list(stores) if stores is not None else "all"}
+        if models:
+            body["models"] = list(models)
         headers = {USER_HEADER: user} if user else {}
         response = self._request("POST", "/v1/training-jobs", json=body, headers=headers)
         return _parse(response, responses.TrainingJob)

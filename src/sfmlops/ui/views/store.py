@@ -14,6 +14,7 @@ import streamlit as st
 from sfmlops.core import columns
 from sfmlops.core.forecasting import metrics
 from sfmlops.core.forecasting.backtest import HORIZON_DAYS
+from sfmlops.core.forecasting.models import MODEL_NAMES
 from sfmlops.core.job_status import JobStatus
 from sfmlops.ui import page_context, responses
 from sfmlops.ui.charts import (
@@ -59,6 +60,7 @@ REALIZED_DAYS = 28
 WATCH_KEY = "retrain_watch"  # the RetrainWatch of a retrain being followed
 RESULT_KEY = "retrain_result"  # the RetrainResult of the last one served, until dismissed
 SUBMIT_ERROR_KEY = "retrain_submit_error"
+MODELS_KEY = "retrain_models"  # the model set the next retrain chooses among; empty: the champion's
 STEP_ICONS = {
     "done": ":material/check_circle:",
     "current": ":material/pending:",
@@ -355,17 +357,28 @@ def _retrain_button(store_id: int, product_id: str, retrainable: bool) -> None:
         why = "Refit this store's models on its latest sales; other stores keep theirs."
     else:
         why = "The champion has no models for this store: a full training job adds it."
+    models: list[str] = st.multiselect(
+        "Models to choose among",
+        MODEL_NAMES,
+        key=MODELS_KEY,
+        disabled=watch is not None or not retrainable,
+        placeholder="The champion's own models",
+        help="The store's champion is picked among these on its backtest. Prophet, a "
+        "per-store model, is fitted for this store when the champion lacks it; gbm is one "
+        "model of all stores that only a full training job refits, so it competes with its "
+        "last score. None chosen: the champion's own models.",
+    )
     st.button(
         "Retrain this store",
         disabled=watch is not None or not retrainable,
         icon=":material/model_training:",
         help=why,
         on_click=_submit_retrain,
-        args=(store_id, product_id),
+        args=(store_id, product_id, tuple(models)),
     )
 
 
-def _submit_retrain(store_id: int, product_id: str) -> None:
+def _submit_retrain(store_id: int, product_id: str, models: tuple[str, ...] = ()) -> None:
     """The button's callback: runs before the page, so the page it draws shows the job.
 
     The series is read first, as the "before" of the comparison shown when it is served.
@@ -373,7 +386,9 @@ def _submit_retrain(store_id: int, product_id: str) -> None:
     client = page_context.api_client()
     before = take_snapshot(client, store_id, product_id)
     try:
-        job = client.submit_training_job([store_id], user=signed_in_user())
+        job = client.submit_training_job(
+            [store_id], user=signed_in_user(), models=list(models) or None
+        )
     except ApiError as error:
         st.session_state[SUBMIT_ERROR_KEY] = f"**Could not start the retrain:** {error}"
         return
