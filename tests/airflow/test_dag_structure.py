@@ -212,6 +212,21 @@ def test_the_training_sensor_frees_its_slot_and_has_a_bounded_wait() -> None:
 
 
 @pytest.mark.usefixtures("airflow_settings")
+def test_the_weekly_model_set_is_a_param_defaulting_to_the_configured_one() -> None:
+    default = load().dags[WEEKLY].params
+    configured = load(SFMLOPS_TRAINING_MODELS=" gbm, prophet,,gbm ").dags[WEEKLY].params
+    bad = load(SFMLOPS_TRAINING_MODELS="gbm;prophet")
+
+    assert default["models"] is None  # the API's default set
+    assert configured["models"] == ["gbm", "prophet"]
+    assert bad.dags == {}
+    assert all(
+        "SFMLOPS_TRAINING_MODELS must be comma-separated model names" in error
+        for error in bad.import_errors.values()
+    )
+
+
+@pytest.mark.usefixtures("airflow_settings")
 def test_the_runner_is_configuration_and_bad_settings_are_import_errors() -> None:
     cli = load().dags[DAILY].get_task("stream_once")
     pods = load(SFMLOPS_COMMAND_RUNNER="kubernetes").dags[DAILY].get_task("stream_once")

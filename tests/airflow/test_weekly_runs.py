@@ -78,6 +78,27 @@ def test_a_refused_request_fails_at_once_with_the_apis_reason(
     )
 
 
+def test_the_model_set_reaches_the_api_which_refuses_an_unknown_name(
+    run_dag: DagRunner, sfmlops_api: tuple[str, Path]
+) -> None:
+    url, _ = sfmlops_api
+
+    result = run_dag(
+        WEEKLY,
+        conf={"models": ["gbm", "arima"]},
+        SFMLOPS_API_URL=url,
+        SFMLOPS_API_TOKEN=API_TOKEN,
+        SFMLOPS_TRAINING_MODELS="gbm,prophet",  # the param's default; the run's conf wins
+    )
+
+    assert httpx.get(f"{url}/v1/training-jobs", headers=AUTH).json()["jobs"] == []
+    # A 422 would be refused again: no retries.
+    assert result["tasks"]["submit_training_job"] == {"state": "failed", "try_number": 1}
+    error = result["last_failure"]["error"]
+    assert "sfmlops API refused POST /v1/training-jobs (422)" in error
+    assert "unknown model 'arima'; choose from gbm, prophet, seasonal_naive" in error
+
+
 @pytest.fixture
 def loaded_api(tmp_path: Path, sfmlops_cli: str) -> Iterator[tuple[str, Path]]:
     """A real API over 6 stores' last 200 days (enough for 3 backtest windows), no model yet.

@@ -3,7 +3,8 @@
 
 Every week:
 
-1. `submit_training_job`: `POST /v1/training-jobs` (the `stores` param, or every store);
+1. `submit_training_job`: `POST /v1/training-jobs` (the `stores` param, or every store;
+   the `models` param, default `SFMLOPS_TRAINING_MODELS`, or the API's default model set);
    notes the champion before training.
 2. `wait_for_training_job`: a sensor in reschedule mode (no worker slot held between
    pokes) asks `GET /v1/training-jobs/{id}` until the job succeeds; a failed job fails it
@@ -47,6 +48,13 @@ config = DagConfig.from_environment()
             items={"type": "integer"},
             description="Store ids to retrain; empty means every store.",
         ),
+        "models": Param(
+            list(config.training_models) or None,
+            type=["null", "array"],
+            items={"type": "string", "minLength": 1},
+            description="Models to train and pick each series' champion among (e.g. gbm, "
+            "seasonal_naive, prophet); empty means the API's default set.",
+        ),
         "horizon_days": Param(
             7, type="integer", minimum=1, description="Forecast days each series must get."
         ),
@@ -63,11 +71,18 @@ def sfmlops_weekly_train_forecast() -> None:
 
         api = SfmlopsApi.from_airflow()
         before = api.champion()
+        models = params.get("models") or None
         job = api.submit_training_job(
             params.get("stores") or None,
             f"weekly training (sfmlops_weekly_train_forecast {run_id})",
+            models,
         )
-        log.info("submitted training job %s (stores: %s)", job["id"], job["stores"] or "all")
+        log.info(
+            "submitted training job %s (stores: %s, models: %s)",
+            job["id"],
+            job["stores"] or "all",
+            ",".join(models) if models else "the API's default",
+        )
         return {"job_id": job["id"], "champion_before": before["version"] if before else None}
 
     @task.sensor(

@@ -61,11 +61,17 @@ class SfmlopsApi:
             token=os.environ.get("SFMLOPS_API_TOKEN") or None,
         )
 
-    def submit_training_job(self, stores: list[int] | None, reason: str) -> dict[str, Any]:
-        """POST /v1/training-jobs, saying why; returns the queued job (id, status, ...)."""
-        return self._request(
-            "POST", "/v1/training-jobs", json={"stores": stores or "all", "reason": reason}
-        )
+    def submit_training_job(
+        self, stores: list[int] | None, reason: str, models: list[str] | None = None
+    ) -> dict[str, Any]:
+        """POST /v1/training-jobs, saying why; returns the queued job (id, status, ...).
+
+        `models`: the model set (None: the API's default); the API refuses unknown names.
+        """
+        body: dict[str, Any] = {"stores": stores or "all", "reason": reason}
+        if models:
+            body["models"] = models
+        return self._request("POST", "/v1/training-jobs", json=body)
 
     def training_job(self, job_id: str) -> dict[str, Any]:
         """GET /v1/training-jobs/{id}: status, progress, model_version, error."""

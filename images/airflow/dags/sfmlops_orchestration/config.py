@@ -8,6 +8,7 @@
 | SFMLOPS_MAX_RETRY_DELAY_SECONDS | cap on the retry delay | 1800 |
 | SFMLOPS_TRAINING_POKE_SECONDS | how often the sensor asks for the training job | 60 |
 | SFMLOPS_TRAINING_TIMEOUT_SECONDS | how long the weekly DAG waits for training | 21600 (6 h) |
+| SFMLOPS_TRAINING_MODELS | comma-separated model set of the weekly training (e.g. `gbm,seasonal_naive,prophet`), the default of its `models` param; the API checks the names | (none: the API's default set) |
 | SFMLOPS_POD_CONFIG_MAP | ConfigMap the sfmlops pods read their settings from | sfmlops-endpoints |
 | SFMLOPS_POD_SECRETS | comma-separated Secrets the pods read whole | (none) |
 | SFMLOPS_POD_DATABASE_SECRET | `name:key` of the database password; the pods compose SFMLOPS_DATABASE_URL from it and the ConfigMap's SFMLOPS_DB_* as the chart's own pods do; empty: none | sfmlops-postgresql:password |
@@ -49,6 +50,9 @@ class DagConfig:
     max_retry_delay: dt.timedelta = dt.timedelta(minutes=30)
     training_poke_interval: dt.timedelta = dt.timedelta(minutes=1)
     training_timeout: dt.timedelta = dt.timedelta(hours=6)
+    # The weekly training's model set; empty: the API's default. Checked by the API (the
+    # DAGs do not import sfmlops), which refuses an unknown name before any job starts.
+    training_models: tuple[str, ...] = ()
     # How long the API may take to serve a new champion (it polls the registry every
     # SFMLOPS_MODEL_POLL_TRAINING_SECONDS, 2 s by default, while a job runs or has just
     # succeeded, else every SFMLOPS_MODEL_POLL_SECONDS, then loads the bundle).
@@ -87,6 +91,7 @@ class DagConfig:
                 seconds=_number("SFMLOPS_TRAINING_TIMEOUT_SECONDS", 6 * 3600)
             ),
             champion_wait=dt.timedelta(seconds=_number("SFMLOPS_CHAMPION_WAIT_SECONDS", 180)),
+            training_models=_names("SFMLOPS_TRAINING_MODELS"),
             pod_config_map=os.environ.get("SFMLOPS_POD_CONFIG_MAP", "sfmlops-endpoints"),
             pod_secrets=tuple(name.strip() for name in secrets.split(",") if name.strip()),
             pod_database_secret=_secret_key(
@@ -112,6 +117,14 @@ def _number(name: str, default: int) -> int:
     if value < 0:
         raise ValueError(f"{name} must not be negative, not {value}")
     return value
+
+
+def _names(name: str) -> tuple[str, ...]:
+    text = os.environ.get(name, "")
+    names = tuple(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
+    if any(not part.replace("_", "").isalnum() for part in names):
+        raise ValueError(f"{name} must be comma-separated model names, not {text!r}")
+    return names
 
 
 def _secret_key(name: str, default: str) -> tuple[str, str] | None:
