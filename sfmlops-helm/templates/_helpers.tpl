@@ -74,6 +74,14 @@ seccompProfile:
 {{- end -}}
 {{- end -}}
 
+{{/* The Secret key of an extra database's own role (postgresql.databaseRoles). */}}
+{{- define "sfmlops.databaseRoleSecretKey" -}}
+{{- printf "%s-password" . -}}
+{{- end -}}
+{{/* Whether MLflow's tracking database has a role of its own, which MLflow then logs in as. */}}
+{{- define "sfmlops.mlflowDatabaseRole" -}}
+{{- if and .Values.postgresql.enabled .Values.postgresql.databaseRoles.enabled (has .Values.mlflow.database .Values.postgresql.extraDatabases) -}}true{{- end -}}
+{{- end -}}
 {{- define "sfmlops.databaseSecretKey" -}}
 {{- if .Values.postgresql.enabled -}}{{ .Values.postgresql.auth.secretKeys.password }}{{- else -}}{{ .Values.externalDatabase.secretKeys.password }}{{- end -}}
 {{- end -}}
