@@ -10,7 +10,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from tests.support.deploy import ROOT, load_yaml, run, tool
+from tests.support.deploy import ROOT, load_yaml, read_env_file, run, tool
 
 WORKFLOWS = ROOT / ".github" / "workflows"
 
@@ -163,9 +163,56 @@ def test_every_namespace_the_deploy_script_creates_gets_pod_security_labels() ->
     created = script.count("kubectl create namespace")
     assert created >= 3
     assert script.count('pod_security "$') == created
-    assert "pod-security.kubernetes.io/warn=restricted" in script
-    assert "pod-security.kubernetes.io/audit=restricted" in script
-    assert "pod-security.kubernetes.io/enforce=${SFMLOPS_POD_SECURITY_ENFORCE:-baseline}" in script
+
+
+def _pod_security_of_a_dry_deploy(tmp_path: Path, env: dict[str, str]) -> dict[str, dict[str, str]]:
+    """The Pod Security labels `scripts/deploy.sh up` gives each namespace, kubectl and helm
+    replaced by programs that only record their arguments."""
+    stubs = tmp_path / "bin"
+    stubs.mkdir(parents=True)
+    calls = tmp_path / "calls"
+    for name in ("kubectl", "helm"):
+        stub = stubs / name
+        stub.write_text(f'#!/bin/sh\nprintf "%s\\n" "{name} $*" >>"{calls}"\n')
+        stub.chmod(0o755)
+    environment = os.environ | env | {"PATH": f"{stubs}:{os.environ['PATH']}"}
+    environment.pop("SFMLOPS_RELEASES", None)
+    run([str(ROOT / "scripts" / "deploy.sh"), "up"], env=environment, timeout=60)
+    labels: dict[str, dict[str, str]] = {}
+    for call in calls.read_text().splitlines():
+        words = call.split()
+        if words[:3] == ["kubectl", "label", "namespace"]:
+            pairs = (word.split("=", 1) for word in words[3:] if "=" in word)
+            labels[words[3]] = {key.rsplit("/", 1)[1]: value for key, value in pairs}
+    return labels
+
+
+def test_namespaces_enforce_baseline_and_monitoring_what_node_exporter_needs(
+    tmp_path: Path,
+) -> None:
+    releases = {
+        key: value
+        for key, value in read_env_file(ROOT / "helm-releases.env").items()
+        if key.endswith("_NAMESPACE")
+    }
+    monitoring = releases["KUBE_PROMETHEUS_NAMESPACE"]
+    labels = _pod_security_of_a_dry_deploy(tmp_path, {})
+    assert set(labels) == set(releases.values()), labels
+    for namespace, levels in labels.items():
+        # Whatever runs beyond the restricted profile is reported everywhere.
+        assert (levels["warn"], levels["audit"]) == ("restricted", "restricted"), namespace
+        # node-exporter's host namespaces and hostPath volumes are beyond baseline: enforced
+        # there, its DaemonSet would get no pod.
+        expected = "privileged" if namespace == monitoring else "baseline"
+        assert levels["enforce"] == expected, namespace
+
+    stricter = _pod_security_of_a_dry_deploy(
+        tmp_path / "restricted", {"SFMLOPS_POD_SECURITY_ENFORCE": "restricted"}
+    )
+    assert {namespace: levels["enforce"] for namespace, levels in stricter.items()} == {
+        namespace: "privileged" if namespace == monitoring else "restricted"
+        for namespace in releases.values()
+    }
 
 
 def _uses_lines() -> list[tuple[str, str]]:
