@@ -201,6 +201,7 @@ def test_status_reports_freshness(client: TestClient, auth: dict[str, str]) -> N
     assert status["sales_ingested_last_day"] >= 1
     assert status["dead_letters_last_day"] == 1
     assert status["champion_version"] is None
+    assert status["trainable_models"] == ["gbm", "prophet", "seasonal_naive"]
 
 
 def test_metrics_are_prometheus_text(client: TestClient, auth: dict[str, str]) -> None:
@@ -347,6 +348,8 @@ def test_a_model_this_api_cannot_serve_is_refused(
     )
     assert default.status_code == 202
     assert len(runner.commands) == 1
+    # The dashboard offers what the status lists: not Prophet here.
+    assert client.get("/v1/status").json()["trainable_models"] == ["gbm", "seasonal_naive"]
 
 
 def test_implausible_records_are_dead_lettered_and_listed(client: TestClient) -> None:

@@ -61,6 +61,8 @@ class Status(BaseModel):
     sales_ingested_last_day: int
     dead_letters_last_day: int
     champion_version: str | None
+    # The models a retrain may name; an API from before the field: none offered.
+    trainable_models: list[str] = []
 
 
 class TrainingJob(BaseModel):

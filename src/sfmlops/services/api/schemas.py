@@ -126,6 +126,9 @@ class Status(BaseModel):
     )
     dead_letters_last_day: int
     champion_version: str | None
+    trainable_models: list[str] = Field(
+        description="The models a training job may name (`models`): those this API can serve."
+    )
 
 
 class Health(BaseModel):

@@ -14,7 +14,6 @@ import streamlit as st
 from sfmlops.core import columns
 from sfmlops.core.forecasting import metrics
 from sfmlops.core.forecasting.backtest import HORIZON_DAYS
-from sfmlops.core.forecasting.models import MODEL_NAMES
 from sfmlops.core.job_status import JobStatus
 from sfmlops.ui import page_context, responses
 from sfmlops.ui.charts import (
@@ -100,7 +99,7 @@ def render() -> None:
         # A store retrain refits a series inside the champion (or, before any champion,
         # trains that store alone); stores the champion lacks need a full training job.
         retrainable = champion is not None or status.champion_version is None
-        _retrain_button(store_id, product_id, retrainable)
+        _retrain_button(store_id, product_id, retrainable, status.trainable_models)
     with chart_column:
         _chart(client, store_id, product_id, status.as_of, weeks, horizon_days, champion)
 
@@ -348,7 +347,9 @@ def _realized(client: ApiClient, store_id: int) -> None:
     )
 
 
-def _retrain_button(store_id: int, product_id: str, retrainable: bool) -> None:
+def _retrain_button(
+    store_id: int, product_id: str, retrainable: bool, trainable_models: list[str]
+) -> None:
     """Starts a retrain of this store; its progress shows at the top of the page."""
     watch: RetrainWatch | None = st.session_state.get(WATCH_KEY)
     if watch is not None:
@@ -357,9 +358,11 @@ def _retrain_button(store_id: int, product_id: str, retrainable: bool) -> None:
         why = "Refit this store's models on its latest sales; other stores keep theirs."
     else:
         why = "The champion has no models for this store: a full training job adds it."
+    # The API's list: a model it cannot serve (Prophet, where its image lacks the extra) is
+    # not offered.
     models: list[str] = st.multiselect(
         "Models to choose among",
-        MODEL_NAMES,
+        trainable_models,
         key=MODELS_KEY,
         disabled=watch is not None or not retrainable,
         placeholder="The champion's own models",

@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response, status
 
+from sfmlops.core.forecasting.models import MODEL_NAMES, model_installed
 from sfmlops.services.api import schemas
 from sfmlops.services.api.database_probe import DatabaseProbe
 from sfmlops.services.api.deps import EngineDep, ModelCacheDep, SettingsDep
@@ -75,4 +76,5 @@ def get_status(engine: EngineDep, settings: SettingsDep, cache: ModelCacheDep) -
         sales_ingested_last_day=current.sales_ingested_last_day,
         dead_letters_last_day=current.dead_letters_last_day,
         champion_version=cache.state.model.version if cache.state.model else None,
+        trainable_models=[name for name in MODEL_NAMES if model_installed(name)],
     )
