@@ -37,22 +37,22 @@ java_command=(
   -cp "$jars/*"
 )
 
+# One node that is both broker and KRaft controller. Authentication changes only the client
+# listener's protocol and adds the SCRAM and ACL properties; the rest is the same either way.
 write_config() {
-  local port=$1 controller_port=$2
-  if [ -n "${SFMLOPS_KAFKA_ADMIN_PASSWORD:-}" ]; then
-    write_sasl_config "$port" "$controller_port"
-    return
-  fi
-  cat >"$dir/server.properties" <<EOF
+  local port=$1 controller_port=$2 listener=PLAINTEXT
+  [ -z "${SFMLOPS_KAFKA_ADMIN_PASSWORD:-}" ] || listener=SASL_PLAINTEXT
+  {
+    cat <<EOF
 # Written by scripts/kafka.sh: one node that is both broker and KRaft controller.
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:$controller_port
-listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$controller_port
-advertised.listeners=PLAINTEXT://127.0.0.1:$port
+listeners=$listener://127.0.0.1:$port,CONTROLLER://127.0.0.1:$controller_port
+advertised.listeners=$listener://127.0.0.1:$port
 controller.listener.names=CONTROLLER
-inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+inter.broker.listener.name=$listener
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,$listener:$listener
 log.dirs=$dir/data
 num.partitions=2
 # One node: internal topics cannot have more replicas than that.
@@ -64,21 +64,9 @@ share.coordinator.state.topic.min.isr=1
 group.initial.rebalance.delay.ms=0
 log.retention.hours=168
 EOF
-}
-
-write_sasl_config() {
-  local port=$1 controller_port=$2
-  cat >"$dir/server.properties" <<EOF
-# Written by scripts/kafka.sh: one node that is both broker and KRaft controller, clients
-# authenticated with SCRAM-SHA-512 and authorized by ACLs.
-process.roles=broker,controller
-node.id=1
-controller.quorum.voters=1@127.0.0.1:$controller_port
-listeners=SASL_PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$controller_port
-advertised.listeners=SASL_PLAINTEXT://127.0.0.1:$port
-controller.listener.names=CONTROLLER
-inter.broker.listener.name=SASL_PLAINTEXT
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT
+    if [ "$listener" = SASL_PLAINTEXT ]; then
+      cat <<EOF
+# Clients authenticate with SCRAM-SHA-512 and ACLs authorize them.
 sasl.enabled.mechanisms=SCRAM-SHA-512
 sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512
 listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="admin" password="$SFMLOPS_KAFKA_ADMIN_PASSWORD";
@@ -86,17 +74,13 @@ authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
 allow.everyone.if.no.acl.found=false
 # The node talks to its own controller over the PLAINTEXT loopback listener as ANONYMOUS.
 super.users=User:admin;User:ANONYMOUS
-log.dirs=$dir/data
-num.partitions=2
-offsets.topic.replication.factor=1
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
-share.coordinator.state.topic.replication.factor=1
-share.coordinator.state.topic.min.isr=1
-group.initial.rebalance.delay.ms=0
-log.retention.hours=168
 EOF
-  chmod 600 "$dir/server.properties"
+    fi
+  } >"$dir/server.properties"
+  # The admin password is in the file.
+  if [ "$listener" = SASL_PLAINTEXT ]; then
+    chmod 600 "$dir/server.properties"
+  fi
 }
 
 # The --add-scram arguments of the storage format: admin and SFMLOPS_KAFKA_SCRAM_USERS.
