@@ -6,6 +6,7 @@ import datetime as dt
 
 import pandas as pd
 import pytest
+from streamlit.testing.v1 import AppTest
 
 from sfmlops.cli.dashboard import APP, streamlit_command
 from sfmlops.core import columns
@@ -290,3 +291,22 @@ def test_the_csv_download_is_the_chart_table() -> None:
         "2015-06-12,5263.00,1,,,,,",
         "2015-06-13,,,10.00,0.00,20.00,-10.00,30.00",
     ]
+
+
+def _page_with_a_failed_part() -> None:
+    # AppTest runs this function's body as the page script: its imports must be inside.
+    import streamlit as st  # noqa: PLC0415
+
+    from sfmlops.ui import page_context  # noqa: PLC0415
+    from sfmlops.ui.client import ApiError  # noqa: PLC0415
+
+    page_context.show_part_failed("Model details unavailable", ApiError("answered 500"))
+    st.write("the rest of the page")
+
+
+def test_a_failed_part_is_shown_in_red_and_the_page_goes_on() -> None:
+    app = AppTest.from_function(_page_with_a_failed_part).run()
+
+    assert not app.exception
+    assert [error.value for error in app.error] == ["**Model details unavailable:** answered 500"]
+    assert [text.value for text in app.markdown] == ["the rest of the page"]

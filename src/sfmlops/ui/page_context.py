@@ -58,3 +58,11 @@ def stop_on(error: ApiError) -> NoReturn:
     else:
         st.error(f"**The forecast API answered with an error.** {error}", icon=":material/error:")
     st.stop()
+
+
+def show_part_failed(heading: str, error: ApiError) -> None:
+    """Show that one part of the page failed: `heading` in bold, then the API's `error`.
+
+    Unlike `stop_on`, the page run goes on, so the parts that did load stay useful.
+    """
+    st.error(f"**{heading}:** {error}", icon=":material/error:")

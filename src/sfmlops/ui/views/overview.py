@@ -47,7 +47,7 @@ def render() -> None:
             icon=":material/model_training:",
         )
     except ApiError as error:
-        st.error(f"**Model details unavailable:** {error}", icon=":material/error:")
+        page_context.show_part_failed("Model details unavailable", error)
     else:
         _accuracy(champion)
     st.header("Realized accuracy", divider="gray")
@@ -93,7 +93,7 @@ def _realized(client: ApiClient) -> None:
         st.info("No sales yet: nothing to score forecasts against.")
         return
     except ApiError as error:
-        st.error(f"**Realized accuracy unavailable:** {error}", icon=":material/error:")
+        page_context.show_part_failed("Realized accuracy unavailable", error)
         return
     if not accuracy.overall.days or accuracy.overall.rmspe is None:
         st.info(

@@ -218,7 +218,7 @@ def _chart(
         except NotFoundError as error:
             st.warning(f"**No forecast for this series:** {error}", icon=":material/search_off:")
         except ApiError as error:
-            st.error(f"**The forecast failed:** {error}", icon=":material/error:")
+            page_context.show_part_failed("The forecast failed", error)
 
     frame = chart_frame(history.days, forecast.forecast if forecast else [])
     title = f"Store {store_id} · {product_id}: last {weeks} weeks"
@@ -279,7 +279,7 @@ def _model_panel(
             )
         return None
     except ApiError as error:
-        st.error(f"**Model details unavailable:** {error}", icon=":material/error:")
+        page_context.show_part_failed("Model details unavailable", error)
         return None
     st.metric("Model version", champion.version)
     st.caption(
