@@ -101,6 +101,16 @@ def test_sales_history_defaults_to_eight_weeks_before_the_as_of_date(client: Tes
     }  # fmt: skip
 
 
+def test_a_window_at_the_calendars_start_stops_there(client: TestClient) -> None:
+    # The default start, eight weeks before `end`, is before 0001-01-01 (found by
+    # tests/api/test_openapi_stateful.py as a 500).
+    history = client.get("/v1/stores/1/sales", params={"end": "0001-01-05"})
+
+    assert history.status_code == 200
+    assert (history.json()["start"], history.json()["end"]) == ("0001-01-01", "0001-01-05")
+    assert history.json()["days"] == []
+
+
 def test_bad_dates_are_422(client: TestClient) -> None:
     reversed_range = client.get(
         "/v1/stores/1/sales", params={"start": "2015-06-13", "end": "2015-06-01"}

@@ -85,3 +85,12 @@ def test_a_bad_plan_names_the_record_and_field_and_stores_nothing(served: TestCl
     assert bad_flag.status_code == 422
     assert "promo" in bad_flag.text
     assert served.get("/v1/stores/2/plan").json()["days"] == []
+
+
+def test_a_plan_window_at_the_calendars_end_stops_there(served: TestClient) -> None:
+    # start + days reaches past 9999-12-31 (found by tests/api/test_openapi_stateful.py as a
+    # 500): the window ends with the calendar.
+    response = served.get("/v1/stores/2/plan", params={"start": "9999-12-31", "days": 2})
+
+    assert response.status_code == 200
+    assert response.json()["days"] == []

@@ -14,7 +14,7 @@ from sfmlops.core import columns
 from sfmlops.services import covariate_plan
 from sfmlops.services.api import schemas
 from sfmlops.services.api.deps import EngineDep, ModelCacheDep
-from sfmlops.services.api.routes.stores import StoreIdPath
+from sfmlops.services.api.routes.stores import StoreIdPath, shifted_day
 
 router = APIRouter(tags=["plan"])
 
@@ -78,7 +78,7 @@ async def read_store_plan(
     start: Annotated[dt.date | None, Query(description="First day (default: all).")] = None,
     days: Annotated[int | None, Query(ge=1, le=366, description="Days from `start`.")] = None,
 ) -> schemas.StorePlan:
-    until = start + dt.timedelta(days=days - 1) if start is not None and days else None
+    until = shifted_day(start, days - 1) if start is not None and days else None
 
     def read() -> pd.DataFrame:
         with engine.connect() as connection:

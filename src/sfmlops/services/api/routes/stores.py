@@ -23,6 +23,15 @@ ProductQuery = Annotated[
 StoreIdPath = Annotated[int, Path(ge=0, le=schemas.MAX_STORE_ID, description="The store.")]
 
 
+def shifted_day(day: dt.date, days: int) -> dt.date:
+    """`day` moved by `days`, stopping at the calendar's first or last day: a window asked for
+    near 0001-01-01 or 9999-12-31 is valid input, not a server error."""
+    try:
+        return day + dt.timedelta(days=days)
+    except OverflowError:
+        return dt.date.max if days > 0 else dt.date.min
+
+
 @router.get("", response_model=schemas.StoreList, summary="List stores")
 def list_stores(
     engine: EngineDep,
@@ -84,7 +93,7 @@ def get_sales(
         if store_records.get_store(connection, store_id) is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"unknown store {store_id}")
         last = end or as_of_date(settings, connection) or dt.date.today()
-        first = start or last - dt.timedelta(days=DEFAULT_HISTORY_DAYS - 1)
+        first = start or shifted_day(last, -(DEFAULT_HISTORY_DAYS - 1))
         if first > last:
             raise HTTPException(
                 status.HTTP_422_UNPROCESSABLE_CONTENT, f"start {first} is after end {last}"
