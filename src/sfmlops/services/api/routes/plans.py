@@ -29,7 +29,18 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 @router.post(
     "/v1/plan",
     response_model=schemas.PlanStored,
-    responses=_ERRORS,
+    responses={
+        # OpenAPI link: the stored plan of the first day's store, read back.
+        200: {
+            "links": {
+                "PlanOfFirstDay": {
+                    "operationRef": "#/paths/~1v1~1stores~1{store_id}~1plan/get",
+                    "parameters": {"store_id": "$request.body#/0/store_id"},
+                }
+            }
+        },
+        **_ERRORS,
+    },
     summary="Store known future covariates (promotions, openings, holidays)",
 )
 def store_plan(

@@ -16,6 +16,19 @@ SOURCE = "api"
     "",
     response_model=schemas.IngestResponse,
     responses={
+        # OpenAPI links: where a client (or a stateful API test) reads back what it wrote.
+        200: {
+            "links": {
+                "StoreOfFirstRecord": {
+                    "operationRef": "#/paths/~1v1~1stores~1{store_id}/get",
+                    "parameters": {"store_id": "$request.body#/records/0/store_id"},
+                },
+                "SalesOfFirstRecord": {
+                    "operationRef": "#/paths/~1v1~1stores~1{store_id}~1sales/get",
+                    "parameters": {"store_id": "$request.body#/records/0/store_id"},
+                },
+            }
+        },
         401: {"model": schemas.ErrorBody},
         403: {"model": schemas.ErrorBody},
         413: {"model": schemas.ErrorBody},
