@@ -16,14 +16,7 @@ from sfmlops.core.forecasting import metrics
 from sfmlops.services import realized_accuracy
 from sfmlops.services.status import as_of_date
 
-COLUMNS = (
-    metrics.RMSPE,
-    metrics.MAPE,
-    metrics.BIAS,
-    metrics.COVERAGE_80,
-    metrics.COVERAGE_95,
-    metrics.DAYS,
-)
+COLUMNS = (*metrics.REPORTED, metrics.DAYS)
 
 
 def show_accuracy(

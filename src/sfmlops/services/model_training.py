@@ -481,13 +481,7 @@ def _metrics(
     if rmspe is not None:
         logged[registry.RMSPE_METRIC] = float(rmspe)
     for row in summary.to_dict(orient="records"):
-        for name in (
-            metrics.RMSPE,
-            metrics.MAPE,
-            metrics.BIAS,
-            metrics.COVERAGE_80,
-            metrics.COVERAGE_95,
-        ):
+        for name in metrics.REPORTED:
             if name in row and row[name] is not None:
                 logged[f"{row[columns.MODEL]}_{name}"] = float(row[name])
     for model, count in bundle.metadata.get("champion_mix", {}).items():

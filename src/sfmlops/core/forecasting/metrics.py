@@ -19,6 +19,9 @@ COVERAGE_80 = "coverage_80"
 COVERAGE_95 = "coverage_95"
 DAYS = "days"
 METRICS = (RMSPE, MAPE, MAE, RMSE, BIAS, COVERAGE_80, COVERAGE_95, DAYS)
+# The accuracy figures every report gives, in this order: the API's answers, the metrics
+# logged to MLflow, the CLI's tables.
+REPORTED = (RMSPE, MAPE, BIAS, COVERAGE_80, COVERAGE_95)
 
 
 def accuracy(scored: pd.DataFrame) -> dict[str, float]:

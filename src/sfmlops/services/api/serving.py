@@ -57,13 +57,6 @@ _ASSUMPTION = {
     columns.SCHOOL_HOLIDAY: ASSUMED_SCHOOL_HOLIDAY,
 }
 _NUMERIC_COVARIATES = (columns.OPEN, columns.PROMO, columns.SCHOOL_HOLIDAY)
-REPORTED_METRICS = (
-    metrics.RMSPE,
-    metrics.MAPE,
-    metrics.BIAS,
-    metrics.COVERAGE_80,
-    metrics.COVERAGE_95,
-)
 
 SeriesKey = tuple[int, str]
 # Series per `predict` call when the horizon is computed: bounds the feature frames built at
@@ -462,7 +455,7 @@ def _champion_description(
         "run_id": run_id,
         "trained_at": registered_at.isoformat(),
         "last_date": bundle.last_date.date().isoformat(),
-        "metrics": {name: _number(reported.get(name)) for name in REPORTED_METRICS},
+        "metrics": {name: _number(reported.get(name)) for name in metrics.REPORTED},
         "champion_mix": {
             str(name): int(count) for name, count in bundle.metadata.get("champion_mix", {}).items()
         },

@@ -18,8 +18,6 @@ from sfmlops.services.status import as_of_date
 
 router = APIRouter(tags=["accuracy"])
 
-REPORTED = (metrics.RMSPE, metrics.MAPE, metrics.BIAS, metrics.COVERAGE_80, metrics.COVERAGE_95)
-
 
 @router.get(
     "/v1/accuracy",
@@ -105,7 +103,7 @@ def get_stale_stores(
 def _metrics(row: Mapping[Any, Any]) -> dict[str, Any]:
     """The reported metrics of one row (NaN, e.g. no open day scored, becomes null)."""
     values: dict[str, Any] = {
-        name: None if pd.isna(row[name]) else float(row[name]) for name in REPORTED
+        name: None if pd.isna(row[name]) else float(row[name]) for name in metrics.REPORTED
     }
     values["days"] = int(row[metrics.DAYS])
     return values
