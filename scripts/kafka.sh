@@ -42,6 +42,14 @@ java_command=(
 write_config() {
   local port=$1 controller_port=$2 listener=PLAINTEXT
   [ -z "${SFMLOPS_KAFKA_ADMIN_PASSWORD:-}" ] || listener=SASL_PLAINTEXT
+  # With SASL the admin password is in the file: it is only readable by its owner before the
+  # password is written (a rewrite keeps the mode).
+  : >"$dir/server.properties"
+  if [ "$listener" = SASL_PLAINTEXT ]; then
+    chmod 600 "$dir/server.properties"
+  else
+    chmod 644 "$dir/server.properties"
+  fi
   {
     cat <<EOF
 # Written by scripts/kafka.sh: one node that is both broker and KRaft controller.
@@ -77,10 +85,6 @@ super.users=User:admin;User:ANONYMOUS
 EOF
     fi
   } >"$dir/server.properties"
-  # The admin password is in the file.
-  if [ "$listener" = SASL_PLAINTEXT ]; then
-    chmod 600 "$dir/server.properties"
-  fi
 }
 
 # The --add-scram arguments of the storage format: admin and SFMLOPS_KAFKA_SCRAM_USERS.

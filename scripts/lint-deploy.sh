@@ -16,17 +16,8 @@ for tool in hadolint actionlint shellcheck; do
   fi
 done
 
-deploy_scripts=(
-  install-helm.sh
-  scripts/install-deploy-tools.sh
-  scripts/deploy.sh
-  scripts/images.sh
-  scripts/background-builds.sh
-  scripts/base-images.sh
-  scripts/install-container-tools.sh
-  images/bases/airflow/entrypoint.sh
-  scripts/local-cluster.sh
-)
+# Every shell script of the repository (the Compose ones are checked by tests/deploy too).
+deploy_scripts=(install-helm.sh scripts/*.sh images/bases/airflow/entrypoint.sh)
 
 echo "hadolint: images/*/Dockerfile"
 "$bin/hadolint" --no-color --config images/hadolint.yaml images/*/Dockerfile
