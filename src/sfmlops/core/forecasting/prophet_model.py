@@ -1,8 +1,8 @@
 """`prophet`: one Prophet model per series on its full history, with promo/holiday regressors.
 
 The reference system fitted Prophet on the last four months with yearly seasonality, which
-extrapolates wildly; here each series sees its whole history (yearly seasonality needs
-more than a year), the target is log sales of open days, and promotions and holidays are
+extrapolates wildly; here each series sees its whole history (yearly seasonality only from
+two years of it, Prophet's own rule), the target is log sales of open days, and promotions and holidays are
 regressors. Series are fitted in chunks, one task per chunk, through an injected executor.
 """
 
@@ -130,7 +130,10 @@ def fit_prophet_chunk(series: list[tuple[Any, pd.DataFrame]]) -> ChunkResult:
             series_key = (int(key[0]), str(key[1]))
             model = Prophet(
                 weekly_seasonality=True,
-                yearly_seasonality=True,
+                # Prophet's own rule: a yearly cycle only from two years of history. Fitted to
+                # less, its Fourier terms extrapolate without bound on the log scale (90 days of
+                # store 3: forecasts of 1e22).
+                yearly_seasonality="auto",
                 daily_seasonality=False,
                 uncertainty_samples=0,  # intervals come from out-of-sample errors
             )
