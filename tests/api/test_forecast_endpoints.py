@@ -265,7 +265,10 @@ def test_champion_description(served: TestClient, bundle: ForecastBundle) -> Non
     assert abs(dt.datetime.now(dt.UTC) - registered) < dt.timedelta(hours=1)
     assert everything["last_date"] == "2015-06-13"
     assert everything["metrics"]["rmspe"] == pytest.approx(reported["rmspe"])
-    assert everything["metrics"]["coverage_80"] == pytest.approx(reported["coverage_80"])
+    # The reported (only) window's models saw 42 days, too few to calibrate intervals on:
+    # no coverage to report, rather than 0 %.
+    assert pd.isna(reported["coverage_80"])
+    assert everything["metrics"]["coverage_80"] is None
     assert everything["champion_mix"] == {"seasonal_naive": 5}
     assert [s["store_id"] for s in everything["stores"]] == [1, 2, 3, 4, 5]
     row = bundle.champions[bundle.champions[columns.STORE_ID] == 2].iloc[0]

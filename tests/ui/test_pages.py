@@ -73,6 +73,11 @@ def test_the_store_chart_holds_the_apis_actuals_and_forecast(
     champion = api_get(trained_api, "/v1/models/champion", store_id=2)
     assert metric(app, "Model version") == champion["version"]
     assert metric(app, "Backtest RMSPE, this store") == f"{champion['stores'][0]['rmspe']:.1%}"
+    # The champion's one backtest window was fitted on 42 days, too few to calibrate
+    # intervals on: its coverage is not measured, not 0 %.
+    assert champion["metrics"]["coverage_80"] is None
+    assert "All stores: RMSPE" in texts(app.caption)
+    assert "interval coverage not measured" in texts(app.caption)
 
 
 def test_the_model_panel_sets_realized_accuracy_beside_the_backtest(

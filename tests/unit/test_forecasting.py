@@ -517,6 +517,43 @@ def test_the_backtest_reports_season_windows(stores: pd.DataFrame) -> None:
     assert report.reported_window == 3
 
 
+def test_a_window_fitted_on_too_little_history_to_calibrate_reports_no_coverage(
+    stores: pd.DataFrame,
+) -> None:
+    # 90 days, one 48-day window: its models see 42 days, too few to calibrate intervals on
+    # (as the dashboard's test champion). Collapsed onto the point forecast, they held no
+    # day's sales: that is no interval, not a coverage of 0 %.
+    short = synthetic_sales(days=90)
+    bundle, report = model_selection.train(short, stores, ["seasonal_naive"], windows=1)
+    reported = report.reported().set_index(columns.MODEL)
+    assert reported.loc[model_selection.CHAMPION, metrics.RMSPE] > 0
+    assert reported[[metrics.COVERAGE_80, metrics.COVERAGE_95]].isna().all().all()
+    champion = next(
+        row
+        for row in bundle.metadata["reported_metrics"]
+        if row[columns.MODEL] == model_selection.CHAMPION
+    )
+    assert np.isnan(champion[metrics.COVERAGE_80])
+    # The final model is calibrated on that window's errors: it serves real intervals.
+    days = future_days(bundle.series, bundle.last_date + pd.Timedelta(days=1), 14)
+    served = bundle.predict(days).frame
+    open_days = served[columns.YHAT] > 0
+    assert open_days.any()
+    assert (
+        served.loc[open_days, columns.YHAT_LOWER] < served.loc[open_days, columns.YHAT_UPPER]
+    ).all()
+
+    # A later window, calibrated on the one before it, has its coverage.
+    two = model_selection.backtest(
+        synthetic_sales(days=110), stores, ["seasonal_naive"], windows=2, horizon_days=28
+    )
+    coverage = two.summary[two.summary[columns.MODEL] == "seasonal_naive"].set_index(
+        columns.BACKTEST_WINDOW
+    )[metrics.COVERAGE_80]
+    assert np.isnan(coverage[1])
+    assert 0.0 < coverage[2] <= 1.0
+
+
 def test_metrics_on_known_values() -> None:
     scored = pd.DataFrame(
         {
@@ -536,6 +573,12 @@ def test_metrics_on_known_values() -> None:
     assert result[metrics.COVERAGE_80] == pytest.approx(2 / 3)
     assert result[metrics.COVERAGE_95] == pytest.approx(1.0)
     assert result[metrics.DAYS] == 3
+    # A day without an interval is neither inside nor outside one.
+    without = scored.assign(**{columns.YHAT_LOWER: [100.0, np.nan, np.nan, np.nan]})
+    assert metrics.accuracy(without)[metrics.COVERAGE_80] == pytest.approx(1.0)
+    none = scored.assign(**{columns.YHAT_LOWER: np.nan, columns.YHAT_UPPER: np.nan})
+    assert np.isnan(metrics.accuracy(none)[metrics.COVERAGE_80])
+    assert metrics.accuracy(none)[metrics.RMSPE] == pytest.approx(result[metrics.RMSPE])
 
 
 def test_metrics_per_group_match_each_group_alone() -> None:

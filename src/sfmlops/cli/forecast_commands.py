@@ -370,10 +370,15 @@ def _metrics_table(summary: pd.DataFrame, title: str, *, windows: bool) -> Table
             f"{values[metrics.RMSPE]:.4f}",
             f"{values[metrics.MAPE]:.4f}",
             f"{values[metrics.BIAS]:+,.0f}",
-            f"{values[metrics.COVERAGE_80]:.1%}",
-            f"{values[metrics.COVERAGE_95]:.1%}",
+            _coverage(values[metrics.COVERAGE_80]),
+            _coverage(values[metrics.COVERAGE_95]),
         )
     return table
+
+
+def _coverage(share: float) -> str:
+    """E.g. `79.8%`; `n/a` for a window whose forecasts had no calibrated interval."""
+    return "n/a" if pd.isna(share) else f"{share:.1%}"
 
 
 def _window_label(values: Mapping[Hashable, object]) -> str:

@@ -20,6 +20,7 @@ import pandas as pd
 from sfmlops.core import columns
 from sfmlops.core.forecasting import metrics
 from sfmlops.core.forecasting.base import (
+    INTERVAL_QUANTILES,
     Forecaster,
     IntervalCalibration,
     as_future,
@@ -125,7 +126,8 @@ def run_backtest(
     Returns:
         Scored forecasts: `model`, `backtest_window`, `cutoff`, `horizon_days`,
         `columns.FORECAST_COLUMNS`, `open`, `actual` (sales) and `point_scale`, for every
-        day of every window.
+        day of every window; the interval columns are NaN where the window's model had no
+        calibration (too little history before its cutoff).
     """
     parts = []
     previous: BacktestWindow | None = None
@@ -160,6 +162,12 @@ def run_backtest(
             forecast[metrics.ACTUAL] = target[columns.SALES].to_numpy(dtype=float)
             fitted = getattr(forecaster, "calibration_", None)
             forecast[POINT_SCALE] = fitted.scale if fitted is not None else 1.0
+            if fitted is None:
+                # Fitted on too little history to calibrate on (a first window with at most
+                # twice the model's calibration days before it), its intervals collapse onto
+                # the point forecast: no interval at all, so the window has no coverage to
+                # report rather than a coverage of 0 %.
+                forecast[[column for column, _ in INTERVAL_QUANTILES]] = np.nan
             parts.append(forecast)
             previous_rows[name] = forecast
         previous = window

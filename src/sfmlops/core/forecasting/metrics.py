@@ -35,8 +35,9 @@ def accuracy(scored: pd.DataFrame) -> dict[str, float]:
 
     Returns:
         `rmspe` and `mape` as fractions, `mae`/`rmse`/`bias` (mean forecast minus actual) in
-        sales units, `coverage_80`/`coverage_95` as the share of actuals inside each interval,
-        and `days`, the number of days scored (metrics are NaN when it is 0).
+        sales units, `coverage_80`/`coverage_95` as the share of actuals inside each interval
+        (over the days that have one; NaN when none has), and `days`, the number of days
+        scored (metrics are NaN when it is 0).
     """
     everything = accuracy_by(scored.assign(**{_ALL: 0}), [_ALL])
     if everything.empty:
@@ -101,11 +102,13 @@ _MISSING = "_missing_forecast"
 
 
 def _inside(scored: pd.DataFrame, lower: str, upper: str, actual: np.ndarray) -> np.ndarray:
-    """1.0 where the actual lies in [lower, upper], 0.0 outside, NaN where it is NaN."""
-    inside = (scored[lower].to_numpy(dtype=float) <= actual) & (
-        actual <= scored[upper].to_numpy(dtype=float)
-    )
-    return np.where(np.isnan(actual), np.nan, inside.astype(float))
+    """1.0 where the actual lies in [lower, upper], 0.0 outside, NaN where the actual or
+    either bound is NaN (a day without an interval is not a day outside it)."""
+    low = scored[lower].to_numpy(dtype=float)
+    high = scored[upper].to_numpy(dtype=float)
+    inside = (low <= actual) & (actual <= high)
+    unknown = np.isnan(actual) | np.isnan(low) | np.isnan(high)
+    return np.where(unknown, np.nan, inside.astype(float))
 
 
 def rmspe(actual: np.ndarray, forecast: np.ndarray) -> float:

@@ -358,8 +358,13 @@ class ChampionMetrics(BaseModel):
     rmspe: float | None
     mape: float | None
     bias: float | None = Field(description="Mean forecast minus actual, in sales units.")
-    coverage_80: float | None = Field(description="Share of actuals inside the 80 % interval.")
-    coverage_95: float | None = Field(description="Share of actuals inside the 95 % interval.")
+    coverage_80: float | None = Field(
+        description="Share of actuals inside the 80 % interval; null when the window's "
+        "models had too little history before it to calibrate intervals on."
+    )
+    coverage_95: float | None = Field(
+        description="Share of actuals inside the 95 % interval; null as for coverage_80."
+    )
 
 
 class SeriesChampion(BaseModel):

@@ -305,10 +305,15 @@ def _model_panel(
         column_config={metrics.RMSPE: st.column_config.NumberColumn("RMSPE", format="percent")},
     )
     overall = champion.metrics
-    st.caption(
-        f"All stores: RMSPE {_percent(overall.rmspe)}, MAPE {_percent(overall.mape)}, "
-        f"80 % interval coverage {_percent(overall.coverage_80)}, "
+    coverage = (
+        "interval coverage not measured (the backtest's models saw too little history to "
+        "calibrate intervals on)"
+        if overall.coverage_80 is None and overall.coverage_95 is None
+        else f"80 % interval coverage {_percent(overall.coverage_80)}, "
         f"95 % {_percent(overall.coverage_95)}"
+    )
+    st.caption(
+        f"All stores: RMSPE {_percent(overall.rmspe)}, MAPE {_percent(overall.mape)}, {coverage}"
     )
     _realized(client, store_id)
     return champion
