@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 
 import pandas as pd
-from playwright.sync_api import Locator, Page
+from playwright.sync_api import Locator, Page, expect
 
 from sfmlops.ui.charts import CHART_COLUMNS
 from tests.support import ROOT
@@ -67,6 +67,25 @@ def chart_data(page: Page) -> pd.DataFrame:
 def drawn_marks(chart: Locator, mark: str) -> int:
     """How many marks of a Vega mark type (symbol, rect, area, line) the SVG holds."""
     return chart.locator(f"svg g.mark-{mark}.role-mark > path").count()  # not the legend
+
+
+def forecast_version(page: Page, version: str | None = None) -> str:
+    """The model version the store chart's caption says drew its forecast, once the page's
+    script run is over; with `version`, once it says that version.
+
+    Waiting for the caption alone is not enough right after a retrain: Streamlit keeps the
+    previous run's elements on the page (marked stale) until the new run replaces them, so
+    the chart and its data table below the caption could still be the old version's.
+    """
+    number = re.escape(version) if version is not None else r"\d+"
+    note = page.get_by_text(re.compile(rf"Forecast by model version {number} from ")).first
+    note.wait_for()
+    # Every element drawn by the run that wrote the caption (none left from the run before).
+    stale = page.locator("[data-testid='stElementContainer'][data-stale='true']")
+    expect(stale).to_have_count(0, timeout=PAGE_MS)
+    found = re.search(r"Forecast by model version (\d+) from ", note.inner_text())
+    assert found is not None
+    return found.group(1)
 
 
 def wait_for_chart(page: Page, store_id: int) -> Locator:

@@ -105,12 +105,24 @@ def api_get(api: RunningApi, path: str, **params: Any) -> Any:
     return response.json()
 
 
-def expected_chart_table(api: RunningApi, store_id: int, weeks: int, days: int) -> pd.DataFrame:
-    """What the chart must show, read straight from the API: actuals, then the forecast."""
+def expected_chart_table(
+    api: RunningApi, store_id: int, weeks: int, days: int, model_version: str | None = None
+) -> pd.DataFrame:
+    """What the chart must show, read straight from the API: actuals, then the forecast.
+
+    With `model_version` (the version the page says drew its forecast), the API's forecast
+    must be that version's: one taken at another champion compares different models.
+    """
     as_of = dt.date.fromisoformat(api_get(api, "/v1/status")["as_of"])
     start = as_of - dt.timedelta(days=7 * weeks - 1)
     sales = api_get(api, f"/v1/stores/{store_id}/sales", start=start, end=as_of)["days"]
-    forecast = api_get(api, f"/v1/stores/{store_id}/forecast", days=days)["forecast"]
+    served = api_get(api, f"/v1/stores/{store_id}/forecast", days=days)
+    if model_version is not None:
+        assert served["model_version"] == model_version, (
+            f"the API serves version {served['model_version']}, the page's forecast is "
+            f"version {model_version}'s"
+        )
+    forecast = served["forecast"]
     blank = dict.fromkeys(CHART_COLUMNS, "")
     rows = [
         blank
