@@ -6,6 +6,8 @@ Not part of `make test`. Run from the repository root:
     python benchmarks/scale.py                  # 1k, 10k and 100k series (hours on 2 cores)
         [--sizes 1000,10000,100000] [--days 365] [--models gbm] [--executor auto]
         [--database-url postgresql+psycopg2://...] [--output benchmarks/results/scale.json]
+        [--connections 1,2] [--workers 2] [--requests 400] [--post-requests 100]
+    python benchmarks/scale.py --home DIR --connections 1,2 --workers 2   # serve DIR only
 
 Each size is a synthetic dataset (`sfmlops synth`: 100 stores x 10 products for 1k, 1,000 x 10
 for 10k, 1,115 x 90 for 100k; one year of history) run end to end as a user runs it, every
@@ -14,9 +16,21 @@ step a real `sfmlops` process on its own `SFMLOPS_HOME` (SQLite and embedded MLf
 
     synth -> load-data -> train -> pipeline forecast -> serve (start-up, RSS, GET p99)
 
-GET latency is measured twice, 400 sequential requests each: the default horizon of a
-product, then any start and length within the calibrated horizon (a product or the store's
-total across products, alternately).
+Latency is measured per case, at each count of `--connections` in turn (each connection a
+thread with its own keep-alive connection, `--requests` requests each; p50, p99 and requests
+per second over the case's wall time, the load average before and after):
+
+- GET the default horizon of a product;
+- GET any start and length within the calibrated horizon (a product or the store's total
+  across products, alternately);
+- POST /v1/forecast, one product with the caller's covariates for every day (any start and
+  length within the calibrated horizon: always predicted), `--post-requests` each;
+- POST /v1/forecast, one product of every store, 7 days, with covariates,
+  `--batch-requests` each.
+
+`--home DIR` serves an existing trained SFMLOPS_HOME (its sales, champion and precomputed
+forecasts) instead of building one per size: only the serving figures, nothing written but
+the server's own files. `--workers N` is `sfmlops serve --workers N`.
 
 For each step: wall time and the peak RSS of the process tree (sampled every 0.5 s); the
 database size after loading. Then the growth exponent of each step between consecutive
@@ -43,6 +57,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,7 +69,9 @@ SFMLOPS = str(Path(sys.executable).with_name("sfmlops"))
 TOKEN = "scale-benchmark-token-not-a-secret-0123"
 # Series count -> (stores, products): 100k is every bundled store with 90 products.
 SHAPES = {1_000: (100, 10), 10_000: (1_000, 10), 100_000: (1_115, 90)}
-GET_REQUESTS = 400
+# The covariates a caller gives in a POST: a promotion every other day, school holidays on
+# every third, the store open and no state holiday.
+COVARIATE_DAY = {"open": 1, "state_holiday": "0"}
 
 
 @dataclass
@@ -80,16 +97,36 @@ def main() -> None:
     )
     parser.add_argument("--keep", action="store_true", help="keep the working folders")
     parser.add_argument("--output", type=Path, default=Path("benchmarks/results/scale.json"))
+    parser.add_argument(
+        "--home", type=Path, default=None, help="serve this trained SFMLOPS_HOME only"
+    )
+    parser.add_argument("--workers", type=int, default=1, help="sfmlops serve --workers")
+    parser.add_argument(
+        "--connections", default="1", help="concurrent connections, each count in turn: 1,2"
+    )
+    parser.add_argument("--requests", type=int, default=400, help="GETs per connection")
+    parser.add_argument(
+        "--post-requests", type=int, default=100, help="one-series POSTs per connection"
+    )
+    parser.add_argument(
+        "--batch-requests", type=int, default=20, help="every-store POSTs per connection"
+    )
     args = parser.parse_args()
     sizes = [1_000, 10_000] if args.quick else [int(size) for size in args.sizes.split(",")]
     unknown = [size for size in sizes if size not in SHAPES]
     if unknown:
         parser.error(f"--sizes: {unknown} not in {sorted(SHAPES)}")
+    args.connections = [int(count) for count in args.connections.split(",")]
 
     results: dict[str, Any] = {
         "machine": machine(),
         "arguments": vars(args) | {"output": str(args.output)},
     }
+    if args.home is not None:
+        results["serving"] = serve_home(args.home.absolute(), args)
+        save(results, args.output)
+        print(latency_table(results["serving"]["latency"]))
+        return
     results["command_start_seconds"] = command_start_seconds()
     rows = []
     for size in sizes:
@@ -106,6 +143,9 @@ def main() -> None:
     results["growth_exponents"] = growth_exponents(rows, results["command_start_seconds"])
     save(results, args.output)
     print(table(rows, results["growth_exponents"]))
+    for row in rows:
+        print(f"\n{row['series']:,} series, {args.workers} server worker(s):")
+        print(latency_table(row["latency"]))
     first, second = rows[0], rows[1] if len(rows) > 1 else rows[0]
     exponent = exponent_of(
         first["series"], first["train_s"] - results["command_start_seconds"],
@@ -131,7 +171,7 @@ def run_size(size: int, work: Path, args: argparse.Namespace) -> dict[str, Any]:
         env,
     )  # fmt: skip
     forecast = timed([SFMLOPS, "pipeline", "forecast"], env)
-    serving = serve(env, work, stores)
+    serving = serve(env, work, args)
     database = home / "sfmlops.db"
     return {
         "series": stores * products,
@@ -151,70 +191,220 @@ def run_size(size: int, work: Path, args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def serve(env: dict[str, str], work: Path, stores: int) -> dict[str, Any]:
-    """Start the API, time it until ready, then its RSS and single-series GET latency."""
+def serve_home(home: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """The serving figures of an existing trained HOME (nothing synthesised or trained)."""
+    if not (home / "mlflow.db").is_file():
+        raise SystemExit(f"--home {home}: no registry (mlflow.db): train it first")
+    work = Path(tempfile.mkdtemp(prefix="sfmlops-scale-serve-"))
+    try:
+        return {"home": str(home)} | serve(environment(home, None), work, args)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def serve(env: dict[str, str], work: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """Start the API, time it until ready, then its RSS and the latency of each case at each
+    connection count. The flat `get_*` figures are those of the first connection count."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
+    headers = {"Authorization": f"Bearer {TOKEN}"}
     started = time.perf_counter()
     with (work / "serve.log").open("w") as out:
         server = subprocess.Popen(
-            [SFMLOPS, "serve", "--port", str(port)], env=env, stdout=out, stderr=subprocess.STDOUT
+            [SFMLOPS, "serve", "--port", str(port), "--workers", str(args.workers)],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
     try:
-        with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {TOKEN}"}) as client:
-            while True:
-                if server.poll() is not None:
-                    raise RuntimeError(
-                        f"the API exited: {(work / 'serve.log').read_text()[-2000:]}"
-                    )
-                try:
-                    if client.get("/ready", timeout=2).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                time.sleep(0.2)
-            start_s = time.perf_counter() - started
-            rss = tree_rss_mib(server.pid)
-            latencies = []
-            for request in range(GET_REQUESTS):
-                store_id = 1 + (request * 7919) % stores
-                sent = time.perf_counter()
-                response = client.get(
-                    f"/v1/stores/{store_id}/forecast", params={"product_id": "P001"}
-                )
-                latencies.append((time.perf_counter() - sent) * 1000)
-                response.raise_for_status()
-            # Any start and length within the calibrated horizon, of a product or the
-            # store's total across products.
-            first = dt.date.fromisoformat(response.json()["start"])
-            last = dt.date.fromisoformat(response.json()["calibrated_until"])
-            horizon_days = (last - first).days + 1
-            any_latencies = []
-            for request in range(GET_REQUESTS):
-                store_id = 1 + (request * 7919) % stores
-                offset = (request * 13) % horizon_days
-                params = {
-                    "product_id": "total" if request % 2 else "P002",
-                    "start": (first + dt.timedelta(days=offset)).isoformat(),
-                    "days": str(1 + (request * 7) % (horizon_days - offset)),
-                }
-                sent = time.perf_counter()
-                response = client.get(f"/v1/stores/{store_id}/forecast", params=params)
-                any_latencies.append((time.perf_counter() - sent) * 1000)
-                response.raise_for_status()
+        wait_ready(server, url, work / "serve.log", args.workers)
+        start_s = time.perf_counter() - started
+        rss = tree_rss_mib(server.pid)
+        with httpx.Client(base_url=url, headers=headers) as client:
+            stores = client.get("/v1/stores", params={"limit": 1}).json()["total"]
+            products = len(client.get("/v1/stores/1").json()["series"])
+            default = client.get("/v1/stores/1/forecast", params={"product_id": "P001"})
+            default.raise_for_status()
+        first = dt.date.fromisoformat(default.json()["start"])
+        last = dt.date.fromisoformat(default.json()["calibrated_until"])
+        cases = latency_cases(stores, first, (last - first).days + 1)
+        latency = []
+        for case, request_of in cases.items():
+            count = (
+                args.batch_requests if "every store" in case
+                else args.post_requests if case.startswith("POST") else args.requests
+            )  # fmt: skip
+            for connections in args.connections:
+                figures = measure(url, headers, request_of, connections, count)
+                latency.append({"case": case} | figures)
+                log(f"  {case}, {connections} connection(s): {json.dumps(figures)}")
     finally:
         server.terminate()
         server.wait(timeout=60)
-    latencies.sort()
-    any_latencies.sort()
+    one = {row["case"]: row for row in latency if row["connections"] == args.connections[0]}
+    default_get, any_get = (one[case] for case in list(cases)[:2])
     return {
+        "api_workers": args.workers,
         "api_start_s": round(start_s, 1),
         "api_rss_mib": round(rss),
-        "get_p50_ms": round(statistics.median(latencies), 1),
-        "get_p99_ms": round(latencies[int(0.99 * len(latencies)) - 1], 1),
-        "get_any_p50_ms": round(statistics.median(any_latencies), 1),
-        "get_any_p99_ms": round(any_latencies[int(0.99 * len(any_latencies)) - 1], 1),
+        "api_stores": stores,
+        "api_products": products,
+        "get_p50_ms": default_get["p50_ms"],
+        "get_p99_ms": default_get["p99_ms"],
+        "get_any_p50_ms": any_get["p50_ms"],
+        "get_any_p99_ms": any_get["p99_ms"],
+        "latency": latency,
     }
+
+
+def wait_ready(server: subprocess.Popen[bytes], url: str, log_file: Path, workers: int) -> None:
+    """Wait until /ready answers 200 on fresh connections often enough that every worker has
+    loaded the champion (the kernel hands each new connection to any worker)."""
+    ready_in_a_row = 0
+    while ready_in_a_row < 10 * workers:
+        if server.poll() is not None:
+            raise RuntimeError(f"the API exited: {log_file.read_text()[-2000:]}")
+        try:
+            ready = httpx.get(f"{url}/ready", timeout=2).status_code == 200
+        except httpx.TransportError:
+            ready = False
+        ready_in_a_row = ready_in_a_row + 1 if ready else 0
+        if not ready:
+            time.sleep(0.2)
+
+
+Request = tuple[str, str, dict[str, str] | None, Any]
+
+
+def latency_cases(
+    stores: int, first: dt.date, horizon_days: int
+) -> dict[str, Callable[[int], Request]]:
+    """Per case, the n-th request: (method, path, query, JSON body). Stores are spread over
+    all of them; starts and lengths over the calibrated horizon."""
+
+    def store_of(n: int) -> int:
+        return 1 + (n * 7919) % stores
+
+    def any_span(n: int) -> tuple[dt.date, int]:
+        offset = (n * 13) % horizon_days
+        return first + dt.timedelta(days=offset), 1 + (n * 7) % (horizon_days - offset)
+
+    def covariates(start: dt.date, days: int, n: int) -> list[dict[str, Any]]:
+        return [
+            {"date": (start + dt.timedelta(days=day)).isoformat()}
+            | COVARIATE_DAY
+            | {"promo": (n + day) % 2, "school_holiday": int((n + day) % 3 == 0)}
+            for day in range(days)
+        ]
+
+    def get_default(n: int) -> Request:
+        return "GET", f"/v1/stores/{store_of(n)}/forecast", {"product_id": "P001"}, None
+
+    def get_any(n: int) -> Request:
+        start, days = any_span(n)
+        query = {
+            "product_id": "total" if n % 2 else "P002",
+            "start": start.isoformat(),
+            "days": str(days),
+        }
+        return "GET", f"/v1/stores/{store_of(n)}/forecast", query, None
+
+    def post_one(n: int) -> Request:
+        start, days = any_span(n)
+        item = {
+            "store_id": store_of(n),
+            "product_id": "P003",
+            "start": start.isoformat(),
+            "days": days,
+            "covariates": covariates(start, days, n),
+        }
+        return "POST", "/v1/forecast", None, [item]
+
+    def post_every_store(n: int) -> Request:
+        items = [
+            {"store_id": store, "product_id": "P004", "start": first.isoformat(), "days": 7,
+             "covariates": covariates(first, 7, n + store)}
+            for store in range(1, stores + 1)
+        ]  # fmt: skip
+        return "POST", "/v1/forecast", None, items
+
+    return {
+        "GET default horizon (7 days), P001": get_default,
+        "GET any start and days within the calibrated horizon, P002 or total": get_any,
+        "POST one series with covariates, any start and days within the horizon": post_one,
+        f"POST every store ({stores:,}) x 7 days with covariates, P004": post_every_store,
+    }
+
+
+def measure(
+    url: str,
+    headers: dict[str, str],
+    request_of: Callable[[int], Request],
+    connections: int,
+    per_connection: int,
+) -> dict[str, Any]:
+    """`connections` threads, each with its own keep-alive connection, send `per_connection`
+    requests in turn; latency percentiles and requests per second over the wall time."""
+    # Requests are built before timing; connection k sends requests k, k + connections, ...
+    planned = [
+        [request_of(n * connections + k) for n in range(per_connection)] for k in range(connections)
+    ]
+    latencies: list[list[float]] = [[] for _ in range(connections)]
+    failures: list[BaseException] = []
+    barrier = threading.Barrier(connections + 1)
+
+    def run(k: int) -> None:
+        try:
+            with httpx.Client(base_url=url, headers=headers, timeout=120) as client:
+                client.get("/health").raise_for_status()  # connect before the clock starts
+                barrier.wait()
+                for method, path, query, body in planned[k]:
+                    sent = time.perf_counter()
+                    response = client.request(method, path, params=query, json=body)
+                    latencies[k].append((time.perf_counter() - sent) * 1000)
+                    response.raise_for_status()
+        except BaseException as error:
+            failures.append(error)
+            barrier.abort()
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(connections)]
+    load_before = load_average()
+    for thread in threads:
+        thread.start()
+    with contextlib.suppress(threading.BrokenBarrierError):
+        barrier.wait()
+    started = time.perf_counter()
+    for thread in threads:
+        thread.join()
+    seconds = time.perf_counter() - started
+    if failures:
+        raise RuntimeError(f"a request failed: {failures[0]!r}") from failures[0]
+    every = sorted(itertools.chain.from_iterable(latencies))
+    return {
+        "connections": connections,
+        "requests": len(every),
+        "seconds": round(seconds, 2),
+        "requests_per_second": round(len(every) / seconds, 1),
+        "p50_ms": round(statistics.median(every), 2),
+        "p99_ms": round(every[max(0, math.ceil(0.99 * len(every)) - 1)], 2),
+        "max_ms": round(every[-1], 2),
+        "load_average_before": load_before,
+        "load_average_after": load_average(),
+    }
+
+
+def latency_table(latency: list[dict[str, Any]]) -> str:
+    lines = [
+        "| case | connections | requests | req/s | p50 ms | p99 ms | max ms | load before / after |",
+        "|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    lines += [
+        f"| {row['case']} | {row['connections']} | {row['requests']:,} | "
+        f"{row['requests_per_second']:,.1f} | {row['p50_ms']:.2f} | {row['p99_ms']:.2f} | "
+        f"{row['max_ms']:.1f} | {row['load_average_before']} / {row['load_average_after']} |"
+        for row in latency
+    ]
+    return "\n".join(lines)
 
 
 def timed(command: list[str], env: dict[str, str]) -> Step:
@@ -304,7 +494,11 @@ def growth_exponents(rows: list[dict[str, Any]], start_s: float) -> list[dict[st
 
 
 def table(rows: list[dict[str, Any]], exponents: list[dict[str, Any]]) -> str:
-    keys = [key for key in rows[0] if key not in ("stores", "products", "days")]
+    keys = [
+        key
+        for key in rows[0]
+        if key not in ("stores", "products", "days", "api_stores", "api_products", "latency")
+    ]
     lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
     lines += [
         "| "

@@ -13,6 +13,11 @@
    duplicate rows each design holds after each.
 
     PYTHONPATH=src .venv/bin/python benchmarks/streaming_throughput.py [--copies 3 --rate 50000]
+        [--data DIR --days 7]
+
+`--data DIR` sends the last `--days` days of a `sfmlops synth` folder's sales instead of the
+bundled sales (every series that sold on those days: 100,350 distinct keys for `sfmlops synth
+--stores 1115 --products 90`); its stores must be the bundled ones, as synth makes them.
 
 Starts a throwaway PostgreSQL (fsync on) with scripts/postgres.sh and a Kafka broker with
 scripts/kafka.sh; needs Spark's connector jars (scripts/fetch-jars.sh spark-connectors).
@@ -33,7 +38,7 @@ import socket
 import subprocess
 import tempfile
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from multiprocessing.synchronize import Event as EventType
 from pathlib import Path
@@ -45,7 +50,7 @@ import psutil
 from pyspark.sql import SparkSession
 from sqlalchemy import Engine, text
 
-from sfmlops.adapters import kafka
+from sfmlops.adapters import files, kafka
 from sfmlops.adapters import spark as spark_adapter
 from sfmlops.adapters.db import sales_records, store_records
 from sfmlops.adapters.db.engine import make_engine, migrate
@@ -94,6 +99,28 @@ def services(work: Path) -> Iterator[tuple[str, str, dict[str, int]]]:
     finally:
         subprocess.run([kafka_script, "stop"], check=False, env=kafka_env)
         subprocess.run([str(ROOT / "scripts" / "postgres.sh"), "stop", str(cluster)], check=False)
+
+
+def recent_sales(folder: Path, days: int, store_ids: Collection[int]) -> pd.DataFrame:
+    """The last `days` days of a data folder's sales file, validated, read in chunks of 1 M
+    rows (a 100k-series file does not fit in memory as one frame of text)."""
+    path = files.find_file(folder, *loading.SALES_FILE_NAMES)
+    if path is None:
+        raise SystemExit(f"--data {folder}: no sales file ({', '.join(loading.SALES_FILE_NAMES)})")
+    kept: list[pd.DataFrame] = []
+    last = dt.date.min
+    for raw in files.read_csv_chunks_as_text(path, 1_000_000, columns.ROSSMANN_SALES_COLUMNS):
+        last = max(last, dt.date.fromisoformat(raw[columns.SALES_DATE].max()))
+        # ISO dates compare as text; rows before a later chunk's window are dropped below.
+        kept.append(
+            raw[raw[columns.SALES_DATE] >= (last - dt.timedelta(days=days - 1)).isoformat()]
+        )
+    recent = pd.concat(kept, ignore_index=True)
+    recent = recent[recent[columns.SALES_DATE] >= (last - dt.timedelta(days=days - 1)).isoformat()]
+    validated = validate_sales(recent.reset_index(drop=True), store_ids)
+    if not validated.ok:
+        raise SystemExit(f"--data {folder}: invalid rows:\n{validated.issues.head()}")
+    return validated.valid
 
 
 def shifted_copies(sales: pd.DataFrame, copies: int) -> pd.DataFrame:
@@ -462,10 +489,19 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=200_000, help="max events per micro-batch")
     parser.add_argument("--timeout", type=float, default=1800, help="give up after (seconds)")
     parser.add_argument("--skip-replays", action="store_true")
+    parser.add_argument(
+        "--data", type=Path, default=None, help="a sfmlops synth folder (default: bundled)"
+    )
+    parser.add_argument("--days", type=int, default=7, help="with --data: its last days sent")
     args = parser.parse_args()
     settings = Settings()
     jars = spark_adapter.connector_jars(settings.jars_dir)
     dataset = loading.read_dataset(ROSSMANN_DIR)
+    if args.data is not None:
+        sales = recent_sales(args.data, args.days, set(dataset.stores[columns.STORE_ID]))
+        series = len(sales.groupby([columns.STORE_ID, columns.PRODUCT_ID]))
+        print(f"{args.data}: the last {args.days} days, {len(sales):,} events, {series:,} series")
+        dataset = loading.Dataset(stores=dataset.stores, sales=sales)
     work = Path(tempfile.mkdtemp(prefix="sfmlops-bench-stream-"))
     print(
         f"machine: {platform.platform()}, {os.cpu_count()} cores, Python {platform.python_version()}"
