@@ -82,7 +82,22 @@ seccompProfile:
 {{- define "sfmlops.mlflowDatabaseRole" -}}
 {{- if and .Values.postgresql.enabled .Values.postgresql.databaseRoles.enabled (has .Values.mlflow.database .Values.postgresql.extraDatabases) -}}true{{- end -}}
 {{- end -}}
+{{/* Whether the sales programs log in as the application role (postgresql.databaseRoles). */}}
+{{- define "sfmlops.applicationRole" -}}
+{{- if and .Values.postgresql.enabled .Values.postgresql.databaseRoles.enabled -}}
+{{- if eq .Values.postgresql.databaseRoles.application.username .Values.postgresql.auth.username -}}
+{{- fail "postgresql.databaseRoles.application.username must differ from postgresql.auth.username, the server's superuser" -}}
+{{- end -}}
+true
+{{- end -}}
+{{- end -}}
+{{/* The password key of the sales programs' database user. */}}
 {{- define "sfmlops.databaseSecretKey" -}}
+{{- if eq (include "sfmlops.applicationRole" .) "true" -}}{{ .Values.postgresql.databaseRoles.application.secretKey }}
+{{- else if .Values.postgresql.enabled -}}{{ .Values.postgresql.auth.secretKeys.password }}{{- else -}}{{ .Values.externalDatabase.secretKeys.password }}{{- end -}}
+{{- end -}}
+{{/* The user that dumps every database (backup CronJob): the bundled server's superuser. */}}
+{{- define "sfmlops.databaseAdminSecretKey" -}}
 {{- if .Values.postgresql.enabled -}}{{ .Values.postgresql.auth.secretKeys.password }}{{- else -}}{{ .Values.externalDatabase.secretKeys.password }}{{- end -}}
 {{- end -}}
 
@@ -135,7 +150,12 @@ Airflow's task pods) hold the key. */}}
 {{- define "sfmlops.databaseName" -}}
 {{- if .Values.postgresql.enabled -}}{{ .Values.postgresql.auth.database }}{{- else -}}{{ .Values.externalDatabase.database }}{{- end -}}
 {{- end -}}
+{{/* The sales programs' database user. */}}
 {{- define "sfmlops.databaseUser" -}}
+{{- if eq (include "sfmlops.applicationRole" .) "true" -}}{{ .Values.postgresql.databaseRoles.application.username }}
+{{- else if .Values.postgresql.enabled -}}{{ .Values.postgresql.auth.username }}{{- else -}}{{ .Values.externalDatabase.username }}{{- end -}}
+{{- end -}}
+{{- define "sfmlops.databaseAdminUser" -}}
 {{- if .Values.postgresql.enabled -}}{{ .Values.postgresql.auth.username }}{{- else -}}{{ .Values.externalDatabase.username }}{{- end -}}
 {{- end -}}
 

@@ -199,6 +199,37 @@ def test_a_sales_batch_through_the_api_shows_in_the_status(api: Any) -> None:
     assert after["sales_ingested_last_day"] >= 1
 
 
+def _as_superuser(cluster: Any, query: str) -> list[str]:
+    """Rows of `query` on the sales database, run by the database-roles container (the one
+    client that holds the superuser's password)."""
+    out = cluster.kubectl(
+        "exec", "-n", NAMESPACE, f"{RELEASE}-postgresql-0", "-c", "database-roles", "--",
+        "psql", "--no-psqlrc", "--tuples-only", "--no-align", "-c", query,
+    )  # fmt: skip
+    return out.split()
+
+
+def test_the_sales_programs_log_in_as_the_application_role(deployed: Any) -> None:
+    # After the sales batch the API holds pooled connections to the sales database.
+    users = _as_superuser(
+        deployed,
+        "SELECT DISTINCT usename FROM pg_stat_activity"
+        " WHERE datname = current_database() AND pid <> pg_backend_pid()",
+    )
+    assert users == ["sfmlops_app"]
+    attributes = _as_superuser(
+        deployed,
+        "SELECT rolsuper, rolcreatedb, rolcreaterole FROM pg_roles WHERE rolname = 'sfmlops_app'",
+    )
+    assert attributes == ["f|f|f"]
+    owners = _as_superuser(
+        deployed,
+        "SELECT DISTINCT pg_get_userbyid(relowner) FROM pg_class c"
+        " JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'public'",
+    )
+    assert owners == ["sfmlops_app"]
+
+
 def test_an_upgrade_keeps_data_secrets_and_model(deployed: Any, api: Any) -> None:
     secrets, status, champion = _secrets(deployed), _status(api), _champion(api)
     deployed.helm(

@@ -140,7 +140,7 @@ def test_the_dags_read_what_the_chart_renders(
     config = dag_config.DagConfig.from_environment()
     assert config.command_runner == "kubernetes"
     assert config.pod_config_map == ENDPOINTS
-    assert config.pod_database_secret == ("sfmlops-postgresql", "password")
+    assert config.pod_database_secret == ("sfmlops-postgresql", "app-password")
     assert config.pod_signing_secret == ("sfmlops-model-signing", "key")
     assert config.pod_home_claim == "sfmlops-stream-home"
     assert config.pod_labels == json.loads(settings["SFMLOPS_POD_LABELS"])

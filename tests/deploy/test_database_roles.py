@@ -1,6 +1,7 @@
-"""One role per database in the chart's PostgreSQL: MLflow and Airflow log in as their own
-database's role, not as the superuser that owns the sales; the container that makes the roles
-is run against a real PostgreSQL, on a fresh server and on one an older release filled."""
+"""One role per database in the chart's PostgreSQL: the sales programs log in as the application
+role, MLflow and Airflow as their own database's role, none of them as the server's superuser;
+the container that makes the roles is run against a real PostgreSQL, on a fresh server and on
+one an older release filled."""
 
 from __future__ import annotations
 
@@ -13,15 +14,20 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import pandas as pd
 import pytest
 from sqlalchemy import Engine, make_url, text
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from sfmlops.adapters.db.engine import make_engine, migrate
+from sfmlops.adapters.db.sales_records import sales_summary, upsert_sales
+from sfmlops.core import columns
 from tests.support.deploy import Rendered, render, render_values
 
 POSTGRESQL = "sfmlops-postgresql"
 ROLES_CONTAINER = "database-roles"
+SUPERUSER, APPLICATION = "sfmlops", "sfmlops_app"
+INSUFFICIENT_PRIVILEGE = "42501"  # PostgreSQL's SQLSTATE
 
 
 def _containers(rendered: Rendered) -> dict[str, dict]:  # type: ignore[type-arg]
@@ -43,9 +49,14 @@ def test_mlflow_and_airflow_log_in_as_their_own_databases_roles() -> None:
     rendered = render("defaults")
     secret = rendered.get("Secret", POSTGRESQL)
     assert secret is not None
-    assert set(secret["data"]) == {"password", "mlflow-password", "airflow-password"}
+    assert set(secret["data"]) == {
+        "password",
+        "app-password",
+        "mlflow-password",
+        "airflow-password",
+    }
     passwords = {key: base64.b64decode(value).decode() for key, value in secret["data"].items()}
-    assert len(set(passwords.values())) == 3, "each role has a password of its own"
+    assert len(set(passwords.values())) == 4, "each role has a password of its own"
 
     mlflow = rendered.get("Deployment", "sfmlops-mlflow")
     assert mlflow is not None
@@ -64,7 +75,11 @@ def test_mlflow_and_airflow_log_in_as_their_own_databases_roles() -> None:
 
     roles = _containers(rendered)[ROLES_CONTAINER]
     roles_env = _env(roles)
-    assert roles_env["ROLE_DATABASES"]["value"] == "mlflow airflow"
+    assert roles_env["DATABASE_ROLES"]["value"] == (
+        "sfmlops_app:sfmlops:app-password mlflow:mlflow:mlflow-password"
+        " airflow:airflow:airflow-password"
+    )
+    assert _secret_key(roles_env["ROLE_PASSWORD_SFMLOPS_APP"]) == (POSTGRESQL, "app-password")
     assert _secret_key(roles_env["ROLE_PASSWORD_MLFLOW"]) == (POSTGRESQL, "mlflow-password")
     assert _secret_key(roles_env["ROLE_PASSWORD_AIRFLOW"]) == (POSTGRESQL, "airflow-password")
     assert _secret_key(roles_env["PGPASSWORD"]) == (POSTGRESQL, "password")
@@ -74,12 +89,82 @@ def test_mlflow_and_airflow_log_in_as_their_own_databases_roles() -> None:
     assert {"readinessProbe", "livenessProbe"} <= _containers(rendered)["postgresql"].keys()
 
 
+def _sales_programs(rendered: Rendered) -> dict[str, dict]:  # type: ignore[type-arg]
+    """Every container that gets the sales database's URL, by workload/container."""
+    programs = {}
+    for item in rendered.objects:
+        spec = item.get("spec", {})
+        if item["kind"] == "CronJob":
+            spec = spec["jobTemplate"]["spec"]
+        if item["kind"] == "RayCluster":
+            groups = [spec["headGroupSpec"], *spec.get("workerGroupSpecs", [])]
+            pods = [group["template"]["spec"] for group in groups]
+        elif "template" in spec:
+            pods = [spec["template"]["spec"]]
+        else:
+            continue
+        for pod in pods:
+            for container in pod.get("containers", []) + pod.get("initContainers", []):
+                env = _env(container) if "env" in container else {}
+                if "SFMLOPS_DATABASE_URL" in env:
+                    name = f"{item['kind']}/{item['metadata']['name']}/{container['name']}"
+                    programs[name] = env
+    return programs
+
+
+def test_every_sales_program_logs_in_as_the_application_role() -> None:
+    rendered = render("everything")
+    programs = _sales_programs(rendered)
+    # The API, the migrations and bootstrap Jobs, the stream job and Ray's head and workers.
+    for expected in (
+        "Deployment/sfmlops-api/api",
+        "Job/sfmlops-migrations/migrations",
+        "Job/sfmlops-bootstrap/bootstrap",
+        "RayCluster/sfmlops-ray/ray-head",
+    ):
+        assert expected in programs, sorted(programs)
+    assert any(name.startswith("CronJob/sfmlops-stream") for name in programs), sorted(programs)
+    endpoints = rendered.get("ConfigMap", "sfmlops-endpoints")
+    assert endpoints is not None
+    assert endpoints["data"]["SFMLOPS_DB_USER"] == APPLICATION
+    for name, env in programs.items():
+        user = env["SFMLOPS_DB_USER"]["value"] if "SFMLOPS_DB_USER" in env else APPLICATION
+        assert user == APPLICATION, name
+        assert _secret_key(env["SFMLOPS_DB_PASSWORD"]) == (POSTGRESQL, "app-password"), name
+    # Airflow's task pods read the same Secret key.
+    tasks = rendered.get("ConfigMap", "sfmlops-airflow-tasks", namespace="airflow")
+    assert tasks is not None
+    assert tasks["data"]["SFMLOPS_POD_DATABASE_SECRET"] == f"{POSTGRESQL}:app-password"
+
+    # The superuser stays with the server, the roles container and the backup of every database.
+    containers = _containers(rendered)
+    assert _env(containers["postgresql"])["POSTGRES_USER"]["value"] == SUPERUSER
+    assert _env(containers[ROLES_CONTAINER])["PGUSER"]["value"] == SUPERUSER
+    backup = rendered.get("CronJob", "sfmlops-backup")
+    assert backup is not None
+    [dump] = backup["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
+    assert _env(dump)["PGUSER"]["value"] == SUPERUSER
+    assert _secret_key(_env(dump)["PGPASSWORD"]) == (POSTGRESQL, "password")
+    superuser_readers = {
+        name
+        for name, env in programs.items()
+        if _secret_key(env["SFMLOPS_DB_PASSWORD"])[1] == "password"
+    }
+    assert superuser_readers == set()
+
+
+def test_the_application_role_cannot_be_the_superuser() -> None:
+    with pytest.raises(pytest.fail.Exception, match=r"must differ from postgresql\.auth\.username"):
+        render_values("same-role", [], ["postgresql.databaseRoles.application.username=sfmlops"])
+
+
 def test_without_database_roles_everything_logs_in_as_before() -> None:
     rendered = render_values("no-database-roles", [], ["postgresql.databaseRoles.enabled=false"])
     assert set(_containers(rendered)) == {"postgresql"}
     secret = rendered.get("Secret", POSTGRESQL)
     assert secret is not None
     assert set(secret["data"]) == {"password"}
+    assert rendered.get("ConfigMap", "sfmlops-endpoints")["data"]["SFMLOPS_DB_USER"] == SUPERUSER  # type: ignore[index]
     mlflow = rendered.get("Deployment", "sfmlops-mlflow")
     assert mlflow is not None
     env = _env(mlflow["spec"]["template"]["spec"]["containers"][0])
@@ -105,8 +190,16 @@ class Server:
             url = url.set(username=user, password=password)
         return url.render_as_string(hide_password=False)
 
-    def run_roles(self, passwords: dict[str, str]) -> subprocess.CompletedProcess[str]:
-        """The rendered container's script, as the chart runs it but against this server."""
+    def run_roles(
+        self, passwords: dict[str, str], databases: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """The rendered container's script, as the chart runs it but against this server.
+
+        `passwords` maps each role to its password, `databases` a role to the database it
+        owns when that is not the database of its name.
+        """
+        databases = databases or {}
+        entries = [f"{role}:{databases.get(role, role)}:{role}-password" for role in passwords]
         [script] = _containers(render("defaults"))[ROLES_CONTAINER]["args"]
         url = make_url(self.url)
         env = os.environ | {
@@ -115,7 +208,7 @@ class Server:
             "PGUSER": str(url.username),
             "PGPASSWORD": str(url.password or ""),
             "PGDATABASE": self.sales_database,
-            "ROLE_DATABASES": " ".join(passwords),
+            "DATABASE_ROLES": " ".join(entries),
             "ROLES_WAIT_SECONDS": "10",
         }
         env |= {f"ROLE_PASSWORD_{name.upper()}": password for name, password in passwords.items()}
@@ -141,8 +234,16 @@ def server(postgres_url: str) -> Iterator[Server]:
     yield made
     admin = make_engine(made.url, isolation_level="AUTOCOMMIT")
     with admin.connect() as connection:
-        for name in (f"{prefix}_mlflow", f"{prefix}_airflow"):
+        # The sales database first: the application role may own it.
+        databases = (
+            made.sales_database,
+            f"{prefix}_mlflow",
+            f"{prefix}_airflow",
+            f"{prefix}_sales",
+        )
+        for name in databases:
             connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        for name in (f"{prefix}_mlflow", f"{prefix}_airflow", f"{prefix}_app"):
             connection.exec_driver_sql(f'DROP ROLE IF EXISTS "{name}"')
     admin.dispose()
 
@@ -212,10 +313,11 @@ def test_each_database_gets_a_role_that_owns_it_and_reaches_nothing_else(
     server: Server,
 ) -> None:
     mlflow, airflow = f"{server.prefix}_mlflow", f"{server.prefix}_airflow"
+    application = f"{server.prefix}_app"
     _an_older_release_fills(server, mlflow)
-    passwords = {mlflow: uuid.uuid4().hex, airflow: uuid.uuid4().hex}
+    passwords = {name: uuid.uuid4().hex for name in (application, mlflow, airflow)}
 
-    done = server.run_roles(passwords)
+    done = server.run_roles(passwords, databases={application: server.sales_database})
     assert done.returncode == 0, done.stderr
     assert f"{mlflow} is owned by the role {mlflow}" in done.stdout
 
@@ -258,9 +360,14 @@ def test_each_database_gets_a_role_that_owns_it_and_reaches_nothing_else(
         connection.exec_driver_sql("CREATE TABLE dag (dag_id text PRIMARY KEY)")
     as_airflow.dispose()
 
-    # The sales database's owner still reaches everything.
+    # The sales database is the application role's now; the superuser still reaches it.
     with _autocommit(server.url_of(server.sales_database)).connect() as connection:
         assert connection.execute(text("SELECT count(*) FROM sales")).scalar() == 0
+        owner = connection.execute(
+            text("SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = :name"),
+            {"name": server.sales_database},
+        ).scalar()
+        assert owner == application
 
 
 @pytest.mark.integration
@@ -299,3 +406,74 @@ def test_a_missing_password_is_named_and_changes_nothing(server: Server) -> None
             {"name": server.sales_database},
         ).scalar()
         assert sales_connect is True
+
+
+@pytest.mark.integration
+def test_the_application_role_owns_the_sales_migrates_and_writes_but_administers_nothing(
+    server: Server,
+) -> None:
+    sales, application = f"{server.prefix}_sales", f"{server.prefix}_app"
+    mlflow = f"{server.prefix}_mlflow"
+    # An older release: the sales database migrated part of the way by the superuser.
+    with _autocommit(server.url).connect() as connection:
+        connection.exec_driver_sql(f'CREATE DATABASE "{sales}"')
+    older = make_engine(server.url_of(sales))
+    migrate(older, "0003")
+    older.dispose()
+    password = uuid.uuid4().hex
+
+    done = server.run_roles(
+        {application: password, mlflow: uuid.uuid4().hex}, databases={application: sales}
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"{sales} is owned by the role {application}" in done.stdout
+
+    as_application = make_engine(server.url_of(sales, application, password))
+    # The rest of the migrations (0004 builds an index CONCURRENTLY), then a sales write.
+    migrate(as_application)
+    frame = pd.DataFrame(
+        {
+            columns.STORE_ID: [1, 1],
+            columns.PRODUCT_ID: columns.DEFAULT_PRODUCT,
+            columns.SALES_DATE: pd.to_datetime(["2015-07-30", "2015-07-31"]),
+            columns.SALES: [5263.0, 5020.0],
+            columns.CUSTOMERS: [555, 546],
+            columns.OPEN: 1,
+            columns.PROMO: 1,
+            columns.STATE_HOLIDAY: "0",
+            columns.SCHOOL_HOLIDAY: 1,
+        }
+    )
+    with as_application.begin() as connection:
+        assert upsert_sales(connection, frame) == 2
+    with as_application.connect() as connection:
+        assert sales_summary(connection).rows == 2
+        owners = connection.execute(
+            text(
+                "SELECT DISTINCT pg_get_userbyid(c.relowner) FROM pg_class c"
+                " JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'public'"
+            )
+        ).scalars()
+        assert set(owners) == {application}
+        attributes = connection.execute(
+            text(
+                "SELECT rolsuper, rolcreatedb, rolcreaterole, rolbypassrls FROM pg_roles"
+                " WHERE rolname = current_user"
+            )
+        ).one()
+        assert tuple(attributes) == (False, False, False, False)
+    as_application.dispose()
+    as_application = _autocommit(server.url_of(sales, application, password))
+    with as_application.connect() as connection:
+        for statement in (
+            "CREATE ROLE intruder",
+            f'ALTER ROLE "{application}" SUPERUSER',
+            "CREATE DATABASE intruder",
+            "COPY (SELECT 1) TO PROGRAM 'true'",
+        ):
+            with pytest.raises(ProgrammingError) as refused:
+                connection.exec_driver_sql(statement)
+            assert getattr(refused.value.orig, "pgcode", None) == INSUFFICIENT_PRIVILEGE, statement
+    as_application.dispose()
+    refusal = _is_refused(server.url_of(mlflow, application, password))
+    assert "permission denied for database" in refusal, refusal

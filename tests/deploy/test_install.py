@@ -39,18 +39,27 @@ def _container(job: dict[str, Any]) -> dict[str, Any]:
     return job["spec"]["template"]["spec"]["containers"][0]
 
 
-def test_migrations_run_after_the_bundled_database_exists_and_before_upgrades(
+def test_migrations_run_after_the_bundled_database_and_its_roles_exist(
     rendered_all: dict[str, Rendered],
 ) -> None:
     job = rendered_all["defaults"].get("Job", f"{RELEASE}-migrations")
     assert job is not None
     # The release creates PostgreSQL: a pre-install hook would wait for a database not yet there.
-    assert _hook(job)[0] == {"post-install", "pre-upgrade"}
+    # The Job logs in as the application role, which the new PostgreSQL pod makes: a pre-upgrade
+    # hook would wait for a role that the first upgrade to such a release has not made yet.
+    assert _hook(job)[0] == {"post-install", "post-upgrade"}
     container = _container(job)
     assert [*container["command"], *container["args"]] == ["sfmlops", "init"]
     policy = job["metadata"]["annotations"]["helm.sh/hook-delete-policy"]
     assert set(policy.split(",")) == {"before-hook-creation", "hook-succeeded"}
     assert job["spec"]["backoffLimit"] >= 3  # a starting database refuses the first tries
+
+
+def test_migrations_run_before_upgrades_without_database_roles() -> None:
+    rendered = render_values("no-roles", [], ["postgresql.databaseRoles.enabled=false"])
+    job = rendered.get("Job", f"{RELEASE}-migrations")
+    assert job is not None
+    assert _hook(job)[0] == {"post-install", "pre-upgrade"}
 
 
 def test_migrations_run_before_install_on_an_external_database(

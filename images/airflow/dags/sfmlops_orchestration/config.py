@@ -11,7 +11,7 @@
 | SFMLOPS_TRAINING_MODELS | comma-separated model set of the weekly training (e.g. `gbm,seasonal_naive,prophet`), the default of its `models` param; the API checks the names | (none: the API's default set) |
 | SFMLOPS_POD_CONFIG_MAP | ConfigMap the sfmlops pods read their settings from | sfmlops-endpoints |
 | SFMLOPS_POD_SECRETS | comma-separated Secrets the pods read whole | (none) |
-| SFMLOPS_POD_DATABASE_SECRET | `name:key` of the database password; the pods compose SFMLOPS_DATABASE_URL from it and the ConfigMap's SFMLOPS_DB_* as the chart's own pods do; empty: none | sfmlops-postgresql:password |
+| SFMLOPS_POD_DATABASE_SECRET | `name:key` of the database password; the pods compose SFMLOPS_DATABASE_URL from it and the ConfigMap's SFMLOPS_DB_* as the chart's own pods do; empty: none | sfmlops-postgresql:app-password |
 | SFMLOPS_POD_SIGNING_SECRET | `name:key` of the model signing key (SFMLOPS_MODEL_SIGNING_KEY: the pods verify each bundle before loading it); empty: none | sfmlops-model-signing:key |
 | SFMLOPS_POD_HOME_CLAIM | PersistentVolumeClaim mounted as SFMLOPS_HOME of the stateful command pods (`stream --once`: its checkpoints); empty, and for every other pod: a scratch volume | (none) |
 | SFMLOPS_POD_LABELS | JSON object of the pods' labels (the chart's NetworkPolicies admit pods by them) | the chart's `airflow-task` labels |
@@ -59,7 +59,7 @@ class DagConfig:
     champion_wait: dt.timedelta = dt.timedelta(minutes=3)
     pod_config_map: str = "sfmlops-endpoints"
     pod_secrets: tuple[str, ...] = ()
-    pod_database_secret: tuple[str, str] | None = ("sfmlops-postgresql", "password")
+    pod_database_secret: tuple[str, str] | None = ("sfmlops-postgresql", "app-password")
     pod_signing_secret: tuple[str, str] | None = ("sfmlops-model-signing", "key")
     pod_home_claim: str | None = None
     pod_labels: dict[str, str] = field(default_factory=lambda: dict(POD_LABELS))
@@ -95,7 +95,7 @@ class DagConfig:
             pod_config_map=os.environ.get("SFMLOPS_POD_CONFIG_MAP", "sfmlops-endpoints"),
             pod_secrets=tuple(name.strip() for name in secrets.split(",") if name.strip()),
             pod_database_secret=_secret_key(
-                "SFMLOPS_POD_DATABASE_SECRET", "sfmlops-postgresql:password"
+                "SFMLOPS_POD_DATABASE_SECRET", "sfmlops-postgresql:app-password"
             ),
             pod_signing_secret=_secret_key(
                 "SFMLOPS_POD_SIGNING_SECRET", "sfmlops-model-signing:key"
