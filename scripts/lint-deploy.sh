@@ -17,7 +17,7 @@ for tool in hadolint actionlint shellcheck; do
 done
 
 # Every shell script of the repository (the Compose ones are checked by tests/deploy too).
-deploy_scripts=(install-helm.sh scripts/*.sh images/bases/airflow/entrypoint.sh)
+deploy_scripts=(install-helm.sh scripts/*.sh images/bases/airflow/entrypoint.sh sfmlops-helm/files/*.sh)
 
 echo "hadolint: images/*/Dockerfile"
 "$bin/hadolint" --no-color --config images/hadolint.yaml images/*/Dockerfile

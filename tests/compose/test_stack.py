@@ -269,6 +269,22 @@ def test_a_fresh_up_ends_with_the_dashboard_and_forecasts_served_through_nginx(
     assert "Bootstrap done" in bootstrap_log
 
 
+def test_each_database_is_used_by_its_own_role_only(stack: Stack) -> None:
+    # The API, the stream job and the rest hold sales connections by now; MLflow its own.
+    users = stack.sql(
+        "SELECT string_agg(DISTINCT datname || ':' || usename, ',' ORDER BY datname || ':' ||"
+        " usename) FROM pg_stat_activity WHERE datname IS NOT NULL AND pid <> pg_backend_pid()"
+    )
+    assert set(users.split(",")) <= {"sfmlops:sfmlops_app", "mlflow:mlflow", "airflow:airflow"}
+    assert "sfmlops:sfmlops_app" in users.split(",")
+    owners = stack.sql(
+        "SELECT string_agg(DISTINCT pg_get_userbyid(relowner), ',') FROM pg_class c"
+        " JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'public'"
+    )
+    assert owners == "sfmlops_app"
+    assert stack.sql("SELECT rolsuper FROM pg_roles WHERE rolname = 'sfmlops_app'") == "f"
+
+
 def test_a_store_retrain_through_the_api_runs_on_ray_and_becomes_the_served_champion(
     stack: Stack,
 ) -> None:

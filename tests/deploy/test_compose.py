@@ -20,7 +20,7 @@ from tests.support.deploy import tool
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "compose.yaml"
 COMPOSE_SCRIPT = ROOT / "scripts" / "compose.sh"
-ONE_SHOT = {"bootstrap", "producer"}
+ONE_SHOT = {"bootstrap", "producer", "database-roles"}
 
 
 @pytest.fixture(scope="module")
@@ -200,6 +200,9 @@ def test_compose_env_writes_random_secrets_once(tmp_path: Path) -> None:
     values = dict(line.split("=", 1) for line in first.splitlines() if not line.startswith("#"))
     assert set(values) == {
         "POSTGRES_PASSWORD",
+        "APP_DB_PASSWORD",
+        "MLFLOW_DB_PASSWORD",
+        "AIRFLOW_DB_PASSWORD",
         "API_TOKEN",
         "PGADMIN_PASSWORD",
         "GRAFANA_ADMIN_PASSWORD",
@@ -261,10 +264,41 @@ def test_podman_compose_refuses_to_start_without_the_secrets(tmp_path: Path) -> 
     assert refused.returncode != 0
     assert "run make compose-env to create .env" in refused.stdout + refused.stderr
     assert accepted.returncode == 0, accepted.stderr
-    password = dict(
+    passwords = dict(
         line.split("=", 1) for line in generated.read_text().splitlines() if "=" in line
-    )["POSTGRES_PASSWORD"]
-    assert f"sfmlops:{password}@postgres:5432/sfmlops" in accepted.stdout
+    )
+    # Each database's own role, never the superuser, in the programs' URLs.
+    assert f"sfmlops_app:{passwords['APP_DB_PASSWORD']}@postgres:5432/sfmlops" in accepted.stdout
+    assert f"mlflow:{passwords['MLFLOW_DB_PASSWORD']}@postgres:5432/mlflow" in accepted.stdout
+    assert f"sfmlops:{passwords['POSTGRES_PASSWORD']}@" not in accepted.stdout
+
+
+def test_compose_runs_the_charts_database_roles_script(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    roles = services["database-roles"]
+    assert roles["entrypoint"] == ["bash", "/usr/local/bin/database-roles.sh"]
+    assert roles["volumes"] == [
+        "./sfmlops-helm/files/database-roles.sh:/usr/local/bin/database-roles.sh:ro"
+    ]
+    environment = roles["environment"]
+    assert environment["PGUSER"] == "sfmlops"
+    entries = [entry.split(":") for entry in environment["DATABASE_ROLES"].split()]
+    assert [(role, database) for role, database, _ in entries] == [
+        ("sfmlops_app", "sfmlops"),
+        ("mlflow", "mlflow"),
+        ("airflow", "airflow"),
+    ]
+    for role, _, variable in entries:
+        assert environment[f"ROLE_PASSWORD_{role.upper()}"].startswith(f"${{{variable}:?")
+    # Every other program logs in as a database's own role: the superuser's password reaches
+    # only the server and this service.
+    holders = {
+        name
+        for name, service in services.items()
+        if "POSTGRES_PASSWORD" in str(service.get("environment", {}))
+    }
+    assert holders == {"postgres", "database-roles"}
 
 
 def test_no_service_depends_on_a_one_shot_service(services: dict[str, dict[str, Any]]) -> None:
