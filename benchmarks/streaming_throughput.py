@@ -55,7 +55,7 @@ from sfmlops.adapters import spark as spark_adapter
 from sfmlops.adapters.db import sales_records, store_records
 from sfmlops.adapters.db.engine import make_engine, migrate
 from sfmlops.core import columns, events
-from sfmlops.core.validation import validate_sales
+from sfmlops.core.validation import EARLIEST_SALES_DATE, validate_sales
 from sfmlops.datasets import ROSSMANN_DIR
 from sfmlops.services import loading, producing, stream_ingestion
 from sfmlops.services.stream_ingestion import BatchReport
@@ -124,9 +124,16 @@ def recent_sales(folder: Path, days: int, store_ids: Collection[int]) -> pd.Data
 
 
 def shifted_copies(sales: pd.DataFrame, copies: int) -> pd.DataFrame:
-    """`copies` copies of the sales, each dated 3 years after the previous: distinct keys."""
+    """`copies` copies of the sales, each dated 3 years before the previous: distinct keys.
+
+    Earlier, not later: the stream job dead-letters sales dated after tomorrow, and copies
+    dated 9 years or more after the bundled data's 2015 are in the future.
+    """
+    earliest = sales[columns.SALES_DATE].min() - pd.DateOffset(years=3 * (copies - 1))
+    if earliest.date() < EARLIEST_SALES_DATE:
+        raise SystemExit(f"{copies} copies go back to {earliest.date()}, before 1990: fewer")
     parts = [
-        sales.assign(**{columns.SALES_DATE: sales[columns.SALES_DATE] + pd.DateOffset(years=3 * k)})
+        sales.assign(**{columns.SALES_DATE: sales[columns.SALES_DATE] - pd.DateOffset(years=3 * k)})
         for k in range(copies)
     ]
     return producing.in_event_order(pd.concat(parts, ignore_index=True))
