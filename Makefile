@@ -44,8 +44,9 @@ help:
 demo: install
 	$(BIN)/sfmlops demo
 
-# tests/containers need the built images: `make container-test` builds them and runs those.
-# The Compose stack, then the local cluster, run last, each alone (each removes itself, volumes
+# tests/containers need the built images: they run after the main suite and Airflow's, through
+# `make container-test`, which waits for the background image build. The Compose stack, then the
+# local cluster, run last, each alone (each removes itself, volumes
 # included, even on failure; the cluster test refuses to start while a Compose stack runs).
 # Their images and the cluster's programs build in the background from before the lint to the
 # end of the main suite, at the lowest CPU priority (scripts/background-builds.sh); each tier
@@ -54,6 +55,7 @@ demo: install
 test: dev system-deps container-tools background-builds deploy-tools lint lint-deploy airflow
 	$(BIN)/python -m pytest --ignore=tests/containers -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 	$(MAKE) --no-print-directory test-airflow
+	$(MAKE) --no-print-directory container-test
 	$(MAKE) --no-print-directory compose-test
 	$(MAKE) --no-print-directory cluster-test
 

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Starts the slow builds of `make test`'s last tiers in the background and returns at once:
 #   scripts/background-builds.sh TAG
-# They run while the main suite does, at the lowest CPU priority, so they take the cores that
-# suite leaves idle while it waits on servers, browsers and Spark, and the downloads overlap its
-# work. Two chains, side by side: the images (scripts/images.sh build TAG, then the Compose
-# stand-ins) and the cluster's programs (scripts/local-cluster.sh build, when Go is there).
+# They run while the main suite does, at a low CPU priority, so they take the cores that suite
+# leaves idle while it waits on servers, browsers and Spark, and the downloads overlap its work.
+# Two chains, side by side: the images (scripts/images.sh build TAG, then the Compose stand-ins)
+# at nice 10, and the cluster's programs (scripts/local-cluster.sh build, when Go is there) at
+# nice 19: the images are needed first (Compose runs before the cluster) and took longest.
 # Each build takes its lock, so the tier that needs it waits for the background build to end and
 # then finds everything built; a build that failed here runs again there, where its error shows.
 # Logs: test-artifacts/background-*.log. Nothing here is needed: without it the tiers build
@@ -16,18 +17,23 @@ tag=$1
 cd "$(dirname "$0")/.."
 mkdir -p test-artifacts
 
+# Args: the chain's name, its nice level, its command.
 start() {
-  local name=$1
-  shift
+  local name=$1 level=$2
+  shift 2
   # setsid: a chain is not stopped by the terminal's signals to make's process group, nor does
-  # it hold make's output open.
-  setsid nohup nice -n 19 bash -c "$*" </dev/null >"test-artifacts/background-$name.log" 2>&1 &
-  echo "background build: $name (test-artifacts/background-$name.log)"
+  # it hold make's output open. A new session is a new scheduler autogroup on kernels that group
+  # by session (sched_autogroup_enabled): a process's nice then only ranks it inside its own
+  # group, and the group competes with the test suite's as an equal unless its own nice is set.
+  # shellcheck disable=SC2016 # $1 and $2 are the inner shell's arguments
+  setsid nohup bash -c '{ echo "$1" >/proc/self/autogroup; } 2>/dev/null; exec nice -n "$1" bash -c "$2"' \
+    chain "$level" "$*" </dev/null >"test-artifacts/background-$name.log" 2>&1 &
+  echo "background build: $name, nice $level (test-artifacts/background-$name.log)"
 }
 
 if command -v podman >/dev/null 2>&1 || command -v docker >/dev/null 2>&1; then
-  start images "scripts/images.sh build $tag && scripts/compose-images.sh postgres kafka nginx prometheus"
+  start images 10 "scripts/images.sh build $tag && scripts/compose-images.sh postgres kafka nginx prometheus"
 fi
 if command -v go >/dev/null 2>&1 || [ -x /usr/local/go/bin/go ]; then
-  start cluster-programs "scripts/local-cluster.sh build"
+  start cluster-programs 19 "scripts/local-cluster.sh build"
 fi

@@ -34,6 +34,7 @@ CLUSTER = ROOT / "scripts" / "local-cluster.sh"
 # left out (SFMLOPS_LOCAL_KAFKA=0): a Spark job beside the rest does not fit the tier's time on
 # two cores; tests/streaming and tests/compose cover that path.
 IMAGES = ["forecast-api", "web-ui", "training", "mlflow"]
+TIMELINE = ROOT / "test-artifacts" / "cluster-timeline.txt"
 
 
 def tools_bin() -> Path:
@@ -52,7 +53,12 @@ class Timeline:
 
     def mark(self, phase: str) -> None:
         self.phases.append((phase, time.monotonic() - self.started))
-        print(f"cluster test: {phase} at {self.phases[-1][1]:.0f} s", flush=True)
+        line = f"cluster test: {phase} at {self.phases[-1][1]:.0f} s"
+        print(line, flush=True)
+        # Also kept in a file: pytest shows a passing session's output only with -s.
+        TIMELINE.parent.mkdir(exist_ok=True)
+        with TIMELINE.open("a") as timeline:
+            timeline.write(line + "\n")
 
 
 @dataclass
@@ -187,6 +193,7 @@ def cluster() -> Iterator[Cluster]:
             f"the Compose stack runs ({', '.join(projects)}): stop it first (make compose-down, "
             "or `podman-compose -p PROJECT down`); it and the cluster do not fit two cores together"
         )
+    TIMELINE.unlink(missing_ok=True)
     timeline = Timeline()
     _cluster_script("reset")
     try:

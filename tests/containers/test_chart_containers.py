@@ -29,8 +29,9 @@ from tests.support.network import free_port
 pytestmark = pytest.mark.containers
 
 STARTUP_SECONDS = 420
-# Secrets the chart reads from Secrets: test values (never the product's).
-TEST_SECRET = "container-test-secret"
+# Secrets the chart reads from Secrets: test values (never the product's), as long as the API's
+# tokens must be (32 characters at least, or every sfmlops process refuses to start).
+TEST_SECRET = "container-test-secret-of-32-chars-or-more"
 # Deployment name -> (image name, settings that point a store at the container's own disk: the
 # test runs each image alone, without the chart's PostgreSQL). The API needs PostgreSQL, MLflow and
 # the model signing key to be ready: the Compose and cluster tests start it with those.
@@ -46,6 +47,7 @@ class Started:
     probe_path: str
     probe_headers: dict[str, str]
     logs: Any  # () -> str
+    running: Any  # () -> bool
 
 
 def environment(
@@ -118,15 +120,27 @@ def run_as_the_chart_does(
     headers = {h["name"]: h["value"] for h in probe.get("httpHeaders", [])}
 
     def logs() -> str:
+        # The engine replays the container's stderr on its own stderr: keep both.
         return subprocess.run(
             [container_engine, "logs", name],
-            capture_output=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
             text=True,
             check=False,
             env=ENGINE_ENV,
         ).stdout
 
-    return name, Started(f"http://127.0.0.1:{host_port}", probe["path"], headers, logs)
+    def running() -> bool:
+        state = subprocess.run(
+            [container_engine, "inspect", "--format", "{{.State.Running}}", name],
+            capture_output=True,
+            text=True,
+            check=False,
+            env=ENGINE_ENV,
+        ).stdout.strip()
+        return state == "true"
+
+    return name, Started(f"http://127.0.0.1:{host_port}", probe["path"], headers, logs, running)
 
 
 def wait_healthy(started: Started, path: str) -> int:
@@ -141,6 +155,9 @@ def wait_healthy(started: Started, path: str) -> int:
             last = f"HTTP {error.code}"
         except (urllib.error.URLError, OSError) as error:
             last = str(error)
+        # A container that exited will never answer: say why at once, not after the deadline.
+        if not started.running():
+            pytest.fail(f"{started.url}{path}: the container exited ({last}):\n{started.logs()}")
         time.sleep(2)
     pytest.fail(
         f"{started.url}{path} not healthy after {STARTUP_SECONDS} s ({last}):\n{started.logs()}"

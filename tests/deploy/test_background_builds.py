@@ -129,3 +129,40 @@ def test_make_test_starts_the_background_builds_before_the_main_suite() -> None:
     background = next(i for i, line in enumerate(recipe) if "background-builds.sh" in line)
     suite = next(i for i, line in enumerate(recipe) if "-m pytest" in line)
     assert background < suite
+
+
+def test_the_image_chain_runs_before_the_cluster_programs_and_both_below_the_suite(
+    tmp_path: Path,
+) -> None:
+    """Each chain runs at its nice level, its scheduler group too where the kernel groups by
+    session: images at 10 (needed first), the cluster's programs at 19. Run on a copy of the
+    script whose builds only record their priority."""
+    scripts = tmp_path / "scripts"
+    scripts.mkdir()
+    (scripts / "background-builds.sh").write_text((SCRIPTS / "background-builds.sh").read_text())
+    record = '#!/bin/sh\n{ nice; cat /proc/self/autogroup 2>/dev/null || echo none; } > "$0.out"\n'
+    for name in ("images.sh", "compose-images.sh", "local-cluster.sh"):
+        (scripts / name).write_text(record)
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    for tool in ("podman", "go"):
+        (fake_bin / tool).write_text("#!/bin/sh\n")
+    for path in [*scripts.iterdir(), *fake_bin.iterdir()]:
+        path.chmod(0o755)
+    env = {**os.environ, "PATH": f"{fake_bin}:{os.environ['PATH']}"}
+    subprocess.run(
+        ["bash", str(scripts / "background-builds.sh"), "tag"], env=env, check=True, timeout=30
+    )
+    levels = {}
+    for name, expected in (("images.sh", 10), ("local-cluster.sh", 19)):
+        out = scripts / f"{name}.out"
+        deadline = time.monotonic() + 30
+        while not (out.exists() and len(out.read_text().splitlines()) == 2):
+            assert time.monotonic() < deadline, f"{name} never ran"
+            time.sleep(0.2)
+        nice, group = out.read_text().splitlines()
+        levels[name] = int(nice)
+        assert int(nice) == expected, name
+        if group != "none":
+            assert group.endswith(f"nice {expected}"), (name, group)
+    assert levels["images.sh"] < levels["local-cluster.sh"]
