@@ -82,6 +82,16 @@ seccompProfile:
 {{- define "sfmlops.mlflowDatabaseRole" -}}
 {{- if and .Values.postgresql.enabled .Values.postgresql.databaseRoles.enabled (has .Values.mlflow.database .Values.postgresql.extraDatabases) -}}true{{- end -}}
 {{- end -}}
+{{/* Whether the read-only role of the sales database is made (postgresql.databaseRoles.reader). */}}
+{{- define "sfmlops.readerRole" -}}
+{{- $roles := .Values.postgresql.databaseRoles -}}
+{{- if and .Values.postgresql.enabled $roles.enabled $roles.reader.enabled -}}
+{{- if has $roles.reader.username (concat (list .Values.postgresql.auth.username $roles.application.username) .Values.postgresql.extraDatabases) -}}
+{{- fail "postgresql.databaseRoles.reader.username must differ from the superuser, the application role and the extra databases' roles" -}}
+{{- end -}}
+true
+{{- end -}}
+{{- end -}}
 {{/* Whether the sales programs log in as the application role (postgresql.databaseRoles). */}}
 {{- define "sfmlops.applicationRole" -}}
 {{- if and .Values.postgresql.enabled .Values.postgresql.databaseRoles.enabled -}}
@@ -96,7 +106,8 @@ true
 {{- if eq (include "sfmlops.applicationRole" .) "true" -}}{{ .Values.postgresql.databaseRoles.application.secretKey }}
 {{- else if .Values.postgresql.enabled -}}{{ .Values.postgresql.auth.secretKeys.password }}{{- else -}}{{ .Values.externalDatabase.secretKeys.password }}{{- end -}}
 {{- end -}}
-{{/* The user that dumps every database (backup CronJob): the bundled server's superuser. */}}
+{{/* The backup CronJob's one user when the databases have no roles of their own: the bundled
+server's superuser, or the external database's user. */}}
 {{- define "sfmlops.databaseAdminSecretKey" -}}
 {{- if .Values.postgresql.enabled -}}{{ .Values.postgresql.auth.secretKeys.password }}{{- else -}}{{ .Values.externalDatabase.secretKeys.password }}{{- end -}}
 {{- end -}}

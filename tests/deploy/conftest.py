@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
+from tests.support.database_roles import Server, roles_server
 from tests.support.deploy import SCENARIOS, Rendered, render
 
 
@@ -17,3 +20,10 @@ def rendered_all() -> dict[str, Rendered]:
 def rendered(request: pytest.FixtureRequest, rendered_all: dict[str, Rendered]) -> Rendered:
     """Each scenario in turn."""
     return rendered_all[str(request.param)]
+
+
+@pytest.fixture
+def server(postgres_url: str) -> Iterator[Server]:
+    """The session's PostgreSQL with a migrated sales database, for the database-roles script."""
+    with roles_server(postgres_url) as made:
+        yield made

@@ -8,24 +8,25 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import os
-import subprocess
 import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass
 
 import pandas as pd
 import pytest
-from sqlalchemy import Engine, make_url, text
-from sqlalchemy.exc import OperationalError, ProgrammingError
+from sqlalchemy import make_url, text
+from sqlalchemy.exc import ProgrammingError
 
 from sfmlops.adapters.db.engine import make_engine, migrate
 from sfmlops.adapters.db.sales_records import sales_summary, upsert_sales
 from sfmlops.core import columns
-from tests.support.deploy import Rendered, render, render_values
+from tests.support.database_roles import (
+    POSTGRESQL,
+    ROLES_CONTAINER,
+    Server,
+    autocommit,
+    refusal_of,
+)
+from tests.support.deploy import Rendered, admitted, labels_of, render, render_values
 
-POSTGRESQL = "sfmlops-postgresql"
-ROLES_CONTAINER = "database-roles"
 SUPERUSER, APPLICATION = "sfmlops", "sfmlops_app"
 INSUFFICIENT_PRIVILEGE = "42501"  # PostgreSQL's SQLSTATE
 
@@ -136,15 +137,21 @@ def test_every_sales_program_logs_in_as_the_application_role() -> None:
     assert tasks is not None
     assert tasks["data"]["SFMLOPS_POD_DATABASE_SECRET"] == f"{POSTGRESQL}:app-password"
 
-    # The superuser stays with the server, the roles container and the backup of every database.
+    # The superuser stays with the server and the roles container; the backup dumps each
+    # database as its owner (tests/deploy/test_backup_job.py).
     containers = _containers(rendered)
     assert _env(containers["postgresql"])["POSTGRES_USER"]["value"] == SUPERUSER
     assert _env(containers[ROLES_CONTAINER])["PGUSER"]["value"] == SUPERUSER
     backup = rendered.get("CronJob", "sfmlops-backup")
     assert backup is not None
     [dump] = backup["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
-    assert _env(dump)["PGUSER"]["value"] == SUPERUSER
-    assert _secret_key(_env(dump)["PGPASSWORD"]) == (POSTGRESQL, "password")
+    assert "PGUSER" not in _env(dump)
+    assert _secret_key(_env(dump)["ROLE_PASSWORD_SFMLOPS_APP"]) == (POSTGRESQL, "app-password")
+    assert all(
+        _secret_key(variable)[1] != "password"
+        for variable in _env(dump).values()
+        if "valueFrom" in variable
+    )
     superuser_readers = {
         name
         for name, env in programs.items()
@@ -176,87 +183,11 @@ def test_without_database_roles_everything_logs_in_as_before() -> None:
     assert connection.username == "sfmlops"
 
 
-@dataclass
-class Server:
-    """The test session's PostgreSQL, its superuser standing in for the chart's auth.username."""
-
-    url: str
-    sales_database: str
-    prefix: str
-
-    def url_of(self, database: str, user: str | None = None, password: str | None = None) -> str:
-        url = make_url(self.url).set(database=database)
-        if user is not None:
-            url = url.set(username=user, password=password)
-        return url.render_as_string(hide_password=False)
-
-    def run_roles(
-        self, passwords: dict[str, str], databases: dict[str, str] | None = None
-    ) -> subprocess.CompletedProcess[str]:
-        """The rendered container's script, as the chart runs it but against this server.
-
-        `passwords` maps each role to its password, `databases` a role to the database it
-        owns when that is not the database of its name.
-        """
-        databases = databases or {}
-        entries = [f"{role}:{databases.get(role, role)}:{role}-password" for role in passwords]
-        [script] = _containers(render("defaults"))[ROLES_CONTAINER]["args"]
-        url = make_url(self.url)
-        env = os.environ | {
-            "PGHOST": str(url.host),
-            "PGPORT": str(url.port),
-            "PGUSER": str(url.username),
-            "PGPASSWORD": str(url.password or ""),
-            "PGDATABASE": self.sales_database,
-            "DATABASE_ROLES": " ".join(entries),
-            "ROLES_WAIT_SECONDS": "10",
-        }
-        env |= {f"ROLE_PASSWORD_{name.upper()}": password for name, password in passwords.items()}
-        env.pop("ROLES_HOLD", None)
-        return subprocess.run(
-            ["bash", "-c", script], env=env, capture_output=True, text=True, check=False
-        )
-
-
-@pytest.fixture
-def server(postgres_url: str) -> Iterator[Server]:
-    """A migrated sales database; roles and databases the test makes are dropped after it."""
-    engine = make_engine(postgres_url)
-    migrate(engine)
-    engine.dispose()
-    url = make_url(postgres_url)
-    prefix = f"r{uuid.uuid4().hex[:8]}"
-    made = Server(
-        url.set(database="postgres").render_as_string(hide_password=False),
-        str(url.database),
-        prefix,
-    )
-    yield made
-    admin = make_engine(made.url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        # The sales database first: the application role may own it.
-        databases = (
-            made.sales_database,
-            f"{prefix}_mlflow",
-            f"{prefix}_airflow",
-            f"{prefix}_sales",
-        )
-        for name in databases:
-            connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        for name in (f"{prefix}_mlflow", f"{prefix}_airflow", f"{prefix}_app"):
-            connection.exec_driver_sql(f'DROP ROLE IF EXISTS "{name}"')
-    admin.dispose()
-
-
-def _autocommit(url: str) -> Engine:
-    return make_engine(url, isolation_level="AUTOCOMMIT")
-
-
 def _an_older_release_fills(server: Server, database: str) -> None:
     """What a release without roles left: a database and objects owned by the superuser."""
-    with _autocommit(server.url).connect() as connection:
+    with autocommit(server.url).connect() as connection:
         connection.exec_driver_sql(f'CREATE DATABASE "{database}"')
-    engine = _autocommit(server.url_of(database))
+    engine = autocommit(server.url_of(database))
     with engine.connect() as connection:
         for statement in (
             "CREATE TYPE stage AS ENUM ('None', 'Production')",
@@ -281,7 +212,7 @@ def _stored_password_is(server: Server, role: str, password: str) -> bool:
     The test server trusts local connections, so a wrong password would still log in: the
     stored verifier is what tells which password the role has.
     """
-    with _autocommit(server.url).connect() as connection:
+    with autocommit(server.url).connect() as connection:
         verifier = connection.execute(
             text("SELECT rolpassword FROM pg_authid WHERE rolname = :role"), {"role": role}
         ).scalar()
@@ -298,16 +229,6 @@ def _stored_password_is(server: Server, role: str, password: str) -> bool:
     )
 
 
-def _is_refused(url: str) -> str:
-    engine = make_engine(url)
-    try:
-        with pytest.raises(OperationalError) as refused, engine.connect():
-            pass
-    finally:
-        engine.dispose()
-    return str(refused.value)
-
-
 @pytest.mark.integration
 def test_each_database_gets_a_role_that_owns_it_and_reaches_nothing_else(
     server: Server,
@@ -321,7 +242,7 @@ def test_each_database_gets_a_role_that_owns_it_and_reaches_nothing_else(
     assert done.returncode == 0, done.stderr
     assert f"{mlflow} is owned by the role {mlflow}" in done.stdout
 
-    as_mlflow = _autocommit(server.url_of(mlflow, mlflow, passwords[mlflow]))
+    as_mlflow = autocommit(server.url_of(mlflow, mlflow, passwords[mlflow]))
     with as_mlflow.connect() as connection:
         # Everything the older release made is the role's now: usable and alterable.
         connection.exec_driver_sql("INSERT INTO runs (stage, name) VALUES ('None', 'second')")
@@ -346,11 +267,11 @@ def test_each_database_gets_a_role_that_owns_it_and_reaches_nothing_else(
     as_mlflow.dispose()
 
     for database in (server.sales_database, airflow):
-        refusal = _is_refused(server.url_of(database, mlflow, passwords[mlflow]))
+        refusal = refusal_of(server.url_of(database, mlflow, passwords[mlflow]))
         assert "permission denied for database" in refusal, refusal
 
     # The other database did not exist: it is made, owned by its role.
-    as_airflow = _autocommit(server.url_of(airflow, airflow, passwords[airflow]))
+    as_airflow = autocommit(server.url_of(airflow, airflow, passwords[airflow]))
     with as_airflow.connect() as connection:
         owner = connection.execute(
             text("SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = :name"),
@@ -361,7 +282,7 @@ def test_each_database_gets_a_role_that_owns_it_and_reaches_nothing_else(
     as_airflow.dispose()
 
     # The sales database is the application role's now; the superuser still reaches it.
-    with _autocommit(server.url_of(server.sales_database)).connect() as connection:
+    with autocommit(server.url_of(server.sales_database)).connect() as connection:
         assert connection.execute(text("SELECT count(*) FROM sales")).scalar() == 0
         owner = connection.execute(
             text("SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = :name"),
@@ -371,12 +292,62 @@ def test_each_database_gets_a_role_that_owns_it_and_reaches_nothing_else(
 
 
 @pytest.mark.integration
+def test_no_role_reaches_the_maintenance_databases_nor_creates_in_a_schema(
+    server: Server,
+) -> None:
+    application, mlflow = f"{server.prefix}_app", f"{server.prefix}_mlflow"
+    # What PostgreSQL before 15 granted in every new database (pg_upgrade keeps it).
+    _an_older_release_fills(server, mlflow)
+    with autocommit(server.url_of(mlflow)).connect() as connection:
+        connection.exec_driver_sql("GRANT CREATE ON SCHEMA public, auth TO PUBLIC")
+    passwords = {application: uuid.uuid4().hex, mlflow: uuid.uuid4().hex}
+
+    done = server.run_roles(passwords, databases={application: server.sales_database})
+    again = server.run_roles(passwords, databases={application: server.sales_database})
+
+    assert done.returncode == 0, done.stderr
+    assert again.returncode == 0, again.stderr
+    assert again.stderr == ""  # nothing left to revoke, no warning
+    for role in (application, mlflow):
+        for maintenance in ("postgres", "template1"):
+            refusal = refusal_of(server.url_of(maintenance, role, passwords[role]))
+            assert "permission denied for database" in refusal, (role, maintenance, refusal)
+    as_application = autocommit(
+        server.url_of(server.sales_database, application, passwords[application])
+    )
+    with as_application.connect() as connection:
+        assert connection.execute(text("SELECT count(*) FROM sales")).scalar() == 0
+    as_application.dispose()
+    with autocommit(server.url).connect() as connection:
+        public_reaches = connection.execute(
+            text(
+                "SELECT datname FROM pg_database WHERE datallowconn AND"
+                " (has_database_privilege('public', oid, 'CONNECT')"
+                " OR has_database_privilege('public', oid, 'TEMPORARY'))"
+            )
+        ).scalars()
+        assert list(public_reaches) == []
+    with autocommit(server.url_of(mlflow)).connect() as connection:
+        creatable = connection.execute(
+            text(
+                "SELECT nspname FROM pg_namespace"
+                " WHERE has_schema_privilege('public', oid, 'CREATE')"
+            )
+        ).scalars()
+        assert list(creatable) == []
+    # The owner still creates in them.
+    with autocommit(server.url_of(mlflow, mlflow, passwords[mlflow])).connect() as connection:
+        connection.exec_driver_sql("CREATE TABLE public.tags (name text)")
+        connection.exec_driver_sql("CREATE TABLE auth.groups (name text)")
+
+
+@pytest.mark.integration
 def test_a_rerun_is_idempotent_and_sets_a_changed_password(server: Server) -> None:
     mlflow = f"{server.prefix}_mlflow"
     first, second = uuid.uuid4().hex, uuid.uuid4().hex
     assert server.run_roles({mlflow: first}).returncode == 0
     assert _stored_password_is(server, mlflow, first)
-    with _autocommit(server.url_of(mlflow, mlflow, first)).connect() as connection:
+    with autocommit(server.url_of(mlflow, mlflow, first)).connect() as connection:
         connection.exec_driver_sql("CREATE TABLE kept (id int)")
         connection.exec_driver_sql("INSERT INTO kept VALUES (1)")
 
@@ -384,7 +355,7 @@ def test_a_rerun_is_idempotent_and_sets_a_changed_password(server: Server) -> No
     assert again.returncode == 0, again.stderr
     assert _stored_password_is(server, mlflow, second)
     assert not _stored_password_is(server, mlflow, first)
-    with _autocommit(server.url_of(mlflow, mlflow, second)).connect() as connection:
+    with autocommit(server.url_of(mlflow, mlflow, second)).connect() as connection:
         assert connection.execute(text("SELECT id FROM kept")).scalar() == 1
 
 
@@ -395,7 +366,7 @@ def test_a_missing_password_is_named_and_changes_nothing(server: Server) -> None
     assert failed.returncode != 0
     assert f"ROLE_PASSWORD_{airflow.upper()} is empty" in failed.stderr
     assert f"(key {airflow}-password)" in failed.stderr
-    with _autocommit(server.url).connect() as connection:
+    with autocommit(server.url).connect() as connection:
         made = connection.execute(
             text("SELECT count(*) FROM pg_roles WHERE rolname IN (:mlflow, :airflow)"),
             {"mlflow": mlflow, "airflow": airflow},
@@ -415,7 +386,7 @@ def test_the_application_role_owns_the_sales_migrates_and_writes_but_administers
     sales, application = f"{server.prefix}_sales", f"{server.prefix}_app"
     mlflow = f"{server.prefix}_mlflow"
     # An older release: the sales database migrated part of the way by the superuser.
-    with _autocommit(server.url).connect() as connection:
+    with autocommit(server.url).connect() as connection:
         connection.exec_driver_sql(f'CREATE DATABASE "{sales}"')
     older = make_engine(server.url_of(sales))
     migrate(older, "0003")
@@ -431,21 +402,8 @@ def test_the_application_role_owns_the_sales_migrates_and_writes_but_administers
     as_application = make_engine(server.url_of(sales, application, password))
     # The rest of the migrations (0004 builds an index CONCURRENTLY), then a sales write.
     migrate(as_application)
-    frame = pd.DataFrame(
-        {
-            columns.STORE_ID: [1, 1],
-            columns.PRODUCT_ID: columns.DEFAULT_PRODUCT,
-            columns.SALES_DATE: pd.to_datetime(["2015-07-30", "2015-07-31"]),
-            columns.SALES: [5263.0, 5020.0],
-            columns.CUSTOMERS: [555, 546],
-            columns.OPEN: 1,
-            columns.PROMO: 1,
-            columns.STATE_HOLIDAY: "0",
-            columns.SCHOOL_HOLIDAY: 1,
-        }
-    )
     with as_application.begin() as connection:
-        assert upsert_sales(connection, frame) == 2
+        assert upsert_sales(connection, _two_days_of_sales()) == 2
     with as_application.connect() as connection:
         assert sales_summary(connection).rows == 2
         owners = connection.execute(
@@ -463,7 +421,7 @@ def test_the_application_role_owns_the_sales_migrates_and_writes_but_administers
         ).one()
         assert tuple(attributes) == (False, False, False, False)
     as_application.dispose()
-    as_application = _autocommit(server.url_of(sales, application, password))
+    as_application = autocommit(server.url_of(sales, application, password))
     with as_application.connect() as connection:
         for statement in (
             "CREATE ROLE intruder",
@@ -475,5 +433,101 @@ def test_the_application_role_owns_the_sales_migrates_and_writes_but_administers
                 connection.exec_driver_sql(statement)
             assert getattr(refused.value.orig, "pgcode", None) == INSUFFICIENT_PRIVILEGE, statement
     as_application.dispose()
-    refusal = _is_refused(server.url_of(mlflow, application, password))
+    refusal = refusal_of(server.url_of(mlflow, application, password))
     assert "permission denied for database" in refusal, refusal
+
+
+def test_the_reader_role_is_rendered_with_its_password_and_its_clients() -> None:
+    rendered = render("everything")  # the reader on, for the namespace "reporting"
+    secret = rendered.get("Secret", POSTGRESQL)
+    assert secret is not None
+    assert "reader-password" in secret["data"]
+    roles = _env(_containers(rendered)[ROLES_CONTAINER])
+    assert roles["DATABASE_READERS"]["value"] == "sfmlops_reader:sfmlops:reader-password"
+    assert _secret_key(roles["ROLE_PASSWORD_SFMLOPS_READER"]) == (POSTGRESQL, "reader-password")
+    target = labels_of(rendered, "StatefulSet", POSTGRESQL)
+    assert admitted(rendered, target, None, "reporting")
+    # Off by default: no role, no password, no namespace let in.
+    defaults = render("defaults")
+    assert "DATABASE_READERS" not in _env(_containers(defaults)[ROLES_CONTAINER])
+    assert not admitted(defaults, target, None, "reporting")
+    with pytest.raises(pytest.fail.Exception, match=r"reader\.username must differ"):
+        render_values(
+            "reader-as-application",
+            [],
+            [
+                "postgresql.databaseRoles.reader.enabled=true",
+                "postgresql.databaseRoles.reader.username=sfmlops_app",
+            ],
+        )
+
+
+@pytest.mark.integration
+def test_the_reader_role_reads_every_sales_table_now_and_later_and_nothing_more(
+    server: Server,
+) -> None:
+    application, reader = f"{server.prefix}_app", f"{server.prefix}_reader"
+    mlflow = f"{server.prefix}_mlflow"
+    passwords = {name: uuid.uuid4().hex for name in (application, mlflow, reader)}
+    readers = {reader: server.sales_database}
+
+    done = server.run_roles(passwords, {application: server.sales_database}, readers)
+    again = server.run_roles(passwords, {application: server.sales_database}, readers)
+
+    assert done.returncode == 0, done.stderr
+    assert again.returncode == 0, again.stderr
+    assert f"{reader} reads every table of {server.sales_database}" in done.stdout
+    as_application = make_engine(
+        server.url_of(server.sales_database, application, passwords[application])
+    )
+    with as_application.begin() as connection:
+        upsert_sales(connection, _two_days_of_sales())
+        # A later migration's table: the default privileges cover it.
+        connection.exec_driver_sql("CREATE TABLE later_reports (id int)")
+        connection.exec_driver_sql("INSERT INTO later_reports VALUES (7)")
+    as_application.dispose()
+    as_reader = autocommit(server.url_of(server.sales_database, reader, passwords[reader]))
+    with as_reader.connect() as connection:
+        assert sales_summary(connection).rows == 2
+        assert connection.execute(text("SELECT id FROM later_reports")).scalar() == 7
+        assert connection.execute(text("SHOW default_transaction_read_only")).scalar() == "on"
+        attributes = connection.execute(
+            text(
+                "SELECT rolsuper, rolcreatedb, rolcreaterole, rolbypassrls FROM pg_roles"
+                " WHERE rolname = current_user"
+            )
+        ).one()
+        assert tuple(attributes) == (False, False, False, False)
+        # Refused by the privileges, not only by the read-only default, which a session may lift.
+        connection.exec_driver_sql("SET default_transaction_read_only = off")
+        for statement in (
+            "INSERT INTO later_reports VALUES (8)",
+            "DELETE FROM sales",
+            "UPDATE stores SET state = NULL",
+            "CREATE TABLE planted (id int)",
+            "CREATE TEMPORARY TABLE scratch (id int)",
+            "CREATE FUNCTION public.lower(text) RETURNS text LANGUAGE sql AS 'SELECT $1'",
+        ):
+            with pytest.raises(ProgrammingError) as refused:
+                connection.exec_driver_sql(statement)
+            assert getattr(refused.value.orig, "pgcode", None) == INSUFFICIENT_PRIVILEGE, statement
+    as_reader.dispose()
+    for database in ("postgres", mlflow):
+        refusal = refusal_of(server.url_of(database, reader, passwords[reader]))
+        assert "permission denied for database" in refusal, refusal
+
+
+def _two_days_of_sales() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            columns.STORE_ID: [1, 1],
+            columns.PRODUCT_ID: columns.DEFAULT_PRODUCT,
+            columns.SALES_DATE: pd.to_datetime(["2015-07-30", "2015-07-31"]),
+            columns.SALES: [5263.0, 5020.0],
+            columns.CUSTOMERS: [555, 546],
+            columns.OPEN: 1,
+            columns.PROMO: 1,
+            columns.STATE_HOLIDAY: "0",
+            columns.SCHOOL_HOLIDAY: 1,
+        }
+    )
