@@ -40,6 +40,8 @@ from sfmlops.core.forecasting.bundle import (
 )
 from sfmlops.core.forecasting.executors import ProcessPoolTaskExecutor, SequentialExecutor, chunks
 from sfmlops.core.forecasting.features import (
+    PROXIMITY_CAP_DAYS,
+    REOPENING_CAP_DAYS,
     Calendar,
     StoreStats,
     build_features,
@@ -174,6 +176,99 @@ def test_a_gbm_saved_before_series_codes_still_forecasts(
     del older.series_codes_
 
     pd.testing.assert_frame_equal(older.predict(future), expected)
+
+
+def test_the_calendar_counts_days_to_events_within_each_store_and_state_only() -> None:
+    # Store 1 (state 0) has every kind of event; store 2 (state 1) none. Rows arrive
+    # shuffled; each group's scans must stop at its own first and last day.
+    dates = pd.date_range("2015-01-01", "2015-01-10", freq="D")  # Thursday to Saturday
+    day = {date.day: date for date in dates}
+    rows = pd.DataFrame(
+        {
+            columns.STORE_ID: np.repeat([1, 2], len(dates)),
+            columns.SALES_DATE: np.tile(dates, 2),
+            columns.OPEN: 1,
+            columns.PROMO: 0,
+            columns.STATE_HOLIDAY: "0",
+            columns.SCHOOL_HOLIDAY: 0,
+        }
+    )
+    store_1 = rows[columns.STORE_ID] == 1
+    on = rows[columns.SALES_DATE].dt.day
+    rows.loc[store_1 & (on == 1), columns.STATE_HOLIDAY] = "a"
+    rows.loc[store_1 & on.between(5, 7), columns.SCHOOL_HOLIDAY] = 1
+    rows.loc[store_1 & on.between(6, 8), columns.OPEN] = 0  # Tuesday to Thursday
+    rows.loc[store_1 & on.between(5, 9), columns.PROMO] = 1
+    profile = pd.DataFrame({columns.STORE_ID: [1, 2], columns.STATE: [0, 1]})
+
+    calendar = Calendar.of(rows.sample(frac=1.0, random_state=3), profile)
+
+    state = calendar.state_days.set_index([columns.STATE, columns.SALES_DATE])
+    store = calendar.store_days.set_index([columns.STORE_ID, columns.SALES_DATE])
+    first, last = day[1], day[10]
+    assert state.loc[(0, first), "days_before_state_holiday"] == 0
+    assert state.loc[(0, last), "days_after_state_holiday"] == 9
+    assert state.loc[(0, first), "days_before_school_holiday"] == 4
+    assert state.loc[(0, last), "days_after_school_holiday"] == 3
+    school = state.loc[0].loc[day[5] : day[7]]
+    assert school["days_into_school_holiday"].tolist() == [1, 2, 3]
+    assert school["days_left_school_holiday"].tolist() == [3, 2, 1]
+    assert store.loc[(1, first), "days_before_promo_start"] == 4
+    assert store.loc[(1, last), "days_after_promo_end"] == 1
+    assert store.loc[(1, first), "days_before_long_closure"] == 5
+    assert store.loc[(1, last), "days_after_long_closure"] == 2
+    assert store.loc[(1, day[9]), "days_after_closure"] == 1
+    quiet_state = state.loc[1]
+    assert (quiet_state.filter(like="days_into") == 0).all().all()
+    assert (quiet_state.filter(regex="days_(after|before)") == PROXIMITY_CAP_DAYS).all().all()
+    quiet_store = store.loc[2]
+    assert (quiet_store.filter(like="long_closure") == REOPENING_CAP_DAYS).all().all()
+    short = quiet_store.drop(columns=quiet_store.filter(like="long_closure").columns)
+    assert (short == PROXIMITY_CAP_DAYS).all().all()
+
+
+def test_a_forecast_for_some_stores_sees_the_holidays_of_every_store_of_their_state(
+    stores: pd.DataFrame,
+) -> None:
+    # Store 1 alone reports a state holiday and a school-holiday run reaching into the future
+    # days; store 3 (same state) is forecast alone. Its features must be those of the calendar
+    # of the whole context and the request, which serving no longer rebuilds per request.
+    history = synthetic_sales(days=200)
+    last = history[columns.SALES_DATE].max()
+    store_1 = history[columns.STORE_ID] == 1
+    days_before = (last - history[columns.SALES_DATE]).dt.days
+    history.loc[store_1 & (days_before == 20), columns.STATE_HOLIDAY] = "a"
+    history.loc[store_1 & (days_before < 6), columns.SCHOOL_HOLIDAY] = 1
+    model = GlobalGBMForecaster(SMALL_GBM).fit(history, stores)
+    dates = pd.date_range(last + pd.Timedelta(days=1), periods=14, freq="D")
+    future = pd.DataFrame(
+        {
+            columns.STORE_ID: 3,
+            columns.PRODUCT_ID: columns.DEFAULT_PRODUCT,
+            columns.SALES_DATE: dates,
+            columns.OPEN: (dates.dayofweek != 6).astype("int8"),
+            columns.PROMO: np.int8(0),
+            columns.STATE_HOLIDAY: "0",
+            columns.SCHOOL_HOLIDAY: np.int8(0),
+        }
+    )
+    assert model.profile_ is not None
+    assert model.stats_ is not None
+    assert model.context_ is not None
+    whole = Calendar.of(pd.concat([model.context_, future], ignore_index=True), model.profile_)
+    expected = build_features(future, model.profile_, model.stats_, whole)
+
+    for _ in range(2):  # the first builds what later requests reuse
+        calendar = model._calendar_of(future, model.profile_)
+        features = build_features(future, model.profile_, model.stats_, calendar)
+        pd.testing.assert_frame_equal(features, expected)
+    assert expected["days_after_state_holiday"].iloc[0] == 21
+    assert expected["days_into_school_holiday"].iloc[0] == 0
+    assert expected["days_after_school_holiday"].iloc[0] == 1
+    model.predict(as_future(future))
+    # What serving cached is no part of the saved model.
+    assert "_context_state_flags" in vars(model)
+    assert "_context_state_flags" not in vars(pickle.loads(pickle.dumps(model)))
 
 
 def test_a_blend_of_seeds_forecasts_the_mean_of_its_members_on_the_log_scale(

@@ -308,7 +308,14 @@ class ForecastBundle:
         frame, assumptions = complete_future(
             future.reset_index(drop=True), self.usual_open, self.usual_promo, self.states
         )
-        unknown = sorted(series_of(frame) - self.series)
+        routed = frame.merge(
+            self.champions[[columns.STORE_ID, columns.PRODUCT_ID, columns.MODEL]],
+            on=[columns.STORE_ID, columns.PRODUCT_ID],
+            how="left",
+        )
+        # Series without a champion found by the routing merge, not by a set of every
+        # series (building that per request cost 70 ms at 100k series).
+        unknown = sorted(series_of(routed[routed[columns.MODEL].isna()]))
         if unknown:
             raise UnknownSeriesError(unknown)
         early = frame[columns.SALES_DATE] <= self.last_date
@@ -317,11 +324,6 @@ class ForecastBundle:
                 f"{int(early.sum())} row(s) ask for dates up to {self.last_date.date()}, "
                 "which the models were trained on; forecasts start the day after"
             )
-        routed = frame.merge(
-            self.champions[[columns.STORE_ID, columns.PRODUCT_ID, columns.MODEL]],
-            on=[columns.STORE_ID, columns.PRODUCT_ID],
-            how="left",
-        )
         parts = []
         used: dict[str, int] = {}
         for name, part in routed.groupby(columns.MODEL, sort=True):

@@ -138,72 +138,117 @@ class Calendar:
     @classmethod
     def of(cls, rows: pd.DataFrame, profile: pd.DataFrame) -> Calendar:
         """The calendar of `rows` (covariate rows keyed by `columns.SALES_DATE`)."""
-        state_of = profile.set_index(columns.STORE_ID)[columns.STATE]
-        frame = rows[
-            [
-                columns.STORE_ID,
-                columns.SALES_DATE,
-                columns.OPEN,
-                columns.PROMO,
-                columns.STATE_HOLIDAY,
-                columns.SCHOOL_HOLIDAY,
-            ]
-        ].copy()
-        frame[columns.STATE] = frame[columns.STORE_ID].map(state_of).fillna(-1).astype(int)
-        frame["state_holiday_day"] = frame[columns.STATE_HOLIDAY].astype(str) != "0"
-        frame["school_holiday_day"] = frame[columns.SCHOOL_HOLIDAY].astype(int) == 1
+        return cls.of_parts(state_flags(rows, profile), rows)
+
+    @classmethod
+    def of_parts(cls, flags: pd.DataFrame, rows: pd.DataFrame) -> Calendar:
+        """The calendar from states' holiday flags and the rows of the stores to look up.
+
+        Args:
+            flags: `state_flags` of every row the states' holidays come from; several such
+                frames may be concatenated (a day is a holiday when any of them says so).
+            rows: Covariate rows of the stores whose closures and promotions are looked up:
+                all of each such store's rows, for its runs and proximities.
+        """
+        # groupby sorts by (state, date), the order the helpers below need.
         state_days = (
-            frame.groupby([columns.STATE, columns.SALES_DATE])[
+            flags.groupby([columns.STATE, columns.SALES_DATE])[
                 ["state_holiday_day", "school_holiday_day"]
             ]
             .max()
             .reset_index()
         )
-        state_days = _with_proximity(
-            state_days,
-            columns.STATE,
-            {"state_holiday": "state_holiday_day", "school_holiday": "school_holiday_day"},
-            PROXIMITY_CAP_DAYS,
+        state_groups = _Groups(state_days[columns.STATE].to_numpy())
+        state_day_number = _day_numbers(state_days[columns.SALES_DATE])
+        for event in ("state_holiday", "school_holiday"):
+            _add_proximity(
+                state_days,
+                state_groups,
+                state_day_number,
+                event,
+                f"{event}_day",
+                PROXIMITY_CAP_DAYS,
+            )
+        school = state_days["school_holiday_day"].to_numpy(dtype=bool)
+        position, length = state_groups.runs(school)
+        state_days["days_into_school_holiday"] = np.where(
+            school, np.minimum(position, RUN_CAP_DAYS), 0
         )
-        state_days = _with_run_position(
-            state_days, columns.STATE, "school_holiday_day", "school_holiday"
+        state_days["days_left_school_holiday"] = np.where(
+            school, np.minimum(length - position + 1, RUN_CAP_DAYS), 0
         )
-        weekday = frame[columns.SALES_DATE].dt.dayofweek + 1
-        frame["closed_weekday"] = (frame[columns.OPEN].astype(int) == 0) & (weekday != 7)
-        store_days = frame[
-            [columns.STORE_ID, columns.SALES_DATE, "closed_weekday", columns.PROMO]
-        ].sort_values([columns.STORE_ID, columns.SALES_DATE])
-        store_days = store_days.drop_duplicates([columns.STORE_ID, columns.SALES_DATE], keep="last")
-        promo = store_days[columns.PROMO].astype(int) == 1
-        previous_promo = promo.groupby(store_days[columns.STORE_ID]).shift(fill_value=False)
-        following_promo = promo.groupby(store_days[columns.STORE_ID]).shift(-1, fill_value=False)
+
+        weekday = rows[columns.SALES_DATE].dt.dayofweek + 1
+        store_days = pd.DataFrame(
+            {
+                columns.STORE_ID: rows[columns.STORE_ID],
+                columns.SALES_DATE: rows[columns.SALES_DATE],
+                "closed_weekday": (rows[columns.OPEN].astype(int) == 0) & (weekday != 7),
+                columns.PROMO: rows[columns.PROMO],
+            }
+        ).sort_values([columns.STORE_ID, columns.SALES_DATE])
+        store_days = store_days.drop_duplicates(
+            [columns.STORE_ID, columns.SALES_DATE], keep="last"
+        ).reset_index(drop=True)
+        store_groups = _Groups(store_days[columns.STORE_ID].to_numpy())
+        store_day_number = _day_numbers(store_days[columns.SALES_DATE])
+        promo = store_days[columns.PROMO].to_numpy().astype(int) == 1
         # A promotion runs for days in a row (Rossmann: Monday to Friday, every other week):
         # where a day sits in that cycle, not only whether it has one.
-        store_days["promo_start_day"] = promo & ~previous_promo
-        store_days["promo_end_day"] = promo & ~following_promo
-        store_days = _with_proximity(
+        store_days["promo_start_day"] = promo & ~store_groups.previous(promo)
+        store_days["promo_end_day"] = promo & ~store_groups.following(promo)
+        for event in ("promo_start", "promo_end"):
+            _add_proximity(
+                store_days,
+                store_groups,
+                store_day_number,
+                event,
+                f"{event}_day",
+                PROXIMITY_CAP_DAYS,
+            )
+        closed = store_days["closed_weekday"].to_numpy(dtype=bool)
+        _, run_length = store_groups.runs(closed)
+        store_days["long_closure_day"] = closed & (run_length >= LONG_CLOSURE_DAYS)
+        _add_proximity(
             store_days,
-            columns.STORE_ID,
-            {"promo_start": "promo_start_day", "promo_end": "promo_end_day"},
+            store_groups,
+            store_day_number,
+            "closure",
+            "closed_weekday",
             PROXIMITY_CAP_DAYS,
         )
-        run = (
-            store_days["closed_weekday"]
-            != store_days.groupby(columns.STORE_ID)["closed_weekday"].shift()
-        ).cumsum()
-        run_length = store_days.groupby(run)["closed_weekday"].transform("size")
-        store_days["long_closure_day"] = store_days["closed_weekday"] & (
-            run_length >= LONG_CLOSURE_DAYS
-        )
-        store_days = _with_proximity(
-            store_days, columns.STORE_ID, {"closure": "closed_weekday"}, PROXIMITY_CAP_DAYS
-        )
-        store_days = _with_proximity(
-            store_days, columns.STORE_ID, {"long_closure": "long_closure_day"}, REOPENING_CAP_DAYS
+        _add_proximity(
+            store_days,
+            store_groups,
+            store_day_number,
+            "long_closure",
+            "long_closure_day",
+            REOPENING_CAP_DAYS,
         )
         keep_state = [columns.STATE, columns.SALES_DATE, *_proximity_columns(state_days)]
         keep_store = [columns.STORE_ID, columns.SALES_DATE, *_proximity_columns(store_days)]
         return cls(state_days=state_days[keep_state], store_days=store_days[keep_store])
+
+
+def state_flags(rows: pd.DataFrame, profile: pd.DataFrame) -> pd.DataFrame:
+    """Per (state, date) of `rows`: whether any of its stores reports a state or a school
+    holiday (`Calendar.of_parts`' input)."""
+    state_of = profile.set_index(columns.STORE_ID)[columns.STATE]
+    flags = pd.DataFrame(
+        {
+            columns.STATE: rows[columns.STORE_ID].map(state_of).fillna(-1).astype(int),
+            columns.SALES_DATE: rows[columns.SALES_DATE],
+            "state_holiday_day": rows[columns.STATE_HOLIDAY].astype(str) != "0",
+            "school_holiday_day": rows[columns.SCHOOL_HOLIDAY].astype(int) == 1,
+        }
+    )
+    return (
+        flags.groupby([columns.STATE, columns.SALES_DATE])[
+            ["state_holiday_day", "school_holiday_day"]
+        ]
+        .max()
+        .reset_index()
+    )
 
 
 def build_features(
@@ -219,23 +264,30 @@ def build_features(
         calendar: A `Calendar` covering `rows`.
     """
     date = rows[columns.SALES_DATE]
-    frame = pd.DataFrame(index=rows.index)
-    frame[columns.STORE_ID] = rows[columns.STORE_ID].astype("int64")
-    frame[columns.DAY_OF_WEEK] = date.dt.dayofweek + 1
-    frame["day_of_month"] = date.dt.day
-    frame["month"] = date.dt.month
-    frame["year"] = date.dt.year
-    frame["day_of_year"] = date.dt.dayofyear
-    frame["week_of_year"] = date.dt.isocalendar().week.astype(int).to_numpy()
-    frame[columns.PROMO] = rows[columns.PROMO].astype(int)
-    frame[columns.STATE_HOLIDAY] = _codes(
-        rows[columns.STATE_HOLIDAY].astype(str), columns.STATE_HOLIDAY_CODES
-    )
-    frame[columns.SCHOOL_HOLIDAY] = rows[columns.SCHOOL_HOLIDAY].astype(int)
+    # Columns are gathered as arrays and framed once: assigning them one by one to a frame
+    # cost about 40 µs each, most of a one-series request's feature building.
+    store_id = rows[columns.STORE_ID].to_numpy().astype("int64")
+    day_of_week = date.dt.dayofweek.to_numpy() + 1
+    month = date.dt.month.to_numpy()
+    year = date.dt.year.to_numpy()
+    day_of_year = date.dt.dayofyear.to_numpy()
+    features: dict[str, object] = {
+        columns.STORE_ID: store_id,
+        columns.DAY_OF_WEEK: day_of_week,
+        "day_of_month": date.dt.day.to_numpy(),
+        "month": month,
+        "year": year,
+        "day_of_year": day_of_year,
+        "week_of_year": date.dt.isocalendar().week.to_numpy().astype(int),
+        columns.PROMO: rows[columns.PROMO].to_numpy().astype(int),
+        columns.STATE_HOLIDAY: _codes(
+            rows[columns.STATE_HOLIDAY].astype(str), columns.STATE_HOLIDAY_CODES
+        ).to_numpy(),
+        columns.SCHOOL_HOLIDAY: rows[columns.SCHOOL_HOLIDAY].to_numpy().astype(int),
+    }
 
     # One lookup per table instead of a chain of merges: each merge copied every column
     # gathered so far (most of a shard fit's feature-building time at 2,500 series).
-    store_id = frame[columns.STORE_ID].to_numpy()
     from_profile = _lookup(profile, [columns.STORE_ID], [store_id])
     merged = pd.concat(
         [
@@ -244,7 +296,7 @@ def build_features(
             _lookup(
                 stats.by_weekday,
                 [columns.STORE_ID, columns.DAY_OF_WEEK],
-                [store_id, frame[columns.DAY_OF_WEEK].to_numpy()],
+                [store_id, day_of_week],
             ),
             _lookup(
                 calendar.state_days,
@@ -259,34 +311,36 @@ def build_features(
         ],
         axis=1,
     )
-    merged.index = frame.index
 
-    month_index = (date.dt.year * 12 + date.dt.month - 1).astype(float)
-    frame["competition_months_open"] = (month_index - merged["competition_open_month_index"]).clip(
-        lower=-1, upper=240
+    def looked_up(name: str) -> np.ndarray:
+        values: np.ndarray = merged[name].to_numpy()
+        return values
+
+    month_index = (year * 12 + month - 1).astype(float)
+    features["competition_months_open"] = np.clip(
+        month_index - looked_up("competition_open_month_index").astype(float), -1, 240
     )
-    day_index = date.dt.year * 365.25 + date.dt.dayofyear
-    promo2_running = (merged[columns.PROMO2] == 1) & (day_index >= merged["promo2_start_day_index"])
+    day_index = year * 365.25 + day_of_year
+    promo2_start = looked_up("promo2_start_day_index").astype(float)
+    promo2_running = (looked_up(columns.PROMO2) == 1) & (day_index >= promo2_start)
     month_flags = merged[[f"promo2_month_{n}" for n in range(1, 13)]].to_numpy(dtype=bool)
-    in_promo2_month = month_flags[np.arange(len(frame)), date.dt.month.to_numpy() - 1]
-    frame["promo2_active_month"] = (promo2_running & in_promo2_month).astype(int)
-    frame["promo2_weeks_running"] = np.where(
-        promo2_running, (day_index - merged["promo2_start_day_index"]) / 7, -1
-    )
-    frame["promo2_period"] = merged["promo2_period"]
+    in_promo2_month = month_flags[np.arange(len(store_id)), month - 1]
+    features["promo2_active_month"] = (promo2_running & in_promo2_month).astype(int)
+    features["promo2_weeks_running"] = np.where(promo2_running, (day_index - promo2_start) / 7, -1)
+    features["promo2_period"] = looked_up("promo2_period")
     for name in (
         columns.STORE_TYPE,
         columns.ASSORTMENT,
         columns.STATE,
         columns.COMPETITION_DISTANCE,
     ):
-        frame[name] = merged[name]
+        features[name] = looked_up(name)
     statistics = [n for n in stats.by_store.columns if n != columns.STORE_ID]
     for name in [*statistics, "store_weekday_effect"]:
-        frame[name] = merged[name]
+        features[name] = looked_up(name)
     for name in _proximity_columns(merged):
-        frame[name] = merged[name].fillna(_cap_of(name))
-    return frame
+        features[name] = merged[name].fillna(_cap_of(name)).to_numpy()
+    return pd.DataFrame(features, index=rows.index)
 
 
 def _lookup(table: pd.DataFrame, keys: list[str], values: list[np.ndarray]) -> pd.DataFrame:
@@ -307,37 +361,79 @@ def _lookup(table: pd.DataFrame, keys: list[str], values: list[np.ndarray]) -> p
     return found.reindex(position).reset_index(drop=True)
 
 
-def _with_proximity(
-    days: pd.DataFrame, group: str, events: dict[str, str], cap: int
-) -> pd.DataFrame:
-    """Add `days_after_<event>`/`days_before_<event>` per group, capped at `cap` days."""
-    days = days.sort_values([group, columns.SALES_DATE]).reset_index(drop=True)
-    day_number = (days[columns.SALES_DATE] - pd.Timestamp("1970-01-01")).dt.days.astype(float)
-    for event, flag in events.items():
-        event_day = day_number.where(days[flag].astype(bool))
-        last = event_day.groupby(days[group]).ffill()
-        following = event_day.groupby(days[group]).bfill()
-        days[f"days_after_{event}"] = (day_number - last).clip(upper=cap).fillna(cap)
-        days[f"days_before_{event}"] = (following - day_number).clip(upper=cap).fillna(cap)
+class _Groups:
+    """Positions of rows sorted by a group key (then by date): each row's group's first and
+    last row, for per-group scans in numpy (pandas' groupby costs about 1 ms per call, and a
+    calendar makes dozens per request)."""
+
+    def __init__(self, keys: np.ndarray) -> None:
+        count = len(keys)
+        self.positions = np.arange(count)
+        starts = np.ones(count, dtype=bool)
+        starts[1:] = keys[1:] != keys[:-1]
+        self.is_first = starts
+        self.first = np.maximum.accumulate(np.where(starts, self.positions, 0))
+        ends = np.ones(count, dtype=bool)
+        ends[:-1] = starts[1:]
+        self.is_last = ends
+        self.last = np.minimum.accumulate(np.where(ends, self.positions, count)[::-1])[::-1]
+
+    def previous(self, values: np.ndarray) -> np.ndarray:
+        """Each row's previous row's value in its group; False on a group's first row."""
+        shifted = np.zeros(len(values), dtype=bool)
+        shifted[1:] = values[:-1]
+        return shifted & ~self.is_first
+
+    def following(self, values: np.ndarray) -> np.ndarray:
+        """Each row's next row's value in its group; False on a group's last row."""
+        shifted = np.zeros(len(values), dtype=bool)
+        shifted[:-1] = values[1:]
+        return shifted & ~self.is_last
+
+    def runs(self, flags: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per row, its 1-based position in its run of equal flags within its group, and the
+        run's length."""
+        count = len(flags)
+        starts = self.is_first.copy()
+        starts[1:] |= flags[1:] != flags[:-1]
+        run = np.cumsum(starts) - 1
+        start_of_run = np.flatnonzero(starts)
+        position = self.positions - start_of_run[run] + 1
+        length = np.diff(np.append(start_of_run, count))[run]
+        return position, length
+
+
+def _day_numbers(dates: pd.Series) -> np.ndarray:
+    """Days since 1970-01-01, as floats (missing events become NaN alongside)."""
+    days: np.ndarray = (dates - pd.Timestamp("1970-01-01")).dt.days.to_numpy(dtype=float)
     return days
 
 
-def _with_run_position(days: pd.DataFrame, group: str, flag: str, event: str) -> pd.DataFrame:
-    """Add `days_into_<event>`/`days_left_<event>`: the position in a run of flagged days.
-
-    1 on a run's first (last) day, 0 outside runs, capped at `RUN_CAP_DAYS`: the start of the
-    summer holidays is not their end.
-    """
-    days = days.sort_values([group, columns.SALES_DATE]).reset_index(drop=True)
-    flagged = days[flag].astype(bool)
-    run = (flagged != flagged.groupby(days[group]).shift()).cumsum()
-    position = days.groupby(run).cumcount() + 1
-    length = days.groupby(run)[flag].transform("size")
-    days[f"days_into_{event}"] = np.where(flagged, position.clip(upper=RUN_CAP_DAYS), 0)
-    days[f"days_left_{event}"] = np.where(
-        flagged, (length - position + 1).clip(upper=RUN_CAP_DAYS), 0
+def _add_proximity(
+    days: pd.DataFrame,
+    groups: _Groups,
+    day_number: np.ndarray,
+    event: str,
+    flag: str,
+    cap: int,
+) -> None:
+    """Add `days_after_<event>`/`days_before_<event>` to `days` (sorted by group, then date):
+    the days since the group's last flagged day (that day included) and until its next,
+    capped at `cap` (also when there is none)."""
+    flagged = days[flag].to_numpy(dtype=bool)
+    count = len(flagged)
+    last = np.maximum.accumulate(np.where(flagged, groups.positions, -1))
+    following = np.minimum.accumulate(np.where(flagged, groups.positions, count)[::-1])[::-1]
+    has_last = last >= groups.first
+    has_following = following <= groups.last
+    after = np.full(count, float(cap))
+    after[has_last] = np.minimum(day_number[has_last] - day_number[last[has_last]], cap)
+    before = np.full(count, float(cap))
+    before[has_following] = np.minimum(
+        day_number[following[has_following]] - day_number[has_following], cap
     )
-    return days
+    days[f"days_after_{event}"] = after
+    days[f"days_before_{event}"] = before
 
 
 def _proximity_columns(frame: pd.DataFrame) -> list[str]:
