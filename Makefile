@@ -13,6 +13,9 @@ PYTEST_ARGS ?= --durations=15
 # The main suite runs in this many pytest-xdist workers, one test file per worker at a time
 # (module-scoped servers stay one per file): most of its time is waiting on servers, browsers
 # and Spark, which two workers overlap. PYTEST_WORKERS=0 runs it in one process.
+# A worker that dies is not replaced: under --dist loadfile xdist's replacement can wait forever
+# for work already done (pytest-xdist issues 784, 1323), so the suite would hang instead of
+# failing with the test the worker died in.
 PYTEST_WORKERS ?= 2
 
 .PHONY: demo test test-fast lint format install dev system-deps benchmark-deps benchmarks lock clean help
@@ -53,7 +56,7 @@ demo: install
 # waits for its build.
 # container-tools comes first: tests/deploy runs podman-compose's own checks, which need podman.
 test: dev system-deps container-tools background-builds deploy-tools lint lint-deploy airflow
-	$(BIN)/python -m pytest --ignore=tests/containers -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+	$(BIN)/python -m pytest --ignore=tests/containers -n $(PYTEST_WORKERS) --dist loadfile --max-worker-restart 0 $(PYTEST_ARGS)
 	$(MAKE) --no-print-directory test-airflow
 	$(MAKE) --no-print-directory container-test
 	$(MAKE) --no-print-directory compose-test
