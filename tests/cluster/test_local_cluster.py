@@ -228,6 +228,13 @@ def test_the_sales_programs_log_in_as_the_application_role(deployed: Any) -> Non
         " JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'public'",
     )
     assert owners == ["sfmlops_app"]
+    # Nor may a role reach a database not its own, the maintenance database included.
+    open_to_all = _as_superuser(
+        deployed,
+        "SELECT datname FROM pg_database WHERE datallowconn"
+        " AND has_database_privilege('public', oid, 'CONNECT')",
+    )
+    assert open_to_all == []
 
 
 def test_an_upgrade_keeps_data_secrets_and_model(deployed: Any, api: Any) -> None:

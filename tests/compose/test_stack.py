@@ -283,6 +283,12 @@ def test_each_database_is_used_by_its_own_role_only(stack: Stack) -> None:
     )
     assert owners == "sfmlops_app"
     assert stack.sql("SELECT rolsuper FROM pg_roles WHERE rolname = 'sfmlops_app'") == "f"
+    # Nor may a role reach a database not its own, the maintenance database included.
+    open_to_all = stack.sql(
+        "SELECT string_agg(datname, ',') FROM pg_database WHERE datallowconn"
+        " AND has_database_privilege('public', oid, 'CONNECT')"
+    )
+    assert open_to_all == ""
 
 
 def test_a_store_retrain_through_the_api_runs_on_ray_and_becomes_the_served_champion(
