@@ -214,6 +214,8 @@ VARIANTS: dict[str, tuple[GBMParams, int]] = {
     # 70 %: more accurate, but sfmlops train over its 150 s budget).
     "before_tuning": (_BEFORE_TUNING, 1),
     "leaves95": (GBMParams(num_leaves=95), 1),
+    # The default gbm with another seed: how far a choice's gain is from what a seed moves.
+    "seed18": (GBMParams(seed=18), 1),
     # Prophet: alone (each store's own Prophet, as `sfmlops train --models prophet`), and as a
     # third candidate beside the default set (VARIANT_MODELS).
     "prophet": (GBMParams(), 1),
