@@ -162,6 +162,22 @@ def test_grafana_provisioning_loads_the_charts_dashboards_from_its_prometheus(
         assert choice["current"]["value"] in (datasource["uid"], datasource["name"])
 
 
+def test_prometheus_scrapes_the_stream_job_on_its_metrics_port(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    # The stream job exports its metrics only with the port set, and only a scrape of it
+    # feeds the stream lag and dead-letter alerts Prometheus evaluates here.
+    stream = services["stream"]
+    assert "--continuous" in stream["command"]
+    port = stream["environment"]["SFMLOPS_STREAM_METRICS_PORT"]
+    mounts = dict(volume.split(":")[:2] for volume in services["prometheus"]["volumes"])
+    config = ROOT / mounts_source(mounts, "/etc/prometheus/prometheus.yml")
+    jobs = {job["job_name"]: job for job in yaml.safe_load(config.read_text())["scrape_configs"]}
+    (static,) = jobs["sfmlops-stream"]["static_configs"]
+    assert static["targets"] == [f"stream:{port}"]
+    assert jobs["sfmlops-stream"].get("metrics_path", "/metrics") == "/metrics"
+
+
 def mounts_source(mounts: dict[str, str], target: str) -> str:
     (source,) = [source for source, mounted in mounts.items() if mounted == target]
     return source
