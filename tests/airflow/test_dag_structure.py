@@ -188,6 +188,27 @@ def test_task_order() -> None:
 
 
 @pytest.mark.usefixtures("airflow_settings")
+def test_the_daily_dag_leaves_the_stream_to_another_runner_when_told() -> None:
+    # The chart's continuous stream Deployment (or its CronJob) owns the checkpoint: a second
+    # Spark query from the DAG would race it (tests/deploy/test_stream_runner.py).
+    without = load(SFMLOPS_DAILY_STREAM_TASK="false").dags[DAILY]
+    bad = load(SFMLOPS_DAILY_STREAM_TASK="sometimes")
+
+    assert "stream_once" not in without.task_ids
+    assert {(t.task_id, down) for t in without.tasks for down in t.downstream_task_ids} == {
+        ("check_ingest", "score_forecasts"),
+        ("score_forecasts", "retrain_stale_stores"),
+    }
+    assert without.get_task("check_ingest").upstream_task_ids == set()
+    assert "stream_once" in load(SFMLOPS_DAILY_STREAM_TASK="true").dags[DAILY].task_ids
+    assert bad.dags == {}
+    assert all(
+        "SFMLOPS_DAILY_STREAM_TASK must be true or false, not 'sometimes'" in error
+        for error in bad.import_errors.values()
+    )
+
+
+@pytest.mark.usefixtures("airflow_settings")
 def test_retries_back_off_exponentially_and_failures_are_recorded() -> None:
     from sfmlops_orchestration.failures import record_failure  # noqa: PLC0415
 

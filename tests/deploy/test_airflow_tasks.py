@@ -68,6 +68,14 @@ def _settings(rendered: Rendered) -> dict[str, str]:
     return data
 
 
+def _stream_container(rendered: Rendered) -> dict[str, Any]:
+    """The chart's stream job's container: its Deployment's or its CronJob's."""
+    for kind in ("Deployment", "CronJob"):
+        if rendered.get(kind, "sfmlops-stream") is not None:
+            return _container(rendered, kind, "sfmlops-stream")
+    raise AssertionError("no stream job rendered")
+
+
 def _container(rendered: Rendered, kind: str, name: str) -> dict[str, Any]:
     item = rendered.get(kind, name)
     assert item is not None
@@ -108,7 +116,7 @@ def test_airflow_gets_the_image_namespace_and_secrets_of_this_release(rendered: 
     settings = _settings(rendered)
     assert settings["SFMLOPS_COMMAND_RUNNER"] == "kubernetes"
     # The Airflow Variables the DAGs template the pods with (sfmlops_image, sfmlops_namespace).
-    stream = _container(rendered, "CronJob", "sfmlops-stream")
+    stream = _stream_container(rendered)
     assert settings["AIRFLOW_VAR_SFMLOPS_IMAGE"] == stream["image"]
     assert settings["AIRFLOW_VAR_SFMLOPS_NAMESPACE"] == NAMESPACE
     assert rendered.get("ConfigMap", settings["SFMLOPS_POD_CONFIG_MAP"]) is not None
@@ -123,10 +131,16 @@ def test_airflow_gets_the_image_namespace_and_secrets_of_this_release(rendered: 
     reference = signing["valueFrom"]["secretKeyRef"]
     assert rendered.get("Secret", reference["name"]) is not None
     assert settings["SFMLOPS_POD_SIGNING_SECRET"] == f"{reference['name']}:{reference['key']}"
-    # The stream job's checkpoints: the DAG's `stream --once` resumes where the CronJob's did.
+    # The stream job's checkpoints: with runBy=airflow the DAG's `stream --once` resumes where
+    # the last run stopped; otherwise the chart's runner owns them and the DAG has no stream task.
     claim = settings["SFMLOPS_POD_HOME_CLAIM"]
-    assert rendered.get("PersistentVolumeClaim", claim) is not None
-    assert claim == "sfmlops-stream-home"
+    if rendered.name == "airflow-stream":
+        assert rendered.get("PersistentVolumeClaim", claim) is not None
+        assert claim == "sfmlops-stream-home"
+        assert settings["SFMLOPS_DAILY_STREAM_TASK"] == "true"
+    else:
+        assert claim == ""
+        assert settings["SFMLOPS_DAILY_STREAM_TASK"] == "false"
     resources = json.loads(settings["SFMLOPS_POD_RESOURCES"])
     assert resources == CHART_VALUES["airflowTasks"]["resources"]
 
@@ -134,6 +148,9 @@ def test_airflow_gets_the_image_namespace_and_secrets_of_this_release(rendered: 
 def test_the_dags_read_what_the_chart_renders(
     rendered_all: dict[str, Rendered], dag_config: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    for name, value in _settings(rendered_all["airflow-stream"]).items():
+        monkeypatch.setenv(name, value)
+    by_airflow = dag_config.DagConfig.from_environment()
     settings = _settings(rendered_all["defaults"])
     for name, value in settings.items():
         monkeypatch.setenv(name, value)
@@ -142,7 +159,12 @@ def test_the_dags_read_what_the_chart_renders(
     assert config.pod_config_map == ENDPOINTS
     assert config.pod_database_secret == ("sfmlops-postgresql", "app-password")
     assert config.pod_signing_secret == ("sfmlops-model-signing", "key")
-    assert config.pod_home_claim == "sfmlops-stream-home"
+    # The default stream Deployment owns the checkpoints: the daily DAG runs no stream task and
+    # mounts no claim; with runBy=airflow it runs `stream --once` on the chart's volume.
+    assert config.daily_stream_task is False
+    assert config.pod_home_claim is None
+    assert by_airflow.daily_stream_task is True
+    assert by_airflow.pod_home_claim == "sfmlops-stream-home"
     assert config.pod_labels == json.loads(settings["SFMLOPS_POD_LABELS"])
     assert config.pod_resources == json.loads(settings["SFMLOPS_POD_RESOURCES"])
     assert config.pod_secrets == ()
@@ -187,13 +209,14 @@ def test_one_owner_of_the_stream_checkpoints() -> None:
         text = helm_template([], list(overrides)).stdout
         return next(o for o in yaml.safe_load_all(text) if o and o["kind"] == "CronJob")
 
-    assert CHART_VALUES["stream"]["runBy"] == "airflow"
-    assert cron_job()["spec"]["suspend"] is True
+    assert cron_job("stream.runBy=airflow")["spec"]["suspend"] is True
     assert cron_job("stream.runBy=cronjob")["spec"]["suspend"] is False
-    refused = helm_template([], ["airflowTasks.enabled=false"], check=False)
+    refused = helm_template([], ["airflowTasks.enabled=false", "stream.runBy=airflow"], check=False)
     assert refused.returncode != 0
     assert "stream.runBy=airflow needs airflowTasks.enabled" in refused.stderr
-    assert helm_template([], ["airflowTasks.enabled=false", "stream.runBy=cronjob"]).stdout
+    for runner in ("deployment", "cronjob"):
+        overrides = ["airflowTasks.enabled=false", f"stream.runBy={runner}"]
+        assert helm_template([], overrides).stdout
 
 
 def _task_pod(settings: dict[str, str], *, keeps_state: bool) -> dict[str, Any]:
@@ -255,10 +278,13 @@ def test_airflow_pods_are_confined_by_an_admission_policy_bound_to_this_namespac
 
 def test_the_policy_admits_the_dag_pods(rendered: Rendered) -> None:
     policy, settings = _policy(rendered), _settings(rendered)
+    # The stream pod, with the chart's claim, exists only where the DAG runs the stream.
+    stateful = [True] if settings["SFMLOPS_POD_HOME_CLAIM"] else []
     for account in TASKS_ACCOUNTS:
         user = f"system:serviceaccount:{AIRFLOW_NAMESPACE}:{account}"
-        assert admission_refusals(policy, _task_pod(settings, keeps_state=False), user) == []
-        assert admission_refusals(policy, _task_pod(settings, keeps_state=True), user) == []
+        for keeps_state in [False, *stateful]:
+            pod = _task_pod(settings, keeps_state=keeps_state)
+            assert admission_refusals(policy, pod, user) == []
         # The operator patches a label onto its pod when done with it.
         assert (
             admission_refusals(policy, _task_pod(settings, keeps_state=False), user, "UPDATE") == []
@@ -302,7 +328,7 @@ def _changed(pod: dict[str, Any], change: str) -> dict[str, Any]:
 def test_the_policy_refuses_any_other_pod_from_airflow(
     rendered_all: dict[str, Rendered], change: str, refusal: str
 ) -> None:
-    rendered = rendered_all["defaults"]
+    rendered = rendered_all["airflow-stream"]
     pod = _changed(_task_pod(_settings(rendered), keeps_state=False), change)
     user = f"system:serviceaccount:{AIRFLOW_NAMESPACE}:{TASKS_ACCOUNTS[0]}"
     for operation in ("CREATE", "UPDATE"):
@@ -331,7 +357,7 @@ def test_the_policy_follows_the_values(rendered_all: dict[str, Rendered]) -> Non
         ["stream.enabled=false", "airflowTasks.podPolicy.extraImages[0]=registry.example/tools:1"],
     )
     policy = _policy(rendered)
-    settings = _settings(rendered_all["defaults"])
+    settings = _settings(rendered_all["airflow-stream"])
     user = f"system:serviceaccount:{AIRFLOW_NAMESPACE}:{TASKS_ACCOUNTS[0]}"
     assert admission_refusals(policy, _task_pod(settings, keeps_state=False), user) == []
     refusals = admission_refusals(policy, _task_pod(settings, keeps_state=True), user)

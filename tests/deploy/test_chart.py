@@ -17,6 +17,7 @@ from tests.support.deploy import (
     Rendered,
     helm_template,
     load_yaml,
+    pod_labels,
     pod_specs,
     run,
     tool,
@@ -144,10 +145,24 @@ def test_monitors_select_existing_ports(rendered: Rendered) -> None:
         assert {endpoint["port"] for endpoint in spec["endpoints"]} <= port_names
     for monitor in rendered.of_kind("PodMonitor"):
         assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
-        cluster = rendered.of_kind("RayCluster")[0]
-        assert monitor["spec"]["selector"]["matchLabels"] == {
-            "ray.io/cluster": cluster["metadata"]["name"]
+        selector = monitor["spec"]["selector"]["matchLabels"]
+        assert selector, monitor["metadata"]["name"]
+        # Every port scraped is a named port of some pod the monitor selects.
+        selected = [
+            pod
+            for item in rendered.objects
+            for labels, (_, pod) in zip(pod_labels(item), pod_specs(item), strict=False)
+            if selector.items() <= labels.items()
+        ]
+        assert selected, monitor["metadata"]["name"]
+        ports = {
+            p["name"] for pod in selected for c in pod["containers"] for p in c.get("ports", [])
         }
+        assert {e["port"] for e in monitor["spec"]["podMetricsEndpoints"]} <= ports
+        if monitor["metadata"]["name"] != "sfmlops-ray":
+            continue
+        cluster = rendered.of_kind("RayCluster")[0]
+        assert selector == {"ray.io/cluster": cluster["metadata"]["name"]}
         for label, pod in pod_specs(cluster):
             names = {port["name"] for port in pod["containers"][0]["ports"]}
             assert "metrics" in names, label

@@ -124,7 +124,7 @@ def test_every_sales_program_logs_in_as_the_application_role() -> None:
         "RayCluster/sfmlops-ray/ray-head",
     ):
         assert expected in programs, sorted(programs)
-    assert any(name.startswith("CronJob/sfmlops-stream") for name in programs), sorted(programs)
+    assert any(name.startswith("Deployment/sfmlops-stream") for name in programs), sorted(programs)
     endpoints = rendered.get("ConfigMap", "sfmlops-endpoints")
     assert endpoints is not None
     assert endpoints["data"]["SFMLOPS_DB_USER"] == APPLICATION

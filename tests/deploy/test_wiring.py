@@ -247,13 +247,18 @@ def test_mlflow_accepts_its_service_names_and_reaches_its_store(rendered: Render
 
 
 def test_stream_checkpoints_live_on_a_volume(rendered: Rendered) -> None:
-    job = rendered.get("CronJob", "sfmlops-stream")
-    pod = job["spec"]["jobTemplate"]["spec"]["template"]["spec"]  # type: ignore[index]
+    # The continuous Deployment (test_stream_runner) or the CronJob, one batch at a time.
+    job = rendered.get("CronJob", "sfmlops-stream") or rendered.get("Deployment", "sfmlops-stream")
+    assert job is not None
+    _, pod = next(pod_specs(job))
     home = rendered.get("ConfigMap", ENDPOINTS)["data"]["SFMLOPS_HOME"]  # type: ignore[index]
     mount = next(m for m in pod["containers"][0]["volumeMounts"] if m["mountPath"] == home)
     volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
     assert volume["persistentVolumeClaim"]["claimName"] == "sfmlops-stream-home"
-    assert job["spec"]["concurrencyPolicy"] == "Forbid"  # type: ignore[index]
+    if job["kind"] == "CronJob":
+        assert job["spec"]["concurrencyPolicy"] == "Forbid"
+    else:
+        assert job["spec"]["replicas"] == 1
 
 
 def _secret_values(rendered: Rendered) -> dict[tuple[str, str, str], str]:
@@ -334,7 +339,7 @@ def test_airflow_release_finds_what_the_chart_writes_for_it(
     [
         (("Deployment", "sfmlops-api"), ("StatefulSet", "sfmlops-postgresql")),
         (("Deployment", "sfmlops-mlflow"), ("StatefulSet", "sfmlops-postgresql")),
-        (("CronJob", "sfmlops-stream"), ("StatefulSet", "sfmlops-postgresql")),
+        (("Deployment", "sfmlops-stream"), ("StatefulSet", "sfmlops-postgresql")),
         (("RayCluster", "sfmlops-ray"), ("StatefulSet", "sfmlops-postgresql")),
         (("Deployment", "sfmlops-api"), ("Deployment", "sfmlops-mlflow")),
         (("RayCluster", "sfmlops-ray"), ("Deployment", "sfmlops-mlflow")),
@@ -423,6 +428,6 @@ def test_each_kafka_client_connects_as_its_own_user(rendered_all: dict[str, Rend
 
 def test_kafka_users_are_refused_with_the_stream_run_by_airflow() -> None:
     # Airflow's command pods get no Kafka user: they would fail at the broker every day.
-    result = helm_template([], ["kafkaAuth.enabled=true"], check=False)
+    result = helm_template([], ["kafkaAuth.enabled=true", "stream.runBy=airflow"], check=False)
     assert result.returncode != 0
-    assert "kafkaAuth.enabled needs stream.runBy=cronjob" in result.stderr
+    assert "kafkaAuth.enabled needs stream.runBy=deployment or cronjob" in result.stderr

@@ -13,6 +13,7 @@
 | SFMLOPS_POD_SECRETS | comma-separated Secrets the pods read whole | (none) |
 | SFMLOPS_POD_DATABASE_SECRET | `name:key` of the database password; the pods compose SFMLOPS_DATABASE_URL from it and the ConfigMap's SFMLOPS_DB_* as the chart's own pods do; empty: none | sfmlops-postgresql:app-password |
 | SFMLOPS_POD_SIGNING_SECRET | `name:key` of the model signing key (SFMLOPS_MODEL_SIGNING_KEY: the pods verify each bundle before loading it); empty: none | sfmlops-model-signing:key |
+| SFMLOPS_DAILY_STREAM_TASK | `true`: the daily DAG starts with `stream --once`; `false`: another runner owns the stream job (the chart's stream Deployment or CronJob: two Spark queries must never share its checkpoint) and the DAG starts with the ingest check | true |
 | SFMLOPS_POD_HOME_CLAIM | PersistentVolumeClaim mounted as SFMLOPS_HOME of the stateful command pods (`stream --once`: its checkpoints); empty, and for every other pod: a scratch volume | (none) |
 | SFMLOPS_POD_LABELS | JSON object of the pods' labels (the chart's NetworkPolicies admit pods by them) | the chart's `airflow-task` labels |
 | SFMLOPS_POD_RESOURCES | JSON `{"requests": {...}, "limits": {...}}` of each pod's container | 500m/1Gi, limits 2/4Gi |
@@ -53,6 +54,8 @@ class DagConfig:
     # The weekly training's model set; empty: the API's default. Checked by the API (the
     # DAGs do not import sfmlops), which refuses an unknown name before any job starts.
     training_models: tuple[str, ...] = ()
+    # Whether the daily DAG runs the stream job: false where something else runs it.
+    daily_stream_task: bool = True
     # How long the API may take to serve a new champion (it polls the registry every
     # SFMLOPS_MODEL_POLL_TRAINING_SECONDS, 2 s by default, while a job runs or has just
     # succeeded, else every SFMLOPS_MODEL_POLL_SECONDS, then loads the bundle).
@@ -92,6 +95,7 @@ class DagConfig:
             ),
             champion_wait=dt.timedelta(seconds=_number("SFMLOPS_CHAMPION_WAIT_SECONDS", 180)),
             training_models=_names("SFMLOPS_TRAINING_MODELS"),
+            daily_stream_task=_flag("SFMLOPS_DAILY_STREAM_TASK", default=True),
             pod_config_map=os.environ.get("SFMLOPS_POD_CONFIG_MAP", "sfmlops-endpoints"),
             pod_secrets=tuple(name.strip() for name in secrets.split(",") if name.strip()),
             pod_database_secret=_secret_key(
@@ -117,6 +121,15 @@ def _number(name: str, default: int) -> int:
     if value < 0:
         raise ValueError(f"{name} must not be negative, not {value}")
     return value
+
+
+def _flag(name: str, *, default: bool) -> bool:
+    text = os.environ.get(name, "").strip().lower()
+    if not text:
+        return default
+    if text not in ("true", "false"):
+        raise ValueError(f"{name} must be true or false, not {text!r}")
+    return text == "true"
 
 
 def _names(name: str) -> tuple[str, ...]:
