@@ -15,9 +15,8 @@ from typing import Any
 import pytest
 import yaml
 
-from sfmlops.services.stream_metrics import StreamMetrics
 from tests.support.deploy import CHART, ROOT, Rendered, load_yaml
-from tests.support.metric_names import SAMPLE_SUFFIXES, api_metrics, queried_metrics
+from tests.support.metric_names import api_metrics, queried_metrics, stream_metric_names
 
 RULES = CHART / "rules" / "sfmlops.rules.yaml"
 RULE_TESTS = ROOT / "tests" / "deploy" / "data" / "sfmlops.rules.test.yaml"
@@ -114,13 +113,6 @@ def test_alertmanager_routes_the_sfmlops_alerts(tmp_path: Path) -> None:
     for rule in alert_rules():
         assert receiver(f"alertname={rule['alert']}") == "sfmlops"
     assert receiver("alertname=KubePodCrashLooping") == "null"
-
-
-def stream_metric_names() -> set[str]:
-    names = set()
-    for family in StreamMetrics().registry.collect():
-        names |= {family.name + suffix for suffix in SAMPLE_SUFFIXES.get(family.type, ("",))}
-    return names
 
 
 def test_every_metric_a_rule_reads_is_exported() -> None:

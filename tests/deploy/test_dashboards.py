@@ -55,6 +55,16 @@ def test_every_queried_metric_is_exposed(path: Path) -> None:
     assert queried <= known_metrics(), sorted(queried - known_metrics())
 
 
+def test_the_ingestion_dashboard_shows_the_stream_job() -> None:
+    # The main ingest path: its lag and batch duration, not only the per-source totals.
+    dashboard = json.loads((CHART / "dashboards" / "sfmlops-ingestion.json").read_text())
+    assert {
+        "sfmlops_stream_records_total",
+        "sfmlops_stream_lag_records",
+        "sfmlops_stream_batch_duration_seconds_bucket",
+    } <= queried_metrics(dashboard)
+
+
 def test_metric_extraction_sees_through_promql() -> None:
     dashboard = {
         "panels": [

@@ -1,4 +1,5 @@
-"""The metric names the dashboards and alert rules query, and those the API exposes."""
+"""The metric names the dashboards and alert rules query, and those the API and the stream job
+expose."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from sfmlops.adapters.db.engine import make_engine, migrate
 from sfmlops.services.api import create_app
+from sfmlops.services.stream_metrics import StreamMetrics
 from sfmlops.settings import Settings
 from tests.support.deploy import CHART, ROOT
 
@@ -64,7 +66,15 @@ def api_metrics() -> frozenset[str]:
     return frozenset(names)
 
 
+def stream_metric_names() -> set[str]:
+    """Metric names the stream job serves on SFMLOPS_STREAM_METRICS_PORT."""
+    names = set()
+    for family in StreamMetrics().registry.collect():
+        names |= {family.name + suffix for suffix in SAMPLE_SUFFIXES.get(family.type, ("",))}
+    return names
+
+
 def known_metrics() -> set[str]:
     lines = KNOWN_METRICS.read_text().splitlines()
     ray = {line.strip() for line in lines if line.strip() and not line.startswith("#")}
-    return ray | api_metrics()
+    return ray | api_metrics() | stream_metric_names()
