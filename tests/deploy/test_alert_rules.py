@@ -116,10 +116,11 @@ def test_alertmanager_routes_the_sfmlops_alerts(tmp_path: Path) -> None:
 
 
 def test_every_metric_a_rule_reads_is_exported() -> None:
-    """By the API (its /metrics captured from a real app) or the stream job."""
+    """By the API (its /metrics captured from a real app), the stream job, or Prometheus itself
+    (`up` of every scrape target)."""
     queried = queried_metrics(
         {"panels": [{"targets": [{"expr": r["expr"]} for r in alert_rules()]}]}
     )
-    exported = api_metrics() | stream_metric_names()
+    exported = api_metrics() | stream_metric_names() | {"up"}
     assert queried
     assert queried <= exported, sorted(queried - exported)
