@@ -98,6 +98,14 @@ class Settings(BaseSettings):
         le=65535,
         description="Port the stream job serves its Prometheus metrics on (/metrics); unset: none.",
     )
+    stream_lag_seconds: float = Field(
+        default=15.0,
+        gt=0,
+        description=(
+            "How often a stream job serving metrics measures its Kafka lag besides after each "
+            "batch, so the lag moves while no batch completes (a stuck job)."
+        ),
+    )
     api_token: SecretStr | None = Field(
         default=None,
         description=(

@@ -100,3 +100,36 @@ def test_a_running_job_serves_its_metrics(stream_env: StreamEnv) -> None:
     lags = [value for name, value in samples.items() if name.startswith("sfmlops_stream_lag")]
     assert lags
     assert sum(lags) == 0
+
+
+def test_the_lag_moves_while_no_batch_runs(stream_env: StreamEnv) -> None:
+    # A job stuck in a batch, or between batches an hour apart, still reports Kafka filling up:
+    # the growing-lag alert reads this gauge.
+    first = [event(store, "2015-06-14", 100.0) for store in range(1, 4)]
+    stream_env.send([k for k, _ in first], [v for _, v in first])
+    port = free_port()
+    running = stream_env.start(
+        "stream",
+        "--continuous",
+        "--interval",
+        "1h",
+        SFMLOPS_STREAM_METRICS_PORT=str(port),
+        SFMLOPS_STREAM_LAG_SECONDS="0.5",
+    )
+    try:
+        # The first trigger runs at once and applies what the topic holds; the next is an hour off.
+        wait_until(lambda: len(stream_env.sales()) == len(first), timeout=180, what="a first batch")
+        later = [event(store, "2015-06-15", 100.0) for store in range(1, 5)]
+        stream_env.send([k for k, _ in later], [v for _, v in later])
+
+        def lag() -> float:
+            samples = scrape(port)
+            return sum(v for name, v in samples.items() if name.startswith("sfmlops_stream_lag"))
+
+        wait_until(lambda: lag() == len(later), timeout=30, what="the lag to count the new events")
+        rows = len(stream_env.sales())
+    finally:
+        running.send_signal(signal.SIGTERM)
+        output, _ = running.communicate(timeout=60)
+    assert running.returncode == 0, output
+    assert rows == len(first)  # no batch applied the later events

@@ -160,6 +160,10 @@ def stream(
     )
     totals = {"received": 0, "upserted": 0, "dead_lettered": 0}
     metrics = _serve_metrics(settings)
+    if metrics is not None:
+        metrics.keep_measuring(
+            lambda: _measure_lag(metrics, engine, source), settings.stream_lag_seconds
+        )
 
     def report(batch: BatchReport) -> None:
         if metrics is not None:

@@ -7,6 +7,10 @@ alert add up every ingest path.
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Callable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from sqlalchemy import Engine
 
@@ -54,6 +58,21 @@ class StreamMetrics:
     def serve(self, port: int, address: str = "0.0.0.0") -> None:
         """Serve /metrics on `port` from a daemon thread."""
         start_http_server(port, addr=address, registry=self.registry)
+
+    def keep_measuring(self, measure: Callable[[], None], every_seconds: float) -> None:
+        """Call `measure` every `every_seconds` from a daemon thread, for the life of the process.
+
+        The lag is otherwise measured after each batch only: a job stuck inside a batch (or one
+        whose batches stopped) would leave it flat while Kafka fills up, and an alert on a growing
+        lag would never fire.
+        """
+
+        def loop() -> None:
+            while True:
+                time.sleep(every_seconds)
+                measure()
+
+        threading.Thread(target=loop, name="stream-lag", daemon=True).start()
 
     def observe(self, batch: BatchReport) -> None:
         """Count one committed micro-batch."""
