@@ -169,14 +169,16 @@ build_traefik() {
   mkdir -p "$src"
   modfile=$(go mod download -json "github.com/traefik/traefik/v3@$TRAEFIK_VERSION" |
     sed -n 's/^\t"GoMod": "\(.*\)",$/\1/p')
+  # Traefik's own requirements, at the versions its release pins: `go mod tidy` would instead
+  # look up the newest version of every module that only its dependencies' tests import (a
+  # build that changes with the proxy's content, and each of those modules downloaded).
   {
     printf 'module sfmlops.local/traefik\n\ngo 1.25.0\n\nrequire github.com/traefik/traefik/v3 %s\n\n' "$TRAEFIK_VERSION"
+    sed -n '/^require (/,/^)/p' "$modfile"
     sed -n '/^replace (/,/^)/p' "$modfile"
   } >"$src/go.mod"
-  printf '//go:build tools\n\npackage tools\n\nimport _ "github.com/traefik/traefik/v3/cmd/traefik"\n' >"$src/tools.go"
-  (cd "$src" && go mod tidy)
   rm -rf "$out.tmp" && mkdir -p "$out.tmp"
-  (cd "$src" && CGO_ENABLED=0 nice -n 10 go build -trimpath \
+  (cd "$src" && CGO_ENABLED=0 GOFLAGS=-mod=mod nice -n 10 go build -trimpath \
     -ldflags "-s -w -X github.com/traefik/traefik/v3/pkg/version.Version=$TRAEFIK_VERSION" \
     -o "$out.tmp/traefik" github.com/traefik/traefik/v3/cmd/traefik)
   rm -rf "$out" && mv "$out.tmp" "$out"
