@@ -154,7 +154,11 @@ def test_the_image_chain_runs_before_the_cluster_programs_and_both_below_the_sui
         ["bash", str(scripts / "background-builds.sh"), "tag"], env=env, check=True, timeout=30
     )
     levels = {}
-    for name, expected in (("images.sh", 10), ("local-cluster.sh", 19)):
+    # `nice -n` adds to the caller's own level (a suite run under `nice -n 19` stays at 19);
+    # the scheduler group's level is set as it is.
+    base = os.nice(0)
+    for name, group_level in (("images.sh", 10), ("local-cluster.sh", 19)):
+        expected = min(19, base + group_level)
         out = scripts / f"{name}.out"
         deadline = time.monotonic() + 30
         while not (out.exists() and len(out.read_text().splitlines()) == 2):
@@ -164,5 +168,5 @@ def test_the_image_chain_runs_before_the_cluster_programs_and_both_below_the_sui
         levels[name] = int(nice)
         assert int(nice) == expected, name
         if group != "none":
-            assert group.endswith(f"nice {expected}"), (name, group)
-    assert levels["images.sh"] < levels["local-cluster.sh"]
+            assert group.endswith(f"nice {group_level}"), (name, group)
+    assert levels["images.sh"] < levels["local-cluster.sh"] or base + 10 >= 19
