@@ -346,18 +346,29 @@ def test_producer_events_land_in_postgresql_through_kafka_and_spark(stack: Stack
     assert stack.sql("SELECT count(*) FROM ingest_dead_letters") == "0"
 
 
-def test_prometheus_scrapes_the_api_and_loads_the_alert_rules(stack: Stack) -> None:
-    def api_target_up() -> bool:
+def test_prometheus_scrapes_the_api_and_the_stream_job_and_loads_the_alert_rules(
+    stack: Stack,
+) -> None:
+    def target_up(job: str) -> bool:
         status, body = _http(f"{stack.prometheus}/api/v1/targets")
         if status != 200:
             return False
         targets = json.loads(body)["data"]["activeTargets"]
-        return any(t["labels"]["job"] == "sfmlops-api" and t["health"] == "up" for t in targets)
+        return any(t["labels"]["job"] == job and t["health"] == "up" for t in targets)
 
-    assert _until("Prometheus scraping the API", api_target_up, 180, stack)
+    assert _until("Prometheus scraping the API", lambda: target_up("sfmlops-api"), 180, stack)
     status, body = _http(f"{stack.prometheus}/api/v1/query?query=up%7Bjob%3D%22sfmlops-api%22%7D")
     assert status == 200
     assert json.loads(body)["data"]["result"][0]["value"][1] == "1"
+    # The stream job's own series (the stream alerts' inputs), from its metrics port.
+    assert _until(
+        "Prometheus scraping the stream job", lambda: target_up("sfmlops-stream"), 180, stack
+    )
+    status, body = _http(
+        f"{stack.prometheus}/api/v1/query?query=sfmlops_stream_records_total%7Bjob%3D%22sfmlops-stream%22%7D"
+    )
+    assert status == 200
+    assert json.loads(body)["data"]["result"], "no sfmlops_stream_records_total from the stream job"
     status, body = _http(f"{stack.prometheus}/api/v1/rules")
     assert status == 200
     rules = [
