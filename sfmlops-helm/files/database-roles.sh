@@ -37,18 +37,24 @@ until pg_isready --quiet; do
   sleep 2
   waited=$((waited + 2))
 done
-# No role but a database's own (and the superuser) may connect to it.
-for entry in $DATABASE_ROLES; do
-  IFS=: read -r role database key <<< "$entry"
-  variable="ROLE_PASSWORD_${role^^}"
-  # The password reaches psql through the environment, never the command line.
-  ROLE_PASSWORD="${!variable}" psql --no-psqlrc --quiet -v ON_ERROR_STOP=1 \
-    -v role="$role" -v name="$database" >/dev/null <<'SQL'
+# A login role without admin attributes, created if missing, with the password of its
+# ROLE_PASSWORD_<ROLE> variable: it reaches psql through the environment, never the command line.
+login_role() {
+  local variable="ROLE_PASSWORD_${1^^}"
+  ROLE_PASSWORD="${!variable}" psql --no-psqlrc --quiet -v ON_ERROR_STOP=1 -v role="$1" \
+    >/dev/null <<'SQL'
 \getenv password ROLE_PASSWORD
 SELECT format('CREATE ROLE %I', :'role')
 WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = :'role') \gexec
 ALTER ROLE :"role" WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION
   NOBYPASSRLS INHERIT PASSWORD :'password';
+SQL
+}
+# No role but a database's own (and the superuser) may connect to it.
+for entry in $DATABASE_ROLES; do
+  IFS=: read -r role database key <<< "$entry"
+  login_role "$role"
+  psql --no-psqlrc --quiet -v ON_ERROR_STOP=1 -v role="$role" -v name="$database" >/dev/null <<'SQL'
 SELECT format('CREATE DATABASE %I OWNER %I', :'name', :'role')
 WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = :'name') \gexec
 ALTER DATABASE :"name" OWNER TO :"role";
@@ -111,14 +117,8 @@ done
 # transaction by default also stops a function with side effects run through it.
 for entry in ${DATABASE_READERS:-}; do
   IFS=: read -r role database key <<< "$entry"
-  variable="ROLE_PASSWORD_${role^^}"
-  ROLE_PASSWORD="${!variable}" psql --no-psqlrc --quiet -v ON_ERROR_STOP=1 \
-    -v role="$role" -v name="$database" >/dev/null <<'SQL'
-\getenv password ROLE_PASSWORD
-SELECT format('CREATE ROLE %I', :'role')
-WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = :'role') \gexec
-ALTER ROLE :"role" WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION
-  NOBYPASSRLS INHERIT PASSWORD :'password';
+  login_role "$role"
+  psql --no-psqlrc --quiet -v ON_ERROR_STOP=1 -v role="$role" -v name="$database" >/dev/null <<'SQL'
 ALTER ROLE :"role" SET default_transaction_read_only = on;
 GRANT CONNECT ON DATABASE :"name" TO :"role";
 \connect :"name"

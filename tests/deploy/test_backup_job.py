@@ -11,15 +11,19 @@ import time
 import uuid
 from pathlib import Path
 
-import pandas as pd
 import pytest
 from sqlalchemy import make_url, text
 
 from sfmlops.adapters.db.backup import restore
 from sfmlops.adapters.db.engine import make_engine
 from sfmlops.adapters.db.sales_records import upsert_sales
-from sfmlops.core import columns
-from tests.support.database_roles import POSTGRESQL, Server, autocommit, rendered_script
+from tests.support.database_roles import (
+    POSTGRESQL,
+    Server,
+    autocommit,
+    rendered_script,
+    two_days_of_sales,
+)
 from tests.support.deploy import admitted, labels_of, render, render_values
 
 pytestmark = pytest.mark.integration
@@ -102,35 +106,25 @@ def _backup(
     )
 
 
-def _two_sales(store: int) -> pd.DataFrame:
-    return pd.DataFrame(
-        {
-            columns.STORE_ID: [store, store],
-            columns.PRODUCT_ID: columns.DEFAULT_PRODUCT,
-            columns.SALES_DATE: pd.to_datetime(["2015-07-30", "2015-07-31"]),
-            columns.SALES: [5263.0, 5020.0],
-            columns.CUSTOMERS: [555, 546],
-            columns.OPEN: 1,
-            columns.PROMO: 1,
-            columns.STATE_HOLIDAY: "0",
-            columns.SCHOOL_HOLIDAY: 1,
-        }
-    )
+def _owners_made(server: Server) -> tuple[str, str, dict[str, str]]:
+    """The sales and MLflow owner roles made by the roles script: their names and passwords."""
+    application, mlflow = f"{server.prefix}_app", f"{server.prefix}_mlflow"
+    passwords = {application: uuid.uuid4().hex, mlflow: uuid.uuid4().hex}
+    roles = server.run_roles(passwords, databases={application: server.sales_database})
+    assert roles.returncode == 0, roles.stderr
+    return application, mlflow, passwords
 
 
 @pytest.mark.skipif(shutil.which("pg_dump") is None, reason="pg_dump is not installed")
 def test_each_owner_dumps_its_database_and_restores_it_and_the_newest_are_kept(
     server: Server, tmp_path: Path
 ) -> None:
-    application, mlflow = f"{server.prefix}_app", f"{server.prefix}_mlflow"
-    passwords = {application: uuid.uuid4().hex, mlflow: uuid.uuid4().hex}
-    roles = server.run_roles(passwords, databases={application: server.sales_database})
-    assert roles.returncode == 0, roles.stderr
+    application, mlflow, passwords = _owners_made(server)
     as_application = server.url_of(server.sales_database, application, passwords[application])
     as_mlflow = server.url_of(mlflow, mlflow, passwords[mlflow])
     writer = make_engine(as_application)
     with writer.begin() as connection:
-        assert upsert_sales(connection, _two_sales(1)) == 2
+        assert upsert_sales(connection, two_days_of_sales()) == 2
     writer.dispose()
     with autocommit(as_mlflow).connect() as connection:
         connection.exec_driver_sql("CREATE TABLE runs (id serial PRIMARY KEY, name text)")
@@ -174,10 +168,7 @@ def test_each_owner_dumps_its_database_and_restores_it_and_the_newest_are_kept(
 def test_a_role_reaches_no_other_database_and_a_missing_password_dumps_nothing(
     server: Server, tmp_path: Path
 ) -> None:
-    application, mlflow = f"{server.prefix}_app", f"{server.prefix}_mlflow"
-    passwords = {application: uuid.uuid4().hex, mlflow: uuid.uuid4().hex}
-    roles = server.run_roles(passwords, databases={application: server.sales_database})
-    assert roles.returncode == 0, roles.stderr
+    application, mlflow, passwords = _owners_made(server)
     script = rendered_script("CronJob", BACKUP, "backup")
     role_passwords = {f"ROLE_PASSWORD_{role.upper()}": value for role, value in passwords.items()}
 

@@ -10,20 +10,19 @@ import hashlib
 import hmac
 import uuid
 
-import pandas as pd
 import pytest
 from sqlalchemy import make_url, text
 from sqlalchemy.exc import ProgrammingError
 
 from sfmlops.adapters.db.engine import make_engine, migrate
 from sfmlops.adapters.db.sales_records import sales_summary, upsert_sales
-from sfmlops.core import columns
 from tests.support.database_roles import (
     POSTGRESQL,
     ROLES_CONTAINER,
     Server,
     autocommit,
     refusal_of,
+    two_days_of_sales,
 )
 from tests.support.deploy import Rendered, admitted, labels_of, render, render_values
 
@@ -403,7 +402,7 @@ def test_the_application_role_owns_the_sales_migrates_and_writes_but_administers
     # The rest of the migrations (0004 builds an index CONCURRENTLY), then a sales write.
     migrate(as_application)
     with as_application.begin() as connection:
-        assert upsert_sales(connection, _two_days_of_sales()) == 2
+        assert upsert_sales(connection, two_days_of_sales()) == 2
     with as_application.connect() as connection:
         assert sales_summary(connection).rows == 2
         owners = connection.execute(
@@ -481,7 +480,7 @@ def test_the_reader_role_reads_every_sales_table_now_and_later_and_nothing_more(
         server.url_of(server.sales_database, application, passwords[application])
     )
     with as_application.begin() as connection:
-        upsert_sales(connection, _two_days_of_sales())
+        upsert_sales(connection, two_days_of_sales())
         # A later migration's table: the default privileges cover it.
         connection.exec_driver_sql("CREATE TABLE later_reports (id int)")
         connection.exec_driver_sql("INSERT INTO later_reports VALUES (7)")
@@ -515,19 +514,3 @@ def test_the_reader_role_reads_every_sales_table_now_and_later_and_nothing_more(
     for database in ("postgres", mlflow):
         refusal = refusal_of(server.url_of(database, reader, passwords[reader]))
         assert "permission denied for database" in refusal, refusal
-
-
-def _two_days_of_sales() -> pd.DataFrame:
-    return pd.DataFrame(
-        {
-            columns.STORE_ID: [1, 1],
-            columns.PRODUCT_ID: columns.DEFAULT_PRODUCT,
-            columns.SALES_DATE: pd.to_datetime(["2015-07-30", "2015-07-31"]),
-            columns.SALES: [5263.0, 5020.0],
-            columns.CUSTOMERS: [555, 546],
-            columns.OPEN: 1,
-            columns.PROMO: 1,
-            columns.STATE_HOLIDAY: "0",
-            columns.SCHOOL_HOLIDAY: 1,
-        }
-    )

@@ -10,11 +10,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+import pandas as pd
 import pytest
 from sqlalchemy import Engine, make_url
 from sqlalchemy.exc import OperationalError
 
 from sfmlops.adapters.db.engine import make_engine, migrate
+from sfmlops.core import columns
 from tests.support.deploy import render
 
 POSTGRESQL = "sfmlops-postgresql"
@@ -138,3 +140,20 @@ def refusal_of(url: str) -> str:
     finally:
         engine.dispose()
     return str(refused.value)
+
+
+def two_days_of_sales() -> pd.DataFrame:
+    """Two sales rows of store 1, for a role to write and a backup to carry."""
+    return pd.DataFrame(
+        {
+            columns.STORE_ID: [1, 1],
+            columns.PRODUCT_ID: columns.DEFAULT_PRODUCT,
+            columns.SALES_DATE: pd.to_datetime(["2015-07-30", "2015-07-31"]),
+            columns.SALES: [5263.0, 5020.0],
+            columns.CUSTOMERS: [555, 546],
+            columns.OPEN: 1,
+            columns.PROMO: 1,
+            columns.STATE_HOLIDAY: "0",
+            columns.SCHOOL_HOLIDAY: 1,
+        }
+    )

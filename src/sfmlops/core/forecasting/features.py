@@ -158,17 +158,9 @@ class Calendar:
             .max()
             .reset_index()
         )
-        state_groups = _Groups(state_days[columns.STATE].to_numpy())
-        state_day_number = _day_numbers(state_days[columns.SALES_DATE])
+        state_groups = _Groups(state_days, columns.STATE)
         for event in ("state_holiday", "school_holiday"):
-            _add_proximity(
-                state_days,
-                state_groups,
-                state_day_number,
-                event,
-                f"{event}_day",
-                PROXIMITY_CAP_DAYS,
-            )
+            _add_proximity(state_days, state_groups, event, f"{event}_day", PROXIMITY_CAP_DAYS)
         school = state_days["school_holiday_day"].to_numpy(dtype=bool)
         position, length = state_groups.runs(school)
         state_days["days_into_school_holiday"] = np.where(
@@ -190,40 +182,20 @@ class Calendar:
         store_days = store_days.drop_duplicates(
             [columns.STORE_ID, columns.SALES_DATE], keep="last"
         ).reset_index(drop=True)
-        store_groups = _Groups(store_days[columns.STORE_ID].to_numpy())
-        store_day_number = _day_numbers(store_days[columns.SALES_DATE])
+        store_groups = _Groups(store_days, columns.STORE_ID)
         promo = store_days[columns.PROMO].to_numpy().astype(int) == 1
         # A promotion runs for days in a row (Rossmann: Monday to Friday, every other week):
         # where a day sits in that cycle, not only whether it has one.
         store_days["promo_start_day"] = promo & ~store_groups.previous(promo)
         store_days["promo_end_day"] = promo & ~store_groups.following(promo)
         for event in ("promo_start", "promo_end"):
-            _add_proximity(
-                store_days,
-                store_groups,
-                store_day_number,
-                event,
-                f"{event}_day",
-                PROXIMITY_CAP_DAYS,
-            )
+            _add_proximity(store_days, store_groups, event, f"{event}_day", PROXIMITY_CAP_DAYS)
         closed = store_days["closed_weekday"].to_numpy(dtype=bool)
         _, run_length = store_groups.runs(closed)
         store_days["long_closure_day"] = closed & (run_length >= LONG_CLOSURE_DAYS)
+        _add_proximity(store_days, store_groups, "closure", "closed_weekday", PROXIMITY_CAP_DAYS)
         _add_proximity(
-            store_days,
-            store_groups,
-            store_day_number,
-            "closure",
-            "closed_weekday",
-            PROXIMITY_CAP_DAYS,
-        )
-        _add_proximity(
-            store_days,
-            store_groups,
-            store_day_number,
-            "long_closure",
-            "long_closure_day",
-            REOPENING_CAP_DAYS,
+            store_days, store_groups, "long_closure", "long_closure_day", REOPENING_CAP_DAYS
         )
         keep_state = [columns.STATE, columns.SALES_DATE, *_proximity_columns(state_days)]
         keep_store = [columns.STORE_ID, columns.SALES_DATE, *_proximity_columns(store_days)]
@@ -362,13 +334,18 @@ def _lookup(table: pd.DataFrame, keys: list[str], values: list[np.ndarray]) -> p
 
 
 class _Groups:
-    """Positions of rows sorted by a group key (then by date): each row's group's first and
-    last row, for per-group scans in numpy (pandas' groupby costs about 1 ms per call, and a
-    calendar makes dozens per request)."""
+    """Positions of rows sorted by a group key, then by date: each row's group's first and last
+    row and its day number, for per-group scans in numpy (pandas' groupby costs about 1 ms per
+    call, and a calendar makes dozens per request)."""
 
-    def __init__(self, keys: np.ndarray) -> None:
+    def __init__(self, days: pd.DataFrame, group: str) -> None:
+        keys = days[group].to_numpy()
         count = len(keys)
         self.positions = np.arange(count)
+        # Days since 1970-01-01, as floats like the gaps computed from them.
+        self.day_number = (days[columns.SALES_DATE] - pd.Timestamp("1970-01-01")).dt.days.to_numpy(
+            dtype=float
+        )
         starts = np.ones(count, dtype=bool)
         starts[1:] = keys[1:] != keys[:-1]
         self.is_first = starts
@@ -403,24 +380,12 @@ class _Groups:
         return position, length
 
 
-def _day_numbers(dates: pd.Series) -> np.ndarray:
-    """Days since 1970-01-01, as floats (missing events become NaN alongside)."""
-    days: np.ndarray = (dates - pd.Timestamp("1970-01-01")).dt.days.to_numpy(dtype=float)
-    return days
-
-
-def _add_proximity(
-    days: pd.DataFrame,
-    groups: _Groups,
-    day_number: np.ndarray,
-    event: str,
-    flag: str,
-    cap: int,
-) -> None:
+def _add_proximity(days: pd.DataFrame, groups: _Groups, event: str, flag: str, cap: int) -> None:
     """Add `days_after_<event>`/`days_before_<event>` to `days` (sorted by group, then date):
     the days since the group's last flagged day (that day included) and until its next,
     capped at `cap` (also when there is none)."""
     flagged = days[flag].to_numpy(dtype=bool)
+    day_number = groups.day_number
     count = len(flagged)
     last = np.maximum.accumulate(np.where(flagged, groups.positions, -1))
     following = np.minimum.accumulate(np.where(flagged, groups.positions, count)[::-1])[::-1]
