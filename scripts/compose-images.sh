@@ -12,6 +12,8 @@ shopt -s inherit_errexit
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 export CONTAINERS_CONF=${CONTAINERS_CONF:-$root/images/podman/containers.conf}
+# shellcheck source=scripts/image-build-lock.sh
+source "$root/scripts/image-build-lock.sh"
 
 base_image() {
   if [ -n "${BASE_IMAGE:-}" ]; then echo "$BASE_IMAGE"; else "$root/scripts/base-images.sh" python; fi
@@ -55,11 +57,5 @@ build() {
 }
 
 [ $# -ge 1 ] || { sed -n '2,9p' "$0" >&2; exit 2; }
-# The lock of scripts/images.sh: one podman build at a time (see there).
-if [ -z "${SFMLOPS_IMAGES_LOCKED:-}" ]; then
-  mkdir -p "${SFMLOPS_IMAGE_CACHE:-$HOME/.cache/sfmlops-images}"
-  exec {lock}>"${SFMLOPS_IMAGE_CACHE:-$HOME/.cache/sfmlops-images}/build.lock"
-  flock "$lock"
-  export SFMLOPS_IMAGES_LOCKED=1
-fi
+hold_image_build_lock
 for name in "$@"; do build "$name"; done

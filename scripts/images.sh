@@ -20,6 +20,8 @@ shopt -s inherit_errexit
 cd "$(dirname "$0")/.."
 root=$(pwd)
 export CONTAINERS_CONF=${CONTAINERS_CONF:-$root/images/podman/containers.conf}
+# shellcheck source=scripts/image-build-lock.sh
+source "$root/scripts/image-build-lock.sh"
 
 # name              Dockerfile                  target (- for the file's last stage)
 images() {
@@ -188,14 +190,7 @@ case "${1:-}" in
   matrix) matrix ;;
   engine) engine ;;
   build | tag)
-    # One build at a time (a background build of `make test` and a tier needing the images):
-    # the second waits, then finds the images built. A nested call already holds the lock.
-    if [ -z "${SFMLOPS_IMAGES_LOCKED:-}" ]; then
-      mkdir -p "${SFMLOPS_IMAGE_CACHE:-$HOME/.cache/sfmlops-images}"
-      exec {lock}>"${SFMLOPS_IMAGE_CACHE:-$HOME/.cache/sfmlops-images}/build.lock"
-      flock "$lock"
-      export SFMLOPS_IMAGES_LOCKED=1
-    fi
+    hold_image_build_lock
     ENGINE=$(engine)
     MODE=$(base_mode)
     if [ "$1" = build ]; then
