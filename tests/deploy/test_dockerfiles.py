@@ -338,3 +338,16 @@ def test_the_healthcheck_fails_when_nothing_listens() -> None:
     failed = _check(f"http://127.0.0.1:{port}/health")
     assert failed.returncode == 1
     assert failed.stderr
+
+
+def test_the_airflow_image_is_the_locked_airflow() -> None:
+    """The Airflow image installs under requirements-airflow.txt, and its base is the official
+    image of the lock's Airflow version: what runs in the cluster is what the DAG tests ran on."""
+    dockerfile = (ROOT / "images" / "airflow" / "Dockerfile").read_text()
+    lock = (ROOT / "requirements-airflow.txt").read_text()
+    locked = re.search(r"^apache-airflow==(\S+)", lock, re.MULTILINE)
+    base = re.search(r"^ARG AIRFLOW_IMAGE=apache/airflow:(\d[^-\s]*)-python", dockerfile, re.M)
+    assert locked and base, "no Airflow version in the lock or the Dockerfile's base"
+    assert base.group(1) == locked.group(1)
+    assert "COPY requirements-airflow.txt" in dockerfile
+    assert "--constraint /tmp/requirements-airflow.txt" in dockerfile
