@@ -35,9 +35,18 @@ TEST_SECRET = "container-test-secret-of-32-chars-or-more"
 # Deployment name -> (image name, settings that point a store at the container's own disk: the
 # test runs each image alone, without the chart's PostgreSQL). The API needs PostgreSQL, MLflow and
 # the model signing key to be ready: the Compose and cluster tests start it with those.
+# The stream job serves the /metrics its probes ask for once its schema is migrated, before Spark
+# looks for the broker (none here: the probes must not depend on Kafka).
 DEPLOYMENTS = {
     "sfmlops-dashboard": ("web-ui", {}),
     "sfmlops-mlflow": ("mlflow", {"MLFLOW_BACKEND_STORE_URI": "sqlite:////tmp/mlflow.db"}),
+    "sfmlops-stream": (
+        "stream-processor",
+        {
+            "SFMLOPS_DATABASE_URL": "sqlite:////var/lib/sfmlops/sales.db",
+            "SFMLOPS_KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9",
+        },
+    ),
 }
 
 
