@@ -105,12 +105,18 @@ def run_as_the_chart_does(
         command.append("--read-only-tmpfs=false")  # only the chart's mounts are writable
     command += ["--user", f"{security['runAsUser']}:{security['runAsGroup']}"]
     command += ["--cap-drop", "ALL", "--security-opt", "no-new-privileges"]
-    # Every volume the chart mounts becomes an empty, writable tmpfs owned by the pod's group
-    # (emptyDir; a persistent volume starts empty too).
+    # Every volume the chart mounts becomes an empty tmpfs the pod's user may write, as the
+    # pod's fsGroup makes its volumes (emptyDir; a persistent volume starts empty too).
     for mount in container.get("volumeMounts", []):
         if not mount.get("readOnly"):
-            # (--mount: podman 4.3 ignores the mode of --tmpfs, leaving it root's 0755.)
-            command += ["--mount", f"type=tmpfs,destination={mount['mountPath']},tmpfs-mode=1777"]
+            tmpfs = f"type=tmpfs,destination={mount['mountPath']},tmpfs-mode=1777"
+            if container_engine == "podman":
+                # podman 4.3 ignores tmpfs-mode (of --tmpfs and --mount alike): a tmpfs
+                # anywhere but /tmp comes out root's 0755, which the pod's user cannot write
+                # (the stream job's SQLite lock file in /var/lib/sfmlops was refused). U=true
+                # gives it to the --user instead.
+                tmpfs += ",U=true"
+            command += ["--mount", tmpfs]
     env = {**environment(container, config_maps), **overrides}
     for key, value in env.items():
         command += ["--env", f"{key}={value}"]
@@ -191,8 +197,11 @@ def deployment_started(
     try:
         yield deployment_name, started
     finally:
+        # Nothing to keep: killed at once (podman would wait 10 s for a clean stop first;
+        # docker's rm --force kills at once).
+        kill_now = ["--time", "0"] if container_engine == "podman" else []
         subprocess.run(
-            [container_engine, "rm", "--force", name],
+            [container_engine, "rm", "--force", *kill_now, name],
             capture_output=True,
             check=False,
             env=ENGINE_ENV,
