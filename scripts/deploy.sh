@@ -25,6 +25,10 @@
 #                           three brokers, replication factor 3, min.insync.replicas=2)
 #   SFMLOPS_HELM_TIMEOUT    how long `helm upgrade --install --wait` of sfmlops-helm may take
 #                           (default 15m; its hooks include the first training)
+#   SFMLOPS_NAMESPACE_POD_SECURITY  Pod Security level enforced in sfmlops's namespace (default
+#                           restricted)
+#   SFMLOPS_POD_SECURITY_ENFORCE    the level enforced in the other releases' namespaces (default
+#                           baseline; monitoring: privileged, for node-exporter)
 #   HELM                    the helm binary (default: helm on PATH; ./install-helm.sh installs it)
 set -euo pipefail
 
@@ -86,11 +90,16 @@ release_sfmlops=("$SFMLOPS_RELEASE" ./sfmlops-helm -n "$SFMLOPS_NAMESPACE" "${sf
 release_airflow=("$AIRFLOW_RELEASE" apache-airflow/"$AIRFLOW_CHART" --version "$AIRFLOW_VERSION" -n "$AIRFLOW_NAMESPACE" "${airflow_values[@]}")
 
 # Pod Security Admission on every namespace: pods beyond the "restricted" profile are reported
-# (warn, audit); the level refused outright is the second argument, else
-# SFMLOPS_POD_SECURITY_ENFORCE (default baseline; "restricted" where every workload complies).
+# (warn, audit); the level refused outright is the second argument, else restricted in
+# sfmlops's own namespace (SFMLOPS_NAMESPACE_POD_SECURITY) and SFMLOPS_POD_SECURITY_ENFORCE
+# (default baseline) in the other releases'. Every pod of sfmlops's namespace meets restricted:
+# the chart's, those KubeRay makes from the chart's RayCluster, Airflow's task pods
+# (tests/deploy/test_security.py, and the cluster tier runs under it).
 pod_security() {
+  local level=${SFMLOPS_POD_SECURITY_ENFORCE:-baseline}
+  [ "$1" = "$SFMLOPS_NAMESPACE" ] && level=${SFMLOPS_NAMESPACE_POD_SECURITY:-restricted}
   kubectl label namespace "$1" --overwrite >/dev/null \
-    "pod-security.kubernetes.io/enforce=${2:-${SFMLOPS_POD_SECURITY_ENFORCE:-baseline}}" \
+    "pod-security.kubernetes.io/enforce=${2:-$level}" \
     pod-security.kubernetes.io/warn=restricted \
     pod-security.kubernetes.io/audit=restricted
 }
@@ -100,7 +109,7 @@ namespaces() {
   for namespace in "$SFMLOPS_NAMESPACE" "$KAFKA_NAMESPACE" "$AIRFLOW_NAMESPACE" \
     "$KUBE_PROMETHEUS_NAMESPACE" "$INGRESS_NGINX_NAMESPACE" "$KUBERAY_OPERATOR_NAMESPACE"; do
     kubectl create namespace "$namespace" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
-    level=${SFMLOPS_POD_SECURITY_ENFORCE:-baseline}
+    level=""
     # kube-prometheus-stack's node-exporter reads each node's /proc and /sys through hostPath
     # volumes, in the host's network and PID namespaces: baseline refuses all three, and its
     # DaemonSet would never become ready (helm --wait times out). Still reported (warn, audit).

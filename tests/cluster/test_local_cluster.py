@@ -179,6 +179,24 @@ def test_a_single_store_retrain_runs_on_the_ray_worker_and_becomes_champion(
     assert api.get(f"/v1/stores/{STORE}/forecast").status_code == 200
 
 
+def test_the_namespace_admits_only_pods_of_the_restricted_profile(deployed: Any) -> None:
+    # deploy.sh labelled the namespace before anything was installed: every pod now running,
+    # KubeRay's head and worker among them, was admitted under "restricted".
+    labels = deployed.json("get", "namespace", NAMESPACE)["metadata"]["labels"]
+    assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
+    pods = deployed.json("get", "pods", "-n", NAMESPACE)["items"]
+    ray_nodes = {p["metadata"]["labels"].get("ray.io/node-type") for p in pods}
+    assert {"head", "worker"} <= ray_nodes
+    # And a pod beyond it is refused (asked with a server-side dry run: nothing is created).
+    refused = deployed.run(
+        ["kubectl", "run", "beyond-restricted", "-n", NAMESPACE, "--dry-run=server",
+         "--image", "localhost/sfmlops-forecast-api:unused", "--restart", "Never"],
+        check=False,
+    )  # fmt: skip
+    assert refused.returncode != 0
+    assert 'violates PodSecurity "restricted' in refused.stderr, refused.stderr
+
+
 def test_a_sales_batch_through_the_api_shows_in_the_status(api: Any) -> None:
     before = _status(api)
     record = {
@@ -267,6 +285,26 @@ def test_a_rollback_restores_the_previous_revision(deployed: Any, api: Any) -> N
     history = deployed.helm("history", RELEASE, "-n", NAMESPACE, "-o", "json")
     assert '"Rollback to' in history
     deployed.wait(lambda: api.get("/ready").status_code == 200, 300, "/api/ready after rollback")
+
+
+def test_a_backup_job_dumps_each_database_as_its_owner(deployed: Any) -> None:
+    # The CronJob turned on in the running release (without --wait: its claim binds when the
+    # first backup pod mounts it; nor hooks: nothing else changes), then run once now.
+    deployed.helm(
+        "upgrade", RELEASE, "./sfmlops-helm", "-n", NAMESPACE, "--reuse-values", "--no-hooks",
+        "--set", "backup.enabled=true",
+    )  # fmt: skip
+    job = "backup-now"
+    deployed.kubectl("create", "job", job, "-n", NAMESPACE, f"--from=cronjob/{RELEASE}-backup")
+    deployed.kubectl(
+        "wait", "-n", NAMESPACE, f"job/{job}", "--for=condition=Complete", "--timeout=180s",
+        timeout=200,
+    )  # fmt: skip
+    # Each line is printed once the dump was complete and renamed in the volume.
+    logs = deployed.kubectl("logs", "-n", NAMESPACE, f"job/{job}")
+    dumped = sorted(line.split()[2] for line in logs.splitlines() if line.startswith("backed up"))
+    assert dumped == ["airflow", "mlflow", "sfmlops"], logs
+    deployed.kubectl("delete", "job", job, "-n", NAMESPACE, "--wait=true")
 
 
 def _replace_pod(deployed: Any, selector: str) -> None:

@@ -187,7 +187,7 @@ def _pod_security_of_a_dry_deploy(tmp_path: Path, env: dict[str, str]) -> dict[s
     return labels
 
 
-def test_namespaces_enforce_baseline_and_monitoring_what_node_exporter_needs(
+def test_sfmlops_enforces_restricted_the_others_baseline_and_monitoring_what_it_needs(
     tmp_path: Path,
 ) -> None:
     releases = {
@@ -195,24 +195,37 @@ def test_namespaces_enforce_baseline_and_monitoring_what_node_exporter_needs(
         for key, value in read_env_file(ROOT / "helm-releases.env").items()
         if key.endswith("_NAMESPACE")
     }
-    monitoring = releases["KUBE_PROMETHEUS_NAMESPACE"]
+    monitoring, sfmlops = releases["KUBE_PROMETHEUS_NAMESPACE"], releases["SFMLOPS_NAMESPACE"]
+
+    def expected(own: str, others: str) -> dict[str, str]:
+        # node-exporter's host namespaces and hostPath volumes are beyond baseline: enforced
+        # there, its DaemonSet would get no pod.
+        return {
+            namespace: own if namespace == sfmlops else "privileged" if namespace == monitoring
+            else others
+            for namespace in releases.values()
+        }  # fmt: skip
+
     labels = _pod_security_of_a_dry_deploy(tmp_path, {})
     assert set(labels) == set(releases.values()), labels
     for namespace, levels in labels.items():
         # Whatever runs beyond the restricted profile is reported everywhere.
         assert (levels["warn"], levels["audit"]) == ("restricted", "restricted"), namespace
-        # node-exporter's host namespaces and hostPath volumes are beyond baseline: enforced
-        # there, its DaemonSet would get no pod.
-        expected = "privileged" if namespace == monitoring else "baseline"
-        assert levels["enforce"] == expected, namespace
+    enforced = {namespace: levels["enforce"] for namespace, levels in labels.items()}
+    assert enforced == expected("restricted", "baseline")
 
     stricter = _pod_security_of_a_dry_deploy(
         tmp_path / "restricted", {"SFMLOPS_POD_SECURITY_ENFORCE": "restricted"}
     )
-    assert {namespace: levels["enforce"] for namespace, levels in stricter.items()} == {
-        namespace: "privileged" if namespace == monitoring else "restricted"
-        for namespace in releases.values()
-    }
+    enforced = {namespace: levels["enforce"] for namespace, levels in stricter.items()}
+    assert enforced == expected("restricted", "restricted")
+
+    # The way back for a workload added to sfmlops's namespace that does not meet it yet.
+    looser = _pod_security_of_a_dry_deploy(
+        tmp_path / "baseline", {"SFMLOPS_NAMESPACE_POD_SECURITY": "baseline"}
+    )
+    enforced = {namespace: levels["enforce"] for namespace, levels in looser.items()}
+    assert enforced == expected("baseline", "baseline")
 
 
 def _uses_lines() -> list[tuple[str, str]]:
