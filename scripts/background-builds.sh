@@ -3,9 +3,10 @@
 #   scripts/background-builds.sh TAG
 # They run while the main suite does, at a low CPU priority, so they take the cores that suite
 # leaves idle while it waits on servers, browsers and Spark, and the downloads overlap its work.
-# Two chains, side by side: the images (scripts/images.sh build TAG, then the Compose stand-ins)
-# at nice 10, and the cluster's programs (scripts/local-cluster.sh build, when Go is there) at
-# nice 19: the images are needed first (Compose runs before the cluster) and took longest.
+# Two chains, side by side: the images (scripts/images.sh build TAG, then the Compose stand-ins,
+# then the cluster tier's images copied into the stopped cluster's image store) at nice 10, and
+# the cluster's programs (scripts/local-cluster.sh build, when Go is there) at nice 19: the images
+# are needed first (Compose runs before the cluster) and took longest.
 # Each build takes its lock, so the tier that needs it waits for the background build to end and
 # then finds everything built; a build that failed here runs again there, where its error shows.
 # Logs: test-artifacts/background-*.log. Nothing here is needed: without it the tiers build
@@ -31,8 +32,17 @@ start() {
   echo "background build: $name, nice $level (test-artifacts/background-$name.log)"
 }
 
+# The images tests/cluster deploys (its IMAGES) and PostgreSQL's stand-in: `preload` copies
+# them into the cluster's image store (kept by `reset`) so the cluster tier does not wait for the
+# copy; it does nothing where the cluster cannot run yet (no root, or before its first `up`).
+cluster_images="forecast-api web-ui training mlflow"
+preload="scripts/local-cluster.sh preload"
+for name in $cluster_images; do preload+=" localhost/sfmlops-$name:$tag"; done
+# shellcheck disable=SC2016 # expanded by the chain's shell, once the stand-in is built
+preload+=' $(scripts/compose-images.sh postgres | tail -1)'
+
 if command -v podman >/dev/null 2>&1 || command -v docker >/dev/null 2>&1; then
-  start images 10 "scripts/images.sh build $tag && scripts/compose-images.sh postgres kafka nginx prometheus"
+  start images 10 "scripts/images.sh build $tag && scripts/compose-images.sh postgres kafka nginx prometheus && $preload"
 fi
 if command -v go >/dev/null 2>&1 || [ -x /usr/local/go/bin/go ]; then
   start cluster-programs 19 "scripts/local-cluster.sh build"

@@ -32,7 +32,9 @@ RELEASE = "sfmlops"
 CLUSTER = ROOT / "scripts" / "local-cluster.sh"
 # Images the local deployment runs (sfmlops-<name>). Kafka, the stream job and the producer are
 # left out (SFMLOPS_LOCAL_KAFKA=0): a Spark job beside the rest does not fit the tier's time on
-# two cores; tests/streaming and tests/compose cover that path.
+# two cores; tests/streaming and tests/compose cover that path. `make test` copies them into the
+# cluster's image store ahead of this tier (scripts/background-builds.sh, the same list): then
+# load-images finds each one there and only gives it this tier's name.
 IMAGES = ["forecast-api", "web-ui", "training", "mlflow"]
 TIMELINE = ROOT / "test-artifacts" / "cluster-timeline.txt"
 
@@ -128,7 +130,9 @@ class Cluster:
                 return value
             if time.monotonic() > deadline:
                 pytest.fail(f"{what}: not within {seconds:.0f} s\n{self.diagnose()}")
-            time.sleep(3)
+            # Each wait ends on average half a poll after its condition holds: short polls (a
+            # kubectl call or an HTTP request each) keep that out of the tier's time.
+            time.sleep(1)
 
 
 def _cluster_env() -> tuple[dict[str, str], str]:

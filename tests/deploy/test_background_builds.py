@@ -16,6 +16,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPTS = ROOT / "scripts"
 CLUSTER_SCRIPT = (SCRIPTS / "local-cluster.sh").read_text()
+CLUSTER_CONFTEST = (ROOT / "tests" / "cluster" / "conftest.py").read_text()
 
 
 @contextmanager
@@ -140,7 +141,10 @@ def test_the_image_chain_runs_before_the_cluster_programs_and_both_below_the_sui
     scripts = tmp_path / "scripts"
     scripts.mkdir()
     (scripts / "background-builds.sh").write_text((SCRIPTS / "background-builds.sh").read_text())
-    record = '#!/bin/sh\n{ nice; cat /proc/self/autogroup 2>/dev/null || echo none; } > "$0.out"\n'
+    # One record per script and command: local-cluster.sh runs in both chains (build, preload).
+    record = (
+        '#!/bin/sh\n{ nice; cat /proc/self/autogroup 2>/dev/null || echo none; } > "$0.$1.out"\n'
+    )
     for name in ("images.sh", "compose-images.sh", "local-cluster.sh"):
         (scripts / name).write_text(record)
     fake_bin = tmp_path / "bin"
@@ -157,7 +161,11 @@ def test_the_image_chain_runs_before_the_cluster_programs_and_both_below_the_sui
     # `nice -n` adds to the caller's own level (a suite run under `nice -n 19` stays at 19);
     # the scheduler group's level is set as it is.
     base = os.nice(0)
-    for name, group_level in (("images.sh", 10), ("local-cluster.sh", 19)):
+    for name, group_level in (
+        ("images.sh.build", 10),
+        ("local-cluster.sh.preload", 10),
+        ("local-cluster.sh.build", 19),
+    ):
         expected = min(19, base + group_level)
         out = scripts / f"{name}.out"
         deadline = time.monotonic() + 30
@@ -169,4 +177,13 @@ def test_the_image_chain_runs_before_the_cluster_programs_and_both_below_the_sui
         assert int(nice) == expected, name
         if group != "none":
             assert group.endswith(f"nice {group_level}"), (name, group)
-    assert levels["images.sh"] < levels["local-cluster.sh"] or base + 10 >= 19
+    assert levels["images.sh.build"] < levels["local-cluster.sh.build"] or base + 10 >= 19
+
+
+def test_the_images_chain_preloads_the_images_the_cluster_tier_deploys() -> None:
+    chains = (SCRIPTS / "background-builds.sh").read_text()
+    preloaded = re.search(r'^cluster_images="([^"]*)"$', chains, re.MULTILINE)
+    deployed = re.search(r"^IMAGES = \[([^]]*)\]$", CLUSTER_CONFTEST, re.MULTILINE)
+    assert preloaded
+    assert deployed
+    assert preloaded.group(1).split() == re.findall(r'"([^"]+)"', deployed.group(1))
