@@ -956,7 +956,7 @@ load_images() {
     # The same image under another name (`preload` loads the build's own tags): a new name for
     # it is enough, no copy.
     other=$(crictl_k8s inspecti -o go-template --template '{{range .status.repoTags}}{{.}} {{end}}' \
-      "sha256:$id" 2>/dev/null | awk '{print $1}')
+      "sha256:$id" 2>/dev/null | awk '{print $1}') || true
     if [ -n "$other" ]; then
       ctr_k8s images tag --force "$other" "$image" >/dev/null
       log "named: $image (loaded before as $other)"
