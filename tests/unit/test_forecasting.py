@@ -267,8 +267,8 @@ def test_a_forecast_for_some_stores_sees_the_holidays_of_every_store_of_their_st
     assert expected["days_after_school_holiday"].iloc[0] == 1
     model.predict(as_future(future))
     # What serving cached is no part of the saved model.
-    assert "_context_state_flags" in vars(model)
-    assert "_context_state_flags" not in vars(pickle.loads(pickle.dumps(model)))
+    assert "_context_days" in vars(model)
+    assert "_context_days" not in vars(pickle.loads(pickle.dumps(model)))
 
 
 def test_a_blend_of_seeds_forecasts_the_mean_of_its_members_on_the_log_scale(

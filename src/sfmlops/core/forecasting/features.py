@@ -8,6 +8,7 @@ never sees the days it forecasts.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -150,18 +151,24 @@ class Calendar:
             rows: Covariate rows of the stores whose closures and promotions are looked up:
                 all of each such store's rows, for its runs and proximities.
         """
-        # groupby sorts by (state, date), the order the helpers below need.
-        state_days = (
-            flags.groupby([columns.STATE, columns.SALES_DATE])[
-                ["state_holiday_day", "school_holiday_day"]
-            ]
-            .max()
-            .reset_index()
+        # Sorted by (state, date), one row each: the order the scans below need. Built with
+        # numpy rather than pandas' groupby and column assignments, whose fixed cost per call
+        # was most of a one-series request's calendar (a few dozen rows).
+        state_keys, state_dates, (holiday, school) = _any_per_day(
+            flags[columns.STATE].to_numpy(dtype=np.int64),
+            flags[columns.SALES_DATE].to_numpy(),
+            [
+                flags["state_holiday_day"].to_numpy(dtype=bool),
+                flags["school_holiday_day"].to_numpy(dtype=bool),
+            ],
         )
-        state_groups = _Groups(state_days, columns.STATE)
-        for event in ("state_holiday", "school_holiday"):
-            _add_proximity(state_days, state_groups, event, f"{event}_day", PROXIMITY_CAP_DAYS)
-        school = state_days["school_holiday_day"].to_numpy(dtype=bool)
+        state_groups = _Groups(state_keys, state_dates)
+        state_days: dict[str, np.ndarray] = {
+            columns.STATE: state_keys,
+            columns.SALES_DATE: state_dates,
+            **_proximity(state_groups, "state_holiday", holiday, PROXIMITY_CAP_DAYS),
+            **_proximity(state_groups, "school_holiday", school, PROXIMITY_CAP_DAYS),
+        }
         position, length = state_groups.runs(school)
         state_days["days_into_school_holiday"] = np.where(
             school, np.minimum(position, RUN_CAP_DAYS), 0
@@ -170,56 +177,59 @@ class Calendar:
             school, np.minimum(length - position + 1, RUN_CAP_DAYS), 0
         )
 
-        weekday = rows[columns.SALES_DATE].dt.dayofweek + 1
-        store_days = pd.DataFrame(
-            {
-                columns.STORE_ID: rows[columns.STORE_ID],
-                columns.SALES_DATE: rows[columns.SALES_DATE],
-                "closed_weekday": (rows[columns.OPEN].astype(int) == 0) & (weekday != 7),
-                columns.PROMO: rows[columns.PROMO],
-            }
-        ).sort_values([columns.STORE_ID, columns.SALES_DATE])
-        store_days = store_days.drop_duplicates(
-            [columns.STORE_ID, columns.SALES_DATE], keep="last"
-        ).reset_index(drop=True)
-        store_groups = _Groups(store_days, columns.STORE_ID)
-        promo = store_days[columns.PROMO].to_numpy().astype(int) == 1
+        dates = rows[columns.SALES_DATE].to_numpy()
+        weekday = _day_numbers(dates) % 7  # 0 on Thursdays (1970-01-01), 3 on Sundays
+        # The last row of a (store, date) given twice wins.
+        store_keys, store_dates, (closed, promo) = _last_per_day(
+            rows[columns.STORE_ID].to_numpy(),
+            dates,
+            [
+                (rows[columns.OPEN].to_numpy().astype(int) == 0) & (weekday != 3),
+                rows[columns.PROMO].to_numpy().astype(int) == 1,
+            ],
+        )
+        store_groups = _Groups(store_keys, store_dates)
         # A promotion runs for days in a row (Rossmann: Monday to Friday, every other week):
         # where a day sits in that cycle, not only whether it has one.
-        store_days["promo_start_day"] = promo & ~store_groups.previous(promo)
-        store_days["promo_end_day"] = promo & ~store_groups.following(promo)
-        for event in ("promo_start", "promo_end"):
-            _add_proximity(store_days, store_groups, event, f"{event}_day", PROXIMITY_CAP_DAYS)
-        closed = store_days["closed_weekday"].to_numpy(dtype=bool)
+        promo_start = promo & ~store_groups.previous(promo)
+        promo_end = promo & ~store_groups.following(promo)
         _, run_length = store_groups.runs(closed)
-        store_days["long_closure_day"] = closed & (run_length >= LONG_CLOSURE_DAYS)
-        _add_proximity(store_days, store_groups, "closure", "closed_weekday", PROXIMITY_CAP_DAYS)
-        _add_proximity(
-            store_days, store_groups, "long_closure", "long_closure_day", REOPENING_CAP_DAYS
-        )
-        keep_state = [columns.STATE, columns.SALES_DATE, *_proximity_columns(state_days)]
-        keep_store = [columns.STORE_ID, columns.SALES_DATE, *_proximity_columns(store_days)]
-        return cls(state_days=state_days[keep_state], store_days=store_days[keep_store])
+        long_closure = closed & (run_length >= LONG_CLOSURE_DAYS)
+        store_days: dict[str, np.ndarray] = {
+            columns.STORE_ID: store_keys,
+            columns.SALES_DATE: store_dates,
+            **_proximity(store_groups, "promo_start", promo_start, PROXIMITY_CAP_DAYS),
+            **_proximity(store_groups, "promo_end", promo_end, PROXIMITY_CAP_DAYS),
+            **_proximity(store_groups, "closure", closed, PROXIMITY_CAP_DAYS),
+            **_proximity(store_groups, "long_closure", long_closure, REOPENING_CAP_DAYS),
+        }
+        return cls(state_days=pd.DataFrame(state_days), store_days=pd.DataFrame(store_days))
 
 
 def state_flags(rows: pd.DataFrame, profile: pd.DataFrame) -> pd.DataFrame:
     """Per (state, date) of `rows`: whether any of its stores reports a state or a school
-    holiday (`Calendar.of_parts`' input)."""
-    state_of = profile.set_index(columns.STORE_ID)[columns.STATE]
-    flags = pd.DataFrame(
-        {
-            columns.STATE: rows[columns.STORE_ID].map(state_of).fillna(-1).astype(int),
-            columns.SALES_DATE: rows[columns.SALES_DATE],
-            "state_holiday_day": rows[columns.STATE_HOLIDAY].astype(str) != "0",
-            "school_holiday_day": rows[columns.SCHOOL_HOLIDAY].astype(int) == 1,
-        }
+    holiday (`Calendar.of_parts`' input), sorted by state and date."""
+    position = _positions(
+        [profile[columns.STORE_ID].to_numpy()], [rows[columns.STORE_ID].to_numpy()]
     )
-    return (
-        flags.groupby([columns.STATE, columns.SALES_DATE])[
-            ["state_holiday_day", "school_holiday_day"]
-        ]
-        .max()
-        .reset_index()
+    state = _taken(profile[columns.STATE].to_numpy(), position, bool((position >= 0).all()))
+    # A store without a profile is in state -1, as one without a state.
+    state = np.where(pd.isna(state), -1, state).astype(np.int64)
+    keys, dates, (holiday, school) = _any_per_day(
+        state,
+        rows[columns.SALES_DATE].to_numpy(),
+        [
+            rows[columns.STATE_HOLIDAY].astype(str).to_numpy() != "0",
+            rows[columns.SCHOOL_HOLIDAY].to_numpy().astype(int) == 1,
+        ],
+    )
+    return pd.DataFrame(
+        {
+            columns.STATE: keys,
+            columns.SALES_DATE: dates,
+            "state_holiday_day": holiday,
+            "school_holiday_day": school,
+        }
     )
 
 
@@ -235,102 +245,232 @@ def build_features(
         stats: Statistics of the training window.
         calendar: A `Calendar` covering `rows`.
     """
-    date = rows[columns.SALES_DATE]
-    # Columns are gathered as arrays and framed once: assigning them one by one to a frame
-    # cost about 40 µs each, most of a one-series request's feature building.
+    return pd.DataFrame(feature_columns(rows, profile, stats, calendar), index=rows.index)
+
+
+def feature_columns(
+    rows: pd.DataFrame, profile: pd.DataFrame, stats: StoreStats, calendar: Calendar
+) -> dict[str, np.ndarray]:
+    """`build_features` as arrays by name, in the frame's column order (no frame built)."""
+    date = rows[columns.SALES_DATE].to_numpy()
+    # Calendar fields of each distinct day, spread to the rows: a request has a handful of
+    # days, a training history a thousand, and each pandas date field has a fixed cost.
+    days, day_of = np.unique(date, return_inverse=True)
+    calendar_days = pd.DatetimeIndex(days)
     store_id = rows[columns.STORE_ID].to_numpy().astype("int64")
-    day_of_week = date.dt.dayofweek.to_numpy() + 1
-    month = date.dt.month.to_numpy()
-    year = date.dt.year.to_numpy()
-    day_of_year = date.dt.dayofyear.to_numpy()
-    features: dict[str, object] = {
+    day_of_week = (calendar_days.dayofweek.to_numpy() + 1)[day_of]
+    month = calendar_days.month.to_numpy()[day_of]
+    year = calendar_days.year.to_numpy()[day_of]
+    day_of_year = calendar_days.dayofyear.to_numpy()[day_of]
+    features: dict[str, np.ndarray] = {
         columns.STORE_ID: store_id,
         columns.DAY_OF_WEEK: day_of_week,
-        "day_of_month": date.dt.day.to_numpy(),
+        "day_of_month": calendar_days.day.to_numpy()[day_of],
         "month": month,
         "year": year,
         "day_of_year": day_of_year,
-        "week_of_year": date.dt.isocalendar().week.to_numpy().astype(int),
+        "week_of_year": calendar_days.isocalendar().week.to_numpy().astype(int)[day_of],
         columns.PROMO: rows[columns.PROMO].to_numpy().astype(int),
-        columns.STATE_HOLIDAY: _codes(
-            rows[columns.STATE_HOLIDAY].astype(str), columns.STATE_HOLIDAY_CODES
-        ).to_numpy(),
+        columns.STATE_HOLIDAY: _code_array(
+            rows[columns.STATE_HOLIDAY].astype(str).to_numpy(), columns.STATE_HOLIDAY_CODES
+        ),
         columns.SCHOOL_HOLIDAY: rows[columns.SCHOOL_HOLIDAY].to_numpy().astype(int),
     }
 
     # One lookup per table instead of a chain of merges: each merge copied every column
     # gathered so far (most of a shard fit's feature-building time at 2,500 series).
     from_profile = _lookup(profile, [columns.STORE_ID], [store_id])
-    merged = pd.concat(
-        [
-            from_profile,
-            _lookup(stats.by_store, [columns.STORE_ID], [store_id]),
-            _lookup(
-                stats.by_weekday,
-                [columns.STORE_ID, columns.DAY_OF_WEEK],
-                [store_id, day_of_week],
-            ),
-            _lookup(
-                calendar.state_days,
-                [columns.STATE, columns.SALES_DATE],
-                [from_profile[columns.STATE].to_numpy(), date.to_numpy()],
-            ),
-            _lookup(
-                calendar.store_days,
-                [columns.STORE_ID, columns.SALES_DATE],
-                [store_id, date.to_numpy()],
-            ),
-        ],
-        axis=1,
-    )
-
-    def looked_up(name: str) -> np.ndarray:
-        values: np.ndarray = merged[name].to_numpy()
-        return values
+    merged = {
+        **from_profile,
+        **_lookup(stats.by_store, [columns.STORE_ID], [store_id]),
+        **_lookup(
+            stats.by_weekday, [columns.STORE_ID, columns.DAY_OF_WEEK], [store_id, day_of_week]
+        ),
+        **_lookup(
+            calendar.state_days,
+            [columns.STATE, columns.SALES_DATE],
+            [from_profile[columns.STATE], date],
+        ),
+        **_lookup(calendar.store_days, [columns.STORE_ID, columns.SALES_DATE], [store_id, date]),
+    }
 
     month_index = (year * 12 + month - 1).astype(float)
     features["competition_months_open"] = np.clip(
-        month_index - looked_up("competition_open_month_index").astype(float), -1, 240
+        month_index - merged["competition_open_month_index"].astype(float), -1, 240
     )
     day_index = year * 365.25 + day_of_year
-    promo2_start = looked_up("promo2_start_day_index").astype(float)
-    promo2_running = (looked_up(columns.PROMO2) == 1) & (day_index >= promo2_start)
-    month_flags = merged[[f"promo2_month_{n}" for n in range(1, 13)]].to_numpy(dtype=bool)
+    promo2_start = merged["promo2_start_day_index"].astype(float)
+    promo2_running = (merged[columns.PROMO2] == 1) & (day_index >= promo2_start)
+    month_flags = np.column_stack(
+        [merged[f"promo2_month_{n}"].astype(bool) for n in range(1, 13)]
+    ).reshape(len(store_id), 12)
     in_promo2_month = month_flags[np.arange(len(store_id)), month - 1]
     features["promo2_active_month"] = (promo2_running & in_promo2_month).astype(int)
     features["promo2_weeks_running"] = np.where(promo2_running, (day_index - promo2_start) / 7, -1)
-    features["promo2_period"] = looked_up("promo2_period")
+    features["promo2_period"] = merged["promo2_period"]
     for name in (
         columns.STORE_TYPE,
         columns.ASSORTMENT,
         columns.STATE,
         columns.COMPETITION_DISTANCE,
     ):
-        features[name] = looked_up(name)
+        features[name] = merged[name]
     statistics = [n for n in stats.by_store.columns if n != columns.STORE_ID]
     for name in [*statistics, "store_weekday_effect"]:
-        features[name] = looked_up(name)
+        features[name] = merged[name]
     for name in _proximity_columns(merged):
-        features[name] = merged[name].fillna(_cap_of(name)).to_numpy()
-    return pd.DataFrame(features, index=rows.index)
+        features[name] = _filled(merged[name], _cap_of(name))
+    return features
 
 
-def _lookup(table: pd.DataFrame, keys: list[str], values: list[np.ndarray]) -> pd.DataFrame:
-    """`table`'s other columns for each key tuple in `values` (a left join on unique keys).
+def _lookup(
+    table: pd.DataFrame, keys: list[str], values: list[np.ndarray]
+) -> dict[str, np.ndarray]:
+    """`table`'s other columns for each key tuple in `values` (a left join on unique keys),
+    as arrays by name.
 
-    Rows without a match get missing values, with a left merge's dtypes (ints as floats).
+    Rows without a match get missing values, with a left merge's dtypes (ints as floats,
+    booleans as objects).
     """
-    if len(keys) == 1:
-        index: pd.Index = pd.Index(table[keys[0]])
-        wanted: pd.Index = pd.Index(values[0])
+    position = _positions([table[key].to_numpy() for key in keys], values)
+    found = bool((position >= 0).all())
+    return {
+        str(name): _taken(table[name].to_numpy(), position, found)
+        for name in table.columns
+        if name not in keys
+    }
+
+
+def _positions(table_keys: list[np.ndarray], wanted: list[np.ndarray]) -> np.ndarray:
+    """Each wanted key tuple's row in the table (unique keys), -1 where it has none."""
+    table_codes, wanted_codes = _key_codes(table_keys), _key_codes(wanted)
+    if table_codes is None or wanted_codes is None:
+        index: pd.Index = (
+            pd.Index(table_keys[0])
+            if len(table_keys) == 1
+            else pd.MultiIndex.from_arrays(table_keys)
+        )
+        wanted_index: pd.Index = (
+            pd.Index(wanted[0]) if len(wanted) == 1 else pd.MultiIndex.from_arrays(wanted)
+        )
+        found: np.ndarray = index.get_indexer(wanted_index)
+        return found
+    # Binary search over the sorted codes: building a pandas (multi-)index of the table per
+    # call cost more than the whole lookup for a request of a few rows.
+    if not len(table_codes):
+        return np.full(len(wanted_codes), -1, dtype=np.int64)
+    order = np.argsort(table_codes, kind="stable")
+    ordered = table_codes[order]
+    at = np.minimum(np.searchsorted(ordered, wanted_codes), len(ordered) - 1)
+    return np.where(ordered[at] == wanted_codes, order[at], -1).astype(np.int64)
+
+
+# Key columns pack into one int64: the first in the high half, the second (a day number or
+# a small code) in the low 32 bits.
+_KEY_LIMIT = 2**31
+
+
+def _key_codes(keys: list[np.ndarray]) -> np.ndarray | None:
+    """One int64 per key tuple, ordered like the tuples; None for keys that do not pack
+    (non-integers, dates with a time of day, values too large)."""
+    parts = []
+    for values in keys:
+        if values.dtype.kind == "M":
+            nanoseconds = values.astype("datetime64[ns]").view(np.int64)
+            if (nanoseconds % _NANOSECONDS_PER_DAY != 0).any():
+                return None
+            packed = nanoseconds // _NANOSECONDS_PER_DAY
+        elif values.dtype.kind in "iu":
+            packed = values.astype(np.int64)
+        else:
+            return None
+        if len(packed) and np.abs(packed).max() >= _KEY_LIMIT:
+            return None
+        parts.append(packed)
+    if len(parts) == 1:
+        return parts[0]
+    if len(parts) != 2:
+        return None
+    return parts[0] * (2 * _KEY_LIMIT) + (parts[1] + _KEY_LIMIT)
+
+
+_NANOSECONDS_PER_DAY = 86_400 * 10**9
+
+
+def _taken(values: np.ndarray, position: np.ndarray, found: bool) -> np.ndarray:
+    """`values` at `position`; missing (-1) as a pandas left join gives them."""
+    taken: np.ndarray
+    if found:
+        taken = values[position]
+        return taken
+    missing = position < 0
+    if values.dtype.kind in "iu":
+        taken = values.astype(float)[position]
+        taken[missing] = np.nan
+    elif values.dtype.kind == "f":
+        taken = values[position]
+        taken[missing] = np.nan
+    elif values.dtype.kind == "M":
+        taken = values[position]
+        taken[missing] = np.datetime64("NaT")
     else:
-        index = pd.MultiIndex.from_frame(table[keys])
-        wanted = pd.MultiIndex.from_arrays(values)
-    position = index.get_indexer(wanted)
-    found = table.drop(columns=keys).reset_index(drop=True)
-    if (position >= 0).all():
-        return found.take(position).reset_index(drop=True)
-    return found.reindex(position).reset_index(drop=True)
+        taken = values.astype(object)[position]
+        taken[missing] = np.nan
+    return taken
+
+
+def _filled(values: np.ndarray, cap: int) -> np.ndarray:
+    """Missing proximities (a row outside the calendar) as the cap, like `Series.fillna`."""
+    if values.dtype.kind != "f" or not np.isnan(values).any():
+        return values
+    filled: np.ndarray = np.where(np.isnan(values), cap, values)
+    return filled
+
+
+def _code_array(values: np.ndarray, categories: tuple[str, ...]) -> np.ndarray:
+    """`_codes` of an array of strings."""
+    codes: np.ndarray = pd.Index(categories).get_indexer(pd.Index(values)).astype("int64")
+    return codes
+
+
+def _day_numbers(dates: np.ndarray) -> np.ndarray:
+    """Days since 1970-01-01 (floored) of datetime64 values."""
+    day_numbers: np.ndarray = dates.astype("datetime64[ns]").view(np.int64) // _NANOSECONDS_PER_DAY
+    return day_numbers
+
+
+def _any_per_day(
+    keys: np.ndarray, dates: np.ndarray, flags: list[np.ndarray]
+) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+    """One row per (key, date), sorted by both, each flag true when any of its rows' is."""
+    order, starts = _sorted_days(keys, dates)
+    return (
+        keys[order][starts],
+        dates[order][starts],
+        [
+            np.logical_or.reduceat(flag[order], np.flatnonzero(starts)) if len(flag) else flag
+            for flag in flags
+        ],
+    )
+
+
+def _last_per_day(
+    keys: np.ndarray, dates: np.ndarray, values: list[np.ndarray]
+) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+    """One row per (key, date), sorted by both, with the values of its last row."""
+    order, starts = _sorted_days(keys, dates)
+    ends = np.append(starts[1:], True) if len(starts) else starts
+    last = order[ends]
+    return keys[last], dates[last], [value[last] for value in values]
+
+
+def _sorted_days(keys: np.ndarray, dates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Positions sorting rows by key then date (stable), and where each (key, date) starts."""
+    order = np.lexsort((dates, keys))
+    sorted_keys, sorted_dates = keys[order], dates[order]
+    starts = np.ones(len(order), dtype=bool)
+    starts[1:] = (sorted_keys[1:] != sorted_keys[:-1]) | (sorted_dates[1:] != sorted_dates[:-1])
+    return order, starts
 
 
 class _Groups:
@@ -338,14 +478,11 @@ class _Groups:
     row and its day number, for per-group scans in numpy (pandas' groupby costs about 1 ms per
     call, and a calendar makes dozens per request)."""
 
-    def __init__(self, days: pd.DataFrame, group: str) -> None:
-        keys = days[group].to_numpy()
+    def __init__(self, keys: np.ndarray, dates: np.ndarray) -> None:
         count = len(keys)
         self.positions = np.arange(count)
         # Days since 1970-01-01, as floats like the gaps computed from them.
-        self.day_number = (days[columns.SALES_DATE] - pd.Timestamp("1970-01-01")).dt.days.to_numpy(
-            dtype=float
-        )
+        self.day_number = _day_numbers(dates).astype(float)
         starts = np.ones(count, dtype=bool)
         starts[1:] = keys[1:] != keys[:-1]
         self.is_first = starts
@@ -380,11 +517,10 @@ class _Groups:
         return position, length
 
 
-def _add_proximity(days: pd.DataFrame, groups: _Groups, event: str, flag: str, cap: int) -> None:
-    """Add `days_after_<event>`/`days_before_<event>` to `days` (sorted by group, then date):
-    the days since the group's last flagged day (that day included) and until its next,
-    capped at `cap` (also when there is none)."""
-    flagged = days[flag].to_numpy(dtype=bool)
+def _proximity(groups: _Groups, event: str, flagged: np.ndarray, cap: int) -> dict[str, np.ndarray]:
+    """`days_after_<event>`/`days_before_<event>` of rows sorted by group, then date: the
+    days since the group's last flagged day (that day included) and until its next, capped at
+    `cap` (also when there is none)."""
     day_number = groups.day_number
     count = len(flagged)
     last = np.maximum.accumulate(np.where(flagged, groups.positions, -1))
@@ -397,12 +533,11 @@ def _add_proximity(days: pd.DataFrame, groups: _Groups, event: str, flag: str, c
     before[has_following] = np.minimum(
         day_number[following[has_following]] - day_number[has_following], cap
     )
-    days[f"days_after_{event}"] = after
-    days[f"days_before_{event}"] = before
+    return {f"days_after_{event}": after, f"days_before_{event}": before}
 
 
-def _proximity_columns(frame: pd.DataFrame) -> list[str]:
-    return [str(name) for name in frame.columns if str(name).startswith("days_")]
+def _proximity_columns(names: Iterable[object]) -> list[str]:
+    return [str(name) for name in names if str(name).startswith("days_")]
 
 
 def _cap_of(name: str) -> int:

@@ -709,22 +709,21 @@ def _future_frame(requests: Sequence[SeriesRequest]) -> pd.DataFrame:
         offset += len(request.dates)
         products.extend([request.product_id] * len(request.dates))
         dates.extend(request.dates)
-    frame = pd.DataFrame(
-        {
-            columns.STORE_ID: store_ids,
-            columns.PRODUCT_ID: products,
-            columns.SALES_DATE: pd.to_datetime(dates),
-        }
-    )
+    frame: dict[str, Any] = {
+        columns.STORE_ID: store_ids,
+        columns.PRODUCT_ID: products,
+        columns.SALES_DATE: pd.to_datetime(dates),
+    }
     if any(r.covariates or r.planned for r in requests):
         # Days without a value stay missing, so the bundle assumes them as it would a
         # missing column (and says so).
         for name in COVARIATES:
             given = [r.known(day, name) for r in requests for day in r.dates]
             if name in _NUMERIC_COVARIATES:
-                frame[name] = pd.array(
+                frame[name] = np.array(
                     [np.nan if v is None else float(v) for v in given], dtype="float64"
                 )
             else:
-                frame[name] = pd.Series(given, dtype=object)
-    return frame
+                frame[name] = np.array(given, dtype=object)
+    # Framed once: adding the covariates one by one cost a tenth of a one-series request.
+    return pd.DataFrame(frame)
