@@ -6,12 +6,19 @@
    - GET /v1/stores/{id}/forecast (default horizon: days=7 from the day after the as-of
      date, precomputed at load), a random store of 1,115 per request;
    - the same with start=2015-06-20&days=30 (predicted per request);
-   - POST /v1/forecast for all 1,115 stores x 7 days, default horizon and start=2015-06-20.
+   - POST /v1/forecast for all 1,115 stores x 7 days, default horizon and start=2015-06-20;
+   - POST /v1/forecast with the caller's covariates for every day (so predicted per
+     request): one store x 14 days, and all 1,115 stores x 7 days.
 2. The reference design: a FastAPI endpoint that loads the champion from the registry
    (`mlflow.pyfunc.load_model("models:/sfmlops-forecaster@champion")`) inside every request,
    then predicts 7 days for one store; one uvicorn process, driven by the same wrk.
 
     PYTHONPATH=src .venv/bin/python benchmarks/api_latency.py --home /tmp/sfmlops-bench/home
+
+`--cases covariates` runs only the GET of the default horizon (2 connections) and the POSTs
+with covariates, without the reference design; with `--baseline-src BASELINE/src` (a
+worktree of another revision) the same cases run against that revision's server too, one
+after the other in the same run.
 
 A HOME without a champion is prepared first (`sfmlops load-data`, then
 `sfmlops train --models seasonal_naive,gbm --windows 1 --executor sequential`, a few minutes).
@@ -173,6 +180,32 @@ def post_body(path: Path, start: str | None) -> str:
     items = [
         {"store_id": store} | ({"start": start} if start else {}) for store in range(1, STORES + 1)
     ]
+    return post_body_of(path, items)
+
+
+def post_covariates_body(path: Path, stores: int, days: int) -> str:
+    """Every day's covariates given (open except Sundays, promotion every other day, no
+    holidays): the API predicts such a request, it cannot slice the precomputed horizon."""
+    start = dt.date.fromisoformat(REFERENCE_START)
+    dates = [start + dt.timedelta(days=offset) for offset in range(days)]
+    covariates = [
+        {
+            "date": day.isoformat(),
+            "open": int(day.isoweekday() != 7),
+            "promo": day.day % 2,
+            "state_holiday": "0",
+            "school_holiday": 0,
+        }
+        for day in dates
+    ]
+    items = [
+        {"store_id": store, "start": REFERENCE_START, "days": days, "covariates": covariates}
+        for store in range(1, stores + 1)
+    ]
+    return post_body_of(path, items)
+
+
+def post_body_of(path: Path, items: list[dict[str, Any]]) -> str:
     path.write_text(json.dumps(items))
     return f"""
 local file = io.open("{path}", "r")
@@ -184,17 +217,48 @@ wrk.path = "/v1/forecast"
 """
 
 
-def ours(home: Path, work: Path, seconds: int, connections: int) -> list[dict[str, Any]]:
+def covariate_cases(url: str, work: Path, seconds: int, label: str) -> list[dict[str, Any]]:
+    """POST /v1/forecast with the caller's covariates: one store x 14 days, then every store x
+    7 days (one connection: a request's latency, not a queue's)."""
+    return [
+        wrk(url, post_covariates_body(work / f"one-{label}.json", 1, 14), connections=1,
+            seconds=seconds, work=work,
+            name=f"{label}POST /v1/forecast with covariates, 1 store x 14 days"),
+        wrk(url, post_covariates_body(work / f"all-{label}.json", STORES, 7), connections=1,
+            seconds=seconds, work=work,
+            name=f"{label}POST /v1/forecast with covariates, 1,115 stores x 7 days"),
+    ]  # fmt: skip
+
+
+def ours(
+    home: Path,
+    work: Path,
+    seconds: int,
+    connections: int,
+    cases: str = "all",
+    src: Path | None = None,
+    label: str = "",
+) -> list[dict[str, Any]]:
+    """Our server's figures; with `src`, the server imports sfmlops from that folder, and
+    every case's name starts with `label`."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     command = [SFMLOPS, "serve", "--workers", "2", "--port", str(port)]
+    env = environment(home) | ({"PYTHONPATH": str(src)} if src is not None else {})
     results = []
-    with running(command, environment(home), f"{url}/ready", work / "serve.log"):
+    with running(command, env, f"{url}/ready", work / f"serve{label.strip()}.log"):
         # Both workers answer /ready only once each has loaded the champion; make sure
         # every worker is warm before measuring.
         for _ in range(20):
             with httpx.Client() as fresh:
                 fresh.get(f"{url}/v1/stores/1/forecast", params={"days": 30}).raise_for_status()
+        if cases == "covariates":
+            results.append(
+                wrk(url, random_store_get(""), connections=2, seconds=seconds, work=work,
+                    name=f"{label}GET forecast, default horizon (days=7)")
+            )  # fmt: skip
+            results.extend(covariate_cases(url, work, seconds, label))
+            return results
         for concurrency in sorted({2, connections}):
             results.append(
                 wrk(url, random_store_get(""), connections=concurrency, seconds=seconds,
@@ -214,6 +278,7 @@ def ours(home: Path, work: Path, seconds: int, connections: int) -> list[dict[st
             wrk(url, post_body(work / "later.json", LATER_START), connections=1, seconds=seconds,
                 work=work, name=f"POST /v1/forecast, 1,115 stores x 7 days, start={LATER_START}")
         )  # fmt: skip
+        results.extend(covariate_cases(url, work, seconds, label))
     return results
 
 
@@ -289,6 +354,10 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=20, help="Duration of each wrk run.")
     parser.add_argument("--connections", type=int, default=8, help="wrk connections for GETs.")
     parser.add_argument("--reference-seconds", type=int, default=60)
+    parser.add_argument("--cases", choices=["all", "covariates"], default="all")
+    parser.add_argument(
+        "--baseline-src", type=Path, help="another revision's src folder (with --cases covariates)"
+    )
     args = parser.parse_args()
     if args.command == "reference-server":
         reference_server(args.port)
@@ -298,8 +367,17 @@ def main() -> None:
     started = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     with tempfile.TemporaryDirectory(prefix="sfmlops-api-bench-") as scratch:
         work = Path(scratch)
-        results = ours(home, work, args.seconds, args.connections)
-        results.append(reference(home, work, args.reference_seconds))
+        if args.cases == "covariates":
+            source = Path(__file__).resolve().parent.parent / "src"
+            results = ours(home, work, args.seconds, 2, "covariates", source, "current: ")
+            if args.baseline_src is not None:
+                results += ours(
+                    home, work, args.seconds, 2, "covariates", args.baseline_src.resolve(),
+                    "baseline: ",
+                )  # fmt: skip
+        else:
+            results = ours(home, work, args.seconds, args.connections)
+            results.append(reference(home, work, args.reference_seconds))
     print(f"\n{started}, {machine()}\n")
     print(table(results))
     print(json.dumps({"started": started, "machine": machine(), "results": results}, indent=2))
