@@ -34,7 +34,10 @@ the server's own files. `--workers N` is `sfmlops serve --workers N`.
 
 For each step: wall time and the peak RSS of the process tree (sampled every 0.5 s); the
 database size after loading. Then the growth exponent of each step between consecutive
-sizes (log cost ratio / log series ratio: 1.0 is linear). The last line printed is
+sizes (log cost ratio / log series ratio: 1.0 is linear), as a log-log table (each step's
+cost and its log10 per series count) and plot (`--output` with `.png`: cost against series
+count on log-log axes, one line per step; the slope of a line is the step's exponent).
+`--report RESULTS.json` prints the table and draws the plot of a saved run. The last line printed is
 `training growth exponent X.XX` from the two smallest sizes (training job wall time, the
 command's start-up excluded by subtracting `sfmlops train --help`'s time).
 """
@@ -100,6 +103,9 @@ def main() -> None:
     parser.add_argument(
         "--home", type=Path, default=None, help="serve this trained SFMLOPS_HOME only"
     )
+    parser.add_argument(
+        "--report", type=Path, default=None, help="table and plot of a saved run's results"
+    )
     parser.add_argument("--workers", type=int, default=1, help="sfmlops serve --workers")
     parser.add_argument(
         "--connections", default="1", help="concurrent connections, each count in turn: 1,2"
@@ -118,6 +124,11 @@ def main() -> None:
         parser.error(f"--sizes: {unknown} not in {sorted(SHAPES)}")
     args.connections = [int(count) for count in args.connections.split(",")]
 
+    if args.report is not None:
+        saved = json.loads(args.report.read_text())
+        print(loglog_table(saved["sizes"], saved["growth_exponents"]))
+        print(f"plot: {plot(saved['sizes'], args.report.with_suffix('.png'))}")
+        return
     results: dict[str, Any] = {
         "machine": machine(),
         "arguments": vars(args) | {"output": str(args.output)},
@@ -143,6 +154,8 @@ def main() -> None:
     results["growth_exponents"] = growth_exponents(rows, results["command_start_seconds"])
     save(results, args.output)
     print(table(rows, results["growth_exponents"]))
+    print(loglog_table(rows, results["growth_exponents"]))
+    print(f"plot: {plot(rows, args.output.with_suffix('.png'))}")
     for row in rows:
         print(f"\n{row['series']:,} series, {args.workers} server worker(s):")
         print(latency_table(row["latency"]))
@@ -462,19 +475,23 @@ def exponent_of(series_a: int, cost_a: float, series_b: int, cost_b: float) -> f
     return math.log(cost_b / cost_a) / math.log(series_b / series_a)
 
 
+# The steps whose growth is measured, with what their cost is measured in.
+STEPS = {
+    "synth_s": "s",
+    "load_s": "s",
+    "database_mib": "MiB",
+    "train_s": "s",
+    "train_peak_rss_mib": "MiB",
+    "forecast_s": "s",
+    "api_start_s": "s",
+    "api_rss_mib": "MiB",
+    "get_p99_ms": "ms",
+    "get_any_p99_ms": "ms",
+}
+
+
 def growth_exponents(rows: list[dict[str, Any]], start_s: float) -> list[dict[str, Any]]:
-    steps = [
-        "synth_s",
-        "load_s",
-        "database_mib",
-        "train_s",
-        "train_peak_rss_mib",
-        "forecast_s",
-        "api_start_s",
-        "api_rss_mib",
-        "get_p99_ms",
-        "get_any_p99_ms",
-    ]
+    steps = list(STEPS)
     exponents = []
     for low, high in itertools.pairwise(rows):
         exponents.append(
@@ -514,6 +531,60 @@ def table(rows: list[dict[str, Any]], exponents: list[dict[str, Any]]) -> str:
             + ", ".join(f"{k} {v}" for k, v in exponent.items() if k not in ("from", "to"))
         )
     return "\n".join(lines)
+
+
+def loglog_table(rows: list[dict[str, Any]], exponents: list[dict[str, Any]]) -> str:
+    """Markdown: per step, its cost at each series count with log10(cost) in brackets, and
+    its growth exponent between consecutive counts (the slope on log-log axes)."""
+    header = ["step"] + [
+        f"{row['series']:,} series (log10 {math.log10(row['series']):.0f})" for row in rows
+    ]
+    header += [f"exponent {e['from']:,} -> {e['to']:,}" for e in exponents]
+    lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
+    for step, unit in STEPS.items():
+        cells = []
+        for row in rows:
+            value = row.get(step)
+            cells.append(
+                f"{value:,.1f} {unit} ({math.log10(value):.2f})"
+                if isinstance(value, int | float) and value > 0
+                else "-"
+            )
+        cells += [str(e.get(step, "-")) for e in exponents]
+        lines.append(f"| {step} | " + " | ".join(cells) + " |")
+    lines.append("\ntrain_s includes the command's start-up; its exponent excludes it.")
+    return "\n".join(lines)
+
+
+def plot(rows: list[dict[str, Any]], path: Path) -> Path:
+    """Each step's cost against series count on log-log axes (one panel per unit), as PNG."""
+    import matplotlib  # noqa: PLC0415 - only the report draws
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    units = sorted(set(STEPS.values()))
+    figure, axes = plt.subplots(1, len(units), figsize=(5 * len(units), 4.5))
+    series = [row["series"] for row in rows]
+    for axis, unit in zip(axes, units, strict=True):
+        for step in (name for name, of in STEPS.items() if of == unit):
+            points = [
+                (count, row[step])
+                for count, row in zip(series, rows, strict=True)
+                if isinstance(row.get(step), int | float) and row[step] > 0
+            ]
+            if points:
+                axis.loglog(*zip(*points, strict=True), marker="o", label=step)
+        axis.set_xlabel("series")
+        axis.set_ylabel(unit)
+        axis.grid(True, which="both", alpha=0.3)
+        axis.legend(fontsize="small")
+    figure.suptitle("sfmlops cost against series count (log-log; slope = growth exponent)")
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
 
 
 def environment(home: Path, database_url: str | None) -> dict[str, str]:
