@@ -93,6 +93,28 @@ class SeriesRequest:
         given = self.covariates.get(day, {}).get(name)
         return given if given is not None else self.planned.get(day, {}).get(name)
 
+    def known_days(self) -> list[tuple[Any, ...]]:
+        """Per day, each of `COVARIATES`' `known` value (in that order)."""
+        known = []
+        for day in self.dates:
+            given = self.covariates.get(day)
+            planned = self.planned.get(day)
+            if planned is None:
+                known.append(
+                    (None,) * len(COVARIATES)
+                    if given is None
+                    else tuple(given.get(name) for name in COVARIATES)
+                )
+                continue
+            given = given or {}
+            known.append(
+                tuple(
+                    value if (value := given.get(name)) is not None else planned.get(name)
+                    for name in COVARIATES
+                )
+            )
+        return known
+
 
 def with_plan(request: SeriesRequest, plan: PlanByStore) -> SeriesRequest:
     """The request with its store's planned days attached (those it asks for)."""
@@ -607,7 +629,11 @@ def predict(
     """
     if not requests:
         return []
-    future = _future_frame(requests)
+    known = [request.known_days() for request in requests]
+    # Without any covariate given the future has none of their columns (all derived).
+    future = _future_frame(
+        requests, known if any(r.covariates or r.planned for r in requests) else None
+    )
     forecast = bundle.predict(future)
     values = forecast.frame[list(columns.FORECAST_VALUES)].to_numpy(dtype=float)
     rounded = np.round(values, 2).tolist()
@@ -615,13 +641,18 @@ def predict(
     calibrated_end = calibrated_until(bundle)
     results = []
     offset = 0
-    for request in requests:
+    for request, request_known in zip(requests, known, strict=True):
         rows = rounded[offset : offset + len(request.dates)]
         days = used[offset : offset + len(request.dates)]
         offset += len(request.dates)
         results.append(
             forecast_object(
-                request, model_version, _assumptions(request), rows, calibrated_end, days
+                request,
+                model_version,
+                _assumptions(request, request_known),
+                rows,
+                calibrated_end,
+                days,
             )
         )
     return results
@@ -688,17 +719,24 @@ def to_json(body: Any) -> bytes:
     return pydantic_core.to_json(body)
 
 
-def _assumptions(request: SeriesRequest) -> list[str]:
-    """The covariates assumed for this series: those not given for every day."""
+def _assumptions(
+    request: SeriesRequest, known: Sequence[tuple[Any, ...]] | None = None
+) -> list[str]:
+    """The covariates assumed for this series: those not given for every day (`known`: its
+    `known_days`, when already at hand)."""
+    days = request.known_days() if known is None else known
     return [
         _ASSUMPTION[name]
-        for name in COVARIATES
-        if any(request.known(day, name) is None for day in request.dates)
+        for position, name in enumerate(COVARIATES)
+        if any(day[position] is None for day in days)
     ]
 
 
-def _future_frame(requests: Sequence[SeriesRequest]) -> pd.DataFrame:
-    """One future-covariates row per (series, day), in request order."""
+def _future_frame(
+    requests: Sequence[SeriesRequest], known: Sequence[Sequence[tuple[Any, ...]]] | None = None
+) -> pd.DataFrame:
+    """One future-covariates row per (series, day), in request order (`known`: each request's
+    `known_days`, when already at hand)."""
     total = sum(len(r.dates) for r in requests)
     store_ids = np.empty(total, dtype="int64")
     products: list[str] = []
@@ -714,11 +752,13 @@ def _future_frame(requests: Sequence[SeriesRequest]) -> pd.DataFrame:
         columns.PRODUCT_ID: products,
         columns.SALES_DATE: pd.to_datetime(dates),
     }
-    if any(r.covariates or r.planned for r in requests):
+    if known is None and any(r.covariates or r.planned for r in requests):
+        known = [request.known_days() for request in requests]
+    if known is not None:
         # Days without a value stay missing, so the bundle assumes them as it would a
         # missing column (and says so).
-        for name in COVARIATES:
-            given = [r.known(day, name) for r in requests for day in r.dates]
+        for position, name in enumerate(COVARIATES):
+            given = [day[position] for days in known for day in days]
             if name in _NUMERIC_COVARIATES:
                 frame[name] = np.array(
                     [np.nan if v is None else float(v) for v in given], dtype="float64"

@@ -170,8 +170,11 @@ def _series_request(
         if item.dates is not None
         else serving.horizon(item.start or default_start, item.days or serving.DEFAULT_HORIZON_DAYS)
     )
+    # The given fields read directly: model_dump cost about a tenth of an every-store POST.
     covariates = {
-        day.date: day.model_dump(exclude={"date"}, exclude_none=True)
+        day.date: {
+            name: value for name in serving.COVARIATES if (value := getattr(day, name)) is not None
+        }
         for day in item.covariates or []
     }
     if len(covariates) != len(item.covariates or []):
