@@ -36,11 +36,11 @@ def system_status(
 ) -> SystemStatus:
     """Data freshness: what the dashboard's overview and the daily DAG's checks read."""
     since = (now or dt.datetime.now(dt.UTC)) - FRESHNESS_WINDOW
-    summary = sales_records.sales_summary(connection)
+    rows, latest = sales_records.sales_rows_and_latest_date(connection)
     return SystemStatus(
-        as_of=settings.as_of or summary.last_date,
-        latest_sales_date=summary.last_date,
-        sales_rows=summary.rows,
+        as_of=settings.as_of or latest,
+        latest_sales_date=latest,
+        sales_rows=rows,
         stores=len(store_records.store_ids(connection)),
         sales_ingested_last_day=sales_records.count_sales_ingested_since(connection, since),
         dead_letters_last_day=dead_letter_records.count_dead_letters(connection, since),

@@ -7,6 +7,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,11 @@ TRAINING_JOBS_LOCK_KEY = 0x73666D6C6F70_746A  # "sfmlop" "tj"
 
 CONNECT_TIMEOUT_SECONDS = 10
 POOL_TIMEOUT_SECONDS = 10
+# SQLite's page cache per connection: 64 MiB for the programs that write in bulk (upserts touch
+# the key index all over); SQLite's own 2 MiB default for a server's readers, whose pooled
+# connections would each keep 64 MiB once a full scan (GET /v1/status) filled it.
+SQLITE_BULK_CACHE_KIB = 65536
+SQLITE_READER_CACHE_KIB = 2048
 LOCK_POLL_SECONDS = 0.5  # how often a waiter for a database lock tries again
 
 
@@ -36,6 +42,7 @@ def make_engine(
     *,
     statement_timeout_seconds: float | None = None,
     connect_timeout_seconds: int = CONNECT_TIMEOUT_SECONDS,
+    sqlite_cache_kib: int = SQLITE_BULK_CACHE_KIB,
     **options: Any,
 ) -> Engine:
     """Create an engine for `url`, preparing a SQLite file's folder and pragmas.
@@ -48,6 +55,7 @@ def make_engine(
         url: SQLAlchemy URL, e.g. `sqlite:///path/sfmlops.db` or `postgresql+psycopg2://...`.
         statement_timeout_seconds: PostgreSQL's statement_timeout for every session.
         connect_timeout_seconds: libpq's connect_timeout.
+        sqlite_cache_kib: SQLite's page cache per connection (PRAGMA cache_size), in KiB.
         **options: Passed on to `sqlalchemy.create_engine`.
     """
     parsed = make_url(url)
@@ -55,7 +63,7 @@ def make_engine(
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, **options)
-        event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "connect", partial(_sqlite_pragmas, cache_kib=sqlite_cache_kib))
         return engine
     connect_args: dict[str, Any] = {"connect_timeout": connect_timeout_seconds}
     if statement_timeout_seconds is not None:
@@ -65,15 +73,14 @@ def make_engine(
     return create_engine(url, pool_pre_ping=True, connect_args=connect_args, **options)
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any, *, cache_kib: int) -> None:
     cursor = dbapi_connection.cursor()
     # WAL lets the API read while a load or the stream writes; foreign keys are off by default.
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=30000")
-    # 64 MiB of page cache instead of 2 MiB: bulk upserts touch the key index all over.
-    cursor.execute("PRAGMA cache_size=-65536")
+    cursor.execute(f"PRAGMA cache_size=-{int(cache_kib)}")  # negative: KiB, not pages
     cursor.close()
 
 

@@ -128,6 +128,13 @@ def sales_summary(connection: Connection) -> SalesSummary:
     )
 
 
+def sales_rows_and_latest_date(connection: Connection) -> tuple[int, dt.date | None]:
+    """The number of sales rows and the latest sales date, in one scan: what a freshness check
+    needs, without sales_summary's distinct counts (a sort of every key, most of its cost)."""
+    rows, last = connection.execute(select(func.count(), func.max(sales.c.sales_date))).one()
+    return int(rows), _as_date(last)
+
+
 def latest_sales_date(connection: Connection) -> dt.date | None:
     """The most recent sales date stored, or None when there are no sales."""
     return _as_date(connection.execute(select(func.max(sales.c.sales_date))).scalar_one())

@@ -20,7 +20,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sfmlops import __version__
-from sfmlops.adapters.db.engine import make_engine
+from sfmlops.adapters.db.engine import SQLITE_READER_CACHE_KIB, make_engine
 from sfmlops.core.validation import shortened
 from sfmlops.services.api.auth import TokenAuth
 from sfmlops.services.api.database_probe import DatabaseProbe
@@ -62,6 +62,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         app.state.engine = engine or make_engine(
             settings.effective_database_url,
             statement_timeout_seconds=settings.api_statement_timeout_seconds,
+            sqlite_cache_kib=SQLITE_READER_CACHE_KIB,
         )
         # Serving starts with the champion loaded (or a reason why not): no request sees a
         # half-started model cache.
