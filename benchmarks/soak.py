@@ -49,6 +49,8 @@ from api_latency import (
     wrk,
 )
 
+WORKERS = 2  # gunicorn workers, as the chart's API runs them
+
 MIXED_READS = """
 math.randomseed(11)
 {authorization}
@@ -114,19 +116,22 @@ def worker_rss_kib(master_pid: int) -> dict[int, int]:
     return rss
 
 
-def wait_until_served(url: str, version: str, timeout: float = 120) -> None:
-    """Wait until every worker serves `version`: 20 answers in a row on fresh connections
-    (each may land on either worker) say so on /ready."""
+def champion_loads(log: Path, version: str) -> int:
+    """How often the server's workers logged serving `version` (each worker once per load)."""
+    return log.read_text(errors="replace").count(f'"serving champion version {version}"')
+
+
+def wait_until_served(log: Path, version: str, loads_before: int, timeout: float = 120) -> None:
+    """Wait until both workers logged serving `version` since `loads_before` such lines.
+
+    Asking /ready is not enough: a worker busy loading accepts few connections, so twenty
+    answers in a row may all come from the other one, and the RSS baseline would be taken
+    while the slow worker still held two bundles."""
     deadline = time.monotonic() + timeout
-    in_a_row = 0
-    while in_a_row < 20:
-        with httpx.Client() as fresh:
-            served = fresh.get(f"{url}/ready", timeout=30).json().get("model_version")
-        in_a_row = in_a_row + 1 if served == version else 0
+    while champion_loads(log, version) < loads_before + WORKERS:
         if time.monotonic() > deadline:
             raise RuntimeError(f"the workers did not all load version {version} in {timeout} s")
-        if in_a_row == 0:
-            time.sleep(0.5)
+        time.sleep(0.5)
 
 
 def gunicorn_master(port: int) -> int:
@@ -172,14 +177,16 @@ def soak(
     if token:
         env["SFMLOPS_API_TOKEN"] = token
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    command = [SFMLOPS, "serve", "--workers", "2", "--port", str(port)]
+    command = [SFMLOPS, "serve", "--workers", str(WORKERS), "--port", str(port)]
+    log = work / "serve.log"
     per_minute: list[dict[str, Any]] = []
     swapped: list[str] = []
-    with running(command, env, f"{url}/ready", work / "serve.log"):
+    with running(command, env, f"{url}/ready", log):
         for _ in range(warmup_swaps):
             for version in (second, first):
+                loads = champion_loads(log, version)
                 swap_champion(home, version)
-                wait_until_served(url, version)
+                wait_until_served(log, version, loads)
         for _ in range(20):  # every worker warm before measuring
             with httpx.Client() as fresh:
                 fresh.get(
