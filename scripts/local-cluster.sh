@@ -401,19 +401,26 @@ process_running() {
   kill -0 "$pid" 2>/dev/null
 }
 
-# Stops a program started by start_process: SIGTERM, then SIGKILL after a grace period.
+# Stops programs started by start_process, all at once: SIGTERM to each, then SIGKILL to those
+# still running after a grace period (one 10 s grace for all, not one after the other).
 stop_process() {
-  local name=$1 pid waited=0
-  pid=$(cat "$run/$name.pid" 2>/dev/null) || return 0
-  if kill -0 "$pid" 2>/dev/null; then
-    kill -TERM "$pid" 2>/dev/null || true
-    while kill -0 "$pid" 2>/dev/null && [ $waited -lt 100 ]; do
-      sleep 0.1
-      waited=$((waited + 1))
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-  fi
-  rm -f "$run/$name.pid"
+  local name pid pids=() waited=0 alive
+  for name in "$@"; do
+    pid=$(cat "$run/$name.pid" 2>/dev/null) || continue
+    if kill -0 "$pid" 2>/dev/null; then
+      kill -TERM "$pid" 2>/dev/null || true
+      pids+=("$pid")
+    fi
+  done
+  while [ $waited -lt 100 ]; do
+    alive=0
+    for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1 && break; done
+    [ $alive = 1 ] || break
+    sleep 0.1
+    waited=$((waited + 1))
+  done
+  for pid in "${pids[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
+  for name in "$@"; do rm -f "$run/$name.pid"; done
 }
 
 # Waits until a command succeeds. Args: what (for the error), seconds, command...
@@ -769,20 +776,16 @@ up() {
 down() {
   [ "$(id -u)" = 0 ] || die "the cluster needs root"
   [ -d "$state" ] || return 0
-  stop_ingress
-  local name
-  for name in kuberay-operator local-path-provisioner coredns kube-proxy kubelet; do
-    stop_process "$name"
-  done
+  stop_process ingress-controller kuberay-operator local-path-provisioner coredns kube-proxy kubelet
   if process_running containerd; then
     local crictl=(
       "$addons_bin/crictl" --runtime-endpoint "unix://$containerd_sock" --timeout 30s
     )
     "${crictl[@]}" rmp --force --all >/dev/null 2>&1 || true
   fi
-  for name in containerd kube-scheduler kube-controller-manager apiserver-forward kube-apiserver etcd; do
-    stop_process "$name"
-  done
+  stop_process containerd kube-scheduler kube-controller-manager apiserver-forward kube-apiserver
+  # etcd last: the API server's shutdown may still write to it.
+  stop_process etcd
   kill_leftover_shims
   kube-proxy --cleanup >/dev/null 2>&1 || true
   remove_kubelet_iptables_chains
@@ -920,8 +923,6 @@ EOF
   (wait_for "ingress controller" 60 curl -fsS http://127.0.0.1:18086/ping) ||
     log "the ingress controller did not start; kubectl port-forward reaches Services meanwhile"
 }
-
-stop_ingress() { stop_process ingress-controller; }
 
 # --- status and images ---------------------------------------------------------------------
 
