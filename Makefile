@@ -47,7 +47,7 @@ help:
 demo: install
 	$(BIN)/sfmlops demo
 
-# tests/containers need the built images: they run after the main suite and Airflow's, through
+# tests/containers need the built images: they run after the main suite, beside Airflow's, through
 # `make container-test`, which waits for the background image build. The Compose stack, then the
 # local cluster, run last, each alone (each removes itself, volumes
 # included, even on failure; the cluster test refuses to start while a Compose stack runs).
@@ -55,10 +55,12 @@ demo: install
 # end of the main suite, at the lowest CPU priority (scripts/background-builds.sh); each tier
 # waits for its build.
 # container-tools comes first: tests/deploy runs podman-compose's own checks, which need podman.
+# The Airflow suite and the container tier run side by side (each one's output printed whole
+# when it ends): the container tier first waits for the background image build, and neither
+# keeps both cores busy.
 test: dev system-deps container-tools background-builds deploy-tools lint lint-deploy airflow
 	$(BIN)/python -m pytest --ignore=tests/containers -n $(PYTEST_WORKERS) --dist loadfile --max-worker-restart 0 $(PYTEST_ARGS)
-	$(MAKE) --no-print-directory test-airflow
-	$(MAKE) --no-print-directory container-test
+	$(MAKE) --no-print-directory -j2 --output-sync=target test-airflow container-test
 	$(MAKE) --no-print-directory compose-test
 	$(MAKE) --no-print-directory cluster-test
 
