@@ -24,7 +24,7 @@ import pandas as pd
 from sfmlops.core import columns
 from sfmlops.core.forecasting.backtest import HORIZON_DAYS
 from sfmlops.core.forecasting.base import as_future
-from sfmlops.core.forecasting.gbm import GBMParams, GlobalGBMForecaster
+from sfmlops.core.forecasting.gbm import BLEND, GBMParams, GlobalGBMForecaster
 from sfmlops.datasets import ROSSMANN_DIR
 from sfmlops.services.loading import read_dataset
 
@@ -44,6 +44,7 @@ _BEFORE_TUNING = GBMParams(num_leaves=63, min_data_in_leaf=100, bagging_fraction
 
 VARIANTS: dict[str, GBMParams] = {
     "default": GBMParams(),
+    "blend": BLEND,
     "before_tuning": _BEFORE_TUNING,
     # The default until the extended calendar replaced it.
     "before": replace(
@@ -54,9 +55,15 @@ VARIANTS: dict[str, GBMParams] = {
             "days_left_",
             "days_after_promo",
             "days_before_promo",
+            "promo_school_holiday",
         ),
     ),
-    "extended": replace(_BEFORE_TUNING, excluded_features=(), num_leaves=127, min_data_in_leaf=50),
+    "extended": replace(
+        _BEFORE_TUNING,
+        excluded_features=("promo_school_holiday",),
+        num_leaves=127,
+        min_data_in_leaf=50,
+    ),
 }
 
 

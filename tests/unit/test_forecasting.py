@@ -68,7 +68,9 @@ from sfmlops.services.api import serving
 # Monday .. Sunday multipliers; Sundays closed.
 WEEKLY = np.array([1.3, 1.0, 0.9, 0.95, 1.1, 1.4, 0.0])
 PROMO_LIFT = 1.25
-SMALL_GBM = GBMParams(rounds=120, learning_rate=0.1, num_leaves=15, min_data_in_leaf=20, threads=1)
+SMALL_GBM = GBMParams(
+    rounds=120, learning_rate=0.1, num_leaves=15, min_data_in_leaf=20, threads=1, members=1
+)
 
 
 def synthetic_sales(
@@ -276,7 +278,9 @@ def test_a_blend_of_seeds_forecasts_the_mean_of_its_members_on_the_log_scale(
 ) -> None:
     seen, later = split(sales, 28)
     future = as_future(later)
-    blend = GlobalGBMForecaster(replace(SMALL_GBM, members=2)).fit(seen, stores)
+    blend = GlobalGBMForecaster(replace(SMALL_GBM, members=2, member_excluded_features=())).fit(
+        seen, stores
+    )
     alone = [
         GlobalGBMForecaster(replace(SMALL_GBM, seed=SMALL_GBM.seed + member))
         .fit(seen, stores)
@@ -289,10 +293,51 @@ def test_a_blend_of_seeds_forecasts_the_mean_of_its_members_on_the_log_scale(
     np.testing.assert_allclose(
         np.log1p(blend._predict_point(future)), np.mean(np.log1p(alone), axis=0), rtol=1e-6
     )
-    # A model saved before blends existed (no member boosters) forecasts with its one booster.
+    # A model saved before blends existed (no member boosters) forecasts with its one booster;
+    # one saved before members had features of their own gives them the first's.
     older = copy.copy(blend)
-    del older.member_boosters_
+    del older.member_boosters_, older.member_features_
     np.testing.assert_allclose(older._predict_point(future), alone[0], rtol=1e-6)
+    older = copy.copy(blend)
+    del older.member_features_
+    np.testing.assert_allclose(older._predict_point(future), blend._predict_point(future))
+
+
+def test_members_after_the_first_leave_out_their_excluded_features(
+    sales: pd.DataFrame, stores: pd.DataFrame
+) -> None:
+    seen, later = split(sales, 28)
+    params = replace(SMALL_GBM, members=2, member_excluded_features=("day_of_year", "week_of"))
+    blend = GlobalGBMForecaster(params).fit(seen, stores)
+    member = blend.member_boosters_[0].feature_name()
+
+    assert {"day_of_year", "week_of_year"} <= set(blend.features_)
+    assert {"day_of_year", "week_of_year"}.isdisjoint(member)
+    assert blend.member_features_ == [member]
+    assert len(member) == len(blend.features_) - 2
+    forecast = blend.predict(as_future(later))[columns.YHAT].to_numpy()
+    assert (forecast[later[columns.OPEN].to_numpy() == 1] > 0).all()
+
+
+def test_backtest_windows_fit_the_first_member_of_a_blend_alone(
+    sales: pd.DataFrame, stores: pd.DataFrame
+) -> None:
+    # The blend is the served model's; a backtest's errors are the first member's.
+    windows = backtest_windows(sales[columns.SALES_DATE].max(), windows=2, horizon_days=28)
+    fitted: list[GlobalGBMForecaster] = []
+    run_backtest(
+        sales,
+        stores,
+        {"gbm": partial(GlobalGBMForecaster, replace(SMALL_GBM, members=2))},
+        windows,
+        on_fitted=lambda _name, _window, model: fitted.append(model),
+    )
+
+    assert len(fitted) == 2
+    assert all(model.params == replace(SMALL_GBM, members=1) for model in fitted)
+    assert all(model.booster_ is not None and not model.member_boosters_ for model in fitted)
+    single = GlobalGBMForecaster(SMALL_GBM)
+    assert single.backtest_stand_in() is single
 
 
 @pytest.mark.parametrize(

@@ -21,6 +21,7 @@ from sfmlops.core import columns
 from sfmlops.core.forecasting import metrics
 from sfmlops.core.forecasting.base import (
     INTERVAL_QUANTILES,
+    CalibratedForecaster,
     Forecaster,
     IntervalCalibration,
     as_future,
@@ -150,7 +151,10 @@ def run_backtest(
             if on_fit:
                 on_fit(name, window)
             calibration = calibration_of(previous_rows[name]) if follows else None
-            forecaster = factory(calibration=calibration).fit(seen, stores)
+            forecaster = factory(calibration=calibration)
+            if isinstance(forecaster, CalibratedForecaster):
+                forecaster = forecaster.backtest_stand_in()
+            forecaster = forecaster.fit(seen, stores)
             if on_fitted:
                 on_fitted(name, window, forecaster)
             forecast = forecaster.predict(future)

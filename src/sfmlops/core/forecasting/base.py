@@ -347,6 +347,11 @@ class CalibratedForecaster(PickledForecaster):
         """Replace this (shallow-copied) model's fitted state of `other`'s series."""
         raise NotImplementedError
 
+    def backtest_stand_in(self) -> Self:
+        """The model a backtest window fits in this one's place (this one, unless a model
+        has a cheaper form whose errors are no smaller than its own)."""
+        return self
+
     def _probe(self) -> Self:
         """An unfitted copy used to measure out-of-sample errors."""
         return type(self)(**self._params())
