@@ -80,15 +80,17 @@ def test_a_running_job_serves_its_metrics(stream_env: StreamEnv) -> None:
             timeout=180,
             what="the events to land",
         )
-        # The lag is measured after each batch is counted: wait for both.
-        wait_until(
-            lambda: (
-                (scraped := scrape(port)).get("sfmlops_stream_records_total{}", 0) == len(sent)
-                and any(name.startswith("sfmlops_stream_lag") for name in scraped)
-            ),
-            timeout=30,
-            what="the metrics to count them and measure the lag",
-        )
+
+        # The lag is measured after each batch is counted, and on a timer from the start: a
+        # gauge read right after the count can still be the timer's from before the batch
+        # (10 records behind), so wait for the count and a lag of nothing.
+        def caught_up() -> bool:
+            scraped = scrape(port)
+            lags = [v for name, v in scraped.items() if name.startswith("sfmlops_stream_lag")]
+            counted = scraped.get("sfmlops_stream_records_total{}", 0) == len(sent)
+            return counted and bool(lags) and sum(lags) == 0
+
+        wait_until(caught_up, timeout=30, what="the metrics to count them and a lag of 0")
         samples = scrape(port)
     finally:
         running.send_signal(signal.SIGTERM)

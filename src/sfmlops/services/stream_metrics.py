@@ -54,6 +54,10 @@ class StreamMetrics:
             ["topic", "partition"],
             registry=self.registry,
         )
+        # The timer and the end of each batch both measure the lag: one at a time, so a timer
+        # reading that began before a batch's commit cannot finish after the batch's own
+        # reading and leave the gauge behind until the next tick.
+        self._measuring = threading.Lock()
 
     def serve(self, port: int, address: str = "0.0.0.0") -> None:
         """Serve /metrics on `port` from a daemon thread."""
@@ -90,10 +94,11 @@ class StreamMetrics:
         security: KafkaSecurity = PLAINTEXT,
     ) -> None:
         """Set the lag: Kafka's end offsets minus the next offsets the database has applied."""
-        with engine.connect() as connection:
-            applied = stream_offset_records.read_stream_offsets(connection, topic)
-        partitions = kafka.topic_partitions(bootstrap_servers, topic, security=security)
-        ends = kafka.end_offsets(bootstrap_servers, topic, partitions, security=security)
-        for partition, end in ends.items():
-            behind = max(end - applied.get(partition, 0), 0)
-            self.lag.labels(topic=topic, partition=str(partition)).set(behind)
+        with self._measuring:
+            with engine.connect() as connection:
+                applied = stream_offset_records.read_stream_offsets(connection, topic)
+            partitions = kafka.topic_partitions(bootstrap_servers, topic, security=security)
+            ends = kafka.end_offsets(bootstrap_servers, topic, partitions, security=security)
+            for partition, end in ends.items():
+                behind = max(end - applied.get(partition, 0), 0)
+                self.lag.labels(topic=topic, partition=str(partition)).set(behind)
