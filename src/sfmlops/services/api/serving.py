@@ -95,18 +95,11 @@ class SeriesRequest:
 
     def known_days(self) -> list[tuple[Any, ...]]:
         """Per day, each of `COVARIATES`' `known` value (in that order)."""
+        # `known` per day, with each day's two lookups done once for all covariates.
         known = []
         for day in self.dates:
-            given = self.covariates.get(day)
-            planned = self.planned.get(day)
-            if planned is None:
-                known.append(
-                    (None,) * len(COVARIATES)
-                    if given is None
-                    else tuple(given.get(name) for name in COVARIATES)
-                )
-                continue
-            given = given or {}
+            given = self.covariates.get(day) or {}
+            planned = self.planned.get(day) or {}
             known.append(
                 tuple(
                     value if (value := given.get(name)) is not None else planned.get(name)
