@@ -623,10 +623,7 @@ def predict(
     if not requests:
         return []
     known = [request.known_days() for request in requests]
-    # Without any covariate given the future has none of their columns (all derived).
-    future = _future_frame(
-        requests, known if any(r.covariates or r.planned for r in requests) else None
-    )
+    future = _future_frame(requests, known)
     forecast = bundle.predict(future)
     values = forecast.frame[list(columns.FORECAST_VALUES)].to_numpy(dtype=float)
     rounded = np.round(values, 2).tolist()
@@ -745,9 +742,10 @@ def _future_frame(
         columns.PRODUCT_ID: products,
         columns.SALES_DATE: pd.to_datetime(dates),
     }
-    if known is None and any(r.covariates or r.planned for r in requests):
-        known = [request.known_days() for request in requests]
-    if known is not None:
+    # Without any covariate given the future has none of their columns (all derived).
+    if any(r.covariates or r.planned for r in requests):
+        if known is None:
+            known = [request.known_days() for request in requests]
         # Days without a value stay missing, so the bundle assumes them as it would a
         # missing column (and says so).
         for position, name in enumerate(COVARIATES):
