@@ -105,7 +105,7 @@ wait_for_forecast() {
       echo "no forecast after ${SFMLOPS_COMPOSE_UP_TIMEOUT:-3600} s: see '$0 logs bootstrap'" >&2
       exit 1
     fi
-    sleep 5
+    sleep 1
   done
   local port=${SFMLOPS_PROXY_PORT:-8088}
   cat <<EOF

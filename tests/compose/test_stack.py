@@ -133,7 +133,7 @@ def _until(what: str, check: Any, timeout: float, stack: Stack | None = None) ->
         value = check()
         if value:
             return value
-        time.sleep(3)
+        time.sleep(1)
     detail = stack.diagnostics() if stack is not None else ""
     pytest.fail(f"{what}: not within {timeout:.0f} s\n{detail}")
 
