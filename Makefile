@@ -52,8 +52,8 @@ demo: install
 # local cluster, run last, each alone (each removes itself, volumes
 # included, even on failure; the cluster test refuses to start while a Compose stack runs).
 # Their images and the cluster's programs build in the background from before the lint to the
-# end of the main suite (scripts/background-builds.sh: the images at a low CPU priority, the
-# cluster's programs at the suite's); each tier waits for its build.
+# end of the main suite, at the lowest CPU priority (scripts/background-builds.sh); each tier
+# waits for its build.
 # container-tools comes first: tests/deploy runs podman-compose's own checks, which need podman.
 # The Airflow suite and the container tier run side by side (each one's output printed whole
 # when it ends): the container tier first waits for the background image build, and neither

@@ -1,15 +1,12 @@
 #!/usr/bin/env bash
 # Starts the slow builds of `make test`'s last tiers in the background and returns at once:
 #   scripts/background-builds.sh TAG
-# They run while the main suite does, so their downloads and compilation overlap its work (and
-# the cores it leaves idle while it waits on servers, browsers and Spark).
+# They run while the main suite does, at a low CPU priority, so they take the cores that suite
+# leaves idle while it waits on servers, browsers and Spark, and the downloads overlap its work.
 # Two chains, side by side: the images (scripts/images.sh build TAG, then the Compose stand-ins,
 # then the cluster tier's images copied into the stopped cluster's image store) at nice 10, and
-# the cluster's programs (scripts/local-cluster.sh build, when Go is there) at nice 0. Built from
-# nothing, the programs are about 30 CPU-minutes of Go compilation: at a low priority they got
-# only the cores the suite left idle and were still building when the cluster tier began, which
-# then waited ten minutes for them. At the suite's own weight they end during the suite; the
-# images, mostly downloads, need little CPU.
+# the cluster's programs (scripts/local-cluster.sh build, when Go is there) at nice 19: the images
+# are needed first (Compose runs before the cluster) and took longest.
 # Each build takes its lock, so the tier that needs it waits for the background build to end and
 # then finds everything built; a build that failed here runs again there, where its error shows.
 # Logs: test-artifacts/background-*.log. Nothing here is needed: without it the tiers build
@@ -48,5 +45,5 @@ if command -v podman >/dev/null 2>&1 || command -v docker >/dev/null 2>&1; then
   start images 10 "scripts/images.sh build $tag && scripts/compose-images.sh postgres kafka nginx prometheus && $preload"
 fi
 if command -v go >/dev/null 2>&1 || [ -x /usr/local/go/bin/go ]; then
-  start cluster-programs 0 "scripts/local-cluster.sh build"
+  start cluster-programs 19 "scripts/local-cluster.sh build"
 fi
