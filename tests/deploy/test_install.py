@@ -107,6 +107,31 @@ def test_bootstrap_loads_and_trains_after_the_migrations(
     assert rendered_all["defaults"].get("Job", f"{RELEASE}-bootstrap") is None
 
 
+def test_the_producer_sends_stored_sales_after_the_bootstrap_loaded_them(
+    rendered_all: dict[str, Rendered],
+) -> None:
+    # On a fresh install the database is empty until the bootstrap hook: a plain Job would fail
+    # on "no sales records" before it. Once per install: an upgrade sends nothing.
+    for scenario in ("everything", "local"):
+        rendered = rendered_all[scenario]
+        producer = rendered.get("Job", f"{RELEASE}-producer")
+        bootstrap = rendered.get("Job", f"{RELEASE}-bootstrap")
+        assert producer is not None, scenario
+        assert bootstrap is not None, scenario
+        hooks, weight = _hook(producer)
+        assert hooks == {"post-install"}
+        assert weight > _hook(bootstrap)[1]
+        policy = producer["metadata"]["annotations"]["helm.sh/hook-delete-policy"]
+        assert set(policy.split(",")) == {"before-hook-creation", "hook-succeeded"}
+    # The local install's producer sends one live day, not the million stored rows.
+    local = rendered_all["local"].get("Job", f"{RELEASE}-producer")
+    assert _container(local)["args"] == ["produce", "--from-db", "--live", "--max-rate"]
+    # Without the bootstrap the data comes another way: one plain Job per release revision.
+    plain = rendered_all["kafka-sasl"].get("Job", f"{RELEASE}-producer-1")
+    assert plain is not None
+    assert "helm.sh/hook" not in plain["metadata"].get("annotations", {})
+
+
 def test_bootstrap_signs_the_first_champion_with_the_api_s_key(
     rendered_all: dict[str, Rendered],
 ) -> None:

@@ -52,6 +52,21 @@ def _runners(rendered: Rendered) -> list[str]:
     return runners
 
 
+def test_the_local_install_runs_the_continuous_job_with_its_pod_monitor(
+    rendered_all: dict[str, Rendered],
+) -> None:
+    # As scripts/deploy.sh's local mode installs it with its Kafka pod (the cluster tier reads
+    # its /metrics there).
+    rendered = rendered_all["local"]
+    assert _runners(rendered) == ["deployment"]
+    monitor = rendered.get("PodMonitor", STREAM)
+    assert monitor is not None
+    deployment = rendered.get("Deployment", STREAM)
+    assert deployment is not None
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+
+
 @pytest.fixture(scope="module")
 def by_mode() -> dict[str, Rendered]:
     """The chart with its defaults and with each stream.runBy."""
