@@ -15,7 +15,7 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.exc import IntegrityError
 
 from sfmlops.adapters.db import dead_letter_records, sales_records, store_records
-from sfmlops.adapters.db.engine import current_revision, migrate
+from sfmlops.adapters.db.engine import current_revision, make_engine, migrate
 from sfmlops.adapters.db.tables import ingest_dead_letters, metadata, sales, stores
 from sfmlops.core import columns
 from sfmlops.services import loading
@@ -155,6 +155,65 @@ def test_an_upsert_writes_new_and_changed_rows_and_leaves_unchanged_ones_alone(
         (3, "2015-06-02"): 7.0,
     }
     assert untouched == {(3, "2015-06-01")}
+
+
+def kept_and_counted(
+    engine: Engine,
+) -> tuple[tuple[int, dt.date | None], tuple[int, dt.date | None]]:
+    """The sales row count and latest date as kept on write, and as a scan finds them."""
+    with engine.connect() as connection:
+        kept = sales_records.sales_rows_and_latest_date(connection)
+        rows, latest = connection.execute(select(func.count(), func.max(sales.c.sales_date))).one()
+    return kept, (rows, None if latest is None else dt.date.fromisoformat(str(latest)[:10]))
+
+
+def test_the_kept_row_count_and_latest_date_follow_every_write(engine: Engine) -> None:
+    assert kept_and_counted(engine) == ((0, None), (0, None))
+    steps = [
+        # New keys only (PostgreSQL's straight COPY).
+        [(1, "2015-06-01", 1.0), (2, "2015-06-01", 2.0)],
+        # A changed row, an unchanged one and a new later day (PostgreSQL's merge).
+        [(1, "2015-06-01", 1.5), (2, "2015-06-01", 2.0), (1, "2015-06-03", 3.0)],
+        # An earlier day: one more row, the same latest date.
+        [(3, "2015-05-30", 4.0)],
+    ]
+    expected = [(2, dt.date(2015, 6, 1)), (3, dt.date(2015, 6, 3)), (4, dt.date(2015, 6, 3))]
+    for rows, figures in zip(steps, expected, strict=True):
+        with engine.begin() as connection:
+            sales_records.upsert_sales(connection, sales_rows(rows))
+        assert kept_and_counted(engine) == (figures, figures)
+
+    def write_then_fail() -> None:
+        with engine.begin() as connection:
+            sales_records.upsert_sales(connection, sales_rows([(4, "2015-06-09", 5.0)]))
+            raise RuntimeError("rolled back")
+
+    with pytest.raises(RuntimeError):
+        write_then_fail()
+    assert kept_and_counted(engine)[0] == expected[-1]
+
+    with engine.begin() as connection:
+        assert sales_records.delete_sales_from(connection, dt.date(2015, 6, 2)) == 1
+    assert kept_and_counted(engine) == ((3, dt.date(2015, 6, 1)), (3, dt.date(2015, 6, 1)))
+
+
+def test_the_migration_counts_the_sales_already_stored(database_url: str) -> None:
+    engine = make_engine(database_url)
+    try:
+        migrate(engine, "0008")
+        with engine.begin() as connection:
+            connection.execute(
+                sales.insert(),
+                sales_rows([(1, "2015-06-01", 1.0), (1, "2015-06-02", 2.0)])
+                .assign(**{columns.SALES_DATE: lambda f: f[columns.SALES_DATE].dt.date})
+                .to_dict("records"),
+            )
+
+        migrate(engine)
+
+        assert kept_and_counted(engine) == ((2, dt.date(2015, 6, 2)), (2, dt.date(2015, 6, 2)))
+    finally:
+        engine.dispose()
 
 
 def corrupt(folder: Path, target: Path, edit: str) -> Path:
