@@ -95,18 +95,74 @@ class SeriesRequest:
 
     def known_days(self) -> list[tuple[Any, ...]]:
         """Per day, each of `COVARIATES`' `known` value (in that order)."""
-        # `known` per day, with each day's two lookups done once for all covariates.
-        known = []
+        return self.known_and_sources()[0]
+
+    def known_and_sources(self) -> tuple[list[tuple[Any, ...]], list[Mapping[str, str]]]:
+        """Per day, each of `COVARIATES`' `known` value (in that order), and where each came
+        from (`COVARIATE_FROM_CALLER`, `COVARIATE_FROM_PLAN` or `COVARIATE_DEFAULT`).
+
+        The sources are shared read-only mappings, one per combination: an every-store
+        request has 7,805 days but a handful of distinct combinations.
+        """
+        known: list[tuple[Any, ...]] = []
+        sources: list[Mapping[str, str]] = []
         for day in self.dates:
-            given = self.covariates.get(day) or {}
-            planned = self.planned.get(day) or {}
-            known.append(
-                tuple(
-                    value if (value := given.get(name)) is not None else planned.get(name)
-                    for name in COVARIATES
+            given = self.covariates.get(day)
+            planned = self.planned.get(day)
+            # The common cases read a day's mapping once, in C (`map`); only a day with both
+            # the caller's and the plan's covariates goes covariate by covariate.
+            if not planned:
+                values = tuple(map(given.get, COVARIATES)) if given else _NOTHING_KNOWN
+                source = _shared_sources(_CALLER_OR_DEFAULT, values, values, _NOTHING_KNOWN)
+            elif not given:
+                values = tuple(map(planned.get, COVARIATES))
+                source = _shared_sources(_PLAN_OR_DEFAULT, values, _NOTHING_KNOWN, values)
+            else:
+                caller = tuple(map(given.get, COVARIATES))
+                plan = tuple(map(planned.get, COVARIATES))
+                values = tuple(
+                    mine if mine is not None else theirs
+                    for mine, theirs in zip(caller, plan, strict=True)
                 )
-            )
-        return known
+                source = _sources(caller, plan)
+            known.append(values)
+            sources.append(source)
+        return known, sources
+
+
+_NOTHING_KNOWN: tuple[Any, ...] = (None,) * len(COVARIATES)
+# Source mappings shared by the days whose known values came from one side (the caller's or
+# the plan's): keyed by those values, whose missing ones decide the sources.
+_CALLER_OR_DEFAULT: dict[tuple[Any, ...], Mapping[str, str]] = {}
+_PLAN_OR_DEFAULT: dict[tuple[Any, ...], Mapping[str, str]] = {}
+# Validated covariates make a few dozen combinations; the bound is for any other caller.
+_MOST_SHARED_SOURCES = 4_096
+
+
+def _shared_sources(
+    shared: dict[tuple[Any, ...], Mapping[str, str]],
+    values: tuple[Any, ...],
+    caller: tuple[Any, ...],
+    plan: tuple[Any, ...],
+) -> Mapping[str, str]:
+    source = shared.get(values)
+    if source is None:
+        source = _sources(caller, plan)
+        if len(shared) < _MOST_SHARED_SOURCES:
+            shared[values] = source
+    return source
+
+
+def _sources(caller: tuple[Any, ...], plan: tuple[Any, ...]) -> Mapping[str, str]:
+    """Where each covariate of a day came from, given the caller's and the plan's values."""
+    return {
+        name: COVARIATE_FROM_CALLER
+        if mine is not None
+        else COVARIATE_FROM_PLAN
+        if theirs is not None
+        else COVARIATE_DEFAULT
+        for name, mine, theirs in zip(COVARIATES, caller, plan, strict=True)
+    }
 
 
 def with_plan(request: SeriesRequest, plan: PlanByStore) -> SeriesRequest:
@@ -618,11 +674,13 @@ def predict(
         `model_version`, `start`, `days`, `assumptions`, `calibrated_until`,
         `beyond_calibrated_horizon`, `forecast` (a list of
         `{date, yhat, yhat_lower, yhat_upper, yhat_lower_95, yhat_upper_95, covariates,
-        covariate_sources}`).
+        covariate_sources}`; days share their `covariates` and `covariate_sources`
+        mappings, which are read-only).
     """
     if not requests:
         return []
-    known = [request.known_days() for request in requests]
+    known_and_sources = [request.known_and_sources() for request in requests]
+    known = [request_known for request_known, _ in known_and_sources]
     future = _future_frame(requests, known)
     forecast = bundle.predict(future)
     values = forecast.frame[list(columns.FORECAST_VALUES)].to_numpy(dtype=float)
@@ -631,7 +689,7 @@ def predict(
     calibrated_end = calibrated_until(bundle)
     results = []
     offset = 0
-    for request, request_known in zip(requests, known, strict=True):
+    for request, (request_known, sources) in zip(requests, known_and_sources, strict=True):
         rows = rounded[offset : offset + len(request.dates)]
         days = used[offset : offset + len(request.dates)]
         offset += len(request.dates)
@@ -643,6 +701,7 @@ def predict(
                 rows,
                 calibrated_end,
                 days,
+                sources,
             )
         )
     return results
@@ -655,31 +714,30 @@ def forecast_object(
     values: Sequence[Sequence[float]],
     calibrated_end: dt.date,
     covariates: Sequence[Mapping[str, Any]] | None = None,
+    sources: Sequence[Mapping[str, str]] | None = None,
 ) -> dict[str, Any]:
     """The contract's forecast object for one series (values in `FORECAST_VALUES` order;
     `calibrated_end` is the bundle's `calibrated_until`).
 
     `covariates`, per day, are the covariates the forecast used; each day then also names
     where each came from: `caller` (the request), `plan` (the stored plan) or `default`
-    (derived by the bundle).
+    (derived by the bundle); `sources` are those names when already at hand (the request's
+    `known_and_sources`). The days hold these mappings as given, without copying them.
     """
-    days = [
-        {FORECAST_DAY: day.isoformat(), **dict(zip(columns.FORECAST_VALUES, row, strict=True))}
-        for day, row in zip(request.dates, values, strict=True)
-    ]
-    if covariates is not None:
-        for day, body, used in zip(request.dates, days, covariates, strict=True):
-            given = request.covariates.get(day, {})
-            planned = request.planned.get(day, {})
-            body["covariates"] = dict(used)
-            body["covariate_sources"] = {
-                name: COVARIATE_FROM_CALLER
-                if given.get(name) is not None
-                else COVARIATE_FROM_PLAN
-                if planned.get(name) is not None
-                else COVARIATE_DEFAULT
-                for name in COVARIATES
-            }
+    if covariates is None:
+        days = [
+            dict(zip(_DAY_FIELDS, (day.isoformat(), *row), strict=True))
+            for day, row in zip(request.dates, values, strict=True)
+        ]
+    else:
+        if sources is None:
+            sources = request.known_and_sources()[1]
+        days = [
+            dict(zip(_DAY_FIELDS_USED, (day.isoformat(), *row, used, source), strict=True))
+            for day, row, used, source in zip(
+                request.dates, values, covariates, sources, strict=True
+            )
+        ]
     return {
         columns.STORE_ID: request.store_id,
         columns.PRODUCT_ID: request.product_id,
@@ -693,15 +751,27 @@ def forecast_object(
     }
 
 
-def _used_covariates(covariates: pd.DataFrame | None, rows: int) -> list[dict[str, Any]]:
-    """Per forecast row, the covariates used, as JSON-ready values."""
+_DAY_FIELDS = (FORECAST_DAY, *columns.FORECAST_VALUES)
+_DAY_FIELDS_USED = (*_DAY_FIELDS, "covariates", "covariate_sources")
+
+
+def _used_covariates(covariates: pd.DataFrame | None, rows: int) -> list[Mapping[str, Any]]:
+    """Per forecast row, the covariates used, as JSON-ready values (one shared read-only
+    mapping per distinct combination)."""
     if covariates is None:
         return [{} for _ in range(rows)]
-    values = {
-        name: covariates[name].astype(str if name == columns.STATE_HOLIDAY else int).tolist()
+    values = [
+        covariates[name].astype(str if name == columns.STATE_HOLIDAY else int).tolist()
         for name in COVARIATES
-    }
-    return [{name: values[name][row] for name in COVARIATES} for row in range(rows)]
+    ]
+    shared: dict[tuple[Any, ...], Mapping[str, Any]] = {}
+    used = []
+    for combination in zip(*values, strict=True):
+        mapping = shared.get(combination)
+        if mapping is None:
+            mapping = shared[combination] = dict(zip(COVARIATES, combination, strict=True))
+        used.append(mapping)
+    return used
 
 
 def to_json(body: Any) -> bytes:
@@ -715,10 +785,11 @@ def _assumptions(
     """The covariates assumed for this series: those not given for every day (`known`: its
     `known_days`, when already at hand)."""
     days = request.known_days() if known is None else known
+    # Per covariate, its values over the days (transposed in C).
     return [
         _ASSUMPTION[name]
-        for position, name in enumerate(COVARIATES)
-        if any(day[position] is None for day in days)
+        for name, values in zip(COVARIATES, zip(*days, strict=True), strict=False)
+        if None in values
     ]
 
 
@@ -727,20 +798,24 @@ def _future_frame(
 ) -> pd.DataFrame:
     """One future-covariates row per (series, day), in request order (`known`: each request's
     `known_days`, when already at hand)."""
-    total = sum(len(r.dates) for r in requests)
-    store_ids = np.empty(total, dtype="int64")
-    products: list[str] = []
-    dates: list[dt.date] = []
-    offset = 0
-    for request in requests:
-        store_ids[offset : offset + len(request.dates)] = request.store_id
-        offset += len(request.dates)
-        products.extend([request.product_id] * len(request.dates))
-        dates.extend(request.dates)
+    lengths = np.fromiter((len(r.dates) for r in requests), dtype="int64", count=len(requests))
+    total = int(lengths.sum())
+    # Dates as day numbers, converted to datetime64 in numpy: pd.to_datetime of date
+    # objects cost about 1 us per row.
+    ordinals = np.fromiter(
+        (day.toordinal() for r in requests for day in r.dates), dtype="int64", count=total
+    )
     frame: dict[str, Any] = {
-        columns.STORE_ID: store_ids,
-        columns.PRODUCT_ID: products,
-        columns.SALES_DATE: pd.to_datetime(dates),
+        columns.STORE_ID: np.repeat(
+            np.fromiter((r.store_id for r in requests), dtype="int64", count=len(requests)),
+            lengths,
+        ),
+        columns.PRODUCT_ID: np.repeat(
+            np.array([r.product_id for r in requests], dtype=object), lengths
+        ),
+        columns.SALES_DATE: (ordinals - _UNIX_EPOCH_ORDINAL)
+        .astype("datetime64[D]")
+        .astype("datetime64[ns]"),
     }
     # Without any covariate given the future has none of their columns (all derived).
     if any(r.covariates or r.planned for r in requests):
@@ -748,13 +823,18 @@ def _future_frame(
             known = [request.known_days() for request in requests]
         # Days without a value stay missing, so the bundle assumes them as it would a
         # missing column (and says so).
-        for position, name in enumerate(COVARIATES):
-            given = [day[position] for days in known for day in days]
+        given = zip(*(day for days in known for day in days), strict=True)
+        for name, column in zip(COVARIATES, given, strict=True):
+            values = np.array(column, dtype=object)
             if name in _NUMERIC_COVARIATES:
-                frame[name] = np.array(
-                    [np.nan if v is None else float(v) for v in given], dtype="float64"
-                )
+                missing = pd.isna(values)
+                numbers = np.full(total, np.nan)
+                numbers[~missing] = values[~missing].astype("float64")
+                frame[name] = numbers
             else:
-                frame[name] = np.array(given, dtype=object)
+                frame[name] = values
     # Framed once: adding the covariates one by one cost a tenth of a one-series request.
     return pd.DataFrame(frame)
+
+
+_UNIX_EPOCH_ORDINAL = dt.date(1970, 1, 1).toordinal()

@@ -170,13 +170,10 @@ def _series_request(
         if item.dates is not None
         else serving.horizon(item.start or default_start, item.days or serving.DEFAULT_HORIZON_DAYS)
     )
-    # The given fields read directly: model_dump cost about a tenth of an every-store POST.
-    covariates = {
-        day.date: {
-            name: value for name in serving.COVARIATES if (value := getattr(day, name)) is not None
-        }
-        for day in item.covariates or []
-    }
+    # Each day's validated mapping is its covariates as given (its `date` and missing or
+    # null fields are never read as covariates): copying 7,805 of them cost a tenth of an
+    # every-store POST.
+    covariates = {day["date"]: day for day in item.covariates or []}
     if len(covariates) != len(item.covariates or []):
         raise serving.InvalidForecastRequestError(
             f"store {item.store_id}: covariates give a date twice"
