@@ -303,11 +303,17 @@ def test_a_blend_of_seeds_forecasts_the_mean_of_its_members_on_the_log_scale(
     np.testing.assert_allclose(older._predict_point(future), blend._predict_point(future))
 
 
-def test_members_after_the_first_leave_out_their_excluded_features(
+def test_members_after_the_first_leave_out_their_excluded_features_and_rounds(
     sales: pd.DataFrame, stores: pd.DataFrame
 ) -> None:
     seen, later = split(sales, 28)
-    params = replace(SMALL_GBM, members=2, member_excluded_features=("day_of_year", "week_of"))
+    params = replace(
+        SMALL_GBM,
+        members=2,
+        member_excluded_features=("day_of_year", "week_of"),
+        member_rounds=40,
+        member_learning_rate=0.25,
+    )
     blend = GlobalGBMForecaster(params).fit(seen, stores)
     member = blend.member_boosters_[0].feature_name()
 
@@ -315,6 +321,12 @@ def test_members_after_the_first_leave_out_their_excluded_features(
     assert {"day_of_year", "week_of_year"}.isdisjoint(member)
     assert blend.member_features_ == [member]
     assert len(member) == len(blend.features_) - 2
+    # The first booster keeps the model's rounds and rate; the second has its own.
+    assert blend.booster_ is not None
+    assert blend.booster_.current_iteration() == SMALL_GBM.rounds
+    assert blend.booster_.params["learning_rate"] == SMALL_GBM.learning_rate
+    assert blend.member_boosters_[0].current_iteration() == 40
+    assert blend.member_boosters_[0].params["learning_rate"] == 0.25
     forecast = blend.predict(as_future(later))[columns.YHAT].to_numpy()
     assert (forecast[later[columns.OPEN].to_numpy() == 1] > 0).all()
 

@@ -91,6 +91,11 @@ class GBMParams:
     # Features the members after the first leave out as well: a blend of boosters that split
     # on different features errs less alike than one of seeds alone.
     member_excluded_features: tuple[str, ...] = ()
+    # Rounds and learning rate of the members after the first (None: the first's). Fewer
+    # rounds at a higher rate make a blend's extra boosters cheaper: the second booster's
+    # time is most of what a blend adds to a training job.
+    member_rounds: int | None = None
+    member_learning_rate: float | None = None
     # Most series one booster is fitted on. More are split into shards of whole stores,
     # each a model of its own (a task of the injected executor), so the features built at
     # once (the memory peak of a fit) stay bounded whatever the series count. The bundled
@@ -283,11 +288,19 @@ class GlobalGBMForecaster(CalibratedForecaster):
                     # Kept only for a later member that trains on the same features.
                     free_raw_data=names not in feature_sets[member + 1 :],
                 )
+            rounds, learning_rate = self.params.rounds, self.params.learning_rate
+            if member > 0:
+                rounds = self.params.member_rounds or rounds
+                learning_rate = self.params.member_learning_rate or learning_rate
             boosters.append(
                 lgb.train(
-                    {**self.params.lightgbm(), "seed": self.params.seed + member},
+                    {
+                        **self.params.lightgbm(),
+                        "seed": self.params.seed + member,
+                        "learning_rate": learning_rate,
+                    },
                     dataset,
-                    num_boost_round=self.params.rounds,
+                    num_boost_round=rounds,
                 )
             )
         self.booster_, self.member_boosters_ = boosters[0], boosters[1:]
