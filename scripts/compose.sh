@@ -33,7 +33,8 @@ write_env() {
   # A secret the file lacks (one added to compose.yaml since it was written) is appended; the
   # others are kept as they are (remove the file to generate new ones).
   for name in POSTGRES_PASSWORD:24 APP_DB_PASSWORD:24 MLFLOW_DB_PASSWORD:24 AIRFLOW_DB_PASSWORD:24 \
-    API_TOKEN:32 PGADMIN_PASSWORD:16 GRAFANA_ADMIN_PASSWORD:16 UI_PASSWORD:16 MODEL_SIGNING_KEY:32; do
+    API_TOKEN:32 PGADMIN_PASSWORD:16 GRAFANA_ADMIN_PASSWORD:16 UI_PASSWORD:16 MODEL_SIGNING_KEY:32 \
+    MLFLOW_ADMIN_PASSWORD:24 MLFLOW_WRITER_PASSWORD:24 MLFLOW_READER_PASSWORD:24 MLFLOW_FLASK_SECRET_KEY:24; do
     if ! grep -q "^${name%%:*}=" "$file"; then
       echo "${name%%:*}=$(openssl rand -hex "${name##*:}")" >>"$file"
       added="$added ${name%%:*}"

@@ -134,14 +134,20 @@ Airflow's task pods) hold the key. */}}
 {{- .Values.mlflow.auth.existingSecret | default (include "sfmlops.name" (dict "ctx" . "component" "mlflow-auth")) -}}
 {{- end -}}
 
-{{/* MLflow credentials of the programs that register or load models (with mlflow.auth). */}}
+{{/* The Secret of MLflow's writer or reader (dict "ctx" . "user" "writer"|"reader"). */}}
+{{- define "sfmlops.mlflowUserSecretName" -}}
+{{- (index .ctx.Values.mlflow.auth .user).existingSecret | default (include "sfmlops.name" (dict "ctx" .ctx "component" (printf "mlflow-%s" .user))) -}}
+{{- end -}}
+
+{{/* MLflow credentials (with mlflow.auth) of the programs that register models (user "writer":
+Ray, the bootstrap) or only load them (user "reader": the API). */}}
 {{- define "sfmlops.mlflowCredentialsEnv" -}}
-{{- if .Values.mlflow.auth.enabled }}
+{{- if and .ctx.Values.mlflow.enabled .ctx.Values.mlflow.auth.enabled }}
 {{- range $key := list "MLFLOW_TRACKING_USERNAME" "MLFLOW_TRACKING_PASSWORD" }}
 - name: {{ $key }}
   valueFrom:
     secretKeyRef:
-      name: {{ include "sfmlops.mlflowAuthSecretName" $ }}
+      name: {{ include "sfmlops.mlflowUserSecretName" $ }}
       key: {{ $key }}
 {{- end }}
 {{- end }}

@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
+from tests.support.mlflow_auth import READER_ANSWERS, READER_PROBE, reader_answers
 
 # The first test's time includes the session's set-up (cluster up, images, deploy.sh up).
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(1800)]
@@ -39,7 +40,13 @@ def _ready_workloads(cluster: Any) -> bool:
 def _secrets(cluster: Any) -> dict[str, dict[str, str]]:
     return {
         name: cluster.json("get", "secret", "-n", NAMESPACE, name)["data"]
-        for name in (f"{RELEASE}-postgresql", f"{RELEASE}-api-token")
+        for name in (
+            f"{RELEASE}-postgresql",
+            f"{RELEASE}-api-token",
+            f"{RELEASE}-mlflow-auth",
+            f"{RELEASE}-mlflow-writer",
+            f"{RELEASE}-mlflow-reader",
+        )
     }
 
 
@@ -253,6 +260,16 @@ def test_the_sales_programs_log_in_as_the_application_role(deployed: Any) -> Non
         " AND has_database_privilege('public', oid, 'CONNECT')",
     )
     assert open_to_all == []
+
+
+def test_mlflow_requires_credentials_and_the_api_may_only_read(deployed: Any) -> None:
+    # The bootstrap Job and the retrain on Ray (the writer) registered versions by now; the API
+    # holds the reader's credentials and nothing else.
+    out = deployed.kubectl(
+        "exec", "-n", NAMESPACE, f"deployment/{RELEASE}-api", "-c", "api", "--",
+        "python", "-c", READER_PROBE,
+    )  # fmt: skip
+    assert reader_answers(out) == READER_ANSWERS
 
 
 def test_an_upgrade_keeps_data_secrets_and_model(deployed: Any, api: Any) -> None:

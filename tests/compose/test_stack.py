@@ -25,6 +25,7 @@ import pytest
 
 from sfmlops.datasets import ROSSMANN_DIR
 from tests.support.deploy import run
+from tests.support.mlflow_auth import READER_ANSWERS, READER_PROBE, reader_answers
 from tests.support.network import free_port
 
 # The first test also waits for the images, the stack's start and the bootstrap's training.
@@ -289,6 +290,13 @@ def test_each_database_is_used_by_its_own_role_only(stack: Stack) -> None:
         " AND has_database_privilege('public', oid, 'CONNECT')"
     )
     assert open_to_all == ""
+
+
+def test_mlflow_requires_credentials_and_the_api_may_only_read(stack: Stack) -> None:
+    # The bootstrap (the writer) registered the champion the API (the reader) serves by now.
+    (api,) = stack.containers("api", every=False)
+    answers = reader_answers(stack.engine_output("exec", api, "python", "-c", READER_PROBE))
+    assert answers == READER_ANSWERS
 
 
 def test_a_store_retrain_through_the_api_runs_on_ray_and_becomes_the_served_champion(

@@ -167,7 +167,8 @@ def test_the_dags_read_what_the_chart_renders(
     assert by_airflow.pod_home_claim == "sfmlops-stream-home"
     assert config.pod_labels == json.loads(settings["SFMLOPS_POD_LABELS"])
     assert config.pod_resources == json.loads(settings["SFMLOPS_POD_RESOURCES"])
-    assert config.pod_secrets == ()
+    # MLflow authentication is on by default: the pods read the writer's credentials whole.
+    assert config.pod_secrets == ("sfmlops-mlflow-writer",)
     # The DAGs' own defaults (outside the chart) are the chart's defaults for release sfmlops.
     assert json.loads(settings["SFMLOPS_POD_LABELS"]) == dag_config.POD_LABELS
     assert CHART_VALUES["airflowTasks"]["resources"] == dag_config.POD_RESOURCES

@@ -224,6 +224,10 @@ def test_compose_env_writes_random_secrets_once(tmp_path: Path) -> None:
         "GRAFANA_ADMIN_PASSWORD",
         "UI_PASSWORD",
         "MODEL_SIGNING_KEY",
+        "MLFLOW_ADMIN_PASSWORD",
+        "MLFLOW_WRITER_PASSWORD",
+        "MLFLOW_READER_PASSWORD",
+        "MLFLOW_FLASK_SECRET_KEY",
     }
     assert all(re.fullmatch(r"[0-9a-f]{32,64}", value) for value in values.values())
     assert len(set(values.values())) == len(values)
@@ -254,6 +258,36 @@ def test_the_signing_key_reaches_the_model_loaders_only(
     for name in holders:
         value = services[name]["environment"]["SFMLOPS_MODEL_SIGNING_KEY"]
         assert value.startswith("${MODEL_SIGNING_KEY:?"), name
+
+
+def test_mlflow_runs_the_charts_users_script_and_each_client_holds_only_its_user(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    mlflow = services["mlflow"]
+    start = mlflow["entrypoint"][-1]
+    assert (
+        "./sfmlops-helm/files/mlflow-users.py:/etc/sfmlops/mlflow-users.py:ro"
+        in (mlflow["volumes"])
+    )
+    assert "default_permission = NO_PERMISSIONS" in start
+    assert start.index("python /etc/sfmlops/mlflow-users.py &&") < start.index("exec mlflow")
+    assert "--app-name=basic-auth" in start
+    # The admin's password reaches MLflow only; the writer's what trains, the reader's the API.
+    holders: dict[str, set[str]] = {}
+    for name, service in services.items():
+        for variable in re.findall(
+            r"\$\{(MLFLOW_[A-Z]+_PASSWORD)", str(service.get("environment"))
+        ):
+            holders.setdefault(variable, set()).add(name)
+    assert holders == {
+        "MLFLOW_ADMIN_PASSWORD": {"mlflow"},
+        "MLFLOW_WRITER_PASSWORD": {"mlflow", "ray-head", "ray-worker", "bootstrap"},
+        "MLFLOW_READER_PASSWORD": {"mlflow", "api"},
+        "MLFLOW_DB_PASSWORD": {"mlflow", "database-roles"},
+    }
+    for name in ("ray-head", "ray-worker", "bootstrap"):
+        assert services[name]["environment"]["MLFLOW_TRACKING_USERNAME"] == "sfmlops-writer"
+    assert services["api"]["environment"]["MLFLOW_TRACKING_USERNAME"] == "sfmlops-reader"
 
 
 def test_podman_compose_refuses_to_start_without_the_secrets(tmp_path: Path) -> None:

@@ -1,13 +1,18 @@
-"""`sfmlops mlflow --auth` (MLflow's basic-auth app): nothing is read or written without a user's
-credentials; the training path registers and loads models with MLFLOW_TRACKING_* credentials."""
+"""MLflow's basic-auth app with sfmlops's users: nothing is read or written without credentials,
+training registers as the writer, the API's reader loads the champion and is refused every write
+by the server itself (403); the users are made by the chart's and Compose's own script
+(sfmlops-helm/files/mlflow-users.py), idempotently, and follow a rotated password."""
 
 from __future__ import annotations
 
+import io
 import os
+import runpy
 import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import httpx
@@ -21,14 +26,18 @@ from sfmlops.cli import app
 from sfmlops.services import loading
 from sfmlops.services.model_training import champion_bundle
 from sfmlops.settings import Settings
+from tests.support.deploy import CHART
 from tests.support.model_registry import train_champion
 from tests.support.network import free_port
 from tests.support.waiting import wait_for_http
 
 pytestmark = pytest.mark.integration
 
-ADMIN = "sfmlops-trainer"
+USERS_SCRIPT = CHART / "files" / "mlflow-users.py"
+ADMIN = "sfmlops-admin"
 PASSWORD = "p" * 20 + "-mlflow-admin-password"  # 42 characters
+WRITER = ("sfmlops-writer", "w" * 40)
+READER = ("sfmlops-reader", "r" * 40)
 KEY = "s" * 40
 SEARCH = "/api/2.0/mlflow/registered-models/search"
 TIMEOUT = 120  # a loaded machine: each check hashes the password (PBKDF2)
@@ -39,9 +48,34 @@ def _environment(home: Path, **extra: str) -> dict[str, str]:
     return env | {"SFMLOPS_HOME": str(home), "MLFLOW_DISABLE_TELEMETRY": "true"} | extra
 
 
+def _make_users(home: Path, reader_password: str = READER[1]) -> tuple[int, str, str]:
+    """The users script, as the MLflow container runs it, against the server's auth store:
+    (exit status, stdout, stderr). In process (runpy): MLflow is imported here already, a
+    subprocess would spend most of its time importing it again."""
+    env = {
+        "MLFLOW_AUTH_CONFIG_PATH": str(home / "mlflow-auth.ini"),
+        "MLFLOW_AUTH_ADMIN_USERNAME": ADMIN,
+        "MLFLOW_AUTH_ADMIN_PASSWORD": PASSWORD,
+        "SFMLOPS_MLFLOW_WRITER_USERNAME": WRITER[0],
+        "SFMLOPS_MLFLOW_WRITER_PASSWORD": WRITER[1],
+        "SFMLOPS_MLFLOW_READER_USERNAME": READER[0],
+        "SFMLOPS_MLFLOW_READER_PASSWORD": reader_password,
+    }
+    out, err = io.StringIO(), io.StringIO()
+    status = 0
+    with pytest.MonkeyPatch.context() as environment, redirect_stdout(out), redirect_stderr(err):
+        for name, value in env.items():
+            environment.setenv(name, value)
+        try:
+            runpy.run_path(str(USERS_SCRIPT), run_name="__main__")
+        except SystemExit as stop:
+            status = int(stop.code or 0)
+    return status, out.getvalue(), err.getvalue()
+
+
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """`sfmlops mlflow --auth` on a free loopback port, its admin from MLFLOW_AUTH_ADMIN_*."""
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    """`sfmlops mlflow --auth` on a free loopback port with sfmlops's users; (URL, its home)."""
     home = tmp_path_factory.mktemp("mlflow-auth-home")
     port = free_port()
     env = _environment(home, MLFLOW_AUTH_ADMIN_USERNAME=ADMIN, MLFLOW_AUTH_ADMIN_PASSWORD=PASSWORD)
@@ -56,7 +90,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     url = f"http://127.0.0.1:{port}"
     try:
         wait_for_http(f"{url}/health", process, home / "server.log")
-        yield url
+        status, _, errors = _make_users(home)
+        assert status == 0, errors
+        yield url, home
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGTERM)
@@ -67,13 +103,14 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         log.close()
 
 
-def test_nothing_is_read_or_written_without_credentials(server: str) -> None:
-    create = f"{server}/api/2.0/mlflow/registered-models/create"
+def test_nothing_is_read_or_written_without_credentials(server: tuple[str, Path]) -> None:
+    url, _ = server
+    create = f"{url}/api/2.0/mlflow/registered-models/create"
 
-    anonymous = httpx.get(f"{server}{SEARCH}", timeout=TIMEOUT)
-    wrong = httpx.get(f"{server}{SEARCH}", auth=(ADMIN, PASSWORD + "x"), timeout=TIMEOUT)
+    anonymous = httpx.get(f"{url}{SEARCH}", timeout=TIMEOUT)
+    wrong = httpx.get(f"{url}{SEARCH}", auth=(ADMIN, PASSWORD + "x"), timeout=TIMEOUT)
     anonymous_write = httpx.post(create, json={"name": "planted"}, timeout=TIMEOUT)
-    admin = httpx.get(f"{server}{SEARCH}", auth=(ADMIN, PASSWORD), timeout=TIMEOUT)
+    admin = httpx.get(f"{url}{SEARCH}", auth=(ADMIN, PASSWORD), timeout=TIMEOUT)
 
     assert (anonymous.status_code, wrong.status_code, anonymous_write.status_code) == (
         401,
@@ -85,44 +122,101 @@ def test_nothing_is_read_or_written_without_credentials(server: str) -> None:
     assert "planted" not in names
 
 
-def test_training_registers_and_loads_with_credentials_and_other_users_get_nothing(
-    server: str, tmp_path: Path, rossmann_slice: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", ADMIN)
-    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", PASSWORD)
+def _settings(home: Path, url: str) -> Settings:
     settings = Settings(
-        _env_file=None,
-        home=tmp_path / "home",
-        mlflow_tracking_uri=server,
-        model_signing_key=SecretStr(KEY),
+        _env_file=None, home=home, mlflow_tracking_uri=url, model_signing_key=SecretStr(KEY)
     )
     settings.ensure_home()
+    return settings
+
+
+def test_training_registers_as_the_writer_and_the_reader_loads_but_cannot_write(
+    server: tuple[str, Path], tmp_path: Path, rossmann_slice: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, _ = server
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", WRITER[0])
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", WRITER[1])
+    settings = _settings(tmp_path / "trainer", url)
     engine = make_engine(settings.effective_database_url)
     migrate(engine)
     loading.load_folder(engine, rossmann_slice)
-    # A user the admin created holds no permission until one is granted.
+    version = train_champion(settings, engine, [1, 2])
+    engine.dispose()
+    experiment = registry.connect(settings).get_experiment_by_name(registry.EXPERIMENT_NAME)
+    assert experiment is not None
+
+    # The API's view: its own home (nothing cached), the reader's credentials.
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", READER[0])
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", READER[1])
+    loaded_version, bundle = champion_bundle(_settings(tmp_path / "api", url))
+    api = "/api/2.0/mlflow"
+    writes = {
+        "move the champion alias": (
+            f"{api}/registered-models/alias",
+            {"name": registry.MODEL_NAME, "alias": "champion", "version": version},
+        ),
+        "register a version": (
+            f"{api}/model-versions/create",
+            {"name": registry.MODEL_NAME, "source": f"models:/{registry.MODEL_NAME}/{version}"},
+        ),
+        "delete the model": (f"{api}/registered-models/delete", {"name": registry.MODEL_NAME}),
+        "log a run": (f"{api}/runs/create", {"experiment_id": experiment.experiment_id}),
+    }
+    refused = {
+        what: httpx.request(
+            "DELETE" if what == "delete the model" else "POST",
+            f"{url}{path}",
+            json=body,
+            auth=READER,
+            timeout=TIMEOUT,
+        ).status_code
+        for what, (path, body) in writes.items()
+    }
+    # A user the admin creates holds nothing until granted (default_permission NO_PERMISSIONS).
     created = httpx.post(
-        f"{server}/api/2.0/mlflow/users/create",
+        f"{url}{api}/users/create",
         json={"username": "someone", "password": "q" * 40},
         auth=(ADMIN, PASSWORD),
         timeout=TIMEOUT,
     )
-    assert created.status_code == 200, created.text
-
-    version = train_champion(settings, engine, [1, 2])
-    bundle = champion_bundle(settings)
-    model = f"{server}/api/2.0/mlflow/registered-models/get"
+    model = f"{url}{api}/registered-models/get"
     someone = httpx.get(
         model, params={"name": registry.MODEL_NAME}, auth=("someone", "q" * 40), timeout=TIMEOUT
     )
-    monkeypatch.delenv("MLFLOW_TRACKING_PASSWORD")
-    with pytest.raises(registry.RegistryUnavailableError, match="401"):
-        champion_bundle(settings)
-    engine.dispose()
+    champion_now = httpx.get(
+        f"{url}{api}/registered-models/alias",
+        params={"name": registry.MODEL_NAME, "alias": "champion"},
+        auth=READER,
+        timeout=TIMEOUT,
+    )
 
     assert version == "1"
-    assert bundle is not None
+    assert loaded_version == version
+    assert bundle.series
+    assert refused == dict.fromkeys(writes, 403)
+    assert created.status_code == 200, created.text
     assert someone.status_code == 403, someone.text
+    assert champion_now.json()["model_version"]["version"] == version
+
+
+def test_the_users_script_is_idempotent_follows_a_rotated_password_and_fails_closed(
+    server: tuple[str, Path],
+) -> None:
+    url, home = server
+    search = f"{url}{SEARCH}"
+
+    # A second run with one password changed: that password is set, nothing else is touched.
+    rotated = _make_users(home, reader_password="n" * 40)
+    old = httpx.get(search, auth=READER, timeout=TIMEOUT).status_code
+    new = httpx.get(search, auth=(READER[0], "n" * 40), timeout=TIMEOUT).status_code
+    weak = _make_users(home, reader_password="short")
+    back = _make_users(home)
+
+    assert rotated == (0, f"mlflow-users: user {READER[0]}: password set\n", "")
+    assert (old, new) == (401, 200)
+    assert weak[0] == 1
+    assert "SFMLOPS_MLFLOW_READER_PASSWORD needs at least 32 characters" in weak[2]
+    assert back[0] == 0, back[2]
 
 
 def test_the_server_refuses_to_start_open_or_with_a_weak_admin(tmp_path: Path) -> None:

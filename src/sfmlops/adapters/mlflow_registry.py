@@ -192,7 +192,9 @@ def version_with_alias(client: MlflowClient, alias: str) -> RegisteredVersion | 
             else None
         )
     except MlflowException as error:
-        if error.error_code in _ABSENT:
+        if error.error_code in _ABSENT or (
+            error.error_code == PERMISSION_DENIED and not _model_registered(client)
+        ):
             return None
         raise RegistryUnavailableError(f"MLflow registry: {error.message}") from error
     return RegisteredVersion(version=str(version.version), run_id=str(version.run_id), rmspe=rmspe)
@@ -200,6 +202,18 @@ def version_with_alias(client: MlflowClient, alias: str) -> RegisteredVersion | 
 
 # What MLflow answers for an unknown model or alias (as opposed to a failure to answer).
 _ABSENT = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
+# MLflow's basic-auth app answers 403, not 404, to a user other than the admin who asks for an
+# alias of a model that does not exist yet (it cannot resolve a permission for it): before the
+# first training, the API's reader and the writer's first training job get it.
+PERMISSION_DENIED = "PERMISSION_DENIED"
+
+
+def _model_registered(client: MlflowClient) -> bool:
+    """Whether the registered model exists (a search answers with what the user may read)."""
+    try:
+        return bool(client.search_registered_models(filter_string=f"name = '{MODEL_NAME}'"))
+    except MlflowException as error:
+        raise RegistryUnavailableError(f"MLflow registry: {error.message}") from error
 
 
 @dataclass(frozen=True)
