@@ -249,6 +249,9 @@ def test_an_upgrade_with_existing_secrets_renders_without_the_cluster() -> None:
         "api.auth.existingSecret=sfmlops-token",
         "dashboard.auth.existingSecret=sfmlops-dashboard",
         "mlflow.modelSigning.existingSecret=sfmlops-model-signing-managed",
+        "mlflow.auth.existingSecret=sfmlops-mlflow-admin",
+        "mlflow.auth.writer.existingSecret=sfmlops-mlflow-training",
+        "mlflow.auth.reader.existingSecret=sfmlops-mlflow-api",
         "airflowMetadata.enabled=false",
     ]
     result = helm_template([], overrides, extra=["--is-upgrade"])

@@ -278,6 +278,8 @@ def test_no_secret_holds_a_literal_password() -> None:
         p.read_text() for p in [*CHART.rglob("*.yaml"), *ROOT.glob("values-*.yaml")]
     )
     for key, value in first.items():
+        if "username" in key[2].lower():  # MLflow's user names are values, not secrets
+            continue
         # Generated per install (kept afterwards through lookup), never written in the chart.
         assert value != second[key], f"{key} is the same on every install"
         secret = urlsplit(value).password if "://" in value else value
