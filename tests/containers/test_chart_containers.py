@@ -18,6 +18,7 @@ import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -71,7 +72,10 @@ def environment(
         if "value" in variable:
             value = re.sub(r"\$\((\w+)\)", lambda m: result.get(m[1], m[0]), variable["value"])
         elif "secretKeyRef" in variable.get("valueFrom", {}):
-            value = TEST_SECRET
+            # One value per Secret key, as distinct as the real ones (MLflow's admin, writer and
+            # reader must have different names).
+            reference = variable["valueFrom"]["secretKeyRef"]
+            value = f"{TEST_SECRET}-{reference['name']}-{reference['key']}"
         else:
             continue
         result[variable["name"]] = value
@@ -94,6 +98,7 @@ def run_as_the_chart_does(
     deployment: dict[str, Any],
     config_maps: dict[str, Any],
     overrides: dict[str, str],
+    scratch: Path,
 ) -> tuple[str, Started]:
     pod = deployment["spec"]["template"]["spec"]
     (container,) = pod["containers"]
@@ -107,8 +112,19 @@ def run_as_the_chart_does(
     command += ["--cap-drop", "ALL", "--security-opt", "no-new-privileges"]
     # Every volume the chart mounts becomes an empty tmpfs the pod's user may write, as the
     # pod's fsGroup makes its volumes (emptyDir; a persistent volume starts empty too).
+    volumes = {volume["name"]: volume for volume in pod.get("volumes", [])}
     for mount in container.get("volumeMounts", []):
-        if not mount.get("readOnly"):
+        source = volumes.get(mount["name"], {})
+        if mount.get("readOnly") and "configMap" in source:
+            # A ConfigMap volume: its files, read-only (e.g. MLflow's users script).
+            folder = scratch / mount["name"]
+            folder.mkdir(mode=0o755)
+            for file_name, text in config_maps[source["configMap"]["name"]].items():
+                (folder / file_name).write_text(text)
+                (folder / file_name).chmod(0o644)
+            bind = f"type=bind,source={folder},destination={mount['mountPath']},readonly"
+            command += ["--mount", bind]
+        elif not mount.get("readOnly"):
             tmpfs = f"type=tmpfs,destination={mount['mountPath']},tmpfs-mode=1777"
             if container_engine == "podman":
                 # podman 4.3 ignores tmpfs-mode (of --tmpfs and --mount alike): a tmpfs
@@ -181,7 +197,7 @@ def wait_healthy(started: Started, path: str) -> int:
 
 @pytest.fixture(params=sorted(DEPLOYMENTS))
 def deployment_started(
-    request: pytest.FixtureRequest, chart: dict[str, Any]
+    request: pytest.FixtureRequest, chart: dict[str, Any], tmp_path: Path
 ) -> Iterator[tuple[str, Started]]:
     container_engine = engine()
     deployment_name = str(request.param)
@@ -193,6 +209,7 @@ def deployment_started(
         chart["deployments"][deployment_name],
         chart["config_maps"],
         overrides,
+        tmp_path,
     )
     try:
         yield deployment_name, started
