@@ -41,7 +41,13 @@ def serve(
         from sfmlops.services.api import create_app  # noqa: PLC0415
 
         configure_logging(log_level.upper())
-        uvicorn.run(create_app(settings), host=host, port=port, log_config=None, access_log=True)
+        uvicorn.run(
+            create_app(settings, settle_heap=True),
+            host=host,
+            port=port,
+            log_config=None,
+            access_log=True,
+        )
         return
     _run_gunicorn(settings, host, port, workers, log_level)
 

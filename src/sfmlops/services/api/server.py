@@ -10,4 +10,4 @@ from sfmlops.settings import Settings
 
 def app_from_environment() -> FastAPI:
     """The API with settings read from SFMLOPS_* variables (one Settings per worker)."""
-    return create_app(Settings())
+    return create_app(Settings(), settle_heap=True)
