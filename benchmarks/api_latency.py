@@ -17,8 +17,8 @@
 
 `--cases covariates` runs only the GET of the default horizon (2 connections) and the POSTs
 with covariates, without the reference design; with `--baseline-src BASELINE/src` (a
-worktree of another revision) the same cases run against that revision's server too, one
-after the other in the same run.
+worktree of another revision; repeatable) the same cases run against that revision's server
+too, one after the other in the same run.
 
 A HOME without a champion is prepared first (`sfmlops load-data`, then
 `sfmlops train --models seasonal_naive,gbm --windows 1 --executor sequential`, a few minutes).
@@ -356,7 +356,11 @@ def main() -> None:
     parser.add_argument("--reference-seconds", type=int, default=60)
     parser.add_argument("--cases", choices=["all", "covariates"], default="all")
     parser.add_argument(
-        "--baseline-src", type=Path, help="another revision's src folder (with --cases covariates)"
+        "--baseline-src",
+        type=Path,
+        action="append",
+        default=[],
+        help="another revision's src folder (with --cases covariates; repeatable)",
     )
     args = parser.parse_args()
     if args.command == "reference-server":
@@ -370,10 +374,10 @@ def main() -> None:
         if args.cases == "covariates":
             source = Path(__file__).resolve().parent.parent / "src"
             results = ours(home, work, args.seconds, 2, "covariates", source, "current: ")
-            if args.baseline_src is not None:
+            for number, baseline in enumerate(args.baseline_src, start=1):
+                label = "baseline: " if len(args.baseline_src) == 1 else f"baseline {number}: "
                 results += ours(
-                    home, work, args.seconds, 2, "covariates", args.baseline_src.resolve(),
-                    "baseline: ",
+                    home, work, args.seconds, 2, "covariates", baseline.resolve(), label
                 )  # fmt: skip
         else:
             results = ours(home, work, args.seconds, args.connections)
