@@ -119,8 +119,12 @@ class IngestResponse(BaseModel):
 
 class Status(BaseModel):
     as_of: dt.date | None = Field(description="The date treated as 'today - 1'.")
-    latest_sales_date: dt.date | None
-    sales_rows: int
+    latest_sales_date: dt.date | None = Field(
+        description="The latest sales date stored (kept by every write: no scan per call)."
+    )
+    sales_rows: int = Field(
+        description="Sales rows stored (kept by every write: no scan per call)."
+    )
     stores: int
     sales_ingested_last_day: int = Field(
         description="Sales rows inserted or changed in the last 24 hours."
