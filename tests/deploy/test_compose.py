@@ -270,6 +270,7 @@ def test_mlflow_runs_the_charts_users_script_and_each_client_holds_only_its_user
         in (mlflow["volumes"])
     )
     assert "default_permission = NO_PERMISSIONS" in start
+    assert "auth_cache_ttl_seconds = 300" in start
     assert start.index("python /etc/sfmlops/mlflow-users.py &&") < start.index("exec mlflow")
     assert "--app-name=basic-auth" in start
     # The admin's password reaches MLflow only; the writer's what trains, the reader's the API.

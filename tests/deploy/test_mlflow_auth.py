@@ -46,6 +46,7 @@ def test_by_default_the_server_sets_up_its_users_and_each_client_holds_only_its_
     script = server["args"][0]
     assert server["command"] == ["sh", "-c"]
     assert "default_permission = NO_PERMISSIONS" in script
+    assert "auth_cache_ttl_seconds = 300" in script
     # The users are set before the server starts.
     assert script.index("python /etc/sfmlops/mlflow-users.py &&") < script.index("exec mlflow")
     assert "--app-name=basic-auth" in script
