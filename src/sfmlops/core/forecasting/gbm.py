@@ -93,7 +93,9 @@ class GBMParams:
     member_excluded_features: tuple[str, ...] = ()
     # Rounds and learning rate of the members after the first (None: the first's). Fewer
     # rounds at a higher rate make a blend's extra boosters cheaper: the second booster's
-    # time is most of what a blend adds to a training job.
+    # time is most of what a blend adds to a training job. `BLEND` with 150 rounds at 0.15
+    # was lower than one booster on every window with one seed pair, not with another: not
+    # the default (docs/benchmarks.md, "A cheaper second booster, and the champion margin").
     member_rounds: int | None = None
     member_learning_rate: float | None = None
     # Most series one booster is fitted on. More are split into shards of whole stores,
