@@ -32,14 +32,14 @@ start() {
   echo "background build: $name, nice $level (test-artifacts/background-$name.log)"
 }
 
-# The images tests/cluster deploys (its IMAGES) and PostgreSQL's stand-in: `preload` copies
-# them into the cluster's image store (kept by `reset`) so the cluster tier does not wait for the
-# copy; it does nothing where the cluster cannot run yet (no root, or before its first `up`).
-cluster_images="forecast-api web-ui training mlflow"
+# The images tests/cluster deploys (its IMAGES and STAND_INS): `preload` copies them into the
+# cluster's image store (kept by `reset`) so the cluster tier does not wait for the copy; it does
+# nothing where the cluster cannot run yet (no root, or before its first `up`).
+cluster_images="forecast-api web-ui training mlflow stream-processor data-producer"
 preload="scripts/local-cluster.sh preload"
 for name in $cluster_images; do preload+=" localhost/sfmlops-$name:$tag"; done
-# shellcheck disable=SC2016 # expanded by the chain's shell, once the stand-in is built
-preload+=' $(scripts/compose-images.sh postgres | tail -1)'
+# shellcheck disable=SC2016 # expanded by the chain's shell, once the stand-ins are built
+preload+=' $(scripts/compose-images.sh postgres kafka)'
 
 if command -v podman >/dev/null 2>&1 || command -v docker >/dev/null 2>&1; then
   start images 10 "scripts/images.sh build $tag && scripts/compose-images.sh postgres kafka nginx prometheus && $preload"

@@ -233,14 +233,19 @@ image_settings() {
   echo "$prefix.image.registry=$registry $prefix.image.repository=${rest%:*} $prefix.image.tag=${rest##*:}"
 }
 
-# Kafka as one pod from the Kafka stand-in image (scripts/compose-images.sh kafka): the producer
-# and the stream job then run; without it they are off (values-local.yaml).
+# Kafka as one pod from the Kafka stand-in image (scripts/compose-images.sh kafka), in a namespace
+# that enforces Pod Security "restricted" (the manifest meets it): the stream job and the producer
+# then run; without it they are off (values-local.yaml). Applied without waiting: the broker starts
+# while sfmlops-helm installs, and its first client, the producer, runs after the bootstrap.
 local_kafka() {
   local image
   image=$(scripts/compose-images.sh kafka | tail -1)
   kubectl create namespace "$KAFKA_NAMESPACE" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
-  pod_security "$KAFKA_NAMESPACE"
+  pod_security "$KAFKA_NAMESPACE" restricted
   sed "s|KAFKA_IMAGE|$image|" "$local_kafka_manifest" | kubectl -n "$KAFKA_NAMESPACE" apply -f - >/dev/null
+}
+
+kafka_ready() {
   kubectl -n "$KAFKA_NAMESPACE" rollout status statefulset/kafka --timeout 5m >/dev/null
 }
 
@@ -248,21 +253,26 @@ up_local() {
   kubectl create namespace "$SFMLOPS_NAMESPACE" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
   pod_security "$SFMLOPS_NAMESPACE"
   local_crds
-  local settings=() postgres
+  local settings=() postgres kafka_wait=""
   postgres=$(scripts/compose-images.sh postgres | tail -1)
   read -r -a settings <<<"$(image_settings postgresql "$postgres")"
-  # A Kafka that does not come up is an error, not a quiet install without the stream job.
   if [ "${SFMLOPS_LOCAL_KAFKA:-1}" = 1 ]; then
-    local_kafka || {
-      echo "Kafka did not become ready (kubectl -n $KAFKA_NAMESPACE describe pod kafka-0);" \
-        "SFMLOPS_LOCAL_KAFKA=0 installs without Kafka, the stream job and the producer" >&2
-      exit 1
-    }
+    local_kafka
+    kafka_ready &
+    kafka_wait=$!
     settings+=(stream.enabled=true producer.enabled=true)
   fi
-  local args=() setting
+  local args=() setting installed=0
   for setting in "${settings[@]}"; do args+=(--set "$setting"); done
-  "$helm" upgrade --install "${release_sfmlops[@]}" "${args[@]}" --wait --timeout "$timeout"
+  "$helm" upgrade --install "${release_sfmlops[@]}" "${args[@]}" --wait --timeout "$timeout" || installed=$?
+  # A Kafka that does not come up is an error, not a quiet install without the stream job (and
+  # the likely cause of a failed producer hook).
+  if [ -n "$kafka_wait" ] && ! wait "$kafka_wait"; then
+    echo "Kafka did not become ready (kubectl -n $KAFKA_NAMESPACE describe pod kafka-0);" \
+      "SFMLOPS_LOCAL_KAFKA=0 installs without Kafka, the stream job and the producer" >&2
+    exit 1
+  fi
+  [ "$installed" = 0 ] || exit "$installed"
   kubectl -n "$SFMLOPS_NAMESPACE" get ingress
 }
 

@@ -30,12 +30,12 @@ ROOT = Path(__file__).resolve().parents[2]
 NAMESPACE = "sfmlops"
 RELEASE = "sfmlops"
 CLUSTER = ROOT / "scripts" / "local-cluster.sh"
-# Images the local deployment runs (sfmlops-<name>). Kafka, the stream job and the producer are
-# left out (SFMLOPS_LOCAL_KAFKA=0): a Spark job beside the rest does not fit the tier's time on
-# two cores; tests/streaming and tests/compose cover that path. `make test` copies them into the
-# cluster's image store ahead of this tier (scripts/background-builds.sh, the same list): then
-# load-images finds each one there and only gives it this tier's name.
-IMAGES = ["forecast-api", "web-ui", "training", "mlflow"]
+# Images the local deployment runs (sfmlops-<name>), with the stand-ins of PostgreSQL and Kafka
+# (STAND_INS). `make test` copies them into the cluster's image store ahead of this tier
+# (scripts/background-builds.sh, the same lists): then load-images finds each one there and only
+# gives it this tier's name.
+IMAGES = ["forecast-api", "web-ui", "training", "mlflow", "stream-processor", "data-producer"]
+STAND_INS = ["postgres", "kafka"]
 TIMELINE = ROOT / "test-artifacts" / "cluster-timeline.txt"
 
 
@@ -249,13 +249,12 @@ def deployed(cluster: Cluster) -> Cluster:
     """sfmlops installed by the local mode of scripts/deploy.sh, its hooks done."""
     tag = image_tag(cluster)
     references = [f"localhost/sfmlops-{name}:{tag}" for name in IMAGES]
-    postgres = cluster.run(["scripts/compose-images.sh", "postgres"], timeout=1800).stdout.split()
-    cluster.run([str(CLUSTER), "load-images", *references, *postgres], timeout=1200)
+    stand_ins = cluster.run(["scripts/compose-images.sh", *STAND_INS], timeout=1800).stdout.split()
+    cluster.run([str(CLUSTER), "load-images", *references, *stand_ins], timeout=1200)
     cluster.timeline.mark("images loaded")
     cluster.deploy(
         "up",
         ("SFMLOPS_RELEASES", "local"),
-        ("SFMLOPS_LOCAL_KAFKA", "0"),
         ("SFMLOPS_IMAGE_TAG", tag),
         ("SFMLOPS_HELM_TIMEOUT", "8m"),
     )

@@ -10,8 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pandas as pd
 import pytest
 from tests.support.mlflow_auth import READER_ANSWERS, READER_PROBE, reader_answers
+
+from sfmlops.datasets import ROSSMANN_DIR
 
 # The first test's time includes the session's set-up (cluster up, images, deploy.sh up).
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(1800)]
@@ -22,6 +25,7 @@ CLUSTER = Path(__file__).resolve().parents[2] / "scripts" / "local-cluster.sh"
 # A store the bootstrap trained (it trains the first stores by id), and a day after the data.
 STORE = 2
 NEW_DAY = "2015-08-01"
+KAFKA_NAMESPACE = "kafka"
 
 
 def _ready_workloads(cluster: Any) -> bool:
@@ -73,6 +77,51 @@ def test_every_workload_becomes_ready_and_every_job_completes(deployed: Any) -> 
     notes = deployed.helm("get", "notes", RELEASE, "-n", NAMESPACE)
     assert "/api/ready" in notes
     assert f"port-forward svc/{RELEASE}-api" in notes
+
+
+def _samples(metrics: str, name: str) -> list[float]:
+    """The values of metric `name` in a Prometheus text exposition."""
+    return [
+        float(line.rsplit(" ", 1)[1])
+        for line in metrics.splitlines()
+        if line.startswith((f"{name} ", f"{name}{{"))
+    ]
+
+
+def test_the_producer_s_live_day_reaches_postgresql_through_kafka_and_the_stream(
+    deployed: Any, api: Any
+) -> None:
+    # The producer hook sent the live day (values-local.yaml: every store's latest record
+    # re-dated to the day after the bundled data) before `deploy.sh up` returned; the continuous
+    # stream job (Spark, micro-batches every 2 s) writes it within seconds of its start.
+    stores = _status(api)["stores"]
+    assert stores > 1000
+    bundled = pd.read_csv(ROSSMANN_DIR / "train.csv.gz", usecols=["Date"])["Date"].max()
+    live_day = (pd.Timestamp(bundled) + pd.Timedelta(days=1)).date().isoformat()
+    assert live_day < NEW_DAY
+
+    def landed() -> bool:
+        day = _as_superuser(deployed, f"SELECT count(*) FROM sales WHERE sales_date = '{live_day}'")
+        return day == [str(stores)]
+
+    deployed.wait(landed, 300, f"{stores} sales of {live_day} through Kafka and the stream job")
+    deployed.timeline.mark("the live day landed through Kafka")
+    assert _status(api)["latest_sales_date"] == live_day
+    assert _as_superuser(deployed, "SELECT count(*) FROM ingest_dead_letters") == ["0"]
+
+    # The stream job's metrics, as its PodMonitor has Prometheus read them: every record
+    # received, and nothing left behind in Kafka once the batch's lag was measured.
+    stream = f"{RELEASE}-stream"
+    monitor = deployed.json("get", "podmonitor", "-n", NAMESPACE, stream)
+    assert monitor["spec"]["podMetricsEndpoints"][0]["port"] == "metrics"
+
+    def caught_up() -> str | None:
+        metrics = _forwarded_get(deployed, f"deploy/{stream}", 9400, "/metrics").text
+        lags = _samples(metrics, "sfmlops_stream_lag_records")
+        return metrics if lags and not any(lags) else None
+
+    metrics = deployed.wait(caught_up, 120, "the stream job's lag at 0 on /metrics")
+    assert sum(_samples(metrics, "sfmlops_stream_records_total")) >= stores
 
 
 def _oom_killed(cluster: Any) -> list[str]:
@@ -127,10 +176,10 @@ def test_the_dashboard_and_the_api_answer_through_the_ingress(deployed: Any, api
     deployed.timeline.mark("first forecast through the ingress")
 
 
-def _ray_job(deployed: Any, submission_id: str) -> dict[str, Any]:
-    """The Ray job's record from the head's job API, through a port-forward on 127.0.0.1."""
+def _forwarded_get(deployed: Any, target: str, port: int, path: str) -> httpx.Response:
+    """GET `path` of `target` (svc/NAME, deploy/NAME) through a port-forward on 127.0.0.1."""
     with subprocess.Popen(
-        ["kubectl", "-n", NAMESPACE, "port-forward", f"svc/{RELEASE}-ray-head-svc", ":8265"],
+        ["kubectl", "-n", NAMESPACE, "port-forward", target, f":{port}"],
         env=deployed.env,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
@@ -138,13 +187,21 @@ def _ray_job(deployed: Any, submission_id: str) -> dict[str, Any]:
     ) as forward:
         try:
             assert forward.stdout is not None
-            line = forward.stdout.readline()  # "Forwarding from 127.0.0.1:PORT -> 8265"
-            port = line.split("127.0.0.1:")[1].split()[0]
-            response = httpx.get(f"http://127.0.0.1:{port}/api/jobs/{submission_id}", timeout=30)
+            line = forward.stdout.readline()  # "Forwarding from 127.0.0.1:LOCAL -> PORT"
+            local = line.split("127.0.0.1:")[1].split()[0]
+            response = httpx.get(f"http://127.0.0.1:{local}{path}", timeout=30)
             response.raise_for_status()
-            return dict(response.json())
+            return response
         finally:
             forward.terminate()
+
+
+def _ray_job(deployed: Any, submission_id: str) -> dict[str, Any]:
+    """The Ray job's record from the head's job API."""
+    response = _forwarded_get(
+        deployed, f"svc/{RELEASE}-ray-head-svc", 8265, f"/api/jobs/{submission_id}"
+    )
+    return dict(response.json())
 
 
 def test_a_single_store_retrain_runs_on_the_ray_worker_and_becomes_champion(
@@ -202,6 +259,11 @@ def test_the_namespace_admits_only_pods_of_the_restricted_profile(deployed: Any)
     )  # fmt: skip
     assert refused.returncode != 0
     assert 'violates PodSecurity "restricted' in refused.stderr, refused.stderr
+    # Kafka's namespace too (scripts/deploy.sh's local mode), its broker admitted under it.
+    kafka = deployed.json("get", "namespace", KAFKA_NAMESPACE)["metadata"]["labels"]
+    assert kafka["pod-security.kubernetes.io/enforce"] == "restricted"
+    broker = deployed.json("get", "pod", "-n", KAFKA_NAMESPACE, "kafka-0")
+    assert broker["status"]["phase"] == "Running"
 
 
 def test_a_sales_batch_through_the_api_shows_in_the_status(api: Any) -> None:

@@ -187,3 +187,8 @@ def test_the_images_chain_preloads_the_images_the_cluster_tier_deploys() -> None
     assert preloaded
     assert deployed
     assert preloaded.group(1).split() == re.findall(r'"([^"]+)"', deployed.group(1))
+    stand_ins = re.search(r"^preload\+=' \$\(scripts/compose-images.sh ([^)]*)\)'$", chains, re.M)
+    loaded = re.search(r"^STAND_INS = \[([^]]*)\]$", CLUSTER_CONFTEST, re.MULTILINE)
+    assert stand_ins
+    assert loaded
+    assert stand_ins.group(1).split() == re.findall(r'"([^"]+)"', loaded.group(1))

@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from tests.support.deploy import (
     CHART,
     LINT_CHART,
@@ -33,6 +35,7 @@ NEVER_SKIPPED = {
     "CKV_K8S_14",  # image tag fixed, not latest or blank
 }
 SKIPS_FILE = CHART / "checkov-skips.yaml"
+KAFKA_MANIFEST = ROOT / "tests" / "cluster" / "kafka.yaml"
 
 
 def accepted_skips() -> dict[str, str]:
@@ -161,9 +164,11 @@ RESTRICTED_VOLUMES = {
 RESTRICTED_SECCOMP = {"RuntimeDefault", "Localhost"}
 
 
-def test_every_pod_passes_the_restricted_pod_security_profile(rendered: Rendered) -> None:
+def _restricted_problems(objects: list[dict[str, Any]]) -> tuple[list[str], int]:
+    """What keeps each pod of `objects` out of the restricted profile, and how many containers
+    were checked."""
     problems, checked = [], 0
-    for item in rendered.objects:
+    for item in objects:
         for label, pod in pod_specs(item):
             pod_context = pod.get("securityContext", {})
             pod_seccomp = pod_context.get("seccompProfile", {}).get("type")
@@ -194,5 +199,22 @@ def test_every_pod_passes_the_restricted_pod_security_profile(rendered: Rendered
                     problems.append(f"{where}: adds {capabilities['add']}")
                 if any(port.get("hostPort") for port in container.get("ports", [])):
                     problems.append(f"{where}: hostPort")
+    return problems, checked
+
+
+def test_every_pod_passes_the_restricted_pod_security_profile(rendered: Rendered) -> None:
+    problems, checked = _restricted_problems(rendered.objects)
     assert checked >= 8
     assert not problems, "\n".join(problems)
+
+
+def test_the_local_kafka_pod_passes_the_restricted_pod_security_profile() -> None:
+    # scripts/deploy.sh's local mode enforces "restricted" in Kafka's namespace too.
+    objects = list(yaml.safe_load_all(KAFKA_MANIFEST.read_text()))
+    problems, checked = _restricted_problems(objects)
+    assert checked == 1
+    assert not problems, "\n".join(problems)
+    (kafka,) = (item for item in objects if item["kind"] == "StatefulSet")
+    (container,) = kafka["spec"]["template"]["spec"]["containers"]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert {"cpu", "memory"} <= container["resources"]["limits"].keys()
