@@ -193,7 +193,7 @@ def version_with_alias(client: MlflowClient, alias: str) -> RegisteredVersion | 
         )
     except MlflowException as error:
         if error.error_code in _ABSENT or (
-            error.error_code == PERMISSION_DENIED and not _model_registered(client)
+            error.error_code == _PERMISSION_DENIED and not _model_registered(client)
         ):
             return None
         raise RegistryUnavailableError(f"MLflow registry: {error.message}") from error
@@ -205,7 +205,7 @@ _ABSENT = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
 # MLflow's basic-auth app answers 403, not 404, to a user other than the admin who asks for an
 # alias of a model that does not exist yet (it cannot resolve a permission for it): before the
 # first training, the API's reader and the writer's first training job get it.
-PERMISSION_DENIED = "PERMISSION_DENIED"
+_PERMISSION_DENIED = "PERMISSION_DENIED"
 
 
 def _model_registered(client: MlflowClient) -> bool:
