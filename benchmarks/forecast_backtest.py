@@ -5,7 +5,7 @@ Not part of `make test`. Run from the repository root:
     python benchmarks/forecast_backtest.py [--prophet-sample 50] [--reference-sample 20]
         [--train-models gbm] [--skip-train] [--output benchmarks/results/forecast_backtest.json]
     python benchmarks/forecast_backtest.py --season [--variants before,default]
-        [--targets season,check,easter] [--workers 2]
+        [--targets season,check,easter] [--workers 2] [--seeds 18,19,20,21]
         [--store-step 1] --skip-backtest --skip-train --reference-sample 0
 
 0. With `--season`: the season stand-ins of the 48 days after the data, side by side for
@@ -94,6 +94,11 @@ def main() -> None:
         default="",
         help="with --season: also score champions re-picked at these margins (e.g. 0.2,0.3,1)",
     )
+    parser.add_argument(
+        "--seeds",
+        default="",
+        help="with --season: train each variant once per gbm seed (e.g. 18,19,20,21)",
+    )
     parser.add_argument("--skip-backtest", action="store_true")
     parser.add_argument("--skip-train", action="store_true")
     parser.add_argument(
@@ -113,6 +118,7 @@ def main() -> None:
             args.targets.split(","),
             args.workers,
             [float(margin) for margin in args.champion_margins.split(",") if margin],
+            [int(seed) for seed in args.seeds.split(",") if seed],
         )
         save(results, args.output)
     if not args.skip_backtest:
@@ -260,6 +266,7 @@ def season(
     targets: list[str],
     workers: int = 1,
     champion_margins: Sequence[float] = (),
+    seeds: Sequence[int] = (),
 ) -> list[dict[str, object]]:
     """Train each variant to each season cutoff and score the 48 days after it.
 
@@ -267,7 +274,9 @@ def season(
     when there are several). Each of `champion_margins` re-picks the champions at that
     margin (`select_champions`) from the same training's backtest and scores them on the
     target and on the training's reported window: what another margin would have made of
-    the same models, without training them again.
+    the same models, without training them again. Each of `seeds` trains every variant
+    again with that gbm seed (a blend's later members take the seeds after it): how far a
+    variant's gain is from what a seed moves. None: each variant's own seed.
     """
     executor = ProcessPoolTaskExecutor(workers) if workers > 1 else None
     chosen = sorted(history[columns.STORE_ID].unique())[::store_step]
@@ -281,9 +290,11 @@ def season(
             & (history[columns.SALES_DATE] <= cutoff + pd.Timedelta(days=HORIZON_DAYS))
             & history[columns.STORE_ID].isin(seen[columns.STORE_ID].unique())
         ].reset_index(drop=True)
-        for variant in variants:
+        for variant, seed in [(v, s) for v in variants for s in (seeds or [None])]:
             params, season_windows = VARIANTS[variant]
-            log(f"{label}: training {variant}")
+            if seed is not None:
+                params = replace(params, seed=seed)
+            log(f"{label}: training {variant}, seed {params.seed}")
             started = time.perf_counter()
             cpu_started = time.process_time()
             children_started = _children_cpu()
@@ -324,6 +335,7 @@ def season(
                 {
                     "target": label,
                     "variant": variant,
+                    "seed": params.seed,
                     "stores": len(chosen),
                     **{name: round(scored[name], 4) for name in SCORES},
                     **by_model,
