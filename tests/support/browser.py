@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import NoReturn
 
 import pandas as pd
 from playwright.sync_api import Locator, Page, expect
+from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
 from sfmlops.ui.charts import CHART_COLUMNS
 from tests.support import ROOT
@@ -94,3 +96,30 @@ def wait_for_chart(page: Page, store_id: int) -> Locator:
     chart.get_by_text(re.compile(rf"^Store {store_id} · ")).wait_for()
     chart.locator("svg g.mark-symbol.role-mark > path").first.wait_for()
     return chart
+
+
+def start_retrain(page: Page, timeout_ms: float = PAGE_MS) -> Locator:
+    """Click "Retrain this store" and return the job's progress once the page shows it.
+
+    The button's callback submits the job before the page redraws, so the progress (or, for a
+    job already done, its "finished" line) comes with the next page; a refused submission
+    shows its error instead. Either failure ends the test with what the page said and a
+    screenshot, rather than a bare timeout.
+    """
+    page.get_by_role("button", name="Retrain this store").click()
+    progress = page.get_by_test_id("stProgress").or_(page.get_by_text("finished: version"))
+    refused = page.get_by_text("Could not start the retrain")
+    try:
+        progress.or_(refused).first.wait_for(timeout=timeout_ms)
+    except PlaywrightTimeoutError:
+        _fail_with_page(page, f"no retrain progress {timeout_ms / 1000:.0f} s after the click")
+    if refused.count():
+        _fail_with_page(page, refused.first.inner_text())
+    return progress.first
+
+
+def _fail_with_page(page: Page, why: str) -> NoReturn:
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=ARTIFACTS / "dashboard-retrain-not-started.png", full_page=True)
+    alerts = [text.strip() for text in page.get_by_role("alert").all_inner_texts()]
+    raise AssertionError(f"{why}; the page's alerts: {alerts or 'none'}")

@@ -19,7 +19,7 @@ from playwright.sync_api import Locator, Page
 from sfmlops.adapters.db.engine import make_engine, migrate
 from sfmlops.services import loading
 from sfmlops.settings import Settings
-from tests.support.browser import ARTIFACTS, metric_value, wait_for_chart
+from tests.support.browser import ARTIFACTS, metric_value, start_retrain, wait_for_chart
 from tests.support.dashboard import (
     TRAINED_STORES,
     RunningApi,
@@ -103,11 +103,8 @@ def test_a_retrain_is_followed_at_the_top_then_compared_before_and_after(
     (series_before,) = api_get(default_poll_api, "/v1/models/champion", store_id=STORE)["stores"]
     week_before = api_get(default_poll_api, f"/v1/stores/{STORE}/forecast", days=7)["forecast"]
 
-    page.get_by_role("button", name="Retrain this store").click()
-
     # At once, above the chart and as wide as the page: the job's progress and its steps.
-    progress = page.get_by_test_id("stProgress")
-    progress.wait_for()
+    progress = start_retrain(page)
     page.get_by_text(re.compile(r"Job [0-9a-f]{12} submitted")).first.wait_for()
     status_box, chart_box = progress.bounding_box(), chart.bounding_box()
     picker_box = page.get_by_test_id("stSelectbox").first.bounding_box()
