@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
@@ -18,7 +19,7 @@ from pydantic import SecretStr
 from sfmlops.adapters.db.engine import make_engine, migrate
 from sfmlops.core import columns
 from sfmlops.services import loading
-from sfmlops.services.api import create_app
+from sfmlops.services.api import create_app, serving
 from sfmlops.services.synthetic_data import write_synthetic_dataset
 from sfmlops.settings import Settings
 from tests.support.api import AUTH, TOKEN
@@ -183,3 +184,45 @@ def test_a_store_total_of_sales_is_the_sum_of_its_products(products_api: TestCli
     assert sum(day["sales"] for day in total["days"]) > 0
     missing = products_api.get("/v1/stores/2/sales", params={"product_id": "P009"})
     assert missing.status_code == 404
+
+
+def test_the_api_serves_the_horizon_its_training_job_saved(products_api: TestClient) -> None:
+    state = products_api.app.state  # type: ignore[attr-defined]
+    served = state.model_cache.state.model
+    folder = state.settings.home / "models" / "versions" / served.version
+
+    saved = serving.HorizonForecasts.load(folder)
+
+    # Saved by the training job with the bundle (and signed with it), taken as it is at
+    # load, and equal to what the API would compute from the bundle itself.
+    assert saved is not None
+    computed = serving.horizon_forecasts(served.bundle, {})
+    for horizon in (served.horizon_forecasts, saved):
+        assert horizon.rows == computed.rows
+        np.testing.assert_array_equal(horizon.values, computed.values)
+        np.testing.assert_array_equal(horizon.flags, computed.flags)
+        np.testing.assert_array_equal(horizon.state_holidays, computed.state_holidays)
+    assert (2, columns.DEFAULT_PRODUCT) in saved.rows
+    # Loading a champion with it predicts nothing (no plan changed since training).
+    bundle = served.bundle
+    calls = []
+    predict = bundle.predict
+
+    def counted(future: Any) -> Any:
+        calls.append(len(future))
+        return predict(future)
+
+    bundle.predict = counted
+    try:
+        again = serving.prepare(
+            bundle,
+            served.version,
+            served.run_id,
+            served.registered_at,
+            served.default_start,
+            earlier=saved,
+        )
+    finally:
+        del bundle.predict
+    assert calls == []
+    assert again.default_bodies == served.default_bodies

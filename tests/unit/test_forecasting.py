@@ -31,6 +31,7 @@ from sfmlops.core.forecasting.bundle import (
     ASSUMED_PROMO,
     ASSUMED_STATE_HOLIDAY,
     LEVEL_FACTOR,
+    Forecast,
     ForecastBundle,
     complete_future,
     future_days,
@@ -1121,6 +1122,87 @@ def test_a_planned_promotion_lifts_the_served_forecast_and_is_named_as_the_plan(
         serving.sliced(served, serving.SeriesRequest(3, "total", tuple(days))) or ""
     )
     assert sliced["forecast"] == forecast
+
+
+def test_a_changed_plan_predicts_again_only_its_states_and_serves_what_a_fresh_load_would(
+    sales: pd.DataFrame, stores: pd.DataFrame, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    seen, _ = split(sales, 28)
+    # Two products per store, so every store also has a summed total.
+    products = pd.concat(
+        [
+            seen.assign(**{columns.PRODUCT_ID: "P001"}),
+            seen.assign(**{columns.PRODUCT_ID: "P002", columns.SALES: seen[columns.SALES] / 2}),
+        ],
+        ignore_index=True,
+    )
+    keys = products[[columns.STORE_ID, columns.PRODUCT_ID]].drop_duplicates()
+    bundle = ForecastBundle(
+        {"seasonal_naive": SeasonalNaiveForecaster().fit(products, stores)},
+        keys.assign(**{columns.MODEL: "seasonal_naive", metrics.RMSPE: 0.1}),
+        usual_open_weekdays(products),
+        products[columns.SALES_DATE].max(),
+        usual_promo=usual_promo_cycle(products),
+        states=store_states(stores),
+    )
+    start = (bundle.last_date + pd.Timedelta(days=1)).date()
+    days = [start + dt.timedelta(days=offset) for offset in range(14)]
+
+    def closures(store: int, closed: set[int]) -> pd.DataFrame:
+        return pd.DataFrame(
+            {
+                columns.STORE_ID: store,
+                columns.SALES_DATE: pd.to_datetime(days),
+                columns.OPEN: [int(offset not in closed) for offset in range(len(days))],
+                columns.PROMO: 0,
+                columns.STATE_HOLIDAY: "0",
+                columns.SCHOOL_HOLIDAY: 0,
+            }
+        )
+
+    now = dt.datetime.now(dt.UTC)
+    before = plan_by_store(as_plan(pd.concat([closures(2, {1, 2}), closures(3, {4})])))
+    # As a training job saves it with the bundle, and the API loads it.
+    serving.horizon_forecasts(bundle, before).save(tmp_path)
+    saved = serving.HorizonForecasts.load(tmp_path)
+    assert saved is not None
+    assert saved.plan == before
+    assert serving.HorizonForecasts.load(tmp_path / "elsewhere") is None
+    # Store 2 closes on other days, store 4 gets a plan; store 3's is unchanged. Stores 2
+    # and 5 are in BY, 4 in NW, 1, 3 and 6 in HE.
+    after = plan_by_store(
+        as_plan(pd.concat([closures(2, {5}), closures(3, {4}), closures(4, {0, 1})]))
+    )
+    predicted: list[pd.DataFrame] = []
+    predict = bundle.predict
+
+    def recording(future: pd.DataFrame) -> Forecast:
+        predicted.append(future)
+        return predict(future)
+
+    monkeypatch.setattr(bundle, "predict", recording)
+    later = start + dt.timedelta(days=1)
+    again = serving.prepare(bundle, "1", "run", now, later, after, earlier=saved)
+    # A plan's state and school holidays reach its state's other stores: 5 is predicted too.
+    assert set(pd.concat(predicted)[columns.STORE_ID]) == {2, 4, 5}
+    # New sales alone (the plan as it was): nothing is predicted again.
+    predicted.clear()
+    serving.prepare(bundle, "1", "run", now, later, after, earlier=again.horizon_forecasts)
+    assert predicted == []
+    monkeypatch.undo()
+    fresh = serving.prepare(bundle, "1", "run", now, later, after)
+
+    kept, computed = again.horizon_forecasts, fresh.horizon_forecasts
+    assert kept.rows == computed.rows
+    np.testing.assert_array_equal(kept.values, computed.values)
+    np.testing.assert_array_equal(kept.flags, computed.flags)
+    np.testing.assert_array_equal(kept.state_holidays, computed.state_holidays)
+    assert kept.assumptions == computed.assumptions
+    assert again.default_bodies == fresh.default_bodies
+    # The changed plan is served: store 2 closed on its new day, and its total with it.
+    total = kept.values[kept.rows[(2, columns.DEFAULT_PRODUCT)]]
+    assert (total[5] == 0).all()
+    assert (total[1] > 0).all()
 
 
 def test_the_plan_fills_what_the_caller_left_missing_and_the_caller_wins() -> None:

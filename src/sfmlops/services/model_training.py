@@ -25,6 +25,7 @@ from sqlalchemy import Engine
 
 from sfmlops import __version__
 from sfmlops.adapters import mlflow_registry as registry
+from sfmlops.adapters.db import plan_records
 from sfmlops.adapters.db.engine import PROMOTION_LOCK_KEY, database_lock
 from sfmlops.adapters.mlflow_registry import RegistryUnavailableError
 from sfmlops.core import columns
@@ -33,6 +34,7 @@ from sfmlops.core.forecasting.backtest import CHAMPION, SEASON_WINDOWS
 from sfmlops.core.forecasting.bundle import ForecastBundle
 from sfmlops.core.forecasting.executors import Executor
 from sfmlops.core.forecasting.models import DEFAULT_MODELS, model_set
+from sfmlops.core.forecasting.plan import by_store
 from sfmlops.core.forecasting.retraining import retrain_series
 from sfmlops.services import backtest_reports, training_data
 from sfmlops.services.training_executors import executor_of
@@ -41,6 +43,8 @@ from sfmlops.settings import Settings
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
+
+    from sfmlops.services.api.serving import HorizonForecasts
 
 Progress = Callable[[str, int, int], None]
 """Called with a message, series done (estimated from the fits completed) and series total."""
@@ -192,6 +196,7 @@ def run_training(
                     + failures[model_selection.FAILURE_ERROR]
                 )[:500]
             )
+        horizon = _served_horizon(engine, bundle)
         # Compare-and-set on `champion`: registering and promoting happen under one lock, and
         # only if the champion this job started from still is the champion. Otherwise a
         # retrain is redone on top of the new champion (so a concurrent retrain of other
@@ -205,6 +210,7 @@ def run_training(
                     settings, client, current.version, data, request.models, progress, series_total
                 )
                 registry.set_tags({"sfmlops.rebased_onto": current.version})
+                horizon = _served_horizon(engine, bundle)
                 if report_folder is not None:
                     registry.log_artifacts(report_folder, "report")
                 champion = current
@@ -213,6 +219,7 @@ def run_training(
             folder = registry.scratch_dir(settings)
             try:
                 bundle.save(folder / "bundle")
+                horizon.save(folder / "bundle")
                 registered = registry.register_bundle(
                     folder / "bundle",
                     run_id=run_id,
@@ -251,6 +258,18 @@ def run_training(
         seconds=time.perf_counter() - started,
         warnings=warnings,
     )
+
+
+def _served_horizon(engine: Engine, bundle: ForecastBundle) -> HorizonForecasts:
+    """Every series' forecast for the calibrated horizon with the stored plan, as the API
+    serves it. Saved with the bundle, so an API loading it predicts only the states whose
+    plan changed since, instead of every series (most of its start-up at 100k series)."""
+    # Imported here: the API's model cache imports this module.
+    from sfmlops.services.api import serving  # noqa: PLC0415
+
+    with engine.connect() as connection:
+        plan = plan_records.read_plan(connection, since=serving.first_forecast_date(bundle))
+    return serving.horizon_forecasts(bundle, by_store(plan))
 
 
 def _version(registered: registry.RegisteredVersion | None) -> str | None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -34,7 +35,14 @@ from sfmlops.core.forecasting.bundle import (
     ASSUMED_STATE_HOLIDAY,
     ForecastBundle,
 )
-from sfmlops.core.forecasting.plan import FROM_CALLER, FROM_DEFAULT, FROM_PLAN, PlanByStore
+from sfmlops.core.forecasting.plan import (
+    FROM_CALLER,
+    FROM_DEFAULT,
+    FROM_PLAN,
+    PLAN_COLUMNS,
+    PlanByStore,
+    by_store,
+)
 
 # Most days one series may ask for. Intervals are calibrated on the first
 # CALIBRATED_HORIZON_DAYS days after the training history only; later days are answered and
@@ -62,6 +70,8 @@ SeriesKey = tuple[int, str]
 # Series per `predict` call when the horizon is computed: bounds the feature frames built at
 # once (100k series x 48 days in one call would build features for 4.8 M rows).
 HORIZON_CHUNK_SERIES = 2_000
+# The horizon a training job computed, in its bundle's folder (`save_horizon`).
+HORIZON_FILE = "horizon.npz"
 _FLAGS = (columns.OPEN, columns.PROMO, columns.SCHOOL_HOLIDAY)
 
 
@@ -186,6 +196,7 @@ class HorizonForecasts:
         flags: (series, day, open / promo / school_holiday) used, as 0 or 1.
         state_holidays: (series, day) state-holiday code used.
         assumptions: What every row assumed (no caller covariates: all of them).
+        plan: The plan the arrays were computed with (its days from `start` on).
     """
 
     start: dt.date
@@ -194,10 +205,59 @@ class HorizonForecasts:
     flags: np.ndarray
     state_holidays: np.ndarray
     assumptions: list[str]
+    plan: PlanByStore = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def days(self) -> int:
         return int(self.values.shape[1])
+
+    def save(self, folder: Path) -> None:
+        """Write the arrays and the plan they were computed with into a bundle's `folder`
+        (`HORIZON_FILE`: plain arrays, nothing pickled)."""
+        keys = sorted(self.rows, key=self.rows.__getitem__)
+        planned = [
+            (store_id, day.toordinal(), *(covariates[name] for name in PLAN_COLUMNS[2:]))
+            for store_id, days in self.plan.items()
+            for day, covariates in days.items()
+        ]
+        plan_columns = list(zip(*planned, strict=True)) if planned else [()] * len(PLAN_COLUMNS)
+        arrays: dict[str, np.ndarray] = {
+            "start": np.array(self.start.toordinal(), dtype=np.int64),
+            "store_ids": np.array([store_id for store_id, _ in keys], dtype=np.int64),
+            "product_ids": np.array([product_id for _, product_id in keys], dtype=str),
+            "values": self.values,
+            "flags": self.flags,
+            "state_holidays": self.state_holidays,
+            "assumptions": np.array(self.assumptions, dtype=str),
+        }
+        for name, values in zip(PLAN_COLUMNS, plan_columns, strict=True):
+            kind = str if name == columns.STATE_HOLIDAY else np.int64
+            arrays[f"plan_{name}"] = np.array(values, dtype=kind)
+        # numpy's stub types **arrays as its allow_pickle keyword too.
+        np.savez(folder / HORIZON_FILE, **arrays)  # type: ignore[arg-type]
+
+    @classmethod
+    def load(cls, folder: Path) -> HorizonForecasts | None:
+        """The horizon `save` wrote into a bundle's `folder`, or None (a bundle saved without
+        one). Read as plain arrays (`allow_pickle=False`)."""
+        path = folder / HORIZON_FILE
+        if not path.is_file():
+            return None
+        with np.load(path, allow_pickle=False) as saved:
+            plan = pd.DataFrame({name: saved[f"plan_{name}"] for name in PLAN_COLUMNS})
+            plan[columns.SALES_DATE] = [
+                dt.date.fromordinal(day) for day in plan[columns.SALES_DATE].tolist()
+            ]
+            keys = zip(saved["store_ids"].tolist(), saved["product_ids"].tolist(), strict=True)
+            return cls(
+                start=dt.date.fromordinal(int(saved["start"])),
+                rows={key: row for row, key in enumerate(keys)},
+                values=saved["values"],
+                flags=saved["flags"],
+                state_holidays=saved["state_holidays"],
+                assumptions=saved["assumptions"].tolist(),
+                plan=by_store(plan),
+            )
 
     def offsets(self, request: SeriesRequest) -> list[int] | None:
         """The request's days as offsets into the horizon, or None when it cannot be a slice
@@ -289,20 +349,20 @@ def prepare(
     default_start: dt.date,
     plan: PlanByStore | None = None,
     plan_revision: tuple[int, str] | None = None,
+    earlier: HorizonForecasts | None = None,
 ) -> ServedModel:
     """Build everything requests read from a loaded bundle: every series' forecast for the
     calibrated horizon, store totals, and the default horizon as JSON, all with the plan's
-    covariates where it has them (`plan_revision` identifies the plan read)."""
+    covariates where it has them (`plan_revision` identifies the plan read).
+
+    `earlier` is a horizon already computed for this bundle (the served model's, when new
+    sales moved the default horizon or the plan changed): the series of states where no
+    store's plan changed keep their rows, and only the others are predicted again.
+    """
     plan = plan or {}
-    keys = list(
-        zip(
-            bundle.champions[columns.STORE_ID].astype(int).tolist(),
-            bundle.champions[columns.PRODUCT_ID].astype(str).tolist(),
-            strict=True,
-        )
-    )
+    keys = _series_keys(bundle)
     totals = _store_totals(keys)
-    horizon_forecasts = _horizon_forecasts(bundle, keys, totals, plan)
+    horizon_forecasts = _horizon_forecasts(bundle, keys, totals, plan, earlier)
     dates = horizon(default_start, DEFAULT_HORIZON_DAYS)
     calibrated_end = calibrated_until(bundle)
 
@@ -338,6 +398,24 @@ def prepare(
     )
 
 
+def horizon_forecasts(bundle: ForecastBundle, plan: PlanByStore) -> HorizonForecasts:
+    """Every series' and store total's forecast for the calibrated horizon, as `prepare`
+    computes it (a training job saves it with its bundle: `HorizonForecasts.save`)."""
+    keys = _series_keys(bundle)
+    return _horizon_forecasts(bundle, keys, _store_totals(keys), plan)
+
+
+def _series_keys(bundle: ForecastBundle) -> list[SeriesKey]:
+    """The bundle's series in its champions' order."""
+    return list(
+        zip(
+            bundle.champions[columns.STORE_ID].astype(int).tolist(),
+            bundle.champions[columns.PRODUCT_ID].astype(str).tolist(),
+            strict=True,
+        )
+    )
+
+
 def _store_totals(keys: Sequence[SeriesKey]) -> dict[SeriesKey, tuple[SeriesKey, ...]]:
     """Each store without a `total` series: its total's key -> its product series."""
     products: dict[int, list[SeriesKey]] = {}
@@ -355,6 +433,7 @@ def _horizon_forecasts(
     keys: Sequence[SeriesKey],
     totals: Mapping[SeriesKey, tuple[SeriesKey, ...]],
     plan: PlanByStore,
+    earlier: HorizonForecasts | None = None,
 ) -> HorizonForecasts:
     """Forecast every series for the calibrated horizon (in chunks of series), then sum
     each store total from its products.
@@ -362,6 +441,10 @@ def _horizon_forecasts(
     A total's intervals are the sums of its products' bounds: exact if the products' errors
     moved together, wider than needed otherwise (a conservative interval). Its covariates
     are those of its first product.
+
+    Rows of `earlier` (the same bundle's horizon) are kept for the series and store totals
+    of states where no store's plan changed since they were computed (`_kept_rows`): they
+    are the rows predicting them again would give.
     """
     start = first_forecast_date(bundle)
     dates = horizon(start, CALIBRATED_HORIZON_DAYS)
@@ -370,49 +453,101 @@ def _horizon_forecasts(
     values = np.zeros((count, days, len(columns.FORECAST_VALUES)))
     flags = np.zeros((count, days, len(_FLAGS)), dtype=np.int8)
     state_holidays = np.full((count, days), "0", dtype="<U1")
-    assumptions: list[str] = []
-    for first in range(0, len(keys), HORIZON_CHUNK_SERIES):
-        chunk = keys[first : first + HORIZON_CHUNK_SERIES]
+    series = [*keys, *totals]
+    kept = _kept_rows(bundle, series, plan, earlier, start, days)
+    assumed: set[str] = set()
+    mine = np.flatnonzero(kept >= 0)
+    if earlier is not None and len(mine):
+        theirs = kept[mine]
+        values[mine] = earlier.values[theirs]
+        flags[mine] = earlier.flags[theirs]
+        state_holidays[mine] = earlier.state_holidays[theirs]
+        assumed.update(earlier.assumptions)
+    predicted = np.flatnonzero(kept[: len(keys)] < 0).tolist()
+    for first in range(0, len(predicted), HORIZON_CHUNK_SERIES):
+        rows = predicted[first : first + HORIZON_CHUNK_SERIES]
         forecast = bundle.predict(
             _future_frame(
-                [
-                    with_plan(SeriesRequest(store_id, product, dates), plan)
-                    for store_id, product in chunk
-                ]
+                [with_plan(SeriesRequest(keys[row][0], keys[row][1], dates), plan) for row in rows]
             )
         )
-        assumptions = forecast.assumptions
-        rows = slice(first, first + len(chunk))
+        assumed.update(forecast.assumptions)
         values[rows] = (
             forecast.frame[list(columns.FORECAST_VALUES)]
             .to_numpy(dtype=float)
-            .reshape(len(chunk), days, -1)
+            .reshape(len(rows), days, -1)
         )
         if forecast.covariates is not None:
             used = forecast.covariates
-            flags[rows] = used[list(_FLAGS)].to_numpy(dtype=np.int8).reshape(len(chunk), days, -1)
+            flags[rows] = used[list(_FLAGS)].to_numpy(dtype=np.int8).reshape(len(rows), days, -1)
             state_holidays[rows] = (
                 used[columns.STATE_HOLIDAY]
                 .astype(str)
                 .to_numpy(dtype="<U1")
-                .reshape(len(chunk), days)
+                .reshape(len(rows), days)
             )
     positions = {key: row for row, key in enumerate(keys)}
     for offset, (total, products) in enumerate(totals.items()):
         row = len(keys) + offset
+        positions[total] = row
+        if kept[row] >= 0:
+            continue
         members = [positions[key] for key in products]
+        # Summed before rounding, as a total computed from scratch is.
         values[row] = values[members].sum(axis=0)
         flags[row] = flags[members[0]]
         state_holidays[row] = state_holidays[members[0]]
-        positions[total] = row
     return HorizonForecasts(
         start=start,
         rows=positions,
-        values=np.round(values, 2),
+        values=np.round(values, 2),  # kept rows are rounded already: rounding is idempotent
         flags=flags,
         state_holidays=state_holidays,
-        assumptions=[_ASSUMPTION[name] for name in COVARIATES if _ASSUMPTION[name] in assumptions],
+        assumptions=[_ASSUMPTION[name] for name in COVARIATES if _ASSUMPTION[name] in assumed],
+        plan=plan,
     )
+
+
+def _kept_rows(
+    bundle: ForecastBundle,
+    series: Sequence[SeriesKey],
+    plan: PlanByStore,
+    earlier: HorizonForecasts | None,
+    start: dt.date,
+    days: int,
+) -> np.ndarray:
+    """Per series, its row in `earlier` if that row still holds, else -1.
+
+    A row holds when the horizon is the same and no store of its store's state has a
+    changed plan: the gbm's calendar reads a state's state and school holidays from every
+    store of that state in the request, so a plan change reaches the whole state. Stores
+    without a known state count as one state, as in the gbm; a bundle without store states
+    keeps nothing once any plan changed.
+    """
+    kept = np.full(len(series), -1, dtype=np.int64)
+    if earlier is None or earlier.start != start or earlier.days != days:
+        return kept
+    changed = {
+        store_id
+        for store_id in plan.keys() | earlier.plan.keys()
+        if plan.get(store_id) != earlier.plan.get(store_id)
+    }
+    if not changed:
+        return np.array([earlier.rows.get(key, -1) for key in series], dtype=np.int64)
+    if bundle.states is None:
+        return kept
+    state_of = dict(
+        zip(
+            bundle.states[columns.STORE_ID].tolist(),
+            bundle.states[columns.STATE].tolist(),
+            strict=True,
+        )
+    )
+    changed_states = {state_of.get(store_id) for store_id in changed}
+    for row, key in enumerate(series):
+        if state_of.get(key[0]) not in changed_states:
+            kept[row] = earlier.rows.get(key, -1)
+    return kept
 
 
 def _answer(
