@@ -157,6 +157,51 @@ def test_an_upsert_writes_new_and_changed_rows_and_leaves_unchanged_ones_alone(
     assert untouched == {(3, "2015-06-01")}
 
 
+def test_the_latest_read_picks_each_series_latest_record_in_the_range(engine: Engine) -> None:
+    rows = sales_rows(
+        [
+            (1, "2015-06-01", 1.0),
+            (1, "2015-06-03", 3.0),
+            (2, "2015-06-02", 4.0),
+            (2, "2015-06-05", 5.0),
+            (3, "2015-05-30", 6.0),
+        ]
+    )
+    # A second product of store 1 whose latest day differs from the first product's.
+    other = sales_rows([(1, "2015-06-02", 7.0), (1, "2015-06-04", 8.0)])
+    other[columns.PRODUCT_ID] = "bread"
+    with engine.begin() as connection:
+        sales_records.upsert_sales(connection, pd.concat([rows, other], ignore_index=True))
+
+    def latest(start: str | None = None, end: str | None = None) -> list[tuple[int, str, str]]:
+        with engine.connect() as connection:
+            frame = sales_records.read_latest_sales(
+                connection,
+                start=dt.date.fromisoformat(start) if start else None,
+                end=dt.date.fromisoformat(end) if end else None,
+            )
+        assert list(frame.columns) == list(columns.SALES_COLUMNS)
+        return [
+            (int(store), product, f"{day:%Y-%m-%d}={value:g}")
+            for store, product, day, value in frame[
+                [columns.STORE_ID, columns.PRODUCT_ID, columns.SALES_DATE, columns.SALES]
+            ].itertuples(index=False)
+        ]
+
+    assert latest() == [
+        (1, "bread", "2015-06-04=8"),
+        (1, "total", "2015-06-03=3"),
+        (2, "total", "2015-06-05=5"),
+        (3, "total", "2015-05-30=6"),
+    ]
+    # The range bounds each series' pick; a series with nothing in the range is absent.
+    assert latest(start="2015-06-01", end="2015-06-02") == [
+        (1, "bread", "2015-06-02=7"),
+        (1, "total", "2015-06-01=1"),
+        (2, "total", "2015-06-02=4"),
+    ]
+
+
 def kept_and_counted(
     engine: Engine,
 ) -> tuple[tuple[int, dt.date | None], tuple[int, dt.date | None]]:

@@ -68,7 +68,9 @@ def produce(
             sales = producing.between(producing.sales_from_file(file), first, last)
         else:
             engine = migrated_engine_of(ctx)
-            sales = producing.sales_from_database(engine, first, last)
+            # A live day sends each series' latest record only: the database picks them.
+            read = producing.latest_sales_from_database if live else producing.sales_from_database
+            sales = read(engine, first, last)
     except (loading.DataFileError, DataFileNotFoundError, ValueError) as error:
         fail(str(error))
     except SQLAlchemyError as error:

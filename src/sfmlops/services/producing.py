@@ -42,6 +42,14 @@ def sales_from_database(
         return sales_records.read_sales(connection, start=start, end=end)
 
 
+def latest_sales_from_database(
+    engine: Engine, start: dt.date | None = None, end: dt.date | None = None
+) -> pd.DataFrame:
+    """Each stored series' most recent record between `start` and `end`: what a live day needs."""
+    with engine.connect() as connection:
+        return sales_records.read_latest_sales(connection, start=start, end=end)
+
+
 def between(sales: pd.DataFrame, start: dt.date | None, end: dt.date | None) -> pd.DataFrame:
     """The rows of `sales` dated from `start` to `end` inclusive (None: unbounded)."""
     keep = pd.Series(True, index=sales.index)
