@@ -89,6 +89,11 @@ def test_the_default_is_one_continuous_pod_that_serves_its_metrics(
     assert spec["strategy"] == {"type": "Recreate"}
     container = _container(deployment)
     assert container["args"][:2] == ["stream", "--continuous"]
+    # It waits for PostgreSQL and its login at start instead of crash-looping under back-off,
+    # within what its startup probe allows.
+    wait = container["args"][container["args"].index("--wait") + 1]
+    startup = container["startupProbe"]
+    assert 0 < int(wait) < startup["periodSeconds"] * startup["failureThreshold"]
     port = CHART_VALUES["stream"]["metrics"]["port"]
     assert _env(container)["SFMLOPS_STREAM_METRICS_PORT"] == str(port)
     assert {"name": "metrics", "containerPort": port} in container["ports"]
@@ -148,6 +153,10 @@ def test_kube_prometheus_stack_scrapes_the_continuous_stream_job(
 def test_exactly_one_stream_runner_per_mode(by_mode: dict[str, Rendered], mode: str) -> None:
     rendered = by_mode[mode]
     assert _runners(rendered) == [mode]
+    if mode == "cronjob":
+        cron_job = rendered.get("CronJob", STREAM)
+        assert cron_job is not None
+        assert "--wait" in _container(cron_job)["args"]
     # Metrics are scraped only from the long-running pod: a `--once` run ends before a scrape.
     assert (rendered.get("PodMonitor", STREAM) is not None) == (mode == "deployment")
     assert (rendered.get("NetworkPolicy", STREAM) is not None) == (mode == "deployment")

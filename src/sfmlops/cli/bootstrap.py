@@ -9,8 +9,6 @@ turns on a database lock; the later ones find the work done.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -20,7 +18,15 @@ from sqlalchemy.exc import SQLAlchemyError
 from sfmlops.adapters.db import forecast_records, sales_records, store_records
 from sfmlops.adapters.db.engine import BOOTSTRAP_LOCK_KEY, database_lock
 from sfmlops.cli import pipeline
-from sfmlops.cli.context import console, engine_of, fail, migrate_or_fail, settings_of
+from sfmlops.cli.context import (
+    console,
+    engine_of,
+    fail,
+    migrate_or_fail,
+    settings_of,
+    wait_for,
+    wait_for_database,
+)
 from sfmlops.cli.data import load_into, print_summary
 from sfmlops.cli.forecast_commands import (
     EXECUTORS,
@@ -85,16 +91,12 @@ def bootstrap(
     console.rule("sfmlops bootstrap")
     from sfmlops.adapters import mlflow_registry as registry  # noqa: PLC0415 - imports mlflow
 
-    def database_answers() -> None:
-        with engine.connect():
-            pass
-
     def registry_answers() -> None:
         registry.version_with_alias(registry.connect(settings), registry.CHAMPION)
 
     if wait:
-        _wait_for("the database", database_answers, wait)
-        _wait_for("the MLflow server", registry_answers, wait)
+        wait_for_database(engine, wait)
+        wait_for("the MLflow server", registry_answers, wait)
     migration = migrate_or_fail(engine)
     if migration.upgraded:
         console.print(f"schema: migrated from {migration.before or 'empty'} to {migration.after}")
@@ -160,20 +162,3 @@ def bootstrap(
         console.print(f"[bold green]Bootstrap done[/] ({', '.join(done)}): forecasts are served.")
     else:
         console.print("[bold green]Nothing to do[/]: already bootstrapped, forecasts are served.")
-
-
-def _wait_for(what: str, answers: Callable[[], None], seconds: int) -> None:
-    """Call `answers` until it stops raising, for at most `seconds`; fail naming `what`."""
-    deadline = time.monotonic() + seconds
-    announced = False
-    while True:
-        try:
-            answers()
-            return
-        except Exception as error:  # any failure to answer: try again until the deadline
-            if time.monotonic() >= deadline:
-                fail(f"{what} did not answer within {seconds} s: {error}")
-            if not announced:
-                console.print(f"waiting up to {seconds} s for {what} ...")
-                announced = True
-            time.sleep(2)

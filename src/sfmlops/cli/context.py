@@ -5,6 +5,8 @@ from __future__ import annotations
 import getpass
 import os
 import sys
+import time
+from collections.abc import Callable
 from typing import Any, NoReturn, TextIO
 
 import typer
@@ -68,6 +70,55 @@ def migrate_or_fail(engine: Engine) -> Migration:
         fail(
             f"cannot prepare the database at {engine.url.render_as_string(hide_password=True)}: {error}"
         )
+
+
+def wait_for(what: str, answers: Callable[[], None], seconds: int) -> None:
+    """Call `answers` until it stops raising, for at most `seconds`; fail naming `what`.
+
+    For a process started together with the services it needs (a Compose stack, a Helm
+    release): one line when it starts waiting, with the reason, and one when `what` answers.
+    """
+    started = time.monotonic()
+    announced = False
+    while True:
+        try:
+            answers()
+        except Exception as error:  # any failure to answer: try again until the deadline
+            waited = time.monotonic() - started
+            reason = next(iter(str(error).strip().splitlines()), error.__class__.__name__)
+            if waited >= seconds:
+                fail(f"{what} did not answer within {seconds} s: {error}")
+            if not announced:
+                # One line each, as a log reads best (soft_wrap: rich would cut it at 80).
+                console.print(
+                    f"waiting up to {seconds} s for {what} ({reason}) ...",
+                    soft_wrap=True,
+                    highlight=False,
+                )
+                announced = True
+            time.sleep(min(2.0, max(0.0, seconds - waited)))
+            continue
+        if announced:
+            console.print(
+                f"{what} answered after {time.monotonic() - started:.0f} s",
+                soft_wrap=True,
+                highlight=False,
+            )
+        return
+
+
+def wait_for_database(engine: Engine, seconds: int) -> None:
+    """Wait up to `seconds` for the database of `engine` to accept a connection (see `wait_for`).
+
+    Until the server is up and has created the application's role and database, a connection
+    is refused or its login rejected: both are waited out alike.
+    """
+
+    def answers() -> None:
+        with engine.connect():
+            pass
+
+    wait_for(f"the database at {engine.url.render_as_string(hide_password=True)}", answers, seconds)
 
 
 def fail(message: str, code: int = 1) -> NoReturn:

@@ -15,7 +15,15 @@ from sqlalchemy.exc import SQLAlchemyError
 from sfmlops.adapters import kafka
 from sfmlops.adapters.db import sales_records
 from sfmlops.adapters.files import DataFileNotFoundError
-from sfmlops.cli.context import console, engine_of, fail, migrated_engine_of, settings_of
+from sfmlops.cli.context import (
+    console,
+    engine_of,
+    fail,
+    migrate_or_fail,
+    migrated_engine_of,
+    settings_of,
+    wait_for_database,
+)
 from sfmlops.core import columns
 from sfmlops.services import loading, producing
 from sfmlops.services.ingestion import sales_limits
@@ -126,6 +134,13 @@ def stream(
         help="Re-apply every event the topic still holds instead of resuming where the "
         "database left off (the result is the same as applying each once).",
     ),
+    wait: int = typer.Option(
+        0,
+        "--wait",
+        min=0,
+        help="Seconds to wait for the database to accept a connection (when started together "
+        "with it); default: fail at once.",
+    ),
 ) -> None:
     """Stream sales events from Kafka into the database with Spark, exactly once in effect.
 
@@ -147,7 +162,12 @@ def stream(
         faults = StreamFaultHooks.from_environment()
     except (ValueError, spark.ConnectorJarsError) as error:
         fail(str(error))
-    engine = migrated_engine_of(ctx)
+    engine = engine_of(ctx)
+    if wait:
+        # Started with its database (a Helm release, a Compose stack), the job would otherwise
+        # exit and be restarted with a growing back-off until the server and its roles exist.
+        wait_for_database(engine, wait)
+    migrate_or_fail(engine)
     source = spark.KafkaSource(
         bootstrap,
         settings.kafka_topic,
