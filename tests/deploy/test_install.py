@@ -29,6 +29,18 @@ from tests.support.deploy import (
     tool,
 )
 
+# Every generated Secret named instead: an upgrade renders without the cluster's Secrets.
+EXISTING_SECRETS = [
+    "postgresql.auth.existingSecret=sfmlops-db",
+    "api.auth.existingSecret=sfmlops-token",
+    "dashboard.auth.existingSecret=sfmlops-dashboard",
+    "mlflow.modelSigning.existingSecret=sfmlops-model-signing-managed",
+    "mlflow.auth.existingSecret=sfmlops-mlflow-admin",
+    "mlflow.auth.writer.existingSecret=sfmlops-mlflow-training",
+    "mlflow.auth.reader.existingSecret=sfmlops-mlflow-api",
+    "airflowMetadata.enabled=false",
+]
+
 
 def _hook(job: dict[str, Any]) -> tuple[set[str], int]:
     annotations = job["metadata"]["annotations"]
@@ -112,7 +124,7 @@ def test_the_producer_sends_stored_sales_after_the_bootstrap_loaded_them(
 ) -> None:
     # On a fresh install the database is empty until the bootstrap hook: a plain Job would fail
     # on "no sales records" before it. Once per install: an upgrade sends nothing.
-    for scenario in ("everything", "local"):
+    for scenario in ("everything", "local", "kafka-sasl"):
         rendered = rendered_all[scenario]
         producer = rendered.get("Job", f"{RELEASE}-producer")
         bootstrap = rendered.get("Job", f"{RELEASE}-bootstrap")
@@ -126,10 +138,35 @@ def test_the_producer_sends_stored_sales_after_the_bootstrap_loaded_them(
     # The local install's producer sends one live day, not the million stored rows.
     local = rendered_all["local"].get("Job", f"{RELEASE}-producer")
     assert _container(local)["args"] == ["produce", "--from-db", "--live", "--max-rate"]
-    # Without the bootstrap the data comes another way: one plain Job per release revision.
-    plain = rendered_all["kafka-sasl"].get("Job", f"{RELEASE}-producer-1")
-    assert plain is not None
-    assert "helm.sh/hook" not in plain["metadata"].get("annotations", {})
+
+
+@pytest.mark.parametrize(
+    ("name", "overrides", "extra", "plain_job"),
+    [
+        # The release creates the bundled PostgreSQL: nothing to send at install without the
+        # bootstrap; by the next upgrade the data may have been loaded by hand.
+        ("install", [], [], False),
+        ("upgrade", EXISTING_SECRETS, ["--is-upgrade"], True),
+        # An external database may hold the sales already.
+        ("external", SCENARIOS["external-database"][1], [], True),
+    ],
+)
+def test_without_the_bootstrap_the_producer_runs_only_where_data_may_be_stored(
+    name: str, overrides: list[str], extra: list[str], plain_job: bool
+) -> None:
+    text = helm_template(
+        [], [*overrides, "producer.enabled=true", "bootstrap.enabled=false"], extra=extra
+    ).stdout
+    jobs = {
+        item["metadata"]["name"]: item
+        for item in yaml.safe_load_all(text)
+        if item and item["kind"] == "Job"
+    }
+    producers = [job for job in jobs if "producer" in job]
+    assert producers == ([f"{RELEASE}-producer-1"] if plain_job else []), name
+    if plain_job:
+        # One plain Job per release revision: a Job's pod template cannot change.
+        assert "helm.sh/hook" not in jobs[producers[0]]["metadata"].get("annotations", {})
 
 
 def test_bootstrap_signs_the_first_champion_with_the_api_s_key(
@@ -244,17 +281,7 @@ def test_an_upgrade_that_cannot_see_the_secrets_fails_instead_of_regenerating() 
 
 
 def test_an_upgrade_with_existing_secrets_renders_without_the_cluster() -> None:
-    overrides = [
-        "postgresql.auth.existingSecret=sfmlops-db",
-        "api.auth.existingSecret=sfmlops-token",
-        "dashboard.auth.existingSecret=sfmlops-dashboard",
-        "mlflow.modelSigning.existingSecret=sfmlops-model-signing-managed",
-        "mlflow.auth.existingSecret=sfmlops-mlflow-admin",
-        "mlflow.auth.writer.existingSecret=sfmlops-mlflow-training",
-        "mlflow.auth.reader.existingSecret=sfmlops-mlflow-api",
-        "airflowMetadata.enabled=false",
-    ]
-    result = helm_template([], overrides, extra=["--is-upgrade"])
+    result = helm_template([], EXISTING_SECRETS, extra=["--is-upgrade"])
     secrets = [o for o in yaml.safe_load_all(result.stdout) if o and o["kind"] == "Secret"]
     assert secrets == []
 
@@ -324,6 +351,11 @@ def test_notes_print_the_urls(tmp_path: Path) -> None:
     assert f"port-forward svc/{RELEASE}-api 4242:4242" in notes
     assert f"get secret {RELEASE}-api-token" in notes
     assert f"get secret {RELEASE}-dashboard-password" in notes
+
+
+def test_notes_say_when_the_producer_runs_without_the_bootstrap(tmp_path: Path) -> None:
+    notes = _notes(tmp_path, ["producer.enabled=true"])
+    assert "The producer sends stored sales: it runs at the next `helm upgrade`" in notes
 
 
 def test_notes_follow_tls_and_the_gateway(tmp_path: Path) -> None:

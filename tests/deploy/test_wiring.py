@@ -413,7 +413,7 @@ def test_each_kafka_client_connects_as_its_own_user(rendered_all: dict[str, Rend
                         password["key"],
                     )
     assert users == {
-        "Job/sfmlops-producer-1": (
+        "Job/sfmlops-producer": (
             "SASL_PLAINTEXT",
             "producer",
             "sfmlops-kafka-clients",
