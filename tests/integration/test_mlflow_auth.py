@@ -54,6 +54,8 @@ def _make_users(home: Path, reader_password: str = READER[1]) -> tuple[int, str,
     subprocess would spend most of its time importing it again."""
     env = {
         "MLFLOW_AUTH_CONFIG_PATH": str(home / "mlflow-auth.ini"),
+        # `sfmlops mlflow`'s default tracking store, the server's.
+        "MLFLOW_BACKEND_STORE_URI": f"sqlite:///{home / 'mlflow.db'}",
         "MLFLOW_AUTH_ADMIN_USERNAME": ADMIN,
         "MLFLOW_AUTH_ADMIN_PASSWORD": PASSWORD,
         "SFMLOPS_MLFLOW_WRITER_USERNAME": WRITER[0],
@@ -197,6 +199,63 @@ def test_training_registers_as_the_writer_and_the_reader_loads_but_cannot_write(
     assert created.status_code == 200, created.text
     assert someone.status_code == 403, someone.text
     assert champion_now.json()["model_version"]["version"] == version
+
+
+def test_the_names_sfmlops_uses_exist_before_anyone_could_take_them(
+    server: tuple[str, Path],
+) -> None:
+    # The script ran before any training: the experiment and the model are there, owned by no
+    # user, so the reader cannot create them and become their MANAGEr (delete, move aliases).
+    url, home = server
+    api = f"{url}/api/2.0/mlflow"
+    experiment = httpx.get(
+        f"{api}/experiments/get-by-name",
+        params={"experiment_name": registry.EXPERIMENT_NAME},
+        auth=(ADMIN, PASSWORD),
+        timeout=TIMEOUT,
+    ).json()["experiment"]
+    take_experiment = httpx.post(
+        f"{api}/experiments/create",
+        json={"name": registry.EXPERIMENT_NAME},
+        auth=READER,
+        timeout=TIMEOUT,
+    )
+    take_model = httpx.post(
+        f"{api}/registered-models/create",
+        json={"name": registry.MODEL_NAME},
+        auth=READER,
+        timeout=TIMEOUT,
+    )
+    # A name nobody uses is still the reader's to create (MLflow without workspaces), and it
+    # manages it until the next start of the server, whose script revokes that grant.
+    scratch = httpx.post(
+        f"{api}/registered-models/create", json={"name": "scratch"}, auth=READER, timeout=TIMEOUT
+    )
+    described_before = httpx.patch(
+        f"{api}/registered-models/update",
+        json={"name": "scratch", "description": "mine"},
+        auth=READER,
+        timeout=TIMEOUT,
+    )
+    rerun = _make_users(home)
+    described_after = httpx.patch(
+        f"{api}/registered-models/update",
+        json={"name": "scratch", "description": "still mine?"},
+        auth=READER,
+        timeout=TIMEOUT,
+    )
+
+    assert experiment["artifact_location"] == f"mlflow-artifacts:/{experiment['experiment_id']}"
+    assert experiment["lifecycle_stage"] == "active"
+    assert take_experiment.json()["error_code"] == "RESOURCE_ALREADY_EXISTS", take_experiment.text
+    assert take_model.json()["error_code"] == "RESOURCE_ALREADY_EXISTS", take_model.text
+    assert (scratch.status_code, described_before.status_code) == (200, 200), scratch.text
+    assert rerun == (
+        0,
+        f"mlflow-users: user {READER[0]}: MANAGE on registered_model scratch revoked\n",
+        "",
+    )
+    assert described_after.status_code == 403, described_after.text
 
 
 def test_the_users_script_is_idempotent_follows_a_rotated_password_and_fails_closed(
