@@ -27,8 +27,9 @@
 #                           (default 15m; its hooks include the first training)
 #   SFMLOPS_NAMESPACE_POD_SECURITY  Pod Security level enforced in sfmlops's namespace (default
 #                           restricted)
-#   SFMLOPS_POD_SECURITY_ENFORCE    the level enforced in the other releases' namespaces (default
-#                           baseline; monitoring: privileged, for node-exporter)
+#   SFMLOPS_POD_SECURITY_ENFORCE    the level enforced in the other releases' namespaces instead of
+#                           each one's own (Kafka, Airflow, KubeRay operator: restricted;
+#                           ingress-nginx: baseline; monitoring: privileged, for node-exporter)
 #   HELM                    the helm binary (default: helm on PATH; ./install-helm.sh installs it)
 set -euo pipefail
 
@@ -82,7 +83,7 @@ repos() {
 }
 
 # One line per release: the arguments `helm upgrade --install` and `helm template` share.
-release_kuberay=(kuberay-operator kuberay/"$KUBERAY_OPERATOR_CHART" --version "$KUBERAY_OPERATOR_VERSION" -n "$KUBERAY_OPERATOR_NAMESPACE")
+release_kuberay=(kuberay-operator kuberay/"$KUBERAY_OPERATOR_CHART" --version "$KUBERAY_OPERATOR_VERSION" -n "$KUBERAY_OPERATOR_NAMESPACE" -f values-kuberay-operator.yaml)
 release_ingress=(ingress-nginx ingress-nginx/"$INGRESS_NGINX_CHART" --version "$INGRESS_NGINX_VERSION" -n "$INGRESS_NGINX_NAMESPACE")
 release_monitoring=("$KUBE_PROMETHEUS_RELEASE" prometheus-community/"$KUBE_PROMETHEUS_CHART" --version "$KUBE_PROMETHEUS_VERSION" -n "$KUBE_PROMETHEUS_NAMESPACE" -f values-kube-prometheus.yaml)
 release_kafka=("$KAFKA_RELEASE" "$KAFKA_REPO/$KAFKA_CHART" --version "$KAFKA_VERSION" -n "$KAFKA_NAMESPACE" "${kafka_values[@]}")
@@ -90,31 +91,46 @@ release_sfmlops=("$SFMLOPS_RELEASE" ./sfmlops-helm -n "$SFMLOPS_NAMESPACE" "${sf
 release_airflow=("$AIRFLOW_RELEASE" apache-airflow/"$AIRFLOW_CHART" --version "$AIRFLOW_VERSION" -n "$AIRFLOW_NAMESPACE" "${airflow_values[@]}")
 
 # Pod Security Admission on every namespace: pods beyond the "restricted" profile are reported
-# (warn, audit); the level refused outright is the second argument, else restricted in
-# sfmlops's own namespace (SFMLOPS_NAMESPACE_POD_SECURITY) and SFMLOPS_POD_SECURITY_ENFORCE
-# (default baseline) in the other releases'. Every pod of sfmlops's namespace meets restricted:
-# the chart's, those KubeRay makes from the chart's RayCluster, Airflow's task pods
-# (tests/deploy/test_security.py, and the cluster tier runs under it).
+# (warn, audit); the level refused outright is the second argument, else the namespace's own
+# (enforce_level). Every pod of sfmlops's namespace meets restricted: the chart's, those KubeRay
+# makes from the chart's RayCluster, Airflow's task pods (tests/deploy/test_security.py, and the
+# cluster tier runs under it).
 pod_security() {
-  local level=${SFMLOPS_POD_SECURITY_ENFORCE:-baseline}
-  [ "$1" = "$SFMLOPS_NAMESPACE" ] && level=${SFMLOPS_NAMESPACE_POD_SECURITY:-restricted}
   kubectl label namespace "$1" --overwrite >/dev/null \
-    "pod-security.kubernetes.io/enforce=${2:-$level}" \
+    "pod-security.kubernetes.io/enforce=${2:-$(enforce_level "$1")}" \
     pod-security.kubernetes.io/warn=restricted \
     pod-security.kubernetes.io/audit=restricted
 }
 
+# The level each namespace enforces: restricted wherever the release's pods meet it (with the
+# security contexts its values file sets), else the least that lets them run, with the reason.
+# SFMLOPS_NAMESPACE_POD_SECURITY replaces sfmlops's own, SFMLOPS_POD_SECURITY_ENFORCE the other
+# releases' (the way back if an upgraded upstream chart stops meeting its level).
+enforce_level() {
+  if [ "$1" = "$SFMLOPS_NAMESPACE" ]; then
+    echo "${SFMLOPS_NAMESPACE_POD_SECURITY:-restricted}"
+    return
+  fi
+  local level=restricted # Kafka, Airflow, the KubeRay operator
+  case "$1" in
+    # kube-prometheus-stack's node-exporter reads each node's /proc and /sys through hostPath
+    # volumes, in the host's network and PID namespaces: baseline refuses all three, and its
+    # DaemonSet would never become ready (helm --wait times out).
+    "$KUBE_PROMETHEUS_NAMESPACE") echo privileged && return ;;
+    # ingress-nginx's controller binds ports 80 and 443 as user 101 through file capabilities
+    # on its nginx binaries (setcap cap_net_bind_service): gaining them needs privilege
+    # escalation allowed, which restricted forbids (allowPrivilegeEscalation: false).
+    "$INGRESS_NGINX_NAMESPACE") level=baseline ;;
+  esac
+  echo "${SFMLOPS_POD_SECURITY_ENFORCE:-$level}"
+}
+
 namespaces() {
-  local namespace level
+  local namespace
   for namespace in "$SFMLOPS_NAMESPACE" "$KAFKA_NAMESPACE" "$AIRFLOW_NAMESPACE" \
     "$KUBE_PROMETHEUS_NAMESPACE" "$INGRESS_NGINX_NAMESPACE" "$KUBERAY_OPERATOR_NAMESPACE"; do
     kubectl create namespace "$namespace" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
-    level=""
-    # kube-prometheus-stack's node-exporter reads each node's /proc and /sys through hostPath
-    # volumes, in the host's network and PID namespaces: baseline refuses all three, and its
-    # DaemonSet would never become ready (helm --wait times out). Still reported (warn, audit).
-    if [ "$namespace" = "$KUBE_PROMETHEUS_NAMESPACE" ]; then level=privileged; fi
-    pod_security "$namespace" "$level"
+    pod_security "$namespace"
   done
 }
 

@@ -125,6 +125,40 @@ def test_airflow_values() -> None:
     assert airflow["dags"]["gitSync"]["enabled"] is False
 
 
+def test_the_releases_in_restricted_namespaces_state_what_the_profile_asks() -> None:
+    # scripts/deploy.sh enforces Pod Security "restricted" in these releases' namespaces: every
+    # pod must run non-root with a seccomp profile, every container without privilege escalation
+    # and with all capabilities dropped. The values state it rather than trust chart defaults.
+    def meets_restricted(pod: dict[str, Any], container: dict[str, Any]) -> bool:
+        return (
+            (pod.get("runAsNonRoot") is True or container.get("runAsNonRoot") is True)
+            and (
+                "RuntimeDefault"
+                in (
+                    pod.get("seccompProfile", {}).get("type"),
+                    container.get("seccompProfile", {}).get("type"),
+                )
+            )
+            and container.get("allowPrivilegeEscalation") is False
+            and container.get("capabilities", {}).get("drop") == ["ALL"]
+        )
+
+    airflow = load_yaml(ROOT / "values-airflow.yaml")
+    assert meets_restricted(
+        airflow["securityContexts"]["pod"], airflow["securityContexts"]["containers"]
+    )
+    # A pod context replaces the chart's whole default: the image's user is kept.
+    assert airflow["securityContexts"]["pod"]["runAsUser"] == 50000
+    assert airflow["statsd"]["enabled"] is False  # its own contexts, not the ones above
+    operator = load_yaml(ROOT / "values-kuberay-operator.yaml")
+    assert meets_restricted(operator["podSecurityContext"], operator["securityContext"])
+    kafka = load_yaml(ROOT / "values-kafka.yaml")
+    for component in ("controller", "provisioning"):
+        assert meets_restricted(
+            kafka[component]["podSecurityContext"], kafka[component]["containerSecurityContext"]
+        ), component
+
+
 def test_kube_prometheus_values() -> None:
     stack = load_yaml(ROOT / "values-kube-prometheus.yaml")
     spec = stack["prometheus"]["prometheusSpec"]
@@ -156,6 +190,7 @@ def test_client_namespaces_match_the_releases() -> None:
     [
         'helm upgrade --install kuberay-operator kuberay/kuberay-operator --version "$KUBERAY_OPERATOR_VERSION"',
         'helm upgrade --install ingress-nginx ingress-nginx/ingress-nginx --version "$INGRESS_NGINX_VERSION"',
+        "-n kuberay-system -f values-kuberay-operator.yaml",
         "-f values-kube-prometheus.yaml",
         "-f values-kafka.yaml",
         "-f sfmlops-helm/values.yaml -f values-ray.yaml",
