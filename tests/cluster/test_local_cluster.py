@@ -12,6 +12,8 @@ from typing import Any
 import httpx
 import pandas as pd
 import pytest
+import yaml
+from tests.support.deploy import CLUSTER_APIS
 from tests.support.mlflow_auth import READER_ANSWERS, READER_PROBE, reader_answers
 
 from sfmlops.datasets import ROSSMANN_DIR
@@ -264,6 +266,113 @@ def test_the_namespace_admits_only_pods_of_the_restricted_profile(deployed: Any)
     assert kafka["pod-security.kubernetes.io/enforce"] == "restricted"
     broker = deployed.json("get", "pod", "-n", KAFKA_NAMESPACE, "kafka-0")
     assert broker["status"]["phase"] == "Running"
+
+
+# Airflow's scheduler, as the chart's RoleBinding names it (values-airflow.yaml pins the name).
+AIRFLOW_TASKS_USER = "system:serviceaccount:airflow:airflow-scheduler"
+
+
+def _airflow_task_pod(image: str) -> dict[str, Any]:
+    """A command pod as Airflow's DAGs build it (images/airflow/dags/sfmlops_orchestration/
+    commands.py): the sfmlops image, the namespace's default account without a token, scratch
+    volumes, the restricted profile's contexts."""
+    seccomp = {"type": "RuntimeDefault"}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "sfmlops-forecast-probe", "namespace": NAMESPACE},
+        "spec": {
+            "serviceAccountName": "default",
+            "automountServiceAccountToken": False,
+            "restartPolicy": "Never",
+            "securityContext": {
+                "runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001,
+                "fsGroup": 10001, "seccompProfile": seccomp,
+            },
+            "containers": [{
+                "name": "base", "image": image, "command": ["sfmlops"], "args": ["status"],
+                "securityContext": {
+                    "allowPrivilegeEscalation": False, "privileged": False,
+                    "readOnlyRootFilesystem": True, "runAsNonRoot": True,
+                    "capabilities": {"drop": ["ALL"]}, "seccompProfile": seccomp,
+                },
+                "volumeMounts": [
+                    {"name": "home", "mountPath": "/var/lib/sfmlops"},
+                    {"name": "tmp", "mountPath": "/tmp"},
+                ],
+            }],
+            "volumes": [
+                {"name": "home", "emptyDir": {"sizeLimit": "1Gi"}},
+                {"name": "tmp", "emptyDir": {"sizeLimit": "4Gi"}},
+            ],
+        },
+    }  # fmt: skip
+
+
+def test_airflow_s_account_may_create_the_task_pods_and_nothing_else(
+    deployed: Any, tmp_path: Path
+) -> None:
+    # No Airflow runs here (values-local.yaml leaves its objects out): the chart's Role,
+    # RoleBinding and admission policy for Airflow's task pods, rendered with this release's
+    # values, are applied for this test, and the API server itself judges pods created as
+    # Airflow's service account (impersonated, server-side dry runs: nothing is created).
+    values = tmp_path / "values.yaml"
+    values.write_text(deployed.helm("get", "values", RELEASE, "-n", NAMESPACE, "-o", "yaml"))
+    rendered = deployed.helm(
+        "template", RELEASE, "./sfmlops-helm", "-n", NAMESPACE, "-f", str(values),
+        "--set", "airflowTasks.enabled=true", "--show-only", "templates/airflow-tasks.yaml",
+        *(argument for api in CLUSTER_APIS for argument in ("--api-versions", api)),
+    )  # fmt: skip
+    objects = [item for item in yaml.safe_load_all(rendered) if item]
+    (settings,) = (item["data"] for item in objects if item["kind"] == "ConfigMap")
+    applied = [item for item in objects if item["kind"] != "ConfigMap"]  # Airflow's namespace
+    assert {item["kind"] for item in applied} == {
+        "Role", "RoleBinding", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding",
+    }  # fmt: skip
+    manifest = tmp_path / "airflow-tasks.yaml"
+    manifest.write_text(yaml.safe_dump_all(applied))
+    image = settings["AIRFLOW_VAR_SFMLOPS_IMAGE"]
+
+    def create(pod: dict[str, Any], *, as_airflow: bool = True) -> subprocess.CompletedProcess[str]:
+        path = tmp_path / "pod.yaml"
+        path.write_text(yaml.safe_dump(pod))
+        user = ["--as", AIRFLOW_TASKS_USER] if as_airflow else []
+        return deployed.run(
+            ["kubectl", "create", "--dry-run=server", "-f", str(path), *user], check=False
+        )
+
+    other_image = _airflow_task_pod("localhost/sfmlops-forecast-api:unused")
+    secret_volume = _airflow_task_pod(image)
+    secret_volume["spec"]["volumes"].append(
+        {"name": "keys", "secret": {"secretName": f"{RELEASE}-api-token"}}
+    )
+    other_account = _airflow_task_pod(image)
+    other_account["spec"]["serviceAccountName"] = f"{RELEASE}-mlflow"
+    deployed.kubectl("apply", "-f", str(manifest))
+    try:
+        # The API server compiles a new policy in the background: refusals start within seconds.
+        refused_image = deployed.wait(
+            lambda: (
+                "run only the sfmlops image" in (result := create(other_image)).stderr and result
+            ),
+            60,
+            "the admission policy in force",
+        )
+        admitted = create(_airflow_task_pod(image))
+        refused_volume = create(secret_volume)
+        refused_account = create(other_account)
+        # Anyone else (here the cluster's admin) is left to RBAC and Pod Security alone.
+        admin = create(other_image, as_airflow=False)
+    finally:
+        deployed.kubectl("delete", "-f", str(manifest), "--ignore-not-found")
+
+    assert admitted.returncode == 0, admitted.stderr
+    assert "Airflow task pods run only the sfmlops image" in refused_image.stderr
+    assert refused_volume.returncode != 0
+    assert "refused: keys" in refused_volume.stderr, refused_volume.stderr
+    assert refused_account.returncode != 0
+    assert f"run as the service account default, not {RELEASE}-mlflow" in refused_account.stderr
+    assert admin.returncode == 0, admin.stderr
 
 
 def test_a_sales_batch_through_the_api_shows_in_the_status(api: Any) -> None:
