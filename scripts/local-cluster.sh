@@ -14,8 +14,9 @@
 # the kubelet, kube-proxy (iptables), CoreDNS (the cluster DNS, 10.96.0.10), the KubeRay operator,
 # local-path-provisioner (the default StorageClass) and an ingress controller driving nginx.
 # Kubernetes, etcd, CoreDNS, the KubeRay operator, local-path-provisioner and crictl are built from
-# the Go module proxy at the versions pinned below, into ~/.cache/sfmlops-cluster keyed by version;
-# the Go caches are Go's defaults, shared with every other Go build on the machine. The rest
+# the Go module proxy at the versions pinned below, into ~/.cache/sfmlops-cluster keyed by version,
+# with Go caches of their own under it (about 14 GB: modules and compiled packages) that are
+# deleted once every program is built, since `up` needs only the binaries. The rest
 # (containerd, runc, the CNI plugins, iptables, nginx) comes from Debian
 # (scripts/install-system-deps.sh cluster). Runs as root: it creates a bridge, iptables rules,
 # cgroups and mounts.
@@ -57,8 +58,16 @@ bridge=cni0
 
 kubernetes_bin=$cache/kubernetes-$KUBERNETES_VERSION
 etcd_bin=$cache/etcd-$ETCD_VERSION
+# "-plugins": only the plugins of the Corefile (build_coredns).
+coredns_bin=$cache/coredns-$COREDNS_VERSION-plugins
+# The KubeRay operator, local-path-provisioner and crictl (the name also has the version of the
+# CoreDNS once built with them: a new name would rebuild the same programs).
 addons_bin=$cache/addons-coredns-$COREDNS_VERSION-kuberay-$KUBERAY_VERSION-local-path-$LOCAL_PATH_PROVISIONER_VERSION-crictl-$CRI_TOOLS_VERSION
-traefik_bin=$cache/traefik-$TRAEFIK_VERSION
+# "-no-dns-providers": lego without its DNS providers (build_traefik).
+traefik_bin=$cache/traefik-$TRAEFIK_VERSION-no-dns-providers
+# The CRDs `up` applies, from the modules that ship them: kept here, `up` needs no Go.
+kuberay_crds=$cache/crds/kuberay-$KUBERAY_VERSION
+gateway_api_crds=$cache/crds/gateway-api-$GATEWAY_API_VERSION
 pki=$state/pki
 run=$state/run
 logs=$state/logs
@@ -144,15 +153,62 @@ build_etcd() {
   rm -rf "$out" && mv "$out.tmp" "$out"
 }
 
-# CoreDNS, the KubeRay operator, local-path-provisioner and crictl install from their modules.
+# CoreDNS with the plugins the Corefile of start_coredns uses, nothing else: its own main
+# compiles half the packages of the full build, whose other plugins bring the SDKs of cloud DNS
+# services (Route 53, Azure, Cloud DNS) and more.
+build_coredns() {
+  local out=$coredns_bin
+  [ -x "$out/coredns" ] && return 0
+  log "building CoreDNS $COREDNS_VERSION"
+  local src=$cache/src/coredns-$COREDNS_VERSION
+  mkdir -p "$src"
+  printf 'module sfmlops.local/coredns\n\ngo 1.24.0\n\nrequire github.com/coredns/coredns %s\n' \
+    "$COREDNS_VERSION" >"$src/go.mod"
+  cat >"$src/main.go" <<'EOF'
+package main
+
+import (
+	"github.com/coredns/coredns/core/dnsserver"
+	"github.com/coredns/coredns/coremain"
+
+	_ "github.com/coredns/coredns/plugin/bind"
+	_ "github.com/coredns/coredns/plugin/cache"
+	_ "github.com/coredns/coredns/plugin/errors"
+	_ "github.com/coredns/coredns/plugin/health"
+	_ "github.com/coredns/coredns/plugin/kubernetes"
+	_ "github.com/coredns/coredns/plugin/ready"
+	_ "github.com/coredns/coredns/plugin/reload"
+	_ "github.com/coredns/coredns/plugin/template"
+)
+
+func main() {
+	// The plugins keep their places in CoreDNS's order, which decides how they chain.
+	kept := map[string]bool{"bind": true, "cache": true, "errors": true, "health": true,
+		"kubernetes": true, "ready": true, "reload": true, "template": true}
+	directives := []string{}
+	for _, name := range dnsserver.Directives {
+		if kept[name] {
+			directives = append(directives, name)
+		}
+	}
+	dnsserver.Directives = directives
+	coremain.Run()
+}
+EOF
+  (cd "$src" && go mod tidy)
+  rm -rf "$out.tmp" && mkdir -p "$out.tmp"
+  (cd "$src" && CGO_ENABLED=0 nice -n 10 go build -trimpath -ldflags "-s -w" -o "$out.tmp/coredns" .)
+  rm -rf "$out" && mv "$out.tmp" "$out"
+}
+
+# The KubeRay operator, local-path-provisioner and crictl install from their modules.
 build_addons() {
   local out=$addons_bin
   [ -x "$out/crictl" ] && return 0
-  log "building CoreDNS $COREDNS_VERSION, KubeRay $KUBERAY_VERSION, local-path-provisioner, crictl"
+  log "building KubeRay $KUBERAY_VERSION, local-path-provisioner, crictl"
   rm -rf "$out.tmp" && mkdir -p "$out.tmp"
   local package
-  for package in "github.com/coredns/coredns@$COREDNS_VERSION" \
-    "github.com/ray-project/kuberay/ray-operator@$KUBERAY_VERSION" \
+  for package in "github.com/ray-project/kuberay/ray-operator@$KUBERAY_VERSION" \
     "github.com/rancher/local-path-provisioner@$LOCAL_PATH_PROVISIONER_VERSION" \
     "sigs.k8s.io/cri-tools/cmd/crictl@$CRI_TOOLS_VERSION"; do
     GOBIN="$out.tmp" CGO_ENABLED=0 nice -n 10 go install -trimpath -ldflags "-s -w" "$package"
@@ -160,8 +216,22 @@ build_addons() {
   rm -rf "$out" && mv "$out.tmp" "$out"
 }
 
+# Copies a folder of a module (downloaded if needed) to the cache. Args: module@version, the
+# folder in the module, the copy.
+keep_module_folder() {
+  local module=$1 folder=$2 copy=$3
+  [ -d "$copy" ] && return 0
+  rm -rf "$copy.tmp" && mkdir -p "$(dirname "$copy")"
+  cp -r "$(module_dir "$module")/$folder" "$copy.tmp"
+  chmod -R u+w "$copy.tmp"
+  mv "$copy.tmp" "$copy"
+}
+
 # Traefik's go.mod replaces three modules with forks; `go install` refuses any replace, so a
-# module of our own carries them.
+# module of our own carries them. It also replaces lego (the ACME client) with a copy whose
+# DNS-provider factory knows none: the SDKs of the ~150 DNS services it imports were a third of
+# the compiled source, for the DNS-01 challenge a local cluster never answers (an ACME resolver
+# naming a DNS provider fails with "unrecognized DNS provider").
 build_traefik() {
   local out=$traefik_bin
   [ -x "$out/traefik" ] && return 0
@@ -178,27 +248,66 @@ build_traefik() {
     sed -n '/^require (/,/^)/p' "$modfile"
     sed -n '/^replace (/,/^)/p' "$modfile"
   } >"$src/go.mod"
+  local lego
+  lego=$(cd "$src" && GOFLAGS="$GOFLAGS -mod=mod" go list -m -f '{{.Version}}' github.com/go-acme/lego/v4)
+  lego=$(module_dir "github.com/go-acme/lego/v4@$lego")
+  [ -d "$lego" ] || return 1
+  rm -rf "$src/lego" && cp -r "$lego" "$src/lego" && chmod -R u+w "$src/lego"
+  cat >"$src/lego/providers/dns/zz_gen_dns_providers.go" <<'EOF'
+package dns
+
+import (
+	"fmt"
+
+	"github.com/go-acme/lego/v4/challenge"
+)
+
+// NewDNSChallengeProviderByName knows no DNS provider in this build.
+func NewDNSChallengeProviderByName(name string) (challenge.Provider, error) {
+	return nil, fmt.Errorf("unrecognized DNS provider: %s", name)
+}
+EOF
+  printf '\nreplace github.com/go-acme/lego/v4 => ./lego\n' >>"$src/go.mod"
   rm -rf "$out.tmp" && mkdir -p "$out.tmp"
-  (cd "$src" && CGO_ENABLED=0 GOFLAGS=-mod=mod nice -n 10 go build -trimpath \
+  (cd "$src" && CGO_ENABLED=0 GOFLAGS="$GOFLAGS -mod=mod" nice -n 10 go build -trimpath \
     -ldflags "-s -w -X github.com/traefik/traefik/v3/pkg/version.Version=$TRAEFIK_VERSION" \
     -o "$out.tmp/traefik" github.com/traefik/traefik/v3/cmd/traefik)
-  rm -rf "$out" && mv "$out.tmp" "$out"
+  [ -x "$out.tmp/traefik" ] && rm -rf "$out" && mv "$out.tmp" "$out"
 }
 
 build() {
-  command -v go >/dev/null 2>&1 || die "Go is needed to build the cluster's programs (https://go.dev/dl)"
   mkdir -p "$cache"
   # One build at a time (a background build of `make test` and `up`): the second waits, then
   # finds the programs built.
   local lock
   exec {lock}>"$cache/build.lock"
   flock "$lock"
-  build_kubernetes
-  build_etcd
-  build_addons
-  # The cluster is useful without an ingress (kubectl port-forward), so a failed Traefik build
-  # is reported, not fatal.
-  build_traefik || log "Traefik did not build: no ingress controller (reach Services with kubectl port-forward)"
+  if ! { [ -x "$kubernetes_bin/kubectl" ] && [ -x "$etcd_bin/etcd" ] && [ -x "$coredns_bin/coredns" ] &&
+    [ -x "$addons_bin/crictl" ] && [ -x "$traefik_bin/traefik" ] && [ -d "$kuberay_crds" ] &&
+    [ -d "$gateway_api_crds" ]; }; then
+    command -v go >/dev/null 2>&1 || die "Go is needed to build the cluster's programs (https://go.dev/dl)"
+    # Go caches of these builds only (Go's defaults would keep ~14 GB that every later Go build
+    # on the machine carries); -modcacherw lets the module cache be deleted like any folder.
+    export GOCACHE=$cache/go/build GOMODCACHE=$cache/go/mod
+    GOFLAGS="$(go env GOFLAGS) -modcacherw"
+    export GOFLAGS
+    build_kubernetes
+    build_etcd
+    build_coredns
+    build_addons
+    keep_module_folder "github.com/ray-project/kuberay/ray-operator@$KUBERAY_VERSION" \
+      config/crd/bases "$kuberay_crds"
+    # Those of the Gateway API version Traefik is built against.
+    keep_module_folder "sigs.k8s.io/gateway-api@$GATEWAY_API_VERSION" config/crd/standard \
+      "$gateway_api_crds"
+    # The cluster is useful without an ingress (kubectl port-forward), so a failed Traefik
+    # build is reported, not fatal; the caches then stay for the next try.
+    if build_traefik && [ -x "$traefik_bin/traefik" ]; then
+      rm -rf "$cache/go"
+    else
+      log "Traefik did not build: no ingress controller (reach Services with kubectl port-forward)"
+    fi
+  fi
   # The daemons `up` starts next must not inherit the lock.
   exec {lock}>&-
 }
@@ -645,7 +754,7 @@ cluster.local:53 in-addr.arpa:53 ip6.arpa:53 {
     }
 }
 EOF
-  start_process coredns "$addons_bin/coredns" -conf "$state/Corefile"
+  start_process coredns "$coredns_bin/coredns" -conf "$state/Corefile"
   kubectl_admin apply --server-side --force-conflicts -f - >/dev/null <<EOF
 apiVersion: v1
 kind: Service
@@ -677,10 +786,8 @@ EOF
 }
 
 start_kuberay() {
-  local crds
-  crds=$(module_dir "github.com/ray-project/kuberay/ray-operator@$KUBERAY_VERSION")/config/crd/bases
-  kubectl_admin apply --server-side --force-conflicts -f "$crds" >/dev/null
-  kubectl_admin wait --for condition=Established --timeout 120s -f "$crds" >/dev/null
+  kubectl_admin apply --server-side --force-conflicts -f "$kuberay_crds" >/dev/null
+  kubectl_admin wait --for condition=Established --timeout 120s -f "$kuberay_crds" >/dev/null
   KUBECONFIG=$admin_kubeconfig start_process kuberay-operator "$addons_bin/ray-operator" \
     -metrics-addr 127.0.0.1:18083 -health-probe-bind-address 127.0.0.1:18084 \
     -enable-leader-election=false -log-stdout-encoder console
@@ -868,12 +975,10 @@ start_ingress() {
     log "no ingress controller: kubectl port-forward --address 127.0.0.1 svc/NAME PORT reaches a Service"
     return 0
   fi
-  local gateway_crds
-  gateway_crds=$(module_dir "sigs.k8s.io/gateway-api@$GATEWAY_API_VERSION")/config/crd/standard
-  kubectl_admin apply --server-side --force-conflicts -f "$gateway_crds" >/dev/null
+  kubectl_admin apply --server-side --force-conflicts -f "$gateway_api_crds" >/dev/null
   # A new CRD's kinds are served only once it is Established: applying the GatewayClass right
   # after the CRDs failed with "no matches for kind" on a fresh state.
-  kubectl_admin wait --for condition=Established --timeout 120s -f "$gateway_crds" >/dev/null
+  kubectl_admin wait --for condition=Established --timeout 120s -f "$gateway_api_crds" >/dev/null
   kubectl_admin apply --server-side --force-conflicts -f - >/dev/null <<EOF
 apiVersion: v1
 kind: Namespace

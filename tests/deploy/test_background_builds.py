@@ -62,6 +62,7 @@ def test_the_cluster_programs_build_waits_for_a_running_one(tmp_path: Path) -> N
         f"{folder('kubernetes_bin')}/kubelet",
         f"{folder('kubernetes_bin')}/kubectl",
         f"{folder('etcd_bin')}/etcd",
+        f"{folder('coredns_bin')}/coredns",
         f"{folder('addons_bin')}/crictl",
         f"{folder('traefik_bin')}/traefik",
     ]
@@ -70,6 +71,8 @@ def test_the_cluster_programs_build_waits_for_a_running_one(tmp_path: Path) -> N
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("#!/bin/sh\n")
         path.chmod(0o755)
+    for crds in (folder("kuberay_crds"), folder("gateway_api_crds")):
+        (cache / crds).mkdir(parents=True)
     fake_go = tmp_path / "bin" / "go"
     fake_go.parent.mkdir()
     fake_go.write_text("#!/bin/sh\nexit 1\n")
