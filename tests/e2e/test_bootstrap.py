@@ -147,13 +147,19 @@ def test_bootstrap_refuses_an_unknown_executor_and_changes_nothing(
 
 
 def test_bootstrap_waits_for_an_absent_database_then_fails_naming_it(tmp_path: Path) -> None:
-    unreachable = f"postgresql+psycopg2://sfmlops:secret@127.0.0.1:{free_port()}/sfmlops"
+    port = free_port()
+    unreachable = f"postgresql+psycopg2://sfmlops:secret@127.0.0.1:{port}/sfmlops"
 
     result = _sfmlops(tmp_path / "home", unreachable, "bootstrap", "--wait", "3")
 
     assert result.returncode == 1
     assert "waiting up to 3 s for the database" in result.stdout
-    assert "the database did not answer within 3 s" in result.stderr
+    # The error names the database it waited for, with its password masked.
+    assert f"the database at postgresql+psycopg2://sfmlops:***@127.0.0.1:{port}/sfmlops" in (
+        result.stderr
+    )
+    assert "did not answer within 3 s" in result.stderr
+    assert "secret" not in result.stderr
 
 
 def test_a_waiter_for_the_migration_lock_does_not_block_an_index_built_concurrently(
