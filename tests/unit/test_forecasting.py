@@ -25,7 +25,12 @@ from sfmlops.core.forecasting.backtest import (
     run_backtest,
     select_champions,
 )
-from sfmlops.core.forecasting.base import IntervalCalibration, UnknownSeriesError, as_future
+from sfmlops.core.forecasting.base import (
+    Forecaster,
+    IntervalCalibration,
+    UnknownSeriesError,
+    as_future,
+)
 from sfmlops.core.forecasting.bundle import (
     ASSUMED_OPEN,
     ASSUMED_PROMO,
@@ -1065,21 +1070,29 @@ def test_a_model_set_is_checked_stripped_and_deduplicated() -> None:
         model_set([" "])
 
 
+def serving_bundle(
+    model: Forecaster, history: pd.DataFrame, stores: pd.DataFrame
+) -> tuple[ForecastBundle, list[dt.date]]:
+    """A bundle serving `model` to every series of `history`, with the plan's derived defaults
+    (usual open weekdays and promotions, states), and the 14 days after its last."""
+    keys = history[[columns.STORE_ID, columns.PRODUCT_ID]].drop_duplicates()
+    bundle = ForecastBundle(
+        {model.name: model},
+        keys.assign(**{columns.MODEL: model.name, metrics.RMSPE: 0.1}),
+        usual_open_weekdays(history),
+        history[columns.SALES_DATE].max(),
+        usual_promo=usual_promo_cycle(history),
+        states=store_states(stores),
+    )
+    start = (bundle.last_date + pd.Timedelta(days=1)).date()
+    return bundle, [start + dt.timedelta(days=offset) for offset in range(14)]
+
+
 def test_a_planned_promotion_lifts_the_served_forecast_and_is_named_as_the_plan(
     sales: pd.DataFrame, stores: pd.DataFrame, fitted_gbm: GlobalGBMForecaster
 ) -> None:
     seen, _ = split(sales, 28)
-    keys = pd.DataFrame({columns.STORE_ID: range(1, 7), columns.PRODUCT_ID: "total"})
-    bundle = ForecastBundle(
-        {"gbm": fitted_gbm},
-        keys.assign(**{columns.MODEL: "gbm", metrics.RMSPE: 0.1}),
-        usual_open_weekdays(seen),
-        seen[columns.SALES_DATE].max(),
-        usual_promo=usual_promo_cycle(seen),
-        states=store_states(stores),
-    )
-    start = (bundle.last_date + pd.Timedelta(days=1)).date()
-    days = [start + dt.timedelta(days=offset) for offset in range(14)]
+    bundle, days = serving_bundle(fitted_gbm, seen, stores)
     # Store 3: promotions Monday to Friday of the first week, none in the second.
     planned = pd.DataFrame(
         {
@@ -1094,7 +1107,7 @@ def test_a_planned_promotion_lifts_the_served_forecast_and_is_named_as_the_plan(
         }
     )
     served = serving.prepare(
-        bundle, "1", "run", dt.datetime.now(dt.UTC), start, plan_by_store(as_plan(planned))
+        bundle, "1", "run", dt.datetime.now(dt.UTC), days[0], plan_by_store(as_plan(planned))
     )
 
     planned_store, other_store = (
@@ -1136,17 +1149,7 @@ def test_a_changed_plan_predicts_again_only_its_states_and_serves_what_a_fresh_l
         ],
         ignore_index=True,
     )
-    keys = products[[columns.STORE_ID, columns.PRODUCT_ID]].drop_duplicates()
-    bundle = ForecastBundle(
-        {"seasonal_naive": SeasonalNaiveForecaster().fit(products, stores)},
-        keys.assign(**{columns.MODEL: "seasonal_naive", metrics.RMSPE: 0.1}),
-        usual_open_weekdays(products),
-        products[columns.SALES_DATE].max(),
-        usual_promo=usual_promo_cycle(products),
-        states=store_states(stores),
-    )
-    start = (bundle.last_date + pd.Timedelta(days=1)).date()
-    days = [start + dt.timedelta(days=offset) for offset in range(14)]
+    bundle, days = serving_bundle(SeasonalNaiveForecaster().fit(products, stores), products, stores)
 
     def closures(store: int, closed: set[int]) -> pd.DataFrame:
         return pd.DataFrame(
@@ -1181,7 +1184,7 @@ def test_a_changed_plan_predicts_again_only_its_states_and_serves_what_a_fresh_l
         return predict(future)
 
     monkeypatch.setattr(bundle, "predict", recording)
-    later = start + dt.timedelta(days=1)
+    later = days[1]
     again = serving.prepare(bundle, "1", "run", now, later, after, earlier=saved)
     # A plan's state and school holidays reach its state's other stores: 5 is predicted too.
     assert set(pd.concat(predicted)[columns.STORE_ID]) == {2, 4, 5}
