@@ -8,6 +8,7 @@ has a `total` series of its own.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,23 @@ def forecast(client: TestClient, product_id: str | None = None, **params: Any) -
     assert response.status_code == 200, response.text
     body: dict[str, Any] = response.json()
     return body
+
+
+@contextmanager
+def predictions_counted(bundle: Any) -> Iterator[list[int]]:
+    """The rows of each frame `bundle` predicts inside the block (it still predicts)."""
+    calls: list[int] = []
+    predict = bundle.predict
+
+    def counted(future: Any) -> Any:
+        calls.append(len(future))
+        return predict(future)
+
+    bundle.predict = counted
+    try:
+        yield calls
+    finally:
+        del bundle.predict
 
 
 def summed(bodies: list[dict[str, Any]], name: str) -> list[float]:
@@ -137,20 +155,9 @@ def test_any_start_and_length_within_the_calibrated_horizon_is_not_predicted(
     products_api: TestClient,
 ) -> None:
     cache = products_api.app.state.model_cache  # type: ignore[attr-defined]
-    bundle = cache.state.model.bundle
-    calls = []
-    predict = bundle.predict
-
-    def counted(future: Any) -> Any:
-        calls.append(len(future))
-        return predict(future)
-
-    bundle.predict = counted
-    try:
+    with predictions_counted(cache.state.model.bundle) as calls:
         within = forecast(products_api, "P002", start="2015-07-01", days=31)
         beyond = forecast(products_api, "P002", start="2015-07-01", days=32)
-    finally:
-        del bundle.predict
     assert within["forecast"][-1]["date"] == "2015-07-31"
     assert within["beyond_calibrated_horizon"] is False
     assert beyond["beyond_calibrated_horizon"] is True
@@ -204,25 +211,14 @@ def test_the_api_serves_the_horizon_its_training_job_saved(products_api: TestCli
         np.testing.assert_array_equal(horizon.state_holidays, computed.state_holidays)
     assert (2, columns.DEFAULT_PRODUCT) in saved.rows
     # Loading a champion with it predicts nothing (no plan changed since training).
-    bundle = served.bundle
-    calls = []
-    predict = bundle.predict
-
-    def counted(future: Any) -> Any:
-        calls.append(len(future))
-        return predict(future)
-
-    bundle.predict = counted
-    try:
+    with predictions_counted(served.bundle) as calls:
         again = serving.prepare(
-            bundle,
+            served.bundle,
             served.version,
             served.run_id,
             served.registered_at,
             served.default_start,
             earlier=saved,
         )
-    finally:
-        del bundle.predict
     assert calls == []
     assert again.default_bodies == served.default_bodies
