@@ -18,7 +18,8 @@
 `--cases covariates` runs only the GET of the default horizon (2 connections) and the POSTs
 with covariates, without the reference design; with `--baseline-src BASELINE/src` (a
 worktree of another revision; repeatable) the same cases run against that revision's server
-too, one after the other in the same run.
+too, one after the other in the same run; `--post-connections 1,2` runs each POST with one
+connection, then two.
 
 A HOME without a champion is prepared first (`sfmlops load-data`, then
 `sfmlops train --models seasonal_naive,gbm --windows 1 --executor sequential`, a few minutes).
@@ -217,16 +218,19 @@ wrk.path = "/v1/forecast"
 """
 
 
-def covariate_cases(url: str, work: Path, seconds: int, label: str) -> list[dict[str, Any]]:
+def covariate_cases(
+    url: str, work: Path, seconds: int, label: str, connections: tuple[int, ...] = (1,)
+) -> list[dict[str, Any]]:
     """POST /v1/forecast with the caller's covariates: one store x 14 days, then every store x
-    7 days (one connection: a request's latency, not a queue's)."""
+    7 days, each with every count of `connections` in turn (one: a request's latency, not a
+    queue's; two: one request per worker at a time, as two callers would)."""
+    one = post_covariates_body(work / f"one-{label}.json", 1, 14)
+    every = post_covariates_body(work / f"all-{label}.json", STORES, 7)
     return [
-        wrk(url, post_covariates_body(work / f"one-{label}.json", 1, 14), connections=1,
-            seconds=seconds, work=work,
-            name=f"{label}POST /v1/forecast with covariates, 1 store x 14 days"),
-        wrk(url, post_covariates_body(work / f"all-{label}.json", STORES, 7), connections=1,
-            seconds=seconds, work=work,
-            name=f"{label}POST /v1/forecast with covariates, 1,115 stores x 7 days"),
+        wrk(url, body, connections=count, seconds=seconds, work=work,
+            name=f"{label}POST /v1/forecast with covariates, {what}")
+        for body, what in ((one, "1 store x 14 days"), (every, "1,115 stores x 7 days"))
+        for count in connections
     ]  # fmt: skip
 
 
@@ -238,6 +242,7 @@ def ours(
     cases: str = "all",
     src: Path | None = None,
     label: str = "",
+    post_connections: tuple[int, ...] = (1,),
 ) -> list[dict[str, Any]]:
     """Our server's figures; with `src`, the server imports sfmlops from that folder, and
     every case's name starts with `label`."""
@@ -257,7 +262,7 @@ def ours(
                 wrk(url, random_store_get(""), connections=2, seconds=seconds, work=work,
                     name=f"{label}GET forecast, default horizon (days=7)")
             )  # fmt: skip
-            results.extend(covariate_cases(url, work, seconds, label))
+            results.extend(covariate_cases(url, work, seconds, label, post_connections))
             return results
         for concurrency in sorted({2, connections}):
             results.append(
@@ -362,6 +367,11 @@ def main() -> None:
         default=[],
         help="another revision's src folder (with --cases covariates; repeatable)",
     )
+    parser.add_argument(
+        "--post-connections",
+        default="1",
+        help="wrk connections for the POSTs with covariates, comma-separated (e.g. 1,2)",
+    )
     args = parser.parse_args()
     if args.command == "reference-server":
         reference_server(args.port)
@@ -373,11 +383,14 @@ def main() -> None:
         work = Path(scratch)
         if args.cases == "covariates":
             source = Path(__file__).resolve().parent.parent / "src"
-            results = ours(home, work, args.seconds, 2, "covariates", source, "current: ")
+            posts = tuple(int(count) for count in args.post_connections.split(","))
+            results = ours(
+                home, work, args.seconds, 2, "covariates", source, "current: ", posts
+            )  # fmt: skip
             for number, baseline in enumerate(args.baseline_src, start=1):
                 label = "baseline: " if len(args.baseline_src) == 1 else f"baseline {number}: "
                 results += ours(
-                    home, work, args.seconds, 2, "covariates", baseline.resolve(), label
+                    home, work, args.seconds, 2, "covariates", baseline.resolve(), label, posts
                 )  # fmt: skip
         else:
             results = ours(home, work, args.seconds, args.connections)
