@@ -31,6 +31,14 @@ if [ -x "$dest/helm" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$build" ]; then
 fi
 
 if command -v go >/dev/null 2>&1; then
+  # Go caches of this build only, deleted after, unless the caller gives some
+  # (scripts/install-deploy-tools.sh shares one pair between its builds): Go's defaults
+  # (~/.cache/go-build, ~/go/pkg/mod) would keep about 2 GB that nothing reads again.
+  if [ -z "${GOCACHE:-}" ] || [ -z "${GOMODCACHE:-}" ]; then
+    go_caches=$(mktemp -d)
+    trap 'rm -rf "$go_caches"' EXIT
+    export GOCACHE=$go_caches/build GOMODCACHE=$go_caches/mod
+  fi
   # The same ldflags as Helm's own Makefile: its version string (and for Helm 3 its default
   # Kubernetes version).
   module=helm.sh/helm/v$major
@@ -40,7 +48,8 @@ if command -v go >/dev/null 2>&1; then
       ldflags+=" -X $package.k8sVersionMajor=1 -X $package.k8sVersionMinor=$HELM_KUBE_MINOR"
     done
   fi
-  GOBIN=$(cd "$dest" && pwd) GOFLAGS=-trimpath nice -n 10 go install -ldflags "$ldflags" \
+  # -modcacherw: a module cache that can be deleted like any folder.
+  GOBIN=$(cd "$dest" && pwd) GOFLAGS="-trimpath -modcacherw" nice -n 10 go install -ldflags "$ldflags" \
     "$module/cmd/helm@$version"
 else
   case "$(uname -m)" in
