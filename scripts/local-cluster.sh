@@ -137,34 +137,44 @@ EOF
   rm -rf "$out" && mv "$out.tmp" "$out"
 }
 
-# etcd's server module has the same kind of replaces as Kubernetes; the same trick builds it.
-build_etcd() {
-  local out=$etcd_bin
-  [ -x "$out/etcd" ] && return 0
-  log "building etcd $ETCD_VERSION"
-  local src=$cache/src/etcd-$ETCD_VERSION
+# Builds one program from a module of our own, unless its binary is in the cache. Args: its name
+# and version (for the log and the source folder), its binary, the function that writes the
+# module's files into the folder it is given, the package `go build` builds there.
+build_go_program() {
+  local name=$1 version=$2 binary=$3 write_module=$4 package=$5
+  [ -x "$binary" ] && return 0
+  log "building $name $version"
+  local src=$cache/src/$name-$version out=${binary%/*}
   mkdir -p "$src"
-  printf 'module sfmlops.local/etcd\n\ngo 1.24.0\n\nrequire go.etcd.io/etcd/server/v3 %s\n' "$ETCD_VERSION" >"$src/go.mod"
-  printf '//go:build tools\n\npackage tools\n\nimport _ "go.etcd.io/etcd/server/v3"\n' >"$src/tools.go"
+  "$write_module" "$src"
   (cd "$src" && go mod tidy)
   rm -rf "$out.tmp" && mkdir -p "$out.tmp"
-  (cd "$src" && CGO_ENABLED=0 nice -n 10 go build -trimpath -ldflags "-s -w" -o "$out.tmp/etcd" \
-    go.etcd.io/etcd/server/v3)
+  (cd "$src" && CGO_ENABLED=0 nice -n 10 go build -trimpath -ldflags "-s -w" \
+    -o "$out.tmp/${binary##*/}" "$package")
   rm -rf "$out" && mv "$out.tmp" "$out"
+}
+
+# etcd's server module has the same kind of replaces as Kubernetes; the same trick builds it.
+build_etcd() {
+  build_go_program etcd "$ETCD_VERSION" "$etcd_bin/etcd" write_etcd_module go.etcd.io/etcd/server/v3
+}
+
+write_etcd_module() {
+  printf 'module sfmlops.local/etcd\n\ngo 1.24.0\n\nrequire go.etcd.io/etcd/server/v3 %s\n' "$ETCD_VERSION" >"$1/go.mod"
+  printf '//go:build tools\n\npackage tools\n\nimport _ "go.etcd.io/etcd/server/v3"\n' >"$1/tools.go"
 }
 
 # CoreDNS with the plugins the Corefile of start_coredns uses, nothing else: its own main
 # compiles half the packages of the full build, whose other plugins bring the SDKs of cloud DNS
 # services (Route 53, Azure, Cloud DNS) and more.
 build_coredns() {
-  local out=$coredns_bin
-  [ -x "$out/coredns" ] && return 0
-  log "building CoreDNS $COREDNS_VERSION"
-  local src=$cache/src/coredns-$COREDNS_VERSION
-  mkdir -p "$src"
+  build_go_program coredns "$COREDNS_VERSION" "$coredns_bin/coredns" write_coredns_module .
+}
+
+write_coredns_module() {
   printf 'module sfmlops.local/coredns\n\ngo 1.24.0\n\nrequire github.com/coredns/coredns %s\n' \
-    "$COREDNS_VERSION" >"$src/go.mod"
-  cat >"$src/main.go" <<'EOF'
+    "$COREDNS_VERSION" >"$1/go.mod"
+  cat >"$1/main.go" <<'EOF'
 package main
 
 import (
@@ -195,10 +205,6 @@ func main() {
 	coremain.Run()
 }
 EOF
-  (cd "$src" && go mod tidy)
-  rm -rf "$out.tmp" && mkdir -p "$out.tmp"
-  (cd "$src" && CGO_ENABLED=0 nice -n 10 go build -trimpath -ldflags "-s -w" -o "$out.tmp/coredns" .)
-  rm -rf "$out" && mv "$out.tmp" "$out"
 }
 
 # The KubeRay operator, local-path-provisioner and crictl install from their modules.
