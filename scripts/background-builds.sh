@@ -6,7 +6,9 @@
 # Two chains, side by side: the images (scripts/images.sh build TAG, then the Compose stand-ins,
 # then the cluster tier's images copied into the stopped cluster's image store) at nice 10, and
 # the cluster's programs (scripts/local-cluster.sh build, when Go is there) at nice 19: the images
-# are needed first (Compose runs before the cluster) and took longest.
+# are needed first (Compose runs before the cluster) and took longest. On a cold machine the copy
+# waits for the programs' build to make crictl, its first program, then runs while the rest
+# compiles, so the cluster tier finds its images loaded.
 # Each build takes its lock, so the tier that needs it waits for the background build to end and
 # then finds everything built; a build that failed here runs again there, where its error shows.
 # Logs: test-artifacts/background-*.log. Nothing here is needed: without it the tiers build
@@ -34,7 +36,8 @@ start() {
 
 # The images tests/cluster deploys (its IMAGES and STAND_INS): `preload` copies them into the
 # cluster's image store (kept by `reset`) so the cluster tier does not wait for the copy; it does
-# nothing where the cluster cannot run yet (no root, or before its first `up`).
+# nothing where the cluster cannot run (no root, no containerd) or crictl is not built and no
+# build runs.
 cluster_images="forecast-api web-ui training mlflow stream-processor data-producer"
 preload="scripts/local-cluster.sh preload"
 for name in $cluster_images; do preload+=" localhost/sfmlops-$name:$tag"; done

@@ -297,10 +297,12 @@ build() {
     export GOCACHE=$cache/go/build GOMODCACHE=$cache/go/mod
     GOFLAGS="$(go env GOFLAGS) -modcacherw"
     export GOFLAGS
+    # crictl first: `preload` (make test's background image chain) waits for it, then copies
+    # the images into the cluster's image store while the rest compiles. `up` needs them all.
+    build_addons
     build_kubernetes
     build_etcd
     build_coredns
-    build_addons
     keep_module_folder "github.com/ray-project/kuberay/ray-operator@$KUBERAY_VERSION" \
       config/crd/bases "$kuberay_crds"
     # Those of the Gateway API version Traefik is built against.
@@ -1091,7 +1093,7 @@ load_images() {
 # `up` only names what is there. `make test` runs it in the background while the earlier tiers
 # run (a changed image took about 2 minutes to copy, on the cluster tier's own time before).
 # Does nothing while the cluster runs (load-images is for that), without root or podman, or
-# before `up` has had containerd installed and crictl built.
+# before `up` or `build` has had containerd installed and crictl built.
 preload() {
   if [ "$(id -u)" != 0 ] || ! command -v podman >/dev/null 2>&1 ||
     ! command -v containerd >/dev/null 2>&1 || [ ! -x "$addons_bin/crictl" ]; then
@@ -1106,6 +1108,19 @@ preload() {
   trap 'stop_process containerd' EXIT
   start_containerd
   load_images "$@"
+}
+
+# A `build` that runs (make test's other background chain, on a cold machine) makes crictl
+# first: `preload` waits for it instead of loading nothing, and copies the images while the
+# rest of the programs compile. Returns at once when crictl is there or no build runs.
+wait_for_crictl() {
+  local logged=""
+  while [ ! -x "$addons_bin/crictl" ] && [ -e "$cache/build.lock" ] &&
+    ! flock --nonblock "$cache/build.lock" true; do
+    [ -n "$logged" ] || log "preload: waiting for the running build to make crictl"
+    logged=1
+    sleep 2
+  done
 }
 
 crictl_k8s() { "$addons_bin/crictl" --runtime-endpoint "unix://$containerd_sock" "$@"; }
@@ -1132,6 +1147,8 @@ remove_stale_images() {
   [ ${#stale[@]} -eq 0 ] || ctr_k8s images rm "${stale[@]}" >/dev/null
 }
 
+# Before the lock: `up` and the others go on while it waits.
+if [ "${1:-}" = preload ]; then wait_for_crictl; fi
 case "${1:-}" in
 up | down | reset | load-images | preload) lock_state ;;
 esac

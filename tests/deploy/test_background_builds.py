@@ -44,49 +44,107 @@ def pinned(name: str) -> str:
     return found.group(1)
 
 
-def test_the_cluster_programs_build_waits_for_a_running_one(tmp_path: Path) -> None:
-    cache = tmp_path / "cache"
-    # Every program already in the cache: once the lock is free, `build` has nothing to do.
+def cache_folder(variable: str) -> str:
+    """The cache folder local-cluster.sh names in `variable=$cache/...`, its versions filled in."""
     releases = (ROOT / "helm-releases.env").read_text()
     kuberay = re.search(r"^KUBERAY_OPERATOR_VERSION=(\S+)$", releases, re.MULTILINE)
     assert kuberay
     versions = {"KUBERAY_VERSION": "v" + kuberay.group(1)}
+    found = re.search(rf"^{variable}=\$cache/(\S+)$", CLUSTER_SCRIPT, re.MULTILINE)
+    assert found, variable
+    return re.sub(r"\$([A-Z_]+)", lambda m: versions.get(m[1]) or pinned(m[1]), found.group(1))
 
-    def folder(variable: str) -> str:
-        """The cache folder the script names in `variable=$cache/...`, its versions filled in."""
-        found = re.search(rf"^{variable}=\$cache/(\S+)$", CLUSTER_SCRIPT, re.MULTILINE)
-        assert found, variable
-        return re.sub(r"\$([A-Z_]+)", lambda m: versions.get(m[1]) or pinned(m[1]), found.group(1))
 
+def built_cache(cache: Path) -> None:
+    """Every program and CRD folder of the cluster already in the cache: `build` has nothing
+    to build."""
     programs = [
-        f"{folder('kubernetes_bin')}/kubelet",
-        f"{folder('kubernetes_bin')}/kubectl",
-        f"{folder('etcd_bin')}/etcd",
-        f"{folder('coredns_bin')}/coredns",
-        f"{folder('addons_bin')}/crictl",
-        f"{folder('traefik_bin')}/traefik",
+        f"{cache_folder('kubernetes_bin')}/kubelet",
+        f"{cache_folder('kubernetes_bin')}/kubectl",
+        f"{cache_folder('etcd_bin')}/etcd",
+        f"{cache_folder('coredns_bin')}/coredns",
+        f"{cache_folder('addons_bin')}/crictl",
+        f"{cache_folder('traefik_bin')}/traefik",
     ]
     for program in programs:
         path = cache / program
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("#!/bin/sh\n")
         path.chmod(0o755)
-    for crds in (folder("kuberay_crds"), folder("gateway_api_crds")):
-        (cache / crds).mkdir(parents=True)
+    for crds in ("kuberay_crds", "gateway_api_crds"):
+        (cache / cache_folder(crds)).mkdir(parents=True)
+
+
+def without_go(tmp_path: Path, cache: Path) -> dict[str, str]:
+    """The environment of a cluster script whose `go` records its arguments and fails (but
+    for `go env`)."""
     fake_go = tmp_path / "bin" / "go"
-    fake_go.parent.mkdir()
-    fake_go.write_text("#!/bin/sh\nexit 1\n")
+    fake_go.parent.mkdir(exist_ok=True)
+    fake_go.write_text(
+        f'#!/bin/sh\necho "$*" >>"{tmp_path}/go-calls"\n[ "$1" = env ] && exit 0\nexit 1\n'
+    )
     fake_go.chmod(0o755)
-    env = os.environ | {
+    return os.environ | {
         "SFMLOPS_CLUSTER_CACHE": str(cache),
+        "SFMLOPS_CLUSTER_DIR": str(tmp_path / "state"),
         "PATH": f"{fake_go.parent}:{os.environ['PATH']}",
     }
+
+
+def test_the_cluster_programs_build_waits_for_a_running_one(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    built_cache(cache)
+    env = without_go(tmp_path, cache)
 
     process = waits_for(cache / "build.lock", [str(SCRIPTS / "local-cluster.sh"), "build"], env)
 
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 0, stderr
     assert "building" not in stderr
+
+
+def test_the_cluster_build_makes_crictl_first(tmp_path: Path) -> None:
+    """The image preload waits for crictl: the build starts with it (its go fails at once)."""
+    cache = tmp_path / "cache"
+    result = subprocess.run(
+        [str(SCRIPTS / "local-cluster.sh"), "build"],
+        env=without_go(tmp_path, cache),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert result.returncode != 0
+    calls = (tmp_path / "go-calls").read_text().splitlines()
+    # `go env GOFLAGS`, then the first build: the add-ons, crictl among them.
+    assert calls[0] == "env GOFLAGS"
+    assert calls[1].startswith("install ")
+    first = next(line for line in result.stderr.splitlines() if "building" in line)
+    assert "crictl" in first
+
+
+def test_a_preload_waits_while_a_build_may_still_make_crictl(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    command = [str(SCRIPTS / "local-cluster.sh"), "preload", "localhost/nope:tag"]
+    env = without_go(tmp_path, cache)
+    lock = cache / "build.lock"
+    with held(lock):
+        process = subprocess.Popen(
+            command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        time.sleep(3)
+        assert process.poll() is None, "preload did not wait for the running build"
+    # The build ended without crictl: nothing to load with, nothing loaded, no error.
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 0, stderr
+    assert "waiting for the running build to make crictl" in stderr
+    assert "nothing loaded" in stderr
+
+    # No build runs: no wait.
+    again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=30, check=True)
+    assert "waiting" not in again.stderr
+    assert "nothing loaded" in again.stderr
 
 
 def test_an_image_build_waits_for_a_running_one(tmp_path: Path) -> None:
