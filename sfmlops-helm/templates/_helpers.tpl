@@ -89,6 +89,15 @@ seccompProfile:
 {{- if has $roles.reader.username (concat (list .Values.postgresql.auth.username $roles.application.username) .Values.postgresql.extraDatabases) -}}
 {{- fail "postgresql.databaseRoles.reader.username must differ from the superuser, the application role and the extra databases' roles" -}}
 {{- end -}}
+{{- /* On by default since the API reads as it: an existingSecret made before lacks the key,
+and a missing key would keep the PostgreSQL pod from starting. Checked wherever Helm reads the
+cluster (an install or upgrade); `helm template` cannot see the Secret. */ -}}
+{{- with .Values.postgresql.auth.existingSecret -}}
+{{- $live := lookup "v1" "Secret" $.Release.Namespace . -}}
+{{- if and $live (not (hasKey ($live.data | default dict) $roles.reader.secretKey)) -}}
+{{- fail (printf "postgresql.auth.existingSecret %s has no key %s, the password of the read-only role the API reads as (postgresql.databaseRoles.reader): add it, or set postgresql.databaseRoles.reader.enabled=false" . $roles.reader.secretKey) -}}
+{{- end -}}
+{{- end -}}
 true
 {{- end -}}
 {{- end -}}
@@ -198,6 +207,22 @@ to the programs that need it (the API, the dashboard, Airflow).
   value: "true"
 - name: RAY_USAGE_STATS_ENABLED
   value: "0"
+{{- end -}}
+
+{{/* The API's read routes log in as the read-only role when there is one
+(postgresql.databaseRoles.reader): SFMLOPS_DATABASE_READ_URL, composed in the pod as the main URL
+is, beside it; without it the API reads through SFMLOPS_DATABASE_URL. */}}
+{{- define "sfmlops.databaseReadEnv" -}}
+{{- if eq (include "sfmlops.readerRole" .) "true" -}}
+{{- $reader := .Values.postgresql.databaseRoles.reader -}}
+- name: SFMLOPS_DB_READ_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "sfmlops.databaseSecretName" . }}
+      key: {{ $reader.secretKey }}
+- name: SFMLOPS_DATABASE_READ_URL
+  value: {{ printf "postgresql+psycopg2://%s:$(SFMLOPS_DB_READ_PASSWORD)@$(SFMLOPS_DB_HOST):$(SFMLOPS_DB_PORT)/$(SFMLOPS_DB_NAME)" $reader.username | quote }}
+{{- end -}}
 {{- end -}}
 
 {{/* The Kafka SCRAM user of one client (.client: producer or stream), from kafkaAuth. */}}

@@ -41,6 +41,11 @@ class Settings(BaseSettings):
         default=None,
         description="SQLAlchemy URL of the sales database; unset means a SQLite file in HOME.",
     )
+    database_read_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL the API's read routes use, e.g. a read-only role of the same "
+        "database; unset means SFMLOPS_DATABASE_URL.",
+    )
     mlflow_tracking_uri: str | None = Field(
         default=None,
         description="MLflow tracking URI; unset means a SQLite backend in HOME.",
@@ -267,6 +272,11 @@ class Settings(BaseSettings):
     def effective_database_url(self) -> str:
         """The database URL in use: the configured one or the embedded SQLite file."""
         return self.database_url or f"sqlite:///{self.home / 'sfmlops.db'}"
+
+    @property
+    def effective_database_read_url(self) -> str:
+        """The URL the API reads through: the read URL when given, else the database URL."""
+        return self.database_read_url or self.effective_database_url
 
     @property
     def effective_mlflow_tracking_uri(self) -> str:

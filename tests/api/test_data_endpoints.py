@@ -438,7 +438,7 @@ def test_the_servers_sqlite_connections_keep_a_small_page_cache(settings: Settin
     bulk.dispose()
     with TestClient(create_app(settings), headers=AUTH) as client:
         assert client.get("/v1/status").status_code == 200
-        engine = client.app.state.engine  # type: ignore[attr-defined]
+        engine = client.app.state.read_engine  # type: ignore[attr-defined]
         with engine.connect() as connection:
             served = connection.exec_driver_sql("PRAGMA cache_size").scalar_one()
     assert (served, loading) == (-SQLITE_READER_CACHE_KIB, -SQLITE_BULK_CACHE_KIB)

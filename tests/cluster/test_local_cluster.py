@@ -395,6 +395,19 @@ def test_a_sales_batch_through_the_api_shows_in_the_status(api: Any) -> None:
     assert after["sales_ingested_last_day"] >= 1
 
 
+# Run in the API's pod: who its read URL logs in as, and the SQLSTATE a write through it gets.
+READ_ROLE_PROBE = """
+import os, sqlalchemy
+engine = sqlalchemy.create_engine(os.environ["SFMLOPS_DATABASE_READ_URL"])
+with engine.connect() as connection:
+    print(connection.exec_driver_sql("SELECT current_user").scalar())
+    try:
+        connection.exec_driver_sql("DELETE FROM audit_events")
+    except sqlalchemy.exc.DBAPIError as error:
+        print(error.orig.pgcode)
+"""
+
+
 def _as_superuser(cluster: Any, query: str) -> list[str]:
     """Rows of `query` on the sales database, run by the database-roles container (the one
     client that holds the superuser's password)."""
@@ -406,13 +419,28 @@ def _as_superuser(cluster: Any, query: str) -> list[str]:
 
 
 def test_the_sales_programs_log_in_as_the_application_role(deployed: Any) -> None:
-    # After the sales batch the API holds pooled connections to the sales database.
-    users = _as_superuser(
+    # After the sales batch the API holds pooled connections to the sales database: its writes
+    # as the application role, its reads (and its champion poller's) as the read-only role,
+    # which no other program holds.
+    connected = _as_superuser(
         deployed,
-        "SELECT DISTINCT usename FROM pg_stat_activity"
+        "SELECT DISTINCT usename || '@' || host(client_addr) FROM pg_stat_activity"
         " WHERE datname = current_database() AND pid <> pg_backend_pid()",
     )
-    assert users == ["sfmlops_app"]
+    assert {each.split("@")[0] for each in connected} == {"sfmlops_app", "sfmlops_reader"}
+    api_pods = deployed.json("get", "pods", "-n", NAMESPACE, "-l", "app.kubernetes.io/name=api")[
+        "items"
+    ]
+    api_addresses = {pod["status"]["podIP"] for pod in api_pods}
+    assert {each.split("@")[1] for each in connected if each.startswith("sfmlops_reader@")} <= (
+        api_addresses
+    ), connected
+    # The API's read URL may not write: PostgreSQL refuses it in the pod itself.
+    refusal = deployed.kubectl(
+        "exec", "-n", NAMESPACE, f"deployment/{RELEASE}-api", "-c", "api", "--",
+        "python", "-c", READ_ROLE_PROBE,
+    )  # fmt: skip
+    assert refusal.split() == ["sfmlops_reader", "25006"], refusal
     attributes = _as_superuser(
         deployed,
         "SELECT rolsuper, rolcreatedb, rolcreaterole FROM pg_roles WHERE rolname = 'sfmlops_app'",

@@ -9,13 +9,22 @@ import base64
 import hashlib
 import hmac
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
+from pydantic import SecretStr
 from sqlalchemy import make_url, text
-from sqlalchemy.exc import ProgrammingError
+from sqlalchemy.exc import InternalError, ProgrammingError
 
 from sfmlops.adapters.db.engine import make_engine, migrate
 from sfmlops.adapters.db.sales_records import sales_summary, upsert_sales
+from sfmlops.services import loading
+from sfmlops.services.api import create_app
+from sfmlops.settings import Settings
+from tests.support.api import AUTH, TOKEN
 from tests.support.database_roles import (
     POSTGRESQL,
     ROLES_CONTAINER,
@@ -25,6 +34,7 @@ from tests.support.database_roles import (
     two_days_of_sales,
 )
 from tests.support.deploy import Rendered, admitted, labels_of, render, render_values
+from tests.support.network import free_port
 
 SUPERUSER, APPLICATION = "sfmlops", "sfmlops_app"
 INSUFFICIENT_PRIVILEGE = "42501"  # PostgreSQL's SQLSTATE
@@ -54,9 +64,10 @@ def test_mlflow_and_airflow_log_in_as_their_own_databases_roles() -> None:
         "app-password",
         "mlflow-password",
         "airflow-password",
+        "reader-password",
     }
     passwords = {key: base64.b64decode(value).decode() for key, value in secret["data"].items()}
-    assert len(set(passwords.values())) == 4, "each role has a password of its own"
+    assert len(set(passwords.values())) == 5, "each role has a password of its own"
 
     mlflow = rendered.get("Deployment", "sfmlops-mlflow")
     assert mlflow is not None
@@ -437,7 +448,7 @@ def test_the_application_role_owns_the_sales_migrates_and_writes_but_administers
 
 
 def test_the_reader_role_is_rendered_with_its_password_and_its_clients() -> None:
-    rendered = render("everything")  # the reader on, for the namespace "reporting"
+    rendered = render("everything")  # the reader for the namespace "reporting" too
     secret = rendered.get("Secret", POSTGRESQL)
     assert secret is not None
     assert "reader-password" in secret["data"]
@@ -446,9 +457,9 @@ def test_the_reader_role_is_rendered_with_its_password_and_its_clients() -> None
     assert _secret_key(roles["ROLE_PASSWORD_SFMLOPS_READER"]) == (POSTGRESQL, "reader-password")
     target = labels_of(rendered, "StatefulSet", POSTGRESQL)
     assert admitted(rendered, target, None, "reporting")
-    # Off by default: no role, no password, no namespace let in.
+    # On by default (the API reads as it), but no other namespace is let in.
     defaults = render("defaults")
-    assert "DATABASE_READERS" not in _env(_containers(defaults)[ROLES_CONTAINER])
+    assert "DATABASE_READERS" in _env(_containers(defaults)[ROLES_CONTAINER])
     assert not admitted(defaults, target, None, "reporting")
     with pytest.raises(pytest.fail.Exception, match=r"reader\.username must differ"):
         render_values(
@@ -459,6 +470,45 @@ def test_the_reader_role_is_rendered_with_its_password_and_its_clients() -> None
                 "postgresql.databaseRoles.reader.username=sfmlops_app",
             ],
         )
+
+
+def _api_env(rendered: Rendered) -> dict[str, dict]:  # type: ignore[type-arg]
+    api = rendered.get("Deployment", "sfmlops-api")
+    assert api is not None
+    [container] = api["spec"]["template"]["spec"]["containers"]
+    return _env(container)
+
+
+def test_the_api_reads_as_the_reader_and_writes_as_the_application_role() -> None:
+    env = _api_env(render("defaults"))
+    # The read URL is composed in the pod from the reader's password, as the main URL is.
+    assert _secret_key(env["SFMLOPS_DB_READ_PASSWORD"]) == (POSTGRESQL, "reader-password")
+    assert env["SFMLOPS_DATABASE_READ_URL"]["value"] == (
+        "postgresql+psycopg2://sfmlops_reader:$(SFMLOPS_DB_READ_PASSWORD)@"
+        "$(SFMLOPS_DB_HOST):$(SFMLOPS_DB_PORT)/$(SFMLOPS_DB_NAME)"
+    )
+    assert _secret_key(env["SFMLOPS_DB_PASSWORD"]) == (POSTGRESQL, "app-password")
+    names = list(env)
+    # Kubernetes expands $(VAR) only from variables listed before.
+    assert names.index("SFMLOPS_DB_READ_PASSWORD") < names.index("SFMLOPS_DATABASE_READ_URL")
+    # No other program gets the read URL: the stream, Ray and the Jobs write.
+    readers = [
+        name
+        for name, program in _sales_programs(render("everything")).items()
+        if "SFMLOPS_DATABASE_READ_URL" in program
+    ]
+    assert readers == ["Deployment/sfmlops-api/api"]
+    # Without the role (off, or no role per database, or an external database) the API reads
+    # through its one URL.
+    for name, values in (
+        ("reader-off", ["postgresql.databaseRoles.reader.enabled=false"]),
+        ("roles-off", ["postgresql.databaseRoles.enabled=false"]),
+    ):
+        env = _api_env(render_values(name, [], values))
+        assert "SFMLOPS_DATABASE_READ_URL" not in env, name
+        assert "SFMLOPS_DB_READ_PASSWORD" not in env, name
+    external = render("external-database")
+    assert "SFMLOPS_DATABASE_READ_URL" not in _api_env(external)
 
 
 @pytest.mark.integration
@@ -514,3 +564,97 @@ def test_the_reader_role_reads_every_sales_table_now_and_later_and_nothing_more(
     for database in ("postgres", mlflow):
         refusal = refusal_of(server.url_of(database, reader, passwords[reader]))
         assert "permission denied for database" in refusal, refusal
+
+
+@pytest.mark.integration
+def test_the_api_reads_through_the_reader_role_and_cannot_write_through_it(
+    server: Server, rossmann_slice: Path, tmp_path: Path
+) -> None:
+    application, reader = f"{server.prefix}_app", f"{server.prefix}_reader"
+    passwords = {name: uuid.uuid4().hex for name in (application, reader)}
+    done = server.run_roles(
+        passwords, {application: server.sales_database}, {reader: server.sales_database}
+    )
+    assert done.returncode == 0, done.stderr
+    writer_url = server.url_of(server.sales_database, application, passwords[application])
+    reader_url = server.url_of(server.sales_database, reader, passwords[reader])
+    as_application = make_engine(writer_url)
+    loading.load_folder(as_application, rossmann_slice)
+    as_application.dispose()
+    day = {
+        "store_id": 1,
+        "sales_date": "2015-08-01",
+        "sales": 4000.0,
+        "customers": 400,
+        "open": 1,
+        "promo": 0,
+        "state_holiday": "0",
+        "school_holiday": 0,
+    }
+
+    # Both URLs from the settings, as the chart gives them: reads as the reader, writes as
+    # the application role.
+    with _api(tmp_path, writer_url, reader_url) as client:
+        assert client.get("/ready", params={"require_model": "false"}).status_code == 200
+        assert len(client.get("/v1/stores").json()["stores"]) == 20
+        assert client.get("/v1/stores/1/sales").status_code == 200
+        assert client.post("/v1/sales", json={"records": [day]}).json()["accepted"] == 1
+        with client.app.state.read_engine.connect() as connection:  # type: ignore[attr-defined]
+            assert connection.execute(text("SELECT current_user")).scalar() == reader
+            # A write through the read engine is refused by PostgreSQL itself.
+            with pytest.raises(InternalError) as refused:
+                connection.exec_driver_sql("DELETE FROM audit_events")
+            assert getattr(refused.value.orig, "pgcode", None) == READ_ONLY_TRANSACTION
+        audited = _as_superuser_scalar(
+            server, "SELECT count(*) FROM audit_events WHERE action = 'sales.ingest'"
+        )
+        assert audited == 1, "the write and its audit row are stored (the reader could not)"
+
+    # The read routes need no writer: with it unreachable they answer, while readiness
+    # names the writer and a write answers 503.
+    unreachable = make_url(writer_url).set(host="127.0.0.1", port=free_port())
+    with _api(tmp_path, unreachable.render_as_string(hide_password=False), reader_url) as client:
+        assert client.get("/v1/stores/1/sales").status_code == 200
+        assert client.get("/v1/status").json()["stores"] == 20
+        assert client.get("/v1/training-jobs").status_code == 200
+        assert client.get("/metrics").status_code == 200
+        ready = client.get("/ready", params={"require_model": "false"})
+        assert ready.status_code == 503
+        assert ready.json()["reason"] == "database unreachable: OperationalError"
+        assert client.post("/v1/sales", json={"records": [day]}).status_code == 503
+
+    # The reader given as the write URL (a misconfiguration): the write is refused, nothing is
+    # stored, and the client is told why rather than "internal server error".
+    with _api(tmp_path, reader_url, None) as client:
+        next_day = day | {"sales_date": "2015-08-02"}
+        refused_write = client.post("/v1/sales", json={"records": [next_day]})
+        assert refused_write.status_code == 503
+        assert "database role lacks the privilege" in refused_write.json()["detail"]
+        history = client.get("/v1/stores/1/sales", params={"end": "2015-08-02"}).json()
+        assert history["days"][-1]["sales_date"] == "2015-08-01"
+
+
+READ_ONLY_TRANSACTION = "25006"  # PostgreSQL's SQLSTATE
+
+
+@contextmanager
+def _api(home: Path, database_url: str, read_url: str | None) -> Iterator[TestClient]:
+    settings = Settings(
+        _env_file=None,
+        home=home / "home",
+        database_url=database_url,
+        database_read_url=read_url,
+        api_token=SecretStr(TOKEN),
+        model_poll_seconds=3600,
+    )
+    with TestClient(create_app(settings), raise_server_exceptions=False, headers=AUTH) as client:
+        yield client
+
+
+def _as_superuser_scalar(server: Server, query: str) -> object:
+    engine = autocommit(server.url_of(server.sales_database))
+    try:
+        with engine.connect() as connection:
+            return connection.execute(text(query)).scalar()
+    finally:
+        engine.dispose()

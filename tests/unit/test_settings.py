@@ -49,6 +49,8 @@ def test_secrets_are_masked(monkeypatch: pytest.MonkeyPatch) -> None:
 
     assert shown["api_token"] == MASK
     assert shown["database_url"] == f"postgresql+psycopg2://app:{MASK}@db:5432/sales"
+    # Unset, the read URL is the database URL, and shown masked as well.
+    assert shown["database_read_url"] == shown["database_url"]
     assert "hunter2" not in str(shown)
     assert "s3cr3t-token" not in str(shown)
 

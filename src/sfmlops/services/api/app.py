@@ -15,7 +15,13 @@ from fastapi_offline import FastAPIOffline
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_fastapi_instrumentator import Instrumentator
 from sqlalchemy import Engine
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import (
+    DBAPIError,
+    InterfaceError,
+    InternalError,
+    OperationalError,
+    ProgrammingError,
+)
 from sqlalchemy.exc import TimeoutError as SqlPoolTimeoutError
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -54,14 +60,26 @@ log = logging.getLogger("sfmlops.api")
 
 
 def create_app(
-    settings: Settings, engine: Engine | None = None, *, settle_heap: bool = False
+    settings: Settings,
+    engine: Engine | None = None,
+    *,
+    read_engine: Engine | None = None,
+    settle_heap: bool = False,
 ) -> FastAPI:
     """Build the forecast API.
 
+    Writes (sales ingestion, training jobs, plan edits, the audit log) go through `engine`;
+    the read routes, the champion poller's reads and the metrics collectors through
+    `read_engine`, which may log in as a role that can only read.
+
     Args:
         settings: The process's settings.
-        engine: The sales database; when None, one is created at start-up from the settings
-            and disposed at shutdown (nothing connects before the app starts).
+        engine: The sales database for writes; when None, one is created at start-up from
+            SFMLOPS_DATABASE_URL and disposed at shutdown (nothing connects before the app
+            starts).
+        read_engine: The sales database for reads; when None, `engine` if given, else one
+            created at start-up from SFMLOPS_DATABASE_READ_URL, or the writer's when that is
+            unset (one pool, not two, for the same role).
         settle_heap: After each champion load, exempt what is then alive from the cyclic
             garbage collector (`settle_garbage_collector`); for a server process, not for an app built
             inside another program (a test run's heap would be collected at every load).
@@ -69,11 +87,20 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.engine = engine or make_engine(
-            settings.effective_database_url,
-            statement_timeout_seconds=settings.api_statement_timeout_seconds,
-            sqlite_cache_kib=SQLITE_READER_CACHE_KIB,
-        )
+        made: list[Engine] = []
+        if engine is None:
+            made.append(_server_engine(settings, settings.effective_database_url))
+        app.state.write_engine = engine or made[0]
+        read_url = settings.database_read_url
+        if (
+            read_engine is None
+            and engine is None
+            and read_url not in (None, settings.effective_database_url)
+        ):
+            made.append(_server_engine(settings, str(read_url)))
+            app.state.read_engine = made[-1]
+        else:
+            app.state.read_engine = read_engine or app.state.write_engine
         # Serving starts with the champion loaded (or a reason why not): no request sees a
         # half-started model cache.
         await anyio.to_thread.run_sync(app.state.model_cache.start)
@@ -82,8 +109,8 @@ def create_app(
         finally:
             app.state.database_probe.close()
             await anyio.to_thread.run_sync(app.state.model_cache.stop)
-            if engine is None:
-                app.state.engine.dispose()
+            for each in made:
+                each.dispose()
 
     # /docs and /redoc from Swagger UI and ReDoc files in a pinned package, not a CDN: the
     # pages work on a machine or cluster without internet access.
@@ -96,7 +123,8 @@ def create_app(
         dependencies=[BearerDoc],
     )
     app.state.settings = settings
-    app.state.engine = engine
+    app.state.write_engine = engine
+    app.state.read_engine = read_engine or engine
     registry = CollectorRegistry()
     app.state.metrics = ApiMetrics(registry)
 
@@ -105,11 +133,16 @@ def create_app(
         if settle_heap:
             settle_garbage_collector()
 
-    app.state.model_cache = ModelCache(settings, lambda: app.state.engine, on_change=changed)
-    app.state.database_probe = DatabaseProbe(lambda: app.state.engine)
+    app.state.model_cache = ModelCache(
+        settings,
+        read_engine=lambda: app.state.read_engine,
+        write_engine=lambda: app.state.write_engine,
+        on_change=changed,
+    )
+    app.state.database_probe = DatabaseProbe(lambda: _probed_engines(app))
     database_collectors = (
-        TrainingJobsCollector(lambda: app.state.engine),
-        ModelQualityCollector(lambda: app.state.engine, settings.metrics_worst_stores),
+        TrainingJobsCollector(lambda: app.state.read_engine),
+        ModelQualityCollector(lambda: app.state.read_engine, settings.metrics_worst_stores),
     )
     for collector in database_collectors:
         registry.register(collector)
@@ -140,6 +173,23 @@ def create_app(
         )
 
     return app
+
+
+def _server_engine(settings: Settings, url: str) -> Engine:
+    return make_engine(
+        url,
+        statement_timeout_seconds=settings.api_statement_timeout_seconds,
+        sqlite_cache_kib=SQLITE_READER_CACHE_KIB,
+    )
+
+
+def _probed_engines(app: FastAPI) -> dict[str, Engine]:
+    """The engines readiness pings, by the name its answer gives them (each engine once)."""
+    write_engine: Engine = app.state.write_engine
+    read_engine: Engine = app.state.read_engine
+    if read_engine is write_engine:
+        return {"database": write_engine}
+    return {"database": write_engine, "read-only database": read_engine}
 
 
 class BodySizeLimit:
@@ -235,6 +285,29 @@ def _install_error_handlers(app: FastAPI) -> None:
             headers={"Retry-After": "5"},
         )
 
+    @app.exception_handler(InternalError)
+    @app.exception_handler(ProgrammingError)
+    async def database_refused(request: Request, error: DBAPIError) -> JSONResponse:
+        # A role without the privilege: a write through a role that may only read
+        # (SFMLOPS_DATABASE_URL naming the read-only role), or a read of a table the read
+        # role was not granted. Nothing was written; a configuration error, not the client's.
+        if getattr(error.orig, "pgcode", None) not in _PRIVILEGE_CODES:
+            return await unexpected(request, error)
+        log.error(
+            "the database refused %s %s for lack of privilege: %s",
+            request.method,
+            request.url.path,
+            str(error.orig).splitlines()[0],
+        )
+        return JSONResponse(
+            {
+                "detail": "the database refused the statement: this API's database role lacks "
+                "the privilege (SFMLOPS_DATABASE_URL must name a role that may write, "
+                "SFMLOPS_DATABASE_READ_URL one that may read)"
+            },
+            status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+        )
+
     @app.exception_handler(SqlPoolTimeoutError)
     async def pool_exhausted(request: Request, _error: SqlPoolTimeoutError) -> JSONResponse:
         log.warning("no free database connection for %s %s", request.method, request.url.path)
@@ -251,6 +324,11 @@ def _install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(
             {"detail": "internal server error"}, status_code=status.HTTP_500_INTERNAL_SERVER_ERROR
         )
+
+
+# PostgreSQL's SQLSTATEs of a statement refused to the role: a write in a read-only
+# transaction (the read role's default_transaction_read_only) and a missing privilege.
+_PRIVILEGE_CODES = frozenset({"25006", "42501"})
 
 
 def settle_garbage_collector() -> None:

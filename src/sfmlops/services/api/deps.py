@@ -1,4 +1,4 @@
-"""Request dependencies: settings, the database engine, metrics, the champion, the caller."""
+"""Request dependencies: settings, the database engines, metrics, the champion, the caller."""
 
 from __future__ import annotations
 
@@ -29,8 +29,13 @@ async def _settings(request: Request) -> Settings:
     return settings
 
 
-async def _engine(request: Request) -> Engine:
-    engine: Engine = request.app.state.engine
+async def _read_engine(request: Request) -> Engine:
+    engine: Engine = request.app.state.read_engine
+    return engine
+
+
+async def _write_engine(request: Request) -> Engine:
+    engine: Engine = request.app.state.write_engine
     return engine
 
 
@@ -59,7 +64,10 @@ class ModelUnavailableError(Exception):
 # The dependencies are `async def` because they only read app state: a plain `def` would
 # cost every request a trip through the thread pool.
 SettingsDep = Annotated[Settings, Depends(_settings)]
-EngineDep = Annotated[Engine, Depends(_engine)]
+# Two engines on the same database, so that a route says which it needs: reads may go through
+# a role that can only read (SFMLOPS_DATABASE_READ_URL), writes through one that may write.
+ReadEngineDep = Annotated[Engine, Depends(_read_engine)]
+WriteEngineDep = Annotated[Engine, Depends(_write_engine)]
 MetricsDep = Annotated[ApiMetrics, Depends(_metrics)]
 ModelCacheDep = Annotated[ModelCache, Depends(_model_cache)]
 ModelDep = Annotated[ServedModel, Depends(_served_model)]

@@ -114,18 +114,23 @@ class ModelCache:
 
     Args:
         settings: The process's settings (registry location, poll interval, as-of date).
-        engine: Returns the sales database, read for the as-of date.
+        read_engine: Returns the sales database to read (the as-of date, the plan, the
+            training jobs); may log in as a role that can only read.
+        write_engine: Returns the sales database to write the forecasts served as issued.
         on_change: Called with the new model once requests see it (each load or swap).
     """
 
     def __init__(
         self,
         settings: Settings,
-        engine: Callable[[], Engine | None],
+        *,
+        read_engine: Callable[[], Engine | None],
+        write_engine: Callable[[], Engine | None],
         on_change: Callable[[ServedModel], None] | None = None,
     ) -> None:
         self._settings = settings
-        self._engine = engine
+        self._read_engine = read_engine
+        self._write_engine = write_engine
         self._on_change = on_change
         self._state = CacheState(model=None, problem="starting: the champion is being loaded")
         self._stop = threading.Event()
@@ -221,7 +226,7 @@ class ModelCache:
 
     def _training_activity(self) -> TrainingActivity | None:
         """The training jobs now, or None when the database cannot say (logged once)."""
-        engine = self._engine()
+        engine = self._read_engine()
         if engine is None:
             return None
         try:
@@ -301,7 +306,7 @@ class ModelCache:
         """Keep the default horizon now served in `issued_forecasts` (once per version and
         issue date, however many workers serve it), so it is scored when its days' actuals
         land. A database error is logged: serving goes on."""
-        engine = self._engine()
+        engine = self._write_engine()
         as_of = self._as_of()
         if engine is None or as_of is None:
             return
@@ -318,7 +323,7 @@ class ModelCache:
             log.warning("could not keep the default horizon as issued: %s", _short(error))
 
     def _plan_revision(self) -> tuple[int, str] | None:
-        engine = self._engine()
+        engine = self._read_engine()
         if engine is None:
             return None
         try:
@@ -332,7 +337,7 @@ class ModelCache:
         self, bundle: ForecastBundle, revision: tuple[int, str] | None
     ) -> tuple[PlanByStore, tuple[int, str] | None]:
         """The stored plan from the bundle's first forecast day on, and its revision."""
-        engine = self._engine()
+        engine = self._read_engine()
         if engine is None or revision is None:
             return {}, revision
         try:
@@ -351,7 +356,7 @@ class ModelCache:
         return max(earliest, as_of + dt.timedelta(days=1))
 
     def _as_of(self) -> dt.date | None:
-        engine = self._engine()
+        engine = self._read_engine()
         as_of = self._settings.as_of
         if as_of is None and engine is not None:
             try:

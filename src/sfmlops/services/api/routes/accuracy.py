@@ -13,7 +13,7 @@ from sfmlops.core import columns
 from sfmlops.core.forecasting import metrics
 from sfmlops.services import drift, realized_accuracy
 from sfmlops.services.api import schemas
-from sfmlops.services.api.deps import EngineDep, SettingsDep
+from sfmlops.services.api.deps import ReadEngineDep, SettingsDep
 from sfmlops.services.status import as_of_date
 
 router = APIRouter(tags=["accuracy"])
@@ -26,7 +26,7 @@ router = APIRouter(tags=["accuracy"])
     summary="Realized accuracy of the forecasts issued, for the last N days up to the as-of date",
 )
 def get_accuracy(
-    engine: EngineDep,
+    engine: ReadEngineDep,
     settings: SettingsDep,
     days: Annotated[
         int, Query(ge=1, le=realized_accuracy.MAX_DAYS, description="Days up to `end`.")
@@ -75,7 +75,7 @@ def get_accuracy(
     summary="Stores whose last week's realized RMSPE left their baseline behind",
 )
 def get_stale_stores(
-    engine: EngineDep,
+    engine: ReadEngineDep,
     settings: SettingsDep,
     margin: Annotated[
         float, Query(ge=1.0, le=100.0, description="Realized over baseline RMSPE that is stale.")

@@ -12,7 +12,7 @@ from starlette.responses import Response
 from sfmlops.adapters.db import forecast_records
 from sfmlops.core import columns
 from sfmlops.services.api import schemas, serving
-from sfmlops.services.api.deps import EngineDep, MetricsDep, ModelCacheDep, ModelDep
+from sfmlops.services.api.deps import MetricsDep, ModelCacheDep, ModelDep, ReadEngineDep
 from sfmlops.services.api.model_cache import NO_CHAMPION
 from sfmlops.services.api.routes.stores import ProductQuery, StoreIdPath
 
@@ -95,7 +95,7 @@ async def batch_forecast(
     summary="The forecast pipeline's latest precomputed forecasts",
 )
 def latest_forecasts(
-    engine: EngineDep,
+    engine: ReadEngineDep,
     store_id: Annotated[
         int | None, Query(ge=0, le=schemas.MAX_STORE_ID, description="One store (default: all).")
     ] = None,

@@ -10,6 +10,7 @@ import datetime as dt
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, Request, status
+from sqlalchemy import Engine
 
 from sfmlops.adapters import job_runners
 from sfmlops.adapters.db import audit, store_records, training_job_records
@@ -20,9 +21,10 @@ from sfmlops.services import training_jobs
 from sfmlops.services.api import schemas
 from sfmlops.services.api.deps import (
     CallerDep,
-    EngineDep,
     ModelCacheDep,
+    ReadEngineDep,
     SettingsDep,
+    WriteEngineDep,
     record_write,
 )
 from sfmlops.services.api.model_cache import ModelCache
@@ -58,7 +60,7 @@ def _runner(request: Request) -> job_runners.JobRunner:
 def submit(
     body: schemas.TrainingJobRequest,
     request: Request,
-    engine: EngineDep,
+    engine: WriteEngineDep,
     settings: SettingsDep,
     caller: CallerDep,
     cache: ModelCacheDep,
@@ -106,10 +108,10 @@ def submit(
             "models": body.models,
         },
     )
-    return _get(engine, request, cache, submitted.id)
+    return _get(engine, engine, request, cache, submitted.id)
 
 
-def _check_retrain_limit(engine: EngineDep, actor: str, per_hour: int) -> None:
+def _check_retrain_limit(engine: Engine, actor: str, per_hour: int) -> None:
     now = dt.datetime.now(dt.UTC)
     with engine.connect() as connection:
         started = audit.count_since(connection, actor, SUBMIT, now - RATE_WINDOW)
@@ -131,13 +133,16 @@ def _check_retrain_limit(engine: EngineDep, actor: str, per_hour: int) -> None:
 )
 def list_jobs(
     request: Request,
-    engine: EngineDep,
+    read_engine: ReadEngineDep,
+    write_engine: WriteEngineDep,
     cache: ModelCacheDep,
     limit: Annotated[int, Query(ge=1, le=200)] = 20,
 ) -> schemas.TrainingJobList:
-    with engine.connect() as connection:
+    with read_engine.connect() as connection:
         jobs = training_job_records.list_training_jobs(connection, limit)
-    return schemas.TrainingJobList(jobs=[_answer(engine, request, cache, job) for job in jobs])
+    return schemas.TrainingJobList(
+        jobs=[_answer(write_engine, request, cache, job) for job in jobs]
+    )
 
 
 @router.get(
@@ -147,25 +152,30 @@ def list_jobs(
     summary="A training job's status and progress",
 )
 def get_job(
-    job_id: str, request: Request, engine: EngineDep, cache: ModelCacheDep
+    job_id: str,
+    request: Request,
+    read_engine: ReadEngineDep,
+    write_engine: WriteEngineDep,
+    cache: ModelCacheDep,
 ) -> schemas.TrainingJob:
-    return _get(engine, request, cache, job_id)
+    return _get(read_engine, write_engine, request, cache, job_id)
 
 
 def _get(
-    engine: EngineDep, request: Request, cache: ModelCache, job_id: str
+    read_engine: Engine, write_engine: Engine, request: Request, cache: ModelCache, job_id: str
 ) -> schemas.TrainingJob:
-    with engine.connect() as connection:
+    with read_engine.connect() as connection:
         job = training_job_records.get_training_job(connection, job_id)
     if job is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"unknown training job {shortened(job_id)}")
-    return _answer(engine, request, cache, job)
+    return _answer(write_engine, request, cache, job)
 
 
 def _answer(
-    engine: EngineDep, request: Request, cache: ModelCache, job: TrainingJob
+    write_engine: Engine, request: Request, cache: ModelCache, job: TrainingJob
 ) -> schemas.TrainingJob:
-    """A job as it stands (a dead process found out), with the champion caught up to it."""
-    job = training_jobs.refresh_job(engine, _runner(request), job)
+    """A job as it stands (a dead process found out, which is written through
+    `write_engine`), with the champion caught up to it."""
+    job = training_jobs.refresh_job(write_engine, _runner(request), job)
     cache.catch_up_with(job)
     return schemas.TrainingJob.model_validate(job, from_attributes=True)

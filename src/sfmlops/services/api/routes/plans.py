@@ -13,7 +13,7 @@ from sfmlops.adapters.db import plan_records
 from sfmlops.core import columns
 from sfmlops.services import covariate_plan
 from sfmlops.services.api import schemas
-from sfmlops.services.api.deps import EngineDep, ModelCacheDep
+from sfmlops.services.api.deps import ModelCacheDep, ReadEngineDep, WriteEngineDep
 from sfmlops.services.api.routes.stores import StoreIdPath, shifted_day
 
 router = APIRouter(tags=["plan"])
@@ -46,7 +46,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 def store_plan(
     days: Annotated[list[schemas.PlanDay], Body(min_length=1, max_length=MAX_PLAN_DAYS)],
     request: Request,
-    engine: EngineDep,
+    engine: WriteEngineDep,
     cache: ModelCacheDep,
 ) -> schemas.PlanStored:
     """Validate every day (all or nothing), store them under the caller, and rebuild the
@@ -85,7 +85,7 @@ def store_plan(
 )
 async def read_store_plan(
     store_id: StoreIdPath,
-    engine: EngineDep,
+    engine: ReadEngineDep,
     start: Annotated[dt.date | None, Query(description="First day (default: all).")] = None,
     days: Annotated[int | None, Query(ge=1, le=366, description="Days from `start`.")] = None,
 ) -> schemas.StorePlan:

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request
 
 from sfmlops.services import ingestion
 from sfmlops.services.api import schemas
-from sfmlops.services.api.deps import EngineDep, MetricsDep, SettingsDep, record_write
+from sfmlops.services.api.deps import MetricsDep, SettingsDep, WriteEngineDep, record_write
 
 router = APIRouter(prefix="/v1/sales", tags=["sales"])
 SOURCE = "api"
@@ -38,7 +38,7 @@ SOURCE = "api"
 def ingest_sales(
     batch: schemas.SalesBatch,
     request: Request,
-    engine: EngineDep,
+    engine: WriteEngineDep,
     metrics: MetricsDep,
     settings: SettingsDep,
 ) -> schemas.IngestResponse:

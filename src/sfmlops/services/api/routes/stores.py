@@ -10,7 +10,7 @@ from fastapi import APIRouter, HTTPException, Path, Query, status
 from sfmlops.adapters.db import sales_records, store_records
 from sfmlops.core import columns
 from sfmlops.services.api import schemas
-from sfmlops.services.api.deps import EngineDep, SettingsDep
+from sfmlops.services.api.deps import ReadEngineDep, SettingsDep
 from sfmlops.services.status import as_of_date
 
 router = APIRouter(prefix="/v1/stores", tags=["stores"])
@@ -34,7 +34,7 @@ def shifted_day(day: dt.date, days: int) -> dt.date:
 
 @router.get("", response_model=schemas.StoreList, summary="List stores")
 def list_stores(
-    engine: EngineDep,
+    engine: ReadEngineDep,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 10_000,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> schemas.StoreList:
@@ -53,7 +53,7 @@ def list_stores(
     responses={404: {"model": schemas.ErrorBody}},
     summary="One store with its series",
 )
-def get_store(store_id: StoreIdPath, engine: EngineDep) -> schemas.StoreDetail:
+def get_store(store_id: StoreIdPath, engine: ReadEngineDep) -> schemas.StoreDetail:
     with engine.connect() as connection:
         store = store_records.get_store(connection, store_id)
         series = store_records.store_series(connection, store_id) if store else []
@@ -81,7 +81,7 @@ def get_store(store_id: StoreIdPath, engine: EngineDep) -> schemas.StoreDetail:
 )
 def get_sales(
     store_id: StoreIdPath,
-    engine: EngineDep,
+    engine: ReadEngineDep,
     settings: SettingsDep,
     start: Annotated[
         dt.date | None, Query(description="First day (default: 8 weeks before end).")

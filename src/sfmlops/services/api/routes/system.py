@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query, Request, Response, status
 from sfmlops.core.forecasting.models import MODEL_NAMES, model_installed
 from sfmlops.services.api import schemas
 from sfmlops.services.api.database_probe import DatabaseProbe
-from sfmlops.services.api.deps import EngineDep, ModelCacheDep, SettingsDep
+from sfmlops.services.api.deps import ModelCacheDep, ReadEngineDep, SettingsDep
 from sfmlops.services.status import system_status
 
 router = APIRouter(tags=["system"])
@@ -65,7 +65,9 @@ def ready(
     tags=["status"],
     summary="Data freshness and champion",
 )
-def get_status(engine: EngineDep, settings: SettingsDep, cache: ModelCacheDep) -> schemas.Status:
+def get_status(
+    engine: ReadEngineDep, settings: SettingsDep, cache: ModelCacheDep
+) -> schemas.Status:
     with engine.connect() as connection:
         current = system_status(settings, connection)
     return schemas.Status(
