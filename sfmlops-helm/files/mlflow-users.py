@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 
 from mlflow.entities import LifecycleStage
 from mlflow.exceptions import MlflowException
@@ -89,13 +90,9 @@ def _ensure_product_resources(backend_store_uri: str) -> None:
     tracking = TrackingStore(backend_store_uri, DEFAULT_ARTIFACTS_URI)
     experiment = tracking.get_experiment_by_name(EXPERIMENT_NAME)
     if experiment is None:
-        try:
-            tracking.create_experiment(EXPERIMENT_NAME)
-            _say(f"experiment {EXPERIMENT_NAME} created")
-        except MlflowException as error:
-            # Another replica starting at the same moment created it.
-            if error.error_code != "RESOURCE_ALREADY_EXISTS":
-                raise
+        _create_unless_raced(
+            lambda: tracking.create_experiment(EXPERIMENT_NAME), f"experiment {EXPERIMENT_NAME}"
+        )
     elif experiment.lifecycle_stage == LifecycleStage.DELETED:
         # A deleted experiment keeps its name: training would find it and fail to log.
         tracking.restore_experiment(experiment.experiment_id)
@@ -106,12 +103,22 @@ def _ensure_product_resources(backend_store_uri: str) -> None:
     except MlflowException as error:
         if error.error_code != "RESOURCE_DOES_NOT_EXIST":
             raise
-        try:
-            registry.create_registered_model(MODEL_NAME)
-            _say(f"registered model {MODEL_NAME} created")
-        except MlflowException as raced:
-            if raced.error_code != "RESOURCE_ALREADY_EXISTS":
-                raise
+        _create_unless_raced(
+            lambda: registry.create_registered_model(MODEL_NAME),
+            f"registered model {MODEL_NAME}",
+        )
+
+
+def _create_unless_raced(create: Callable[[], object], label: str) -> None:
+    """Run `create` and say that `label` was created; if another replica starting at the same
+    moment created it first, there is nothing left to do."""
+    try:
+        create()
+    except MlflowException as error:
+        if error.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+        return
+    _say(f"{label} created")
 
 
 def _revoke_other_grants(store: SqlAlchemyStore, username: str) -> None:
