@@ -622,6 +622,12 @@ def test_the_api_reads_through_the_reader_role_and_cannot_write_through_it(
         assert ready.status_code == 503
         assert ready.json()["reason"] == "database unreachable: OperationalError"
         assert client.post("/v1/sales", json={"records": [day]}).status_code == 503
+    # And the other way round: readiness pings the reader too, and names it.
+    with _api(tmp_path, writer_url, unreachable.render_as_string(hide_password=False)) as client:
+        ready = client.get("/ready", params={"require_model": "false"})
+        assert ready.status_code == 503
+        assert ready.json()["reason"] == "read-only database unreachable: OperationalError"
+        assert client.get("/v1/stores").status_code == 503
 
     # The reader given as the write URL (a misconfiguration): the write is refused, nothing is
     # stored, and the client is told why rather than "internal server error".
