@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from sfmlops.core import columns
-from sfmlops.core.forecasting.gbm import GBMParams, GlobalGBMForecaster
+from sfmlops.core.forecasting.gbm import GBMParams, GlobalGBMForecaster, _coded
 from sfmlops.core.synthetic_sales import product_ids, synthesize_sales
 
 
@@ -153,3 +155,12 @@ def test_the_global_model_forecasts_each_product_at_its_own_level() -> None:
     assert predicted.nunique() == len(predicted)
     ratio = (predicted / actual.reindex(predicted.index)).where(actual > 50)
     assert ratio.dropna().between(0.5, 2.0).all(), ratio
+    # The series index the first request built is reused by later ones (rows in any order
+    # coded as a fresh index codes them) and is no part of the saved model.
+    assert model.series_codes_ is not None
+    later = test[list(columns.FUTURE_COLUMNS)].iloc[::-1].reset_index(drop=True)
+    index = vars(model)["_series_index"]
+    pd.testing.assert_frame_equal(
+        _coded(later, model.series_codes_, index), _coded(later, model.series_codes_)
+    )
+    assert "_series_index" not in vars(pickle.loads(pickle.dumps(model)))

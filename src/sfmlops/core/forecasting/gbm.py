@@ -35,6 +35,8 @@ _WEEKDAY_EFFECT = "store_weekday_effect"
 _SERIES_CODE = "series_code"
 # Requests with fewer feature rows predict on one thread (see `_predict_point`).
 _ONE_THREAD_ROWS = 1_000
+# What predictions build once per loaded model from its fitted state (never saved).
+_PREDICTION_CACHES = ("_context_days", "_series_index")
 # What the calendar reads of a store's rows (`Calendar.of_parts`).
 _CALENDAR_ROW_COLUMNS = (columns.STORE_ID, columns.SALES_DATE, columns.OPEN, columns.PROMO)
 
@@ -185,7 +187,8 @@ class GlobalGBMForecaster(CalibratedForecaster):
         # An executor (e.g. a Ray client) is no part of a saved or shipped model, nor is what
         # predictions cached (a model saved after serving is the model saved before).
         state = {**self.__dict__, "executor": None}
-        state.pop("_context_days", None)
+        for name in _PREDICTION_CACHES:
+            state.pop(name, None)
         return state
 
     def _params(self) -> dict[str, Any]:
@@ -344,7 +347,12 @@ class GlobalGBMForecaster(CalibratedForecaster):
         # Models saved before series codes existed have no attribute: one product per store.
         series_codes = getattr(self, "series_codes_", None)
         if series_codes is not None:
-            future = _coded(future, series_codes)
+            index = self.__dict__.get("_series_index")
+            if index is None:
+                # Once per loaded model: building the index of a shard's 2,500 series (and
+                # its hash table) per request cost more than the rest of its coding.
+                index = self._series_index = _series_index(series_codes)
+            future = _coded(future, series_codes, index)
         calendar = self._calendar_of(future, self.profile_)
         features = feature_columns(future, self.profile_, self.stats_, calendar)
         # A few rows predict on one thread: LightGBM's threads cost more to start and join
@@ -495,11 +503,21 @@ def shard_rows(history: pd.DataFrame, shards: list[list[int]]) -> list[np.ndarra
     return [order[bounds[index] : bounds[index + 1]] for index in range(len(shards))]
 
 
-def _coded(frame: pd.DataFrame, series_codes: pd.DataFrame) -> pd.DataFrame:
-    """`frame` with each row's series code as its store id (rows keep their order)."""
-    codes = pd.MultiIndex.from_frame(series_codes[[columns.STORE_ID, columns.PRODUCT_ID]])
+def _series_index(series_codes: pd.DataFrame) -> pd.MultiIndex:
+    """The (store, product) index of `series_codes`' rows."""
+    return pd.MultiIndex.from_frame(series_codes[[columns.STORE_ID, columns.PRODUCT_ID]])
+
+
+def _coded(
+    frame: pd.DataFrame, series_codes: pd.DataFrame, index: pd.MultiIndex | None = None
+) -> pd.DataFrame:
+    """`frame` with each row's series code as its store id (rows keep their order); `index`
+    is `_series_index(series_codes)` when already at hand."""
+    codes = _series_index(series_codes) if index is None else index
     position = codes.get_indexer(
-        pd.MultiIndex.from_frame(frame[[columns.STORE_ID, columns.PRODUCT_ID]])
+        pd.MultiIndex.from_arrays(
+            [frame[columns.STORE_ID].to_numpy(), frame[columns.PRODUCT_ID].to_numpy()]
+        )
     )
     if (position < 0).any():
         raise ValueError("gbm: a series the model was not fitted on")
