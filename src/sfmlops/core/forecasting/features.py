@@ -8,7 +8,7 @@ never sees the days it forecasts.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,6 +24,9 @@ RECENT_DAYS = 91  # "recent level": the quarter before the cutoff
 LATEST_DAYS = 28  # "latest level": the four weeks before the cutoff
 RUN_CAP_DAYS = 45  # position in a run of school holidays (summer holidays last ~6 weeks)
 LONG_CLOSURE_DAYS = 3  # a run of closed weekdays at least this long is a refurbishment
+
+# A frame, or its columns as arrays by name.
+_Columns = pd.DataFrame | Mapping[str, np.ndarray]
 
 _CATEGORIES = {
     columns.STORE_TYPE: ("a", "b", "c", "d"),
@@ -142,24 +145,25 @@ class Calendar:
         return cls.of_parts(state_flags(rows, profile), rows)
 
     @classmethod
-    def of_parts(cls, flags: pd.DataFrame, rows: pd.DataFrame) -> Calendar:
+    def of_parts(cls, flags: Mapping[str, np.ndarray], rows: _Columns) -> Calendar:
         """The calendar from states' holiday flags and the rows of the stores to look up.
 
         Args:
             flags: `state_flags` of every row the states' holidays come from; several such
-                frames may be concatenated (a day is a holiday when any of them says so).
-            rows: Covariate rows of the stores whose closures and promotions are looked up:
-                all of each such store's rows, for its runs and proximities.
+                may be concatenated (a day is a holiday when any of them says so).
+            rows: Covariate rows of the stores whose closures and promotions are looked up
+                (a frame, or its columns as arrays by name): all of each such store's rows,
+                for its runs and proximities.
         """
         # Sorted by (state, date), one row each: the order the scans below need. Built with
         # numpy rather than pandas' groupby and column assignments, whose fixed cost per call
         # was most of a one-series request's calendar (a few dozen rows).
         state_keys, state_dates, (holiday, school) = _any_per_day(
-            flags[columns.STATE].to_numpy(dtype=np.int64),
-            flags[columns.SALES_DATE].to_numpy(),
+            _array(flags, columns.STATE).astype(np.int64, copy=False),
+            _array(flags, columns.SALES_DATE),
             [
-                flags["state_holiday_day"].to_numpy(dtype=bool),
-                flags["school_holiday_day"].to_numpy(dtype=bool),
+                _array(flags, "state_holiday_day").astype(bool, copy=False),
+                _array(flags, "school_holiday_day").astype(bool, copy=False),
             ],
         )
         state_groups = _Groups(state_keys, state_dates)
@@ -177,15 +181,15 @@ class Calendar:
             school, np.minimum(length - position + 1, RUN_CAP_DAYS), 0
         )
 
-        dates = rows[columns.SALES_DATE].to_numpy()
+        dates = _array(rows, columns.SALES_DATE)
         weekday = _day_numbers(dates) % 7  # 0 on Thursdays (1970-01-01), 3 on Sundays
         # The last row of a (store, date) given twice wins.
         store_keys, store_dates, (closed, promo) = _last_per_day(
-            rows[columns.STORE_ID].to_numpy(),
+            _array(rows, columns.STORE_ID),
             dates,
             [
-                (rows[columns.OPEN].to_numpy().astype(int) == 0) & (weekday != 3),
-                rows[columns.PROMO].to_numpy().astype(int) == 1,
+                (_array(rows, columns.OPEN).astype(int) == 0) & (weekday != 3),
+                _array(rows, columns.PROMO).astype(int) == 1,
             ],
         )
         store_groups = _Groups(store_keys, store_dates)
@@ -206,9 +210,11 @@ class Calendar:
         return cls(state_days=pd.DataFrame(state_days), store_days=pd.DataFrame(store_days))
 
 
-def state_flags(rows: pd.DataFrame, profile: pd.DataFrame) -> pd.DataFrame:
+def state_flags(rows: pd.DataFrame, profile: pd.DataFrame) -> dict[str, np.ndarray]:
     """Per (state, date) of `rows`: whether any of its stores reports a state or a school
-    holiday (`Calendar.of_parts`' input), sorted by state and date."""
+    holiday (`Calendar.of_parts`' input), sorted by state and date, as arrays by name (a
+    request's calendar concatenates them with the stored context's: framing them cost more
+    than the scans)."""
     position = _positions(
         [profile[columns.STORE_ID].to_numpy()], [rows[columns.STORE_ID].to_numpy()]
     )
@@ -223,14 +229,21 @@ def state_flags(rows: pd.DataFrame, profile: pd.DataFrame) -> pd.DataFrame:
             rows[columns.SCHOOL_HOLIDAY].to_numpy().astype(int) == 1,
         ],
     )
-    return pd.DataFrame(
-        {
-            columns.STATE: keys,
-            columns.SALES_DATE: dates,
-            "state_holiday_day": holiday,
-            "school_holiday_day": school,
-        }
-    )
+    return {
+        columns.STATE: keys,
+        columns.SALES_DATE: dates,
+        "state_holiday_day": holiday,
+        "school_holiday_day": school,
+    }
+
+
+def _array(table: _Columns, name: str) -> np.ndarray:
+    """A column of a frame, or of arrays by name, as an array."""
+    values = table[name]
+    if isinstance(values, np.ndarray):
+        return values
+    array: np.ndarray = values.to_numpy()
+    return array
 
 
 def build_features(
