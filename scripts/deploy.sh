@@ -213,33 +213,48 @@ down() {
 
 # --- local mode: what builds here, no chart repository, no public image ---------------------
 
-# Pins of the CRD sources (Go modules) of local mode; the KubeRay operator's is the chart pin.
-PROMETHEUS_OPERATOR_VERSION=v0.85.0
 local_kafka_manifest=tests/cluster/kafka.yaml
+# Where scripts/local-cluster.sh keeps the CRDs it takes from their Go modules (the same
+# versions: KUBERAY_OPERATOR_VERSION, PROMETHEUS_OPERATOR_VERSION of helm-releases.env).
+cluster_crds=${SFMLOPS_CLUSTER_CACHE:-$HOME/.cache/sfmlops-cluster}/crds
 
-# The folder of a Go module (downloaded into Go's module cache once, checksummed).
-module_dir() {
-  local go=go
+# A folder of CRDs: the local cluster's copy, else the folder of their Go module, downloaded
+# into $module_cache, a module cache of this run's own (Go's default one, ~/go/pkg/mod, would
+# keep it). Args: the copy's name, module@version, the folder in the module.
+crd_folder() {
+  if [ -d "$cluster_crds/$1" ]; then
+    echo "$cluster_crds/$1"
+    return
+  fi
+  local go=go dir
   command -v go >/dev/null 2>&1 || go=/usr/local/go/bin/go
-  "$go" mod download -json "$1" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p'
+  dir=$(GOMODCACHE=$module_cache GOCACHE=$module_cache/build GOFLAGS=-modcacherw \
+    "$go" mod download -json "$2" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+  [ -d "$dir/$3" ] || { echo "no $3 in the Go module $2" >&2; return 1; }
+  echo "$dir/$3"
 }
 
 # KubeRay's CRDs (scripts/local-cluster.sh applies the same ones and runs the operator);
 # Prometheus Operator's CRDs for the chart's ServiceMonitor, PodMonitor and PrometheusRule (no
 # Prometheus runs locally: the objects are accepted and wait for one).
 local_crds() {
+  module_cache=$(mktemp -d)
+  trap 'rm -rf "$module_cache"' EXIT
+  local kuberay operator kind
   if ! kubectl get crd rayclusters.ray.io >/dev/null 2>&1; then
-    local kuberay
-    kuberay=$(module_dir "github.com/ray-project/kuberay/ray-operator@v$KUBERAY_OPERATOR_VERSION")
-    kubectl apply --server-side --force-conflicts -f "$kuberay/config/crd/bases" >/dev/null
+    kuberay=$(crd_folder "kuberay-v$KUBERAY_OPERATOR_VERSION" \
+      "github.com/ray-project/kuberay/ray-operator@v$KUBERAY_OPERATOR_VERSION" config/crd/bases)
+    kubectl apply --server-side --force-conflicts -f "$kuberay" >/dev/null
     echo "applied KubeRay's CRDs; a KubeRay operator must run for the RayCluster (scripts/local-cluster.sh runs one)" >&2
   fi
-  local operator kind
-  operator=$(module_dir "github.com/prometheus-operator/prometheus-operator@$PROMETHEUS_OPERATOR_VERSION")
+  operator=$(crd_folder "prometheus-operator-$PROMETHEUS_OPERATOR_VERSION" \
+    "github.com/prometheus-operator/prometheus-operator@$PROMETHEUS_OPERATOR_VERSION" \
+    example/prometheus-operator-crd)
   for kind in servicemonitors podmonitors prometheusrules; do
     kubectl apply --server-side --force-conflicts \
-      -f "$operator/example/prometheus-operator-crd/monitoring.coreos.com_$kind.yaml" >/dev/null
+      -f "$operator/monitoring.coreos.com_$kind.yaml" >/dev/null
   done
+  rm -rf "$module_cache"
 }
 
 # An image reference split into the chart's registry, repository and tag settings.

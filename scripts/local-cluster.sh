@@ -43,6 +43,7 @@ GATEWAY_API_VERSION=v1.4.0
 root=$(cd "$(dirname "$0")/.." && pwd)
 # The KubeRay operator's version is the chart pin of helm-releases.env: one version everywhere.
 KUBERAY_VERSION=v$(sed -n 's/^KUBERAY_OPERATOR_VERSION=//p' "$root/helm-releases.env")
+PROMETHEUS_OPERATOR_VERSION=$(sed -n 's/^PROMETHEUS_OPERATOR_VERSION=//p' "$root/helm-releases.env")
 cache=${SFMLOPS_CLUSTER_CACHE:-$HOME/.cache/sfmlops-cluster}
 state=${SFMLOPS_CLUSTER_DIR:-/var/lib/sfmlops-cluster}
 ingress_port=${SFMLOPS_INGRESS_PORT:-18080}
@@ -68,6 +69,8 @@ traefik_bin=$cache/traefik-$TRAEFIK_VERSION-no-dns-providers
 # The CRDs `up` applies, from the modules that ship them: kept here, `up` needs no Go.
 kuberay_crds=$cache/crds/kuberay-$KUBERAY_VERSION
 gateway_api_crds=$cache/crds/gateway-api-$GATEWAY_API_VERSION
+# Not used by the cluster itself: scripts/deploy.sh's local mode reads them here.
+prometheus_operator_crds=$cache/crds/prometheus-operator-$PROMETHEUS_OPERATOR_VERSION
 pki=$state/pki
 run=$state/run
 logs=$state/logs
@@ -290,7 +293,7 @@ build() {
   flock "$lock"
   if ! { [ -x "$kubernetes_bin/kubectl" ] && [ -x "$etcd_bin/etcd" ] && [ -x "$coredns_bin/coredns" ] &&
     [ -x "$addons_bin/crictl" ] && [ -x "$traefik_bin/traefik" ] && [ -d "$kuberay_crds" ] &&
-    [ -d "$gateway_api_crds" ]; }; then
+    [ -d "$gateway_api_crds" ] && [ -d "$prometheus_operator_crds" ]; }; then
     command -v go >/dev/null 2>&1 || die "Go is needed to build the cluster's programs (https://go.dev/dl)"
     # Go caches of these builds only (Go's defaults would keep ~14 GB that every later Go build
     # on the machine carries); -modcacherw lets the module cache be deleted like any folder.
@@ -308,16 +311,36 @@ build() {
     # Those of the Gateway API version Traefik is built against.
     keep_module_folder "sigs.k8s.io/gateway-api@$GATEWAY_API_VERSION" config/crd/standard \
       "$gateway_api_crds"
+    # For scripts/deploy.sh's local mode (the chart's ServiceMonitor, PodMonitor, PrometheusRule).
+    keep_module_folder "github.com/prometheus-operator/prometheus-operator@$PROMETHEUS_OPERATOR_VERSION" \
+      example/prometheus-operator-crd "$prometheus_operator_crds"
     # The cluster is useful without an ingress (kubectl port-forward), so a failed Traefik
-    # build is reported, not fatal; the caches then stay for the next try.
+    # build is reported, not fatal; the caches and sources then stay for the next try.
     if build_traefik && [ -x "$traefik_bin/traefik" ]; then
-      rm -rf "$cache/go"
+      rm -rf "$cache/go" "$cache/src"
     else
       log "Traefik did not build: no ingress controller (reach Services with kubectl port-forward)"
     fi
   fi
+  prune_cache
   # The daemons `up` starts next must not inherit the lock.
   exec {lock}>&-
+}
+
+# Removes what earlier versions of this script left in the cache: the folders of other pins (a
+# changed version builds beside the old one) and the CoreDNS the add-ons folder held before
+# CoreDNS had a build of its own. Only names this script gives are looked at.
+prune_cache() {
+  local entry current=" $kubernetes_bin $etcd_bin $coredns_bin $addons_bin $traefik_bin $kuberay_crds "
+  current+="$gateway_api_crds $prometheus_operator_crds $cache/images/pause-1.tar $cache/images/busybox-1.tar "
+  for entry in "$cache"/{kubernetes,etcd,coredns,traefik}-v* "$cache"/addons-* \
+    "$cache"/crds/{kuberay,gateway-api,prometheus-operator}-v* "$cache"/images/{pause,busybox}-*.tar \
+    "$addons_bin/coredns"; do
+    [ -e "$entry" ] || continue
+    [[ "$current" == *" $entry "* ]] && continue
+    log "removing $entry (not read by this version of the script)"
+    rm -rf "$entry"
+  done
 }
 
 # --- images without a registry -------------------------------------------------------------

@@ -48,8 +48,13 @@ def cache_folder(variable: str) -> str:
     """The cache folder local-cluster.sh names in `variable=$cache/...`, its versions filled in."""
     releases = (ROOT / "helm-releases.env").read_text()
     kuberay = re.search(r"^KUBERAY_OPERATOR_VERSION=(\S+)$", releases, re.MULTILINE)
+    operator = re.search(r"^PROMETHEUS_OPERATOR_VERSION=(\S+)$", releases, re.MULTILINE)
     assert kuberay
-    versions = {"KUBERAY_VERSION": "v" + kuberay.group(1)}
+    assert operator
+    versions = {
+        "KUBERAY_VERSION": "v" + kuberay.group(1),
+        "PROMETHEUS_OPERATOR_VERSION": operator[1],
+    }
     found = re.search(rf"^{variable}=\$cache/(\S+)$", CLUSTER_SCRIPT, re.MULTILINE)
     assert found, variable
     return re.sub(r"\$([A-Z_]+)", lambda m: versions.get(m[1]) or pinned(m[1]), found.group(1))
@@ -71,7 +76,7 @@ def built_cache(cache: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("#!/bin/sh\n")
         path.chmod(0o755)
-    for crds in ("kuberay_crds", "gateway_api_crds"):
+    for crds in ("kuberay_crds", "gateway_api_crds", "prometheus_operator_crds"):
         (cache / cache_folder(crds)).mkdir(parents=True)
 
 
@@ -101,6 +106,39 @@ def test_the_cluster_programs_build_waits_for_a_running_one(tmp_path: Path) -> N
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 0, stderr
     assert "building" not in stderr
+
+
+def test_the_cluster_build_removes_what_other_versions_left_in_its_cache(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    built_cache(cache)
+    current = sorted(str(path.relative_to(cache)) for path in cache.rglob("*"))
+    # Earlier pins and keys (Traefik and CoreDNS before their trimmed builds, a KubeRay CRD
+    # version), the CoreDNS the add-ons folder once held, a build cut short; and a folder the
+    # script does not name, which stays.
+    old = [
+        "traefik-v3.6.12/traefik",
+        "coredns-v1.14.7/coredns",
+        "kubernetes-v1.33.1.tmp/kubelet",
+        "crds/kuberay-v1.4.0/ray.io_rayclusters.yaml",
+        f"{cache_folder('addons_bin')}/coredns",
+    ]
+    for name in [*old, "notes/kept.txt"]:
+        (cache / name).parent.mkdir(parents=True, exist_ok=True)
+        (cache / name).write_text("")
+
+    result = subprocess.run(
+        [str(SCRIPTS / "local-cluster.sh"), "build"],
+        env=without_go(tmp_path, cache),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert result.returncode == 0, result.stderr
+    left = sorted(str(path.relative_to(cache)) for path in cache.rglob("*"))
+    assert left == sorted([*current, "build.lock", "notes", "notes/kept.txt"])
+    assert result.stderr.count("removing") == len(old)
 
 
 def test_the_cluster_build_makes_crictl_first(tmp_path: Path) -> None:
