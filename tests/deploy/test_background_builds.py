@@ -231,6 +231,22 @@ def test_make_test_starts_the_background_builds_before_the_main_suite() -> None:
     assert background < suite
 
 
+def test_the_cluster_tier_waits_for_the_programs_before_its_tests() -> None:
+    """A background build still running is waited for outside the tier's tests (whose set-up
+    has a time limit) and the wait is printed."""
+    recipe = subprocess.run(
+        ["make", "-n", "cluster-test", "-o", "images", "-o", "dev", "-o", "deploy-tools"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    build = next(i for i, line in enumerate(recipe) if "local-cluster.sh build" in line)
+    suite = next(i for i, line in enumerate(recipe) if "-m pytest tests/cluster" in line)
+    assert build < suite
+    assert "were ready after" in recipe[build + 1]
+
+
 def test_the_image_chain_runs_before_the_cluster_programs_and_both_below_the_suite(
     tmp_path: Path,
 ) -> None:
