@@ -243,6 +243,18 @@ VARIANTS: dict[str, tuple[GBMParams, int]] = {
     # The same blend with a cheaper second booster: fewer rounds at a higher rate.
     "blend_r150": (replace(BLEND, member_rounds=150, member_learning_rate=0.15), 1),
     "blend_r125": (replace(BLEND, member_rounds=125, member_learning_rate=0.2), 1),
+    # blend_r150 whose backtest windows fit a cheaper booster (170 rounds at 0.15), so that
+    # the served model's second booster costs a training job no more time.
+    "blend_r150_bt170": (
+        replace(
+            BLEND,
+            member_rounds=150,
+            member_learning_rate=0.15,
+            backtest_rounds=170,
+            backtest_learning_rate=0.15,
+        ),
+        1,
+    ),
     "leaves95": (GBMParams(num_leaves=95), 1),
     # The default gbm with another seed: how far a choice's gain is from what a seed moves.
     "seed18": (GBMParams(seed=18), 1),

@@ -356,6 +356,13 @@ def test_backtest_windows_fit_the_first_member_of_a_blend_alone(
     assert all(model.booster_ is not None and not model.member_boosters_ for model in fitted)
     single = GlobalGBMForecaster(SMALL_GBM)
     assert single.backtest_stand_in() is single
+    # A cheaper stand-in where the settings ask for one: its own rounds and rate.
+    cheaper = GlobalGBMForecaster(
+        replace(SMALL_GBM, members=2, backtest_rounds=60, backtest_learning_rate=0.2)
+    )
+    assert cheaper.backtest_stand_in().params == replace(
+        cheaper.params, members=1, rounds=60, learning_rate=0.2
+    )
 
 
 @pytest.mark.parametrize(
