@@ -59,7 +59,7 @@ from sfmlops.core.forecasting.backtest import (
 from sfmlops.core.forecasting.base import IntervalCalibration, as_future
 from sfmlops.core.forecasting.bundle import ForecastBundle
 from sfmlops.core.forecasting.executors import ProcessPoolTaskExecutor
-from sfmlops.core.forecasting.gbm import BLEND, GBMParams, GlobalGBMForecaster
+from sfmlops.core.forecasting.gbm import BLEND, DEFAULT_PARAMS, GBMParams, GlobalGBMForecaster
 from sfmlops.datasets import ROSSMANN_DIR
 from sfmlops.services.loading import read_dataset
 
@@ -217,7 +217,9 @@ _BEFORE_EXTENDED = replace(
 # ended, four-week level) replaced it; `default`: today's default.
 VARIANTS: dict[str, tuple[GBMParams, int]] = {
     "before": (_BEFORE_EXTENDED, 0),
-    "default": (GBMParams(), 1),
+    "default": (DEFAULT_PARAMS, 1),
+    # One booster: the default gbm until 2026-12-06 (the field defaults of GBMParams).
+    "single": (GBMParams(), 1),
     # The whole extended calendar (with the look-ahead promotion days) and 127 leaves of
     # >= 50 days: rejected, it broke on the Easter weeks (docs/benchmarks.md).
     "extended": (
@@ -244,24 +246,16 @@ VARIANTS: dict[str, tuple[GBMParams, int]] = {
     "blend_r150": (replace(BLEND, member_rounds=150, member_learning_rate=0.15), 1),
     "blend_r125": (replace(BLEND, member_rounds=125, member_learning_rate=0.2), 1),
     # blend_r150 whose backtest windows fit a cheaper booster (170 rounds at 0.15), so that
-    # the served model's second booster costs a training job no more time.
-    "blend_r150_bt170": (
-        replace(
-            BLEND,
-            member_rounds=150,
-            member_learning_rate=0.15,
-            backtest_rounds=170,
-            backtest_learning_rate=0.15,
-        ),
-        1,
-    ),
+    # the served model's second booster costs a training job no more time: the default since
+    # 2026-12-06.
+    "blend_r150_bt170": (DEFAULT_PARAMS, 1),
     "leaves95": (GBMParams(num_leaves=95), 1),
-    # The default gbm with another seed: how far a choice's gain is from what a seed moves.
+    # The single booster with another seed: how far a choice's gain is from what a seed moves.
     "seed18": (GBMParams(seed=18), 1),
     # Prophet: alone (each store's own Prophet, as `sfmlops train --models prophet`), and as a
     # third candidate beside the default set (VARIANT_MODELS).
-    "prophet": (GBMParams(), 1),
-    "with_prophet": (GBMParams(), 1),
+    "prophet": (DEFAULT_PARAMS, 1),
+    "with_prophet": (DEFAULT_PARAMS, 1),
 }
 # The model set of a variant that does not train the default gbm + seasonal_naive.
 VARIANT_MODELS: dict[str, tuple[str, ...]] = {

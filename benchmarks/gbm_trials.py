@@ -24,7 +24,7 @@ import pandas as pd
 from sfmlops.core import columns
 from sfmlops.core.forecasting.backtest import HORIZON_DAYS
 from sfmlops.core.forecasting.base import as_future
-from sfmlops.core.forecasting.gbm import BLEND, GBMParams, GlobalGBMForecaster
+from sfmlops.core.forecasting.gbm import BLEND, DEFAULT_PARAMS, GBMParams, GlobalGBMForecaster
 from sfmlops.datasets import ROSSMANN_DIR
 from sfmlops.services.loading import read_dataset
 
@@ -43,7 +43,10 @@ WINDOWS = {
 _BEFORE_TUNING = GBMParams(num_leaves=63, min_data_in_leaf=100, bagging_fraction=0.4)
 
 VARIANTS: dict[str, GBMParams] = {
-    "default": GBMParams(),
+    # Raw fits have no backtest: the default is its served blend.
+    "default": DEFAULT_PARAMS,
+    # One booster: the default gbm until 2026-12-06.
+    "single": GBMParams(),
     "blend": BLEND,
     # The blend with a cheaper second booster (fewer rounds at a higher rate).
     "blend_r150": replace(BLEND, member_rounds=150, member_learning_rate=0.15),
