@@ -21,6 +21,7 @@ from sqlalchemy.engine import make_url
 from sfmlops.adapters.db.engine import make_engine, migrate
 from sfmlops.datasets import ROSSMANN_DIR
 from tests.support import ROOT
+from tests.support.killable_postgres import KillablePostgres, killable_postgres
 from tests.support.network import free_port
 from tests.support.waiting import wait_for_http
 
@@ -96,6 +97,13 @@ def postgres_url(postgres_server: str) -> Iterator[str]:
         with admin.connect() as connection:
             connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.dispose()
+
+
+@pytest.fixture
+def own_postgres() -> Iterator[KillablePostgres]:
+    """A PostgreSQL cluster of the test's own, which it may kill and restart."""
+    with killable_postgres(free_port()) as cluster:
+        yield cluster
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

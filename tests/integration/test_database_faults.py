@@ -1,18 +1,15 @@
 """PostgreSQL killed with SIGKILL and restarted under a running API taking sales writes.
 
-The cluster is this test's own (scripts/postgres.sh), so killing it touches nothing else.
+The cluster is this test's own (`own_postgres`), so killing it touches nothing else.
 """
 
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,83 +20,11 @@ from sqlalchemy import Engine, event, select
 from sfmlops.adapters.db.engine import make_engine, migrate
 from sfmlops.adapters.db.tables import ingest_dead_letters, sales
 from sfmlops.services import loading
-from tests.support import ROOT
+from tests.support.killable_postgres import KillablePostgres
 from tests.support.network import free_port
 
 pytestmark = pytest.mark.integration
-POSTGRES = ROOT / "scripts" / "postgres.sh"
 RECORDS_PER_BATCH = 5
-
-
-@dataclass
-class Cluster:
-    folder: Path
-    port: int
-    url: str
-
-    def kill(self) -> None:
-        """SIGKILL the postmaster and every backend at once, as an out-of-memory kill would."""
-        postmaster = int((self.folder / "data" / "postmaster.pid").read_text().split()[0])
-        victims = [postmaster, *_children(postmaster)]
-        for pid in victims:
-            os.kill(pid, signal.SIGKILL)
-        deadline = time.monotonic() + 30
-        while any(Path(f"/proc/{pid}").exists() and not _zombie(pid) for pid in victims):
-            assert time.monotonic() < deadline, "PostgreSQL did not die"
-            time.sleep(0.1)
-        # A killed postmaster whose parent is gone may stay a zombie here (nobody reaps it),
-        # and PostgreSQL takes a zombie's pid for a live server; a restarted container starts
-        # in a fresh pid namespace and never sees it.
-        if _zombie(postmaster):
-            (self.folder / "data" / "postmaster.pid").unlink()
-            (self.folder / f".s.PGSQL.{self.port}.lock").unlink(missing_ok=True)
-
-    def restart(self) -> None:
-        result = subprocess.run(
-            [str(POSTGRES), "resume", str(self.folder), str(self.port)],
-            capture_output=True, text=True, env=_environment(), check=False,
-        )  # fmt: skip
-        log = (self.folder / "server.log").read_text()[-3000:]
-        assert result.returncode == 0, result.stdout + result.stderr + log
-
-
-def _environment() -> dict[str, str]:
-    return os.environ | {"SFMLOPS_PG_SHARED_BUFFERS": "128MB"}
-
-
-def _children(parent: int) -> list[int]:
-    children = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == parent:
-            children.append(int(stat.parent.name))
-    return children
-
-
-def _zombie(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    except OSError:
-        return True
-
-
-@pytest.fixture
-def cluster() -> Iterator[Cluster]:
-    parent = Path(tempfile.mkdtemp(prefix="sfmlops-pg-faults-"))
-    parent.chmod(0o755)  # the cluster runs as "postgres" when the tests run as root
-    folder, port = parent / "cluster", free_port()
-    url = subprocess.run(
-        [str(POSTGRES), "start", str(folder), str(port)],
-        check=True, capture_output=True, text=True, env=_environment(),
-    ).stdout.strip()  # fmt: skip
-    try:
-        yield Cluster(folder, port, url)
-    finally:
-        subprocess.run([str(POSTGRES), "stop", str(folder)], check=False, capture_output=True)
-        subprocess.run(["rm", "-rf", str(parent)], check=False)
 
 
 @dataclass
@@ -154,13 +79,13 @@ def _loaded(url: str, rossmann_slice: Path) -> Engine:
 
 
 def test_a_killed_database_loses_and_duplicates_no_acknowledged_write(
-    cluster: Cluster, rossmann_slice: Path, tmp_path: Path
+    own_postgres: KillablePostgres, rossmann_slice: Path, tmp_path: Path
 ) -> None:
-    engine = _loaded(cluster.url, rossmann_slice)
+    engine = _loaded(own_postgres.url, rossmann_slice)
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("SFMLOPS_")} | {
         "SFMLOPS_HOME": str(tmp_path / "home"),
-        "SFMLOPS_DATABASE_URL": cluster.url,
+        "SFMLOPS_DATABASE_URL": own_postgres.url,
     }
     log = (tmp_path / "api.log").open("wb")
     api = subprocess.Popen(
@@ -175,10 +100,10 @@ def test_a_killed_database_loses_and_duplicates_no_acknowledged_write(
         thread.start()
         _wait_for(lambda: len(writer.acknowledged()) >= 10, 60, "writes before the kill")
 
-        cluster.kill()
+        own_postgres.kill()
         _wait_for(lambda: writer.count(503) >= 3, 60, "503s while the database is down")
         while_down = httpx.get(f"{url}/ready", params={"require_model": "false"}, timeout=10)
-        cluster.restart()
+        own_postgres.restart()
         before = len(writer.acknowledged())
         # Recovers by itself: no restart of the API, the pool reconnects.
         _wait_for(lambda: len(writer.acknowledged()) >= before + 10, 120, "writes after restart")

@@ -26,6 +26,7 @@ from sfmlops.core.validation import validate_sales
 from sfmlops.datasets import ROSSMANN_DIR
 from sfmlops.services import loading
 from tests.support import ROOT
+from tests.support.killable_postgres import KillablePostgres
 from tests.support.network import free_port
 from tests.support.streaming import KafkaBroker, StreamEnv
 
@@ -99,6 +100,19 @@ def stream_env(
 ) -> Iterator[StreamEnv]:
     """A fresh topic and a migrated PostgreSQL database holding the slice's 20 stores."""
     yield from _stream_env(kafka_broker, jars_dir, postgres_url, rossmann_slice, tmp_path)
+
+
+@pytest.fixture
+def stream_env_own_postgres(
+    kafka_broker: KafkaBroker,
+    jars_dir: Path,
+    own_postgres: KillablePostgres,
+    rossmann_slice: Path,
+    tmp_path: Path,
+) -> Iterator[StreamEnv]:
+    """Like `stream_env`, on the test's own PostgreSQL cluster (`own_postgres`), which the test
+    may kill."""
+    yield from _stream_env(kafka_broker, jars_dir, own_postgres.url, rossmann_slice, tmp_path)
 
 
 @pytest.fixture(scope="session")

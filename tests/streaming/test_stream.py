@@ -12,9 +12,12 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import pytest
+from sqlalchemy import text
 
 from sfmlops.adapters import kafka
+from sfmlops.adapters.db import stream_offset_records
 from sfmlops.core import columns, events
+from tests.support.killable_postgres import KillablePostgres
 from tests.support.streaming import StreamEnv
 from tests.support.waiting import wait_until
 
@@ -211,6 +214,81 @@ def test_a_broker_restart_mid_run_loses_and_repeats_nothing(
         output, _ = running.communicate(timeout=60)
     assert running.returncode == 0, output
     assert_exact(stream_env, sent)
+
+
+def test_a_database_killed_inside_a_batch_loses_and_repeats_nothing(
+    stream_env_own_postgres: StreamEnv,
+    own_postgres: KillablePostgres,
+    store_history: pd.DataFrame,
+) -> None:
+    env = stream_env_own_postgres
+    history = store_history.sample(n=3_000, random_state=4)
+    mixed = mixed_events(history, malformed_share=0.01, duplicate_share=0.05)
+    # Corrections of 100 records of open days, sent last: each key ends with its new value.
+    corrected = (
+        history[history[columns.SALES] > 0]
+        .sample(n=100, random_state=5)
+        .assign(**{columns.SALES: lambda f: f[columns.SALES] + 1.0})
+    )
+    keys, values = events.encode_sales_events(corrected)
+    sent = Events(
+        keys=mixed.keys + keys,
+        values=mixed.values + values,
+        expected_sales=pd.concat([history.drop(corrected.index), corrected]),
+        malformed=mixed.malformed,
+    )
+    half = len(mixed.values) // 2
+    env.extra_env["SFMLOPS_STREAM_MAX_BATCH_EVENTS"] = "1000"
+    env.send(sent.keys[:half], sent.values[:half])
+    running = env.start("stream", "--continuous", "--interval", "1s")
+    try:
+        wait_until(lambda: len(env.sales()) > 0, timeout=180, what="a first batch to commit")
+        # Holding a lock the batch's offset write needs pins the job inside its transaction,
+        # its sales already upserted, until PostgreSQL dies under it.
+        blocker = env.engine.connect()
+        blocker.execute(text("LOCK TABLE stream_offsets IN SHARE MODE"))
+        env.send(sent.keys[half:], sent.values[half:])
+        wait_until(
+            lambda: _waiting_on_a_lock(env, "stream_offsets"),
+            timeout=120,
+            what="a batch waiting to write its offsets",
+        )
+        own_postgres.kill()
+        blocker.invalidate()
+        # The job stops with an error (its supervisor restarts it); it does not hang.
+        output, _ = running.communicate(timeout=120)
+    finally:
+        if running.poll() is None:
+            os.killpg(running.pid, signal.SIGKILL)
+            running.wait(timeout=30)
+    assert running.returncode == 1, output
+    assert "the stream stopped" in output, output
+    own_postgres.restart()
+    assert 0 < len(env.sales()) < len(history)
+    with env.engine.connect() as connection:
+        committed = stream_offset_records.read_stream_offsets(connection, env.topic)
+
+    # The restart its supervisor makes: it waits for the database and resumes after the last
+    # committed batch.
+    restarted = env.run("stream", "--once", "--wait", "60")
+
+    assert restarted.returncode == 0, restarted.stdout + restarted.stderr
+    # It read exactly the events after the committed offsets: none again, none skipped.
+    assert f"Done: {len(sent.values) - sum(committed.values()):,} records" in restarted.stdout
+    assert_exact(env, sent)
+
+
+def _waiting_on_a_lock(env: StreamEnv, table: str) -> bool:
+    """Whether another session of the database waits for a lock in a statement on `table`."""
+    with env.engine.connect() as connection:
+        waiting = connection.execute(
+            text(
+                "SELECT count(*) FROM pg_stat_activity WHERE pid <> pg_backend_pid() "
+                "AND wait_event_type = 'Lock' AND query LIKE :statement"
+            ),
+            {"statement": f"%{table}%"},
+        ).scalar_one()
+    return bool(waiting)
 
 
 def test_out_of_order_and_corrected_records_end_with_the_latest_value(
