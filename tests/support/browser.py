@@ -106,6 +106,11 @@ def start_retrain(page: Page, timeout_ms: float = PAGE_MS) -> Locator:
     shows its error instead. Either failure ends the test with what the page said and a
     screenshot, rather than a bare timeout.
     """
+    # A click that lands while the script reruns (the store's query parameter was just set) hits
+    # a button about to be replaced and is lost: click only once the page is idle.
+    expect(page.get_by_test_id("stStatusWidget")).to_be_hidden(timeout=PAGE_MS)
+    stale = page.locator("[data-testid='stElementContainer'][data-stale='true']")
+    expect(stale).to_have_count(0, timeout=PAGE_MS)
     page.get_by_role("button", name="Retrain this store").click()
     progress = page.get_by_test_id("stProgress").or_(page.get_by_text("finished: version"))
     refused = page.get_by_text("Could not start the retrain")
