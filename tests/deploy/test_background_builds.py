@@ -108,6 +108,18 @@ def test_the_cluster_programs_build_waits_for_a_running_one(tmp_path: Path) -> N
     assert "building" not in stderr
 
 
+def build_without_go(tmp_path: Path, cache: Path) -> subprocess.CompletedProcess[str]:
+    """`local-cluster.sh build` on CACHE with the stand-in `go` of `without_go`."""
+    return subprocess.run(
+        [str(SCRIPTS / "local-cluster.sh"), "build"],
+        env=without_go(tmp_path, cache),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
 def test_the_cluster_build_removes_what_other_versions_left_in_its_cache(tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     built_cache(cache)
@@ -126,14 +138,7 @@ def test_the_cluster_build_removes_what_other_versions_left_in_its_cache(tmp_pat
         (cache / name).parent.mkdir(parents=True, exist_ok=True)
         (cache / name).write_text("")
 
-    result = subprocess.run(
-        [str(SCRIPTS / "local-cluster.sh"), "build"],
-        env=without_go(tmp_path, cache),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = build_without_go(tmp_path, cache)
 
     assert result.returncode == 0, result.stderr
     left = sorted(str(path.relative_to(cache)) for path in cache.rglob("*"))
@@ -144,14 +149,7 @@ def test_the_cluster_build_removes_what_other_versions_left_in_its_cache(tmp_pat
 def test_the_cluster_build_makes_crictl_first(tmp_path: Path) -> None:
     """The image preload waits for crictl: the build starts with it (its go fails at once)."""
     cache = tmp_path / "cache"
-    result = subprocess.run(
-        [str(SCRIPTS / "local-cluster.sh"), "build"],
-        env=without_go(tmp_path, cache),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = build_without_go(tmp_path, cache)
 
     assert result.returncode != 0
     calls = (tmp_path / "go-calls").read_text().splitlines()
