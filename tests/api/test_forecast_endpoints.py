@@ -270,6 +270,8 @@ def test_champion_description(served: TestClient, bundle: ForecastBundle) -> Non
     assert pd.isna(reported["coverage_80"])
     assert everything["metrics"]["coverage_80"] is None
     assert everything["champion_mix"] == {"seasonal_naive": 5}
+    # seasonal_naive is backtested as it is served: no stand-in's figures to name.
+    assert everything["backtest_stand_ins"] == {}
     assert [s["store_id"] for s in everything["stores"]] == [1, 2, 3, 4, 5]
     row = bundle.champions[bundle.champions[columns.STORE_ID] == 2].iloc[0]
     assert one["stores"] == [

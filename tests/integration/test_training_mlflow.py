@@ -18,6 +18,7 @@ from sfmlops.adapters.ray_cluster import RayExecutor, ray_session
 from sfmlops.core import columns
 from sfmlops.core.forecasting.bundle import future_days
 from sfmlops.core.forecasting.executors import SequentialExecutor
+from sfmlops.core.forecasting.gbm import GlobalGBMForecaster
 from sfmlops.services import batch_forecast, loading
 from sfmlops.services.model_training import (
     TrainingFailedError,
@@ -83,6 +84,13 @@ def test_a_job_on_ray_registers_a_champion_that_plain_pyfunc_serves(
     assert "w1_rolling_gbm_coverage_80" not in run.data.metrics
     assert "gbm_coverage_80" not in run.data.metrics
     assert run.data.tags["sfmlops.window.1"] == "rolling 2015-04-27..2015-06-13"
+    # The gbm's metrics are its backtest stand-in's: the run names it (MLflow metrics have no
+    # description); seasonal_naive's are its own.
+    assert run.data.tags["sfmlops.backtest_stand_in.gbm"] == (
+        GlobalGBMForecaster().stand_in_description()
+    )
+    assert "sfmlops.backtest_stand_in.seasonal_naive" not in run.data.tags
+    assert outcome.stand_ins == {"gbm": run.data.tags["sfmlops.backtest_stand_in.gbm"]}
     artifacts = {
         item.path for item in registry.connect(settings).list_artifacts(outcome.run_id, "report")
     }

@@ -363,6 +363,13 @@ def test_backtest_windows_fit_the_first_member_of_a_blend_alone(
     assert cheaper.backtest_stand_in().params == replace(
         cheaper.params, members=1, rounds=60, learning_rate=0.2
     )
+    # Reports name what they scored: the stand-in, and the model served in its place.
+    assert single.stand_in_description() is None
+    assert cheaper.stand_in_description() == (
+        f"one booster of 60 rounds at learning rate 0.2, in place of the served blend of 2 "
+        f"boosters ({SMALL_GBM.rounds} rounds at learning rate {SMALL_GBM.learning_rate:g}; "
+        f"then {SMALL_GBM.rounds} rounds at {SMALL_GBM.learning_rate:g})"
+    )
 
 
 @pytest.mark.parametrize(
@@ -861,6 +868,11 @@ def test_training_builds_a_bundle_that_round_trips(
     )
     assert set(report.summary[columns.MODEL]) == {"seasonal_naive", "gbm", model_selection.CHAMPION}
     assert bundle.series == {(s, columns.DEFAULT_PRODUCT) for s in range(1, 7)}
+    # The default gbm's backtest windows fit a cheaper stand-in: the report and the bundle
+    # say so beside its figures; seasonal_naive is backtested as served.
+    assert report.stand_ins == {"gbm": GlobalGBMForecaster().stand_in_description()}
+    assert bundle.metadata["backtest_stand_ins"] == report.stand_ins
+    assert report.stand_ins["gbm"].startswith("one booster of 170 rounds at learning rate 0.15")
     future = as_future(later)
     first = bundle.predict(future)
     bundle.save(tmp_path / "bundle")

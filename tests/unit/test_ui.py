@@ -25,6 +25,7 @@ from sfmlops.ui.charts import (
     rmspe_bins,
     rmspe_histogram,
     rmspe_outliers_caption,
+    stand_ins_caption,
     store_chart,
     weekly_accuracy,
 )
@@ -175,6 +176,16 @@ def test_an_rmspe_histogram_without_outliers_has_no_last_bar_nor_caption(
     assert not bands["beyond"].any()
     assert bands["end"].max() == pytest.approx(max(rmspe))
     assert rmspe_outliers_caption(series, bands) is None
+
+
+def test_the_caption_names_a_backtest_stand_in_and_says_nothing_without_one() -> None:
+    caption = stand_ins_caption({"gbm": "one booster of 170 rounds, in place of the served blend"})
+
+    assert caption == (
+        " The gbm figures are those of its backtest stand-in, one booster of 170 rounds, in "
+        "place of the served blend."
+    )
+    assert stand_ins_caption({}) == ""
 
 
 def test_realized_accuracy_is_summed_per_week_weighted_by_forecasts_scored() -> None:

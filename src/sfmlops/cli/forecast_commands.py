@@ -339,6 +339,7 @@ class _TrainingProgress:
 def print_outcome(outcome: TrainingOutcome) -> None:
     if not outcome.summary.empty and outcome.mode == "full":
         console.print(_metrics_table(outcome.summary, "Backtest, reported window", windows=False))
+        _print_stand_ins(outcome.stand_ins)
     mix = ", ".join(f"{name} {count}" for name, count in sorted(outcome.champion_mix.items()))
     for warning in outcome.warnings:
         console.print(f"[yellow]warning:[/] {warning}")
@@ -376,6 +377,12 @@ def _metrics_table(summary: pd.DataFrame, title: str, *, windows: bool) -> Table
     return table
 
 
+def _print_stand_ins(stand_ins: Mapping[str, str]) -> None:
+    """Which models' rows above are a cheaper stand-in's errors, and what it is."""
+    for model, description in sorted(stand_ins.items()):
+        console.print(f"{model}: scored as its backtest stand-in, {description}", highlight=False)
+
+
 def _coverage(share: float) -> str:
     """E.g. `79.8%`; `n/a` for a window whose forecasts had no calibrated interval."""
     return "n/a" if pd.isna(share) else f"{share:.1%}"
@@ -398,5 +405,6 @@ def _print_report(report: model_selection.BacktestReport) -> None:
     ordered = report.summary.sort_values([columns.BACKTEST_WINDOW, metrics.RMSPE])
     title = "Backtest (champion: picked on earlier windows, scored on the last rolling one)"
     console.print(_metrics_table(ordered, title, windows=True))
+    _print_stand_ins(report.stand_ins)
     mix = ", ".join(f"{name} {count}" for name, count in sorted(report.champion_mix().items()))
     console.print(f"Champion mix (picked on windows before {report.reported_window}): {mix}")

@@ -125,6 +125,8 @@ class TrainingOutcome:
     champion_mix: dict[str, int]
     seconds: float
     warnings: list[str] = field(default_factory=list)
+    # Per model whose backtest figures (in `summary`) are a stand-in's, what it is.
+    stand_ins: dict[str, str] = field(default_factory=dict)
 
 
 def run_training(
@@ -185,6 +187,8 @@ def run_training(
         )
         if not retrain:
             registry.set_tags(_window_tags(bundle))
+        if stand_in_tags := _stand_in_tags(bundle):
+            registry.set_tags(stand_in_tags)
         share = len(failed) / max(series_total, 1)
         if share > request.max_failed_share:
             raise TrainingFailedError(
@@ -257,6 +261,7 @@ def run_training(
         champion_mix=dict(bundle.metadata.get("champion_mix", {})),
         seconds=time.perf_counter() - started,
         warnings=warnings,
+        stand_ins=dict(bundle.metadata.get("backtest_stand_ins", {})),
     )
 
 
@@ -522,6 +527,17 @@ def _window_tags(bundle: ForecastBundle) -> dict[str, str]:
         f"sfmlops.window.{window['number']}": f"{window.get('kind', 'rolling')} "
         f"{window['start']}..{window['end']}"
         for window in bundle.metadata.get("backtest_windows", [])
+    }
+
+
+def _stand_in_tags(bundle: ForecastBundle) -> dict[str, str]:
+    """`sfmlops.backtest_stand_in.<model>`: for a model whose backtest fitted a stand-in in
+    its place, what it is. Its metrics in the run (`<model>_rmspe`, `w<n>_..._<model>_...`,
+    and the champions' where it is champion) are that stand-in's errors, not the served
+    model's: MLflow metrics have no description, so the run's tags carry it."""
+    return {
+        f"sfmlops.backtest_stand_in.{model}": description
+        for model, description in bundle.metadata.get("backtest_stand_ins", {}).items()
     }
 
 

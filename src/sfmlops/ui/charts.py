@@ -296,6 +296,15 @@ def rmspe_outliers_caption(series: pd.DataFrame, bands: pd.DataFrame) -> str | N
     )
 
 
+def stand_ins_caption(stand_ins: Mapping[str, str]) -> str:
+    """Says which models' backtest figures are a cheaper stand-in's and what it is (the
+    page's RMSPE and each store's are then not the served model's own); "" when none."""
+    return "".join(
+        f" The {model} figures are those of its backtest stand-in, {description}."
+        for model, description in sorted(stand_ins.items())
+    )
+
+
 def chart_csv(frame: pd.DataFrame) -> bytes:
     """The chart's data as the "Download CSV" file: the `chart_table`, one row per day."""
     return chart_table(frame).to_csv(index=False).encode()

@@ -128,6 +128,8 @@ class ChampionModel(BaseModel):
     last_date: dt.date
     metrics: ChampionMetrics
     champion_mix: dict[str, int]
+    # Older APIs do not send it.
+    backtest_stand_ins: dict[str, str] = {}
     stores: list[SeriesChampion]
 
 

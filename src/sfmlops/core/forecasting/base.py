@@ -352,6 +352,11 @@ class CalibratedForecaster(PickledForecaster):
         has a cheaper form whose errors are no smaller than its own)."""
         return self
 
+    def stand_in_description(self) -> str | None:
+        """What `backtest_stand_in` fits in this model's place, in words (reports name it
+        beside the figures it scored); None when a backtest fits this model itself."""
+        return None
+
     def _probe(self) -> Self:
         """An unfitted copy used to measure out-of-sample errors."""
         return type(self)(**self._params())

@@ -243,6 +243,14 @@ class GlobalGBMForecaster(CalibratedForecaster):
         )
         return type(self)(**{**self._params(), "params": stand_in})
 
+    def stand_in_description(self) -> str | None:
+        """E.g. `one booster of 170 rounds at learning rate 0.15, in place of the served
+        blend of 2 boosters (...)`; None when backtests fit this model itself."""
+        stand_in = self.backtest_stand_in()
+        if stand_in is self:
+            return None
+        return f"{_boosters(stand_in.params)}, in place of the served {_boosters(self.params)}"
+
     def _probe(self) -> Self:
         # A third of the rounds at up to three times the rate: errors close to the full
         # model's for a third of the time (only a backtest's first window is probed); one
@@ -485,6 +493,20 @@ class GlobalGBMForecaster(CalibratedForecaster):
     def describe(self) -> dict[str, Any]:
         """Parameters for tracking."""
         return {"model": self.name, **asdict(self.params)}
+
+
+def _boosters(params: GBMParams) -> str:
+    """The boosters `params` fit, in words (see `stand_in_description`)."""
+    first = f"{params.rounds} rounds at learning rate {params.learning_rate:g}"
+    if params.members <= 1:
+        return f"one booster of {first}"
+    later = (
+        f"{params.member_rounds or params.rounds} rounds at "
+        f"{params.member_learning_rate or params.learning_rate:g}"
+    )
+    if params.member_excluded_features:
+        later += f" without {', '.join(params.member_excluded_features)}"
+    return f"blend of {params.members} boosters ({first}; then {later})"
 
 
 def fit_shard(

@@ -99,6 +99,9 @@ class BacktestReport:
             reported one (on the only rolling window when there is one).
         failures: Fits that raised for a series (`FAILURE_COLUMNS`); such a series is
             forecast 0 by that model in that window, so it does not become its champion.
+        stand_ins: Per model whose backtest fitted a stand-in in its place (e.g. the default
+            gbm: one cheaper booster for a blend of two), what the stand-in is: that model's
+            figures here are the stand-in's, not those of the model a training serves.
     """
 
     windows: list[BacktestWindow]  # rolling and season windows, oldest first
@@ -106,6 +109,7 @@ class BacktestReport:
     summary: pd.DataFrame
     champions: pd.DataFrame
     failures: pd.DataFrame = field(default_factory=lambda: FailureLog().frame())
+    stand_ins: dict[str, str] = field(default_factory=dict)
 
     @property
     def reported_window(self) -> int:
@@ -172,7 +176,21 @@ def backtest(
     reported = chosen[-1].number
     best = champion_scored(scored[scored[columns.BACKTEST_WINDOW] == reported], champions)
     scored = pd.concat([scored, best], ignore_index=True)
-    return BacktestReport(chosen, scored, summary(scored, chosen), champions, failures.frame())
+    return BacktestReport(
+        chosen, scored, summary(scored, chosen), champions, failures.frame(), stand_ins_of(made)
+    )
+
+
+def stand_ins_of(factories: Mapping[str, ForecasterFactory]) -> dict[str, str]:
+    """Per model whose backtest windows fit a stand-in in its place, what the stand-in is."""
+    found = {}
+    for name, make in factories.items():
+        forecaster = make()  # unfitted: cheap
+        if isinstance(forecaster, CalibratedForecaster):
+            description = forecaster.stand_in_description()
+            if description:
+                found[name] = description
+    return found
 
 
 def train(
@@ -256,6 +274,8 @@ def train(
             "reported_window": report.reported_window,
             "reported_metrics": reported.to_dict(orient="records"),
             "window_metrics": window_metrics(report),
+            # Whose errors the figures above are, where a backtest fitted a stand-in.
+            "backtest_stand_ins": dict(report.stand_ins),
             "champion_mix": {
                 str(k): int(v) for k, v in champions[columns.MODEL].value_counts().items()
             },

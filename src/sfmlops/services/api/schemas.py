@@ -393,6 +393,12 @@ class ChampionModel(BaseModel):
     last_date: dt.date = Field(description="Last day of the training data.")
     metrics: ChampionMetrics
     champion_mix: dict[str, int] = Field(description="Series per model.")
+    backtest_stand_ins: dict[str, str] = Field(
+        default_factory=dict,
+        description="Models whose backtest figures (`metrics`, each store's `rmspe`) are the "
+        "errors of a cheaper stand-in fitted in their place in the backtest windows, and what "
+        "it is; the model served is the one named after `in place of`.",
+    )
     stores: list[SeriesChampion]
 
 

@@ -665,6 +665,7 @@ def _champion_description(
         "champion_mix": {
             str(name): int(count) for name, count in bundle.metadata.get("champion_mix", {}).items()
         },
+        "backtest_stand_ins": dict(bundle.metadata.get("backtest_stand_ins", {})),
         "stores": list(series.values()),
     }
     return description, series

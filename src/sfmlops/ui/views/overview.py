@@ -17,6 +17,7 @@ from sfmlops.ui.charts import (
     rmspe_bins,
     rmspe_histogram,
     rmspe_outliers_caption,
+    stand_ins_caption,
     weekly_accuracy,
 )
 from sfmlops.ui.client import ApiClient, ApiError, ModelUnavailableError, NotFoundError
@@ -167,6 +168,7 @@ def _accuracy(champion: responses.ChampionModel) -> None:
         + f", trained {champion.trained_at.astimezone(dt.UTC):%Y-%m-%d %H:%M} UTC"
         + f" on sales up to {champion.last_date}"
         + f". Backtest RMSPE over all stores: {_percent(champion.metrics.rmspe)}."
+        + stand_ins_caption(champion.backtest_stand_ins)
     )
     spread, mix = st.columns([3, 2], gap="large")
     with spread:
