@@ -19,6 +19,7 @@ from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 
 from sfmlops.adapters.db.engine import make_engine, migrate
+from sfmlops.adapters.mlflow_client_env import serving_client_env_names
 from sfmlops.datasets import ROSSMANN_DIR
 from tests.support import ROOT
 from tests.support.killable_postgres import KillablePostgres, killable_postgres
@@ -54,6 +55,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                 f"{item.nodeid}: mark the test with exactly one tier of {', '.join(TIERS)} "
                 f"(it has {', '.join(marked) or 'none'})"
             )
+
+
+@pytest.fixture(autouse=True)
+def _no_server_client_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test starts with MLflow's client defaults, as a fresh process does.
+
+    An API started in-process by an earlier test of this worker gave MLflow's client a 10 s
+    timeout without retries, process-wide (`mlflow_client_env`); a training run in-process
+    afterwards must not inherit it (a job process never does).
+    """
+    for name in serving_client_env_names(os.environ):
+        monkeypatch.delenv(name)
 
 
 @pytest.fixture(scope="session")

@@ -18,6 +18,7 @@ from typing import Literal, Protocol
 import psutil
 from sqlalchemy.engine import make_url
 
+from sfmlops.adapters import mlflow_client_env
 from sfmlops.settings import Settings
 
 RunnerState = Literal["running", "succeeded", "failed", "gone", "unknown"]
@@ -54,6 +55,7 @@ class LocalJobRunner:
                 [sys.executable, "-m", "sfmlops", *arguments],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
+                env=mlflow_client_env.without_serving_client_env(os.environ),
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # outlives a restart of the API that started it
             )

@@ -28,6 +28,7 @@ from dataclasses import dataclass, replace
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from sfmlops.adapters import mlflow_client_env
 from sfmlops.adapters import mlflow_registry as registry
 from sfmlops.adapters.db import issued_forecasts, plan_records, training_job_records
 from sfmlops.adapters.db.training_job_records import TrainingJob
@@ -44,14 +45,6 @@ from sfmlops.settings import Settings
 log = logging.getLogger("sfmlops.api.models")
 
 NO_CHAMPION = "no champion model yet: run sfmlops train"
-# A registry call that hangs must not hold up start-up or the poller for long; the poller
-# retries on its own schedule, so MLflow's own retries (minutes of backoff) are not needed.
-# Nor does a server log want MLflow's download progress bars.
-_MLFLOW_ENV = {
-    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
-    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
-    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
-}
 
 
 @dataclass(frozen=True)
@@ -147,8 +140,7 @@ class ModelCache:
 
     def start(self) -> None:
         """Load the champion now (blocking), then keep polling in a daemon thread."""
-        for name, value in _MLFLOW_ENV.items():
-            os.environ.setdefault(name, value)
+        mlflow_client_env.use_serving_client_env(os.environ)
         # Read before the first check, so that a job ending during it is noticed next tick.
         seen = self._training_activity()
         self.refresh()
