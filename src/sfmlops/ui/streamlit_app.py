@@ -31,19 +31,20 @@ def main() -> None:
     )
     store = st.Page(STORE_PAGE, title="Store", icon=":material/storefront:", url_path="store")
     page = st.navigation([overview, store])
-    opened_on_a_store_link = _opened_on_a_store_link()
-    if page is overview and opened_on_a_store_link:
+    if page is overview and _opened_on_a_store_link():
         # Links made when the store page was the root (/?store=12, in alerts and bookmarks)
         # still open that store.
         st.switch_page(store, query_params=st.query_params.to_dict())
+    # Marked only by a run that did not redirect: a rerun the browser asks for may replace the
+    # redirect's (the last request wins) and land on the overview again, still with ?store=;
+    # that run must redirect too, or the link opens the overview.
+    st.session_state[OPENED_KEY] = True
     page.run()
 
 
 def _opened_on_a_store_link() -> bool:
-    """Whether this session's first page run came with ?store= (later runs never do)."""
-    first_run = OPENED_KEY not in st.session_state
-    st.session_state[OPENED_KEY] = True
-    return first_run and page_context.STORE_PARAM in st.query_params
+    """Whether no page of this session has run yet and the link names a store."""
+    return OPENED_KEY not in st.session_state and page_context.STORE_PARAM in st.query_params
 
 
 if __name__ == "__main__":
