@@ -52,14 +52,15 @@ demo: install
 # local cluster, run last, each alone (each removes itself, volumes
 # included, even on failure; the cluster test refuses to start while a Compose stack runs).
 # Their images and the cluster's programs build in the background from before the lint to the
-# end of the main suite, at the lowest CPU priority (scripts/background-builds.sh); each tier
-# waits for its build.
+# end of the main suite at a low CPU priority, then as the tiers' equals (`--promote`: they are
+# what the last tiers wait for; scripts/background-builds.sh); each tier waits for its build.
 # container-tools comes first: tests/deploy runs podman-compose's own checks, which need podman.
 # The Airflow suite and the container tier run side by side (each one's output printed whole
 # when it ends): the container tier first waits for the background image build, and neither
 # keeps both cores busy.
 test: dev system-deps container-tools background-builds deploy-tools lint lint-deploy airflow
 	$(BIN)/python -m pytest --ignore=tests/containers -n $(PYTEST_WORKERS) --dist loadfile --max-worker-restart 0 $(PYTEST_ARGS)
+	scripts/background-builds.sh --promote
 	$(MAKE) --no-print-directory -j2 --output-sync=target test-airflow container-test
 	$(MAKE) --no-print-directory compose-test
 	$(MAKE) --no-print-directory cluster-test

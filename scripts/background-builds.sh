@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Starts the slow builds of `make test`'s last tiers in the background and returns at once:
 #   scripts/background-builds.sh TAG
+#   scripts/background-builds.sh --promote   (once the main suite is done: see below)
 # They run while the main suite does, at a low CPU priority, so they take the cores that suite
 # leaves idle while it waits on servers, browsers and Spark, and the downloads overlap its work.
 # Two chains, side by side: the images (scripts/images.sh build TAG, then the Compose stand-ins,
@@ -15,10 +16,29 @@
 # what they need themselves.
 set -euo pipefail
 
-[ $# -eq 1 ] || { sed -n '2,3p' "$0" >&2; exit 2; }
-tag=$1
+[ $# -eq 1 ] || { sed -n '2,4p' "$0" >&2; exit 2; }
 cd "$(dirname "$0")/.."
 mkdir -p test-artifacts
+
+# Once the main suite has ended, the chains are what the last tiers wait for: the Airflow, image
+# and Compose tiers leave cores idle, the cluster tier cannot start before the programs are
+# built. Each chain's scheduler group goes to nice 0, an equal of the tiers' group: at 19 it
+# would also be an equal of every other nice-19 group on the machine and could be starved.
+# Needs the right to raise a priority (root, as CI runs); without it the chains keep theirs.
+if [ "$1" = --promote ]; then
+  for pid_file in test-artifacts/background-*.pid; do
+    [ -e "$pid_file" ] || continue
+    pid=$(cat "$pid_file")
+    # Still the chain: the session leader setsid made it (not a later process given its pid).
+    [ "$(ps -o sid= -p "$pid" 2>/dev/null | tr -d ' ')" = "$pid" ] || continue
+    if { echo 0 >"/proc/$pid/autogroup"; } 2>/dev/null; then
+      echo "background build: $(basename "$pid_file" .pid | sed 's/^background-//') now at nice 0"
+    fi
+  done
+  exit 0
+fi
+tag=$1
+rm -f test-artifacts/background-*.pid
 
 # Args: the chain's name, its nice level, its command.
 start() {
@@ -31,6 +51,7 @@ start() {
   # shellcheck disable=SC2016 # $1 and $2 are the inner shell's arguments
   setsid nohup bash -c '{ echo "$1" >/proc/self/autogroup; } 2>/dev/null; exec nice -n "$1" bash -c "$2"' \
     chain "$level" "$*" </dev/null >"test-artifacts/background-$name.log" 2>&1 &
+  echo $! >"test-artifacts/background-$name.pid"
   echo "background build: $name, nice $level (test-artifacts/background-$name.log)"
 }
 

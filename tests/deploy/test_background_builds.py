@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPTS = ROOT / "scripts"
 CLUSTER_SCRIPT = (SCRIPTS / "local-cluster.sh").read_text()
@@ -245,21 +247,13 @@ def test_the_cluster_tier_waits_for_the_programs_before_its_tests() -> None:
     assert "were ready after" in recipe[build + 1]
 
 
-def test_the_image_chain_runs_before_the_cluster_programs_and_both_below_the_suite(
-    tmp_path: Path,
-) -> None:
-    """Each chain runs at its nice level, its scheduler group too where the kernel groups by
-    session: images at 10 (needed first), the cluster's programs at 19. Run on a copy of the
-    script whose builds only record their priority."""
+def start_chains(tmp_path: Path, build: str) -> Path:
+    """Runs a copy of background-builds.sh whose builds are the script `build`; its scripts."""
     scripts = tmp_path / "scripts"
     scripts.mkdir()
     (scripts / "background-builds.sh").write_text((SCRIPTS / "background-builds.sh").read_text())
-    # One record per script and command: local-cluster.sh runs in both chains (build, preload).
-    record = (
-        '#!/bin/sh\n{ nice; cat /proc/self/autogroup 2>/dev/null || echo none; } > "$0.$1.out"\n'
-    )
     for name in ("images.sh", "compose-images.sh", "local-cluster.sh"):
-        (scripts / name).write_text(record)
+        (scripts / name).write_text(build)
     fake_bin = tmp_path / "bin"
     fake_bin.mkdir()
     for tool in ("podman", "go"):
@@ -270,6 +264,29 @@ def test_the_image_chain_runs_before_the_cluster_programs_and_both_below_the_sui
     subprocess.run(
         ["bash", str(scripts / "background-builds.sh"), "tag"], env=env, check=True, timeout=30
     )
+    return scripts
+
+
+def recorded(out: Path) -> list[str]:
+    """The two lines a build recorded (its nice, its scheduler group), once written."""
+    deadline = time.monotonic() + 30
+    while not (out.exists() and len(out.read_text().splitlines()) == 2):
+        assert time.monotonic() < deadline, f"{out.name} never written"
+        time.sleep(0.2)
+    return out.read_text().splitlines()
+
+
+def test_the_image_chain_runs_before_the_cluster_programs_and_both_below_the_suite(
+    tmp_path: Path,
+) -> None:
+    """Each chain runs at its nice level, its scheduler group too where the kernel groups by
+    session: images at 10 (needed first), the cluster's programs at 19. Run on a copy of the
+    script whose builds only record their priority."""
+    # One record per script and command: local-cluster.sh runs in both chains (build, preload).
+    record = (
+        '#!/bin/sh\n{ nice; cat /proc/self/autogroup 2>/dev/null || echo none; } > "$0.$1.out"\n'
+    )
+    scripts = start_chains(tmp_path, record)
     levels = {}
     # `nice -n` adds to the caller's own level (a suite run under `nice -n 19` stays at 19);
     # the scheduler group's level is set as it is.
@@ -280,17 +297,45 @@ def test_the_image_chain_runs_before_the_cluster_programs_and_both_below_the_sui
         ("local-cluster.sh.build", 19),
     ):
         expected = min(19, base + group_level)
-        out = scripts / f"{name}.out"
-        deadline = time.monotonic() + 30
-        while not (out.exists() and len(out.read_text().splitlines()) == 2):
-            assert time.monotonic() < deadline, f"{name} never ran"
-            time.sleep(0.2)
-        nice, group = out.read_text().splitlines()
+        nice, group = recorded(scripts / f"{name}.out")
         levels[name] = int(nice)
         assert int(nice) == expected, name
         if group != "none":
             assert group.endswith(f"nice {group_level}"), (name, group)
     assert levels["images.sh.build"] < levels["local-cluster.sh.build"] or base + 10 >= 19
+
+
+def test_once_the_main_suite_ends_the_chains_are_promoted_to_the_tiers_level(
+    tmp_path: Path,
+) -> None:
+    """`--promote` (make test runs it after the main suite) puts each chain still running in a
+    scheduler group at nice 0, so that other low-priority work cannot starve the builds the last
+    tiers wait for. Needs the right to raise a priority, which CI's root has."""
+    if os.geteuid() != 0:
+        pytest.skip("raising a scheduler group's priority needs root")
+    # Each build waits for the go-ahead, then records its priority.
+    go_ahead = tmp_path / "go-ahead"
+    build = (
+        f"#!/bin/sh\nwhile [ ! -e {go_ahead} ]; do sleep 0.1; done\n"
+        '{ nice; cat /proc/self/autogroup 2>/dev/null || echo none; } > "$0.$1.out"\n'
+    )
+    scripts = start_chains(tmp_path, build)
+
+    promoted = subprocess.run(
+        ["bash", str(scripts / "background-builds.sh"), "--promote"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    )
+    go_ahead.touch()
+
+    assert "images now at nice 0" in promoted.stdout
+    assert "cluster-programs now at nice 0" in promoted.stdout
+    for name in ("images.sh.build", "local-cluster.sh.build"):
+        _, group = recorded(scripts / f"{name}.out")
+        if group != "none":
+            assert group.endswith("nice 0"), (name, group)
 
 
 def test_the_images_chain_preloads_the_images_the_cluster_tier_deploys() -> None:
