@@ -59,7 +59,7 @@ demo: install
 # when it ends): the container tier first waits for the background image build, and neither
 # keeps both cores busy.
 test: dev system-deps container-tools background-builds deploy-tools lint lint-deploy airflow
-	$(BIN)/python -m pytest --ignore=tests/containers -n $(PYTEST_WORKERS) --dist loadfile --max-worker-restart 0 $(PYTEST_ARGS)
+	$(BIN)/python -m pytest --ignore=tests/containers -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder --max-worker-restart 0 $(PYTEST_ARGS)
 	scripts/background-builds.sh --promote
 	$(MAKE) --no-print-directory -j2 --output-sync=target test-airflow container-test
 	$(MAKE) --no-print-directory compose-test

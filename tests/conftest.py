@@ -39,11 +39,22 @@ if not os.environ.get("SFMLOPS_CLUSTER_TEST"):
 TIERS = ("unit", "integration", "e2e", "deploy", "containers", "cluster")
 # A test in one of these folders is in that tier unless it is marked with another one.
 FOLDER_TIERS = {"unit": "unit", "integration": "integration", "e2e": "e2e", "deploy": "deploy"}
+# The files that take longest, longest first, run first: `make test`'s workers take whole files
+# in collection order (--dist loadfile --no-loadscope-reorder), and a long file handed out late
+# ends the suite with one worker busy and the other idle. test_stream.py alone is a fifth to a
+# third of the suite's time on one worker (its tests each start Spark several times).
+LONGEST_FIRST = (
+    "streaming/test_stream.py",
+    "streaming/test_stream_metrics.py",
+    "streaming/test_demo_kafka.py",
+    "e2e/test_soak.py",
+)
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Give each test its tier from its folder, and refuse a test in no tier or in two."""
+    """Give each test its tier from its folder, and refuse a test in no tier or in two; put the
+    longest files first."""
     for item in items:
         marked = [tier for tier in TIERS if item.get_closest_marker(tier)]
         folder = Path(item.path).relative_to(ROOT / "tests").parts[0]
@@ -55,6 +66,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                 f"{item.nodeid}: mark the test with exactly one tier of {', '.join(TIERS)} "
                 f"(it has {', '.join(marked) or 'none'})"
             )
+    first = {path: rank for rank, path in enumerate(LONGEST_FIRST)}
+    if moved := [path for path in first if not (ROOT / "tests" / path).is_file()]:
+        raise pytest.UsageError(f"LONGEST_FIRST names files that are gone: {', '.join(moved)}")
+    items.sort(  # stable: the order inside a file and among the others stays
+        key=lambda item: first.get(Path(item.path).relative_to(ROOT / "tests").as_posix(), 99)
+    )
 
 
 @pytest.fixture(autouse=True)
