@@ -113,9 +113,7 @@ def test_a_series_forecasts_alike_alone_and_in_a_request_for_every_store(
     completed, _ = complete_future(future, bundle.usual_open, bundle.usual_promo, bundle.states)
     whole = Calendar.of(pd.concat([gbm.context_, completed], ignore_index=True), gbm.profile_)
     pd.testing.assert_frame_equal(
-        build_features(
-            completed, gbm.profile_, gbm.stats_, gbm._calendar_of(completed, gbm.profile_)
-        ),
+        build_features(completed, gbm.profile_, gbm.stats_, gbm._calendar_of(completed)),
         build_features(completed, gbm.profile_, gbm.stats_, whole),
     )
 

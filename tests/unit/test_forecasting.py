@@ -267,7 +267,7 @@ def test_a_forecast_for_some_stores_sees_the_holidays_of_every_store_of_their_st
     expected = build_features(future, model.profile_, model.stats_, whole)
 
     for _ in range(2):  # the first builds what later requests reuse
-        calendar = model._calendar_of(future, model.profile_)
+        calendar = model._calendar_of(future)
         features = build_features(future, model.profile_, model.stats_, calendar)
         pd.testing.assert_frame_equal(features, expected)
     assert expected["days_after_state_holiday"].iloc[0] == 21
@@ -433,6 +433,62 @@ def test_a_sharded_gbm_forecasts_each_store_with_its_shards_model(
     forecast = pickle.loads(pickle.dumps(sharded)).predict(future)
     assert metrics.rmspe(later[columns.SALES].to_numpy(), forecast[columns.YHAT].to_numpy()) < 0.06
     assert sharded.feature_importance().sum() > 0
+
+
+def test_a_request_across_gbm_shards_forecasts_as_each_shard_would_alone(
+    sales: pd.DataFrame, stores: pd.DataFrame
+) -> None:
+    # Stores 1-3 one product each, 4-6 two: four shards, the first keyed by store id and the
+    # others by series code, whose state codes mean other states (HE is 1 in the first
+    # shard, 0 in the last). Schedules of school holidays per state lift sales, so the trees
+    # read the states' holiday calendars.
+    history = pd.concat(
+        [
+            sales,
+            sales[sales[columns.STORE_ID] >= 4].assign(
+                **{columns.PRODUCT_ID: "P2", columns.SALES: sales[columns.SALES] * 0.3}
+            ),
+        ],
+        ignore_index=True,
+    )
+    state = history[columns.STORE_ID].map(
+        dict(zip(stores[columns.STORE_ID], stores[columns.STATE], strict=True))
+    )
+    week = history[columns.SALES_DATE].dt.isocalendar().week.to_numpy()
+    school = ((state == "HE") & (week % 9 < 2)) | ((state == "BY") & (week % 7 == 3))
+    history[columns.SCHOOL_HOLIDAY] = school.astype("int8")
+    history[columns.SALES] = history[columns.SALES] * np.where(school, 1.3, 1.0)
+    seen, later = split(history, 28)
+    model = GlobalGBMForecaster(replace(SMALL_GBM, shard_series=3), calibration_days=0)
+    model.fit(seen, stores)
+    assert model.shards_ is not None
+    assert [shard.series_codes_ is None for shard in model.shards_] == [True, False, False, False]
+    # Rows in any order; a school holiday for store 1 (HE) alone, and a closure: store 6 (HE
+    # too, another shard) must not see store 1's holidays.
+    future = as_future(later).sample(frac=1.0, random_state=5).reset_index(drop=True)
+    days = future[columns.SALES_DATE] - future[columns.SALES_DATE].min()
+    first = (future[columns.STORE_ID] == 1) & days.between(
+        pd.Timedelta(days=3), pd.Timedelta(days=9)
+    )
+    future.loc[first, columns.SCHOOL_HOLIDAY] = 1
+    future.loc[(future[columns.STORE_ID] == 5) & (days == pd.Timedelta(days=4)), columns.OPEN] = 0
+
+    across = model._predict_point(future)
+
+    assert vars(model)["_shard_tables"] is not None  # one pass over every shard's rows
+    alone = np.empty(len(future))
+    for number, shard in enumerate(model.shards_):
+        rows = np.flatnonzero(
+            future[columns.STORE_ID].map(model.shard_of_store_).to_numpy() == number
+        )
+        alone[rows] = shard._predict_point(future.iloc[rows].reset_index(drop=True))
+    np.testing.assert_array_equal(across, alone)
+    # One series alone forecasts as within the whole request.
+    one = (future[columns.STORE_ID] == 6) & (future[columns.PRODUCT_ID] == "P2")
+    np.testing.assert_array_equal(
+        model._predict_point(future[one].reset_index(drop=True)), across[one.to_numpy()]
+    )
+    assert "_shard_tables" not in vars(pickle.loads(pickle.dumps(model)))
 
 
 def test_gbm_shards_fitted_as_executor_tasks_forecast_as_those_fitted_in_turn(

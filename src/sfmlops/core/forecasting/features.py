@@ -210,15 +210,19 @@ class Calendar:
         return cls(state_days=pd.DataFrame(state_days), store_days=pd.DataFrame(store_days))
 
 
-def state_flags(rows: pd.DataFrame, profile: pd.DataFrame) -> dict[str, np.ndarray]:
+def state_flags(rows: pd.DataFrame, profile: pd.DataFrame | KeyedTable) -> dict[str, np.ndarray]:
     """Per (state, date) of `rows`: whether any of its stores reports a state or a school
     holiday (`Calendar.of_parts`' input), sorted by state and date, as arrays by name (a
     request's calendar concatenates them with the stored context's: framing them cost more
-    than the scans)."""
-    position = _positions(
-        [profile[columns.STORE_ID].to_numpy()], [rows[columns.STORE_ID].to_numpy()]
-    )
-    state = _taken(profile[columns.STATE].to_numpy(), position, bool((position >= 0).all()))
+    than the scans).
+
+    Args:
+        rows: Covariate rows.
+        profile: `store_profile(stores)`, or it keyed by store (`StoreTables.profile`).
+    """
+    if not isinstance(profile, KeyedTable):
+        profile = KeyedTable(profile, [columns.STORE_ID])
+    state = profile.lookup([rows[columns.STORE_ID].to_numpy()], [columns.STATE])[columns.STATE]
     # A store without a profile is in state -1, as one without a state.
     state = np.where(pd.isna(state), -1, state).astype(np.int64)
     keys, dates, (holiday, school) = _any_per_day(
@@ -258,13 +262,16 @@ def build_features(
         stats: Statistics of the training window.
         calendar: A `Calendar` covering `rows`.
     """
-    return pd.DataFrame(feature_columns(rows, profile, stats, calendar), index=rows.index)
+    return pd.DataFrame(
+        feature_columns(rows, StoreTables.of(profile, stats), calendar), index=rows.index
+    )
 
 
 def feature_columns(
-    rows: pd.DataFrame, profile: pd.DataFrame, stats: StoreStats, calendar: Calendar
+    rows: pd.DataFrame, tables: StoreTables, calendar: Calendar
 ) -> dict[str, np.ndarray]:
-    """`build_features` as arrays by name, in the frame's column order (no frame built)."""
+    """`build_features` as arrays by name, in the frame's column order (no frame built);
+    `tables` of the profile and statistics (a model keeps its own, see `StoreTables`)."""
     date = rows[columns.SALES_DATE].to_numpy()
     # Calendar fields of each distinct day, spread to the rows: a request has a handful of
     # days, a training history a thousand, and each pandas date field has a fixed cost.
@@ -298,19 +305,17 @@ def feature_columns(
 
     # One lookup per table instead of a chain of merges: each merge copied every column
     # gathered so far (most of a shard fit's feature-building time at 2,500 series).
-    from_profile = _lookup(profile, [columns.STORE_ID], [store_id])
+    from_profile = tables.profile.lookup([store_id])
     merged = {
         **from_profile,
-        **_lookup(stats.by_store, [columns.STORE_ID], [store_id]),
-        **_lookup(
-            stats.by_weekday, [columns.STORE_ID, columns.DAY_OF_WEEK], [store_id, day_of_week]
+        **tables.by_store.lookup([store_id]),
+        **tables.by_weekday.lookup([store_id, day_of_week]),
+        **KeyedTable(calendar.state_days, [columns.STATE, columns.SALES_DATE]).lookup(
+            [from_profile[columns.STATE], date]
         ),
-        **_lookup(
-            calendar.state_days,
-            [columns.STATE, columns.SALES_DATE],
-            [from_profile[columns.STATE], date],
+        **KeyedTable(calendar.store_days, [columns.STORE_ID, columns.SALES_DATE]).lookup(
+            [store_id, date]
         ),
-        **_lookup(calendar.store_days, [columns.STORE_ID, columns.SALES_DATE], [store_id, date]),
     }
 
     month_index = (year * 12 + month - 1).astype(float)
@@ -334,54 +339,95 @@ def feature_columns(
         columns.COMPETITION_DISTANCE,
     ):
         features[name] = merged[name]
-    statistics = [n for n in stats.by_store.columns if n != columns.STORE_ID]
-    for name in [*statistics, "store_weekday_effect"]:
+    for name in [*tables.by_store.columns, "store_weekday_effect"]:
         features[name] = merged[name]
     for name in _proximity_columns(merged):
         features[name] = _filled(merged[name], _cap_of(name))
     return features
 
 
-def _lookup(
-    table: pd.DataFrame, keys: list[str], values: list[np.ndarray]
-) -> dict[str, np.ndarray]:
-    """`table`'s other columns for each key tuple in `values` (a left join on unique keys),
-    as arrays by name.
+class KeyedTable:
+    """A table's rows by their unique key tuples, for lookups (left joins) of many rows.
 
-    Rows without a match get missing values, with a left merge's dtypes (ints as floats,
-    booleans as objects).
+    The keys are packed and sorted and the columns read once, when it is built: a model
+    keeps those of its profile and statistics (`StoreTables`), so a request pays only its
+    binary searches, not a sort of the table's keys.
     """
-    position = _positions([table[key].to_numpy() for key in keys], values)
-    found = bool((position >= 0).all())
-    return {
-        str(name): _taken(table[name].to_numpy(), position, found)
-        for name in table.columns
-        if name not in keys
-    }
 
+    def __init__(self, table: pd.DataFrame, keys: list[str]) -> None:
+        self.keys = [table[key].to_numpy() for key in keys]
+        self.columns = {
+            str(name): table[name].to_numpy() for name in table.columns if name not in keys
+        }
+        codes = _key_codes(self.keys)
+        self._order = None if codes is None else np.argsort(codes, kind="stable")
+        self._sorted = None if codes is None or self._order is None else codes[self._order]
+        self._index: pd.Index | None = None
 
-def _positions(table_keys: list[np.ndarray], wanted: list[np.ndarray]) -> np.ndarray:
-    """Each wanted key tuple's row in the table (unique keys), -1 where it has none."""
-    table_codes, wanted_codes = _key_codes(table_keys), _key_codes(wanted)
-    if table_codes is None or wanted_codes is None:
-        index: pd.Index = (
-            pd.Index(table_keys[0])
-            if len(table_keys) == 1
-            else pd.MultiIndex.from_arrays(table_keys)
+    def __len__(self) -> int:
+        return len(self.keys[0])
+
+    def positions(self, wanted: list[np.ndarray]) -> np.ndarray:
+        """Each wanted key tuple's row in the table, -1 where it has none."""
+        wanted_codes = _key_codes(wanted)
+        if self._sorted is None or self._order is None or wanted_codes is None:
+            return self._pandas_index().get_indexer(
+                pd.Index(wanted[0]) if len(wanted) == 1 else pd.MultiIndex.from_arrays(wanted)
+            )
+        # Binary search over the sorted codes: building a pandas (multi-)index of the table
+        # per call cost more than the whole lookup for a request of a few rows.
+        if not len(self._sorted):
+            return np.full(len(wanted_codes), -1, dtype=np.int64)
+        at = np.minimum(np.searchsorted(self._sorted, wanted_codes), len(self._sorted) - 1)
+        found: np.ndarray = np.where(self._sorted[at] == wanted_codes, self._order[at], -1).astype(
+            np.int64
         )
-        wanted_index: pd.Index = (
-            pd.Index(wanted[0]) if len(wanted) == 1 else pd.MultiIndex.from_arrays(wanted)
-        )
-        found: np.ndarray = index.get_indexer(wanted_index)
         return found
-    # Binary search over the sorted codes: building a pandas (multi-)index of the table per
-    # call cost more than the whole lookup for a request of a few rows.
-    if not len(table_codes):
-        return np.full(len(wanted_codes), -1, dtype=np.int64)
-    order = np.argsort(table_codes, kind="stable")
-    ordered = table_codes[order]
-    at = np.minimum(np.searchsorted(ordered, wanted_codes), len(ordered) - 1)
-    return np.where(ordered[at] == wanted_codes, order[at], -1).astype(np.int64)
+
+    def lookup(
+        self, wanted: list[np.ndarray], names: list[str] | None = None
+    ) -> dict[str, np.ndarray]:
+        """The other columns (or `names` of them) for each wanted key tuple, as arrays by name.
+
+        Rows without a match get missing values, with a left merge's dtypes (ints as floats,
+        booleans as objects).
+        """
+        position = self.positions(wanted)
+        found = bool((position >= 0).all())
+        return {
+            name: _taken(self.columns[name], position, found)
+            for name in (self.columns if names is None else names)
+        }
+
+    def _pandas_index(self) -> pd.Index:
+        """For keys that do not pack into integers (built on first use)."""
+        if self._index is None:
+            self._index = (
+                pd.Index(self.keys[0])
+                if len(self.keys) == 1
+                else pd.MultiIndex.from_arrays(self.keys)
+            )
+        return self._index
+
+
+@dataclass(frozen=True)
+class StoreTables:
+    """The store profile and statistics keyed as `feature_columns` reads them; a model builds
+    them once, not per request (sorting a 2,500-series shard's weekday effects per request
+    cost more than a one-series request's lookups)."""
+
+    profile: KeyedTable
+    by_store: KeyedTable
+    by_weekday: KeyedTable
+
+    @classmethod
+    def of(cls, profile: pd.DataFrame, stats: StoreStats) -> StoreTables:
+        """The tables of `store_profile(stores)` and the statistics of the training window."""
+        return cls(
+            profile=KeyedTable(profile, [columns.STORE_ID]),
+            by_store=KeyedTable(stats.by_store, [columns.STORE_ID]),
+            by_weekday=KeyedTable(stats.by_weekday, [columns.STORE_ID, columns.DAY_OF_WEEK]),
+        )
 
 
 # Key columns pack into one int64: the first in the high half, the second (a day number or

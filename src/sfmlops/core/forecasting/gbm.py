@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, replace
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, ClassVar, Self
@@ -18,7 +18,9 @@ from sfmlops.core.forecasting.executors import Executor, SequentialExecutor
 from sfmlops.core.forecasting.features import (
     REOPENING_CAP_DAYS,
     Calendar,
+    KeyedTable,
     StoreStats,
+    StoreTables,
     build_features,
     feature_columns,
     state_flags,
@@ -36,9 +38,15 @@ _SERIES_CODE = "series_code"
 # Requests with fewer feature rows predict on one thread (see `_predict_point`).
 _ONE_THREAD_ROWS = 1_000
 # What predictions build once per loaded model from its fitted state (never saved).
-_PREDICTION_CACHES = ("_context_days", "_series_index")
+_PREDICTION_CACHES = ("_context_days", "_series_index", "_store_tables", "_shard_tables")
 # What the calendar reads of a store's rows (`Calendar.of_parts`).
 _CALENDAR_ROW_COLUMNS = (columns.STORE_ID, columns.SALES_DATE, columns.OPEN, columns.PROMO)
+# What a fitted model keeps of its history's last days (`context_`), for the calendar.
+_CONTEXT_COLUMNS = (
+    *_CALENDAR_ROW_COLUMNS,
+    columns.STATE_HOLIDAY,
+    columns.SCHOOL_HOLIDAY,
+)
 
 
 # Days until the next promotion starts or ends, left out by default: with them the model
@@ -355,14 +363,7 @@ class GlobalGBMForecaster(CalibratedForecaster):
         last = history[columns.SALES_DATE].max()
         self.context_ = history.loc[
             history[columns.SALES_DATE] > last - pd.Timedelta(days=_CONTEXT_DAYS),
-            [
-                columns.STORE_ID,
-                columns.SALES_DATE,
-                columns.OPEN,
-                columns.PROMO,
-                columns.STATE_HOLIDAY,
-                columns.SCHOOL_HOLIDAY,
-            ],
+            list(_CONTEXT_COLUMNS),
         ].reset_index(drop=True)
         return self
 
@@ -370,17 +371,7 @@ class GlobalGBMForecaster(CalibratedForecaster):
         # Models saved before shards existed have no attribute: one model.
         shards = getattr(self, "shards_", None)
         if shards:
-            shard_of_row = (
-                future[columns.STORE_ID].map(self.shard_of_store_).fillna(-1).to_numpy(dtype=int)
-            )
-            if (shard_of_row < 0).any():
-                raise ValueError("gbm: a store the model was not fitted on")
-            sharded = np.empty(len(future))
-            for number, shard in enumerate(shards):
-                rows = np.flatnonzero(shard_of_row == number)
-                if len(rows):
-                    sharded[rows] = shard._predict_point(future.iloc[rows].reset_index(drop=True))
-            return sharded
+            return self._predict_sharded(future, shards)
         if self.booster_ is None or self.profile_ is None or self.stats_ is None:
             raise RuntimeError("gbm: not fitted")
         # Models saved before series codes existed have no attribute: one product per store.
@@ -392,12 +383,42 @@ class GlobalGBMForecaster(CalibratedForecaster):
                 # its hash table) per request cost more than the rest of its coding.
                 index = self._series_index = _series_index(series_codes)
             future = _coded(future, series_codes, index)
-        calendar = self._calendar_of(future, self.profile_)
-        features = feature_columns(future, self.profile_, self.stats_, calendar)
+        tables = self._store_tables_of()
+        features = feature_columns(future, tables, self._calendar_of(future))
+        matrices = _FeatureMatrices(features, len(future))
+        sales: np.ndarray = np.expm1(
+            self._deviation(matrices.of, len(future)) + _baseline(features)
+        )
+        return sales
+
+    def _store_tables_of(self) -> StoreTables:
+        """The profile and statistics as requests look them up (built once per loaded model)."""
+        tables: StoreTables | None = self.__dict__.get("_store_tables")
+        if tables is None:
+            if self.profile_ is None or self.stats_ is None:
+                raise RuntimeError("gbm: not fitted")
+            tables = self._store_tables = StoreTables.of(self.profile_, self.stats_)
+        return tables
+
+    def _calendar_of(self, future: pd.DataFrame) -> Calendar:
+        """The calendar of the stored context and `future` (rows keyed as the model's
+        stores), as `Calendar.of` of both builds it (see `_request_calendar`)."""
+        profile = self._store_tables_of().profile
+        context = self.__dict__.get("_context_days")
+        if context is None:
+            rows = self.context_ if self.context_ is not None else future.iloc[:0]
+            context = self._context_days = _ContextDays.of(rows, profile)
+        return _request_calendar(context, future, profile)
+
+    def _deviation(self, matrix_of: Callable[[list[str]], np.ndarray], rows: int) -> np.ndarray:
+        """The boosters' mean forecast of the log deviation from each row's baseline, for
+        `rows` rows whose feature matrix over given feature names `matrix_of` returns."""
+        if self.booster_ is None:
+            raise RuntimeError("gbm: not fitted")
         # A few rows predict on one thread: LightGBM's threads cost more to start and join
         # than such a request's trees (0.9 against 0.1 ms for 14 rows on 2 cores, and far
         # more on busy cores). The forecasts do not depend on the thread count.
-        threads = {"num_threads": 1} if len(future) < _ONE_THREAD_ROWS else {}
+        threads = {"num_threads": 1} if rows < _ONE_THREAD_ROWS else {}
         # Models saved before blends existed have no member attributes: one booster; before
         # members had features of their own, every member used the first's.
         members = getattr(self, "member_boosters_", [])
@@ -405,50 +426,37 @@ class GlobalGBMForecaster(CalibratedForecaster):
             self.features_,
             *(getattr(self, "member_features_", None) or [self.features_] * len(members)),
         ]
-        matrices: dict[tuple[str, ...], np.ndarray] = {}
-        predictions = []
-        for booster, names in zip([self.booster_, *members], feature_sets, strict=True):
-            matrix = matrices.get(tuple(names))
-            if matrix is None:
-                matrix = matrices[tuple(names)] = np.column_stack(
-                    [np.asarray(features[name], dtype=np.float32) for name in names]
-                ).reshape(len(future), len(names))
-            predictions.append(np.asarray(booster.predict(matrix, **threads), dtype=float))
-        deviation = np.mean(predictions, axis=0)
-        sales: np.ndarray = np.expm1(deviation + _baseline(features))
-        return sales
+        predictions = [
+            np.asarray(booster.predict(matrix_of(names), **threads), dtype=float)
+            for booster, names in zip([self.booster_, *members], feature_sets, strict=True)
+        ]
+        deviation: np.ndarray = np.mean(predictions, axis=0)
+        return deviation
 
-    def _calendar_of(self, future: pd.DataFrame, profile: pd.DataFrame) -> Calendar:
-        """The calendar of the context and `future`, as `Calendar.of` of both builds it.
+    def _predict_sharded(
+        self, future: pd.DataFrame, shards: list[GlobalGBMForecaster]
+    ) -> np.ndarray:
+        """Each row forecast by its store's shard, with one calendar and feature pass for the
+        whole request where the shards' tables allow it (`_ShardTables`), else shard by shard.
 
-        The states' holidays come from every store of the context, the same for each request:
-        they are aggregated once per loaded model (at 100k series a shard's context holds about
-        160,000 rows, and rebuilding it per request cost 0.2 s per shard), and only the
-        requested stores' states are read. Closures and promotions come from the requested
-        stores' own rows only. Both are found by binary search in arrays sorted once per
-        loaded model: filtering the frames per request cost more than a one-series forecast's
-        trees.
+        Both give the same forecasts: a shard's calendar, features and trees for its rows
+        depend only on its own tables and the request's rows of its stores.
         """
-        context = self.__dict__.get("_context_days")
-        if context is None:
-            rows = self.context_ if self.context_ is not None else future.iloc[:0]
-            context = _ContextDays.of(rows, profile)
-            self._context_days = context
-        future_flags = state_flags(future, profile)
-        context_flags = context.state_flags_of(future_flags[columns.STATE])
-        store_rows = context.store_rows(future[columns.STORE_ID].to_numpy())
-        # Arrays, not frames: concatenating and framing them per request cost a fifth of a
-        # small request's calendar, and a sharded model pays it in every shard touched.
-        return Calendar.of_parts(
-            {
-                name: np.concatenate([context_flags[name], values])
-                for name, values in future_flags.items()
-            },
-            {
-                name: np.concatenate([store_rows[name], future[name].to_numpy()])
-                for name in _CALENDAR_ROW_COLUMNS
-            },
+        if "_shard_tables" not in self.__dict__:
+            self._shard_tables = _ShardTables.of(shards, self.shard_of_store_)
+        tables: _ShardTables | None = self.__dict__["_shard_tables"]
+        shard_of_row = (
+            tables.shard_of(future[columns.STORE_ID].to_numpy())
+            if tables is not None
+            else future[columns.STORE_ID].map(self.shard_of_store_).fillna(-1).to_numpy(dtype=int)
         )
+        if (shard_of_row < 0).any():
+            raise ValueError("gbm: a store the model was not fitted on")
+        if tables is not None:
+            across = tables.predict(future, shard_of_row, shards)
+            if across is not None:
+                return across
+        return _predict_shard_by_shard(future, shard_of_row, shards)
 
     def _series_as_stores(
         self, history: pd.DataFrame, stores: pd.DataFrame
@@ -556,6 +564,18 @@ def shard_rows(history: pd.DataFrame, shards: list[list[int]]) -> list[np.ndarra
     return [order[bounds[index] : bounds[index + 1]] for index in range(len(shards))]
 
 
+def _predict_shard_by_shard(
+    future: pd.DataFrame, shard_of_row: np.ndarray, shards: list[GlobalGBMForecaster]
+) -> np.ndarray:
+    """Each shard's rows of `future` forecast by that shard as a model of its own."""
+    sharded = np.empty(len(future))
+    for number, shard in enumerate(shards):
+        rows = np.flatnonzero(shard_of_row == number)
+        if len(rows):
+            sharded[rows] = shard._predict_point(future.iloc[rows].reset_index(drop=True))
+    return sharded
+
+
 def _series_index(series_codes: pd.DataFrame) -> pd.MultiIndex:
     """The (store, product) index of `series_codes`' rows."""
     return pd.MultiIndex.from_frame(series_codes[[columns.STORE_ID, columns.PRODUCT_ID]])
@@ -603,6 +623,247 @@ def _baseline(features: Mapping[str, Any] | pd.DataFrame) -> np.ndarray:
     return baseline
 
 
+def _request_calendar(context: _ContextDays, future: pd.DataFrame, profile: KeyedTable) -> Calendar:
+    """The calendar of the stored context and `future`, as `Calendar.of` of both builds it.
+
+    The states' holidays come from every store of the context, the same for each request:
+    they are aggregated once per loaded model (at 100k series a shard's context holds about
+    160,000 rows, and rebuilding it per request cost 0.2 s per shard), and only the
+    requested stores' states are read. Closures and promotions come from the requested
+    stores' own rows only. Both are found by binary search in arrays sorted once per
+    loaded model: filtering the frames per request cost more than a one-series forecast's
+    trees.
+    """
+    future_flags = state_flags(future, profile)
+    context_flags = context.state_flags_of(future_flags[columns.STATE])
+    store_rows = context.store_rows(future[columns.STORE_ID].to_numpy())
+    # Arrays, not frames: concatenating and framing them per request cost a fifth of a
+    # small request's calendar, and a sharded model paid it in every shard touched.
+    return Calendar.of_parts(
+        {
+            name: np.concatenate([context_flags[name], values])
+            for name, values in future_flags.items()
+        },
+        {
+            name: np.concatenate([store_rows[name], future[name].to_numpy()])
+            for name in _CALENDAR_ROW_COLUMNS
+        },
+    )
+
+
+class _FeatureMatrices:
+    """The float32 matrices of a request's feature columns, one per list of feature names
+    asked for (the members of a blend that share features share one)."""
+
+    def __init__(self, features: Mapping[str, np.ndarray], rows: int) -> None:
+        self.features = features
+        self.rows = rows
+        self.built: dict[tuple[str, ...], np.ndarray] = {}
+
+    def of(self, names: list[str]) -> np.ndarray:
+        """The matrix of these columns, in this order."""
+        matrix = self.built.get(tuple(names))
+        if matrix is None:
+            matrix = self.built[tuple(names)] = np.column_stack(
+                [np.asarray(self.features[name], dtype=np.float32) for name in names]
+            ).reshape(self.rows, len(names))
+        return matrix
+
+
+@dataclass(frozen=True)
+class _ShardTables:
+    """Every shard's prediction tables side by side, so that one calendar and feature pass
+    serves a request however many shards it touches (built once per loaded model, never
+    saved). At 100k series an every-store request touches all 42 shards, and building each
+    shard's calendar and features apart cost about 6 ms of fixed CPU per shard.
+
+    Keys keep the shards apart, so each row's features are exactly its own shard's: a
+    shard's store id (or series code) k is `offsets[shard] + k` here, and its state s is
+    `shard * state_span + s + 1`, so that a state's holidays are still aggregated from the
+    shard's own stores and the request's rows of them, as the shard's own calendar does.
+    The store id and state features are put back to the shard's own values for its trees.
+
+    Attributes:
+        stores: Every store id, sorted; `store_shards` the shard of each.
+        offsets: Each shard's key offset.
+        coded: Whether each shard codes its series (several products per store) or keys
+            its rows by store id.
+        series: The (store, product) series of the coding shards; `series_codes` their
+            codes in their shards.
+        tables: The shards' profiles and statistics, keyed as above.
+        context: The shards' stored contexts, keyed as above.
+        state_span: More than any shard's largest state code + 1.
+    """
+
+    stores: np.ndarray
+    store_shards: np.ndarray
+    offsets: np.ndarray
+    coded: np.ndarray
+    series: pd.MultiIndex
+    series_codes: np.ndarray
+    tables: StoreTables
+    context: _ContextDays
+    state_span: int
+
+    @classmethod
+    def of(
+        cls, shards: list[GlobalGBMForecaster], shard_of_store: Mapping[int, int]
+    ) -> _ShardTables | None:
+        """The tables of these fitted shards (`shard_of_store`: each store's shard); None
+        where one pass could not give every row its own shard's features, so that each
+        shard predicts its rows apart: shards whose tables differ in columns, negative
+        keys, or stored context rows of a store without a profile (whose state holidays
+        would not be the shard's)."""
+        profiles = [shard.profile_ for shard in shards if shard.profile_ is not None]
+        stats = [shard.stats_ for shard in shards if shard.stats_ is not None]
+        if len(profiles) < len(shards) or len(stats) < len(shards):
+            return None
+        if not _same_columns(profiles) or not _same_columns([s.by_store for s in stats]):
+            return None
+        contexts = [
+            shard.context_
+            if shard.context_ is not None
+            else pd.DataFrame({name: [] for name in _CONTEXT_COLUMNS})
+            for shard in shards
+        ]
+        keys = [
+            np.concatenate(
+                [
+                    frame[columns.STORE_ID].to_numpy(dtype=np.int64)
+                    for frame in (profile, shard_stats.by_store, context)
+                ]
+            )
+            for profile, shard_stats, context in zip(profiles, stats, contexts, strict=True)
+        ]
+        if any(len(shard_keys) and shard_keys.min() < 0 for shard_keys in keys):
+            return None
+        sizes = [int(shard_keys.max()) + 1 if len(shard_keys) else 0 for shard_keys in keys]
+        offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+        state_span = 2 + max(
+            (int(profile[columns.STATE].max()) for profile in profiles if len(profile)),
+            default=0,
+        )
+        profile = _keyed(profiles, offsets, state_span)
+        context = _keyed(contexts, offsets)
+        tables = StoreTables.of(
+            profile,
+            StoreStats(
+                by_store=_keyed([s.by_store for s in stats], offsets),
+                by_weekday=_keyed([s.by_weekday for s in stats], offsets),
+                cutoff=stats[0].cutoff,
+            ),
+        )
+        if (tables.profile.positions([context[columns.STORE_ID].to_numpy()]) < 0).any():
+            return None
+        stores = np.fromiter(shard_of_store, dtype=np.int64, count=len(shard_of_store))
+        order = np.argsort(stores)
+        coding = [
+            shard.series_codes_
+            for shard in shards
+            if getattr(shard, "series_codes_", None) is not None
+        ]
+        series = (
+            pd.concat(coding, ignore_index=True)
+            if coding
+            else pd.DataFrame(
+                {
+                    columns.STORE_ID: np.empty(0, dtype=np.int64),
+                    columns.PRODUCT_ID: np.empty(0, dtype=object),
+                    _SERIES_CODE: np.empty(0, dtype=np.int64),
+                }
+            )
+        )
+        return cls(
+            stores=stores[order],
+            store_shards=np.fromiter(
+                shard_of_store.values(), dtype=np.int64, count=len(shard_of_store)
+            )[order],
+            offsets=offsets,
+            coded=np.array([getattr(shard, "series_codes_", None) is not None for shard in shards]),
+            series=_series_index(series),
+            series_codes=series[_SERIES_CODE].to_numpy(dtype=np.int64),
+            tables=tables,
+            context=_ContextDays.of(context, tables.profile),
+            state_span=state_span,
+        )
+
+    def shard_of(self, store_ids: np.ndarray) -> np.ndarray:
+        """Each store's shard, -1 for a store in none."""
+        if not len(self.stores):
+            return np.full(len(store_ids), -1, dtype=np.int64)
+        at = np.minimum(np.searchsorted(self.stores, store_ids), len(self.stores) - 1)
+        shard: np.ndarray = np.where(self.stores[at] == store_ids, self.store_shards[at], -1)
+        return shard
+
+    def predict(
+        self,
+        future: pd.DataFrame,
+        shard_of_row: np.ndarray,
+        shards: list[GlobalGBMForecaster],
+    ) -> np.ndarray | None:
+        """`_predict_point` of a request whose rows' shards are `shard_of_row`; None for a
+        request with a store its shard has no profile of (then predicted shard by shard).
+
+        Raises:
+            ValueError: A series its shard was not fitted on.
+        """
+        store_ids = future[columns.STORE_ID].to_numpy(dtype=np.int64)
+        local = store_ids
+        coded = self.coded[shard_of_row]
+        if coded.any():
+            position = self.series.get_indexer(
+                pd.MultiIndex.from_arrays(
+                    [store_ids[coded], future[columns.PRODUCT_ID].to_numpy()[coded]]
+                )
+            )
+            if (position < 0).any():
+                raise ValueError("gbm: a series the model was not fitted on")
+            local = store_ids.copy()
+            local[coded] = self.series_codes[position]
+        keys = self.offsets[shard_of_row] + local
+        if (self.tables.profile.positions([keys]) < 0).any():
+            return None
+        keyed = future.assign(**{columns.STORE_ID: keys})
+        calendar = _request_calendar(self.context, keyed, self.tables.profile)
+        features = feature_columns(keyed, self.tables, calendar)
+        features[columns.STORE_ID] = local
+        features[columns.STATE] = (
+            np.asarray(features[columns.STATE], dtype=np.int64) - shard_of_row * self.state_span - 1
+        )
+        matrices = _FeatureMatrices(features, len(future))
+        deviation = np.empty(len(future))
+        for number in np.unique(shard_of_row):
+            rows = np.flatnonzero(shard_of_row == number)
+            deviation[rows] = shards[number]._deviation(
+                lambda names, rows=rows: matrices.of(names)[rows], len(rows)
+            )
+        sales: np.ndarray = np.expm1(deviation + _baseline(features))
+        return sales
+
+
+def _keyed(
+    frames: list[pd.DataFrame], offsets: np.ndarray, state_span: int | None = None
+) -> pd.DataFrame:
+    """Shards' frames as one, each shard's store ids moved by its offset (and, with
+    `state_span`, its states by `shard * state_span + 1`); see `_ShardTables`."""
+    parts = []
+    for number, frame in enumerate(frames):
+        moved = {
+            columns.STORE_ID: frame[columns.STORE_ID].to_numpy(dtype=np.int64) + offsets[number]
+        }
+        if state_span is not None:
+            moved[columns.STATE] = (
+                frame[columns.STATE].to_numpy(dtype=np.int64) + number * state_span + 1
+            )
+        parts.append(frame.assign(**moved))
+    return pd.concat(parts, ignore_index=True)
+
+
+def _same_columns(frames: list[pd.DataFrame]) -> bool:
+    """Whether the frames have the same columns with the same dtypes."""
+    return all(frame.dtypes.equals(frames[0].dtypes) for frame in frames[1:])
+
+
 @dataclass(frozen=True)
 class _ContextDays:
     """A gbm's stored context as requests read it, built once per loaded model (not saved).
@@ -622,7 +883,7 @@ class _ContextDays:
     rows: dict[str, np.ndarray]
 
     @classmethod
-    def of(cls, context: pd.DataFrame, profile: pd.DataFrame) -> _ContextDays:
+    def of(cls, context: pd.DataFrame, profile: KeyedTable) -> _ContextDays:
         flags = state_flags(context, profile)
         state = flags[columns.STATE]
         states, state_starts = np.unique(state, return_index=True)
