@@ -7,6 +7,8 @@
 # Data, configuration and logs live in $SFMLOPS_HOME/kafka (SFMLOPS_HOME: .sfmlops).
 # PORT defaults to $SFMLOPS_KAFKA_PORT or 9092, CONTROLLER_PORT to PORT + 1; the broker listens
 # on 127.0.0.1 only. SFMLOPS_KAFKA_HEAP sets the JVM heap (default 512m).
+# `start` gives up when the broker's log has not grown for SFMLOPS_KAFKA_READY_TIMEOUT seconds
+# (default 90: stuck) or it is not ready after SFMLOPS_KAFKA_START_LIMIT seconds (default 300).
 # With SFMLOPS_KAFKA_ADMIN_PASSWORD set at the first start, clients authenticate with
 # SASL/SCRAM-SHA-512 (listener SASL_PLAINTEXT) and ACLs decide what each user may do
 # (StandardAuthorizer): the super user "admin" has that password, and SFMLOPS_KAFKA_SCRAM_USERS
@@ -20,6 +22,7 @@ dir=$(mkdir -p "$home/kafka" && cd "$home/kafka" && pwd)
 pidfile=$dir/broker.pid
 jars=${SFMLOPS_JARS_DIR:-$HOME/.cache/sfmlops/jars}/kafka-broker
 ready_timeout=${SFMLOPS_KAFKA_READY_TIMEOUT:-90}
+start_limit=${SFMLOPS_KAFKA_START_LIMIT:-300}
 
 usage() { echo "usage: $0 start [PORT [CONTROLLER_PORT]] | stop | status" >&2; exit 2; }
 
@@ -127,8 +130,12 @@ start() {
   echo $! >"$pidfile"
   echo "127.0.0.1:$port" >"$dir/address"
   # Ready means the broker finished starting up (it logs this line only once it serves
-  # requests) and its port accepts connections.
-  local deadline=$((SECONDS + ready_timeout))
+  # requests) and its port accepts connections. A start-up logs its steps as it goes; on a
+  # loaded machine (several JVMs starting on two cores) it can take minutes, so a fixed bound
+  # either fails slow starts or waits long for stuck ones. The wait instead gives up when the
+  # log has not grown for ready_timeout seconds (stuck), and after start_limit seconds in all
+  # (a broker that keeps logging but never gets ready, e.g. one retrying its controller).
+  local started=$SECONDS progressed=$SECONDS logged=0 size
   until grep -q "Kafka Server started" "$dir/server.log" 2>/dev/null &&
     (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do
     if ! running_pid >/dev/null; then
@@ -136,14 +143,28 @@ start() {
       tail -n 30 "$dir/server.log" >&2
       exit 1
     fi
-    if [ $SECONDS -ge $deadline ]; then
-      echo "Kafka not ready after ${ready_timeout}s; see $dir/server.log" >&2
-      stop
-      exit 1
+    size=$(wc -c <"$dir/server.log")
+    if [ "$size" -ne "$logged" ]; then
+      logged=$size
+      progressed=$SECONDS
+    fi
+    if [ $((SECONDS - progressed)) -ge "$ready_timeout" ]; then
+      not_ready "Kafka made no progress for ${ready_timeout}s (its log stopped growing)"
+    fi
+    if [ $((SECONDS - started)) -ge "$start_limit" ]; then
+      not_ready "Kafka not ready after ${start_limit}s"
     fi
     sleep 0.5
   done
   echo "Kafka running on 127.0.0.1:$port (data in $dir/data)"
+}
+
+# Report a start-up that did not get ready, with the end of its log, stop it and fail.
+not_ready() {
+  echo "$1; last lines of $dir/server.log:" >&2
+  tail -n 30 "$dir/server.log" >&2
+  stop >&2
+  exit 1
 }
 
 stop() {

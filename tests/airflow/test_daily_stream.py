@@ -28,7 +28,7 @@ def broker(tmp_path: Path) -> Iterator[str]:
     port = free_port()
     subprocess.run(
         [script, "start", str(port), str(free_port())],
-        env=env, check=True, capture_output=True, text=True, timeout=180,
+        env=env, check=True, capture_output=True, text=True, timeout=400,
     )  # fmt: skip
     try:
         yield f"127.0.0.1:{port}"

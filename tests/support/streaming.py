@@ -62,7 +62,8 @@ class KafkaBroker:
             check=True,
             capture_output=True,
             text=True,
-            timeout=180,
+            # Beyond kafka.sh's own bounds (start limit plus a stop), so the script reports.
+            timeout=400,
         )
 
     def start(self) -> None:
