@@ -483,6 +483,13 @@ def test_a_request_across_gbm_shards_forecasts_as_each_shard_would_alone(
         )
         alone[rows] = shard._predict_point(future.iloc[rows].reset_index(drop=True))
     np.testing.assert_array_equal(across, alone)
+    # `predict` leaves closed days out of the features and trees (they forecast 0), not out
+    # of the calendar.
+    is_open = future[columns.OPEN].to_numpy() == 1
+    assert not is_open.all()
+    np.testing.assert_array_equal(
+        model._predict_point(future, open_days_only=True), np.where(is_open, across, 0.0)
+    )
     # One series alone forecasts as within the whole request.
     one = (future[columns.STORE_ID] == 6) & (future[columns.PRODUCT_ID] == "P2")
     np.testing.assert_array_equal(
@@ -538,6 +545,11 @@ def test_closed_days_forecast_zero(
     for column in columns.FORECAST_VALUES:
         assert (forecast.loc[closed, column] == 0).all(), column
         assert (forecast.loc[~closed, column] > 0).all(), column
+    if model == "gbm":  # it does not predict closed days; open days forecast as with them
+        np.testing.assert_array_equal(
+            forecaster._predict_open_days(future),
+            np.where(closed, 0.0, forecaster._predict_point(future)),
+        )
     assert list(forecast.columns) == list(columns.FORECAST_COLUMNS)
 
 

@@ -251,7 +251,8 @@ class CalibratedForecaster(PickledForecaster):
     a factor on point forecasts). Then it fits on the whole history. A calibration from
     elsewhere (e.g. the errors of a backtest) can be passed instead, which skips the probe.
 
-    Subclasses implement `_fit_point`, `_predict_point` and may cheapen `_probe`.
+    Subclasses implement `_fit_point`, `_predict_point` and may cheapen `_probe` (and
+    `_predict_open_days`).
     Per-series models (`per_series`) keep each series' fit apart: a series whose fit raises
     is listed in `failures_` (and forecast 0) instead of failing every series, and
     `with_series_of` swaps in other fits of some series (single-store retrains).
@@ -321,7 +322,7 @@ class CalibratedForecaster(PickledForecaster):
         if unknown:
             raise UnknownSeriesError(unknown)
         future = future.reset_index(drop=True)
-        yhat = self._predict_point(future) if len(future) else np.empty(0)
+        yhat = self._predict_open_days(future) if len(future) else np.empty(0)
         return forecast_frame(future, yhat, self.calibration_, self.cutoff_)
 
     def with_series_of(self, other: Self) -> Self:
@@ -369,3 +370,8 @@ class CalibratedForecaster(PickledForecaster):
 
     def _predict_point(self, future: pd.DataFrame) -> np.ndarray:
         raise NotImplementedError
+
+    def _predict_open_days(self, future: pd.DataFrame) -> np.ndarray:
+        """`_predict_point` for `predict`, which forecasts closed days 0 whatever it gives
+        them: a model may leave closed days out."""
+        return self._predict_point(future)

@@ -367,11 +367,19 @@ class GlobalGBMForecaster(CalibratedForecaster):
         ].reset_index(drop=True)
         return self
 
-    def _predict_point(self, future: pd.DataFrame) -> np.ndarray:
+    def _predict_open_days(self, future: pd.DataFrame) -> np.ndarray:
+        # Closed days forecast 0 whatever the trees say (`forecast_frame`): their features and
+        # trees are left out (every Sunday: a seventh of a week's rows), and they still count
+        # in the calendar as closures.
+        return self._predict_point(future, open_days_only=True)
+
+    def _predict_point(self, future: pd.DataFrame, open_days_only: bool = False) -> np.ndarray:
+        """Point forecasts of `future`'s rows; with `open_days_only`, 0 for rows of closed
+        days (`open` 0), which are then not predicted."""
         # Models saved before shards existed have no attribute: one model.
         shards = getattr(self, "shards_", None)
         if shards:
-            return self._predict_sharded(future, shards)
+            return self._predict_sharded(future, shards, open_days_only)
         if self.booster_ is None or self.profile_ is None or self.stats_ is None:
             raise RuntimeError("gbm: not fitted")
         # Models saved before series codes existed have no attribute: one product per store.
@@ -384,12 +392,13 @@ class GlobalGBMForecaster(CalibratedForecaster):
                 index = self._series_index = _series_index(series_codes)
             future = _coded(future, series_codes, index)
         tables = self._store_tables_of()
-        features = feature_columns(future, tables, self._calendar_of(future))
-        matrices = _FeatureMatrices(features, len(future))
-        sales: np.ndarray = np.expm1(
-            self._deviation(matrices.of, len(future)) + _baseline(features)
-        )
-        return sales
+        calendar = self._calendar_of(future)
+        predicted = _predicted_rows(future, open_days_only)
+        rows = future if predicted is None else future.take(predicted)
+        features = feature_columns(rows, tables, calendar)
+        matrices = _FeatureMatrices(features, len(rows))
+        sales = np.expm1(self._deviation(matrices.of, len(rows)) + _baseline(features))
+        return _spread(sales, predicted, len(future))
 
     def _store_tables_of(self) -> StoreTables:
         """The profile and statistics as requests look them up (built once per loaded model)."""
@@ -434,7 +443,7 @@ class GlobalGBMForecaster(CalibratedForecaster):
         return deviation
 
     def _predict_sharded(
-        self, future: pd.DataFrame, shards: list[GlobalGBMForecaster]
+        self, future: pd.DataFrame, shards: list[GlobalGBMForecaster], open_days_only: bool
     ) -> np.ndarray:
         """Each row forecast by its store's shard, with one calendar and feature pass for the
         whole request where the shards' tables allow it (`_ShardTables`), else shard by shard.
@@ -453,10 +462,10 @@ class GlobalGBMForecaster(CalibratedForecaster):
         if (shard_of_row < 0).any():
             raise ValueError("gbm: a store the model was not fitted on")
         if tables is not None:
-            across = tables.predict(future, shard_of_row, shards)
+            across = tables.predict(future, shard_of_row, shards, open_days_only)
             if across is not None:
                 return across
-        return _predict_shard_by_shard(future, shard_of_row, shards)
+        return _predict_shard_by_shard(future, shard_of_row, shards, open_days_only)
 
     def _series_as_stores(
         self, history: pd.DataFrame, stores: pd.DataFrame
@@ -565,15 +574,38 @@ def shard_rows(history: pd.DataFrame, shards: list[list[int]]) -> list[np.ndarra
 
 
 def _predict_shard_by_shard(
-    future: pd.DataFrame, shard_of_row: np.ndarray, shards: list[GlobalGBMForecaster]
+    future: pd.DataFrame,
+    shard_of_row: np.ndarray,
+    shards: list[GlobalGBMForecaster],
+    open_days_only: bool,
 ) -> np.ndarray:
     """Each shard's rows of `future` forecast by that shard as a model of its own."""
     sharded = np.empty(len(future))
     for number, shard in enumerate(shards):
         rows = np.flatnonzero(shard_of_row == number)
         if len(rows):
-            sharded[rows] = shard._predict_point(future.iloc[rows].reset_index(drop=True))
+            sharded[rows] = shard._predict_point(
+                future.iloc[rows].reset_index(drop=True), open_days_only
+            )
     return sharded
+
+
+def _predicted_rows(future: pd.DataFrame, open_days_only: bool) -> np.ndarray | None:
+    """The positions of the rows to predict: those of open days with `open_days_only`;
+    None for every row."""
+    if not open_days_only:
+        return None
+    is_open = future[columns.OPEN].to_numpy() == 1
+    return None if is_open.all() else np.flatnonzero(is_open)
+
+
+def _spread(values: np.ndarray, rows: np.ndarray | None, count: int) -> np.ndarray:
+    """`values` of `rows` (None: of every row) among `count` rows, 0 in the others."""
+    if rows is None:
+        return values
+    spread = np.zeros(count)
+    spread[rows] = values
+    return spread
 
 
 def _series_index(series_codes: pd.DataFrame) -> pd.MultiIndex:
@@ -800,6 +832,7 @@ class _ShardTables:
         future: pd.DataFrame,
         shard_of_row: np.ndarray,
         shards: list[GlobalGBMForecaster],
+        open_days_only: bool,
     ) -> np.ndarray | None:
         """`_predict_point` of a request whose rows' shards are `shard_of_row`; None for a
         request with a store its shard has no profile of (then predicted shard by shard).
@@ -825,20 +858,27 @@ class _ShardTables:
             return None
         keyed = future.assign(**{columns.STORE_ID: keys})
         calendar = _request_calendar(self.context, keyed, self.tables.profile)
+        predicted = _predicted_rows(future, open_days_only)
+        if predicted is not None:
+            keyed, local, shard_of_row = (
+                keyed.take(predicted),
+                local[predicted],
+                shard_of_row[predicted],
+            )
         features = feature_columns(keyed, self.tables, calendar)
         features[columns.STORE_ID] = local
         features[columns.STATE] = (
             np.asarray(features[columns.STATE], dtype=np.int64) - shard_of_row * self.state_span - 1
         )
-        matrices = _FeatureMatrices(features, len(future))
-        deviation = np.empty(len(future))
+        matrices = _FeatureMatrices(features, len(keyed))
+        deviation = np.empty(len(keyed))
         for number in np.unique(shard_of_row):
             rows = np.flatnonzero(shard_of_row == number)
             deviation[rows] = shards[number]._deviation(
                 lambda names, rows=rows: matrices.of(names)[rows], len(rows)
             )
-        sales: np.ndarray = np.expm1(deviation + _baseline(features))
-        return sales
+        sales = np.expm1(deviation + _baseline(features))
+        return _spread(sales, predicted, len(future))
 
 
 def _keyed(
