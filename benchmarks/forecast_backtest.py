@@ -6,7 +6,8 @@ Not part of `make test`. Run from the repository root:
         [--train-models gbm] [--skip-train] [--output benchmarks/results/forecast_backtest.json]
     python benchmarks/forecast_backtest.py --season [--variants before,default]
         [--targets season,check,easter] [--workers 2] [--seeds 18,19,20,21]
-        [--store-step 1] --skip-backtest --skip-train --reference-sample 0
+        [--store-step 1] [--served-reported] [--save-rows FOLDER]
+        --skip-backtest --skip-train --reference-sample 0
 
 0. With `--season`: the season stand-ins of the 48 days after the data, side by side for
    each model variant, as `sfmlops train` + `predict` would score them: trained (backtest,
@@ -41,6 +42,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import pandas as pd
@@ -50,13 +52,15 @@ from sfmlops.core.forecasting import metrics, model_selection
 from sfmlops.core.forecasting.backtest import (
     CHAMPION,
     HORIZON_DAYS,
+    POINT_SCALE,
     ROLLING,
     ForecasterFactory,
+    calibration_of,
     champion_scored,
     select_champions,
     summary,
 )
-from sfmlops.core.forecasting.base import IntervalCalibration, as_future
+from sfmlops.core.forecasting.base import CalibratedForecaster, IntervalCalibration, as_future
 from sfmlops.core.forecasting.bundle import ForecastBundle
 from sfmlops.core.forecasting.executors import ProcessPoolTaskExecutor
 from sfmlops.core.forecasting.gbm import BLEND, DEFAULT_PARAMS, GBMParams, GlobalGBMForecaster
@@ -99,6 +103,19 @@ def main() -> None:
         default="",
         help="with --season: train each variant once per gbm seed (e.g. 18,19,20,21)",
     )
+    parser.add_argument(
+        "--served-reported",
+        action="store_true",
+        help="with --season: also fit the served gbm (not its backtest stand-in) at the "
+        "reported window's cutoff and score it there",
+    )
+    parser.add_argument(
+        "--save-rows",
+        type=Path,
+        default=None,
+        help="with --season: write each training's gbm forecasts (rolling windows, target) "
+        "with their covariates and raw (unscaled) forecasts to this folder as parquet",
+    )
     parser.add_argument("--skip-backtest", action="store_true")
     parser.add_argument("--skip-train", action="store_true")
     parser.add_argument(
@@ -119,6 +136,8 @@ def main() -> None:
             args.workers,
             [float(margin) for margin in args.champion_margins.split(",") if margin],
             [int(seed) for seed in args.seeds.split(",") if seed],
+            args.served_reported,
+            args.save_rows,
         )
         save(results, args.output)
     if not args.skip_backtest:
@@ -273,6 +292,8 @@ def season(
     workers: int = 1,
     champion_margins: Sequence[float] = (),
     seeds: Sequence[int] = (),
+    served_reported: bool = False,
+    save_rows: Path | None = None,
 ) -> list[dict[str, object]]:
     """Train each variant to each season cutoff and score the 48 days after it.
 
@@ -283,6 +304,8 @@ def season(
     the same models, without training them again. Each of `seeds` trains every variant
     again with that gbm seed (a blend's later members take the seeds after it): how far a
     variant's gain is from what a seed moves. None: each variant's own seed.
+    `served_reported` scores the served gbm on the training's reported window
+    (`served_scores`); `save_rows` keeps each training's gbm forecasts (`saved_rows`).
     """
     executor = ProcessPoolTaskExecutor(workers) if workers > 1 else None
     chosen = sorted(history[columns.STORE_ID].unique())[::store_step]
@@ -320,6 +343,11 @@ def season(
             margins = (
                 margin_scores(bundle, report, target, champion_margins) if champion_margins else {}
             )
+            if save_rows is not None:
+                saved_rows(seen, bundle, report, target).to_parquet(
+                    save_rows / f"{label.split()[0]}-{variant}-{params.seed}.parquet"
+                )
+            served = served_scores(seen, stores, report, _gbm(params)) if served_reported else {}
             if not target.empty:
                 actual = target[columns.SALES].to_numpy(dtype=float)
                 forecast = bundle.predict(as_future(target)).frame
@@ -357,6 +385,7 @@ def season(
                     ),
                     "champion_mix": bundle.metadata["champion_mix"],
                     **margins,
+                    **served,
                     "load_average": round(os.getloadavg()[0], 1),
                 }
             )
@@ -400,6 +429,106 @@ def margin_scores(
             chosen = target[columns.STORE_ID].map(model_of).fillna(model_of.mode()[0]).to_numpy()
             forecast = pd.concat([alone[name][chosen == name] for name in alone], ignore_index=True)
             picked["target_rmspe"] = round(metrics.accuracy(forecast)[metrics.RMSPE], 4)
+    return found
+
+
+def saved_rows(
+    seen: pd.DataFrame,
+    bundle: ForecastBundle,
+    report: model_selection.BacktestReport,
+    target: pd.DataFrame,
+) -> pd.DataFrame:
+    """The gbm's rolling-window rows and its target rows, each with the day's covariates,
+    the raw forecast (before the RMSPE factor) and the actual; `backtest_window` 0 is the
+    target (forecast by the final model)."""
+    scored = report.scored[report.scored[columns.MODEL] == "gbm"]
+    rolling = [w.number for w in report.windows if w.kind == ROLLING]
+    rows = scored[scored[columns.BACKTEST_WINDOW].isin(rolling)]
+    windows = pd.DataFrame(
+        {
+            columns.BACKTEST_WINDOW: rows[columns.BACKTEST_WINDOW].to_numpy(),
+            columns.STORE_ID: rows[columns.STORE_ID].to_numpy(),
+            columns.SALES_DATE: rows[columns.SALES_DATE].to_numpy(),
+            columns.HORIZON_DAYS: rows[columns.HORIZON_DAYS].to_numpy(),
+            "raw": rows[columns.YHAT].to_numpy(dtype=float)
+            / rows[POINT_SCALE].to_numpy(dtype=float),
+            metrics.ACTUAL: rows[metrics.ACTUAL].to_numpy(dtype=float),
+        }
+    )
+    parts = [windows]
+    if not target.empty:
+        model = bundle.models["gbm"]
+        future = as_future(target)
+        parts.append(
+            pd.DataFrame(
+                {
+                    columns.BACKTEST_WINDOW: 0,
+                    columns.STORE_ID: future[columns.STORE_ID].to_numpy(),
+                    columns.SALES_DATE: future[columns.SALES_DATE].to_numpy(),
+                    columns.HORIZON_DAYS: (future[columns.SALES_DATE] - model.cutoff_).dt.days,
+                    "raw": model._predict_point(future),
+                    metrics.ACTUAL: target[columns.SALES].to_numpy(dtype=float),
+                }
+            )
+        )
+    saved = pd.concat(parts, ignore_index=True)
+    covariates = seen if target.empty else pd.concat([seen, target], ignore_index=True)
+    return saved.merge(
+        covariates[
+            [
+                columns.STORE_ID,
+                columns.SALES_DATE,
+                columns.OPEN,
+                columns.PROMO,
+                columns.STATE_HOLIDAY,
+                columns.SCHOOL_HOLIDAY,
+            ]
+        ],
+        on=[columns.STORE_ID, columns.SALES_DATE],
+        how="left",
+    )
+
+
+def served_scores(
+    seen: pd.DataFrame,
+    stores: pd.DataFrame,
+    report: model_selection.BacktestReport,
+    make: ForecasterFactory,
+) -> dict[str, object]:
+    """The served gbm (the factory's model itself, not its backtest stand-in) fitted at the
+    reported window's cutoff, calibrated on the window before it as the backtest's stand-in
+    was, scored on the reported window beside the stand-in's own scores there."""
+    scored = report.scored[report.scored[columns.MODEL] == "gbm"]
+    rolling = [w for w in report.windows if w.kind == ROLLING]
+    window = rolling[-1]
+    before = scored[scored[columns.BACKTEST_WINDOW] == rolling[-2].number]
+    stand_in = scored[scored[columns.BACKTEST_WINDOW] == window.number]
+    target = seen[
+        (seen[columns.SALES_DATE] >= window.start)
+        & (seen[columns.SALES_DATE] <= window.end)
+        & seen[columns.STORE_ID].isin(
+            seen.loc[seen[columns.SALES_DATE] <= window.cutoff, columns.STORE_ID].unique()
+        )
+    ].reset_index(drop=True)
+    found: dict[str, object] = {
+        "stand_in_reported": {
+            name: round(value, 4)
+            for name, value in metrics.accuracy(stand_in).items()
+            if name in SCORES
+        }
+    }
+    log(f"fitting the served gbm at {window.cutoff.date()}")
+    started = time.process_time()
+    served = cast(CalibratedForecaster, make(calibration=calibration_of(before)))
+    served.fit(seen[seen[columns.SALES_DATE] <= window.cutoff], stores)
+    found["served_fit_cpu_seconds"] = round(time.process_time() - started, 1)
+    forecast = served.predict(as_future(target))
+    forecast[metrics.ACTUAL] = target[columns.SALES].to_numpy(dtype=float)
+    found["served_reported"] = {
+        name: round(value, 4)
+        for name, value in metrics.accuracy(forecast).items()
+        if name in SCORES
+    }
     return found
 
 
