@@ -34,18 +34,7 @@ from tests.support.streaming import KafkaBroker, StreamEnv
 @pytest.fixture(scope="session")
 def kafka_broker() -> Iterator[KafkaBroker]:
     """A single-node KRaft broker on free loopback ports, removed after the session."""
-    home = Path(tempfile.mkdtemp(prefix="sfmlops-kafka-"))
-    broker = KafkaBroker(home=home, port=free_port(), controller_port=free_port())
-    try:
-        broker.start()
-    except subprocess.CalledProcessError as error:
-        shutil.rmtree(home, ignore_errors=True)
-        pytest.fail(f"Kafka did not start: {error.stderr}")
-    try:
-        yield broker
-    finally:
-        broker.stop()
-        shutil.rmtree(home, ignore_errors=True)
+    yield from _session_broker("sfmlops-kafka-")
 
 
 @pytest.fixture(scope="session")
@@ -54,19 +43,30 @@ def sasl_kafka_broker() -> Iterator[KafkaBroker]:
 
     Users: "producer", "stream" and "stranger" (no ACL unless a test grants one).
     """
-    home = Path(tempfile.mkdtemp(prefix="sfmlops-kafka-sasl-"))
+    yield from _session_broker(
+        "sfmlops-kafka-sasl-",
+        admin_password=secrets.token_urlsafe(16),
+        users={name: secrets.token_urlsafe(16) for name in ("producer", "stream", "stranger")},
+    )
+
+
+def _session_broker(
+    prefix: str, admin_password: str | None = None, users: dict[str, str] | None = None
+) -> Iterator[KafkaBroker]:
+    """A broker in a fresh folder named `prefix`*, started, then stopped and removed."""
+    home = Path(tempfile.mkdtemp(prefix=prefix))
     broker = KafkaBroker(
         home=home,
         port=free_port(),
         controller_port=free_port(),
-        admin_password=secrets.token_urlsafe(16),
-        users={name: secrets.token_urlsafe(16) for name in ("producer", "stream", "stranger")},
+        admin_password=admin_password,
+        users=users or {},
     )
     try:
         broker.start()
     except subprocess.CalledProcessError as error:
         shutil.rmtree(home, ignore_errors=True)
-        pytest.fail(f"Kafka (SASL) did not start: {error.stderr}")
+        pytest.fail(f"Kafka ({home}) did not start: {error.stderr}")
     try:
         yield broker
     finally:
