@@ -305,6 +305,11 @@ class Settings(BaseSettings):
         return self.home / "checkpoints"
 
     @property
+    def stream_log_file(self) -> Path:
+        """Where the stream job keeps the details of a failure (its one-line error names it)."""
+        return self.home / "logs" / "stream.log"
+
+    @property
     def mlflow_artifacts_dir(self) -> Path:
         """Where the embedded MLflow store keeps artifacts."""
         return self.home / "mlartifacts"

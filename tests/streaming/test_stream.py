@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -262,7 +264,20 @@ def test_a_database_killed_inside_a_batch_loses_and_repeats_nothing(
             os.killpg(running.pid, signal.SIGKILL)
             running.wait(timeout=30)
     assert running.returncode == 1, output
-    assert "the stream stopped" in output, output
+    # One line says what failed and where; Spark's and Python's stack traces go to the log.
+    failure = re.search(
+        r"^error: the stream stopped: (writing batch \d+ to|reading the stores of batch \d+ "
+        r"from) the database at postgresql\S+ failed: .+ \(OperationalError\) "
+        r"\(details in (\S+)\)$",
+        output,
+        re.MULTILINE,
+    )
+    assert failure, output
+    assert "Traceback" not in output, output
+    assert "\tat org.apache.spark" not in output, output
+    details = Path(failure[2]).read_text()
+    assert "terminated with error" in details  # Spark's report of the query
+    assert "psycopg2.OperationalError" in details  # Python's traceback of the database error
     own_postgres.restart()
     assert 0 < len(env.sales()) < len(history)
     with env.engine.connect() as connection:

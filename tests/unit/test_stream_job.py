@@ -7,11 +7,14 @@ import threading
 import time
 
 import pandas as pd
+import psycopg2
 import pyarrow as pa
 import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.exc import OperationalError
 
 from sfmlops.adapters.spark import payload_text, starting_offsets
-from sfmlops.services.stream_ingestion import PreparedBatch, WriteBehind
+from sfmlops.services.stream_ingestion import PreparedBatch, WriteBehind, one_line
 
 
 def batch(batch_id: int) -> PreparedBatch:
@@ -82,3 +85,20 @@ def test_received_values_become_text_even_when_some_are_not_utf8_or_missing() ->
     values = pa.chunked_array([[b'{"a": 1}', None], [b"caf\xc3\xa9", b"\xff{"]], pa.binary())
     assert payload_text(values).to_pylist() == ['{"a": 1}', "", "café", "\ufffd{"]
     assert payload_text(pa.chunked_array([[b"ok"]], pa.binary())).type == pa.string()
+
+
+def test_a_database_error_is_named_in_one_line_by_the_driver_s_first_line() -> None:
+    lost = OperationalError(
+        "INSERT INTO stream_offsets (topic, kafka_partition, next_offset) VALUES (%(topic)s, ...)",
+        {"topic": "sales.daily"},
+        psycopg2.OperationalError(
+            "server closed the connection unexpectedly\n\tThis probably means the server "
+            "terminated abnormally\n\tbefore or while processing the request.\n"
+        ),
+    )
+    assert "\n" in str(lost)  # SQLAlchemy's own text: statement, parameters, link
+    assert one_line(lost) == "server closed the connection unexpectedly (OperationalError)"
+    with pytest.raises(OperationalError) as raised, create_engine("sqlite://").connect() as db:
+        db.execute(text("SELECT * FROM stream_offsets"))
+    assert one_line(raised.value) == "no such table: stream_offsets (OperationalError)"
+    assert one_line(ValueError("")) == "ValueError"

@@ -34,6 +34,7 @@ _FETCH_BYTES = 64 * 1024 * 1024
 _POLL_RECORDS = 100_000
 _INTERVAL = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)\s*$")
 _UNITS = {"ms": "milliseconds", "s": "seconds", "m": "minutes", "h": "hours"}
+LOG_CONFIGURATION = Path(__file__).with_name("spark-log4j2.properties")
 
 BatchHandler = Callable[[pd.DataFrame, int], None]
 """Called once per micro-batch with the received records (see `sales_event_stream`) and the
@@ -91,6 +92,7 @@ def make_spark_session(
     app_name: str = "sfmlops-stream",
     master: str = "local[2]",
     driver_memory: str = "2g",
+    failure_log: Path | None = None,
 ) -> SparkSession:
     """A Spark session with the Kafka connector on its class path.
 
@@ -99,8 +101,21 @@ def make_spark_session(
         app_name: Shown in Spark's logs.
         master: `local[N]` on one machine, or a cluster URL.
         driver_memory: JVM heap of the driver (the whole of Spark in local mode).
+        failure_log: A file for Spark's report of a failed query (its stack traces), which
+            then stays off stderr; None: Spark's default logging.
     """
     builder = SparkSession.builder.appName(app_name).master(master)
+    if failure_log is not None:
+        # Read by the driver's JVM at its start, which comes after this configuration.
+        builder = builder.config(
+            "spark.driver.extraJavaOptions",
+            " ".join(
+                (
+                    _java_property("log4j2.configurationFile", LOG_CONFIGURATION),
+                    _java_property("sfmlops.stream.log", failure_log),
+                )
+            ),
+        )
     if master.startswith("local"):
         # One machine: keep the driver on loopback rather than whatever the hostname resolves to.
         builder = builder.config("spark.driver.host", "127.0.0.1").config(
@@ -118,6 +133,12 @@ def make_spark_session(
     )
     session.sparkContext.setLogLevel("WARN")
     return session
+
+
+def _java_property(name: str, value: Path) -> str:
+    """`-Dname=value`, quoted as Spark's launcher splits its Java options."""
+    quoted = str(value).replace("\\", "\\\\").replace('"', '\\"')
+    return f'"-D{name}={quoted}"'
 
 
 def starting_offsets(topic: str, partitions: list[int], next_offsets: dict[int, int]) -> str:
@@ -308,7 +329,10 @@ class RunningStream:
                 self.query.stop()
         except StreamingQueryException as error:
             if not self.stop.is_set():
-                raise StreamFailedError(error.getMessage() or str(error)) from error
+                # Spark's message may carry a Python traceback over many lines; the first says
+                # what stopped the query, the rest stays on the cause for a log.
+                message = (error.getMessage() or str(error)).strip()
+                raise StreamFailedError(message.splitlines()[0] if message else "") from error
         except Py4JError as error:
             # A terminal's Ctrl-C or a group-wide SIGTERM also ends Spark's JVM; when a stop
             # was asked for, that is the stop, not a failure.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -209,13 +210,27 @@ def stream(
             from_earliest=from_earliest,
             faults=faults,
             limits=lambda: sales_limits(settings),
+            failure_log=settings.stream_log_file,
         )
     except spark.StreamFailedError as error:
-        fail(f"the stream stopped: {error}")
+        fail(f"the stream stopped: {error}{_logged(settings.stream_log_file, error)}")
     console.print(
         f"Done: {totals['received']:,} records, {totals['upserted']:,} upserted, "
         f"{totals['dead_lettered']:,} dead-lettered."
     )
+
+
+def _logged(log_file: Path, error: BaseException) -> str:
+    """Append `error` with its causes (tracebacks, Spark's report) to `log_file`; returns the
+    words that point there, or nothing when the file cannot be written."""
+    try:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        with log_file.open("a") as log:
+            log.write(f"{dt.datetime.now(dt.UTC).isoformat()} the stream stopped\n")
+            log.writelines(traceback.format_exception(error))
+    except OSError:
+        return ""
+    return f" (details in {log_file})"
 
 
 def _serve_metrics(settings: Settings) -> StreamMetrics | None:

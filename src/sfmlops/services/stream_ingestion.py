@@ -15,6 +15,7 @@ once: upserts and dead letters are idempotent.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import shutil
 import signal
@@ -28,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from sfmlops.adapters import kafka
 from sfmlops.adapters.db import (
@@ -268,6 +270,10 @@ class WriteBehind:
             self._executor.shutdown()
 
 
+class StreamDatabaseError(RuntimeError):
+    """The stream job's database failed it; the message is one line: what, where, why."""
+
+
 @dataclass
 class SalesStream:
     """A running stream into the database: `request_stop` from anywhere, `wait` from the
@@ -275,6 +281,7 @@ class SalesStream:
 
     running: RunningStream
     writer: WriteBehind
+    database_failures: list[StreamDatabaseError]
 
     def request_stop(self) -> None:
         """Stop after the batch in hand; the write in flight commits first."""
@@ -287,15 +294,35 @@ class SalesStream:
             adapters.spark.StreamFailedError: When reading or writing a batch failed; every
                 batch committed before it stays, and the next run resumes after it.
         """
+        query_failure: StreamFailedError | None = None
         try:
             self.running.wait()
+        except StreamFailedError as error:
+            query_failure = error
         finally:
-            try:
+            # A failed write is in `database_failures` already; nothing else can fail here.
+            with contextlib.suppress(StreamDatabaseError):
                 self.writer.close()
-            except Exception as error:
-                raise StreamFailedError(
-                    f"writing a batch to the database failed: {error}"
-                ) from error
+        if self.database_failures:
+            # The database failed first: Spark's own report of the stop only follows from it.
+            first = self.database_failures[0]
+            raise StreamFailedError(str(first)) from first
+        if query_failure is not None:
+            raise query_failure
+
+
+def one_line(error: BaseException) -> str:
+    """What went wrong, in one line: a database error by its driver's first line and type.
+
+    SQLAlchemy's own text adds the statement, its parameters and a link over several lines;
+    the whole chain stays on the exception for a log.
+    """
+    cause: BaseException = error
+    if isinstance(error, DBAPIError) and isinstance(error.orig, BaseException):
+        cause = error.orig
+    lines = str(cause).strip().splitlines()
+    kind = type(cause).__name__
+    return f"{lines[0].strip()} ({kind})" if lines else kind
 
 
 def start_stream(
@@ -348,16 +375,33 @@ def start_stream(
     def before_commit(batch: PreparedBatch) -> None:
         hooks.before_commit_of(batch.batch_id)
 
+    database = engine.url.render_as_string(hide_password=True)
+    failures: list[StreamDatabaseError] = []
+
+    def failed(doing: str, error: Exception) -> StreamDatabaseError:
+        failure = StreamDatabaseError(
+            f"{doing} the database at {database} failed: {one_line(error)}"
+        )
+        failures.append(failure)
+        return failure
+
     def write(batch: PreparedBatch) -> None:
-        on_batch(write_batch(engine, batch, before_commit))
+        try:
+            report = write_batch(engine, batch, before_commit)
+        except Exception as error:
+            raise failed(f"writing batch {batch.batch_id} to", error) from error
+        on_batch(report)
         hooks.after_commit_of(batch.batch_id)
 
     writer = WriteBehind(write)
 
     def handle(received: pd.DataFrame, batch_id: int) -> None:
         hooks.batch_received(batch_id)
-        with engine.connect() as connection:
-            known = store_records.store_ids(connection)
+        try:
+            with engine.connect() as connection:
+                known = store_records.store_ids(connection)
+        except SQLAlchemyError as error:
+            raise failed(f"reading the stores of batch {batch_id} from", error) from error
         writer.submit(prepare_batch(received, known, batch_id, PRODUCED_AT, limits()))
 
     running = start_sales_stream(
@@ -368,7 +412,7 @@ def start_stream(
         interval=interval,
         start_at=starting_offsets(source.topic, partitions, resume),
     )
-    return SalesStream(running=running, writer=writer)
+    return SalesStream(running=running, writer=writer, database_failures=failures)
 
 
 def run_stream(
@@ -383,6 +427,7 @@ def run_stream(
     faults: StreamFaultHooks | None = None,
     master: str = "local[2]",
     limits: Callable[[], SalesLimits] = SalesLimits,
+    failure_log: Path | None = None,
 ) -> None:
     """Run the stream job until the topic is drained (`interval` None) or a stop signal.
 
@@ -400,12 +445,14 @@ def run_stream(
         faults: Test-only crash points (`stream_test_hooks`); None: none.
         master: Spark master URL.
         limits: Plausibility bounds, asked for anew each batch.
+        failure_log: Where Spark writes its report of a failed query (stack traces) instead
+            of stderr; None: Spark's default logging.
 
     Raises:
         adapters.spark.StreamFailedError: When the query stops on an error (e.g. the database
             is unreachable); what was committed before stays.
     """
-    spark = make_spark_session(jars, master=master)
+    spark = make_spark_session(jars, master=master, failure_log=failure_log)
     previous: dict[signal.Signals, Any] = {}
     try:
         stream = start_stream(
