@@ -14,10 +14,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from sqlalchemy import text
+from sqlalchemy import make_url, text
 
 from sfmlops.adapters import kafka
 from sfmlops.adapters.db import stream_offset_records
+from sfmlops.adapters.db.engine import make_engine
 from sfmlops.core import columns, events
 from tests.support.killable_postgres import KillablePostgres
 from tests.support.streaming import StreamEnv
@@ -306,8 +307,8 @@ def _waiting_on_a_lock(env: StreamEnv, table: str) -> bool:
     return bool(waiting)
 
 
-def test_out_of_order_and_corrected_records_end_with_the_latest_value(
-    stream_env: StreamEnv,
+def test_out_of_order_and_corrected_records_end_with_the_latest_value_even_after_a_restore(
+    stream_env: StreamEnv, postgres_server: str, tmp_path: Path
 ) -> None:
     def event(store: int, day: str, sales: float) -> tuple[bytes, bytes]:
         record = {
@@ -315,6 +316,13 @@ def test_out_of_order_and_corrected_records_end_with_the_latest_value(
             columns.CUSTOMERS: 10, columns.OPEN: 1, columns.PROMO: 0, columns.STATE_HOLIDAY: "0", columns.SCHOOL_HOLIDAY: 0,
         }  # fmt: skip
         return str(store).encode(), json.dumps(record).encode()
+
+    def send(sent: list[tuple[bytes, bytes]]) -> None:
+        stream_env.send([k for k, _ in sent], [v for _, v in sent])
+
+    def stored() -> dict[tuple[int, pd.Timestamp], float]:
+        sales = stream_env.sales().set_index([columns.STORE_ID, columns.SALES_DATE])
+        return sales[columns.SALES].to_dict()
 
     first = [
         event(1, "2015-06-10", 100.0),
@@ -326,21 +334,58 @@ def test_out_of_order_and_corrected_records_end_with_the_latest_value(
         event(2, "2015-06-01", 5.0),
         event(2, "2015-06-01", -1.0),  # an invalid correction changes nothing
     ]
-    stream_env.send([k for k, _ in first], [v for _, v in first])
+    send(first)
     stream_env.extra_env["SFMLOPS_STREAM_MAX_BATCH_EVENTS"] = "3"
     assert stream_env.run("stream", "--once").returncode == 0
+    after_first = {
+        (1, pd.Timestamp("2015-06-08")): 85.0,
+        (1, pd.Timestamp("2015-06-09")): 90.0,
+        (1, pd.Timestamp("2015-06-10")): 120.0,
+        (2, pd.Timestamp("2015-06-01")): 5.0,
+    }
+    backup_file = tmp_path / "backups" / "sales.dump"
+    backed_up = stream_env.run("backup", str(backup_file))
+    assert backed_up.returncode == 0, backed_up.stdout + backed_up.stderr
 
     late = [event(1, "2015-06-10", 130.0), event(2, "2015-05-31", 4.0)]
-    stream_env.send([k for k, _ in late], [v for _, v in late])
+    send(late)
     result = stream_env.run("stream", "--once")
 
     assert result.returncode == 0, result.stdout + result.stderr
-    stored = stream_env.sales().set_index([columns.STORE_ID, columns.SALES_DATE])[columns.SALES]
-    assert stored.to_dict() == {
-        (1, pd.Timestamp("2015-06-08")): 85.0,
-        (1, pd.Timestamp("2015-06-09")): 90.0,
+    after_late = after_first | {
         (1, pd.Timestamp("2015-06-10")): 130.0,
         (2, pd.Timestamp("2015-05-31")): 4.0,
-        (2, pd.Timestamp("2015-06-01")): 5.0,
     }
+    assert stored() == after_late
     assert stream_env.dead_letters()["reason"].tolist() == ["sales: must be >= 0"]
+
+    # The restore drill. The database is lost after the late batch committed, while events
+    # keep arriving; the backup from before that batch comes back, the late batch's correction
+    # rolled back with it, and Spark's checkpoint still says the late batch is done.
+    _destroy_database(stream_env, postgres_server)
+    send([event(2, "2015-06-02", 6.0)])
+    restored = stream_env.run("restore", str(backup_file), "--yes")
+    assert restored.returncode == 0, restored.stdout + restored.stderr
+    assert stored() == after_first
+
+    resumed = stream_env.run("stream", "--once")
+
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    # It read exactly the events after the restored offsets: the late ones again, then the
+    # newer one; none of the first events twice, none skipped.
+    assert "Done: 3 records" in resumed.stdout, resumed.stdout
+    assert stored() == after_late | {(2, pd.Timestamp("2015-06-02")): 6.0}
+    assert stream_env.dead_letters()["reason"].tolist() == ["sales: must be >= 0"]
+
+
+def _destroy_database(env: StreamEnv, server_url: str) -> None:
+    """Drop the test's database and create it again, empty (no tables, no offsets)."""
+    env.engine.dispose()
+    name = make_url(env.database_url).database
+    admin = make_engine(server_url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as connection:
+            connection.exec_driver_sql(f'DROP DATABASE "{name}" WITH (FORCE)')
+            connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    finally:
+        admin.dispose()
