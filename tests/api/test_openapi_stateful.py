@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase, settings
@@ -67,9 +68,24 @@ def server(tmp_path_factory: pytest.TempPathFactory, rossmann_slice: Path) -> It
             runner_ids = connection.execute(select(training_jobs.c.runner_job_id)).scalars()
             for runner_id in runner_ids:
                 if runner_id and runner_id.startswith("pid:"):
-                    with contextlib.suppress(ProcessLookupError):
-                        os.killpg(int(runner_id.removeprefix("pid:")), signal.SIGKILL)
+                    _stop_job_session(int(runner_id.removeprefix("pid:")), home)
         engine.dispose()
+
+
+def _stop_job_session(pid: int, home: Path) -> None:
+    """SIGKILL a training job's session if that pid still is the job this server started.
+
+    A finished job's pid is soon reused (pid_max is 32,768 here) and a process started with a
+    session of its own leads a group of that number: killing the group blindly once took down
+    a Ray session of another xdist worker, and that worker with it.
+    """
+    with contextlib.suppress(psutil.NoSuchProcess, ProcessLookupError):
+        job = psutil.Process(pid)
+        ours = job.cmdline()[1:3] == ["-m", "sfmlops"] and job.environ().get("SFMLOPS_HOME") == str(
+            home
+        )
+        if ours and os.getpgid(pid) == pid:
+            os.killpg(pid, signal.SIGKILL)
 
 
 def test_every_write_leads_somewhere_to_read_it_back(server: str) -> None:
