@@ -68,7 +68,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, rossmann_slice: Path) -> It
             runner_ids = connection.execute(select(training_jobs.c.runner_job_id)).scalars()
             for runner_id in runner_ids:
                 if runner_id and runner_id.startswith("pid:"):
-                    _stop_job_session(int(runner_id.removeprefix("pid:")), home)
+                    _stop_job_session(int(runner_id.removeprefix("pid:").partition("@")[0]), home)
         engine.dispose()
 
 

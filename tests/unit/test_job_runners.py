@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 
@@ -35,3 +36,21 @@ def test_a_live_process_is_running_and_a_zombie_or_reaped_one_is_gone(tmp_path: 
         process.wait()
 
     assert runner.state(f"pid:{process.pid}") == "gone"
+
+
+def test_a_pid_now_another_process_s_is_gone(tmp_path: Path) -> None:
+    submitted = LocalJobRunner(Settings(_env_file=None, home=tmp_path)).submit("job", ["--help"])
+    assert re.fullmatch(r"pid:\d+@\d+\.\d\d", submitted), submitted
+
+    runner = earlier_runner(tmp_path)
+    process = subprocess.Popen(["sleep", "60"])
+    try:
+        started = psutil.Process(process.pid).create_time()
+        assert runner.state(f"pid:{process.pid}@{started:.2f}") == "running"
+        # The job that had this pid started earlier: this process is not it.
+        assert runner.state(f"pid:{process.pid}@{started - 5:.2f}") == "gone"
+        # An id from before start times were kept cannot tell: alive is all it knows.
+        assert runner.state(f"pid:{process.pid}") == "running"
+    finally:
+        process.kill()
+        process.wait()

@@ -60,24 +60,34 @@ class LocalJobRunner:
                 start_new_session=True,  # outlives a restart of the API that started it
             )
         self._children[child.pid] = child
-        return f"pid:{child.pid}"
+        # The start time tells this job from a later process given the same pid (pids are reused
+        # within minutes on a busy machine) when an API restarted since asks about it.
+        try:
+            started = psutil.Process(child.pid).create_time()
+        except psutil.NoSuchProcess:  # already gone: the pid alone still names it here
+            return f"pid:{child.pid}"
+        return f"pid:{child.pid}@{started:.2f}"
 
     def state(self, runner_job_id: str) -> RunnerState:
-        pid = int(runner_job_id.removeprefix("pid:"))
+        pid_text, _, started = runner_job_id.removeprefix("pid:").partition("@")
+        pid = int(pid_text)
         child = self._children.get(pid)
         if child is not None:
             code = child.poll()  # also reaps it, so a finished child is no zombie
             if code is None:
                 return "running"
             return "succeeded" if code == 0 else "failed"
-        # Started by an earlier process of ours: alive unless gone or a zombie.
+        # Started by an earlier process of ours: alive unless gone, a zombie, or the pid now
+        # another process's (ids without a start time, from older versions, cannot tell).
         try:
-            status = psutil.Process(pid).status()
+            process = psutil.Process(pid)
+            status = process.status()
+            reused = bool(started) and f"{process.create_time():.2f}" != started
         except psutil.NoSuchProcess:  # ZombieProcess is one too
             return "gone"
         except psutil.AccessDenied:  # it exists, under another user
             return "running"
-        return "gone" if status == psutil.STATUS_ZOMBIE else "running"
+        return "gone" if reused or status == psutil.STATUS_ZOMBIE else "running"
 
     def log_path(self, job_id: str) -> Path:
         """Where a job's output goes."""
