@@ -49,8 +49,10 @@ from sfmlops.core.forecasting.features import (
     PROXIMITY_CAP_DAYS,
     REOPENING_CAP_DAYS,
     Calendar,
+    CalendarCarry,
     StoreStats,
     build_features,
+    state_flags,
     store_profile,
 )
 from sfmlops.core.forecasting.gbm import (
@@ -233,6 +235,67 @@ def test_the_calendar_counts_days_to_events_within_each_store_and_state_only() -
     assert (quiet_store.filter(like="long_closure") == REOPENING_CAP_DAYS).all().all()
     short = quiet_store.drop(columns=quiet_store.filter(like="long_closure").columns)
     assert (short == PROXIMITY_CAP_DAYS).all().all()
+
+
+def test_a_calendar_carried_from_history_gives_later_days_the_calendar_of_both() -> None:
+    # Stores and states whose promotions, closed runs and school holidays cross the end of
+    # their history (at random, with gaps and stores or states without history, and later
+    # rows given twice): the later days' calendar built from the history's carry alone must
+    # equal, value for value, the calendar of the history and the later rows together.
+    generator = np.random.default_rng(7)
+    store_ids = np.arange(1, 241)
+    profile = pd.DataFrame({columns.STORE_ID: store_ids, columns.STATE: store_ids % 7})
+    history_end = pd.Timestamp("2015-03-20")
+
+    def rows_of(stores: np.ndarray, first: np.ndarray, days: int) -> pd.DataFrame:
+        dates = first[:, None] + pd.to_timedelta(np.arange(days), unit="D").to_numpy()
+        count = dates.size
+        # Runs rather than coin flips, so that runs cross the end of the history.
+        return pd.DataFrame(
+            {
+                columns.STORE_ID: np.repeat(stores, days),
+                columns.SALES_DATE: dates.ravel(),
+                columns.OPEN: (np.cumsum(generator.random(count) < 0.3) % 3 != 0).astype(int),
+                columns.PROMO: np.cumsum(generator.random(count) < 0.25) % 2,
+                columns.STATE_HOLIDAY: np.where(generator.random(count) < 0.03, "a", "0"),
+                columns.SCHOOL_HOLIDAY: (np.cumsum(generator.random(count) < 0.15) % 2),
+            }
+        )
+
+    with_history = store_ids[store_ids % 11 != 0]
+    history = rows_of(
+        with_history,
+        np.full(len(with_history), (history_end - pd.Timedelta(days=29)).to_datetime64()),
+        30,
+    )
+    # Some stores' history ends a few days early; later days start 1 to 3 days after it.
+    history = history[
+        history[columns.SALES_DATE]
+        <= history_end - pd.to_timedelta((history[columns.STORE_ID] % 4 == 0) * 3, unit="D")
+    ]
+    later = rows_of(
+        store_ids,
+        (history_end + pd.to_timedelta(1 + store_ids % 3, unit="D")).to_numpy(),
+        12,
+    )
+    later = pd.concat([later, later.sample(frac=0.05, random_state=1).assign(promo=1)])
+    later = later.sample(frac=1.0, random_state=2, ignore_index=True)
+    history = history[history[columns.STORE_ID] % 7 != 6]  # state 6 has no history
+
+    carry = CalendarCarry.of(state_flags(history, profile), history)
+    carried = carry.calendar_after(state_flags(later, profile), later)
+    whole = Calendar.of(pd.concat([history, later], ignore_index=True), profile)
+
+    assert carried is not None
+    keys = later[[columns.STORE_ID, columns.SALES_DATE]].merge(profile, on=columns.STORE_ID)
+    for name, key in (("store_days", columns.STORE_ID), ("state_days", columns.STATE)):
+        at_later = [
+            keys.merge(getattr(calendar, name), on=[key, columns.SALES_DATE], how="left")
+            for calendar in (carried, whole)
+        ]
+        pd.testing.assert_frame_equal(at_later[0], at_later[1])
+    # A later row on a day of its store's history cannot be built from the carry.
+    assert carry.calendar_after(state_flags(history.tail(1), profile), history.tail(1)) is None
 
 
 def test_a_forecast_for_some_stores_sees_the_holidays_of_every_store_of_their_state(

@@ -155,18 +155,7 @@ class Calendar:
                 (a frame, or its columns as arrays by name): all of each such store's rows,
                 for its runs and proximities.
         """
-        # Sorted by (state, date), one row each: the order the scans below need. Built with
-        # numpy rather than pandas' groupby and column assignments, whose fixed cost per call
-        # was most of a one-series request's calendar (a few dozen rows).
-        state_keys, state_dates, (holiday, school) = _any_per_day(
-            _array(flags, columns.STATE).astype(np.int64, copy=False),
-            _array(flags, columns.SALES_DATE),
-            [
-                _array(flags, "state_holiday_day").astype(bool, copy=False),
-                _array(flags, "school_holiday_day").astype(bool, copy=False),
-            ],
-        )
-        state_groups = _Groups(state_keys, state_dates)
+        state_keys, state_dates, state_groups, (holiday, school) = _state_days(flags)
         state_days: dict[str, np.ndarray] = {
             columns.STATE: state_keys,
             columns.SALES_DATE: state_dates,
@@ -181,18 +170,7 @@ class Calendar:
             school, np.minimum(length - position + 1, RUN_CAP_DAYS), 0
         )
 
-        dates = _array(rows, columns.SALES_DATE)
-        weekday = _day_numbers(dates) % 7  # 0 on Thursdays (1970-01-01), 3 on Sundays
-        # The last row of a (store, date) given twice wins.
-        store_keys, store_dates, (closed, promo) = _last_per_day(
-            _array(rows, columns.STORE_ID),
-            dates,
-            [
-                (_array(rows, columns.OPEN).astype(int) == 0) & (weekday != 3),
-                _array(rows, columns.PROMO).astype(int) == 1,
-            ],
-        )
-        store_groups = _Groups(store_keys, store_dates)
+        store_keys, store_dates, store_groups, (closed, promo) = _store_days(rows)
         # A promotion runs for days in a row (Rossmann: Monday to Friday, every other week):
         # where a day sits in that cycle, not only whether it has one.
         promo_start = promo & ~store_groups.previous(promo)
@@ -208,6 +186,126 @@ class Calendar:
             **_proximity(store_groups, "long_closure", long_closure, REOPENING_CAP_DAYS),
         }
         return cls(state_days=pd.DataFrame(state_days), store_days=pd.DataFrame(store_days))
+
+
+@dataclass(frozen=True)
+class CalendarCarry:
+    """What the calendar of history rows passes on to the days after them, per state and per
+    store, so that `Calendar.of_parts` of history and later rows can be built from the later
+    rows alone (`calendar_after`), with the same values.
+
+    A gbm builds it once per loaded model from its stored context: scanning every requested
+    store's 67 stored days per request was most of an every-store request's calendar (75,000
+    context rows against its 7,805).
+
+    Attributes:
+        states: The history's states, sorted; `state_values` holds each one's carry.
+        stores: The history's stores, sorted; `store_values` holds each one's carry.
+    """
+
+    states: np.ndarray
+    state_values: dict[str, np.ndarray]
+    stores: np.ndarray
+    store_values: dict[str, np.ndarray]
+
+    @classmethod
+    def of(cls, flags: Mapping[str, np.ndarray], rows: _Columns) -> CalendarCarry:
+        """The carry of history given as `Calendar.of_parts` takes it."""
+        state_keys, _, state_groups, (holiday, school) = _state_days(flags)
+        last = state_groups.is_last
+        position, _ = state_groups.runs(school)
+        state_values = {
+            "last_day": state_groups.day_number[last],
+            "state_holiday": _last_flagged_day(state_groups, holiday)[last],
+            "school_holiday": _last_flagged_day(state_groups, school)[last],
+            # The length of the run of school-holiday days the history ends with (0: none).
+            "school_run": np.where(school, position, 0)[last],
+        }
+        states = state_keys[last]
+        store_keys, _, groups, (closed, promo) = _store_days(rows)
+        last = groups.is_last
+        position, length = groups.runs(closed)
+        # The closed days the history ends with: how long their run is depends on the days
+        # after (so does whether the last day ends a promotion).
+        trailing = closed & (groups.positions + length - position == groups.last)
+        store_values = {
+            "last_day": groups.day_number[last],
+            "promo": promo[last],
+            "closed_run": np.where(closed, position, 0)[last],
+            "promo_start": _last_flagged_day(groups, promo & ~groups.previous(promo))[last],
+            "promo_end": _last_flagged_day(
+                groups, promo & ~groups.following(promo) & ~groups.is_last
+            )[last],
+            "closure": _last_flagged_day(groups, closed)[last],
+            "long_closure": _last_flagged_day(
+                groups, closed & (length >= LONG_CLOSURE_DAYS) & ~trailing
+            )[last],
+        }
+        return cls(states, state_values, store_keys[last], store_values)
+
+    def calendar_after(self, flags: Mapping[str, np.ndarray], rows: _Columns) -> Calendar | None:
+        """`Calendar.of_parts` of the history and these later rows (as that takes them),
+        covering the later rows' days only; None when a state or store of them has a day
+        that is not after its history's last (then build it from both).
+        """
+        state_keys, state_dates, state_groups, (holiday, school) = _state_days(flags)
+        state_carry = _carried(self.states, self.state_values, state_keys)
+        store_keys, store_dates, groups, (closed, promo) = _store_days(rows)
+        store_carry = _carried(self.stores, self.store_values, store_keys)
+        if (state_groups.day_number <= state_carry["last_day"]).any() or (
+            groups.day_number <= store_carry["last_day"]
+        ).any():
+            return None
+
+        state_days: dict[str, np.ndarray] = {
+            columns.STATE: state_keys,
+            columns.SALES_DATE: state_dates,
+            **_proximity_after(
+                state_groups, "state_holiday", holiday, PROXIMITY_CAP_DAYS, state_carry
+            ),
+            **_proximity_after(
+                state_groups, "school_holiday", school, PROXIMITY_CAP_DAYS, state_carry
+            ),
+        }
+        position, length = state_groups.runs(school)
+        continued = np.where(_in_first_run(state_groups, position), state_carry["school_run"], 0)
+        state_days["days_into_school_holiday"] = np.where(
+            school, np.minimum(position + continued, RUN_CAP_DAYS), 0
+        )
+        state_days["days_left_school_holiday"] = np.where(
+            school, np.minimum(length - position + 1, RUN_CAP_DAYS), 0
+        )
+
+        first = groups.first
+        promo_start = promo & ~(groups.previous(promo) | (groups.is_first & store_carry["promo"]))
+        promo_end = promo & ~groups.following(promo)
+        position, length = groups.runs(closed)
+        run_length = length + np.where(
+            _in_first_run(groups, position), store_carry["closed_run"], 0
+        )
+        long_closure = closed & (run_length >= LONG_CLOSURE_DAYS)
+        # The history's last day ends a promotion unless the first later day has one; its
+        # closed days end a long closure once the later days make their run long enough.
+        history_run = store_carry["closed_run"] + np.where(closed[first], length[first], 0)
+        store_carry["promo_end"] = np.where(
+            store_carry["promo"] & ~promo[first], store_carry["last_day"], store_carry["promo_end"]
+        )
+        store_carry["long_closure"] = np.where(
+            (store_carry["closed_run"] > 0) & (history_run >= LONG_CLOSURE_DAYS),
+            store_carry["last_day"],
+            store_carry["long_closure"],
+        )
+        store_days: dict[str, np.ndarray] = {
+            columns.STORE_ID: store_keys,
+            columns.SALES_DATE: store_dates,
+            **_proximity_after(groups, "promo_start", promo_start, PROXIMITY_CAP_DAYS, store_carry),
+            **_proximity_after(groups, "promo_end", promo_end, PROXIMITY_CAP_DAYS, store_carry),
+            **_proximity_after(groups, "closure", closed, PROXIMITY_CAP_DAYS, store_carry),
+            **_proximity_after(
+                groups, "long_closure", long_closure, REOPENING_CAP_DAYS, store_carry
+            ),
+        }
+        return Calendar(state_days=pd.DataFrame(state_days), store_days=pd.DataFrame(store_days))
 
 
 def state_flags(rows: pd.DataFrame, profile: pd.DataFrame | KeyedTable) -> dict[str, np.ndarray]:
@@ -502,6 +600,89 @@ def _day_numbers(dates: np.ndarray) -> np.ndarray:
     """Days since 1970-01-01 (floored) of datetime64 values."""
     day_numbers: np.ndarray = dates.astype("datetime64[ns]").view(np.int64) // _NANOSECONDS_PER_DAY
     return day_numbers
+
+
+def _state_days(
+    flags: Mapping[str, np.ndarray],
+) -> tuple[np.ndarray, np.ndarray, _Groups, list[np.ndarray]]:
+    """States' holiday and school-holiday flags (`state_flags`) one row per (state, date),
+    sorted by both (the order the calendar's scans need), with their groups."""
+    # Built with numpy rather than pandas' groupby and column assignments, whose fixed cost
+    # per call was most of a one-series request's calendar (a few dozen rows).
+    keys, dates, flagged = _any_per_day(
+        _array(flags, columns.STATE).astype(np.int64, copy=False),
+        _array(flags, columns.SALES_DATE),
+        [
+            _array(flags, "state_holiday_day").astype(bool, copy=False),
+            _array(flags, "school_holiday_day").astype(bool, copy=False),
+        ],
+    )
+    return keys, dates, _Groups(keys, dates), flagged
+
+
+def _store_days(rows: _Columns) -> tuple[np.ndarray, np.ndarray, _Groups, list[np.ndarray]]:
+    """Stores' closed (a weekday not open) and promotion flags one row per (store, date),
+    sorted by both, with their groups."""
+    dates = _array(rows, columns.SALES_DATE)
+    weekday = _day_numbers(dates) % 7  # 0 on Thursdays (1970-01-01), 3 on Sundays
+    # The last row of a (store, date) given twice wins.
+    keys, day_dates, flagged = _last_per_day(
+        _array(rows, columns.STORE_ID),
+        dates,
+        [
+            (_array(rows, columns.OPEN).astype(int) == 0) & (weekday != 3),
+            _array(rows, columns.PROMO).astype(int) == 1,
+        ],
+    )
+    return keys, day_dates, _Groups(keys, day_dates), flagged
+
+
+def _last_flagged_day(groups: _Groups, flagged: np.ndarray) -> np.ndarray:
+    """Each row's day number of its group's last flagged row up to it; NaN for none."""
+    last = np.maximum.accumulate(np.where(flagged, groups.positions, -1))
+    day: np.ndarray = np.where(last >= groups.first, groups.day_number[last], np.nan)
+    return day
+
+
+def _in_first_run(groups: _Groups, position: np.ndarray) -> np.ndarray:
+    """Whether each row is in its group's first run (`position` from `_Groups.runs`)."""
+    first_run: np.ndarray = groups.positions - position + 1 == groups.first
+    return first_run
+
+
+def _carried(
+    keys: np.ndarray, values: Mapping[str, np.ndarray], wanted: np.ndarray
+) -> dict[str, np.ndarray]:
+    """`CalendarCarry` values of each wanted key (sorted `keys`), for a key without history
+    what no history carries: no flagged day (NaN), no run (0), no promotion."""
+    if not len(keys):
+        keys, values = (
+            np.array([np.iinfo(np.int64).min]),
+            {
+                name: np.full(1, np.nan if column.dtype.kind == "f" else 0, dtype=column.dtype)
+                for name, column in values.items()
+            },
+        )
+    at = np.minimum(np.searchsorted(keys, wanted), len(keys) - 1)
+    found = keys[at] == wanted
+    return {
+        name: np.where(found, column[at], np.nan if column.dtype.kind == "f" else 0).astype(
+            column.dtype, copy=False
+        )
+        for name, column in values.items()
+    }
+
+
+def _proximity_after(
+    groups: _Groups, event: str, flagged: np.ndarray, cap: int, carry: Mapping[str, np.ndarray]
+) -> dict[str, np.ndarray]:
+    """`_proximity` of rows after a history whose last flagged day of `event` per row's group
+    is `carry[event]` (NaN: none): only the days since it reach back into the history."""
+    proximity = _proximity(groups, event, flagged, cap)
+    after = f"days_after_{event}"
+    # Below the cap only when the history's day is nearer than any of the rows' own.
+    proximity[after] = np.fmin(proximity[after], groups.day_number - carry[event])
+    return proximity
 
 
 def _any_per_day(

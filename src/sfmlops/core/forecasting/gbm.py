@@ -18,6 +18,7 @@ from sfmlops.core.forecasting.executors import Executor, SequentialExecutor
 from sfmlops.core.forecasting.features import (
     REOPENING_CAP_DAYS,
     Calendar,
+    CalendarCarry,
     KeyedTable,
     StoreStats,
     StoreTables,
@@ -664,9 +665,14 @@ def _request_calendar(context: _ContextDays, future: pd.DataFrame, profile: Keye
     requested stores' states are read. Closures and promotions come from the requested
     stores' own rows only. Both are found by binary search in arrays sorted once per
     loaded model: filtering the frames per request cost more than a one-series forecast's
-    trees.
+    trees. A request whose days all follow the context (the usual forecast) reads only what
+    the context's calendar carries into later days (`CalendarCarry`), not its rows.
     """
     future_flags = state_flags(future, profile)
+    future_rows = {name: future[name].to_numpy() for name in _CALENDAR_ROW_COLUMNS}
+    after = context.carry.calendar_after(future_flags, future_rows)
+    if after is not None:
+        return after
     context_flags = context.state_flags_of(future_flags[columns.STATE])
     store_rows = context.store_rows(future[columns.STORE_ID].to_numpy())
     # Arrays, not frames: concatenating and framing them per request cost a fifth of a
@@ -677,7 +683,7 @@ def _request_calendar(context: _ContextDays, future: pd.DataFrame, profile: Keye
             for name, values in future_flags.items()
         },
         {
-            name: np.concatenate([store_rows[name], future[name].to_numpy()])
+            name: np.concatenate([store_rows[name], future_rows[name]])
             for name in _CALENDAR_ROW_COLUMNS
         },
     )
@@ -914,6 +920,9 @@ class _ContextDays:
         states: The states, in that order.
         stores: Each context row's store, sorted (stable: a store's rows keep their order).
         rows: `_CALENDAR_ROW_COLUMNS` of the context rows in the order of `stores`.
+        carry: What the context's calendar passes on to later days: a request whose days
+            all follow its stores' and states' context builds its calendar from its own
+            rows and this alone.
     """
 
     state_flags: dict[str, np.ndarray]
@@ -921,6 +930,7 @@ class _ContextDays:
     state_starts: np.ndarray
     stores: np.ndarray
     rows: dict[str, np.ndarray]
+    carry: CalendarCarry
 
     @classmethod
     def of(cls, context: pd.DataFrame, profile: KeyedTable) -> _ContextDays:
@@ -929,7 +939,8 @@ class _ContextDays:
         states, state_starts = np.unique(state, return_index=True)
         order = np.argsort(context[columns.STORE_ID].to_numpy(), kind="stable")
         rows = {name: context[name].to_numpy()[order] for name in _CALENDAR_ROW_COLUMNS}
-        return cls(flags, states, state_starts, rows[columns.STORE_ID], rows)
+        carry = CalendarCarry.of(flags, rows)
+        return cls(flags, states, state_starts, rows[columns.STORE_ID], rows, carry)
 
     def state_flags_of(self, states: np.ndarray) -> dict[str, np.ndarray]:
         """The context's flags of these states only (the others' calendars are not read)."""
