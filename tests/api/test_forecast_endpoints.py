@@ -7,7 +7,6 @@ champion version 1 in a real embedded MLflow registry.
 from __future__ import annotations
 
 import datetime as dt
-import gc
 import shutil
 import subprocess
 from pathlib import Path
@@ -62,16 +61,6 @@ def test_default_forecast_is_the_champions_next_seven_days(
         assert values(body["forecast"], name) == pytest.approx(expected[name].tolist(), abs=0.01)
     assert body["forecast"][0][columns.YHAT] == 0  # store 1 is closed on Sundays
     assert body["forecast"][1][columns.YHAT] > 1000
-
-
-def test_the_loaded_champion_is_left_out_of_later_garbage_collections(served: TestClient) -> None:
-    # A full collection walking the served model's objects cost a quarter of a second on
-    # the requests it fell on: the cache freezes them once loaded.
-    model = served.app.state.model_cache.state.model  # type: ignore[attr-defined]
-
-    assert model is not None
-    assert gc.get_freeze_count() > 0
-    assert all(tracked is not model for tracked in gc.get_objects())
 
 
 def test_days_after_the_calibrated_horizon_are_flagged(served: TestClient) -> None:
