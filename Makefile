@@ -48,22 +48,29 @@ demo: install
 	$(BIN)/sfmlops demo
 
 # tests/containers need the built images: they run after the main suite, beside Airflow's, through
-# `make container-test`, which waits for the background image build. The Compose stack, then the
-# local cluster, run last, each alone (each removes itself, volumes
-# included, even on failure; the cluster test refuses to start while a Compose stack runs).
+# `make container-test`, which waits for the background image build; the Compose stack follows
+# them, still beside Airflow's suite, and the local cluster runs last, alone (each stack removes
+# itself, volumes included, even on failure; the cluster test refuses to start while a Compose
+# stack runs).
 # Their images and the cluster's programs build in the background from before the lint to the
 # end of the main suite at a low CPU priority, then as the tiers' equals (`--promote`: they are
 # what the last tiers wait for; scripts/background-builds.sh); each tier waits for its build.
 # container-tools comes first: tests/deploy runs podman-compose's own checks, which need podman.
-# The Airflow suite and the container tier run side by side (each one's output printed whole
-# when it ends): the container tier first waits for the background image build, and neither
-# keeps both cores busy.
+# The Airflow suite runs beside the container tier and then the Compose tier (each lane's output
+# printed whole when it ends): the container tier first waits for the background image build,
+# and neither lane keeps both cores busy. The cluster tier comes last: it refuses to start
+# while a Compose stack runs, the two do not fit two cores together.
 test: dev system-deps container-tools background-builds deploy-tools lint lint-deploy airflow
 	$(BIN)/python -m pytest --ignore=tests/containers -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder --max-worker-restart 0 $(PYTEST_ARGS)
 	scripts/background-builds.sh --promote
-	$(MAKE) --no-print-directory -j2 --output-sync=target test-airflow container-test
-	$(MAKE) --no-print-directory compose-test
+	$(MAKE) --no-print-directory -j2 --output-sync=target test-airflow container-compose-test
 	$(MAKE) --no-print-directory cluster-test
+
+# The images alone, then the Compose stack of them: one lane of `make test`.
+.PHONY: container-compose-test
+container-compose-test:
+	$(MAKE) --no-print-directory container-test
+	$(MAKE) --no-print-directory compose-test
 
 # Started as soon as podman and the venv (whose pip downloads the images' wheels) are there.
 .PHONY: background-builds
