@@ -6,8 +6,10 @@ This is how training reaches a KubeRay cluster: `ray start --head` stands in for
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -26,6 +28,7 @@ from sfmlops.adapters.db.engine import make_engine, migrate
 from sfmlops.services import loading, training_jobs
 from sfmlops.settings import Settings
 from tests.support.network import free_port
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 RAY = Path(sys.executable).with_name("ray")
@@ -52,32 +55,45 @@ def ray_head() -> Iterator[tuple[str, str]]:
         | {
             "RAY_USAGE_STATS_ENABLED": "0",
             "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+            "PYTHONUNBUFFERED": "1",  # its log shows "Ray runtime started." when it is
         }
     )
-    started = subprocess.run(
-        [
-            str(RAY),
-            "start",
-            "--head",
-            f"--port={port}",
-            "--node-ip-address=127.0.0.1",
-            "--num-cpus=2",
-            "--include-dashboard=true",
-            "--dashboard-host=127.0.0.1",
-            f"--dashboard-port={dashboard}",
-            f"--temp-dir={temp_dir}",
-            "--disable-usage-stats",
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert started.returncode == 0, started.stdout + started.stderr
+    # --block keeps `ray start` in the foreground as the parent of the head's processes, in a
+    # session of its own: stopping it stops this head only. `ray stop` would stop every Ray on
+    # the machine, the local Ray another xdist worker is training on included (its driver then
+    # exits when its GCS is gone, taking the worker with it).
+    log_path = temp_dir / "ray-start.log"
+    with log_path.open("wb") as log:
+        head = subprocess.Popen(
+            [
+                str(RAY),
+                "start",
+                "--head",
+                "--block",
+                f"--port={port}",
+                "--node-ip-address=127.0.0.1",
+                "--num-cpus=2",
+                "--include-dashboard=true",
+                "--dashboard-host=127.0.0.1",
+                f"--dashboard-port={dashboard}",
+                # Its job agent's port is 52365 unless given: another Ray on the machine (a local
+                # one of another xdist worker) may hold that one, and jobs then find no agent.
+                f"--dashboard-agent-listen-port={free_port()}",
+                f"--temp-dir={temp_dir}",
+                "--disable-usage-stats",
+            ],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     saved = {key: os.environ.get(key) for key in auth}
-    os.environ.update(auth)
     try:
+        wait_until(
+            lambda: _head_started(head, log_path), timeout=300, what="`ray start --head` to start"
+        )
+        os.environ.update(auth)
         yield f"127.0.0.1:{port}", f"http://127.0.0.1:{dashboard}"
     finally:
         for key, value in saved.items():
@@ -85,10 +101,32 @@ def ray_head() -> Iterator[tuple[str, str]]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-        subprocess.run(
-            [str(RAY), "stop", "--force"], env=env, capture_output=True, timeout=120, check=False
-        )
+        _stop_head(head)
         shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def _head_started(head: subprocess.Popen[bytes], log_path: Path) -> bool:
+    log = log_path.read_text(errors="replace")
+    if head.poll() is not None:
+        pytest.fail(f"`ray start --head` exited with {head.returncode}:\n{log[-3000:]}")
+    return "Ray runtime started." in log
+
+
+def _stop_head(head: subprocess.Popen[bytes]) -> None:
+    """SIGTERM `ray start --block` (it stops the processes it started), then SIGKILL what is
+    left of its session (job drivers and workers outlive a head otherwise)."""
+    head.terminate()
+    deadline = time.monotonic() + 60
+    # Not reaped until the group is killed: its pid, the group's id, stays ours till then.
+    while _running(head.pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(head.pid, signal.SIGKILL)
+    head.wait(timeout=30)
+
+
+def _running(pid: int) -> bool:
+    return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None
 
 
 @pytest.fixture(scope="module")
