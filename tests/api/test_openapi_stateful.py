@@ -18,7 +18,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase, settings
@@ -28,6 +27,7 @@ from sqlalchemy import select
 
 from sfmlops.adapters.db.engine import make_engine, migrate
 from sfmlops.adapters.db.tables import training_jobs
+from sfmlops.adapters.job_runners import LocalJobRunner
 from sfmlops.services import loading
 from sfmlops.settings import Settings
 from tests.support.commands import AUTH, start
@@ -68,23 +68,22 @@ def server(tmp_path_factory: pytest.TempPathFactory, rossmann_slice: Path) -> It
             runner_ids = connection.execute(select(training_jobs.c.runner_job_id)).scalars()
             for runner_id in runner_ids:
                 if runner_id and runner_id.startswith("pid:"):
-                    _stop_job_session(int(runner_id.removeprefix("pid:").partition("@")[0]), home)
+                    _stop_job_session(runner_id, home)
         engine.dispose()
 
 
-def _stop_job_session(pid: int, home: Path) -> None:
-    """SIGKILL a training job's session if that pid still is the job this server started.
+def _stop_job_session(runner_id: str, home: Path) -> None:
+    """SIGKILL a training job's session if the runner still has that job running.
 
-    A finished job's pid is soon reused (pid_max is 32,768 here) and a process started with a
-    session of its own leads a group of that number: killing the group blindly once took down
-    a Ray session of another xdist worker, and that worker with it.
+    The runner's id carries the job's start time, so a pid reused since (pid_max is 32,768
+    here) is no longer the job: killing its group blindly could take down another xdist
+    worker's servers.
     """
-    with contextlib.suppress(psutil.NoSuchProcess, ProcessLookupError):
-        job = psutil.Process(pid)
-        ours = job.cmdline()[1:3] == ["-m", "sfmlops"] and job.environ().get("SFMLOPS_HOME") == str(
-            home
-        )
-        if ours and os.getpgid(pid) == pid:
+    pid = int(runner_id.removeprefix("pid:").partition("@")[0])
+    if LocalJobRunner(Settings(_env_file=None, home=home)).state(runner_id) != "running":
+        return
+    with contextlib.suppress(ProcessLookupError):
+        if os.getpgid(pid) == pid:
             os.killpg(pid, signal.SIGKILL)
 
 
