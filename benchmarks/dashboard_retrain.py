@@ -35,7 +35,7 @@ from playwright.sync_api import Page, sync_playwright
 # The benchmarks' shared helpers.
 from api_latency import free_port
 from forecast_backtest import log, machine, save
-from training_jobs import run
+from training_job_costs import run
 
 SFMLOPS = str(Path(sys.executable).with_name("sfmlops"))
 CHROMIUM = "/usr/bin/chromium"

@@ -16,7 +16,7 @@ from sfmlops.services import loading
 from sfmlops.services.api import create_app
 from sfmlops.services.model_training import champion_bundle
 from sfmlops.settings import Settings
-from tests.support.api import AUTH, READ_TOKEN, TOKEN
+from tests.support.api_tokens import AUTH, READ_TOKEN, TOKEN
 from tests.support.model_registry import train_champion
 
 

@@ -13,7 +13,7 @@ from sqlalchemy import Engine
 from sfmlops.adapters.db import audit
 from sfmlops.services.api import create_app
 from sfmlops.settings import Settings
-from tests.support.api import READ_TOKEN, TOKEN
+from tests.support.api_tokens import READ_TOKEN, TOKEN
 
 pytestmark = pytest.mark.integration
 WRITE = {"Authorization": f"Bearer {TOKEN}"}

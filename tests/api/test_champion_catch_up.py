@@ -21,7 +21,7 @@ from sfmlops.services import loading
 from sfmlops.services.api import create_app
 from sfmlops.services.model_training import TrainingRequest, run_training_job
 from sfmlops.settings import Settings
-from tests.support.api import AUTH, TOKEN
+from tests.support.api_tokens import AUTH, TOKEN
 from tests.support.model_registry import train_champion
 
 CATCH_UP_SECONDS = 20  # far below the idle poll of an hour these APIs are given

@@ -22,7 +22,7 @@ from sfmlops.adapters.db.tables import ingest_dead_letters
 from sfmlops.core.forecasting.models import MODEL_EXTRAS
 from sfmlops.services.api import create_app
 from sfmlops.settings import Settings
-from tests.support.api import AUTH
+from tests.support.api_tokens import AUTH
 
 pytestmark = pytest.mark.integration
 NO_AUTH = {"Authorization": ""}  # replaces the client's default token

@@ -23,7 +23,7 @@ from sfmlops.core import columns
 from sfmlops.core.forecasting.bundle import ForecastBundle
 from sfmlops.services.api import create_app
 from sfmlops.settings import Settings
-from tests.support.api import AUTH
+from tests.support.api_tokens import AUTH
 from tests.support.network import free_port
 
 pytestmark = pytest.mark.integration

@@ -21,7 +21,7 @@ from sfmlops.adapters.db.engine import make_engine, migrate
 from sfmlops.services import loading
 from sfmlops.services.api import create_app
 from sfmlops.settings import Settings
-from tests.support.api import AUTH, TOKEN
+from tests.support.api_tokens import AUTH, TOKEN
 
 pytestmark = pytest.mark.integration
 EXAMPLES_PER_OPERATION = 25

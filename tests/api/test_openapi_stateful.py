@@ -30,7 +30,7 @@ from sfmlops.adapters.db.tables import training_jobs
 from sfmlops.adapters.job_runners import LocalJobRunner
 from sfmlops.services import loading
 from sfmlops.settings import Settings
-from tests.support.commands import AUTH, start
+from tests.support.cli_processes import AUTH, start
 from tests.support.model_registry import train_champion
 
 pytestmark = pytest.mark.integration

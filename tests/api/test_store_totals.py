@@ -23,7 +23,7 @@ from sfmlops.services import loading
 from sfmlops.services.api import create_app, serving
 from sfmlops.services.synthetic_data import write_synthetic_dataset
 from sfmlops.settings import Settings
-from tests.support.api import AUTH, TOKEN
+from tests.support.api_tokens import AUTH, TOKEN
 from tests.support.model_registry import train_champion
 
 pytestmark = pytest.mark.integration

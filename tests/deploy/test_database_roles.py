@@ -24,7 +24,7 @@ from sfmlops.adapters.db.sales_records import sales_summary, upsert_sales
 from sfmlops.services import loading
 from sfmlops.services.api import create_app
 from sfmlops.settings import Settings
-from tests.support.api import AUTH, TOKEN
+from tests.support.api_tokens import AUTH, TOKEN
 from tests.support.database_roles import (
     POSTGRESQL,
     ROLES_CONTAINER,

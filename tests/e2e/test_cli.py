@@ -26,7 +26,7 @@ from sfmlops.cli import app
 from sfmlops.cli.command_index import COMMANDS
 from sfmlops.core import columns
 from sfmlops.services import ingestion
-from tests.support.commands import sfmlops
+from tests.support.cli_processes import sfmlops
 from tests.support.network import free_port
 
 pytestmark = pytest.mark.e2e

@@ -20,7 +20,7 @@ from sfmlops.core import columns
 from sfmlops.datasets import ROSSMANN_DIR
 from sfmlops.services import realized_accuracy
 from tests.support import alert_replay
-from tests.support.commands import sfmlops
+from tests.support.cli_processes import sfmlops
 
 pytestmark = pytest.mark.e2e
 

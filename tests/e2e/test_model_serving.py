@@ -20,7 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from sfmlops.adapters.db.engine import make_engine
 from sfmlops.settings import Settings
-from tests.support.commands import AUTH, environment, start
+from tests.support.cli_processes import AUTH, environment, start
 from tests.support.model_registry import train_champion
 from tests.support.network import free_port
 from tests.support.waiting import wait_until

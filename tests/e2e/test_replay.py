@@ -17,7 +17,7 @@ from sfmlops.core.forecasting.bundle import ForecastBundle, future_days
 from sfmlops.services import model_training, realized_accuracy
 from sfmlops.settings import Settings
 from tests.support import alert_replay
-from tests.support.commands import sfmlops
+from tests.support.cli_processes import sfmlops
 
 pytestmark = pytest.mark.e2e
 

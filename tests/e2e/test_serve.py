@@ -12,7 +12,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support.commands import AUTH, TOKEN, start
+from tests.support.cli_processes import AUTH, TOKEN, start
 from tests.support.network import free_port
 
 pytestmark = pytest.mark.e2e

@@ -13,7 +13,7 @@ from benchmarks.soak import soak
 
 from sfmlops.adapters.db.engine import make_engine
 from sfmlops.settings import Settings
-from tests.support.commands import TOKEN
+from tests.support.cli_processes import TOKEN
 from tests.support.model_registry import train_champion
 
 pytestmark = pytest.mark.e2e

@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 
 from sfmlops.adapters.db.engine import make_engine
 from sfmlops.adapters.db.tables import sales
-from tests.support.commands import sfmlops
+from tests.support.cli_processes import sfmlops
 
 pytestmark = pytest.mark.e2e
 

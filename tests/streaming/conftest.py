@@ -28,7 +28,7 @@ from sfmlops.services import loading
 from tests.support import ROOT
 from tests.support.killable_postgres import KillablePostgres
 from tests.support.network import free_port
-from tests.support.streaming import KafkaBroker, StreamEnv
+from tests.support.stream_harness import KafkaBroker, StreamEnv
 
 
 @pytest.fixture(scope="session")

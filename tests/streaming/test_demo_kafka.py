@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.support.streaming import SFMLOPS
+from tests.support.stream_harness import SFMLOPS
 
 pytestmark = pytest.mark.e2e
 

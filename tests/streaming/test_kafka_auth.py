@@ -9,7 +9,7 @@ from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from sfmlops.adapters import kafka
 from sfmlops.adapters.kafka_security import STREAM_GROUP_PREFIX, KafkaSecurity
-from tests.support.streaming import StreamEnv
+from tests.support.stream_harness import StreamEnv
 
 pytestmark = pytest.mark.integration
 

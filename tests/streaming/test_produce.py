@@ -14,7 +14,7 @@ from confluent_kafka.admin import AdminClient
 
 from sfmlops.adapters import kafka
 from tests.support.network import free_port
-from tests.support.streaming import StreamEnv
+from tests.support.stream_harness import StreamEnv
 
 pytestmark = pytest.mark.integration
 

@@ -21,7 +21,7 @@ from sfmlops.adapters.db import stream_offset_records
 from sfmlops.adapters.db.engine import make_engine
 from sfmlops.core import columns, events
 from tests.support.killable_postgres import KillablePostgres
-from tests.support.streaming import StreamEnv
+from tests.support.stream_harness import StreamEnv
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration

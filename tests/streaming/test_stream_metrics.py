@@ -13,7 +13,7 @@ from sfmlops.adapters.db import stream_offset_records
 from sfmlops.core import columns
 from sfmlops.services.stream_metrics import StreamMetrics
 from tests.support.network import free_port
-from tests.support.streaming import StreamEnv
+from tests.support.stream_harness import StreamEnv
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration

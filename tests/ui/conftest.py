@@ -26,7 +26,7 @@ from sfmlops.services import loading
 from sfmlops.settings import Settings
 from tests.support import model_registry
 from tests.support.browser import BASE_PATH, CHROMIUM, CHROMIUM_ARGS, PAGE_MS
-from tests.support.dashboard import (
+from tests.support.dashboard_harness import (
     NO_TRAINING_JOBS,
     STORE_WITHOUT_SALES,
     TRAINED_STORES,

@@ -26,7 +26,7 @@ from tests.support.browser import (
     start_retrain,
     wait_for_chart,
 )
-from tests.support.dashboard import (
+from tests.support.dashboard_harness import (
     NO_TRAINING_JOBS,
     TOKEN,
     RunningApi,

@@ -14,7 +14,7 @@ from playwright.sync_api import Page, expect
 from sfmlops.ui.charts import BANDS_NOTE, CHART_COLUMNS
 from sfmlops.ui.views import store as store_page
 from tests.support.browser import BASE_PATH, PAGE_MS, pick_store, wait_for_chart
-from tests.support.dashboard import (
+from tests.support.dashboard_harness import (
     RunningApi,
     api_get,
     expected_chart_table,

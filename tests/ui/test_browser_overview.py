@@ -15,7 +15,7 @@ from sfmlops.ui.charts import weekly_accuracy
 from sfmlops.ui.responses import Accuracy
 from sfmlops.ui.views import overview
 from tests.support.browser import ARTIFACTS, drawn_marks, metric_value, wait_for_chart
-from tests.support.dashboard import RunningApi, api_get
+from tests.support.dashboard_harness import RunningApi, api_get
 
 pytestmark = pytest.mark.e2e
 

@@ -20,7 +20,7 @@ from sfmlops.adapters.db.engine import make_engine, migrate
 from sfmlops.services import loading
 from sfmlops.settings import Settings
 from tests.support.browser import ARTIFACTS, metric_value, start_retrain, wait_for_chart
-from tests.support.dashboard import (
+from tests.support.dashboard_harness import (
     TRAINED_STORES,
     RunningApi,
     api_get,

@@ -16,7 +16,13 @@ from sfmlops.ui.client import (
     ModelUnavailableError,
     NotFoundError,
 )
-from tests.support.dashboard import STORE_WITHOUT_SALES, TOKEN, TRAINED_STORES, RunningApi, api_get
+from tests.support.dashboard_harness import (
+    STORE_WITHOUT_SALES,
+    TOKEN,
+    TRAINED_STORES,
+    RunningApi,
+    api_get,
+)
 
 pytestmark = pytest.mark.integration
 

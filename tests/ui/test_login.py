@@ -6,7 +6,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from sfmlops.cli.dashboard import APP
-from tests.support.dashboard import APP_TIMEOUT_SECONDS
+from tests.support.dashboard_harness import APP_TIMEOUT_SECONDS
 
 pytestmark = pytest.mark.integration
 PASSWORD = "correct-horse-battery"

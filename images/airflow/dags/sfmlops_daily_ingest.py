@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from airflow.sdk import Param, dag
 from sfmlops_orchestration.commands import sfmlops_command
-from sfmlops_orchestration.config import DagConfig
+from sfmlops_orchestration.dag_config import DagConfig
 from sfmlops_orchestration.defaults import dag_arguments
 
 config = DagConfig.from_environment()

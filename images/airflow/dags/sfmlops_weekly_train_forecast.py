@@ -30,7 +30,7 @@ from typing import Any
 
 from airflow.sdk import Param, PokeReturnValue, dag, task
 from sfmlops_orchestration.commands import sfmlops_command
-from sfmlops_orchestration.config import DagConfig
+from sfmlops_orchestration.dag_config import DagConfig
 from sfmlops_orchestration.defaults import dag_arguments
 
 log = logging.getLogger(__name__)

@@ -15,7 +15,7 @@ import subprocess
 from collections import deque
 from typing import Any
 
-from sfmlops_orchestration.config import DagConfig
+from sfmlops_orchestration.dag_config import DagConfig
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sfmlops_orchestration.config import DagConfig
+from sfmlops_orchestration.dag_config import DagConfig
 from sfmlops_orchestration.failures import record_failure
 
 START_DATE = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)

@@ -2,8 +2,8 @@
 
 Not part of `make test`. Run from the repository root:
 
-    python benchmarks/training_jobs.py [--skip-full] [--reference-stores 1115]
-        [--registry-versions 100] [--output benchmarks/results/training_jobs.json]
+    python benchmarks/training_job_costs.py [--skip-full] [--reference-stores 1115]
+        [--registry-versions 100] [--output benchmarks/results/training_job_costs.json]
 
 1. Full training job on all 1,115 stores of the bundled data, as a user runs it
    (`sfmlops train`, default models, a real process on SQLite, embedded MLflow), once with
@@ -51,7 +51,7 @@ def main() -> None:
     parser.add_argument("--reference-stores", type=int, default=1115, help="0 skips part 2")
     parser.add_argument("--registry-versions", type=int, default=100)
     parser.add_argument(
-        "--output", type=Path, default=Path("benchmarks/results/training_jobs.json")
+        "--output", type=Path, default=Path("benchmarks/results/training_job_costs.json")
     )
     args = parser.parse_args()
     results: dict[str, Any] = {"machine": machine()}
