@@ -56,9 +56,9 @@ start() {
 }
 
 # The images tests/cluster deploys (its IMAGES and STAND_INS): `preload` copies them into the
-# cluster's image store (kept by `reset`) so the cluster tier does not wait for the copy; it does
-# nothing where the cluster cannot run (no root, no containerd) or crictl is not built and no
-# build runs.
+# cluster's image store (kept by `reset`) so the cluster tier does not wait for the copy,
+# installing containerd first on a fresh machine; it does nothing where the cluster cannot run
+# (no root) or crictl is not built and no build runs.
 cluster_images="forecast-api web-ui training mlflow stream-processor data-producer"
 preload="scripts/local-cluster.sh preload"
 for name in $cluster_images; do preload+=" localhost/sfmlops-$name:$tag"; done
