@@ -6,16 +6,18 @@ import copy
 import datetime as dt
 import json
 import pickle
+import threading
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from sfmlops.core import columns
-from sfmlops.core.forecasting import metrics, model_selection
+from sfmlops.core.forecasting import gbm, metrics, model_selection
 from sfmlops.core.forecasting.backtest import (
     ROLLING,
     SEASON,
@@ -559,6 +561,44 @@ def test_a_request_across_gbm_shards_forecasts_as_each_shard_would_alone(
         model._predict_point(future[one].reset_index(drop=True)), across[one.to_numpy()]
     )
     assert "_shard_tables" not in vars(pickle.loads(pickle.dumps(model)))
+
+
+def test_a_large_request_predicts_gbm_shards_side_by_side_as_each_shard_alone(
+    sales: pd.DataFrame, stores: pd.DataFrame, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Six shards of one store, each a blend of two boosters on different features; a
+    # request of more than a thousand rows in shuffled order spreads them over three lanes
+    # (more than this machine may have CPUs) of two shards, so each lane's rows, each
+    # shard's block of them and each member's features must land where they belong.
+    params = replace(
+        SMALL_GBM, shard_series=1, members=2, member_excluded_features=("day_of_year",)
+    )
+    seen, later = split(sales, 180)
+    model = GlobalGBMForecaster(params, calibration_days=0).fit(seen, stores)
+    assert model.shards_ is not None
+    assert len(model.shards_) == 6
+    future = as_future(later).sample(frac=1.0, random_state=7).reset_index(drop=True)
+    assert len(future) >= gbm._ONE_THREAD_ROWS
+    threads: set[int] = set()
+    deviation = GlobalGBMForecaster._deviation
+
+    def recorded(self: GlobalGBMForecaster, *args: Any, **kwargs: Any) -> np.ndarray:
+        threads.add(threading.get_ident())
+        return deviation(self, *args, **kwargs)
+
+    monkeypatch.setattr(gbm, "_cpus", lambda: 3)
+    monkeypatch.setattr(GlobalGBMForecaster, "_deviation", recorded)
+
+    across = model._predict_point(future)
+
+    assert len(threads) == 3
+    monkeypatch.undo()
+    shard_of_row = future[columns.STORE_ID].map(model.shard_of_store_).to_numpy()
+    alone = np.empty(len(future))
+    for number, shard in enumerate(model.shards_):
+        rows = np.flatnonzero(shard_of_row == number)
+        alone[rows] = shard._predict_point(future.iloc[rows].reset_index(drop=True))
+    np.testing.assert_array_equal(across, alone)
 
 
 def test_gbm_shards_fitted_as_executor_tasks_forecast_as_those_fitted_in_turn(
