@@ -326,9 +326,7 @@ class ForecastBundle:
                 f"{int(early.sum())} row(s) ask for dates up to {self.last_date.date()}, "
                 "which the models were trained on; forecasts start the day after"
             )
-        names, model_of_champion = np.unique(
-            self.champions[columns.MODEL].astype(str).to_numpy(), return_inverse=True
-        )
+        names, model_of_champion = self._champion_models()
         model_of_row = model_of_champion[champion_row]
         parts = []
         used: dict[str, int] = {}
@@ -348,6 +346,17 @@ class ForecastBundle:
         if self.levels is not None and len(self.levels) and len(result):
             result = _corrected(result, self.levels)
         return Forecast(result.reset_index(drop=True), assumptions, used, frame)
+
+    def _champion_models(self) -> tuple[np.ndarray, np.ndarray]:
+        """The champions' model names (sorted) and each champion's position among them."""
+        models = self.__dict__.get("_models_of_champions")
+        if models is None:
+            # Built once per bundle: at 100k series it cost 32 ms per request, more than a
+            # one-series forecast's whole budget.
+            models = self._models_of_champions = np.unique(
+                self.champions[columns.MODEL].astype(str).to_numpy(), return_inverse=True
+            )
+        return models
 
     def _champion_rows(self, frame: pd.DataFrame) -> np.ndarray:
         """Each row's series' row in `champions`, -1 for a series without a champion."""
