@@ -54,9 +54,9 @@ def dag_config() -> Iterator[Any]:
     """The DAGs' configuration module (plain Python: it imports nothing from Airflow)."""
     sys.path.insert(0, str(ROOT / "images" / "airflow" / "dags"))
     try:
-        from sfmlops_orchestration import config  # noqa: PLC0415
+        from sfmlops_orchestration import dag_config  # noqa: PLC0415
 
-        yield config
+        yield dag_config
     finally:
         sys.path.remove(str(ROOT / "images" / "airflow" / "dags"))
 
