@@ -7,7 +7,6 @@ once and then reports that there is nothing to do.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +16,7 @@ from sqlalchemy import func, select, text
 
 from sfmlops.adapters.db.engine import head_revision, make_engine
 from sfmlops.adapters.db.tables import forecasts, sales
+from tests.support.cli_processes import environment
 from tests.support.network import free_port
 
 pytestmark = pytest.mark.e2e
@@ -25,14 +25,7 @@ CONCURRENT_RUNS = 4
 
 
 def _environment(home: Path, database_url: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SFMLOPS_")}
-    return env | {
-        "SFMLOPS_HOME": str(home),
-        "SFMLOPS_DATABASE_URL": database_url,
-        "COLUMNS": "200",
-        "NO_COLOR": "1",
-        "MLFLOW_DISABLE_TELEMETRY": "true",
-    }
+    return environment(home, database_url=database_url) | {"COLUMNS": "200", "NO_COLOR": "1"}
 
 
 def _sfmlops(home: Path, database_url: str, *args: str) -> subprocess.CompletedProcess[str]:

@@ -18,11 +18,20 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 def environment(home: Path, **settings: str) -> dict[str, str]:
-    """This environment without SFMLOPS_ variables, plus HOME, the token and `settings`."""
+    """This environment without SFMLOPS_ variables, plus the home, the token and `settings`.
+
+    Each setting becomes SFMLOPS_<NAME>; MLflow's and Ray's usage reporting are off, as
+    tests never reach beyond this machine.
+    """
     env = {k: v for k, v in os.environ.items() if not k.startswith("SFMLOPS_")}
     return (
         env
-        | {"SFMLOPS_HOME": str(home), "SFMLOPS_API_TOKEN": TOKEN}
+        | {
+            "SFMLOPS_HOME": str(home),
+            "SFMLOPS_API_TOKEN": TOKEN,
+            "MLFLOW_DISABLE_TELEMETRY": "true",
+            "RAY_USAGE_STATS_ENABLED": "0",
+        }
         | {f"SFMLOPS_{name.upper()}": value for name, value in settings.items()}
     )
 

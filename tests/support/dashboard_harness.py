@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import os
 import subprocess
 import sys
 import time
@@ -19,8 +18,8 @@ from streamlit.testing.v1 import AppTest
 from sfmlops.cli.dashboard import APP
 from sfmlops.core import columns
 from sfmlops.ui.charts import CHART_COLUMNS, DATE_COLUMN
+from tests.support.cli_processes import TOKEN
 
-TOKEN = "ui-test-token-not-a-secret-0123456789"
 TRAINED_STORES = (1, 2, 3, 4)
 UNTRAINED_STORE = 10  # has sales, but is not in the champion
 STORE_WITHOUT_SALES = 21
@@ -34,18 +33,6 @@ class RunningApi:
 
     url: str
     home: Path
-
-
-def service_environment(home: Path, **settings: str) -> dict[str, str]:
-    """This process's environment without SFMLOPS_* variables, plus `settings` and a home."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SFMLOPS_")}
-    return env | {
-        "SFMLOPS_HOME": str(home),
-        "SFMLOPS_API_TOKEN": TOKEN,
-        "MLFLOW_DISABLE_TELEMETRY": "true",
-        "RAY_USAGE_STATS_ENABLED": "0",
-        **{f"SFMLOPS_{name.upper()}": value for name, value in settings.items()},
-    }
 
 
 def start_service(

@@ -26,12 +26,12 @@ from sfmlops.services import loading
 from sfmlops.settings import Settings
 from tests.support import model_registry
 from tests.support.browser import BASE_PATH, CHROMIUM, CHROMIUM_ARGS, PAGE_MS
+from tests.support.cli_processes import environment
 from tests.support.dashboard_harness import (
     NO_TRAINING_JOBS,
     STORE_WITHOUT_SALES,
     TRAINED_STORES,
     RunningApi,
-    service_environment,
     sfmlops_command,
     start_service,
     stop_service,
@@ -60,7 +60,7 @@ def _start_api(home: Path) -> tuple[subprocess.Popen[bytes], str]:
     url = f"http://127.0.0.1:{port}"
     process = start_service(
         sfmlops_command("serve", "--port", str(port)),
-        service_environment(home, model_poll_seconds="1"),
+        environment(home, model_poll_seconds="1"),
         f"{url}/health",
         home / "api.log",
     )
@@ -149,7 +149,7 @@ def dashboard_url(trained_api: RunningApi) -> Iterator[str]:
     port = free_port()
     process = start_service(
         sfmlops_command("ui", "--port", str(port)),
-        service_environment(trained_api.home, api_url=trained_api.url, ui_base_path=BASE_PATH),
+        environment(trained_api.home, api_url=trained_api.url, ui_base_path=BASE_PATH),
         f"http://127.0.0.1:{port}/{BASE_PATH}/_stcore/health",
         trained_api.home / "ui.log",
     )
@@ -192,7 +192,7 @@ def training_jobs_available() -> bool:
         text=True,
         timeout=120,
         check=True,
-        env=service_environment(Path("/nonexistent-home")),
+        env=environment(Path("/nonexistent-home")),
     ).stdout
     return "--job-id" in usage
 

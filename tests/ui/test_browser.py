@@ -26,9 +26,9 @@ from tests.support.browser import (
     start_retrain,
     wait_for_chart,
 )
+from tests.support.cli_processes import TOKEN
 from tests.support.dashboard_harness import (
     NO_TRAINING_JOBS,
-    TOKEN,
     RunningApi,
     api_get,
     expected_chart_table,

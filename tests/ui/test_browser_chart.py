@@ -14,11 +14,11 @@ from playwright.sync_api import Page, expect
 from sfmlops.ui.charts import BANDS_NOTE, CHART_COLUMNS
 from sfmlops.ui.views import store as store_page
 from tests.support.browser import BASE_PATH, PAGE_MS, pick_store, wait_for_chart
+from tests.support.cli_processes import environment
 from tests.support.dashboard_harness import (
     RunningApi,
     api_get,
     expected_chart_table,
-    service_environment,
     sfmlops_command,
     start_service,
     stop_service,
@@ -111,7 +111,7 @@ def slow_forecast_dashboard_url(trained_api: RunningApi) -> Iterator[str]:
         port = free_port()
         process = start_service(
             sfmlops_command("ui", "--port", str(port)),
-            service_environment(trained_api.home, api_url=api_url, ui_base_path=BASE_PATH),
+            environment(trained_api.home, api_url=api_url, ui_base_path=BASE_PATH),
             f"http://127.0.0.1:{port}/{BASE_PATH}/_stcore/health",
             trained_api.home / "ui-slow-forecast.log",
         )

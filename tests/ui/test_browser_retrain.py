@@ -20,11 +20,11 @@ from sfmlops.adapters.db.engine import make_engine, migrate
 from sfmlops.services import loading
 from sfmlops.settings import Settings
 from tests.support.browser import ARTIFACTS, metric_value, start_retrain, wait_for_chart
+from tests.support.cli_processes import environment
 from tests.support.dashboard_harness import (
     TRAINED_STORES,
     RunningApi,
     api_get,
-    service_environment,
     sfmlops_command,
     start_service,
     stop_service,
@@ -60,7 +60,7 @@ def default_poll_api(
     url = f"http://127.0.0.1:{port}"
     process = start_service(
         sfmlops_command("serve", "--port", str(port)),
-        service_environment(home),
+        environment(home),
         f"{url}/health",
         home / "api.log",
     )
@@ -73,7 +73,7 @@ def retrain_dashboard_url(default_poll_api: RunningApi) -> Iterator[str]:
     port = free_port()
     process = start_service(
         sfmlops_command("ui", "--port", str(port)),
-        service_environment(default_poll_api.home, api_url=default_poll_api.url),
+        environment(default_poll_api.home, api_url=default_poll_api.url),
         f"http://127.0.0.1:{port}/_stcore/health",
         default_poll_api.home / "ui.log",
     )

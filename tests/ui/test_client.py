@@ -16,9 +16,9 @@ from sfmlops.ui.client import (
     ModelUnavailableError,
     NotFoundError,
 )
+from tests.support.cli_processes import TOKEN
 from tests.support.dashboard_harness import (
     STORE_WITHOUT_SALES,
-    TOKEN,
     TRAINED_STORES,
     RunningApi,
     api_get,

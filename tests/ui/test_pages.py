@@ -17,9 +17,9 @@ from sfmlops.core import columns
 from sfmlops.ui.charts import DATE_COLUMN
 from sfmlops.ui.retrain_feedback import RetrainWatch, SeriesSnapshot
 from sfmlops.ui.views import store as store_page
+from tests.support.cli_processes import TOKEN
 from tests.support.dashboard_harness import (
     STORE_WITHOUT_SALES,
-    TOKEN,
     TRAINED_STORES,
     UNTRAINED_STORE,
     RunningApi,
