@@ -5,10 +5,12 @@ from __future__ import annotations
 import datetime as dt
 import gzip
 import os
+import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 import mlflow
 import pandas as pd
 import pytest
@@ -20,7 +22,7 @@ from sfmlops.core import columns
 from sfmlops.datasets import ROSSMANN_DIR
 from sfmlops.services import realized_accuracy
 from tests.support import alert_replay
-from tests.support.cli_processes import sfmlops
+from tests.support.cli_processes import sfmlops, start
 
 pytestmark = pytest.mark.e2e
 
@@ -122,6 +124,25 @@ def test_bad_options_fail_cleanly(loaded_home: Path) -> None:
         assert message in result.stderr
         assert "Traceback" not in result.stderr
     assert not (home / "models").exists()
+
+
+def test_the_server_loads_a_gbm_champion_with_openmp_threads_that_sleep_when_idle(
+    trained_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # OpenMP runtimes print their settings as they load; a spin count of 0 is the passive
+    # wait policy, 300,000 the default's busy wait.
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    monkeypatch.setenv("OMP_DISPLAY_ENV", "VERBOSE")
+    process, url = start(trained_home)  # healthy: the champion is loaded
+    try:
+        assert httpx.get(f"{url}/ready", timeout=10).json()["status"] == "ready"
+    finally:
+        process.terminate()
+        output = process.communicate(timeout=30)[0].decode()
+
+    spin_counts = re.findall(r"GOMP_SPINCOUNT = '(\d+)'", output)
+    assert spin_counts, "LightGBM's OpenMP runtime did not load"
+    assert set(spin_counts) == {"0"}
 
 
 def test_train_registers_a_champion_that_predict_and_pyfunc_agree_on(

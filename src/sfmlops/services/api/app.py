@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 
@@ -84,6 +85,12 @@ def create_app(
             garbage collector (`settle_garbage_collector`); for a server process, not for an app built
             inside another program (a test run's heap would be collected at every load).
     """
+    # Before the champion loads: unpickling a gbm imports LightGBM, whose OpenMP runtime
+    # reads its wait policy once, when it loads, and by default spins idle threads after
+    # every parallel call, taking a core from the other worker and the other requests on
+    # shared cores. The gbm sets the same policy when it imports LightGBM itself
+    # (`gbm._lightgbm`), which in a server comes after the unpickling: too late.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
