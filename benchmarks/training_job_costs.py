@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import socket
 import statistics
@@ -40,6 +39,7 @@ import pandas as pd
 import psutil
 
 from forecast_backtest import log, save  # the benchmarks' shared output helpers
+from scale import machine  # the machine's description, as the scale benchmark records it
 
 SFMLOPS = str(Path(sys.executable).with_name("sfmlops"))
 REFERENCE_MONTHS = 4
@@ -283,16 +283,6 @@ def environment(home: Path) -> dict[str, str]:
 def run(arguments: list[str], env: dict[str, str]) -> None:
     log(f"sfmlops {' '.join(arguments)}")
     subprocess.run([SFMLOPS, *arguments], env=env, check=True, capture_output=True)
-
-
-def machine() -> dict[str, Any]:
-    return {
-        "cpus": os.cpu_count(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
-        "load_average_at_start": os.getloadavg(),
-    }
 
 
 if __name__ == "__main__":

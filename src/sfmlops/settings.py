@@ -111,6 +111,12 @@ class Settings(BaseSettings):
             "batch, so the lag moves while no batch completes (a stuck job)."
         ),
     )
+    gbm_shard_series: int | None = Field(
+        default=None,
+        ge=1,
+        description="Most series one gbm booster is fitted on in a full training job; more are "
+        "split into shards of whole stores, a model each. Unset: the model's default (2,500).",
+    )
     api_token: SecretStr | None = Field(
         default=None,
         description=(
@@ -355,6 +361,7 @@ _WHEN_UNSET = {
     "ray_jobs_url": "(local jobs)",
     "kafka_bootstrap_servers": "(no broker)",
     "as_of": "(latest sales date)",
+    "gbm_shard_series": "(the model's default: 2,500)",
     "api_token": "(not set: the API only listens on loopback)",
     "ui_password": "(not set: the dashboard only on loopback)",
 }

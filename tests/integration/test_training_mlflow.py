@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -223,4 +224,31 @@ def test_a_store_whose_fit_fails_keeps_a_model_and_too_many_fail_the_job(
     _, bundle = champion_bundle(settings)
     store_2 = bundle.champions[bundle.champions[columns.STORE_ID] == 2].iloc[0]
     assert store_2[columns.MODEL] == "seasonal_naive"
+    assert np.isfinite(forecast_all(settings)[columns.YHAT]).all()
+
+
+def test_a_full_job_fits_the_gbm_in_shards_of_the_configured_size(
+    system: tuple[Settings, Engine],
+) -> None:
+    settings, engine = system
+    sharded = settings.model_copy(update={"gbm_shard_series": 8})
+
+    outcome = run_training(
+        sharded,
+        engine,
+        TrainingRequest(models=["gbm"], windows=1, force=True),
+        SequentialExecutor(),
+    )
+
+    _, bundle = champion_bundle(settings)
+    assert champion(settings).version == outcome.version
+    model = bundle.models["gbm"]
+    assert isinstance(model, GlobalGBMForecaster)
+    # 20 stores of one series each, whole stores per shard: 8 + 8 + 4.
+    assert model.shards_ is not None
+    assert len(model.shards_) == 3
+    stores_per_shard = Counter(model.shard_of_store_.values())
+    assert [stores_per_shard[shard] for shard in range(3)] == [8, 8, 4]
+    run = registry.connect(settings).get_run(outcome.run_id)
+    assert run.data.params["gbm_shard_series"] == "8"
     assert np.isfinite(forecast_all(settings)[columns.YHAT]).all()

@@ -158,11 +158,22 @@ def train_command(
         str | None,
         typer.Option("--reason", help="Why you train now (tags the MLflow run)."),
     ] = None,
+    shard_series: Annotated[
+        int | None,
+        typer.Option(
+            "--shard-series",
+            min=1,
+            help="Most series one gbm booster is fitted on (a full job); more are split into "
+            "shards of whole stores. Default: SFMLOPS_GBM_SHARD_SERIES, else 2,500.",
+        ),
+    ] = None,
 ) -> None:
     """Train, track in MLflow and register a version of sfmlops-forecaster (champion or challenger)."""
     if executor not in EXECUTORS:
         fail(f"--executor: choose one of {', '.join(EXECUTORS)}")
     settings = settings_of(ctx)
+    if shard_series is not None:
+        settings = settings.model_copy(update={"gbm_shard_series": shard_series})
     engine = migrated_engine_of(ctx)
     from sfmlops.services import model_training  # noqa: PLC0415 - imports mlflow
 

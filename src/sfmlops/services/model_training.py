@@ -162,7 +162,10 @@ def run_training(
     with registry.training_run(client, settings, f"{mode}-{_stamp()}", tags) as run_id:
         if on_run:
             on_run(run_id)
-        registry.log_params(_params(request, data, mode, champion))
+        registry.log_params(
+            _params(request, data, mode, champion)
+            | {"gbm_shard_series": settings.gbm_shard_series or "default"}
+        )
         report_folder: Path | None
         if retrain and champion is not None:
             bundle, failures, summary, report_folder = _retrain(
@@ -407,6 +410,7 @@ def _full(
         season_windows=request.season_windows,
         executor=executor,
         progress=on_step,
+        shard_series=settings.gbm_shard_series,
     )
     if progress:
         progress("registering the bundle", series_total, series_total)

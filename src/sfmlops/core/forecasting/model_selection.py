@@ -138,11 +138,13 @@ def backtest(
     horizon_days: int = HORIZON_DAYS,
     progress: Progress | None = None,
     factories: Mapping[str, ForecasterFactory] | None = None,
+    shard_series: int | None = None,
 ) -> BacktestReport:
     """Rolling and season backtest of the models, champions picked on the earlier windows.
 
     `factories` makes models configured otherwise than by default (benchmarks, tuning): a
-    name there need not be a registered model.
+    name there need not be a registered model. `shard_series` is the gbm's most series per
+    booster (`models.make_forecaster`) for the models not in `factories`.
     """
     factories = factories or {}
     for name in model_names:
@@ -155,7 +157,10 @@ def backtest(
         season_windows,
         pd.Timestamp(history[columns.SALES_DATE].min()),
     )
-    made = {name: factories.get(name) or factory_of(name, executor) for name in model_names}
+    made = {
+        name: factories.get(name) or factory_of(name, executor, shard_series)
+        for name in model_names
+    }
 
     def on_fit(name: str, window: BacktestWindow) -> None:
         if progress:
@@ -204,8 +209,12 @@ def train(
     horizon_days: int = HORIZON_DAYS,
     progress: Progress | None = None,
     factories: Mapping[str, ForecasterFactory] | None = None,
+    shard_series: int | None = None,
 ) -> tuple[ForecastBundle, BacktestReport]:
     """Backtest the models, then fit each on the whole history and bundle the champions.
+
+    `shard_series`: the gbm's most series per booster (`models.make_forecaster`; None: its
+    default), in the backtest windows and the final fit alike.
 
     The bundle's champions are picked on all backtest windows (the most evidence); the
     report's figures are those of picking on the earlier windows and scoring the last.
@@ -223,6 +232,7 @@ def train(
         horizon_days=horizon_days,
         progress=progress,
         factories=factories,
+        shard_series=shard_series,
     )
     executor = executor or SequentialExecutor()
     rolling = [w.number for w in report.windows if w.kind == ROLLING]
@@ -241,7 +251,7 @@ def train(
         forecaster = (
             cast(CalibratedForecaster, make(calibration=calibration))
             if make is not None
-            else make_forecaster(name, executor, calibration)
+            else make_forecaster(name, executor, calibration, shard_series=shard_series)
         )
         if progress:
             progress(f"fitting {name} on the whole history")
@@ -348,10 +358,12 @@ def fit_task(task: tuple[CalibratedForecaster, pd.DataFrame, pd.DataFrame]) -> C
     return forecaster.fit(history, stores)
 
 
-def factory_of(name: str, executor: Executor | None) -> ForecasterFactory:
+def factory_of(
+    name: str, executor: Executor | None, shard_series: int | None = None
+) -> ForecasterFactory:
     """A factory of unfitted `name` forecasters (what backtests fit once per window)."""
 
     def make(*, calibration: IntervalCalibration | None = None) -> CalibratedForecaster:
-        return make_forecaster(name, executor, calibration)
+        return make_forecaster(name, executor, calibration, shard_series=shard_series)
 
     return make

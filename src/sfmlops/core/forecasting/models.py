@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import importlib.util
 from collections.abc import Iterable
+from dataclasses import replace
 
 from sfmlops.core.forecasting.base import CalibratedForecaster, IntervalCalibration
 from sfmlops.core.forecasting.executors import Executor
-from sfmlops.core.forecasting.gbm import GlobalGBMForecaster
+from sfmlops.core.forecasting.gbm import DEFAULT_PARAMS, GlobalGBMForecaster
 from sfmlops.core.forecasting.naive import SeasonalNaiveForecaster
 from sfmlops.core.forecasting.prophet_model import ProphetForecaster
 
@@ -66,12 +67,24 @@ def make_forecaster(
     name: str,
     executor: Executor | None = None,
     calibration: IntervalCalibration | None = None,
+    *,
+    shard_series: int | None = None,
 ) -> CalibratedForecaster:
     """An unfitted forecaster with default settings; models that fan out (Prophet's chunks of
-    series, gbm's shards) get the executor."""
+    series, gbm's shards) get the executor.
+
+    Args:
+        shard_series: Most series one gbm booster is fitted on (`GBMParams.shard_series`);
+            None: the default. Other models ignore it.
+    """
     cls = forecaster_class(name)
     if cls is ProphetForecaster:
         return ProphetForecaster(executor=executor, calibration=calibration)
     if cls is GlobalGBMForecaster:
-        return GlobalGBMForecaster(executor=executor, calibration=calibration)
+        params = (
+            DEFAULT_PARAMS
+            if shard_series is None
+            else replace(DEFAULT_PARAMS, shard_series=shard_series)
+        )
+        return GlobalGBMForecaster(params, executor=executor, calibration=calibration)
     return cls(calibration=calibration)
