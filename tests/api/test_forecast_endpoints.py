@@ -252,6 +252,69 @@ def test_bad_batches(served: TestClient, batch: list[Any], status: int, message:
     assert message in response.json()["detail"]
 
 
+@pytest.mark.parametrize(
+    ("body", "content_type", "message"),
+    [
+        (b'[{"store_id": 1}', "application/json", "body: Invalid JSON"),
+        (b'[{"store_id": 1}]', "text/plain", "send the batch as JSON"),
+        (b'[{"store_id": 1}]', None, "send the batch as JSON"),
+        (b"", "application/json", "body: Invalid JSON"),
+        (b'{"store_id": 1}', "application/json", "body: Input should be a valid array"),
+        (
+            b'[{"store_id": 1}, {"store_id": 2, "covariates": [{"date": "2015-06-15", '
+            b'"promo": 1}, {"promo": 0}]}]',
+            "application/json",
+            "body.1.covariates.1.date: Field required",
+        ),
+    ],
+    ids=["cut-short", "text", "no-content-type", "empty", "not-a-list", "row-and-field"],
+)
+def test_a_batch_body_that_is_not_a_json_list_of_series_is_refused_naming_where(
+    served: TestClient, body: bytes, content_type: str | None, message: str
+) -> None:
+    headers = {"Content-Type": content_type} if content_type else {}
+
+    response = served.post("/v1/forecast", content=body, headers=headers)
+
+    assert response.status_code == 422
+    assert message in response.json()["detail"]
+
+
+def test_each_series_of_a_batch_is_answered_as_it_would_be_alone(served: TestClient) -> None:
+    # Covariates for some days of some series, in another order than their days, mixed with
+    # a series without any and one asked by dates: each row must meet its own day's values.
+    batch = [
+        {
+            "store_id": 1,
+            "start": "2015-06-16",
+            "days": 5,
+            "covariates": [
+                {"date": "2015-06-19", "promo": 0, "school_holiday": 1},
+                {"date": "2015-06-16", "open": 0},
+            ],
+        },
+        {"store_id": 2, "start": "2015-06-20", "days": 3},
+        {
+            "store_id": 3,
+            "dates": ["2015-06-18", "2015-06-15"],
+            "covariates": [{"date": "2015-06-15", "state_holiday": "a", "open": 1}],
+        },
+        {"store_id": 4, "covariates": [{"date": "2015-06-17", "promo": 1}]},
+    ]
+
+    together = served.post("/v1/forecast", json=batch).json()["forecasts"]
+
+    alone = [served.post("/v1/forecast", json=[series]).json()["forecasts"][0] for series in batch]
+    assert together == alone
+    first = together[0]["forecast"]
+    assert first[0]["covariates"]["open"] == 0  # 2015-06-16 closed, as given
+    assert first[0]["covariate_sources"]["open"] == "caller"
+    assert first[3]["covariate_sources"]["school_holiday"] == "caller"
+    assert first[1]["covariate_sources"] == dict.fromkeys(first[1]["covariates"], "default")
+    assert together[2]["forecast"][1]["covariates"]["state_holiday"] == "a"
+    assert [day["date"] for day in together[2]["forecast"]] == ["2015-06-18", "2015-06-15"]
+
+
 def test_champion_description(served: TestClient, bundle: ForecastBundle) -> None:
     everything = served.get("/v1/models/champion").json()
     one = served.get("/v1/models/champion", params={"store_id": 2}).json()

@@ -1307,7 +1307,9 @@ def test_a_planned_promotion_lifts_the_served_forecast_and_is_named_as_the_plan(
         json.loads(body)
         for body in serving.forecast(
             served,
-            [serving.SeriesRequest(store, "total", tuple(days)) for store in (3, 4)],
+            serving.ForecastBatch.of(
+                [serving.SeriesRequest(store, "total", tuple(days)) for store in (3, 4)]
+            ),
         )
     )
 

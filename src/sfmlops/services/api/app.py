@@ -5,8 +5,9 @@ from __future__ import annotations
 import gc
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager, suppress
+from typing import Any
 
 import anyio.to_thread
 from fastapi import FastAPI, Request, status
@@ -170,6 +171,7 @@ def create_app(
     )
     for router in routers:
         app.include_router(router)
+    app.openapi = _with_request_schemas(app.openapi, forecasts.REQUEST_SCHEMAS)  # type: ignore[method-assign]
     Instrumentator(excluded_handlers=["/metrics"], registry=registry).instrument(app)
 
     @app.get("/metrics", include_in_schema=False)
@@ -180,6 +182,22 @@ def create_app(
         )
 
     return app
+
+
+def _with_request_schemas(
+    openapi: Callable[[], dict[str, Any]], request_schemas: Mapping[str, Any]
+) -> Callable[[], dict[str, Any]]:
+    """The OpenAPI document with the schemas of bodies a route validates itself (documented
+    in its `openapi_extra`, so FastAPI does not list their models) among its components."""
+
+    def document() -> dict[str, Any]:
+        described = openapi()
+        components = described.setdefault("components", {}).setdefault("schemas", {})
+        components.update(request_schemas)
+        described["components"]["schemas"] = dict(sorted(components.items()))
+        return described
+
+    return document
 
 
 def _server_engine(settings: Settings, url: str) -> Engine:

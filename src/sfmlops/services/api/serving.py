@@ -13,6 +13,7 @@ in the shape of the contract's forecast object (`schemas.SeriesForecast`).
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -467,9 +468,9 @@ def _horizon_forecasts(
     for first in range(0, len(predicted), HORIZON_CHUNK_SERIES):
         rows = predicted[first : first + HORIZON_CHUNK_SERIES]
         forecast = bundle.predict(
-            _future_frame(
+            ForecastBatch.of(
                 [with_plan(SeriesRequest(keys[row][0], keys[row][1], dates), plan) for row in rows]
-            )
+            ).future()[0]
         )
         assumed.update(forecast.assumptions)
         values[rows] = (
@@ -569,39 +570,17 @@ def _answer(
             else horizon_forecasts.forecast_object(request, offsets, model_version, calibrated_end)
         )
     computed = [r for r, answer in zip(requests, answers, strict=True) if answer is None]
-    parts = [
-        [replace(request, product_id=product) for _, product in totals[key]]
-        if (key := (request.store_id, request.product_id)) in totals
-        else [request]
-        for request in computed
-    ]
-    predicted = iter(predict(bundle, [part for group in parts for part in group], model_version))
     fresh = iter(
         [
-            _summed(request, [next(predicted) for _ in group])
-            if (request.store_id, request.product_id) in totals
-            else next(predicted)
-            for request, group in zip(computed, parts, strict=True)
+            json.loads(body)
+            for body in _predicted(
+                bundle, ForecastBatch.of(computed), totals, model_version, calibrated_end
+            )
         ]
+        if computed
+        else []
     )
     return [answer if answer is not None else next(fresh) for answer in answers]
-
-
-def _summed(request: SeriesRequest, parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """A store total's forecast object from its products' (same days): values summed, the
-    rest from the first product."""
-    total = dict(parts[0], product_id=request.product_id)
-    total["forecast"] = [
-        dict(
-            day,
-            **{
-                name: round(sum(part["forecast"][index][name] for part in parts), 2)
-                for name in columns.FORECAST_VALUES
-            },
-        )
-        for index, day in enumerate(parts[0]["forecast"])
-    ]
-    return total
 
 
 def _forecast_frame(
@@ -696,50 +675,91 @@ def calibrated_until(bundle: ForecastBundle) -> dt.date:
     return last + dt.timedelta(days=CALIBRATED_HORIZON_DAYS)
 
 
-def forecast(model: ServedModel, requests: Sequence[SeriesRequest]) -> list[bytes]:
-    """Forecast objects for a batch as JSON, in order: precomputed where possible, the rest
-    predicted with one `predict` call.
+def forecast(model: ServedModel, batch: ForecastBatch) -> list[bytes]:
+    """Forecast objects for a batch as JSON, in order: precomputed where possible (no caller
+    covariates: the default horizon, or a slice of the calibrated horizon), the rest
+    predicted with one `bundle.predict` call and written from its arrays (`_predicted`).
 
     Raises:
         UnknownSeriesError: A series the champion does not forecast.
         InvalidForecastRequestError: Dates before the horizon, a date twice, covariates for
             a day not asked for, a series twice, or more than `MAX_BATCH_FORECAST_DAYS`.
     """
-    total = sum(len(request.dates) for request in requests)
+    check_batch(model, batch)
+    batch = batch.with_plan(model.plan)
+    default_days = [day.toordinal() for day in horizon(model.default_start, DEFAULT_HORIZON_DAYS)]
+    calibrated_end = calibrated_until(model.bundle)
+    ordinals = batch.day_ordinals.tolist()
+    bodies: list[bytes | None] = []
+    computed = []
+    for index, (key, start, count, given) in enumerate(
+        zip(
+            batch.keys(),
+            batch.starts.tolist(),
+            batch.day_counts.tolist(),
+            batch.covariates_given.tolist(),
+            strict=True,
+        )
+    ):
+        body = None
+        if not given and ordinals[start : start + count] == default_days:
+            body = model.default_bodies[key]
+        elif not given:
+            request = with_plan(batch.series_request(index), model.plan)
+            offsets = model.horizon_forecasts.offsets(request)
+            if offsets is not None:
+                body = to_json(
+                    model.horizon_forecasts.forecast_object(
+                        request, offsets, model.version, calibrated_end
+                    )
+                )
+        if body is None:
+            computed.append(index)
+        bodies.append(body)
+    fresh = iter(
+        _predicted(
+            model.bundle, batch.take(computed), model.store_totals, model.version, calibrated_end
+        )
+        if computed
+        else []
+    )
+    return [body if body is not None else next(fresh) for body in bodies]
+
+
+def check_batch(model: ServedModel, batch: ForecastBatch) -> None:
+    """Raise for too many series-days, or for the first series (in order) the champion
+    cannot forecast as asked, as `check_series` and `check_request` would: the problems are
+    found in numpy, the message written for the first one only."""
+    total = int(batch.day_counts.sum())
     if total > MAX_BATCH_FORECAST_DAYS:
         raise InvalidForecastRequestError(
             f"{total} series-days asked for; at most {MAX_BATCH_FORECAST_DAYS} per request"
         )
-    requests = [with_plan(request, model.plan) for request in requests]
+    series = len(batch.day_counts)
+    if not series:
+        return
+    earliest = first_forecast_date(model.bundle).toordinal()
+    early = np.logical_or.reduceat(batch.day_ordinals < earliest, batch.starts)
+    row_keys = np.sort(
+        np.repeat(np.arange(series), batch.day_counts) * _DAYS_PER_SERIES_KEY + batch.day_ordinals
+    )
+    asked_twice = np.zeros(series, dtype=bool)
+    asked_twice[row_keys[1:][row_keys[1:] == row_keys[:-1]] // _DAYS_PER_SERIES_KEY] = True
+    refused = early | asked_twice | (batch.stray_days >= 0)
     seen: set[SeriesKey] = set()
-    for request in requests:
-        key = (request.store_id, request.product_id)
+    for index, key in enumerate(batch.keys()):
         check_series(model, key)
         if key in seen:
             raise InvalidForecastRequestError(
                 f"store {key[0]} product {key[1]!r} appears twice in the batch"
             )
         seen.add(key)
-        check_request(model.bundle, request)
-    default_dates = horizon(model.default_start, DEFAULT_HORIZON_DAYS)
-    bodies: list[bytes | None] = [
-        model.default_bodies[(r.store_id, r.product_id)]
-        if r.dates == default_dates and not r.covariates
-        else None
-        for r in requests
-    ]
-    others = [r for r, body in zip(requests, bodies, strict=True) if body is None]
-    fresh = iter(
-        _answer(
-            model.bundle,
-            model.horizon_forecasts,
-            model.store_totals,
-            others,
-            model.version,
-            calibrated_until(model.bundle),
-        )
-    )
-    return [body if body is not None else to_json(next(fresh)) for body in bodies]
+        if refused[index]:
+            stray = int(batch.stray_days[index])
+            covariates: dict[dt.date, Mapping[str, Any]] = (
+                {dt.date.fromordinal(stray): {}} if stray >= 0 else {}
+            )
+            check_request(model.bundle, SeriesRequest(*key, batch.dates(index), covariates))
 
 
 def sliced(model: ServedModel, request: SeriesRequest) -> bytes | None:
@@ -798,51 +818,6 @@ def check_request(bundle: ForecastBundle, request: SeriesRequest) -> None:
         )
 
 
-def predict(
-    bundle: ForecastBundle, requests: Sequence[SeriesRequest], model_version: str
-) -> list[dict[str, Any]]:
-    """Forecast every request with one `bundle.predict` call.
-
-    Requests must have passed `check_series` and `check_request`.
-
-    Returns:
-        One forecast object per request, in order: `store_id`, `product_id`,
-        `model_version`, `start`, `days`, `assumptions`, `calibrated_until`,
-        `beyond_calibrated_horizon`, `forecast` (a list of
-        `{date, yhat, yhat_lower, yhat_upper, yhat_lower_95, yhat_upper_95, covariates,
-        covariate_sources}`; days share their `covariates` and `covariate_sources`
-        mappings, which are read-only).
-    """
-    if not requests:
-        return []
-    known_and_sources = [request.known_and_sources() for request in requests]
-    known = [request_known for request_known, _ in known_and_sources]
-    future = _future_frame(requests, known)
-    forecast = bundle.predict(future)
-    values = forecast.frame[list(columns.FORECAST_VALUES)].to_numpy(dtype=float)
-    rounded = np.round(values, 2).tolist()
-    used = _used_covariates(forecast.covariates, len(future))
-    calibrated_end = calibrated_until(bundle)
-    results = []
-    offset = 0
-    for request, (request_known, sources) in zip(requests, known_and_sources, strict=True):
-        rows = rounded[offset : offset + len(request.dates)]
-        days = used[offset : offset + len(request.dates)]
-        offset += len(request.dates)
-        results.append(
-            forecast_object(
-                request,
-                model_version,
-                _assumptions(request, request_known),
-                rows,
-                calibrated_end,
-                days,
-                sources,
-            )
-        )
-    return results
-
-
 def forecast_object(
     request: SeriesRequest,
     model_version: str,
@@ -891,25 +866,6 @@ _DAY_FIELDS = (FORECAST_DAY, *columns.FORECAST_VALUES)
 _DAY_FIELDS_USED = (*_DAY_FIELDS, "covariates", "covariate_sources")
 
 
-def _used_covariates(covariates: pd.DataFrame | None, rows: int) -> list[Mapping[str, Any]]:
-    """Per forecast row, the covariates used, as JSON-ready values (one shared read-only
-    mapping per distinct combination)."""
-    if covariates is None:
-        return [{} for _ in range(rows)]
-    values = [
-        covariates[name].astype(str if name == columns.STATE_HOLIDAY else int).tolist()
-        for name in COVARIATES
-    ]
-    shared: dict[tuple[Any, ...], Mapping[str, Any]] = {}
-    used = []
-    for combination in zip(*values, strict=True):
-        mapping = shared.get(combination)
-        if mapping is None:
-            mapping = shared[combination] = dict(zip(COVARIATES, combination, strict=True))
-        used.append(mapping)
-    return used
-
-
 def to_json(body: Any) -> bytes:
     """Compact JSON bytes of a response body (pydantic-core's encoder: 4x `json.dumps`)."""
     return pydantic_core.to_json(body)
@@ -929,48 +885,381 @@ def _assumptions(
     ]
 
 
-def _future_frame(
-    requests: Sequence[SeriesRequest], known: Sequence[Sequence[tuple[Any, ...]]] | None = None
-) -> pd.DataFrame:
-    """One future-covariates row per (series, day), in request order (`known`: each request's
-    `known_days`, when already at hand)."""
-    lengths = np.fromiter((len(r.dates) for r in requests), dtype="int64", count=len(requests))
-    total = int(lengths.sum())
-    # Dates as day numbers, converted to datetime64 in numpy: pd.to_datetime of date
-    # objects cost about 1 us per row.
-    ordinals = np.fromiter(
-        (day.toordinal() for r in requests for day in r.dates), dtype="int64", count=total
-    )
-    frame: dict[str, Any] = {
-        columns.STORE_ID: np.repeat(
-            np.fromiter((r.store_id for r in requests), dtype="int64", count=len(requests)),
-            lengths,
-        ),
-        columns.PRODUCT_ID: np.repeat(
-            np.array([r.product_id for r in requests], dtype=object), lengths
-        ),
-        columns.SALES_DATE: (ordinals - _UNIX_EPOCH_ORDINAL)
-        .astype("datetime64[D]")
-        .astype("datetime64[ns]"),
-    }
-    # Without any covariate given the future has none of their columns (all derived).
-    if any(r.covariates or r.planned for r in requests):
-        if known is None:
-            known = [request.known_days() for request in requests]
-        # Days without a value stay missing, so the bundle assumes them as it would a
-        # missing column (and says so).
-        given = zip(*(day for days in known for day in days), strict=True)
-        for name, column in zip(COVARIATES, given, strict=True):
-            values = np.array(column, dtype=object)
+_UNIX_EPOCH_ORDINAL = dt.date(1970, 1, 1).toordinal()
+
+
+# Sorts (series, day) pairs by one integer: above any day's ordinal (9999-12-31 is 3,652,059).
+_DAYS_PER_SERIES_KEY = 4_000_000
+# Where a covariate of a day came from, as a code (`COVARIATE_SOURCES[code]`).
+_FROM_CALLER, _FROM_PLAN, _FROM_DEFAULT = 0, 1, 2
+COVARIATE_SOURCES = (COVARIATE_FROM_CALLER, COVARIATE_FROM_PLAN, COVARIATE_DEFAULT)
+
+
+@dataclass(frozen=True)
+class ForecastBatch:
+    """Series to forecast, as columns: series i asks for rows `starts[i]` to
+    `starts[i] + day_counts[i]` of the per-row arrays (its days, in the order asked).
+
+    Attributes:
+        store_ids: (series,) int64.
+        product_ids: (series,) product ids.
+        day_counts: (series,) days asked for, each at least 1.
+        day_ordinals: (rows,) the days as `dt.date.toordinal()`.
+        given: Per covariate (`COVARIATES`), (rows,) object array: the caller's value or None.
+        covariates_given: (series,) True where the caller gave covariates (for any day, with
+            or without values): such a series is predicted, never sliced.
+        stray_days: (series,) ordinal of the earliest day the caller gave covariates for but
+            did not ask for, or -1.
+        planned: Per covariate, (rows,) object array: the stored plan's value or None
+            (`with_plan`); empty before the plan is attached.
+    """
+
+    store_ids: np.ndarray
+    product_ids: Sequence[str]
+    day_counts: np.ndarray
+    day_ordinals: np.ndarray
+    given: Mapping[str, np.ndarray]
+    covariates_given: np.ndarray
+    stray_days: np.ndarray
+    planned: Mapping[str, np.ndarray] = field(default_factory=dict)
+
+    @classmethod
+    def of_columns(
+        cls,
+        store_ids: Sequence[int],
+        product_ids: Sequence[str],
+        day_counts: Sequence[int],
+        day_ordinals: Sequence[int],
+        covariate_series: Sequence[int],
+        covariate_ordinals: Sequence[int],
+        covariate_values: Mapping[str, Sequence[Any]],
+    ) -> ForecastBatch:
+        """A batch from its series, their days, and the caller's covariates as entries (the
+        series' index, the day, each covariate's value or None), matched to the days in
+        numpy.
+
+        Raises:
+            InvalidForecastRequestError: A series' covariates give a day twice (the first
+                such series named).
+        """
+        counts = np.asarray(day_counts, dtype=np.int64)
+        ordinals = np.asarray(day_ordinals, dtype=np.int64)
+        rows = len(ordinals)
+        entry_series = np.asarray(covariate_series, dtype=np.int64)
+        entry_ordinals = np.asarray(covariate_ordinals, dtype=np.int64)
+        entry_keys = entry_series * _DAYS_PER_SERIES_KEY + entry_ordinals
+        sorted_keys = np.sort(entry_keys)
+        twice = sorted_keys[1:][sorted_keys[1:] == sorted_keys[:-1]]
+        if len(twice):
+            raise InvalidForecastRequestError(
+                f"store {store_ids[int(twice.min() // _DAYS_PER_SERIES_KEY)]}: covariates give "
+                "a date twice"
+            )
+        row_keys = np.repeat(np.arange(len(counts)), counts) * _DAYS_PER_SERIES_KEY + ordinals
+        # A day asked for twice (refused later) takes the covariates on its first row.
+        order = np.argsort(row_keys, kind="stable")
+        position = np.searchsorted(row_keys[order], entry_keys).clip(max=max(rows - 1, 0))
+        found = (row_keys[order][position] == entry_keys) if rows else np.zeros(0, dtype=bool)
+        target = order[position[found]]
+        given = {}
+        for name in COVARIATES:
+            column = np.full(rows, None, dtype=object)
+            column[target] = np.asarray(covariate_values[name], dtype=object)[found]
+            given[name] = column
+        stray = np.full(len(counts), np.iinfo(np.int64).max)
+        np.minimum.at(stray, entry_series[~found], entry_ordinals[~found])
+        return cls(
+            store_ids=np.asarray(store_ids, dtype=np.int64),
+            product_ids=list(product_ids),
+            day_counts=counts,
+            day_ordinals=ordinals,
+            given=given,
+            covariates_given=np.bincount(entry_series, minlength=len(counts)) > 0,
+            stray_days=np.where(stray == np.iinfo(np.int64).max, -1, stray),
+        )
+
+    @classmethod
+    def of(cls, requests: Sequence[SeriesRequest]) -> ForecastBatch:
+        """A batch of per-series requests, with the plan they carry (`with_plan`)."""
+        entries = [
+            (index, day, covariates)
+            for index, request in enumerate(requests)
+            for day, covariates in request.covariates.items()
+        ]
+        batch = cls.of_columns(
+            [request.store_id for request in requests],
+            [request.product_id for request in requests],
+            [len(request.dates) for request in requests],
+            [day.toordinal() for request in requests for day in request.dates],
+            [index for index, _, _ in entries],
+            [day.toordinal() for _, day, _ in entries],
+            {name: [given.get(name) for _, _, given in entries] for name in COVARIATES},
+        )
+        if not any(request.planned for request in requests):
+            return batch
+        planned = {
+            name: np.array(
+                [
+                    request.planned.get(day, {}).get(name)
+                    for request in requests
+                    for day in request.dates
+                ],
+                dtype=object,
+            )
+            for name in COVARIATES
+        }
+        return replace(batch, planned=planned)
+
+    @property
+    def starts(self) -> np.ndarray:
+        """(series,) each series' first row."""
+        return np.concatenate(([0], np.cumsum(self.day_counts)[:-1])).astype(np.int64)
+
+    def keys(self) -> list[SeriesKey]:
+        return list(zip(self.store_ids.tolist(), self.product_ids, strict=True))
+
+    def dates(self, index: int) -> tuple[dt.date, ...]:
+        """The days series `index` asks for."""
+        start = int(self.starts[index])
+        days = self.day_ordinals[start : start + int(self.day_counts[index])].tolist()
+        return tuple(dt.date.fromordinal(day) for day in days)
+
+    def series_request(self, index: int) -> SeriesRequest:
+        """Series `index` as a request, without the caller's covariates (a slice's request)."""
+        return SeriesRequest(int(self.store_ids[index]), self.product_ids[index], self.dates(index))
+
+    def with_plan(self, plan: PlanByStore) -> ForecastBatch:
+        """The batch with the plan's values for the days it asks for (`planned`)."""
+        stores = self.store_ids.tolist()
+        if not plan or not any(store_id in plan for store_id in stores):
+            return self
+        planned = {name: np.full(len(self.day_ordinals), None, dtype=object) for name in COVARIATES}
+        starts = self.starts.tolist()
+        for store_id, start, count in zip(stores, starts, self.day_counts.tolist(), strict=True):
+            store_plan = plan.get(store_id)
+            if not store_plan:
+                continue
+            for row in range(start, start + count):
+                day = store_plan.get(dt.date.fromordinal(int(self.day_ordinals[row])))
+                if day:
+                    for name in COVARIATES:
+                        planned[name][row] = day.get(name)
+        return replace(self, planned=planned)
+
+    def take(
+        self, series: Sequence[int], product_ids: Sequence[str] | None = None
+    ) -> ForecastBatch:
+        """The batch of the given series (in that order, repeats allowed), optionally under
+        other product ids."""
+        chosen = np.asarray(series, dtype=np.int64)
+        counts = self.day_counts[chosen]
+        total = int(counts.sum())
+        firsts = np.concatenate(([0], np.cumsum(counts)[:-1])).astype(np.int64)
+        rows = np.repeat(self.starts[chosen], counts) + (
+            np.arange(total) - np.repeat(firsts, counts)
+        )
+        return ForecastBatch(
+            store_ids=self.store_ids[chosen],
+            product_ids=list(product_ids)
+            if product_ids is not None
+            else [self.product_ids[index] for index in chosen.tolist()],
+            day_counts=counts,
+            day_ordinals=self.day_ordinals[rows],
+            given={name: values[rows] for name, values in self.given.items()},
+            covariates_given=self.covariates_given[chosen],
+            stray_days=self.stray_days[chosen],
+            planned={name: values[rows] for name, values in self.planned.items()},
+        )
+
+    def future(self) -> tuple[pd.DataFrame, np.ndarray]:
+        """One future-covariates row per (series, day) in order, and (rows, covariate) where
+        each covariate came from (`_FROM_CALLER`, `_FROM_PLAN`, `_FROM_DEFAULT`)."""
+        rows = len(self.day_ordinals)
+        frame: dict[str, Any] = {
+            columns.STORE_ID: np.repeat(self.store_ids, self.day_counts),
+            columns.PRODUCT_ID: np.repeat(
+                np.array(self.product_ids, dtype=object), self.day_counts
+            ),
+            columns.SALES_DATE: (self.day_ordinals - _UNIX_EPOCH_ORDINAL)
+            .astype("datetime64[D]")
+            .astype("datetime64[ns]"),
+        }
+        sources = np.full((rows, len(COVARIATES)), _FROM_DEFAULT, dtype=np.int8)
+        nothing = np.full(rows, None, dtype=object)
+        for position, name in enumerate(COVARIATES):
+            caller = self.given.get(name, nothing)
+            plan = self.planned.get(name, nothing)
+            from_caller = pd.notna(caller)
+            from_plan = ~from_caller & pd.notna(plan)
+            sources[from_caller, position] = _FROM_CALLER
+            sources[from_plan, position] = _FROM_PLAN
+            # Without any covariate given the future has none of their columns (all derived).
+            if not (self.covariates_given.any() or self.planned):
+                continue
+            # Days without a value stay missing, so the bundle assumes them as it would a
+            # missing column (and says so).
+            values = np.where(from_caller, caller, plan)
             if name in _NUMERIC_COVARIATES:
-                missing = pd.isna(values)
-                numbers = np.full(total, np.nan)
-                numbers[~missing] = values[~missing].astype("float64")
+                known = from_caller | from_plan
+                numbers = np.full(rows, np.nan)
+                numbers[known] = values[known].astype("float64")
                 frame[name] = numbers
             else:
                 frame[name] = values
-    # Framed once: adding the covariates one by one cost a tenth of a one-series request.
-    return pd.DataFrame(frame)
+        # Framed once: adding the covariates one by one cost a tenth of a one-series request.
+        return pd.DataFrame(frame), sources
 
 
-_UNIX_EPOCH_ORDINAL = dt.date(1970, 1, 1).toordinal()
+def _predicted(
+    bundle: ForecastBundle,
+    batch: ForecastBatch,
+    totals: Mapping[SeriesKey, tuple[SeriesKey, ...]],
+    model_version: str,
+    calibrated_end: dt.date,
+) -> list[bytes]:
+    """Each series' forecast object as JSON, predicted with one `bundle.predict` call and
+    written from its arrays (`_ForecastWriter`). A store total is predicted as its products
+    and summed; its covariates, their sources and assumptions are its first product's.
+
+    The batch must have passed `check_batch` and carry its plan (`ForecastBatch.with_plan`).
+    """
+    keys = batch.keys()
+    parts = [totals.get(key, (key,)) for key in keys]
+    expanded = batch.take(
+        [index for index, group in enumerate(parts) for _ in group],
+        [product for group in parts for _, product in group],
+    )
+    future, sources = expanded.future()
+    forecast = bundle.predict(future)
+    values = np.round(forecast.frame[list(columns.FORECAST_VALUES)].to_numpy(dtype=float), 2)
+    writer = _ForecastWriter(model_version, calibrated_end, forecast.covariates, sources)
+    firsts = expanded.starts.tolist()
+    bodies = []
+    part = 0
+    for key, group, count in zip(keys, parts, batch.day_counts.tolist(), strict=True):
+        rows = slice(firsts[part], firsts[part] + count)
+        day_values = values[rows]
+        if group != (key,):
+            # The products' rounded values summed in order, then rounded as Python rounds,
+            # as a total's forecast always was.
+            for other in firsts[part + 1 : part + len(group)]:
+                day_values = day_values + values[other : other + count]
+            day_values = np.array(
+                [round(value, 2) for value in day_values.ravel().tolist()]
+            ).reshape(day_values.shape)
+        bodies.append(writer.series_json(key, expanded.day_ordinals[rows], day_values, rows))
+        part += len(group)
+    return bodies
+
+
+class _ForecastWriter:
+    """Writes forecast objects as JSON from a prediction's arrays, as `to_json` writes the
+    contract's objects: the per-day parts that repeat (a day's date, its covariates and their
+    sources: a few dozen combinations in a batch) are written once each, the values with
+    one `to_json` per series."""
+
+    def __init__(
+        self,
+        model_version: str,
+        calibrated_end: dt.date,
+        covariates: pd.DataFrame | None,
+        sources: np.ndarray,
+    ) -> None:
+        """Args: `covariates`: the covariates each row used (None: days without them);
+        `sources`: (rows, covariate) codes of where each came from (`ForecastBatch.future`)."""
+        self._version = to_json(model_version)
+        self._calibrated_end = calibrated_end.toordinal()
+        self._calibrated_json = to_json(calibrated_end.isoformat())
+        self._dates: dict[int, bytes] = {}
+        self._sources = sources
+        self._assumed = sources == _FROM_DEFAULT
+        self._assumptions: dict[tuple[bool, ...], bytes] = {}
+        self._extras = self._day_extras(covariates, sources)
+
+    @staticmethod
+    def _day_extras(covariates: pd.DataFrame | None, sources: np.ndarray) -> list[bytes] | None:
+        """Per row, the day's `covariates` and `covariate_sources` members as JSON."""
+        if covariates is None:
+            return None
+        codes = np.zeros(len(sources), dtype=np.int64)
+        uniques = []
+        for name in COVARIATES:
+            used = covariates[name].astype(str if name == columns.STATE_HOLIDAY else int)
+            column_codes, column_uniques = pd.factorize(used.to_numpy())
+            codes = codes * len(column_uniques) + column_codes
+            uniques.append(column_uniques.tolist())
+        for position in range(len(COVARIATES)):
+            codes = codes * len(COVARIATE_SOURCES) + sources[:, position]
+        combinations, inverse = np.unique(codes, return_inverse=True)
+        written = []
+        for combination in combinations.tolist():
+            # The code's digits, last covariate's source first.
+            rest = combination
+            source_names = []
+            for _ in COVARIATES:
+                rest, source = divmod(rest, len(COVARIATE_SOURCES))
+                source_names.append(COVARIATE_SOURCES[source])
+            values = []
+            for column_uniques in reversed(uniques):
+                rest, position = divmod(rest, len(column_uniques))
+                values.append(column_uniques[position])
+            day_covariates = dict(zip(COVARIATES, reversed(values), strict=True))
+            day_sources = dict(zip(COVARIATES, reversed(source_names), strict=True))
+            written.append(
+                b',"covariates":'
+                + to_json(day_covariates)
+                + b',"covariate_sources":'
+                + to_json(day_sources)
+            )
+        return [written[index] for index in inverse.tolist()]
+
+    def _date(self, ordinal: int) -> bytes:
+        written = self._dates.get(ordinal)
+        if written is None:
+            written = self._dates[ordinal] = to_json(dt.date.fromordinal(ordinal).isoformat())
+        return written
+
+    def series_json(
+        self, key: SeriesKey, ordinals: np.ndarray, values: np.ndarray, rows: slice
+    ) -> bytes:
+        """One series' forecast object: its days (`ordinals`), their `values` (in
+        `columns.FORECAST_VALUES` order) and its `rows` of the covariates and sources."""
+        days = ordinals.tolist()
+        numbers = to_json(values.ravel().tolist())[1:-1].split(b",")
+        width = len(columns.FORECAST_VALUES)
+        extras = self._extras[rows] if self._extras is not None else [b""] * len(days)
+        written = b",".join(
+            [
+                _DAY_JSON
+                % (self._date(day), *numbers[offset * width : (offset + 1) * width], extra)
+                for offset, (day, extra) in enumerate(zip(days, extras, strict=True))
+            ]
+        )
+        assumed = tuple(self._assumed[rows].any(axis=0).tolist())
+        assumptions = self._assumptions.get(assumed)
+        if assumptions is None:
+            assumptions = self._assumptions[assumed] = to_json(
+                [_ASSUMPTION[name] for name, yes in zip(COVARIATES, assumed, strict=True) if yes]
+            )
+        return _SERIES_JSON % (
+            key[0],
+            to_json(key[1]),
+            self._version,
+            self._date(days[0]),
+            len(days),
+            assumptions,
+            self._calibrated_json,
+            b"true" if max(days) > self._calibrated_end else b"false",
+            written,
+        )
+
+
+# The contract's forecast day and forecast object (`schemas.ForecastDay`,
+# `schemas.SeriesForecast`) as `to_json` writes them, members in the same order.
+_DAY_JSON = (
+    b'{"date":%b,"yhat":%b,"yhat_lower":%b,"yhat_upper":%b,"yhat_lower_95":%b,"yhat_upper_95":%b%b}'
+)
+_SERIES_JSON = (
+    b'{"store_id":%d,"product_id":%b,"model_version":%b,"start":%b,"days":%d,'
+    b'"assumptions":%b,"calibrated_until":%b,"beyond_calibrated_horizon":%b,"forecast":[%b]}'
+)
