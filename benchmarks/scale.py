@@ -7,7 +7,14 @@ Not part of `make test`. Run from the repository root:
         [--sizes 1000,10000,100000] [--days 365] [--models gbm] [--executor auto]
         [--database-url postgresql+psycopg2://...] [--output benchmarks/results/scale.json]
         [--connections 1,2] [--workers 2] [--requests 400] [--post-requests 100]
+        [--shard-series 250] [--keep]
     python benchmarks/scale.py --home DIR --connections 1,2 --workers 2   # serve DIR only
+
+The 10k stand-in of the 100k serving shape (1,000 stores x 10 products in 40 gbm shards of
+250 series, as 100k series are 42 shards of 2,500; every store's request touches every
+shard with a similar number of rows), kept for `--home` runs:
+
+    python benchmarks/scale.py --sizes 10000 --shard-series 250 --keep
 
 Each size is a synthetic dataset (`sfmlops synth`: 100 stores x 10 products for 1k, 1,000 x 10
 for 10k, 1,115 x 90 for 100k; one year of history) run end to end as a user runs it, every
@@ -30,7 +37,10 @@ per second over the case's wall time, the load average before and after):
 
 `--home DIR` serves an existing trained SFMLOPS_HOME (its sales, champion and precomputed
 forecasts) instead of building one per size: only the serving figures, nothing written but
-the server's own files. `--workers N` is `sfmlops serve --workers N`.
+the server's own files. `--workers N` is `sfmlops serve --workers N`. `--answers DIR` writes
+each POST case's first answer there: two revisions' servers (`PYTHONPATH=REVISION/src`) of
+the same HOME must answer byte for byte alike (`cmp`). Request bodies are encoded before
+the clock starts.
 
 For each step: wall time and the peak RSS of the process tree (sampled every 0.5 s); the
 database size after loading. Then the growth exponent of each step between consecutive
@@ -52,6 +62,7 @@ import json
 import math
 import os
 import platform
+import re
 import shutil
 import socket
 import statistics
@@ -96,6 +107,12 @@ def main() -> None:
     )
     parser.add_argument("--executor", default="auto", help="sfmlops train --executor")
     parser.add_argument(
+        "--shard-series",
+        type=int,
+        default=None,
+        help="sfmlops train --shard-series (most series per gbm booster; default 2,500)",
+    )
+    parser.add_argument(
         "--database-url", default=None, help="with {size}: one empty database per size"
     )
     parser.add_argument("--keep", action="store_true", help="keep the working folders")
@@ -116,6 +133,12 @@ def main() -> None:
     )
     parser.add_argument(
         "--batch-requests", type=int, default=20, help="every-store POSTs per connection"
+    )
+    parser.add_argument(
+        "--answers",
+        type=Path,
+        default=None,
+        help="write each POST case's first answer into this folder (to compare revisions)",
     )
     args = parser.parse_args()
     sizes = [1_000, 10_000] if args.quick else [int(size) for size in args.sizes.split(",")]
@@ -141,8 +164,8 @@ def main() -> None:
     results["command_start_seconds"] = command_start_seconds()
     rows = []
     for size in sizes:
-        log(f"{size:,} series: start (load average {load_average()})")
         work = Path(tempfile.mkdtemp(prefix=f"sfmlops-scale-{size}-"))
+        log(f"{size:,} series in {work}: start (load average {load_average()})")
         try:
             rows.append(run_size(size, work, args) | {"load_average_after": load_average()})
         finally:
@@ -178,9 +201,10 @@ def run_size(size: int, work: Path, args: argparse.Namespace) -> dict[str, Any]:
         env,
     )  # fmt: skip
     load = timed([SFMLOPS, "load-data", "--path", str(data)], env)
+    shards = ["--shard-series", str(args.shard_series)] if args.shard_series else []
     train = timed(
         [SFMLOPS, "train", "--models", args.models, "--windows", str(args.windows),
-         "--executor", args.executor],
+         "--executor", args.executor, *shards],
         env,
     )  # fmt: skip
     forecast = timed([SFMLOPS, "pipeline", "forecast"], env)
@@ -235,12 +259,17 @@ def serve(env: dict[str, str], work: Path, args: argparse.Namespace) -> dict[str
         rss = tree_rss_mib(server.pid)
         with httpx.Client(base_url=url, headers=headers) as client:
             stores = client.get("/v1/stores", params={"limit": 1}).json()["total"]
-            products = len(client.get("/v1/stores/1").json()["series"])
-            default = client.get("/v1/stores/1/forecast", params={"product_id": "P001"})
+            product_ids = [
+                series["product_id"] for series in client.get("/v1/stores/1").json()["series"]
+            ]
+            products = len(product_ids)
+            # The cases' products: P001-P004 of a synthetic home, `total` of the bundled data.
+            chosen = [product_ids[k % products] for k in range(4)]
+            default = client.get("/v1/stores/1/forecast", params={"product_id": chosen[0]})
             default.raise_for_status()
         first = dt.date.fromisoformat(default.json()["start"])
         last = dt.date.fromisoformat(default.json()["calibrated_until"])
-        cases = latency_cases(stores, first, (last - first).days + 1)
+        cases = latency_cases(stores, first, (last - first).days + 1, chosen)
         latency = []
         for case, request_of in cases.items():
             count = (
@@ -248,7 +277,12 @@ def serve(env: dict[str, str], work: Path, args: argparse.Namespace) -> dict[str
                 else args.post_requests if case.startswith("POST") else args.requests
             )  # fmt: skip
             for connections in args.connections:
-                figures = measure(url, headers, request_of, connections, count)
+                answers = (
+                    args.answers / f"{re.sub(r'[^a-z0-9]+', '-', case.lower())}{connections}.json"
+                    if args.answers is not None and case.startswith("POST")
+                    else None
+                )
+                figures = measure(url, headers, request_of, connections, count, answers)
                 latency.append({"case": case} | figures)
                 log(f"  {case}, {connections} connection(s): {json.dumps(figures)}")
     finally:
@@ -287,13 +321,21 @@ def wait_ready(server: subprocess.Popen[bytes], url: str, log_file: Path, worker
 
 
 Request = tuple[str, str, dict[str, str] | None, Any]
+JSON_BODY = {"Content-Type": "application/json"}
+
+
+def encoded(request: Request) -> Request:
+    """The request with its JSON body as bytes."""
+    method, path, query, body = request
+    return method, path, query, None if body is None else json.dumps(body).encode()
 
 
 def latency_cases(
-    stores: int, first: dt.date, horizon_days: int
+    stores: int, first: dt.date, horizon_days: int, products: list[str]
 ) -> dict[str, Callable[[int], Request]]:
     """Per case, the n-th request: (method, path, query, JSON body). Stores are spread over
-    all of them; starts and lengths over the calibrated horizon."""
+    all of them; starts and lengths over the calibrated horizon; `products`: the four
+    products the cases ask for (each store's first four, or `total` four times)."""
 
     def store_of(n: int) -> int:
         return 1 + (n * 7919) % stores
@@ -311,12 +353,12 @@ def latency_cases(
         ]
 
     def get_default(n: int) -> Request:
-        return "GET", f"/v1/stores/{store_of(n)}/forecast", {"product_id": "P001"}, None
+        return "GET", f"/v1/stores/{store_of(n)}/forecast", {"product_id": products[0]}, None
 
     def get_any(n: int) -> Request:
         start, days = any_span(n)
         query = {
-            "product_id": "total" if n % 2 else "P002",
+            "product_id": "total" if n % 2 else products[1],
             "start": start.isoformat(),
             "days": str(days),
         }
@@ -326,7 +368,7 @@ def latency_cases(
         start, days = any_span(n)
         item = {
             "store_id": store_of(n),
-            "product_id": "P003",
+            "product_id": products[2],
             "start": start.isoformat(),
             "days": days,
             "covariates": covariates(start, days, n),
@@ -335,17 +377,17 @@ def latency_cases(
 
     def post_every_store(n: int) -> Request:
         items = [
-            {"store_id": store, "product_id": "P004", "start": first.isoformat(), "days": 7,
+            {"store_id": store, "product_id": products[3], "start": first.isoformat(), "days": 7,
              "covariates": covariates(first, 7, n + store)}
             for store in range(1, stores + 1)
         ]  # fmt: skip
         return "POST", "/v1/forecast", None, items
 
     return {
-        "GET default horizon (7 days), P001": get_default,
-        "GET any start and days within the calibrated horizon, P002 or total": get_any,
+        f"GET default horizon (7 days), {products[0]}": get_default,
+        f"GET any start and days within the calibrated horizon, {products[1]} or total": get_any,
         "POST one series with covariates, any start and days within the horizon": post_one,
-        f"POST every store ({stores:,}) x 7 days with covariates, P004": post_every_store,
+        f"POST every store ({stores:,}) x 7 days with covariates, {products[3]}": post_every_store,
     }
 
 
@@ -355,13 +397,18 @@ def measure(
     request_of: Callable[[int], Request],
     connections: int,
     per_connection: int,
+    answers: Path | None = None,
 ) -> dict[str, Any]:
     """`connections` threads, each with its own keep-alive connection, send `per_connection`
-    requests in turn; latency percentiles and requests per second over the wall time."""
-    # Requests are built before timing; connection k sends requests k, k + connections, ...
+    requests in turn; latency percentiles and requests per second over the wall time. The
+    first answer is written to `answers` (to compare revisions' forecasts)."""
+    # Requests are built and their bodies encoded before timing (the client's JSON encoder
+    # is not the API's cost); connection k sends requests k, k + connections, ...
     planned = [
-        [request_of(n * connections + k) for n in range(per_connection)] for k in range(connections)
+        [encoded(request_of(n * connections + k)) for n in range(per_connection)]
+        for k in range(connections)
     ]
+    first_answer: list[bytes] = []
     latencies: list[list[float]] = [[] for _ in range(connections)]
     failures: list[BaseException] = []
     barrier = threading.Barrier(connections + 1)
@@ -373,9 +420,13 @@ def measure(
                 barrier.wait()
                 for method, path, query, body in planned[k]:
                     sent = time.perf_counter()
-                    response = client.request(method, path, params=query, json=body)
+                    response = client.request(
+                        method, path, params=query, content=body, headers=JSON_BODY
+                    )
                     latencies[k].append((time.perf_counter() - sent) * 1000)
                     response.raise_for_status()
+                    if k == 0 and not first_answer:  # request 0: the same in every run
+                        first_answer.append(response.content)
         except BaseException as error:
             failures.append(error)
             barrier.abort()
@@ -393,6 +444,8 @@ def measure(
     if failures:
         raise RuntimeError(f"a request failed: {failures[0]!r}") from failures[0]
     every = sorted(itertools.chain.from_iterable(latencies))
+    if answers is not None:
+        answers.write_bytes(first_answer[0])
     return {
         "connections": connections,
         "requests": len(every),
