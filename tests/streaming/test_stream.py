@@ -277,7 +277,10 @@ def test_a_database_killed_inside_a_batch_loses_and_repeats_nothing(
     assert "Traceback" not in output, output
     assert "\tat org.apache.spark" not in output, output
     details = Path(failure[2]).read_text()
-    assert "terminated with error" in details  # Spark's report of the query
+    if failure[1].startswith("reading"):
+        # Inside Spark's batch: the query fails, and Spark reports it.
+        assert "terminated with error" in details
+    # A failed write (on the job's writer thread) stops the query without a report of Spark's.
     assert "psycopg2.OperationalError" in details  # Python's traceback of the database error
     own_postgres.restart()
     assert 0 < len(env.sales()) < len(history)
@@ -292,6 +295,57 @@ def test_a_database_killed_inside_a_batch_loses_and_repeats_nothing(
     # It read exactly the events after the committed offsets: none again, none skipped.
     assert f"Done: {len(sent.values) - sum(committed.values()):,} records" in restarted.stdout
     assert_exact(env, sent)
+
+
+def test_a_write_the_database_refuses_stops_a_continuous_job_with_no_further_events(
+    stream_env: StreamEnv, store_history: pd.DataFrame
+) -> None:
+    env = stream_env
+    history = store_history.sample(n=1_001, random_state=7)
+    keys, values = events.encode_sales_events(history)
+    running = env.start("stream", "--continuous", "--interval", "1s")
+    try:
+        env.send(keys[:-1], values[:-1])
+        wait_until(lambda: len(env.sales()) == len(history) - 1, timeout=180, what="1,000 records")
+        # The database now refuses sales rows (as a revoked grant or a full disk would), and one
+        # last event arrives: its batch fails on the writer's thread and no batch follows it.
+        with env.engine.begin() as connection:
+            for statement in REFUSE_SALES:
+                connection.execute(text(statement))
+        env.send(keys[-1:], values[-1:])
+        # The job stops on that failure (its supervisor restarts it); it does not wait for a
+        # next batch that a quiet topic may never bring.
+        output, _ = running.communicate(timeout=120)
+    finally:
+        if running.poll() is None:
+            os.killpg(running.pid, signal.SIGKILL)
+            running.wait(timeout=30)
+    assert running.returncode == 1, output
+    assert re.search(
+        r"^error: the stream stopped: writing batch \d+ to the database at postgresql\S+ failed: "
+        r"sales are refused \(RaiseException\)",
+        output,
+        re.MULTILINE,
+    ), output
+    assert len(env.sales()) == len(history) - 1
+    with env.engine.begin() as connection:
+        connection.execute(text("DROP TRIGGER refuse_sales ON sales"))
+
+    restarted = env.run("stream", "--once")
+
+    assert restarted.returncode == 0, restarted.stdout + restarted.stderr
+    # The refused batch was not committed: the restart reads exactly its one event.
+    assert "Done: 1 records" in restarted.stdout, restarted.stdout
+    pd.testing.assert_frame_equal(normalized(env.sales()), normalized(history))
+    assert env.dead_letters().empty
+
+
+REFUSE_SALES = (
+    "CREATE FUNCTION refuse_sales() RETURNS trigger LANGUAGE plpgsql AS"
+    " $$ BEGIN RAISE EXCEPTION 'sales are refused'; END $$",
+    "CREATE TRIGGER refuse_sales BEFORE INSERT OR UPDATE ON sales"
+    " FOR EACH ROW EXECUTE FUNCTION refuse_sales()",
+)
 
 
 def _waiting_on_a_lock(env: StreamEnv, table: str) -> bool:

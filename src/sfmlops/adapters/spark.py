@@ -254,6 +254,7 @@ def start_sales_stream(
     *,
     interval: str | None,
     start_at: str = "earliest",
+    stop: threading.Event | None = None,
 ) -> RunningStream:
     """Start the query that hands every micro-batch of sales events to `handle_batch`.
 
@@ -270,8 +271,10 @@ def start_sales_stream(
             what the topic holds now, in batches, and stops (trigger availableNow).
         start_at: Where to start when `checkpoint_dir` holds no checkpoint yet
             (`starting_offsets`).
+        stop: Setting it stops the stream as `RunningStream.request_stop` does (for a caller
+            that learns of a failure on its own thread); None: one of its own.
     """
-    stop = threading.Event()
+    stop = stop or threading.Event()
     in_flight = threading.Lock()
 
     def run_batch(batch: DataFrame, batch_id: int) -> None:

@@ -19,6 +19,7 @@ import contextlib
 import datetime as dt
 import shutil
 import signal
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -377,12 +378,17 @@ def start_stream(
 
     database = engine.url.render_as_string(hide_password=True)
     failures: list[StreamDatabaseError] = []
+    stop = threading.Event()
 
     def failed(doing: str, error: Exception) -> StreamDatabaseError:
         failure = StreamDatabaseError(
             f"{doing} the database at {database} failed: {one_line(error)}"
         )
         failures.append(failure)
+        # A write fails on the writer's thread; left alone, its error would come out only when
+        # the next batch is handed over, which a continuous job on a quiet topic may wait for
+        # indefinitely. The failed batch is not committed: the next run resumes before it.
+        stop.set()
         return failure
 
     def write(batch: PreparedBatch) -> None:
@@ -411,6 +417,7 @@ def start_stream(
         checkpoint_dir,
         interval=interval,
         start_at=starting_offsets(source.topic, partitions, resume),
+        stop=stop,
     )
     return SalesStream(running=running, writer=writer, database_failures=failures)
 
