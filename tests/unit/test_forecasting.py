@@ -6,6 +6,7 @@ import copy
 import datetime as dt
 import json
 import pickle
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from functools import partial
@@ -19,8 +20,10 @@ import pytest
 from sfmlops.core import columns
 from sfmlops.core.forecasting import gbm, metrics, model_selection
 from sfmlops.core.forecasting.backtest import (
+    POINT_SCALE,
     ROLLING,
     SEASON,
+    UNCALIBRATED,
     WINDOW_KIND,
     backtest_windows,
     calibration_of,
@@ -783,17 +786,24 @@ def test_a_backtest_never_shows_a_model_its_window(
     assert not np.allclose(again[metrics.ACTUAL], honest[metrics.ACTUAL])
 
 
-def test_later_backtest_windows_are_calibrated_on_the_window_before(
-    sales: pd.DataFrame, stores: pd.DataFrame
-) -> None:
-    windows = backtest_windows(sales[columns.SALES_DATE].max(), windows=3, horizon_days=28)
-    given: list[IntervalCalibration | None] = []
+def naive_recording(
+    given: list[IntervalCalibration | None],
+) -> Callable[..., SeasonalNaiveForecaster]:
+    """A seasonal-naive factory that appends the calibration it makes each model with."""
 
     def naive(*, calibration: IntervalCalibration | None = None) -> SeasonalNaiveForecaster:
         given.append(calibration)
         return SeasonalNaiveForecaster(calibration=calibration)
 
-    scored = run_backtest(sales, stores, {"seasonal_naive": naive}, windows)
+    return naive
+
+
+def test_later_backtest_windows_are_calibrated_on_the_window_before(
+    sales: pd.DataFrame, stores: pd.DataFrame
+) -> None:
+    windows = backtest_windows(sales[columns.SALES_DATE].max(), windows=3, horizon_days=28)
+    given: list[IntervalCalibration | None] = []
+    scored = run_backtest(sales, stores, {"seasonal_naive": naive_recording(given)}, windows)
     # The first window probes for its own calibration; each later one takes the errors of
     # the window just before it, which lie before its cutoff.
     assert given[0] is None
@@ -861,6 +871,42 @@ def test_the_backtest_reports_season_windows(stores: pd.DataFrame) -> None:
     assert season[metrics.RMSPE].notna().all()
     assert season[metrics.COVERAGE_80].notna().all()
     assert report.reported_window == 3
+
+
+def test_a_season_window_is_calibrated_on_the_rolling_windows_without_a_probe(
+    stores: pd.DataFrame,
+) -> None:
+    sales = synthetic_sales(days=480)
+    windows = backtest_windows(
+        sales[columns.SALES_DATE].max(),
+        windows=2,
+        horizon_days=28,
+        season_windows=1,
+        first_date=sales[columns.SALES_DATE].min(),
+    )
+    assert [w.kind for w in windows] == [SEASON, ROLLING, ROLLING]
+    given: list[IntervalCalibration | None] = []
+    scored = run_backtest(sales, stores, {"seasonal_naive": naive_recording(given)}, windows)
+    # The season window's model is handed a calibration, so it fits no probe; the first
+    # rolling window (nothing just before it) probes for its own.
+    assert given[0] is UNCALIBRATED
+    assert given[1] is None
+    expected = calibration_of(scored[scored[columns.BACKTEST_WINDOW].isin([2, 3])])
+    season = scored[scored[columns.BACKTEST_WINDOW] == 1]
+    assert (season[POINT_SCALE] == expected.scale).all()
+    assert expected.scale != 1.0
+    alone = SeasonalNaiveForecaster(calibration=expected).fit(
+        sales[sales[columns.SALES_DATE] <= windows[0].cutoff], stores
+    )
+    target = sales[
+        (sales[columns.SALES_DATE] >= windows[0].start)
+        & (sales[columns.SALES_DATE] <= windows[0].end)
+    ]
+    served = alone.predict(as_future(target))
+    for column in columns.FORECAST_VALUES:
+        np.testing.assert_allclose(season[column].to_numpy(), served[column].to_numpy())
+    open_days = season[columns.OPEN] == 1
+    assert (season.loc[open_days, columns.YHAT_LOWER] < season.loc[open_days, columns.YHAT]).all()
 
 
 def test_a_window_fitted_on_too_little_history_to_calibrate_reports_no_coverage(

@@ -25,6 +25,7 @@ from sfmlops.core.forecasting.base import (
     Forecaster,
     IntervalCalibration,
     as_future,
+    forecast_frame,
     horizon_of,
 )
 
@@ -128,11 +129,16 @@ def run_backtest(
         Scored forecasts: `model`, `backtest_window`, `cutoff`, `horizon_days`,
         `columns.FORECAST_COLUMNS`, `open`, `actual` (sales) and `point_scale`, for every
         day of every window; the interval columns are NaN where the window's model had no
-        calibration (too little history before its cutoff).
+        calibration (too little history before its cutoff). A season window with no window
+        just before it carries the calibration of the rolling windows' errors, as the
+        served model does.
     """
-    parts = []
+    parts: list[pd.DataFrame] = []
     previous: BacktestWindow | None = None
     previous_rows: dict[str, pd.DataFrame] = {}
+    # Season windows calibrated on the rolling windows' errors once those are scored.
+    deferred: list[tuple[int, str, BacktestWindow]] = []
+    has_rolling = any(window.kind == ROLLING for window in windows)
     for window in windows:
         seen = history[history[columns.SALES_DATE] <= window.cutoff]
         if seen.empty:
@@ -147,10 +153,19 @@ def run_backtest(
         # (the days before the cutoff, by a model fitted without them), with the real model
         # instead of a cheaper probe: its errors calibrate this window for free.
         follows = previous is not None and previous.end == window.cutoff
+        # A season window is reported, never used for champions or the served model's
+        # calibration: instead of a probe of its own (a fit on its history minus 48 days,
+        # 6.5-7.9 CPU s of a 1,115-store training job; docs/benchmarks.md) it is calibrated
+        # as the served model is, on the rolling windows' errors, which also says whether
+        # the served model's intervals hold in the season.
+        defer = window.kind == SEASON and not follows and has_rolling
         for name, factory in models.items():
             if on_fit:
                 on_fit(name, window)
             calibration = calibration_of(previous_rows[name]) if follows else None
+            if defer:
+                calibration = UNCALIBRATED
+                deferred.append((len(parts), name, window))
             forecaster = factory(calibration=calibration)
             if isinstance(forecaster, CalibratedForecaster):
                 forecaster = forecaster.backtest_stand_in()
@@ -175,7 +190,33 @@ def run_backtest(
             parts.append(forecast)
             previous_rows[name] = forecast
         previous = window
-    return pd.concat(parts, ignore_index=True)
+    scored = pd.concat(parts, ignore_index=True)
+    rolling = scored[columns.BACKTEST_WINDOW].isin(
+        [window.number for window in windows if window.kind == ROLLING]
+    )
+    for position, name, window in deferred:
+        errors = scored[rolling & (scored[columns.MODEL] == name)]
+        parts[position] = recalibrated(parts[position], calibration_of(errors), window.cutoff)
+    return pd.concat(parts, ignore_index=True) if deferred else scored
+
+
+# Passed to a model whose window is calibrated later (`recalibrated`): it skips the probe.
+UNCALIBRATED = IntervalCalibration(
+    horizons=np.array([1]), quantiles={column: np.zeros(1) for column, _ in INTERVAL_QUANTILES}
+)
+
+
+def recalibrated(
+    scored: pd.DataFrame, calibration: IntervalCalibration, cutoff: pd.Timestamp
+) -> pd.DataFrame:
+    """One window's scored forecasts (`run_backtest`, fitted at `cutoff`) as if their model
+    had carried this calibration: its RMSPE factor and intervals on the raw point forecasts."""
+    raw = scored[columns.YHAT].to_numpy(dtype=float) / scored[POINT_SCALE].to_numpy(dtype=float)
+    framed = forecast_frame(scored, raw, calibration, cutoff)
+    return scored.assign(
+        **{column: framed[column].to_numpy() for column in columns.FORECAST_VALUES},
+        **{POINT_SCALE: calibration.scale},
+    )
 
 
 def calibration_of(scored: pd.DataFrame) -> IntervalCalibration:

@@ -67,7 +67,8 @@ class GBMParams:
     stores (about 800,000 open days) takes about 20 s. 250 rounds rather than 300 cost 0.0004
     to 0.0006 RMSPE on each of the last three 48-day backtest windows for a sixth less time
     (docs/benchmarks.md); a full training job fits one booster per backtest window (and a
-    cheaper probe where a window has no window just before it) and `members` for the served one.
+    cheaper probe where a rolling window has no window just before it) and `members` for the
+    served one.
     """
 
     rounds: int = 250
@@ -263,7 +264,7 @@ class GlobalGBMForecaster(CalibratedForecaster):
 
     def _probe(self) -> Self:
         # A third of the rounds at up to three times the rate: errors close to the full
-        # model's for a third of the time (only a backtest's first window is probed); one
+        # model's for a third of the time (only a backtest's first rolling window is probed); one
         # member of a blend, as in the backtest windows.
         cheaper = replace(
             self.params,
