@@ -76,7 +76,7 @@ from sfmlops.core.forecasting.retraining import (
     level_factor,
     retrain_series,
 )
-from sfmlops.services.api import serving
+from sfmlops.services.api import forecast_requests, serving
 
 # Monday .. Sunday multipliers; Sundays closed.
 WEEKLY = np.array([1.3, 1.0, 0.9, 0.95, 1.1, 1.4, 0.0])
@@ -1353,8 +1353,8 @@ def test_a_planned_promotion_lifts_the_served_forecast_and_is_named_as_the_plan(
         json.loads(body)
         for body in serving.forecast(
             served,
-            serving.ForecastBatch.of(
-                [serving.SeriesRequest(store, "total", tuple(days)) for store in (3, 4)]
+            forecast_requests.ForecastBatch.of(
+                [forecast_requests.SeriesRequest(store, "total", tuple(days)) for store in (3, 4)]
             ),
         )
     )
@@ -1373,7 +1373,7 @@ def test_a_planned_promotion_lifts_the_served_forecast_and_is_named_as_the_plan(
     assert issued[4].tolist() == ["default"]
     # Sliced from the horizon computed at load (the GET path) and predicted agree.
     sliced = json.loads(
-        serving.sliced(served, serving.SeriesRequest(3, "total", tuple(days))) or ""
+        serving.sliced(served, forecast_requests.SeriesRequest(3, "total", tuple(days))) or ""
     )
     assert sliced["forecast"] == forecast
 

@@ -34,6 +34,7 @@ from sfmlops.core.validation import shortened
 from sfmlops.services.api.auth import TokenAuth
 from sfmlops.services.api.database_probe import DatabaseProbe
 from sfmlops.services.api.deps import BearerDoc, ModelUnavailableError
+from sfmlops.services.api.forecast_requests import InvalidForecastRequestError, UnknownSeriesError
 from sfmlops.services.api.model_cache import ModelCache
 from sfmlops.services.api.prometheus_metrics import (
     ApiMetrics,
@@ -51,11 +52,7 @@ from sfmlops.services.api.routes import (
     stores,
     system,
 )
-from sfmlops.services.api.serving import (
-    InvalidForecastRequestError,
-    ServedModel,
-    UnknownSeriesError,
-)
+from sfmlops.services.api.serving import ServedModel
 from sfmlops.settings import Settings
 
 log = logging.getLogger("sfmlops.api")

@@ -10,7 +10,7 @@ from typing_extensions import TypedDict
 
 from sfmlops.core import columns
 from sfmlops.core.forecasting.models import DEFAULT_MODELS, MODEL_NAMES, model_set
-from sfmlops.services.api.serving import MAX_REQUEST_DAYS
+from sfmlops.services.api.forecast_requests import MAX_REQUEST_DAYS
 
 MAX_SALES_RECORDS = 50_000
 MAX_STORE_ID = 2**31 - 1  # the database's store_id is a 32-bit INTEGER

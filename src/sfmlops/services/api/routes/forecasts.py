@@ -14,7 +14,7 @@ from starlette.responses import Response
 
 from sfmlops.adapters.db import forecast_records
 from sfmlops.core import columns
-from sfmlops.services.api import schemas, serving
+from sfmlops.services.api import forecast_json, forecast_requests, schemas, serving
 from sfmlops.services.api.deps import MetricsDep, ModelCacheDep, ModelDep, ReadEngineDep
 from sfmlops.services.api.model_cache import NO_CHAMPION
 from sfmlops.services.api.routes.stores import ProductQuery, StoreIdPath
@@ -41,7 +41,9 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 DaysQuery = Annotated[
     int,
-    Query(ge=1, le=serving.MAX_REQUEST_DAYS, description="Days to forecast from `start`."),
+    Query(
+        ge=1, le=forecast_requests.MAX_REQUEST_DAYS, description="Days to forecast from `start`."
+    ),
 ]
 StartQuery = Annotated[
     dt.date | None,
@@ -59,7 +61,7 @@ async def store_forecast(
     store_id: StoreIdPath,
     model: ModelDep,
     metrics: MetricsDep,
-    days: DaysQuery = serving.DEFAULT_HORIZON_DAYS,
+    days: DaysQuery = forecast_requests.DEFAULT_HORIZON_DAYS,
     start: StartQuery = None,
     product_id: ProductQuery = columns.DEFAULT_PRODUCT,
 ) -> Response:
@@ -68,15 +70,17 @@ async def store_forecast(
     # that predicts goes to the thread pool.
     key = (store_id, product_id)
     serving.check_series(model, key)
-    if (start is None or start == model.default_start) and days == serving.DEFAULT_HORIZON_DAYS:
+    if (
+        start is None or start == model.default_start
+    ) and days == forecast_requests.DEFAULT_HORIZON_DAYS:
         body = model.default_bodies[key]
     else:
-        request = serving.SeriesRequest(
+        request = forecast_requests.SeriesRequest(
             store_id, product_id, serving.horizon(start or model.default_start, days)
         )
         sliced = serving.sliced(model, request)
         if sliced is None:
-            batch = serving.ForecastBatch.of([request])
+            batch = forecast_requests.ForecastBatch.of([request])
             (sliced,) = await run_in_threadpool(serving.forecast, model, batch)
         body = sliced
     metrics.forecasts_served.labels(endpoint="store").inc(days)
@@ -119,7 +123,7 @@ def _batch_answer(model: ServedModel, body: bytes) -> tuple[bytes, int]:
 
 def _forecast_batch(
     items: Sequence[schemas.SeriesForecastRequest], default_start: dt.date
-) -> serving.ForecastBatch:
+) -> forecast_requests.ForecastBatch:
     """A validated body as columns: each series' days, and every day's covariates as given
     (a missing or null field is not given)."""
     day_counts: list[int] = []
@@ -130,18 +134,18 @@ def _forecast_batch(
             day_ordinals.extend(day.toordinal() for day in item.dates)
         else:
             first = (item.start or default_start).toordinal()
-            days = item.days or serving.DEFAULT_HORIZON_DAYS
+            days = item.days or forecast_requests.DEFAULT_HORIZON_DAYS
             day_counts.append(days)
             day_ordinals.extend(range(first, first + days))
     entries = [(index, day) for index, item in enumerate(items) for day in item.covariates or ()]
-    return serving.ForecastBatch.of_columns(
+    return forecast_requests.ForecastBatch.of_columns(
         [item.store_id for item in items],
         [item.product_id for item in items],
         day_counts,
         day_ordinals,
         [index for index, _ in entries],
         [day["date"].toordinal() for _, day in entries],
-        {name: [day.get(name) for _, day in entries] for name in serving.COVARIATES},
+        {name: [day.get(name) for _, day in entries] for name in forecast_requests.COVARIATES},
     )
 
 
@@ -222,7 +226,7 @@ async def champion_model(
     # A store total summed from products is described by the products' entries.
     series = model.store_totals.get(key, (key,))
     return Response(
-        serving.to_json(
+        forecast_json.to_json(
             model.champion | {"stores": [model.champion_series[each] for each in series]}
         ),
         media_type=JSON,
