@@ -1470,3 +1470,30 @@ def test_the_plan_fills_what_the_caller_left_missing_and_the_caller_wins() -> No
     assert frame[columns.PROMO].iloc[2:].isna().all()  # store 2 has no plan: left to derive
     assert from_plan[columns.PROMO].tolist() == [True, False, False, False]
     assert from_plan[columns.OPEN].tolist() == [True, True, False, False]
+
+
+def test_a_warm_up_builds_what_a_sharded_gbm_builds_on_its_first_forecast(
+    sales: pd.DataFrame, stores: pd.DataFrame
+) -> None:
+    seen, _ = split(sales, 28)
+    sharded = GlobalGBMForecaster(replace(SMALL_GBM, shard_series=3)).fit(seen, stores)
+    trained, days = serving_bundle(sharded, seen, stores)
+    now = dt.datetime.now(dt.UTC)
+    saved = serving.prepare(trained, "1", "run", now, days[0]).horizon_forecasts
+    # A champion loaded as the API loads one: from its files, with the horizon its training
+    # job saved, so that nothing is predicted while preparing it.
+    loaded = pickle.loads(pickle.dumps(trained))
+    served = serving.prepare(loaded, "1", "run", now, days[0], earlier=saved)
+    gbm = loaded.models[sharded.name]
+    assert "_shard_tables" not in vars(gbm)
+
+    serving.warm_up(served)
+
+    assert "_shard_tables" in vars(gbm)
+    # It changes no forecast.
+    request = forecast_requests.ForecastBatch.of(
+        [forecast_requests.SeriesRequest(4, "total", tuple(days))]
+    )
+    assert serving.forecast(served, request) == serving.forecast(
+        serving.prepare(trained, "1", "run", now, days[0], earlier=saved), request
+    )

@@ -283,6 +283,12 @@ class ModelCache:
             # are predicted here.
             earlier=serving.HorizonForecasts.load(folder),
         )
+        try:
+            serving.warm_up(model)
+        except Exception as error:  # a slice of the horizon still answers every GET
+            log.warning(
+                "champion version %s failed a warm-up forecast: %s", model.version, _short(error)
+            )
         log.info(
             "serving champion version %s",
             model.version,
