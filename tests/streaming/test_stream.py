@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import signal
@@ -21,7 +20,7 @@ from sfmlops.adapters.db import stream_offset_records
 from sfmlops.adapters.db.engine import make_engine
 from sfmlops.core import columns, events
 from tests.support.killable_postgres import KillablePostgres
-from tests.support.stream_harness import StreamEnv
+from tests.support.stream_harness import StreamEnv, kill_if_running
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
@@ -160,8 +159,7 @@ def test_a_killed_stream_restarts_without_losing_or_repeating_a_record(
             lambda: len(stream_env.sales()) > before, timeout=180, what="a batch after restart"
         )
     finally:
-        os.killpg(running.pid, signal.SIGKILL)
-        running.wait(timeout=30)
+        kill_if_running(running)
     assert running.returncode == -signal.SIGKILL
 
     # 4. A plain restart finishes the topic: every record once, none lost.
@@ -261,9 +259,7 @@ def test_a_database_killed_inside_a_batch_loses_and_repeats_nothing(
         # The job stops with an error (its supervisor restarts it); it does not hang.
         output, _ = running.communicate(timeout=120)
     finally:
-        if running.poll() is None:
-            os.killpg(running.pid, signal.SIGKILL)
-            running.wait(timeout=30)
+        kill_if_running(running)
     assert running.returncode == 1, output
     # One line says what failed and where; Spark's and Python's stack traces go to the log.
     failure = re.search(
@@ -317,9 +313,7 @@ def test_a_write_the_database_refuses_stops_a_continuous_job_with_no_further_eve
         # next batch that a quiet topic may never bring.
         output, _ = running.communicate(timeout=120)
     finally:
-        if running.poll() is None:
-            os.killpg(running.pid, signal.SIGKILL)
-            running.wait(timeout=30)
+        kill_if_running(running)
     assert running.returncode == 1, output
     assert re.search(
         r"^error: the stream stopped: writing batch \d+ to the database at postgresql\S+ failed: "

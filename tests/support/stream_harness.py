@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -192,3 +193,11 @@ class StreamEnv:
         with self.engine.connect() as connection:
             rows = connection.execute(select(ingest_dead_letters)).mappings().all()
         return pd.DataFrame([dict(row) for row in rows])
+
+
+def kill_if_running(process: subprocess.Popen[str]) -> None:
+    """SIGKILL a command `StreamEnv.start` started, with its process group (Spark's JVM),
+    unless it has exited; then reap it."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
