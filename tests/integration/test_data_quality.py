@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +17,7 @@ from sfmlops.adapters.db.engine import make_engine, migrate
 from sfmlops.adapters.db.tables import forecasts
 from sfmlops.core import columns
 from sfmlops.services import data_quality
+from tests.support.cli_processes import environment
 
 pytestmark = pytest.mark.integration
 DAY = dt.date(2015, 6, 13)
@@ -119,8 +119,7 @@ def test_check_commands_exit_non_zero_on_a_breach(tmp_path: Path) -> None:
     seed(engine)
     add_forecasts(engine, "8", {1: 7, 2: 7, 3: 7})
     engine.dispose()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SFMLOPS_")}
-    env |= {"SFMLOPS_HOME": str(tmp_path), "SFMLOPS_DATABASE_URL": url, "NO_COLOR": "1"}
+    env = environment(tmp_path, database_url=url) | {"NO_COLOR": "1"}
     command = [str(Path(sys.executable).with_name("sfmlops")), "check"]
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests.support.cli_processes import environment
 
 pytestmark = pytest.mark.integration
 PROCESSES = 4
@@ -23,10 +24,7 @@ print(registry.experiment_id(client, settings), registry.version_with_alias(clie
 
 def test_concurrent_first_use_of_a_fresh_home_creates_the_store_once(tmp_path: Path) -> None:
     home = tmp_path / "home"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SFMLOPS_")} | {
-        "SFMLOPS_HOME": str(home),
-        "MLFLOW_DISABLE_TELEMETRY": "true",
-    }
+    env = environment(home)
     processes = [
         subprocess.Popen(
             [sys.executable, "-c", FIRST_USE],

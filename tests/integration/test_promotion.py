@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,17 +14,14 @@ from sfmlops.core.forecasting.bundle import ForecastBundle
 from sfmlops.services import loading
 from sfmlops.services.model_training import champion_bundle, version_folder
 from sfmlops.settings import Settings
+from tests.support.cli_processes import environment
 from tests.support.model_registry import train_champion
 
 pytestmark = pytest.mark.integration
 
 
 def _retrain(home: Path, store: int, log: Path) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SFMLOPS_")} | {
-        "SFMLOPS_HOME": str(home),
-        "MLFLOW_DISABLE_TELEMETRY": "true",
-        "RAY_USAGE_STATS_ENABLED": "0",
-    }
+    env = environment(home)
     command = [str(Path(sys.executable).with_name("sfmlops")), "train", "--stores", str(store),
                "--executor", "sequential"]  # fmt: skip
     return subprocess.Popen(command, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)

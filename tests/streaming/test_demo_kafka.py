@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import tempfile
@@ -12,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from tests.support.cli_processes import environment
 from tests.support.stream_harness import SFMLOPS
 
 pytestmark = pytest.mark.e2e
@@ -30,13 +30,7 @@ def home() -> Iterator[Path]:
 def test_demo_with_kafka_streams_the_last_days_into_postgres(
     home: Path, rossmann_slice: Path, jars_dir: Path
 ) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SFMLOPS_")}
-    env |= {
-        "SFMLOPS_HOME": str(home),
-        "SFMLOPS_JARS_DIR": str(jars_dir),
-        "COLUMNS": "200",
-        "NO_COLOR": "1",
-    }
+    env = environment(home, jars_dir=str(jars_dir)) | {"COLUMNS": "200", "NO_COLOR": "1"}
 
     result = subprocess.run(
         [

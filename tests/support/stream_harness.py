@@ -27,6 +27,7 @@ from sfmlops.adapters.db import sales_records
 from sfmlops.adapters.db.tables import ingest_dead_letters
 from sfmlops.adapters.kafka_security import PLAINTEXT, KafkaSecurity
 from tests.support import ROOT
+from tests.support.cli_processes import environment
 
 STREAM_TIMEOUT_SECONDS = 240
 SFMLOPS = str(Path(sys.executable).with_name("sfmlops"))
@@ -140,18 +141,15 @@ class StreamEnv:
     security: KafkaSecurity = PLAINTEXT
 
     def env(self, **overrides: str) -> dict[str, str]:
-        base = {k: v for k, v in os.environ.items() if not k.startswith("SFMLOPS_")}
         return (
-            base
-            | {
-                "SFMLOPS_HOME": str(self.home),
-                "SFMLOPS_DATABASE_URL": self.database_url,
-                "SFMLOPS_KAFKA_BOOTSTRAP_SERVERS": self.broker.bootstrap_servers,
-                "SFMLOPS_KAFKA_TOPIC": self.topic,
-                "SFMLOPS_JARS_DIR": str(self.jars_dir),
-                "COLUMNS": "200",
-                "NO_COLOR": "1",
-            }
+            environment(
+                self.home,
+                database_url=self.database_url,
+                kafka_bootstrap_servers=self.broker.bootstrap_servers,
+                kafka_topic=self.topic,
+                jars_dir=str(self.jars_dir),
+            )
+            | {"COLUMNS": "200", "NO_COLOR": "1"}
             | self.extra_env
             | overrides
         )
