@@ -15,6 +15,11 @@ Not part of `make test`. Run from the repository root:
 4. Registry operations with N versions of `sfmlops-forecaster` in a real `mlflow server`
    (SQLite backend): resolve the champion alias, list versions, load the champion as a
    pyfunc model; medians of 20 calls.
+
+`--revisions SRC,SRC [--rounds 2]` instead times the default `sfmlops train` of each source
+tree (a checkout's `src`, put first on PYTHONPATH), alternated round by round, each in a fresh
+HOME loaded by that tree: wall time, CPU seconds and peak memory of the process tree, the load
+average before each run. Alternating keeps a change in the machine's speed from favouring one.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import socket
 import statistics
@@ -53,7 +59,16 @@ def main() -> None:
     parser.add_argument(
         "--output", type=Path, default=Path("benchmarks/results/training_job_costs.json")
     )
+    parser.add_argument(
+        "--revisions", default=None, help="source trees whose default `sfmlops train` is timed"
+    )
+    parser.add_argument("--rounds", type=int, default=2, help="alternations of --revisions")
+    parser.add_argument("--train-stores", default=None, help="`--stores` of the timed training")
     args = parser.parse_args()
+    if args.revisions:
+        sources = [Path(source).absolute() for source in args.revisions.split(",")]
+        print(revisions_table(alternated_trainings(sources, args.rounds, args.train_stores)))
+        return
     results: dict[str, Any] = {"machine": machine()}
     if args.output.exists():  # parts run separately add up in one file
         results = json.loads(args.output.read_text()) | results
@@ -79,9 +94,52 @@ def main() -> None:
     print(json.dumps(results, indent=2, default=str))
 
 
+def alternated_trainings(
+    sources: list[Path], rounds: int, stores: str | None
+) -> list[dict[str, Any]]:
+    """The default `sfmlops train` of each source tree in turn, `rounds` times, fresh HOMEs."""
+    for source in sources:
+        if not (source / "sfmlops" / "__init__.py").is_file():
+            raise SystemExit(
+                f"--revisions: {source} has no sfmlops package (give a checkout's src)"
+            )
+    runs = []
+    for round_number in range(1, rounds + 1):
+        for source in sources:
+            home = Path(tempfile.mkdtemp(prefix="sfmlops-bench-"))
+            env = environment(home) | {"PYTHONPATH": str(source)}
+            try:
+                run(["load-data"], env)
+                load = " ".join(f"{value:.1f}" for value in os.getloadavg())
+                arguments = ["train"] + (["--stores", stores] if stores else [])
+                runs.append(
+                    {"source": str(source), "round": round_number, "load_average_before": load}
+                    | timed_command(arguments, env)
+                )
+            finally:
+                shutil.rmtree(home, ignore_errors=True)
+    return runs
+
+
+def revisions_table(runs: list[dict[str, Any]]) -> str:
+    lines = [
+        "| source | round | wall s | CPU s | peak MiB | load before |",
+        "|---|---:|---:|---:|---:|---|",
+    ]
+    lines += [
+        f"| {r['source']} | {r['round']} | {r['seconds']} | {r['cpu_seconds']} "
+        f"| {r['peak_memory_mib']:,} | {r['load_average_before']} |"
+        for r in runs
+    ]
+    return "\n".join(lines)
+
+
 def timed_command(arguments: list[str], env: dict[str, str]) -> dict[str, Any]:
-    """Run `sfmlops ARGUMENTS`; wall time and the process tree's peak memory."""
+    """Run `sfmlops ARGUMENTS`; wall time, CPU time and the process tree's peak memory."""
     log(f"sfmlops {' '.join(arguments)}")
+    # CPU of every finished descendant its parent waited for (Ray's workers included), as
+    # `/usr/bin/time` counts it.
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     process = subprocess.Popen(
         [SFMLOPS, *arguments], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
@@ -90,11 +148,15 @@ def timed_command(arguments: list[str], env: dict[str, str]) -> dict[str, Any]:
     output, _ = process.communicate()
     seconds = time.perf_counter() - started
     peak.stop()
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if process.returncode != 0:
         raise RuntimeError(f"sfmlops {' '.join(arguments)} failed:\n{output}")
     return {
         "command": "sfmlops " + " ".join(arguments),
         "seconds": round(seconds, 1),
+        "cpu_seconds": round(
+            after.ru_utime + after.ru_stime - children.ru_utime - children.ru_stime, 1
+        ),
         "peak_memory_mib": round(peak.peak / 2**20),
         "output_tail": [line for line in output.strip().splitlines() if line.strip()][-3:],
     }
