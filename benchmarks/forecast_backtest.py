@@ -234,6 +234,16 @@ _BEFORE_EXTENDED = replace(
     ),
 )
 
+# The default gbm from 2026-12-06 to 2026-12-07: `BLEND` with a second booster of 150 rounds
+# at 0.15, backtest windows fitting one booster of 170 rounds at 0.15.
+_BLEND_R150_BT170 = replace(
+    BLEND,
+    member_rounds=150,
+    member_learning_rate=0.15,
+    backtest_rounds=170,
+    backtest_learning_rate=0.15,
+)
+
 # Variant -> (gbm settings, season windows in its training). `before`: the default until
 # the extended calendar (school-holiday run position, days since a promotion started or
 # ended, four-week level) replaced it; `default`: today's default.
@@ -270,7 +280,10 @@ VARIANTS: dict[str, tuple[GBMParams, int]] = {
     # blend_r150 whose backtest windows fit a cheaper booster (170 rounds at 0.15), so that
     # the served model's second booster costs a training job no more time: the default since
     # 2026-12-06.
-    "blend_r150_bt170": (DEFAULT_PARAMS, 1),
+    "blend_r150_bt170": (_BLEND_R150_BT170, 1),
+    # The default since 2026-12-07: `BLEND` of 95 leaves (a second booster of 250 rounds at
+    # 0.1), the backtest's booster as blend_r150_bt170's (63 leaves, 170 rounds at 0.15).
+    "blend_l95_r250": (DEFAULT_PARAMS, 1),
     "leaves95": (GBMParams(num_leaves=95), 1),
     # The single booster with another seed: how far a choice's gain is from what a seed moves.
     "seed18": (GBMParams(seed=18), 1),

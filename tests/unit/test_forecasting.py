@@ -13,6 +13,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import lightgbm as lgb
 import numpy as np
 import pandas as pd
 import pytest
@@ -424,20 +425,53 @@ def test_backtest_windows_fit_the_first_member_of_a_blend_alone(
     assert all(model.booster_ is not None and not model.member_boosters_ for model in fitted)
     single = GlobalGBMForecaster(SMALL_GBM)
     assert single.backtest_stand_in() is single
-    # A cheaper stand-in where the settings ask for one: its own rounds and rate.
+    # A cheaper stand-in where the settings ask for one: its own rounds, rate and leaves.
     cheaper = GlobalGBMForecaster(
-        replace(SMALL_GBM, members=2, backtest_rounds=60, backtest_learning_rate=0.2)
+        replace(
+            SMALL_GBM,
+            members=2,
+            backtest_rounds=60,
+            backtest_learning_rate=0.2,
+            backtest_num_leaves=7,
+        )
     )
     assert cheaper.backtest_stand_in().params == replace(
-        cheaper.params, members=1, rounds=60, learning_rate=0.2
+        cheaper.params, members=1, rounds=60, learning_rate=0.2, num_leaves=7
     )
     # Reports name what they scored: the stand-in, and the model served in its place.
     assert single.stand_in_description() is None
     assert cheaper.stand_in_description() == (
-        f"one booster of 60 rounds at learning rate 0.2, in place of the served blend of 2 "
-        f"boosters ({SMALL_GBM.rounds} rounds at learning rate {SMALL_GBM.learning_rate:g}; "
-        f"then {SMALL_GBM.rounds} rounds at {SMALL_GBM.learning_rate:g})"
+        f"one booster of 60 rounds at learning rate 0.2, 7 leaves, in place of the served "
+        f"blend of 2 boosters of {SMALL_GBM.num_leaves} leaves ({SMALL_GBM.rounds} rounds at "
+        f"learning rate {SMALL_GBM.learning_rate:g}; then {SMALL_GBM.rounds} rounds at "
+        f"{SMALL_GBM.learning_rate:g})"
     )
+
+
+def test_the_backtest_booster_grows_its_own_leaves_and_the_served_blend_the_models(
+    sales: pd.DataFrame, stores: pd.DataFrame
+) -> None:
+    # The default serves boosters of 95 leaves and backtests one of 63: larger trees cost a
+    # training job one fit's extra time, not one per backtest window.
+    params = replace(SMALL_GBM, members=2, num_leaves=31, backtest_num_leaves=7)
+    served = GlobalGBMForecaster(params).fit(sales, stores)
+    stand_in = GlobalGBMForecaster(params).backtest_stand_in().fit(sales, stores)
+
+    assert served.booster_ is not None
+    assert stand_in.booster_ is not None
+    boosters = [served.booster_, *served.member_boosters_]
+    assert [booster.params["num_leaves"] for booster in boosters] == [31, 31]
+    assert stand_in.booster_.params["num_leaves"] == 7
+    assert not stand_in.member_boosters_
+    # The leaves the trees grew, not only the setting: some tree of each reaches its limit.
+    assert max(_leaves_per_tree(stand_in.booster_)) == 7
+    assert max(_leaves_per_tree(served.booster_)) > 7
+    default = GlobalGBMForecaster()
+    assert default.backtest_stand_in().params.num_leaves < default.params.num_leaves
+
+
+def _leaves_per_tree(booster: lgb.Booster) -> list[int]:
+    return [tree["num_leaves"] for tree in booster.dump_model()["tree_info"]]
 
 
 @pytest.mark.parametrize(

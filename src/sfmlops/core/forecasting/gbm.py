@@ -75,8 +75,9 @@ class GBMParams:
     learning_rate: float = 0.1
     # Leaves of >= 30 days drawing 70 % of the days per round (until 2026-12-05: >= 100 days,
     # 40 %): chosen on the season window 2014-06-14..07-31, at the same training time. 95
-    # leaves scored better still but took sfmlops train to 152 s on 2 cores, over its 150 s
-    # budget (docs/benchmarks.md, "Tuning the gbm").
+    # leaves in every booster scored better still but took sfmlops train to 152 s on 2 cores,
+    # over its 150 s budget (docs/benchmarks.md, "Tuning the gbm"); `DEFAULT_PARAMS` serves
+    # 95 and backtests 63 (`backtest_num_leaves`).
     num_leaves: int = 63
     min_data_in_leaf: int = 30
     feature_fraction: float = 0.7
@@ -107,16 +108,20 @@ class GBMParams:
     member_excluded_features: tuple[str, ...] = ()
     # Rounds and learning rate of the members after the first (None: the first's). Fewer
     # rounds at a higher rate make a blend's extra boosters cheaper: the second booster's
-    # time is most of what a blend adds to a training job (150 rounds at 0.15 in
-    # `DEFAULT_PARAMS`; docs/benchmarks.md, "A cheaper second booster, and the champion margin").
+    # time is most of what a blend adds to a training job (150 rounds at 0.15 cost the season
+    # window 0.0006 in raw fits against 250 at 0.1, which `DEFAULT_PARAMS` fits since
+    # 2026-12-07; docs/benchmarks.md, "A larger served blend").
     member_rounds: int | None = None
     member_learning_rate: float | None = None
     # Rounds and learning rate of the booster a backtest window fits (None: the first
     # member's). Backtest windows are most of a training job's LightGBM time; a cheaper
-    # stand-in there can pay for a blend's second booster in the served model, at the price
-    # of calibrating intervals and the RMSPE factor on a slightly weaker model's errors.
+    # stand-in there can pay for a larger served model, at the price of calibrating
+    # intervals and the RMSPE factor on a weaker model's errors (a little wide for it).
     backtest_rounds: int | None = None
     backtest_learning_rate: float | None = None
+    # Leaves of the backtest's booster (None: the first member's): larger trees in the served
+    # model only cost a training job one fit's extra time, not one per backtest window.
+    backtest_num_leaves: int | None = None
     # Most series one booster is fitted on. More are split into shards of whole stores,
     # each a model of its own (a task of the injected executor), so the features built at
     # once (the memory peak of a fit) stay bounded whatever the series count. The bundled
@@ -158,17 +163,18 @@ BLEND = GBMParams(
     excluded_features=LOOKAHEAD_PROMO_FEATURES,
 )
 
-# What `GlobalGBMForecaster()` fits (the default model set's gbm): `BLEND` with a cheaper
-# second booster, 150 rounds at 0.15, paid for by backtest windows fitting one booster of 170
-# rounds at 0.15: `sfmlops train` took 6 % less time than with one booster (10 % less CPU).
-# Lower than one booster on the season window through the whole pipeline over seeds 17-21 and
-# on the check window (docs/benchmarks.md, "The cheaper blend as the default").
+# What `GlobalGBMForecaster()` fits (the default model set's gbm): `BLEND` with boosters of
+# 95 leaves, while backtest windows fit one booster of 63 leaves and 170 rounds at 0.15, so
+# the larger served blend costs a training job its final fit's extra time only. Through the
+# whole pipeline, against the blend before it (a second booster of 150 rounds at 0.15, 63
+# leaves; the same backtest), seeds 17-19: the season window 0.1050 against 0.1055, the data's
+# last 48 days 0.0978 against 0.0982 (docs/benchmarks.md, "A larger served blend").
 DEFAULT_PARAMS = replace(
     BLEND,
-    member_rounds=150,
-    member_learning_rate=0.15,
+    num_leaves=95,
     backtest_rounds=170,
     backtest_learning_rate=0.15,
+    backtest_num_leaves=63,
 )
 
 
@@ -244,6 +250,7 @@ class GlobalGBMForecaster(CalibratedForecaster):
             params.members <= 1
             and params.backtest_rounds is None
             and params.backtest_learning_rate is None
+            and params.backtest_num_leaves is None
         ):
             return self
         stand_in = replace(
@@ -251,6 +258,7 @@ class GlobalGBMForecaster(CalibratedForecaster):
             members=1,
             rounds=params.backtest_rounds or params.rounds,
             learning_rate=params.backtest_learning_rate or params.learning_rate,
+            num_leaves=params.backtest_num_leaves or params.num_leaves,
         )
         return type(self)(**{**self._params(), "params": stand_in})
 
@@ -531,14 +539,16 @@ def _boosters(params: GBMParams) -> str:
     """The boosters `params` fit, in words (see `stand_in_description`)."""
     first = f"{params.rounds} rounds at learning rate {params.learning_rate:g}"
     if params.members <= 1:
-        return f"one booster of {first}"
+        return f"one booster of {first}, {params.num_leaves} leaves"
     later = (
         f"{params.member_rounds or params.rounds} rounds at "
         f"{params.member_learning_rate or params.learning_rate:g}"
     )
     if params.member_excluded_features:
         later += f" without {', '.join(params.member_excluded_features)}"
-    return f"blend of {params.members} boosters ({first}; then {later})"
+    return (
+        f"blend of {params.members} boosters of {params.num_leaves} leaves ({first}; then {later})"
+    )
 
 
 def fit_shard(
