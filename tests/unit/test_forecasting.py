@@ -1108,6 +1108,48 @@ def test_interval_calibration_learns_the_rmspe_scale() -> None:
     assert bounds[columns.YHAT_LOWER][0] == pytest.approx(100.0)
 
 
+def test_each_interval_quantile_is_the_median_of_the_windows_own() -> None:
+    # Three backtest windows; the first (a Christmas) errs four times as widely as the others.
+    rng = np.random.default_rng(1)
+    horizon = np.tile(np.arange(1, 29), 300)
+    actual = rng.uniform(50, 150, len(horizon))
+    spreads = (0.4, 0.1, 0.1)
+    forecasts = [actual * np.exp(rng.normal(0, spread, len(actual))) for spread in spreads]
+    forecast, actual_all = np.concatenate(forecasts), np.tile(actual, 3)
+    horizon_all, windows = np.tile(horizon, 3), np.repeat([1, 2, 3], len(actual))
+
+    by_window = IntervalCalibration.of_scored(
+        forecast, actual_all, horizon_all, rescale=True, windows=windows
+    )
+    pooled = IntervalCalibration.of_scored(forecast, actual_all, horizon_all, rescale=True)
+
+    # The factor is learnt on every day; the widths are the middle window's, not the wide
+    # window's tails pooled with the others.
+    assert by_window.scale == pooled.scale
+    upper = by_window.quantiles[columns.YHAT_UPPER]
+    assert (upper < pooled.quantiles[columns.YHAT_UPPER]).all()
+    width = upper - by_window.quantiles[columns.YHAT_LOWER]
+    assert np.median(width) == pytest.approx(2 * 1.2816 * 0.1, abs=0.03)  # the narrow windows'
+    # The median of each window's own quantiles, taken at the common factor.
+    middle = [
+        IntervalCalibration.of(
+            horizon, -np.log(forecast[windows == number] / actual * pooled.scale)
+        )
+        for number in (1, 2, 3)
+    ]
+    np.testing.assert_allclose(
+        upper, np.median([window.quantiles[columns.YHAT_UPPER] for window in middle], axis=0)
+    )
+    assert middle[0].quantiles[columns.YHAT_UPPER].min() > upper.max()
+    # One window: pooled, as before.
+    single = IntervalCalibration.of_scored(
+        forecast, actual_all, horizon_all, rescale=True, windows=np.ones(len(windows))
+    )
+    np.testing.assert_array_equal(
+        single.quantiles[columns.YHAT_UPPER], pooled.quantiles[columns.YHAT_UPPER]
+    )
+
+
 def test_training_builds_a_bundle_that_round_trips(
     tmp_path: Path, sales: pd.DataFrame, stores: pd.DataFrame
 ) -> None:

@@ -223,13 +223,15 @@ def calibration_of(scored: pd.DataFrame) -> IntervalCalibration:
     """Intervals and the RMSPE factor learnt from one model's scored out-of-sample rows.
 
     The factor each row's forecast already carried (`POINT_SCALE`) is undone first, so the
-    new factor is learnt from the model's raw forecasts.
+    new factor is learnt from the model's raw forecasts. Rows of several windows give each
+    interval quantile as the median of the windows' own (`IntervalCalibration.of_scored`).
     """
     return IntervalCalibration.of_scored(
         scored[columns.YHAT].to_numpy(dtype=float) / scored[POINT_SCALE].to_numpy(dtype=float),
         scored[metrics.ACTUAL].to_numpy(dtype=float),
         scored[columns.HORIZON_DAYS].to_numpy(),
         rescale=True,
+        windows=scored[columns.BACKTEST_WINDOW].to_numpy(),
     )
 
 
