@@ -1150,6 +1150,34 @@ def test_each_interval_quantile_is_the_median_of_the_windows_own() -> None:
     )
 
 
+def test_windows_of_unequal_length_hold_their_last_quantile_over_the_horizons_they_lack() -> None:
+    # Two windows of 28 horizons and one that ends at 26 (the days of a shorter last window).
+    rng = np.random.default_rng(2)
+    lengths = (28, 28, 26)
+    horizon = np.concatenate([np.tile(np.arange(1, n + 1), 200) for n in lengths])
+    windows = np.concatenate([np.full(200 * n, number) for number, n in enumerate(lengths)])
+    actual = rng.uniform(50, 150, len(horizon))
+    forecast = actual * np.exp(rng.normal(0, 0.1, len(actual)))
+
+    calibration = IntervalCalibration.of_scored(
+        forecast, actual, horizon, rescale=True, windows=windows
+    )
+
+    np.testing.assert_array_equal(calibration.horizons, np.arange(1, 29))
+    own = [
+        IntervalCalibration.of(
+            horizon[windows == number],
+            -np.log(forecast[windows == number] / actual[windows == number] * calibration.scale),
+        )
+        for number in range(3)
+    ]
+    upper = [window.quantiles[columns.YHAT_UPPER] for window in own]
+    short = np.concatenate([upper[2], np.repeat(upper[2][-1], 2)])
+    np.testing.assert_allclose(
+        calibration.quantiles[columns.YHAT_UPPER], np.median([upper[0], upper[1], short], axis=0)
+    )
+
+
 def test_training_builds_a_bundle_that_round_trips(
     tmp_path: Path, sales: pd.DataFrame, stores: pd.DataFrame
 ) -> None:

@@ -167,11 +167,16 @@ class IntervalCalibration:
         ]
         if len(by_window) < 2:
             return pooled
+        # A window whose days end a few horizons short of the longest (a shorter last
+        # window) holds its last quantile over the horizons it lacks.
         return cls(
             horizons=pooled.horizons,
             quantiles={
                 column: np.median(
-                    [window.quantiles[column][: len(pooled.horizons)] for window in by_window],
+                    [
+                        np.interp(pooled.horizons, window.horizons, window.quantiles[column])
+                        for window in by_window
+                    ],
                     axis=0,
                 )
                 for column, _ in INTERVAL_QUANTILES
