@@ -93,8 +93,14 @@ class Cluster:
         finally:
             self.env = saved
 
-    def diagnose(self) -> str:
-        """What a failure message needs: pods, events, the logs of every pod not Ready."""
+    def diagnose(self, logs_of: tuple[str, ...] = ()) -> str:
+        """What a failure message needs: pods, events, the logs of every pod not Ready.
+
+        Args:
+            logs_of: kubectl targets (`deploy/NAME`) whose logs are shown even when Ready: a
+                Ready pod can still be the one that did not do its work (a stream job that
+                reads nothing).
+        """
         parts = [
             self.kubectl("get", "pods,jobs,raycluster", "-A", "-o", "wide", check=False),
             self.kubectl("get", "events", "-A", "--sort-by=.lastTimestamp", check=False)[-6000:],
@@ -116,10 +122,23 @@ class Cluster:
                 header = f"--- logs of {name}{' (previous container)' if previous else ''}"
                 logs = self.kubectl(*command, *(["--previous"] if previous else []), check=False)
                 parts.append(f"{header}\n{logs}")
+        for target in logs_of:
+            command = ["logs", "-n", NAMESPACE, target, "--all-containers", "--tail=80"]
+            parts.append(f"--- logs of {target}\n{self.kubectl(*command, check=False)}")
         return "\n".join(parts)
 
-    def wait(self, condition: Callable[[], Any], seconds: float, what: str) -> Any:
-        """Poll until condition() returns something truthy; fail with the cluster's state."""
+    def wait(
+        self,
+        condition: Callable[[], Any],
+        seconds: float,
+        what: str,
+        logs_of: tuple[str, ...] = (),
+    ) -> Any:
+        """Poll until condition() returns something truthy; fail with the cluster's state.
+
+        Args:
+            logs_of: As `diagnose`: whose logs the failure shows besides those not Ready.
+        """
         deadline = time.monotonic() + seconds
         while True:
             try:
@@ -129,7 +148,7 @@ class Cluster:
             if value:
                 return value
             if time.monotonic() > deadline:
-                pytest.fail(f"{what}: not within {seconds:.0f} s\n{self.diagnose()}")
+                pytest.fail(f"{what}: not within {seconds:.0f} s\n{self.diagnose(logs_of)}")
             # Each wait ends on average half a poll after its condition holds: short polls (a
             # kubectl call or an HTTP request each) keep that out of the tier's time.
             time.sleep(1)

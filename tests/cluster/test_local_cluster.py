@@ -106,14 +106,19 @@ def test_the_producer_s_live_day_reaches_postgresql_through_kafka_and_the_stream
         day = _as_superuser(deployed, f"SELECT count(*) FROM sales WHERE sales_date = '{live_day}'")
         return day == [str(stores)]
 
-    deployed.wait(landed, 300, f"{stores} sales of {live_day} through Kafka and the stream job")
+    stream = f"{RELEASE}-stream"
+    deployed.wait(
+        landed,
+        300,
+        f"{stores} sales of {live_day} through Kafka and the stream job",
+        logs_of=(f"deploy/{stream}",),
+    )
     deployed.timeline.mark("the live day landed through Kafka")
     assert _status(api)["latest_sales_date"] == live_day
     assert _as_superuser(deployed, "SELECT count(*) FROM ingest_dead_letters") == ["0"]
 
     # The stream job's metrics, as its PodMonitor has Prometheus read them: every record
     # received, and nothing left behind in Kafka once the batch's lag was measured.
-    stream = f"{RELEASE}-stream"
     monitor = deployed.json("get", "podmonitor", "-n", NAMESPACE, stream)
     assert monitor["spec"]["podMetricsEndpoints"][0]["port"] == "metrics"
 
@@ -122,7 +127,9 @@ def test_the_producer_s_live_day_reaches_postgresql_through_kafka_and_the_stream
         lags = _samples(metrics, "sfmlops_stream_lag_records")
         return metrics if lags and not any(lags) else None
 
-    metrics = deployed.wait(caught_up, 120, "the stream job's lag at 0 on /metrics")
+    metrics = deployed.wait(
+        caught_up, 120, "the stream job's lag at 0 on /metrics", logs_of=(f"deploy/{stream}",)
+    )
     assert sum(_samples(metrics, "sfmlops_stream_records_total")) >= stores
 
 
