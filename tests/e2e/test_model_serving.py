@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -35,8 +36,7 @@ def mlflow_server(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]
     sfmlops = str(Path(sys.executable).with_name("sfmlops"))
     process = subprocess.Popen(
         [sfmlops, "mlflow", "--port", str(port), "--workers", "1"],
-        # MLflow's job runner (GenAI jobs, eight processes) is not needed for a registry.
-        env=environment(tmp_path / "registry") | {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+        env=environment(tmp_path / "registry"),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,  # the server's workers go down with it
@@ -66,6 +66,17 @@ def _answers(url: str) -> bool:
         return httpx.get(url, timeout=2).status_code == 200
     except httpx.TransportError:
         return False
+
+
+def test_the_tracking_server_starts_no_job_consumers(
+    mlflow_server: tuple[str, subprocess.Popen[bytes]],
+) -> None:
+    # MLflow's job execution (on by default) would add about eight Huey consumers of ~230 MiB
+    # each; `sfmlops mlflow` turns it off, as the MLflow image does.
+    _, process = mlflow_server
+    commands = [" ".join(p.cmdline()) for p in psutil.Process(process.pid).children(recursive=True)]
+    assert commands, "the server started no worker"
+    assert not [command for command in commands if "huey" in command], commands
 
 
 def test_hot_swap_then_registry_outage(

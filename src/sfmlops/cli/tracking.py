@@ -86,6 +86,9 @@ def run_mlflow_server(
         ",".join(hosts),
     ]
     environment = os.environ | {"MLFLOW_DISABLE_TELEMETRY": "true"}
+    # MLflow's job execution (GenAI scorers, trace rollups: nothing sfmlops uses) would start
+    # about eight Huey consumers of ~230 MiB each; a user who wants them sets the variable.
+    environment.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
     if auth:
         _check_admin(environment)
         config = settings.home / "mlflow-auth.ini"
