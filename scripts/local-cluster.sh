@@ -57,13 +57,24 @@ api_port=16443
 etcd_port=12379
 bridge=cni0
 
-kubernetes_bin=$cache/kubernetes-$KUBERNETES_VERSION
-etcd_bin=$cache/etcd-$ETCD_VERSION
 # "-plugins": only the plugins of the Corefile (build_coredns).
 coredns_bin=$cache/coredns-$COREDNS_VERSION-plugins
-# The KubeRay operator, local-path-provisioner and crictl (the name also has the version of the
-# CoreDNS once built with them: a new name would rebuild the same programs).
-addons_bin=$cache/addons-coredns-$COREDNS_VERSION-kuberay-$KUBERAY_VERSION-local-path-$LOCAL_PATH_PROVISIONER_VERSION-crictl-$CRI_TOOLS_VERSION
+# Kubernetes' commands, etcd, the KubeRay operator, local-path-provisioner and crictl: built
+# together from one module (build_programs), so one folder named by all their versions.
+programs_bin=$cache/kubernetes-$KUBERNETES_VERSION-etcd-$ETCD_VERSION-kuberay-$KUBERAY_VERSION-local-path-$LOCAL_PATH_PROVISIONER_VERSION-crictl-$CRI_TOOLS_VERSION
+# Its binaries, each with the package it is built from (etcd's main is its server module).
+programs=(
+  kube-apiserver=k8s.io/kubernetes/cmd/kube-apiserver
+  kube-controller-manager=k8s.io/kubernetes/cmd/kube-controller-manager
+  kube-scheduler=k8s.io/kubernetes/cmd/kube-scheduler
+  kubelet=k8s.io/kubernetes/cmd/kubelet
+  kube-proxy=k8s.io/kubernetes/cmd/kube-proxy
+  kubectl=k8s.io/kubernetes/cmd/kubectl
+  etcd=go.etcd.io/etcd/server/v3
+  ray-operator=github.com/ray-project/kuberay/ray-operator
+  local-path-provisioner=github.com/rancher/local-path-provisioner
+  crictl=sigs.k8s.io/cri-tools/cmd/crictl
+)
 # "-no-dns-providers": lego without its DNS providers (build_traefik).
 traefik_bin=$cache/traefik-$TRAEFIK_VERSION-no-dns-providers
 # The CRDs `up` applies, from the modules that ship them: kept here, `up` needs no Go.
@@ -81,7 +92,7 @@ pause_image=localhost/sfmlops/pause:1
 helper_image=localhost/sfmlops/busybox:1
 
 [ -x /usr/local/go/bin/go ] && PATH="$PATH:/usr/local/go/bin"
-export PATH="$kubernetes_bin:$PATH"
+export PATH="$programs_bin:$PATH"
 
 log() { echo "local-cluster: $*" >&2; }
 die() {
@@ -96,37 +107,52 @@ module_dir() {
   go mod download -json "$1" | sed -n 's/^\t"Dir": "\(.*\)",$/\1/p'
 }
 
-# Kubernetes' go.mod replaces its staging modules with folders of its own repository, so its
-# commands cannot be `go install`ed: a module of our own requires it and replaces each staging
-# module with the version published for it instead (v0.34.4 for v1.34.4).
-build_kubernetes() {
-  local out=$kubernetes_bin
-  [ -x "$out/kubelet" ] && [ -x "$out/kubectl" ] && return 0
-  log "building Kubernetes $KUBERNETES_VERSION (about 9 minutes on 2 cores)"
-  local src=$cache/src/kubernetes-$KUBERNETES_VERSION
-  mkdir -p "$src"
-  local modfile staging_version=v0.${KUBERNETES_VERSION#v1.}
+# Kubernetes, etcd, the KubeRay operator, local-path-provisioner and crictl build from one module
+# of our own, so that the libraries they share (client-go, apimachinery, api, grpc, protobuf,
+# Prometheus' client, ...) compile once: Go reuses a compiled package only when the versions of
+# everything it imports are the same too, and each program's own go.mod pins other versions (the
+# operator client-go v0.34.1, crictl v0.34.0-rc.2, local-path-provisioner v0.30.0). Minimal
+# version selection gives each library one version for all five, the highest any of them needs.
+# Kubernetes' go.mod replaces its staging modules with folders of its own repository, so it
+# cannot be required as it is: the module replaces each staging module with the version
+# published for it instead (v0.34.4 for v1.34.4), which every program then uses.
+# CoreDNS 1.14.7 needs client-go v0.35 and Traefik pins its own versions: modules of their own.
+write_programs_module() {
+  local src=$1 modfile staging_version=v0.${KUBERNETES_VERSION#v1.}
   modfile=$(go mod download -json "k8s.io/kubernetes@$KUBERNETES_VERSION" |
     sed -n 's/^\t"GoMod": "\(.*\)",$/\1/p')
   {
-    printf 'module sfmlops.local/kubernetes\n\ngo 1.24.0\n\nrequire k8s.io/kubernetes %s\n\n' "$KUBERNETES_VERSION"
+    printf 'module sfmlops.local/cluster-programs\n\ngo 1.24.0\n\nrequire (\n'
+    printf '\t%s %s\n' k8s.io/kubernetes "$KUBERNETES_VERSION" go.etcd.io/etcd/server/v3 "$ETCD_VERSION" \
+      github.com/ray-project/kuberay/ray-operator "$KUBERAY_VERSION" \
+      github.com/rancher/local-path-provisioner "$LOCAL_PATH_PROVISIONER_VERSION" \
+      sigs.k8s.io/cri-tools "$CRI_TOOLS_VERSION"
+    printf ')\n\n'
     sed -n "s#^\t\(k8s.io/[a-z0-9-]*\) => ./staging/.*#replace \1 => \1 $staging_version#p" "$modfile"
   } >"$src/go.mod"
   # The build tag keeps the file out of every build; `go mod tidy` still follows its imports.
-  cat >"$src/tools.go" <<'EOF'
-//go:build tools
+  {
+    printf '//go:build tools\n\npackage tools\n\nimport (\n'
+    printf '\t_ "%s"\n' "${programs[@]#*=}"
+    printf ')\n'
+  } >"$src/tools.go"
+}
 
-package tools
+# Every binary of build_programs is in its folder.
+programs_built() {
+  local program
+  for program in "${programs[@]%%=*}"; do
+    [ -x "$programs_bin/$program" ] || return 1
+  done
+}
 
-import (
-	_ "k8s.io/kubernetes/cmd/kube-apiserver"
-	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
-	_ "k8s.io/kubernetes/cmd/kube-proxy"
-	_ "k8s.io/kubernetes/cmd/kube-scheduler"
-	_ "k8s.io/kubernetes/cmd/kubectl"
-	_ "k8s.io/kubernetes/cmd/kubelet"
-)
-EOF
+build_programs() {
+  programs_built && return 0
+  log "building Kubernetes $KUBERNETES_VERSION, etcd $ETCD_VERSION, KubeRay $KUBERAY_VERSION," \
+    "local-path-provisioner $LOCAL_PATH_PROVISIONER_VERSION and crictl $CRI_TOOLS_VERSION"
+  local src=$cache/src/programs
+  mkdir -p "$src" "$programs_bin"
+  write_programs_module "$src"
   (cd "$src" && go mod tidy)
   local ldflags="-s -w" package minor=${KUBERNETES_VERSION#v1.}
   minor=${minor%%.*}
@@ -134,10 +160,36 @@ EOF
     ldflags+=" -X $package.gitVersion=$KUBERNETES_VERSION -X $package.gitMajor=1"
     ldflags+=" -X $package.gitMinor=$minor -X $package.gitTreeState=clean"
   done
+  # crictl first: `preload` (make test's background image chain) waits for it, then copies the
+  # images into the cluster's image store while the rest compiles; the packages it compiles are
+  # not compiled again for the others.
+  [ -x "$programs_bin/crictl" ] || build_programs_step "$ldflags" crictl
+  build_programs_step "$ldflags" kube-apiserver kube-controller-manager kube-scheduler kubelet \
+    kube-proxy kubectl etcd ray-operator
+  # A `go build` of its own: it imports logrus as github.com/Sirupsen/logrus, the others as
+  # github.com/sirupsen/logrus, and one `go build` refuses two paths that differ only in case.
+  build_programs_step "$ldflags" local-path-provisioner
+}
+
+# One `go build` of the programs' module into the programs' folder. Args: the linker flags, the
+# binaries' names (of `programs`).
+build_programs_step() {
+  local ldflags=$1 out=$programs_bin name entry packages=()
+  shift
+  for name in "$@"; do
+    for entry in "${programs[@]}"; do
+      [ "${entry%%=*}" = "$name" ] && packages+=("${entry#*=}")
+    done
+  done
   rm -rf "$out.tmp" && mkdir -p "$out.tmp"
-  (cd "$src" && CGO_ENABLED=0 nice -n 10 go build -trimpath -ldflags "$ldflags" -o "$out.tmp/" \
-    k8s.io/kubernetes/cmd/{kube-apiserver,kube-controller-manager,kube-scheduler,kubelet,kube-proxy,kubectl})
-  rm -rf "$out" && mv "$out.tmp" "$out"
+  (cd "$cache/src/programs" && CGO_ENABLED=0 nice -n 10 go build -trimpath -ldflags "$ldflags" \
+    -o "$out.tmp/" "${packages[@]}")
+  # Moved one by one (a rename: a binary in the folder is whole); `go build` names a binary
+  # after its package's path, so etcd's (go.etcd.io/etcd/server/v3) is `server`.
+  for name in "$@"; do
+    if [ "$name" = etcd ]; then mv "$out.tmp/server" "$out/etcd"; else mv "$out.tmp/$name" "$out/"; fi
+  done
+  rm -rf "$out.tmp"
 }
 
 # Builds one program from a module of our own, unless its binary is in the cache. Args: its name
@@ -155,16 +207,6 @@ build_go_program() {
   (cd "$src" && CGO_ENABLED=0 nice -n 10 go build -trimpath -ldflags "-s -w" \
     -o "$out.tmp/${binary##*/}" "$package")
   rm -rf "$out" && mv "$out.tmp" "$out"
-}
-
-# etcd's server module has the same kind of replaces as Kubernetes; the same trick builds it.
-build_etcd() {
-  build_go_program etcd "$ETCD_VERSION" "$etcd_bin/etcd" write_etcd_module go.etcd.io/etcd/server/v3
-}
-
-write_etcd_module() {
-  printf 'module sfmlops.local/etcd\n\ngo 1.24.0\n\nrequire go.etcd.io/etcd/server/v3 %s\n' "$ETCD_VERSION" >"$1/go.mod"
-  printf '//go:build tools\n\npackage tools\n\nimport _ "go.etcd.io/etcd/server/v3"\n' >"$1/tools.go"
 }
 
 # CoreDNS with the plugins the Corefile of start_coredns uses, nothing else: its own main
@@ -208,21 +250,6 @@ func main() {
 	coremain.Run()
 }
 EOF
-}
-
-# The KubeRay operator, local-path-provisioner and crictl install from their modules.
-build_addons() {
-  local out=$addons_bin
-  [ -x "$out/crictl" ] && return 0
-  log "building KubeRay $KUBERAY_VERSION, local-path-provisioner, crictl"
-  rm -rf "$out.tmp" && mkdir -p "$out.tmp"
-  local package
-  for package in "github.com/ray-project/kuberay/ray-operator@$KUBERAY_VERSION" \
-    "github.com/rancher/local-path-provisioner@$LOCAL_PATH_PROVISIONER_VERSION" \
-    "sigs.k8s.io/cri-tools/cmd/crictl@$CRI_TOOLS_VERSION"; do
-    GOBIN="$out.tmp" CGO_ENABLED=0 nice -n 10 go install -trimpath -ldflags "-s -w" "$package"
-  done
-  rm -rf "$out" && mv "$out.tmp" "$out"
 }
 
 # Copies a folder of a module (downloaded if needed) to the cache. Args: module@version, the
@@ -291,8 +318,8 @@ build() {
   local lock
   exec {lock}>"$cache/build.lock"
   flock "$lock"
-  if ! { [ -x "$kubernetes_bin/kubectl" ] && [ -x "$etcd_bin/etcd" ] && [ -x "$coredns_bin/coredns" ] &&
-    [ -x "$addons_bin/crictl" ] && [ -x "$traefik_bin/traefik" ] && [ -d "$kuberay_crds" ] &&
+  if ! { programs_built && [ -x "$coredns_bin/coredns" ] && [ -x "$traefik_bin/traefik" ] &&
+    [ -d "$kuberay_crds" ] &&
     [ -d "$gateway_api_crds" ] && [ -d "$prometheus_operator_crds" ]; }; then
     command -v go >/dev/null 2>&1 || die "Go is needed to build the cluster's programs (https://go.dev/dl)"
     # Go caches of these builds only (Go's defaults would keep ~14 GB that every later Go build
@@ -300,11 +327,8 @@ build() {
     export GOCACHE=$cache/go/build GOMODCACHE=$cache/go/mod
     GOFLAGS="$(go env GOFLAGS) -modcacherw"
     export GOFLAGS
-    # crictl first: `preload` (make test's background image chain) waits for it, then copies
-    # the images into the cluster's image store while the rest compiles. `up` needs them all.
-    build_addons
-    build_kubernetes
-    build_etcd
+    # crictl first (build_programs). `up` needs them all.
+    build_programs
     build_coredns
     keep_module_folder "github.com/ray-project/kuberay/ray-operator@$KUBERAY_VERSION" \
       config/crd/bases "$kuberay_crds"
@@ -328,14 +352,14 @@ build() {
 }
 
 # Removes what earlier versions of this script left in the cache: the folders of other pins (a
-# changed version builds beside the old one) and the CoreDNS the add-ons folder held before
-# CoreDNS had a build of its own. Only names this script gives are looked at.
+# changed version builds beside the old one) and of earlier builds (Kubernetes, etcd and the
+# add-ons each in a folder of its own, built from modules of their own). Only names this script
+# gives are looked at.
 prune_cache() {
-  local entry current=" $kubernetes_bin $etcd_bin $coredns_bin $addons_bin $traefik_bin $kuberay_crds "
+  local entry current=" $programs_bin $coredns_bin $traefik_bin $kuberay_crds "
   current+="$gateway_api_crds $prometheus_operator_crds $cache/images/pause-1.tar $cache/images/busybox-1.tar "
   for entry in "$cache"/{kubernetes,etcd,coredns,traefik}-v* "$cache"/addons-* \
-    "$cache"/crds/{kuberay,gateway-api,prometheus-operator}-v* "$cache"/images/{pause,busybox}-*.tar \
-    "$addons_bin/coredns"; do
+    "$cache"/crds/{kuberay,gateway-api,prometheus-operator}-v* "$cache"/images/{pause,busybox}-*.tar; do
     [ -e "$entry" ] || continue
     [[ "$current" == *" $entry "* ]] && continue
     log "removing $entry (not read by this version of the script)"
@@ -612,7 +636,7 @@ EOF
 }
 
 start_etcd() {
-  start_process etcd "$etcd_bin/etcd" --name "$node_name" --data-dir "$state/etcd" \
+  start_process etcd "$programs_bin/etcd" --name "$node_name" --data-dir "$state/etcd" \
     --listen-client-urls "http://127.0.0.1:$etcd_port" --advertise-client-urls "http://127.0.0.1:$etcd_port" \
     --listen-peer-urls "http://127.0.0.1:$((etcd_port + 1))" \
     --initial-advertise-peer-urls "http://127.0.0.1:$((etcd_port + 1))" \
@@ -819,7 +843,7 @@ EOF
 start_kuberay() {
   kubectl_admin apply --server-side --force-conflicts -f "$kuberay_crds" >/dev/null
   kubectl_admin wait --for condition=Established --timeout 120s -f "$kuberay_crds" >/dev/null
-  KUBECONFIG=$admin_kubeconfig start_process kuberay-operator "$addons_bin/ray-operator" \
+  KUBECONFIG=$admin_kubeconfig start_process kuberay-operator "$programs_bin/ray-operator" \
     -metrics-addr 127.0.0.1:18083 -health-probe-bind-address 127.0.0.1:18084 \
     -enable-leader-election=false -log-stdout-encoder console
   wait_for "KubeRay operator" 60 curl -fsS http://127.0.0.1:18084/readyz
@@ -871,7 +895,7 @@ data:
       containers:
       - {name: helper-pod, image: $helper_image, imagePullPolicy: Never}
 EOF
-  start_process local-path-provisioner "$addons_bin/local-path-provisioner" start \
+  start_process local-path-provisioner "$programs_bin/local-path-provisioner" start \
     --kubeconfig "$admin_kubeconfig" --namespace local-path-storage \
     --configmap-name local-path-config --service-account-name local-path-helper \
     --helper-image "$helper_image"
@@ -917,7 +941,7 @@ down() {
   stop_process ingress-controller kuberay-operator local-path-provisioner coredns kube-proxy kubelet
   if process_running containerd; then
     local crictl=(
-      "$addons_bin/crictl" --runtime-endpoint "unix://$containerd_sock" --timeout 30s
+      "$programs_bin/crictl" --runtime-endpoint "unix://$containerd_sock" --timeout 30s
     )
     "${crictl[@]}" rmp --force --all >/dev/null 2>&1 || true
   fi
@@ -1120,7 +1144,7 @@ load_images() {
 # Does nothing while the cluster runs (load-images is for that), without root or podman, or
 # before `build` has made crictl.
 preload() {
-  if [ "$(id -u)" != 0 ] || ! command -v podman >/dev/null 2>&1 || [ ! -x "$addons_bin/crictl" ]; then
+  if [ "$(id -u)" != 0 ] || ! command -v podman >/dev/null 2>&1 || [ ! -x "$programs_bin/crictl" ]; then
     log "preload: needs root, podman and crictl (\`build\` makes it); nothing loaded"
     return 0
   fi
@@ -1140,7 +1164,7 @@ preload() {
 # rest of the programs compile. Returns at once when crictl is there or no build runs.
 wait_for_crictl() {
   local logged=""
-  while [ ! -x "$addons_bin/crictl" ] && [ -e "$cache/build.lock" ] &&
+  while [ ! -x "$programs_bin/crictl" ] && [ -e "$cache/build.lock" ] &&
     ! flock --nonblock "$cache/build.lock" true; do
     [ -n "$logged" ] || log "preload: waiting for the running build to make crictl"
     logged=1
@@ -1148,7 +1172,7 @@ wait_for_crictl() {
   done
 }
 
-crictl_k8s() { "$addons_bin/crictl" --runtime-endpoint "unix://$containerd_sock" "$@"; }
+crictl_k8s() { "$programs_bin/crictl" --runtime-endpoint "unix://$containerd_sock" "$@"; }
 
 # What containerd's discard_unpacked_layers does for pulled images: once a layer is unpacked
 # into a snapshot, containers run from the snapshot and its blob is dead weight (the images

