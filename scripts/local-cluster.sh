@@ -62,6 +62,8 @@ coredns_bin=$cache/coredns-$COREDNS_VERSION-plugins
 # Kubernetes' commands, etcd, the KubeRay operator, local-path-provisioner and crictl: built
 # together from one module (build_programs), so one folder named by all their versions.
 programs_bin=$cache/kubernetes-$KUBERNETES_VERSION-etcd-$ETCD_VERSION-kuberay-$KUBERAY_VERSION-local-path-$LOCAL_PATH_PROVISIONER_VERSION-crictl-$CRI_TOOLS_VERSION
+# Their module's source folder while they build.
+programs_src=$cache/src/programs
 # Its binaries, each with the package it is built from (etcd's main is its server module).
 programs=(
   kube-apiserver=k8s.io/kubernetes/cmd/kube-apiserver
@@ -150,10 +152,9 @@ build_programs() {
   programs_built && return 0
   log "building Kubernetes $KUBERNETES_VERSION, etcd $ETCD_VERSION, KubeRay $KUBERAY_VERSION," \
     "local-path-provisioner $LOCAL_PATH_PROVISIONER_VERSION and crictl $CRI_TOOLS_VERSION"
-  local src=$cache/src/programs
-  mkdir -p "$src" "$programs_bin"
-  write_programs_module "$src"
-  (cd "$src" && go mod tidy)
+  mkdir -p "$programs_src" "$programs_bin"
+  write_programs_module "$programs_src"
+  (cd "$programs_src" && go mod tidy)
   local ldflags="-s -w" package minor=${KUBERNETES_VERSION#v1.}
   minor=${minor%%.*}
   for package in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
@@ -182,7 +183,7 @@ build_programs_step() {
     done
   done
   rm -rf "$out.tmp" && mkdir -p "$out.tmp"
-  (cd "$cache/src/programs" && CGO_ENABLED=0 nice -n 10 go build -trimpath -ldflags "$ldflags" \
+  (cd "$programs_src" && CGO_ENABLED=0 nice -n 10 go build -trimpath -ldflags "$ldflags" \
     -o "$out.tmp/" "${packages[@]}")
   # Moved one by one (a rename: a binary in the folder is whole); `go build` names a binary
   # after its package's path, so etcd's (go.etcd.io/etcd/server/v3) is `server`.
