@@ -19,7 +19,8 @@
 with covariates, without the reference design; with `--baseline-src BASELINE/src` (a
 worktree of another revision; repeatable) the same cases run against that revision's server
 too, one after the other in the same run; `--post-connections 1,2` runs each POST with one
-connection, then two.
+connection, then two. `--plan-days N` first stores a plan for every store's N days from
+2015-06-14 (`sfmlops load-plan`; it stays in HOME), so the POSTs also look up planned days.
 
 A HOME without a champion is prepared first (`sfmlops load-data`, then
 `sfmlops train --models seasonal_naive,gbm --windows 1 --executor sequential`, a few minutes).
@@ -99,6 +100,23 @@ def environment(home: Path) -> dict[str, str]:
         "MLFLOW_DISABLE_TELEMETRY": "true",
         "RAY_USAGE_STATS_ENABLED": "0",
     }
+
+
+def store_plan(home: Path, work: Path, days: int) -> None:
+    """A plan for every store's `days` days from REFERENCE_START (promotion on alternate
+    weekdays, closed on Sundays), stored with `sfmlops load-plan`."""
+    start = dt.date.fromisoformat(REFERENCE_START)
+    lines = ["Store,Date,Open,Promo,StateHoliday,SchoolHoliday"]
+    for store in range(1, STORES + 1):
+        for offset in range(days):
+            day = start + dt.timedelta(days=offset)
+            weekday = day.isoweekday() < 6
+            lines.append(
+                f"{store},{day},{int(day.isoweekday() != 7)},{int(weekday and offset % 2 == 0)},0,0"
+            )
+    path = work / "plan.csv"
+    path.write_text("\n".join(lines) + "\n")
+    subprocess.run([SFMLOPS, "load-plan", str(path)], env=environment(home), check=True)
 
 
 def prepare(home: Path) -> None:
@@ -372,6 +390,9 @@ def main() -> None:
         default="1",
         help="wrk connections for the POSTs with covariates, comma-separated (e.g. 1,2)",
     )
+    parser.add_argument(
+        "--plan-days", type=int, default=0, help="store a plan of N days for every store first"
+    )
     args = parser.parse_args()
     if args.command == "reference-server":
         reference_server(args.port)
@@ -381,6 +402,8 @@ def main() -> None:
     started = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     with tempfile.TemporaryDirectory(prefix="sfmlops-api-bench-") as scratch:
         work = Path(scratch)
+        if args.plan_days:
+            store_plan(home, work, args.plan_days)
         if args.cases == "covariates":
             source = Path(__file__).resolve().parent.parent / "src"
             posts = tuple(int(count) for count in args.post_connections.split(","))

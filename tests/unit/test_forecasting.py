@@ -1482,6 +1482,61 @@ def test_a_planned_promotion_lifts_the_served_forecast_and_is_named_as_the_plan(
     assert sliced["forecast"] == forecast
 
 
+def test_a_batch_finds_its_planned_days_as_each_series_request_does() -> None:
+    start = dt.date(2015, 8, 1)
+    days = [start + dt.timedelta(days=offset) for offset in range(10)]
+    # Stores 2 and 5 have plans (5 for some days only), 3 has none; store 2's plan also
+    # covers days nobody asks for.
+    planned = pd.concat(
+        [
+            pd.DataFrame(
+                {
+                    columns.STORE_ID: store,
+                    columns.SALES_DATE: pd.to_datetime(on),
+                    columns.OPEN: [int(day.weekday() != 6) for day in on],
+                    columns.PROMO: [(store + offset) % 2 for offset in range(len(on))],
+                    columns.STATE_HOLIDAY: ["a" if day.day == 3 else "0" for day in on],
+                    columns.SCHOOL_HOLIDAY: [int(day.day > 5) for day in on],
+                }
+            )
+            for store, on in ((2, days), (5, days[3:6]))
+        ]
+    )
+    plan = plan_by_store(as_plan(planned))
+    requests = [
+        forecast_requests.SeriesRequest(5, "total", tuple(days[2:9])),
+        forecast_requests.SeriesRequest(3, "total", tuple(days[:4])),
+        # Days out of order, and the caller's own covariates for one of them.
+        forecast_requests.SeriesRequest(
+            2, "total", (days[4], days[1], days[2]), {days[1]: {columns.PROMO: 1}}
+        ),
+    ]
+
+    batch = forecast_requests.ForecastBatch.of(requests).with_plan(
+        forecast_requests.PlanColumns.of(plan)
+    )
+
+    each = forecast_requests.ForecastBatch.of(
+        [forecast_requests.with_plan(request, plan) for request in requests]
+    )
+    assert set(batch.planned) == set(forecast_requests.COVARIATES)
+    for name in forecast_requests.COVARIATES:
+        assert batch.planned[name].tolist() == each.planned[name].tolist(), name
+    future, sources = batch.future()
+    expected_future, expected_sources = each.future()
+    pd.testing.assert_frame_equal(future, expected_future)
+    assert (sources == expected_sources).all()
+    # Store 5's planned days 3..5 of the 2..8 it asks for; store 3 none; store 2 all.
+    assert batch.planned[columns.PROMO].tolist()[:7] == [None, 1, 0, 1, None, None, None]
+    assert batch.planned[columns.STATE_HOLIDAY].tolist()[7:11] == [None] * 4
+    # A plan that covers none of the days asked for leaves the batch as it was.
+    assert (
+        not forecast_requests.ForecastBatch.of(requests[1:2])
+        .with_plan(forecast_requests.PlanColumns.of(plan))
+        .planned
+    )
+
+
 def test_a_changed_plan_predicts_again_only_its_states_and_serves_what_a_fresh_load_would(
     sales: pd.DataFrame, stores: pd.DataFrame, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

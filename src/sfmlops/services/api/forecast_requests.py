@@ -167,6 +167,37 @@ COVARIATE_SOURCES = (COVARIATE_FROM_CALLER, COVARIATE_FROM_PLAN, COVARIATE_DEFAU
 
 
 @dataclass(frozen=True)
+class PlanColumns:
+    """The plan as sorted (store, day) keys and one column per covariate, so a batch finds
+    its planned days in numpy (`ForecastBatch.with_plan`): looking them up day by day in
+    the nested plan cost about 7 ms of an every-store request with a full plan.
+
+    Attributes:
+        keys: (planned days,) int64 `store_id * DAYS_PER_SERIES_KEY + day ordinal`, sorted.
+        values: Per covariate (`COVARIATES`), (planned days,) object array in `keys`' order.
+    """
+
+    keys: np.ndarray
+    values: Mapping[str, np.ndarray]
+
+    @classmethod
+    def of(cls, plan: PlanByStore) -> PlanColumns:
+        entries = [
+            (store_id * DAYS_PER_SERIES_KEY + day.toordinal(), covariates)
+            for store_id, days in plan.items()
+            for day, covariates in days.items()
+        ]
+        entries.sort(key=lambda entry: entry[0])
+        return cls(
+            keys=np.array([key for key, _ in entries], dtype=np.int64),
+            values={
+                name: np.array([covariates.get(name) for _, covariates in entries], dtype=object)
+                for name in COVARIATES
+            },
+        )
+
+
+@dataclass(frozen=True)
 class ForecastBatch:
     """Series to forecast, as columns: series i asks for rows `starts[i]` to
     `starts[i] + day_counts[i]` of the per-row arrays (its days, in the order asked).
@@ -299,22 +330,22 @@ class ForecastBatch:
         """Series `index` as a request, without the caller's covariates (a slice's request)."""
         return SeriesRequest(int(self.store_ids[index]), self.product_ids[index], self.dates(index))
 
-    def with_plan(self, plan: PlanByStore) -> ForecastBatch:
+    def with_plan(self, plan: PlanColumns) -> ForecastBatch:
         """The batch with the plan's values for the days it asks for (`planned`)."""
-        stores = self.store_ids.tolist()
-        if not plan or not any(store_id in plan for store_id in stores):
+        if not len(plan.keys):
             return self
-        planned = {name: np.full(len(self.day_ordinals), None, dtype=object) for name in COVARIATES}
-        starts = self.starts.tolist()
-        for store_id, start, count in zip(stores, starts, self.day_counts.tolist(), strict=True):
-            store_plan = plan.get(store_id)
-            if not store_plan:
-                continue
-            for row in range(start, start + count):
-                day = store_plan.get(dt.date.fromordinal(int(self.day_ordinals[row])))
-                if day:
-                    for name in COVARIATES:
-                        planned[name][row] = day.get(name)
+        row_keys = np.repeat(self.store_ids, self.day_counts) * DAYS_PER_SERIES_KEY + (
+            self.day_ordinals
+        )
+        position = np.searchsorted(plan.keys, row_keys).clip(max=len(plan.keys) - 1)
+        found = plan.keys[position] == row_keys
+        if not found.any():
+            return self
+        planned = {}
+        for name in COVARIATES:
+            column = np.full(len(row_keys), None, dtype=object)
+            column[found] = plan.values[name][position[found]]
+            planned[name] = column
         return replace(self, planned=planned)
 
     def take(

@@ -48,6 +48,7 @@ from sfmlops.services.api.forecast_requests import (
     MAX_BATCH_FORECAST_DAYS,
     ForecastBatch,
     InvalidForecastRequestError,
+    PlanColumns,
     SeriesKey,
     SeriesRequest,
     UnknownSeriesError,
@@ -211,6 +212,10 @@ class ServedModel:
     store_totals: Mapping[SeriesKey, tuple[SeriesKey, ...]] = field(default_factory=dict)
     plan: PlanByStore = field(default_factory=dict, compare=False, repr=False)
     plan_revision: tuple[int, str] | None = None
+    # The same plan as columns, for batches (`ForecastBatch.with_plan`).
+    plan_columns: PlanColumns = field(
+        default_factory=lambda: PlanColumns.of({}), compare=False, repr=False
+    )
 
     @property
     def rmspe(self) -> float | None:
@@ -273,6 +278,7 @@ def prepare(
         store_totals=totals,
         plan=plan,
         plan_revision=plan_revision,
+        plan_columns=PlanColumns.of(plan),
     )
 
 
@@ -585,7 +591,7 @@ def forecast(model: ServedModel, batch: ForecastBatch) -> list[bytes]:
             a day not asked for, a series twice, or more than `MAX_BATCH_FORECAST_DAYS`.
     """
     check_batch(model, batch)
-    batch = batch.with_plan(model.plan)
+    batch = batch.with_plan(model.plan_columns)
     default_days = [day.toordinal() for day in horizon(model.default_start, DEFAULT_HORIZON_DAYS)]
     calibrated_end = calibrated_until(model.bundle)
     ordinals = batch.day_ordinals.tolist()
