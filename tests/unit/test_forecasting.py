@@ -820,6 +820,27 @@ def test_a_backtest_never_shows_a_model_its_window(
     assert not np.allclose(again[metrics.ACTUAL], honest[metrics.ACTUAL])
 
 
+def test_a_series_launched_after_a_windows_cutoff_is_forecast_from_the_next_window_on(
+    sales: pd.DataFrame, stores: pd.DataFrame
+) -> None:
+    windows = backtest_windows(sales[columns.SALES_DATE].max(), windows=3, horizon_days=28)
+    launch = windows[0].cutoff + pd.Timedelta(days=10)  # within window 1
+    launched = sales[(sales[columns.STORE_ID] == 2) & (sales[columns.SALES_DATE] >= launch)].assign(
+        **{columns.PRODUCT_ID: "P002"}
+    )
+    history = pd.concat([sales, launched], ignore_index=True)
+    models = {
+        "seasonal_naive": SeasonalNaiveForecaster,
+        "gbm": partial(GlobalGBMForecaster, SMALL_GBM),
+    }
+    scored = run_backtest(history, stores, models, windows)
+    new = scored[columns.PRODUCT_ID] == "P002"
+    assert set(scored.loc[new, columns.BACKTEST_WINDOW]) == {2, 3}
+    # Every other series is forecast on every day of every window.
+    per_window = scored[~new].groupby([columns.MODEL, columns.BACKTEST_WINDOW]).size()
+    assert (per_window == len(stores) * 28).all()
+
+
 def naive_recording(
     given: list[IntervalCalibration | None],
 ) -> Callable[..., SeasonalNaiveForecaster]:

@@ -27,6 +27,7 @@ from sfmlops.core.forecasting.base import (
     as_future,
     forecast_frame,
     horizon_of,
+    series_index,
 )
 
 HORIZON_DAYS = 48  # the competition's forecast horizon
@@ -139,14 +140,22 @@ def run_backtest(
     # Season windows calibrated on the rolling windows' errors once those are scored.
     deferred: list[tuple[int, str, BacktestWindow]] = []
     has_rolling = any(window.kind == ROLLING for window in windows)
+    # A series launched after a window's cutoff has nothing to be fitted on there: the window
+    # forecasts the series with history up to its cutoff only (synthetic products start late;
+    # every bundled store has sales from the data's first day).
+    first_day = history.groupby([columns.STORE_ID, columns.PRODUCT_ID], observed=True)[
+        columns.SALES_DATE
+    ].min()
     for window in windows:
         seen = history[history[columns.SALES_DATE] <= window.cutoff]
         if seen.empty:
             raise ValueError(f"backtest window {window.number}: no history up to {window.cutoff}")
-        target = history[
+        inside = history[
             (history[columns.SALES_DATE] >= window.start)
             & (history[columns.SALES_DATE] <= window.end)
-            & history[columns.STORE_ID].isin(seen[columns.STORE_ID].unique())
+        ]
+        target = inside[
+            series_index(inside).isin(first_day.index[first_day <= window.cutoff])
         ].reset_index(drop=True)
         future = as_future(target)
         # The window just before this one is exactly what a calibration probe would forecast

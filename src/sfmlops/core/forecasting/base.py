@@ -258,6 +258,11 @@ def forecast_frame(
     return pd.DataFrame(frame)
 
 
+def series_index(frame: pd.DataFrame) -> pd.MultiIndex:
+    """Each row's (store, product) series, as an index (for `isin` against other series)."""
+    return pd.MultiIndex.from_frame(frame[[columns.STORE_ID, columns.PRODUCT_ID]])
+
+
 def series_of(frame: pd.DataFrame) -> set[tuple[int, str]]:
     """The (store, product) series in a frame."""
     # A set of the raw pairs first: cheaper than deduplicating a frame, and the conversions
@@ -341,12 +346,7 @@ class CalibratedForecaster(PickledForecaster):
             earlier, later, split = holdout_split(history, self.calibration_days)
             probe = self._probe()._fit_point(earlier, stores)
             # Series launched during the held-out days have nothing to be probed on.
-            seen = pd.MultiIndex.from_frame(
-                earlier[[columns.STORE_ID, columns.PRODUCT_ID]].drop_duplicates()
-            )
-            later = later[
-                pd.MultiIndex.from_frame(later[[columns.STORE_ID, columns.PRODUCT_ID]]).isin(seen)
-            ]
+            later = later[series_index(later).isin(series_index(earlier).unique())]
             future = as_future(later)
             yhat = probe._predict_point(future)
             calibration = IntervalCalibration.of_scored(
