@@ -177,10 +177,10 @@ def backtest(
         # Three-way champions on the sample, from the all-store backtest of the other models.
         others = report.scored[
             report.scored[columns.STORE_ID].isin(sample)
-            & (report.scored[columns.MODEL] != model_selection.CHAMPION)
+            & (report.scored[columns.MODEL] != CHAMPION)
         ]
         scored = pd.concat(
-            [others, prophet.scored[prophet.scored[columns.MODEL] != model_selection.CHAMPION]],
+            [others, prophet.scored[prophet.scored[columns.MODEL] != CHAMPION]],
             ignore_index=True,
         )
         selection = [w.number for w in report.windows[:-1]]

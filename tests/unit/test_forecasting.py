@@ -21,6 +21,7 @@ import pytest
 from sfmlops.core import columns
 from sfmlops.core.forecasting import gbm, metrics, model_selection
 from sfmlops.core.forecasting.backtest import (
+    CHAMPION,
     POINT_SCALE,
     ROLLING,
     SEASON,
@@ -28,6 +29,7 @@ from sfmlops.core.forecasting.backtest import (
     WINDOW_KIND,
     backtest_windows,
     calibration_of,
+    champion_scored,
     run_backtest,
     select_champions,
 )
@@ -973,12 +975,10 @@ def test_a_window_fitted_on_too_little_history_to_calibrate_reports_no_coverage(
     short = synthetic_sales(days=90)
     bundle, report = model_selection.train(short, stores, ["seasonal_naive"], windows=1)
     reported = report.reported().set_index(columns.MODEL)
-    assert reported.loc[model_selection.CHAMPION, metrics.RMSPE] > 0
+    assert reported.loc[CHAMPION, metrics.RMSPE] > 0
     assert reported[[metrics.COVERAGE_80, metrics.COVERAGE_95]].isna().all().all()
     champion = next(
-        row
-        for row in bundle.metadata["reported_metrics"]
-        if row[columns.MODEL] == model_selection.CHAMPION
+        row for row in bundle.metadata["reported_metrics"] if row[columns.MODEL] == CHAMPION
     )
     assert np.isnan(champion[metrics.COVERAGE_80])
     # The final model is calibrated on that window's errors: it serves real intervals.
@@ -1059,6 +1059,33 @@ def test_metrics_per_group_match_each_group_alone() -> None:
     assert by_store[metrics.DAYS].sum() == (actual > 0).sum()
 
 
+def test_rmspe_per_group_alone_is_accuracy_bys_rmspe_to_the_bit() -> None:
+    rng = np.random.default_rng(11)
+    rows = 4_000
+    actual = rng.gamma(5.0, 1000.0, rows)
+    actual[rng.random(rows) < 0.2] = 0.0
+    yhat = actual * rng.lognormal(0.0, 0.2, rows) + 1.0
+    store_ids = rng.integers(0, 300, rows)
+    yhat[store_ids == 7] = np.nan  # missing forecasts spoil their groups
+    scored = pd.DataFrame(
+        {
+            columns.STORE_ID: store_ids,
+            columns.PRODUCT_ID: rng.choice(["P001", "P002"], rows),
+            columns.MODEL: rng.choice(["gbm", "seasonal_naive"], rows),
+            columns.YHAT: yhat,
+            **{column: yhat for column in columns.FORECAST_VALUES[1:]},
+            metrics.ACTUAL: actual,
+        }
+    )
+    series = [columns.STORE_ID, columns.PRODUCT_ID, columns.MODEL]
+    for frame, keys in ((scored, series), (scored[store_ids != 7], [columns.MODEL])):
+        full = metrics.accuracy_by(frame, keys)
+        alone = metrics.rmspe_by(frame[[*keys, metrics.ACTUAL, columns.YHAT]], keys)
+        pd.testing.assert_frame_equal(alone, full[[*keys, metrics.RMSPE]])
+        assert full[metrics.RMSPE].notna().sum() > len(full) // 2
+    assert metrics.rmspe_by(scored, series)[metrics.RMSPE].isna().any()
+
+
 def test_champions_are_picked_on_the_selection_windows_only() -> None:
     rows = []
     # Store 1: model a better on windows 1-2; store 2: model b. Window 3 says the opposite.
@@ -1081,6 +1108,14 @@ def test_champions_are_picked_on_the_selection_windows_only() -> None:
     assert champions.loc[1, columns.MODEL] == "a"
     assert champions.loc[2, columns.MODEL] == "b"
     assert champions.loc[1, metrics.RMSPE] == pytest.approx(0.01)
+    # The champions' own rows (`champion_scored`) are no candidate.
+    scored = pd.DataFrame(rows)
+    labelled = champion_scored(
+        scored[scored[columns.BACKTEST_WINDOW] == 3], champions.reset_index()
+    )
+    again = select_champions(pd.concat([scored, labelled]), [1, 2, 3])
+    pd.testing.assert_frame_equal(again, select_champions(scored, [1, 2, 3]))
+    assert "rmspe_champion" not in again.columns
 
 
 def test_a_champion_must_beat_the_best_model_by_a_margin() -> None:
@@ -1211,7 +1246,7 @@ def test_training_builds_a_bundle_that_round_trips(
         horizon_days=28,
         executor=SequentialExecutor(),
     )
-    assert set(report.summary[columns.MODEL]) == {"seasonal_naive", "gbm", model_selection.CHAMPION}
+    assert set(report.summary[columns.MODEL]) == {"seasonal_naive", "gbm", CHAMPION}
     assert bundle.series == {(s, columns.DEFAULT_PRODUCT) for s in range(1, 7)}
     # The default gbm's backtest windows fit a cheaper stand-in: the report and the bundle
     # say so beside its figures; seasonal_naive is backtested as served.

@@ -69,7 +69,7 @@ def accuracy_by(scored: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
             COVERAGE_80: _inside(scored, columns.YHAT_LOWER, columns.YHAT_UPPER, safe),
             COVERAGE_95: _inside(scored, columns.YHAT_LOWER_95, columns.YHAT_UPPER_95, safe),
             DAYS: sold.astype(float),
-            _MISSING: (sold & np.isnan(forecast)).astype(float),
+            _MISSING: _missing(sold, forecast),
         },
         index=scored.index,
     )
@@ -93,6 +93,35 @@ def accuracy_by(scored: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
     missing = grouped[_MISSING].max() > 0
     result.loc[missing, [name for name in METRICS if name != DAYS]] = np.nan
     return result.reset_index()[[*keys, *METRICS]]
+
+
+def rmspe_by(scored: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
+    """The `rmspe` of `accuracy_by` alone, per group of `keys`, equal to it to the bit.
+
+    What champion selection needs: over every series, model and window of a backtest (29 M
+    rows at 100k series) `accuracy_by` built nine per-day terms, this builds one, and reads
+    only `ACTUAL`, `columns.YHAT` and the keys.
+    """
+    actual = scored[ACTUAL].to_numpy(dtype=float)
+    forecast = scored[columns.YHAT].to_numpy(dtype=float)
+    sold = actual > 0
+    # The same expression as `accuracy_by`'s, so the same floats.
+    ratio = (forecast - actual) / np.where(sold, actual, np.nan)
+    terms = pd.DataFrame(
+        {_SQUARED_RATIO: ratio**2, _MISSING: _missing(sold, forecast)}, index=scored.index
+    )
+    del ratio
+    for key in keys:
+        terms[key] = scored[key]
+    grouped = terms.groupby(list(keys), sort=True)
+    result = pd.DataFrame({RMSPE: np.sqrt(grouped[_SQUARED_RATIO].mean())})
+    result.loc[grouped[_MISSING].max() > 0, RMSPE] = np.nan
+    return result.reset_index()[[*keys, RMSPE]]
+
+
+def _missing(sold: np.ndarray, forecast: np.ndarray) -> np.ndarray:
+    """1.0 on the days with sales but no forecast (they spoil their group's metrics)."""
+    return (sold & np.isnan(forecast)).astype(float)
 
 
 _ALL = "_all"

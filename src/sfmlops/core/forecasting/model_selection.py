@@ -16,7 +16,6 @@ import pandas as pd
 from sfmlops.core import columns
 from sfmlops.core.forecasting import metrics
 from sfmlops.core.forecasting.backtest import (
-    CHAMPION,
     HORIZON_DAYS,
     ROLLING,
     SEASON_WINDOWS,
@@ -262,8 +261,7 @@ def train(
         failures.add(name, FINAL_FIT, models[name])
     report = replace(report, failures=pd.concat([report.failures, failures.frame()]))
     all_windows = [w.number for w in report.windows if w.kind == ROLLING]
-    scored = report.scored[report.scored[columns.MODEL] != CHAMPION]
-    champions = avoid_failed(select_champions(scored, all_windows), failures.frame())
+    champions = avoid_failed(select_champions(report.scored, all_windows), failures.frame())
     reported = report.reported()
     bundle = ForecastBundle(
         models,
