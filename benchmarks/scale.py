@@ -2,7 +2,7 @@
 
 Not part of `make test`. Run from the repository root:
 
-    python benchmarks/scale.py --quick          # 1k and 10k series (about 10 minutes idle)
+    python benchmarks/scale.py --quick          # 1k and 10k series (about 8 minutes idle)
     python benchmarks/scale.py                  # 1k, 10k and 100k series (hours on 2 cores)
         [--sizes 1000,10000,100000] [--days 365] [--models gbm --windows 1] [--executor auto]
         [--database-url postgresql+psycopg2://...] [--output benchmarks/results/scale.json]

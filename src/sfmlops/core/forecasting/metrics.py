@@ -121,7 +121,8 @@ def rmspe_by(scored: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
 
 def _missing(sold: np.ndarray, forecast: np.ndarray) -> np.ndarray:
     """1.0 on the days with sales but no forecast (they spoil their group's metrics)."""
-    return (sold & np.isnan(forecast)).astype(float)
+    missing: np.ndarray = (sold & np.isnan(forecast)).astype(float)
+    return missing
 
 
 _ALL = "_all"
