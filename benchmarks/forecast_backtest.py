@@ -39,10 +39,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -660,6 +660,29 @@ def save(results: dict[str, object], path: Path) -> None:
 
 def log(message: str) -> None:
     print(f"{time.strftime('%H:%M:%S')} {message}", file=sys.stderr, flush=True)
+
+
+def alternated(
+    rounds: int, variants: Sequence[str], measure: Callable[[str], dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """`measure(variant)` for every variant in turn, `rounds` times (the variants alternate,
+    so a change of the machine's load falls on all of them); each run logged with its round."""
+    runs = []
+    for round_number in range(1, rounds + 1):
+        for variant in variants:
+            run = measure(variant)
+            run["round"] = round_number
+            log(str(run))
+            runs.append(run)
+    return runs
+
+
+def print_table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> None:
+    """A Markdown table: the first column left-aligned, the others right-aligned."""
+    print("| " + " | ".join(headers) + " |")
+    print("| --- |" + " ---: |" * (len(headers) - 1))
+    for row in rows:
+        print("| " + " | ".join(str(value) for value in row) + " |")
 
 
 if __name__ == "__main__":

@@ -22,7 +22,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from forecast_backtest import log, save  # the benchmarks' shared output helpers
+from forecast_backtest import (
+    alternated,
+    print_table,
+    save,
+)  # the benchmarks' shared output helpers
 from scale import machine  # the machine's description, as the scale benchmark records it
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,20 +42,23 @@ def main() -> None:
     )
     args = parser.parse_args()
     cache = uv_cache()
-    runs = []
-    for round_number in range(1, args.rounds + 1):
-        for revision in args.revisions.split(","):
-            run = install(revision, args.stale, cache)
-            run["round"] = round_number
-            log(str(run))
-            runs.append(run)
-    print("| revision | `make dev` wall (s) | uv cache growth (MiB) | load |")
-    print("| --- | ---: | ---: | ---: |")
-    for run in runs:
-        print(
-            f"| {run['revision']} | {run['seconds']} | {run['uv_cache_growth_mib']:+,} "
-            f"| {run['load_before']} |"
-        )
+    runs = alternated(
+        args.rounds,
+        args.revisions.split(","),
+        lambda revision: install(revision, args.stale, cache),
+    )
+    print_table(
+        ["revision", "`make dev` wall (s)", "uv cache growth (MiB)", "load"],
+        (
+            [
+                run["revision"],
+                run["seconds"],
+                f"{run['uv_cache_growth_mib']:+,}",
+                run["load_before"],
+            ]
+            for run in runs
+        ),
+    )
     save({"machine": machine(), "stale": args.stale, "runs": runs}, args.output)
 
 

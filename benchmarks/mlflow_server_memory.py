@@ -25,7 +25,11 @@ from typing import Any
 
 import psutil
 
-from forecast_backtest import log, save  # the benchmarks' shared output helpers
+from forecast_backtest import (
+    alternated,
+    print_table,
+    save,
+)  # the benchmarks' shared output helpers
 from scale import machine  # the machine's description, as the scale benchmark records it
 from training_job_costs import SFMLOPS, environment, wait_for
 
@@ -40,20 +44,22 @@ def main() -> None:
         "--output", type=Path, default=Path("benchmarks/results/mlflow_server_memory.json")
     )
     args = parser.parse_args()
-    runs = []
-    for round_number in range(1, args.rounds + 1):
-        for job_execution in ("true", "false"):
-            run = measure(job_execution, args.workers)
-            run["round"] = round_number
-            log(str(run))
-            runs.append(run)
-    print("| job execution | processes | RSS (MiB) | ready (s) | load |")
-    print("| --- | ---: | ---: | ---: | ---: |")
-    for run in runs:
-        print(
-            f"| {run['job_execution']} | {run['processes']} | {run['rss_mib']:,} "
-            f"| {run['ready_seconds']} | {run['load_before']} |"
-        )
+    runs = alternated(
+        args.rounds, ("true", "false"), lambda enabled: measure(enabled, args.workers)
+    )
+    print_table(
+        ["job execution", "processes", "RSS (MiB)", "ready (s)", "load"],
+        (
+            [
+                run["job_execution"],
+                run["processes"],
+                f"{run['rss_mib']:,}",
+                run["ready_seconds"],
+                run["load_before"],
+            ]
+            for run in runs
+        ),
+    )
     save({"machine": machine(), "workers": args.workers, "runs": runs}, args.output)
 
 
