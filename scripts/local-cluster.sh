@@ -601,6 +601,15 @@ wait_for() {
 
 kubectl_admin() { kubectl --kubeconfig "$admin_kubeconfig" "$@"; }
 
+# Waits until the CRDs of a file are Established. `kubectl wait --for condition=...` fails at
+# once, instead of waiting, when it reads a CRD the API server has not given a status yet
+# (".status.conditions accessor error: <nil> is of the type <nil>", kubernetes issue 66439:
+# seen on a fresh machine's first `up`), so each attempt is retried until the deadline.
+# Args: what (for the error), file.
+wait_established() {
+  wait_for "$1" 120 kubectl_admin wait --for condition=Established --timeout 10s -f "$2"
+}
+
 # --- up ------------------------------------------------------------------------------------
 
 setup_network() {
@@ -843,7 +852,7 @@ EOF
 
 start_kuberay() {
   kubectl_admin apply --server-side --force-conflicts -f "$kuberay_crds" >/dev/null
-  kubectl_admin wait --for condition=Established --timeout 120s -f "$kuberay_crds" >/dev/null
+  wait_established "KubeRay CRDs" "$kuberay_crds"
   KUBECONFIG=$admin_kubeconfig start_process kuberay-operator "$programs_bin/ray-operator" \
     -metrics-addr 127.0.0.1:18083 -health-probe-bind-address 127.0.0.1:18084 \
     -enable-leader-election=false -log-stdout-encoder console
@@ -1034,7 +1043,7 @@ start_ingress() {
   kubectl_admin apply --server-side --force-conflicts -f "$gateway_api_crds" >/dev/null
   # A new CRD's kinds are served only once it is Established: applying the GatewayClass right
   # after the CRDs failed with "no matches for kind" on a fresh state.
-  kubectl_admin wait --for condition=Established --timeout 120s -f "$gateway_api_crds" >/dev/null
+  wait_established "Gateway API CRDs" "$gateway_api_crds"
   kubectl_admin apply --server-side --force-conflicts -f - >/dev/null <<EOF
 apiVersion: v1
 kind: Namespace
