@@ -476,6 +476,50 @@ def _leaves_per_tree(booster: lgb.Booster) -> list[int]:
     return [tree["num_leaves"] for tree in booster.dump_model()["tree_info"]]
 
 
+def test_a_gbm_with_the_store_as_a_category_splits_on_sets_of_stores(
+    sales: pd.DataFrame, stores: pd.DataFrame
+) -> None:
+    as_number = GlobalGBMForecaster(replace(SMALL_GBM, members=2)).fit(sales, stores)
+    as_category = GlobalGBMForecaster(replace(SMALL_GBM, members=2, store_as_category=True)).fit(
+        sales, stores
+    )
+
+    assert {kind for kind, _ in _store_splits(as_number)} == {"<="}  # ranges of ids
+    splits = _store_splits(as_category)
+    assert {kind for kind, _ in splits} == {"=="}  # sets of stores, in every booster
+    # Sets a range cannot be: stores whose ids are not neighbours on one side of a split.
+    assert any(_gaps(stores_on_one_side) for _, stores_on_one_side in splits)
+    assert as_category.booster_ is not None
+    assert as_category.booster_.params["cat_smooth"] == SMALL_GBM.category_smoothing
+    later = as_future(split(sales, 28)[1])
+    assert np.isfinite(as_category.predict(later)[columns.YHAT]).all()
+
+
+def _store_splits(model: GlobalGBMForecaster) -> list[tuple[str, str]]:
+    """(decision type, threshold) of every split on the store id, in every booster."""
+    found: list[tuple[str, str]] = []
+    boosters = [model.booster_, *model.member_boosters_]
+    assert len(boosters) == 2
+    for booster in boosters:
+        assert booster is not None
+        dump = booster.dump_model()
+        store = dump["feature_names"].index(columns.STORE_ID)
+        nodes = [tree["tree_structure"] for tree in dump["tree_info"]]
+        while nodes:
+            node = nodes.pop()
+            if "split_feature" in node:
+                if node["split_feature"] == store:
+                    found.append((node["decision_type"], str(node["threshold"])))
+                nodes += [node["left_child"], node["right_child"]]
+    assert found, "no split on the store id"
+    return found
+
+
+def _gaps(categories: str) -> bool:
+    ids = sorted(int(value) for value in categories.split("||"))
+    return ids != list(range(ids[0], ids[-1] + 1))
+
+
 @pytest.mark.parametrize(
     ("shard_series", "shards"),
     [
