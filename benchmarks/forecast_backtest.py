@@ -244,6 +244,17 @@ _BLEND_R150_BT170 = replace(
     backtest_learning_rate=0.15,
 )
 
+# The default with the store id split as a number (as until 2026-12-07), with 255 bins per
+# feature instead of 63 (the store id a number or a category), and with the store categories
+# smoothed by 200 days instead of 100 (docs/benchmarks.md, "The store id as a category"):
+# variants here and in gbm_trials.py.
+STORE_ID_VARIANTS: dict[str, GBMParams] = {
+    "bins255": replace(DEFAULT_PARAMS, store_as_category=False, max_bin=255),
+    "store_number": replace(DEFAULT_PARAMS, store_as_category=False),
+    "store_category_bins255": replace(DEFAULT_PARAMS, max_bin=255),
+    "store_category_s200": replace(DEFAULT_PARAMS, category_smoothing=200.0),
+}
+
 # Variant -> (gbm settings, season windows in its training). `before`: the default until
 # the extended calendar (school-holiday run position, days since a promotion started or
 # ended, four-week level) replaced it; `default`: today's default.
@@ -285,14 +296,7 @@ VARIANTS: dict[str, tuple[GBMParams, int]] = {
     # 0.1), the backtest's booster as blend_r150_bt170's (63 leaves, 170 rounds at 0.15).
     "blend_l95_r250": (DEFAULT_PARAMS, 1),
     "leaves95": (GBMParams(num_leaves=95), 1),
-    # The default with the store id split as a number (as until 2026-12-07), with 255 bins
-    # per feature instead of 63 (the store id a number or a category), and with the store
-    # categories smoothed by 200 days instead of 100 (docs/benchmarks.md, "The store id as
-    # a category").
-    "bins255": (replace(DEFAULT_PARAMS, store_as_category=False, max_bin=255), 1),
-    "store_number": (replace(DEFAULT_PARAMS, store_as_category=False), 1),
-    "store_category_bins255": (replace(DEFAULT_PARAMS, max_bin=255), 1),
-    "store_category_s200": (replace(DEFAULT_PARAMS, category_smoothing=200.0), 1),
+    **{name: (params, 1) for name, params in STORE_ID_VARIANTS.items()},
     # The single booster with another seed: how far a choice's gain is from what a seed moves.
     "seed18": (GBMParams(seed=18), 1),
     # Prophet: alone (each store's own Prophet, as `sfmlops train --models prophet`), and as a

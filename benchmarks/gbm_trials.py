@@ -21,6 +21,7 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 
+from forecast_backtest import STORE_ID_VARIANTS  # this folder: the script's own path
 from sfmlops.core import columns
 from sfmlops.core.forecasting.backtest import HORIZON_DAYS
 from sfmlops.core.forecasting.base import as_future
@@ -51,14 +52,7 @@ VARIANTS: dict[str, GBMParams] = {
     # The blend with a cheaper second booster (fewer rounds at a higher rate).
     "blend_r150": replace(BLEND, member_rounds=150, member_learning_rate=0.15),
     "before_tuning": _BEFORE_TUNING,
-    # The default with the store id split as a number (as until 2026-12-07), with 255 bins
-    # per feature instead of 63 (the store id a number or a category), and with the store
-    # categories smoothed by 200 days instead of 100 (docs/benchmarks.md, "The store id as
-    # a category").
-    "bins255": replace(DEFAULT_PARAMS, store_as_category=False, max_bin=255),
-    "store_number": replace(DEFAULT_PARAMS, store_as_category=False),
-    "store_category_bins255": replace(DEFAULT_PARAMS, max_bin=255),
-    "store_category_s200": replace(DEFAULT_PARAMS, category_smoothing=200.0),
+    **STORE_ID_VARIANTS,
     # The default until the extended calendar replaced it.
     "before": replace(
         _BEFORE_TUNING,
