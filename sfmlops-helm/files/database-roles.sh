@@ -37,23 +37,31 @@ until pg_isready --quiet; do
   sleep 2
   waited=$((waited + 2))
 done
-# A login role without admin attributes, created if missing, with the password of its
-# ROLE_PASSWORD_<ROLE> variable: it reaches psql through the environment, never the command line.
-login_role() {
+# A role without admin attributes, created if missing. A new role cannot log in yet: on a fresh
+# server the migrations Job (as the application role) starts while this script runs, and a
+# table it created before the readers' default privileges existed would stay unreadable to
+# them, silently (the API's reads refused, its writes accepted).
+make_role() {
+  psql --no-psqlrc --quiet -v ON_ERROR_STOP=1 -v role="$1" >/dev/null <<'SQL'
+SELECT format('CREATE ROLE %I NOLOGIN', :'role')
+WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = :'role') \gexec
+ALTER ROLE :"role" WITH NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS INHERIT;
+SQL
+}
+# Login, with the password of its ROLE_PASSWORD_<ROLE> variable: it reaches psql through the
+# environment, never the command line.
+allow_login() {
   local variable="ROLE_PASSWORD_${1^^}"
   ROLE_PASSWORD="${!variable}" psql --no-psqlrc --quiet -v ON_ERROR_STOP=1 -v role="$1" \
     >/dev/null <<'SQL'
 \getenv password ROLE_PASSWORD
-SELECT format('CREATE ROLE %I', :'role')
-WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = :'role') \gexec
-ALTER ROLE :"role" WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION
-  NOBYPASSRLS INHERIT PASSWORD :'password';
+ALTER ROLE :"role" WITH LOGIN PASSWORD :'password';
 SQL
 }
 # No role but a database's own (and the superuser) may connect to it.
 for entry in $DATABASE_ROLES; do
   IFS=: read -r role database key <<< "$entry"
-  login_role "$role"
+  make_role "$role"
   psql --no-psqlrc --quiet -v ON_ERROR_STOP=1 -v role="$role" -v name="$database" >/dev/null <<'SQL'
 SELECT format('CREATE DATABASE %I OWNER %I', :'name', :'role')
 WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = :'name') \gexec
@@ -117,7 +125,7 @@ done
 # transaction by default also stops a function with side effects run through it.
 for entry in ${DATABASE_READERS:-}; do
   IFS=: read -r role database key <<< "$entry"
-  login_role "$role"
+  make_role "$role"
   psql --no-psqlrc --quiet -v ON_ERROR_STOP=1 -v role="$role" -v name="$database" >/dev/null <<'SQL'
 ALTER ROLE :"role" SET default_transaction_read_only = on;
 GRANT CONNECT ON DATABASE :"name" TO :"role";
@@ -152,6 +160,12 @@ SQL
 if [ -n "$revoked" ]; then
   echo "database roles: PUBLIC may no longer connect to ${revoked//$'\n'/, }"
 fi
+# Only now may the roles log in: every database has its owner and every reader its grants and
+# default privileges (on a restart they already could, and this sets a changed password).
+for entry in $DATABASE_ROLES ${DATABASE_READERS:-}; do
+  IFS=: read -r role database key <<< "$entry"
+  allow_login "$role"
+done
 if [ -n "${ROLES_HOLD:-}" ]; then
   sleep infinity &
   wait

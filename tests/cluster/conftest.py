@@ -140,15 +140,24 @@ class Cluster:
             logs_of: As `diagnose`: whose logs the failure shows besides those not Ready.
         """
         deadline = time.monotonic() + seconds
+        last = "nothing"  # the condition's last answer, for the failure message
         while True:
             try:
                 value = condition()
-            except (httpx.HTTPError, subprocess.SubprocessError, json.JSONDecodeError, KeyError):
-                value = None
+                last = repr(value)[:500]
+            except (
+                httpx.HTTPError,
+                subprocess.SubprocessError,
+                json.JSONDecodeError,
+                KeyError,
+            ) as error:
+                value, last = None, f"{type(error).__name__}: {str(error)[:500]}"
             if value:
                 return value
             if time.monotonic() > deadline:
-                pytest.fail(f"{what}: not within {seconds:.0f} s\n{self.diagnose(logs_of)}")
+                pytest.fail(
+                    f"{what}: not within {seconds:.0f} s (last: {last})\n{self.diagnose(logs_of)}"
+                )
             # Each wait ends on average half a poll after its condition holds: short polls (a
             # kubectl call or an HTTP request each) keep that out of the tier's time.
             time.sleep(1)

@@ -56,10 +56,18 @@ def _secrets(cluster: Any) -> dict[str, dict[str, str]]:
     }
 
 
-def _status(api: Any) -> dict[str, Any]:
-    response = api.get("/v1/status")
-    response.raise_for_status()
+def _ok(response: httpx.Response) -> dict[str, Any]:
+    """The JSON body of a 200; else an HTTPError naming the request, status and body."""
+    if response.status_code != 200:
+        raise httpx.HTTPError(
+            f"{response.request.method} {response.request.url.path}:"
+            f" {response.status_code} {response.text[:500]}"
+        )
     return dict(response.json())
+
+
+def _status(api: Any) -> dict[str, Any]:
+    return _ok(api.get("/v1/status"))
 
 
 def _champion(api: Any) -> str | None:
@@ -223,10 +231,10 @@ def test_a_single_store_retrain_runs_on_the_ray_worker_and_becomes_champion(
     assert submitted.json()["runner"] == "ray-jobs"
 
     def finished() -> dict[str, Any] | None:
-        job = api.get(f"/v1/training-jobs/{job_id}").json()
+        job = _ok(api.get(f"/v1/training-jobs/{job_id}"))
         return job if job["status"] in ("succeeded", "failed") else None
 
-    job = deployed.wait(finished, 600, f"training job {job_id}")
+    job = deployed.wait(finished, 600, f"training job {job_id}", logs_of=(f"deploy/{RELEASE}-api",))
     assert job["status"] == "succeeded", job
     deployed.timeline.mark("single-store retrain done")
 
@@ -452,6 +460,15 @@ def test_the_sales_programs_log_in_as_the_application_role(deployed: Any) -> Non
         " JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'public'",
     )
     assert owners == ["sfmlops_app"]
+    # The reader reads every table, the migrations' included (they run while the database-roles
+    # container still works on a fresh server).
+    unreadable = _as_superuser(
+        deployed,
+        "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p')"
+        " AND NOT has_table_privilege('sfmlops_reader', c.oid, 'SELECT')",
+    )
+    assert unreadable == []
     # Nor may a role reach a database not its own, the maintenance database included.
     open_to_all = _as_superuser(
         deployed,

@@ -8,6 +8,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import shlex
+import shutil
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -564,6 +566,54 @@ def test_the_reader_role_reads_every_sales_table_now_and_later_and_nothing_more(
     for database in ("postgres", mlflow):
         refusal = refusal_of(server.url_of(database, reader, passwords[reader]))
         assert "permission denied for database" in refusal, refusal
+
+
+@pytest.mark.integration
+def test_no_role_logs_in_before_the_readers_may_read_what_it_creates(
+    server: Server, tmp_path: Path
+) -> None:
+    # On a fresh server the migrations Job logs in as the application role as soon as it may,
+    # while the script still runs: a table made before the reader's default privileges existed
+    # would stay unreadable to the reader (the API's reads refused, its writes accepted). A
+    # wrapper around psql records, before each of the script's calls, whether the role may log
+    # in and whether the reader's default privileges on its tables exist.
+    application, reader = f"{server.prefix}_app", f"{server.prefix}_reader"
+    passwords = {name: uuid.uuid4().hex for name in (application, reader)}
+    psql = shutil.which("psql")
+    assert psql is not None
+    role = f"(SELECT oid FROM pg_roles WHERE rolname = '{application}')"
+    query = (
+        f"SELECT coalesce((SELECT rolcanlogin FROM pg_roles WHERE oid = {role}), false),"
+        " EXISTS (SELECT FROM pg_default_acl d, aclexplode(d.defaclacl) a"
+        f" WHERE d.defaclrole = {role} AND a.privilege_type = 'SELECT'"
+        f" AND a.grantee = (SELECT oid FROM pg_roles WHERE rolname = '{reader}'))"
+    )
+    states = tmp_path / "states"
+    wrapper = tmp_path / "psql"
+    wrapper.write_text(
+        "#!/usr/bin/env bash\n"
+        f"{psql} --no-psqlrc --tuples-only --no-align -c {shlex.quote(query)}"
+        f" </dev/null >>{states}\n"
+        f'exec {psql} "$@"\n'
+    )
+    wrapper.chmod(0o755)
+
+    done = server.run_roles(
+        passwords,
+        {application: server.sales_database},
+        {reader: server.sales_database},
+        path=str(tmp_path),
+    )
+
+    assert done.returncode == 0, done.stderr
+    seen = states.read_text().split()
+    assert seen[0] == "f|f", seen  # the role did not exist yet
+    assert "t|f" not in seen, seen
+    with autocommit(server.url_of(server.sales_database)).connect() as connection:
+        can_login = connection.execute(
+            text("SELECT rolcanlogin FROM pg_roles WHERE rolname = :name"), {"name": application}
+        ).scalar()
+    assert can_login is True
 
 
 @pytest.mark.integration

@@ -55,12 +55,14 @@ class Server:
         passwords: dict[str, str],
         databases: dict[str, str] | None = None,
         readers: dict[str, str] | None = None,
+        path: str | None = None,
     ) -> subprocess.CompletedProcess[str]:
         """The rendered container's script, as the chart runs it but against this server.
 
         `passwords` maps each role to its password, `databases` a role to the database it
         owns when that is not the database of its name, `readers` a read-only role (its
-        password in `passwords` too) to the database it reads.
+        password in `passwords` too) to the database it reads; `path`, a folder searched
+        before PATH (a wrapper around psql).
         """
         databases, readers = databases or {}, readers or {}
         entries = [
@@ -83,6 +85,8 @@ class Server:
         }
         env |= {f"ROLE_PASSWORD_{name.upper()}": password for name, password in passwords.items()}
         env.pop("ROLES_HOLD", None)
+        if path is not None:
+            env["PATH"] = f"{path}:{env['PATH']}"
         return subprocess.run(
             ["bash", "-c", script], env=env, capture_output=True, text=True, check=False
         )
