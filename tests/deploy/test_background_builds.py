@@ -321,6 +321,22 @@ def start_chains(tmp_path: Path, build: str) -> Path:
     return scripts
 
 
+def chains_at_their_level(tmp_path: Path) -> None:
+    """Waits until each chain has left the nice-0 scheduler group setsid gave it (its first
+    step); returns at once where the kernel has no such groups or a chain has ended."""
+    deadline = time.monotonic() + 30
+    for pid_file in (tmp_path / "test-artifacts").glob("background-*.pid"):
+        group = Path(f"/proc/{pid_file.read_text().strip()}/autogroup")
+        while True:
+            try:
+                if not group.read_text().strip().endswith("nice 0"):
+                    break
+            except OSError:
+                break
+            assert time.monotonic() < deadline, f"{pid_file.name}: its level never set"
+            time.sleep(0.05)
+
+
 def recorded(out: Path) -> list[str]:
     """The two lines a build recorded (its nice, its scheduler group), once written."""
     deadline = time.monotonic() + 30
@@ -374,6 +390,9 @@ def test_once_the_main_suite_ends_the_chains_are_promoted_to_the_tiers_level(
         '{ nice; cat /proc/self/autogroup 2>/dev/null || echo none; } > "$0.$1.out"\n'
     )
     scripts = start_chains(tmp_path, build)
+    # make test promotes minutes after the start; here a promotion could come before a chain has
+    # set its own level, which would then undo it.
+    chains_at_their_level(tmp_path)
 
     promoted = subprocess.run(
         ["bash", str(scripts / "background-builds.sh"), "--promote"],
