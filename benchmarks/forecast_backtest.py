@@ -244,15 +244,17 @@ _BLEND_R150_BT170 = replace(
     backtest_learning_rate=0.15,
 )
 
-# The default with the store id split as a number (as until 2026-12-07), with 255 bins per
-# feature instead of 63 (the store id a number or a category), and with the store categories
-# smoothed by 200 days instead of 100 (docs/benchmarks.md, "The store id as a category"):
-# variants here and in gbm_trials.py.
+# The default with the store id split as a category (the default on 2026-12-07, smoothed by
+# 100 days, or by 200), with 255 bins per feature instead of 63 (the store id a number or a
+# category) (docs/benchmarks.md, "The store id as a category"): variants here and in
+# gbm_trials.py.
 STORE_ID_VARIANTS: dict[str, GBMParams] = {
-    "bins255": replace(DEFAULT_PARAMS, store_as_category=False, max_bin=255),
-    "store_number": replace(DEFAULT_PARAMS, store_as_category=False),
-    "store_category_bins255": replace(DEFAULT_PARAMS, max_bin=255),
-    "store_category_s200": replace(DEFAULT_PARAMS, category_smoothing=200.0),
+    "bins255": replace(DEFAULT_PARAMS, max_bin=255),
+    "store_category": replace(DEFAULT_PARAMS, store_as_category=True),
+    "store_category_bins255": replace(DEFAULT_PARAMS, store_as_category=True, max_bin=255),
+    "store_category_s200": replace(
+        DEFAULT_PARAMS, store_as_category=True, category_smoothing=200.0
+    ),
 }
 
 # Variant -> (gbm settings, season windows in its training). `before`: the default until

@@ -181,16 +181,18 @@ BLEND = GBMParams(
 # whole pipeline, against the blend before it (a second booster of 150 rounds at 0.15, 63
 # leaves; the same backtest), seeds 17-19: the season window 0.1050 against 0.1055, the data's
 # last 48 days 0.0978 against 0.0982 (docs/benchmarks.md, "A larger served blend"). The store
-# id is a category in every booster: through the whole pipeline, seeds 17-19, the season
-# window 0.1040 against 0.1050 and the untouched check 0.1019 against 0.1021, lower with each
-# seed, for about 15 % more LightGBM time (docs/benchmarks.md, "The store id as a category").
+# id stays a number: as a category (`store_as_category`) it lowered the season window to
+# 0.1040 (seeds 17-19), but its trees' paths are 1.7 times as deep (a leaf at depth 10.6 on
+# average against 6.1), so a forecast costs 44-69 % more CPU (every store x 7 days 256-281
+# against 166-178 ms) and the 100k series' every-store POST took 408 ms at p50 against
+# 162 ms, its default training 47.1 min against 36.6 (budgets: 200 ms, 45 min;
+# docs/benchmarks.md, "The store id as a category").
 DEFAULT_PARAMS = replace(
     BLEND,
     num_leaves=95,
     backtest_rounds=170,
     backtest_learning_rate=0.15,
     backtest_num_leaves=63,
-    store_as_category=True,
 )
 
 
