@@ -244,9 +244,9 @@ _BLEND_R150_BT170 = replace(
     backtest_learning_rate=0.15,
 )
 
-# The default with the store id split as a category (the default on 2026-12-07, smoothed by
-# 100 days, or by 200), with 255 bins per feature instead of 63 (the store id a number or a
-# category) (docs/benchmarks.md, "The store id as a category"): variants here and in
+# The default with 255 bins per feature instead of 63, and with the store id split as a
+# category (the default for a day on 2026-12-07: smoothed by 100 days, with 255 bins, or
+# smoothed by 200); docs/benchmarks.md, "The store id as a category". Variants here and in
 # gbm_trials.py.
 STORE_ID_VARIANTS: dict[str, GBMParams] = {
     "bins255": replace(DEFAULT_PARAMS, max_bin=255),
